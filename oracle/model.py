@@ -1,0 +1,282 @@
+"""The calibrated energy oracle: step-level time and energy coefficients for one (model, GPU, backend).
+
+Step time (s) and energy (J) are linear in the step features of `oracle.features`. Summed over B
+identical requests in lockstep they give the SweetSpot per-request polynomial, so one coefficient
+set answers both "what does this serving step cost" (the simulator) and "what does a request of
+(n_in, n_out) cost, and where is its sweet spot n_out*" (planning).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from oracle import features as F
+
+FORMAT = "sweetspot-oracle"
+VERSION = 1
+SHIPPED_DIR = "data/oracles"
+
+
+class OracleFormatError(ValueError):
+    """An oracle file that cannot be read: the message names the file and the problem."""
+
+
+class OracleRangeWarning(UserWarning):
+    """An oracle was asked about lengths or batches far outside the range it was calibrated on."""
+
+
+@dataclass(frozen=True)
+class CalibratedRange:
+    """Inclusive ranges of the measurements behind the coefficients (tokens, sequences)."""
+
+    n_in: tuple[float, float] = (64, 4096)
+    n_out: tuple[float, float] = (64, 4096)
+    batch: tuple[float, float] = (1, 256)
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """What the simulator needs for KV-cache capacity (bytes)."""
+
+    weight_bytes: float
+    kv_bytes_per_token: float
+    gpu_memory_bytes: float
+
+    def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
+        """Tokens of KV cache that fit in `utilization` of GPU memory after the weights."""
+        free = self.gpu_memory_bytes * utilization - self.weight_bytes
+        return max(int(free // self.kv_bytes_per_token), 0)
+
+
+@dataclass
+class Oracle:
+    """Step-level energy and time model. Coefficients are per unit of each feature in `FEATURES`.
+
+    energy_coef_j: J per feature unit; time_coef_s: s per feature unit; both non-negative.
+    """
+
+    name: str
+    model: str
+    gpu: str
+    backend: str
+    energy_coef_j: np.ndarray
+    time_coef_s: np.ndarray
+    idle_power_w: float
+    power_limit_w: float | None = None
+    calibrated: CalibratedRange = field(default_factory=CalibratedRange)
+    memory: MemorySpec | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.energy_coef_j = _coef(self.energy_coef_j, "energy_coef_j")
+        self.time_coef_s = _coef(self.time_coef_s, "time_coef_s")
+        if not (np.isfinite(self.idle_power_w) and self.idle_power_w >= 0):
+            raise ValueError(f"idle_power_w must be a finite non-negative number, got {self.idle_power_w}")
+        self._warned = False
+
+    # --- step level -----------------------------------------------------------------------
+    def step_energy(self, x: ArrayLike) -> np.ndarray:
+        """Energy (J) of steps with feature vectors x (shape (..., 6))."""
+        return np.asarray(x, dtype=float) @ self.energy_coef_j
+
+    def step_time(self, x: ArrayLike) -> np.ndarray:
+        """Duration (s) of steps with feature vectors x (shape (..., 6))."""
+        return np.asarray(x, dtype=float) @ self.time_coef_s
+
+    # --- request level (B identical requests in lockstep) ----------------------------------
+    def theta(self, batch: ArrayLike = 1) -> np.ndarray:
+        """θ1…θ6 (J) of the per-request energy polynomial at batch size `batch`."""
+        return F.theta_from_coef(self.energy_coef_j, batch)
+
+    def theta_time(self, batch: ArrayLike = 1) -> np.ndarray:
+        """θ1…θ6 (s) of the per-request latency polynomial at batch size `batch`."""
+        return F.theta_from_coef(self.time_coef_s, batch)
+
+    def energy(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+        """GPU energy (J) of one request, its share of shared step costs included."""
+        self._check_range(n_in, n_out, batch)
+        return F.polynomial(self.theta(batch), n_in, n_out)
+
+    def time(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+        """End-to-end latency (s) of one request run in a lockstep batch of `batch`."""
+        self._check_range(n_in, n_out, batch)
+        return F.polynomial(self.theta_time(batch), n_in, n_out)
+
+    def efficiency(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+        """Output tokens per joule."""
+        return np.asarray(n_out, dtype=float) / self.energy(n_in, n_out, batch)
+
+    def optimal_output(self, n_in: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+        """n_out* (tokens): the output length that minimises energy per output token."""
+        self._check_range(n_in, None, batch)
+        return F.optimal_output(self.theta(batch), n_in)
+
+    def power_violations(self, max_batch: int | None = None) -> list[str]:
+        """Steps over the calibrated range whose implied power (W) leaves [idle, limit]."""
+        hi_b = int(max_batch or self.calibrated.batch[1])
+        b = np.unique(np.geomspace(1, max(hi_b, 1), 8).round())
+        ctx = np.geomspace(self.calibrated.n_in[0], self.calibrated.n_in[1] + self.calibrated.n_out[1], 8)
+        bb, cc = np.meshgrid(b, ctx)
+        steps = np.concatenate(
+            [
+                F.step_features(decode_seqs=bb, decode_ctx=bb * cc).reshape(-1, F.N_FEATURES),
+                F.step_features(prefill_seqs=bb, prefill_tokens=bb * cc, prefill_attn=bb * F.attn_pairs(cc)).reshape(-1, F.N_FEATURES),
+            ]
+        )
+        power = self.step_energy(steps) / self.step_time(steps)
+        out = []
+        if np.any(power < self.idle_power_w * 0.999):
+            out.append(f"implied step power down to {power.min():.0f} W, below idle power {self.idle_power_w:.0f} W")
+        if self.power_limit_w and np.any(power > self.power_limit_w * 1.001):
+            out.append(f"implied step power up to {power.max():.0f} W, above the power limit {self.power_limit_w:.0f} W")
+        return out
+
+    def _check_range(self, n_in: ArrayLike, n_out: ArrayLike | None, batch: ArrayLike) -> None:
+        if self._warned:
+            return
+        bad = []
+        for label, values, (lo, hi) in (
+            ("n_in", n_in, self.calibrated.n_in),
+            ("n_out", n_out, self.calibrated.n_out),
+            ("batch", batch, self.calibrated.batch),
+        ):
+            if values is None:
+                continue
+            v = np.asarray(values, dtype=float)
+            if v.size and (np.nanmin(v) < lo / 2 or np.nanmax(v) > hi * 2):
+                bad.append(f"{label} in [{np.nanmin(v):g}, {np.nanmax(v):g}] vs calibrated [{lo:g}, {hi:g}]")
+        if bad:
+            self._warned = True
+            warnings.warn(
+                f"oracle {self.name!r} asked more than 2x outside its calibrated range: {'; '.join(bad)}. "
+                "Predictions there are extrapolations (this warning is shown once per oracle).",
+                OracleRangeWarning,
+                stacklevel=3,
+            )
+
+    # --- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (format, version, coefficients keyed by feature name)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "model": self.model,
+            "gpu": self.gpu,
+            "backend": self.backend,
+            "features": list(F.FEATURES),
+            "energy_coef_j": dict(zip(F.FEATURES, map(float, self.energy_coef_j))),
+            "time_coef_s": dict(zip(F.FEATURES, map(float, self.time_coef_s))),
+            "idle_power_w": float(self.idle_power_w),
+            "power_limit_w": None if self.power_limit_w is None else float(self.power_limit_w),
+            "calibrated": {k: list(v) for k, v in asdict(self.calibrated).items()},
+            "memory": None if self.memory is None else asdict(self.memory),
+            "settings": self.settings,
+            "fit": self.fit,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the oracle as versioned JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Oracle:
+        """Build from `to_dict` output; errors name the source and the bad key."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise OracleFormatError(f"{source}: not a sweetspot oracle (expected \"format\": \"{FORMAT}\")")
+        if d.get("version") != VERSION:
+            raise OracleFormatError(f"{source}: oracle format version {d.get('version')!r}, this sweetspot-sim reads version {VERSION}")
+        try:
+            return cls(
+                name=str(d["name"]),
+                model=str(d["model"]),
+                gpu=str(d["gpu"]),
+                backend=str(d["backend"]),
+                energy_coef_j=_coef_from_json(d["energy_coef_j"], "energy_coef_j"),
+                time_coef_s=_coef_from_json(d["time_coef_s"], "time_coef_s"),
+                idle_power_w=float(d["idle_power_w"]),
+                power_limit_w=None if d.get("power_limit_w") is None else float(d["power_limit_w"]),
+                calibrated=CalibratedRange(**{k: tuple(map(float, v)) for k, v in d.get("calibrated", {}).items()}),
+                memory=None if d.get("memory") is None else MemorySpec(**d["memory"]),
+                settings=dict(d.get("settings") or {}),
+                fit=dict(d.get("fit") or {}),
+                provenance=dict(d.get("provenance") or {}),
+            )
+        except KeyError as e:
+            raise OracleFormatError(f"{source}: missing key {e.args[0]!r}") from e
+        except (TypeError, ValueError) as e:
+            raise OracleFormatError(f"{source}: {e}") from e
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Oracle:
+        """Load an oracle JSON file, or a shipped oracle by name (e.g. 'llama-3.1-8b_h100')."""
+        path = Path(name_or_path)
+        if not path.exists():
+            path = _shipped_path(str(name_or_path))
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise OracleFormatError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data, source=str(path))
+
+
+def shipped_oracles() -> list[str]:
+    """Names of the oracles that ship with the package."""
+    root = resources.files("oracle").joinpath(SHIPPED_DIR)
+    return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def _shipped_path(name: str) -> Path:
+    names = shipped_oracles()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise FileNotFoundError(
+            f"no oracle file {name!r} and no shipped oracle of that name.{hint} "
+            f"Shipped: {', '.join(names)}"
+        )
+    return Path(str(resources.files("oracle").joinpath(SHIPPED_DIR, f"{name}.json")))
+
+
+def _coef(values: ArrayLike, label: str) -> np.ndarray:
+    c = np.asarray(values, dtype=float).reshape(-1)
+    if c.shape != (F.N_FEATURES,):
+        raise ValueError(f"{label} needs {F.N_FEATURES} values ({', '.join(F.FEATURES)}), got {c.size}")
+    if not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise ValueError(f"{label} must be finite and non-negative, got {c.tolist()}")
+    return c
+
+
+def _coef_from_json(value: Any, label: str) -> np.ndarray:
+    if isinstance(value, dict):
+        unknown = set(value) - set(F.FEATURES)
+        if unknown:
+            raise ValueError(f"{label} has unknown feature(s) {sorted(unknown)}; known: {list(F.FEATURES)}")
+        missing = [k for k in F.FEATURES if k not in value]
+        if missing:
+            raise ValueError(f"{label} lacks feature(s) {missing}")
+        return np.array([float(value[k]) for k in F.FEATURES])
+    return np.asarray(value, dtype=float)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot serialise {type(o).__name__}")

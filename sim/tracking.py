@@ -1,0 +1,102 @@
+"""MLflow tracking, in one place: the simulator, the calibration sweeps and the oracle run without it.
+
+Every run records flattened parameters, numeric metrics and artifact files. A tracking failure
+(unreachable server, locked database) never loses results: they are already on disk, and the
+failure is reported as a warning that says what went wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where and whether to track. `uri` is an MLflow tracking URI (file, sqlite or http)."""
+
+    enabled: bool = True
+    uri: str = DEFAULT_URI
+    experiment: str = "sweetspot-sim"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values (MLflow params are strings)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numeric leaves of a nested summary, as dotted metric names."""
+    metrics: dict[str, float] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            metrics.update(numeric_metrics(value, prefix=f"{name}."))
+        elif isinstance(value, bool):
+            metrics[name] = float(value)
+        elif isinstance(value, (int, float)) and math.isfinite(float(value)):
+            metrics[name] = float(value)
+    return metrics
+
+
+def log_run(
+    config: TrackingConfig,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    artifacts: Iterable[Path] = (),
+) -> str | None:
+    """Log one MLflow run; return its run id, or None (with a warning) if tracking failed."""
+    if not config.enabled:
+        return None
+    try:
+        return _log(config, params, metrics, artifacts)
+    except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
+        log.warning(
+            "MLflow tracking to %r failed (%s: %s); results are still on disk. "
+            "Check tracking.uri, or run with tracking.enabled=false.",
+            config.uri,
+            type(e).__name__,
+            e,
+        )
+        return None
+
+
+def _log(
+    config: TrackingConfig,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    artifacts: Iterable[Path],
+) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(config.uri)
+    mlflow.set_experiment(config.experiment)
+    flat = flatten(params)
+    with mlflow.start_run(run_name=config.run_name, tags=dict(config.tags)) as run:
+        keys = list(flat)
+        for i in range(0, len(keys), 100):  # MLflow caps a batch at 100 params
+            mlflow.log_params({k: flat[k][:6000] for k in keys[i : i + 100]})
+        mlflow.log_metrics(numeric_metrics(metrics))
+        for path in artifacts:
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path))
+            elif Path(path).exists():
+                mlflow.log_artifact(str(path))
+        return run.info.run_id

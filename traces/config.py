@@ -1,0 +1,110 @@
+"""Typed configuration of one trace load: which trace, and how to window, sample and scale it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+NAMED_TRACES = (
+    "azure_chat",
+    "azure_code",
+    "azure_chat_2024",
+    "azure_code_2024",
+    "burstgpt",
+    "synthetic",
+)
+"""Names accepted by `traces.load`; `file` (with `path`) loads any CSV/Parquet in a known format."""
+
+ARRIVALS = ("poisson", "gamma")
+BURSTGPT_MODELS = ("ChatGPT", "GPT-4")
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """One trace and the seeded options applied to it (times in seconds, rates in requests/s).
+
+    Order of the options: model filter, window (`start_s`, `duration_s`, in source-trace seconds
+    from its first request), random sampling (`sample_frac`), rate scaling (`rate_scale` > 1
+    compresses inter-arrival times: heavier load), then `max_requests`. The result always
+    starts at 0.0 s.
+    """
+
+    name: str = "azure_chat"
+    path: str | None = None
+    start_s: float = 0.0
+    duration_s: float | None = None
+    max_requests: int | None = None
+    sample_frac: float = 1.0
+    rate_scale: float = 1.0
+    seed: int = 0
+    cache_dir: str | None = None
+    download: bool = True
+    # synthetic
+    rate_per_s: float = 1.0
+    num_requests: int = 1000
+    arrival: str = "poisson"
+    cv: float = 1.0
+    n_in: int | None = None
+    n_out: int | None = None
+    lengths_from: str | None = "azure_chat"
+    # BurstGPT (model also filters any trace that has a `model` column)
+    file: int = 1
+    keep_failed: bool = False
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self)
+        _check_options(self)
+        _check_synthetic(self)
+        _check(self.file in (1, 2), "file", self.file, "1 or 2")
+        _check(self.model is None or self.model in BURSTGPT_MODELS, "model", self.model,
+               f"one of {BURSTGPT_MODELS} or null")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TraceConfig:
+        """Build from a plain mapping (e.g. `OmegaConf.to_container(cfg.trace)`); unknown keys fail."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"trace config: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(values))
+
+
+def _check(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"trace config: {key}={value!r} is invalid, expected {expected}")
+
+
+def _check_name(c: TraceConfig) -> None:
+    _check(c.name in NAMED_TRACES or c.name == "file", "name", c.name,
+           f"one of {NAMED_TRACES} or 'file'")
+    _check((c.name == "file") == (c.path is not None), "path", c.path,
+           "a file path when name='file', and null otherwise")
+
+
+def _check_options(c: TraceConfig) -> None:
+    _check(c.start_s >= 0, "start_s", c.start_s, "a number >= 0 (seconds)")
+    _check(c.duration_s is None or c.duration_s > 0, "duration_s", c.duration_s,
+           "null or a number > 0 (seconds)")
+    _check(c.max_requests is None or c.max_requests >= 1, "max_requests", c.max_requests,
+           "null or an integer >= 1")
+    _check(0 < c.sample_frac <= 1, "sample_frac", c.sample_frac, "a fraction in (0, 1]")
+    _check(c.rate_scale > 0, "rate_scale", c.rate_scale, "a number > 0")
+
+
+def _check_synthetic(c: TraceConfig) -> None:
+    _check(c.rate_per_s > 0, "rate_per_s", c.rate_per_s, "a number > 0 (requests/s)")
+    _check(c.num_requests >= 1, "num_requests", c.num_requests, "an integer >= 1")
+    _check(c.arrival in ARRIVALS, "arrival", c.arrival, f"one of {ARRIVALS}")
+    _check(c.cv > 0, "cv", c.cv, "a number > 0 (coefficient of variation of inter-arrivals)")
+    for key in ("n_in", "n_out"):
+        value = getattr(c, key)
+        _check(value is None or value >= 1, key, value, "null or an integer >= 1 (tokens)")
+    named = tuple(n for n in NAMED_TRACES if n != "synthetic")
+    _check(c.lengths_from is None or c.lengths_from in named, "lengths_from", c.lengths_from,
+           f"null or one of {named}")
+    if c.name == "synthetic":
+        _check(c.lengths_from is not None or (c.n_in is not None and c.n_out is not None),
+               "lengths_from", c.lengths_from, "a trace name unless both n_in and n_out are set")
