@@ -1,0 +1,120 @@
+"""Non-negative least squares with relative-error weighting, scikit-learn style.
+
+Energies span orders of magnitude across (n_in, n_out, batch); plain least squares would fit the
+large runs and leave large percentage errors on small ones, so each row is divided by its target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import Bounds, LinearConstraint, lsq_linear, minimize, nnls
+
+
+class NotFittedError(RuntimeError):
+    """A model used before `fit`."""
+
+
+def relative_nnls(X: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """Coefficients c ≥ 0 minimising Σ ((X·c − y) / y)². Columns are rescaled for conditioning."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be (rows, features) matching y; got {X.shape} and {y.shape}")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("targets must be finite and positive for a relative-error fit")
+    A = X / y[:, None]
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0
+    c, _ = nnls(A / scale, np.ones_like(y), maxiter=50 * X.shape[1])
+    return c / scale
+
+
+def relative_bounded_lsq(
+    X: ArrayLike,
+    y: ArrayLike,
+    lower: ArrayLike,
+    constraints: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Coefficients c ≥ lower minimising Σ ((X·c − y) / y)², optionally with G·c ≤ h.
+
+    For small physical fits (a handful of constants) where bounds and linear inequalities encode
+    what hardware can do. Solved with SLSQP from the bounded least-squares start.
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    A = X / y[:, None]
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0
+    As = A / scale
+    lo = np.asarray(lower, dtype=float) * scale
+    start = lsq_linear(As, np.ones_like(y), bounds=(lo, np.inf)).x
+    if constraints is None:
+        return start / scale
+    G, h = constraints
+    Gs = np.asarray(G, dtype=float) / scale
+    if np.all(Gs @ start <= h * (1 + 1e-12)):
+        return start / scale
+    res = minimize(
+        lambda c: float(np.sum((As @ c - 1.0) ** 2)),
+        np.maximum(lo, 0.0),
+        jac=lambda c: 2.0 * As.T @ (As @ c - 1.0),
+        hess=lambda c: 2.0 * As.T @ As,
+        bounds=Bounds(lo, np.inf),
+        constraints=[LinearConstraint(Gs, -np.inf, h)],
+        method="trust-constr",
+        options={"maxiter": 2000, "gtol": 1e-12, "xtol": 1e-14},
+    )
+    c = np.maximum(res.x, lo)
+    if np.any(Gs @ c > h * (1 + 1e-6)):
+        raise RuntimeError(f"constrained fit failed to satisfy its limits: {res.message}")
+    return c / scale
+
+
+def mape_pct(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean absolute percentage error (%)."""
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    return float(np.mean(np.abs(p - t) / np.abs(t)) * 100.0)
+
+
+class RelativeNNLS:
+    """Linear model y ≈ X·coef_ with coef_ ≥ 0, fitted on relative error."""
+
+    def __init__(self) -> None:
+        self.coef_: np.ndarray | None = None
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> RelativeNNLS:
+        """Fit on features X (rows, k) and positive targets y; returns self."""
+        self.coef_ = relative_nnls(X, y)
+        return self
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Predictions X·coef_."""
+        if self.coef_ is None:
+            raise NotFittedError("RelativeNNLS is not fitted yet: call fit(X, y) first")
+        return np.asarray(X, dtype=float) @ self.coef_
+
+
+def kfold_indices(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
+    """k disjoint test-index arrays covering range(n), shuffled under `seed`."""
+    if n < 2:
+        raise ValueError(f"cross-validation needs at least 2 rows, got {n}")
+    k = min(k, n)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.array_split(order, k)
+
+
+def cross_val_mape_pct(
+    make: Callable[[], RelativeNNLS], X: ArrayLike, y: ArrayLike, k: int = 5, seed: int = 0
+) -> float:
+    """k-fold cross-validated MAPE (%) of a fresh model from `make` per fold."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    pred = np.empty_like(y)
+    for test in kfold_indices(len(y), k, seed):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        pred[test] = make().fit(X[train], y[train]).predict(X[test])
+    return mape_pct(y, pred)
