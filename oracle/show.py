@@ -1,0 +1,62 @@
+"""Print what an oracle says: θ, an n_out* table, and the best and worst tokens per joule.
+
+    python -m oracle.show ORACLE [--batch 1 8 64] [--plots DIR]
+
+ORACLE is a JSON file or a shipped name (`python -m oracle.show --list` lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from oracle.model import Oracle, shipped_oracles
+from oracle.plots import GRID, efficiency_map, plot_efficiency_heatmap, plot_energy_per_token
+
+
+def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
+    """A text report of the oracle at each batch size."""
+    lines = [f"oracle {oracle.name}: {oracle.model} on {oracle.gpu} ({oracle.backend})"]
+    if oracle.fit:
+        lines.append(f"fit: MAPE {oracle.fit.get('mape_pct', float('nan')):.2f} %, CV MAPE {oracle.fit.get('cv_mape_pct', float('nan')):.2f} %")
+    lines.append(f"idle power {oracle.idle_power_w:.0f} W; calibrated n_in {oracle.calibrated.n_in}, n_out {oracle.calibrated.n_out}, batch {oracle.calibrated.batch}")
+    for b in batches:
+        theta = oracle.theta(b)
+        lines.append(f"\nbatch {b}: " + ", ".join(f"θ{i + 1}={t:.4g}" for i, t in enumerate(theta)) + " (J)")
+        stars = oracle.optimal_output(np.array(GRID), b)
+        lines.append("  n_in   " + " ".join(f"{n:>7d}" for n in GRID))
+        lines.append("  n_out* " + " ".join(f"{s:>7.0f}" for s in stars))
+        eff = efficiency_map(oracle, b)
+        (bi, bo), (wi, wo) = np.unravel_index(eff.argmax(), eff.shape), np.unravel_index(eff.argmin(), eff.shape)
+        lines.append(
+            f"  best {eff.max():.4g} tok/J at (n_in={GRID[bi]}, n_out={GRID[bo]}), "
+            f"worst {eff.min():.4g} tok/J at (n_in={GRID[wi]}, n_out={GRID[wo]}): ratio {eff.max() / eff.min():.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m oracle.show", description=__doc__.splitlines()[0])
+    p.add_argument("oracle", nargs="?", help="oracle JSON path or shipped name")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64], help="batch sizes to report")
+    p.add_argument("--plots", type=Path, help="directory to write the heatmap and energy-per-token plots")
+    p.add_argument("--list", action="store_true", help="list the shipped oracles")
+    args = p.parse_args(argv)
+    if args.list or not args.oracle:
+        print("\n".join(shipped_oracles()))
+        return
+    try:
+        oracle = Oracle.load(args.oracle)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    print(describe(oracle, tuple(args.batch)))
+    if args.plots:
+        for b in args.batch:
+            print("wrote", plot_efficiency_heatmap(oracle, args.plots / f"{oracle.name}.b{b}.heatmap.png", b))
+            print("wrote", plot_energy_per_token(oracle, args.plots / f"{oracle.name}.b{b}.energy_per_token.png", batch=b))
+
+
+if __name__ == "__main__":
+    main()
