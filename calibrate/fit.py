@@ -18,7 +18,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from calibrate.table import read_table
+from calibrate.table import MeasurementTableError, read_table
 from oracle import features as F
 from oracle.fit import fit_oracle
 from oracle.plots import plot_efficiency_heatmap, plot_energy_per_token
@@ -79,16 +79,21 @@ ConfigStore.instance().store(name="fit_schema", node=FitConfig)
 @hydra.main(config_path="pkg://conf", config_name="fit", version_base="1.3")
 def main(cfg: Any) -> None:
     """Hydra entry point."""
-    c: FitConfig = OmegaConf.to_object(cfg)
-    fit_measurements(
-        hydra.utils.to_absolute_path(c.measurements),
-        hydra.utils.to_absolute_path(c.out),
-        name=c.name,
-        idle_power_w=c.idle_power_w,
-        folds=c.folds,
-        seed=c.seed,
-        plots=c.plots,
-    )
+    if OmegaConf.is_missing(cfg, "measurements"):
+        raise SystemExit("calibrate.fit: error: give the table to fit: measurements=FILE.csv (or .parquet)")
+    try:
+        c: FitConfig = OmegaConf.to_object(cfg)
+        fit_measurements(
+            hydra.utils.to_absolute_path(c.measurements),
+            hydra.utils.to_absolute_path(c.out),
+            name=c.name,
+            idle_power_w=c.idle_power_w,
+            folds=c.folds,
+            seed=c.seed,
+            plots=c.plots,
+        )
+    except (MeasurementTableError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"calibrate.fit: error: {e}") from None
 
 
 if __name__ == "__main__":

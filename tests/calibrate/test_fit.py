@@ -1,0 +1,52 @@
+"""`python -m calibrate.fit`: fit a table, write the oracle and its plots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from calibrate.fit import fit_measurements
+from oracle.model import Oracle
+from tests.oracle.test_fit import synthetic_table
+
+
+@pytest.fixture(scope="module")
+def table_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fit") / "m.csv"
+    synthetic_table(Oracle.load("llama-3.2-1b_h100"), noise=0.01, seed=3).to_csv(path, index=False)
+    return path
+
+
+def test_fit_measurements_writes_oracle_and_plots(table_csv, tmp_path, capsys):
+    report = fit_measurements(table_csv, tmp_path / "o.json")
+    out = capsys.readouterr().out
+    assert "CV MAPE" in out and "n_out*" in out and "flops-only" in out
+    saved = json.loads((tmp_path / "o.json").read_text())
+    assert saved["fit"]["mape_pct"] == pytest.approx(report["mape_pct"])
+    assert saved["fit"]["cv_mape_pct"] < 1.79
+    assert (tmp_path / "o.heatmap.png").stat().st_size > 10_000
+    assert (tmp_path / "o.energy_per_token.png").stat().st_size > 10_000
+
+
+def test_command_line(table_csv, tmp_path):
+    out = tmp_path / "cli.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", f"measurements={table_csv}", f"out={out}", "plots=false",
+         f"hydra.run.dir={tmp_path}/hydra"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Oracle.load(out).fit["rows"] == 294
+
+
+def test_command_line_bad_table_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gpu\nm,g\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", f"measurements={bad}", f"out={tmp_path}/o.json", f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "calibrate.fit: error:" in proc.stderr and "missing required column(s)" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,99 @@
+"""Fitting recovers known coefficients and beats the baselines on clean grids."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oracle import features as F
+from oracle.fit import OracleEstimator, fit_oracle
+from oracle.model import Oracle
+from oracle.regress import NotFittedError, RelativeNNLS, cross_val_mape_pct, relative_bounded_lsq
+
+GRID = [64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def synthetic_table(truth: Oracle, noise: float, seed: int = 0, model: str = "meta-llama/Llama-3.2-1B") -> pd.DataFrame:
+    """A SweetSpot-style grid measured from `truth` with multiplicative log-normal noise."""
+    rng = np.random.default_rng(seed)
+    i, o, b, n = (a.ravel() for a in np.meshgrid(GRID, GRID, [1, 8, 32], [10, 100], indexing="ij"))
+    x = F.run_features(i, o, b, n)
+    return pd.DataFrame(
+        dict(model=model, gpu="NVIDIA H100 80GB HBM3", backend="tensorrt_llm", n_in=i, n_out=o, batch_size=b, num_requests=n,
+             energy_j=(x @ truth.energy_coef_j) * rng.lognormal(0, noise, len(i)),
+             duration_s=(x @ truth.time_coef_s) * rng.lognormal(0, noise, len(i)), idle_power_w=75.0)
+    )
+
+
+@pytest.fixture(scope="module")
+def truth() -> Oracle:
+    return Oracle.load("llama-3.2-1b_h100")
+
+
+def test_recovers_coefficients_without_noise(truth):
+    est = OracleEstimator().fit(synthetic_table(truth, noise=0.0))
+    np.testing.assert_allclose(est.energy_coef_, truth.energy_coef_j, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(est.time_coef_, truth.time_coef_s, rtol=1e-5, atol=1e-14)
+
+
+def test_recovers_request_energy_and_theta_with_noise(truth):
+    oracle, report = fit_oracle(synthetic_table(truth, noise=0.02, seed=1))
+    # dominant coefficients within 5 %; request energies over the grid within 1 %
+    for k in (F.CONST, F.DECODE_CTX, F.PREFILL_TOKENS):
+        assert oracle.energy_coef_j[k] == pytest.approx(truth.energy_coef_j[k], rel=0.05)
+    i, o = np.meshgrid(GRID, GRID)
+    np.testing.assert_allclose(oracle.energy(i, o, 8), truth.energy(i, o, 8), rtol=0.01)
+    np.testing.assert_allclose(oracle.optimal_output(GRID), truth.optimal_output(GRID), rtol=0.05)
+    assert report.energy.mape_pct < 2.0 and report.energy.cv_mape_pct < 2.0
+
+
+def test_clean_grid_cv_mape_beats_the_paper_and_the_baselines(truth):
+    _, report = fit_oracle(synthetic_table(truth, noise=0.01, seed=2))
+    assert report.energy.cv_mape_pct < 1.79  # SweetSpot paper: mean MAPE 1.79 %
+    assert report.time.cv_mape_pct < 1.79
+    assert set(report.baselines) == {"linear a·n_in+b·n_out+c", "flops-only", "ideal FLOPs×TDP/peak"}
+    for scores in report.baselines.values():
+        assert scores.cv_mape_pct > 5 * report.energy.cv_mape_pct
+
+
+def test_unknown_model_skips_architecture_baselines(truth, caplog):
+    table = synthetic_table(truth, noise=0.01, model="my-org/private-model").drop(columns="idle_power_w")
+    with caplog.at_level(logging.WARNING):
+        oracle, report = fit_oracle(table)
+    assert "linear a·n_in+b·n_out+c" in report.baselines
+    assert "names no architecture" in report.skipped["flops-only"]
+    assert "skipped" in report.text()
+    assert oracle.memory is None
+    assert oracle.idle_power_w == 75.0  # datasheet idle of the known GPU, with a warning
+    assert "datasheet idle power" in caplog.text
+
+
+def test_mixed_models_are_refused(truth):
+    t = synthetic_table(truth, 0.0)
+    t.loc[0, "model"] = "other"
+    with pytest.raises(ValueError, match="mixes several values of 'model'"):
+        fit_oracle(t)
+
+
+def test_unfitted_use_is_a_clear_error():
+    with pytest.raises(NotFittedError):
+        RelativeNNLS().predict(np.ones((2, 2)))
+    with pytest.raises(NotFittedError):
+        OracleEstimator().predict_energy(pd.DataFrame())
+
+
+def test_cross_validation_detects_overfitting():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(1, 2, (30, 25))
+    y = rng.uniform(1, 2, 30)
+    in_sample = np.mean(np.abs(RelativeNNLS().fit(X, y).predict(X) - y) / y) * 100
+    assert cross_val_mape_pct(RelativeNNLS, X, y, k=5) > in_sample
+
+
+def test_bounded_fit_respects_linear_limits():
+    X = np.column_stack([np.ones(5), np.arange(1, 6)])
+    y = 10.0 + 5.0 * np.arange(1, 6)
+    c = relative_bounded_lsq(X, y, lower=[0, 0], constraints=(np.array([[1.0, 1.0]]), np.array([8.0])))
+    assert c.sum() <= 8.0 + 1e-6
+    np.testing.assert_allclose(relative_bounded_lsq(X, y, lower=[0, 0]), [10.0, 5.0], rtol=1e-6)

@@ -1,0 +1,97 @@
+"""Oracle persistence, validation and warnings."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from oracle.model import CalibratedRange, MemorySpec, Oracle, OracleFormatError, OracleRangeWarning, shipped_oracles
+
+
+def _oracle(**kw):
+    args = dict(
+        name="t", model="m", gpu="g", backend="b",
+        energy_coef_j=[0.3, 1e-3, 1e-6, 1e-3, 1e-4, 1e-8], time_coef_s=[5e-3, 1e-6, 1e-9, 1e-5, 1e-7, 1e-11],
+        idle_power_w=70.0, power_limit_w=700.0, calibrated=CalibratedRange((64, 4096), (64, 4096), (1, 64)),
+    )
+    args.update(kw)
+    return Oracle(**args)
+
+
+def test_save_load_roundtrip(tmp_path):
+    o = _oracle(memory=MemorySpec(1e9, 1e5, 8e10), fit={"mape_pct": 1.0})
+    back = Oracle.load(o.save(tmp_path / "o.json"))
+    np.testing.assert_array_equal(back.energy_coef_j, o.energy_coef_j)
+    np.testing.assert_array_equal(back.time_coef_s, o.time_coef_s)
+    assert back.memory == o.memory and back.calibrated == o.calibrated and back.fit == o.fit
+    assert back.energy(1000, 200, 8) == o.energy(1000, 200, 8)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(version=99), "version 99"),
+        (lambda d: d.update(format="other"), "not a sweetspot oracle"),
+        (lambda d: d.pop("idle_power_w"), "missing key 'idle_power_w'"),
+        (lambda d: d["energy_coef_j"].update(bogus=1.0), "unknown feature"),
+        (lambda d: d["energy_coef_j"].update(const=-1.0), "non-negative"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path, mutate, message):
+    d = _oracle().to_dict()
+    mutate(d)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(OracleFormatError, match=message) as e:
+        Oracle.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_malformed_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    with pytest.raises(OracleFormatError, match="not valid JSON"):
+        Oracle.load(path)
+
+
+def test_unknown_shipped_name_suggests_close_ones():
+    with pytest.raises(FileNotFoundError, match="Did you mean llama-3.1-8b_h100"):
+        Oracle.load("llama-3.1-8b_h10")
+
+
+def test_range_warning_is_shown_once_per_oracle():
+    o = _oracle()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        o.energy(1000, 200)
+        assert not caught
+        o.energy(20000, 200)
+        o.energy(30000, 200)
+        o.optimal_output(50000)
+    assert [w.category for w in caught] == [OracleRangeWarning]
+    assert "n_in in [20000, 20000]" in str(caught[0].message)
+
+
+def test_power_violations_flag_impossible_coefficients():
+    t = np.array([5e-3, 1e-6, 1e-9, 1e-5, 1e-7, 1e-11])
+    assert _oracle(time_coef_s=t, energy_coef_j=300.0 * t).power_violations() == []
+    hot = _oracle(time_coef_s=t, energy_coef_j=300.0 * t * [1, 1, 1, 1, 5, 1])
+    assert any("above the power limit" in p for p in hot.power_violations())
+    cold = _oracle(time_coef_s=t, energy_coef_j=10.0 * t)
+    assert any("below idle power" in p for p in cold.power_violations())
+
+
+def test_kv_capacity():
+    m = MemorySpec(weight_bytes=16e9, kv_bytes_per_token=131072, gpu_memory_bytes=80e9)
+    assert m.kv_capacity_tokens(0.9) == int((72e9 - 16e9) // 131072)
+
+
+def test_every_shipped_oracle_loads_and_is_physical():
+    names = shipped_oracles()
+    assert len(names) >= 19 * 4
+    for name in names:
+        o = Oracle.load(name)
+        assert o.power_violations() == [], name
+        assert np.all(np.isfinite(o.optimal_output([64, 4096])))
+        assert o.memory is not None and o.memory.kv_capacity_tokens() > 0, name
