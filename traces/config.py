@@ -64,7 +64,7 @@ class TraceConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TraceConfig:
-        """Build from a plain mapping (e.g. `OmegaConf.to_container(cfg.trace)`); unknown keys fail."""
+        """Build from a mapping (e.g. `OmegaConf.to_container(cfg.trace)`); unknown keys fail."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

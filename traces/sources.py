@@ -31,7 +31,8 @@ class Source:
     urls: tuple[str, ...] = ()
 
 
-_SPLITWISE = 'Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting", ISCA 2024'
+_SPLITWISE = ('Patel et al., "Splitwise: Efficient generative LLM inference using phase '
+              'splitting", ISCA 2024')
 _DYNAMO = ('Stojkovic et al., "DynamoLLM: Designing LLM Inference Clusters for Performance and '
            'Energy Efficiency", HPCA 2025')
 _BURSTGPT = ('Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM Serving '

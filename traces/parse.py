@@ -1,0 +1,174 @@
+"""Read a trace file into canonical columns, rejecting bad values with file, column and line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from traces.formats import Detected, detect, read_header
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file in canonical columns, still in file order.
+
+    `frame` has `arrival_s` (float64 s; for datetime formats, from the earliest timestamp),
+    `n_in`, `n_out` (int32) and any extras (`model`, `log_type`, categorical).
+    `t0` is the earliest timestamp (ISO 8601, UTC) for datetime formats.
+    """
+
+    frame: pd.DataFrame
+    fmt: str
+    notes: tuple[str, ...]
+    t0: str | None = None
+
+
+def parse_file(path: Path) -> Parsed:
+    """Parse a CSV (optionally .gz) or Parquet trace file in any known format."""
+    if not path.exists():
+        raise FileNotFoundError(f"trace file {path} does not exist")
+    det = detect(path, read_header(path))
+    table = _read_table(path, det)
+    frame, t0, notes = _canonical(path, det, table)
+    return Parsed(frame, det.fmt.name, det.notes + notes, t0)
+
+
+def _types(det: Detected) -> dict[str, pa.DataType]:
+    fmt, cols = det.fmt, det.columns
+    time_type = pa.string() if fmt.time_kind == "datetime" else pa.float64()
+    types = {cols[fmt.time]: time_type, cols[fmt.n_in]: pa.int64(), cols[fmt.n_out]: pa.int64()}
+    for src, _ in fmt.extras:
+        if src in cols:
+            types[cols[src]] = pa.dictionary(pa.int32(), pa.string())
+    return types
+
+
+def _read_table(path: Path, det: Detected) -> pa.Table:
+    types = _types(det)
+    if path.suffix == ".parquet":
+        return pq.read_table(path, columns=list(types))
+    try:
+        return _read_csv(path, types)
+    except pa.ArrowInvalid as e:
+        _raise_first_bad(path, types, e)
+        raise  # unreachable: _raise_first_bad always raises
+
+
+def _read_csv(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
+    convert = pacsv.ConvertOptions(include_columns=list(types), column_types=types)
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                          convert_options=convert)
+
+
+def _raise_first_bad(path: Path, types: dict[str, pa.DataType], error: Exception) -> None:
+    """Re-read the columns as text to name the first value that is not a number."""
+    try:
+        text = _read_csv(path, {c: pa.string() for c in types})
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"{path}: not a well-formed CSV file: {e}") from e
+    for col, typ in types.items():
+        if typ == pa.int64() or typ == pa.float64():
+            values = text.column(col).to_pandas()
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = numbers.isna() | ((numbers % 1 != 0) if typ == pa.int64() else False)
+            if bad.any():
+                what = "an integer token count" if typ == pa.int64() else "a number of seconds"
+                _raise_at(path, col, int(np.argmax(bad.to_numpy())), values, f"is not {what}")
+    raise ValueError(f"{path}: cannot parse: {error}") from error
+
+
+def _raise_at(path: Path, col: str, row: int, values, problem: str) -> None:
+    value = values[row]
+    value = value.item() if isinstance(value, np.generic) else value
+    raise ValueError(f"{path}: column {col!r}, line {row + 2} (data row {row + 1}): "
+                     f"{value!r} {problem}")
+
+
+def _check_nulls(path: Path, table: pa.Table) -> None:
+    for col in table.column_names:
+        column = table.column(col)
+        if column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            _raise_at(path, col, row, {row: ""}, "is missing")
+
+
+def _tokens(path: Path, table: pa.Table, col: str) -> np.ndarray:
+    values = table.column(col).to_numpy()
+    for bad, problem in ((values < 0, "is a negative token count"),
+                         (values > _INT32_MAX, "is too large for a token count")):
+        if bad.any():
+            _raise_at(path, col, int(np.argmax(bad)), values, problem)
+    return values.astype(np.int32)
+
+
+def _canonical(path: Path, det: Detected, table: pa.Table):
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: no data rows after the header")
+    _check_nulls(path, table)
+    fmt, cols = det.fmt, det.columns
+    if fmt.time_kind == "datetime":
+        arrival, t0, notes = _datetimes(path, cols[fmt.time], table.column(cols[fmt.time]))
+    else:
+        arrival, t0, notes = _seconds(path, cols[fmt.time], table.column(cols[fmt.time])), None, ()
+    data = {"arrival_s": arrival, "n_in": _tokens(path, table, cols[fmt.n_in]),
+            "n_out": _tokens(path, table, cols[fmt.n_out])}
+    for src, ours in fmt.extras:
+        if src in cols:
+            data[ours] = table.column(cols[src]).to_pandas().astype("category")
+    return pd.DataFrame(data), t0, notes
+
+
+def _seconds(path: Path, col: str, column: pa.ChunkedArray) -> np.ndarray:
+    values = column.to_numpy().astype(np.float64, copy=False)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        _raise_at(path, col, int(np.argmax(bad)), values, "is not a finite number of seconds")
+    return values
+
+
+def _datetimes(path: Path, col: str, column: pa.ChunkedArray):
+    """ISO 8601 strings (with or without fraction and UTC offset) to seconds from the earliest."""
+    notes = _format_notes(col, column)
+    for typ in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
+        try:
+            ns = _cast_ns(column, typ)
+            break
+        except pa.ArrowInvalid:
+            continue
+    else:
+        ns = _pandas_ns(path, col, column)
+        notes += (f"{col}: mixed UTC offsets, timestamps without one taken as UTC",)
+    t0 = int(ns.min())
+    iso = pd.Timestamp(t0, unit="ns", tz="UTC").isoformat()
+    return (ns - t0).astype(np.float64) / 1e9, iso, notes
+
+
+def _cast_ns(column: pa.ChunkedArray, typ: pa.DataType) -> np.ndarray:
+    return pc.cast(column, typ).combine_chunks().cast(pa.int64()).to_numpy()
+
+
+def _pandas_ns(path: Path, col: str, column: pa.ChunkedArray) -> np.ndarray:
+    values = column.to_pandas()
+    stamps = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        _raise_at(path, col, int(np.argmax(bad)), values, "is not an ISO 8601 timestamp")
+    return stamps.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+
+
+def _format_notes(col: str, column: pa.ChunkedArray) -> tuple[str, ...]:
+    n = len(column)
+    no_fraction = n - (pc.sum(pc.match_substring(column, ".")).as_py() or 0)
+    if 0 < no_fraction < n:
+        return (f"{col}: mixed formats, {no_fraction:,} timestamps without fractional seconds "
+                f"parsed as whole seconds",)
+    return ()
