@@ -56,13 +56,15 @@ def fit_measurements(
     table = read_table(table_path)
     oracle, report = fit_oracle(table, name=name, idle_power_w=idle_power_w, folds=folds, seed=seed)
     out_path = Path(out_path)
-    oracle.provenance.update({"measurements": str(table_path), "method": "calibrate.fit (relative NNLS over step features)"})
+    oracle.provenance.update(
+        {"measurements": str(table_path), "method": "calibrate.fit (relative NNLS over step features)"}
+    )
     for problem in oracle.power_violations():
         log.warning("power check: %s", problem)
     oracle.save(out_path)
     coefs = "\n".join(
         f"  {f:<15} energy {e:.4e} J   time {t:.4e} s"
-        for f, e, t in zip(F.FEATURES, oracle.energy_coef_j, oracle.time_coef_s)
+        for f, e, t in zip(F.FEATURES, oracle.energy_coef_j, oracle.time_coef_s, strict=True)
     )
     print(f"step coefficients (per feature unit):\n{coefs}\n{report.text()}")
     if plots:

@@ -62,9 +62,7 @@ def validate_table(df: pd.DataFrame, source: str = "<table>", require_energy: bo
     """
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise MeasurementTableError(
-            f"{source}: missing required column(s) {missing}; required are {list(REQUIRED)}"
-        )
+        raise MeasurementTableError(f"{source}: missing required column(s) {missing}; required are {list(REQUIRED)}")
     if df.empty:
         raise MeasurementTableError(f"{source}: the table has no rows")
     out = df.copy()
@@ -74,9 +72,7 @@ def validate_table(df: pd.DataFrame, source: str = "<table>", require_energy: bo
         bad = values.isna() & out[col].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise MeasurementTableError(
-                f"{source}: column {col!r} row {row} is not a number: {df[col].iloc[row]!r}"
-            )
+            raise MeasurementTableError(f"{source}: column {col!r} row {row} is not a number: {df[col].iloc[row]!r}")
         out[col] = values
     _check_positive(out, POSITIVE_COLUMNS, source)
     if require_energy:

@@ -43,12 +43,16 @@ def constants_for(gpu: arch.GpuSpec, calibrations: dict[str, hwcal.Calibration])
         f"transferred from {ref.name} calibration; static power scaled by power-limit ratio {scale:.3f}; "
         "energy per FLOP and per byte clamped so full-rate steps stay within the power limit"
     )
-    return replace(k, static_power_w=static, energy_per_flop_j=e_flop, energy_per_byte_j=e_byte, source=f"{k.source}; {note}")
+    return replace(
+        k, static_power_w=static, energy_per_flop_j=e_flop, energy_per_byte_j=e_byte, source=f"{k.source}; {note}"
+    )
 
 
 def calibrate_all() -> dict[str, hwcal.Calibration]:
     """Calibrations per measured GPU label ('H100', 'B200')."""
-    return {label: hwcal.calibrate(arch.load_gpu(label.lower()), label) for label in sorted(set(CALIBRATED_ON.values()))}
+    return {
+        label: hwcal.calibrate(arch.load_gpu(label.lower()), label) for label in sorted(set(CALIBRATED_ON.values()))
+    }
 
 
 def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = None) -> list[Path]:

@@ -96,9 +96,7 @@ def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
 
 def time_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
     """Step time coefficients (s per feature unit)."""
-    return time_basis(work, gpu) @ np.array(
-        [k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s]
-    )
+    return time_basis(work, gpu) @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s])
 
 
 def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:

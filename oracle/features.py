@@ -86,7 +86,9 @@ def run_features(n_in: ArrayLike, n_out: ArrayLike, batch_size: ArrayLike, num_r
     Full batches of `batch_size` then one remainder batch, each in lockstep (the shape of a
     calibration run with identical requests).
     """
-    n_in, n_out, cap, num = (np.asarray(a, dtype=float) for a in np.broadcast_arrays(n_in, n_out, batch_size, num_requests))
+    n_in, n_out, cap, num = (
+        np.asarray(a, dtype=float) for a in np.broadcast_arrays(n_in, n_out, batch_size, num_requests)
+    )
     cap = np.minimum(cap, num)
     full = np.floor(num / cap)
     rest = num - full * cap

@@ -125,7 +125,11 @@ def baselines(
     """Scores of the baseline models on the same rows, and the ones skipped with the reason."""
     y = table["energy_j"].to_numpy(float)
     num = table["num_requests"].to_numpy(float)
-    out = {"linear a·n_in+b·n_out+c": _scores(num[:, None] * np.column_stack([table["n_in"], table["n_out"], np.ones(len(table))]), y, folds, seed)}
+    out = {
+        "linear a·n_in+b·n_out+c": _scores(
+            num[:, None] * np.column_stack([table["n_in"], table["n_out"], np.ones(len(table))]), y, folds, seed
+        )
+    }
     skipped = {}
     if model is None:
         why = f"model {table['model'].iloc[0]!r} names no architecture in conf/model/"
@@ -154,13 +158,21 @@ def fit_oracle(
     """Fit an oracle to a validated table (one model, GPU and backend) and score it and the baselines."""
     for col in ("model", "gpu", "backend"):
         if table[col].nunique() != 1:
-            raise ValueError(f"the table mixes several values of {col!r} ({sorted(table[col].unique())}); fit one at a time")
+            raise ValueError(
+                f"the table mixes several values of {col!r} ({sorted(table[col].unique())}); fit one at a time"
+            )
     model_name, gpu_name, backend = (str(table[c].iloc[0]) for c in ("model", "gpu", "backend"))
     model, gpu = find_model(model_name), find_gpu(gpu_name)
     est = OracleEstimator().fit(table)
     X = run_design(table)
-    energy = Scores(mape_pct(table["energy_j"], est.predict_energy(table)), cross_val_mape_pct(RelativeNNLS, X, table["energy_j"], folds, seed))
-    time = Scores(mape_pct(table["duration_s"], est.predict_time(table)), cross_val_mape_pct(RelativeNNLS, X, table["duration_s"], folds, seed))
+    energy = Scores(
+        mape_pct(table["energy_j"], est.predict_energy(table)),
+        cross_val_mape_pct(RelativeNNLS, X, table["energy_j"], folds, seed),
+    )
+    time = Scores(
+        mape_pct(table["duration_s"], est.predict_time(table)),
+        cross_val_mape_pct(RelativeNNLS, X, table["duration_s"], folds, seed),
+    )
     base, skipped = baselines(table, model, gpu, folds, seed)
     oracle = Oracle(
         name=name or f"{model_name.split('/')[-1].lower()}_{backend}",
@@ -170,13 +182,17 @@ def fit_oracle(
         energy_coef_j=est.energy_coef_,
         time_coef_s=est.time_coef_,
         idle_power_w=_idle_power(table, gpu, idle_power_w),
-        power_limit_w=float(table["power_limit_w"].median()) if "power_limit_w" in table and table["power_limit_w"].notna().any() else (gpu.power_limit_w if gpu else None),
+        power_limit_w=float(table["power_limit_w"].median())
+        if "power_limit_w" in table and table["power_limit_w"].notna().any()
+        else (gpu.power_limit_w if gpu else None),
         calibrated=CalibratedRange(
             n_in=(float(table["n_in"].min()), float(table["n_in"].max())),
             n_out=(float(table["n_out"].min()), float(table["n_out"].max())),
             batch=(1.0, float(table["batch_size"].max())),
         ),
-        memory=None if model is None or gpu is None else MemorySpec(model.weight_bytes, model.kv_bytes_per_token, gpu.memory_bytes),
+        memory=None
+        if model is None or gpu is None
+        else MemorySpec(model.weight_bytes, model.kv_bytes_per_token, gpu.memory_bytes),
     )
     report = FitReport(
         rows=len(table),

@@ -78,7 +78,11 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[np.ndarray, np.
         fl.append(pd.Series(x @ work.flops, index=rows.index))
         by.append(pd.Series(x @ work.bytes, index=rows.index))
     order = df.index
-    return (pd.concat(tb).loc[order].to_numpy(), pd.concat(fl).loc[order].to_numpy(), pd.concat(by).loc[order].to_numpy())
+    return (
+        pd.concat(tb).loc[order].to_numpy(),
+        pd.concat(fl).loc[order].to_numpy(),
+        pd.concat(by).loc[order].to_numpy(),
+    )
 
 
 def _fit_at(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[HardwareConstants, np.ndarray, np.ndarray]:
@@ -94,7 +98,9 @@ def _fit_at(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[HardwareConsta
     head = gpu.power_limit_w - gpu.idle_power_w
     rows = np.array([[1.0, gpu.peak_flops / t[0], 0.0], [1.0, 0.0, gpu.memory_bandwidth / t[1]]])
     excess = relative_bounded_lsq(
-        np.column_stack([t_pred, flops, byts]), e - gpu.idle_power_w * t_pred, lower=[0.0, 0.0, 0.0],
+        np.column_stack([t_pred, flops, byts]),
+        e - gpu.idle_power_w * t_pred,
+        lower=[0.0, 0.0, 0.0],
         constraints=(rows, np.full(2, head)),
     )
     k = HardwareConstants(
@@ -122,6 +128,7 @@ def calibrate(
     df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
+
     def loss(n_in: float) -> float:
         _, tp, ep = _fit_at(df, gpu, n_in)
         return mape_pct(df["step_time_s"], tp) + mape_pct(df["step_energy_j"], ep)

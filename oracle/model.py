@@ -131,7 +131,9 @@ class Oracle:
         steps = np.concatenate(
             [
                 F.step_features(decode_seqs=bb, decode_ctx=bb * cc).reshape(-1, F.N_FEATURES),
-                F.step_features(prefill_seqs=bb, prefill_tokens=bb * cc, prefill_attn=bb * F.attn_pairs(cc)).reshape(-1, F.N_FEATURES),
+                F.step_features(prefill_seqs=bb, prefill_tokens=bb * cc, prefill_attn=bb * F.attn_pairs(cc)).reshape(
+                    -1, F.N_FEATURES
+                ),
             ]
         )
         power = self.step_energy(steps) / self.step_time(steps)
@@ -139,7 +141,9 @@ class Oracle:
         if np.any(power < self.idle_power_w * 0.999):
             out.append(f"implied step power down to {power.min():.0f} W, below idle power {self.idle_power_w:.0f} W")
         if self.power_limit_w and np.any(power > self.power_limit_w * 1.001):
-            out.append(f"implied step power up to {power.max():.0f} W, above the power limit {self.power_limit_w:.0f} W")
+            out.append(
+                f"implied step power up to {power.max():.0f} W, above the power limit {self.power_limit_w:.0f} W"
+            )
         return out
 
     def _check_range(self, n_in: ArrayLike, n_out: ArrayLike | None, batch: ArrayLike) -> None:
@@ -176,8 +180,8 @@ class Oracle:
             "gpu": self.gpu,
             "backend": self.backend,
             "features": list(F.FEATURES),
-            "energy_coef_j": dict(zip(F.FEATURES, map(float, self.energy_coef_j))),
-            "time_coef_s": dict(zip(F.FEATURES, map(float, self.time_coef_s))),
+            "energy_coef_j": dict(zip(F.FEATURES, map(float, self.energy_coef_j), strict=True)),
+            "time_coef_s": dict(zip(F.FEATURES, map(float, self.time_coef_s), strict=True)),
             "idle_power_w": float(self.idle_power_w),
             "power_limit_w": None if self.power_limit_w is None else float(self.power_limit_w),
             "calibrated": {k: list(v) for k, v in asdict(self.calibrated).items()},
@@ -198,9 +202,11 @@ class Oracle:
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Oracle:
         """Build from `to_dict` output; errors name the source and the bad key."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise OracleFormatError(f"{source}: not a sweetspot oracle (expected \"format\": \"{FORMAT}\")")
+            raise OracleFormatError(f'{source}: not a sweetspot oracle (expected "format": "{FORMAT}")')
         if d.get("version") != VERSION:
-            raise OracleFormatError(f"{source}: oracle format version {d.get('version')!r}, this sweetspot-sim reads version {VERSION}")
+            raise OracleFormatError(
+                f"{source}: oracle format version {d.get('version')!r}, this sweetspot-sim reads version {VERSION}"
+            )
         try:
             return cls(
                 name=str(d["name"]),
@@ -247,8 +253,7 @@ def _shipped_path(name: str) -> Path:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise FileNotFoundError(
-            f"no oracle file {name!r} and no shipped oracle of that name.{hint} "
-            f"Shipped: {', '.join(names)}"
+            f"no oracle file {name!r} and no shipped oracle of that name.{hint} Shipped: {', '.join(names)}"
         )
     return Path(str(resources.files("oracle").joinpath(SHIPPED_DIR, f"{name}.json")))
 

@@ -20,8 +20,14 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
     """A text report of the oracle at each batch size."""
     lines = [f"oracle {oracle.name}: {oracle.model} on {oracle.gpu} ({oracle.backend})"]
     if oracle.fit:
-        lines.append(f"fit: MAPE {oracle.fit.get('mape_pct', float('nan')):.2f} %, CV MAPE {oracle.fit.get('cv_mape_pct', float('nan')):.2f} %")
-    lines.append(f"idle power {oracle.idle_power_w:.0f} W; calibrated n_in {oracle.calibrated.n_in}, n_out {oracle.calibrated.n_out}, batch {oracle.calibrated.batch}")
+        lines.append(
+            f"fit: MAPE {oracle.fit.get('mape_pct', float('nan')):.2f} %, "
+            f"CV MAPE {oracle.fit.get('cv_mape_pct', float('nan')):.2f} %"
+        )
+    lines.append(
+        f"idle power {oracle.idle_power_w:.0f} W; calibrated n_in {oracle.calibrated.n_in}, "
+        f"n_out {oracle.calibrated.n_out}, batch {oracle.calibrated.batch}"
+    )
     for b in batches:
         theta = oracle.theta(b)
         lines.append(f"\nbatch {b}: " + ", ".join(f"θ{i + 1}={t:.4g}" for i, t in enumerate(theta)) + " (J)")
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.plots:
         for b in args.batch:
             print("wrote", plot_efficiency_heatmap(oracle, args.plots / f"{oracle.name}.b{b}.heatmap.png", b))
-            print("wrote", plot_energy_per_token(oracle, args.plots / f"{oracle.name}.b{b}.energy_per_token.png", batch=b))
+            print(
+                "wrote", plot_energy_per_token(oracle, args.plots / f"{oracle.name}.b{b}.energy_per_token.png", batch=b)
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""MLflow tracking, in one place: the simulator, the calibration sweeps and the oracle run without it.
+"""MLflow tracking in one place: the simulator, calibration sweeps and the oracle run without it.
 
 Every run records flattened parameters, numeric metrics and artifact files. A tracking failure
 (unreachable server, locked database) never loses results: they are already on disk, and the

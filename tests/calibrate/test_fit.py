@@ -32,9 +32,19 @@ def test_fit_measurements_writes_oracle_and_plots(table_csv, tmp_path, capsys):
 def test_command_line(table_csv, tmp_path):
     out = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.fit", f"measurements={table_csv}", f"out={out}", "plots=false",
-         f"hydra.run.dir={tmp_path}/hydra"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "calibrate.fit",
+            f"measurements={table_csv}",
+            f"out={out}",
+            "plots=false",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert Oracle.load(out).fit["rows"] == 294
@@ -44,8 +54,18 @@ def test_command_line_bad_table_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,gpu\nm,g\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.fit", f"measurements={bad}", f"out={tmp_path}/o.json", f"hydra.run.dir={tmp_path}/h"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "calibrate.fit",
+            f"measurements={bad}",
+            f"out={tmp_path}/o.json",
+            f"hydra.run.dir={tmp_path}/h",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "calibrate.fit: error:" in proc.stderr and "missing required column(s)" in proc.stderr

@@ -5,7 +5,9 @@ import pytest
 
 from calibrate.table import REQUIRED, MeasurementTableError, append_row, read_table, validate_table
 
-ROW = dict(model="m", gpu="g", backend="b", n_in=64, n_out=64, batch_size=1, num_requests=10, energy_j=5.0, duration_s=1.0)
+ROW = dict(
+    model="m", gpu="g", backend="b", n_in=64, n_out=64, batch_size=1, num_requests=10, energy_j=5.0, duration_s=1.0
+)
 
 
 def table(n=3, **over):

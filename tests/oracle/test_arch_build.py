@@ -9,9 +9,25 @@ from oracle import arch, build
 from oracle.model import Oracle
 
 PAPER_MODELS = [
-    "opt-1.3b", "opt-2.7b", "opt-6.7b", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "gemma-2-2b", "gemma-2-9b",
-    "falcon-7b", "qwen2-1.5b", "qwen2-7b", "granite-3.0-2b", "granite-3.0-8b", "mistral-7b", "qwen3-8b", "qwen3-14b",
-    "qwen3-32b", "gemma-3-12b", "gemma-3-27b",
+    "opt-1.3b",
+    "opt-2.7b",
+    "opt-6.7b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "llama-3.1-8b",
+    "gemma-2-2b",
+    "gemma-2-9b",
+    "falcon-7b",
+    "qwen2-1.5b",
+    "qwen2-7b",
+    "granite-3.0-2b",
+    "granite-3.0-8b",
+    "mistral-7b",
+    "qwen3-8b",
+    "qwen3-14b",
+    "qwen3-32b",
+    "gemma-3-12b",
+    "gemma-3-27b",
 ]
 
 
@@ -52,4 +68,6 @@ def test_shipped_oracles_match_a_fresh_build(tmp_path):
         shipped = Oracle.load(p.stem).to_dict()
         fresh = json.loads(p.read_text())
         for key in ("energy_coef_j", "time_coef_s"):
-            np.testing.assert_allclose(list(fresh[key].values()), list(shipped[key].values()), rtol=1e-6, err_msg=p.stem)
+            np.testing.assert_allclose(
+                list(fresh[key].values()), list(shipped[key].values()), rtol=1e-6, err_msg=p.stem
+            )

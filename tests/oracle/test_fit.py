@@ -20,9 +20,18 @@ def synthetic_table(truth: Oracle, noise: float, seed: int = 0, model: str = "me
     i, o, b, n = (a.ravel() for a in np.meshgrid(GRID, GRID, [1, 8, 32], [10, 100], indexing="ij"))
     x = F.run_features(i, o, b, n)
     return pd.DataFrame(
-        dict(model=model, gpu="NVIDIA H100 80GB HBM3", backend="tensorrt_llm", n_in=i, n_out=o, batch_size=b, num_requests=n,
-             energy_j=(x @ truth.energy_coef_j) * rng.lognormal(0, noise, len(i)),
-             duration_s=(x @ truth.time_coef_s) * rng.lognormal(0, noise, len(i)), idle_power_w=75.0)
+        dict(
+            model=model,
+            gpu="NVIDIA H100 80GB HBM3",
+            backend="tensorrt_llm",
+            n_in=i,
+            n_out=o,
+            batch_size=b,
+            num_requests=n,
+            energy_j=(x @ truth.energy_coef_j) * rng.lognormal(0, noise, len(i)),
+            duration_s=(x @ truth.time_coef_s) * rng.lognormal(0, noise, len(i)),
+            idle_power_w=75.0,
+        )
     )
 
 

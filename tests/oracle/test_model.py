@@ -11,9 +11,15 @@ from oracle.model import CalibratedRange, MemorySpec, Oracle, OracleFormatError,
 
 def _oracle(**kw):
     args = dict(
-        name="t", model="m", gpu="g", backend="b",
-        energy_coef_j=[0.3, 1e-3, 1e-6, 1e-3, 1e-4, 1e-8], time_coef_s=[5e-3, 1e-6, 1e-9, 1e-5, 1e-7, 1e-11],
-        idle_power_w=70.0, power_limit_w=700.0, calibrated=CalibratedRange((64, 4096), (64, 4096), (1, 64)),
+        name="t",
+        model="m",
+        gpu="g",
+        backend="b",
+        energy_coef_j=[0.3, 1e-3, 1e-6, 1e-3, 1e-4, 1e-8],
+        time_coef_s=[5e-3, 1e-6, 1e-9, 1e-5, 1e-7, 1e-11],
+        idle_power_w=70.0,
+        power_limit_w=700.0,
+        calibrated=CalibratedRange((64, 4096), (64, 4096), (1, 64)),
     )
     args.update(kw)
     return Oracle(**args)
