@@ -100,8 +100,13 @@ class Oracle:
         return F.theta_from_coef(self.energy_coef_j, batch)
 
     def theta_time(self, batch: ArrayLike = 1) -> np.ndarray:
-        """θ1…θ6 (s) of the per-request latency polynomial at batch size `batch`."""
-        return F.theta_from_coef(self.time_coef_s, batch)
+        """θ1…θ6 (s) of the latency polynomial at batch size `batch`.
+
+        Every request in a lockstep batch waits for the whole batch's steps, so its latency is B
+        times its share of the summed step time.
+        """
+        b = np.asarray(batch, dtype=float)
+        return b[..., None] * F.theta_from_coef(self.time_coef_s, batch)
 
     def energy(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
         """GPU energy (J) of one request, its share of shared step costs included."""
