@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+ATTEMPTS = 3
+RETRY_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,24 @@ def log_run(
     """Log one MLflow run; return its run id, or None (with a warning) if tracking failed."""
     if not config.enabled:
         return None
-    try:
-        return _log(config, params, metrics, artifacts)
-    except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
-        log.warning(
-            "MLflow tracking to %r failed (%s: %s); results are still on disk. "
-            "Check tracking.uri, or run with tracking.enabled=false.",
-            config.uri,
-            type(e).__name__,
-            e,
-        )
-        return None
+    artifacts = list(artifacts)
+    error: Exception | None = None
+    for attempt in range(ATTEMPTS):
+        try:
+            return _log(config, params, metrics, artifacts)
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
+            error = e
+            if attempt + 1 < ATTEMPTS:  # parallel jobs racing to create a new SQLite store: retry
+                time.sleep(RETRY_WAIT_S * (attempt + 1))
+    log.warning(
+        "MLflow tracking to %r failed after %d attempts (%s: %s); results are still on disk. "
+        "Check tracking.uri, or run with tracking.enabled=false.",
+        config.uri,
+        ATTEMPTS,
+        type(error).__name__,
+        error,
+    )
+    return None
 
 
 def _log(

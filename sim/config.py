@@ -1,0 +1,130 @@
+"""Typed, validated configuration of a simulation run (the schemas behind `conf/`).
+
+Hydra composes `conf/sim.yaml`; the entry point turns the composed tree into these frozen
+dataclasses with `build` (unknown keys and bad values fail at start-up, and the message names
+the key). Library code takes only these dataclasses, never a DictConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SERVER_MODES = ("continuous", "static")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError('<key> <message>') unless ok."""
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One serving engine (TensorRT-LLM in-flight batching / vLLM continuous batching).
+
+    mode: 'continuous' admits at every step; 'static' forms a batch only when the server is
+    empty and runs it until its longest request finishes.
+    max_batch_size: sequences per step. max_num_tokens: tokens per step (decodes count one
+    each; null: no limit). chunked_prefill: split prompts to fit the token budget.
+    kv_memory_fraction: share of GPU memory usable for weights + KV cache;
+    kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
+    exact_steps: advance one step per event (the slow reference mode).
+    """
+
+    mode: str = "continuous"
+    max_batch_size: int = 256
+    max_num_tokens: int | None = 8192
+    chunked_prefill: bool = False
+    kv_memory_fraction: float = 0.9
+    kv_capacity_tokens: int | None = None
+    exact_steps: bool = False
+
+    def __post_init__(self) -> None:
+        check(
+            self.mode in SERVER_MODES,
+            "server.mode",
+            f"must be one of {SERVER_MODES}, got {self.mode!r}",
+        )
+        check(
+            self.max_batch_size >= 1,
+            "server.max_batch_size",
+            f"must be ≥ 1, got {self.max_batch_size}",
+        )
+        if self.max_num_tokens is not None:
+            check(
+                self.max_num_tokens >= self.max_batch_size,
+                "server.max_num_tokens",
+                f"must be null or ≥ server.max_batch_size ({self.max_batch_size}), got {self.max_num_tokens}",
+            )
+        check(
+            0.0 < self.kv_memory_fraction <= 1.0,
+            "server.kv_memory_fraction",
+            f"must be in (0, 1], got {self.kv_memory_fraction}",
+        )
+        if self.kv_capacity_tokens is not None:
+            check(
+                self.kv_capacity_tokens >= 1,
+                "server.kv_capacity_tokens",
+                f"must be null or ≥ 1, got {self.kv_capacity_tokens}",
+            )
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    """Latency targets (s): a request meets its SLO if TTFT ≤ ttft_s and TPOT ≤ tpot_s."""
+
+    ttft_s: float = 1.0
+    tpot_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        check(self.ttft_s > 0, "slo.ttft_s", f"must be > 0 (s), got {self.ttft_s}")
+        check(self.tpot_s > 0, "slo.tpot_s", f"must be > 0 (s), got {self.tpot_s}")
+
+
+def build(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
+    """Build dataclass `cls` from a plain mapping; unknown keys and wrong types name the key."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    check(
+        not unknown,
+        f"{prefix}.{unknown[0]}" if unknown else prefix,
+        f"is not a known key; known: {sorted(fields)}",
+    )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a simple type hint (int, float, bool, str, X | None, dict)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key) if len(inner) == 1 else value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    if origin is dict or hint is dict:
+        check(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
+        return dict(value)
+    if hint in (int, float, bool, str):
+        check(False, key, f"must be of type {hint.__name__}, got {value!r}")
+    return value

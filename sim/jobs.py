@@ -1,0 +1,57 @@
+"""The job table: inputs and outcomes of every job a simulation serves, as flat arrays.
+
+A job is one request served by one server: a user's (possibly reshaped) request, or the
+summarization request a policy added in front of it. Servers read the lengths and write the
+times; nothing here knows about SimPy. Inputs are Python lists (fast scalar reads in the engine's
+loop); outcomes are numpy arrays (compact for millions of jobs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+PENDING, DONE, REJECTED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What a policy may see of a server when a request arrives (requests, tokens, s)."""
+
+    now_s: float
+    queue_len: int
+    running: int
+    kv_free_tokens: int
+
+
+class JobTable:
+    """Lengths (tokens) in, times (s) and charges out, indexed by job id 0…n−1."""
+
+    def __init__(self, n_in: ArrayLike, n_out: ArrayLike) -> None:
+        n_in_a = np.asarray(n_in, dtype=np.int64)
+        n_out_a = np.asarray(n_out, dtype=np.int64)
+        if n_in_a.shape != n_out_a.shape or n_in_a.ndim != 1:
+            raise ValueError("n_in and n_out must be 1-d arrays of the same length")
+        if n_in_a.size and (n_in_a.min() < 1 or n_out_a.min() < 1):
+            raise ValueError("every job needs n_in >= 1 and n_out >= 1 tokens")
+        n = n_in_a.size
+        self.n_in: list[int] = n_in_a.tolist()
+        self.n_out: list[int] = n_out_a.tolist()
+        self.arrival_s = np.full(n, np.nan)  # entered its server's queue
+        self.admit_s = np.full(n, np.nan)  # start of its first prefill step
+        self.first_s = np.full(n, np.nan)  # end of the step that emitted its first token
+        self.finish_s = np.full(n, np.nan)  # end of the step that emitted its last token
+        self.share = np.zeros(n)  # Σ 1/(sequences in step) over its steps
+        self.chunks = np.zeros(n, dtype=np.int32)  # prefill steps it took
+        self.server = np.full(n, -1, dtype=np.int16)  # index of the server that took it
+        self.status = np.full(n, PENDING, dtype=np.int8)
+        self.energy_j = np.zeros(n)  # accumulated step by step (exact-steps mode only)
+
+    def __len__(self) -> int:
+        return len(self.n_in)
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_in, n_out) as int64 arrays, as served."""
+        return np.asarray(self.n_in, dtype=np.int64), np.asarray(self.n_out, dtype=np.int64)

@@ -1,0 +1,138 @@
+"""Metrics of a simulation, as pure functions of its records: energy (J), power (W), latency (s).
+
+Idle energy is charged over a horizon (default: the run's makespan; a paired comparison passes
+the longer of the two so both runs cover the same wall-clock window): each server draws its idle
+power whenever it runs no step. Per-request energies plus idle energy equal the total.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.config import SloConfig
+from sim.run import SimResult
+
+LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
+ENERGY_KEYS = (
+    "requests",
+    "completed",
+    "rejected",
+    "input_tokens",
+    "output_tokens",
+    "energy_j",
+    "active_energy_j",
+    "idle_energy_j",
+    "energy_per_request_j",
+    "energy_per_output_token_j",
+    "output_tokens_per_j",
+    "avg_power_w",
+    "peak_power_w",
+    "makespan_s",
+    *LATENCIES,
+    "slo_attainment",
+)
+
+
+def percentiles(values: np.ndarray) -> dict[str, float]:
+    """p50, p90, p99 and mean of the finite values (NaN when there are none)."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "mean": math.nan}
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(v.mean())}
+
+
+def idle_energy_j(result: SimResult, horizon_s: float | None = None) -> float:
+    """Idle energy (J) of all servers over [0, horizon] (default: the makespan)."""
+    horizon = max(result.makespan_s, horizon_s or 0.0)
+    return float(sum(s.idle_power_w * max(horizon - s.busy_s, 0.0) for s in result.servers))
+
+
+def slo_attainment(records: pd.DataFrame, slo: SloConfig) -> float:
+    """Share of all requests (rejected ones fail) with TTFT ≤ slo.ttft_s and TPOT ≤ slo.tpot_s."""
+    if not len(records):
+        return math.nan
+    ok = records["completed"].to_numpy() & (records["ttft_s"].to_numpy() <= slo.ttft_s)
+    tpot = records["tpot_s"].to_numpy()
+    ok &= np.isnan(tpot) | (tpot <= slo.tpot_s)
+    return float(ok.mean())
+
+
+def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None) -> dict[str, Any]:
+    """The summary keys of one run (see ENERGY_KEYS), plus quality cost and speed."""
+    r = result.requests
+    done = r["completed"].to_numpy()
+    active = float(sum(s.active_energy_j for s in result.servers))
+    idle = idle_energy_j(result, horizon_s)
+    energy = active + idle
+    horizon = max(result.makespan_s, horizon_s or 0.0)
+    out_tokens = int(r["n_out_served"].to_numpy()[done].sum())
+    n_done = int(done.sum())
+    summary: dict[str, Any] = {
+        "policy": result.policy,
+        "requests": len(r),
+        "completed": n_done,
+        "rejected": len(r) - n_done,
+        "input_tokens": int(r["n_in_served"].to_numpy()[done].sum()),
+        "output_tokens": out_tokens,
+        "energy_j": energy,
+        "active_energy_j": active,
+        "idle_energy_j": idle,
+        "energy_per_request_j": energy / n_done if n_done else math.nan,
+        "energy_per_output_token_j": energy / out_tokens if out_tokens else math.nan,
+        "output_tokens_per_j": out_tokens / energy if energy else math.nan,
+        "avg_power_w": energy / horizon if horizon else math.nan,
+        "peak_power_w": max((s.peak_power_w for s in result.servers), default=0.0),
+        "makespan_s": result.makespan_s,
+    }
+    for key in LATENCIES:
+        summary[key] = percentiles(r[key].to_numpy()[done])
+    summary["slo_attainment"] = slo_attainment(r, slo)
+    summary["input_tokens_dropped"] = int(r["input_tokens_dropped"].sum())
+    summary["output_tokens_cut"] = int(r["output_tokens_cut"].sum())
+    summary["requests_shaped"] = int(r["shaped"].sum())
+    summary["summary_energy_j"] = float(r["summary_energy_j"].sum())
+    summary["sim_wall_s"] = result.wall_s
+    summary["sim_requests_per_s"] = len(r) / result.wall_s if result.wall_s > 0 else math.nan
+    return summary
+
+
+def with_baseline(policy: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """The policy's summary with the baseline's energy and latency keys and the savings (%)."""
+    out = dict(policy)
+    out["baseline"] = {k: baseline[k] for k in ENERGY_KEYS}
+    out["energy_savings_pct"] = _saving(baseline["energy_j"], policy["energy_j"])
+    out["energy_per_request_savings_pct"] = _saving(baseline["energy_per_request_j"], policy["energy_per_request_j"])
+    out["active_energy_savings_pct"] = _saving(baseline["active_energy_j"], policy["active_energy_j"])
+    return out
+
+
+def _saving(base: float, new: float) -> float:
+    return 100.0 * (base - new) / base if base else math.nan
+
+
+def power_timeline(result: SimResult, horizon_s: float | None = None, bins: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres s, mean power W) of all servers, idle included.
+
+    Each span's energy is spread evenly over its duration (power varies little within a span).
+    """
+    horizon = max(result.makespan_s, horizon_s or 0.0, 1e-9)
+    edges = np.linspace(0.0, horizon, bins + 1)
+    power = np.zeros(bins)
+    for s in result.servers:
+        t = np.concatenate([s.span_start_s, s.span_start_s + s.span_s])
+        order = np.argsort(t, kind="stable")
+        cum_e = np.concatenate([np.cumsum(s.span_energy_j) - s.span_energy_j, np.cumsum(s.span_energy_j)])
+        cum_b = np.concatenate([np.cumsum(s.span_s) - s.span_s, np.cumsum(s.span_s)])
+        if not t.size:
+            power += s.idle_power_w
+            continue
+        e = np.interp(edges, t[order], cum_e[order], left=0.0, right=cum_e.max())
+        b = np.interp(edges, t[order], cum_b[order], left=0.0, right=cum_b.max())
+        width = np.diff(edges)
+        power += (np.diff(e) + s.idle_power_w * np.maximum(width - np.diff(b), 0.0)) / width
+    return 0.5 * (edges[1:] + edges[:-1]), power

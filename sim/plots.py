@@ -1,0 +1,56 @@
+"""Plots of a paired run: power over time, and per-request energy, policy against baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sim.metrics import power_timeline
+from sim.run import SimResult
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_power(runs: list[SimResult], path: Path, horizon_s: float | None = None) -> Path:
+    """Mean GPU power (W, idle included) over simulated time, one line per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for run in runs:
+        t, p = power_timeline(run, horizon_s)
+        ax.plot(t / 60.0, p, lw=0.9, label=run.policy)
+    ax.set_xlabel("simulated time (min)")
+    ax.set_ylabel("power (W)")
+    ax.set_title("GPU power over time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_energy(runs: list[SimResult], path: Path) -> Path:
+    """Distribution of per-request energy (J, log bins), one histogram per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    energies = [r.requests.loc[r.requests["completed"], "energy_j"].to_numpy() for r in runs]
+    positive = np.concatenate([e[e > 0] for e in energies] or [np.ones(1)])
+    lo, hi = (positive.min(), positive.max()) if positive.size else (1.0, 10.0)
+    bins = np.geomspace(lo, max(hi, lo * 1.01), 60)
+    for run, e in zip(runs, energies, strict=True):
+        ax.hist(e[e > 0], bins=bins, histtype="step", lw=1.2, label=f"{run.policy} (mean {e.mean():.1f} J)")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per request (J)")
+    ax.set_ylabel("requests")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,57 @@
+"""Shared helpers: small oracles with hand-picked coefficients, tiny traces."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oracle.model import MemorySpec, Oracle, OracleRangeWarning
+
+
+def toy_oracle(
+    time_coef=(1.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    energy_coef=(6.0, 1.0, 0.5, 2.0, 0.25, 0.125),
+    idle_power_w: float = 10.0,
+    kv_tokens: int | None = 1_000_000,
+    name: str = "toy",
+) -> Oracle:
+    """An oracle whose steps are easy to add up by hand (default: every step takes 1 s)."""
+    memory = None
+    if kv_tokens is not None:
+        memory = MemorySpec(weight_bytes=0.0, kv_bytes_per_token=1.0, gpu_memory_bytes=float(kv_tokens))
+    return Oracle(
+        name,
+        "toy-model",
+        "toy-gpu",
+        "toy",
+        energy_coef_j=np.array(energy_coef),
+        time_coef_s=np.array(time_coef),
+        idle_power_w=idle_power_w,
+        memory=memory,
+    )
+
+
+def trace(rows) -> pd.DataFrame:
+    """A trace from (arrival_s, n_in, n_out) rows."""
+    return pd.DataFrame(rows, columns=["arrival_s", "n_in", "n_out"])
+
+
+@pytest.fixture
+def toy() -> Oracle:
+    return toy_oracle()
+
+
+@pytest.fixture(scope="session")
+def llama() -> Oracle:
+    o = Oracle.load("llama-3.1-8b_h100")
+    return o
+
+
+@pytest.fixture(autouse=True)
+def _quiet_range_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OracleRangeWarning)
+        yield

@@ -1,0 +1,73 @@
+"""End to end without Hydra's runner: files, MLflow, paired runs, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sim.app import app_config, execute, prepare
+from sim.metrics import ENERGY_KEYS
+
+REQUIRED = set(ENERGY_KEYS) | {
+    "input_tokens_dropped", "output_tokens_cut", "requests_shaped", "baseline",
+    "energy_savings_pct", "sim_wall_s", "sim_requests_per_s",
+}  # fmt: skip
+
+
+def config(tmp_path, *overrides):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(
+            "sim", overrides=[f"output_dir={tmp_path / 'out'}", "trace.max_requests=400", "progress=false", *overrides]
+        )
+    return app_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_run_writes_summary_records_plots_and_tracks(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = execute(prepare(config(tmp_path, "policy=adaptive_gen", "policy.factor=0.3", f"tracking.uri={uri}")))
+    out = tmp_path / "out"
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert REQUIRED <= set(on_disk)
+    assert set(on_disk["baseline"]) == set(ENERGY_KEYS)
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(on_disk[key]) == {"p50", "p90", "p99", "mean"}
+    assert on_disk["output_tokens_cut"] > 0 and summary["energy_savings_pct"] > 0
+    policy, base = (pd.read_parquet(out / f) for f in ("requests.parquet", "requests_baseline.parquet"))
+    assert policy["arrival_s"].equals(base["arrival_s"])  # paired runs share arrivals
+    assert (out / "power.png").stat().st_size > 0 and (out / "energy_per_request.png").exists()
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["sweetspot-sim"])
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["params.policy.name"] == "adaptive_gen" and row["params.server.max_batch_size"] == "256"
+    assert row["metrics.energy_j"] == pytest.approx(summary["energy_j"])
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"])}
+    assert {"summary.json", "requests.parquet", "power.png", "resolved_config.yaml"} <= artifacts
+
+
+def test_tracking_failure_keeps_the_results_and_says_why(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, not after backoff
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    bad = "tracking.uri=http://127.0.0.1:9"
+    with caplog.at_level(logging.WARNING):
+        execute(prepare(config(tmp_path, "compare_baseline=false", "plots=false", bad)))
+    assert (tmp_path / "out" / "summary.json").exists()
+    assert "MLflow tracking to 'http://127.0.0.1:9' failed" in caplog.text
+
+
+def test_same_seed_same_results(tmp_path):
+    over = ("trace=synthetic", "trace.num_requests=300", "policy=truncation", "tracking.enabled=false", "plots=false")
+    a = execute(prepare(config(tmp_path / "a", *over)))
+    b = execute(prepare(config(tmp_path / "b", *over)))
+    c = execute(prepare(config(tmp_path / "c", *over, "seed=1")))
+    for s in (a, b, c):
+        s.pop("sim_wall_s"), s.pop("sim_requests_per_s")
+    assert a == b and a != c

@@ -1,0 +1,88 @@
+"""Every shipped config composes and validates; bad ones fail at start-up naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sim.app import app_config, prepare
+from sim.config import ConfigError, ServerConfig
+
+CONF = Path(__file__).parents[2] / "conf"
+POLICIES = sorted(p.stem for p in (CONF / "policy").glob("*.yaml"))
+SERVERS = sorted(p.stem for p in (CONF / "server").glob("*.yaml"))
+
+
+def composed(*overrides: str, tmp: str = "/tmp/sim-test") -> dict:
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("sim", overrides=[f"output_dir={tmp}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_all_policies_and_servers_ship():
+    assert set(POLICIES) == {"none", "truncation", "summarization", "adaptive_gen"}
+    assert set(SERVERS) == {"continuous", "static"}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("server", SERVERS)
+def test_every_shipped_config_composes_and_validates(policy, server):
+    cfg = app_config(composed(f"policy={policy}", f"server={server}"))
+    assert cfg.policy == policy and cfg.server.mode == server
+    assert cfg.trace.name == "azure_chat" and cfg.oracle == "llama-3.1-8b_h100"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_shipped_policy_prepares_on_a_small_trace(policy):
+    prepared = prepare(app_config(composed(f"policy={policy}", "trace.max_requests=50")))
+    assert len(prepared.requests) == 50 and prepared.policy.name == policy
+
+
+def test_root_seed_reaches_the_trace():
+    assert app_config(composed("seed=7")).trace.seed == 7
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("policy.name=nope", "policy.name"),
+        ("server.max_batch_size=-3", "server.max_batch_size"),
+        ("server.max_num_tokens=-1", "server.max_num_tokens"),
+        ("server.mode=dynamic", "server.mode"),
+        ("slo.ttft_s=0", "slo.ttft_s"),
+        ("+server.max_batch=3", "server.max_batch"),
+        ("policy=truncation policy.max_input_tokens=-10", "policy.max_input_tokens"),
+        ("policy=adaptive_gen policy.factor=-1", "policy.factor"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        app_config(composed(*override.split()))
+
+
+def test_unknown_policy_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: .*adaptive_gen.*none.*summarization.*truncation"):
+        app_config(composed("policy.name=nope"))
+
+
+def test_missing_oracles_fail_at_start_up_naming_the_key():
+    with pytest.raises(ConfigError, match="^oracle: "):
+        prepare(app_config(composed("oracle=no-such_h100", "trace.max_requests=5")))
+    bad = ["policy=summarization", "policy.summarizer_oracle=no-such_h100", "trace.max_requests=5"]
+    with pytest.raises(ConfigError, match="policy.summarizer_oracle"):
+        prepare(app_config(composed(*bad)))
+
+
+def test_server_config_errors_read_like_the_issue():
+    with pytest.raises(ConfigError, match=r"^server.max_batch_size must be ≥ 1, got -3$"):
+        ServerConfig(max_batch_size=-3)
+
+
+@pytest.mark.parametrize("trace", sorted(p.stem for p in (CONF / "trace").glob("*.yaml")))
+def test_every_trace_group_composes_into_the_sim_config(trace):
+    extra = ["trace.path=/tmp/trace.csv"] if trace == "file" else []
+    cfg = app_config(composed(f"trace={trace}", *extra))
+    assert cfg.trace.name == trace

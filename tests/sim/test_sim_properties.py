@@ -1,0 +1,70 @@
+"""Invariants on random traces and servers: conservation, one outcome per request, modes agree."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.config import ServerConfig, SloConfig
+from sim.metrics import idle_energy_j, summarize
+from sim.run import simulate
+from tests.sim.conftest import toy_oracle, trace
+
+COEF_T = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7)
+COEF_E = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
+
+requests = st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(1, 400), st.integers(1, 60)), min_size=1, max_size=25)
+servers = st.builds(
+    ServerConfig,
+    mode=st.sampled_from(["continuous", "static"]),
+    max_batch_size=st.integers(1, 6),
+    max_num_tokens=st.sampled_from([None, 64, 256]),
+    chunked_prefill=st.booleans(),
+    kv_capacity_tokens=st.sampled_from([None, 150, 600]),
+)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run(rows, server, exact=False):
+    rows = sorted(rows)
+    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
+    if server.kv_capacity_tokens is None:
+        server = ServerConfig(**{**server.__dict__, "kv_capacity_tokens": 10_000})
+    server = ServerConfig(**{**server.__dict__, "exact_steps": exact})
+    return simulate(trace(rows), oracle, server)
+
+
+@SETTINGS
+@given(requests, servers)
+def test_energy_is_conserved(rows, server):
+    r = run(rows, server)
+    s = summarize(r, SloConfig())
+    total = r.requests["energy_j"].sum() + idle_energy_j(r)
+    assert np.isclose(total, s["energy_j"], rtol=1e-12)
+    assert np.isclose(s["active_energy_j"], r.requests["energy_j"].sum(), rtol=1e-12)
+
+
+@SETTINGS
+@given(requests, servers)
+def test_every_request_finishes_once_or_is_rejected(rows, server):
+    r = run(rows, server).requests
+    done = r["completed"].to_numpy()
+    assert np.isfinite(r.loc[done, ["start_s", "first_token_s", "finish_s"]].to_numpy()).all()
+    assert np.isnan(r.loc[~done, "finish_s"]).all()
+    assert (r.loc[done, "arrival_s"] <= r.loc[done, "start_s"]).all()
+    assert (r.loc[done, "start_s"] < r.loc[done, "first_token_s"]).all()
+    assert (r.loc[done, "first_token_s"] <= r.loc[done, "finish_s"]).all()
+    cap = run(rows, server).servers[0].kv_capacity_tokens
+    too_big = (r["n_in"] + r["n_out"]) > cap
+    if server.max_num_tokens is not None and not server.chunked_prefill:
+        too_big |= r["n_in"] > server.max_num_tokens
+    assert (~done == too_big).all()  # only requests that can never fit are rejected
+
+
+@SETTINGS
+@given(requests, servers)
+def test_closed_form_spans_match_exact_steps(rows, server):
+    fast, exact = run(rows, server).requests, run(rows, server, exact=True).requests
+    for col in ("energy_j", "ttft_s", "tpot_s", "e2e_s", "start_s"):
+        np.testing.assert_allclose(fast[col], exact[col], rtol=1e-9, atol=1e-12)

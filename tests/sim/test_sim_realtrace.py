@@ -1,0 +1,27 @@
+"""Closed-form spans against the step-by-step reference on a real trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import traces
+from sim.config import ServerConfig
+from sim.run import simulate
+
+
+@pytest.mark.parametrize(
+    "server",
+    [ServerConfig(), ServerConfig(chunked_prefill=True, max_num_tokens=1024, max_batch_size=32)],
+    ids=["continuous", "chunked"],
+)
+def test_fast_and_exact_steps_agree_on_azure_chat(llama, server):
+    requests = traces.load("azure_chat", max_requests=1500, rate_scale=3.0)
+    fast = simulate(requests, llama, server).requests
+    exact = simulate(requests, llama, ServerConfig(**{**server.__dict__, "exact_steps": True})).requests
+    assert fast["completed"].equals(exact["completed"])
+    for col in ("energy_j", "ttft_s", "tpot_s", "e2e_s"):
+        a, b = fast[col].to_numpy(), exact[col].to_numpy()
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        m = ~np.isnan(a)
+        assert np.max(np.abs(a[m] - b[m]) / np.abs(b[m])) <= 1e-9, col

@@ -1,0 +1,158 @@
+"""The engine on tiny hand-computed traces: exact event logs, lockstep identity, admission rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oracle import features as F
+from sim.config import ServerConfig
+from sim.costs import StepCosts
+from sim.jobs import DONE, REJECTED, JobTable
+from sim.metrics import idle_energy_j
+from sim.run import simulate
+from sim.server import Server
+from tests.sim.conftest import toy_oracle, trace
+
+# A (0 s, 4 in, 3 out); B, C (1.5 s); D (10 s). Every step takes 1 s; max 2 sequences.
+TINY = [(0.0, 4, 3), (1.5, 2, 2), (1.5, 1, 1), (10.0, 1, 1)]
+
+
+def event_log(requests):
+    """[(time s, event, request)] sorted by time, from per-request records."""
+    log = []
+    for i, r in requests.iterrows():
+        for event, col in (
+            ("arrive", "arrival_s"),
+            ("admit", "start_s"),
+            ("first", "first_token_s"),
+            ("finish", "finish_s"),
+        ):
+            log.append((float(r[col]), event, "ABCD"[i]))
+    order = {"arrive": 0, "admit": 1, "first": 2, "finish": 3}
+    return sorted(log, key=lambda e: (e[0], order[e[1]], e[2]))
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_exact_event_log_on_a_tiny_trace(toy, exact):
+    r = simulate(trace(TINY), toy, ServerConfig(max_batch_size=2, exact_steps=exact))
+    # step 1 [0,1]: prefill A.  step 2 [1,2]: decode A (B, C arrive at 1.5, wait for the boundary)
+    # step 3 [2,3]: decode A (its last token), prefill B; C waits for a slot
+    # step 4 [3,4]: decode B (last), prefill C (n_out=1: done at its prefill).  idle until D.
+    assert event_log(r.requests) == [
+        (0.0, "arrive", "A"), (0.0, "admit", "A"), (1.0, "first", "A"),
+        (1.5, "arrive", "B"), (1.5, "arrive", "C"),
+        (2.0, "admit", "B"), (3.0, "admit", "C"), (3.0, "first", "B"), (3.0, "finish", "A"),
+        (4.0, "first", "C"), (4.0, "finish", "B"), (4.0, "finish", "C"),
+        (10.0, "arrive", "D"), (10.0, "admit", "D"), (11.0, "first", "D"), (11.0, "finish", "D"),
+    ]  # fmt: skip
+    # energy coef [6, 1, .5, 2, .25, .125]: A = (6+2+1+1.25) + (6+1+2.5) + (3+1+3) = 26.75
+    # B = (3+2+.5+.375) + (3+1+1.5) = 11.375;  C = 3+2+.25+.125;  D = 6+2+.25+.125
+    assert r.requests["energy_j"].tolist() == [26.75, 11.375, 5.375, 8.375]
+    server = r.servers[0]
+    assert server.span_start_s.tolist() == [0.0, 1.0, 2.0, 3.0, 10.0]
+    assert server.span_energy_j.tolist() == [10.25, 9.5, 12.875, 10.875, 8.375]
+    assert idle_energy_j(r) == 10.0 * (11.0 - 5.0)
+    assert r.requests["tpot_s"].tolist()[:2] == [1.0, 1.0] and math.isnan(r.requests["tpot_s"][2])
+
+
+def lockstep_check(oracle, batch, n_in, n_out, exact=False):
+    rows = [(0.0, n_in, n_out)] * batch
+    r = simulate(
+        trace(rows), oracle, ServerConfig(max_batch_size=max(batch, 1), exact_steps=exact, max_num_tokens=None)
+    )
+    energy = float(oracle.energy(n_in, n_out, batch))
+    latency = float(F.lockstep_features(n_in, n_out, batch) @ oracle.time_coef_s)
+    np.testing.assert_allclose(r.requests["energy_j"], energy, rtol=1e-12)
+    np.testing.assert_allclose(r.requests["e2e_s"], latency, rtol=1e-12)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_lockstep_batch_matches_the_oracle_polynomial(llama, exact):
+    lockstep_check(llama, 8, 512, 128, exact)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 3000), st.integers(1, 400))
+def test_lockstep_identity_for_any_shape(llama, batch, n_in, n_out):
+    lockstep_check(llama, batch, n_in, n_out)
+
+
+def test_requests_that_can_never_fit_are_rejected(toy):
+    small = toy_oracle(kv_tokens=100)
+    rows = [(0.0, 50, 60), (0.0, 10, 10), (0.0, 300, 1)]
+    r = simulate(trace(rows), small, ServerConfig(max_num_tokens=256))
+    assert r.requests["completed"].tolist() == [False, True, False]
+    assert r.requests["energy_j"][0] == 0.0
+
+
+def test_chunked_prefill_splits_long_prompts(toy):
+    r = simulate(trace([(0.0, 600, 2)]), toy, ServerConfig(max_num_tokens=256, chunked_prefill=True))
+    # chunks of 256, 256, 88 in steps 1-3: first token at 3 s, last at 4 s
+    assert r.requests[["first_token_s", "finish_s"]].iloc[0].tolist() == [3.0, 4.0]
+    pairs = F.attn_pairs(256) + F.attn_pairs(256, 256) + F.attn_pairs(88, 512)
+    assert pairs == F.attn_pairs(600)
+    own = 3 * 2.0 + 0.25 * 600 + 0.125 * pairs + (1.0 + 0.5 * 601)
+    assert r.requests["energy_j"][0] == pytest.approx(own + 6.0 * 4)
+
+
+def test_kv_reservation_makes_requests_wait(toy):
+    small = toy_oracle(kv_tokens=30)
+    r = simulate(trace([(0.0, 10, 10), (0.0, 10, 10)]), small, ServerConfig())
+    # the second reservation (20 tokens) does not fit next to the first: it waits for its finish
+    assert r.requests["start_s"].tolist() == [0.0, 10.0]
+
+
+def test_static_batches_run_until_their_longest_request_ends(toy):
+    rows = [(0.0, 4, 2), (0.0, 4, 5), (0.5, 4, 1)]
+    r = simulate(trace(rows), toy, ServerConfig(mode="static", max_batch_size=4, max_num_tokens=None))
+    assert r.requests["finish_s"].tolist() == [2.0, 5.0, 6.0]
+    assert r.requests["start_s"].tolist()[2] == 5.0  # not admitted into the running batch
+    cont = simulate(trace(rows), toy, ServerConfig(max_batch_size=4))
+    assert cont.requests["start_s"].tolist()[2] == 1.0
+
+
+def test_submit_wakes_a_server_mid_span():
+    """A job submitted mid-span is admitted at the first step boundary after it (dispatcher path)."""
+    costs = StepCosts((1.0, 0, 0, 0, 0, 0), (1.0, 0, 0, 0, 0, 0), 0.0)
+    jobs = JobTable([5, 5], [10, 2])
+    env = simpy.Environment()
+    server = Server(env, costs, ServerConfig(), jobs, 1000)
+    server.feed([0.0], [0])
+
+    def later():
+        yield env.timeout(3.25)
+        server.submit(1)
+
+    env.process(later())
+    env.run()
+    assert jobs.admit_s.tolist() == [0.0, 4.0]
+    assert jobs.finish_s.tolist() == [10.0, 6.0]
+    assert (jobs.status == DONE).all() and REJECTED not in jobs.status
+
+
+def test_several_servers_share_one_environment(toy):
+    costs = StepCosts.from_oracle(toy)
+    jobs = JobTable([3, 3, 3], [2, 2, 2])
+    env = simpy.Environment()
+    a = Server(env, costs, ServerConfig(), jobs, 1000, index=0)
+    b = Server(env, costs, ServerConfig(), jobs, 1000, index=1)
+    a.feed([0.0, 0.0], [0, 1])
+    b.feed([0.5], [2])
+    env.run()
+    assert jobs.server.tolist() == [0, 0, 1]
+    assert jobs.finish_s.tolist() == [2.0, 2.0, 2.5]
+    assert a.stats().steps == 2 and b.stats().steps == 2
+
+
+def test_an_oracle_without_memory_needs_an_explicit_kv_size():
+    bare = toy_oracle(kv_tokens=None)
+    with pytest.raises(ValueError, match="server.kv_capacity_tokens"):
+        simulate(trace([(0.0, 5, 5)]), bare, ServerConfig())
+    r = simulate(trace([(0.0, 5, 5)]), bare, ServerConfig(kv_capacity_tokens=100))
+    assert r.requests["completed"].all()
