@@ -25,6 +25,7 @@ from sim.config import ConfigError, ServerConfig, SloConfig, build, check
 from sim.console import table
 from sim.costs import kv_capacity_tokens
 from sim.metrics import summarize, with_baseline
+from sim.planning import PlanningConfig, PlanningConfigError, planning_figures
 from sim.plots import plot_energy, plot_power
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
@@ -46,6 +47,7 @@ class AppConfig:
     policy_params: dict[str, Any]
     slo: SloConfig = SloConfig()
     tracking: TrackingConfig = TrackingConfig()
+    planning: PlanningConfig = PlanningConfig()
     seed: int = 0
     compare_baseline: bool = True
     progress: bool = True
@@ -65,7 +67,7 @@ class Prepared:
 
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots",
+    "compare_baseline", "progress", "plots", "planning",
 }  # fmt: skip
 
 
@@ -93,12 +95,29 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         policy_params=policy,
         slo=build(SloConfig, values.get("slo"), "slo"),
         tracking=build(TrackingConfig, values.get("tracking"), "tracking"),
+        planning=_planning(values.get("planning")),
         seed=int(values.get("seed", 0)),
         compare_baseline=bool(values.get("compare_baseline", True)),
         progress=bool(values.get("progress", True)),
         plots=bool(values.get("plots", True)),
         raw=values,
     )
+
+
+def _planning(values: Mapping[str, Any] | None) -> PlanningConfig:
+    try:
+        return build(PlanningConfig, values, "planning")
+    except PlanningConfigError as e:
+        raise ConfigError(str(e)) from e
+
+
+def with_planning(summary: dict[str, Any], result: SimResult, horizon_s: float, cfg: PlanningConfig) -> dict[str, Any]:
+    """Add the annualised planning figures (energy, facility power, CO2e, cost) of a run's servers."""
+    busy = sum(s.busy_s for s in result.servers)
+    figures = planning_figures(
+        summary["energy_j"], horizon_s, summary["peak_power_w"], len(result.servers), busy, cfg
+    )
+    return {**summary, **figures.to_dict()}
 
 
 def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
@@ -134,7 +153,7 @@ def execute(prepared: Prepared) -> dict[str, Any]:
         runs.append(_simulate(prepared, Policy()))
     baseline = runs[-1]
     horizon = max(r.makespan_s for r in runs)
-    summary = summarize(result, cfg.slo, horizon)
+    summary = with_planning(summarize(result, cfg.slo, horizon), result, horizon, cfg.planning)
     if cfg.compare_baseline:
         summary = with_baseline(summary, summarize(baseline, cfg.slo, horizon))
     artifacts = _write(out, cfg, summary, runs, horizon)

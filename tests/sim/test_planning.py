@@ -90,3 +90,34 @@ def test_config_errors_name_the_key(kwargs: dict, key: str) -> None:
 def test_bad_inputs_name_the_argument(args: tuple, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         planning_figures(*args, cfg=CFG)
+
+
+def test_app_summary_carries_planning_figures(tmp_path):
+    from sim.app import app_config, execute, prepare
+
+    values = {
+        "oracle": "llama-3.2-1b_h100",
+        "output_dir": str(tmp_path),
+        "trace": {"name": "synthetic", "rate_per_s": 2.0, "num_requests": 50, "n_in": 256, "n_out": 64, "seed": 0},
+        "server": {},
+        "policy": {"name": "none"},
+        "tracking": {"enabled": False},
+        "planning": {"pue": 1.25},
+        "progress": False,
+        "plots": False,
+    }
+    summary = execute(prepare(app_config(values)))
+    hours = summary["makespan_s"] / 3600.0
+    # IT energy × PUE over the run, scaled to a year
+    expected_mwh = summary["energy_j"] / 3.6e9 * 1.25 * 8760.0 / hours
+    assert summary["annual_energy_mwh"] == pytest.approx(expected_mwh, rel=1e-9)
+    assert summary["gpus"] == 1
+    assert summary["facility_power_peak_kw"] == pytest.approx(summary["peak_power_w"] * 1.25 / 1e3)
+
+
+def test_app_rejects_bad_planning_key():
+    from sim.app import app_config
+    from sim.config import ConfigError
+
+    with pytest.raises(ConfigError, match="planning.pue"):
+        app_config({"oracle": "x", "policy": {"name": "none"}, "planning": {"pue": 0.5}})
