@@ -114,9 +114,13 @@ class FitReport:
         return "\n".join(lines)
 
 
+def _score(X: np.ndarray, y: np.ndarray, fitted: np.ndarray, folds: int, seed: int) -> Scores:
+    """In-sample MAPE of the fitted values, and k-fold CV MAPE of a relative NNLS on X."""
+    return Scores(mape_pct(y, fitted), cross_val_mape_pct(RelativeNNLS, X, y, folds, seed))
+
+
 def _scores(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> Scores:
-    fitted = RelativeNNLS().fit(X, y)
-    return Scores(mape_pct(y, fitted.predict(X)), cross_val_mape_pct(RelativeNNLS, X, y, folds, seed))
+    return _score(X, y, RelativeNNLS().fit(X, y).predict(X), folds, seed)
 
 
 def baselines(
@@ -165,14 +169,8 @@ def fit_oracle(
     model, gpu = find_model(model_name), find_gpu(gpu_name)
     est = OracleEstimator().fit(table)
     X = run_design(table)
-    energy = Scores(
-        mape_pct(table["energy_j"], est.predict_energy(table)),
-        cross_val_mape_pct(RelativeNNLS, X, table["energy_j"], folds, seed),
-    )
-    time = Scores(
-        mape_pct(table["duration_s"], est.predict_time(table)),
-        cross_val_mape_pct(RelativeNNLS, X, table["duration_s"], folds, seed),
-    )
+    energy = _score(X, table["energy_j"].to_numpy(float), X @ est.energy_coef_, folds, seed)
+    time = _score(X, table["duration_s"].to_numpy(float), X @ est.time_coef_, folds, seed)
     base, skipped = baselines(table, model, gpu, folds, seed)
     oracle = Oracle(
         name=name or f"{model_name.split('/')[-1].lower()}_{backend}",
@@ -182,9 +180,7 @@ def fit_oracle(
         energy_coef_j=est.energy_coef_,
         time_coef_s=est.time_coef_,
         idle_power_w=_idle_power(table, gpu, idle_power_w),
-        power_limit_w=float(table["power_limit_w"].median())
-        if "power_limit_w" in table and table["power_limit_w"].notna().any()
-        else (gpu.power_limit_w if gpu else None),
+        power_limit_w=_power_limit(table, gpu),
         calibrated=CalibratedRange(
             n_in=(float(table["n_in"].min()), float(table["n_in"].max())),
             n_out=(float(table["n_out"].min()), float(table["n_out"].max())),
@@ -205,6 +201,13 @@ def fit_oracle(
     )
     oracle.fit = report.as_dict()
     return oracle, report
+
+
+def _power_limit(table: pd.DataFrame, gpu: GpuSpec | None) -> float | None:
+    """The measured runs' power limit (W), else the GPU's datasheet limit, else unknown."""
+    if "power_limit_w" in table and table["power_limit_w"].notna().any():
+        return float(table["power_limit_w"].median())
+    return gpu.power_limit_w if gpu else None
 
 
 def _idle_power(table: pd.DataFrame, gpu: GpuSpec | None, given: float | None) -> float:

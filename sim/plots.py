@@ -19,6 +19,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_power(runs: list[SimResult], path: Path, horizon_s: float | None = None) -> Path:
     """Mean GPU power (W, idle included) over simulated time, one line per run."""
     plt = _pyplot()
@@ -30,10 +37,7 @@ def plot_power(runs: list[SimResult], path: Path, horizon_s: float | None = None
     ax.set_ylabel("power (W)")
     ax.set_title("GPU power over time")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_energy(runs: list[SimResult], path: Path) -> Path:
@@ -50,7 +54,4 @@ def plot_energy(runs: list[SimResult], path: Path) -> Path:
     ax.set_xlabel("energy per request (J)")
     ax.set_ylabel("requests")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
