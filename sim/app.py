@@ -21,15 +21,17 @@ import yaml
 
 import traces
 from oracle.model import Oracle, OracleFormatError
+from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
 from sim.console import table
 from sim.costs import kv_capacity_tokens
-from sim.metrics import summarize, with_baseline
+from sim.fleet import Fleet, FleetConfig, build_fleet
+from sim.metrics import fleet_summary, summarize, with_baseline
 from sim.planning import PlanningConfig, PlanningConfigError, planning_figures
-from sim.plots import plot_energy, plot_power
+from sim.plots import plot_capacity, plot_energy, plot_power
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
-from sim.run import SimResult, simulate
+from sim.run import SimResult, simulate_fleet
 from sim.tracking import TrackingConfig, log_run
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class AppConfig:
     slo: SloConfig = SloConfig()
     tracking: TrackingConfig = TrackingConfig()
     planning: PlanningConfig = PlanningConfig()
+    fleet: FleetConfig = FleetConfig()
+    capacity: CapacityConfig = CapacityConfig()
     seed: int = 0
     compare_baseline: bool = True
     progress: bool = True
@@ -63,11 +67,12 @@ class Prepared:
     oracle: Oracle
     requests: pd.DataFrame
     policy: Policy
+    fleet: Fleet
 
 
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots", "planning",
+    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity",
 }  # fmt: skip
 
 
@@ -96,6 +101,8 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         slo=build(SloConfig, values.get("slo"), "slo"),
         tracking=build(TrackingConfig, values.get("tracking"), "tracking"),
         planning=_planning(values.get("planning")),
+        fleet=FleetConfig.from_mapping(values.get("fleet")),
+        capacity=build(CapacityConfig, values.get("capacity"), "capacity"),
         seed=int(values.get("seed", 0)),
         compare_baseline=bool(values.get("compare_baseline", True)),
         progress=bool(values.get("progress", True)),
@@ -114,9 +121,7 @@ def _planning(values: Mapping[str, Any] | None) -> PlanningConfig:
 def with_planning(summary: dict[str, Any], result: SimResult, horizon_s: float, cfg: PlanningConfig) -> dict[str, Any]:
     """Add the annualised planning figures (energy, facility power, CO2e, cost) of a run's servers."""
     busy = sum(s.busy_s for s in result.servers)
-    figures = planning_figures(
-        summary["energy_j"], horizon_s, summary["peak_power_w"], len(result.servers), busy, cfg
-    )
+    figures = planning_figures(summary["energy_j"], horizon_s, summary["peak_power_w"], len(result.servers), busy, cfg)
     return {**summary, **figures.to_dict()}
 
 
@@ -129,14 +134,20 @@ def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
 
 
 def prepare(config: AppConfig) -> Prepared:
-    """Load the oracle and the trace and build the policy (all start-up errors happen here)."""
+    """Load the oracles and the trace, build the fleet and the policy (start-up errors happen here)."""
     oracle = load_oracle(config.oracle)
-    srv = config.server
-    kv_capacity_tokens(oracle, srv.kv_capacity_tokens, srv.kv_memory_fraction)  # fails early
+    fleet = build_fleet(config.fleet, oracle, config.server, config.slo, load_oracle)
+    for i, pool in enumerate(fleet.pools):
+        try:
+            kv_capacity_tokens(pool.oracle, pool.server.kv_capacity_tokens, pool.server.kv_memory_fraction)
+        except ConfigError as e:
+            raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
+    if config.capacity.enabled:
+        fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
     requests = traces.load_config(config.trace)
     context = PolicyContext(oracle, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
     policy = build_policy(config.policy, config.policy_params, context)
-    return Prepared(config, oracle, requests, policy)
+    return Prepared(config, oracle, requests, policy, fleet)
 
 
 def execute(prepared: Prepared) -> dict[str, Any]:
@@ -147,13 +158,25 @@ def execute(prepared: Prepared) -> dict[str, Any]:
     log.info(
         "simulating %s on %d requests with %s", prepared.policy.describe(), len(prepared.requests), prepared.oracle.name
     )
-    result = _simulate(prepared, prepared.policy)
+    fleet, capacity, result = prepared.fleet, None, None
+    if cfg.capacity.enabled:
+        capacity, result = search_capacity(
+            prepared.requests, fleet, prepared.policy, cfg.capacity, progress=cfg.progress
+        )
+        fleet = fleet.resized(capacity.pool, capacity.replicas)
+        log.info("capacity: %d replicas of pool %r (%d GPUs), target met: %s", capacity.replicas,
+                 capacity.pool, capacity.gpus, capacity.met)  # fmt: skip
+    if result is None:
+        result = _simulate(prepared, fleet, prepared.policy)
     runs = [result]
     if cfg.compare_baseline and prepared.policy.name != "none":
-        runs.append(_simulate(prepared, Policy()))
+        runs.append(_simulate(prepared, fleet, Policy()))
     baseline = runs[-1]
     horizon = max(r.makespan_s for r in runs)
     summary = with_planning(summarize(result, cfg.slo, horizon), result, horizon, cfg.planning)
+    summary["fleet"] = fleet_summary(result, fleet, horizon)
+    if capacity is not None:
+        summary["capacity"] = _capacity(prepared, capacity)
     if cfg.compare_baseline:
         summary = with_baseline(summary, summarize(baseline, cfg.slo, horizon))
     artifacts = _write(out, cfg, summary, runs, horizon)
@@ -169,9 +192,22 @@ def execute(prepared: Prepared) -> dict[str, Any]:
     return summary
 
 
-def _simulate(prepared: Prepared, policy: Policy) -> SimResult:
+def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy) -> SimResult:
+    return simulate_fleet(prepared.requests, fleet, policy, progress=prepared.config.progress)
+
+
+def _capacity(prepared: Prepared, capacity: Capacity) -> dict[str, Any]:
+    """The search's answer; with a baseline, also the size the unshaped trace would need."""
+    out = capacity.to_dict()
     cfg = prepared.config
-    return simulate(prepared.requests, prepared.oracle, cfg.server, policy, progress=cfg.progress)
+    if cfg.compare_baseline and prepared.policy.name != "none":
+        base, _ = search_capacity(prepared.requests, prepared.fleet, Policy(), cfg.capacity, progress=cfg.progress)
+        out["baseline_replicas"] = base.replicas
+        out["baseline_gpus"] = base.gpus
+        out["baseline_met"] = base.met
+        out["baseline_energy_j"] = base.energy_j
+        out["gpus_saved"] = base.gpus - capacity.gpus
+    return out
 
 
 def _write(out: Path, cfg: AppConfig, summary: dict[str, Any], runs: list[SimResult], horizon: float) -> list[Path]:
@@ -184,6 +220,8 @@ def _write(out: Path, cfg: AppConfig, summary: dict[str, Any], runs: list[SimRes
     if cfg.plots:
         paths.append(plot_power(runs, out / "power.png", horizon))
         paths.append(plot_energy(runs, out / "energy_per_request.png"))
+        if "capacity" in summary:
+            paths.append(plot_capacity(summary["capacity"], cfg.slo, out / "capacity.png"))
     return paths
 
 

@@ -18,12 +18,28 @@ PENDING, DONE, REJECTED = 0, 1, 2
 
 @dataclass(frozen=True)
 class ServerState:
-    """What a policy may see of a server when a request arrives (requests, tokens, s)."""
+    """What a policy or a router may see of a server when a request arrives (requests, tokens, s).
+
+    decoders and decode_ctx: sequences decoding and the sum of their contexts (tokens);
+    outstanding_tokens: work left (`Server.outstanding_tokens`); queued_kv_tokens and
+    queued_prompt_tokens: Σ n_in + n_out and Σ n_in of the queued requests; next_finish_steps and
+    last_finish_steps: steps until the first and the last decoder finishes (0: none decoding);
+    recent_step_s, recent_ttft_s: moving averages of its step time and TTFT (s), prefills included.
+    """
 
     now_s: float
     queue_len: int
     running: int
     kv_free_tokens: int
+    decoders: int = 0
+    decode_ctx: int = 0
+    outstanding_tokens: int = 0
+    queued_kv_tokens: int = 0
+    queued_prompt_tokens: int = 0
+    next_finish_steps: int = 0
+    last_finish_steps: int = 0
+    recent_step_s: float = 0.0
+    recent_ttft_s: float = 0.0
 
 
 class JobTable:

@@ -8,13 +8,16 @@ power whenever it runs no step. Per-request energies plus idle energy equal the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sim.config import SloConfig
+from sim.fleet import Fleet
 from sim.run import SimResult
+from sim.server import ServerStats
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 ENERGY_KEYS = (
@@ -52,6 +55,27 @@ def idle_energy_j(result: SimResult, horizon_s: float | None = None) -> float:
     return float(sum(s.idle_power_w * max(horizon - s.busy_s, 0.0) for s in result.servers))
 
 
+def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
+    """Highest total power (W) of all servers at any instant, idle power included.
+
+    Each server draws its idle power outside its spans and, within a span, the span's peak step
+    power (a conservative bound: power varies little within a span). A sweep over span starts and
+    ends sums the servers; an end is applied before a start at the same time.
+    """
+    base = float(sum(s.idle_power_w for s in servers))
+    busy = [s for s in servers if s.span_s.size]
+    if not busy:
+        return base
+    t0 = np.concatenate([s.span_start_s for s in busy])
+    # a server's spans abut: end each at the next one's start (the two may differ by rounding)
+    t1 = np.concatenate([np.minimum(s.span_start_s + s.span_s, np.append(s.span_start_s[1:], np.inf)) for s in busy])
+    lift = np.concatenate([np.maximum(s.span_peak_w - s.idle_power_w, 0.0) for s in busy])
+    times = np.concatenate([t1, t0])
+    delta = np.concatenate([-lift, lift])
+    order = np.lexsort((np.arange(times.size) >= t1.size, times))  # ends first at equal times
+    return base + max(float(np.max(np.cumsum(delta[order]))), 0.0)
+
+
 def slo_attainment(records: pd.DataFrame, slo: SloConfig) -> float:
     """Share of all requests (rejected ones fail) with TTFT ≤ slo.ttft_s and TPOT ≤ slo.tpot_s."""
     if not len(records):
@@ -86,7 +110,7 @@ def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None)
         "energy_per_output_token_j": energy / out_tokens if out_tokens else math.nan,
         "output_tokens_per_j": out_tokens / energy if energy else math.nan,
         "avg_power_w": energy / horizon if horizon else math.nan,
-        "peak_power_w": max((s.peak_power_w for s in result.servers), default=0.0),
+        "peak_power_w": fleet_peak_power_w(result.servers),
         "makespan_s": result.makespan_s,
     }
     for key in LATENCIES:
@@ -99,6 +123,31 @@ def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None)
     summary["sim_wall_s"] = result.wall_s
     summary["sim_requests_per_s"] = len(r) / result.wall_s if result.wall_s > 0 else math.nan
     return summary
+
+
+def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = None) -> dict[str, Any]:
+    """Router and per-pool activity (by pool name): replicas, requests served, energy (J), GPU
+    utilisation. A summarizer on its own GPU appears as a pool named 'summarizer'.
+    """
+    horizon = max(result.makespan_s, horizon_s or 0.0)
+    r = result.requests
+    served = np.bincount(r["server"].to_numpy()[r["completed"].to_numpy()], minlength=len(result.servers))
+    oracles = {p.name: p.oracle.name for p in fleet.pools}
+    pools: dict[str, dict[str, Any]] = {}
+    for index, s in enumerate(result.servers):
+        p = pools.setdefault(
+            s.pool,
+            {"oracle": oracles.get(s.pool), "replicas": 0, "requests": 0,
+             "active_energy_j": 0.0, "idle_energy_j": 0.0, "busy_s": 0.0},
+        )  # fmt: skip
+        p["replicas"] += 1
+        p["requests"] += int(served[index])
+        p["active_energy_j"] += s.active_energy_j
+        p["idle_energy_j"] += s.idle_power_w * max(horizon - s.busy_s, 0.0)
+        p["busy_s"] += s.busy_s
+    for p in pools.values():
+        p["utilization"] = p.pop("busy_s") / (p["replicas"] * horizon) if horizon > 0 else math.nan
+    return {"router": fleet.router, "replicas": fleet.replicas, "pools": pools}
 
 
 def with_baseline(policy: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:

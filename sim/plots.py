@@ -1,11 +1,13 @@
-"""Plots of a paired run: power over time, and per-request energy, policy against baseline."""
+"""Plots of a run: power over time and per-request energy (policy against baseline), capacity search."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sim.config import SloConfig
 from sim.metrics import power_timeline
 from sim.run import SimResult
 
@@ -54,4 +56,28 @@ def plot_energy(runs: list[SimResult], path: Path) -> Path:
     ax.set_xlabel("energy per request (J)")
     ax.set_ylabel("requests")
     ax.legend()
+    return _save(plt, fig, path)
+
+
+def plot_capacity(capacity: dict[str, Any], slo: SloConfig, path: Path) -> Path:
+    """Capacity search: TTFT and TPOT at the target percentile (log s) and energy (MJ) per fleet size."""
+    plt = _pyplot()
+    probes = sorted(capacity["probes"], key=lambda p: p["replicas"])
+    n = [p["replicas"] for p in probes]
+    fig, (lat, en) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key, target, color in (("ttft_s", slo.ttft_s, "C0"), ("tpot_s", slo.tpot_s, "C1")):
+        lat.plot(n, [p[key] for p in probes], "o-", color=color, label=key.split("_")[0].upper())
+        lat.axhline(target, color=color, ls="--", lw=0.8)
+    lat.axvline(capacity["replicas"], color="k", lw=0.8, ls=":", label=f"answer: {capacity['replicas']}")
+    lat.set_yscale("log")
+    lat.set_xlabel(f"replicas in pool {capacity['pool']!r}")
+    lat.set_ylabel("latency (s); dashed: SLO")
+    lat.legend()
+    en.plot(n, [p["energy_j"] / 1e6 for p in probes], "o-", color="C2")
+    en.scatter([p["replicas"] for p in probes if p["met"]], [p["energy_j"] / 1e6 for p in probes if p["met"]],
+               color="C2", zorder=3, label="meets the SLO")  # fmt: skip
+    en.set_xlabel(f"replicas in pool {capacity['pool']!r}")
+    en.set_ylabel("energy over the trace (MJ)")
+    en.legend()
+    fig.suptitle(capacity["target"], fontsize=9)
     return _save(plt, fig, path)

@@ -64,6 +64,7 @@ def request_records(
             "n_out_served": served_out,
             "summary_tokens": summary_tokens,
             "completed": done,
+            "server": jobs.server[:n].astype(np.int32),
             "start_s": start,
             "first_token_s": first,
             "finish_s": finish,

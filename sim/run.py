@@ -1,9 +1,11 @@
-"""`simulate`: replay a trace through a policy and one (or two) servers; no Hydra, no MLflow.
+"""`simulate_fleet`: replay a trace through a policy and a fleet of servers; no Hydra, no MLflow.
 
-trace → policy (static policies shape the whole trace up front; dynamic ones decide at arrival
-in a dispatcher process) → servers (SimPy) → job table → per-request records.
-Summarization requests run on a separate summarizer server or on the main one; when one
-finishes, the user's request (now on the summary) is submitted to the main server.
+trace → policy (static policies shape the whole trace up front; dynamic ones decide at arrival)
+→ router → servers (SimPy) → job table → per-request records. When the router can assign the
+whole trace up front (round robin, or one replica) the servers read their arrivals as the clock
+passes them; otherwise a dispatcher process routes each arrival with the servers' state.
+Summarization requests run on a separate summarizer server or on the fleet; when one finishes,
+the user's request (now on the summary) is routed to a replica.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import simpy
 from oracle.model import Oracle
 from sim.config import ServerConfig
 from sim.costs import StepCosts, kv_capacity_tokens
+from sim.fleet import Fleet
 from sim.jobs import REJECTED, JobTable
 from sim.policies.base import Policy, Request, unshaped
 from sim.records import request_records
+from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 
 
@@ -35,6 +39,7 @@ class SimResult:
     servers: tuple[ServerStats, ...]
     makespan_s: float
     wall_s: float
+    router: str = "round_robin"
 
 
 def simulate(
@@ -45,7 +50,18 @@ def simulate(
     *,
     progress: bool = False,
 ) -> SimResult:
-    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` (default: none)."""
+    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server."""
+    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress)
+
+
+def simulate_fleet(
+    requests: pd.DataFrame,
+    fleet: Fleet,
+    policy: Policy | None = None,
+    *,
+    progress: bool = False,
+) -> SimResult:
+    """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router."""
     policy = policy or Policy()
     arrival, n_in, n_out = _arrays(requests)
     shaping = unshaped(n_in, n_out) if policy.dynamic else policy.shape(n_in, n_out)
@@ -58,18 +74,19 @@ def simulate(
     )
     start = time.perf_counter()
     env = simpy.Environment()
-    servers = _wire(env, jobs, arrival, n_in, n_out, parents, oracle, server, policy)
+    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
     bar = _progress(env, float(arrival[-1]) if arrival.size else 0.0, progress)
     env.run()
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
     stats = tuple(s.stats() for s in servers)
-    records = request_records(jobs, arrival, n_in, n_out, parents, [s.costs for s in servers], server.exact_steps)
+    costs = [s.costs for s in servers]
+    records = request_records(jobs, arrival, n_in, n_out, parents, costs, fleet.exact_steps)
     finish = records["finish_s"].to_numpy()
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
-    return SimResult(policy.name, records, stats, makespan, wall)
+    return SimResult(policy.name, records, stats, makespan, wall, fleet.router)
 
 
 def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,42 +106,49 @@ def _wire(
     n_in: np.ndarray,
     n_out: np.ndarray,
     parents: np.ndarray,
-    oracle: Oracle,
-    config: ServerConfig,
+    fleet: Fleet,
     policy: Policy,
 ) -> list[Server]:
-    """Build the servers and route arrivals to them (feeds, callbacks, dispatcher)."""
-    main = _server(env, jobs, oracle, config, 0, "main")
-    if policy.dynamic:
-        env.process(_dispatch(env, arrival, n_in, n_out, policy, main, jobs))
-        return [main]
-    direct = np.ones(arrival.size, dtype=bool)
-    direct[parents] = False
-    ids = np.flatnonzero(direct)
-    if not parents.size:
-        main.feed(arrival[ids], ids)
-        return [main]
-    assert policy.summarizer is not None
-    summaries = _Summaries(jobs, arrival.size, parents.tolist(), main)
-    summary_ids = arrival.size + np.arange(parents.size)
-    if policy.summarizer.placement == "same":
-        times = np.concatenate([arrival[ids], arrival[parents]])
-        order = np.lexsort((np.concatenate([ids, parents]), times))
-        main.feed(times[order], np.concatenate([ids, summary_ids])[order])
-        main.on_finish, main.on_reject = summaries.finished, summaries.rejected
-        return [main]
-    main.feed(arrival[ids], ids)
-    side = _server(env, jobs, policy.summarizer.oracle, config, 1, "summarizer")
-    side.feed(arrival[parents], summary_ids)
-    side.on_finish, side.on_reject = summaries.finished, summaries.rejected
-    return [main, side]
+    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks)."""
+    replicas = _replicas(env, jobs, fleet)
+    router = make_router(fleet, replicas)
+    if not policy.dynamic and not parents.size and router.static:
+        assigned = router.assign(*jobs.lengths())
+        for s in replicas:
+            ids = np.flatnonzero(assigned == s.index)
+            s.feed(arrival[ids], ids)
+        return replicas
+    servers = list(replicas)
+    side = None
+    if parents.size:
+        assert policy.summarizer is not None
+        if policy.summarizer.placement == "separate":
+            side = _server(env, jobs, policy.summarizer.oracle, fleet.pools[0].server, len(servers), "summarizer")
+            servers.append(side)
+        summaries = _Summaries(jobs, arrival.size, parents.tolist(), router)
+        for s in servers:
+            s.on_finish, s.on_reject = summaries.finished, summaries.rejected
+    env.process(_dispatch(env, arrival, n_in, n_out, parents, policy, router, side, jobs))
+    return servers
+
+
+def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Server]:
+    """The fleet's servers, pool by pool; named after the pool (with -k when it has several)."""
+    servers: list[Server] = []
+    for pool in fleet.pools:
+        costs = StepCosts.from_oracle(pool.oracle)
+        kv = kv_capacity_tokens(pool.oracle, pool.server.kv_capacity_tokens, pool.server.kv_memory_fraction)
+        for k in range(pool.replicas):
+            name = pool.name if pool.replicas == 1 else f"{pool.name}-{k}"
+            servers.append(Server(env, costs, pool.server, jobs, kv, index=len(servers), name=name, pool=pool.name))
+    return servers
 
 
 def _server(
     env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str
 ) -> Server:
     kv = kv_capacity_tokens(oracle, config.kv_capacity_tokens, config.kv_memory_fraction)
-    return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name)
+    return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=name)
 
 
 @dataclass(frozen=True)
@@ -134,12 +158,13 @@ class _Summaries:
     jobs: JobTable
     n: int
     parents: list[int]
-    main: Server
+    router: Router
 
     def finished(self, job: int, t: float) -> None:
-        """A summary is ready: the user's request (now on the summary) goes to the main server."""
+        """A summary is ready: the user's request (now on the summary) goes to a replica."""
         if job >= self.n:
-            self.main.submit(self.parents[job - self.n], t)
+            parent = self.parents[job - self.n]
+            self.router.pick(self.jobs.n_in[parent], self.jobs.n_out[parent]).submit(parent, t)
 
     def rejected(self, job: int, t: float) -> None:
         """A prompt too long for the summarizer: its user's request is rejected too."""
@@ -153,19 +178,32 @@ def _dispatch(
     arrival: np.ndarray,
     n_in: np.ndarray,
     n_out: np.ndarray,
+    parents: np.ndarray,
     policy: Policy,
-    server: Server,
+    router: Router,
+    summarizer: Server | None,
     jobs: JobTable,
 ) -> Generator[Any, Any, None]:
-    """Arrivals for dynamic policies: decide with the server's state at arrival, then submit."""
+    """Arrivals routed one by one: a dynamic policy decides with the chosen replica's state;
+    a request to summarise sends its summarization job first (to the summarizer, or routed)."""
+    n = arrival.size
+    summary_of = {p: n + k for k, p in enumerate(parents.tolist())}
     for i, (t, a, b) in enumerate(zip(arrival.tolist(), n_in.tolist(), n_out.tolist(), strict=True)):
         if t > env.now:
             yield env.timeout(t - env.now)
-        d = policy.decide(Request(t, a, b), server.state())
-        if d.summary_tokens:
-            raise ValueError(f"dynamic policy {policy.name!r} cannot add summarization requests")
-        jobs.n_in[i], jobs.n_out[i] = d.n_in, d.n_out
-        server.submit(i, t)
+        if policy.dynamic:
+            server = router.pick(a, b)
+            d = policy.decide(Request(t, a, b), server.state())
+            if d.summary_tokens:
+                raise ValueError(f"dynamic policy {policy.name!r} cannot add summarization requests")
+            jobs.n_in[i], jobs.n_out[i] = d.n_in, d.n_out
+            server.submit(i, t)
+        elif i in summary_of:
+            job = summary_of[i]
+            target = summarizer or router.pick(jobs.n_in[job], jobs.n_out[job])
+            target.submit(job, t)
+        else:
+            router.pick(jobs.n_in[i], jobs.n_out[i]).submit(i, t)
 
 
 def _progress(env: simpy.Environment, horizon_s: float, enabled: bool) -> Any:

@@ -33,6 +33,7 @@ from sim.costs import StepCosts, mixed_step, span, steps_to_reach
 from sim.jobs import DONE, REJECTED, JobTable, ServerState
 
 Callback = Callable[[int, float], None]
+RECENT = 0.95  # weight of the past in the moving averages of step time and TTFT, per step / request
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens already cached)
 
 
@@ -41,6 +42,7 @@ class ServerStats:
     """A server's activity: busy time (s), step energy (J), and its spans (one row per event)."""
 
     name: str
+    pool: str
     idle_power_w: float
     kv_capacity_tokens: int
     steps: int
@@ -50,6 +52,7 @@ class ServerStats:
     span_start_s: np.ndarray
     span_s: np.ndarray
     span_energy_j: np.ndarray
+    span_peak_w: np.ndarray  # highest step power within each span (W)
 
 
 class Server:
@@ -65,11 +68,12 @@ class Server:
         *,
         index: int = 0,
         name: str = "server",
+        pool: str = "main",
         on_finish: Callback | None = None,
         on_reject: Callback | None = None,
     ) -> None:
         self.env, self.costs, self.config, self.jobs = env, costs, config, jobs
-        self.index, self.name = index, name
+        self.index, self.name, self.pool = index, name, pool
         self.kv_capacity_tokens = int(kv_capacity_tokens)
         self.on_finish, self.on_reject = on_finish, on_reject
         self._ct, self._ce = costs.time_s, costs.energy_j
@@ -82,10 +86,14 @@ class Server:
         self._heap: list[tuple[int, int]] = []  # (finish step, job) of decoding sequences
         self._partial: tuple[int, int] | None = None  # (job, prompt tokens done) mid-prefill
         self._B = self._S = self._kv = self._N = 0  # decoders, Σ their context, KV used, steps
+        self._pending = 0  # Σ n_in + n_out of jobs queued or prefilling (tokens)
+        self._q_need = self._q_prompt = 0  # Σ n_in + n_out and Σ n_in of the queue (tokens)
+        self._fsum = self._fmax = 0  # Σ and max of the decoders' finish steps
+        self._step_avg = self._ttft_avg = 0.0  # recent step time and TTFT (s), moving averages
         self._t = self._tc = 0.0  # clock (s), with its Neumaier compensation
         self._g = self._gc = 0.0  # Σ 1/(sequences in step), with its compensation
         self._waiting = self._interrupted = self._idle = False
-        self._log_t, self._log_dt, self._log_e = array("d"), array("d"), array("d")
+        self._log_t, self._log_dt, self._log_e, self._log_p = array("d"), array("d"), array("d"), array("d")
         self._peak_w = 0.0
         self._proc = env.process(self._run())
 
@@ -113,9 +121,29 @@ class Server:
             self._proc.interrupt(t)
 
     def state(self) -> ServerState:
-        """Snapshot for policies (running counts decoders and a prompt mid-prefill)."""
+        """Snapshot for policies and routers, as of the last step boundary (running counts
+        decoders and a prompt mid-prefill)."""
         running = self._B + (self._partial is not None)
-        return ServerState(self.env.now, len(self._queue), running, self.kv_capacity_tokens - self._kv)
+        return ServerState(
+            self.env.now,
+            len(self._queue),
+            running,
+            self.kv_capacity_tokens - self._kv,
+            decoders=self._B,
+            decode_ctx=self._S,
+            outstanding_tokens=self.outstanding_tokens(),
+            queued_kv_tokens=self._q_need,
+            queued_prompt_tokens=self._q_prompt,
+            next_finish_steps=self._heap[0][0] - self._N if self._heap else 0,
+            last_finish_steps=self._fmax - self._N if self._heap else 0,
+            recent_step_s=self._step_avg,
+            recent_ttft_s=self._ttft_avg,
+        )
+
+    def outstanding_tokens(self) -> int:
+        """Work left (tokens): n_in + n_out of queued and prefilling jobs, plus the output tokens
+        the decoders still have to emit (as of the last step boundary)."""
+        return self._pending + self._fsum - self._B * self._N
 
     def stats(self) -> ServerStats:
         """Totals and span log so far."""
@@ -123,6 +151,7 @@ class Server:
         dt = np.frombuffer(self._log_dt, dtype=float).copy()
         return ServerStats(
             self.name,
+            self.pool,
             self.costs.idle_power_w,
             self.kv_capacity_tokens,
             self._N,
@@ -132,6 +161,7 @@ class Server:
             np.frombuffer(self._log_t, dtype=float).copy(),
             dt,
             e,
+            np.frombuffer(self._log_p, dtype=float).copy(),
         )
 
     def _enqueue(self, job: int, t: float) -> bool:
@@ -145,6 +175,9 @@ class Server:
                 self.on_reject(job, t)
             return False
         self._queue.append(job)
+        self._pending += need
+        self._q_need += need
+        self._q_prompt += n_in
         return True
 
     def _pull(self, limit: float) -> None:
@@ -197,6 +230,8 @@ class Server:
         self._log_t.append(t + self._tc)
         self._log_dt.append(dt)
         self._log_e.append(de)
+        self._log_p.append(peak_w)
+        self._step_avg += (1.0 - RECENT**steps) * (dt / steps - self._step_avg)
         if peak_w > self._peak_w:
             self._peak_w = peak_w
 
@@ -234,6 +269,8 @@ class Server:
                     break
                 m = budget
             q.popleft()
+            self._q_need -= need
+            self._q_prompt -= n_in[j]
             self._kv += need
             running += 1
             budget -= m
@@ -265,11 +302,17 @@ class Server:
                 self._partial = (j, past + m)
                 continue
             jobs.first_s[j] = t
+            self._ttft_avg += (1.0 - RECENT) * (t - jobs.arrival_s[j] - self._ttft_avg)
             n_out = jobs.n_out[j]
+            self._pending -= jobs.n_in[j] + n_out
             if n_out == 1:
                 self._finish(j, t)
                 continue
-            heapq.heappush(self._heap, (self._N + n_out - 1, j))
+            f = self._N + n_out - 1
+            heapq.heappush(self._heap, (f, j))
+            self._fsum += f
+            if f > self._fmax or self._B == 0:
+                self._fmax = f
             self._B += 1
             self._S += jobs.n_in[j] + 1
 
@@ -310,6 +353,7 @@ class Server:
         n_in, n_out = self.jobs.n_in, self.jobs.n_out
         while heap and heap[0][0] == n:
             j = heapq.heappop(heap)[1]
+            self._fsum -= n
             self._B -= 1
             self._S -= n_in[j] + n_out[j]
             self._finish(j, t)

@@ -71,3 +71,45 @@ def test_same_seed_same_results(tmp_path):
     for s in (a, b, c):
         s.pop("sim_wall_s"), s.pop("sim_requests_per_s")
     assert a == b and a != c
+
+
+def test_a_fleet_run_reports_pools_and_the_summed_peak_power(tmp_path):
+    over = ("fleet.replicas=3", "fleet.router=least_tokens", "tracking.enabled=false", "plots=false")
+    summary = execute(prepare(config(tmp_path, *over, "compare_baseline=false")))
+    pools = summary["fleet"]["pools"]
+    assert summary["gpus"] == 3 and pools["main"]["replicas"] == 3
+    assert sum(p["requests"] for p in pools.values()) == summary["completed"]
+    alone = config(tmp_path / "one", "tracking.enabled=false", "plots=false", "compare_baseline=false")
+    single = execute(prepare(alone))
+    assert summary["facility_power_peak_kw"] > single["facility_power_peak_kw"]  # three GPUs' idle power at least
+    records = pd.read_parquet(tmp_path / "out" / "requests.parquet")
+    assert set(records["server"]) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("fleet", ["length_pools", "mixed_gpus"])
+def test_shipped_fleet_configs_compose_and_run(tmp_path, fleet):
+    summary = execute(prepare(config(tmp_path, f"fleet={fleet}", "tracking.enabled=false", "plots=false")))
+    assert summary["gpus"] == 3 if fleet == "length_pools" else 4
+    assert set(summary["fleet"]["pools"]) == ({"short", "long"} if fleet == "length_pools" else {"h100", "a100"})
+    assert summary["completed"] == summary["baseline"]["completed"] > 0
+
+
+def test_capacity_search_lands_in_the_summary_with_the_baselines_size(tmp_path):
+    over = ("capacity.enabled=true", "trace.rate_scale=20", "policy=adaptive_gen", "policy.factor=0.3")
+    summary = execute(prepare(config(tmp_path, *over, "tracking.enabled=false", "plots=true")))
+    cap = summary["capacity"]
+    assert cap["met"] and cap["replicas"] == summary["gpus"] == summary["fleet"]["replicas"]
+    assert cap["baseline_replicas"] >= cap["replicas"] and cap["gpus_saved"] == cap["baseline_gpus"] - cap["gpus"]
+    assert [p["replicas"] for p in cap["probes"]] == sorted(p["replicas"] for p in cap["probes"])
+    assert (tmp_path / "out" / "capacity.png").stat().st_size > 0
+
+
+def test_bad_fleet_and_capacity_settings_name_the_key(tmp_path):
+    from sim.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fleet.router"):
+        config(tmp_path, "fleet.router=random")
+    with pytest.raises(ConfigError, match=r"fleet.pools\[1\].oracle"):
+        prepare(config(tmp_path, "fleet=length_pools", "fleet.pools.1.oracle=no-such-oracle"))
+    with pytest.raises(ConfigError, match="no pool named 'gpu'"):
+        prepare(config(tmp_path, "fleet=length_pools", "capacity.enabled=true", "capacity.pool=gpu"))

@@ -1,0 +1,76 @@
+"""Capacity search: the smallest fleet meeting the SLO, checked against its neighbours."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import traces
+from sim.capacity import CapacityConfig, probe, search_capacity
+from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.fleet import Fleet, Pool
+from sim.policies.base import Policy
+from sim.run import simulate_fleet
+
+
+@pytest.fixture(scope="module")
+def busy_chat():
+    """The first 2,000 azure_chat requests at 20× their rate (~110 requests/s)."""
+    return traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=2000, rate_scale=20.0))
+
+
+@pytest.mark.parametrize("router", ["least_tokens", "round_robin"])
+def test_the_answer_meets_the_slo_and_one_fewer_replica_does_not(busy_chat, llama, router):
+    fleet = Fleet.single(llama, ServerConfig(), 1, router, SloConfig(ttft_s=1.0, tpot_s=0.1))
+    cfg = CapacityConfig(enabled=True)
+    capacity, result = search_capacity(busy_chat, fleet, Policy(), cfg)
+    n = capacity.replicas
+    assert capacity.met and n > 1 and len(result.servers) == n == capacity.gpus
+    assert probe(result, n, fleet.slo, cfg).met
+    below = simulate_fleet(busy_chat, fleet.resized(None, n - 1))
+    assert not probe(below, n - 1, fleet.slo, cfg).met
+    tried = {p.replicas: p for p in capacity.probes}
+    assert tried[n].met and not tried[n - 1].met  # the search itself probed both neighbours
+    doubling = [2**k for k in range(n.bit_length() + 1) if 2 ** (k - 1) < n]  # 1, 2, 4, … up to ≥ n
+    assert set(doubling) <= set(tried)
+    assert all(p.met == (p.replicas >= n) for p in capacity.probes)
+
+
+def test_attainment_target_needs_fewer_replicas_than_a_strict_percentile(busy_chat, llama):
+    fleet = Fleet.single(llama, ServerConfig(), 1, "least_tokens", SloConfig(ttft_s=0.5, tpot_s=0.05))
+    strict, _ = search_capacity(busy_chat, fleet, Policy(), CapacityConfig(percentile=99.9))
+    half = CapacityConfig(target="attainment", attainment=0.5)
+    loose, result = search_capacity(busy_chat, fleet, Policy(), half)
+    assert loose.replicas < strict.replicas
+    assert probe(result, loose.replicas, fleet.slo, half).attainment >= 0.5
+
+
+def test_an_unreachable_slo_reports_the_ceiling_and_warns(busy_chat, llama, caplog):
+    fleet = Fleet.single(llama, ServerConfig(), 1, "least_tokens", SloConfig(ttft_s=1e-4, tpot_s=1e-4))
+    with caplog.at_level(logging.WARNING, logger="sim.capacity"):
+        capacity, result = search_capacity(busy_chat, fleet, Policy(), CapacityConfig(max_replicas=3))
+    assert not capacity.met and capacity.replicas == 3 and len(result.servers) == 3
+    assert sorted(p.replicas for p in capacity.probes) == [1, 2, 3]
+    assert "do not meet" in caplog.text and "capacity.max_replicas" in caplog.text
+
+
+def test_only_the_named_pool_is_sized(busy_chat, llama):
+    pools = (Pool("big", llama, ServerConfig(), 2), Pool("fixed", llama, ServerConfig(), 1))
+    fleet = Fleet(pools, "least_tokens")
+    capacity, result = search_capacity(busy_chat, fleet, Policy(), CapacityConfig(pool="big", max_replicas=8))
+    assert capacity.pool == "big" and capacity.gpus == capacity.replicas + 1
+    assert sum(s.pool == "fixed" for s in result.servers) == 1
+    with pytest.raises(ConfigError, match="name the one to size"):
+        search_capacity(busy_chat, fleet, Policy(), CapacityConfig())
+
+
+def test_capacity_config_is_checked():
+    for kwargs, key in [
+        ({"target": "p99"}, "capacity.target"),
+        ({"percentile": 0}, "capacity.percentile"),
+        ({"attainment": 1.5}, "capacity.attainment"),
+        ({"max_replicas": 0}, "capacity.max_replicas"),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            CapacityConfig(**kwargs)

@@ -1,0 +1,122 @@
+"""Routers and their estimates: what each sends where, and the load signals they read."""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sim.config import ServerConfig, SloConfig
+from sim.costs import StepCosts, sequence_energy_j
+from sim.fleet import Fleet, Pool
+from sim.jobs import JobTable, ServerState
+from sim.metrics import summarize
+from sim.routing import marginal_energy_j, own_energy_j, tpot_estimate_s, ttft_estimate_s
+from sim.run import simulate_fleet
+from sim.server import Server
+from tests.sim.conftest import toy_oracle, trace
+
+COEF = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
+SERVER = ServerConfig(kv_capacity_tokens=100_000)
+
+
+@given(st.integers(1, 5000), st.integers(1, 5000))
+def test_own_energy_is_the_sequence_cost(n_in, n_out):
+    assert np.isclose(own_energy_j(COEF, n_in, n_out), sequence_energy_j(COEF, n_in, n_out), rtol=1e-12)
+
+
+def test_marginal_energy_charges_the_steps_a_request_adds():
+    costs = StepCosts((0.01, 0, 0, 0, 0, 0), COEF, idle_power_w=100.0)
+    shared = COEF[0] - 100.0 * 0.01  # J per step above idle
+    own = own_energy_j(COEF, 50, 40)
+    idle = ServerState(0.0, 0, 0, 1000)
+    assert np.isclose(marginal_energy_j(costs, idle, 50, 40), own + 40 * shared)
+    busy_longer = ServerState(0.0, 0, 3, 1000, decoders=3, last_finish_steps=100)
+    assert np.isclose(marginal_energy_j(costs, busy_longer, 50, 40), own)
+    busy_shorter = ServerState(0.0, 0, 3, 1000, decoders=3, last_finish_steps=30)
+    assert np.isclose(marginal_energy_j(costs, busy_shorter, 50, 40), own + 10 * shared)
+
+
+def test_latency_estimates_rise_with_load_and_refuse_a_full_server():
+    costs = StepCosts((0.01, 0.001, 1e-5, 0.002, 1e-4, 0.0), COEF, 60.0)
+    calm = ServerState(0.0, 0, 2, 10_000, decoders=2, decode_ctx=1000)
+    queued = ServerState(0.0, 3, 2, 10_000, decoders=2, decode_ctx=1000, queued_kv_tokens=600, queued_prompt_tokens=500)
+    assert ttft_estimate_s(costs, queued, 100, 10, 256, 8192) > ttft_estimate_s(costs, calm, 100, 10, 256, 8192)
+    assert ttft_estimate_s(costs, calm, 100, 10, 2, 8192) == np.inf  # batch full
+    assert ttft_estimate_s(costs, calm, 9_000, 1_500, 256, 8192) == np.inf  # KV cache short
+    more = ServerState(0.0, 0, 9, 10_000, decoders=9, decode_ctx=9000)
+    assert tpot_estimate_s(costs, more, 100) > tpot_estimate_s(costs, calm, 100)
+    slow = ServerState(0.0, 0, 2, 10_000, decoders=2, decode_ctx=1000, recent_step_s=0.5)
+    assert tpot_estimate_s(costs, slow, 100) == 0.5  # observed steps (prefills included) count
+
+
+def test_outstanding_tokens_track_queue_prefill_and_decode():
+    """Exact steps of 1 s: a request's work goes from n_in + n_out to the outputs it still owes."""
+    env = simpy.Environment()
+    jobs = JobTable([10, 20], [5, 3])
+    costs = StepCosts((1.0, 0, 0, 0, 0, 0), (1.0, 0, 0, 0, 0, 0), 0.0)
+    server = Server(env, costs, ServerConfig(max_batch_size=1, exact_steps=True), jobs, 1000)
+    server.feed([0.0, 0.0], [0, 1])
+    seen = {}
+
+    def watch():
+        for t in (0.5, 1.5, 2.5, 4.5, 5.5, 7.5, 9.0):
+            yield env.timeout(t - env.now)
+            seen[t] = server.outstanding_tokens()
+
+    env.process(watch())
+    env.run()
+    # t=0.5: job 0 prefilling, job 1 queued; t=1.5: job 0 owes 4 outputs (steps 2..5), job 1 queued
+    assert seen == {0.5: 15 + 23, 1.5: 4 + 23, 2.5: 3 + 23, 4.5: 1 + 23, 5.5: 23, 7.5: 1, 9.0: 0}
+
+
+def fleet(router, replicas=3, slo=None, oracle=None):
+    oracle = oracle or toy_oracle((0.01, 0.0005, 1e-6, 0.001, 2e-5, 0.0), COEF, idle_power_w=60.0, kv_tokens=None)
+    return Fleet.single(oracle, SERVER, replicas, router, slo)
+
+
+LIGHT = trace([(0.05 * i, 100 + 7 * i, 50) for i in range(30)])
+
+
+def test_least_tokens_sends_work_to_the_idle_replica():
+    rows = trace([(0.0, 100, 500), (0.01, 100, 10), (0.02, 100, 10), (0.03, 100, 10)])
+    r = simulate_fleet(rows, fleet("least_tokens", 2)).requests
+    assert r["server"].tolist()[:2] == [0, 1]  # the long request keeps replica 0 busy
+    assert r["server"].tolist()[2:] == [1, 1]
+
+
+def test_energy_aware_packs_at_light_load_and_saves_energy():
+    packed = simulate_fleet(LIGHT, fleet("energy_aware"))
+    spread = simulate_fleet(LIGHT, fleet("round_robin"))
+    assert packed.requests["server"].nunique() == 1
+    assert spread.requests["server"].nunique() == 3
+    e_packed, e_spread = (summarize(x, SloConfig())["energy_j"] for x in (packed, spread))
+    assert e_packed < 0.9 * e_spread
+
+
+def test_energy_aware_spreads_when_packing_would_break_the_slo():
+    slo = SloConfig(ttft_s=1.0, tpot_s=0.015)  # within 0.8 × 0.015 s a replica takes ~3 decoders
+    tight = simulate_fleet(LIGHT, fleet("energy_aware", slo=slo)).requests
+    assert tight["server"].nunique() == 3
+    assert tight["tpot_s"].max() <= slo.tpot_s
+
+
+def test_energy_aware_prefers_the_cheaper_gpu():
+    cheap = toy_oracle((0.01, 0.0005, 1e-6, 0.001, 2e-5, 0.0), COEF, idle_power_w=60.0, kv_tokens=None)
+    dear = toy_oracle((0.01, 0.0005, 1e-6, 0.001, 2e-5, 0.0), tuple(2 * c for c in COEF), 60.0, kv_tokens=None)
+    f = Fleet((Pool("dear", dear, SERVER, 2), Pool("cheap", cheap, SERVER, 2)), "energy_aware")
+    r = simulate_fleet(LIGHT, f).requests
+    assert set(r["server"]) <= {2, 3}
+
+
+def test_length_aware_bins_by_input_and_output_length():
+    rows = trace([(0.0, 50, 10), (0.1, 5000, 10), (0.2, 50, 900), (0.3, 60, 20)])
+    o = fleet("round_robin").pools[0].oracle
+    pools = (
+        Pool("short", o, SERVER, 1, max_input_tokens=1000, max_output_tokens=500),
+        Pool("long_in", o, SERVER, 1, max_output_tokens=500),
+        Pool("rest", o, SERVER, 1),
+    )
+    r = simulate_fleet(rows, Fleet(pools, "length_aware")).requests
+    assert r["server"].tolist() == [0, 1, 2, 0]
