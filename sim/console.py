@@ -41,4 +41,15 @@ def table(summary: dict[str, Any]) -> str:
     )
     if base:
         lines.append(f"energy savings vs none: {summary['energy_savings_pct']:.2f}%")
+    fleet = summary.get("fleet")
+    if fleet:
+        pools = ", ".join(f"{p['replicas']} × {name} ({p['oracle'] or name})" for name, p in fleet["pools"].items())
+        lines.append(f"fleet: {pools}; router {fleet['router']}")
+    cap = summary.get("capacity")
+    if cap:
+        verdict = "meet" if cap["met"] else "still miss"
+        line = f"capacity: {cap['replicas']} replicas of pool {cap['pool']!r} {verdict} {cap['target']}"
+        if "baseline_replicas" in cap:
+            line += f" (unshaped: {cap['baseline_replicas']})"
+        lines.append(line)
     return "\n".join(lines)

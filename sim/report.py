@@ -30,15 +30,24 @@ METRICS = (
     "tpot_s.p99",
     "e2e_s.p50",
     "e2e_s.p99",
+    "slo_attainment",
     "input_tokens_dropped",
     "output_tokens_cut",
     "requests_shaped",
+    "gpus",
+    "annual_energy_mwh",
+    "facility_power_avg_kw",
+    "facility_power_peak_kw",
+    "annual_co2e_t",
+    "annual_cost",
+    "capacity.replicas",
+    "capacity.baseline_replicas",
 )
-"""Summary metrics copied into the table (missing ones are left empty)."""
+"""Summary metrics copied into the table (missing ones are left empty, e.g. capacity without a search)."""
 REMOVED_TOKENS = ("input_tokens_dropped", "output_tokens_cut")
 SERVED_TOKENS = ("input_tokens", "output_tokens")
 """Tokens served; served + removed = tokens asked, the denominator of the quality cost."""
-PARAMS = {"policy": "policy.name", "trace": "trace.name"}
+PARAMS = {"policy": "policy.name", "trace": "trace.name", "router": "fleet.router"}
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 
 

@@ -32,6 +32,9 @@ def summary(energy_j: float, savings: float, inp: int, out: int, dropped: int, c
         "tpot_s": lat,
         "e2e_s": lat,
         "baseline": {"energy_j": 1000.0},
+        "gpus": 4,
+        "annual_energy_mwh": energy_j / 100.0,
+        "capacity": {"replicas": 3, "probes": [{"replicas": 3}]},
     }
 
 
@@ -51,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         mp.chdir(root)  # MLflow's default artifact root is ./mlruns
         for policy, values in RUNS.items():
             cfg = TrackingConfig(uri=uri, experiment="exp", run_name=f"{policy}-azure_chat")
-            params = {"policy": {"name": policy}, "trace": {"name": "azure_chat"}}
+            params = {"policy": {"name": policy}, "trace": {"name": "azure_chat"}, "fleet": {"router": "least_tokens"}}
             assert log_run(cfg, params, summary(*values)) is not None
     return uri
 
@@ -63,6 +66,9 @@ def test_table_rows_and_quality_cost(store: str) -> None:
     assert table.loc["truncation", "energy_savings_pct"] == 20.0
     assert table.loc["adaptive_gen", "ttft_s.p99"] == 1.0
     assert (table["trace"] == "azure_chat").all() and table["label"].tolist() == list(table.index)
+    assert (table["router"] == "least_tokens").all() and (table["gpus"] == 4).all()
+    assert (table["capacity.replicas"] == 3).all() and table.loc["none", "annual_energy_mwh"] == 10.0
+    assert table["annual_co2e_t"].isna().all()  # not logged: left empty
 
 
 def test_cli_writes_markdown_csv_and_plots(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
