@@ -209,8 +209,12 @@ def _column(runs: pd.DataFrame, name: str, default: object) -> pd.Series:
 
 
 def _labels(table: pd.DataFrame) -> list[str]:
-    """`policy` (`policy / trace` with several traces), then the run name, then the run id, until unique."""
-    base = table["policy"] if table["trace"].nunique() <= 1 else table["policy"] + " / " + table["trace"]
+    """`policy` (with ` / trace` and ` / router` when those vary), then the run name, then the run id,
+    until unique."""
+    base = table["policy"]
+    for key in ("trace", "router"):
+        if table[key].nunique() > 1:
+            base = base + " / " + table[key]
     named = base + " (" + table["run_name"].where(table["run_name"].astype(bool), table["run_id"].str[:8]) + ")"
     by_id = base + " (" + table["run_id"].str[:8] + ")"
     labels = base.where(~base.duplicated(keep=False), named)

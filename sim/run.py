@@ -39,7 +39,6 @@ class SimResult:
     servers: tuple[ServerStats, ...]
     makespan_s: float
     wall_s: float
-    router: str = "round_robin"
 
 
 def simulate(
@@ -86,7 +85,7 @@ def simulate_fleet(
     finish = records["finish_s"].to_numpy()
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
-    return SimResult(policy.name, records, stats, makespan, wall, fleet.router)
+    return SimResult(policy.name, records, stats, makespan, wall)
 
 
 def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +121,7 @@ def _wire(
     side = None
     if parents.size:
         assert policy.summarizer is not None
-        if policy.summarizer.placement == "separate":
+        if policy.summarizer.placement == "separate":  # on its own GPU, with the first pool's engine config
             side = _server(env, jobs, policy.summarizer.oracle, fleet.pools[0].server, len(servers), "summarizer")
             servers.append(side)
         summaries = _Summaries(jobs, arrival.size, parents.tolist(), router)

@@ -206,3 +206,14 @@ def test_cluster_launchers_compose(launchers: None, launcher: str, target: str, 
     assert {k: got[k] for k in expect} == expect
     if launcher == "ray_cluster":
         assert got.ray.init.address == "auto"
+
+
+def test_router_sweep_experiment_composes_and_every_router_is_valid() -> None:
+    from sim.fleet import ROUTERS, FleetConfig
+
+    cfg = _compose(["+experiment=router_sweep"])
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.fleet.replicas == 6
+    swept = cfg.hydra.sweeper.params["fleet.router"].split(",")
+    assert set(swept) <= set(ROUTERS)
+    for router in swept:
+        FleetConfig.from_mapping({"replicas": cfg.fleet.replicas, "router": router})
