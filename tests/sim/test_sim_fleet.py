@@ -167,3 +167,28 @@ def test_fleet_peak_power_is_the_highest_sum_over_servers(rows, router):
         best = max(best, total)
     assert np.isclose(fleet_peak_power_w(servers), best, rtol=1e-12)
     assert fleet_peak_power_w(servers) >= max(s.peak_power_w for s in servers)
+
+
+@pytest.mark.parametrize("placement", ["separate", "same"])
+@pytest.mark.parametrize("router", ["round_robin", "least_tokens", "energy_aware"])
+def test_summaries_and_dynamic_policies_run_on_fleets(llama, placement, router):
+    from sim.policies import PolicyContext, build_policy
+
+    rows = trace([(0.1 * i, 3000 if i % 3 == 0 else 300, 40) for i in range(24)])
+    context = PolicyContext(llama, rows["n_in"].to_numpy(), rows["n_out"].to_numpy())
+    params = {"min_input_tokens": 1000, "summary_tokens": 100, "placement": placement}
+    if placement == "same":
+        params["summarizer_oracle"] = None
+    summarize_long = build_policy("summarization", params, context)
+    result = simulate_fleet(rows, Fleet.single(llama, ServerConfig(), 3, router), summarize_long)
+    r = result.requests
+    assert r["completed"].all() and len(result.servers) == 3 + (placement == "separate")
+    long = r["n_in"] == 3000
+    assert (r.loc[long, "summary_energy_j"] > 0).all() and (r.loc[long, "n_in_served"] == 100).all()
+    assert (r.loc[long, "server"] < 3).all()  # the user's request returns to a replica
+    active = sum(s.active_energy_j for s in result.servers)
+    assert np.isclose(r["energy_j"].sum(), active, rtol=1e-12)
+
+    tighten = build_policy("adaptive_gen", {"queue_threshold": 0, "queue_factor": 0.5}, context)
+    d = simulate_fleet(rows, Fleet.single(llama, ServerConfig(), 3, router), tighten).requests
+    assert d["completed"].all() and (d["n_out_served"] <= d["n_out"]).all()
