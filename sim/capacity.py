@@ -125,37 +125,32 @@ def search_capacity(
     pool = fleet.pool(cfg.pool).name
     slo = fleet.slo
     probes: dict[int, Probe] = {}
-    best: dict[int, SimResult] = {}  # the smallest size that met, and its simulation
-    last: list[SimResult] = []
     bar = _bar(progress)
 
-    def run(n: int) -> bool:
+    def run(n: int) -> tuple[bool, SimResult]:
         result = simulate_fleet(requests, fleet.resized(pool, n), policy)
         p = probes[n] = probe(result, n, slo, cfg)
-        last[:] = [result]
-        if p.met and (not best or n < min(best)):
-            best.clear()
-            best[n] = result
         if bar is not None:
             bar.update(1)
             bar.set_postfix(replicas=n, met=p.met)
         log.info("capacity probe: %s=%d → TTFT %.3g s, TPOT %.3g s, met=%s", pool, n, p.ttft_s, p.tpot_s, p.met)
-        return p.met
+        return p.met, result
 
-    lo, hi = 0, 1  # lo: largest size known to miss; hi: size to try
-    while not run(hi) and hi < cfg.max_replicas:
+    lo, hi = 0, 1  # lo: largest size known to miss; hi: size tried last (unmet) or smallest met
+    met, result = run(hi)
+    while not met and hi < cfg.max_replicas:
         lo, hi = hi, min(2 * hi, cfg.max_replicas)
-    met = probes[hi].met
-    while met and hi - lo > 1:
+        met, result = run(hi)
+    while met and hi - lo > 1:  # result stays the simulation at hi
         mid = (lo + hi) // 2
-        if run(mid):
-            hi = mid
+        ok, trial = run(mid)
+        if ok:
+            hi, result = mid, trial
         else:
             lo = mid
     if bar is not None:
         bar.close()
     answer = probes[hi]
-    result = best[hi] if met else last[0]  # unmet: the last probe was max_replicas
     if not met:
         log.warning(
             "capacity: %d replicas of pool %r do not meet %s (p%g TTFT %.3g s, TPOT %.3g s, attainment %.3f, "

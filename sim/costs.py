@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -103,11 +105,16 @@ def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chun
     Prefill: c3 per chunk + c4·n_in + c5·n_in(n_in+1)/2 (chunking does not change the attention
     pairs). Decode steps k = 1…n_out−1 at context n_in + k: Σ (c1 + c2·(n_in + k)).
     """
-    c = np.asarray(coef_j, dtype=float)
-    i = np.asarray(n_in, dtype=float)
-    k = np.asarray(n_out, dtype=float) - 1.0
-    prefill = c[3] * np.asarray(chunks, dtype=float) + c[4] * i + c[5] * i * (i + 1.0) / 2.0
-    decode = k * (c[1] + c[2] * i) + c[2] * k * (k + 1.0) / 2.0
+    i, o = np.asarray(n_in, dtype=float), np.asarray(n_out, dtype=float)
+    return sequence_cost(np.asarray(coef_j, dtype=float), i, o, np.asarray(chunks, dtype=float))
+
+
+def sequence_cost(c: Sequence[float], n_in: Any, n_out: Any, chunks: Any = 1) -> Any:
+    """`sequence_energy_j` on whatever numbers it is given: Python scalars for a router's
+    per-arrival decision (no numpy overhead), float arrays from `sequence_energy_j`."""
+    k = n_out - 1
+    prefill = c[3] * chunks + c[4] * n_in + c[5] * n_in * (n_in + 1) / 2
+    decode = k * (c[1] + c[2] * n_in) + c[2] * k * (k + 1) / 2
     return prefill + decode
 
 

@@ -87,17 +87,7 @@ class FleetConfig:
         for i, p in enumerate(pools):
             check(isinstance(p, Mapping), f"fleet.pools[{i}]", f"must be a mapping, got {p!r}")
             parsed.append(build(PoolConfig, p, f"fleet.pools[{i}]"))
-        base = build(_FleetKeys, values, "fleet")
-        return cls(base.replicas, base.router, tuple(parsed), base.slo_headroom)
-
-
-@dataclass(frozen=True)
-class _FleetKeys:
-    """The scalar keys of `fleet:` (type-checked by `build` before FleetConfig validates)."""
-
-    replicas: int = 1
-    router: str = "round_robin"
-    slo_headroom: float = 0.8
+        return build(cls, {**values, "pools": tuple(parsed)}, "fleet")
 
 
 @dataclass(frozen=True)
@@ -111,9 +101,10 @@ class Pool:
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
 
-    def admits(self, n_in: int, n_out: int) -> bool:
-        """Whether a request of these lengths (tokens) is inside this pool's length bounds."""
-        return (self.max_input_tokens is None or n_in <= self.max_input_tokens) and (
+    def admits(self, n_in: Any, n_out: Any) -> Any:
+        """Whether requests of these lengths (tokens; scalars or arrays) are inside this pool's
+        length bounds."""
+        return (self.max_input_tokens is None or n_in <= self.max_input_tokens) & (
             self.max_output_tokens is None or n_out <= self.max_output_tokens
         )
 
@@ -188,8 +179,7 @@ def build_fleet(
     """Resolve a FleetConfig: pools without an oracle use `oracle`; pool server keys override
     the top-level `server`. `load_oracle(name, key)` loads an oracle, naming the config key."""
     if not config.pools:
-        fleet = Fleet.single(oracle, server, config.replicas, config.router, slo)
-        return replace(fleet, slo_headroom=config.slo_headroom)
+        return Fleet((Pool("main", oracle, server, config.replicas),), config.router, slo, config.slo_headroom)
     pools = []
     for i, p in enumerate(config.pools):
         key = f"fleet.pools[{i}]"

@@ -52,7 +52,12 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
 def idle_energy_j(result: SimResult, horizon_s: float | None = None) -> float:
     """Idle energy (J) of all servers over [0, horizon] (default: the makespan)."""
     horizon = max(result.makespan_s, horizon_s or 0.0)
-    return float(sum(s.idle_power_w * max(horizon - s.busy_s, 0.0) for s in result.servers))
+    return float(sum(server_idle_energy_j(s, horizon) for s in result.servers))
+
+
+def server_idle_energy_j(server: ServerStats, horizon_s: float) -> float:
+    """Idle energy (J) of one server over [0, horizon_s]: idle power whenever it runs no step."""
+    return server.idle_power_w * max(horizon_s - server.busy_s, 0.0)
 
 
 def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
@@ -143,7 +148,7 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
         p["replicas"] += 1
         p["requests"] += int(served[index])
         p["active_energy_j"] += s.active_energy_j
-        p["idle_energy_j"] += s.idle_power_w * max(horizon - s.busy_s, 0.0)
+        p["idle_energy_j"] += server_idle_energy_j(s, horizon)
         p["busy_s"] += s.busy_s
     for p in pools.values():
         p["utilization"] = p.pop("busy_s") / (p["replicas"] * horizon) if horizon > 0 else math.nan

@@ -21,19 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sim.costs import StepCosts
+from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
 from sim.server import Server
-
-
-def own_energy_j(c: tuple[float, ...], n_in: int, n_out: int) -> float:
-    """A request's own (unshared) sequence cost in the unit of `c` (J or s), one prefill chunk.
-
-    Scalar form of `sim.costs.sequence_energy_j`, for routing decisions made per arrival.
-    """
-    k = n_out - 1
-    return c[3] + c[4] * n_in + c[5] * n_in * (n_in + 1) / 2 + k * (c[1] + c[2] * n_in) + c[2] * k * (k + 1) / 2
 
 
 def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: int, own_j: float | None = None) -> float:
@@ -43,7 +34,7 @@ def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: in
     the replica busy beyond the decoders already running: all n_out steps on an idle replica,
     max(0, n_out − steps until the last decoder finishes) on a busy one.
     """
-    own = own_energy_j(costs.energy_j, n_in, n_out) if own_j is None else own_j
+    own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
     busy_for = state.last_finish_steps if state.decoders else 0
     extra = max(0, n_out - busy_for)
     shared = max(costs.energy_j[0] - costs.idle_power_w * costs.time_s[0], 0.0)
@@ -90,6 +81,7 @@ class Router:
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)
+        self.by_pool = [[s for s in self.servers if s.pool == p.name] for p in fleet.pools]
         if len(self.servers) == 1:
             self.static = True
 
@@ -147,33 +139,26 @@ class LengthAware(Router):
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
-        self._by_pool = [[s for s in self.servers if s.pool == p.name] for p in fleet.pools]
-        self.static = all(len(group) == 1 for group in self._by_pool)
+        self.static = all(len(group) == 1 for group in self.by_pool)
 
     def pool_index(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
         """Index of the pool each request goes to (the last pool is unbounded)."""
         i, o = np.asarray(n_in), np.asarray(n_out)
         out = np.full(i.size, len(self.fleet.pools) - 1, dtype=np.int64)
         for k in range(len(self.fleet.pools) - 2, -1, -1):
-            p = self.fleet.pools[k]
-            ok = np.ones(i.size, dtype=bool)
-            if p.max_input_tokens is not None:
-                ok &= i <= p.max_input_tokens
-            if p.max_output_tokens is not None:
-                ok &= o <= p.max_output_tokens
-            out[ok] = k
+            out[np.broadcast_to(self.fleet.pools[k].admits(i, o), i.shape)] = k
         return out
 
     def pick(self, n_in: int, n_out: int) -> Server:
-        for p, group in zip(self.fleet.pools, self._by_pool, strict=True):
+        for p, group in zip(self.fleet.pools, self.by_pool, strict=True):
             if p.admits(n_in, n_out):
                 return least_tokens(group)
-        return least_tokens(self._by_pool[-1])
+        return least_tokens(self.by_pool[-1])
 
     def assign(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
         if not self.static:
             return super().assign(n_in, n_out)
-        index = np.array([group[0].index for group in self._by_pool], dtype=np.int64)
+        index = np.array([group[0].index for group in self.by_pool], dtype=np.int64)
         return index[self.pool_index(n_in, n_out)]
 
 
@@ -182,17 +167,14 @@ class EnergyAware(Router):
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
-        pools: dict[str, list[Server]] = {}
-        for s in self.servers:
-            pools.setdefault(s.pool, []).append(s)
-        self._groups = [(group[0].costs, group) for group in pools.values()]
+        self._groups = [(group[0].costs, group) for group in self.by_pool]
 
     def pick(self, n_in: int, n_out: int) -> Server:
         h = self.fleet.slo_headroom
         ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
         best, best_e, best_w = None, 0.0, 0
         for costs, group in self._groups:
-            own = own_energy_j(costs.energy_j, n_in, n_out)
+            own = sequence_cost(costs.energy_j, n_in, n_out)
             if tpot_estimate_s(costs, _IDLE, n_in) > tpot_s:
                 continue  # too slow on this GPU even alone
             for s in group:

@@ -122,7 +122,8 @@ def _wire(
     if parents.size:
         assert policy.summarizer is not None
         if policy.summarizer.placement == "separate":  # on its own GPU, with the first pool's engine config
-            side = _server(env, jobs, policy.summarizer.oracle, fleet.pools[0].server, len(servers), "summarizer")
+            summarizer = policy.summarizer.oracle
+            side = _server(env, jobs, summarizer, fleet.pools[0].server, len(servers), "summarizer", "summarizer")
             servers.append(side)
         summaries = _Summaries(jobs, arrival.size, parents.tolist(), router)
         for s in servers:
@@ -135,19 +136,17 @@ def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Serv
     """The fleet's servers, pool by pool; named after the pool (with -k when it has several)."""
     servers: list[Server] = []
     for pool in fleet.pools:
-        costs = StepCosts.from_oracle(pool.oracle)
-        kv = kv_capacity_tokens(pool.oracle, pool.server.kv_capacity_tokens, pool.server.kv_memory_fraction)
         for k in range(pool.replicas):
             name = pool.name if pool.replicas == 1 else f"{pool.name}-{k}"
-            servers.append(Server(env, costs, pool.server, jobs, kv, index=len(servers), name=name, pool=pool.name))
+            servers.append(_server(env, jobs, pool.oracle, pool.server, len(servers), name, pool.name))
     return servers
 
 
 def _server(
-    env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str
+    env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str, pool: str
 ) -> Server:
     kv = kv_capacity_tokens(oracle, config.kv_capacity_tokens, config.kv_memory_fraction)
-    return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=name)
+    return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=pool)
 
 
 @dataclass(frozen=True)

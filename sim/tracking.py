@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,26 +33,26 @@ class TrackingConfig:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten nested mappings to dotted keys with string values (MLflow params are strings)."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping leaf of a nested mapping."""
+    for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
+            yield from _leaves(value, prefix=f"{name}.")
         else:
-            flat[name] = str(value)
-    return flat
+            yield name, value
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values (MLflow params are strings)."""
+    return {name: str(value) for name, value in _leaves(params, prefix)}
 
 
 def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Finite numeric leaves of a nested summary, as dotted metric names."""
     metrics: dict[str, float] = {}
-    for key, value in summary.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            metrics.update(numeric_metrics(value, prefix=f"{name}."))
-        elif isinstance(value, bool):
+    for name, value in _leaves(summary, prefix):
+        if isinstance(value, bool):
             metrics[name] = float(value)
         elif isinstance(value, (int, float)) and math.isfinite(float(value)):
             metrics[name] = float(value)

@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim.config import ServerConfig, SloConfig
-from sim.costs import StepCosts, sequence_energy_j
+from sim.costs import StepCosts, sequence_cost, sequence_energy_j
 from sim.fleet import Fleet, Pool
 from sim.jobs import JobTable, ServerState
 from sim.metrics import summarize
-from sim.routing import marginal_energy_j, own_energy_j, tpot_estimate_s, ttft_estimate_s
+from sim.routing import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.run import simulate_fleet
 from sim.server import Server
 from tests.sim.conftest import toy_oracle, trace
@@ -22,14 +22,16 @@ SERVER = ServerConfig(kv_capacity_tokens=100_000)
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000))
-def test_own_energy_is_the_sequence_cost(n_in, n_out):
-    assert np.isclose(own_energy_j(COEF, n_in, n_out), sequence_energy_j(COEF, n_in, n_out), rtol=1e-12)
+def test_scalar_sequence_cost_equals_the_array_one(n_in, n_out):
+    scalar = sequence_cost(COEF, n_in, n_out)
+    assert isinstance(scalar, float)
+    assert np.isclose(scalar, sequence_energy_j(COEF, [n_in], [n_out])[0], rtol=1e-12)
 
 
 def test_marginal_energy_charges_the_steps_a_request_adds():
     costs = StepCosts((0.01, 0, 0, 0, 0, 0), COEF, idle_power_w=100.0)
     shared = COEF[0] - 100.0 * 0.01  # J per step above idle
-    own = own_energy_j(COEF, 50, 40)
+    own = sequence_cost(COEF, 50, 40)
     idle = ServerState(0.0, 0, 0, 1000)
     assert np.isclose(marginal_energy_j(costs, idle, 50, 40), own + 40 * shared)
     busy_longer = ServerState(0.0, 0, 3, 1000, decoders=3, last_finish_steps=100)
