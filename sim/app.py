@@ -27,7 +27,7 @@ from sim.console import table
 from sim.costs import kv_capacity_tokens
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.metrics import fleet_summary, summarize, with_baseline
-from sim.planning import PlanningConfig, PlanningConfigError, planning_figures
+from sim.planning import PlanningConfig, planning_figures
 from sim.plots import plot_capacity, plot_energy, plot_power
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
@@ -100,7 +100,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         policy_params=policy,
         slo=build(SloConfig, values.get("slo"), "slo"),
         tracking=build(TrackingConfig, values.get("tracking"), "tracking"),
-        planning=_planning(values.get("planning")),
+        planning=build(PlanningConfig, values.get("planning"), "planning"),
         fleet=FleetConfig.from_mapping(values.get("fleet")),
         capacity=build(CapacityConfig, values.get("capacity"), "capacity"),
         seed=int(values.get("seed", 0)),
@@ -109,13 +109,6 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         plots=bool(values.get("plots", True)),
         raw=values,
     )
-
-
-def _planning(values: Mapping[str, Any] | None) -> PlanningConfig:
-    try:
-        return build(PlanningConfig, values, "planning")
-    except PlanningConfigError as e:
-        raise ConfigError(str(e)) from e
 
 
 def with_planning(summary: dict[str, Any], result: SimResult, horizon_s: float, cfg: PlanningConfig) -> dict[str, Any]:

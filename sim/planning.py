@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from sim.config import ConfigError
+
 J_PER_KWH = 3.6e6
 KWH_PER_MWH = 1000.0
 G_PER_T = 1e6
 
 
-class PlanningConfigError(ValueError):
+class PlanningConfigError(ConfigError):
     """A planning constant that cannot work; the message names the key."""
 
 
