@@ -53,6 +53,9 @@ class ServerStats:
     span_s: np.ndarray
     span_energy_j: np.ndarray
     span_peak_w: np.ndarray  # highest step power within each span (W)
+    span_steps: np.ndarray  # steps in each span
+    span_running: np.ndarray  # sequences in each step of the span (decoding + prefilling)
+    span_tokens: np.ndarray  # output tokens emitted in the span (first tokens included)
 
 
 class Server:
@@ -94,6 +97,7 @@ class Server:
         self._g = self._gc = 0.0  # Σ 1/(sequences in step), with its compensation
         self._waiting = self._interrupted = self._idle = False
         self._log_t, self._log_dt, self._log_e, self._log_p = array("d"), array("d"), array("d"), array("d")
+        self._log_k, self._log_run, self._log_tok = array("q"), array("q"), array("q")
         self._peak_w = 0.0
         self._proc = env.process(self._run())
 
@@ -162,6 +166,9 @@ class Server:
             dt,
             e,
             np.frombuffer(self._log_p, dtype=float).copy(),
+            np.frombuffer(self._log_k, dtype=np.int64).copy(),
+            np.frombuffer(self._log_run, dtype=np.int64).copy(),
+            np.frombuffer(self._log_tok, dtype=np.int64).copy(),
         )
 
     def _enqueue(self, job: int, t: float) -> bool:
@@ -215,8 +222,11 @@ class Server:
         self._waiting = self._interrupted = False
         return woke
 
-    def _advance(self, dt: float, de: float, steps: int, share: float, peak_w: float) -> None:
-        """Move the clock and the running sums past `steps` steps taking dt s and de J."""
+    def _advance(
+        self, dt: float, de: float, steps: int, share: float, peak_w: float, running: int, tokens: int
+    ) -> None:
+        """Move the clock and the running sums past `steps` steps taking dt s and de J, with
+        `running` sequences per step emitting `tokens` output tokens in all."""
         t = self._t
         u = t + dt
         self._tc += (t - u) + dt if t >= dt else (dt - u) + t
@@ -231,6 +241,9 @@ class Server:
         self._log_dt.append(dt)
         self._log_e.append(de)
         self._log_p.append(peak_w)
+        self._log_k.append(steps)
+        self._log_run.append(running)
+        self._log_tok.append(tokens)
         self._step_avg += (1.0 - RECENT**steps) * (dt / steps - self._step_avg)
         if peak_w > self._peak_w:
             self._peak_w = peak_w
@@ -289,7 +302,8 @@ class Server:
         end = self._t + self._tc + dt
         while (yield from self._sleep(end)) is not None:
             pass  # a step is atomic: arrivals wait for its end
-        self._advance(dt, de, 1, 1.0 / (self._B + len(work)), _power(de, dt))
+        done = sum(1 for j, m, past in work if past + m >= self.jobs.n_in[j])
+        self._advance(dt, de, 1, 1.0 / (self._B + len(work)), _power(de, dt), self._B + len(work), self._B + done)
         self._prefilled(work)
         self._complete()
 
@@ -335,7 +349,7 @@ class Server:
             k = min(k, steps_to_reach(ct, B, S, woke - t0))
         if self.config.exact_steps:
             dt, de = self._exact_step([])
-            self._advance(dt, de, 1, 1.0 / B, _power(de, dt))
+            self._advance(dt, de, 1, 1.0 / B, _power(de, dt), B, B)
         else:
             self._advance_span(k)
         self._complete()
@@ -346,7 +360,7 @@ class Server:
         last = S + (k - 1) * B  # step power is monotone in k: the peak is at an end
         p_first = _power(span(ce, B, S, 1), span(ct, B, S, 1))
         p_last = _power(span(ce, B, last, 1), span(ct, B, last, 1))
-        self._advance(dt, de, k, k / B, max(p_first, p_last))
+        self._advance(dt, de, k, k / B, max(p_first, p_last), B, B * k)
 
     def _complete(self) -> None:
         heap, n, t = self._heap, self._N, self._t + self._tc
