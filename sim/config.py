@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 SERVER_MODES = ("continuous", "static")
+SCHEDULERS = ("vllm", "trtllm_no_evict", "trtllm_max_utilization")
 
 
 class ConfigError(ValueError):
@@ -40,8 +41,14 @@ class ServerConfig:
     kv_memory_fraction: share of GPU memory usable for weights + KV cache;
     kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
     exact_steps: advance one step per event (the slow reference mode).
+    scheduler: how batches form and KV cache is managed (`sim.engine`): 'vllm' (paged KV
+    allocated as tokens are produced, preemption by recomputation), 'trtllm_no_evict' (reserve
+    n_in + n_out at admission, never evict), 'trtllm_max_utilization' (paged, pause when full).
+    block_size: KV-cache block (tokens) of the paged schedulers.
     """
 
+    scheduler: str = "vllm"
+    block_size: int = 16
     mode: str = "continuous"
     max_batch_size: int = 256
     max_num_tokens: int | None = 8192
@@ -51,6 +58,12 @@ class ServerConfig:
     exact_steps: bool = False
 
     def __post_init__(self) -> None:
+        check(
+            self.scheduler in SCHEDULERS,
+            "server.scheduler",
+            f"must be one of {SCHEDULERS}, got {self.scheduler!r}",
+        )
+        check(self.block_size >= 1, "server.block_size", f"must be ≥ 1 (tokens), got {self.block_size}")
         check(
             self.mode in SERVER_MODES,
             "server.mode",
