@@ -20,7 +20,7 @@ step k (k = 1 … n_out − 1) reads a context of n_in + k tokens.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,6 +37,28 @@ N_FEATURES: Final = len(FEATURES)
 CONST, DECODE_SEQS, DECODE_CTX, PREFILL_SEQS, PREFILL_TOKENS, PREFILL_ATTN = range(N_FEATURES)
 
 Array = NDArray[np.float64]
+
+
+class StepCoef(NamedTuple):
+    """One coefficient per step feature, by name (s or J per feature unit).
+
+    A plain-float tuple so that the engine's inner loop reads `c.decode_ctx` as fast as `c[2]`.
+    """
+
+    const: float
+    decode_seqs: float
+    decode_ctx: float
+    prefill_seqs: float
+    prefill_tokens: float
+    prefill_attn: float
+
+    @classmethod
+    def of(cls, values: ArrayLike) -> StepCoef:
+        """From a length-6 vector ordered as `FEATURES`."""
+        v = np.asarray(values, dtype=float).reshape(-1)
+        if v.size != N_FEATURES:
+            raise ValueError(f"step coefficients need {N_FEATURES} values ({', '.join(FEATURES)}), got {v.size}")
+        return cls(*(float(x) for x in v))
 
 
 def attn_pairs(n_tokens: ArrayLike, past: ArrayLike = 0) -> Array:

@@ -45,11 +45,18 @@ class CalibratedRange:
 
 @dataclass(frozen=True)
 class MemorySpec:
-    """What the simulator needs for KV-cache capacity (bytes)."""
+    """What the simulator needs for KV-cache capacity (bytes).
+
+    kv_bytes_per_token counts every layer. With sliding-window attention, `window_layers` of the
+    `kv_layers` layers keep at most `window_tokens` tokens of KV (0: no such layers).
+    """
 
     weight_bytes: float
     kv_bytes_per_token: float
     gpu_memory_bytes: float
+    kv_layers: int = 0
+    window_layers: int = 0
+    window_tokens: int = 0
 
     def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
         """Tokens of KV cache that fit in `utilization` of GPU memory after the weights."""

@@ -20,39 +20,38 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from oracle.features import StepCoef
 from oracle.model import Oracle
-from sim.config import ConfigError
+from sim.kv import kv_layout
 
 Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step coefficients of one (model, GPU): s and J per unit of each feature, idle power (W)."""
+    """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W)."""
 
-    time_s: tuple[float, float, float, float, float, float]
-    energy_j: tuple[float, float, float, float, float, float]
+    time_s: StepCoef
+    energy_j: StepCoef
     idle_power_w: float
 
     @classmethod
     def from_oracle(cls, oracle: Oracle) -> StepCosts:
         """Plain-float copy of an oracle's step model (fast to read in the engine's loop)."""
-        t = tuple(float(v) for v in oracle.time_coef_s)
-        e = tuple(float(v) for v in oracle.energy_coef_j)
-        return cls(t, e, float(oracle.idle_power_w))  # type: ignore[arg-type]
+        return cls(StepCoef.of(oracle.time_coef_s), StepCoef.of(oracle.energy_coef_j), float(oracle.idle_power_w))
 
 
-def span(coef: tuple[float, ...], batch: int, ctx_sum: int, steps: int) -> float:
+def span(coef: StepCoef, batch: int, ctx_sum: int, steps: int) -> float:
     """Time (s) or energy (J) of `steps` decode steps of `batch` sequences.
 
     `ctx_sum` is the sum of their contexts in the first step; it grows by `batch` per step:
     Σ_{j<k} (c0 + c1·B + c2·(S + j·B)) = k·(c0 + c1·B + c2·S) + c2·B·k(k−1)/2.
     """
-    c0, c1, c2 = coef[0], coef[1], coef[2]
-    return steps * (c0 + c1 * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
+    c2 = coef.decode_ctx
+    return steps * (coef.const + coef.decode_seqs * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
 
 
-def steps_to_reach(coef_s: tuple[float, ...], batch: int, ctx_sum: int, dt_s: float) -> int:
+def steps_to_reach(coef_s: StepCoef, batch: int, ctx_sum: int, dt_s: float) -> int:
     """Smallest k ≥ 1 whose decode span time `span(coef_s, batch, ctx_sum, k)` is ≥ dt_s (s).
 
     Solves the quadratic C/2·k² + (A − C/2)·k = dt with A the first step's time and C = c2·B,
@@ -60,8 +59,8 @@ def steps_to_reach(coef_s: tuple[float, ...], batch: int, ctx_sum: int, dt_s: fl
     """
     if dt_s <= 0.0:
         return 1
-    a = coef_s[0] + coef_s[1] * batch + coef_s[2] * ctx_sum
-    c = coef_s[2] * batch
+    a = coef_s.const + coef_s.decode_seqs * batch + coef_s.decode_ctx * ctx_sum
+    c = coef_s.decode_ctx * batch
     if c > 0.0:
         b = a - 0.5 * c
         k = math.ceil((-b + math.sqrt(b * b + 2.0 * c * dt_s)) / c)
@@ -77,9 +76,7 @@ def steps_to_reach(coef_s: tuple[float, ...], batch: int, ctx_sum: int, dt_s: fl
     return k
 
 
-def mixed_step(
-    coef: tuple[float, ...], decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]
-) -> float:
+def mixed_step(coef: StepCoef, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> float:
     """Time (s) or energy (J) of one step that decodes and prefills.
 
     `prefill` holds (job, chunk tokens, tokens already cached) per prefilling sequence.
@@ -90,12 +87,12 @@ def mixed_step(
         tokens += m
         attn += m * past + m * (m + 1) // 2
     return (
-        coef[0]
-        + coef[1] * decode_seqs
-        + coef[2] * decode_ctx
-        + coef[3] * len(prefill)
-        + coef[4] * tokens
-        + coef[5] * attn
+        coef.const
+        + coef.decode_seqs * decode_seqs
+        + coef.decode_ctx * decode_ctx
+        + coef.prefill_seqs * len(prefill)
+        + coef.prefill_tokens * tokens
+        + coef.prefill_attn * attn
     )
 
 
@@ -106,16 +103,22 @@ def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chun
     pairs). Decode steps k = 1…n_out−1 at context n_in + k: Σ (c1 + c2·(n_in + k)).
     """
     i, o = np.asarray(n_in, dtype=float), np.asarray(n_out, dtype=float)
-    return sequence_cost(np.asarray(coef_j, dtype=float), i, o, np.asarray(chunks, dtype=float))
+    return sequence_cost(StepCoef.of(coef_j), i, o, np.asarray(chunks, dtype=float))
 
 
-def sequence_cost(c: Sequence[float], n_in: Any, n_out: Any, chunks: Any = 1) -> Any:
+def sequence_cost(c: StepCoef, n_in: Any, n_out: Any, chunks: Any = 1) -> Any:
     """`sequence_energy_j` on whatever numbers it is given: Python scalars for a router's
     per-arrival decision (no numpy overhead), float arrays from `sequence_energy_j`."""
     k = n_out - 1
-    prefill = c[3] * chunks + c[4] * n_in + c[5] * n_in * (n_in + 1) / 2
-    decode = k * (c[1] + c[2] * n_in) + c[2] * k * (k + 1) / 2
+    prefill = c.prefill_seqs * chunks + c.prefill_tokens * n_in + c.prefill_attn * n_in * (n_in + 1) / 2
+    decode = k * (c.decode_seqs + c.decode_ctx * n_in) + c.decode_ctx * k * (k + 1) / 2
     return prefill + decode
+
+
+def recompute_cost(c: StepCoef, tokens: Any, pairs: Any, steps: Any, ctx: Any) -> Any:
+    """Extra cost of preemptions: prompt tokens prefilled again or thrown away (and their attention
+    pairs), less the decode steps (and their contexts) that re-prefills replaced."""
+    return c.prefill_tokens * tokens + c.prefill_attn * pairs - c.decode_seqs * steps - c.decode_ctx * ctx
 
 
 def request_energy_j(
@@ -125,21 +128,13 @@ def request_energy_j(
 
     `share` is Σ 1/(sequences in the step) over the steps a request took part in.
     """
-    c = np.asarray(coef_j, dtype=float)
-    return sequence_energy_j(c, n_in, n_out, chunks) + c[0] * np.asarray(share, dtype=float)
+    c = StepCoef.of(coef_j)
+    return sequence_energy_j(c, n_in, n_out, chunks) + c.const * np.asarray(share, dtype=float)
 
 
-def kv_capacity_tokens(oracle: Oracle, explicit: int | None, memory_fraction: float) -> int:
+def kv_capacity_tokens(oracle: Oracle, explicit: int | None, memory_fraction: float, block_size: int = 16) -> int:
     """KV-cache tokens a server holds: `explicit` if given, else from the oracle's memory spec."""
-    if explicit is not None:
-        return int(explicit)
-    if oracle.memory is None:
-        raise ConfigError(
-            f"oracle {oracle.name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
-        )
-    cap = oracle.memory.kv_capacity_tokens(memory_fraction)
-    if cap < 1:
-        raise ConfigError(
-            f"oracle {oracle.name!r}: the weights leave no KV-cache room at server.kv_memory_fraction={memory_fraction}"
-        )
-    return cap
+    layout = kv_layout(
+        oracle.memory, block_size=block_size, memory_fraction=memory_fraction, capacity_tokens=explicit, name=oracle.name
+    )
+    return layout.capacity_tokens

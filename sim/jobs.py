@@ -14,6 +14,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 PENDING, DONE, REJECTED = 0, 1, 2
+# Why a job was rejected (JobTable.reason): codes and the words records and summaries use.
+REJECT_NONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECT_SUMMARY = 0, 1, 2, 3
+REJECT_REASONS = {
+    REJECT_NONE: "",
+    REJECT_KV: "longer than the KV cache holds",
+    REJECT_TOKEN_BUDGET: "prompt over server.max_num_tokens without chunked prefill",
+    REJECT_SUMMARY: "its summarization request was rejected",
+}
 
 
 @dataclass(frozen=True)
@@ -21,13 +29,12 @@ class ServerState:
     """What a policy or a router may see of a server when a request arrives (requests, tokens, s).
 
     decoders and decode_ctx: sequences decoding and the sum of their contexts (tokens);
-    outstanding_tokens: work left (`Server.outstanding_tokens`); queued_kv_tokens and
-    queued_prompt_tokens: Σ n_in + n_out and Σ n_in of the queued requests; next_finish_steps and
-    last_finish_steps: steps until the first and the last decoder finishes (0: none decoding);
-    recent_step_s, recent_ttft_s: moving averages of its step time and TTFT (s), prefills included.
+    outstanding_tokens: work left (`Engine.outstanding_tokens`); queued_kv_tokens and
+    queued_prompt_tokens: Σ n_in + n_out and Σ n_in of the queued requests; last_finish_steps:
+    steps until the last decoder finishes (0: none decoding); recent_step_s: moving average of its
+    step time (s), prefills included.
     """
 
-    now_s: float
     queue_len: int
     running: int
     kv_free_tokens: int
@@ -36,10 +43,8 @@ class ServerState:
     outstanding_tokens: int = 0
     queued_kv_tokens: int = 0
     queued_prompt_tokens: int = 0
-    next_finish_steps: int = 0
     last_finish_steps: int = 0
     recent_step_s: float = 0.0
-    recent_ttft_s: float = 0.0
 
 
 class JobTable:
@@ -64,6 +69,13 @@ class JobTable:
         self.server = np.full(n, -1, dtype=np.int16)  # index of the server that took it
         self.status = np.full(n, PENDING, dtype=np.int8)
         self.energy_j = np.zeros(n)  # accumulated step by step (exact-steps mode only)
+        self.generated: list[int] = [0] * n  # output tokens emitted so far (updated at stint ends)
+        self.reason = np.zeros(n, dtype=np.int8)  # REJECT_* code of a rejected job
+        self.preemptions = np.zeros(n, dtype=np.int32)  # times preempted (recomputed on resume)
+        self.extra_prefill_tokens = np.zeros(n, dtype=np.int64)  # prefilled again or thrown away
+        self.extra_prefill_pairs = np.zeros(n)  # their causal attention pairs
+        self.recomputed_steps = np.zeros(n, dtype=np.int32)  # decode steps a re-prefill replaced
+        self.recomputed_ctx = np.zeros(n, dtype=np.int64)  # Σ the contexts of those decode steps
 
     def __len__(self) -> int:
         return len(self.n_in)

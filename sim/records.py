@@ -11,15 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sim.costs import StepCosts, request_energy_j
-from sim.jobs import DONE, JobTable
+from sim.costs import StepCosts, recompute_cost, request_energy_j
+from sim.jobs import DONE, REJECT_REASONS, JobTable
 
 
 def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool) -> np.ndarray:
     """Energy (J) charged to every job (0 for jobs not served).
 
-    Fast mode: own sequence costs plus share × the step constant of the job's server. Exact
-    mode: what the engine accumulated step by step.
+    Fast mode: own sequence costs plus share × the step constant of the job's server, plus what
+    preemptions added (recomputed prefills less the decode steps they replaced). Exact mode: what
+    the engine accumulated step by step.
     """
     if exact:
         return np.where(jobs.status == DONE, jobs.energy_j, 0.0)
@@ -28,7 +29,19 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool) -> np.
     for index, c in enumerate(costs):
         m = (jobs.server == index) & (jobs.status == DONE)
         out[m] = request_energy_j(c.energy_j, n_in[m], n_out[m], jobs.chunks[m], jobs.share[m])
+        extra = m & (jobs.preemptions > 0)
+        if extra.any():
+            out[extra] += recompute_cost(
+                c.energy_j,
+                jobs.extra_prefill_tokens[extra],
+                jobs.extra_prefill_pairs[extra],
+                jobs.recomputed_steps[extra],
+                jobs.recomputed_ctx[extra],
+            )
     return out
+
+
+_REASONS = [REJECT_REASONS[k] for k in sorted(REJECT_REASONS)]
 
 
 def request_records(
@@ -76,6 +89,9 @@ def request_records(
             "summary_energy_j": summary_energy,
             "input_tokens_dropped": n_in - served_in,
             "output_tokens_cut": n_out - served_out,
+            "preemptions": jobs.preemptions[:n],
+            "recomputed_tokens": jobs.extra_prefill_tokens[:n],
+            "reject_reason": pd.Categorical.from_codes(jobs.reason[:n], categories=_REASONS),
         }
     )
     frame["shaped"] = (frame["input_tokens_dropped"] > 0) | (frame["output_tokens_cut"] > 0)

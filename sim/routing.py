@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
@@ -37,12 +38,12 @@ def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: in
     own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
     busy_for = state.last_finish_steps if state.decoders else 0
     extra = max(0, n_out - busy_for)
-    shared = max(costs.energy_j[0] - costs.idle_power_w * costs.time_s[0], 0.0)
+    shared = max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
     return own + extra * shared
 
 
-def _decode_step_s(c: tuple[float, ...], state: ServerState) -> float:
-    return c[0] + c[1] * state.decoders + c[2] * state.decode_ctx
+def _decode_step_s(c: StepCoef, state: ServerState) -> float:
+    return c.const + c.decode_seqs * state.decoders + c.decode_ctx * state.decode_ctx
 
 
 def ttft_estimate_s(
@@ -64,13 +65,13 @@ def ttft_estimate_s(
     tokens = state.queued_prompt_tokens + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - state.decoders, 1)))
     seqs = state.queue_len + 1
-    return step * (1 + steps) + c[3] * seqs + c[4] * tokens + c[5] * n_in * (n_in + 1) / 2
+    return step * (1 + steps) + c.prefill_seqs * seqs + c.prefill_tokens * tokens + c.prefill_attn * n_in * (n_in + 1) / 2
 
 
 def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:
     """Estimated time per output token (s): a decode step with this request added to the batch."""
     c = costs.time_s
-    decode = c[0] + c[1] * (state.decoders + 1) + c[2] * (state.decode_ctx + n_in + 1)
+    decode = c.const + c.decode_seqs * (state.decoders + 1) + c.decode_ctx * (state.decode_ctx + n_in + 1)
     return max(decode, state.recent_step_s if state.decoders else 0.0)
 
 
@@ -190,7 +191,7 @@ class EnergyAware(Router):
         return best if best is not None else least_tokens(self.servers)
 
 
-_IDLE = ServerState(0.0, 0, 0, 0)  # a replica with nothing to do
+_IDLE = ServerState(0, 0, 0)  # a replica with nothing to do
 
 ROUTER_CLASSES: dict[str, type[Router]] = {
     "round_robin": RoundRobin,

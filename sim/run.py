@@ -21,9 +21,10 @@ import simpy
 
 from oracle.model import Oracle
 from sim.config import ServerConfig
-from sim.costs import StepCosts, kv_capacity_tokens
+from sim.costs import StepCosts
 from sim.fleet import Fleet
-from sim.jobs import REJECTED, JobTable
+from sim.jobs import REJECT_SUMMARY, REJECTED, JobTable
+from sim.kv import kv_layout
 from sim.policies.base import Policy, Request, unshaped
 from sim.records import request_records
 from sim.routing import Router, make_router
@@ -145,7 +146,13 @@ def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Serv
 def _server(
     env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str, pool: str
 ) -> Server:
-    kv = kv_capacity_tokens(oracle, config.kv_capacity_tokens, config.kv_memory_fraction)
+    kv = kv_layout(
+        oracle.memory,
+        block_size=config.block_size,
+        memory_fraction=config.kv_memory_fraction,
+        capacity_tokens=config.kv_capacity_tokens,
+        name=oracle.name,
+    )
     return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=pool)
 
 
@@ -169,6 +176,7 @@ class _Summaries:
         if job >= self.n:
             parent = self.parents[job - self.n]
             self.jobs.status[parent], self.jobs.arrival_s[parent] = REJECTED, t
+            self.jobs.reason[parent] = REJECT_SUMMARY
 
 
 def _dispatch(

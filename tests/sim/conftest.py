@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from oracle.model import MemorySpec, Oracle, OracleRangeWarning
+from sim.kv import KvLayout
 
 
 def toy_oracle(
@@ -32,6 +33,11 @@ def toy_oracle(
         idle_power_w=idle_power_w,
         memory=memory,
     )
+
+
+def flat_kv(tokens: int, block_size: int = 1) -> KvLayout:
+    """A KV cache of `tokens` tokens with no sliding-window layers."""
+    return KvLayout(block_size, 1, 0, 0, tokens // block_size)
 
 
 def trace(rows) -> pd.DataFrame:

@@ -7,9 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oracle import features as F
+from oracle.features import StepCoef
 from sim.costs import mixed_step, sequence_energy_j, span, steps_to_reach
 
-COEF = (0.5, 0.01, 0.001, 0.02, 0.003, 1e-5)
+COEF = StepCoef(0.5, 0.01, 0.001, 0.02, 0.003, 1e-5)
 
 
 def test_span_golden():

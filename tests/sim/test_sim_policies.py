@@ -70,7 +70,7 @@ def test_adaptive_gen_caps_at_the_sweet_spot(llama):
 def test_adaptive_gen_tightens_when_the_queue_grows(llama):
     policy = build_policy("adaptive_gen", {"queue_threshold": 4, "queue_factor": 0.5}, context(llama))
     assert policy.dynamic
-    calm, busy = ServerState(0.0, 3, 10, 1000), ServerState(0.0, 4, 10, 1000)
+    calm, busy = ServerState(3, 10, 1000), ServerState(4, 10, 1000)
     request = Request(0.0, 1000, 4000)
     loose, tight = policy.decide(request, calm).n_out, policy.decide(request, busy).n_out
     assert tight == int(np.floor(int(np.floor(llama.optimal_output(1000))) * 0.5)) or tight < loose

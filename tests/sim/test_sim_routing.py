@@ -7,6 +7,7 @@ import simpy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oracle.features import StepCoef
 from sim.config import ServerConfig, SloConfig
 from sim.costs import StepCosts, sequence_cost, sequence_energy_j
 from sim.fleet import Fleet, Pool
@@ -15,9 +16,9 @@ from sim.metrics import summarize
 from sim.routing import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.run import simulate_fleet
 from sim.server import Server
-from tests.sim.conftest import toy_oracle, trace
+from tests.sim.conftest import flat_kv, toy_oracle, trace
 
-COEF = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
+COEF = StepCoef(3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
 SERVER = ServerConfig(kv_capacity_tokens=100_000)
 
 
@@ -29,27 +30,27 @@ def test_scalar_sequence_cost_equals_the_array_one(n_in, n_out):
 
 
 def test_marginal_energy_charges_the_steps_a_request_adds():
-    costs = StepCosts((0.01, 0, 0, 0, 0, 0), COEF, idle_power_w=100.0)
+    costs = StepCosts(StepCoef(0.01, 0, 0, 0, 0, 0), COEF, idle_power_w=100.0)
     shared = COEF[0] - 100.0 * 0.01  # J per step above idle
     own = sequence_cost(COEF, 50, 40)
-    idle = ServerState(0.0, 0, 0, 1000)
+    idle = ServerState(0, 0, 1000)
     assert np.isclose(marginal_energy_j(costs, idle, 50, 40), own + 40 * shared)
-    busy_longer = ServerState(0.0, 0, 3, 1000, decoders=3, last_finish_steps=100)
+    busy_longer = ServerState(0, 3, 1000, decoders=3, last_finish_steps=100)
     assert np.isclose(marginal_energy_j(costs, busy_longer, 50, 40), own)
-    busy_shorter = ServerState(0.0, 0, 3, 1000, decoders=3, last_finish_steps=30)
+    busy_shorter = ServerState(0, 3, 1000, decoders=3, last_finish_steps=30)
     assert np.isclose(marginal_energy_j(costs, busy_shorter, 50, 40), own + 10 * shared)
 
 
 def test_latency_estimates_rise_with_load_and_refuse_a_full_server():
-    costs = StepCosts((0.01, 0.001, 1e-5, 0.002, 1e-4, 0.0), COEF, 60.0)
-    calm = ServerState(0.0, 0, 2, 10_000, decoders=2, decode_ctx=1000)
-    queued = ServerState(0.0, 3, 2, 10_000, decoders=2, decode_ctx=1000, queued_kv_tokens=600, queued_prompt_tokens=500)
+    costs = StepCosts(StepCoef(0.01, 0.001, 1e-5, 0.002, 1e-4, 0.0), COEF, 60.0)
+    calm = ServerState(0, 2, 10_000, decoders=2, decode_ctx=1000)
+    queued = ServerState(3, 2, 10_000, decoders=2, decode_ctx=1000, queued_kv_tokens=600, queued_prompt_tokens=500)
     assert ttft_estimate_s(costs, queued, 100, 10, 256, 8192) > ttft_estimate_s(costs, calm, 100, 10, 256, 8192)
     assert ttft_estimate_s(costs, calm, 100, 10, 2, 8192) == np.inf  # batch full
     assert ttft_estimate_s(costs, calm, 9_000, 1_500, 256, 8192) == np.inf  # KV cache short
-    more = ServerState(0.0, 0, 9, 10_000, decoders=9, decode_ctx=9000)
+    more = ServerState(0, 9, 10_000, decoders=9, decode_ctx=9000)
     assert tpot_estimate_s(costs, more, 100) > tpot_estimate_s(costs, calm, 100)
-    slow = ServerState(0.0, 0, 2, 10_000, decoders=2, decode_ctx=1000, recent_step_s=0.5)
+    slow = ServerState(0, 2, 10_000, decoders=2, decode_ctx=1000, recent_step_s=0.5)
     assert tpot_estimate_s(costs, slow, 100) == 0.5  # observed steps (prefills included) count
 
 
@@ -57,8 +58,8 @@ def test_outstanding_tokens_track_queue_prefill_and_decode():
     """Exact steps of 1 s: a request's work goes from n_in + n_out to the outputs it still owes."""
     env = simpy.Environment()
     jobs = JobTable([10, 20], [5, 3])
-    costs = StepCosts((1.0, 0, 0, 0, 0, 0), (1.0, 0, 0, 0, 0, 0), 0.0)
-    server = Server(env, costs, ServerConfig(max_batch_size=1, exact_steps=True), jobs, 1000)
+    costs = StepCosts(StepCoef(1.0, 0, 0, 0, 0, 0), StepCoef(1.0, 0, 0, 0, 0, 0), 0.0)
+    server = Server(env, costs, ServerConfig(max_batch_size=1, exact_steps=True), jobs, flat_kv(1000))
     server.feed([0.0, 0.0], [0, 1])
     seen = {}
 

@@ -11,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import features as F
+from oracle.features import StepCoef
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.jobs import DONE, REJECTED, JobTable
 from sim.metrics import idle_energy_j
 from sim.run import simulate
 from sim.server import Server
-from tests.sim.conftest import toy_oracle, trace
+from tests.sim.conftest import flat_kv, toy_oracle, trace
 
 # A (0 s, 4 in, 3 out); B, C (1.5 s); D (10 s). Every step takes 1 s; max 2 sequences.
 TINY = [(0.0, 4, 3), (1.5, 2, 2), (1.5, 1, 1), (10.0, 1, 1)]
@@ -103,7 +104,7 @@ def test_chunked_prefill_splits_long_prompts(toy):
 
 def test_kv_reservation_makes_requests_wait(toy):
     small = toy_oracle(kv_tokens=30)
-    r = simulate(trace([(0.0, 10, 10), (0.0, 10, 10)]), small, ServerConfig())
+    r = simulate(trace([(0.0, 10, 10), (0.0, 10, 10)]), small, ServerConfig(scheduler="trtllm_no_evict", block_size=1))
     # the second reservation (20 tokens) does not fit next to the first: it waits for its finish
     assert r.requests["start_s"].tolist() == [0.0, 10.0]
 
@@ -119,10 +120,10 @@ def test_static_batches_run_until_their_longest_request_ends(toy):
 
 def test_submit_wakes_a_server_mid_span():
     """A job submitted mid-span is admitted at the first step boundary after it (dispatcher path)."""
-    costs = StepCosts((1.0, 0, 0, 0, 0, 0), (1.0, 0, 0, 0, 0, 0), 0.0)
+    costs = StepCosts(StepCoef(1.0, 0, 0, 0, 0, 0), StepCoef(1.0, 0, 0, 0, 0, 0), 0.0)
     jobs = JobTable([5, 5], [10, 2])
     env = simpy.Environment()
-    server = Server(env, costs, ServerConfig(), jobs, 1000)
+    server = Server(env, costs, ServerConfig(), jobs, flat_kv(1000))
     server.feed([0.0], [0])
 
     def later():
@@ -140,8 +141,8 @@ def test_several_servers_share_one_environment(toy):
     costs = StepCosts.from_oracle(toy)
     jobs = JobTable([3, 3, 3], [2, 2, 2])
     env = simpy.Environment()
-    a = Server(env, costs, ServerConfig(), jobs, 1000, index=0)
-    b = Server(env, costs, ServerConfig(), jobs, 1000, index=1)
+    a = Server(env, costs, ServerConfig(), jobs, flat_kv(1000), index=0)
+    b = Server(env, costs, ServerConfig(), jobs, flat_kv(1000), index=1)
     a.feed([0.0, 0.0], [0, 1])
     b.feed([0.5], [2])
     env.run()

@@ -1,0 +1,421 @@
+"""Batch formation of one serving engine as plain Python: admission, KV accounting, preemption.
+
+No SimPy and no costs here: `Engine` decides, at each step boundary, which sequences the next
+step decodes and which prompt chunks it prefills, and keeps the KV cache's books. The SimPy
+process (`sim.server`) asks it for steps and moves the clock.
+
+Schedulers (`SCHEDULERS`, chosen by `server.scheduler`):
+- `vllm` (vLLM V1): KV cache paged in blocks, allocated as prompt chunks are prefilled and as
+  decode steps produce tokens. Each step schedules the running sequences first (decodes count one
+  token of the `max_num_tokens` budget; a prompt mid-prefill takes the next chunk), then, if no
+  sequence was preempted in this step, waiting requests in FCFS order within `max_batch_size`
+  sequences, the token budget and free blocks. When a running sequence needs a block and none is
+  free, the most recently admitted running sequence is preempted by recomputation: its blocks are
+  freed, it goes back to the front of the queue, and it later re-prefills its prompt plus the
+  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false.
+- `trtllm_max_utilization` (TensorRT-LLM MAX_UTILIZATION): the same paging and pausing of the
+  most recently started request (recomputed on resume); new requests may still be admitted in a
+  step that paused one; chunked prefill only if `server.chunked_prefill` is true.
+- `trtllm_no_evict` (TensorRT-LLM GUARANTEED_NO_EVICT): a request's full n_in + n_out of KV is
+  reserved at admission and never evicted.
+
+Fast spans: while no prompt is being prefilled and the queue cannot be admitted, every step is a
+plain decode step of the same sequences. A decoder needs a new block every `block_size` steps, at a
+phase fixed while it decodes, so the blocks a span allocates are a sum over a table of weights by
+phase; `span_limit` is the number of steps until the next completion, sliding-window saturation or
+the first step whose blocks would not fit.
+
+Convention (oracle.features): the prefill step emits a token, then decode steps read contexts
+n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
+re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+from sim.config import ServerConfig
+from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
+from sim.kv import KvLayout
+
+Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """What distinguishes one engine's scheduler from another's (see the module docstring)."""
+
+    name: str
+    reserve_full: bool  # reserve n_in + n_out of KV at admission; never grow, never evict
+    admit_after_preemption: bool  # admit waiting requests in a step that preempted one
+    chunked_prefill: bool  # default when server.chunked_prefill is null
+    description: str
+
+
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    s.name: s
+    for s in (
+        SchedulerSpec("vllm", False, False, True, "vLLM V1: paged KV, chunked prefill, preemption by recomputation"),
+        SchedulerSpec(
+            "trtllm_max_utilization", False, True, False, "TensorRT-LLM MAX_UTILIZATION: paged KV, pause and recompute"
+        ),
+        SchedulerSpec("trtllm_no_evict", True, True, False, "TensorRT-LLM GUARANTEED_NO_EVICT: reserve n_in + n_out"),
+    )
+}
+
+
+class Engine:
+    """The batch and KV state of one replica between steps (jobs are indices into `jobs`)."""
+
+    def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
+        self.jobs, self.config, self.kv = jobs, config, kv
+        self.spec = SCHEDULERS[config.scheduler]
+        chunked = config.chunked_prefill
+        self.chunked = self.spec.chunked_prefill if chunked is None else chunked
+        self.static = config.mode == "static"
+        self.max_tokens = config.max_num_tokens or 1 << 62
+        self.queue: deque[int] = deque()
+        self.order: dict[int, None] = {}  # running sequences (decoders and a prompt mid-prefill), admission order
+        self.partial: tuple[int, int, int] | None = None  # (job, tokens computed, prefill target)
+        self.decoders: dict[int, tuple[int, int, int]] = {}  # job → (finish step, phase key, block weight)
+        self._heap: list[tuple[int, int]] = []  # (finish step, job); stale entries skipped
+        self._sat: list[tuple[int, int, int]] = []  # (step after which its window is full, finish step, job)
+        self.weights = [0] * kv.block_size  # Σ block weights of the decoders, by phase key
+        self.weight_sum = 0
+        self.B = self.S = self.N = 0  # decoders, Σ their contexts at the next step, steps run
+        self.used = 0  # KV units held
+        self.pending = 0  # Σ n_in + n_out of queued and prefilling jobs (tokens)
+        self.queued_need = self.queued_prompt = 0  # Σ n_in + n_out and Σ n_in of the queue (tokens)
+        self.fsum = self.fmax = 0  # Σ and max of the decoders' finish steps
+        self.share = self.share_c = 0.0  # Σ 1/(sequences in step), with its Neumaier compensation
+
+    # --- queue ---------------------------------------------------------------------------
+    def enqueue(self, j: int) -> bool:
+        """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
+        jobs = self.jobs
+        n_in, n_out = jobs.n_in[j], jobs.n_out[j]
+        peak = n_in + n_out if self.spec.reserve_full else n_in + n_out - 1
+        if self.kv.units(peak) > self.kv.capacity_units:
+            jobs.status[j], jobs.reason[j] = REJECTED, REJECT_KV
+            return False
+        if not self.chunked and n_in > self.max_tokens:
+            jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
+            return False
+        self.queue.append(j)
+        self.pending += n_in + n_out
+        self.queued_need += n_in + n_out
+        self.queued_prompt += n_in
+        return True
+
+    def target(self, j: int) -> int:
+        """Tokens job j must prefill: its prompt, plus the tokens it generated before a preemption."""
+        return self.jobs.n_in[j] + self.jobs.generated[j]
+
+    # --- plain decode spans ------------------------------------------------------------------
+    def step_need(self) -> int:
+        """KV units the decoders allocate in the next step."""
+        return self.weights[-self.N % self.kv.block_size]
+
+    def demand(self, steps: int) -> int:
+        """KV units the decoders allocate over the next `steps` steps."""
+        bs, w, n = self.kv.block_size, self.weights, self.N
+        cycles, rest = divmod(steps, bs)
+        start = n + cycles * bs
+        return cycles * self.weight_sum + sum(w[-(start + i) % bs] for i in range(rest))
+
+    def head_admissible(self) -> bool:
+        """Whether the next step would admit the head of the queue."""
+        if not self.queue or len(self.order) >= self.config.max_batch_size or (self.static and self.order):
+            return False
+        budget = self.max_tokens - self.B
+        if budget <= 0:
+            return False
+        j = self.queue[0]
+        target = self.target(j)
+        m = min(target, budget)
+        if m < target and not self.chunked:
+            return False
+        return self._admit_need(j, m) <= self.kv.capacity_units - self.used - self.step_need()
+
+    def can_span(self) -> bool:
+        """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
+        return (
+            self.B > 0
+            and self.partial is None
+            and self.step_need() <= self.kv.capacity_units - self.used
+            and not self.head_admissible()
+        )
+
+    def accepts_arrivals(self) -> bool:
+        """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""
+        return not self.queue and not self.static and len(self.order) < self.config.max_batch_size
+
+    def span_limit(self) -> int:
+        """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
+        heap, sat, dec = self._heap, self._sat, self.decoders
+        while heap[0][1] not in dec or dec[heap[0][1]][0] != heap[0][0]:
+            heapq.heappop(heap)
+        k = heap[0][0] - self.N
+        while sat and (sat[0][2] not in dec or dec[sat[0][2]][0] != sat[0][1]):
+            heapq.heappop(sat)
+        if sat:
+            k = min(k, sat[0][0] - self.N)
+        return self._kv_steps(k)
+
+    def _kv_steps(self, limit: int) -> int:
+        """The most steps ≤ limit whose block allocations fit in the free KV cache."""
+        if self.weight_sum == 0:
+            return limit
+        free = self.kv.capacity_units - self.used
+        cycles = free // self.weight_sum
+        k = cycles * self.kv.block_size
+        if k >= limit:
+            return limit
+        free -= cycles * self.weight_sum
+        w, bs = self.weights, self.kv.block_size
+        while k < limit:
+            d = w[-(self.N + k) % bs]
+            if d > free:
+                break
+            free -= d
+            k += 1
+        return k
+
+    def run_span(self, steps: int) -> list[int]:
+        """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
+        self.used += self.demand(steps)
+        self._add_share(steps / self.B)
+        self.N += steps
+        self.S += self.B * steps
+        self._saturate()
+        return self._complete()
+
+    # --- general steps: preemption, chunks, admission --------------------------------------
+    def form_step(self, now_s: float) -> Prefill:
+        """Schedule the next step (running first, then the queue); returns its prefill work."""
+        budget = self.max_tokens - self.B
+        free = self.kv.capacity_units - self.used
+        demand = self.step_need()
+        part, m, part_need = self.partial, 0, 0
+        if part is not None:
+            m = min(part[2] - part[1], budget)
+            part_need = 0 if self.spec.reserve_full else self.kv.units(part[1] + m) - self.kv.units(part[1])
+            demand += part_need
+        preempted = False
+        while demand > free:
+            v, _ = self.order.popitem()
+            preempted = True
+            if part is not None and v == part[0]:
+                demand -= part_need
+                free += self._preempt_partial()
+                part, m = None, 0
+            else:
+                need, held = self._preempt_decoder(v)
+                demand -= need
+                free += held
+                budget += 1
+            self._requeue(v)
+        work: Prefill = []
+        if part is not None and m > 0:
+            work.append((part[0], m, part[1]))
+            budget -= m
+        if not preempted or self.spec.admit_after_preemption:
+            demand += self._admit(work, budget, free - demand, now_s)
+        self.used += demand
+        return work
+
+    def _admit(self, work: Prefill, budget: int, free: int, now_s: float) -> int:
+        """FCFS admissions into `work`; returns the KV units they take."""
+        jobs, q, cap, taken = self.jobs, self.queue, self.config.max_batch_size, 0
+        if self.static and self.order:
+            return 0  # static batching: a batch forms only on an empty server
+        while q and len(self.order) < cap and budget > 0:
+            j = q[0]
+            target = self.target(j)
+            m = min(target, budget)
+            if m < target and not self.chunked:
+                break
+            need = self._admit_need(j, m)
+            if need > free - taken:
+                break
+            q.popleft()
+            self.order[j] = None
+            self.queued_need -= jobs.n_in[j] + jobs.n_out[j]
+            self.queued_prompt -= jobs.n_in[j]
+            budget -= m
+            taken += need
+            work.append((j, m, 0))
+            if jobs.chunks[j] == 0:
+                jobs.admit_s[j] = now_s
+            jobs.share[j] -= self.share + self.share_c
+        return taken
+
+    def _admit_need(self, j: int, first_chunk: int) -> int:
+        jobs = self.jobs
+        tokens = jobs.n_in[j] + jobs.n_out[j] if self.spec.reserve_full else first_chunk
+        return self.kv.units(tokens)
+
+    def finish_step(self, work: Prefill) -> tuple[list[int], list[int]]:
+        """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished)."""
+        self._add_share(1.0 / (self.B + len(work)))
+        self.N += 1
+        self.S += self.B
+        self._saturate()
+        done = self._complete()
+        jobs, first = self.jobs, []
+        self.partial = None
+        for j, m, past in work:
+            jobs.chunks[j] += 1
+            target = self.target(j)
+            if past + m < target:
+                self.partial = (j, past + m, target)
+                continue
+            if jobs.generated[j] == 0:
+                first.append(j)
+            jobs.generated[j] += 1
+            self.pending -= jobs.n_in[j] + jobs.n_out[j]
+            if jobs.generated[j] == jobs.n_out[j]:
+                self._finish(j, target)
+                done.append(j)
+            else:
+                self._start_decoding(j)
+        return first, done
+
+    # --- decoders ----------------------------------------------------------------------------
+    def _start_decoding(self, j: int) -> None:
+        jobs, kv, n = self.jobs, self.kv, self.N
+        gen = jobs.generated[j]
+        ctx = jobs.n_in[j] + gen  # context of its next decode step
+        f = n + jobs.n_out[j] - gen
+        key = (ctx - 1 - n) % kv.block_size
+        weight = 0
+        if not self.spec.reserve_full:
+            weight = kv.full_units
+            sat_ctx = (kv.window_blocks - 1) * kv.block_size + 1
+            if kv.window_units and ctx <= sat_ctx:
+                weight += kv.window_units
+                if n + 1 + sat_ctx - ctx < f:
+                    heapq.heappush(self._sat, (n + 1 + sat_ctx - ctx, f, j))
+        self.decoders[j] = (f, key, weight)
+        heapq.heappush(self._heap, (f, j))
+        self.weights[key] += weight
+        self.weight_sum += weight
+        self.fsum += f
+        self.fmax = f if self.B == 0 else max(self.fmax, f)
+        self.B += 1
+        self.S += ctx
+
+    def _stop_decoding(self, j: int) -> tuple[int, int]:
+        """Remove decoder j; returns (its finish step, its next context)."""
+        f, key, weight = self.decoders.pop(j)
+        self.weights[key] -= weight
+        self.weight_sum -= weight
+        ctx = self.jobs.n_in[j] + self.jobs.n_out[j] - (f - self.N)
+        self.B -= 1
+        self.S -= ctx
+        self.fsum -= f
+        return f, ctx
+
+    def _saturate(self) -> None:
+        """Decoders whose windowed layers just filled their window allocate full-layer blocks only."""
+        sat, dec, n = self._sat, self.decoders, self.N
+        while sat and sat[0][0] <= n:
+            _, f0, j = heapq.heappop(sat)
+            entry = dec.get(j)
+            if entry is None or entry[0] != f0 or entry[2] <= self.kv.full_units:
+                continue
+            f, key, weight = entry
+            dec[j] = (f, key, self.kv.full_units)
+            self.weights[key] -= weight - self.kv.full_units
+            self.weight_sum -= weight - self.kv.full_units
+
+    def _complete(self) -> list[int]:
+        heap, dec, n, out = self._heap, self.decoders, self.N, []
+        while heap and heap[0][0] <= n:
+            f, j = heapq.heappop(heap)
+            if j not in dec or dec[j][0] != f:
+                continue
+            self._stop_decoding(j)
+            self.jobs.generated[j] = self.jobs.n_out[j]
+            self._finish(j, self.jobs.n_in[j] + self.jobs.n_out[j] - 1)
+            out.append(j)
+        return out
+
+    def _finish(self, j: int, kv_tokens: int) -> None:
+        jobs = self.jobs
+        del self.order[j]
+        held = jobs.n_in[j] + jobs.n_out[j] if self.spec.reserve_full else kv_tokens
+        self.used -= self.kv.units(held)
+        jobs.share[j] += self.share + self.share_c
+        jobs.status[j] = DONE
+
+    # --- preemption --------------------------------------------------------------------------
+    def _preempt_decoder(self, j: int) -> tuple[int, int]:
+        """Preempt decoder j: (units it would have allocated this step, units it held)."""
+        jobs = self.jobs
+        f, key, weight = self.decoders[j]
+        need = weight if key == -self.N % self.kv.block_size else 0
+        _, ctx = self._stop_decoding(j)
+        if self.B:
+            self.fmax = max(e[0] for e in self.decoders.values())
+        gen = jobs.n_out[j] - (f - self.N)
+        jobs.generated[j] = gen
+        t = jobs.n_in[j] + gen  # tokens it will re-prefill; the decode step at context t is replaced
+        jobs.extra_prefill_tokens[j] += t
+        jobs.extra_prefill_pairs[j] += t * (t + 1) / 2
+        jobs.recomputed_steps[j] += 1
+        jobs.recomputed_ctx[j] += t
+        held = self.kv.units(ctx - 1)
+        self.used -= held
+        return need, held
+
+    def _preempt_partial(self) -> int:
+        """Preempt the prompt mid-prefill: its computed chunk is lost; returns the units it held."""
+        assert self.partial is not None
+        j, done, _ = self.partial
+        self.partial = None
+        self.jobs.extra_prefill_tokens[j] += done
+        self.jobs.extra_prefill_pairs[j] += done * (done + 1) / 2
+        held = 0 if self.spec.reserve_full else self.kv.units(done)
+        self.used -= held
+        self.pending -= self.jobs.n_in[j] + self.jobs.n_out[j]
+        return held
+
+    def _requeue(self, j: int) -> None:
+        """A preempted job goes back to the front of the queue."""
+        jobs = self.jobs
+        jobs.preemptions[j] += 1
+        jobs.share[j] += self.share + self.share_c
+        self.queue.appendleft(j)
+        self.pending += jobs.n_in[j] + jobs.n_out[j]
+        self.queued_need += jobs.n_in[j] + jobs.n_out[j]
+        self.queued_prompt += jobs.n_in[j]
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def _add_share(self, x: float) -> None:
+        g = self.share
+        v = g + x
+        self.share_c += (g - v) + x if g >= x else (x - v) + g
+        self.share = v
+
+    def decoder_contexts(self) -> list[tuple[int, int]]:
+        """(job, context of its next decode step) of every decoder (the exact-steps reference)."""
+        jobs, n = self.jobs, self.N
+        return [(j, jobs.n_in[j] + jobs.n_out[j] - (f - n)) for j, (f, _, _) in self.decoders.items()]
+
+    def kv_units_explicit(self) -> int:
+        """KV units held, summed sequence by sequence (checks the incremental count)."""
+        jobs, kv = self.jobs, self.kv
+        if self.spec.reserve_full:
+            return sum(kv.units(jobs.n_in[j] + jobs.n_out[j]) for j in self.order)
+        total = sum(kv.units(c - 1) for _, c in self.decoder_contexts())
+        if self.partial is not None:
+            total += kv.units(self.partial[1])
+        return total
+
+    def outstanding_tokens(self) -> int:
+        """Work left (tokens): n_in + n_out of queued and prefilling jobs, plus the outputs the
+        decoders still owe."""
+        return self.pending + self.fsum - self.B * self.N

@@ -1,0 +1,84 @@
+"""KV-cache layout of one replica: its capacity and what a sequence holds, in integer units.
+
+A unit is one block (`block_size` tokens) of one layer's keys and values; without sliding-window
+layers a unit is one block of every layer. A sequence of c tokens holds
+
+    full_units · ⌈c / block⌉ + window_units · min(⌈c / block⌉, window_blocks)
+
+units: full-attention layers keep every token, sliding-window layers (Gemma 2/3 local layers,
+Mistral) keep at most the blocks that cover their window, as vLLM's sliding-window manager does
+(⌈(W − 1) / block⌉ + 1 blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oracle.model import MemorySpec
+from sim.config import ConfigError
+
+
+@dataclass(frozen=True)
+class KvLayout:
+    """Block size (tokens), units per block of full and of windowed layers, window (blocks), capacity (units)."""
+
+    block_size: int
+    full_units: int
+    window_units: int
+    window_blocks: int
+    capacity_units: int
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.full_units < 0 or self.window_units < 0 or self.full_units + self.window_units < 1:
+            raise ValueError(f"invalid KV layout {self}")
+
+    @property
+    def units_per_block(self) -> int:
+        """Units one block of a short sequence takes (every layer)."""
+        return self.full_units + self.window_units
+
+    @property
+    def capacity_tokens(self) -> int:
+        """Tokens of full-length KV the cache holds (units over the units of one token's block)."""
+        return self.capacity_units // self.units_per_block * self.block_size
+
+    def units(self, tokens: int) -> int:
+        """Units held by a sequence with KV for `tokens` tokens."""
+        blocks = -(-tokens // self.block_size)
+        return self.full_units * blocks + self.window_units * min(blocks, self.window_blocks)
+
+    def tokens(self, units: int) -> int:
+        """Tokens of full-length KV that `units` hold (rounded down to blocks)."""
+        return units // self.units_per_block * self.block_size
+
+
+def kv_layout(
+    memory: MemorySpec | None,
+    *,
+    block_size: int,
+    memory_fraction: float,
+    capacity_tokens: int | None,
+    name: str,
+) -> KvLayout:
+    """The layout of a replica: from the oracle's memory spec, or `capacity_tokens` if given."""
+    windowed = memory is not None and memory.window_layers > 0 and memory.window_tokens > 0
+    if windowed:
+        assert memory is not None
+        full, window = memory.kv_layers - memory.window_layers, memory.window_layers
+        window_blocks = -(-(memory.window_tokens - 1) // block_size) + 1
+    else:
+        full, window, window_blocks = 1, 0, 0
+    if capacity_tokens is not None:
+        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window))
+    if memory is None:
+        raise ConfigError(
+            f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
+        )
+    free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
+    unit_bytes = block_size * memory.kv_bytes_per_token / ((full + window) if windowed else 1)
+    capacity = int(free // unit_bytes) if free > 0 else 0
+    if capacity < full + window:
+        raise ConfigError(
+            f"oracle {name!r}: the weights leave no KV-cache room at server.kv_memory_fraction={memory_fraction}"
+        )
+    return KvLayout(block_size, full, window, window_blocks, capacity)

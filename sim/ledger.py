@@ -1,0 +1,114 @@
+"""The cost ledger of one server: its clock, its span log, its peak power; no decisions.
+
+Each event of the engine advances the clock by a span of one or more steps; the ledger sums the
+time (s) with Neumaier compensation, so that millions of spans keep the closed-form and the
+step-by-step modes equal to 1e-9, and keeps one row per span for power plots and steady-state
+windows.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+
+RECENT = 0.95  # weight of the past in the moving average of step time, per step
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """A server's activity: busy time (s), step energy (J), and its spans (one row per event)."""
+
+    name: str
+    pool: str
+    idle_power_w: float
+    kv_capacity_tokens: int
+    steps: int
+    busy_s: float
+    active_energy_j: float
+    peak_power_w: float
+    span_start_s: np.ndarray
+    span_s: np.ndarray
+    span_energy_j: np.ndarray
+    span_peak_w: np.ndarray  # highest step power within each span (W)
+    span_steps: np.ndarray  # steps in each span
+    span_running: np.ndarray  # sequences in each step of the span (decoding + prefilling)
+    span_tokens: np.ndarray  # output tokens emitted in the span (first tokens included)
+    span_kv_used: np.ndarray  # share of the KV cache held at the end of the span
+    preemptions: int = 0
+
+
+class Ledger:
+    """Clock (s) and span log of one server."""
+
+    def __init__(self) -> None:
+        self.t = self.tc = 0.0  # clock (s), with its compensation
+        self.step_avg = 0.0  # recent step time (s)
+        self.peak_w = 0.0
+        self.steps = 0
+        self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
+        self._k, self._run, self._tok = array("q"), array("q"), array("q")
+
+    @property
+    def now(self) -> float:
+        """The clock (s)."""
+        return self.t + self.tc
+
+    def jump(self, t_s: float) -> None:
+        """Move an idle clock forward to t_s (s)."""
+        if t_s > self.now:
+            self.t, self.tc = t_s, 0.0
+
+    def advance(
+        self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int, kv_used: float
+    ) -> None:
+        """Log a span of `steps` steps taking dt s and de J, `running` sequences per step emitting
+        `tokens` output tokens in all, and move the clock past it."""
+        t = self.t
+        self._t.append(t + self.tc)
+        u = t + dt
+        self.tc += (t - u) + dt if t >= dt else (dt - u) + t
+        self.t = u
+        self._dt.append(dt)
+        self._e.append(de)
+        self._p.append(peak_w)
+        self._kv.append(kv_used)
+        self._k.append(steps)
+        self._run.append(running)
+        self._tok.append(tokens)
+        self.steps += steps
+        self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
+        if peak_w > self.peak_w:
+            self.peak_w = peak_w
+
+    def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
+        """Totals and span log so far."""
+        dt, e = _floats(self._dt), _floats(self._e)
+        return ServerStats(
+            name,
+            pool,
+            idle_power_w,
+            kv_tokens,
+            self.steps,
+            float(np.sum(dt)),
+            float(np.sum(e)),
+            self.peak_w,
+            _floats(self._t),
+            dt,
+            e,
+            _floats(self._p),
+            _ints(self._k),
+            _ints(self._run),
+            _ints(self._tok),
+            _floats(self._kv),
+            preemptions,
+        )
+
+
+def _floats(a: array) -> np.ndarray:
+    return np.frombuffer(a, dtype=float).copy()
+
+
+def _ints(a: array) -> np.ndarray:
+    return np.frombuffer(a, dtype=np.int64).copy()
