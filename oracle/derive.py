@@ -127,6 +127,9 @@ def derive_oracle(
             weight_bytes=model.weight_bytes,
             kv_bytes_per_token=model.kv_bytes_per_token,
             gpu_memory_bytes=gpu.memory_bytes,
+            kv_layers=model.num_layers,
+            window_layers=model.local_layers if model.sliding_window else 0,
+            window_tokens=model.sliding_window or 0,
         ),
         settings={"dtype_bytes": model.bytes_per_param},
         provenance={

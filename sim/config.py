@@ -37,7 +37,8 @@ class ServerConfig:
     mode: 'continuous' admits at every step; 'static' forms a batch only when the server is
     empty and runs it until its longest request finishes.
     max_batch_size: sequences per step. max_num_tokens: tokens per step (decodes count one
-    each; null: no limit). chunked_prefill: split prompts to fit the token budget.
+    each; null: no limit). chunked_prefill: split prompts to fit the token budget (null: the
+    scheduler's default, on for vllm, off for the TensorRT-LLM schedulers).
     kv_memory_fraction: share of GPU memory usable for weights + KV cache;
     kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
     exact_steps: advance one step per event (the slow reference mode).
@@ -52,7 +53,7 @@ class ServerConfig:
     mode: str = "continuous"
     max_batch_size: int = 256
     max_num_tokens: int | None = 8192
-    chunked_prefill: bool = False
+    chunked_prefill: bool | None = None
     kv_memory_fraction: float = 0.9
     kv_capacity_tokens: int | None = None
     exact_steps: bool = False

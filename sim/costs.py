@@ -135,6 +135,10 @@ def request_energy_j(
 def kv_capacity_tokens(oracle: Oracle, explicit: int | None, memory_fraction: float, block_size: int = 16) -> int:
     """KV-cache tokens a server holds: `explicit` if given, else from the oracle's memory spec."""
     layout = kv_layout(
-        oracle.memory, block_size=block_size, memory_fraction=memory_fraction, capacity_tokens=explicit, name=oracle.name
+        oracle.memory,
+        block_size=block_size,
+        memory_fraction=memory_fraction,
+        capacity_tokens=explicit,
+        name=oracle.name,
     )
     return layout.capacity_tokens

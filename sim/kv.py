@@ -29,7 +29,12 @@ class KvLayout:
     capacity_units: int
 
     def __post_init__(self) -> None:
-        if self.block_size < 1 or self.full_units < 0 or self.window_units < 0 or self.full_units + self.window_units < 1:
+        if (
+            self.block_size < 1
+            or self.full_units < 0
+            or self.window_units < 0
+            or self.full_units + self.window_units < 1
+        ):
             raise ValueError(f"invalid KV layout {self}")
 
     @property

@@ -65,7 +65,9 @@ def ttft_estimate_s(
     tokens = state.queued_prompt_tokens + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - state.decoders, 1)))
     seqs = state.queue_len + 1
-    return step * (1 + steps) + c.prefill_seqs * seqs + c.prefill_tokens * tokens + c.prefill_attn * n_in * (n_in + 1) / 2
+    return (
+        step * (1 + steps) + c.prefill_seqs * seqs + c.prefill_tokens * tokens + c.prefill_attn * n_in * (n_in + 1) / 2
+    )
 
 
 def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:

@@ -16,7 +16,9 @@ from tests.sim.conftest import toy_oracle, trace
 
 COEF_T = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7)
 COEF_E = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
-SERVER = ServerConfig(max_batch_size=4, max_num_tokens=256, kv_capacity_tokens=2_000)
+SERVER = ServerConfig(
+    scheduler="trtllm_no_evict", block_size=1, max_batch_size=4, max_num_tokens=256, kv_capacity_tokens=2_000
+)
 
 
 def pools_mapping(**extra):

@@ -1,0 +1,120 @@
+"""Batch formation: hand-computed event logs with a preemption, KV layouts, scheduler choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from oracle.model import MemorySpec
+from sim.config import ConfigError, ServerConfig
+from sim.engine import Engine
+from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, JobTable
+from sim.kv import KvLayout, kv_layout
+from sim.run import simulate
+from tests.sim.conftest import flat_kv, toy_oracle, trace
+from tests.sim.test_sim_server import event_log
+
+# A and B (0 s, 3 in, 4 out); every step takes 1 s; blocks of 2 tokens, 4 blocks in all.
+PAIR = [(0.0, 3, 4), (0.0, 3, 4)]
+
+
+def test_a_preemption_by_recomputation_event_by_event(toy):
+    server = ServerConfig(scheduler="vllm", block_size=2, kv_capacity_tokens=8, max_batch_size=2)
+    for exact in (False, True):
+        r = simulate(trace(PAIR), toy, ServerConfig(**{**server.__dict__, "exact_steps": exact}))
+        # step 1: prefill A and B (2 blocks each: the cache is full); steps 2: decode both (contexts 4).
+        # step 3: both need a block for context 5; B, admitted last, is preempted (its 2 blocks
+        # freed, back to the queue) and A decodes.  step 4: A's last token (context 6), B's
+        # re-prefill of 3 + 2 tokens needs 3 blocks and only 1 is free.  step 5: B re-prefills 5
+        # tokens, emitting its 3rd token; step 6: B's last token.
+        assert event_log(r.requests)[:8] == [
+            (0.0, "arrive", "A"), (0.0, "arrive", "B"), (0.0, "admit", "A"), (0.0, "admit", "B"),
+            (1.0, "first", "A"), (1.0, "first", "B"), (4.0, "finish", "A"), (6.0, "finish", "B"),
+        ]  # fmt: skip
+        assert r.requests["preemptions"].tolist() == [0, 1]
+        assert r.requests["recomputed_tokens"].tolist() == [0, 5]
+        # energy coef [6, 1, .5, 2, .25, .125]; the shared 6 J per step split between the batch
+        # A: (3 + 2 + .75 + .75) + (3 + 1 + 2) + (6 + 1 + 2.5) + (6 + 1 + 3) = 32
+        # B: 6.5 + 6 + re-prefill (6 + 2 + 1.25 + 1.875) + (6 + 1 + 3) = 33.625
+        assert r.requests["energy_j"].tolist() == pytest.approx([32.0, 33.625], rel=1e-12)
+        assert r.servers[0].preemptions == 1
+
+
+def test_no_evict_reserves_the_whole_request_instead():
+    server = ServerConfig(scheduler="trtllm_no_evict", block_size=2, kv_capacity_tokens=8, max_batch_size=2)
+    r = simulate(trace(PAIR), toy_oracle(), server)
+    # each reserves 3 + 4 tokens (4 blocks): B waits for A to finish at 4 s, then runs alone
+    assert r.requests["start_s"].tolist() == [0.0, 4.0]
+    assert r.requests["finish_s"].tolist() == [4.0, 8.0]
+    assert r.requests["preemptions"].tolist() == [0, 0]
+
+
+def test_requests_that_can_never_fit_are_rejected_with_a_reason():
+    jobs = JobTable([3, 30, 10], [4, 4, 2])
+    engine = Engine(
+        jobs, ServerConfig(block_size=2, max_batch_size=4, max_num_tokens=8, chunked_prefill=False), flat_kv(16, 2)
+    )
+    assert engine.enqueue(0)
+    assert not engine.enqueue(1) and jobs.reason[1] == REJECT_KV
+    assert not engine.enqueue(2) and jobs.reason[2] == REJECT_TOKEN_BUDGET
+    r = simulate(trace([(0.0, 3, 4), (0.0, 30, 4)]), toy_oracle(), ServerConfig(kv_capacity_tokens=16, block_size=2))
+    assert r.requests["completed"].tolist() == [True, False]
+    assert r.requests["reject_reason"].tolist() == ["", "longer than the KV cache holds"]
+
+
+def test_a_paged_engine_never_holds_more_than_its_cache():
+    jobs = JobTable([5] * 6, [9] * 6)
+    engine = Engine(jobs, ServerConfig(block_size=4, max_batch_size=6), flat_kv(32, 4))
+    for j in range(6):
+        engine.enqueue(j)
+    for _ in range(200):
+        if engine.can_span():
+            engine.run_span(1)
+        elif engine.B or engine.partial or engine.queue:
+            engine.finish_step(engine.form_step(0.0))
+        else:
+            break
+        assert 0 <= engine.used <= engine.kv.capacity_units
+        assert engine.used == engine.kv_units_explicit()
+    assert (jobs.status == DONE).all() and jobs.preemptions.sum() > 0
+
+
+def test_sliding_window_layers_hold_at_most_their_window():
+    memory = MemorySpec(0.0, 62.0, 62 * 16 * 100, kv_layers=62, window_layers=52, window_tokens=1024)
+    kv = kv_layout(memory, block_size=16, memory_fraction=1.0, capacity_tokens=None, name="gemma-like")
+    assert (kv.full_units, kv.window_units, kv.window_blocks) == (10, 52, 65)  # ⌈1023/16⌉ + 1 blocks
+    assert kv.units(1024) == 62 * 64
+    assert kv.units(4096) == 10 * 256 + 52 * 65  # the windowed layers stop growing
+    assert kv_layout(None, block_size=16, memory_fraction=1.0, capacity_tokens=160, name="x") == KvLayout(
+        16, 1, 0, 0, 10
+    )
+
+
+def test_windowed_decoders_agree_between_fast_and_exact_modes():
+    """Long outputs cross the window: the decoders' block weights drop mid-run, preemptions follow."""
+    memory = MemorySpec(0.0, 4.0, 4 * 300, kv_layers=4, window_layers=3, window_tokens=24)
+    oracle = toy_oracle(time_coef=(0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7))
+    oracle.memory = memory
+    rows = [(0.1 * i, 20 + 7 * i, 40 + 13 * i) for i in range(8)]
+    runs = [
+        simulate(trace(rows), oracle, ServerConfig(block_size=8, kv_memory_fraction=1.0, exact_steps=e)).requests
+        for e in (False, True)
+    ]
+    assert runs[0]["completed"].all() and runs[0]["preemptions"].sum() > 0
+    for col in ("energy_j", "e2e_s", "ttft_s"):
+        assert runs[0][col].to_numpy() == pytest.approx(runs[1][col].to_numpy(), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [({"scheduler": "sglang"}, "server.scheduler"), ({"block_size": 0}, "server.block_size")],
+)
+def test_bad_scheduler_settings_name_the_key(values, key):
+    with pytest.raises(ConfigError, match=key) as e:
+        ServerConfig(**values)
+    if "scheduler" in values:
+        assert "vllm" in str(e.value) and "trtllm_no_evict" in str(e.value)
+
+
+def test_a_token_budget_below_the_batch_cap_is_rejected():
+    with pytest.raises(ConfigError, match="server.max_num_tokens"):
+        ServerConfig(max_batch_size=16, max_num_tokens=0)
