@@ -16,10 +16,13 @@ LABELS = {
     "itl_median": "median ITL (ms)",
 }
 
+LOG_Y = ("batch", "energy_per_token")  # span orders of magnitude over the caps
+
 
 def plot_validation(df: pd.DataFrame, path: str | Path) -> Path:
     """Write the figure to `path`: rows of panels per GPU, one panel per metric; per model a solid
-    line (measured, circles) and a dashed one (simulated, crosses) over max_num_seqs (log x)."""
+    line (measured, circles) and a dashed one (simulated, crosses) over max_num_seqs (log x; log y
+    for batch and energy per token)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +44,8 @@ def plot_validation(df: pd.DataFrame, path: str | Path) -> Path:
                 ax.plot(x, d[f"{metric}_measured"], "o-", color=colors[model], label=f"{name} measured")
                 ax.plot(x, d[f"{metric}_simulated"], "x--", color=colors[model], label=f"{name} simulated")
             ax.set_xscale("log", base=2)
+            if metric in LOG_Y:
+                ax.set_yscale("log")
             ax.set_title(f"{gpu}: {LABELS[metric]}", fontsize=10)
             ax.set_xlabel("max_num_seqs")
             ax.grid(True, which="both", alpha=0.3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -190,7 +191,7 @@ def _prompts_for(prompts: Prompts, row: BenchmarkRow, oracle: Oracle) -> PromptL
     return default_prompts(oracle)
 
 
-def _bar(total: int, enabled: bool):  # noqa: ANN202 (tqdm's type)
+def _bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="row", desc="replaying", disable=not enabled, leave=False)

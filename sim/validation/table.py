@@ -114,11 +114,12 @@ def parse_histograms(df: pd.DataFrame, source: str = "<histograms>") -> dict[tup
     _fail_at(~(hi > lo), "bin_hi", source, "must exceed bin_lo", hi)
     _fail_at((count < 0) | (count != np.round(count)), "count", source, "must be a non-negative integer", count)
     _fail_at(lo < 0, "bin_lo", source, "must be ≥ 0 (tokens)", lo)
-    keys = pd.Series(list(zip(_text(df, "model_id", source), _text(df, "gpu_model", source), caps.astype(int))))
+    keyed = pd.DataFrame(
+        {"model": _text(df, "model_id", source), "gpu": _text(df, "gpu_model", source), "cap": caps.astype(np.int64)}
+    )
     out = {}
-    for key, idx in keys.groupby(keys).groups.items():
-        rows = np.asarray(idx)
-        out[(str(key[0]), str(key[1]), int(key[2]))] = OutputHistogram(lo[rows], hi[rows], count[rows].astype(np.int64))
+    for (model, gpu, cap), idx in keyed.groupby(["model", "gpu", "cap"], sort=False).indices.items():
+        out[(str(model), str(gpu), int(cap))] = OutputHistogram(lo[idx], hi[idx], count[idx].astype(np.int64))
     for key, h in out.items():
         if h.total <= 0:
             raise BenchmarkTableError(f"{source}: histogram {key} has no requests (all counts are 0)")
