@@ -34,7 +34,7 @@ from sim.validation.table import (
     read_benchmark,
     read_histograms,
 )
-from sim.validation.workload import PromptLengths
+from sim.validation.workload import PROMPT_KINDS, PromptLengths
 
 PROG = "sim.validate"
 
@@ -52,6 +52,14 @@ class ValidateArgs:
     prompt_sigma: float = PROMPT_SIGMA
     plot: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prompt_kind not in PROMPT_KINDS:
+            raise ValueError(f"prompt_kind must be one of {PROMPT_KINDS}, got {self.prompt_kind!r}")
+        if not self.prompt_sigma >= 0:
+            raise ValueError(f"prompt_sigma must be ≥ 0, got {self.prompt_sigma}")
+        if self.prompt_mean is not None and not self.prompt_mean >= 1:
+            raise ValueError(f"prompt_mean must be null or ≥ 1 (tokens), got {self.prompt_mean}")
 
 
 def parse_args(argv: Sequence[str]) -> ValidateArgs:
@@ -89,7 +97,6 @@ def run(args: ValidateArgs) -> pd.DataFrame:
     """Replay, print, write validation.csv (and the plot); return the comparison table."""
     rows = read_benchmark(args.benchmark or default_benchmark())
     histograms = read_histograms(args.output_lengths or default_histograms())
-    PromptLengths(args.prompt_kind, args.prompt_mean or 880.0, args.prompt_sigma)  # checks values up front
 
     def prompts(row: BenchmarkRow, oracle: Oracle) -> PromptLengths:
         if args.prompt_mean is None:
@@ -148,8 +155,12 @@ def _num(v: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (1 on bad input, with the reason on stderr)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        return 0
     try:
-        run(parse_args(sys.argv[1:] if argv is None else argv))
+        run(parse_args(argv))
     except (BenchmarkTableError, FileNotFoundError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

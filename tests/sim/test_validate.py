@@ -104,20 +104,26 @@ def test_steady_window_is_the_benchmarks():
 
 
 HIST = OutputHistogram(
-    np.array([2.0, 10.0, 20.0, 4000.0]), np.array([10.0, 20.0, 40.0, 5000.0]), np.array([100, 300, 500, 100])
+    np.array([1.5, 9.5, 19.5, 4000.5]), np.array([9.5, 19.5, 39.5, 5000.5]), np.array([101, 299, 500, 100])
 )
 
 
+def bin_counts(x: np.ndarray) -> list[int]:
+    return [int(np.sum((x >= lo) & (x < hi))) for lo, hi in zip(HIST.lo, HIST.hi, strict=True)]
+
+
 def test_output_lengths_follow_the_histogram_and_the_seed():
-    n = 40_000
-    x = sample_output_lengths(HIST, n, np.random.default_rng(1))
-    counts = [np.sum((x >= 2) & (x < 10)), np.sum((x >= 10) & (x < 20)), np.sum((x >= 20) & (x <= 40))]
-    counts.append(np.sum(x >= 4000))
-    # rounding moves a value onto the next bin's edge at most 1/(2·width) of the time
-    assert np.allclose(np.array(counts) / n, [0.1, 0.3, 0.5, 0.1], atol=0.015)
-    assert x.min() >= 2 and x.max() == 4096
-    assert np.array_equal(x, sample_output_lengths(HIST, n, np.random.default_rng(1)))
-    assert not np.array_equal(x, sample_output_lengths(HIST, n, np.random.default_rng(2)))
+    x = sample_output_lengths(HIST, HIST.total, np.random.default_rng(1))
+    assert bin_counts(x) == HIST.count.tolist()  # bins' edges at .5: rounding stays in the bin
+    assert x.min() >= 2 and x.max() == 4096  # the last bin is capped
+    n = 7 * HIST.total + 3
+    big = sample_output_lengths(HIST, n, np.random.default_rng(1))
+    assert np.all(np.abs(np.array(bin_counts(big)) - HIST.count * n / HIST.total) < 1) and big.size == n
+    mid = (HIST.lo[:3] + HIST.hi[:3]) / 2
+    inner = x[x < 4000]
+    assert inner.mean() == pytest.approx((HIST.count[:3] @ mid) / HIST.count[:3].sum(), rel=0.02)
+    assert np.array_equal(x, sample_output_lengths(HIST, HIST.total, np.random.default_rng(1)))
+    assert not np.array_equal(x, sample_output_lengths(HIST, HIST.total, np.random.default_rng(2)))
 
 
 def test_requests_repeat_1024_prompts_and_fit_the_model_length():
@@ -222,7 +228,9 @@ def test_command_writes_csv_and_plot_and_skips_unknown_models(tmp_path, capsys):
         (["nonsense"], "key=value"),
         (["colour=red"], "unknown argument 'colour'"),
         (["seed=abc"], "seed must be a number"),
-        (["prompt_sigma=-1"], "sigma"),
+        (["prompt_sigma=-1"], "prompt_sigma must be ≥ 0"),
+        (["prompt_kind=uniform"], "prompt_kind must be one of"),
+        (["prompt_mean=0"], "prompt_mean must be null or ≥ 1"),
         (["benchmark=/no/such/file.csv"], "does not exist"),
     ],
 )
