@@ -149,7 +149,9 @@ def validate(
         if row.key not in histograms:
             log(f"skipped {what}: no output-length histogram for this run")
             continue
-        oracle = cache.setdefault(name, Oracle.load(name))
+        if name not in cache:
+            cache[name] = Oracle.load(name)
+        oracle = cache[name]
         chosen = _prompts_for(prompts, row, oracle)
         try:
             r = replay_row(row, oracle, chosen, histogram=histograms[row.key], seed=seed)

@@ -246,3 +246,22 @@ def test_command_exits_1_on_a_malformed_table(tmp_path, capsys):
     assert main([f"benchmark={path}", f"out={tmp_path}", "progress=false"]) == 1
     assert "column 'max_num_seqs' row 1" in capsys.readouterr().err
     assert not (tmp_path / "validation.csv").exists()
+
+
+def test_validate_uses_the_prompts_given_and_skips_rows_without_histogram():
+    rows, hists = parse_benchmark(shipped()), read_histograms(default_histograms())
+    logged: list[str] = []
+    short = validate(rows, hists, PromptLengths("constant", 10.0), log=logged.append)
+    by_gpu = validate(rows, hists, {"H100": PromptLengths("constant", 10.0)}, log=logged.append)
+    chosen = validate(rows, hists, lambda row, oracle: PromptLengths("constant", 10.0), log=logged.append)
+    default = validate(rows, hists, log=logged.append)
+    pd.testing.assert_frame_equal(short, by_gpu)
+    pd.testing.assert_frame_equal(short, chosen)
+    # 10-token prompts cost less prefill per output token than the oracle's ~880-token default
+    assert (short["energy_per_token_simulated"] < default["energy_per_token_simulated"]).all()
+    assert logged == []
+    hists.pop(rows[1].key)
+    assert len(validate(rows, hists, log=logged.append)) == 1
+    assert logged == [
+        "skipped meta-llama/Llama-3.1-8B-Instruct on H100 at max_num_seqs 16: no output-length histogram for this run"
+    ]
