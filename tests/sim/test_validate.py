@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -265,3 +270,21 @@ def test_validate_uses_the_prompts_given_and_skips_rows_without_histogram():
     assert logged == [
         "skipped meta-llama/Llama-3.1-8B-Instruct on H100 at max_num_seqs 16: no output-length histogram for this run"
     ]
+
+
+def test_python_m_sim_validate_exits_1_with_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    shipped().drop(columns="median_itl_ms").to_csv(bad, index=False)
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.validate", f"benchmark={bad}", f"out={tmp_path}/v"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("sim.validate: error:") and "'median_itl_ms'" in proc.stderr
+    assert "Traceback" not in proc.stderr
