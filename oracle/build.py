@@ -2,7 +2,8 @@
 
     python -m oracle.build [--out DIR] [--report FILE]
 
-Hardware constants are calibrated on the ML.ENERGY measurements (`oracle.hwcal`): H100 rows for
+Hardware constants are calibrated on the ML.ENERGY measurements replayed through the simulator's
+vLLM engine (`oracle.hwcal`, features from `python -m sim.validation.calibrate`): H100 rows for
 the Hopper GPUs (H100, H200: same GH100 compute die), B200 rows for the B200. No A100 or H200
 measurement is shipped, so they take the H100 efficiencies with static power scaled by the ratio of
 power limits and dynamic energies clamped to the power limit (assumptions recorded in each
@@ -65,9 +66,13 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
         for m in arch.model_names():
             o = derive_oracle(arch.load_model(m), gpu, k)
             o.provenance["calibration_prompt_tokens"] = cals[CALIBRATED_ON[g]].prompt_tokens
+            o.provenance["calibration_prompt_sigma"] = cals[CALIBRATED_ON[g]].prompt_sigma
             problems = o.power_violations()
-            if problems:
-                o.provenance["power_check"] = problems
+            throttled = [p for p in problems if "above the power limit" in p]
+            if throttled:  # the simulator throttles such steps to the limit (sim.costs.StepCosts.capped)
+                o.provenance["power_throttled"] = throttled
+            if len(throttled) < len(problems):
+                o.provenance["power_check"] = [p for p in problems if p not in throttled]
             paths.append(o.save(out_dir / f"{o.name}.json"))
     return paths
 
@@ -80,7 +85,8 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
         lines += [
             f"## {label}",
             "",
-            f"Fitted mean prompt length: {cal.prompt_tokens:.0f} tokens.  ",
+            f"Prompt lengths fitted by replaying the runs: lognormal, mean {cal.prompt_tokens:.0f} tokens, "
+            f"σ {cal.prompt_sigma:.2f} (log space).  ",
             f"Achieved compute fraction 1/{k.inv_eff_compute:.3f}, memory-bandwidth fraction 1/{k.inv_eff_memory:.3f}, "
             f"step overhead {k.step_overhead_s * 1e3:.3f} ms, per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, "
             f"static power {k.static_power_w:.0f} W, {k.energy_per_flop_j * 1e12:.3f} pJ/FLOP, "
@@ -89,6 +95,11 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "Mean absolute error per model across batch caps (%):",
             "",
             _markdown(cal.per_model().round(2).reset_index()),
+            "",
+            "Each model left out of the fit, its errors with the other models' constants (%): how the constants "
+            "carry to models nobody measured:",
+            "",
+            _markdown(cal.held_out.round(2).reset_index(names="model")) if cal.held_out is not None else "(none)",
             "",
             "Per batch cap:",
             "",

@@ -1,18 +1,18 @@
-"""Calibrate the hardware constants of `oracle.derive` on the ML.ENERGY steady-state measurements.
+"""Calibrate the hardware constants of `oracle.derive` on the ML.ENERGY measurements, end to end.
 
-Each ML.ENERGY row is vLLM serving LM Arena chat prompts at one batch cap. In steady state the
-average step decodes B sequences whose mean context is n_in + n_out/2, and prefills B/n_out
-prompts (one request finishes and one starts every n_out/B steps). So the mean step's features are
-
-    x = [1, B, B·(n_in + n_out/2), B/n_out, B·n_in/n_out, B·attn_pairs(n_in)/n_out]
-
-with measured step time B / throughput (s) and step energy B · J per output token. The prompt
-length n_in is not published; it is fitted by a one-dimensional search, shared by all rows.
+Each ML.ENERGY row is vLLM serving LM Arena chat prompts at one batch cap. `python -m
+sim.validation.calibrate` replays every row through the simulator's `vllm` engine (KV paged in
+blocks, chunked prefill, preemption) with a fitted prompt-length distribution, and records the
+step features summed over the benchmark's steady-state window per output token
+(`data/mlenergy_v3_replay_features.csv`). With every request sent at t = 0 the engine's step
+sequence does not depend on the hardware constants, so given those features the measured time per
+output token (1 / throughput, s) and energy per output token (J) are linear in the constants: a
+bounded least-squares fit on relative error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -20,24 +20,30 @@ import pandas as pd
 
 from oracle import features as F
 from oracle.arch import GpuSpec, find_model
-from oracle.derive import HardwareConstants, feature_work, time_basis
-from oracle.regress import mape_pct, relative_bounded_lsq
+from oracle.derive import HardwareConstants, energy_coef, feature_work, time_basis, time_coef
+from oracle.regress import relative_bounded_lsq
 
 MLENERGY_FILE = "data/mlenergy_v3_lm_arena_chat.csv"
+REPLAY_FILE = "data/mlenergy_v3_replay_features.csv"
+KEY = ["model_id", "gpu_model", "max_num_seqs"]
+X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
 SOURCE = "ML.ENERGY Benchmark v3, LM Arena chat, vLLM bf16 (oracle/data/PROVENANCE.md)"
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Constants fitted for one GPU, the fitted mean prompt length (tokens), and per-row errors."""
+    """Constants fitted for one GPU, the prompt-length distribution (lognormal mean, tokens, and
+    log-space σ) the replay was fitted with, and per-row errors."""
 
     constants: HardwareConstants
     prompt_tokens: float
     rows: pd.DataFrame
+    prompt_sigma: float = 0.0
+    held_out: pd.DataFrame | None = None  # per model, errors when it is left out of the fit (%)
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across batch caps."""
-        cols = ["energy_per_token_err_pct", "step_time_err_pct", "median_itl_err_pct"]
+        cols = ["energy_per_token_err_pct", "time_per_token_err_pct"]
         return self.rows.assign(**{c: self.rows[c].abs() for c in cols}).groupby("model")[cols].mean()
 
 
@@ -45,63 +51,48 @@ def load_mlenergy() -> pd.DataFrame:
     """The shipped ML.ENERGY rows with derived targets: step_time_s, step_energy_j."""
     with resources.files("oracle").joinpath(MLENERGY_FILE).open() as f:
         df = pd.read_csv(f)
-    b = df["avg_batch_size"]
     return df.assign(
         model=df["model_id"].str.split("/").str[-1],
-        step_time_s=b / df["output_throughput_tokens_per_sec"],
-        step_energy_j=b * df["energy_per_token_joules"],
+        time_per_token_s=1.0 / df["output_throughput_tokens_per_sec"],
     )
 
 
-def steady_features(n_in: float, n_out: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    """Mean step features of steady-state continuous batching (see module docstring)."""
-    per = batch / n_out
-    return F.step_features(
-        decode_seqs=batch,
-        decode_ctx=batch * (n_in + n_out / 2.0),
-        prefill_seqs=per,
-        prefill_tokens=per * n_in,
-        prefill_attn=per * F.attn_pairs(n_in),
-    )
+def load_replay_features() -> pd.DataFrame:
+    """The shipped window features of the replayed rows (see module docstring)."""
+    with resources.files("oracle").joinpath(REPLAY_FILE).open() as f:
+        return pd.read_csv(f)
 
 
-def _bases(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row time basis (rows, 4), FLOPs and bytes of the mean step."""
-    tb, fl, by = [], [], []
-    for model_id, rows in df.groupby("model_id", sort=False):
+def _bases(model_ids: pd.Series, gpu: GpuSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row time basis (rows, 4), FLOPs and bytes of feature vectors x (rows, 6)."""
+    tb, fl, by = np.zeros((len(x), 4)), np.zeros(len(x)), np.zeros(len(x))
+    for model_id in model_ids.unique():
         spec = find_model(str(model_id))
         if spec is None:
-            raise KeyError(f"no architecture in conf/model/ for {model_id!r}")
+            raise KeyError(f"no architecture in oracle data for {model_id!r}")
         work = feature_work(spec)
-        x = steady_features(n_in, rows["avg_output_len"].to_numpy(), rows["avg_batch_size"].to_numpy())
-        tb.append(pd.DataFrame(x @ time_basis(work, gpu), index=rows.index))
-        fl.append(pd.Series(x @ work.flops, index=rows.index))
-        by.append(pd.Series(x @ work.bytes, index=rows.index))
-    order = df.index
-    return (
-        pd.concat(tb).loc[order].to_numpy(),
-        pd.concat(fl).loc[order].to_numpy(),
-        pd.concat(by).loc[order].to_numpy(),
-    )
+        m = (model_ids == model_id).to_numpy()
+        tb[m], fl[m], by[m] = x[m] @ time_basis(work, gpu), x[m] @ work.flops, x[m] @ work.bytes
+    return tb, fl, by
 
 
-def _fit_at(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[HardwareConstants, np.ndarray, np.ndarray]:
-    """Constants at a given prompt length; returns them with predicted step time and energy."""
-    tb, flops, byts = _bases(df, gpu, n_in)
+def fit_constants(df: pd.DataFrame, gpu: GpuSpec, x: np.ndarray) -> tuple[HardwareConstants, np.ndarray, np.ndarray]:
+    """Constants whose features-per-output-token `x` (rows, 6) reproduce the rows' measured time
+    (s, 1 / throughput) and energy (J) per output token; returns them with both predictions."""
+    tb, flops, byts = _bases(df["model_id"], gpu, x)
     # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1.
-    t = relative_bounded_lsq(tb, df["step_time_s"].to_numpy(), lower=[1.0, 1.0, 0.0, 0.0])
+    t = relative_bounded_lsq(tb, df["time_per_token_s"].to_numpy(), lower=[1.0, 1.0, 0.0, 0.0])
     t_pred = tb @ t
-    e = df["step_energy_j"].to_numpy()
-    # Static power is at least idle power (fit the excess over idle), and a step running at the
-    # achieved compute or bandwidth rate draws at most the power limit:
-    #   P_static + e_flop·peak/inv_c ≤ limit,   P_static + e_byte·BW/inv_m ≤ limit.
+    e = df["energy_per_token_joules"].to_numpy()
+    # Static power is at least idle power (fit the excess over idle), and the serving these rows
+    # measured draws at most the power limit: for every row, (energy − idle·time) / time ≤ limit − idle.
     head = gpu.power_limit_w - gpu.idle_power_w
-    rows = np.array([[1.0, gpu.peak_flops / t[0], 0.0], [1.0, 0.0, gpu.memory_bandwidth / t[1]]])
+    basis = np.column_stack([t_pred, flops, byts])
     excess = relative_bounded_lsq(
-        np.column_stack([t_pred, flops, byts]),
+        basis,
         e - gpu.idle_power_w * t_pred,
         lower=[0.0, 0.0, 0.0],
-        constraints=(rows, np.full(2, head)),
+        constraints=(basis / t_pred[:, None], np.full(len(t_pred), head)),
     )
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
@@ -111,54 +102,69 @@ def _fit_at(df: pd.DataFrame, gpu: GpuSpec, n_in: float) -> tuple[HardwareConsta
         static_power_w=float(gpu.idle_power_w + excess[0]),
         energy_per_flop_j=float(excess[1]),
         energy_per_byte_j=float(excess[2]),
-        source=f"{SOURCE}; {gpu.full_name}; fitted prompt length {n_in:.0f} tokens",
+        source=f"{SOURCE}; {gpu.full_name}",
     )
     e_pred = k.static_power_w * t_pred + k.energy_per_flop_j * flops + k.energy_per_byte_j * byts
     return k, t_pred, e_pred
 
 
 def calibrate(
-    gpu: GpuSpec,
-    gpu_label: str,
-    data: pd.DataFrame | None = None,
-    prompt_grid: np.ndarray | None = None,
+    gpu: GpuSpec, gpu_label: str, data: pd.DataFrame | None = None, replay: pd.DataFrame | None = None
 ) -> Calibration:
-    """Fit hardware constants for the rows of `gpu_label` (the file's gpu_model, e.g. 'H100')."""
+    """Fit hardware constants for the rows of `gpu_label` (the file's gpu_model, e.g. 'H100') on
+    their replayed window features (default: the shipped ones)."""
     df = load_mlenergy() if data is None else data
     df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
-
-    def loss(n_in: float) -> float:
-        _, tp, ep = _fit_at(df, gpu, n_in)
-        return mape_pct(df["step_time_s"], tp) + mape_pct(df["step_energy_j"], ep)
-
-    def argmin(grid: np.ndarray) -> float:
-        return float(grid[int(np.argmin([loss(n) for n in grid]))])
-
-    if prompt_grid is None:  # coarse search, then refine around the best point
-        coarse = argmin(np.arange(100.0, 3001.0, 100.0))
-        best = argmin(np.arange(max(coarse - 100.0, 25.0), coarse + 101.0, 10.0))
-    else:
-        best = argmin(prompt_grid)
-    k, t_pred, e_pred = _fit_at(df, gpu, best)
-    b = df["avg_batch_size"]
+    feats = load_replay_features() if replay is None else replay
+    merged = df.merge(feats, on=KEY, how="left", validate="one_to_one")
+    missing = merged[merged[X_COLUMNS[0]].isna()]
+    if not missing.empty:
+        raise ValueError(
+            f"no replay features for {missing[KEY].to_dict('records')}: rerun python -m sim.validation.calibrate"
+        )
+    k, t_pred, e_pred = fit_constants(merged, gpu, merged[X_COLUMNS].to_numpy())
     rows = pd.DataFrame(
         {
-            "model": df["model"],
-            "batch_cap": df["max_num_seqs"],
-            "energy_per_token_j": df["energy_per_token_joules"],
-            "pred_energy_per_token_j": e_pred / b,
-            "step_time_ms": df["step_time_s"] * 1e3,
-            "pred_step_time_ms": t_pred * 1e3,
-            "median_itl_ms": df["median_itl_ms"],
+            "model": merged["model"],
+            "batch_cap": merged["max_num_seqs"],
+            "energy_per_token_j": merged["energy_per_token_joules"],
+            "pred_energy_per_token_j": e_pred,
+            "throughput_tok_s": merged["output_throughput_tokens_per_sec"],
+            "pred_throughput_tok_s": 1.0 / t_pred,
         }
     )
     rows["energy_per_token_err_pct"] = _err(rows["pred_energy_per_token_j"], rows["energy_per_token_j"])
-    rows["step_time_err_pct"] = _err(rows["pred_step_time_ms"], rows["step_time_ms"])
-    rows["median_itl_err_pct"] = _err(rows["pred_step_time_ms"], rows["median_itl_ms"])
-    return Calibration(k, best, rows)
+    rows["time_per_token_err_pct"] = _err(1.0 / rows["pred_throughput_tok_s"], 1.0 / rows["throughput_tok_s"])
+    prompt = float(merged["prompt_mean_tokens"].iloc[0])
+    sigma = float(merged["prompt_sigma"].iloc[0])
+    k = replace(k, source=f"{k.source}; replayed with lognormal prompts of mean {prompt:.0f} tokens, σ {sigma:.2f}")
+    return Calibration(k, prompt, rows, sigma, held_out_errors(merged, gpu))
 
 
 def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
     return (pred - true) / true * 100.0
+
+
+def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec) -> pd.DataFrame:
+    """Leave one model out: per model, mean absolute errors (%) of time and energy per output token
+    predicted by constants fitted on the other models' rows (how the constants carry to models
+    nobody measured). `calibration_rows`: measured rows merged with their replay features."""
+    out = {}
+    for model_id in calibration_rows["model_id"].unique():
+        test = (calibration_rows["model_id"] == model_id).to_numpy()
+        train = calibration_rows[~test].reset_index(drop=True)
+        k, _, _ = fit_constants(train, gpu, train[X_COLUMNS].to_numpy())
+        spec = find_model(str(model_id))
+        assert spec is not None
+        work = feature_work(spec)
+        x = calibration_rows.loc[test, X_COLUMNS].to_numpy()
+        t = x @ time_coef(work, gpu, k)
+        e = x @ energy_coef(work, gpu, k)
+        rows = calibration_rows[test]
+        out[str(model_id).split("/")[-1]] = {
+            "energy_per_token_err_pct": float(np.mean(np.abs(e / rows["energy_per_token_joules"] - 1.0)) * 100.0),
+            "time_per_token_err_pct": float(np.mean(np.abs(t / rows["time_per_token_s"] - 1.0)) * 100.0),
+        }
+    return pd.DataFrame(out).T

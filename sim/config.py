@@ -46,6 +46,8 @@ class ServerConfig:
     allocated as tokens are produced, preemption by recomputation), 'trtllm_no_evict' (reserve
     n_in + n_out at admission, never evict), 'trtllm_max_utilization' (paged, pause when full).
     block_size: KV-cache block (tokens) of the paged schedulers.
+    record_features: log every span's summed step features (`ServerStats.span_features`), for
+    calibrating on replayed runs.
     """
 
     scheduler: str = "vllm"
@@ -57,6 +59,7 @@ class ServerConfig:
     kv_memory_fraction: float = 0.9
     kv_capacity_tokens: int | None = None
     exact_steps: bool = False
+    record_features: bool = False
 
     def __post_init__(self) -> None:
         check(

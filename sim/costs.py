@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +28,66 @@ Array = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W)."""
+    """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
+    and the power limit (W; None: no cap) at which the GPU throttles a step."""
 
     time_s: StepCoef
     energy_j: StepCoef
     idle_power_w: float
+    power_limit_w: float | None = None
 
     @classmethod
     def from_oracle(cls, oracle: Oracle) -> StepCosts:
         """Plain-float copy of an oracle's step model (fast to read in the engine's loop)."""
-        return cls(StepCoef.of(oracle.time_coef_s), StepCoef.of(oracle.energy_coef_j), float(oracle.idle_power_w))
+        limit = None if oracle.power_limit_w is None else float(oracle.power_limit_w)
+        return cls(
+            StepCoef.of(oracle.time_coef_s), StepCoef.of(oracle.energy_coef_j), float(oracle.idle_power_w), limit
+        )
+
+    def capped(self, dt_s: float, de_j: float) -> float:
+        """A step's time (s) under the power cap: a step that would draw more than the limit is
+        throttled (the GPU lowers its clocks) and lasts energy / limit."""
+        limit = self.power_limit_w
+        return de_j / limit if limit is not None and de_j > limit * dt_s else dt_s
+
+    def span_s(self, batch: int, ctx_sum: int, steps: int) -> float:
+        """Time (s) of `steps` decode steps under the power cap (`span` on each side of the one
+        step where the implied power crosses the limit: power is monotone along a span)."""
+        ct, ce, limit = self.time_s, self.energy_j, self.power_limit_w
+        t = span(ct, batch, ctx_sum, steps)
+        if limit is None:
+            return t
+        a_t = ct.const + ct.decode_seqs * batch + ct.decode_ctx * ctx_sum
+        a_e = ce.const + ce.decode_seqs * batch + ce.decode_ctx * ctx_sum
+        d0, d1 = a_e - limit * a_t, (ce.decode_ctx - limit * ct.decode_ctx) * batch
+        if d1 == 0.0:
+            lo, hi = (0, steps) if d0 > 0.0 else (0, 0)
+        elif d1 > 0.0:  # throttled for i > −d0/d1
+            lo, hi = max(0, math.floor(-d0 / d1) + 1), steps
+        else:  # throttled for i < −d0/d1
+            lo, hi = 0, min(steps, math.ceil(-d0 / d1))
+        if lo >= hi:
+            return t
+        start = ctx_sum + lo * batch
+        return t - span(ct, batch, start, hi - lo) + span(ce, batch, start, hi - lo) / limit
+
+    def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float) -> int:
+        """Smallest k ≥ 1 whose decode span, under the power cap, lasts ≥ dt_s (s)."""
+        k = steps_to_reach(self.time_s, batch, ctx_sum, dt_s)  # the cap only lengthens steps
+        if (
+            self.power_limit_w is None
+            or k <= 1
+            or self.span_s(batch, ctx_sum, k) == span(self.time_s, batch, ctx_sum, k)
+        ):
+            return k
+        lo, hi = 1, k
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.span_s(batch, ctx_sum, mid) >= dt_s:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
 
 def span(coef: StepCoef, batch: int, ctx_sum: int, steps: int) -> float:

@@ -37,6 +37,7 @@ class ServerStats:
     span_tokens: np.ndarray  # output tokens emitted in the span (first tokens included)
     span_kv_used: np.ndarray  # share of the KV cache held at the end of the span
     preemptions: int = 0
+    span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
 
 
 class Ledger:
@@ -49,6 +50,7 @@ class Ledger:
         self.steps = 0
         self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
         self._k, self._run, self._tok = array("q"), array("q"), array("q")
+        self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
 
     @property
     def now(self) -> float:
@@ -59,6 +61,10 @@ class Ledger:
         """Move an idle clock forward to t_s (s)."""
         if t_s > self.now:
             self.t, self.tc = t_s, 0.0
+
+    def record(self, features: tuple[float, float, float, float, float, float]) -> None:
+        """Log the summed step features of the span about to be advanced."""
+        self._x.extend(features)
 
     def advance(
         self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int, kv_used: float
@@ -103,6 +109,7 @@ class Ledger:
             _ints(self._tok),
             _floats(self._kv),
             preemptions,
+            _floats(self._x).reshape(-1, 6) if len(self._x) else None,
         )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import simpy
 
 from sim.config import ServerConfig
-from sim.costs import StepCosts, mixed_step, span, steps_to_reach
+from sim.costs import StepCosts, mixed_step, span
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kv import KvLayout
@@ -173,46 +173,52 @@ class Server:
         if self.config.exact_steps:
             dt, de = self._exact_step(work)
         else:
-            dt = mixed_step(c.time_s, e.B, e.S, work)
             de = mixed_step(c.energy_j, e.B, e.S, work)
+            dt = c.capped(mixed_step(c.time_s, e.B, e.S, work), de)
         end = self.ledger.now + dt
         while (yield from self._sleep(end)) is not None:
             pass  # a step is atomic: arrivals wait for its end
         emitted = e.B + sum(1 for j, m, past in work if past + m >= e.target(j))
         running = e.B + len(work)
+        if self.config.record_features:
+            attn = sum(m * past + m * (m + 1) // 2 for _, m, past in work)
+            self.ledger.record((1, e.B, e.S, len(work), sum(m for _, m, _ in work), attn))
         first, done = e.finish_step(work)
         self._log(dt, de, 1, _power(de, dt), running, emitted)
         self._emit(first, done)
 
     def _decode(self) -> Generator[Any, Any, None]:
         """Advance the decoders to the next boundary: completion, window, KV shortage or arrival."""
-        e, ct = self.engine, self.costs.time_s
+        e, c = self.engine, self.costs
         B, S = e.B, e.S
         t0 = self.ledger.now
         k = 1 if self.config.exact_steps else e.span_limit()
         if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
-            k = min(k, steps_to_reach(ct, B, S, self._ftimes[self._fi] - t0))
+            k = min(k, c.steps_to_reach(B, S, self._ftimes[self._fi] - t0))
         while True:
-            woke = yield from self._sleep(t0 + span(ct, B, S, k))
+            woke = yield from self._sleep(t0 + c.span_s(B, S, k))
             if woke is None:
                 break
-            k = min(k, steps_to_reach(ct, B, S, woke - t0))
+            k = min(k, c.steps_to_reach(B, S, woke - t0))
         if self.config.exact_steps:
             dt, de = self._exact_step([])
             peak = _power(de, dt)
         else:
             dt, de, peak = self._span_cost(B, S, k)
+        if self.config.record_features:
+            self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
         done = e.run_span(k)
         self._log(dt, de, k, peak, B, B * k)
         self._emit([], done)
 
     def _span_cost(self, B: int, S: int, k: int) -> tuple[float, float, float]:
         """Time (s), energy (J) and peak step power (W) of k decode steps."""
-        ct, ce = self.costs.time_s, self.costs.energy_j
+        c = self.costs
+        ce = c.energy_j
         last = S + (k - 1) * B  # step power is monotone in k: the peak is at an end
-        p_first = _power(span(ce, B, S, 1), span(ct, B, S, 1))
-        p_last = _power(span(ce, B, last, 1), span(ct, B, last, 1))
-        return span(ct, B, S, k), span(ce, B, S, k), max(p_first, p_last)
+        p_first = _power(span(ce, B, S, 1), c.span_s(B, S, 1))
+        p_last = _power(span(ce, B, last, 1), c.span_s(B, last, 1))
+        return c.span_s(B, S, k), span(ce, B, S, k), max(p_first, p_last)
 
     def _log(self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int) -> None:
         e = self.engine
@@ -243,7 +249,8 @@ class Server:
         for j, m, past in work:
             attn = m * past + m * (m + 1) // 2
             jobs.energy_j[j] += ce.prefill_seqs + ce.prefill_tokens * m + ce.prefill_attn * attn + share
-        return mixed_step(self.costs.time_s, len(dec), ctx, work), mixed_step(ce, len(dec), ctx, work)
+        de = mixed_step(ce, len(dec), ctx, work)
+        return self.costs.capped(mixed_step(self.costs.time_s, len(dec), ctx, work), de), de
 
 
 def _power(energy_j: float, time_s: float) -> float:

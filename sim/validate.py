@@ -1,14 +1,15 @@
 """Replay a measured serving benchmark through the simulator and compare, metric by metric.
 
     python -m sim.validate [benchmark=FILE] [output_lengths=FILE] [out=DIR] [seed=0]
-        [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=1.0] [plot=true] [progress=true]
+        [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
 
 Every row of the benchmark table (ML.ENERGY format; default: the shipped LM Arena chat table and
 its output-length histograms) is replayed under the benchmark's settings with the shipped oracle
 of its model × GPU and the `vllm` scheduler (`sim.validation`). Prints per row and as mean absolute
 error (all rows, per GPU, per model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured; writes DIR/validation.csv and
-DIR/validation.png. prompt_mean defaults to each oracle's calibration prompt length (provisional).
+DIR/validation.png. prompt_mean and prompt_sigma default to the lognormal prompts each oracle was
+calibrated with (python -m sim.validation.calibrate fits them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 
 from oracle.model import Oracle
 from sim.validation.plot import plot_validation
-from sim.validation.replay import PROMPT_SIGMA, default_prompts, mean_abs_error, validate
+from sim.validation.replay import default_prompts, mean_abs_error, validate
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -49,15 +50,15 @@ class ValidateArgs:
     seed: int = 0
     prompt_kind: str = "lognormal"
     prompt_mean: float | None = None
-    prompt_sigma: float = PROMPT_SIGMA
+    prompt_sigma: float | None = None
     plot: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.prompt_kind not in PROMPT_KINDS:
             raise ValueError(f"prompt_kind must be one of {PROMPT_KINDS}, got {self.prompt_kind!r}")
-        if not self.prompt_sigma >= 0:
-            raise ValueError(f"prompt_sigma must be ≥ 0, got {self.prompt_sigma}")
+        if self.prompt_sigma is not None and not self.prompt_sigma >= 0:
+            raise ValueError(f"prompt_sigma must be null or ≥ 0, got {self.prompt_sigma}")
         if self.prompt_mean is not None and not self.prompt_mean >= 1:
             raise ValueError(f"prompt_mean must be null or ≥ 1 (tokens), got {self.prompt_mean}")
 
@@ -99,9 +100,12 @@ def run(args: ValidateArgs) -> pd.DataFrame:
     histograms = read_histograms(args.output_lengths or default_histograms())
 
     def prompts(row: BenchmarkRow, oracle: Oracle) -> PromptLengths:
-        if args.prompt_mean is None:
-            return dataclasses.replace(default_prompts(oracle, args.prompt_sigma), kind=args.prompt_kind)
-        return PromptLengths(args.prompt_kind, args.prompt_mean, args.prompt_sigma)
+        calibrated = default_prompts(oracle)
+        return PromptLengths(
+            args.prompt_kind,
+            calibrated.mean_tokens if args.prompt_mean is None else args.prompt_mean,
+            calibrated.sigma if args.prompt_sigma is None else args.prompt_sigma,
+        )
 
     start = time.perf_counter()
     df = validate(rows, histograms, prompts, seed=args.seed, progress=args.progress)

@@ -27,12 +27,13 @@ from sim.validation.window import (
     median_itl_s,
     steady_window,
     window_metrics,
+    window_share,
 )
 from sim.validation.workload import PromptLengths, build_requests
 
 MAX_NUM_BATCHED_TOKENS = 8192  # benchmark's vLLM `max-num-batched-tokens`
 KV_MEMORY_FRACTION = 0.9  # vLLM's default `gpu-memory-utilization`
-PROMPT_SIGMA = 1.0  # provisional log-space spread of prompt lengths, until fitted (issue #10)
+PROMPT_SIGMA = 1.0  # log-space spread of prompt lengths for oracles that record none
 
 PromptChoice = Callable[[BenchmarkRow, Oracle], PromptLengths]
 Prompts = PromptLengths | Mapping[str, PromptLengths] | PromptChoice | None
@@ -50,6 +51,7 @@ class ReplayMetrics:
     n_requests: int
     prompt_mean_tokens: float
     wall_s: float
+    features_per_token: np.ndarray | None = None  # window's summed step features / its output tokens
 
 
 def oracle_name(model_id: str, gpu_model: str) -> str | None:
@@ -61,9 +63,10 @@ def oracle_name(model_id: str, gpu_model: str) -> str | None:
     return name if name in shipped_oracles() else None
 
 
-def server_config(max_num_seqs: int) -> ServerConfig:
+def server_config(max_num_seqs: int, *, record_features: bool = False) -> ServerConfig:
     """The benchmark's engine settings at one batch cap."""
     return ServerConfig(
+        record_features=record_features,
         scheduler="vllm",
         block_size=16,
         mode="continuous",
@@ -74,12 +77,13 @@ def server_config(max_num_seqs: int) -> ServerConfig:
     )
 
 
-def default_prompts(oracle: Oracle, sigma: float = PROMPT_SIGMA) -> PromptLengths:
-    """Provisional prompts: lognormal at the mean prompt length the oracle was calibrated with."""
+def default_prompts(oracle: Oracle) -> PromptLengths:
+    """The prompts the oracle's hardware constants were calibrated with (lognormal mean and σ)."""
     mean = oracle.provenance.get("calibration_prompt_tokens")
     if mean is None:
         raise ValueError(f"oracle {oracle.name} records no calibration_prompt_tokens; give the prompt lengths")
-    return PromptLengths("lognormal", float(mean), sigma)
+    sigma = oracle.provenance.get("calibration_prompt_sigma", PROMPT_SIGMA)
+    return PromptLengths("lognormal", float(mean), float(sigma))
 
 
 def replay_row(
@@ -90,15 +94,17 @@ def replay_row(
     histogram: OutputHistogram | None = None,
     seed: int = 0,
     requests: pd.DataFrame | None = None,
+    record_features: bool = False,
 ) -> ReplayMetrics:
     """Simulate one row (its `requests`, or ones built from `histogram` and `prompts`) and
-    measure the simulated run as the benchmark measured the real one."""
+    measure the simulated run as the benchmark measured the real one (with `record_features`,
+    also the window's step features per output token, for calibration)."""
     if requests is None:
         if histogram is None:
             raise ValueError("replay_row needs the row's output-length histogram or its requests")
         requests = build_requests(histogram, prompts, seed=seed)
     t0 = time.perf_counter()
-    result = simulate(requests, oracle, server_config(row.max_num_seqs))
+    result = simulate(requests, oracle, server_config(row.max_num_seqs, record_features=record_features))
     (stats,) = result.servers
     records = result.requests
     first, finish = records["first_token_s"].to_numpy(float), records["finish_s"].to_numpy(float)
@@ -108,7 +114,10 @@ def replay_row(
     itl = median_itl_s(spans, spans.tokens - first_tokens_per_span(spans, first))
     sim = Metrics(w.batch, w.throughput, w.energy_per_token, w.power, itl * 1e3)
     mean_in = float(requests["n_in"].mean())
-    return ReplayMetrics(sim, window, rule, len(requests), mean_in, time.perf_counter() - t0)
+    x = None
+    if stats.span_features is not None:
+        x = window_share(spans, window)[0] @ stats.span_features / w.tokens
+    return ReplayMetrics(sim, window, rule, len(requests), mean_in, time.perf_counter() - t0, x)
 
 
 def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) -> tuple[Window, str]:

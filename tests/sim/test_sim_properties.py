@@ -28,9 +28,10 @@ servers = st.builds(
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run(rows, server, exact=False):
+def run(rows, server, exact=False, limit_w=None):
     rows = sorted(rows)
     oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
+    oracle.power_limit_w = limit_w
     if server.kv_capacity_tokens is None:
         server = ServerConfig(**{**server.__dict__, "kv_capacity_tokens": 10_000})
     server = ServerConfig(**{**server.__dict__, "exact_steps": exact})
@@ -76,9 +77,14 @@ def test_kv_use_never_exceeds_the_cache(rows, server):
 
 
 @SETTINGS
-@given(requests, servers)
-def test_closed_form_spans_match_exact_steps(rows, server):
-    fast, exact = run(rows, server).requests, run(rows, server, exact=True).requests
+@given(requests, servers, st.sampled_from([None, 60.0, 150.0, 250.0]))
+def test_closed_form_spans_match_exact_steps(rows, server, limit_w):
+    """Also under a power limit that throttles some steps (spans cross it where power falls with
+    the context)."""
+    fast, exact = run(rows, server, limit_w=limit_w), run(rows, server, exact=True, limit_w=limit_w)
+    if limit_w is not None:
+        assert all(s.peak_power_w <= limit_w * (1 + 1e-9) for s in fast.servers + exact.servers)
+    fast, exact = fast.requests, exact.requests
     for col in ("energy_j", "ttft_s", "tpot_s", "e2e_s", "start_s"):
         np.testing.assert_allclose(fast[col], exact[col], rtol=1e-9, atol=1e-12)
     assert fast["preemptions"].tolist() == exact["preemptions"].tolist()

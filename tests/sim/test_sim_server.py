@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -63,6 +64,7 @@ def test_exact_event_log_on_a_tiny_trace(toy, exact):
 
 
 def lockstep_check(oracle, batch, n_in, n_out, exact=False):
+    oracle = dataclasses.replace(oracle, power_limit_w=None)  # the polynomial knows no power cap
     rows = [(0.0, n_in, n_out)] * batch
     r = simulate(
         trace(rows), oracle, ServerConfig(max_batch_size=max(batch, 1), exact_steps=exact, max_num_tokens=None)
@@ -157,3 +159,18 @@ def test_an_oracle_without_memory_needs_an_explicit_kv_size():
         simulate(trace([(0.0, 5, 5)]), bare, ServerConfig())
     r = simulate(trace([(0.0, 5, 5)]), bare, ServerConfig(kv_capacity_tokens=100))
     assert r.requests["completed"].all()
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_step_over_the_power_limit_is_throttled_to_it(llama, exact):
+    """A long prefill implies more than 700 W on the H100 oracle: it runs at the limit, longer."""
+    r = simulate(trace([(0.0, 8000, 4)] * 2), llama, ServerConfig(exact_steps=exact))
+    server = r.servers[0]
+    first = server.span_energy_j[0] / server.span_s[0]
+    unthrottled = dataclasses.replace(llama, power_limit_w=None)
+    free = simulate(trace([(0.0, 8000, 4)] * 2), unthrottled, ServerConfig(exact_steps=exact)).servers[0]
+    assert free.span_energy_j[0] / free.span_s[0] > llama.power_limit_w  # the model alone says more
+    assert first == pytest.approx(llama.power_limit_w, rel=1e-12)
+    assert server.peak_power_w <= llama.power_limit_w * (1 + 1e-12)
+    assert server.span_energy_j.sum() == pytest.approx(free.span_energy_j.sum(), rel=1e-12)
+    assert server.busy_s > free.busy_s

@@ -233,7 +233,7 @@ def test_command_writes_csv_and_plot_and_skips_unknown_models(tmp_path, capsys):
         (["nonsense"], "key=value"),
         (["colour=red"], "unknown argument 'colour'"),
         (["seed=abc"], "seed must be a number"),
-        (["prompt_sigma=-1"], "prompt_sigma must be ≥ 0"),
+        (["prompt_sigma=-1"], "prompt_sigma must be null or ≥ 0"),
         (["prompt_kind=uniform"], "prompt_kind must be one of"),
         (["prompt_mean=0"], "prompt_mean must be null or ≥ 1"),
         (["benchmark=/no/such/file.csv"], "does not exist"),
