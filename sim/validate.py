@@ -2,10 +2,12 @@
 
     python -m sim.validate [benchmark=FILE] [output_lengths=FILE] [out=DIR] [seed=0]
         [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
+        [scheduler=vllm]
 
 Every row of the benchmark table (ML.ENERGY format; default: the shipped LM Arena chat table and
 its output-length histograms) is replayed under the benchmark's settings with the shipped oracle
-of its model × GPU and the `vllm` scheduler (`sim.validation`). Prints per row and as mean absolute
+of its model × GPU and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
+another engine model, to see what the engine model is worth). Prints per row and as mean absolute
 error (all rows, per GPU, per model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured; writes DIR/validation.csv and
 DIR/validation.png. prompt_mean and prompt_sigma default to the lognormal prompts each oracle was
@@ -24,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from oracle.model import Oracle
+from sim.engine import SCHEDULERS
 from sim.validation.plot import plot_validation
 from sim.validation.replay import default_prompts, mean_abs_error, validate
 from sim.validation.table import (
@@ -53,8 +56,11 @@ class ValidateArgs:
     prompt_sigma: float | None = None
     plot: bool = True
     progress: bool = True
+    scheduler: str = "vllm"
 
     def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {self.scheduler!r}")
         if self.prompt_kind not in PROMPT_KINDS:
             raise ValueError(f"prompt_kind must be one of {PROMPT_KINDS}, got {self.prompt_kind!r}")
         if self.prompt_sigma is not None and not self.prompt_sigma >= 0:
@@ -108,7 +114,7 @@ def run(args: ValidateArgs) -> pd.DataFrame:
         )
 
     start = time.perf_counter()
-    df = validate(rows, histograms, prompts, seed=args.seed, progress=args.progress)
+    df = validate(rows, histograms, prompts, seed=args.seed, progress=args.progress, scheduler=args.scheduler)
     wall = time.perf_counter() - start
     print(format_rows(df))
     print(format_errors(df))

@@ -63,11 +63,11 @@ def oracle_name(model_id: str, gpu_model: str) -> str | None:
     return name if name in shipped_oracles() else None
 
 
-def server_config(max_num_seqs: int, *, record_features: bool = False) -> ServerConfig:
-    """The benchmark's engine settings at one batch cap."""
+def server_config(max_num_seqs: int, *, scheduler: str = "vllm", record_features: bool = False) -> ServerConfig:
+    """The benchmark's engine settings at one batch cap (chunked prefill, as vLLM V1 runs)."""
     return ServerConfig(
         record_features=record_features,
-        scheduler="vllm",
+        scheduler=scheduler,
         block_size=16,
         mode="continuous",
         max_batch_size=int(max_num_seqs),
@@ -95,6 +95,7 @@ def replay_row(
     seed: int = 0,
     requests: pd.DataFrame | None = None,
     record_features: bool = False,
+    scheduler: str = "vllm",
 ) -> ReplayMetrics:
     """Simulate one row (its `requests`, or ones built from `histogram` and `prompts`) and
     measure the simulated run as the benchmark measured the real one (with `record_features`,
@@ -104,7 +105,8 @@ def replay_row(
             raise ValueError("replay_row needs the row's output-length histogram or its requests")
         requests = build_requests(histogram, prompts, seed=seed)
     t0 = time.perf_counter()
-    result = simulate(requests, oracle, server_config(row.max_num_seqs, record_features=record_features))
+    config = server_config(row.max_num_seqs, scheduler=scheduler, record_features=record_features)
+    result = simulate(requests, oracle, config)
     (stats,) = result.servers
     records = result.requests
     first, finish = records["first_token_s"].to_numpy(float), records["finish_s"].to_numpy(float)
@@ -140,6 +142,7 @@ def validate(
     seed: int = 0,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    scheduler: str = "vllm",
 ) -> pd.DataFrame:
     """Replay every row that has a shipped oracle and a histogram; one line per replayed row with
     `m_measured, m_simulated, m_err_pct` per metric. `prompts`: one distribution, one per
@@ -163,7 +166,7 @@ def validate(
         oracle = cache[name]
         chosen = _prompts_for(prompts, row, oracle)
         try:
-            r = replay_row(row, oracle, chosen, histogram=histograms[row.key], seed=seed)
+            r = replay_row(row, oracle, chosen, histogram=histograms[row.key], seed=seed, scheduler=scheduler)
         except EmptyWindowError as e:
             log(f"skipped {what}: the simulated run has no steady-state window ({e})")
             continue
