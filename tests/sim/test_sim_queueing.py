@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -11,6 +13,7 @@ from sim.run import simulate
 
 
 def test_mean_wait_matches_pollaczek_khinchine(llama):
+    llama = dataclasses.replace(llama, power_limit_w=None)  # service time straight from the polynomial
     n_in, n_out, rho, n = 512, 64, 0.7, 200_000
     service_s = float(F.lockstep_features(n_in, n_out, 1) @ llama.time_coef_s)
     rate = rho / service_s
