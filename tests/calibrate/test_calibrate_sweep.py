@@ -172,7 +172,7 @@ def test_foreign_table_is_not_resumed(tmp_path, clock):
 @pytest.mark.filterwarnings("ignore:.*outside its calibrated range")
 def test_a_sweep_table_fits_with_the_real_fitter(tmp_path, session, nvml, clock):
     fit = pytest.importorskip("calibrate.fit")
-    grid = Grid(name="c", n_in=(64, 256, 1024), n_out=(64, 256, 1024), batch_sizes=(4,),
+    grid = Grid(name="c", n_in=(64, 256, 1024), n_out=(64, 256, 1024), batch_sizes=(2, 4),
                 num_requests=(8,), repeats=2, warmup=0)
     Sweep(grid, FakeBackend(clock, seconds_per_token=0.01, nvml=nvml), nvml_meter(session, clock),
           options(tmp_path), clock=clock).run()
