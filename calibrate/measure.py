@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from calibrate.backends.base import BackendNotInstalledError, OutputLengthError
 from calibrate.config import MeasureConf, MeterKind, register, to_grid, to_tracking
 from calibrate.gpu_settings import GpuSettingsController
 from calibrate.grid import Grid, GridError
+from calibrate.lock import TableLockedError
 from calibrate.meter import DeviceInfo, EnergyMeter, NullMeter, NvmlMeter
 from calibrate.models import BUILTIN, ModelNotFoundError, model_label, resolve_model
 from calibrate.nvml import NvmlError, NvmlSession, open_session
 from calibrate.repeats import spread_by_point
+from calibrate.signals import Terminated
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
 from oracle.fit import UnidentifiableFitError
@@ -41,6 +44,7 @@ USER_ERRORS = (
     GridError,
     MeasurementTableError,
     OutputLengthError,
+    TableLockedError,
     ValueError,
 )
 
@@ -170,12 +174,30 @@ def fit(table_path: Path) -> tuple[dict[str, Any], list[Path]]:
     return report, [report_path, oracle_path, *plots]
 
 
+def stopped_message(signal_name: str, out: Path | None) -> str:
+    """The one line printed when a sweep is stopped by a signal: what is kept, how to resume."""
+    if out is None or not out.exists():
+        return f"calibrate.measure: stopped ({signal_name}) before any row was written"
+    with out.open("rb") as f:
+        rows = max(sum(1 for line in f if line.strip()) - 1, 0)
+    return (
+        f"calibrate.measure: stopped ({signal_name}); {rows} row(s) kept in {out}; "
+        "run the same command again to resume (points already measured are skipped)"
+    )
+
+
 @hydra.main(config_path="pkg://conf/calibrate", config_name="measure", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    conf: MeasureConf | None = None
     try:
-        result = run_measure(load_conf(cfg))
+        conf = load_conf(cfg)
+        result = run_measure(conf)
     except USER_ERRORS as e:
         raise SystemExit(f"calibrate.measure: {type(e).__name__}: {e}") from e
+    except (KeyboardInterrupt, Terminated) as e:
+        signal_name, status = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(stopped_message(signal_name, None if conf is None else Path(conf.out)), file=sys.stderr)
+        raise SystemExit(status) from None
     s = result["summary"]
     print(f"{s.rows_written} row(s) written, {s.rows_skipped} already in {s.out_path}")
 

@@ -134,3 +134,25 @@ def test_command_line(tmp_path):
     bad = subprocess.run([*cmd[:4], "model=nowhere", "out=x.csv"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "never downloads" in bad.stderr
+
+
+@pytest.mark.parametrize("signum, status, name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
+def test_a_signal_mid_sweep_prints_one_line_and_keeps_the_rows(tmp_path, signum, status, name):
+    pytest.importorskip("torch")
+    cmd = [sys.executable, "-m", "calibrate.measure", "backend=transformers", "model=tiny", "meter=none",
+           "grid=smoke", "grid.repeats=500", "out=m.csv", "tracking.enabled=false", "progress=false"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "m.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    kept = len(read_table(out, require_energy=False))
+    assert proc.returncode == status
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"calibrate.measure: stopped ({name}); {kept} row(s) kept in {out}; "
+        "run the same command again to resume (points already measured are skipped)"
+    )
+    assert kept >= 2 and not (tmp_path / "m.csv.lock").exists()

@@ -178,3 +178,51 @@ def test_a_sweep_table_fits_with_the_real_fitter(tmp_path, session, nvml, clock)
           options(tmp_path), clock=clock).run()
     report = fit.fit_measurements(tmp_path / "t.csv", tmp_path / "t.oracle.json", plots=False)
     assert {"mape_pct", "cv_mape_pct"} <= set(report) and (tmp_path / "t.oracle.json").exists()
+
+
+@pytest.mark.parametrize("cut", [1, 20, 60])
+def test_a_half_written_last_line_is_set_aside_and_the_sweep_resumes(tmp_path, clock, caplog, cut):
+    Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    path = tmp_path / "t.csv"
+    full = path.read_bytes()
+    last = full.rstrip(b"\r\n").rsplit(b"\n", 1)[1]
+    path.write_bytes(full[: len(full) - len(last) - 2 + cut])  # killed while writing the 9th line
+    with caplog.at_level("WARNING", logger="calibrate.table"):
+        summary = Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert (summary.rows_written, summary.rows_skipped) == (1, 7)  # only the cut-short point again
+    assert f"{path}, line 9 was cut short" in caplog.text and "t.rejected.csv" in caplog.text
+    assert (tmp_path / "t.rejected.csv").read_bytes() == last[:cut] + b"\n"
+    df = read_table(path, require_energy=False)
+    assert len(df) == 8 and len(df.drop_duplicates(["n_in", "n_out", "repeat"])) == 8
+
+
+def test_a_second_sweep_on_the_same_table_is_refused_naming_the_holder(tmp_path, clock):
+    import json
+    import os
+    import socket
+
+    from calibrate.lock import TableLockedError, lock_path
+
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-11-22T05:00:00+00:00"}
+    lock_path(tmp_path / "t.csv").write_text(json.dumps(holder))
+    backend = FakeBackend(clock)
+    with pytest.raises(TableLockedError, match=f"pid {os.getppid()} on host {socket.gethostname()}, started 2026"):
+        Sweep(GRID, backend, NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert backend.runs == [] and not (tmp_path / "t.csv").exists()
+
+
+def test_the_lock_of_a_dead_sweep_is_taken_over_and_released(tmp_path, clock, caplog):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from calibrate.lock import lock_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = lock_path(tmp_path / "t.csv")
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "earlier"}))
+    with caplog.at_level("WARNING", logger="calibrate.lock"):
+        summary = Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert summary.rows_written == 8 and not lock.exists()
+    assert f"taking over the lock of pid {int(dead.stdout)}" in caplog.text
