@@ -83,7 +83,7 @@ class MeasureConf:
 
 
 def register() -> None:
-    """Store the schema as `measure_schema` (used by conf/measure.yaml's defaults)."""
+    """Store the schema as `measure_schema` (used by conf/calibrate/measure.yaml's defaults)."""
     ConfigStore.instance().store(name="measure_schema", node=MeasureConf)
 
 

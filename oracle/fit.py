@@ -290,14 +290,14 @@ def baselines(
     }
     skipped = {}
     if model is None:
-        why = f"model {table['model'].iloc[0]!r} names no architecture in conf/model/"
+        why = f"model {table['model'].iloc[0]!r} names no architecture in oracle/data/models/"
         skipped["flops-only"] = why
         skipped["ideal FLOPs×TDP/peak"] = why
         return out, skipped
     linear, attn = run_flops(table, model)
     out["flops-only"] = _scores(np.column_stack([linear, attn]), y, folds, seed)
     if gpu is None:
-        skipped["ideal FLOPs×TDP/peak"] = f"GPU {table['gpu'].iloc[0]!r} is not in conf/gpu/"
+        skipped["ideal FLOPs×TDP/peak"] = f"GPU {table['gpu'].iloc[0]!r} is not in oracle/data/gpus/"
     else:
         ideal = (linear + attn) * gpu.power_limit_w / gpu.peak_flops
         err = mape_pct(y, ideal)

@@ -58,6 +58,12 @@ def test_missing_out_is_named():
         OmegaConf.to_object(compose_raw())
 
 
+def _needs_torch() -> None:
+    """Runs of the transformers backend need torch and transformers (the `hf` extra): skip without them."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+
+
 def compose_raw():
     with initialize_config_module(config_module="conf.calibrate", version_base="1.3"):
         return compose("measure")
@@ -74,6 +80,7 @@ def test_no_driver_error_says_meter_none(tmp_path, monkeypatch):
 
 def test_cpu_end_to_end_tiny_model_then_resume(tmp_path):
     """backend=transformers model=tiny meter=none grid=smoke: exact-length rows; a rerun adds none."""
+    _needs_torch()
     c = conf("backend=transformers", "model=tiny", "meter=none", "grid=smoke",
              f"out={tmp_path / 'm.csv'}", "tracking.enabled=false", "progress=false")
     first = measure.run_measure(c)
@@ -123,6 +130,7 @@ def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path):
+    _needs_torch()
     cmd = [sys.executable, "-m", "calibrate.measure", "backend=transformers", "model=tiny",
            "meter=none", "grid=smoke", "grid.n_in=[4]", "grid.n_out=[3]", "grid.repeats=1",
            "out=rel/m.csv", "tracking.enabled=false", "progress=false"]
@@ -138,7 +146,7 @@ def test_command_line(tmp_path):
 
 @pytest.mark.parametrize("signum, status, name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
 def test_a_signal_mid_sweep_prints_one_line_and_keeps_the_rows(tmp_path, signum, status, name):
-    pytest.importorskip("torch")
+    _needs_torch()
     cmd = [sys.executable, "-m", "calibrate.measure", "backend=transformers", "model=tiny", "meter=none",
            "grid=smoke", "grid.repeats=500", "out=m.csv", "tracking.enabled=false", "progress=false"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
