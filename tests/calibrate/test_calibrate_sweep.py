@@ -47,8 +47,7 @@ class FakeBackend:
         pass
 
 
-GRID = Grid(name="t", n_in=(8, 16), n_out=(4, 20), batch_sizes=(2,), num_requests=(3,),
-            repeats=2, warmup=1)
+GRID = Grid(name="t", n_in=(8, 16), n_out=(4, 20), batch_sizes=(2,), num_requests=(3,), repeats=2, warmup=1)
 
 
 def options(tmp_path, **kw):
@@ -56,8 +55,7 @@ def options(tmp_path, **kw):
 
 
 def nvml_meter(session, clock):
-    return NvmlMeter(session, min_window_s=1.0, idle_settle_s=1.0, idle_window_s=1.0,
-                     clock=clock, sleep=clock.sleep)
+    return NvmlMeter(session, min_window_s=1.0, idle_settle_s=1.0, idle_window_s=1.0, clock=clock, sleep=clock.sleep)
 
 
 def test_energy_rows_with_window_lengthening(tmp_path, session, nvml, clock):
@@ -89,15 +87,13 @@ def test_every_run_has_exact_lengths_and_warmup(tmp_path, clock):
 
 def test_length_mismatch_is_an_error_not_a_row(tmp_path, clock):
     with pytest.raises(OutputLengthError, match="instead of n_out=4"):
-        Sweep(GRID, FakeBackend(clock, short_by=1), NullMeter(clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock, short_by=1), NullMeter(clock), options(tmp_path), clock=clock).run()
     assert not (tmp_path / "t.csv").exists()
 
 
 def test_crash_keeps_finished_rows_and_rerun_resumes(tmp_path, clock):
     with pytest.raises(RuntimeError, match="engine crashed"):
-        Sweep(GRID, FakeBackend(clock, crash_after=5), NullMeter(clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock, crash_after=5), NullMeter(clock), options(tmp_path), clock=clock).run()
     assert len(pd.read_csv(tmp_path / "t.csv")) == 3  # point 1 (2 repeats) + point 2, repeat 0
     backend = FakeBackend(clock)
     summary = Sweep(GRID, backend, NullMeter(clock), options(tmp_path), clock=clock).run()
@@ -119,18 +115,27 @@ def test_timing_only_rows_are_refused_by_the_fitter(tmp_path, clock):
 def test_energy_and_timing_rows_never_mix(tmp_path, session, clock):
     Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
     with pytest.raises(MeasurementTableError, match="timing-only rows"):
-        Sweep(GRID, FakeBackend(clock), nvml_meter(session, clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock), nvml_meter(session, clock), options(tmp_path), clock=clock).run()
 
 
-DVFS = Grid(name="d", n_in=(8,), n_out=(20,), batch_sizes=(2,), num_requests=(2,),
-            clocks_mhz=(None, 990), power_limits_w=(None, 400.0), repeats=1, warmup=0)
+DVFS = Grid(
+    name="d",
+    n_in=(8,),
+    n_out=(20,),
+    batch_sizes=(2,),
+    num_requests=(2,),
+    clocks_mhz=(None, 990),
+    power_limits_w=(None, 400.0),
+    repeats=1,
+    warmup=0,
+)
 
 
 def test_dvfs_settings_recorded_applied_and_restored(tmp_path, session, nvml, clock):
     backend = FakeBackend(clock, nvml=nvml)
-    Sweep(DVFS, backend, nvml_meter(session, clock), options(tmp_path),
-          GpuSettingsController(session), clock=clock).run()
+    Sweep(
+        DVFS, backend, nvml_meter(session, clock), options(tmp_path), GpuSettingsController(session), clock=clock
+    ).run()
     df = read_table(tmp_path / "t.csv")
     assert list(df.clock_mhz.fillna(0)) == [0, 0, 990, 990]
     assert list(df.power_limit_w.fillna(0)) == [0, 400, 0, 400]
@@ -142,8 +147,14 @@ def test_dvfs_settings_recorded_applied_and_restored(tmp_path, session, nvml, cl
 
 def test_dvfs_settings_restored_when_the_engine_crashes(tmp_path, session, nvml, clock):
     with pytest.raises(RuntimeError):
-        Sweep(DVFS, FakeBackend(clock, crash_after=2), nvml_meter(session, clock),
-              options(tmp_path), GpuSettingsController(session), clock=clock).run()
+        Sweep(
+            DVFS,
+            FakeBackend(clock, crash_after=2),
+            nvml_meter(session, clock),
+            options(tmp_path),
+            GpuSettingsController(session),
+            clock=clock,
+        ).run()
     assert nvml.gpus[0].locked_clocks is None and nvml.gpus[0].power_limit_mw == 700_000
 
 
@@ -151,8 +162,9 @@ def test_dvfs_without_privilege_fails_before_any_measurement(tmp_path, session, 
     nvml.root = False
     backend = FakeBackend(clock)
     with pytest.raises(NvmlPermissionError, match="needs root"):
-        Sweep(DVFS, backend, nvml_meter(session, clock), options(tmp_path),
-              GpuSettingsController(session), clock=clock).run()
+        Sweep(
+            DVFS, backend, nvml_meter(session, clock), options(tmp_path), GpuSettingsController(session), clock=clock
+        ).run()
     assert backend.runs == [] and not (tmp_path / "t.csv").exists()
 
 
@@ -162,9 +174,19 @@ def test_dvfs_without_nvml_is_an_error(tmp_path, clock):
 
 
 def test_foreign_table_is_not_resumed(tmp_path, clock):
-    pd.DataFrame({"model": ["m"], "gpu": ["g"], "backend": ["fake"], "n_in": [8], "n_out": [4],
-                  "batch_size": [2], "num_requests": [3], "energy_j": [None],
-                  "duration_s": [1.0]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(
+        {
+            "model": ["m"],
+            "gpu": ["g"],
+            "backend": ["fake"],
+            "n_in": [8],
+            "n_out": [4],
+            "batch_size": [2],
+            "num_requests": [3],
+            "energy_j": [None],
+            "duration_s": [1.0],
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(MeasurementTableError, match="not written by calibrate.measure"):
         Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
 
@@ -172,10 +194,22 @@ def test_foreign_table_is_not_resumed(tmp_path, clock):
 @pytest.mark.filterwarnings("ignore:.*outside its calibrated range")
 def test_a_sweep_table_fits_with_the_real_fitter(tmp_path, session, nvml, clock):
     fit = pytest.importorskip("calibrate.fit")
-    grid = Grid(name="c", n_in=(64, 256, 1024), n_out=(64, 256, 1024), batch_sizes=(2, 4),
-                num_requests=(8,), repeats=2, warmup=0)
-    Sweep(grid, FakeBackend(clock, seconds_per_token=0.01, nvml=nvml), nvml_meter(session, clock),
-          options(tmp_path), clock=clock).run()
+    grid = Grid(
+        name="c",
+        n_in=(64, 256, 1024),
+        n_out=(64, 256, 1024),
+        batch_sizes=(2, 4),
+        num_requests=(8,),
+        repeats=2,
+        warmup=0,
+    )
+    Sweep(
+        grid,
+        FakeBackend(clock, seconds_per_token=0.01, nvml=nvml),
+        nvml_meter(session, clock),
+        options(tmp_path),
+        clock=clock,
+    ).run()
     report = fit.fit_measurements(tmp_path / "t.csv", tmp_path / "t.oracle.json", plots=False)
     assert {"mape_pct", "cv_mape_pct"} <= set(report) and (tmp_path / "t.oracle.json").exists()
 
