@@ -322,6 +322,11 @@ def fit_oracle(
     model_name, gpu_name, backend = (str(table[c].iloc[0]) for c in ("model", "gpu", "backend"))
     model, gpu = find_model(model_name), find_gpu(gpu_name)
     idle, limit = _idle_power(table, gpu, idle_power_w), _power_limit(table, gpu)
+    if limit is not None and not 0 <= idle < limit:
+        raise ValueError(
+            f"idle power {idle:g} W (column idle_power_w, or idle_power_w=) must be ≥ 0 and below the power "
+            f"limit {limit:g} W (column power_limit_w, else the GPU datasheet): check the measurements"
+        )
     est = OracleEstimator(idle_power_w=idle, power_limit_w=limit).fit(table)
     assert est.energy_coef_ is not None and est.time_coef_ is not None
     X = run_design(table)

@@ -101,6 +101,13 @@ class Oracle:
             raise ValueError(
                 "time_coef_s are all zero: every step would take 0 s (TTFT 0, infinite power); refit the oracle"
             )
+        t = self.time_coef_s
+        if t[F.CONST] == 0 and not (np.any(t[[F.DECODE_SEQS, F.DECODE_CTX]] > 0) and np.any(t[F.PREFILL_SEQS :] > 0)):
+            kind = "decode" if np.all(t[[F.DECODE_SEQS, F.DECODE_CTX]] == 0) else "prefill"
+            raise ValueError(
+                f"time_coef_s give every {kind} step 0 s (const and all {kind} coefficients are zero), "
+                "so TTFT or TPOT would be 0 and step power infinite; refit the oracle"
+            )
         if not (np.isfinite(self.idle_power_w) and self.idle_power_w >= 0):
             raise ValueError(f"idle_power_w must be a finite non-negative number of W, got {self.idle_power_w}")
         if self.power_limit_w is not None and not (

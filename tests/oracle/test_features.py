@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 from oracle import features as F
 from oracle.model import CalibratedRange, Oracle
 
-# an oracle needs some step time: all-zero time coefficients are refused
-coef = st.lists(st.floats(0, 10, allow_nan=False), min_size=6, max_size=6).filter(lambda c: any(v > 0 for v in c))
+# an oracle needs time for every step: const > 0, or a decode and a prefill coefficient
+coef = st.lists(st.floats(0, 10, allow_nan=False), min_size=6, max_size=6).filter(
+    lambda c: c[0] > 0 or (any(c[1:3]) and any(c[3:]))
+)
 
 
 def _oracle(c):

@@ -157,3 +157,8 @@ def test_power_limits_do_not_move_a_physical_fit(truth):
     assert report.power.cost_pct == pytest.approx(0.0, abs=1e-9)
     assert "not binding" in report.text()
     np.testing.assert_allclose(fit_oracle(table)[0].energy_coef_j, free.energy_coef_, rtol=1e-9, atol=0.0)
+
+
+def test_idle_power_above_the_power_limit_is_refused(truth):
+    with pytest.raises(ValueError, match="idle power 800 W .* below the power limit 700 W"):
+        fit_oracle(synthetic_table(truth, noise=0.01), idle_power_w=800.0)

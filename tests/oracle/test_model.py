@@ -47,6 +47,10 @@ def test_save_load_roundtrip(tmp_path):
         (lambda d: d["memory"].update(weight_bytes=-1e9), "memory.weight_bytes must be a finite non-negative"),
         (lambda d: d["memory"].update(gpu_memory_bytes="8e10"), "'memory.gpu_memory_bytes' must be a number"),
         (lambda d: d.update(time_coef_s=dict.fromkeys(d["time_coef_s"], 0.0)), "time_coef_s are all zero"),
+        (
+            lambda d: d.update(time_coef_s={**dict.fromkeys(d["time_coef_s"], 0.0), "prefill_tokens": 1e-7}),
+            "every decode step 0 s",
+        ),
         (lambda d: d["calibrated"].update(n_in=[4096, 64]), "calibrated.n_in .*reversed"),
         (lambda d: d["calibrated"].update(batch=[1]), "'calibrated.batch' must be a \\[low, high\\] pair"),
         (lambda d: d.update(power_limit_w=50.0), "power_limit_w .* at least idle_power_w"),
