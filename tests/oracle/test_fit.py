@@ -162,3 +162,11 @@ def test_power_limits_do_not_move_a_physical_fit(truth):
 def test_idle_power_above_the_power_limit_is_refused(truth):
     with pytest.raises(ValueError, match="idle power 800 W .* below the power limit 700 W"):
         fit_oracle(synthetic_table(truth, noise=0.01), idle_power_w=800.0)
+
+
+def test_show_reports_what_the_power_constraint_cost(truth):
+    from oracle.show import describe
+
+    oracle, report = fit_oracle(_hot(truth))
+    assert report.power is not None
+    assert f"binding, cost {report.power.cost_pct:+.2f} MAPE points" in describe(oracle, (1,))
