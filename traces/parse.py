@@ -111,11 +111,17 @@ def _wrong_type(path: Path, col: str, column: pa.ChunkedArray, wanted: str) -> N
     _raise_at(path, col, 0, values, f"is a {column.type} value, but the column must hold {wanted}")
 
 
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded (categorical) column as plain values."""
+    return pc.cast(column, column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
 def _whole_numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    column = _decoded(column)
     typ = column.type
     if pa.types.is_integer(typ):
-        if pa.types.is_uint64(typ):  # values over 2**63 cannot be cast; they are too large anyway
-            column = pc.min_element_wise(column, pa.scalar(_INT32_MAX + 1, pa.uint64()))
+        if pa.types.is_uint64(typ):  # values of 2**63 and more cannot be cast; `_tokens` rejects them as too large
+            column = pc.min_element_wise(column, pa.scalar(np.iinfo(np.int64).max, pa.uint64()))
         return pc.cast(column, pa.int64())
     if not (pa.types.is_floating(typ) or pa.types.is_decimal(typ) or _is_text(typ)):
         _wrong_type(path, col, column, "integer token counts")
@@ -131,6 +137,7 @@ def _whole_numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedA
 
 
 def _numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    column = _decoded(column)
     typ = column.type
     if _is_temporal(typ):
         return column  # timestamps: converted to seconds from the earliest in `_canonical`
@@ -149,11 +156,9 @@ def _numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _text_or_timestamps(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
-    typ = column.type
-    if _is_temporal(typ) or _is_text(typ):
+    column = _decoded(column)
+    if _is_temporal(column.type) or _is_text(column.type):
         return column
-    if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
-        return pc.cast(column, pa.string())
     _wrong_type(path, col, column, "ISO 8601 timestamps (text) or a timestamp type")
     return column  # unreachable: _wrong_type raises
 

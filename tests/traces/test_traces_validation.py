@@ -179,3 +179,15 @@ def test_shipped_traces_with_minute_long_gaps_are_not_warned_about(caplog):
     with caplog.at_level("WARNING", logger="traces"):
         df = traces.load("azure_code")
     assert df["arrival_s"].diff().max() > 200 and "gap" not in caplog.text
+
+
+def test_parquet_categorical_and_unsigned_token_columns_are_read(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "arrival_s": [0.0, 1.0],
+            "n_in": pd.Series(["10", "20"], dtype="category"),
+            "n_out": np.array([3, 4], dtype=np.uint64),
+        }
+    )
+    df = traces.load(_parquet(tmp_path, frame))
+    assert df["n_in"].tolist() == [10, 20] and df["n_out"].tolist() == [3, 4]
