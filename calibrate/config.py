@@ -83,19 +83,26 @@ class MeasureConf:
 
 
 def register() -> None:
-    """Store the schema as `measure_schema` (used by conf/measure.yaml's defaults)."""
+    """Store the schema as `measure_schema` (used by conf/calibrate/measure.yaml's defaults)."""
     ConfigStore.instance().store(name="measure_schema", node=MeasureConf)
 
 
 def to_grid(conf: GridConf) -> Grid:
     return Grid(
-        name=conf.name, n_in=tuple(conf.n_in), n_out=tuple(conf.n_out),
-        batch_sizes=tuple(conf.batch_sizes), num_requests=tuple(conf.num_requests),
-        clocks_mhz=tuple(conf.clocks_mhz), power_limits_w=tuple(conf.power_limits_w),
-        repeats=conf.repeats, warmup=conf.warmup, max_num_tokens=conf.max_num_tokens,
+        name=conf.name,
+        n_in=tuple(conf.n_in),
+        n_out=tuple(conf.n_out),
+        batch_sizes=tuple(conf.batch_sizes),
+        num_requests=tuple(conf.num_requests),
+        clocks_mhz=tuple(conf.clocks_mhz),
+        power_limits_w=tuple(conf.power_limits_w),
+        repeats=conf.repeats,
+        warmup=conf.warmup,
+        max_num_tokens=conf.max_num_tokens,
     )
 
 
 def to_tracking(conf: TrackingConf) -> TrackingConfig:
-    return TrackingConfig(enabled=conf.enabled, uri=conf.uri, experiment=conf.experiment,
-                          run_name=conf.run_name, tags=dict(conf.tags))
+    return TrackingConfig(
+        enabled=conf.enabled, uri=conf.uri, experiment=conf.experiment, run_name=conf.run_name, tags=dict(conf.tags)
+    )

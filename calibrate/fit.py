@@ -2,9 +2,12 @@
 
     python -m calibrate.fit measurements=FILE out=ORACLE.json [name=...] [idle_power_w=...]
 
-Prints coefficients, θ at batch 1, n_out* for a few n_in, and in-sample and 5-fold CV MAPE of the
-oracle and of the baselines on the same rows; writes ORACLE.json (with `fit.mape_pct` and
-`fit.cv_mape_pct`), ORACLE.heatmap.png and ORACLE.energy_per_token.png next to it.
+Prints coefficients, θ at batch 1, n_out* for a few n_in, in-sample and 5-fold CV MAPE of the
+oracle and of the baselines on the same rows, and what keeping the implied step power between idle
+power and the power limit cost in MAPE; writes ORACLE.json (with `fit.mape_pct`,
+`fit.cv_mape_pct` and `fit.power_constraint`), ORACLE.heatmap.png and ORACLE.energy_per_token.png
+next to it. A table that cannot determine the model (identical rows, too few distinct points) is
+an error, and no oracle is written.
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ def fit_measurements(
     oracle, report = fit_oracle(table, name=name, idle_power_w=idle_power_w, folds=folds, seed=seed)
     out_path = Path(out_path)
     oracle.provenance.update(
-        {"measurements": str(table_path), "method": "calibrate.fit (relative NNLS over step features)"}
+        {
+            "measurements": str(table_path),
+            "method": "calibrate.fit (relative NNLS over step features; energy with implied step power "
+            "within [idle, power limit])",
+        }
     )
     for problem in oracle.power_violations():
         log.warning("power check: %s", problem)

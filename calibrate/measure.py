@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,28 @@ from calibrate.backends.base import BackendNotInstalledError, OutputLengthError
 from calibrate.config import MeasureConf, MeterKind, register, to_grid, to_tracking
 from calibrate.gpu_settings import GpuSettingsController
 from calibrate.grid import Grid, GridError
+from calibrate.lock import TableLockedError
 from calibrate.meter import DeviceInfo, EnergyMeter, NullMeter, NvmlMeter
 from calibrate.models import BUILTIN, ModelNotFoundError, model_label, resolve_model
 from calibrate.nvml import NvmlError, NvmlSession, open_session
 from calibrate.repeats import spread_by_point
+from calibrate.signals import Terminated
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
+from oracle.fit import UnidentifiableFitError
 from sim.tracking import log_run
 
 log = logging.getLogger(__name__)
-USER_ERRORS = (NvmlError, ModelNotFoundError, BackendNotInstalledError, GridError,
-               MeasurementTableError, OutputLengthError, ValueError)
+USER_ERRORS = (
+    NvmlError,
+    ModelNotFoundError,
+    BackendNotInstalledError,
+    GridError,
+    MeasurementTableError,
+    OutputLengthError,
+    TableLockedError,
+    ValueError,
+)
 
 register()
 
@@ -53,8 +65,7 @@ def build_meter(conf: MeasureConf, session: NvmlSession | None) -> EnergyMeter:
     if conf.meter is MeterKind.none or session is None:
         return NullMeter()
     n = conf.nvml
-    return NvmlMeter(session, min_window_s=n.min_window_s, idle_settle_s=n.idle_settle_s,
-                     idle_window_s=n.idle_window_s)
+    return NvmlMeter(session, min_window_s=n.min_window_s, idle_settle_s=n.idle_settle_s, idle_window_s=n.idle_window_s)
 
 
 def needs_nvml(conf: MeasureConf, grid: Grid) -> bool:
@@ -76,15 +87,26 @@ def run_measure(conf: MeasureConf) -> dict[str, Any]:
     return finish(conf, grid, summary, gpu)
 
 
-def _sweep(conf: MeasureConf, grid: Grid, model_dir: Path, meter: EnergyMeter,
-           controller: GpuSettingsController | None) -> tuple[SweepSummary, DeviceInfo]:
+def _sweep(
+    conf: MeasureConf, grid: Grid, model_dir: Path, meter: EnergyMeter, controller: GpuSettingsController | None
+) -> tuple[SweepSummary, DeviceInfo]:
     e = conf.engine
-    backend = make_backend(conf.backend.value, model_dir, dtype=e.dtype, device=e.device,
-                           seed=conf.seed, tensor_parallel_size=e.tensor_parallel_size,
-                           free_gpu_memory_fraction=e.free_gpu_memory_fraction)
-    options = SweepOptions(model=conf.model_name or model_label(conf.model), out_path=Path(conf.out),
-                           seed=conf.seed, max_window_repeats=conf.max_window_repeats,
-                           progress=conf.progress)
+    backend = make_backend(
+        conf.backend.value,
+        model_dir,
+        dtype=e.dtype,
+        device=e.device,
+        seed=conf.seed,
+        tensor_parallel_size=e.tensor_parallel_size,
+        free_gpu_memory_fraction=e.free_gpu_memory_fraction,
+    )
+    options = SweepOptions(
+        model=conf.model_name or model_label(conf.model),
+        out_path=Path(conf.out),
+        seed=conf.seed,
+        max_window_repeats=conf.max_window_repeats,
+        progress=conf.progress,
+    )
     try:
         summary = Sweep(grid, backend, meter, options, controller).run()
         gpu = meter.device_info() or DeviceInfo(gpu_name=backend.device_name())
@@ -103,14 +125,28 @@ def finish(conf: MeasureConf, grid: Grid, summary: SweepSummary, gpu: DeviceInfo
     artifacts = [out, spread_path]
     report: dict[str, Any] = {}
     if summary.energy_measured and conf.fit:
-        report, fit_artifacts = fit(out)
-        artifacts += fit_artifacts
+        try:
+            report, fit_artifacts = fit(out)
+            artifacts += fit_artifacts
+        except UnidentifiableFitError as e:
+            log.warning("not fitted: %s The rows are kept in %s.", e, out)
     else:
         log.info("timing-only sweep (meter=none): no energy to fit; the table is %s", out)
-    params = {"grid": asdict(grid), "backend": conf.backend.value, "model": conf.model,
-              "meter": conf.meter.value, "gpu": gpu.gpu_name, "driver": gpu.driver}
-    metrics = {"rows_written": summary.rows_written, "rows_skipped": summary.rows_skipped,
-               "rows_total": len(table), **_spread_metrics(spread), "fit": report}
+    params = {
+        "grid": asdict(grid),
+        "backend": conf.backend.value,
+        "model": conf.model,
+        "meter": conf.meter.value,
+        "gpu": gpu.gpu_name,
+        "driver": gpu.driver,
+    }
+    metrics = {
+        "rows_written": summary.rows_written,
+        "rows_skipped": summary.rows_skipped,
+        "rows_total": len(table),
+        **_spread_metrics(spread),
+        "fit": report,
+    }
     run_id = log_run(to_tracking(conf.tracking), params, metrics, artifacts)
     return {"summary": summary, "report": report, "run_id": run_id, "spread_path": spread_path}
 
@@ -128,18 +164,40 @@ def fit(table_path: Path) -> tuple[dict[str, Any], list[Path]]:
     report = fit_measurements(table_path, oracle_path)
     report_path = table_path.with_name(table_path.stem + ".fit.json")
     report_path.write_text(json.dumps(report, indent=2, default=str))
-    log.info("fitted oracle %s: MAPE %.2f%% in-sample, %.2f%% cross-validated", oracle_path,
-             report.get("mape_pct", float("nan")), report.get("cv_mape_pct", float("nan")))
+    log.info(
+        "fitted oracle %s: MAPE %.2f%% in-sample, %.2f%% cross-validated",
+        oracle_path,
+        report.get("mape_pct", float("nan")),
+        report.get("cv_mape_pct", float("nan")),
+    )
     plots = sorted(oracle_path.parent.glob(f"{oracle_path.stem}.*.png"))
     return report, [report_path, oracle_path, *plots]
 
 
+def stopped_message(signal_name: str, out: Path | None) -> str:
+    """The one line printed when a sweep is stopped by a signal: what is kept, how to resume."""
+    if out is None or not out.exists():
+        return f"calibrate.measure: stopped ({signal_name}) before any row was written"
+    with out.open("rb") as f:
+        rows = max(sum(1 for line in f if line.strip()) - 1, 0)
+    return (
+        f"calibrate.measure: stopped ({signal_name}); {rows} row(s) kept in {out}; "
+        "run the same command again to resume (points already measured are skipped)"
+    )
+
+
 @hydra.main(config_path="pkg://conf/calibrate", config_name="measure", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    conf: MeasureConf | None = None
     try:
-        result = run_measure(load_conf(cfg))
+        conf = load_conf(cfg)
+        result = run_measure(conf)
     except USER_ERRORS as e:
         raise SystemExit(f"calibrate.measure: {type(e).__name__}: {e}") from e
+    except (KeyboardInterrupt, Terminated) as e:
+        signal_name, status = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(stopped_message(signal_name, None if conf is None else Path(conf.out)), file=sys.stderr)
+        raise SystemExit(status) from None
     s = result["summary"]
     print(f"{s.rows_written} row(s) written, {s.rows_skipped} already in {s.out_path}")
 

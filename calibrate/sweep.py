@@ -25,14 +25,24 @@ from tqdm import tqdm
 from calibrate.backends.base import Backend, EngineLimits, GenerationResult, check_lengths
 from calibrate.gpu_settings import GpuSettingsController
 from calibrate.grid import GpuSettings, Grid, GridPoint
+from calibrate.lock import table_lock
 from calibrate.meter import EnergyMeter, Measurement
 from calibrate.nvml import NvmlError
 from calibrate.prompts import make_prompts, point_rng
 from calibrate.signals import sigterm_raises
-from calibrate.table import MeasurementTableError, append_row, read_table
+from calibrate.table import MeasurementTableError, append_row, read_table, set_aside_partial_lines
 
-KEY_COLUMNS = ("model", "backend", "n_in", "n_out", "batch_size", "num_requests", "repeat",
-               "clock_mhz", "power_limit_w")
+KEY_COLUMNS = (
+    "model",
+    "backend",
+    "n_in",
+    "n_out",
+    "batch_size",
+    "num_requests",
+    "repeat",
+    "clock_mhz",
+    "power_limit_w",
+)
 Key = tuple[Any, ...]
 
 
@@ -57,8 +67,17 @@ class SweepSummary:
 
 def make_key(model: str, backend: str, point: GridPoint, repeat: int) -> Key:
     s = point.settings
-    return (model, backend, point.n_in, point.n_out, point.batch_size, point.num_requests, repeat,
-            s.clock_mhz, s.power_limit_w)
+    return (
+        model,
+        backend,
+        point.n_in,
+        point.n_out,
+        point.batch_size,
+        point.num_requests,
+        repeat,
+        s.clock_mhz,
+        s.power_limit_w,
+    )
 
 
 def done_keys(path: Path, measures_energy: bool) -> set[Key]:
@@ -69,8 +88,7 @@ def done_keys(path: Path, measures_energy: bool) -> set[Key]:
     missing = [c for c in KEY_COLUMNS if c not in df.columns]
     if missing:
         raise MeasurementTableError(
-            f"{path} lacks column(s) {missing}: it was not written by calibrate.measure; "
-            "pass a new out=FILE"
+            f"{path} lacks column(s) {missing}: it was not written by calibrate.measure; pass a new out=FILE"
         )
     _check_energy_kind(path, df["energy_j"].isna().to_numpy(), measures_energy)
     return {_row_key(row) for row in df[list(KEY_COLUMNS)].itertuples(index=False)}
@@ -78,19 +96,24 @@ def done_keys(path: Path, measures_energy: bool) -> set[Key]:
 
 def _check_energy_kind(path: Path, empty: Any, measures_energy: bool) -> None:
     if measures_energy and empty.any():
-        raise MeasurementTableError(
-            f"{path} holds timing-only rows (meter=none); write energy rows to a new out=FILE"
-        )
+        raise MeasurementTableError(f"{path} holds timing-only rows (meter=none); write energy rows to a new out=FILE")
     if not measures_energy and not empty.all():
-        raise MeasurementTableError(
-            f"{path} holds energy rows; write timing-only (meter=none) rows to a new out=FILE"
-        )
+        raise MeasurementTableError(f"{path} holds energy rows; write timing-only (meter=none) rows to a new out=FILE")
 
 
 def _row_key(row: tuple) -> Key:
     model, backend, n_in, n_out, batch, num, repeat, clock, power = row
-    return (str(model), str(backend), int(n_in), int(n_out), int(batch), int(num), int(repeat),
-            _optional(clock, int), _optional(power, float))
+    return (
+        str(model),
+        str(backend),
+        int(n_in),
+        int(n_out),
+        int(batch),
+        int(num),
+        int(repeat),
+        _optional(clock, int),
+        _optional(power, float),
+    )
 
 
 def _optional(value: Any, kind: Callable[[Any], Any]) -> Any:
@@ -115,14 +138,22 @@ class Sweep:
         self._written = 0
 
     def run(self) -> SweepSummary:
-        """Measure every point not yet in the table; restore GPU settings on every exit."""
-        self._done = done_keys(self.options.out_path, self.meter.measures_energy)
-        self._check_settings()
-        todo = sum(len(self._todo(p)) for p in self.grid.points())
-        with sigterm_raises(), tqdm(total=len(self.grid.points()), desc="grid points",
-                                    disable=not self.options.progress) as bar:
-            for settings, points in itertools.groupby(self.grid.points(), key=lambda p: p.settings):
-                self._run_settings(settings, list(points), bar)
+        """Measure every point not yet in the table; restore GPU settings on every exit.
+
+        Holds the table's lock (`calibrate.lock`) throughout, and first sets aside lines a killed
+        sweep left half-written.
+        """
+        with table_lock(self.options.out_path):
+            set_aside_partial_lines(self.options.out_path)
+            self._done = done_keys(self.options.out_path, self.meter.measures_energy)
+            self._check_settings()
+            todo = sum(len(self._todo(p)) for p in self.grid.points())
+            with (
+                sigterm_raises(),
+                tqdm(total=len(self.grid.points()), desc="grid points", disable=not self.options.progress) as bar,
+            ):
+                for settings, points in itertools.groupby(self.grid.points(), key=lambda p: p.settings):
+                    self._run_settings(settings, list(points), bar)
         skipped = len(self.grid.points()) * self.grid.repeats - todo
         return SweepSummary(self._written, skipped, self.meter.measures_energy, self.options.out_path)
 
@@ -150,13 +181,11 @@ class Sweep:
 
     def _todo(self, point: GridPoint) -> list[int]:
         model, backend = self.options.model, self.backend.name
-        return [r for r in range(self.grid.repeats)
-                if make_key(model, backend, point, r) not in self._done]
+        return [r for r in range(self.grid.repeats) if make_key(model, backend, point, r) not in self._done]
 
     def _measure_point(self, point: GridPoint) -> None:
         repeats = self._todo(point)
-        self.backend.start(EngineLimits(point.batch_size, self.grid.max_seq_len,
-                                        self.grid.max_num_tokens))
+        self.backend.start(EngineLimits(point.batch_size, self.grid.max_seq_len, self.grid.max_num_tokens))
         idle_w = self.meter.idle_power_w()
         for _ in range(self.grid.warmup):
             self._run_checked(self._prompts(point, 0), point)
@@ -169,8 +198,7 @@ class Sweep:
 
     def _prompts(self, point: GridPoint, stream: int) -> list[list[int]]:
         info = self.backend.model_info
-        rng = point_rng(self.options.seed, point.n_in, point.n_out, point.batch_size,
-                        point.num_requests, stream)
+        rng = point_rng(self.options.seed, point.n_in, point.n_out, point.batch_size, point.num_requests, stream)
         return make_prompts(point.num_requests, point.n_in, info.vocab_size, rng, info.special_ids)
 
     def _run_checked(self, prompts: list[list[int]], point: GridPoint) -> GenerationResult:
@@ -191,21 +219,35 @@ class Sweep:
             if long_enough or iterations >= self.options.max_window_repeats:
                 return self.meter.end_window(name), iterations, result
 
-    def _row(self, point: GridPoint, repeat: int, m: Measurement, iterations: int,
-             result: GenerationResult, idle_w: float | None) -> dict[str, Any]:
+    def _row(
+        self,
+        point: GridPoint,
+        repeat: int,
+        m: Measurement,
+        iterations: int,
+        result: GenerationResult,
+        idle_w: float | None,
+    ) -> dict[str, Any]:
         info = self.meter.device_info()
         return {
             "model": self.options.model,
             "gpu": info.gpu_name if info else self.backend.device_name(),
             "backend": self.backend.name,
-            "n_in": point.n_in, "n_out": point.n_out,
-            "batch_size": point.batch_size, "num_requests": point.num_requests,
+            "n_in": point.n_in,
+            "n_out": point.n_out,
+            "batch_size": point.batch_size,
+            "num_requests": point.num_requests,
             "energy_j": None if m.energy_j is None else m.energy_j / iterations,
             "duration_s": m.duration_s / iterations,
-            "idle_power_w": idle_w, "ttft_s": result.ttft_s, "tpot_s": result.tpot_s,
-            "clock_mhz": point.settings.clock_mhz, "power_limit_w": point.settings.power_limit_w,
+            "idle_power_w": idle_w,
+            "ttft_s": result.ttft_s,
+            "tpot_s": result.tpot_s,
+            "clock_mhz": point.settings.clock_mhz,
+            "power_limit_w": point.settings.power_limit_w,
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "repeat": repeat, "iterations": iterations, "window_short": m.short,
+            "repeat": repeat,
+            "iterations": iterations,
+            "window_short": m.short,
             "gpu_count": info.gpu_count if info else None,
             "driver": info.driver if info else None,
             "sm_clock_mhz": info.sm_clock_mhz if info else None,

@@ -1,12 +1,15 @@
-"""The measurement table: one row per measured run (schema in DESIGN.md §3).
+"""The measurement table: one row per measured run (columns in REQUIRED and OPTIONAL below).
 
 `energy_j` is the GPU energy of the whole run (all `num_requests` requests), `duration_s` its wall
-time, `batch_size` the batch cap. Reading validates every row and names the first bad one.
+time, `batch_size` the batch cap. Reading validates every row and names the first bad one; lines
+cut short while being written (a sweep killed mid-write) are set aside before a sweep resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ OPTIONAL = (
 )
 INTEGER_COLUMNS = ("n_in", "n_out", "batch_size", "num_requests")
 POSITIVE_COLUMNS = (*INTEGER_COLUMNS, "duration_s")
+
+log = logging.getLogger(__name__)
 
 
 class MeasurementTableError(ValueError):
@@ -125,3 +130,61 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     with path.open("a", newline="") as f:
         csv.writer(f).writerow(["" if row.get(k) is None else row.get(k) for k in header])
         f.flush()
+
+
+def rejected_path(path: Path) -> Path:
+    """Where `set_aside_partial_lines` moves the lines it takes out of a table."""
+    return path.with_name(path.stem + ".rejected" + path.suffix)
+
+
+def set_aside_partial_lines(path: str | Path) -> list[int]:
+    """Move lines of a CSV table that were cut short while being written to `rejected_path(path)`.
+
+    A line is cut short when it lacks its line end (the last line of a killed sweep) or has a
+    different number of fields than the header. Each is logged with file and line number; the
+    table is rewritten atomically without them, so its points are measured again. Returns the
+    1-based line numbers set aside.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    lines = path.read_bytes().splitlines(keepends=True)
+    header = _fields(lines[0]) if lines[0].endswith((b"\n", b"\r")) else None
+    keep: list[bytes] = [] if header is None else [lines[0]]
+    bad: list[tuple[int, bytes, str]] = []
+    if header is None:
+        bad.append((1, lines[0], "the header line was cut short"))
+    for number, line in enumerate(lines[1:], start=2):
+        fields = _fields(line)
+        if header is None:
+            bad.append((number, line, "follows a cut-short header"))
+        elif not line.endswith((b"\n", b"\r")):
+            bad.append((number, line, "was cut short (no line end): a sweep stopped while writing it"))
+        elif fields is None or (line.strip() and len(fields) != len(header)):
+            n = "unreadable" if fields is None else f"{len(fields)}"
+            bad.append((number, line, f"has {n} fields, the header has {len(header)}"))
+        else:
+            keep.append(line)
+    if not bad:
+        return []
+    rejected = rejected_path(path)
+    with rejected.open("ab") as f:
+        f.writelines(line if line.endswith((b"\n", b"\r")) else line + b"\n" for _, line, _ in bad)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.writelines(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for number, _, why in bad:
+        log.warning("%s, line %d %s; moved it to %s (its point will be measured again)", path, number, why, rejected)
+    return [number for number, _, _ in bad]
+
+
+def _fields(line: bytes) -> list[str] | None:
+    try:
+        return next(csv.reader([line.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None

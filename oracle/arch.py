@@ -1,7 +1,8 @@
 """Model architectures and GPU datasheets: the facts behind oracles for models nobody measured.
 
-Specs live as YAML in the `conf` package (`conf/model/*.yaml`, `conf/gpu/*.yaml`), each with its
-source; this module reads them into frozen dataclasses and derives FLOPs and bytes per token.
+Specs are data of the oracle package, one YAML file each with its source
+(`oracle/data/models/*.yaml`, `oracle/data/gpus/*.yaml`); this module reads them into frozen
+dataclasses and derives FLOPs and bytes per token.
 """
 
 from __future__ import annotations
@@ -62,11 +63,6 @@ class ModelSpec:
         """LM-head FLOPs for one sequence's logits: 2·V·d."""
         return 2.0 * self.vocab_size * self.hidden_size
 
-    @property
-    def global_layers(self) -> int:
-        """Layers whose attention reads the whole context."""
-        return self.num_layers - self.local_layers
-
     def attn_flops_per_pair(self, layers: int) -> float:
         """FLOPs of one (query, key) pair over `layers` layers: QKᵀ and AV, 4·h·d_h each layer."""
         return 4.0 * layers * self.num_heads * self.head_dim
@@ -96,8 +92,13 @@ class GpuSpec:
                 raise ValueError(f"gpu {self.name}: {f} must be positive, got {getattr(self, f)}")
 
 
+DATA = "data"
+GROUPS = {"model": "models", "gpu": "gpus"}
+"""Kind of spec → its folder under oracle/data/."""
+
+
 def _names(group: str) -> list[str]:
-    root = resources.files("conf").joinpath(group)
+    root = resources.files("oracle").joinpath(DATA, GROUPS[group])
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -115,7 +116,7 @@ def _read(group: str, name: str) -> dict[str, Any]:
 
 
 def _read_raw(group: str, name: str) -> dict[str, Any]:
-    text = resources.files("conf").joinpath(group, f"{name}.yaml").read_text()
+    text = resources.files("oracle").joinpath(DATA, GROUPS[group], f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
 
 
@@ -125,12 +126,12 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 
 
 def model_names() -> list[str]:
-    """Names of the architectures in `conf/model/`."""
+    """Names of the architectures in `oracle/data/models/`."""
     return _names("model")
 
 
 def gpu_names() -> list[str]:
-    """Names of the GPUs in `conf/gpu/`."""
+    """Names of the GPUs in `oracle/data/gpus/`."""
     return _names("gpu")
 
 

@@ -2,15 +2,21 @@
 
 Each measured run (num_requests identical requests of (n_in, n_out) in batches of batch_size) is
 the sum of its steps, so its energy (J) and duration (s) are linear in the step coefficients:
-non-negative least squares on relative error (`oracle.regress`). Baselines, fitted and scored on
-the same rows: the linear per-request model a·n_in + b·n_out + c, a FLOPs-only model (energy
-proportional to linear-layer and attention FLOPs), and the ideal bound FLOPs × TDP / peak FLOP/s.
+non-negative least squares on relative error (`oracle.regress`). The time coefficients are fitted
+first; the energy coefficients are then fitted under the physical limit that every representative
+step's implied power (energy / time, W) lies between the idle power and the power limit, as
+linear inequalities of the least squares. A table that cannot determine all six coefficients (too
+few distinct points, or points that never vary what separates two features) is refused.
+Baselines, fitted and scored on the same rows: the linear per-request model a·n_in + b·n_out + c,
+a FLOPs-only model (energy proportional to linear-layer and attention FLOPs), and the ideal bound
+FLOPs × TDP / peak FLOP/s.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,10 +24,16 @@ import pandas as pd
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
-from oracle.model import CalibratedRange, MemorySpec, Oracle
-from oracle.regress import NotFittedError, RelativeNNLS, cross_val_mape_pct, mape_pct
+from oracle.model import CalibratedRange, MemorySpec, Oracle, representative_steps
+from oracle.regress import ConstrainedRelativeLSQ, NotFittedError, RelativeNNLS, cross_val_mape_pct, mape_pct
 
 log = logging.getLogger(__name__)
+
+POINT_COLUMNS = ("n_in", "n_out", "batch_size", "num_requests")
+
+
+class UnidentifiableFitError(ValueError):
+    """A measurement table that cannot determine every step coefficient."""
 
 
 def run_design(table: pd.DataFrame) -> np.ndarray:
@@ -29,31 +41,97 @@ def run_design(table: pd.DataFrame) -> np.ndarray:
     return F.run_features(table["n_in"], table["n_out"], table["batch_size"], table["num_requests"])
 
 
-class OracleEstimator:
-    """Step-coefficient estimator over measurement tables: `fit(table)` → energy_coef_, time_coef_."""
+def check_identifiable(table: pd.DataFrame, rel_tol: float = 1e-8) -> None:
+    """Raise UnidentifiableFitError unless the table's runs determine all six step coefficients.
 
-    def __init__(self) -> None:
+    The design matrix (summed step features per run, columns scaled to unit norm) must have full
+    column rank: a singular value below rel_tol × the largest means some combination of features
+    never varies independently, so the fit would pick arbitrary values for it (and MAPE can
+    still read 0 %).
+    """
+    X = run_design(table)
+    norm = np.linalg.norm(X, axis=0)
+    _, sv, vt = np.linalg.svd(X / np.where(norm > 0, norm, 1.0), full_matrices=False)
+    rank = int(np.sum(sv > rel_tol * sv[0])) if sv.size and sv[0] > 0 else 0
+    if rank == F.N_FEATURES:
+        return
+    points = len(table[list(POINT_COLUMNS)].drop_duplicates())
+    null = np.abs(vt[rank:])
+    hits = (null > 1e-6 * null.max(axis=1, keepdims=True)).any(axis=0)
+    involved = [f for f, hit in zip(F.FEATURES, hits, strict=True) if hit]
+    varied = {c: int(table[c].nunique()) for c in ("n_in", "n_out", "batch_size")}
+    raise UnidentifiableFitError(
+        f"the table cannot determine the model: its {len(table)} row(s) hold {points} distinct "
+        f"(n_in, n_out, batch_size, num_requests) point(s), which fix only {rank} of the {F.N_FEATURES} "
+        f"step coefficients (it cannot tell apart the coefficients of {', '.join(involved)}). Distinct values: "
+        + ", ".join(f"{c} {n}" for c, n in varied.items())
+        + f". A fit needs at least {F.N_FEATURES} distinct points with at least 2 values of n_in, of n_out "
+        "(n_out > 1) and of batch_size, e.g. grid=sweetspot."
+    )
+
+
+def power_limits(
+    table: pd.DataFrame, time_coef: np.ndarray, idle_power_w: float, power_limit_w: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear limits (G, h) on energy coefficients c: idle·t ≤ x·c ≤ limit·t for representative steps.
+
+    x are the steps of `representative_steps` over the table's range, t = x·time_coef their
+    fitted durations (s); so the implied step power x·c / t stays within [idle, limit] W.
+    """
+    steps = representative_steps(calibrated_range(table))
+    t = steps @ time_coef
+    G, h = [-steps], [-idle_power_w * t]
+    if power_limit_w is not None:
+        G.append(steps)
+        h.append(power_limit_w * t)
+    return np.vstack(G), np.concatenate(h)
+
+
+def calibrated_range(table: pd.DataFrame) -> CalibratedRange:
+    """The (n_in, n_out, batch) range a table measured."""
+    return CalibratedRange(
+        n_in=(float(table["n_in"].min()), float(table["n_in"].max())),
+        n_out=(float(table["n_out"].min()), float(table["n_out"].max())),
+        batch=(1.0, float(table["batch_size"].max())),
+    )
+
+
+class OracleEstimator:
+    """Step-coefficient estimator over measurement tables: `fit(table)` → energy_coef_, time_coef_.
+
+    idle_power_w, power_limit_w (W): when given, the energy fit keeps every representative step's
+    implied power within [idle, limit] (see `power_limits`); energy_coef_unconstrained_ holds the
+    plain fit for comparison. Refuses tables that cannot determine the model (`check_identifiable`).
+    """
+
+    def __init__(self, idle_power_w: float | None = None, power_limit_w: float | None = None) -> None:
+        self.idle_power_w = idle_power_w
+        self.power_limit_w = power_limit_w
         self.energy_coef_: np.ndarray | None = None
+        self.energy_coef_unconstrained_: np.ndarray | None = None
         self.time_coef_: np.ndarray | None = None
+        self.limits_: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, table: pd.DataFrame) -> OracleEstimator:
         """Fit energy (J) and time (s) coefficients to the table's runs; returns self."""
+        check_identifiable(table)
         X = run_design(table)
-        self.energy_coef_ = RelativeNNLS().fit(X, table["energy_j"]).coef_
         self.time_coef_ = RelativeNNLS().fit(X, table["duration_s"]).coef_
+        if self.idle_power_w is not None or self.power_limit_w is not None:
+            self.limits_ = power_limits(table, self.time_coef_, self.idle_power_w or 0.0, self.power_limit_w)
+        self.energy_coef_unconstrained_ = RelativeNNLS().fit(X, table["energy_j"]).coef_
+        self.energy_coef_ = self.energy_model().fit(X, table["energy_j"]).coef_
         return self
+
+    def energy_model(self) -> RelativeNNLS:
+        """A fresh energy regressor under the fitted power limits (plain NNLS without them)."""
+        return RelativeNNLS() if self.limits_ is None else ConstrainedRelativeLSQ(*self.limits_)
 
     def predict_energy(self, table: pd.DataFrame) -> np.ndarray:
         """Predicted energy (J) of each run."""
         if self.energy_coef_ is None:
             raise NotFittedError("OracleEstimator is not fitted yet: call fit(table) first")
         return run_design(table) @ self.energy_coef_
-
-    def predict_time(self, table: pd.DataFrame) -> np.ndarray:
-        """Predicted duration (s) of each run."""
-        if self.time_coef_ is None:
-            raise NotFittedError("OracleEstimator is not fitted yet: call fit(table) first")
-        return run_design(table) @ self.time_coef_
 
 
 def run_flops(table: pd.DataFrame, m: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +151,44 @@ class Scores:
     cv_mape_pct: float
 
 
+@dataclass(frozen=True)
+class PowerConstraint:
+    """What keeping implied step power within [idle_power_w, power_limit_w] (W) cost the energy fit.
+
+    unconstrained_*: the plain fit's in-sample MAPE (%) and implied step power range (W) over the
+    representative steps; active: whether the limits moved the coefficients.
+    """
+
+    idle_power_w: float
+    power_limit_w: float | None
+    unconstrained_mape_pct: float
+    unconstrained_power_w: tuple[float, float]
+    constrained_mape_pct: float
+    power_w: tuple[float, float]
+    active: bool
+
+    @property
+    def cost_pct(self) -> float:
+        """Extra in-sample MAPE (percentage points) the limits cost."""
+        return self.constrained_mape_pct - self.unconstrained_mape_pct
+
+    def text(self) -> str:
+        """One console line."""
+        limit = "unknown" if self.power_limit_w is None else f"{self.power_limit_w:.0f} W"
+        lo, hi = self.unconstrained_power_w
+        if not self.active:
+            return (
+                f"power constraint [{self.idle_power_w:.0f} W, {limit}]: not binding "
+                f"(unconstrained implied power {lo:.0f}–{hi:.0f} W)"
+            )
+        clo, chi = self.power_w
+        return (
+            f"power constraint [{self.idle_power_w:.0f} W, {limit}]: binding; unconstrained fit implied "
+            f"{lo:.0f}–{hi:.0f} W at MAPE {self.unconstrained_mape_pct:.2f} %, constrained {clo:.0f}–{chi:.0f} W "
+            f"at MAPE {self.constrained_mape_pct:.2f} % (cost {self.cost_pct:+.2f} points)"
+        )
+
+
 @dataclass
 class FitReport:
     """What a fit measured: its errors, the baselines' errors, θ at batch 1 and n_out*."""
@@ -84,6 +200,7 @@ class FitReport:
     skipped: dict[str, str] = field(default_factory=dict)
     theta_b1: list[float] = field(default_factory=list)
     n_out_star: dict[int, float] = field(default_factory=dict)
+    power: PowerConstraint | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict; `mape_pct` and `cv_mape_pct` are the oracle's energy figures."""
@@ -97,6 +214,7 @@ class FitReport:
             "skipped_baselines": self.skipped,
             "theta_b1_j": self.theta_b1,
             "n_out_star_b1": {str(k): v for k, v in self.n_out_star.items()},
+            "power_constraint": None if self.power is None else {**asdict(self.power), "cost_pct": self.power.cost_pct},
         }
 
     def text(self) -> str:
@@ -111,12 +229,48 @@ class FitReport:
         lines += [f"{name:<22} skipped: {why}" for name, why in self.skipped.items()]
         lines.append("theta at batch 1 (J): " + ", ".join(f"θ{i + 1}={t:.4g}" for i, t in enumerate(self.theta_b1)))
         lines.append("n_out* at batch 1: " + ", ".join(f"n_in={k}: {v:.0f}" for k, v in self.n_out_star.items()))
+        if self.power is not None:
+            lines.append(self.power.text())
         return "\n".join(lines)
 
 
-def _score(X: np.ndarray, y: np.ndarray, fitted: np.ndarray, folds: int, seed: int) -> Scores:
-    """In-sample MAPE of the fitted values, and k-fold CV MAPE of a relative NNLS on X."""
-    return Scores(mape_pct(y, fitted), cross_val_mape_pct(RelativeNNLS, X, y, folds, seed))
+def _score(
+    X: np.ndarray,
+    y: np.ndarray,
+    fitted: np.ndarray,
+    folds: int,
+    seed: int,
+    make: Callable[[], RelativeNNLS] = RelativeNNLS,
+) -> Scores:
+    """In-sample MAPE of the fitted values, and k-fold CV MAPE of fresh `make()` models on X."""
+    return Scores(mape_pct(y, fitted), cross_val_mape_pct(make, X, y, folds, seed))
+
+
+def _power_report(
+    est: OracleEstimator,
+    table: pd.DataFrame,
+    X: np.ndarray,
+    y: np.ndarray,
+    idle: float,
+    limit: float | None,
+    constrained_mape: float,
+) -> PowerConstraint:
+    """Implied power (W) and in-sample MAPE (%) of the fit with and without the power limits."""
+    assert est.energy_coef_ is not None and est.energy_coef_unconstrained_ is not None and est.time_coef_ is not None
+    steps = representative_steps(calibrated_range(table))
+    t = steps @ est.time_coef_
+    with np.errstate(divide="ignore", invalid="ignore"):
+        free = (steps @ est.energy_coef_unconstrained_) / t
+        bound = (steps @ est.energy_coef_) / t
+    return PowerConstraint(
+        idle_power_w=idle,
+        power_limit_w=limit,
+        unconstrained_mape_pct=mape_pct(y, X @ est.energy_coef_unconstrained_),
+        unconstrained_power_w=(float(np.nanmin(free)), float(np.nanmax(free))),
+        constrained_mape_pct=constrained_mape,
+        power_w=(float(np.nanmin(bound)), float(np.nanmax(bound))),
+        active=not np.allclose(est.energy_coef_, est.energy_coef_unconstrained_, rtol=1e-9, atol=0.0),
+    )
 
 
 def _scores(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> Scores:
@@ -136,14 +290,14 @@ def baselines(
     }
     skipped = {}
     if model is None:
-        why = f"model {table['model'].iloc[0]!r} names no architecture in conf/model/"
+        why = f"model {table['model'].iloc[0]!r} names no architecture in oracle/data/models/"
         skipped["flops-only"] = why
         skipped["ideal FLOPs×TDP/peak"] = why
         return out, skipped
     linear, attn = run_flops(table, model)
     out["flops-only"] = _scores(np.column_stack([linear, attn]), y, folds, seed)
     if gpu is None:
-        skipped["ideal FLOPs×TDP/peak"] = f"GPU {table['gpu'].iloc[0]!r} is not in conf/gpu/"
+        skipped["ideal FLOPs×TDP/peak"] = f"GPU {table['gpu'].iloc[0]!r} is not in oracle/data/gpus/"
     else:
         ideal = (linear + attn) * gpu.power_limit_w / gpu.peak_flops
         err = mape_pct(y, ideal)
@@ -167,11 +321,20 @@ def fit_oracle(
             )
     model_name, gpu_name, backend = (str(table[c].iloc[0]) for c in ("model", "gpu", "backend"))
     model, gpu = find_model(model_name), find_gpu(gpu_name)
-    est = OracleEstimator().fit(table)
+    idle, limit = _idle_power(table, gpu, idle_power_w), _power_limit(table, gpu)
+    if limit is not None and not 0 <= idle < limit:
+        raise ValueError(
+            f"idle power {idle:g} W (column idle_power_w, or idle_power_w=) must be ≥ 0 and below the power "
+            f"limit {limit:g} W (column power_limit_w, else the GPU datasheet): check the measurements"
+        )
+    est = OracleEstimator(idle_power_w=idle, power_limit_w=limit).fit(table)
+    assert est.energy_coef_ is not None and est.time_coef_ is not None
     X = run_design(table)
-    energy = _score(X, table["energy_j"].to_numpy(float), X @ est.energy_coef_, folds, seed)
+    y = table["energy_j"].to_numpy(float)
+    energy = _score(X, y, X @ est.energy_coef_, folds, seed, est.energy_model)
     time = _score(X, table["duration_s"].to_numpy(float), X @ est.time_coef_, folds, seed)
     base, skipped = baselines(table, model, gpu, folds, seed)
+    power = _power_report(est, table, X, y, idle, limit, energy.mape_pct)
     oracle = Oracle(
         name=name or f"{model_name.split('/')[-1].lower()}_{backend}",
         model=model_name,
@@ -179,13 +342,9 @@ def fit_oracle(
         backend=backend,
         energy_coef_j=est.energy_coef_,
         time_coef_s=est.time_coef_,
-        idle_power_w=_idle_power(table, gpu, idle_power_w),
-        power_limit_w=_power_limit(table, gpu),
-        calibrated=CalibratedRange(
-            n_in=(float(table["n_in"].min()), float(table["n_in"].max())),
-            n_out=(float(table["n_out"].min()), float(table["n_out"].max())),
-            batch=(1.0, float(table["batch_size"].max())),
-        ),
+        idle_power_w=idle,
+        power_limit_w=limit,
+        calibrated=calibrated_range(table),
         memory=None
         if model is None or gpu is None
         else MemorySpec(model.weight_bytes, model.kv_bytes_per_token, gpu.memory_bytes),
@@ -197,7 +356,8 @@ def fit_oracle(
         baselines=base,
         skipped=skipped,
         theta_b1=[float(t) for t in oracle.theta(1)],
-        n_out_star={n: float(oracle.optimal_output(n)) for n in n_in_report},
+        n_out_star={n: float(oracle.optimal_output(n, check_range=False)) for n in n_in_report},
+        power=power,
     )
     oracle.fit = report.as_dict()
     return oracle, report

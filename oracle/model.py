@@ -42,6 +42,15 @@ class CalibratedRange:
     n_out: tuple[float, float] = (64, 4096)
     batch: tuple[float, float] = (1, 256)
 
+    def __post_init__(self) -> None:
+        for label in ("n_in", "n_out", "batch"):
+            lo, hi = getattr(self, label)
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(
+                    f"calibrated.{label} must be [low, high] with 0 < low <= high, got [{lo:g}, {hi:g}]"
+                    + (" (reversed: write the smaller value first)" if lo > hi > 0 else "")
+                )
+
 
 @dataclass(frozen=True)
 class MemorySpec:
@@ -57,6 +66,13 @@ class MemorySpec:
     kv_layers: int = 0
     window_layers: int = 0
     window_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for label, positive in (("weight_bytes", False), ("kv_bytes_per_token", True), ("gpu_memory_bytes", True)):
+            v = getattr(self, label)
+            if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
+                need = "positive" if positive else "non-negative"
+                raise ValueError(f"memory.{label} must be a finite {need} number of bytes, got {v:g}")
 
     def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
         """Tokens of KV cache that fit in `utilization` of GPU memory after the weights."""
@@ -88,8 +104,26 @@ class Oracle:
     def __post_init__(self) -> None:
         self.energy_coef_j = _coef(self.energy_coef_j, "energy_coef_j")
         self.time_coef_s = _coef(self.time_coef_s, "time_coef_s")
+        if not np.any(self.time_coef_s > 0):
+            raise ValueError(
+                "time_coef_s are all zero: every step would take 0 s (TTFT 0, infinite power); refit the oracle"
+            )
+        t = self.time_coef_s
+        if t[F.CONST] == 0 and not (np.any(t[[F.DECODE_SEQS, F.DECODE_CTX]] > 0) and np.any(t[F.PREFILL_SEQS :] > 0)):
+            kind = "decode" if np.all(t[[F.DECODE_SEQS, F.DECODE_CTX]] == 0) else "prefill"
+            raise ValueError(
+                f"time_coef_s give every {kind} step 0 s (const and all {kind} coefficients are zero), "
+                "so TTFT or TPOT would be 0 and step power infinite; refit the oracle"
+            )
         if not (np.isfinite(self.idle_power_w) and self.idle_power_w >= 0):
-            raise ValueError(f"idle_power_w must be a finite non-negative number, got {self.idle_power_w}")
+            raise ValueError(f"idle_power_w must be a finite non-negative number of W, got {self.idle_power_w}")
+        if self.power_limit_w is not None and not (
+            np.isfinite(self.power_limit_w) and self.power_limit_w >= self.idle_power_w and self.power_limit_w > 0
+        ):
+            raise ValueError(
+                f"power_limit_w must be a positive number of W, at least idle_power_w ({self.idle_power_w:g}), "
+                f"got {self.power_limit_w}"
+            )
         self._warned = False
 
     # --- step level -----------------------------------------------------------------------
@@ -115,40 +149,41 @@ class Oracle:
         b = np.asarray(batch, dtype=float)
         return b[..., None] * F.theta_from_coef(self.time_coef_s, batch)
 
-    def energy(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
-        """GPU energy (J) of one request, its share of shared step costs included."""
-        self._check_range(n_in, n_out, batch)
+    def energy(
+        self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True
+    ) -> np.ndarray:
+        """GPU energy (J) of one request, its share of shared step costs included.
+
+        check_range=False: internal scans (policy helpers) that may leave the calibrated range on
+        purpose, without using up the once-per-oracle range warning.
+        """
+        if check_range:
+            self._check_range(n_in, n_out, batch)
         return F.polynomial(self.theta(batch), n_in, n_out)
 
-    def time(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+    def time(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True) -> np.ndarray:
         """End-to-end latency (s) of one request run in a lockstep batch of `batch`."""
-        self._check_range(n_in, n_out, batch)
+        if check_range:
+            self._check_range(n_in, n_out, batch)
         return F.polynomial(self.theta_time(batch), n_in, n_out)
 
-    def efficiency(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+    def efficiency(
+        self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True
+    ) -> np.ndarray:
         """Output tokens per joule."""
-        return np.asarray(n_out, dtype=float) / self.energy(n_in, n_out, batch)
+        return np.asarray(n_out, dtype=float) / self.energy(n_in, n_out, batch, check_range=check_range)
 
-    def optimal_output(self, n_in: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
+    def optimal_output(self, n_in: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True) -> np.ndarray:
         """n_out* (tokens): the output length that minimises energy per output token."""
-        self._check_range(n_in, None, batch)
+        if check_range:
+            self._check_range(n_in, None, batch)
         return F.optimal_output(self.theta(batch), n_in)
 
     def power_violations(self, max_batch: int | None = None) -> list[str]:
         """Steps over the calibrated range whose implied power (W) leaves [idle, limit]."""
-        hi_b = int(max_batch or self.calibrated.batch[1])
-        b = np.unique(np.geomspace(1, max(hi_b, 1), 8).round())
-        ctx = np.geomspace(self.calibrated.n_in[0], self.calibrated.n_in[1] + self.calibrated.n_out[1], 8)
-        bb, cc = np.meshgrid(b, ctx)
-        steps = np.concatenate(
-            [
-                F.step_features(decode_seqs=bb, decode_ctx=bb * cc).reshape(-1, F.N_FEATURES),
-                F.step_features(prefill_seqs=bb, prefill_tokens=bb * cc, prefill_attn=bb * F.attn_pairs(cc)).reshape(
-                    -1, F.N_FEATURES
-                ),
-            ]
-        )
-        power = self.step_energy(steps) / self.step_time(steps)
+        steps = representative_steps(self.calibrated, max_batch)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            power = self.step_energy(steps) / self.step_time(steps)
         out = []
         if np.any(power < self.idle_power_w * 0.999):
             out.append(f"implied step power down to {power.min():.0f} W, below idle power {self.idle_power_w:.0f} W")
@@ -212,7 +247,7 @@ class Oracle:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Oracle:
-        """Build from `to_dict` output; errors name the source and the bad key."""
+        """Build from `to_dict` output; errors name the source and the bad field."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise OracleFormatError(f'{source}: not a sweetspot oracle (expected "format": "{FORMAT}")')
         if d.get("version") != VERSION:
@@ -220,20 +255,24 @@ class Oracle:
                 f"{source}: oracle format version {d.get('version')!r}, this sweetspot-sim reads version {VERSION}"
             )
         try:
+            calibrated = _mapping(d.get("calibrated") or {}, "calibrated")
+            memory = d.get("memory")
             return cls(
-                name=str(d["name"]),
-                model=str(d["model"]),
-                gpu=str(d["gpu"]),
-                backend=str(d["backend"]),
+                name=_text(d, "name"),
+                model=_text(d, "model"),
+                gpu=_text(d, "gpu"),
+                backend=_text(d, "backend"),
                 energy_coef_j=_coef_from_json(d["energy_coef_j"], "energy_coef_j"),
                 time_coef_s=_coef_from_json(d["time_coef_s"], "time_coef_s"),
-                idle_power_w=float(d["idle_power_w"]),
-                power_limit_w=None if d.get("power_limit_w") is None else float(d["power_limit_w"]),
-                calibrated=CalibratedRange(**{k: tuple(map(float, v)) for k, v in d.get("calibrated", {}).items()}),
-                memory=None if d.get("memory") is None else MemorySpec(**d["memory"]),
-                settings=dict(d.get("settings") or {}),
-                fit=dict(d.get("fit") or {}),
-                provenance=dict(d.get("provenance") or {}),
+                idle_power_w=_number(d["idle_power_w"], "idle_power_w"),
+                power_limit_w=None if d.get("power_limit_w") is None else _number(d["power_limit_w"], "power_limit_w"),
+                calibrated=CalibratedRange(**{k: _pair(v, f"calibrated.{k}") for k, v in calibrated.items()}),
+                memory=None
+                if memory is None
+                else MemorySpec(**{k: _number(v, f"memory.{k}") for k, v in _mapping(memory, "memory").items()}),
+                settings=_mapping(d.get("settings") or {}, "settings"),
+                fit=_mapping(d.get("fit") or {}, "fit"),
+                provenance=_mapping(d.get("provenance") or {}, "provenance"),
             )
         except KeyError as e:
             raise OracleFormatError(f"{source}: missing key {e.args[0]!r}") from e
@@ -251,6 +290,86 @@ class Oracle:
         except json.JSONDecodeError as e:
             raise OracleFormatError(f"{path}: not valid JSON ({e})") from e
         return cls.from_dict(data, source=str(path))
+
+
+def representative_steps(calibrated: CalibratedRange, max_batch: float | None = None) -> np.ndarray:
+    """Feature vectors (rows, 6) of decode and prefill steps spanning a calibrated range.
+
+    Batches from 1 to max_batch (default: the calibrated maximum) and contexts from the shortest
+    prompt to the longest prompt plus output, 8 geometric steps each: where implied step power
+    (energy / time, W) is checked, and constrained when fitting.
+    """
+    hi_b = float(max_batch or calibrated.batch[1])
+    b = np.unique(np.geomspace(1, max(hi_b, 1.0), 8).round())
+    ctx = np.geomspace(calibrated.n_in[0], calibrated.n_in[1] + calibrated.n_out[1], 8)
+    bb, cc = np.meshgrid(b, ctx)
+    decode = F.step_features(decode_seqs=bb, decode_ctx=bb * cc)
+    prefill = F.step_features(prefill_seqs=bb, prefill_tokens=bb * cc, prefill_attn=bb * F.attn_pairs(cc))
+    return np.concatenate([decode.reshape(-1, F.N_FEATURES), prefill.reshape(-1, F.N_FEATURES)])
+
+
+@dataclass(frozen=True)
+class RangeShare:
+    """How much of a workload lies more than `slack`× outside an oracle's calibrated lengths.
+
+    requests: requests in the workload; outside: those with n_in or n_out out of range; tokens
+    and tokens_outside: their n_in + n_out summed (tokens).
+    """
+
+    requests: int
+    outside: int
+    tokens: float
+    tokens_outside: float
+    n_in_max: float
+    n_out_max: float
+
+    @property
+    def request_pct(self) -> float:
+        """Share of requests outside the range (%)."""
+        return 100.0 * self.outside / self.requests if self.requests else 0.0
+
+    @property
+    def token_pct(self) -> float:
+        """Share of tokens in requests outside the range (%)."""
+        return 100.0 * self.tokens_outside / self.tokens if self.tokens else 0.0
+
+
+def range_share(calibrated: CalibratedRange, n_in: ArrayLike, n_out: ArrayLike, slack: float = 2.0) -> RangeShare:
+    """The share of requests (n_in, n_out tokens) more than `slack`× outside `calibrated`; pure."""
+    i = np.asarray(n_in, dtype=float).reshape(-1)
+    o = np.asarray(n_out, dtype=float).reshape(-1)
+    bad = np.zeros(i.shape, dtype=bool)
+    for v, (lo, hi) in ((i, calibrated.n_in), (o, calibrated.n_out)):
+        bad |= (v < lo / slack) | (v > hi * slack)
+    tokens = i + o
+    return RangeShare(
+        requests=int(i.size),
+        outside=int(bad.sum()),
+        tokens=float(tokens.sum()),
+        tokens_outside=float(tokens[bad].sum()),
+        n_in_max=float(i.max()) if i.size else 0.0,
+        n_out_max=float(o.max()) if o.size else 0.0,
+    )
+
+
+def warn_outside_range(oracle: Oracle, n_in: ArrayLike, n_out: ArrayLike, what: str = "the workload") -> RangeShare:
+    """Warn (OracleRangeWarning) once if any request lies more than 2× outside the oracle's range.
+
+    Independent of the oracle's own once-per-oracle warning; returns the share it measured.
+    """
+    share = range_share(oracle.calibrated, n_in, n_out)
+    if share.outside:
+        c = oracle.calibrated
+        warnings.warn(
+            f"{share.outside:,} of {share.requests:,} requests of {what} ({share.request_pct:.1f} % of requests, "
+            f"{share.token_pct:.1f} % of tokens) lie more than 2x outside oracle {oracle.name!r}'s calibrated "
+            f"range (n_in [{c.n_in[0]:g}, {c.n_in[1]:g}], n_out [{c.n_out[0]:g}, {c.n_out[1]:g}]; longest here: "
+            f"n_in {share.n_in_max:g}, n_out {share.n_out_max:g}): their energy and time are extrapolations. "
+            "Measure an oracle over longer lengths, or cut the trace (a shaping policy, or trace options).",
+            OracleRangeWarning,
+            stacklevel=3,
+        )
+    return share
 
 
 def shipped_oracles() -> list[str]:
@@ -287,8 +406,38 @@ def _coef_from_json(value: Any, label: str) -> np.ndarray:
         missing = [k for k in F.FEATURES if k not in value]
         if missing:
             raise ValueError(f"{label} lacks feature(s) {missing}")
-        return np.array([float(value[k]) for k in F.FEATURES])
-    return np.asarray(value, dtype=float)
+        return np.array([_number(value[k], f"{label}.{k}") for k in F.FEATURES])
+    if isinstance(value, list):
+        return np.array([_number(v, f"{label}[{i}]") for i, v in enumerate(value)])
+    raise TypeError(f"{label} must be a mapping of feature name to number, got {type(value).__name__}")
+
+
+def _number(value: Any, label: str) -> float:
+    """A JSON number (not a string, not a boolean), as float; errors name the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (a string: write the number without quotes)" if isinstance(value, str) else ""
+        raise TypeError(f"field {label!r} must be a number, got {value!r}{hint}")
+    return float(value)
+
+
+def _text(d: dict[str, Any], key: str) -> str:
+    value = d[key]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"field {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _pair(value: Any, label: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise TypeError(f"field {label!r} must be a [low, high] pair of numbers, got {value!r}")
+    lo, hi = (_number(v, label) for v in value)
+    return lo, hi
+
+
+def _mapping(value: Any, label: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"field {label!r} must be a mapping, got {value!r}")
+    return dict(value)
 
 
 def _json_default(o: Any) -> Any:

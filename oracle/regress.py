@@ -41,7 +41,9 @@ def relative_bounded_lsq(
     """Coefficients c ≥ lower minimising Σ ((X·c − y) / y)², optionally with G·c ≤ h.
 
     For small physical fits (a handful of constants) where bounds and linear inequalities encode
-    what hardware can do. Solved with SLSQP from the bounded least-squares start.
+    what hardware can do. Solved with SLSQP (trust-constr if that fails) from the bounded
+    least-squares start; each
+    inequality is normalised so that limits of very different magnitudes weigh alike.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -53,22 +55,35 @@ def relative_bounded_lsq(
     start = lsq_linear(As, np.ones_like(y), bounds=(lo, np.inf)).x
     if constraints is None:
         return start / scale
-    G, h = constraints
-    Gs = np.asarray(G, dtype=float) / scale
-    if np.all(Gs @ start <= h * (1 + 1e-12)):
+    G, h = (np.asarray(a, dtype=float) for a in constraints)
+    Gs = G / scale
+    norm = np.maximum(np.maximum(np.linalg.norm(Gs, axis=1), np.abs(h)), np.finfo(float).tiny)
+    Gs, h = Gs / norm[:, None], h / norm
+    if np.all(Gs @ start - h <= 1e-12):
         return start / scale
+    H, g = As.T @ As, As.T @ np.ones_like(y)  # Σ (As·c − 1)² = cᵀHc − 2gᵀc + rows
     res = minimize(
-        lambda c: float(np.sum((As @ c - 1.0) ** 2)),
-        np.maximum(lo, 0.0),
-        jac=lambda c: 2.0 * As.T @ (As @ c - 1.0),
-        hess=lambda c: 2.0 * As.T @ As,
+        lambda c: float(c @ H @ c - 2.0 * g @ c),
+        start,
+        jac=lambda c: 2.0 * (H @ c - g),
         bounds=Bounds(lo, np.inf),
-        constraints=[LinearConstraint(Gs, -np.inf, h)],
-        method="trust-constr",
-        options={"maxiter": 2000, "gtol": 1e-12, "xtol": 1e-14},
+        constraints=[{"type": "ineq", "fun": lambda c: h - Gs @ c, "jac": lambda c: -Gs}],
+        method="SLSQP",
+        options={"maxiter": 1000, "ftol": 1e-12},
     )
+    if not res.success or np.any(Gs @ res.x - h > 1e-6):
+        res = minimize(
+            lambda c: float(c @ H @ c - 2.0 * g @ c),
+            np.maximum(lo, 0.0),
+            jac=lambda c: 2.0 * (H @ c - g),
+            hess=lambda c: 2.0 * H,
+            bounds=Bounds(lo, np.inf),
+            constraints=[LinearConstraint(Gs, -np.inf, h)],
+            method="trust-constr",
+            options={"maxiter": 2000, "gtol": 1e-12, "xtol": 1e-14},
+        )
     c = np.maximum(res.x, lo)
-    if np.any(Gs @ c > h * (1 + 1e-6)):
+    if np.any(Gs @ c - h > 1e-6):
         raise RuntimeError(f"constrained fit failed to satisfy its limits: {res.message}")
     return c / scale
 
@@ -96,6 +111,20 @@ class RelativeNNLS:
         if self.coef_ is None:
             raise NotFittedError("RelativeNNLS is not fitted yet: call fit(X, y) first")
         return np.asarray(X, dtype=float) @ self.coef_
+
+
+class ConstrainedRelativeLSQ(RelativeNNLS):
+    """RelativeNNLS under linear limits G·coef_ ≤ h (and coef_ ≥ 0)."""
+
+    def __init__(self, G: ArrayLike, h: ArrayLike) -> None:
+        super().__init__()
+        self.G, self.h = np.asarray(G, dtype=float), np.asarray(h, dtype=float)
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> ConstrainedRelativeLSQ:
+        """Fit on features X (rows, k) and positive targets y within the limits; returns self."""
+        X = np.asarray(X, dtype=float)
+        self.coef_ = relative_bounded_lsq(X, y, np.zeros(X.shape[1]), constraints=(self.G, self.h))
+        return self
 
 
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[np.ndarray]:

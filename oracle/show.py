@@ -24,6 +24,13 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
             f"fit: MAPE {oracle.fit.get('mape_pct', float('nan')):.2f} %, "
             f"CV MAPE {oracle.fit.get('cv_mape_pct', float('nan')):.2f} %"
         )
+        power = oracle.fit.get("power_constraint")
+        if power:
+            state = "binding" if power["active"] else "not binding"
+            lines.append(
+                f"power constraint [{power['idle_power_w']:.0f} W, {power['power_limit_w'] or float('nan'):.0f} W]: "
+                f"{state}, cost {power['cost_pct']:+.2f} MAPE points"
+            )
     lines.append(
         f"idle power {oracle.idle_power_w:.0f} W; calibrated n_in {oracle.calibrated.n_in}, "
         f"n_out {oracle.calibrated.n_out}, batch {oracle.calibrated.batch}"

@@ -172,12 +172,12 @@ def ideal_lower_bound(requests: pd.DataFrame, model_spec: ModelSpec, gpu_spec: G
 
 
 def specs_for(oracle: Oracle) -> tuple[ModelSpec, GpuSpec]:
-    """The architecture and GPU datasheet behind an oracle (from `conf/model`, `conf/gpu`)."""
+    """The architecture and GPU datasheet behind an oracle (from `oracle/data/models`, `oracle/data/gpus`)."""
     model, gpu = find_model(oracle.model), find_gpu(oracle.gpu)
     if model is None:
-        raise LookupError(f"oracle {oracle.name!r}: no conf/model spec matches model {oracle.model!r}")
+        raise LookupError(f"oracle {oracle.name!r}: no oracle/data/models spec matches model {oracle.model!r}")
     if gpu is None:
-        raise LookupError(f"oracle {oracle.name!r}: no conf/gpu spec matches gpu {oracle.gpu!r}")
+        raise LookupError(f"oracle {oracle.name!r}: no oracle/data/gpus spec matches gpu {oracle.gpu!r}")
     return model, gpu
 
 

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 from sim.config import ConfigError
 
-J_PER_KWH = 3.6e6
 KWH_PER_MWH = 1000.0
 G_PER_T = 1e6
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from oracle.model import Oracle
+from oracle.model import Oracle, warn_outside_range
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
@@ -68,6 +68,8 @@ def simulate_fleet(
     parents = np.flatnonzero(shaping.summary_tokens > 0)
     if parents.size and policy.summarizer is None:
         raise ValueError(f"policy {policy.name!r} asks for summaries but has no summarizer")
+    for oracle in {id(p.oracle): p.oracle for p in fleet.pools}.values():  # one warning per run and oracle
+        warn_outside_range(oracle, shaping.n_in, shaping.n_out, what="this run")
     jobs = JobTable(
         np.concatenate([shaping.n_in, n_in[parents]]),
         np.concatenate([shaping.n_out, shaping.summary_tokens[parents]]),

@@ -37,8 +37,7 @@ def load(name_or_path: str | Path, **options: Any) -> pd.DataFrame:
         return load_config(TraceConfig(name=name_or_path, **options))
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{name_or_path!r} is neither a trace name {NAMED_TRACES} "
-                                f"nor an existing file")
+        raise FileNotFoundError(f"{name_or_path!r} is neither a trace name {NAMED_TRACES} nor an existing file")
     return load_config(TraceConfig(name="file", path=str(path), **options))
 
 
@@ -51,9 +50,15 @@ def load_config(cfg: TraceConfig | Mapping[str, Any]) -> pd.DataFrame:
     n_read = attrs.pop("rows_read", len(frame))
     frame, option_notes = apply_options(frame, cfg, rng)
     notes = notes + option_notes
+    gap = clean.idle_gap_warning(frame)
+    if gap is not None:
+        log.warning("traces: %s: %s", cfg.path or cfg.name, gap)
+        notes = [*notes, gap]
     span = float(frame["arrival_s"].iat[-1])
-    summary = (f"{label}: {n_read:,} rows read; {'; '.join(notes) or 'nothing dropped or fixed'}"
-               f"; {len(frame):,} requests over {span:,.1f} s")
+    summary = (
+        f"{label}: {n_read:,} rows read; {'; '.join(notes) or 'nothing dropped or fixed'}"
+        f"; {len(frame):,} requests over {span:,.1f} s"
+    )
     log.info("traces: %s", summary)
     frame.attrs.update(attrs, load_summary=summary, name=cfg.name)
     return frame
@@ -64,8 +69,7 @@ def _base(cfg: TraceConfig, rng: np.random.Generator):
     if cfg.name == "synthetic":
         fit = None
         if cfg.lengths_from is not None and (cfg.n_in is None or cfg.n_out is None):
-            base = load_config(TraceConfig(name=cfg.lengths_from, cache_dir=cfg.cache_dir,
-                                           download=cfg.download))
+            base = load_config(TraceConfig(name=cfg.lengths_from, cache_dir=cfg.cache_dir, download=cfg.download))
             fit = synthetic.LengthFit.fit(base)
         frame = synthetic.generate(cfg, rng, fit)
         return frame, f"synthetic ({cfg.arrival}, {cfg.rate_per_s:g}/s)", [], {}
@@ -112,8 +116,7 @@ def _check_rows(source: Source, parsed: Parsed) -> Parsed:
 def write_cache(parsed: Parsed, path: Path) -> None:
     """Store a parsed trace as Parquet, its notes and t0 in the schema metadata."""
     table = pa.Table.from_pandas(parsed.frame, preserve_index=False)
-    meta = json.dumps({"version": _CACHE_VERSION, "fmt": parsed.fmt, "notes": parsed.notes,
-                       "t0": parsed.t0})
+    meta = json.dumps({"version": _CACHE_VERSION, "fmt": parsed.fmt, "notes": parsed.notes, "t0": parsed.t0})
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _CACHE_KEY: meta})
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)

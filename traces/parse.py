@@ -55,42 +55,119 @@ def _types(det: Detected) -> dict[str, pa.DataType]:
 def _read_table(path: Path, det: Detected) -> pa.Table:
     types = _types(det)
     if path.suffix == ".parquet":
-        return pq.read_table(path, columns=list(types))
+        try:
+            raw = pq.read_table(path, columns=list(types))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{path}: not a readable Parquet file: {e}") from e
+        return _coerce(path, raw, types)
     try:
         return _read_csv(path, types)
     except pa.ArrowInvalid as e:
-        _raise_first_bad(path, types, e)
-        raise  # unreachable: _raise_first_bad always raises
+        try:
+            text = _read_csv(path, {c: pa.string() for c in types})
+        except pa.ArrowInvalid as e2:
+            raise ValueError(f"{path}: not a well-formed CSV file: {e2}") from e2
+        try:
+            return _coerce(path, text, types)
+        except pa.ArrowInvalid:
+            raise ValueError(f"{path}: cannot parse: {e}") from e
 
 
 def _read_csv(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
     convert = pacsv.ConvertOptions(include_columns=list(types), column_types=types)
-    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
-                          convert_options=convert)
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24), convert_options=convert)
 
 
-def _raise_first_bad(path: Path, types: dict[str, pa.DataType], error: Exception) -> None:
-    """Re-read the columns as text to name the first value that is not a number."""
-    try:
-        text = _read_csv(path, {c: pa.string() for c in types})
-    except pa.ArrowInvalid as e:
-        raise ValueError(f"{path}: not a well-formed CSV file: {e}") from e
+def _coerce(path: Path, table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """Bring the time and token columns to their types under one rule for CSV and Parquet.
+
+    Token counts must be whole numbers (integers, or floats and text holding whole values);
+    seconds must be numbers (or durations); timestamps stay timestamps (converted in
+    `_canonical`). Anything else names the column and the first bad row.
+    """
+    columns = {}
     for col, typ in types.items():
-        if typ == pa.int64() or typ == pa.float64():
-            values = text.column(col).to_pandas()
-            numbers = pd.to_numeric(values, errors="coerce")
-            bad = numbers.isna() | ((numbers % 1 != 0) if typ == pa.int64() else False)
-            if bad.any():
-                what = "an integer token count" if typ == pa.int64() else "a number of seconds"
-                _raise_at(path, col, int(np.argmax(bad.to_numpy())), values, f"is not {what}")
-    raise ValueError(f"{path}: cannot parse: {error}") from error
+        column = table.column(col)
+        if typ == pa.int64():
+            column = _whole_numbers(path, col, column)
+        elif typ == pa.float64():
+            column = _numbers(path, col, column)
+        elif typ == pa.string():
+            column = _text_or_timestamps(path, col, column)
+        columns[col] = column
+    return pa.table(columns)
+
+
+def _is_temporal(typ: pa.DataType) -> bool:
+    return pa.types.is_timestamp(typ) or pa.types.is_date(typ)
+
+
+def _is_text(typ: pa.DataType) -> bool:
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+
+
+def _wrong_type(path: Path, col: str, column: pa.ChunkedArray, wanted: str) -> None:
+    values = column.to_pandas()
+    _raise_at(path, col, 0, values, f"is a {column.type} value, but the column must hold {wanted}")
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded (categorical) column as plain values."""
+    return pc.cast(column, column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+def _whole_numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    column = _decoded(column)
+    typ = column.type
+    if pa.types.is_integer(typ):
+        if pa.types.is_uint64(typ):  # values of 2**63 and more cannot be cast; `_tokens` rejects them as too large
+            column = pc.min_element_wise(column, pa.scalar(np.iinfo(np.int64).max, pa.uint64()))
+        return pc.cast(column, pa.int64())
+    if not (pa.types.is_floating(typ) or pa.types.is_decimal(typ) or _is_text(typ)):
+        _wrong_type(path, col, column, "integer token counts")
+    values = column.to_pandas()
+    numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    present = values.notna().to_numpy()
+    n = numbers.to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad = present & (~np.isfinite(n) | (np.mod(n, 1.0) != 0))
+    if bad.any():
+        _raise_at(path, col, int(np.argmax(bad)), values, "is not an integer token count")
+    return pa.chunked_array([pa.array(n, from_pandas=True).cast(pa.int64())])
+
+
+def _numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    column = _decoded(column)
+    typ = column.type
+    if _is_temporal(typ):
+        return column  # timestamps: converted to seconds from the earliest in `_canonical`
+    if pa.types.is_duration(typ):
+        return pc.divide(pc.cast(pc.cast(column, pa.duration("ns")), pa.int64()).cast(pa.float64()), 1e9)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        return pc.cast(column, pa.float64())
+    if not _is_text(typ):
+        _wrong_type(path, col, column, "a number of seconds")
+    values = column.to_pandas()
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() & values.notna()).to_numpy()
+    if bad.any():
+        _raise_at(path, col, int(np.argmax(bad)), values, "is not a number of seconds")
+    return pa.chunked_array([pa.array(numbers.astype(np.float64).to_numpy(), from_pandas=True)])
+
+
+def _text_or_timestamps(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    column = _decoded(column)
+    if _is_temporal(column.type) or _is_text(column.type):
+        return column
+    _wrong_type(path, col, column, "ISO 8601 timestamps (text) or a timestamp type")
+    return column  # unreachable: _wrong_type raises
 
 
 def _raise_at(path: Path, col: str, row: int, values, problem: str) -> None:
     value = values[row]
     value = value.item() if isinstance(value, np.generic) else value
-    raise ValueError(f"{path}: column {col!r}, line {row + 2} (data row {row + 1}): "
-                     f"{value!r} {problem}")
+    where = f"row {row + 1}" if path.suffix == ".parquet" else f"line {row + 2} (data row {row + 1})"
+    raise ValueError(f"{path}: column {col!r}, {where}: {value!r} {problem}")
 
 
 def _check_nulls(path: Path, table: pa.Table) -> None:
@@ -103,8 +180,10 @@ def _check_nulls(path: Path, table: pa.Table) -> None:
 
 def _tokens(path: Path, table: pa.Table, col: str) -> np.ndarray:
     values = table.column(col).to_numpy()
-    for bad, problem in ((values < 0, "is a negative token count"),
-                         (values > _INT32_MAX, "is too large for a token count")):
+    for bad, problem in (
+        (values < 0, "is a negative token count"),
+        (values > _INT32_MAX, "is too large for a token count"),
+    ):
         if bad.any():
             _raise_at(path, col, int(np.argmax(bad)), values, problem)
     return values.astype(np.int32)
@@ -115,12 +194,20 @@ def _canonical(path: Path, det: Detected, table: pa.Table):
         raise ValueError(f"{path}: no data rows after the header")
     _check_nulls(path, table)
     fmt, cols = det.fmt, det.columns
-    if fmt.time_kind == "datetime":
-        arrival, t0, notes = _datetimes(path, cols[fmt.time], table.column(cols[fmt.time]))
+    time_col = table.column(cols[fmt.time])
+    if _is_temporal(time_col.type):
+        arrival, t0, notes = _timestamps(path, cols[fmt.time], time_col)
+        if fmt.time_kind == "seconds":
+            notes += (f"{cols[fmt.time]}: a {time_col.type} column, converted to seconds from the earliest timestamp",)
+    elif fmt.time_kind == "datetime":
+        arrival, t0, notes = _datetimes(path, cols[fmt.time], time_col)
     else:
-        arrival, t0, notes = _seconds(path, cols[fmt.time], table.column(cols[fmt.time])), None, ()
-    data = {"arrival_s": arrival, "n_in": _tokens(path, table, cols[fmt.n_in]),
-            "n_out": _tokens(path, table, cols[fmt.n_out])}
+        arrival, t0, notes = _seconds(path, cols[fmt.time], time_col), None, ()
+    data = {
+        "arrival_s": arrival,
+        "n_in": _tokens(path, table, cols[fmt.n_in]),
+        "n_out": _tokens(path, table, cols[fmt.n_out]),
+    }
     for src, ours in fmt.extras:
         if src in cols:
             data[ours] = table.column(cols[src]).to_pandas().astype("category")
@@ -152,6 +239,21 @@ def _datetimes(path: Path, col: str, column: pa.ChunkedArray):
     return (ns - t0).astype(np.float64) / 1e9, iso, notes
 
 
+def _timestamps(path: Path, col: str, column: pa.ChunkedArray):
+    """A timestamp (or date) column to seconds from the earliest; zone-less values taken as UTC."""
+    tz = getattr(column.type, "tz", None)
+    notes: tuple[str, ...] = () if tz else (f"{col}: timestamps without a time zone taken as UTC",)
+    try:
+        ns = _cast_ns(column, pa.timestamp("ns", tz="UTC") if tz else pa.timestamp("ns"))
+    except pa.ArrowInvalid as e:
+        raise ValueError(
+            f"{path}: column {col!r}: timestamps outside the years 1678-2262 cannot be converted to seconds: {e}"
+        ) from e
+    t0 = int(ns.min())
+    iso = pd.Timestamp(t0, unit="ns", tz="UTC").isoformat()
+    return (ns - t0).astype(np.float64) / 1e9, iso, notes
+
+
 def _cast_ns(column: pa.ChunkedArray, typ: pa.DataType) -> np.ndarray:
     return pc.cast(column, typ).combine_chunks().cast(pa.int64()).to_numpy()
 
@@ -169,6 +271,5 @@ def _format_notes(col: str, column: pa.ChunkedArray) -> tuple[str, ...]:
     n = len(column)
     no_fraction = n - (pc.sum(pc.match_substring(column, ".")).as_py() or 0)
     if 0 < no_fraction < n:
-        return (f"{col}: mixed formats, {no_fraction:,} timestamps without fractional seconds "
-                f"parsed as whole seconds",)
+        return (f"{col}: mixed formats, {no_fraction:,} timestamps without fractional seconds parsed as whole seconds",)
     return ()

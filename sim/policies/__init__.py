@@ -2,7 +2,7 @@
 
 A policy module `sim/policies/<name>.py` defines a frozen dataclass `Config` (its parameters,
 validated in `__post_init__`) and `build(config, context) -> Policy`; `conf/policy/<name>.yaml`
-holds `name: <name>` and the parameters. See sim/README_POLICIES.md.
+holds `name: <name>` and the parameters.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class AdaptiveGen(Policy):
     def caps(self, n_in: ArrayLike, tightened: bool = False) -> np.ndarray:
         """Output caps (tokens) for prompts of n_in tokens."""
         c = self.config
-        star = self.oracle.optimal_output(np.asarray(n_in, dtype=float), c.batch)
+        star = self.oracle.optimal_output(np.asarray(n_in, dtype=float), c.batch, check_range=False)
         cap = np.clip(c.factor * star, c.min_output_tokens, c.max_output_tokens)
         if tightened:
             cap = np.maximum(cap * c.queue_factor, c.min_output_tokens)

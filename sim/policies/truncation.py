@@ -54,7 +54,7 @@ def efficiency_cap(oracle: Oracle, n_out: int, batch: int, fraction: float) -> i
     stay ≥ fraction × the best over shorter prompts."""
     hi = int(oracle.calibrated.n_in[1])
     n = np.arange(1, hi + 1)
-    eff = oracle.efficiency(n, n_out, batch)
+    eff = oracle.efficiency(n, n_out, batch, check_range=False)  # a scan from 1 token, outside on purpose
     below = np.flatnonzero(eff < fraction * np.maximum.accumulate(eff))
     return int(below[0]) if below.size else hi
 

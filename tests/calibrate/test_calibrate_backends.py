@@ -30,8 +30,15 @@ def test_make_backend_unknown_name():
         make_backend("vllm", resolve_model("tiny"))
 
 
+def _needs_torch() -> None:
+    """The transformers backend needs torch and transformers (the `hf` extra): skip without them."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+
+
 @pytest.fixture(scope="module")
 def tiny() -> TransformersBackend:
+    _needs_torch()
     backend = TransformersBackend(resolve_model("tiny"), device="cpu")
     backend.start(EngineLimits(max_batch_size=2, max_seq_len=64))
     return backend
@@ -46,7 +53,7 @@ def test_tiny_generates_exact_lengths_in_static_batches(tiny):
 
 def test_tiny_ignores_eos_even_when_the_model_wants_it(tiny):
     """Bias the LM head towards EOS: min_new_tokens still forces exactly n_out tokens."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     head = tiny._model.lm_head
     with torch.no_grad():
@@ -59,6 +66,7 @@ def test_tiny_ignores_eos_even_when_the_model_wants_it(tiny):
 
 
 def test_random_weights_are_seeded():
+    _needs_torch()
     a = TransformersBackend(resolve_model("tiny"), device="cpu", seed=3)._load()
     b = TransformersBackend(resolve_model("tiny"), device="cpu", seed=3)._load()
     assert all((x == y).all() for x, y in zip(a.parameters(), b.parameters(), strict=True))

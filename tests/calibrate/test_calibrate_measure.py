@@ -44,8 +44,12 @@ def test_defaults_and_enums(tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("backend=vllm", "backend"), ("meter=rapl", "meter"), ("grid.repeats=many", "grid.repeats"),
-     ("grid.n_inn=[1]", "n_inn")],
+    [
+        ("backend=vllm", "backend"),
+        ("meter=rapl", "meter"),
+        ("grid.repeats=many", "grid.repeats"),
+        ("grid.n_inn=[1]", "n_inn"),
+    ],
 )
 def test_bad_config_names_the_key(override, key, tmp_path):
     with pytest.raises(Exception) as e:
@@ -56,6 +60,12 @@ def test_bad_config_names_the_key(override, key, tmp_path):
 def test_missing_out_is_named():
     with pytest.raises(Exception, match="out"):
         OmegaConf.to_object(compose_raw())
+
+
+def _needs_torch() -> None:
+    """Runs of the transformers backend need torch and transformers (the `hf` extra): skip without them."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
 
 
 def compose_raw():
@@ -74,8 +84,16 @@ def test_no_driver_error_says_meter_none(tmp_path, monkeypatch):
 
 def test_cpu_end_to_end_tiny_model_then_resume(tmp_path):
     """backend=transformers model=tiny meter=none grid=smoke: exact-length rows; a rerun adds none."""
-    c = conf("backend=transformers", "model=tiny", "meter=none", "grid=smoke",
-             f"out={tmp_path / 'm.csv'}", "tracking.enabled=false", "progress=false")
+    _needs_torch()
+    c = conf(
+        "backend=transformers",
+        "model=tiny",
+        "meter=none",
+        "grid=smoke",
+        f"out={tmp_path / 'm.csv'}",
+        "tracking.enabled=false",
+        "progress=false",
+    )
     first = measure.run_measure(c)
     df = read_table(tmp_path / "m.csv", require_energy=False)
     grid = to_grid(c.grid)
@@ -90,6 +108,7 @@ def test_cpu_end_to_end_tiny_model_then_resume(tmp_path):
 
 def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
     """With a (fake, real-time) NVML, the sweep ends by fitting and logs one MLflow run."""
+    _needs_torch()
     from fake_nvml import FakeNvml
 
     fake = FakeNvml(time.monotonic)
@@ -103,9 +122,19 @@ def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "calibrate.fit", SimpleNamespace(fit_measurements=fit_measurements))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = conf("meter=nvml", "grid=smoke", "grid.n_in=[4]", "grid.n_out=[2]", "grid.repeats=2",
-             "nvml.min_window_s=0.15", "nvml.idle_settle_s=0", "nvml.idle_window_s=0.15",
-             f"out={tmp_path / 'e.csv'}", f"tracking.uri={uri}", "progress=false")
+    c = conf(
+        "meter=nvml",
+        "grid=smoke",
+        "grid.n_in=[4]",
+        "grid.n_out=[2]",
+        "grid.repeats=2",
+        "nvml.min_window_s=0.15",
+        "nvml.idle_settle_s=0",
+        "nvml.idle_window_s=0.15",
+        f"out={tmp_path / 'e.csv'}",
+        f"tracking.uri={uri}",
+        "progress=false",
+    )
     result = measure.run_measure(c)
     df = read_table(tmp_path / "e.csv")
     assert fitted["rows"] == len(df) == 2 and (df.energy_j > 0).all() and (df.iterations >= 1).all()
@@ -123,14 +152,61 @@ def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path):
-    cmd = [sys.executable, "-m", "calibrate.measure", "backend=transformers", "model=tiny",
-           "meter=none", "grid=smoke", "grid.n_in=[4]", "grid.n_out=[3]", "grid.repeats=1",
-           "out=rel/m.csv", "tracking.enabled=false", "progress=false"]
+    _needs_torch()
+    cmd = [
+        sys.executable,
+        "-m",
+        "calibrate.measure",
+        "backend=transformers",
+        "model=tiny",
+        "meter=none",
+        "grid=smoke",
+        "grid.n_in=[4]",
+        "grid.n_out=[3]",
+        "grid.repeats=1",
+        "out=rel/m.csv",
+        "tracking.enabled=false",
+        "progress=false",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "1 row(s) written" in done.stdout
     assert len(read_table(tmp_path / "rel/m.csv", require_energy=False)) == 1
     assert not (tmp_path / "outputs").exists()
-    bad = subprocess.run([*cmd[:4], "model=nowhere", "out=x.csv"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*cmd[:4], "model=nowhere", "out=x.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1 and "never downloads" in bad.stderr
+
+
+@pytest.mark.parametrize("signum, status, name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
+def test_a_signal_mid_sweep_prints_one_line_and_keeps_the_rows(tmp_path, signum, status, name):
+    _needs_torch()
+    cmd = [
+        sys.executable,
+        "-m",
+        "calibrate.measure",
+        "backend=transformers",
+        "model=tiny",
+        "meter=none",
+        "grid=smoke",
+        "grid.repeats=500",
+        "out=m.csv",
+        "tracking.enabled=false",
+        "progress=false",
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "m.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    kept = len(read_table(out, require_energy=False))
+    assert proc.returncode == status
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"calibrate.measure: stopped ({name}); {kept} row(s) kept in {out}; "
+        "run the same command again to resume (points already measured are skipped)"
+    )
+    assert kept >= 2 and not (tmp_path / "m.csv.lock").exists()

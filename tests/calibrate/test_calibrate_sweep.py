@@ -47,8 +47,7 @@ class FakeBackend:
         pass
 
 
-GRID = Grid(name="t", n_in=(8, 16), n_out=(4, 20), batch_sizes=(2,), num_requests=(3,),
-            repeats=2, warmup=1)
+GRID = Grid(name="t", n_in=(8, 16), n_out=(4, 20), batch_sizes=(2,), num_requests=(3,), repeats=2, warmup=1)
 
 
 def options(tmp_path, **kw):
@@ -56,8 +55,7 @@ def options(tmp_path, **kw):
 
 
 def nvml_meter(session, clock):
-    return NvmlMeter(session, min_window_s=1.0, idle_settle_s=1.0, idle_window_s=1.0,
-                     clock=clock, sleep=clock.sleep)
+    return NvmlMeter(session, min_window_s=1.0, idle_settle_s=1.0, idle_window_s=1.0, clock=clock, sleep=clock.sleep)
 
 
 def test_energy_rows_with_window_lengthening(tmp_path, session, nvml, clock):
@@ -89,15 +87,13 @@ def test_every_run_has_exact_lengths_and_warmup(tmp_path, clock):
 
 def test_length_mismatch_is_an_error_not_a_row(tmp_path, clock):
     with pytest.raises(OutputLengthError, match="instead of n_out=4"):
-        Sweep(GRID, FakeBackend(clock, short_by=1), NullMeter(clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock, short_by=1), NullMeter(clock), options(tmp_path), clock=clock).run()
     assert not (tmp_path / "t.csv").exists()
 
 
 def test_crash_keeps_finished_rows_and_rerun_resumes(tmp_path, clock):
     with pytest.raises(RuntimeError, match="engine crashed"):
-        Sweep(GRID, FakeBackend(clock, crash_after=5), NullMeter(clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock, crash_after=5), NullMeter(clock), options(tmp_path), clock=clock).run()
     assert len(pd.read_csv(tmp_path / "t.csv")) == 3  # point 1 (2 repeats) + point 2, repeat 0
     backend = FakeBackend(clock)
     summary = Sweep(GRID, backend, NullMeter(clock), options(tmp_path), clock=clock).run()
@@ -119,18 +115,27 @@ def test_timing_only_rows_are_refused_by_the_fitter(tmp_path, clock):
 def test_energy_and_timing_rows_never_mix(tmp_path, session, clock):
     Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
     with pytest.raises(MeasurementTableError, match="timing-only rows"):
-        Sweep(GRID, FakeBackend(clock), nvml_meter(session, clock), options(tmp_path),
-              clock=clock).run()
+        Sweep(GRID, FakeBackend(clock), nvml_meter(session, clock), options(tmp_path), clock=clock).run()
 
 
-DVFS = Grid(name="d", n_in=(8,), n_out=(20,), batch_sizes=(2,), num_requests=(2,),
-            clocks_mhz=(None, 990), power_limits_w=(None, 400.0), repeats=1, warmup=0)
+DVFS = Grid(
+    name="d",
+    n_in=(8,),
+    n_out=(20,),
+    batch_sizes=(2,),
+    num_requests=(2,),
+    clocks_mhz=(None, 990),
+    power_limits_w=(None, 400.0),
+    repeats=1,
+    warmup=0,
+)
 
 
 def test_dvfs_settings_recorded_applied_and_restored(tmp_path, session, nvml, clock):
     backend = FakeBackend(clock, nvml=nvml)
-    Sweep(DVFS, backend, nvml_meter(session, clock), options(tmp_path),
-          GpuSettingsController(session), clock=clock).run()
+    Sweep(
+        DVFS, backend, nvml_meter(session, clock), options(tmp_path), GpuSettingsController(session), clock=clock
+    ).run()
     df = read_table(tmp_path / "t.csv")
     assert list(df.clock_mhz.fillna(0)) == [0, 0, 990, 990]
     assert list(df.power_limit_w.fillna(0)) == [0, 400, 0, 400]
@@ -142,8 +147,14 @@ def test_dvfs_settings_recorded_applied_and_restored(tmp_path, session, nvml, cl
 
 def test_dvfs_settings_restored_when_the_engine_crashes(tmp_path, session, nvml, clock):
     with pytest.raises(RuntimeError):
-        Sweep(DVFS, FakeBackend(clock, crash_after=2), nvml_meter(session, clock),
-              options(tmp_path), GpuSettingsController(session), clock=clock).run()
+        Sweep(
+            DVFS,
+            FakeBackend(clock, crash_after=2),
+            nvml_meter(session, clock),
+            options(tmp_path),
+            GpuSettingsController(session),
+            clock=clock,
+        ).run()
     assert nvml.gpus[0].locked_clocks is None and nvml.gpus[0].power_limit_mw == 700_000
 
 
@@ -151,8 +162,9 @@ def test_dvfs_without_privilege_fails_before_any_measurement(tmp_path, session, 
     nvml.root = False
     backend = FakeBackend(clock)
     with pytest.raises(NvmlPermissionError, match="needs root"):
-        Sweep(DVFS, backend, nvml_meter(session, clock), options(tmp_path),
-              GpuSettingsController(session), clock=clock).run()
+        Sweep(
+            DVFS, backend, nvml_meter(session, clock), options(tmp_path), GpuSettingsController(session), clock=clock
+        ).run()
     assert backend.runs == [] and not (tmp_path / "t.csv").exists()
 
 
@@ -162,9 +174,19 @@ def test_dvfs_without_nvml_is_an_error(tmp_path, clock):
 
 
 def test_foreign_table_is_not_resumed(tmp_path, clock):
-    pd.DataFrame({"model": ["m"], "gpu": ["g"], "backend": ["fake"], "n_in": [8], "n_out": [4],
-                  "batch_size": [2], "num_requests": [3], "energy_j": [None],
-                  "duration_s": [1.0]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(
+        {
+            "model": ["m"],
+            "gpu": ["g"],
+            "backend": ["fake"],
+            "n_in": [8],
+            "n_out": [4],
+            "batch_size": [2],
+            "num_requests": [3],
+            "energy_j": [None],
+            "duration_s": [1.0],
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(MeasurementTableError, match="not written by calibrate.measure"):
         Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
 
@@ -172,9 +194,69 @@ def test_foreign_table_is_not_resumed(tmp_path, clock):
 @pytest.mark.filterwarnings("ignore:.*outside its calibrated range")
 def test_a_sweep_table_fits_with_the_real_fitter(tmp_path, session, nvml, clock):
     fit = pytest.importorskip("calibrate.fit")
-    grid = Grid(name="c", n_in=(64, 256, 1024), n_out=(64, 256, 1024), batch_sizes=(4,),
-                num_requests=(8,), repeats=2, warmup=0)
-    Sweep(grid, FakeBackend(clock, seconds_per_token=0.01, nvml=nvml), nvml_meter(session, clock),
-          options(tmp_path), clock=clock).run()
+    grid = Grid(
+        name="c",
+        n_in=(64, 256, 1024),
+        n_out=(64, 256, 1024),
+        batch_sizes=(2, 4),
+        num_requests=(8,),
+        repeats=2,
+        warmup=0,
+    )
+    Sweep(
+        grid,
+        FakeBackend(clock, seconds_per_token=0.01, nvml=nvml),
+        nvml_meter(session, clock),
+        options(tmp_path),
+        clock=clock,
+    ).run()
     report = fit.fit_measurements(tmp_path / "t.csv", tmp_path / "t.oracle.json", plots=False)
     assert {"mape_pct", "cv_mape_pct"} <= set(report) and (tmp_path / "t.oracle.json").exists()
+
+
+@pytest.mark.parametrize("cut", [1, 20, 60])
+def test_a_half_written_last_line_is_set_aside_and_the_sweep_resumes(tmp_path, clock, caplog, cut):
+    Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    path = tmp_path / "t.csv"
+    full = path.read_bytes()
+    last = full.rstrip(b"\r\n").rsplit(b"\n", 1)[1]
+    path.write_bytes(full[: len(full) - len(last) - 2 + cut])  # killed while writing the 9th line
+    with caplog.at_level("WARNING", logger="calibrate.table"):
+        summary = Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert (summary.rows_written, summary.rows_skipped) == (1, 7)  # only the cut-short point again
+    assert f"{path}, line 9 was cut short" in caplog.text and "t.rejected.csv" in caplog.text
+    assert (tmp_path / "t.rejected.csv").read_bytes() == last[:cut] + b"\n"
+    df = read_table(path, require_energy=False)
+    assert len(df) == 8 and len(df.drop_duplicates(["n_in", "n_out", "repeat"])) == 8
+
+
+def test_a_second_sweep_on_the_same_table_is_refused_naming_the_holder(tmp_path, clock):
+    import json
+    import os
+    import socket
+
+    from calibrate.lock import TableLockedError, lock_path
+
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-11-22T05:00:00+00:00"}
+    lock_path(tmp_path / "t.csv").write_text(json.dumps(holder))
+    backend = FakeBackend(clock)
+    with pytest.raises(TableLockedError, match=f"pid {os.getppid()} on host {socket.gethostname()}, started 2026"):
+        Sweep(GRID, backend, NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert backend.runs == [] and not (tmp_path / "t.csv").exists()
+
+
+def test_the_lock_of_a_dead_sweep_is_taken_over_and_released(tmp_path, clock, caplog):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from calibrate.lock import lock_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = lock_path(tmp_path / "t.csv")
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "earlier"}))
+    with caplog.at_level("WARNING", logger="calibrate.lock"):
+        summary = Sweep(GRID, FakeBackend(clock), NullMeter(clock), options(tmp_path), clock=clock).run()
+    assert summary.rows_written == 8 and not lock.exists()
+    assert f"taking over the lock of pid {int(dead.stdout)}" in caplog.text

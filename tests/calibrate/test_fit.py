@@ -70,3 +70,22 @@ def test_command_line_bad_table_is_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "calibrate.fit: error:" in proc.stderr and "missing required column(s)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_command_line_refuses_a_table_that_cannot_determine_the_model(table_csv, tmp_path):
+    import pandas as pd
+
+    same = tmp_path / "same.csv"
+    pd.read_csv(table_csv).iloc[[3] * 8].to_csv(same, index=False)
+    out = tmp_path / "o.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", f"measurements={same}", f"out={out}", f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "calibrate.fit: error: the table cannot determine the model" in proc.stderr
+    assert "Traceback" not in proc.stderr and "MAPE" not in proc.stdout
+    assert not out.exists()

@@ -65,3 +65,32 @@ def test_append_row_writes_header_once_and_refuses_new_columns(tmp_path):
         append_row(path, {**ROW, "surprise": 1})
     with pytest.raises(MeasurementTableError, match="lacks required"):
         append_row(path, {"model": "m"})
+
+
+def test_cut_short_lines_are_set_aside_and_the_rest_kept(tmp_path, caplog):
+    from calibrate.table import rejected_path, set_aside_partial_lines
+
+    path = tmp_path / "m.csv"
+    for n_in in (64, 128, 256):
+        append_row(path, {**ROW, "n_in": n_in})
+    good = path.read_bytes()
+    merged = b"m,g,b,512,64," + good.splitlines(keepends=True)[1]  # a cut line, then the next row on it
+    path.write_bytes(good + merged + b"m,g,b,1024,6")
+    with caplog.at_level("WARNING", logger="calibrate.table"):
+        assert set_aside_partial_lines(path) == [5, 6]
+    assert path.read_bytes() == good and len(read_table(path)) == 3
+    assert rejected_path(path).read_bytes() == merged + b"m,g,b,1024,6\n"
+    assert f"{path}, line 5 has 14 fields, the header has 9" in caplog.text
+    assert f"{path}, line 6 was cut short" in caplog.text
+    assert set_aside_partial_lines(path) == []
+
+
+def test_a_cut_short_header_leaves_an_empty_table(tmp_path):
+    from calibrate.table import set_aside_partial_lines
+
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"model,gpu,back")
+    assert set_aside_partial_lines(path) == [1]
+    assert path.read_bytes() == b""
+    append_row(path, ROW)
+    assert len(read_table(path)) == 1

@@ -71,3 +71,13 @@ def test_shipped_oracles_match_a_fresh_build(tmp_path):
             np.testing.assert_allclose(
                 list(fresh[key].values()), list(shipped[key].values()), rtol=1e-6, err_msg=p.stem
             )
+
+
+def test_specs_are_oracle_data_not_hydra_groups_of_sim():
+    from importlib import resources
+
+    data = resources.files("oracle").joinpath("data")
+    assert arch.model_names() == sorted(p.name[:-5] for p in data.joinpath("models").iterdir() if p.suffix == ".yaml")
+    assert set(arch.gpu_names()) >= {"a100", "b200", "h100", "h200"}
+    assert not any(resources.files("conf").joinpath(group).is_dir() for group in ("model", "gpu"))
+    assert all(arch.load_model(n).source.startswith("oracle/data/") for n in arch.model_names())

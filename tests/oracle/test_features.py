@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 from oracle import features as F
 from oracle.model import CalibratedRange, Oracle
 
-coef = st.lists(st.floats(0, 10, allow_nan=False), min_size=6, max_size=6)
+# an oracle needs time for every step: const > 0, or a decode and a prefill coefficient
+coef = st.lists(st.floats(0, 10, allow_nan=False), min_size=6, max_size=6).filter(
+    lambda c: c[0] > 0 or (any(c[1:3]) and any(c[3:]))
+)
 
 
 def _oracle(c):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from oracle import features as F
-from oracle.fit import OracleEstimator, fit_oracle
+from oracle.fit import OracleEstimator, UnidentifiableFitError, fit_oracle
 from oracle.model import Oracle
 from oracle.regress import NotFittedError, RelativeNNLS, cross_val_mape_pct, relative_bounded_lsq
 
@@ -106,3 +106,67 @@ def test_bounded_fit_respects_linear_limits():
     c = relative_bounded_lsq(X, y, lower=[0, 0], constraints=(np.array([[1.0, 1.0]]), np.array([8.0])))
     assert c.sum() <= 8.0 + 1e-6
     np.testing.assert_allclose(relative_bounded_lsq(X, y, lower=[0, 0]), [10.0, 5.0], rtol=1e-6)
+
+
+def test_identical_rows_cannot_determine_the_model(truth):
+    table = synthetic_table(truth, noise=0.0).iloc[[5] * 12]
+    with pytest.raises(UnidentifiableFitError, match="cannot determine the model.* 1 distinct") as e:
+        fit_oracle(table)
+    assert "fix only 1 of the 6" in str(e.value) and "at least 6 distinct points" in str(e.value)
+
+
+def test_fewer_distinct_points_than_coefficients_are_refused(truth):
+    table = synthetic_table(truth, noise=0.01).drop_duplicates(["n_in", "n_out", "batch_size", "num_requests"])
+    with pytest.raises(UnidentifiableFitError, match="5 distinct"):
+        fit_oracle(table.iloc[[0, 50, 100, 150, 200]])
+
+
+def test_one_batch_size_cannot_separate_per_step_from_per_sequence_costs(truth):
+    table = synthetic_table(truth, noise=0.01)
+    with pytest.raises(
+        UnidentifiableFitError, match="tell apart the coefficients of const, decode_seqs, prefill_seqs\\)"
+    ) as e:
+        fit_oracle(table[table.batch_size == 1])
+    assert "batch_size 1" in str(e.value)
+
+
+def _hot(truth, factor: float = 3.0) -> pd.DataFrame:
+    """A table whose long-prompt runs report `factor` times the energy: over 700 W when fitted freely."""
+    table = synthetic_table(truth, noise=0.01, seed=2)
+    table["energy_j"] *= np.where(table["n_in"] >= 1024, factor, 1.0)
+    return table
+
+
+def test_energy_fit_keeps_implied_power_within_idle_and_limit(truth):
+    oracle, report = fit_oracle(_hot(truth))
+    p = report.power
+    assert p is not None and p.active
+    assert p.unconstrained_power_w[1] > 2 * oracle.power_limit_w  # what the plain fit would ship
+    assert oracle.power_violations() == []
+    assert p.idle_power_w * 0.999 <= p.power_w[0] and p.power_w[1] <= oracle.power_limit_w * 1.001
+    assert p.constrained_mape_pct == pytest.approx(report.energy.mape_pct)
+    assert p.cost_pct > 0  # the limits cost fit quality on this table, and the report says how much
+    assert "binding" in report.text() and oracle.fit["power_constraint"]["cost_pct"] == pytest.approx(p.cost_pct)
+
+
+def test_power_limits_do_not_move_a_physical_fit(truth):
+    table = synthetic_table(truth, noise=0.01, seed=2)
+    _, report = fit_oracle(table)
+    free = OracleEstimator().fit(table)
+    assert report.power is not None and not report.power.active
+    assert report.power.cost_pct == pytest.approx(0.0, abs=1e-9)
+    assert "not binding" in report.text()
+    np.testing.assert_allclose(fit_oracle(table)[0].energy_coef_j, free.energy_coef_, rtol=1e-9, atol=0.0)
+
+
+def test_idle_power_above_the_power_limit_is_refused(truth):
+    with pytest.raises(ValueError, match="idle power 800 W .* below the power limit 700 W"):
+        fit_oracle(synthetic_table(truth, noise=0.01), idle_power_w=800.0)
+
+
+def test_show_reports_what_the_power_constraint_cost(truth):
+    from oracle.show import describe
+
+    oracle, report = fit_oracle(_hot(truth))
+    assert report.power is not None
+    assert f"binding, cost {report.power.cost_pct:+.2f} MAPE points" in describe(oracle, (1,))

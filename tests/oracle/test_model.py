@@ -42,10 +42,23 @@ def test_save_load_roundtrip(tmp_path):
         (lambda d: d.pop("idle_power_w"), "missing key 'idle_power_w'"),
         (lambda d: d["energy_coef_j"].update(bogus=1.0), "unknown feature"),
         (lambda d: d["energy_coef_j"].update(const=-1.0), "non-negative"),
+        (lambda d: d.update(idle_power_w="70"), "'idle_power_w' must be a number.*without quotes"),
+        (lambda d: d["time_coef_s"].update(decode_ctx="1e-9"), "'time_coef_s.decode_ctx' must be a number"),
+        (lambda d: d["memory"].update(weight_bytes=-1e9), "memory.weight_bytes must be a finite non-negative"),
+        (lambda d: d["memory"].update(gpu_memory_bytes="8e10"), "'memory.gpu_memory_bytes' must be a number"),
+        (lambda d: d.update(time_coef_s=dict.fromkeys(d["time_coef_s"], 0.0)), "time_coef_s are all zero"),
+        (
+            lambda d: d.update(time_coef_s={**dict.fromkeys(d["time_coef_s"], 0.0), "prefill_tokens": 1e-7}),
+            "every decode step 0 s",
+        ),
+        (lambda d: d["calibrated"].update(n_in=[4096, 64]), "calibrated.n_in .*reversed"),
+        (lambda d: d["calibrated"].update(batch=[1]), "'calibrated.batch' must be a \\[low, high\\] pair"),
+        (lambda d: d.update(power_limit_w=50.0), "power_limit_w .* at least idle_power_w"),
+        (lambda d: d.update(name=7), "'name' must be a non-empty string"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, mutate, message):
-    d = _oracle().to_dict()
+    d = _oracle(memory=MemorySpec(1e9, 1e5, 8e10)).to_dict()
     mutate(d)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(d))

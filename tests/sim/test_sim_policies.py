@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+from oracle.model import OracleRangeWarning
 from sim.config import ConfigError, ServerConfig
 from sim.jobs import ServerState
 from sim.policies import PolicyContext, Request, build_policy, known_policies, policy_config
@@ -67,14 +70,34 @@ def test_adaptive_gen_caps_at_the_sweet_spot(llama):
     assert policy.shape(N_IN, N_OUT).n_out.tolist() == expected.astype(int).tolist()
 
 
-def test_adaptive_gen_tightens_when_the_queue_grows(llama):
-    policy = build_policy("adaptive_gen", {"queue_threshold": 4, "queue_factor": 0.5}, context(llama))
+@pytest.mark.parametrize("factor", [0.25, 0.5])
+def test_adaptive_gen_tightens_when_the_queue_grows(llama, factor):
+    policy = build_policy("adaptive_gen", {"queue_threshold": 4, "queue_factor": factor}, context(llama))
     assert policy.dynamic
-    calm, busy = ServerState(3, 10, 1000), ServerState(4, 10, 1000)
     request = Request(0.0, 1000, 4000)
-    loose, tight = policy.decide(request, calm).n_out, policy.decide(request, busy).n_out
-    assert tight == int(np.floor(int(np.floor(llama.optimal_output(1000))) * 0.5)) or tight < loose
-    assert tight < loose
+    loose, at, above = (policy.decide(request, ServerState(q, 10, 1000)).n_out for q in (3, 4, 40))
+    assert loose < request.n_out  # the sweet-spot cap binds for this request
+    assert at == above < loose  # tightened from the threshold on, not further with a longer queue
+    assert abs(at - factor * loose) <= 1  # by queue_factor, up to rounding to whole tokens
+
+
+def test_policy_scans_outside_the_range_do_not_warn_but_a_run_outside_it_does(llama):
+    requests = trace([(0.0, 200, 100), (1.0, 300, 300_000), (2.0, 100, 50), (3.0, 400, 80)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        truncation = build_policy("truncation", {}, context(llama))  # scans n_in from 1 token
+        adaptive = build_policy("adaptive_gen", {}, context(llama))
+        adaptive.caps([1, 10**6])
+        assert not [w for w in caught if w.category is OracleRangeWarning]
+        simulate(requests, llama, ServerConfig(), truncation)
+    ranged = [str(w.message) for w in caught if w.category is OracleRangeWarning]
+    assert len(ranged) == 1
+    assert "1 of 4 requests of this run (25.0 % of requests, 99.7 % of tokens)" in ranged[0]
+    assert "n_out 300000" in ranged[0] and llama.name in ranged[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        simulate(requests, llama, ServerConfig(), adaptive)  # caps n_out at n_out*: back in range
+    assert not [w for w in caught if w.category is OracleRangeWarning]
 
 
 def test_dynamic_dispatch_without_tightening_equals_static_shaping(llama):
