@@ -8,13 +8,13 @@ import pytest
 
 from calibrate.fit import fit_measurements
 from oracle.model import Oracle
-from tests.oracle.test_fit import synthetic_table
+from tests.oracle.test_fit import physical_truth, synthetic_table
 
 
 @pytest.fixture(scope="module")
 def table_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("fit") / "m.csv"
-    synthetic_table(Oracle.load("llama-3.2-1b_h100"), noise=0.01, seed=3).to_csv(path, index=False)
+    synthetic_table(physical_truth(), noise=0.01, seed=3).to_csv(path, index=False)
     return path
 
 
