@@ -1,0 +1,171 @@
+"""One trace split into time windows, merged: each request once, energy and latency as one process."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oracle.model import Oracle, OracleRangeWarning
+from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.fleet import Fleet
+from sim.metrics import summarize
+from sim.policies import PolicyContext, build_policy
+from sim.policies.base import Policy
+from sim.run import simulate_fleet
+from sim.windows import clip, plan_windows, simulate_windows
+
+SLO = SloConfig()
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OracleRangeWarning)
+        yield Oracle.load("llama-3.1-8b_h100")
+
+
+def busy_trace(n: int = 4000, rate_per_s: float = 12.0, seed: int = 0) -> pd.DataFrame:
+    """Poisson arrivals at a rate that keeps one H100 batching (log-normal lengths), seeded."""
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, n))
+    n_in = np.clip(rng.lognormal(6.5, 1.0, n), 16, 8000).astype(np.int64)
+    n_out = np.clip(rng.lognormal(5.0, 0.8, n), 2, 2000).astype(np.int64)
+    return pd.DataFrame({"arrival_s": arrival, "n_in": n_in, "n_out": n_out})
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a / b - 1.0)
+
+
+def test_windows_split_by_request_count_and_own_every_arrival_once():
+    arrival = np.array([0.0, 1.0, 1.0, 1.0, 2.0, 5.0, 6.0, 9.0])
+    plan = plan_windows(arrival, 3, warmup_s=1.5)
+    owned = np.concatenate([np.arange(w.owned, w.stop) for w in plan])
+    assert owned.tolist() == list(range(arrival.size))
+    assert plan[0].start_s == -math.inf and plan[-1].end_s == math.inf
+    for w in plan:
+        assert np.all((arrival[w.owned : w.stop] >= w.start_s) & (arrival[w.owned : w.stop] < w.end_s))
+        assert w.first == np.searchsorted(arrival, w.start_s - 1.5)  # warm-up: the 1.5 s before
+    assert len(plan_windows(np.zeros(5), 4, 1.0)) == 1  # one instant cannot be split
+
+
+def test_clipping_a_span_log_at_a_boundary_keeps_energy_and_busy_time(oracle):
+    result = simulate_fleet(busy_trace(600), Fleet.single(oracle, ServerConfig()))
+    s = result.servers[0]
+    cut = float(s.span_start_s[len(s.span_s) // 2] + 0.4 * s.span_s[len(s.span_s) // 2])  # inside a span
+    left, right = clip(s, -math.inf, cut), clip(s, cut, math.inf)
+    assert left.span_start_s[-1] + left.span_s[-1] == pytest.approx(cut) == right.span_start_s[0]
+    assert left.active_energy_j + right.active_energy_j == pytest.approx(s.active_energy_j, rel=1e-12)
+    assert left.busy_s + right.busy_s == pytest.approx(s.busy_s, rel=1e-12)
+    assert abs(left.steps + right.steps - s.steps) <= 1 and left.steps and right.steps
+    assert max(left.peak_power_w, right.peak_power_w) == s.peak_power_w
+
+
+def test_one_window_is_the_single_process_run(oracle):
+    requests, fleet = busy_trace(400), Fleet.single(oracle, ServerConfig())
+    one = simulate_fleet(requests, fleet)
+    merged = simulate_windows(requests, fleet, windows=1, warmup_s=60.0)
+    pd.testing.assert_frame_equal(merged.requests, one.requests)
+    assert merged.servers[0].active_energy_j == one.servers[0].active_energy_j
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_merged_windows_count_each_request_once_and_match_one_process(oracle, replicas):
+    """4 windows of ~83 s, each after a 60 s warm-up (longer than any request's stay) and before a 60 s
+    cool-down. Replicas behind least_tokens pick differently after a window's restart, so single
+    latencies differ; their percentiles and the energy must not."""
+    requests = busy_trace()
+    fleet = Fleet.single(oracle, ServerConfig(), replicas=replicas, router="least_tokens")
+    one = simulate_fleet(requests, fleet)
+    merged = simulate_windows(requests, fleet, windows=4, warmup_s=60.0)
+    assert one.requests["e2e_s"].max() < 60.0
+    r = merged.requests
+    assert r["request_id"].tolist() == list(range(len(requests)))
+    assert np.array_equal(r["arrival_s"].to_numpy(), requests["arrival_s"].to_numpy())
+    assert list(r.columns) == list(one.requests.columns) and int(r["completed"].sum()) == len(requests)
+    a, b = summarize(merged, SLO), summarize(one, SLO)
+    assert relative(a["energy_j"], b["energy_j"]) < 0.005
+    assert relative(a["active_energy_j"], b["active_energy_j"]) < 0.005
+    assert relative(r["energy_j"].sum(), one.requests["energy_j"].sum()) < 0.005  # each from its owner
+    assert a["makespan_s"] == pytest.approx(b["makespan_s"], rel=1e-3)
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        for p in ("p50", "p99"):
+            assert relative(a[key][p], b[key][p]) < 0.02, (key, p)
+    spans = merged.servers[0].span_start_s
+    assert np.all(np.diff(spans) >= -1e-9)  # windows' spans abut in time order
+
+
+def test_without_warm_up_the_windows_start_empty_and_miss_work(oracle):
+    """The warm-up matters: windows started cold lose the work of requests running at their start."""
+    requests, fleet = busy_trace(rate_per_s=20.0), Fleet.single(oracle, ServerConfig())
+    base = summarize(simulate_fleet(requests, fleet), SLO)["active_energy_j"]
+    cold = summarize(simulate_windows(requests, fleet, windows=8, warmup_s=0.0), SLO)["active_energy_j"]
+    warm = summarize(simulate_windows(requests, fleet, windows=8, warmup_s=60.0), SLO)["active_energy_j"]
+    assert relative(warm, base) < relative(cold, base)
+
+
+def test_a_summarizing_policy_on_its_own_gpu_merges_both_servers(oracle):
+    requests = busy_trace(1500)
+    context = PolicyContext(oracle, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
+    policy = build_policy("summarization", {"min_input_tokens": 1024}, context)
+    fleet = Fleet.single(oracle, ServerConfig())
+    one = simulate_fleet(requests, fleet, policy)
+    merged = simulate_windows(requests, fleet, policy, windows=3, warmup_s=60.0)
+    assert [s.name for s in merged.servers] == [s.name for s in one.servers] == ["main", "summarizer"]
+    assert merged.policy == "summarization"
+    assert merged.requests["summary_tokens"].equals(one.requests["summary_tokens"])
+    for m, o in zip(merged.servers, one.servers, strict=True):
+        assert relative(m.active_energy_j, o.active_energy_j) < 0.005
+
+
+def test_bad_arguments_name_what_is_wrong(oracle):
+    requests, fleet = busy_trace(50), Fleet.single(oracle, ServerConfig())
+    for kwargs, key in [
+        ({"windows": 0, "warmup_s": 1.0}, "windows"),
+        ({"windows": 2, "warmup_s": -1.0}, "warmup_s"),
+        ({"windows": 2, "warmup_s": 1.0, "executor": "dask"}, "executor"),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            simulate_windows(requests, fleet, **kwargs)
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(oracle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'sweetspot-sim\[ray\]'"):
+        simulate_windows(busy_trace(50), Fleet.single(oracle, ServerConfig()), windows=2, warmup_s=1.0, executor="ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real Ray on 127.0.0.1 in this process (2 CPUs), shut down after the module."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when Ray is first imported
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # leaves ~/.ray alone
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        env.delenv("RAY_ADDRESS", raising=False)
+        ray = pytest.importorskip("ray")
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False,
+                 log_to_driver=False)  # fmt: skip
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def test_ray_and_local_executors_give_identical_results(oracle, local_ray):
+    requests = busy_trace(1200)
+    fleet = Fleet.single(oracle, ServerConfig(), replicas=2, router="least_tokens")
+    runs = [simulate_windows(requests, fleet, Policy(), windows=3, warmup_s=30.0, executor=e) for e in ("local", "ray")]
+    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests)
+    assert runs[0].makespan_s == runs[1].makespan_s
+    for a, b in zip(runs[0].servers, runs[1].servers, strict=True):
+        assert a.active_energy_j == b.active_energy_j and np.array_equal(a.span_start_s, b.span_start_s)
+    assert os.environ.get("RAY_ADDRESS") is None and local_ray.is_initialized()
