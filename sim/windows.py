@@ -15,10 +15,16 @@ Busy time and step energy are sums of the kept spans, so idle energy (idle power
 busy, `sim.metrics`) and the total are right when the warm-up covers the longest request's stay.
 Per-request energies come from each owner window, so their sum plus idle energy matches the total
 only to the merge's accuracy. Routers restart in each window (round robin from replica 0).
+
+The warm-up must cover the longest stay of a request (queueing included) at the boundary, or the
+next window starts with too little work. A check: the first half of a window's cool-down are the
+next window's first requests, served there after the true history; when their mean end-to-end
+latency in the two windows differs by more than 1 %, `simulate_windows` logs a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -38,29 +44,35 @@ from sim.server import ServerStats
 EXECUTORS = ("local", "ray")
 COUNTS = ("span_steps", "span_tokens")  # per-span counts split (rounded) with the span's time, like its energy
 RAY_MISSING = "executor='ray' needs Ray: pip install 'sweetspot-sim[ray]'"
+DRIFT_WARN = 0.01  # relative difference of mean e2e latency across a boundary that gets a warning
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Window:
     """Rows [first, last) of the trace are simulated; rows [owned, stop) and the time range
-    [start_s, end_s) (s) belong to this window."""
+    [start_s, end_s) (s) belong to this window; rows [stop, probe) check the next one's warm-up."""
 
     index: int
     first: int
     owned: int
     stop: int
     last: int
+    probe: int
     start_s: float
     end_s: float
 
 
 @dataclass(frozen=True)
 class Part:
-    """What one window returns: its owned records, its servers' clipped spans, its wall time (s)."""
+    """What one window returns: its owned records, its servers' clipped spans, its wall time (s),
+    and the end-to-end latencies (s) of its probe rows (the next window's first requests)."""
 
     records: pd.DataFrame
     servers: tuple[ServerStats, ...]
     wall_s: float
+    probe_e2e_s: np.ndarray
 
 
 def plan_windows(arrival_s: np.ndarray, windows: int, warmup_s: float, cooldown_s: float = 0.0) -> tuple[Window, ...]:
@@ -73,8 +85,11 @@ def plan_windows(arrival_s: np.ndarray, windows: int, warmup_s: float, cooldown_
     first = np.searchsorted(arrival_s, edges[:-1] - warmup_s, side="left")
     stop = np.append(owned[1:], n)
     last = np.searchsorted(arrival_s, edges[1:] + cooldown_s, side="left")
+    probe = np.minimum(np.searchsorted(arrival_s, edges[1:] + cooldown_s / 2, side="left"), np.append(stop[1:], n))
     return tuple(
-        Window(k, int(first[k]), int(owned[k]), int(stop[k]), int(last[k]), float(edges[k]), float(edges[k + 1]))
+        Window(
+            k, int(first[k]), int(owned[k]), int(stop[k]), int(last[k]), int(probe[k]), *map(float, edges[k : k + 2])
+        )
         for k in range(len(owned))
     )
 
@@ -108,7 +123,24 @@ def simulate_windows(
         parts = _on_ray(slices, fleet, policy, plan)
     else:
         parts = [simulate_window(s, fleet, policy, w) for s, w in zip(slices, plan, strict=True)]
+    drift = boundary_drift(parts)
+    if drift and max(drift) > DRIFT_WARN:
+        k = int(np.argmax(drift))
+        log.warning("windows: the requests after boundary %d have a mean end-to-end latency %.1f %% off the one "
+                    "the window before gives them; warmup_s=%g s is too short for this load (use more than the "
+                    "longest stay of a request)", k + 1, 100 * drift[k], warmup_s)  # fmt: skip
     return merge(parts, policy.name, float(arrival[-1]), time.perf_counter() - start)
+
+
+def boundary_drift(parts: list[Part]) -> list[float]:
+    """Per boundary: relative difference of the mean end-to-end latency of the next window's first
+    requests, as it serves them vs as the window before does in its cool-down (0: none)."""
+    out = []
+    for before, after in zip(parts, parts[1:], strict=False):
+        mine = after.records["e2e_s"].to_numpy()[: before.probe_e2e_s.size]
+        ok = np.isfinite(mine) & np.isfinite(before.probe_e2e_s)
+        out.append(abs(mine[ok].mean() / before.probe_e2e_s[ok].mean() - 1.0) if ok.any() else 0.0)
+    return out
 
 
 def simulate_window(requests: pd.DataFrame, fleet: Fleet, policy: Policy, window: Window) -> Part:
@@ -117,7 +149,8 @@ def simulate_window(requests: pd.DataFrame, fleet: Fleet, policy: Policy, window
     records = result.requests.iloc[window.owned - window.first : window.stop - window.first].copy()
     records["request_id"] += window.first
     servers = tuple(clip(s, window.start_s, window.end_s) for s in result.servers)
-    return Part(records, servers, result.wall_s)
+    probe = result.requests["e2e_s"].to_numpy()[window.stop - window.first : window.probe - window.first]
+    return Part(records, servers, result.wall_s, probe)
 
 
 def clip(stats: ServerStats, start_s: float, end_s: float) -> ServerStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -102,13 +103,20 @@ def test_merged_windows_count_each_request_once_and_match_one_process(oracle, re
     assert np.all(np.diff(spans) >= -1e-9)  # windows' spans abut in time order
 
 
-def test_without_warm_up_the_windows_start_empty_and_miss_work(oracle):
-    """The warm-up matters: windows started cold lose the work of requests running at their start."""
+def test_a_too_short_warm_up_misses_work_and_is_reported(oracle, caplog):
+    """Windows started nearly cold lose the work of requests running at their start, and the
+    boundary check (the cool-down's requests served by both windows) says so."""
     requests, fleet = busy_trace(rate_per_s=20.0), Fleet.single(oracle, ServerConfig())
     base = summarize(simulate_fleet(requests, fleet), SLO)["active_energy_j"]
-    cold = summarize(simulate_windows(requests, fleet, windows=8, warmup_s=0.0), SLO)["active_energy_j"]
-    warm = summarize(simulate_windows(requests, fleet, windows=8, warmup_s=60.0), SLO)["active_energy_j"]
-    assert relative(warm, base) < relative(cold, base)
+    with caplog.at_level(logging.WARNING, logger="sim.windows"):
+        cold = simulate_windows(requests, fleet, windows=8, warmup_s=1.0, cooldown_s=60.0)
+    assert "warmup_s=1 s is too short" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sim.windows"):
+        warm = simulate_windows(requests, fleet, windows=8, warmup_s=60.0)
+    assert not caplog.records
+    cold_j, warm_j = (summarize(r, SLO)["active_energy_j"] for r in (cold, warm))
+    assert relative(warm_j, base) < 0.005 < relative(cold_j, base)
 
 
 def test_a_summarizing_policy_on_its_own_gpu_merges_both_servers(oracle):
