@@ -24,6 +24,7 @@ latency in the two windows differs by more than 1 %, `simulate_windows` logs a w
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ from sim.server import ServerStats
 
 EXECUTORS = ("local", "ray")
 COUNTS = ("span_steps", "span_tokens")  # per-span counts split (rounded) with the span's time, like its energy
-RAY_MISSING = "executor='ray' needs Ray: pip install 'sweetspot-sim[ray]'"
+RAY_MISSING = "{}='ray' needs Ray: pip install 'sweetspot-sim[ray]'"
 DRIFT_WARN = 0.01  # relative difference of mean e2e latency across a boundary that gets a warning
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,34 @@ def plan_windows(arrival_s: np.ndarray, windows: int, warmup_s: float, cooldown_
         )
         for k in range(len(owned))
     )
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where one run's trace is simulated: `mode` 'single' (one `simulate_fleet` call), 'local' or
+    'ray' (`simulate_windows` with that executor, `windows` windows, overlaps in s)."""
+
+    mode: str = "single"
+    windows: int = 2
+    warmup_s: float = 300.0
+    cooldown_s: float | None = None  # None: warmup_s
+
+    def __post_init__(self) -> None:
+        modes = ("single", *EXECUTORS)
+        check(self.mode in modes, "execution.mode", f"must be one of {modes}, got {self.mode!r}")
+        check(isinstance(self.windows, int) and self.windows >= 1, "execution.windows", "must be an int ≥ 1")
+        check(math.isfinite(self.warmup_s) and self.warmup_s >= 0, "execution.warmup_s", "must be ≥ 0 s")
+        cool = self.cooldown_s
+        check(cool is None or (math.isfinite(cool) and cool >= 0), "execution.cooldown_s", "must be null or ≥ 0 s")
+        if self.mode == "ray" and not _ray_installed():
+            raise ConfigError(RAY_MISSING.format("execution.mode"))
+
+    def simulate(self, requests: pd.DataFrame, fleet: Fleet, policy: Policy | None = None) -> SimResult:
+        """The run this config asks for."""
+        if self.mode == "single":
+            return simulate_fleet(requests, fleet, policy)
+        return simulate_windows(requests, fleet, policy, windows=self.windows, warmup_s=self.warmup_s,
+                                cooldown_s=self.cooldown_s, executor=self.mode)  # fmt: skip
 
 
 def simulate_windows(
@@ -225,10 +254,16 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise ConfigError(RAY_MISSING) from e
+        raise ConfigError(RAY_MISSING.format("executor")) from e
     if not ray.is_initialized():
         if local:
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(log_to_driver=False)
     return ray
+
+
+def _ray_installed() -> bool:
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is not None
+    return importlib.util.find_spec("ray") is not None

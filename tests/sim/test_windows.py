@@ -20,7 +20,7 @@ from sim.metrics import summarize
 from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Policy
 from sim.run import simulate_fleet
-from sim.windows import clip, plan_windows, simulate_windows
+from sim.windows import ExecutionConfig, clip, plan_windows, simulate_windows
 
 SLO = SloConfig()
 
@@ -148,6 +148,22 @@ def test_ray_executor_without_ray_says_how_to_install_it(oracle, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'sweetspot-sim\[ray\]'"):
         simulate_windows(busy_trace(50), Fleet.single(oracle, ServerConfig()), windows=2, warmup_s=1.0, executor="ray")
+
+
+def test_execution_config_checks_its_keys_and_runs_what_it_names(oracle, monkeypatch):
+    requests, fleet = busy_trace(600), Fleet.single(oracle, ServerConfig())
+    bad = {"mode": "dask", "windows": 0, "warmup_s": -1.0, "cooldown_s": math.inf}
+    for key, value in bad.items():
+        with pytest.raises(ConfigError, match=f"execution.{key}"):
+            ExecutionConfig(**{key: value})
+    single = ExecutionConfig().simulate(requests, fleet)
+    pd.testing.assert_frame_equal(single.requests, simulate_fleet(requests, fleet).requests)
+    windowed = ExecutionConfig("local", windows=3, warmup_s=20.0, cooldown_s=10.0).simulate(requests, fleet)
+    expected = simulate_windows(requests, fleet, windows=3, warmup_s=20.0, cooldown_s=10.0)
+    pd.testing.assert_frame_equal(windowed.requests, expected.requests)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"execution.mode='ray' needs Ray: pip install 'sweetspot-sim\[ray\]'"):
+        ExecutionConfig("ray")
 
 
 @pytest.fixture(scope="module")
