@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import secrets
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +21,11 @@ from sim.config import ConfigError, ServerConfig, SloConfig
 from sim.fleet import Fleet
 from sim.metrics import summarize
 from sim.policies import PolicyContext, build_policy
-from sim.policies.base import Policy
 from sim.run import simulate_fleet
 from sim.windows import ExecutionConfig, clip, plan_windows, simulate_windows
 
 SLO = SloConfig()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -166,30 +169,43 @@ def test_execution_config_checks_its_keys_and_runs_what_it_names(oracle, monkeyp
         ExecutionConfig("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A real Ray on 127.0.0.1 in this process (2 CPUs), shut down after the module."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when Ray is first imported
-        env.setenv("RAY_AUTH_MODE", "token")
-        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # leaves ~/.ray alone
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        env.delenv("RAY_ADDRESS", raising=False)
-        ray = pytest.importorskip("ray")
-        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False,
-                 log_to_driver=False)  # fmt: skip
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+def ray_case() -> tuple[pd.DataFrame, Fleet, dict]:
+    """The run both executors do: 2 replicas behind least_tokens, 3 windows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OracleRangeWarning)
+        fleet = Fleet.single(Oracle.load("llama-3.1-8b_h100"), ServerConfig(), replicas=2, router="least_tokens")
+    return busy_trace(1200), fleet, {"windows": 3, "warmup_s": 30.0}
 
 
-def test_ray_and_local_executors_give_identical_results(oracle, local_ray):
-    requests = busy_trace(1200)
-    fleet = Fleet.single(oracle, ServerConfig(), replicas=2, router="least_tokens")
-    runs = [simulate_windows(requests, fleet, Policy(), windows=3, warmup_s=30.0, executor=e) for e in ("local", "ray")]
-    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests)
-    assert runs[0].makespan_s == runs[1].makespan_s
-    for a, b in zip(runs[0].servers, runs[1].servers, strict=True):
+RAY_RUN = """
+import pickle, sys
+from sim.windows import simulate_windows
+from tests.sim.test_windows import ray_case
+requests, fleet, kwargs = ray_case()
+result = simulate_windows(requests, fleet, executor="ray", **kwargs)
+import ray  # imported by simulate_windows, after it set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+nodes = [n["NodeManagerAddress"] for n in ray.nodes()]
+pickle.dump((result, nodes, ray.util.get_node_ip_address()), open(sys.argv[1], "wb"))
+"""
+
+
+def test_ray_and_local_executors_give_identical_results(tmp_path):
+    """A fresh process: `simulate_windows` starts its own Ray (on 127.0.0.1) and runs the windows
+    as Ray tasks; this process runs them locally."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = tmp_path / "ray.pkl"
+    done = subprocess.run([sys.executable, "-c", RAY_RUN, str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with out.open("rb") as f:
+        on_ray, nodes, driver_ip = pickle.load(f)
+    requests, fleet, kwargs = ray_case()
+    local = simulate_windows(requests, fleet, executor="local", **kwargs)
+    assert nodes == ["127.0.0.1"] and driver_ip == "127.0.0.1"
+    pd.testing.assert_frame_equal(on_ray.requests, local.requests)
+    assert on_ray.makespan_s == local.makespan_s
+    for a, b in zip(on_ray.servers, local.servers, strict=True):
         assert a.active_energy_j == b.active_energy_j and np.array_equal(a.span_start_s, b.span_start_s)
-    assert os.environ.get("RAY_ADDRESS") is None and local_ray.is_initialized()
