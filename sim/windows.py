@@ -12,9 +12,9 @@ runs until its last request finishes. The merge keeps:
   the share of its duration inside, and the same share of its energy (J), steps and tokens.
 
 Busy time and step energy are sums of the kept spans, so idle energy (idle power × time not
-busy, `sim.metrics`) and the total are right when the warm-up covers the longest request's stay.
-Per-request energies come from each owner window, so their sum plus idle energy matches the total
-only to the merge's accuracy. Routers restart in each window (round robin from replica 0).
+busy, `sim.metrics`) and the total follow. Per-request energies come from each owner window, so
+their sum plus idle energy matches the total only to the merge's accuracy. Routers restart in each
+window (round robin from replica 0).
 
 The warm-up must cover the longest stay of a request (queueing included) at the boundary, or the
 next window starts with too little work. A check: the first half of a window's cool-down are the
