@@ -189,6 +189,7 @@ pickle.dump((result, nodes, ray.util.get_node_ip_address()), open(sys.argv[1], "
 """
 
 
+@pytest.mark.slow
 def test_ray_and_local_executors_give_identical_results(tmp_path):
     """A fresh process: `simulate_windows` starts its own Ray (on 127.0.0.1) and runs the windows
     as Ray tasks; this process runs them locally."""
