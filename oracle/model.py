@@ -73,6 +73,13 @@ class MemorySpec:
             if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
                 need = "positive" if positive else "non-negative"
                 raise ValueError(f"memory.{label} must be a finite {need} number of bytes, got {v:g}")
+        for label in ("kv_layers", "window_layers", "window_tokens"):
+            v = getattr(self, label)
+            if not (np.isfinite(v) and v >= 0 and float(v).is_integer()):
+                raise ValueError(f"memory.{label} must be a whole number ≥ 0, got {v!r}")
+            object.__setattr__(self, label, int(v))
+        if self.window_layers > self.kv_layers:
+            raise ValueError(f"memory.window_layers ({self.window_layers}) exceeds memory.kv_layers ({self.kv_layers})")
 
     def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
         """Tokens of KV cache that fit in `utilization` of GPU memory after the weights."""
