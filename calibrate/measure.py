@@ -30,7 +30,7 @@ from calibrate.nvml import NvmlError, NvmlSession, open_session
 from calibrate.repeats import spread_by_point
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
-from sim.tracking import log_run
+from tracking import log_run
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (NvmlError, ModelNotFoundError, BackendNotInstalledError, GridError,
