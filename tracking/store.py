@@ -69,6 +69,7 @@ def store_lock(config: TrackingConfig) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
+    _load_store_modules()  # ~1 s of imports, done before taking the lock so other writers wait less
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")
     try:
@@ -82,6 +83,12 @@ def store_lock(config: TrackingConfig) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _load_store_modules() -> None:
+    import alembic.migration  # noqa: F401
+    import mlflow.store.db.utils  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def check_store(config: TrackingConfig) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import report
-from sim.report import ReportError, comparison_table, load_runs, pareto_front, to_markdown
-from sim.tracking import TrackingConfig, log_run
+from tracking import report
+from tracking.report import ReportError, comparison_table, load_runs, pareto_front, to_markdown
+from tracking import TrackingConfig, log_run
 
 pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
