@@ -79,7 +79,7 @@ def log_run(
             "MLflow tracking to %r failed (%s: %s); the results are on disk.%s",
             config.uri,
             type(e).__name__,
-            str(e).splitlines()[0][:300] if str(e) else "",
+            str(e).splitlines()[0][:800] if str(e) else "",
             hint,
         )
         return None

@@ -102,7 +102,7 @@ def check_store(config: TrackingConfig) -> None:
         drops = "; ".join(f"DROP TABLE {n}" for n in names)
         raise TrackingError(
             f"{path} was left half-migrated by parallel runs of an older version (leftover tables {', '.join(names)}); "
-            f'fix: sqlite3 {path} "{drops}" && mlflow db upgrade {config.uri} (or move {path} aside to start afresh)'
+            f'fix: sqlite3 {path} "{drops}" && python -m mlflow db upgrade {config.uri} (or move {path} aside to start afresh)'
         )
 
 
