@@ -1,11 +1,14 @@
-"""Compare the MLflow runs of an experiment: a table (Markdown, CSV) and four plots.
+"""Compare MLflow runs like with like: a table (Markdown, CSV), the Pareto fronts and plots.
 
-    python -m sim.report --tracking-uri sqlite:///mlflow.db --experiment sweetspot-sim --out report
+    python -m sim.report --experiment sweetspot-sim --out report
+    python -m sim.report --sweep multirun/tune_adaptive_gen/2026-01-01_12-00-00.000000
+    python -m sim.report --parent RUN_ID
 
-Reads every run's metrics (the flattened summary.json keys) and `policy.name` / `trace.name`
-params, and writes comparison.md, comparison.csv, pareto.png (energy saved against quality cost),
-savings.png, latency.png (p50/p99) and tokens_per_j.png into the output folder. One row per run:
-a sweep over a policy's settings gives several rows, and several points on the Pareto plot.
+Runs are selected by experiment, sweep folder or parent run (sweep parents themselves are left
+out), grouped by trace and load (trace, rate scale, request count, fleet size, capacity search):
+a front never mixes two groups. Points are labelled by their run names, built from the overrides
+that vary in the sweep. Metric names come from the summary type (sim.summary): a renamed metric
+fails here, and runs that lack a required metric are refused by name instead of reading NaN.
 """
 
 from __future__ import annotations
@@ -18,45 +21,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.summary import unit
 from tracking.store import DEFAULT_URI
 
-METRICS = (
-    "energy_j",
-    "energy_savings_pct",
-    "output_tokens_per_j",
-    "ttft_s.p50",
-    "ttft_s.p99",
-    "tpot_s.p50",
-    "tpot_s.p99",
-    "e2e_s.p50",
-    "e2e_s.p99",
-    "slo_attainment",
-    "input_tokens_dropped",
-    "output_tokens_cut",
-    "requests_shaped",
-    "gpus",
-    "annual_energy_mwh",
-    "facility_power_avg_kw",
-    "facility_power_peak_kw",
-    "annual_co2e_t",
-    "annual_cost",
-    "capacity.replicas",
-    "capacity.baseline_replicas",
-)
-"""Summary metrics copied into the table (missing ones are left empty, e.g. capacity without a search)."""
-REMOVED_TOKENS = ("input_tokens_dropped", "output_tokens_cut")
-SERVED_TOKENS = ("input_tokens", "output_tokens")
-"""Tokens served; served + removed = tokens asked, the denominator of the quality cost."""
+REQUIRED = ("energy_j", "output_tokens_per_j", "quality_cost_pct", "ttft_s.p99", "tpot_s.p99", "slo_attainment")
+OPTIONAL = (
+    "energy_savings_pct", "ttft_s.p50", "tpot_s.p50", "e2e_s.p50", "e2e_s.p99", "input_tokens_dropped",
+    "output_tokens_cut", "requests_shaped", "gpus", "annual_energy_mwh", "facility_power_avg_kw",
+    "facility_power_peak_kw", "annual_co2e_t", "annual_cost", "capacity.replicas", "capacity.baseline_replicas",
+)  # fmt: skip
+METRICS = (*REQUIRED, *OPTIONAL)
+UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
 PARAMS = {"policy": "policy.name", "trace": "trace.name", "router": "fleet.router"}
-LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
+GROUP = {"rate_scale": "trace.rate_scale", "max_requests": "trace.max_requests", "replicas": "fleet.replicas",
+         "capacity": "capacity.enabled"}  # fmt: skip
+"""Parameters that set the load: runs that differ in any of them (or in trace) are never compared."""
 
 
 class ReportError(RuntimeError):
-    """No runs to report: the message says which experiment and where it was looked for."""
+    """No runs to report, or runs that cannot be compared: the message says which and why."""
 
 
-def load_runs(tracking_uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame:
-    """The runs of `experiment` (newest first), as mlflow.search_runs returns them.
+def load_runs(
+    tracking_uri: str, experiment: str, filter_string: str = "", *, sweep: str | None = None, parent: str | None = None
+) -> pd.DataFrame:
+    """The runs of `experiment` (newest first), optionally of one sweep folder or parent run.
 
     filter_string: an MLflow search filter, e.g. "params.trace.name = 'azure_chat'".
     """
@@ -66,80 +55,39 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str = "") -> pd
     if mlflow.get_experiment_by_name(experiment) is None:
         known = sorted(e.name for e in mlflow.search_experiments())
         raise ReportError(f"no experiment {experiment!r} at {tracking_uri}; experiments there: {known or 'none'}")
-    runs = mlflow.search_runs(
-        experiment_names=[experiment], filter_string=filter_string, order_by=["attributes.start_time DESC"]
-    )
+    clauses = [filter_string] if filter_string else []
+    if sweep:
+        clauses.append(f"tags.sweep = '{sweep.rstrip('/')}'")
+    if parent:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
+    where = " and ".join(clauses)
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=where, order_by=["attributes.start_time DESC"])
+    if "tags.kind" in runs.columns:
+        runs = runs[runs["tags.kind"] != "sweep"]
     if runs.empty:
-        which = f" matching {filter_string!r}" if filter_string else ""
+        which = f" matching {where!r}" if where else ""
         raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no runs{which}; run `python -m sim` first")
-    return runs
+    return runs.reset_index(drop=True)
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: policy, trace, the METRICS, and quality_cost_pct (tokens removed / asked, %)."""
+    """One row per run: label, group, policy, trace, load settings and the METRICS."""
+    missing = [k for k in REQUIRED if f"metrics.{k}" not in runs.columns or runs[f"metrics.{k}"].isna().any()]
+    if missing:
+        col = f"metrics.{missing[0]}"
+        bad = runs["run_id"] if col not in runs.columns else runs.loc[runs[col].isna(), "run_id"]
+        raise ReportError(
+            f"{len(bad)} run(s) lack the metric {missing[0]!r} ({', '.join(bad.str[:8][:5])}...): logged by an older "
+            "version? Select newer runs with --sweep/--parent/--filter, or re-run them"
+        )
     table = pd.DataFrame({"run_id": runs["run_id"], "run_name": _column(runs, "tags.mlflow.runName", "")})
-    for name, key in PARAMS.items():
-        table[name] = _column(runs, f"params.{key}", "?").fillna("?").astype(str)
+    for name, key in {**PARAMS, **GROUP}.items():
+        table[name] = _column(runs, f"params.{key}", "?").fillna("?").astype(str).map(_number)
+    table["group"] = _groups(table)
     for key in METRICS:
         table[key] = _column(runs, f"metrics.{key}", np.nan).astype(float)
-    table["quality_cost_pct"] = quality_cost_pct(runs)
     table.insert(0, "label", _labels(table))
-    return table.sort_values(["trace", "policy", "label"], kind="stable").reset_index(drop=True)
-
-
-def quality_cost_pct(runs: pd.DataFrame) -> pd.Series:
-    """Tokens removed (input dropped + output cut) / tokens asked (served + removed) × 100; NaN if unknown."""
-    removed = sum(_column(runs, f"metrics.{k}", 0.0).fillna(0.0) for k in REMOVED_TOKENS)
-    total = removed + sum(_column(runs, f"metrics.{k}", np.nan) for k in SERVED_TOKENS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (100.0 * removed / total.where(total > 0)).astype(float)
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A Markdown table of the comparison (numbers to 4 significant digits)."""
-    cols = [c for c in table.columns if c not in ("run_id", "run_name")]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_report(table: pd.DataFrame, out_dir: str | Path, title: str = "Policy comparison") -> list[Path]:
-    """Write comparison.md, comparison.csv and the plots into out_dir; return the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv = out / "comparison.md", out / "comparison.csv"
-    note = (
-        ""
-        if table["quality_cost_pct"].notna().any()
-        else (f"\nQuality cost unavailable: the runs lack the metrics {', '.join(SERVED_TOKENS)}.\n")
-    )
-    md.write_text(f"# {title}\n\n{to_markdown(table)}{note}")
-    table.to_csv(csv, index=False)
-    return [md, csv, *write_plots(table, out)]
-
-
-def write_plots(table: pd.DataFrame, out: Path) -> list[Path]:
-    """pareto.png, savings.png, latency.png and tokens_per_j.png (matplotlib, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for name, draw in (
-        ("pareto", _pareto),
-        ("savings", _savings),
-        ("latency", _latency),
-        ("tokens_per_j", _tokens_per_j),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        draw(ax, table)
-        fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=120)
-        plt.close(fig)
-        paths.append(out / f"{name}.png")
-    return paths
+    return table.sort_values(["group", "policy", "label"], kind="stable").reset_index(drop=True)
 
 
 def pareto_front(cost: np.ndarray, saved: np.ndarray) -> np.ndarray:
@@ -153,72 +101,73 @@ def pareto_front(cost: np.ndarray, saved: np.ndarray) -> np.ndarray:
     return np.asarray(keep, dtype=int)
 
 
-def _pareto(ax, table: pd.DataFrame) -> None:
-    ok = table["energy_savings_pct"].notna().to_numpy()
-    cost = table["quality_cost_pct"].fillna(0.0).to_numpy()[ok]
-    saved = table["energy_savings_pct"].to_numpy()[ok]
-    labels = table["label"].to_numpy()[ok]
-    for policy in table["policy"].unique():
-        m = (table["policy"].to_numpy()[ok]) == policy
-        ax.scatter(cost[m], saved[m], label=policy)
-    front = pareto_front(cost, saved)
-    ax.plot(cost[front], saved[front], "k--", lw=1, label="Pareto front")
-    for xi, yi, label in zip(cost, saved, labels, strict=True):
-        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set(
-        xlabel="quality cost: tokens removed / tokens asked (%)",
-        ylabel="energy saved (%)",
-        title="Energy saved against quality cost",
-    )
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+def fronts(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The Pareto front (energy saved against quality cost) of each group, by cost."""
+    out = {}
+    for group, rows in table.groupby("group", sort=True):
+        rows = rows[rows["energy_savings_pct"].notna()]
+        if len(rows):
+            idx = pareto_front(rows["quality_cost_pct"].to_numpy(), rows["energy_savings_pct"].to_numpy())
+            out[str(group)] = rows.iloc[idx]
+    return out
 
 
-def _savings(ax, table: pd.DataFrame) -> None:
-    ax.bar(table["label"], table["energy_savings_pct"].fillna(0.0))
-    ax.set(ylabel="energy saved vs. no policy (%)", title="Savings per policy")
-    _rotate(ax)
+def to_markdown(table: pd.DataFrame, cols: Sequence[str] | None = None) -> str:
+    """A Markdown table (numbers to 4 significant digits)."""
+    cols = list(cols or [c for c in table.columns if c not in ("run_id", "run_name")])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
-def _latency(ax, table: pd.DataFrame) -> None:
-    keys = [f"{lat}.{q}" for lat in LATENCIES for q in ("p50", "p99")]
-    pos = np.arange(len(table))
-    width = 0.8 / len(keys)
-    for k, key in enumerate(keys):
-        ax.bar(pos + (k - (len(keys) - 1) / 2) * width, table[key], width, label=key)
-    ax.set_xticks(pos, table["label"])
-    ax.set(ylabel="latency (s, log scale)", title="Latency percentiles", yscale="log")
-    ax.legend(fontsize=7, ncols=3)
-    _rotate(ax)
+def fronts_markdown(table: pd.DataFrame) -> str:
+    """Each group's Pareto front: label, energy saved (%), quality cost (%)."""
+    parts = []
+    for group, front in fronts(table).items():
+        parts.append(f"### {group}\n\n{to_markdown(front, ['label', 'energy_savings_pct', 'quality_cost_pct'])}")
+    return "\n".join(parts) or "No run has a baseline (compare_baseline=false): no front.\n"
 
 
-def _tokens_per_j(ax, table: pd.DataFrame) -> None:
-    ax.bar(table["label"], table["output_tokens_per_j"].fillna(0.0))
-    ax.set(ylabel="output tokens per joule", title="Energy efficiency per policy")
-    _rotate(ax)
+def write_report(table: pd.DataFrame, out_dir: str | Path, title: str = "Policy comparison") -> list[Path]:
+    """Write comparison.md (table and fronts), comparison.csv, pareto.md and the plots; the paths."""
+    from tracking.report_plots import write_plots
 
-
-def _rotate(ax) -> None:
-    for tick in ax.get_xticklabels():
-        tick.set_rotation(30)
-        tick.set_horizontalalignment("right")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv, pareto = out / "comparison.md", out / "comparison.csv", out / "pareto.md"
+    front = fronts_markdown(table)
+    md.write_text(f"# {title}\n\n{to_markdown(table)}\n## Pareto fronts (energy saved against quality cost)\n\n{front}")
+    pareto.write_text(front)
+    table.to_csv(csv, index=False)
+    return [md, csv, pareto, *write_plots(table, fronts(table), out)]
 
 
 def _column(runs: pd.DataFrame, name: str, default: object) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series(default, index=runs.index)
 
 
+def _groups(table: pd.DataFrame) -> pd.Series:
+    """'trace, rate ×s, n requests, r GPUs[, capacity search]' for each run."""
+    parts = table["trace"] + ", rate ×" + table["rate_scale"]
+    parts = parts + np.where(table["max_requests"].isin(["?", "None"]), "", ", " + table["max_requests"] + " requests")
+    parts = parts + np.where(table["replicas"].isin(["?", "1"]), "", ", " + table["replicas"] + " replicas")
+    return parts + np.where(table["capacity"] == "True", ", capacity search", "")
+
+
 def _labels(table: pd.DataFrame) -> list[str]:
-    """`policy` (with ` / trace` and ` / router` when those vary), then the run name, then the run id,
-    until unique."""
-    base = table["policy"]
-    for key in ("trace", "router"):
-        if table[key].nunique() > 1:
-            base = base + " / " + table[key]
-    named = base + " (" + table["run_name"].where(table["run_name"].astype(bool), table["run_id"].str[:8]) + ")"
+    """The run name (the policy and the overrides that vary), else the policy; run ids until unique."""
+    base = table["run_name"].where(table["run_name"].astype(bool), table["policy"])
     by_id = base + " (" + table["run_id"].str[:8] + ")"
-    labels = base.where(~base.duplicated(keep=False), named)
-    return labels.where(~labels.duplicated(keep=False), by_id).tolist()
+    return base.where(~base.duplicated(keep=False), by_id).tolist()
+
+
+def _number(text: str) -> str:
+    """'1', '1.0' and '1.00' are one load: numbers as %g."""
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
 
 
 def _cell(value: object) -> str:
@@ -228,20 +177,24 @@ def _cell(value: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the comparison of an experiment's runs; exit status 1 with a message when there are none."""
-    p = argparse.ArgumentParser(prog="python -m sim.report", description=__doc__.splitlines()[0])
+    """Write the comparison of the selected runs; exit status 1 with a message when there are none."""
+    p = argparse.ArgumentParser(prog="python -m sim.report", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--tracking-uri", default=DEFAULT_URI, help="MLflow tracking URI (sqlite, http, file)")
     p.add_argument("--experiment", default="sweetspot-sim", help="MLflow experiment name")
-    p.add_argument("--out", default="report", help="output folder")
+    p.add_argument("--sweep", default=None, help="only the runs of this sweep folder (as Hydra printed it)")
+    p.add_argument("--parent", default=None, help="only the runs nested under this parent run id")
     p.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.trace.name = 'azure_chat'\"")
+    p.add_argument("--out", default="report", help="output folder")
     args = p.parse_args(argv)
     try:
-        runs = load_runs(args.tracking_uri, args.experiment, args.filter)
+        runs = load_runs(args.tracking_uri, args.experiment, args.filter, sweep=args.sweep, parent=args.parent)
+        table = comparison_table(runs)
     except ReportError as e:
         print(f"sim.report: {e}")
         return 1
-    paths = write_report(comparison_table(runs), args.out, title=f"Policy comparison: {args.experiment}")
-    print(f"{len(runs)} runs compared; wrote {', '.join(str(x) for x in paths)}")
+    paths = write_report(table, args.out, title=f"Policy comparison: {args.experiment}")
+    print(fronts_markdown(table))
+    print(f"{len(runs)} runs compared in {table['group'].nunique()} group(s); wrote {', '.join(str(x) for x in paths)}")
     return 0
 
 

@@ -62,5 +62,14 @@ def run_name(policy: str, overrides: Sequence[str], swept: Sequence[str] | None 
         bare = key.lstrip("+~")
         if bare == "policy" or (swept is not None and bare not in swept) or bare.startswith(SKIP):
             continue
-        parts.append(f"{bare.rsplit('.', 1)[-1]}={value}")
+        parts.append(f"{bare.rsplit('.', 1)[-1]}={_short(value)}")
     return " ".join(parts)[:250]
+
+
+def _short(value: str) -> str:
+    """Numbers to 4 significant digits (Optuna's trial values are long floats)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4g}"
