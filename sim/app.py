@@ -233,7 +233,9 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
     return summary
 
 
-def _summary(prepared: Prepared, fleet: Fleet, capacity: Capacity | None, runs: list[SimResult], source: str) -> Summary:
+def _summary(
+    prepared: Prepared, fleet: Fleet, capacity: Capacity | None, runs: list[SimResult], source: str
+) -> Summary:
     """The typed summary of the policy's run against the baseline (the last of `runs`)."""
     cfg, result = prepared.config, runs[0]
     horizon = max(r.makespan_s for r in runs)
@@ -249,7 +251,9 @@ def _summary(prepared: Prepared, fleet: Fleet, capacity: Capacity | None, runs: 
         baseline_source=source or ("same run" if base is not None else ""),
         capacity=_capacity(prepared, capacity) if capacity is not None else None,
         energy_savings_pct=saving_pct(base.energy_j, own.energy_j) if base else None,
-        energy_per_request_savings_pct=saving_pct(base.energy_per_request_j, own.energy_per_request_j) if base else None,
+        energy_per_request_savings_pct=saving_pct(base.energy_per_request_j, own.energy_per_request_j)
+        if base
+        else None,
         active_energy_savings_pct=saving_pct(base.active_energy_j, own.active_energy_j) if base else None,
     )
 

@@ -26,7 +26,9 @@ def baseline_key(raw: Mapping[str, Any], replicas: tuple[int, ...]) -> str:
         ver = version("sweetspot-sim")
     except PackageNotFoundError:
         ver = "source"
-    text = json.dumps({**{k: raw.get(k) for k in KEYS}, "replicas": replicas, "version": ver}, sort_keys=True, default=str)
+    text = json.dumps(
+        {**{k: raw.get(k) for k in KEYS}, "replicas": replicas, "version": ver}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

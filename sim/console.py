@@ -76,8 +76,11 @@ def explain(policy: Policy, requests: pd.DataFrame, summary: Summary) -> str | N
     if callable(caps):
         cap = caps(n_in)
         over = int((n_out > cap).sum())
-        return (f"why so little: the output caps (factor × n_out*) have median {np.median(cap):.0f} tokens, and only "
-                f"{over:,} of {n:,} outputs ({100 * over / max(n, 1):.1f}%) are longer; lower policy.factor to cut more")  # fmt: skip
+        share = f"{over:,} of {n:,} outputs ({100 * over / max(n, 1):.1f}%)"
+        return (
+            f"why so little: the output caps (factor × n_out*) have median {np.median(cap):.0f} tokens, "
+            f"and only {share} are longer; lower policy.factor to cut more"
+        )
     limit = getattr(policy, "max_input_tokens", None)
     if limit is not None:
         over = int((n_in > limit).sum())

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-
 _NONE = object()
 
 
@@ -120,7 +119,11 @@ PLANNING_UNITS = {
     "annual_cost": "currency",
     "gpu_utilization": "share",
 }
-CAPACITY_UNITS = {"capacity.replicas": "replicas", "capacity.baseline_replicas": "replicas", "capacity.gpus_saved": "GPUs"}
+CAPACITY_UNITS = {
+    "capacity.replicas": "replicas",
+    "capacity.baseline_replicas": "replicas",
+    "capacity.gpus_saved": "GPUs",
+}
 METRICS: dict[str, str] = {
     **_units(RunSummary),
     **{f"baseline.{k}": u for k, u in _units(RunSummary).items()},

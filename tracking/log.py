@@ -74,7 +74,9 @@ def log_run(
     try:
         return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
-        hint = f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
+        hint = (
+            f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
+        )
         log.warning(
             "MLflow tracking to %r failed (%s: %s); the results are on disk.%s",
             config.uri,
@@ -119,7 +121,10 @@ def _log(
                 client.log_inputs(
                     run_id,
                     datasets=[
-                        DatasetInput(Dataset(d.name, d.digest, "local", json.dumps({"uri": d.source})), [InputTag("mlflow.data.context", d.context)])
+                        DatasetInput(
+                            Dataset(d.name, d.digest, "local", json.dumps({"uri": d.source})),
+                            [InputTag("mlflow.data.context", d.context)],
+                        )
                         for d in datasets
                     ],
                 )

@@ -61,7 +61,9 @@ def load_runs(
     if parent:
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
     where = " and ".join(clauses)
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=where, order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=where, order_by=["attributes.start_time DESC"]
+    )
     if "tags.kind" in runs.columns:
         runs = runs[runs["tags.kind"] != "sweep"]
     if runs.empty:

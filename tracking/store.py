@@ -97,12 +97,16 @@ def check_store(config: TrackingConfig) -> None:
     if path is None or not path.exists():
         return
     with sqlite3.connect(path) as db:
-        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")]
+        names = [
+            r[0]
+            for r in db.execute("SELECT name FROM sqlite_master WHERE name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")
+        ]
     if names:
         drops = "; ".join(f"DROP TABLE {n}" for n in names)
         raise TrackingError(
             f"{path} was left half-migrated by parallel runs of an older version (leftover tables {', '.join(names)}); "
-            f'fix: sqlite3 {path} "{drops}" && python -m mlflow db upgrade {config.uri} (or move {path} aside to start afresh)'
+            f'fix: sqlite3 {path} "{drops}" && python -m mlflow db upgrade {config.uri} '
+            f"(or move {path} aside to start afresh)"
         )
 
 

@@ -35,7 +35,9 @@ def test_a_run_writes_summary_records_plots_and_tracks(tmp_path):
     assert REQUIRED <= set(on_disk)
     assert set(on_disk["baseline"]) == RUN_KEYS
     assert on_disk["quality_cost_pct"] == pytest.approx(
-        100 * on_disk["output_tokens_cut"] / (on_disk["input_tokens"] + on_disk["output_tokens"] + on_disk["output_tokens_cut"])
+        100
+        * on_disk["output_tokens_cut"]
+        / (on_disk["input_tokens"] + on_disk["output_tokens"] + on_disk["output_tokens_cut"])
     )
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         assert set(on_disk[key]) == {"p50", "p90", "p99", "mean"}

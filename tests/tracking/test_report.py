@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking import report
-from tracking.report import ReportError, comparison_table, load_runs, pareto_front, to_markdown
-from tracking import TrackingConfig, log_run
+from tracking import TrackingConfig, log_run, report
+from tracking.report import ReportError, comparison_table, load_runs, pareto_front
 
 pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
@@ -94,7 +93,9 @@ def test_table_rows_and_quality_cost(store: str) -> None:
 
 def test_cli_writes_markdown_csv_and_plots(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
-    assert report.main(["--tracking-uri", store, "--experiment", "exp", "--out", str(out), "--sweep", "multirun/a"]) == 0
+    assert (
+        report.main(["--tracking-uri", store, "--experiment", "exp", "--out", str(out), "--sweep", "multirun/a"]) == 0
+    )
     names = {"comparison.md", "comparison.csv", "pareto.png", "pareto.md", "savings.png", "latency.png",
              "tokens_per_j.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
