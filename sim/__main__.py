@@ -32,10 +32,13 @@ def run_context() -> RunContext:
 @hydra.main(config_path="pkg://conf", config_name="sim", version_base="1.3")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     """Validate the composed config, then run; bad input exits 1 with one line naming the key or file."""
+    context = run_context()
     try:
         config = app_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-        summary = execute(prepare(config), run_context())
+        summary = execute(prepare(config), context)
     except ConfigError as e:
+        if context.sweep_dir is not None:  # fail this job only: the sweep's other jobs still run, then it exits 1
+            raise
         sys.exit(f"error: {e}")
     return objective(summary, config.objective)
 

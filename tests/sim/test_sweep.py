@@ -60,3 +60,9 @@ def test_runs_started_together_get_their_own_folders(tmp_path):
     summaries = sorted(tmp_path.glob("outputs/*/*/summary.json"))
     assert len(summaries) == 2
     assert {s.read_text().split('"policy": ')[1].split('"')[1] for s in summaries} == {"truncation", "adaptive_gen"}
+
+
+def test_a_bad_job_fails_alone_and_the_sweep_exits_1(tmp_path):
+    done = sim(tmp_path, "-m", "policy=adaptive_gen", "policy.factor=-1,0.5", "tracking.enabled=false", *TINY)
+    assert done.returncode == 1 and "policy.factor must be > 0, got -1.0" in done.stderr
+    assert len(list(tmp_path.glob("multirun/*/*/*/summary.json"))) == 1  # the good job ran after the bad one
