@@ -13,7 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from calibrate.grid import Grid
-from sim.tracking import TrackingConfig
+from tracking import TrackingConfig
 
 
 class BackendName(Enum):

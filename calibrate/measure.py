@@ -34,7 +34,7 @@ from calibrate.signals import Terminated
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
 from oracle.fit import UnidentifiableFitError
-from sim.tracking import log_run
+from tracking import log_run
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (

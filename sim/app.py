@@ -2,37 +2,40 @@
 
 `app_config` validates the composed Hydra tree (as a plain mapping) into `AppConfig`; `prepare`
 loads and builds everything that can fail on bad input (so errors come before any simulation);
-`execute` runs the policy and the baseline, writes summary.json, per-request Parquet files,
-plots and the resolved config to `output_dir`, logs them to MLflow and returns the summary.
+`execute` claims `output_dir`, runs the policy and the baseline (once per sweep), writes
+summary.json, per-request Parquet files, plots, the resolved config and run.json, prints the
+table, then logs the folder to MLflow and returns the typed summary.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 import traces
 from oracle.model import Oracle, OracleFormatError
+from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
-from sim.console import table
+from sim.console import explain, table
 from sim.costs import kv_capacity_tokens
 from sim.fleet import Fleet, FleetConfig, build_fleet
-from sim.metrics import fleet_summary, summarize, with_baseline
+from sim.identity import run_tags, trace_dataset
+from sim.metrics import fleet_summary, run_summary, saving_pct
+from sim.output import check_output, claim_output, write_outputs
 from sim.planning import PlanningConfig, planning_figures
-from sim.plots import plot_capacity, plot_energy, plot_power
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.tracking import TrackingConfig, log_run
+from sim.summary import Summary, unit
+from tracking import TrackingConfig, TrackingError
+from tracking.folder import RunRecord, log_folder
+from tracking.sweep import SweepInfo, run_name
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,17 @@ class AppConfig:
     compare_baseline: bool = True
     progress: bool = True
     plots: bool = True
+    objective: tuple[str, ...] = ("energy_savings_pct",)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run sits: its command-line overrides and, in a multirun, the sweep folder and info."""
+
+    overrides: tuple[str, ...] = ()
+    sweep_dir: Path | None = None
+    sweep: SweepInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,9 @@ class Prepared:
 
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity",
+    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity", "objective",
 }  # fmt: skip
+FLAGS = ("compare_baseline", "progress", "plots")
 
 
 def app_config(values: Mapping[str, Any]) -> AppConfig:
@@ -89,8 +103,14 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         trace = traces.TraceConfig.from_mapping(values.get("trace") or {})
     except (TypeError, ValueError) as e:
         raise ConfigError(f"trace: {e}") from e
-    for key in ("seed",):
-        check(isinstance(values.get(key, 0), int), key, f"must be an int, got {values.get(key)!r}")
+    check(isinstance(values.get("seed", 0), int) and not isinstance(values.get("seed", 0), bool), "seed",
+          f"must be an int, got {values.get('seed')!r}")  # fmt: skip
+    for key in FLAGS:
+        check(isinstance(values.get(key, True), bool), key, f"must be true or false, got {values.get(key)!r}")
+    try:
+        tracking = build(TrackingConfig, values.get("tracking"), "tracking")
+    except TrackingError as e:
+        raise ConfigError(str(e)) from e
     return AppConfig(
         oracle=str(values.get("oracle")),
         output_dir=str(values.get("output_dir") or "."),
@@ -99,23 +119,36 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         policy=name,
         policy_params=policy,
         slo=build(SloConfig, values.get("slo"), "slo"),
-        tracking=build(TrackingConfig, values.get("tracking"), "tracking"),
+        tracking=tracking,
         planning=build(PlanningConfig, values.get("planning"), "planning"),
         fleet=FleetConfig.from_mapping(values.get("fleet")),
         capacity=build(CapacityConfig, values.get("capacity"), "capacity"),
         seed=int(values.get("seed", 0)),
-        compare_baseline=bool(values.get("compare_baseline", True)),
-        progress=bool(values.get("progress", True)),
-        plots=bool(values.get("plots", True)),
+        compare_baseline=values.get("compare_baseline", True),
+        progress=values.get("progress", True),
+        plots=values.get("plots", True),
+        objective=_objective(values.get("objective", "energy_savings_pct")),
         raw=values,
     )
 
 
-def with_planning(summary: dict[str, Any], result: SimResult, horizon_s: float, cfg: PlanningConfig) -> dict[str, Any]:
-    """Add the annualised planning figures (energy, facility power, CO2e, cost) of a run's servers."""
-    busy = sum(s.busy_s for s in result.servers)
-    figures = planning_figures(summary["energy_j"], horizon_s, summary["peak_power_w"], len(result.servers), busy, cfg)
-    return {**summary, **figures.to_dict()}
+def _objective(value: Any) -> tuple[str, ...]:
+    """One summary metric or a list of them (a multi-objective study); each must exist."""
+    keys = [value] if isinstance(value, str) else value
+    check(isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys), "objective",
+          f"must be a summary metric or a list of them, got {value!r}")  # fmt: skip
+    for key in keys:
+        try:
+            unit(key)
+        except KeyError as e:
+            raise ConfigError(f"objective: {e.args[0]}") from e
+    return tuple(keys)
+
+
+def objective(summary: Summary, keys: tuple[str, ...]) -> float | tuple[float, ...]:
+    """What a Hydra sweeper optimises: the configured summary metric(s) (NaN when undefined)."""
+    values = tuple(summary.value(k) for k in keys)
+    return values[0] if len(values) == 1 else values
 
 
 def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
@@ -127,7 +160,9 @@ def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
 
 
 def prepare(config: AppConfig) -> Prepared:
-    """Load the oracles and the trace, build the fleet and the policy (start-up errors happen here)."""
+    """Check the output folder, load the oracles and the trace, build the fleet and the policy
+    (every start-up error happens here, before any simulation)."""
+    check_output(Path(config.output_dir))
     oracle = load_oracle(config.oracle)
     fleet = build_fleet(config.fleet, oracle, config.server, config.slo, load_oracle)
     for i, pool in enumerate(fleet.pools):
@@ -137,17 +172,22 @@ def prepare(config: AppConfig) -> Prepared:
             raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
     if config.capacity.enabled:
         fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
-    requests = traces.load_config(config.trace)
+    try:
+        requests = traces.load_config(config.trace)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, OSError) as e:  # the loaders' messages name file, column and row
+        raise ConfigError(f"trace {config.trace.name!r}: {e}") from e
     context = PolicyContext(oracle, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
     policy = build_policy(config.policy, config.policy_params, context)
     return Prepared(config, oracle, requests, policy, fleet)
 
 
-def execute(prepared: Prepared) -> dict[str, Any]:
-    """Simulate the policy (and the baseline), write and track the results; the summary."""
-    cfg = prepared.config
+def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
+    """Simulate the policy (and the baseline), write, print, then track the results; the summary."""
+    cfg, context = prepared.config, context or RunContext()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out)
     log.info(
         "simulating %s on %d requests with %s", prepared.policy.describe(), len(prepared.requests), prepared.oracle.name
     )
@@ -161,28 +201,65 @@ def execute(prepared: Prepared) -> dict[str, Any]:
                  capacity.pool, capacity.gpus, capacity.met)  # fmt: skip
     if result is None:
         result = _simulate(prepared, fleet, prepared.policy)
-    runs = [result]
+    runs, source = [result], ""
     if cfg.compare_baseline and prepared.policy.name != "none":
-        runs.append(_simulate(prepared, fleet, Policy()))
-    baseline = runs[-1]
-    horizon = max(r.makespan_s for r in runs)
-    summary = with_planning(summarize(result, cfg.slo, horizon), result, horizon, cfg.planning)
-    summary["fleet"] = fleet_summary(result, fleet, horizon)
-    if capacity is not None:
-        summary["capacity"] = _capacity(prepared, capacity)
-    if cfg.compare_baseline:
-        summary = with_baseline(summary, summarize(baseline, cfg.slo, horizon))
-    artifacts = _write(out, cfg, summary, runs, horizon)
-    params = {**cfg.raw, "policy_description": prepared.policy.describe()}
-    tracking = cfg.tracking
-    if tracking.run_name is None:
-        tracking = replace(tracking, run_name=f"{result.policy}-{cfg.trace.name}")
-    run_id = log_run(tracking, params, summary, artifacts)
-    if run_id:
-        log.info("MLflow run %s (%s, experiment %r)", run_id, tracking.uri, tracking.experiment)
+        key = baseline_key(cfg.raw, tuple(p.replicas for p in fleet.pools))
+        base, source = cached_baseline(context.sweep_dir, key, lambda: _simulate(prepared, fleet, Policy()))
+        runs.append(base)
+        log.info("baseline %s (key %s)", source, key)
+    summary = _summary(prepared, fleet, capacity, runs, source)
+    names = write_outputs(out, cfg.raw, summary, runs, cfg.slo, cfg.plots, _fleet_label(fleet))
+    sweep = context.sweep
+    name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
+    record = RunRecord(
+        tracking=cfg.tracking,
+        run_name=name,
+        tags=run_tags(context.overrides, sweep.sweep_id if sweep else None, source),
+        parent_run_id=sweep.parent_run_id if sweep else None,
+        datasets=(trace_dataset(cfg.trace.name, cfg.trace.path, prepared.requests),),
+        extra_params={"policy_description": prepared.policy.describe()},
+        artifacts=(*names, "run.json"),
+    )
+    record.write(out)
     print(table(summary))
+    why = explain(prepared.policy, prepared.requests, summary)
+    if why:
+        print(why)
     print(f"results in {out}")
+    if cfg.tracking.enabled:
+        run_id = log_folder(out, record)
+        if run_id:
+            log.info("MLflow run %s %r (%s, experiment %r)", run_id, name, cfg.tracking.uri, cfg.tracking.experiment)
     return summary
+
+
+def _summary(
+    prepared: Prepared, fleet: Fleet, capacity: Capacity | None, runs: list[SimResult], source: str
+) -> Summary:
+    """The typed summary of the policy's run against the baseline (the last of `runs`)."""
+    cfg, result = prepared.config, runs[0]
+    horizon = max(r.makespan_s for r in runs)
+    own = run_summary(result, cfg.slo, horizon)
+    busy = sum(s.busy_s for s in result.servers)
+    figures = planning_figures(own.energy_j, horizon, own.peak_power_w, len(result.servers), busy, cfg.planning)
+    base = run_summary(runs[-1], cfg.slo, horizon) if cfg.compare_baseline else None
+    return Summary(
+        run=own,
+        planning=figures.to_dict(),
+        fleet=fleet_summary(result, fleet, horizon),
+        baseline=base,
+        baseline_source=source or ("same run" if base is not None else ""),
+        capacity=_capacity(prepared, capacity) if capacity is not None else None,
+        energy_savings_pct=saving_pct(base.energy_j, own.energy_j) if base else None,
+        energy_per_request_savings_pct=saving_pct(base.energy_per_request_j, own.energy_per_request_j)
+        if base
+        else None,
+        active_energy_savings_pct=saving_pct(base.active_energy_j, own.active_energy_j) if base else None,
+    )
+
+
+def _fleet_label(fleet: Fleet) -> str:
+    return "one GPU" if fleet.replicas == 1 else f"sum of {fleet.replicas} GPUs"
 
 
 def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy) -> SimResult:
@@ -201,27 +278,3 @@ def _capacity(prepared: Prepared, capacity: Capacity) -> dict[str, Any]:
         out["baseline_energy_j"] = base.energy_j
         out["gpus_saved"] = base.gpus - capacity.gpus
     return out
-
-
-def _write(out: Path, cfg: AppConfig, summary: dict[str, Any], runs: list[SimResult], horizon: float) -> list[Path]:
-    paths = [out / "summary.json", out / "resolved_config.yaml"]
-    paths[0].write_text(json.dumps(_finite(summary), indent=2) + "\n")
-    paths[1].write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
-    for run, name in zip(runs, ("requests.parquet", "requests_baseline.parquet"), strict=False):
-        run.requests.to_parquet(out / name, index=False)
-        paths.append(out / name)
-    if cfg.plots:
-        paths.append(plot_power(runs, out / "power.png", horizon))
-        paths.append(plot_energy(runs, out / "energy_per_request.png"))
-        if "capacity" in summary:
-            paths.append(plot_capacity(summary["capacity"], cfg.slo, out / "capacity.png"))
-    return paths
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: NaN and inf become null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,51 +1,61 @@
-"""The console's closing table: policy against baseline on energy, efficiency, latency, quality."""
+"""The console's closing table (policy against baseline) and, when a policy barely changes the
+energy, one line that says why."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.policies.base import Policy
+from sim.summary import Summary, unit
 
 ROWS = (
-    ("energy (kJ)", lambda s: s["energy_j"] / 1e3, "{:.1f}"),
-    ("J / output token", lambda s: s["energy_per_output_token_j"], "{:.4f}"),
-    ("output tokens / J", lambda s: s["output_tokens_per_j"], "{:.3f}"),
-    ("p99 TTFT (s)", lambda s: s["ttft_s"]["p99"], "{:.3f}"),
-    ("p99 TPOT (s)", lambda s: s["tpot_s"]["p99"], "{:.4f}"),
-    ("SLO attainment", lambda s: s["slo_attainment"], "{:.3f}"),
-    ("completed", lambda s: s["completed"], "{:d}"),
+    ("energy", "energy_j", 1e-3, "k", "{:.1f}"),
+    ("per output token", "energy_per_output_token_j", 1.0, "", "{:.4f}"),
+    ("output tokens / J", "output_tokens_per_j", 1.0, "", "{:.3f}"),
+    ("p99 TTFT", "ttft_s.p99", 1.0, "", "{:.3f}"),
+    ("p99 TPOT", "tpot_s.p99", 1.0, "", "{:.4f}"),
+    ("SLO attainment", "slo_attainment", 1.0, "", "{:.3f}"),
+    ("completed", "completed", 1.0, "", "{:.0f}"),
 )
+"""(label, summary key, scale, unit prefix, format): the unit comes from the summary type."""
+BARELY_PCT = 1.0
+"""Energy savings below this (%) get an explanation."""
 
 
-def _fmt(fmt: str, value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "n/a"
-    return fmt.format(value)
+def _fmt(fmt: str, value: float) -> str:
+    return "n/a" if not math.isfinite(value) else fmt.format(value)
 
 
-def table(summary: dict[str, Any]) -> str:
-    """A fixed-width table of the policy's summary against its `baseline` (if present)."""
-    base = summary.get("baseline")
-    head = f"{'':<20}{summary['policy']:>16}" + (f"{'none':>16}{'change':>10}" if base else "")
+def table(summary: Summary) -> str:
+    """A fixed-width table of the policy's summary against its baseline (if any)."""
+    base = summary.baseline is not None
+    head = f"{'':<26}{summary.run.policy:>14}" + (f"{'none':>14}{'change':>10}" if base else "")
     lines = [head, "-" * len(head)]
-    for label, get, fmt in ROWS:
-        line = f"{label:<20}{_fmt(fmt, get(summary)):>16}"
+    for label, key, scale, prefix, fmt in ROWS:
+        u = unit(key)
+        name = f"{label} ({prefix}{u})" if u not in ("requests", "share", "tokens/J") else label
+        p = summary.value(key) * scale
+        line = f"{name:<26}{_fmt(fmt, p):>14}"
         if base:
-            b, p = get(base), get(summary)
-            change = f"{100 * (p - b) / b:+.1f}%" if b else "n/a"
-            line += f"{_fmt(fmt, b):>16}{change:>10}"
+            b = summary.value(f"baseline.{key}") * scale
+            change = f"{100 * (p - b) / b:+.1f}%" if b and math.isfinite(b) else "n/a"
+            line += f"{_fmt(fmt, b):>14}{change:>10}"
         lines.append(line)
+    r = summary.run
     lines.append(
-        f"quality cost: {summary['input_tokens_dropped']:,} input tokens dropped, "
-        f"{summary['output_tokens_cut']:,} output tokens cut, "
-        f"{summary['requests_shaped']:,} of {summary['requests']:,} requests shaped"
+        f"quality cost: {r.quality_cost_pct:.2f}% of tokens ({r.input_tokens_dropped:,} input dropped, "
+        f"{r.output_tokens_cut:,} output cut), {r.requests_shaped:,} of {r.requests:,} requests shaped"
     )
-    if base:
-        lines.append(f"energy savings vs none: {summary['energy_savings_pct']:.2f}%")
-    fleet = summary.get("fleet")
+    if summary.energy_savings_pct is not None:
+        lines.append(f"energy savings vs none: {summary.energy_savings_pct:.2f}% ({summary.baseline_source})")
+    fleet = summary.fleet
     if fleet:
         pools = ", ".join(f"{p['replicas']} × {name} ({p['oracle'] or name})" for name, p in fleet["pools"].items())
         lines.append(f"fleet: {pools}; router {fleet['router']}")
-    cap = summary.get("capacity")
+    cap = summary.capacity
     if cap:
         verdict = "meet" if cap["met"] else "still miss"
         line = f"capacity: {cap['replicas']} replicas of pool {cap['pool']!r} {verdict} {cap['target']}"
@@ -53,3 +63,28 @@ def table(summary: dict[str, Any]) -> str:
             line += f" (unshaped: {cap['baseline_replicas']})"
         lines.append(line)
     return "\n".join(lines)
+
+
+def explain(policy: Policy, requests: pd.DataFrame, summary: Summary) -> str | None:
+    """Why a policy saved under BARELY_PCT % of the energy (None when it saved more, or has no baseline)."""
+    saved = summary.energy_savings_pct
+    if policy.name == "none" or saved is None or not math.isfinite(saved) or abs(saved) >= BARELY_PCT:
+        return None
+    n_in, n_out = requests["n_in"].to_numpy(), requests["n_out"].to_numpy()
+    n = len(requests)
+    caps = getattr(policy, "caps", None)
+    if callable(caps):
+        cap = caps(n_in)
+        over = int((n_out > cap).sum())
+        share = f"{over:,} of {n:,} outputs ({100 * over / max(n, 1):.1f}%)"
+        return (
+            f"why so little: the output caps (factor × n_out*) have median {np.median(cap):.0f} tokens, "
+            f"and only {share} are longer; lower policy.factor to cut more"
+        )
+    limit = getattr(policy, "max_input_tokens", None)
+    if limit is not None:
+        over = int((n_in > limit).sum())
+        return (f"why so little: only {over:,} of {n:,} prompts ({100 * over / max(n, 1):.1f}%) exceed "
+                f"max_input_tokens={limit}")  # fmt: skip
+    shaped = summary.run.requests_shaped
+    return f"why so little: the policy changed only {shaped:,} of {n:,} requests ({100 * shaped / max(n, 1):.1f}%)"

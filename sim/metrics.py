@@ -18,26 +18,9 @@ from sim.config import SloConfig
 from sim.fleet import Fleet
 from sim.run import SimResult
 from sim.server import ServerStats
+from sim.summary import Latency, RunSummary
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
-ENERGY_KEYS = (
-    "requests",
-    "completed",
-    "rejected",
-    "input_tokens",
-    "output_tokens",
-    "energy_j",
-    "active_energy_j",
-    "idle_energy_j",
-    "energy_per_request_j",
-    "energy_per_output_token_j",
-    "output_tokens_per_j",
-    "avg_power_w",
-    "peak_power_w",
-    "makespan_s",
-    *LATENCIES,
-    "slo_attainment",
-)
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
@@ -92,7 +75,12 @@ def slo_attainment(records: pd.DataFrame, slo: SloConfig) -> float:
 
 
 def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None) -> dict[str, Any]:
-    """The summary keys of one run (see ENERGY_KEYS), plus quality cost and speed."""
+    """`run_summary` as a plain dict (the summary.json keys of one run)."""
+    return run_summary(result, slo, horizon_s).to_dict()
+
+
+def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = None) -> RunSummary:
+    """Energy (J), power (W), latency (s), SLO attainment, quality cost and speed of one run."""
     r = result.requests
     done = r["completed"].to_numpy()
     active = float(sum(s.active_energy_j for s in result.servers))
@@ -100,34 +88,39 @@ def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None)
     energy = active + idle
     horizon = max(result.makespan_s, horizon_s or 0.0)
     out_tokens = int(r["n_out_served"].to_numpy()[done].sum())
+    in_tokens = int(r["n_in_served"].to_numpy()[done].sum())
     n_done = int(done.sum())
-    summary: dict[str, Any] = {
-        "policy": result.policy,
-        "requests": len(r),
-        "completed": n_done,
-        "rejected": len(r) - n_done,
-        "input_tokens": int(r["n_in_served"].to_numpy()[done].sum()),
-        "output_tokens": out_tokens,
-        "energy_j": energy,
-        "active_energy_j": active,
-        "idle_energy_j": idle,
-        "energy_per_request_j": energy / n_done if n_done else math.nan,
-        "energy_per_output_token_j": energy / out_tokens if out_tokens else math.nan,
-        "output_tokens_per_j": out_tokens / energy if energy else math.nan,
-        "avg_power_w": energy / horizon if horizon else math.nan,
-        "peak_power_w": fleet_peak_power_w(result.servers),
-        "makespan_s": result.makespan_s,
-    }
-    for key in LATENCIES:
-        summary[key] = percentiles(r[key].to_numpy()[done])
-    summary["slo_attainment"] = slo_attainment(r, slo)
-    summary["input_tokens_dropped"] = int(r["input_tokens_dropped"].sum())
-    summary["output_tokens_cut"] = int(r["output_tokens_cut"].sum())
-    summary["requests_shaped"] = int(r["shaped"].sum())
-    summary["summary_energy_j"] = float(r["summary_energy_j"].sum())
-    summary["sim_wall_s"] = result.wall_s
-    summary["sim_requests_per_s"] = len(r) / result.wall_s if result.wall_s > 0 else math.nan
-    return summary
+    dropped, cut = int(r["input_tokens_dropped"].sum()), int(r["output_tokens_cut"].sum())
+    asked = in_tokens + out_tokens + dropped + cut
+    lat = {key: Latency(**percentiles(r[key].to_numpy()[done])) for key in LATENCIES}
+    return RunSummary(
+        policy=result.policy,
+        requests=len(r),
+        completed=n_done,
+        rejected=len(r) - n_done,
+        input_tokens=in_tokens,
+        output_tokens=out_tokens,
+        energy_j=energy,
+        active_energy_j=active,
+        idle_energy_j=idle,
+        energy_per_request_j=energy / n_done if n_done else math.nan,
+        energy_per_output_token_j=energy / out_tokens if out_tokens else math.nan,
+        output_tokens_per_j=out_tokens / energy if energy else math.nan,
+        avg_power_w=energy / horizon if horizon else math.nan,
+        peak_power_w=fleet_peak_power_w(result.servers),
+        makespan_s=result.makespan_s,
+        ttft_s=lat["ttft_s"],
+        tpot_s=lat["tpot_s"],
+        e2e_s=lat["e2e_s"],
+        slo_attainment=slo_attainment(r, slo),
+        input_tokens_dropped=dropped,
+        output_tokens_cut=cut,
+        requests_shaped=int(r["shaped"].sum()),
+        quality_cost_pct=100.0 * (dropped + cut) / asked if asked else math.nan,
+        summary_energy_j=float(r["summary_energy_j"].sum()),
+        sim_wall_s=result.wall_s,
+        sim_requests_per_s=len(r) / result.wall_s if result.wall_s > 0 else math.nan,
+    )
 
 
 def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = None) -> dict[str, Any]:
@@ -155,17 +148,8 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
     return {"router": fleet.router, "replicas": fleet.replicas, "pools": pools}
 
 
-def with_baseline(policy: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """The policy's summary with the baseline's energy and latency keys and the savings (%)."""
-    out = dict(policy)
-    out["baseline"] = {k: baseline[k] for k in ENERGY_KEYS}
-    out["energy_savings_pct"] = _saving(baseline["energy_j"], policy["energy_j"])
-    out["energy_per_request_savings_pct"] = _saving(baseline["energy_per_request_j"], policy["energy_per_request_j"])
-    out["active_energy_savings_pct"] = _saving(baseline["active_energy_j"], policy["active_energy_j"])
-    return out
-
-
-def _saving(base: float, new: float) -> float:
+def saving_pct(base: float, new: float) -> float:
+    """Share (%) of `base` saved by `new`; NaN when base is 0."""
     return 100.0 * (base - new) / base if base else math.nan
 
 

@@ -1,4 +1,9 @@
-"""Plots of a run: power over time and per-request energy (policy against baseline), capacity search."""
+"""Plots of a run, policy against baseline: power over time (and its difference), CDFs of latency
+and per-request energy, batch size over time, the capacity search.
+
+The server's span log has no KV-cache occupancy, so there is no KV plot: batch size is the running
+sequences per step, averaged over time and GPUs.
+"""
 
 from __future__ import annotations
 
@@ -28,16 +33,73 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def plot_power(runs: list[SimResult], path: Path, horizon_s: float | None = None) -> Path:
-    """Mean GPU power (W, idle included) over simulated time, one line per run."""
+def plot_power(runs: list[SimResult], path: Path, horizon_s: float | None = None, gpus: str = "one GPU") -> Path:
+    """Power (W, idle included; `gpus` says one GPU or the fleet's sum) over simulated time, one
+    line per run, and below it the policy's power minus the baseline's."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2 if len(runs) > 1 else 1, 1, figsize=(9, 5 if len(runs) > 1 else 3.5), sharex=True,
+                             squeeze=False)  # fmt: skip
+    lines = [power_timeline(run, horizon_s) for run in runs]
+    for run, (t, p) in zip(runs, lines, strict=True):
+        axes[0, 0].plot(t / 60.0, p, lw=0.9, label=f"{run.policy} (baseline)" if run is not runs[0] else run.policy)
+    axes[0, 0].set_ylabel("power (W)")
+    axes[0, 0].set_title(f"GPU power over time ({gpus})")
+    axes[0, 0].legend()
+    if len(runs) > 1:
+        (t, p), (_, b) = lines[0], lines[-1]
+        axes[1, 0].plot(t / 60.0, p - b, lw=0.9, color="C2")
+        axes[1, 0].axhline(0.0, color="k", lw=0.6)
+        axes[1, 0].set_ylabel(f"{runs[0].policy} − baseline (W)")
+    axes[-1, 0].set_xlabel("simulated time (min)")
+    return _save(plt, fig, path)
+
+
+CDFS = (("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "end-to-end latency (s)"),
+        ("energy_j", "energy per request (J)"))  # fmt: skip
+
+
+def plot_cdfs(runs: list[SimResult], path: Path) -> Path:
+    """CDFs over completed requests of TTFT, TPOT, end-to-end latency and energy, one line per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    for ax, (col, label) in zip(axes.flat, CDFS, strict=True):
+        for k, run in enumerate(runs):
+            r = run.requests
+            v = np.sort(r.loc[r["completed"], col].to_numpy(dtype=float))
+            v = v[np.isfinite(v) & (v > 0)]
+            if v.size:
+                name = run.policy if k == 0 else f"{run.policy} (baseline)"
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=name, lw=1.1)
+        ax.set(xscale="log", xlabel=label, ylabel="share of requests ≤ x")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def batch_timeline(run: SimResult, horizon_s: float | None = None, bins: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres s, sequences per step averaged over time and GPUs; idle GPUs count 0)."""
+    horizon = max(run.makespan_s, horizon_s or 0.0, 1e-9)
+    edges = np.linspace(0.0, horizon, bins + 1)
+    total = np.zeros(bins)
+    for s in run.servers:
+        if not s.span_s.size:
+            continue
+        t = np.concatenate([s.span_start_s, s.span_start_s + s.span_s])
+        area = s.span_running * s.span_s  # sequence-seconds
+        cum = np.concatenate([np.cumsum(area) - area, np.cumsum(area)])
+        order = np.argsort(t, kind="stable")
+        total += np.diff(np.interp(edges, t[order], cum[order], left=0.0, right=cum.max()))
+    return 0.5 * (edges[1:] + edges[:-1]), total / np.diff(edges) / max(len(run.servers), 1)
+
+
+def plot_batch(runs: list[SimResult], path: Path, horizon_s: float | None = None) -> Path:
+    """Running sequences per step (batch size) over simulated time, mean over GPUs, one line per run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    for run in runs:
-        t, p = power_timeline(run, horizon_s)
-        ax.plot(t / 60.0, p, lw=0.9, label=run.policy)
-    ax.set_xlabel("simulated time (min)")
-    ax.set_ylabel("power (W)")
-    ax.set_title("GPU power over time")
+    for k, run in enumerate(runs):
+        t, b = batch_timeline(run, horizon_s)
+        ax.plot(t / 60.0, b, lw=0.9, label=run.policy if k == 0 else f"{run.policy} (baseline)")
+    ax.set(xlabel="simulated time (min)", ylabel="sequences per step (mean per GPU)", title="Batch size over time")
     ax.legend()
     return _save(plt, fig, path)
 

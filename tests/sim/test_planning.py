@@ -106,7 +106,7 @@ def test_app_summary_carries_planning_figures(tmp_path):
         "progress": False,
         "plots": False,
     }
-    summary = execute(prepare(app_config(values)))
+    summary = execute(prepare(app_config(values))).to_dict()
     hours = summary["makespan_s"] / 3600.0
     # IT energy × PUE over the run, scaled to a year
     expected_mwh = summary["energy_j"] / 3.6e9 * 1.25 * 8760.0 / hours

@@ -11,12 +11,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import app_config, execute, prepare
-from sim.metrics import ENERGY_KEYS
+from sim.summary import RunSummary
 
-REQUIRED = set(ENERGY_KEYS) | {
-    "input_tokens_dropped", "output_tokens_cut", "requests_shaped", "baseline",
-    "energy_savings_pct", "sim_wall_s", "sim_requests_per_s",
-}  # fmt: skip
+RUN_KEYS = set(RunSummary.__dataclass_fields__)
+REQUIRED = RUN_KEYS | {"baseline", "energy_savings_pct", "gpus", "fleet"}
 
 
 def config(tmp_path, *overrides):
@@ -29,17 +27,25 @@ def config(tmp_path, *overrides):
 
 def test_a_run_writes_summary_records_plots_and_tracks(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = execute(prepare(config(tmp_path, "policy=adaptive_gen", "policy.factor=0.3", f"tracking.uri={uri}")))
+    summary = execute(
+        prepare(config(tmp_path, "policy=adaptive_gen", "policy.factor=0.3", f"tracking.uri={uri}"))
+    ).to_dict()
     out = tmp_path / "out"
     on_disk = json.loads((out / "summary.json").read_text())
     assert REQUIRED <= set(on_disk)
-    assert set(on_disk["baseline"]) == set(ENERGY_KEYS)
+    assert set(on_disk["baseline"]) == RUN_KEYS
+    assert on_disk["quality_cost_pct"] == pytest.approx(
+        100
+        * on_disk["output_tokens_cut"]
+        / (on_disk["input_tokens"] + on_disk["output_tokens"] + on_disk["output_tokens_cut"])
+    )
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         assert set(on_disk[key]) == {"p50", "p90", "p99", "mean"}
     assert on_disk["output_tokens_cut"] > 0 and summary["energy_savings_pct"] > 0
     policy, base = (pd.read_parquet(out / f) for f in ("requests.parquet", "requests_baseline.parquet"))
     assert policy["arrival_s"].equals(base["arrival_s"])  # paired runs share arrivals
-    assert (out / "power.png").stat().st_size > 0 and (out / "energy_per_request.png").exists()
+    for plot in ("power.png", "energy_per_request.png", "cdf.png", "batch.png"):
+        assert (out / plot).stat().st_size > 0
 
     import mlflow
 
@@ -49,38 +55,63 @@ def test_a_run_writes_summary_records_plots_and_tracks(tmp_path):
     row = runs.iloc[0]
     assert row["params.policy.name"] == "adaptive_gen" and row["params.server.max_batch_size"] == "256"
     assert row["metrics.energy_j"] == pytest.approx(summary["energy_j"])
+    assert row["metrics.quality_cost_pct"] == pytest.approx(summary["quality_cost_pct"])
+    assert row["tags.mlflow.runName"] == "adaptive_gen" and row["tags.version"]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"])}
-    assert {"summary.json", "requests.parquet", "power.png", "resolved_config.yaml"} <= artifacts
+    assert {"summary.json", "requests.parquet", "power.png", "cdf.png", "resolved_config.yaml", "run.json"} <= artifacts
+    (dataset,) = mlflow.get_run(row["run_id"]).inputs.dataset_inputs
+    assert dataset.dataset.name == "azure_chat" and len(dataset.dataset.digest) == 16
 
 
-def test_tracking_failure_keeps_the_results_and_says_why(tmp_path, caplog, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, not after backoff
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    bad = "tracking.uri=http://127.0.0.1:9"
-    with caplog.at_level(logging.WARNING):
-        execute(prepare(config(tmp_path, "compare_baseline=false", "plots=false", bad)))
-    assert (tmp_path / "out" / "summary.json").exists()
-    assert "MLflow tracking to 'http://127.0.0.1:9' failed" in caplog.text
+def test_an_unreachable_server_costs_seconds_and_says_how_to_log_later(tmp_path, caplog, capsys):
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts connections (the backlog) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    over = ("compare_baseline=false", "plots=false", "tracking.timeout_s=1")
+    for uri in ("http://127.0.0.1:9", f"http://127.0.0.1:{port}"):  # refused; silent
+        caplog.clear()
+        out = tmp_path / uri.rsplit(":", 1)[1]
+        start = time.perf_counter()
+        with caplog.at_level(logging.WARNING):
+            execute(prepare(config(out, *over, f"tracking.uri={uri}")))
+        assert time.perf_counter() - start < 15
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("tracking")]
+        assert len(warnings) == 1 and f"MLflow tracking to '{uri}' failed" in warnings[0].getMessage()
+        assert f"python -m tracking {out / 'out'}" in warnings[0].getMessage()
+        assert (out / "out" / "summary.json").exists() and "results in" in capsys.readouterr().out
+    silent.close()
+    from tracking.folder import main as log_later
+
+    later = f"sqlite:///{tmp_path / 'later.db'}"
+    assert log_later([str(tmp_path / "9" / "out"), "--uri", later]) == 0
+    import mlflow
+
+    mlflow.set_tracking_uri(later)
+    assert len(mlflow.search_runs(experiment_names=["sweetspot-sim"])) == 1
 
 
 def test_same_seed_same_results(tmp_path):
     over = ("trace=synthetic", "trace.num_requests=300", "policy=truncation", "tracking.enabled=false", "plots=false")
-    a = execute(prepare(config(tmp_path / "a", *over)))
-    b = execute(prepare(config(tmp_path / "b", *over)))
-    c = execute(prepare(config(tmp_path / "c", *over, "seed=1")))
-    for s in (a, b, c):
+    a = execute(prepare(config(tmp_path / "a", *over))).to_dict()
+    b = execute(prepare(config(tmp_path / "b", *over))).to_dict()
+    c = execute(prepare(config(tmp_path / "c", *over, "seed=1"))).to_dict()
+    for s in (a, b, c, a["baseline"], b["baseline"], c["baseline"]):
         s.pop("sim_wall_s"), s.pop("sim_requests_per_s")
     assert a == b and a != c
 
 
 def test_a_fleet_run_reports_pools_and_the_summed_peak_power(tmp_path):
     over = ("fleet.replicas=3", "fleet.router=least_tokens", "tracking.enabled=false", "plots=false")
-    summary = execute(prepare(config(tmp_path, *over, "compare_baseline=false")))
+    summary = execute(prepare(config(tmp_path, *over, "compare_baseline=false"))).to_dict()
     pools = summary["fleet"]["pools"]
     assert summary["gpus"] == 3 and pools["main"]["replicas"] == 3
     assert sum(p["requests"] for p in pools.values()) == summary["completed"]
     alone = config(tmp_path / "one", "tracking.enabled=false", "plots=false", "compare_baseline=false")
-    single = execute(prepare(alone))
+    single = execute(prepare(alone)).to_dict()
     assert summary["facility_power_peak_kw"] > single["facility_power_peak_kw"]  # three GPUs' idle power at least
     records = pd.read_parquet(tmp_path / "out" / "requests.parquet")
     assert set(records["server"]) == {0, 1, 2}
@@ -88,15 +119,15 @@ def test_a_fleet_run_reports_pools_and_the_summed_peak_power(tmp_path):
 
 @pytest.mark.parametrize("fleet", ["length_pools", "mixed_gpus"])
 def test_shipped_fleet_configs_compose_and_run(tmp_path, fleet):
-    summary = execute(prepare(config(tmp_path, f"fleet={fleet}", "tracking.enabled=false", "plots=false")))
-    assert summary["gpus"] == 3 if fleet == "length_pools" else 4
+    summary = execute(prepare(config(tmp_path, f"fleet={fleet}", "tracking.enabled=false", "plots=false"))).to_dict()
+    assert summary["gpus"] == (3 if fleet == "length_pools" else 4)
     assert set(summary["fleet"]["pools"]) == ({"short", "long"} if fleet == "length_pools" else {"h100", "a100"})
     assert summary["completed"] == summary["baseline"]["completed"] > 0
 
 
 def test_capacity_search_lands_in_the_summary_with_the_baselines_size(tmp_path):
     over = ("capacity.enabled=true", "trace.rate_scale=20", "policy=adaptive_gen", "policy.factor=0.3")
-    summary = execute(prepare(config(tmp_path, *over, "tracking.enabled=false", "plots=true")))
+    summary = execute(prepare(config(tmp_path, *over, "tracking.enabled=false", "plots=true"))).to_dict()
     cap = summary["capacity"]
     assert cap["met"] and cap["replicas"] == summary["gpus"] == summary["fleet"]["replicas"]
     assert cap["baseline_met"] and cap["gpus_saved"] == cap["baseline_gpus"] - cap["gpus"]

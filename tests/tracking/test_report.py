@@ -1,4 +1,4 @@
-"""sim.report: fake runs logged to a temporary sqlite MLflow store, then compared."""
+"""tracking.report (python -m sim.report): fake runs logged to a temporary sqlite MLflow store, then compared."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import report
-from sim.report import ReportError, comparison_table, load_runs, pareto_front, to_markdown
-from sim.tracking import TrackingConfig, log_run
+from tracking import TrackingConfig, log_run, report
+from tracking.report import ReportError, comparison_table, load_runs, pareto_front
 
 pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
@@ -28,6 +27,8 @@ def summary(energy_j: float, savings: float, inp: int, out: int, dropped: int, c
         "input_tokens_dropped": dropped,
         "output_tokens_cut": cut,
         "requests_shaped": int(dropped + cut > 0),
+        "quality_cost_pct": 100.0 * (dropped + cut) / (inp + out + dropped + cut),
+        "slo_attainment": 1.0,
         "ttft_s": lat,
         "tpot_s": lat,
         "e2e_s": lat,
@@ -53,14 +54,33 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # MLflow's default artifact root is ./mlruns
         for policy, values in RUNS.items():
-            cfg = TrackingConfig(uri=uri, experiment="exp", run_name=f"{policy}-azure_chat")
-            params = {"policy": {"name": policy}, "trace": {"name": "azure_chat"}, "fleet": {"router": "least_tokens"}}
-            assert log_run(cfg, params, summary(*values)) is not None
+            cfg = TrackingConfig(uri=uri, experiment="exp", run_name=policy)
+            params = {"policy": {"name": policy}, "trace": {"name": "azure_chat", "rate_scale": 1.0},
+                      "fleet": {"router": "least_tokens"}}  # fmt: skip
+            assert log_run(cfg, params, summary(*values), tags={"sweep": "multirun/a"}) is not None
+        for rate in (2.0, 4.0):  # another load, another sweep: never on the same front
+            cfg = TrackingConfig(uri=uri, experiment="exp", run_name=f"truncation rate_scale={rate}")
+            params = {"policy": {"name": "truncation"}, "trace": {"name": "azure_chat", "rate_scale": rate}}
+            assert log_run(cfg, params, summary(700.0, 30.0, 600, 200, 200, 0), tags={"sweep": "multirun/b"})
     return uri
 
 
+def test_runs_of_other_loads_form_their_own_groups_and_fronts(store: str) -> None:
+    table = comparison_table(load_runs(store, "exp"))
+    assert sorted(table["group"].unique()) == ["azure_chat, rate ×1", "azure_chat, rate ×2", "azure_chat, rate ×4"]
+    front = report.fronts(table)["azure_chat, rate ×1"]
+    assert front["label"].tolist() == ["none", "adaptive_gen", "truncation"]
+    assert len(comparison_table(load_runs(store, "exp", sweep="multirun/b"))) == 2
+
+
+def test_a_run_without_a_required_metric_is_refused_by_name() -> None:
+    runs = pd.DataFrame({"run_id": ["a1b2c3d4e5"], "metrics.energy_j": [1.0]})
+    with pytest.raises(ReportError, match="lack the metric 'output_tokens_per_j'"):
+        comparison_table(runs)
+
+
 def test_table_rows_and_quality_cost(store: str) -> None:
-    table = comparison_table(load_runs(store, "exp")).set_index("policy")
+    table = comparison_table(load_runs(store, "exp", sweep="multirun/a")).set_index("policy")
     assert sorted(table.index) == ["adaptive_gen", "none", "truncation"]
     assert table["quality_cost_pct"].to_dict() == pytest.approx({"adaptive_gen": 5.0, "none": 0.0, "truncation": 20.0})
     assert table.loc["truncation", "energy_savings_pct"] == 20.0
@@ -73,15 +93,19 @@ def test_table_rows_and_quality_cost(store: str) -> None:
 
 def test_cli_writes_markdown_csv_and_plots(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
-    assert report.main(["--tracking-uri", store, "--experiment", "exp", "--out", str(out)]) == 0
-    names = {"comparison.md", "comparison.csv", "pareto.png", "savings.png", "latency.png", "tokens_per_j.png"}
+    assert (
+        report.main(["--tracking-uri", store, "--experiment", "exp", "--out", str(out), "--sweep", "multirun/a"]) == 0
+    )
+    names = {"comparison.md", "comparison.csv", "pareto.png", "pareto.md", "savings.png", "latency.png",
+             "tokens_per_j.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
     assert all((out / n).stat().st_size > 0 for n in names)
     csv = pd.read_csv(out / "comparison.csv")
     assert set(csv["policy"]) == set(RUNS) and "quality_cost_pct" in csv.columns
     md = (out / "comparison.md").read_text()
     assert "| truncation |" in md and "energy_savings_pct" in md
-    assert "3 runs compared" in capsys.readouterr().out
+    assert "3 runs compared in 1 group(s)" in capsys.readouterr().out
+    assert "| truncation | 20 | 20 |" in (out / "pareto.md").read_text()
 
 
 def test_missing_experiment_and_empty_experiment(
@@ -98,22 +122,21 @@ def test_missing_experiment_and_empty_experiment(
         load_runs(store, "empty")
     with pytest.raises(ReportError, match="no runs matching"):
         load_runs(store, "exp", "params.policy.name = 'nothing'")
-    assert len(load_runs(store, "exp", "params.policy.name = 'truncation'")) == 1
+    assert len(load_runs(store, "exp", "params.policy.name = 'truncation'", sweep="multirun/a")) == 1
 
 
-def test_duplicate_policies_get_run_names_and_missing_totals_give_nan() -> None:
+def test_labels_are_run_names_made_unique_by_run_id() -> None:
     runs = pd.DataFrame(
         {
-            "run_id": ["a1b2c3d4e5", "f6g7h8i9j0", "k1l2m3n4o5", "p6q7r8s9t0"],
-            "tags.mlflow.runName": ["trunc-512", "", "same", "same"],
-            "params.policy.name": ["truncation", "truncation", "truncation", "none"],
-            "metrics.energy_j": [1.0, 2.0, 3.0, 4.0],
+            "run_id": ["a1b2c3d4e5", "f6g7h8i9j0", "k1l2m3n4o5"],
+            "tags.mlflow.runName": ["truncation max_input_tokens=512", "same", "same"],
+            "params.policy.name": ["truncation", "truncation", "none"],
+            **{f"metrics.{k}": [1.0, 2.0, 3.0] for k in report.REQUIRED},
         }
     )
     table = comparison_table(runs)
-    assert sorted(table["label"]) == ["none", "truncation (f6g7h8i9)", "truncation (same)", "truncation (trunc-512)"]
-    assert table["quality_cost_pct"].isna().all() and table["trace"].eq("?").all()
-    assert "| truncation (trunc-512) | truncation | ? |" in to_markdown(table)
+    assert sorted(table["label"]) == ["same (f6g7h8i9)", "same (k1l2m3n4)", "truncation max_input_tokens=512"]
+    assert table["trace"].eq("?").all() and table["energy_savings_pct"].isna().all()
 
 
 def test_pareto_front_keeps_non_dominated_points() -> None:

@@ -1,0 +1,100 @@
+"""A run's output folder: checked before any work, claimed by one run only, filled with its files.
+
+`check_output` runs before the inputs load (a folder that cannot be written, or that already holds
+a run, fails at once); `claim_output` creates run.json exclusively, so of two runs given the same
+folder the second refuses instead of overwriting the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.config import ConfigError, SloConfig
+from sim.plots import plot_batch, plot_capacity, plot_cdfs, plot_energy, plot_power
+from sim.run import SimResult
+from sim.summary import Summary
+from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
+
+TAKEN = (RUN_FILE, SUMMARY_FILE)
+
+
+def check_output(folder: Path) -> None:
+    """ConfigError naming output_dir if the folder cannot be created or written, or holds a run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output_dir {str(folder)!r} is not writable ({e.strerror or e}); choose another") from e
+    taken = [name for name in TAKEN if (folder / name).exists()]
+    if taken:
+        raise ConfigError(
+            f"output_dir {str(folder)!r} already holds a run ({taken[0]}); runs never share a folder: "
+            "choose an empty one, or leave output_dir to Hydra (a new folder per run)"
+        )
+
+
+def claim_output(folder: Path) -> None:
+    """Create run.json exclusively (the folder is this run's); ConfigError if another run has it."""
+    check_output(folder)
+    try:
+        fd = os.open(folder / RUN_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError as e:
+        raise ConfigError(f"output_dir {str(folder)!r} was just claimed by another run; choose another") from e
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"status": "running", "pid": os.getpid()}) + "\n")
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(finite(value), indent=2) + "\n")
+    return path
+
+
+def finite(value: Any) -> Any:
+    """JSON-safe copy: NaN and inf become null."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_outputs(
+    out: Path,
+    raw: dict[str, Any],
+    summary: Summary,
+    runs: list[SimResult],
+    slo: SloConfig,
+    plots: bool,
+    gpus: str,
+) -> list[str]:
+    """Write summary.json, resolved_config.yaml, the per-request records and the plots into the
+    run's folder; the names written (its artifacts)."""
+    data = summary.to_dict()
+    write_json(out / SUMMARY_FILE, data)
+    (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+    names = [SUMMARY_FILE, PARAMS_FILE]
+    for run, name in zip(runs, ("requests.parquet", "requests_baseline.parquet"), strict=False):
+        run.requests.to_parquet(out / name, index=False)
+        names.append(name)
+    if plots:
+        horizon = max(r.makespan_s for r in runs)
+        paths = [
+            plot_power(runs, out / "power.png", horizon, gpus),
+            plot_energy(runs, out / "energy_per_request.png"),
+            plot_cdfs(runs, out / "cdf.png"),
+            plot_batch(runs, out / "batch.png", horizon),
+        ]
+        if summary.capacity is not None:
+            paths.append(plot_capacity(summary.capacity, slo, out / "capacity.png"))
+        names += [p.name for p in paths]
+    return names

@@ -1,0 +1,141 @@
+"""The summary of a run, typed: every key defined once, with its unit.
+
+`summary.json`, the MLflow metrics, the console table, the objective returned to a Hydra sweeper
+and the cross-run report all read these classes; `METRICS` lists every numeric key with its unit,
+so a renamed field fails loudly where a name is looked up (`unit`) instead of reading NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+_NONE = object()
+
+
+def _m(unit: str, doc: str, default: Any = _NONE) -> Any:
+    meta = {"unit": unit, "doc": doc}
+    return field(metadata=meta) if default is _NONE else field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles (s) over the completed requests."""
+
+    p50: float = _m("s", "median")
+    p90: float = _m("s", "90th percentile")
+    p99: float = _m("s", "99th percentile")
+    mean: float = _m("s", "mean")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One simulation of a trace under one policy (energies over the paired horizon)."""
+
+    policy: str = field(metadata={"unit": "", "doc": "policy name"})
+    requests: int = _m("requests", "requests in the trace")
+    completed: int = _m("requests", "requests served")
+    rejected: int = _m("requests", "requests never served")
+    input_tokens: int = _m("tokens", "input tokens served (completed requests)")
+    output_tokens: int = _m("tokens", "output tokens served (completed requests)")
+    energy_j: float = _m("J", "GPU energy, idle included")
+    active_energy_j: float = _m("J", "energy of the steps")
+    idle_energy_j: float = _m("J", "idle power outside steps")
+    energy_per_request_j: float = _m("J", "energy / completed requests")
+    energy_per_output_token_j: float = _m("J", "energy / output tokens")
+    output_tokens_per_j: float = _m("tokens/J", "output tokens / energy")
+    avg_power_w: float = _m("W", "energy / horizon, all GPUs")
+    peak_power_w: float = _m("W", "highest total power of all GPUs")
+    makespan_s: float = _m("s", "simulated time to the last finish")
+    ttft_s: Latency = _m("s", "time to first token")
+    tpot_s: Latency = _m("s", "time per output token")
+    e2e_s: Latency = _m("s", "arrival to last token")
+    slo_attainment: float = _m("share", "requests meeting both SLO targets")
+    input_tokens_dropped: int = _m("tokens", "input tokens a policy removed")
+    output_tokens_cut: int = _m("tokens", "output tokens a policy cut")
+    requests_shaped: int = _m("requests", "requests a policy changed")
+    quality_cost_pct: float = _m("%", "tokens removed / tokens asked (served + removed)")
+    summary_energy_j: float = _m("J", "energy of summarization requests")
+    sim_wall_s: float = _m("s", "wall time of the simulation")
+    sim_requests_per_s: float = _m("requests/s", "simulator speed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A run's summary: the policy's figures (top level), planning, fleet, capacity, the baseline
+    and the savings (%) against it (None without a baseline)."""
+
+    run: RunSummary
+    planning: dict[str, Any]
+    fleet: dict[str, Any]
+    baseline: RunSummary | None = None
+    baseline_source: str = field(default="", metadata={"unit": "", "doc": "simulated | cached (sweep)"})
+    capacity: dict[str, Any] | None = None
+    energy_savings_pct: float | None = _m("%", "energy saved against the baseline", None)
+    energy_per_request_savings_pct: float | None = _m("%", "energy per request saved", None)
+    active_energy_savings_pct: float | None = _m("%", "step energy saved", None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary.json layout: run keys at top level, then the rest."""
+        out: dict[str, Any] = {**self.run.to_dict(), **self.planning, "fleet": self.fleet}
+        if self.capacity is not None:
+            out["capacity"] = self.capacity
+        if self.baseline is not None:
+            out["baseline"] = self.baseline.to_dict()
+            out["baseline_source"] = self.baseline_source
+            for key in ("energy_savings_pct", "energy_per_request_savings_pct", "active_energy_savings_pct"):
+                out[key] = getattr(self, key)
+        return out
+
+    def value(self, key: str) -> float:
+        """A numeric key of summary.json (dotted, e.g. 'ttft_s.p99', 'baseline.energy_j'); unit() checks it."""
+        unit(key)
+        node: Any = self.to_dict()
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return math.nan if node is None else float(node)
+
+
+def _units(cls: type, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in fields(cls):
+        if f.type in ("Latency", Latency):
+            out.update(_units(Latency, f"{prefix}{f.name}."))
+        elif "unit" in f.metadata and f.metadata["unit"]:
+            out[f"{prefix}{f.name}"] = f.metadata["unit"]
+    return out
+
+
+PLANNING_UNITS = {
+    "gpus": "GPUs",
+    "annual_energy_mwh": "MWh",
+    "facility_power_avg_kw": "kW",
+    "facility_power_peak_kw": "kW",
+    "annual_co2e_t": "t",
+    "annual_cost": "currency",
+    "gpu_utilization": "share",
+}
+CAPACITY_UNITS = {
+    "capacity.replicas": "replicas",
+    "capacity.baseline_replicas": "replicas",
+    "capacity.gpus_saved": "GPUs",
+}
+METRICS: dict[str, str] = {
+    **_units(RunSummary),
+    **{f"baseline.{k}": u for k, u in _units(RunSummary).items()},
+    **PLANNING_UNITS,
+    **CAPACITY_UNITS,
+    **_units(Summary),
+}
+"""Every numeric summary key (dotted, as MLflow metrics are named) → its unit."""
+
+
+def unit(key: str) -> str:
+    """The unit of a summary key; KeyError naming the known keys when there is no such key."""
+    if key not in METRICS:
+        raise KeyError(f"{key!r} is not a summary metric; known: {', '.join(sorted(METRICS))}")
+    return METRICS[key]

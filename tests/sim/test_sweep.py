@@ -1,0 +1,68 @@
+"""Parallel sweeps through Hydra's real runner: every run logged, every folder its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["trace=synthetic", "trace.num_requests=60", "progress=false", "plots=false"]
+
+
+def sim(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def runs(folder: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["sweetspot-sim"])
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_of_8_jobs_in_a_fresh_folder_logs_every_run_every_time(tmp_path):
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=8",
+             "policy=none,truncation,adaptive_gen,summarization", "trace.rate_scale=1,2"]  # fmt: skip
+    for trial in range(3):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        done = sim(folder, *sweep, *TINY)
+        assert done.returncode == 0, done.stderr[-2000:]
+        logged = runs(folder)
+        parent = logged[logged["tags.kind"] == "sweep"]
+        jobs = logged[logged["tags.kind"] != "sweep"]
+        assert len(parent) == 1 and len(jobs) == 8, done.stderr[-2000:]
+        assert (jobs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+        assert (jobs["status"] == "FINISHED").all()
+        assert sorted(jobs["tags.mlflow.runName"]) == sorted(
+            f"{p} rate_scale={r}" for p in ("none", "truncation", "adaptive_gen", "summarization") for r in (1, 2)
+        )
+        # one baseline per (trace, fleet, server) and load: simulated twice, reused by the other shaped runs
+        assert sorted(jobs["tags.baseline"].dropna()) == ["cached"] * 4 + ["simulated"] * 2
+        folders = {Path(a) for a in jobs["artifact_uri"]}
+        assert len(folders) == 8
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "sim", *TINY, "tracking.enabled=false", f"policy={p}"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for p in ("truncation", "adaptive_gen")
+    ]  # fmt: skip
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    summaries = sorted(tmp_path.glob("outputs/*/*/summary.json"))
+    assert len(summaries) == 2
+    assert {s.read_text().split('"policy": ')[1].split('"')[1] for s in summaries} == {"truncation", "adaptive_gen"}
+
+
+def test_a_bad_job_fails_alone_and_the_sweep_exits_1(tmp_path):
+    done = sim(tmp_path, "-m", "policy=adaptive_gen", "policy.factor=-1,0.5", "tracking.enabled=false", *TINY)
+    assert done.returncode == 1 and "policy.factor must be > 0, got -1.0" in done.stderr
+    assert len(list(tmp_path.glob("multirun/*/*/*/summary.json"))) == 1  # the good job ran after the bad one

@@ -1,0 +1,73 @@
+"""Hydra callback (registered under `hydra.callbacks` in conf/sim.yaml): before a multirun's jobs
+start, in the launching process, create the MLflow store and experiment once, open the sweep's
+parent run and write `sweep.json` into the sweep folder; close the parent run at the end.
+
+Creating the store here, not in the jobs, is what keeps parallel jobs from racing to create and
+migrate a new SQLite store. A tracking failure here is one warning; the jobs still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from tracking.store import TrackingConfig, ensure_experiment, http_limits, store_lock
+from tracking.sweep import SweepInfo, swept_keys
+
+log = logging.getLogger(__name__)
+
+
+def _tracking(config: DictConfig) -> TrackingConfig | None:
+    """The run's tracking config, or None (disabled, or invalid: the jobs report that)."""
+    values = OmegaConf.to_container(config.get("tracking") or {}, resolve=True)
+    try:
+        tracking = TrackingConfig(**values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return tracking if tracking.enabled else None
+
+
+class SweepTracking(Callback):
+    """Store, experiment and parent run of a multirun, made once before its jobs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        params = config.hydra.sweeper.get("params") or {}
+        swept = swept_keys(list(config.hydra.overrides.task), [str(k) for k in params])
+        tracking = _tracking(config)
+        parent = None
+        if tracking is not None:
+            try:
+                parent = _parent_run(tracking, sweep_dir, swept)
+            except Exception as e:  # noqa: BLE001 - the jobs run and report tracking themselves
+                log.warning("MLflow: could not open the sweep's parent run at %r (%s: %s)", tracking.uri,
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+        SweepInfo(str(sweep_dir), swept, parent).write(sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = _tracking(config)
+        info = SweepInfo.read(Path(str(config.hydra.sweep.dir)))
+        if tracking is None or info.parent_run_id is None:
+            return
+        try:
+            from mlflow import MlflowClient
+
+            http_limits(tracking)
+            with store_lock(tracking):
+                MlflowClient(tracking.uri).set_terminated(info.parent_run_id, "FINISHED")
+        except Exception as e:  # noqa: BLE001
+            log.warning("MLflow: could not close the sweep's parent run (%s: %s)", type(e).__name__, e)
+
+
+def _parent_run(tracking: TrackingConfig, sweep_dir: Path, swept: tuple[str, ...]) -> str:
+    from mlflow import MlflowClient
+
+    experiment_id = ensure_experiment(tracking)
+    with store_lock(tracking):
+        tags = {**tracking.tags, "sweep": str(sweep_dir), "swept": " ".join(swept), "kind": "sweep"}
+        run = MlflowClient(tracking.uri).create_run(experiment_id, tags=tags, run_name=f"sweep {sweep_dir.name}")
+    return run.info.run_id

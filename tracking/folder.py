@@ -1,0 +1,96 @@
+"""A run's output folder as the unit of tracking: `run.json` says how to log it, so a run whose
+tracking failed (server down) can be logged later from its folder alone:
+
+    python -m tracking outputs/2026-01-01/12-00-00.123456 [--uri sqlite:///mlflow.db]
+
+run.json holds the tracking config, run name, tags, parent run, input data sets, extra parameters
+and the artifact files (names inside the folder: a run logs only its own files); parameters come
+from resolved_config.yaml and metrics from summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tracking.log import DatasetRef, log_run
+from tracking.store import TrackingConfig
+
+RUN_FILE = "run.json"
+PARAMS_FILE = "resolved_config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """How to log the run in a folder (see the module docstring)."""
+
+    tracking: TrackingConfig
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    datasets: tuple[DatasetRef, ...] = ()
+    extra_params: dict[str, str] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+
+    def write(self, folder: Path) -> Path:
+        path = folder / RUN_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        data = json.loads((folder / RUN_FILE).read_text())
+        return cls(
+            tracking=TrackingConfig(**data["tracking"]),
+            run_name=data.get("run_name"),
+            tags=dict(data.get("tags") or {}),
+            parent_run_id=data.get("parent_run_id"),
+            datasets=tuple(DatasetRef(**d) for d in data.get("datasets") or ()),
+            extra_params=dict(data.get("extra_params") or {}),
+            artifacts=tuple(data.get("artifacts") or ()),
+        )
+
+
+def log_folder(folder: Path, record: RunRecord | None = None, *, uri: str | None = None) -> str | None:
+    """Log the run in `folder` (its run.json unless `record` is given); its run id, or None after a warning."""
+    record = record or RunRecord.read(folder)
+    tracking = replace(record.tracking, run_name=record.run_name, enabled=True)
+    if uri:
+        tracking = replace(tracking, uri=uri)
+    params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
+    metrics = json.loads((folder / SUMMARY_FILE).read_text())
+    return log_run(
+        tracking,
+        params,
+        metrics,
+        [folder / name for name in record.artifacts],
+        tags=record.tags,
+        parent_run_id=record.parent_run_id,
+        datasets=record.datasets,
+        retry_hint=f"python -m tracking {folder} [--uri URI]",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Log finished runs' output folders to MLflow (the store in their run.json, or --uri)."""
+    p = argparse.ArgumentParser(prog="python -m tracking", description=main.__doc__)
+    p.add_argument("folders", nargs="+", type=Path, help="output folders holding run.json")
+    p.add_argument("--uri", default=None, help="MLflow tracking URI (default: the one the run was given)")
+    args = p.parse_args(argv)
+    failed = 0
+    for folder in args.folders:
+        if not (folder / RUN_FILE).exists():
+            print(f"{folder}: no {RUN_FILE}; not a run's output folder")
+            failed += 1
+            continue
+        run_id = log_folder(folder, uri=args.uri)
+        print(f"{folder}: {'logged as run ' + run_id if run_id else 'not logged (see the warning)'}")
+        failed += run_id is None
+    return 1 if failed else 0

@@ -1,0 +1,140 @@
+"""Log one run to MLflow: flattened parameters, numeric metrics, tags, dataset inputs, artifacts.
+
+A tracking failure (unreachable server, locked or broken store) never loses results: callers write
+them to disk first, and `log_run` reports the failure as one warning that says what went wrong
+and how to log the run later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tracking.store import TrackingConfig, check_store, http_limits, store_lock
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """An input data set of a run, as MLflow records it: name, checksum, where it came from."""
+
+    name: str
+    digest: str
+    source: str
+    context: str = "trace"
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping leaf of a nested mapping."""
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _leaves(value, prefix=f"{name}.")
+        else:
+            yield name, value
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values (MLflow params are strings)."""
+    return {name: str(value) for name, value in _leaves(params, prefix)}
+
+
+def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numeric leaves of a nested summary, as dotted metric names."""
+    metrics: dict[str, float] = {}
+    for name, value in _leaves(summary, prefix):
+        if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
+            metrics[name] = float(value)
+    return metrics
+
+
+def log_run(
+    config: TrackingConfig,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    artifacts: Iterable[Path] = (),
+    *,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+    datasets: Sequence[DatasetRef] = (),
+    retry_hint: str = "",
+) -> str | None:
+    """Log one MLflow run; its id, or None after one warning (what failed, and `retry_hint`)."""
+    if not config.enabled:
+        return None
+    try:
+        return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
+    except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
+        hint = (
+            f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
+        )
+        log.warning(
+            "MLflow tracking to %r failed (%s: %s); the results are on disk.%s",
+            config.uri,
+            type(e).__name__,
+            str(e).splitlines()[0][:800] if str(e) else "",
+            hint,
+        )
+        return None
+
+
+def _log(
+    config: TrackingConfig,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    artifacts: list[Path],
+    tags: dict[str, str],
+    parent_run_id: str | None,
+    datasets: Sequence[DatasetRef],
+) -> str:
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+    http_limits(config)
+    with store_lock(config):
+        check_store(config)
+        client = MlflowClient(config.uri)
+        experiment = client.get_experiment_by_name(config.experiment)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
+        run_tags = {**config.tags, **tags}
+        if parent_run_id:
+            run_tags[PARENT_TAG] = parent_run_id
+        run_id = client.create_run(experiment_id, tags=run_tags, run_name=config.run_name).info.run_id
+        try:
+            flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+            for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
+                client.log_batch(run_id, params=flat[i : i + 100])
+            now = int(time.time() * 1000)
+            values = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+            for i in range(0, len(values), 500):
+                client.log_batch(run_id, metrics=values[i : i + 500])
+            if datasets:
+                client.log_inputs(
+                    run_id,
+                    datasets=[
+                        DatasetInput(
+                            Dataset(d.name, d.digest, "local", json.dumps({"uri": d.source})),
+                            [InputTag("mlflow.data.context", d.context)],
+                        )
+                        for d in datasets
+                    ],
+                )
+            for path in artifacts:
+                if path.is_dir():
+                    client.log_artifacts(run_id, str(path))
+                elif path.exists():
+                    client.log_artifact(run_id, str(path))
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        return run_id

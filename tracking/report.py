@@ -1,0 +1,204 @@
+"""Compare MLflow runs like with like: a table (Markdown, CSV), the Pareto fronts and plots.
+
+    python -m sim.report --experiment sweetspot-sim --out report
+    python -m sim.report --sweep multirun/tune_adaptive_gen/2026-01-01_12-00-00.000000
+    python -m sim.report --parent RUN_ID
+
+Runs are selected by experiment, sweep folder or parent run (sweep parents themselves are left
+out), grouped by trace and load (trace, rate scale, request count, fleet size, capacity search):
+a front never mixes two groups. Points are labelled by their run names, built from the overrides
+that vary in the sweep. Metric names come from the summary type (sim.summary): a renamed metric
+fails here, and runs that lack a required metric are refused by name instead of reading NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.summary import unit
+from tracking.store import DEFAULT_URI
+
+REQUIRED = ("energy_j", "output_tokens_per_j", "quality_cost_pct", "ttft_s.p99", "tpot_s.p99", "slo_attainment")
+OPTIONAL = (
+    "energy_savings_pct", "ttft_s.p50", "tpot_s.p50", "e2e_s.p50", "e2e_s.p99", "input_tokens_dropped",
+    "output_tokens_cut", "requests_shaped", "gpus", "annual_energy_mwh", "facility_power_avg_kw",
+    "facility_power_peak_kw", "annual_co2e_t", "annual_cost", "capacity.replicas", "capacity.baseline_replicas",
+)  # fmt: skip
+METRICS = (*REQUIRED, *OPTIONAL)
+UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
+PARAMS = {"policy": "policy.name", "trace": "trace.name", "router": "fleet.router"}
+GROUP = {"rate_scale": "trace.rate_scale", "max_requests": "trace.max_requests", "replicas": "fleet.replicas",
+         "capacity": "capacity.enabled"}  # fmt: skip
+"""Parameters that set the load: runs that differ in any of them (or in trace) are never compared."""
+
+
+class ReportError(RuntimeError):
+    """No runs to report, or runs that cannot be compared: the message says which and why."""
+
+
+def load_runs(
+    tracking_uri: str, experiment: str, filter_string: str = "", *, sweep: str | None = None, parent: str | None = None
+) -> pd.DataFrame:
+    """The runs of `experiment` (newest first), optionally of one sweep folder or parent run.
+
+    filter_string: an MLflow search filter, e.g. "params.trace.name = 'azure_chat'".
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        known = sorted(e.name for e in mlflow.search_experiments())
+        raise ReportError(f"no experiment {experiment!r} at {tracking_uri}; experiments there: {known or 'none'}")
+    clauses = [filter_string] if filter_string else []
+    if sweep:
+        clauses.append(f"tags.sweep = '{sweep.rstrip('/')}'")
+    if parent:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
+    where = " and ".join(clauses)
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=where, order_by=["attributes.start_time DESC"]
+    )
+    if "tags.kind" in runs.columns:
+        runs = runs[runs["tags.kind"] != "sweep"]
+    if runs.empty:
+        which = f" matching {where!r}" if where else ""
+        raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no runs{which}; run `python -m sim` first")
+    return runs.reset_index(drop=True)
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: label, group, policy, trace, load settings and the METRICS."""
+    missing = [k for k in REQUIRED if f"metrics.{k}" not in runs.columns or runs[f"metrics.{k}"].isna().any()]
+    if missing:
+        col = f"metrics.{missing[0]}"
+        bad = runs["run_id"] if col not in runs.columns else runs.loc[runs[col].isna(), "run_id"]
+        raise ReportError(
+            f"{len(bad)} run(s) lack the metric {missing[0]!r} ({', '.join(bad.str[:8][:5])}...): logged by an older "
+            "version? Select newer runs with --sweep/--parent/--filter, or re-run them"
+        )
+    table = pd.DataFrame({"run_id": runs["run_id"], "run_name": _column(runs, "tags.mlflow.runName", "")})
+    for name, key in {**PARAMS, **GROUP}.items():
+        table[name] = _column(runs, f"params.{key}", "?").fillna("?").astype(str).map(_number)
+    table["group"] = _groups(table)
+    for key in METRICS:
+        table[key] = _column(runs, f"metrics.{key}", np.nan).astype(float)
+    table.insert(0, "label", _labels(table))
+    return table.sort_values(["group", "policy", "label"], kind="stable").reset_index(drop=True)
+
+
+def pareto_front(cost: np.ndarray, saved: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (no other point saves more at no higher cost), by cost."""
+    order = np.lexsort((-saved, cost))
+    best, keep = -np.inf, []
+    for i in order:
+        if saved[i] > best:
+            keep.append(i)
+            best = saved[i]
+    return np.asarray(keep, dtype=int)
+
+
+def fronts(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The Pareto front (energy saved against quality cost) of each group, by cost."""
+    out = {}
+    for group, rows in table.groupby("group", sort=True):
+        rows = rows[rows["energy_savings_pct"].notna()]
+        if len(rows):
+            idx = pareto_front(rows["quality_cost_pct"].to_numpy(), rows["energy_savings_pct"].to_numpy())
+            out[str(group)] = rows.iloc[idx]
+    return out
+
+
+def to_markdown(table: pd.DataFrame, cols: Sequence[str] | None = None) -> str:
+    """A Markdown table (numbers to 4 significant digits)."""
+    cols = list(cols or [c for c in table.columns if c not in ("run_id", "run_name")])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fronts_markdown(table: pd.DataFrame) -> str:
+    """Each group's Pareto front: label, energy saved (%), quality cost (%)."""
+    parts = []
+    for group, front in fronts(table).items():
+        parts.append(f"### {group}\n\n{to_markdown(front, ['label', 'energy_savings_pct', 'quality_cost_pct'])}")
+    return "\n".join(parts) or "No run has a baseline (compare_baseline=false): no front.\n"
+
+
+def write_report(table: pd.DataFrame, out_dir: str | Path, title: str = "Policy comparison") -> list[Path]:
+    """Write comparison.md (table and fronts), comparison.csv, pareto.md and the plots; the paths."""
+    from tracking.report_plots import write_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv, pareto = out / "comparison.md", out / "comparison.csv", out / "pareto.md"
+    front = fronts_markdown(table)
+    md.write_text(f"# {title}\n\n{to_markdown(table)}\n## Pareto fronts (energy saved against quality cost)\n\n{front}")
+    pareto.write_text(front)
+    table.to_csv(csv, index=False)
+    return [md, csv, pareto, *write_plots(table, fronts(table), out)]
+
+
+def _column(runs: pd.DataFrame, name: str, default: object) -> pd.Series:
+    return runs[name] if name in runs.columns else pd.Series(default, index=runs.index)
+
+
+def _groups(table: pd.DataFrame) -> pd.Series:
+    """'trace, rate ×s, n requests, r GPUs[, capacity search]' for each run."""
+    parts = table["trace"] + ", rate ×" + table["rate_scale"]
+    parts = parts + np.where(table["max_requests"].isin(["?", "None"]), "", ", " + table["max_requests"] + " requests")
+    parts = parts + np.where(table["replicas"].isin(["?", "1"]), "", ", " + table["replicas"] + " replicas")
+    return parts + np.where(table["capacity"] == "True", ", capacity search", "")
+
+
+def _labels(table: pd.DataFrame) -> list[str]:
+    """The run name (the policy and the overrides that vary), else the policy; run ids until unique."""
+    base = table["run_name"].where(table["run_name"].astype(bool), table["policy"])
+    by_id = base + " (" + table["run_id"].str[:8] + ")"
+    return base.where(~base.duplicated(keep=False), by_id).tolist()
+
+
+def _number(text: str) -> str:
+    """'1', '1.0' and '1.00' are one load: numbers as %g."""
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the comparison of the selected runs; exit status 1 with a message when there are none."""
+    p = argparse.ArgumentParser(prog="python -m sim.report", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--tracking-uri", default=DEFAULT_URI, help="MLflow tracking URI (sqlite, http, file)")
+    p.add_argument("--experiment", default="sweetspot-sim", help="MLflow experiment name")
+    p.add_argument("--sweep", default=None, help="only the runs of this sweep folder (as Hydra printed it)")
+    p.add_argument("--parent", default=None, help="only the runs nested under this parent run id")
+    p.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.trace.name = 'azure_chat'\"")
+    p.add_argument("--out", default="report", help="output folder")
+    args = p.parse_args(argv)
+    try:
+        runs = load_runs(args.tracking_uri, args.experiment, args.filter, sweep=args.sweep, parent=args.parent)
+        table = comparison_table(runs)
+    except ReportError as e:
+        print(f"sim.report: {e}")
+        return 1
+    paths = write_report(table, args.out, title=f"Policy comparison: {args.experiment}")
+    print(fronts_markdown(table))
+    print(f"{len(runs)} runs compared in {table['group'].nunique()} group(s); wrote {', '.join(str(x) for x in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

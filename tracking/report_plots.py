@@ -1,0 +1,92 @@
+"""The report's plots: one Pareto panel per group (points numbered, labels in a key beside it so
+they never overlap), savings, latency and efficiency bars per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(table: pd.DataFrame, fronts: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """pareto.png, savings.png, latency.png and tokens_per_j.png."""
+    plt = _pyplot()
+    paths = [_pareto(plt, table, fronts, out / "pareto.png")]
+    for name, draw in (("savings", _savings), ("latency", _latency), ("tokens_per_j", _tokens_per_j)):
+        fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(table)), 4.5))
+        draw(ax, table)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=120)
+        plt.close(fig)
+        paths.append(out / f"{name}.png")
+    return paths
+
+
+def _pareto(plt, table: pd.DataFrame, fronts: dict[str, pd.DataFrame], path: Path) -> Path:
+    groups = sorted(table["group"].unique())
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
+    for (ax, key), group in zip(axes, groups, strict=True):
+        rows = table[(table["group"] == group) & table["energy_savings_pct"].notna()].reset_index(drop=True)
+        for policy in rows["policy"].unique():
+            m = rows["policy"] == policy
+            ax.scatter(rows.loc[m, "quality_cost_pct"], rows.loc[m, "energy_savings_pct"], label=policy, s=22)
+        for i, row in rows.iterrows():
+            ax.annotate(str(i + 1), (row["quality_cost_pct"], row["energy_savings_pct"]), textcoords="offset points",
+                        xytext=(3, 3), fontsize=7)  # fmt: skip
+        if group in fronts:
+            front = fronts[group]
+            ax.plot(front["quality_cost_pct"], front["energy_savings_pct"], "k--", lw=1, label="Pareto front")
+        ax.set(xlabel="quality cost: tokens removed / tokens asked (%)", ylabel="energy saved (%)", title=group)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        key.axis("off")
+        text = "\n".join(f"{i + 1}. {label}" for i, label in enumerate(rows["label"][:40]))
+        key.text(0, 1, text, va="top", family="monospace", fontsize=7, transform=key.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _savings(ax, table: pd.DataFrame) -> None:
+    ax.bar(table["label"], table["energy_savings_pct"].fillna(0.0))
+    ax.set(ylabel="energy saved vs. no policy (%)", title="Savings per run")
+    _rotate(ax)
+
+
+def _latency(ax, table: pd.DataFrame) -> None:
+    keys = [f"{lat}.{q}" for lat in LATENCIES for q in ("p50", "p99")]
+    pos = np.arange(len(table))
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        ax.bar(pos + (k - (len(keys) - 1) / 2) * width, table[key], width, label=key)
+    ax.set_xticks(pos, table["label"])
+    ax.set(ylabel="latency (s, log scale)", title="Latency percentiles", yscale="log")
+    ax.legend(fontsize=7, ncols=3)
+    _rotate(ax)
+
+
+def _tokens_per_j(ax, table: pd.DataFrame) -> None:
+    ax.bar(table["label"], table["output_tokens_per_j"].fillna(0.0))
+    ax.set(ylabel="output tokens per joule", title="Energy efficiency per run")
+    _rotate(ax)
+
+
+def _rotate(ax) -> None:
+    for tick in ax.get_xticklabels():
+        tick.set_rotation(30)
+        tick.set_horizontalalignment("right")
+        tick.set_fontsize(7)
