@@ -33,6 +33,7 @@ from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
 from sim.summary import Summary, unit
+from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.folder import RunRecord, log_folder
 from tracking.sweep import SweepInfo, run_name
@@ -60,6 +61,7 @@ class AppConfig:
     progress: bool = True
     plots: bool = True
     objective: tuple[str, ...] = ("energy_savings_pct",)
+    execution: ExecutionConfig = ExecutionConfig()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -85,7 +87,7 @@ class Prepared:
 
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity", "objective",
+    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity", "objective", "execution",
 }  # fmt: skip
 FLAGS = ("compare_baseline", "progress", "plots")
 
@@ -128,6 +130,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         progress=values.get("progress", True),
         plots=values.get("plots", True),
         objective=_objective(values.get("objective", "energy_savings_pct")),
+        execution=build(ExecutionConfig, values.get("execution"), "execution"),
         raw=values,
     )
 
@@ -263,7 +266,10 @@ def _fleet_label(fleet: Fleet) -> str:
 
 
 def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy) -> SimResult:
-    return simulate_fleet(prepared.requests, fleet, policy, progress=prepared.config.progress)
+    cfg = prepared.config
+    if cfg.execution.mode == "single":
+        return simulate_fleet(prepared.requests, fleet, policy, progress=cfg.progress)
+    return cfg.execution.simulate(prepared.requests, fleet, policy)
 
 
 def _capacity(prepared: Prepared, capacity: Capacity) -> dict[str, Any]:

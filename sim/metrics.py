@@ -16,6 +16,7 @@ import pandas as pd
 
 from sim.config import SloConfig
 from sim.fleet import Fleet
+from sim.jobs import REJECT_KV, REJECT_REASONS, REJECT_SUMMARY, REJECT_TOKEN_BUDGET
 from sim.run import SimResult
 from sim.server import ServerStats
 from sim.summary import Latency, RunSummary
@@ -98,6 +99,11 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         requests=len(r),
         completed=n_done,
         rejected=len(r) - n_done,
+        rejected_kv_cache=int((r["reject_reason"] == REJECT_REASONS[REJECT_KV]).sum()),
+        rejected_token_budget=int((r["reject_reason"] == REJECT_REASONS[REJECT_TOKEN_BUDGET]).sum()),
+        rejected_summary=int((r["reject_reason"] == REJECT_REASONS[REJECT_SUMMARY]).sum()),
+        preemptions=int(r["preemptions"].sum()),
+        recomputed_tokens=int(r["recomputed_tokens"].sum()),
         input_tokens=in_tokens,
         output_tokens=out_tokens,
         energy_j=energy,

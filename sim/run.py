@@ -11,6 +11,7 @@ the user's request (now on the summary) is routed to a replica.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -85,10 +86,31 @@ def simulate_fleet(
     stats = tuple(s.stats() for s in servers)
     costs = [s.costs for s in servers]
     records = request_records(jobs, arrival, n_in, n_out, parents, costs, fleet.exact_steps)
+    warn_rejected(records)
     finish = records["finish_s"].to_numpy()
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
     return SimResult(policy.name, records, stats, makespan, wall)
+
+
+class RejectedRequestsWarning(UserWarning):
+    """Requests of a run that no server could ever serve."""
+
+
+def warn_rejected(records: pd.DataFrame) -> None:
+    """One warning per run with the count of rejected requests by reason (records keep each one's)."""
+    reasons = records["reject_reason"].astype(str)
+    counts = reasons[reasons != ""].value_counts()
+    if counts.empty:
+        return
+    parts = "; ".join(f"{n:,} {reason}" for reason, n in counts.items())
+    warnings.warn(
+        f"{int(counts.sum()):,} of {len(records):,} requests were rejected, never served: {parts} "
+        "(the records' reject_reason column names each one; a bigger GPU, a larger server.kv_memory_fraction, "
+        "server.chunked_prefill=true or a shaping policy serves them)",
+        RejectedRequestsWarning,
+        stacklevel=3,
+    )
 
 
 def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

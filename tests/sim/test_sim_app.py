@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import app_config, execute, prepare
+from sim.config import ConfigError
 from sim.summary import RunSummary
 
 RUN_KEYS = set(RunSummary.__dataclass_fields__)
@@ -144,3 +145,17 @@ def test_bad_fleet_and_capacity_settings_name_the_key(tmp_path):
         prepare(config(tmp_path, "fleet=length_pools", "fleet.pools.1.oracle=no-such-oracle"))
     with pytest.raises(ConfigError, match="no pool named 'gpu'"):
         prepare(config(tmp_path, "fleet=length_pools", "capacity.enabled=true", "capacity.pool=gpu"))
+
+
+def test_execution_splits_the_trace_into_windows_and_the_engine_is_chosen_by_name(tmp_path):
+    single = execute(prepare(config(tmp_path / "a", "tracking.enabled=false", "plots=false"))).to_dict()
+    windowed = config(tmp_path / "b", "tracking.enabled=false", "plots=false", "execution.mode=local",
+                      "execution.windows=3", "execution.warmup_s=120")  # fmt: skip
+    assert windowed.execution.windows == 3 and windowed.server.scheduler == "vllm"
+    split = execute(prepare(windowed)).to_dict()
+    assert split["completed"] == single["completed"]
+    assert split["energy_j"] == pytest.approx(single["energy_j"], rel=5e-3)
+    with pytest.raises(ConfigError, match="server.scheduler"):
+        config(tmp_path / "c", "server.scheduler=sglang")
+    with pytest.raises(ConfigError, match="execution.mode"):
+        config(tmp_path / "d", "execution.mode=threads")

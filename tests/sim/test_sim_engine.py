@@ -144,3 +144,20 @@ def test_every_scheduler_serves_fleets_policies_and_capacity_searches(llama, sch
         assert r["energy_j"].sum() + idle_energy_j(result) == pytest.approx(total, rel=1e-12)
     capacity, _ = search_capacity(requests, Fleet.single(llama, server), policy, CapacityConfig(enabled=True))
     assert capacity.met and capacity.replicas >= 1
+
+
+def test_unservable_requests_are_warned_about_and_counted(llama):
+    from sim.config import SloConfig
+    from sim.metrics import run_summary
+    from sim.run import RejectedRequestsWarning
+
+    rows = [(0.0, 10**9, 100), (0.5, 300, 200), (1.0, 9000, 100), (1.5, 200, 100)]
+    server = ServerConfig(scheduler="trtllm_no_evict", max_num_tokens=8192)
+    with pytest.warns(RejectedRequestsWarning, match=r"2 of 4 requests were rejected") as caught:
+        result = simulate(trace(rows), llama, server)
+    (message,) = [str(w.message) for w in caught if w.category is RejectedRequestsWarning]
+    assert "1 longer than the KV cache holds" in message
+    assert "1 prompt over server.max_num_tokens without chunked prefill" in message
+    summary = run_summary(result, SloConfig())
+    assert (summary.rejected, summary.rejected_kv_cache, summary.rejected_token_budget) == (2, 1, 1)
+    assert result.requests["completed"].tolist() == [False, True, False, True]
