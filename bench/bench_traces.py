@@ -41,10 +41,16 @@ def write_burstgpt(path: Path, n: int, rng: np.random.Generator) -> None:
     t = np.sort(rng.integers(0, 61 * 86_400, n))
     req = rng.integers(1, 4000, n)
     resp = np.where(rng.random(n) < 0.02, 0, rng.integers(1, 1000, n))
-    pd.DataFrame({"Timestamp": t, "Model": rng.choice(["ChatGPT", "GPT-4"], n),
-                  "Request tokens": req, "Response tokens": resp, "Total tokens": req + resp,
-                  "Log Type": rng.choice(["Conversation log", "API log"], n)}
-                 ).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "Timestamp": t,
+            "Model": rng.choice(["ChatGPT", "GPT-4"], n),
+            "Request tokens": req,
+            "Response tokens": resp,
+            "Total tokens": req + resp,
+            "Log Type": rng.choice(["Conversation log", "API log"], n),
+        }
+    ).to_csv(path, index=False)
 
 
 def write_azure_2024(path: Path, n: int, rng: np.random.Generator) -> None:
@@ -55,8 +61,9 @@ def write_azure_2024(path: Path, n: int, rng: np.random.Generator) -> None:
     stamps = (np.datetime64("2024-05-10T00:00:00", "us") + us).astype(str)
     stamps = np.char.replace(np.char.replace(stamps, "T", " "), ".000000", "")
     stamps = np.char.add(stamps, "+00:00")
-    pd.DataFrame({"TIMESTAMP": stamps, "ContextTokens": rng.integers(1, 8000, n),
-                  "GeneratedTokens": rng.integers(1, 1000, n)}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"TIMESTAMP": stamps, "ContextTokens": rng.integers(1, 8000, n), "GeneratedTokens": rng.integers(1, 1000, n)}
+    ).to_csv(path, index=False)
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -72,13 +79,17 @@ def bench_speed(tmp: Path, n: int, rng: np.random.Generator) -> None:
     path = tmp / "BurstGPT_bench.csv"
     write_burstgpt(path, n, rng)
     seconds = best_of(lambda: traces.load(path))
-    print(f"BurstGPT format, {n:,} rows ({path.stat().st_size / 1e6:.0f} MB CSV): "
-          f"load {seconds:.2f} s = {n / seconds / 1e6:.2f} M rows/s")
+    print(
+        f"BurstGPT format, {n:,} rows ({path.stat().st_size / 1e6:.0f} MB CSV): "
+        f"load {seconds:.2f} s = {n / seconds / 1e6:.2f} M rows/s"
+    )
     cache = tmp / "BurstGPT_bench.parquet"
     write_cache(parse_file(path), cache)
     seconds = best_of(lambda: read_cache(cache))
-    print(f"  Parquet cache ({cache.stat().st_size / 1e6:.0f} MB): read {seconds:.2f} s "
-          f"= {n / seconds / 1e6:.1f} M rows/s")
+    print(
+        f"  Parquet cache ({cache.stat().st_size / 1e6:.0f} MB): read {seconds:.2f} s "
+        f"= {n / seconds / 1e6:.1f} M rows/s"
+    )
 
 
 def bench_memory(tmp: Path, n: int, rng: np.random.Generator) -> None:
@@ -95,17 +106,28 @@ def bench_memory(tmp: Path, n: int, rng: np.random.Generator) -> None:
     arrow_peak = pool.max_memory() - arrow_before
     per_row = df.memory_usage(deep=True).sum() / len(df)
     peak_per_row = (py_peak + arrow_peak) / len(df)
-    print(f"Azure 2024 format, {n:,} rows ({path.stat().st_size / 1e6:.0f} MB CSV): "
-          f"load {seconds:.2f} s = {n / seconds / 1e6:.2f} M rows/s")
-    print(f"  result {per_row:.1f} B/row; parse peak {peak_per_row:.0f} B/row "
-          f"(numpy/pandas {py_peak / 1e6:.0f} MB via tracemalloc + Arrow pool "
-          f"{arrow_peak / 1e6:.0f} MB)")
-    print(f"  estimate for {ROWS_27M:,} rows: result {per_row * ROWS_27M / 2**30:.2f} GiB, "
-          f"parse peak {peak_per_row * ROWS_27M / 2**30:.2f} GiB")
-    rss = float(subprocess.run([sys.executable, "-c", _RSS_SNIPPET, str(path)], check=True,
-                               capture_output=True, text=True).stdout)
-    print(f"  fresh process, peak-RSS growth while loading: {rss:.0f} B/row -> "
-          f"{rss * ROWS_27M / 2**30:.2f} GiB for {ROWS_27M:,} rows")
+    print(
+        f"Azure 2024 format, {n:,} rows ({path.stat().st_size / 1e6:.0f} MB CSV): "
+        f"load {seconds:.2f} s = {n / seconds / 1e6:.2f} M rows/s"
+    )
+    print(
+        f"  result {per_row:.1f} B/row; parse peak {peak_per_row:.0f} B/row "
+        f"(numpy/pandas {py_peak / 1e6:.0f} MB via tracemalloc + Arrow pool "
+        f"{arrow_peak / 1e6:.0f} MB)"
+    )
+    print(
+        f"  estimate for {ROWS_27M:,} rows: result {per_row * ROWS_27M / 2**30:.2f} GiB, "
+        f"parse peak {peak_per_row * ROWS_27M / 2**30:.2f} GiB"
+    )
+    rss = float(
+        subprocess.run(
+            [sys.executable, "-c", _RSS_SNIPPET, str(path)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    print(
+        f"  fresh process, peak-RSS growth while loading: {rss:.0f} B/row -> "
+        f"{rss * ROWS_27M / 2**30:.2f} GiB for {ROWS_27M:,} rows"
+    )
 
 
 def main() -> None:

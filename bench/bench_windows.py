@@ -37,7 +37,7 @@ from sim.fleet import Fleet
 from sim.metrics import summarize
 from sim.policies.base import Policy
 from sim.run import simulate_fleet
-from sim.windows import merge, plan_windows, simulate_window, simulate_windows
+from sim.windows import Part, merge, plan_windows, simulate_window, simulate_windows
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 
@@ -117,10 +117,12 @@ def main() -> None:
     print(f"  single process CPU: min {min(single_cpu):.2f} s, median {statistics.median(single_cpu):.2f} s")
 
     plan = plan_windows(requests["arrival_s"].to_numpy(float), args.windows, args.warmup_s, args.warmup_s)
-    parts, walls, cpus = [], [], []
+    parts: list[Part] = []
+    walls, cpus = [], []
     for w in plan:
         rows = requests.iloc[w.first : w.last].reset_index(drop=True)
         t, c, part = cpu_timed(lambda rows=rows, w=w: simulate_window(rows, fleet, policy, w))
+        assert isinstance(part, Part)
         parts.append(part)
         walls.append(t)
         cpus.append(c)

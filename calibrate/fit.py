@@ -91,7 +91,8 @@ def main(cfg: Any) -> None:
     if OmegaConf.is_missing(cfg, "measurements"):
         raise SystemExit("calibrate.fit: error: give the table to fit: measurements=FILE.csv (or .parquet)")
     try:
-        c: FitConfig = OmegaConf.to_object(cfg)
+        c = OmegaConf.to_object(cfg)
+        assert isinstance(c, FitConfig)
         fit_measurements(
             hydra.utils.to_absolute_path(c.measurements),
             hydra.utils.to_absolute_path(c.out),

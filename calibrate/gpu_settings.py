@@ -51,9 +51,7 @@ class GpuSettingsController:
         )
         bad = [w for w in limits_w if w is not None and not lo_mw <= w * 1000 <= hi_mw]
         if bad:
-            raise GpuSettingsError(
-                f"power_limits_w {bad} outside GPU {i}'s range {lo_mw / 1000:g}-{hi_mw / 1000:g} W"
-            )
+            raise GpuSettingsError(f"power_limits_w {bad} outside GPU {i}'s range {lo_mw / 1000:g}-{hi_mw / 1000:g} W")
 
     @contextmanager
     def applied(self, settings: GpuSettings) -> Iterator[None]:
@@ -70,19 +68,28 @@ class GpuSettingsController:
     def _power_limit(self, i: int, h: object, limit_w: float) -> Iterator[None]:
         nvml = self.session.nvml
         previous_mw = call(f"reading GPU {i}'s power limit", nvml.nvmlDeviceGetPowerManagementLimit, h)
-        call(f"setting GPU {i}'s power limit to {limit_w:g} W",
-             nvml.nvmlDeviceSetPowerManagementLimit, h, int(round(limit_w * 1000)))
+        call(
+            f"setting GPU {i}'s power limit to {limit_w:g} W",
+            nvml.nvmlDeviceSetPowerManagementLimit,
+            h,
+            int(round(limit_w * 1000)),
+        )
         try:
             yield
         finally:
-            call(f"restoring GPU {i}'s power limit to {previous_mw / 1000:g} W",
-                 nvml.nvmlDeviceSetPowerManagementLimit, h, previous_mw)
+            call(
+                f"restoring GPU {i}'s power limit to {previous_mw / 1000:g} W",
+                nvml.nvmlDeviceSetPowerManagementLimit,
+                h,
+                previous_mw,
+            )
 
     @contextmanager
     def _locked_clock(self, i: int, h: object, clock_mhz: int) -> Iterator[None]:
         nvml = self.session.nvml
-        call(f"locking GPU {i}'s SM clock at {clock_mhz} MHz",
-             nvml.nvmlDeviceSetGpuLockedClocks, h, clock_mhz, clock_mhz)
+        call(
+            f"locking GPU {i}'s SM clock at {clock_mhz} MHz", nvml.nvmlDeviceSetGpuLockedClocks, h, clock_mhz, clock_mhz
+        )
         try:
             yield
         finally:

@@ -84,9 +84,7 @@ class Grid:
 
     def points(self) -> list[GridPoint]:
         """Every grid point, in measurement order (repeats not expanded)."""
-        loops = itertools.product(
-            self.settings, self.batch_sizes, self.num_requests, self.n_in, self.n_out
-        )
+        loops = itertools.product(self.settings, self.batch_sizes, self.num_requests, self.n_in, self.n_out)
         return [GridPoint(i, o, b, r, s) for s, b, r, i, o in loops]
 
 

@@ -109,10 +109,12 @@ class NvmlMeter:
 
     def _energy_mj(self) -> float:
         nvml = self.session.nvml
-        return float(sum(
-            call(f"reading the energy counter of GPU {i}", nvml.nvmlDeviceGetTotalEnergyConsumption, h)
-            for i, h in zip(self.session.indices, self.session.handles, strict=True)
-        ))
+        return float(
+            sum(
+                call(f"reading the energy counter of GPU {i}", nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+                for i, h in zip(self.session.indices, self.session.handles, strict=True)
+            )
+        )
 
     def begin_window(self, name: str) -> None:
         self._starts[name] = (self._clock(), self._energy_mj())
@@ -135,11 +137,10 @@ class NvmlMeter:
     def device_info(self) -> DeviceInfo:
         """Name and driver, first GPU's clocks, hottest temperature, summed power limit."""
         nvml, h0 = self.session.nvml, self.session.handles[0]
-        temps = [_optional(nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
-                 for h in self.session.handles]
+        temps = [_optional(nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU) for h in self.session.handles]
         limits = [_optional(nvml.nvmlDeviceGetPowerManagementLimit, h) for h in self.session.handles]
         return DeviceInfo(
-            gpu_name=_text(call("reading the GPU name", nvml.nvmlDeviceGetName, h0)),
+            gpu_name=_text(call("reading the GPU name", nvml.nvmlDeviceGetName, h0)) or "unknown GPU",
             gpu_count=len(self.session.handles),
             driver=_text(_optional(nvml.nvmlSystemGetDriverVersion)),
             sm_clock_mhz=_optional(nvml.nvmlDeviceGetClockInfo, h0, nvml.NVML_CLOCK_SM),

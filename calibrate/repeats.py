@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-POINT_COLUMNS = ("model", "gpu", "backend", "n_in", "n_out", "batch_size", "num_requests",
-                 "clock_mhz", "power_limit_w")
+POINT_COLUMNS = ("model", "gpu", "backend", "n_in", "n_out", "batch_size", "num_requests", "clock_mhz", "power_limit_w")
 MEASURED = ("energy_j", "duration_s")
 
 

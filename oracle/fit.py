@@ -116,9 +116,11 @@ class OracleEstimator:
         """Fit energy (J) and time (s) coefficients to the table's runs; returns self."""
         check_identifiable(table)
         X = run_design(table)
-        self.time_coef_ = RelativeNNLS().fit(X, table["duration_s"]).coef_
+        time_coef = RelativeNNLS().fit(X, table["duration_s"]).coef_
+        assert time_coef is not None
+        self.time_coef_ = time_coef
         if self.idle_power_w is not None or self.power_limit_w is not None:
-            self.limits_ = power_limits(table, self.time_coef_, self.idle_power_w or 0.0, self.power_limit_w)
+            self.limits_ = power_limits(table, time_coef, self.idle_power_w or 0.0, self.power_limit_w)
         self.energy_coef_unconstrained_ = RelativeNNLS().fit(X, table["energy_j"]).coef_
         self.energy_coef_ = self.energy_model().fit(X, table["energy_j"]).coef_
         return self

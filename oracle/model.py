@@ -274,9 +274,7 @@ class Oracle:
                 idle_power_w=_number(d["idle_power_w"], "idle_power_w"),
                 power_limit_w=None if d.get("power_limit_w") is None else _number(d["power_limit_w"], "power_limit_w"),
                 calibrated=CalibratedRange(**{k: _pair(v, f"calibrated.{k}") for k, v in calibrated.items()}),
-                memory=None
-                if memory is None
-                else MemorySpec(**{k: _number(v, f"memory.{k}") for k, v in _mapping(memory, "memory").items()}),
+                memory=None if memory is None else MemorySpec(**_memory_fields(memory)),
                 settings=_mapping(d.get("settings") or {}, "settings"),
                 fit=_mapping(d.get("fit") or {}, "fit"),
                 provenance=_mapping(d.get("provenance") or {}, "provenance"),
@@ -453,3 +451,8 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def _memory_fields(memory: Any) -> dict[str, Any]:
+    """The `memory` object's numbers by key (MemorySpec checks their ranges and whole counts)."""
+    return {k: _number(v, f"memory.{k}") for k, v in _mapping(memory, "memory").items()}

@@ -138,7 +138,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
 def _objective(value: Any) -> tuple[str, ...]:
     """One summary metric or a list of them (a multi-objective study); each must exist."""
     keys = [value] if isinstance(value, str) else value
-    check(isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys), "objective",
+    check(isinstance(keys, list) and bool(keys) and all(isinstance(k, str) for k in keys), "objective",
           f"must be a summary metric or a list of them, got {value!r}")  # fmt: skip
     for key in keys:
         try:

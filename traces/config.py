@@ -59,8 +59,12 @@ class TraceConfig:
         _check_options(self)
         _check_synthetic(self)
         _check(self.file in (1, 2), "file", self.file, "1 or 2")
-        _check(self.model is None or self.model in BURSTGPT_MODELS, "model", self.model,
-               f"one of {BURSTGPT_MODELS} or null")
+        _check(
+            self.model is None or self.model in BURSTGPT_MODELS,
+            "model",
+            self.model,
+            f"one of {BURSTGPT_MODELS} or null",
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TraceConfig:
@@ -78,18 +82,16 @@ def _check(ok: bool, key: str, value: object, expected: str) -> None:
 
 
 def _check_name(c: TraceConfig) -> None:
-    _check(c.name in NAMED_TRACES or c.name == "file", "name", c.name,
-           f"one of {NAMED_TRACES} or 'file'")
-    _check((c.name == "file") == (c.path is not None), "path", c.path,
-           "a file path when name='file', and null otherwise")
+    _check(c.name in NAMED_TRACES or c.name == "file", "name", c.name, f"one of {NAMED_TRACES} or 'file'")
+    _check(
+        (c.name == "file") == (c.path is not None), "path", c.path, "a file path when name='file', and null otherwise"
+    )
 
 
 def _check_options(c: TraceConfig) -> None:
     _check(c.start_s >= 0, "start_s", c.start_s, "a number >= 0 (seconds)")
-    _check(c.duration_s is None or c.duration_s > 0, "duration_s", c.duration_s,
-           "null or a number > 0 (seconds)")
-    _check(c.max_requests is None or c.max_requests >= 1, "max_requests", c.max_requests,
-           "null or an integer >= 1")
+    _check(c.duration_s is None or c.duration_s > 0, "duration_s", c.duration_s, "null or a number > 0 (seconds)")
+    _check(c.max_requests is None or c.max_requests >= 1, "max_requests", c.max_requests, "null or an integer >= 1")
     _check(0 < c.sample_frac <= 1, "sample_frac", c.sample_frac, "a fraction in (0, 1]")
     _check(c.rate_scale > 0, "rate_scale", c.rate_scale, "a number > 0")
 
@@ -103,8 +105,11 @@ def _check_synthetic(c: TraceConfig) -> None:
         value = getattr(c, key)
         _check(value is None or value >= 1, key, value, "null or an integer >= 1 (tokens)")
     named = tuple(n for n in NAMED_TRACES if n != "synthetic")
-    _check(c.lengths_from is None or c.lengths_from in named, "lengths_from", c.lengths_from,
-           f"null or one of {named}")
+    _check(c.lengths_from is None or c.lengths_from in named, "lengths_from", c.lengths_from, f"null or one of {named}")
     if c.name == "synthetic":
-        _check(c.lengths_from is not None or (c.n_in is not None and c.n_out is not None),
-               "lengths_from", c.lengths_from, "a trace name unless both n_in and n_out are set")
+        _check(
+            c.lengths_from is not None or (c.n_in is not None and c.n_out is not None),
+            "lengths_from",
+            c.lengths_from,
+            "a trace name unless both n_in and n_out are set",
+        )

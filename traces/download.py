@@ -40,8 +40,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ensure_local(source: Source, cache_dir: Path, allow_download: bool = True,
-                 progress: bool = True) -> Path:
+def ensure_local(source: Source, cache_dir: Path, allow_download: bool = True, progress: bool = True) -> Path:
     """Path of `source` in `cache_dir`, downloading it first if absent; checksum checked once."""
     dest = cache_dir / source.filename
     if not dest.exists():
@@ -75,8 +74,13 @@ def _fetch(url: str, part: Path, progress: bool) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
         total = response.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                  desc=part.name[: -len(".part")], disable=not progress) as bar:
+        with tqdm(
+            total=int(total) if total else None,
+            unit="B",
+            unit_scale=True,
+            desc=part.name[: -len(".part")],
+            disable=not progress,
+        ) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
                 digest.update(chunk)
@@ -87,8 +91,10 @@ def _fetch(url: str, part: Path, progress: bool) -> str:
 def _check_digest(source: Source, digest: str, origin: str, path: Path) -> None:
     if source.sha256 is not None and digest != source.sha256:
         path.unlink(missing_ok=True)
-        raise ValueError(f"{origin}: sha256 {digest} does not match the published "
-                         f"{source.sha256} for {source.filename}; the file was removed")
+        raise ValueError(
+            f"{origin}: sha256 {digest} does not match the published "
+            f"{source.sha256} for {source.filename}; the file was removed"
+        )
 
 
 def _verify_once(source: Source, dest: Path) -> None:
@@ -98,11 +104,14 @@ def _verify_once(source: Source, dest: Path) -> None:
         return
     digest = sha256_of(dest)
     if source.sha256 is not None and digest != source.sha256:
-        raise ValueError(f"{dest}: sha256 {digest} does not match the published {source.sha256}; "
-                         f"delete it and download {source.filename} again")
+        raise ValueError(
+            f"{dest}: sha256 {digest} does not match the published {source.sha256}; "
+            f"delete it and download {source.filename} again"
+        )
     if source.sha256 is None:
-        log.warning("traces: no sha256 is published for %s; its sha256 is %s (row count is "
-                    "checked after parsing)", dest, digest)
+        log.warning(
+            "traces: no sha256 is published for %s; its sha256 is %s (row count is checked after parsing)", dest, digest
+        )
     _write_marker(dest, digest)
 
 
@@ -113,6 +122,8 @@ def _write_marker(dest: Path, digest: str) -> None:
 def _by_hand(source: Source, dest: Path, reason: str) -> str:
     urls = " or ".join(source.urls) or "its publisher"
     check = f" (sha256 {source.sha256})" if source.sha256 else ""
-    return (f"trace file {source.filename} is not in the cache ({reason}). Download it from "
-            f"{urls} and put it at {dest}{check}, or pass cache_dir= to point at a folder that "
-            f"holds it.")
+    return (
+        f"trace file {source.filename} is not in the cache ({reason}). Download it from "
+        f"{urls} and put it at {dest}{check}, or pass cache_dir= to point at a folder that "
+        f"holds it."
+    )

@@ -29,10 +29,15 @@ class Format:
 
 FORMATS = (
     Format("azure", "TIMESTAMP", "datetime", "ContextTokens", "GeneratedTokens"),
-    Format("burstgpt", "Timestamp", "seconds", "Request tokens", "Response tokens",
-           (("Model", "model"), ("Log Type", "log_type"))),
-    Format("native", "arrival_s", "seconds", "n_in", "n_out",
-           (("model", "model"), ("log_type", "log_type"))),
+    Format(
+        "burstgpt",
+        "Timestamp",
+        "seconds",
+        "Request tokens",
+        "Response tokens",
+        (("Model", "model"), ("Log Type", "log_type")),
+    ),
+    Format("native", "arrival_s", "seconds", "n_in", "n_out", (("model", "model"), ("log_type", "log_type"))),
 )
 
 
@@ -76,8 +81,7 @@ def detect(path: Path, header: list[str]) -> Detected:
 def _detected(fmt: Format, by_norm: dict[str, str]) -> Detected:
     wanted = list(fmt.required) + [src for src, _ in fmt.extras]
     columns = {c: by_norm[_norm(c)] for c in wanted if _norm(c) in by_norm}
-    notes = tuple(f"column {actual!r} read as {c!r}" for c, actual in columns.items()
-                  if actual != c)
+    notes = tuple(f"column {actual!r} read as {c!r}" for c, actual in columns.items() if actual != c)
     return Detected(fmt, columns, notes)
 
 
@@ -87,5 +91,7 @@ def _no_format_message(path: Path, header: list[str], by_norm: dict[str, str]) -
 
     closest = min(FORMATS, key=lambda f: len(missing(f)))
     known = "; ".join(f"{f.name}: {', '.join(f.required)}" for f in FORMATS)
-    return (f"{path}: header {header} is not a known trace format; closest is {closest.name}, "
-            f"missing column(s) {missing(closest)}. Known formats (required columns): {known}")
+    return (
+        f"{path}: header {header} is not a known trace format; closest is {closest.name}, "
+        f"missing column(s) {missing(closest)}. Known formats (required columns): {known}"
+    )

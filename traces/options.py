@@ -8,15 +8,13 @@ import pandas as pd
 from traces.config import TraceConfig
 
 
-def apply_options(frame: pd.DataFrame, cfg: TraceConfig, rng: np.random.Generator
-                  ) -> tuple[pd.DataFrame, list[str]]:
+def apply_options(frame: pd.DataFrame, cfg: TraceConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:
     """Apply `cfg`'s options in their documented order to a sorted, 0-based trace."""
     notes: list[str] = []
     for step in (_model, _window, _sample, _scale, _cap):
         frame = step(frame, cfg, rng, notes)
     if len(frame) == 0:
-        raise ValueError(f"trace {cfg.name!r}: no requests left after the options "
-                         f"({'; '.join(notes)})")
+        raise ValueError(f"trace {cfg.name!r}: no requests left after the options ({'; '.join(notes)})")
     t = frame["arrival_s"].to_numpy()
     if t[0] != 0.0:
         frame = frame.assign(arrival_s=t - t[0])
@@ -27,8 +25,9 @@ def _model(frame, cfg, rng, notes):
     if cfg.model is None:
         return frame
     if "model" not in frame.columns:
-        raise ValueError(f"trace config: model={cfg.model!r} is invalid for trace {cfg.name!r}, "
-                         f"which has no model column")
+        raise ValueError(
+            f"trace config: model={cfg.model!r} is invalid for trace {cfg.name!r}, which has no model column"
+        )
     kept = frame.loc[frame["model"].to_numpy() == cfg.model]
     notes.append(f"model={cfg.model}: kept {len(kept):,} of {len(frame):,}")
     return kept
@@ -48,8 +47,7 @@ def _sample(frame, cfg, rng, notes):
     if cfg.sample_frac == 1.0:
         return frame
     keep = rng.random(len(frame)) < cfg.sample_frac
-    notes.append(f"sampled {cfg.sample_frac:g} (seed {cfg.seed}): kept {int(keep.sum()):,} "
-                 f"of {len(frame):,}")
+    notes.append(f"sampled {cfg.sample_frac:g} (seed {cfg.seed}): kept {int(keep.sum()):,} of {len(frame):,}")
     return frame.loc[keep]
 
 

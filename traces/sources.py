@@ -31,12 +31,14 @@ class Source:
     urls: tuple[str, ...] = ()
 
 
-_SPLITWISE = ('Patel et al., "Splitwise: Efficient generative LLM inference using phase '
-              'splitting", ISCA 2024')
-_DYNAMO = ('Stojkovic et al., "DynamoLLM: Designing LLM Inference Clusters for Performance and '
-           'Energy Efficiency", HPCA 2025')
-_BURSTGPT = ('Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM Serving '
-             'Systems", KDD 2025 (arXiv 2401.17644)')
+_SPLITWISE = 'Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting", ISCA 2024'
+_DYNAMO = (
+    'Stojkovic et al., "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy Efficiency", HPCA 2025'
+)
+_BURSTGPT = (
+    'Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM Serving '
+    'Systems", KDD 2025 (arXiv 2401.17644)'
+)
 
 
 def _azure_2024(kind: str, rows: int) -> Source:
@@ -47,25 +49,32 @@ def _azure_2024(kind: str, rows: int) -> Source:
 
 def _burstgpt(file: int, sha256: str, size_bytes: int) -> Source:
     filename = f"BurstGPT_{file}.csv"
-    return Source(f"burstgpt_{file}", filename, _BURSTGPT, sha256, size_bytes,
-                  urls=(_BURSTGPT_RELEASE + filename,))
+    return Source(f"burstgpt_{file}", filename, _BURSTGPT, sha256, size_bytes, urls=(_BURSTGPT_RELEASE + filename,))
 
 
 SOURCES: dict[str, Source] = {
     "azure_chat": Source(
-        "azure_chat", "AzureLLMInferenceTrace_conv.csv", _SPLITWISE,
-        "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8", 719_188, 19_366,
-        shipped="azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz"),
+        "azure_chat",
+        "AzureLLMInferenceTrace_conv.csv",
+        _SPLITWISE,
+        "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+        719_188,
+        19_366,
+        shipped="azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz",
+    ),
     "azure_code": Source(
-        "azure_code", "AzureLLMInferenceTrace_code.csv", _SPLITWISE,
-        "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6", 320_117, 8_819,
-        shipped="azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz"),
+        "azure_code",
+        "AzureLLMInferenceTrace_code.csv",
+        _SPLITWISE,
+        "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+        320_117,
+        8_819,
+        shipped="azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz",
+    ),
     "azure_chat_2024": _azure_2024("conv", 27_303_999),
     "azure_code_2024": _azure_2024("code", 16_803_695),
-    "burstgpt_1": _burstgpt(
-        1, "4bb3783693d0a435686fbfc885615d2349bd067239079fa4b749f2e679e12122", 52_283_111),
-    "burstgpt_2": _burstgpt(
-        2, "44bf5942b03fca42c01a226a545ad3a750ec62688faecd67b6831c56a8928bf7", 144_819_209),
+    "burstgpt_1": _burstgpt(1, "4bb3783693d0a435686fbfc885615d2349bd067239079fa4b749f2e679e12122", 52_283_111),
+    "burstgpt_2": _burstgpt(2, "44bf5942b03fca42c01a226a545ad3a750ec62688faecd67b6831c56a8928bf7", 144_819_209),
 }
 
 

@@ -29,9 +29,12 @@ class LengthFit:
         logs = np.log(frame[["n_in", "n_out"]].to_numpy(dtype=np.float64))
         mu = logs.mean(axis=0)
         cov = np.cov(logs, rowvar=False)
-        return cls((float(mu[0]), float(mu[1])),
-                   ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
-                   int(frame["n_in"].max()), int(frame["n_out"].max()))
+        return cls(
+            (float(mu[0]), float(mu[1])),
+            ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+            int(frame["n_in"].max()),
+            int(frame["n_out"].max()),
+        )
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw `n` (n_in, n_out) pairs as int32 arrays."""
@@ -42,8 +45,7 @@ class LengthFit:
         return n_in, n_out
 
 
-def arrivals(n: int, rate_per_s: float, arrival: str, cv: float,
-             rng: np.random.Generator) -> np.ndarray:
+def arrivals(n: int, rate_per_s: float, arrival: str, cv: float, rng: np.random.Generator) -> np.ndarray:
     """`n` arrival times (s) starting at 0.0 with mean rate `rate_per_s`.
 
     Poisson: exponential inter-arrivals. Gamma: shape 1/cv**2, so the inter-arrival
@@ -59,8 +61,7 @@ def arrivals(n: int, rate_per_s: float, arrival: str, cv: float,
     return np.concatenate(([0.0], np.cumsum(gaps)))
 
 
-def generate(cfg: TraceConfig, rng: np.random.Generator,
-             fit: LengthFit | None = None) -> pd.DataFrame:
+def generate(cfg: TraceConfig, rng: np.random.Generator, fit: LengthFit | None = None) -> pd.DataFrame:
     """A synthetic trace for `cfg`; `fit` is required unless both n_in and n_out are fixed."""
     n = cfg.num_requests
     t = arrivals(n, cfg.rate_per_s, cfg.arrival, cfg.cv, rng)

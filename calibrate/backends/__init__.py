@@ -12,8 +12,13 @@ __all__ = ["NAMES", "Backend", "BackendNotInstalledError", "EngineLimits", "Gene
 
 
 def make_backend(
-    name: str, model_dir: Path, dtype: str = "auto", device: str = "auto", seed: int = 0,
-    tensor_parallel_size: int = 1, free_gpu_memory_fraction: float = 0.9,
+    name: str,
+    model_dir: Path,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    tensor_parallel_size: int = 1,
+    free_gpu_memory_fraction: float = 0.9,
 ) -> Backend:
     """The backend `name` for the local model directory `model_dir`."""
     if name == "transformers":
@@ -24,7 +29,8 @@ def make_backend(
         from calibrate.backends.tensorrt_llm_backend import TensorRtLlmBackend, TrtllmOptions
 
         options = TrtllmOptions(
-            dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
             free_gpu_memory_fraction=free_gpu_memory_fraction,
         )
         return TensorRtLlmBackend(model_dir, options)

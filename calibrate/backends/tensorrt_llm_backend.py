@@ -109,8 +109,9 @@ def _timing(completion: Any) -> tuple[float, float | None] | None:
     timing = getattr(metrics, "timing_metrics", None)
     if timing is None:
         return None
-    arrival, first, last = (_seconds(getattr(timing, k)) for k in
-                            ("arrival_time", "first_token_time", "last_token_time"))
+    arrival, first, last = (
+        _seconds(getattr(timing, k)) for k in ("arrival_time", "first_token_time", "last_token_time")
+    )
     if first <= 0:  # not recorded
         return None
     n = len(completion.token_ids)
@@ -138,8 +139,7 @@ class TensorRtLlmBackend:
             return
         self.close()
         kv_cache = self._trt.llmapi.KvCacheConfig(**kv_cache_kwargs(self.options))
-        self._llm = self._trt.LLM(**llm_kwargs(self.model_dir, limits, self.options),
-                                  kv_cache_config=kv_cache)
+        self._llm = self._trt.LLM(**llm_kwargs(self.model_dir, limits, self.options), kv_cache_config=kv_cache)
         self._limits = limits
 
     def generate(self, prompts: Sequence[Sequence[int]], n_out: int) -> GenerationResult:

@@ -85,8 +85,7 @@ class TransformersBackend:
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=self._generation_config(n_out),
             )
-        return new_token_counts(out[:, input_ids.shape[1] :].tolist(), self.model_info.eos_token_ids,
-                                self._pad_id())
+        return new_token_counts(out[:, input_ids.shape[1] :].tolist(), self.model_info.eos_token_ids, self._pad_id())
 
     def _pad_id(self) -> int:
         info = self.model_info
@@ -96,8 +95,11 @@ class TransformersBackend:
         """Greedy, exactly n_out new tokens: min = max, so EOS is masked until the end."""
         eos = list(self.model_info.eos_token_ids) or None
         return self._transformers.GenerationConfig(
-            max_new_tokens=n_out, min_new_tokens=n_out, do_sample=False,
-            eos_token_id=eos, pad_token_id=self._pad_id(),
+            max_new_tokens=n_out,
+            min_new_tokens=n_out,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=self._pad_id(),
         )
 
     def device_name(self) -> str:

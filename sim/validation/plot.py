@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -49,12 +50,11 @@ def plot_validation(df: pd.DataFrame, path: str | Path) -> Path:
             ax.set_title(f"{gpu}: {LABELS[metric]}", fontsize=10)
             ax.set_xlabel("max_num_seqs")
             ax.grid(True, which="both", alpha=0.3)
-    handles, labels = {}, {}
+    handles: dict[str, Any] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-            labels[lab] = lab
-    fig.legend(list(handles.values()), list(labels), loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=9)
     fig.suptitle("ML.ENERGY benchmark replayed by the simulator: measured (solid) vs simulated (dashed)")
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     path = Path(path)

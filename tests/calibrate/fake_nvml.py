@@ -55,8 +55,9 @@ class FakeNvml:
     NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
 
-    def __init__(self, clock: FakeClock, gpus: int = 1, root: bool = True,
-                 library: bool = True, update_period_s: float = 0.1) -> None:
+    def __init__(
+        self, clock: FakeClock, gpus: int = 1, root: bool = True, library: bool = True, update_period_s: float = 0.1
+    ) -> None:
         self.clock, self.root, self.library = clock, root, library
         self.update_period_s = update_period_s
         self.gpus = [FakeGpu() for _ in range(gpus)]

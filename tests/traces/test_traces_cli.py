@@ -21,8 +21,7 @@ def test_download_shipped_and_offline(capsys, tmp_path, monkeypatch):
     assert main(["download", "azure_chat"]) == 0
     assert "shipped with the package" in capsys.readouterr().out
     gone = (tmp_path / "gone.csv").as_uri()
-    monkeypatch.setitem(SOURCES, "burstgpt_2", Source("burstgpt_2", "BurstGPT_2.csv", "t",
-                                                      urls=(gone,)))
+    monkeypatch.setitem(SOURCES, "burstgpt_2", Source("burstgpt_2", "BurstGPT_2.csv", "t", urls=(gone,)))
     assert main(["download", "burstgpt", "--file", "2", "--cache-dir", str(tmp_path)]) == 1
     assert f"put it at {tmp_path / 'BurstGPT_2.csv'}" in capsys.readouterr().err
 

@@ -14,11 +14,21 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 FIELDS = [f.name for f in dataclasses.fields(TraceConfig)]
 
 
-@pytest.mark.parametrize("key, value", [
-    ("sample_frac", 0.0), ("rate_scale", -1.0), ("arrival", "weibull"), ("cv", 0.0),
-    ("file", 3), ("model", "gpt4"), ("max_requests", 0), ("name", "azure"),
-    ("lengths_from", "synthetic"), ("duration_s", 0.0),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("sample_frac", 0.0),
+        ("rate_scale", -1.0),
+        ("arrival", "weibull"),
+        ("cv", 0.0),
+        ("file", 3),
+        ("model", "gpt4"),
+        ("max_requests", 0),
+        ("name", "azure"),
+        ("lengths_from", "synthetic"),
+        ("duration_s", 0.0),
+    ],
+)
 def test_bad_values_are_named(key, value):
     with pytest.raises(ValueError, match=f"trace config: {key}={value!r} is invalid"):
         TraceConfig(**{key: value})
@@ -41,28 +51,36 @@ def test_every_yaml_fully_specifies_a_trace_config(yaml_file):
     cfg = OmegaConf.load(yaml_file)
     assert list(cfg.keys()) == FIELDS and cfg.name == yaml_file.stem
     if yaml_file.stem != "file":
-        assert TraceConfig.from_mapping(OmegaConf.to_container(cfg)) .name == yaml_file.stem
+        assert TraceConfig.from_mapping(OmegaConf.to_container(cfg)).name == yaml_file.stem
 
 
 def _compose(tmp_path, overrides):
     (tmp_path / "root.yaml").write_text(
-        f"defaults:\n  - trace: azure_chat\n  - _self_\nhydra:\n  searchpath:\n"
-        f"    - file://{CONF}\n")
+        f"defaults:\n  - trace: azure_chat\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
+    )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         return compose("root", overrides=overrides)
 
 
 def test_hydra_default_and_synthetic_override(tmp_path):
     assert _compose(tmp_path, []).trace.name == "azure_chat"
-    cfg = _compose(tmp_path, ["trace=synthetic", "trace.rate_per_s=8",
-                              "trace.num_requests=100000"])
+    cfg = _compose(tmp_path, ["trace=synthetic", "trace.rate_per_s=8", "trace.num_requests=100000"])
     tc = TraceConfig.from_mapping(OmegaConf.to_object(cfg.trace))
     assert (tc.name, tc.rate_per_s, tc.num_requests) == ("synthetic", 8, 100_000)
 
 
 def test_hydra_fixed_shapes_and_gamma_load(tmp_path):
-    cfg = _compose(tmp_path, ["trace=synthetic", "trace.n_in=512", "trace.n_out=128",
-                              "trace.arrival=gamma", "trace.cv=2", "trace.num_requests=500"])
+    cfg = _compose(
+        tmp_path,
+        [
+            "trace=synthetic",
+            "trace.n_in=512",
+            "trace.n_out=128",
+            "trace.arrival=gamma",
+            "trace.cv=2",
+            "trace.num_requests=500",
+        ],
+    )
     df = traces.load_config(OmegaConf.to_object(cfg.trace))
     assert len(df) == 500 and set(df["n_in"]) == {512} and set(df["n_out"]) == {128}
 

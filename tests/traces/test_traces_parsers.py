@@ -10,8 +10,7 @@ import traces
 def test_burstgpt_first_rows_and_failed_requests_dropped(fixtures):
     df = traces.load(fixtures / "burstgpt_head.csv")
     assert len(df) == 8
-    assert df[["arrival_s", "n_in", "n_out"]].iloc[:2].values.tolist() == [[0, 472, 18],
-                                                                          [40, 1087, 230]]
+    assert df[["arrival_s", "n_in", "n_out"]].iloc[:2].values.tolist() == [[0, 472, 18], [40, 1087, 230]]
     assert df["model"].iat[0] == "ChatGPT" and df["log_type"].iat[0] == "Conversation log"
     assert isinstance(df["model"].dtype, pd.CategoricalDtype)
     assert "10 rows read; dropped 2 failed requests (0 output tokens)" in df.attrs["load_summary"]
@@ -42,8 +41,9 @@ def test_azure_2024_mixed_timestamp_formats(fixtures):
 
 
 def test_mixed_offsets_and_naive_timestamps_are_reported(write_csv):
-    path = write_csv("TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                     "2023-11-16 18:17:03.9799600,10,2\n2023-11-16 18:17:04+00:00,5,1\n")
+    path = write_csv(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,2\n2023-11-16 18:17:04+00:00,5,1\n"
+    )
     df = traces.load(path)
     np.testing.assert_allclose(df["arrival_s"], [0, 0.02004])
     assert "mixed UTC offsets" in df.attrs["load_summary"]
@@ -54,8 +54,7 @@ def test_native_format_round_trips_through_csv_and_parquet(tmp_path, fixtures):
     for path in (tmp_path / "t.csv", tmp_path / "t.parquet"):
         df.to_csv(path, index=False) if path.suffix == ".csv" else df.to_parquet(path)
         back = traces.load(path)
-        pd.testing.assert_frame_equal(back[["arrival_s", "n_in", "n_out"]],
-                                      df[["arrival_s", "n_in", "n_out"]])
+        pd.testing.assert_frame_equal(back[["arrival_s", "n_in", "n_out"]], df[["arrival_s", "n_in", "n_out"]])
         assert back["model"].astype(str).tolist() == df["model"].astype(str).tolist()
 
 

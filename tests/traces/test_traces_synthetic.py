@@ -41,8 +41,7 @@ def test_one_fixed_length_other_drawn():
 
 
 def test_options_apply_to_synthetic_traces():
-    df = traces.load("synthetic", n_in=1, n_out=1, rate_per_s=10, num_requests=5000,
-                     rate_scale=2.0, max_requests=1000)
+    df = traces.load("synthetic", n_in=1, n_out=1, rate_per_s=10, num_requests=5000, rate_scale=2.0, max_requests=1000)
     assert len(df) == 1000 and abs(999 / df["arrival_s"].iat[-1] / 20 - 1) < 0.1
 
 
