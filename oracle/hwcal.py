@@ -6,8 +6,9 @@ blocks, chunked prefill, preemption) with a fitted prompt-length distribution, a
 step features summed over the benchmark's steady-state window per output token
 (`data/mlenergy_v3_replay_features.csv`). With every request sent at t = 0 the engine's step
 sequence does not depend on the hardware constants, so given those features the measured time per
-output token (1 / throughput, s) and energy per output token (J) are linear in the constants: a
-bounded least-squares fit on relative error.
+output token (1 / throughput, s), median inter-token latency (s, the time of the replay's
+median-ITL step) and energy per output token (J) are linear in the constants: a bounded
+least-squares fit on relative error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MLENERGY_FILE = "data/mlenergy_v3_lm_arena_chat.csv"
 REPLAY_FILE = "data/mlenergy_v3_replay_features.csv"
 KEY = ["model_id", "gpu_model", "max_num_seqs"]
 X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
+M_COLUMNS = [f"m_{name}" for name in F.FEATURES]  # features of the step at the median inter-token latency
 SOURCE = "ML.ENERGY Benchmark v3, LM Arena chat, vLLM bf16 (oracle/data/PROVENANCE.md)"
 
 
@@ -48,12 +50,13 @@ class Calibration:
 
 
 def load_mlenergy() -> pd.DataFrame:
-    """The shipped ML.ENERGY rows with derived targets: step_time_s, step_energy_j."""
+    """The shipped ML.ENERGY rows with derived targets: time per output token and median ITL (s)."""
     with resources.files("oracle").joinpath(MLENERGY_FILE).open() as f:
         df = pd.read_csv(f)
     return df.assign(
         model=df["model_id"].str.split("/").str[-1],
         time_per_token_s=1.0 / df["output_throughput_tokens_per_sec"],
+        itl_median_s=df["median_itl_ms"] / 1e3,
     )
 
 
@@ -78,10 +81,17 @@ def _bases(model_ids: pd.Series, gpu: GpuSpec, x: np.ndarray) -> tuple[np.ndarra
 
 def fit_constants(df: pd.DataFrame, gpu: GpuSpec, x: np.ndarray) -> tuple[HardwareConstants, np.ndarray, np.ndarray]:
     """Constants whose features-per-output-token `x` (rows, 6) reproduce the rows' measured time
-    (s, 1 / throughput) and energy (J) per output token; returns them with both predictions."""
+    (s, 1 / throughput) and energy (J) per output token; returns them with both predictions. With
+    `M_COLUMNS` in `df` (the features of the replayed run's median-ITL step), the time fit also
+    matches the measured median ITL (s): throughput pins the sum of prefill and decode time, the
+    ITL of a decode step splits it."""
     tb, flops, byts = _bases(df["model_id"], gpu, x)
+    rows, target = tb, df["time_per_token_s"].to_numpy()
+    if set(M_COLUMNS) <= set(df.columns):
+        tb_itl = _bases(df["model_id"], gpu, df[M_COLUMNS].to_numpy())[0]
+        rows, target = np.vstack([tb, tb_itl]), np.concatenate([target, df["itl_median_s"].to_numpy()])
     # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1.
-    t = relative_bounded_lsq(tb, df["time_per_token_s"].to_numpy(), lower=[1.0, 1.0, 0.0, 0.0])
+    t = relative_bounded_lsq(rows, target, lower=[1.0, 1.0, 0.0, 0.0])
     t_pred = tb @ t
     e = df["energy_per_token_joules"].to_numpy()
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
@@ -145,6 +155,13 @@ def calibrate(
 
 def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
     return (pred - true) / true * 100.0
+
+
+def predicted_time_s(df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, columns: list[str]) -> np.ndarray:
+    """Time (s) the constants give the feature vectors in `columns` (X_COLUMNS: per output token;
+    M_COLUMNS: the median-ITL step)."""
+    tb = _bases(df["model_id"], gpu, df[columns].to_numpy())[0]
+    return tb @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s])
 
 
 def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec) -> pd.DataFrame:

@@ -5,9 +5,10 @@
 The ML.ENERGY runs do not publish their prompt lengths. A grid of lognormal
 prompt-length distributions (mean, σ) is tried: every row is replayed through the `vllm` engine
 (all requests at t = 0, outputs from the run's histogram), its steady-state window's step
-features per output token are recorded, and `oracle.hwcal.fit_constants` fits the hardware
-constants to the measured time and energy per output token. The distribution kept is the one with
-the least mean absolute error over throughput, energy per output token and average batch (the
+features per output token (and those of its median-ITL step) are recorded, and
+`oracle.hwcal.fit_constants` fits the hardware constants to the measured time and energy per
+output token and median ITL. The distribution kept is the one with the least mean absolute error
+over throughput, energy per output token, median ITL and average batch (the
 batch reveals KV use: at the highest caps it falls short of `max_num_seqs` only if the prompts
 are long enough), on the H100 rows; every run sent the same prompts, so the B200 rows are replayed
 with the same distribution (several B200 rows are irregular: see the README). The kept features
@@ -59,22 +60,26 @@ def replay_features(
                 "prompt_mean_tokens": prompts.mean_tokens,
                 "prompt_sigma": prompts.sigma,
                 **dict(zip(hwcal.X_COLUMNS, r.features_per_token.tolist(), strict=True)),
+                **dict(zip(hwcal.M_COLUMNS, np.asarray(r.median_step_features).tolist(), strict=True)),
                 "sim_batch": r.metrics.batch,
                 "batch": row.measured.batch,
                 "time_per_token_s": 1.0 / row.measured.throughput,
                 "energy_per_token_joules": row.measured.energy_per_token,
+                "itl_median_s": row.measured.itl_median / 1e3,
             }
         )
     return pd.DataFrame(lines)
 
 
 def score(df: pd.DataFrame, gpu: arch.GpuSpec) -> float:
-    """Mean absolute error (%) of time and energy per output token after fitting constants, plus
-    that of the average batch."""
-    _, t_pred, e_pred = hwcal.fit_constants(df, gpu, df[hwcal.X_COLUMNS].to_numpy())
+    """Mean absolute error (%) of time and energy per output token and of the median ITL after
+    fitting constants, plus that of the average batch."""
+    k, t_pred, e_pred = hwcal.fit_constants(df, gpu, df[hwcal.X_COLUMNS].to_numpy())
+    itl = hwcal.predicted_time_s(df, gpu, k, hwcal.M_COLUMNS)
     err = [
         np.abs(t_pred / df["time_per_token_s"] - 1.0),
         np.abs(e_pred / df["energy_per_token_joules"] - 1.0),
+        np.abs(itl / df["itl_median_s"] - 1.0),
         np.abs(df["sim_batch"] / df["batch"] - 1.0),
     ]
     return float(sum(np.mean(e) for e in err) * 100.0)
@@ -103,7 +108,7 @@ def calibrate(seed: int = 0, progress: bool = True) -> pd.DataFrame:
         df = replay_features([r for r in rows if r.gpu_model == label], hists, prompts, seed)
         print(
             f"  {label}: {score(df, arch.load_gpu(label.lower())):.2f} % (mean absolute error of time per token "
-            "+ energy per token + batch)"
+            "+ energy per token + median ITL + batch)"
         )
         out.append(df)
     return pd.concat(out, ignore_index=True)
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     default = Path(str(resources.files("oracle").joinpath(hwcal.REPLAY_FILE)))
     out = Path(args.get("out", default))
     df = calibrate(int(args.get("seed", 0)), args.get("progress", "true") == "true")
-    keep = [*hwcal.KEY, "prompt_mean_tokens", "prompt_sigma", *hwcal.X_COLUMNS, "sim_batch"]
+    keep = [*hwcal.KEY, "prompt_mean_tokens", "prompt_sigma", *hwcal.X_COLUMNS, *hwcal.M_COLUMNS, "sim_batch"]
     df[keep].to_csv(out, index=False, float_format="%.10g")
     print(f"wrote {out}; now run python -m oracle.build")
     return 0

@@ -25,6 +25,7 @@ from sim.validation.window import (
     Window,
     first_tokens_per_span,
     median_itl_s,
+    median_span,
     steady_window,
     window_metrics,
     window_share,
@@ -52,6 +53,7 @@ class ReplayMetrics:
     prompt_mean_tokens: float
     wall_s: float
     features_per_token: np.ndarray | None = None  # window's summed step features / its output tokens
+    median_step_features: np.ndarray | None = None  # features of the step at the median ITL
 
 
 def oracle_name(model_id: str, gpu_model: str) -> str | None:
@@ -113,13 +115,16 @@ def replay_row(
     spans = Spans.from_stats(stats)
     window, rule = _window(first, finish, row.max_num_seqs, int(spans.running.max(initial=0)))
     w = window_metrics(spans, window, stats.idle_power_w)
-    itl = median_itl_s(spans, spans.tokens - first_tokens_per_span(spans, first))
+    decode_tokens = spans.tokens - first_tokens_per_span(spans, first)
+    itl = median_itl_s(spans, decode_tokens)
     sim = Metrics(w.batch, w.throughput, w.energy_per_token, w.power, itl * 1e3)
     mean_in = float(requests["n_in"].mean())
-    x = None
+    x = x_itl = None
     if stats.span_features is not None:
         x = window_share(spans, window)[0] @ stats.span_features / w.tokens
-    return ReplayMetrics(sim, window, rule, len(requests), mean_in, time.perf_counter() - t0, x)
+        i = median_span(spans, decode_tokens)
+        x_itl = None if i is None else stats.span_features[i] / spans.steps[i]
+    return ReplayMetrics(sim, window, rule, len(requests), mean_in, time.perf_counter() - t0, x, x_itl)
 
 
 def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) -> tuple[Window, str]:

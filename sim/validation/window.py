@@ -130,12 +130,18 @@ def first_tokens_per_span(spans: Spans, first_token_s: np.ndarray) -> np.ndarray
 def median_itl_s(spans: Spans, decode_tokens: np.ndarray) -> float:
     """Token-weighted median step time (s): a span of k steps lasting d s gives each of its
     `decode_tokens` an inter-token latency of d / k (the lower weighted median)."""
+    i = median_span(spans, decode_tokens)
+    return float("nan") if i is None else float(spans.duration_s[i] / spans.steps[i])
+
+
+def median_span(spans: Spans, decode_tokens: np.ndarray) -> int | None:
+    """Index of the span whose mean step time is the token-weighted median ITL (None: no decode)."""
     steps = np.asarray(spans.steps, dtype=float)
     weights = np.asarray(decode_tokens, dtype=float)
-    keep = (steps > 0) & (weights > 0)
-    if not keep.any():
-        return float("nan")
+    keep = np.flatnonzero((steps > 0) & (weights > 0))
+    if not keep.size:
+        return None
     step_s = spans.duration_s[keep] / steps[keep]
     order = np.argsort(step_s, kind="stable")
     cum = np.cumsum(weights[keep][order])
-    return float(step_s[order][np.searchsorted(cum, cum[-1] / 2.0)])
+    return int(keep[order][np.searchsorted(cum, cum[-1] / 2.0)])

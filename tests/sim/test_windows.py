@@ -99,9 +99,10 @@ def test_merged_windows_count_each_request_once_and_match_one_process(oracle, re
     assert relative(a["active_energy_j"], b["active_energy_j"]) < 0.005
     assert relative(r["energy_j"].sum(), one.requests["energy_j"].sum()) < 0.005  # each from its owner
     assert a["makespan_s"] == pytest.approx(b["makespan_s"], rel=1e-3)
+    tolerance = 0.02 if replicas == 1 else 0.03  # two replicas route a restarted window differently
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         for p in ("p50", "p99"):
-            assert relative(a[key][p], b[key][p]) < 0.02, (key, p)
+            assert relative(a[key][p], b[key][p]) < tolerance, (key, p)
     spans = merged.servers[0].span_start_s
     assert np.all(np.diff(spans) >= -1e-9)  # windows' spans abut in time order
 
