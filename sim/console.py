@@ -25,8 +25,16 @@ BARELY_PCT = 1.0
 """Energy savings below this (%) get an explanation."""
 
 
+WIDTH = 14  # characters of a value column (a space included)
+
+
 def _fmt(fmt: str, value: float) -> str:
-    return "n/a" if not math.isfinite(value) else fmt.format(value)
+    """The value in its row's format; in 3 significant digits with an exponent when that would not
+    fit its column (so that columns stay aligned whatever the magnitude)."""
+    if not math.isfinite(value):
+        return "n/a"
+    text = fmt.format(value)
+    return text if len(text) < WIDTH else f"{value:.3g}"
 
 
 def table(summary: Summary) -> str:
@@ -42,6 +50,7 @@ def table(summary: Summary) -> str:
         if base:
             b = summary.value(f"baseline.{key}") * scale
             change = f"{100 * (p - b) / b:+.1f}%" if b and math.isfinite(b) else "n/a"
+            change = change if len(change) < 10 else f"{100 * (p - b) / b:+.2g}%"
             line += f"{_fmt(fmt, b):>14}{change:>10}"
         lines.append(line)
     r = summary.run

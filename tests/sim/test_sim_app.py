@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -159,3 +160,14 @@ def test_execution_splits_the_trace_into_windows_and_the_engine_is_chosen_by_nam
         config(tmp_path / "c", "server.scheduler=sglang")
     with pytest.raises(ConfigError, match="execution.mode"):
         config(tmp_path / "d", "execution.mode=threads")
+
+
+def test_console_columns_stay_aligned_for_huge_values(tmp_path):
+    from sim.console import table
+
+    summary = execute(prepare(config(tmp_path, "tracking.enabled=false", "plots=false", "policy=truncation")))
+    huge = dataclasses.replace(summary.run, energy_j=7.5e16, energy_per_output_token_j=4.2e11)
+    lines = table(dataclasses.replace(summary, run=huge)).splitlines()
+    widths = {len(line) for line in lines[:9]}
+    assert len(widths) == 1, "\n".join(lines[:9])
+    assert "7.5e+13" in lines[2] and "4.2e+11" in lines[3]
