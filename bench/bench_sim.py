@@ -28,11 +28,11 @@ def peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
-def bench(label: str, requests, oracle: Oracle, repeat: int) -> None:
+def bench(label: str, requests, oracle: Oracle, repeat: int, scheduler: str = "vllm") -> None:
     best_loop, best_call = float("inf"), float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        result = simulate(requests, oracle, ServerConfig())
+        result = simulate(requests, oracle, ServerConfig(scheduler=scheduler))
         best_call = min(best_call, time.perf_counter() - start)
         best_loop = min(best_loop, result.wall_s)
     n = len(requests)
@@ -51,14 +51,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1_000_000, help="synthetic trace size")
     parser.add_argument("--rate", type=float, default=10.0, help="synthetic arrivals per s")
     parser.add_argument("--repeat", type=int, default=3, help="azure_chat repetitions (best kept)")
+    parser.add_argument("--scheduler", default="vllm", help="engine model (server.scheduler)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", OracleRangeWarning)
     oracle = Oracle.load(args.oracle)
-    bench("azure_chat", traces.load("azure_chat"), oracle, args.repeat)
+    bench("azure_chat", traces.load("azure_chat"), oracle, args.repeat, args.scheduler)
     start = time.perf_counter()
     synthetic = traces.load("synthetic", num_requests=args.requests, rate_per_s=args.rate, seed=0)
     print(f"synthetic trace of {args.requests:,} requests generated in {time.perf_counter() - start:.1f} s")
-    bench(f"synthetic {args.rate:g}/s", synthetic, oracle, 1)
+    bench(f"synthetic {args.rate:g}/s", synthetic, oracle, 1, args.scheduler)
 
 
 if __name__ == "__main__":
