@@ -78,6 +78,14 @@ def plot_cdfs(runs: list[SimResult], path: Path) -> Path:
 
 def batch_timeline(run: SimResult, horizon_s: float | None = None, bins: int = 300) -> tuple[np.ndarray, np.ndarray]:
     """(bin centres s, sequences per step averaged over time and GPUs; idle GPUs count 0)."""
+    return span_timeline(run, "span_running", horizon_s, bins)
+
+
+def span_timeline(
+    run: SimResult, field: str, horizon_s: float | None = None, bins: int = 300
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres s, a per-span quantity of the servers' span logs, e.g. `span_running` or
+    `span_kv_used`, averaged over time and GPUs; idle time counts 0)."""
     horizon = max(run.makespan_s, horizon_s or 0.0, 1e-9)
     edges = np.linspace(0.0, horizon, bins + 1)
     total = np.zeros(bins)
@@ -85,7 +93,7 @@ def batch_timeline(run: SimResult, horizon_s: float | None = None, bins: int = 3
         if not s.span_s.size:
             continue
         t = np.concatenate([s.span_start_s, s.span_start_s + s.span_s])
-        area = s.span_running * s.span_s  # sequence-seconds
+        area = getattr(s, field) * s.span_s  # quantity × seconds
         cum = np.concatenate([np.cumsum(area) - area, np.cumsum(area)])
         order = np.argsort(t, kind="stable")
         total += np.diff(np.interp(edges, t[order], cum[order], left=0.0, right=cum.max()))
@@ -93,13 +101,18 @@ def batch_timeline(run: SimResult, horizon_s: float | None = None, bins: int = 3
 
 
 def plot_batch(runs: list[SimResult], path: Path, horizon_s: float | None = None) -> Path:
-    """Running sequences per step (batch size) over simulated time, mean over GPUs, one line per run."""
+    """Running sequences per step (batch size) and KV-cache use (%) over simulated time, mean over
+    GPUs, one line per run."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, (ax, kv) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
     for k, run in enumerate(runs):
+        label = run.policy if k == 0 else f"{run.policy} (baseline)"
         t, b = batch_timeline(run, horizon_s)
-        ax.plot(t / 60.0, b, lw=0.9, label=run.policy if k == 0 else f"{run.policy} (baseline)")
-    ax.set(xlabel="simulated time (min)", ylabel="sequences per step (mean per GPU)", title="Batch size over time")
+        ax.plot(t / 60.0, b, lw=0.9, label=label)
+        t, used = span_timeline(run, "span_kv_used", horizon_s)
+        kv.plot(t / 60.0, 100.0 * used, lw=0.9, label=label)
+    ax.set(ylabel="sequences per step\n(mean per GPU)", title="Batch size and KV-cache use over time")
+    kv.set(xlabel="simulated time (min)", ylabel="KV cache held (%)\n(mean per GPU)")
     ax.legend()
     return _save(plt, fig, path)
 
