@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
-from sim.kv import KvLayout
+from sim.kv import BlockPhases, KvLayout
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
 
@@ -82,8 +82,7 @@ class Engine:
         self.decoders: dict[int, tuple[int, int, int]] = {}  # job → (finish step, phase key, block weight)
         self._heap: list[tuple[int, int]] = []  # (finish step, job); stale entries skipped
         self._sat: list[tuple[int, int, int]] = []  # (step after which its window is full, finish step, job)
-        self.weights = [0] * kv.block_size  # Σ block weights of the decoders, by phase key
-        self.weight_sum = 0
+        self.phases = BlockPhases(kv.block_size)  # the decoders' block allocations by phase
         self.B = self.S = self.N = 0  # decoders, Σ their contexts at the next step, steps run
         self.used = 0  # KV units held
         self.pending = 0  # Σ n_in + n_out of queued and prefilling jobs (tokens)
@@ -116,14 +115,7 @@ class Engine:
     # --- plain decode spans ------------------------------------------------------------------
     def step_need(self) -> int:
         """KV units the decoders allocate in the next step."""
-        return self.weights[-self.N % self.kv.block_size]
-
-    def demand(self, steps: int) -> int:
-        """KV units the decoders allocate over the next `steps` steps."""
-        bs, w, n = self.kv.block_size, self.weights, self.N
-        cycles, rest = divmod(steps, bs)
-        start = n + cycles * bs
-        return cycles * self.weight_sum + sum(w[-(start + i) % bs] for i in range(rest))
+        return self.phases.at(self.N)
 
     def head_admissible(self) -> bool:
         """Whether the next step would admit the head of the queue."""
@@ -162,30 +154,11 @@ class Engine:
             heapq.heappop(sat)
         if sat:
             k = min(k, sat[0][0] - self.N)
-        return self._kv_steps(k)
-
-    def _kv_steps(self, limit: int) -> int:
-        """The most steps ≤ limit whose block allocations fit in the free KV cache."""
-        if self.weight_sum == 0:
-            return limit
-        free = self.kv.capacity_units - self.used
-        cycles = free // self.weight_sum
-        k = cycles * self.kv.block_size
-        if k >= limit:
-            return limit
-        free -= cycles * self.weight_sum
-        w, bs = self.weights, self.kv.block_size
-        while k < limit:
-            d = w[-(self.N + k) % bs]
-            if d > free:
-                break
-            free -= d
-            k += 1
-        return k
+        return self.phases.steps_within(self.N, k, self.kv.capacity_units - self.used)
 
     def run_span(self, steps: int) -> list[int]:
         """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
-        self.used += self.demand(steps)
+        self.used += self.phases.over(self.N, steps)
         self._add_share(steps / self.B)
         self.N += steps
         self.S += self.B * steps
@@ -300,8 +273,7 @@ class Engine:
                     heapq.heappush(self._sat, (n + 1 + sat_ctx - ctx, f, j))
         self.decoders[j] = (f, key, weight)
         heapq.heappush(self._heap, (f, j))
-        self.weights[key] += weight
-        self.weight_sum += weight
+        self.phases.add(key, weight)
         self.fsum += f
         self.fmax = f if self.B == 0 else max(self.fmax, f)
         self.B += 1
@@ -310,8 +282,7 @@ class Engine:
     def _stop_decoding(self, j: int) -> tuple[int, int]:
         """Remove decoder j; returns (its finish step, its next context)."""
         f, key, weight = self.decoders.pop(j)
-        self.weights[key] -= weight
-        self.weight_sum -= weight
+        self.phases.add(key, -weight)
         ctx = self.jobs.n_in[j] + self.jobs.n_out[j] - (f - self.N)
         self.B -= 1
         self.S -= ctx
@@ -328,8 +299,7 @@ class Engine:
                 continue
             f, key, weight = entry
             dec[j] = (f, key, self.kv.full_units)
-            self.weights[key] -= weight - self.kv.full_units
-            self.weight_sum -= weight - self.kv.full_units
+            self.phases.add(key, self.kv.full_units - weight)
 
     def _complete(self) -> list[int]:
         heap, dec, n, out = self._heap, self.decoders, self.N, []

@@ -57,6 +57,51 @@ class KvLayout:
         return units // self.units_per_block * self.block_size
 
 
+class BlockPhases:
+    """The decoders' block allocations by phase. A decoder allocates a block every `block_size`
+    steps, at a phase (step number modulo the block) that stays fixed while it decodes, so the
+    units all decoders allocate at step n are the weights summed at phase −n mod block: any span
+    of steps costs whole cycles of `total` plus fewer than `block_size` table reads."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.weights = [0] * block_size
+        self.total = 0
+
+    def add(self, key: int, weight: int) -> None:
+        """A decoder allocating `weight` units at the steps n with −n ≡ key (mod block)."""
+        self.weights[key] += weight
+        self.total += weight
+
+    def at(self, n: int) -> int:
+        """Units allocated by the step that follows n completed steps."""
+        return self.weights[-n % self.block_size]
+
+    def over(self, n: int, steps: int) -> int:
+        """Units allocated by the `steps` steps that follow n completed steps."""
+        bs, w = self.block_size, self.weights
+        cycles, rest = divmod(steps, bs)
+        start = n + cycles * bs
+        return cycles * self.total + sum(w[-(start + i) % bs] for i in range(rest))
+
+    def steps_within(self, n: int, limit: int, free: int) -> int:
+        """The most steps ≤ limit after n completed steps whose allocations fit in `free` units."""
+        if self.total == 0:
+            return limit
+        cycles = free // self.total
+        k = cycles * self.block_size
+        if k >= limit:
+            return limit
+        free -= cycles * self.total
+        while k < limit:
+            d = self.weights[-(n + k) % self.block_size]
+            if d > free:
+                break
+            free -= d
+            k += 1
+        return k
+
+
 def kv_layout(
     memory: MemorySpec | None,
     *,

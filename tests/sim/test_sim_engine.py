@@ -161,3 +161,21 @@ def test_unservable_requests_are_warned_about_and_counted(llama):
     summary = run_summary(result, SloConfig())
     assert (summary.rejected, summary.rejected_kv_cache, summary.rejected_token_budget) == (2, 1, 1)
     assert result.requests["completed"].tolist() == [False, True, False, True]
+
+
+def test_block_phases_sum_allocations_over_any_span():
+    from sim.kv import BlockPhases
+
+    phases = BlockPhases(4)
+    for key, weight in [(0, 3), (1, 5), (1, 2), (3, 1)]:
+        phases.add(key, weight)
+    per_step = [phases.at(n) for n in range(12)]  # step after n completed steps reads key −n mod 4
+    assert per_step[:4] == [3, 1, 0, 7]
+    for n in range(5):
+        for steps in range(10):
+            assert phases.over(n, steps) == sum(phases.at(n + i) for i in range(steps))
+    # the most steps whose allocations fit: 8 units after 1 completed step → steps 2, 3, 4 use 1 + 0 + 7
+    assert phases.steps_within(1, 100, 8) == 3
+    assert phases.steps_within(1, 2, 8) == 2
+    phases.add(1, -7)
+    assert phases.total == 4 and phases.at(3) == 0
