@@ -238,7 +238,8 @@ class Engine:
         self._saturate()
         done = self._complete()
         jobs, first = self.jobs, []
-        self.partial = None
+        if self.partial is not None and any(w[0] == self.partial[0] for w in work):
+            self.partial = None  # its chunk ran: set again below if the prompt is still unfinished
         for j, m, past in work:
             jobs.chunks[j] += 1
             target = self.target(j)
