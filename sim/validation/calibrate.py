@@ -114,11 +114,29 @@ def calibrate(seed: int = 0, progress: bool = True) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+def parse_args(argv: list[str]) -> tuple[Path, int, bool]:
+    """`out=FILE seed=N progress=true|false` into (out, seed, progress); anything else is an error."""
+    args: dict[str, str] = {}
+    for a in argv:
+        key, sep, value = a.partition("=")
+        if not sep or key not in ("out", "seed", "progress"):
+            raise ValueError(f"arguments are out=FILE, seed=N, progress=true|false; got {a!r}")
+        args[key] = value
+    if not args.get("seed", "0").isdigit():
+        raise ValueError(f"seed must be a whole number ≥ 0, got {args['seed']!r}")
+    if args.get("progress", "true") not in ("true", "false"):
+        raise ValueError(f"progress must be true or false, got {args['progress']!r}")
     default = Path(str(resources.files("oracle").joinpath(hwcal.REPLAY_FILE)))
-    out = Path(args.get("out", default))
-    df = calibrate(int(args.get("seed", 0)), args.get("progress", "true") == "true")
+    return Path(args.get("out", default)), int(args.get("seed", "0")), args.get("progress", "true") == "true"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        out, seed, progress = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        print(f"sim.validation.calibrate: error: {e}", file=sys.stderr)
+        return 2
+    df = calibrate(seed, progress)
     keep = [*hwcal.KEY, "prompt_mean_tokens", "prompt_sigma", *hwcal.X_COLUMNS, *hwcal.M_COLUMNS, "sim_batch"]
     df[keep].to_csv(out, index=False, float_format="%.10g")
     print(f"wrote {out}; now run python -m oracle.build")

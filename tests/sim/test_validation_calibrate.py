@@ -38,3 +38,9 @@ def test_the_kept_prompt_lengths_score_better_than_long_prompts(h100_rows):
     kept = calibrate.score(calibrate.replay_features(rows, hists, shipped_prompts("H100"), 0), gpu)
     long = calibrate.score(calibrate.replay_features(rows, hists, PromptLengths("lognormal", 880.0, 1.0), 0), gpu)
     assert kept < long
+
+
+@pytest.mark.parametrize("argv", [["seeed=1"], ["out"], ["seed=x"], ["progress=yes"]])
+def test_bad_arguments_are_refused_before_any_replay(argv, capsys):
+    assert calibrate.main(argv) == 2
+    assert "sim.validation.calibrate: error:" in capsys.readouterr().err
