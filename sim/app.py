@@ -27,7 +27,7 @@ from sim.costs import kv_capacity_tokens
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset
 from sim.metrics import fleet_summary, run_summary, saving_pct
-from sim.output import check_output, claim_output, write_outputs
+from sim.output import check_output, claim_output, write_outputs, write_plots
 from sim.planning import PlanningConfig, planning_figures
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
@@ -187,7 +187,8 @@ def prepare(config: AppConfig) -> Prepared:
 
 
 def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
-    """Simulate the policy (and the baseline), write, print, then track the results; the summary."""
+    """Simulate the policy (and the baseline), write the data, print the table, write the plots,
+    then track the results; the summary."""
     cfg, context = prepared.config, context or RunContext()
     out = Path(cfg.output_dir)
     claim_output(out)
@@ -211,7 +212,13 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
         runs.append(base)
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
-    names = write_outputs(out, cfg.raw, summary, runs, cfg.slo, cfg.plots, _fleet_label(fleet))
+    names = write_outputs(out, cfg.raw, summary, runs)
+    print(table(summary))  # the figures first: plots and tracking take longer than the simulation
+    why = explain(prepared.policy, prepared.requests, summary)
+    if why:
+        print(why)
+    if cfg.plots:
+        names += write_plots(out, summary, runs, cfg.slo, _fleet_label(fleet))
     sweep = context.sweep
     name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
     record = RunRecord(
@@ -224,10 +231,6 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
         artifacts=(*names, "run.json"),
     )
     record.write(out)
-    print(table(summary))
-    why = explain(prepared.policy, prepared.requests, summary)
-    if why:
-        print(why)
     print(f"results in {out}")
     if cfg.tracking.enabled:
         run_id = log_folder(out, record)

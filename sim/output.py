@@ -68,17 +68,9 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_outputs(
-    out: Path,
-    raw: dict[str, Any],
-    summary: Summary,
-    runs: list[SimResult],
-    slo: SloConfig,
-    plots: bool,
-    gpus: str,
-) -> list[str]:
-    """Write summary.json, resolved_config.yaml, the per-request records and the plots into the
-    run's folder; the names written (its artifacts)."""
+def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[SimResult]) -> list[str]:
+    """Write summary.json, resolved_config.yaml and the per-request records into the run's folder;
+    the names written (its artifacts)."""
     data = summary.to_dict()
     write_json(out / SUMMARY_FILE, data)
     (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -86,15 +78,18 @@ def write_outputs(
     for run, name in zip(runs, ("requests.parquet", "requests_baseline.parquet"), strict=False):
         run.requests.to_parquet(out / name, index=False)
         names.append(name)
-    if plots:
-        horizon = max(r.makespan_s for r in runs)
-        paths = [
-            plot_power(runs, out / "power.png", horizon, gpus),
-            plot_energy(runs, out / "energy_per_request.png"),
-            plot_cdfs(runs, out / "cdf.png"),
-            plot_batch(runs, out / "batch.png", horizon),
-        ]
-        if summary.capacity is not None:
-            paths.append(plot_capacity(summary.capacity, slo, out / "capacity.png"))
-        names += [p.name for p in paths]
     return names
+
+
+def write_plots(out: Path, summary: Summary, runs: list[SimResult], slo: SloConfig, gpus: str) -> list[str]:
+    """Write the plots into the run's folder; the names written."""
+    horizon = max(r.makespan_s for r in runs)
+    paths = [
+        plot_power(runs, out / "power.png", horizon, gpus),
+        plot_energy(runs, out / "energy_per_request.png"),
+        plot_cdfs(runs, out / "cdf.png"),
+        plot_batch(runs, out / "batch.png", horizon),
+    ]
+    if summary.capacity is not None:
+        paths.append(plot_capacity(summary.capacity, slo, out / "capacity.png"))
+    return [p.name for p in paths]
