@@ -37,9 +37,12 @@ def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: in
     """
     own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
     busy_for = state.last_finish_steps if state.decoders else 0
-    extra = max(0, n_out - busy_for)
-    shared = max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
-    return own + extra * shared
+    return own + max(0, n_out - busy_for) * _shared_above_idle_j(costs)
+
+
+def _shared_above_idle_j(costs: StepCosts) -> float:
+    """Energy (J) of one step's shared cost above what the idle GPU would draw over it anyway."""
+    return max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
 
 
 def _decode_step_s(c: StepCoef, state: ServerState) -> float:
@@ -173,6 +176,9 @@ class EnergyAware(Router):
         self._groups = [(group[0].costs, group) for group in self.by_pool]
 
     def pick(self, n_in: int, n_out: int) -> Server:
+        """The replica that adds the least energy (then the least outstanding work, then the first)
+        among those meeting the SLO. A replica's energy and work are read first, straight from its
+        engine; the SLO estimates, which need its full state, only for one that would win."""
         h = self.fleet.slo_headroom
         ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
         best, best_e, best_w = None, 0.0, 0
@@ -180,16 +186,21 @@ class EnergyAware(Router):
             own = sequence_cost(costs.energy_j, n_in, n_out)
             if tpot_estimate_s(costs, _IDLE, n_in) > tpot_s:
                 continue  # too slow on this GPU even alone
+            shared = _shared_above_idle_j(costs)
             for s in group:
+                engine = s.engine
+                busy_for = engine.fmax - engine.N if engine.B else 0
+                e = own + max(0, n_out - busy_for) * shared  # `marginal_energy_j`, without the snapshot
+                w = engine.outstanding_tokens()
+                if best is not None and (e > best_e or (e == best_e and w >= best_w)):
+                    continue  # could not win even if it met the SLO
                 st = s.state()
                 if tpot_estimate_s(costs, st, n_in) > tpot_s:
                     continue
                 cfg = s.config
                 if ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) > ttft_s:
                     continue
-                e = marginal_energy_j(costs, st, n_in, n_out, own)
-                if best is None or e < best_e or (e == best_e and st.outstanding_tokens < best_w):
-                    best, best_e, best_w = s, e, st.outstanding_tokens
+                best, best_e, best_w = s, e, w
         return best if best is not None else least_tokens(self.servers)
 
 

@@ -123,3 +123,39 @@ def test_length_aware_bins_by_input_and_output_length():
     )
     r = simulate_fleet(rows, Fleet(pools, "length_aware")).requests
     assert r["server"].tolist() == [0, 1, 2, 0]
+
+
+def test_energy_aware_picks_equal_the_brute_force_definition(llama, monkeypatch):
+    """The router reads energy and work before the SLO estimates; its picks must be those of
+    evaluating every replica's snapshot in full."""
+    import traces
+    from sim import routing
+    from sim.fleet import Fleet
+
+    def brute_force(self, n_in, n_out):
+        h = self.fleet.slo_headroom
+        ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
+        best, best_e, best_w = None, 0.0, 0
+        for costs, group in self._groups:
+            if tpot_estimate_s(costs, routing._IDLE, n_in) > tpot_s:
+                continue
+            for s in group:
+                st = s.state()
+                cfg = s.config
+                if tpot_estimate_s(costs, st, n_in) > tpot_s:
+                    continue
+                if ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) > ttft_s:
+                    continue
+                e = marginal_energy_j(costs, st, n_in, n_out)
+                if best is None or e < best_e or (e == best_e and st.outstanding_tokens < best_w):
+                    best, best_e, best_w = s, e, st.outstanding_tokens
+        return best if best is not None else routing.least_tokens(self.servers)
+
+    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=3000, rate_scale=12.0))
+    fleet = Fleet.single(llama, ServerConfig(), 6, "energy_aware", SloConfig())
+    fast = simulate_fleet(requests, fleet).requests
+    monkeypatch.setattr(routing.EnergyAware, "pick", brute_force)
+    reference = simulate_fleet(requests, fleet).requests
+    assert fast["server"].nunique() > 1
+    assert fast["server"].tolist() == reference["server"].tolist()
+    assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
