@@ -23,9 +23,9 @@ from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
 from sim.console import explain, table
-from sim.costs import kv_capacity_tokens
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset
+from sim.kv import replica_kv
 from sim.metrics import fleet_summary, run_summary, saving_pct
 from sim.output import check_output, claim_output, write_outputs, write_plots
 from sim.planning import PlanningConfig, planning_figures
@@ -170,7 +170,7 @@ def prepare(config: AppConfig) -> Prepared:
     fleet = build_fleet(config.fleet, oracle, config.server, config.slo, load_oracle)
     for i, pool in enumerate(fleet.pools):
         try:
-            kv_capacity_tokens(pool.oracle, pool.server.kv_capacity_tokens, pool.server.kv_memory_fraction)
+            replica_kv(pool.oracle, pool.server)
         except ConfigError as e:
             raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
     if config.capacity.enabled:

@@ -21,7 +21,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from oracle.features import StepCoef
 from oracle.model import Oracle
-from sim.kv import kv_layout
 
 Array = NDArray[np.float64]
 
@@ -179,15 +178,3 @@ def request_energy_j(
     """
     c = StepCoef.of(coef_j)
     return sequence_energy_j(c, n_in, n_out, chunks) + c.const * np.asarray(share, dtype=float)
-
-
-def kv_capacity_tokens(oracle: Oracle, explicit: int | None, memory_fraction: float, block_size: int = 16) -> int:
-    """KV-cache tokens a server holds: `explicit` if given, else from the oracle's memory spec."""
-    layout = kv_layout(
-        oracle.memory,
-        block_size=block_size,
-        memory_fraction=memory_fraction,
-        capacity_tokens=explicit,
-        name=oracle.name,
-    )
-    return layout.capacity_tokens

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.kv import BlockPhases, KvLayout
+from sim.ledger import compensated_add
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
 
@@ -89,6 +90,7 @@ class Engine:
         self.queued_need = self.queued_prompt = 0  # Σ n_in + n_out and Σ n_in of the queue (tokens)
         self.fsum = self.fmax = 0  # Σ and max of the decoders' finish steps
         self.share = self.share_c = 0.0  # Σ 1/(sequences in step), with its Neumaier compensation
+        self.preemptions = 0
 
     # --- queue ---------------------------------------------------------------------------
     def enqueue(self, j: int) -> bool:
@@ -104,9 +106,14 @@ class Engine:
             return False
         self.queue.append(j)
         self.pending += n_in + n_out
-        self.queued_need += n_in + n_out
-        self.queued_prompt += n_in
+        self._count_queued(j, 1)
         return True
+
+    def _count_queued(self, j: int, sign: int) -> None:
+        """Add (sign 1) or remove (−1) job j in the queue's sums of n_in + n_out and of n_in."""
+        n_in, n_out = self.jobs.n_in[j], self.jobs.n_out[j]
+        self.queued_need += sign * (n_in + n_out)
+        self.queued_prompt += sign * n_in
 
     def target(self, j: int) -> int:
         """Tokens job j must prefill: its prompt, plus the tokens it generated before a preemption."""
@@ -215,8 +222,7 @@ class Engine:
                 break
             q.popleft()
             self.order[j] = None
-            self.queued_need -= jobs.n_in[j] + jobs.n_out[j]
-            self.queued_prompt -= jobs.n_in[j]
+            self._count_queued(j, -1)
             budget -= m
             taken += need
             work.append((j, m, 0))
@@ -358,18 +364,15 @@ class Engine:
         """A preempted job goes back to the front of the queue."""
         jobs = self.jobs
         jobs.preemptions[j] += 1
+        self.preemptions += 1
         jobs.share[j] += self.share + self.share_c
         self.queue.appendleft(j)
         self.pending += jobs.n_in[j] + jobs.n_out[j]
-        self.queued_need += jobs.n_in[j] + jobs.n_out[j]
-        self.queued_prompt += jobs.n_in[j]
+        self._count_queued(j, 1)
 
     # --- bookkeeping -------------------------------------------------------------------------
     def _add_share(self, x: float) -> None:
-        g = self.share
-        v = g + x
-        self.share_c += (g - v) + x if g >= x else (x - v) + g
-        self.share = v
+        self.share, self.share_c = compensated_add(self.share, self.share_c, x)
 
     def decoder_contexts(self) -> list[tuple[int, int]]:
         """(job, context of its next decode step) of every decoder (the exact-steps reference)."""
@@ -385,6 +388,11 @@ class Engine:
         if self.partial is not None:
             total += kv.units(self.partial[1])
         return total
+
+    @property
+    def last_finish_steps(self) -> int:
+        """Steps until the last decoder finishes (0: none decoding)."""
+        return self.fmax - self.N if self.B else 0
 
     def outstanding_tokens(self) -> int:
         """Work left (tokens): n_in + n_out of queued and prefilling jobs, plus the outputs the

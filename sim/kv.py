@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oracle.model import MemorySpec
-from sim.config import ConfigError
+from oracle.model import MemorySpec, Oracle
+from sim.config import ConfigError, ServerConfig
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,17 @@ class BlockPhases:
             free -= d
             k += 1
         return k
+
+
+def replica_kv(oracle: Oracle, config: ServerConfig) -> KvLayout:
+    """The KV layout of a replica serving `oracle` under engine `config` (ConfigError if none fits)."""
+    return kv_layout(
+        oracle.memory,
+        block_size=config.block_size,
+        memory_fraction=config.kv_memory_fraction,
+        capacity_tokens=config.kv_capacity_tokens,
+        name=oracle.name,
+    )
 
 
 def kv_layout(

@@ -40,6 +40,13 @@ class ServerStats:
     span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
 
 
+def compensated_add(total: float, compensation: float, x: float) -> tuple[float, float]:
+    """Neumaier's compensated sum: (total + x, the new compensation); total + compensation is the
+    sum to about one rounding, however many terms (the clock and the shares over millions of spans)."""
+    v = total + x
+    return v, compensation + ((total - v) + x if total >= x else (x - v) + total)
+
+
 class Ledger:
     """Clock (s) and span log of one server."""
 
@@ -71,11 +78,8 @@ class Ledger:
     ) -> None:
         """Log a span of `steps` steps taking dt s and de J, `running` sequences per step emitting
         `tokens` output tokens in all, and move the clock past it."""
-        t = self.t
-        self._t.append(t + self.tc)
-        u = t + dt
-        self.tc += (t - u) + dt if t >= dt else (dt - u) + t
-        self.t = u
+        self._t.append(self.t + self.tc)
+        self.t, self.tc = compensated_add(self.t, self.tc, dt)
         self._dt.append(dt)
         self._e.append(de)
         self._p.append(peak_w)

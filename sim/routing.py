@@ -37,7 +37,13 @@ def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: in
     """
     own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
     busy_for = state.last_finish_steps if state.decoders else 0
-    return own + max(0, n_out - busy_for) * _shared_above_idle_j(costs)
+    return _added_energy_j(own, n_out, busy_for, _shared_above_idle_j(costs))
+
+
+def _added_energy_j(own_j: float, n_out: int, busy_for: int, shared_j: float) -> float:
+    """A request's own cost plus the shared cost of the steps it keeps a replica busy beyond the
+    `busy_for` steps its decoders already will (J)."""
+    return own_j + max(0, n_out - busy_for) * shared_j
 
 
 def _shared_above_idle_j(costs: StepCosts) -> float:
@@ -189,8 +195,7 @@ class EnergyAware(Router):
             shared = _shared_above_idle_j(costs)
             for s in group:
                 engine = s.engine
-                busy_for = engine.fmax - engine.N if engine.B else 0
-                e = own + max(0, n_out - busy_for) * shared  # `marginal_energy_j`, without the snapshot
+                e = _added_energy_j(own, n_out, engine.last_finish_steps, shared)  # without the snapshot
                 w = engine.outstanding_tokens()
                 if best is not None and (e > best_e or (e == best_e and w >= best_w)):
                     continue  # could not win even if it met the SLO

@@ -25,7 +25,7 @@ from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
 from sim.jobs import REJECT_SUMMARY, REJECTED, JobTable
-from sim.kv import kv_layout
+from sim.kv import replica_kv
 from sim.policies.base import Policy, Request, unshaped
 from sim.records import request_records
 from sim.routing import Router, make_router
@@ -170,13 +170,7 @@ def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Serv
 def _server(
     env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str, pool: str
 ) -> Server:
-    kv = kv_layout(
-        oracle.memory,
-        block_size=config.block_size,
-        memory_fraction=config.kv_memory_fraction,
-        capacity_tokens=config.kv_capacity_tokens,
-        name=oracle.name,
-    )
+    kv = replica_kv(oracle, config)
     return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=pool)
 
 

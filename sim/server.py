@@ -98,7 +98,7 @@ class Server:
             outstanding_tokens=e.outstanding_tokens(),
             queued_kv_tokens=e.queued_need,
             queued_prompt_tokens=e.queued_prompt,
-            last_finish_steps=e.fmax - e.N if e.B else 0,
+            last_finish_steps=e.last_finish_steps,
             recent_step_s=self.ledger.step_avg,
         )
 
@@ -108,8 +108,8 @@ class Server:
 
     def stats(self) -> ServerStats:
         """Totals and span log so far."""
-        preemptions = int(np.sum(self.jobs.preemptions[self.jobs.server == self.index]))
-        return self.ledger.stats(self.name, self.pool, self.costs.idle_power_w, self.kv_capacity_tokens, preemptions)
+        e = self.engine
+        return self.ledger.stats(self.name, self.pool, self.costs.idle_power_w, self.kv_capacity_tokens, e.preemptions)
 
     def _enqueue(self, job: int, t: float) -> bool:
         jobs = self.jobs

@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import arch, features, hwcal
-from oracle.model import Oracle
-from sim.validation.replay import oracle_name, replay_row
+from sim.validation.replay import oracle_name, replay_row, shipped_oracle
 from sim.validation.table import (
     BenchmarkRow,
     OutputHistogram,
@@ -49,7 +48,7 @@ def replay_features(
     """One line per row: key, measured targets, window features per output token, simulated batch."""
     lines = []
     for row in rows:
-        oracle = Oracle.load(str(oracle_name(row.model_id, row.gpu_model)))
+        oracle = shipped_oracle(str(oracle_name(row.model_id, row.gpu_model)))
         r = replay_row(row, oracle, prompts, histogram=hists[row.key], seed=seed, record_features=True)
         assert r.features_per_token is not None
         lines.append(

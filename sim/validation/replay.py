@@ -6,6 +6,7 @@ Engine settings are the benchmark's (oracle/data/PROVENANCE.md): `max_batch_size
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ def oracle_name(model_id: str, gpu_model: str) -> str | None:
         return None
     name = f"{model.name}_{gpu.name}"
     return name if name in shipped_oracles() else None
+
+
+@functools.cache
+def shipped_oracle(name: str) -> Oracle:
+    """A shipped oracle, read once per process (replays and calibration grids reuse it)."""
+    return Oracle.load(name)
 
 
 def server_config(max_num_seqs: int, *, scheduler: str = "vllm", record_features: bool = False) -> ServerConfig:
@@ -154,7 +161,6 @@ def validate(
     gpu_model, a function of (row, oracle), or None (each oracle's calibration mean, σ = 1.0).
     Skipped rows are logged."""
     bar = _bar(len(rows), progress)
-    cache: dict[str, Oracle] = {}
     out = []
     for row in rows:
         bar.update(1)
@@ -166,9 +172,7 @@ def validate(
         if row.key not in histograms:
             log(f"skipped {what}: no output-length histogram for this run")
             continue
-        if name not in cache:
-            cache[name] = Oracle.load(name)
-        oracle = cache[name]
+        oracle = shipped_oracle(name)
         chosen = _prompts_for(prompts, row, oracle)
         try:
             r = replay_row(row, oracle, chosen, histogram=histograms[row.key], seed=seed, scheduler=scheduler)

@@ -151,9 +151,9 @@ def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
     assert {"e.csv", "e.spread.csv", "e.fit.json", "e.oracle.json"} <= names
 
 
-def test_command_line(tmp_path):
-    _needs_torch()
-    cmd = [
+def measure_command(*overrides: str) -> list[str]:
+    """`python -m calibrate.measure` on the tiny CPU model, untracked, no progress bar."""
+    return [
         sys.executable,
         "-m",
         "calibrate.measure",
@@ -161,13 +161,15 @@ def test_command_line(tmp_path):
         "model=tiny",
         "meter=none",
         "grid=smoke",
-        "grid.n_in=[4]",
-        "grid.n_out=[3]",
-        "grid.repeats=1",
-        "out=rel/m.csv",
+        *overrides,
         "tracking.enabled=false",
         "progress=false",
     ]
+
+
+def test_command_line(tmp_path):
+    _needs_torch()
+    cmd = measure_command("grid.n_in=[4]", "grid.n_out=[3]", "grid.repeats=1", "out=rel/m.csv")
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "1 row(s) written" in done.stdout
@@ -182,19 +184,7 @@ def test_command_line(tmp_path):
 @pytest.mark.parametrize("signum, status, name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
 def test_a_signal_mid_sweep_prints_one_line_and_keeps_the_rows(tmp_path, signum, status, name):
     _needs_torch()
-    cmd = [
-        sys.executable,
-        "-m",
-        "calibrate.measure",
-        "backend=transformers",
-        "model=tiny",
-        "meter=none",
-        "grid=smoke",
-        "grid.repeats=500",
-        "out=m.csv",
-        "tracking.enabled=false",
-        "progress=false",
-    ]
+    cmd = measure_command("grid.repeats=500", "out=m.csv")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = tmp_path / "m.csv"
     deadline = time.monotonic() + 90
