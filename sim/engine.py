@@ -101,7 +101,11 @@ class Engine:
         if self.kv.units(peak) > self.kv.capacity_units:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_KV
             return False
-        if not self.chunked and n_in > self.max_tokens:
+        # Without chunked prefill a prompt must fit one step's token budget; on a paged engine a
+        # preempted request re-prefills its prompt and up to n_out − 1 generated tokens, so that
+        # must fit too (vLLM requires max_num_batched_tokens ≥ max_model_len without chunking).
+        longest_prefill = n_in if self.spec.reserve_full else n_in + n_out - 1
+        if not self.chunked and longest_prefill > self.max_tokens:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
             return False
         self.queue.append(j)
