@@ -81,9 +81,8 @@ class StepCosts:
         last = ctx_sum + (steps - 1) * batch  # step power is monotone along a span: the peak is at an end
         l_t = ct.const + ct.decode_seqs * batch + c2t * last
         l_e = ce.const + ce.decode_seqs * batch + c2e * last
-        if limit is None:
-            dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
-        else:
+        dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
+        if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
             dt = self.span_s(batch, ctx_sum, steps)
             a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
             l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
@@ -173,9 +172,10 @@ def steps_to_reach(coef_s: StepCoef, batch: int, ctx_sum: int, dt_s: float) -> i
     else:
         return sys.maxsize  # steps that take no time never reach dt_s
     k = max(k, 1)
-    while k > 1 and span(coef_s, batch, ctx_sum, k - 1) >= dt_s:
+    c2b = coef_s.decode_ctx * batch  # `span` inlined below: the same float operations
+    while k > 1 and (k - 1) * a + c2b * (k - 1) * (k - 2) * 0.5 >= dt_s:
         k -= 1
-    while span(coef_s, batch, ctx_sum, k) < dt_s:
+    while k * a + c2b * k * (k - 1) * 0.5 < dt_s:
         k += 1
     return k
 

@@ -168,23 +168,36 @@ class Engine:
     def span_limit(self) -> int:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
         heap, sat, dec = self._heap, self._sat, self.decoders
-        while heap[0][1] not in dec or dec[heap[0][1]][0] != heap[0][0]:
+        while True:
+            f, j = heap[0]
+            entry = dec.get(j)
+            if entry is not None and entry[0] == f:
+                break
             heapq.heappop(heap)
-        k = heap[0][0] - self.N
-        while sat and (sat[0][2] not in dec or dec[sat[0][2]][0] != sat[0][1]):
-            heapq.heappop(sat)
+        k = f - self.N
         if sat:
-            k = min(k, sat[0][0] - self.N)
-        return self.phases.steps_within(self.N, k, self.cap - self.used)
+            while sat and (sat[0][2] not in dec or dec[sat[0][2]][0] != sat[0][1]):
+                heapq.heappop(sat)
+            if sat and sat[0][0] - self.N < k:
+                k = sat[0][0] - self.N
+        phases = self.phases
+        if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
+            return k  # the cache holds whole cycles of allocations past k
+        return phases.steps_within(self.N, k, self.cap - self.used)
 
     def run_span(self, steps: int) -> list[int]:
         """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
         self.used += self.phases.over(self.N, steps)
-        self._add_share(steps / self.B)
-        self.N += steps
+        x = steps / self.B
+        total = self.share
+        v = total + x  # compensated_add, inlined (once per span)
+        self.share_c += (total - v) + x if total >= x else (x - v) + total
+        self.share = v
+        n = self.N = self.N + steps
         self.S += self.B * steps
-        self._saturate()
-        return self._complete()
+        if self._sat and self._sat[0][0] <= n:
+            self._saturate()
+        return self._complete() if self._heap[0][0] <= n else []
 
     # --- general steps: preemption, chunks, admission --------------------------------------
     def form_step(self, now_s: float) -> Prefill:

@@ -102,8 +102,12 @@ class BlockPhases:
         """Units allocated by the `steps` steps that follow n completed steps."""
         bs, w = self.block_size, self.weights
         cycles, rest = divmod(steps, bs)
-        start = n + cycles * bs
-        return cycles * self.total + sum(w[-(start + i) % bs] for i in range(rest))
+        if not rest:
+            return cycles * self.total
+        lo = (1 - n - steps) % bs  # the phases of the remaining steps form one cyclic run from lo
+        if lo + rest <= bs:
+            return cycles * self.total + sum(w[lo : lo + rest])
+        return cycles * self.total + sum(w[lo:]) + sum(w[: lo + rest - bs])
 
     def steps_within(self, n: int, limit: int, free: int) -> int:
         """The most steps ≤ limit after n completed steps whose allocations fit in `free` units."""

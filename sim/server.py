@@ -59,6 +59,7 @@ class Server:
         self._fjobs: list[int] = []
         self._fi = 0
         self._waiting = self._interrupted = self._idle = self._alone = False
+        self._exact, self._record = config.exact_steps, config.record_features
         self._proc = env.process(self._run())
 
     @property
@@ -81,6 +82,8 @@ class Server:
             raise ValueError("a feed needs as many sorted arrival times as jobs")
         self._ftimes, self._fjobs, self._fi = times.tolist(), ids.tolist(), 0
         self._alone = alone
+        if alone:  # what `_enqueue` writes, for the whole feed at once
+            self.jobs.arrival_s[ids], self.jobs.server[ids] = times, self.index
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it."""
@@ -157,20 +160,23 @@ class Server:
     def _replay(self) -> None:
         """Every event of the feed, one after the other, without SimPy (the server is alone)."""
         e, ledger, exact = self.engine, self.ledger, self.config.exact_steps
-        ft, n = self._ftimes, len(self._ftimes)
+        ft, fj, n, fi = self._ftimes, self._fjobs, len(self._ftimes), self._fi
+        can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, self._end_decode, self._span_steps
         while True:
-            now = ledger.now
-            if self._fi < n and ft[self._fi] <= now:
-                self._pull(now)
-            if e.can_span():
+            now = ledger.t + ledger.tc
+            while fi < n and ft[fi] <= now:  # `_pull`, with arrival_s and server written by `feed`
+                if not enqueue(fj[fi]) and self.on_reject is not None:
+                    self.on_reject(fj[fi], ft[fi])
+                fi += 1
+            self._fi = fi
+            if can_span():
                 B, S = e.B, e.S
-                k = 1 if exact else self._span_steps(B, S, now)
-                self._end_decode(B, S, k)
+                end_decode(B, S, 1 if exact else span_steps(B, S, now))
             elif e.B or e.partial is not None or e.queue:
                 work = e.form_step(now)
                 self._end_mixed(work, *self._mixed_cost(work))
-            elif self._fi < n:
-                ledger.jump(ft[self._fi])
+            elif fi < n:
+                ledger.jump(ft[fi])
             else:
                 return
 
@@ -218,11 +224,13 @@ class Server:
         e = self.engine
         B = e.B
         running = B + len(work)
-        if self.config.record_features:
+        if self._record:
             attn = sum(m * past + m * (m + 1) // 2 for _, m, past in work)
             self.ledger.record((1, B, e.S, len(work), sum(m for _, m, _ in work), attn))
         first, done = e.finish_step(work)
-        self._log(dt, de, 1, _power(de, dt), running, B + e.prefilled)
+        self.ledger.advance(dt, de, 1, de / dt if dt > 0.0 else 0.0, running, B + e.prefilled, e.used / e.cap)
+        if self._exact:
+            self._check_kv()
         if first or done:
             self._emit(first, done)
 
@@ -252,23 +260,24 @@ class Server:
 
     def _end_decode(self, B: int, S: int, k: int) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
-        if self.config.exact_steps:
+        if self._exact:
             dt, de = self._exact_step([])
             peak = _power(de, dt)
         else:
             dt, de, peak = self.costs.decode(B, S, k)
-        if self.config.record_features:
+        if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
-        done = self.engine.run_span(k)
-        self._log(dt, de, k, peak, B, B * k)
+        e = self.engine
+        done = e.run_span(k)
+        self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap)
+        if self._exact:
+            self._check_kv()
         if done:
             self._emit([], done)
 
-    def _log(self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int) -> None:
+    def _check_kv(self) -> None:
         e = self.engine
-        self.ledger.advance(dt, de, steps, peak_w, running, tokens, e.used / e.cap)
-        if self.config.exact_steps:
-            assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
+        assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
 
     def _emit(self, first: list[int], done: list[int]) -> None:
         """Stamp first tokens and completions with the clock; tell the fleet."""
