@@ -163,7 +163,7 @@ class Engine:
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""
-        return not self.queue and not self.static and len(self.order) < self.config.max_batch_size
+        return not self.queue and not self.static and len(self.order) < self.max_seqs
 
     def span_limit(self) -> int:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
