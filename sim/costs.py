@@ -131,7 +131,6 @@ class StepCosts:
                 lo = mid + 1
         return lo
 
-
     def _throttled(self, batch: int, ctx_sum: int, steps: int) -> bool:
         """Whether any of `steps` decode steps may draw more than the power limit (power is
         monotone along a span: its ends decide; within 1e-9 counts, a false yes costs only time)."""

@@ -238,7 +238,8 @@ class Engine:
         jobs, q, order, cap, taken = self.jobs, self.queue, self.order, self.max_seqs, 0
         if self.static and order:
             return 0  # static batching: a batch forms only on an empty server
-        n_in, n_out, generated, units, share = jobs.n_in, jobs.n_out, jobs.generated, self.units, self.share + self.share_c
+        n_in, n_out, generated, units = jobs.n_in, jobs.n_out, jobs.generated, self.units
+        share = self.share + self.share_c
         while q and len(order) < cap and budget > 0:
             j = q[0]
             target = n_in[j] + generated[j]
