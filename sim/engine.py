@@ -12,7 +12,9 @@ Schedulers (`SCHEDULERS`, chosen by `server.scheduler`):
   sequences, the token budget and free blocks. When a running sequence needs a block and none is
   free, the most recently admitted running sequence is preempted by recomputation: its blocks are
   freed, it goes back to the front of the queue, and it later re-prefills its prompt plus the
-  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false.
+  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false;
+  without it, a recomputation longer than `max_num_tokens` runs in a step of its own (vLLM
+  requires max_num_batched_tokens ≥ max_model_len there, so it always fits the real budget).
 - `trtllm_max_utilization` (TensorRT-LLM MAX_UTILIZATION): the same paging and pausing of the
   most recently started request (recomputed on resume); new requests may still be admitted in a
   step that paused one; chunked prefill only if `server.chunked_prefill` is true.
@@ -245,7 +247,9 @@ class Engine:
             target = n_in[j] + generated[j]
             m = target if target <= budget else budget
             if m < target and not self.chunked:
-                break
+                if target <= self.max_tokens or order or work:
+                    break
+                m = target  # a recomputation longer than the budget runs alone (else it never could)
             need = units(n_in[j] + n_out[j] if self.reserve else m)
             if need > free - taken:
                 break
