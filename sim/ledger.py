@@ -55,8 +55,8 @@ class Ledger:
         self.step_avg = 0.0  # recent step time (s)
         self.peak_w = 0.0
         self.steps = 0
-        self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
-        self._k, self._run, self._tok = array("q"), array("q"), array("q")
+        self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share
+        self._i = array("q")  # per span: steps, sequences per step, tokens emitted
         self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
 
     @property
@@ -78,15 +78,12 @@ class Ledger:
     ) -> None:
         """Log a span of `steps` steps taking dt s and de J, `running` sequences per step emitting
         `tokens` output tokens in all, and move the clock past it."""
-        self._t.append(self.t + self.tc)
-        self.t, self.tc = compensated_add(self.t, self.tc, dt)
-        self._dt.append(dt)
-        self._e.append(de)
-        self._p.append(peak_w)
-        self._kv.append(kv_used)
-        self._k.append(steps)
-        self._run.append(running)
-        self._tok.append(tokens)
+        t, tc = self.t, self.tc
+        self._f.extend((t + tc, dt, de, peak_w, kv_used))
+        self._i.extend((steps, running, tokens))
+        v = t + dt  # compensated_add, inlined (once per span)
+        self.tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
+        self.t = v
         self.steps += steps
         self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
         if peak_w > self.peak_w:
@@ -94,7 +91,9 @@ class Ledger:
 
     def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
         """Totals and span log so far."""
-        dt, e = _floats(self._dt), _floats(self._e)
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5)
+        i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3)
+        dt, e = f[:, 1].copy(), f[:, 2].copy()
         return ServerStats(
             name,
             pool,
@@ -104,22 +103,14 @@ class Ledger:
             float(np.sum(dt)),
             float(np.sum(e)),
             self.peak_w,
-            _floats(self._t),
+            f[:, 0].copy(),
             dt,
             e,
-            _floats(self._p),
-            _ints(self._k),
-            _ints(self._run),
-            _ints(self._tok),
-            _floats(self._kv),
+            f[:, 3].copy(),
+            i[:, 0].copy(),
+            i[:, 1].copy(),
+            i[:, 2].copy(),
+            f[:, 4].copy(),
             preemptions,
-            _floats(self._x).reshape(-1, 6) if len(self._x) else None,
+            np.frombuffer(self._x, dtype=float).reshape(-1, 6).copy() if len(self._x) else None,
         )
-
-
-def _floats(a: array) -> np.ndarray:
-    return np.frombuffer(a, dtype=float).copy()
-
-
-def _ints(a: array) -> np.ndarray:
-    return np.frombuffer(a, dtype=np.int64).copy()

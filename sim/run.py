@@ -140,7 +140,7 @@ def _wire(
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
-            s.feed(arrival[ids], ids)
+            s.feed(arrival[ids], ids, alone=True)
         return replicas
     servers = list(replicas)
     side = None
