@@ -13,8 +13,9 @@ Schedulers (`SCHEDULERS`, chosen by `server.scheduler`):
   free, the most recently admitted running sequence is preempted by recomputation: its blocks are
   freed, it goes back to the front of the queue, and it later re-prefills its prompt plus the
   tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false;
-  without it, a recomputation longer than `max_num_tokens` runs in a step of its own (vLLM
-  requires max_num_batched_tokens ≥ max_model_len there, so it always fits the real budget).
+  without it, a request whose prompt plus n_out − 1 tokens exceeds `max_num_tokens` is rejected
+  on arrival, since its recomputation after a preemption could never run (vLLM requires
+  max_num_batched_tokens ≥ max_model_len without chunked prefill).
 - `trtllm_max_utilization` (TensorRT-LLM MAX_UTILIZATION): the same paging and pausing of the
   most recently started request (recomputed on resume); new requests may still be admitted in a
   step that paused one; chunked prefill only if `server.chunked_prefill` is true.
@@ -251,9 +252,7 @@ class Engine:
             target = n_in[j] + generated[j]
             m = target if target <= budget else budget
             if m < target and not self.chunked:
-                if target <= self.max_tokens or order or work:
-                    break
-                m = target  # a recomputation longer than the budget runs alone (else it never could)
+                break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
             need = units(n_in[j] + n_out[j] if self.reserve else m)
             if need > free - taken:
                 break
