@@ -26,6 +26,7 @@ from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
 
 Callback = Callable[[int, float], None]
+Notify = Callable[[], None]
 
 __all__ = ["Server", "ServerStats"]
 
@@ -53,6 +54,7 @@ class Server:
         self.engine = Engine(jobs, config, kv)
         self.ledger = Ledger()
         self.on_finish, self.on_reject = on_finish, on_reject
+        self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
         self._ftimes: list[float] = []
         self._fjobs: list[int] = []
         self._fi = 0
@@ -116,6 +118,8 @@ class Server:
         jobs.arrival_s[job] = t
         jobs.server[job] = self.index
         if self.engine.enqueue(job):
+            if self.on_change is not None:
+                self.on_change()
             return True
         if self.on_reject is not None:
             self.on_reject(job, t)
@@ -170,6 +174,8 @@ class Server:
         """One step that prefills `work` (and decodes the running decoders)."""
         e, c = self.engine, self.costs
         assert e.B or work, "a step with nothing to run"
+        if self.on_change is not None:
+            self.on_change()  # form_step may have preempted
         if self.config.exact_steps:
             dt, de = self._exact_step(work)
         else:
@@ -223,6 +229,8 @@ class Server:
     def _log(self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int) -> None:
         e = self.engine
         self.ledger.advance(dt, de, steps, peak_w, running, tokens, e.used / self.kv.capacity_units)
+        if self.on_change is not None:
+            self.on_change()
         if self.config.exact_steps:
             assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
 
