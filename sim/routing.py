@@ -96,7 +96,8 @@ class LoadIndex:
     outstanding tokens and, with `by_finish`, the steps until their last decoder finishes), so it
     costs O(changed × log n) rather than a pass over all n. `least()` keeps a heap of
     (tokens, position) with lazy deletion; `order` is a list sorted by (−finish steps, tokens,
-    position). Positions are indices into `servers`, which are in index order.
+    position); `state(i)` keeps a replica's snapshot until it changes. Positions are indices into
+    `servers`, which are in index order.
     """
 
     def __init__(self, servers: Sequence[Server], by_finish: bool = False) -> None:
@@ -110,6 +111,7 @@ class LoadIndex:
             (-e.last_finish_steps, w, i) for i, (e, w) in enumerate(zip(self._engines, self.tokens, strict=True))
         ]
         self.order = sorted(self._keys) if by_finish else []
+        self._states: list[ServerState | None] = [None] * len(self.servers)
         self._changed: set[int] = set()
         for i, s in enumerate(self.servers):
             assert s.on_change is None, f"replica {s.name} already reports to another index"
@@ -122,6 +124,7 @@ class LoadIndex:
             return
         engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
         for i in changed:
+            self._states[i] = None
             e = engines[i]
             w = e.outstanding_tokens()
             if w != tokens[i]:
@@ -137,6 +140,13 @@ class LoadIndex:
         if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh
             self._heap = [(w, i) for i, w in enumerate(tokens)]
             heapq.heapify(self._heap)
+
+    def state(self, i: int) -> ServerState:
+        """Replica i's `Server.state()`, taken once per change (call `refresh` first)."""
+        st = self._states[i]
+        if st is None:
+            st = self._states[i] = self.servers[i].state()
+        return st
 
     def least(self) -> Server:
         """The replica with the least outstanding tokens (the first of equals)."""
@@ -276,7 +286,7 @@ class EnergyAware(Router):
                         break  # every replica further down adds at least as much
                     if e == best_e and (w > best_w or (w == best_w and s.index > best_i)):
                         continue
-                if not _meets_slo(costs, s, n_in, n_out, ttft_s, tpot_s):
+                if not _meets_slo(costs, s, index.state(i), n_in, n_out, ttft_s, tpot_s):
                     continue
                 best, best_e, best_w, best_i = s, e, w, s.index
         if best is not None:
@@ -285,9 +295,10 @@ class EnergyAware(Router):
         return min(least, key=lambda s: (s.engine.outstanding_tokens(), s.index))
 
 
-def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float, tpot_s: float) -> bool:
-    """Whether replica s's estimated TPOT and TTFT for this request are within these bounds (s)."""
-    st = s.state()
+def _meets_slo(
+    costs: StepCosts, s: Server, st: ServerState, n_in: int, n_out: int, ttft_s: float, tpot_s: float
+) -> bool:
+    """Whether replica s (in state st) has estimated TPOT and TTFT for this request within these bounds (s)."""
     if tpot_estimate_s(costs, st, n_in) > tpot_s:
         return False
     cfg = s.config

@@ -80,25 +80,25 @@ def test_outstanding_tokens_track_queue_prefill_and_decode():
 
 def test_a_server_reports_every_load_change_before_it_can_be_read():
     """Exact 1 s steps on a KV cache too small for both requests (one is preempted): whenever the
-    load is read, mid-step included, it is the one the server last reported through on_change."""
+    state is read, mid-step included, it is the one the server last reported through on_change."""
     env = simpy.Environment()
     jobs = JobTable([8, 8], [10, 10])
     costs = StepCosts(StepCoef(1.0, 0, 0, 0, 0, 0), StepCoef(1.0, 0, 0, 0, 0, 0), 0.0)
     server = Server(env, costs, ServerConfig(max_batch_size=2, exact_steps=True), jobs, flat_kv(20))
     server.feed([0.0, 0.0], [0, 1])
     reported = []
-    server.on_change = lambda: reported.append((server.outstanding_tokens(), server.engine.last_finish_steps))
+    server.on_change = lambda: reported.append(server.state())
     seen = []
 
     def watch():
         for k in range(60):
             yield env.timeout(k + 0.5 - env.now)
-            seen.append((server.outstanding_tokens(), server.engine.last_finish_steps))
+            seen.append(server.state())
             assert seen[-1] == reported[-1], f"at {env.now} s"
 
     env.process(watch())
     env.run()
-    assert jobs.preemptions.sum() > 0 and seen[-1] == (0, 0)
+    assert jobs.preemptions.sum() > 0 and seen[-1].outstanding_tokens == 0
 
 
 def fleet(router, replicas=3, slo=None, oracle=None):
