@@ -74,7 +74,9 @@ def make_fleet(oracle: Oracle, router: str, replicas: int, slo: SloConfig) -> Fl
     return Fleet(pools, "length_aware", slo)
 
 
-def bench(router: str, requests: pd.DataFrame, oracle: Oracle, replicas: int, slo: SloConfig) -> tuple[float, float]:
+def bench(
+    router: str, requests: pd.DataFrame, oracle: Oracle, replicas: int, slo: SloConfig
+) -> tuple[float, float, float]:
     """One run; prints its figures and returns the times (s) of its loop, of the whole call and the
     process's CPU time over the call (steadier than wall time on a shared machine)."""
     fleet = make_fleet(oracle, router, replicas, slo)

@@ -210,12 +210,14 @@ SMALL_KV = ServerConfig(kv_capacity_tokens=12_000)  # preempts: the loads also c
     ("router", "replicas", "rate_scale", "slo", "server", "summaries"),
     [
         ("least_tokens", 24, 30.0, None, None, False),
+        ("least_tokens", 256, 200.0, None, None, False),
         ("least_tokens", 6, 30.0, None, SMALL_KV, False),
         ("least_tokens", 6, 30.0, None, SMALL_KV, True),  # routed from a replica's completion, mid-event
         ("length_aware", 24, 30.0, None, None, False),
         ("length_aware", 6, 30.0, None, SMALL_KV, False),
         ("energy_aware", 6, 12.0, None, None, False),
         ("energy_aware", 24, 60.0, None, None, False),
+        ("energy_aware", 256, 200.0, None, None, False),
         ("energy_aware", 24, 60.0, SloConfig(ttft_s=0.3, tpot_s=0.012), None, False),  # the SLO turns some down
         ("energy_aware", 6, 30.0, None, SMALL_KV, True),
     ],
@@ -225,7 +227,8 @@ def test_router_picks_equal_the_brute_force_definition(
 ):
     """The routers keep an index of the replicas' loads updated as engines change; their picks
     must be those of evaluating every replica in full at every arrival, on a real trace."""
-    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=3000, rate_scale=rate_scale))
+    size = 3000 if replicas < 100 else 1000  # the brute force reads every replica at every arrival
+    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=size, rate_scale=rate_scale))
     fleet = many_replicas(llama, router, replicas, slo, server)
     policy = None
     if summaries:  # on the replicas themselves
@@ -238,7 +241,7 @@ def test_router_picks_equal_the_brute_force_definition(
     cls, brute_force = BRUTE_FORCE[router]
     monkeypatch.setattr(cls, "pick", brute_force)
     reference = simulate_fleet(requests, fleet, policy).requests
-    assert fast["server"].nunique() > replicas // 2
+    assert fast["server"].nunique() > min(replicas // 2, 16)
     assert fast["server"].tolist() == reference["server"].tolist()
     assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
 
