@@ -12,6 +12,9 @@
 The estimates (`marginal_energy_j`, `ttft_estimate_s`, `tpot_estimate_s`) are pure functions of
 a replica's step costs and its state at the last step boundary. A router that can decide without
 server state (`static`) assigns the whole trace up front, and the servers read it with no events.
+The others keep a `LoadIndex` per pool, told by each replica when its engine changed, so that a
+pick re-reads the few replicas that changed since the last one instead of every replica; the
+picks are those of the definitions above (tested against a pass over every replica).
 """
 
 from __future__ import annotations
