@@ -3,7 +3,7 @@
 trace → policy (static policies shape the whole trace up front; dynamic ones decide at arrival)
 → router → servers (SimPy) → job table → per-request records. When the router can assign the
 whole trace up front (round robin, or one replica) the servers read their arrivals as the clock
-passes them; otherwise a dispatcher process routes each arrival with the servers' state.
+passes them; otherwise a dispatcher routes each arrival, at its time, with the servers' state.
 Summarization requests run on a separate summarizer server or on the fleet; when one finishes,
 the user's request (now on the summary) is routed to a replica.
 """
