@@ -1,6 +1,6 @@
 """Fleet speed: a full day of azure_chat traffic (about 465,000 requests) across a fleet, per router.
 
-    python bench/bench_fleet.py [--hours 24] [--rate-scale 1] [--replicas 4]
+    python bench/bench_fleet.py [--hours 24] [--rate-scale 1] [--replicas 4] [--repeat 1]
                                 [--routers round_robin,least_tokens,length_aware,energy_aware] [--capacity]
 
 The day is the shipped azure_chat trace (19,366 requests over ~3,502 s) tiled `--hours` times:
@@ -11,14 +11,21 @@ on two pools of `--replicas` / 2 replicas each: "short" (prompts ≤ 2,048 and o
 tokens) and "long" (the rest). Per router it prints the simulation loop time (`SimResult.wall_s`:
 the SimPy run only), the whole `simulate_fleet` call (policy shaping, wiring and per-request
 records included), simulated requests per second, energy, latency and the process's peak resident
-set size so far (interpreter and libraries included). `--capacity` also times a capacity search
+set size so far (interpreter and libraries included). With `--repeat N` the routers take turns N
+times (interleaved, so that a noisy machine slows them alike) and a last line per router gives the
+min and median of its loop and whole-call rates. `--capacity` also times a capacity search
 (least_tokens, p99 TTFT and TPOT within the default SLO) on the same day.
-Target: the whole default run (24 h, 4 routers) in a few minutes on a 2-core machine.
+Targets: the whole default run (24 h, 4 routers) in a few minutes on a 2-core machine; per-arrival
+routing cost that does not grow with the replica count (compare `--replicas 64 --rate-scale 16`
+with `--replicas 256 --rate-scale 64`: the same requests, the same load per replica); a day at
+100× across 256 replicas with least_tokens in under a minute
+(`--rate-scale 100 --replicas 256 --routers least_tokens`).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
 
@@ -67,23 +74,28 @@ def make_fleet(oracle: Oracle, router: str, replicas: int, slo: SloConfig) -> Fl
     return Fleet(pools, "length_aware", slo)
 
 
-def bench(router: str, requests: pd.DataFrame, oracle: Oracle, replicas: int, slo: SloConfig) -> None:
+def bench(
+    router: str, requests: pd.DataFrame, oracle: Oracle, replicas: int, slo: SloConfig
+) -> tuple[float, float, float]:
+    """One run; prints its figures and returns the times (s) of its loop, of the whole call and the
+    process's CPU time over the call (steadier than wall time on a shared machine)."""
     fleet = make_fleet(oracle, router, replicas, slo)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = simulate_fleet(requests, fleet)
-    call = time.perf_counter() - start
+    call, cpu = time.perf_counter() - start, time.process_time() - cpu
     s = summarize(result, slo)
     n = len(requests)
     pools = "+".join(f"{p.replicas}" for p in fleet.pools)
     print(
         f"{router} ({pools} replicas): {n:,} requests ({s['completed']:,} completed, "
         f"{result.makespan_s:,.0f} simulated s): loop {result.wall_s:.1f} s = {n / result.wall_s:,.0f} req/s; "
-        f"simulate_fleet() {call:.1f} s = {n / call:,.0f} req/s; "
+        f"simulate_fleet() {call:.1f} s = {n / call:,.0f} req/s (CPU {cpu:.1f} s = {n / cpu:,.0f} req/s); "
         f"energy {s['energy_j'] / 3.6e6:,.2f} kWh (peak {s['peak_power_w']:,.0f} W); "
         f"p99 TTFT {s['ttft_s']['p99']:.3g} s, p99 TPOT {s['tpot_s']['p99'] * 1e3:.3g} ms, "
         f"SLO attainment {s['slo_attainment']:.1%}; peak RSS {peak_rss_mb():,.0f} MB",
         flush=True,
     )
+    return result.wall_s, call, cpu
 
 
 def bench_capacity(requests: pd.DataFrame, oracle: Oracle, slo: SloConfig) -> None:
@@ -112,10 +124,11 @@ def main() -> None:
     parser.add_argument("--rate-scale", type=float, default=1.0, help="divide arrival times by this (heavier load)")
     parser.add_argument("--replicas", type=int, default=4, help="replicas per fleet (length_aware: split in two)")
     parser.add_argument("--routers", default="round_robin,least_tokens,length_aware,energy_aware")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs per router (min and median)")
     parser.add_argument("--capacity", action="store_true", help="also time a capacity search (least_tokens)")
     args = parser.parse_args()
-    if args.hours < 1 or args.rate_scale <= 0 or args.replicas < 1:
-        parser.error("--hours and --replicas must be ≥ 1 and --rate-scale > 0")
+    if args.hours < 1 or args.rate_scale <= 0 or args.replicas < 1 or args.repeat < 1:
+        parser.error("--hours, --replicas and --repeat must be ≥ 1 and --rate-scale > 0")
     warnings.simplefilter("ignore", OracleRangeWarning)
     oracle = Oracle.load(args.oracle)
     slo = SloConfig()
@@ -128,8 +141,22 @@ def main() -> None:
         flush=True,
     )
     total = time.perf_counter()
-    for router in args.routers.split(","):
-        bench(router.strip(), day, oracle, args.replicas, slo)
+    routers = [r.strip() for r in args.routers.split(",")]
+    times: dict[str, list[tuple[float, float, float]]] = {r: [] for r in routers}
+    for _ in range(args.repeat):
+        for router in routers:
+            times[router].append(bench(router, day, oracle, args.replicas, slo))
+    if args.repeat > 1:
+        n = len(day)
+        for router, runs in times.items():
+            parts = []
+            for what, k in (("loop", 0), ("simulate_fleet()", 1), ("its CPU", 2)):
+                t = [r[k] for r in runs]
+                low, mid = min(t), statistics.median(t)
+                parts.append(
+                    f"{what} min {low:.1f} s ({n / low:,.0f} req/s), median {mid:.1f} s ({n / mid:,.0f} req/s)"
+                )
+            print(f"{router} over {args.repeat} interleaved runs: " + "; ".join(parts), flush=True)
     if args.capacity:
         bench_capacity(day, oracle, slo)
     print(f"total {time.perf_counter() - total:.1f} s; peak RSS {peak_rss_mb():,.0f} MB")

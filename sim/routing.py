@@ -12,12 +12,18 @@
 The estimates (`marginal_energy_j`, `ttft_estimate_s`, `tpot_estimate_s`) are pure functions of
 a replica's step costs and its state at the last step boundary. A router that can decide without
 server state (`static`) assigns the whole trace up front, and the servers read it with no events.
+The others keep a `LoadIndex` per pool, told by each replica when its engine changed, so that a
+pick re-reads the few replicas that changed since the last one instead of every replica; the
+picks are those of the definitions above (tested against a pass over every replica).
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -86,6 +92,74 @@ def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:
     return max(decode, state.recent_step_s if state.decoders else 0.0)
 
 
+class LoadIndex:
+    """The replicas of one group by load, re-read only for those whose engine changed.
+
+    Each replica's `Server.on_change` marks it; a query first re-reads the marked replicas (their
+    outstanding tokens and, with `by_finish`, the steps until their last decoder finishes), so it
+    costs O(changed × log n) rather than a pass over all n. `least()` keeps a heap of
+    (tokens, position) with lazy deletion; `order` is a list sorted by (−finish steps, tokens,
+    position); `state(i)` keeps a replica's snapshot until it changes. Positions are indices into
+    `servers`, which are in index order.
+    """
+
+    def __init__(self, servers: Sequence[Server], by_finish: bool = False) -> None:
+        self.servers = list(servers)
+        self._engines = [s.engine for s in self.servers]
+        self.tokens = [e.outstanding_tokens() for e in self._engines]
+        self._heap = [(w, i) for i, w in enumerate(self.tokens)]
+        heapq.heapify(self._heap)
+        self._by_finish = by_finish
+        self._keys = [
+            (-e.last_finish_steps, w, i) for i, (e, w) in enumerate(zip(self._engines, self.tokens, strict=True))
+        ]
+        self.order = sorted(self._keys) if by_finish else []
+        self._states: list[ServerState | None] = [None] * len(self.servers)
+        self._changed: set[int] = set()
+        for i, s in enumerate(self.servers):
+            assert s.on_change is None, f"replica {s.name} already reports to another index"
+            s.on_change = partial(self._changed.add, i)
+
+    def refresh(self) -> None:
+        """Re-read the replicas that reported a change since the last refresh."""
+        changed = self._changed
+        if not changed:
+            return
+        engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
+        for i in changed:
+            self._states[i] = None
+            e = engines[i]
+            w = e.outstanding_tokens()
+            if w != tokens[i]:
+                tokens[i] = w
+                heapq.heappush(heap, (w, i))
+            if self._by_finish:
+                key = (-e.last_finish_steps, w, i)
+                if key != keys[i]:
+                    del order[bisect.bisect_left(order, keys[i])]
+                    bisect.insort(order, key)
+                    keys[i] = key
+        changed.clear()
+        if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh
+            self._heap = [(w, i) for i, w in enumerate(tokens)]
+            heapq.heapify(self._heap)
+
+    def state(self, i: int) -> ServerState:
+        """Replica i's `Server.state()`, taken once per change (call `refresh` first)."""
+        st = self._states[i]
+        if st is None:
+            st = self._states[i] = self.servers[i].state()
+        return st
+
+    def least(self) -> Server:
+        """The replica with the least outstanding tokens (the first of equals)."""
+        self.refresh()
+        heap, tokens = self._heap, self.tokens
+        while heap[0][0] != tokens[heap[0][1]]:
+            heapq.heappop(heap)
+        return self.servers[heap[0][1]]
+
+
 class Router:
     """Picks a server for each request; `static` routers can also assign a whole trace."""
 
@@ -130,7 +204,8 @@ class RoundRobin(Router):
 
 
 def least_tokens(servers: Sequence[Server]) -> Server:
-    """The server with the least outstanding tokens (the first of equals)."""
+    """The server with the least outstanding tokens (the first of equals), by a pass over all of
+    them: the definition `LoadIndex.least` keeps without the pass."""
     best, low = servers[0], servers[0].outstanding_tokens()
     for s in servers[1:]:
         w = s.outstanding_tokens()
@@ -142,8 +217,12 @@ def least_tokens(servers: Sequence[Server]) -> Server:
 class LeastTokens(Router):
     """The replica with the least outstanding work (tokens)."""
 
+    def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
+        super().__init__(fleet, servers)
+        self._index = LoadIndex(self.servers)
+
     def pick(self, n_in: int, n_out: int) -> Server:
-        return least_tokens(self.servers)
+        return self._index.least()
 
 
 class LengthAware(Router):
@@ -152,6 +231,7 @@ class LengthAware(Router):
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
         self.static = all(len(group) == 1 for group in self.by_pool)
+        self._indexes = [LoadIndex(group) for group in self.by_pool]
 
     def pool_index(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
         """Index of the pool each request goes to (the last pool is unbounded)."""
@@ -162,10 +242,10 @@ class LengthAware(Router):
         return out
 
     def pick(self, n_in: int, n_out: int) -> Server:
-        for p, group in zip(self.fleet.pools, self.by_pool, strict=True):
+        for p, index in zip(self.fleet.pools, self._indexes, strict=True):
             if p.admits(n_in, n_out):
-                return least_tokens(group)
-        return least_tokens(self.by_pool[-1])
+                return index.least()
+        return self._indexes[-1].least()
 
     def assign(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
         if not self.static:
@@ -179,34 +259,53 @@ class EnergyAware(Router):
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
-        self._groups = [(group[0].costs, group) for group in self.by_pool]
+        self._groups = [(group[0].costs, LoadIndex(group, by_finish=True)) for group in self.by_pool]
 
     def pick(self, n_in: int, n_out: int) -> Server:
-        """The replica that adds the least energy (then the least outstanding work, then the first)
-        among those meeting the SLO. A replica's energy and work are read first, straight from its
-        engine; the SLO estimates, which need its full state, only for one that would win."""
+        """The replica that adds the least energy (then the least outstanding work, then the
+        first) among those meeting the SLO; least tokens if none does.
+
+        Within a pool the added energy only grows as the steps until a replica's last decoder
+        finishes shrink, so the walk goes down `LoadIndex.order` and stops at the first replica
+        that adds more than the best found: it visits the replicas whose decoders outlast the
+        request, then few others. The SLO estimates, which need a replica's full state, are
+        computed only for one that would win.
+        """
         h = self.fleet.slo_headroom
         ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
-        best, best_e, best_w = None, 0.0, 0
-        for costs, group in self._groups:
-            own = sequence_cost(costs.energy_j, n_in, n_out)
+        best, best_e, best_w, best_i = None, 0.0, 0, 0
+        for costs, index in self._groups:
             if tpot_estimate_s(costs, _IDLE, n_in) > tpot_s:
                 continue  # too slow on this GPU even alone
+            own = sequence_cost(costs.energy_j, n_in, n_out)
             shared = _shared_above_idle_j(costs)
-            for s in group:
-                engine = s.engine
-                e = _added_energy_j(own, n_out, engine.last_finish_steps, shared)  # without the snapshot
-                w = engine.outstanding_tokens()
-                if best is not None and (e > best_e or (e == best_e and w >= best_w)):
-                    continue  # could not win even if it met the SLO
-                st = s.state()
-                if tpot_estimate_s(costs, st, n_in) > tpot_s:
+            index.refresh()
+            servers = index.servers
+            for neg_finish, w, i in index.order:
+                e = _added_energy_j(own, n_out, -neg_finish, shared)
+                s = servers[i]
+                if best is not None:
+                    if e > best_e:
+                        break  # every replica further down adds at least as much
+                    if e == best_e and (w > best_w or (w == best_w and s.index > best_i)):
+                        continue
+                if not _meets_slo(costs, s, index.state(i), n_in, n_out, ttft_s, tpot_s):
                     continue
-                cfg = s.config
-                if ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) > ttft_s:
-                    continue
-                best, best_e, best_w = s, e, w
-        return best if best is not None else least_tokens(self.servers)
+                best, best_e, best_w, best_i = s, e, w, s.index
+        if best is not None:
+            return best
+        least = [index.least() for _, index in self._groups]
+        return min(least, key=lambda s: (s.engine.outstanding_tokens(), s.index))
+
+
+def _meets_slo(
+    costs: StepCosts, s: Server, st: ServerState, n_in: int, n_out: int, ttft_s: float, tpot_s: float
+) -> bool:
+    """Whether replica s (in state st) has estimated TPOT and TTFT for this request within these bounds (s)."""
+    if tpot_estimate_s(costs, st, n_in) > tpot_s:
+        return False
+    cfg = s.config
+    return ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) <= ttft_s
 
 
 _IDLE = ServerState(0, 0, 0)  # a replica with nothing to do

@@ -3,7 +3,7 @@
 trace → policy (static policies shape the whole trace up front; dynamic ones decide at arrival)
 → router → servers (SimPy) → job table → per-request records. When the router can assign the
 whole trace up front (round robin, or one replica) the servers read their arrivals as the clock
-passes them; otherwise a dispatcher process routes each arrival with the servers' state.
+passes them; otherwise a dispatcher routes each arrival, at its time, with the servers' state.
 Summarization requests run on a separate summarizer server or on the fleet; when one finishes,
 the user's request (now on the summary) is routed to a replica.
 """
@@ -153,7 +153,7 @@ def _wire(
         summaries = _Summaries(jobs, arrival.size, parents.tolist(), router)
         for s in servers:
             s.on_finish, s.on_reject = summaries.finished, summaries.rejected
-    env.process(_dispatch(env, arrival, n_in, n_out, parents, policy, router, side, jobs))
+    _Dispatcher(env, arrival, n_in, n_out, parents, policy, router, side, jobs)
     return servers
 
 
@@ -197,34 +197,55 @@ class _Summaries:
             self.jobs.reason[parent] = REJECT_SUMMARY
 
 
-def _dispatch(
-    env: simpy.Environment,
-    arrival: np.ndarray,
-    n_in: np.ndarray,
-    n_out: np.ndarray,
-    parents: np.ndarray,
-    policy: Policy,
-    router: Router,
-    summarizer: Server | None,
-    jobs: JobTable,
-) -> Generator[Any, Any, None]:
-    """Arrivals routed one by one: a dynamic policy decides with the chosen replica's state;
-    a request to summarise sends its summarization job first (to the summarizer, or routed)."""
-    n = arrival.size
-    summary_of = {p: n + k for k, p in enumerate(parents.tolist())}
-    for i, (t, a, b) in enumerate(zip(arrival.tolist(), n_in.tolist(), n_out.tolist(), strict=True)):
-        if t > env.now:
-            yield env.timeout(t - env.now)
-        if policy.dynamic:
-            server = router.pick(a, b)
-            d = policy.decide(Request(t, a, b), server.state())
+class _Dispatcher:
+    """Arrivals routed one by one at their times: a dynamic policy decides with the chosen
+    replica's state; a request to summarise sends its summarization job first (to the
+    summarizer, or routed). A callback on one timeout per distinct arrival time, not a process:
+    the same events in the same order, without a generator to resume per arrival."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        arrival: np.ndarray,
+        n_in: np.ndarray,
+        n_out: np.ndarray,
+        parents: np.ndarray,
+        policy: Policy,
+        router: Router,
+        summarizer: Server | None,
+        jobs: JobTable,
+    ) -> None:
+        self.env, self.policy, self.router, self.summarizer, self.jobs = env, policy, router, summarizer, jobs
+        self.times: list[float] = arrival.tolist()
+        self.n_in: list[int] = n_in.tolist()
+        self.n_out: list[int] = n_out.tolist()
+        self.summary_of = {p: arrival.size + k for k, p in enumerate(parents.tolist())}
+        self.next = 0
+        env.timeout(0.0).callbacks.append(self._arrive)
+
+    def _arrive(self, _: simpy.Event) -> None:
+        """Route every arrival due now, then wait for the next one."""
+        env, times, i, n = self.env, self.times, self.next, len(self.times)
+        now = env.now
+        while i < n and times[i] <= now:
+            self._route(i, times[i])
+            i += 1
+        self.next = i
+        if i < n:
+            env.timeout(times[i] - now).callbacks.append(self._arrive)
+
+    def _route(self, i: int, t: float) -> None:
+        jobs, router = self.jobs, self.router
+        if self.policy.dynamic:
+            server = router.pick(self.n_in[i], self.n_out[i])
+            d = self.policy.decide(Request(t, self.n_in[i], self.n_out[i]), server.state())
             if d.summary_tokens:
-                raise ValueError(f"dynamic policy {policy.name!r} cannot add summarization requests")
+                raise ValueError(f"dynamic policy {self.policy.name!r} cannot add summarization requests")
             jobs.n_in[i], jobs.n_out[i] = d.n_in, d.n_out
             server.submit(i, t)
-        elif i in summary_of:
-            job = summary_of[i]
-            target = summarizer or router.pick(jobs.n_in[job], jobs.n_out[job])
+        elif i in self.summary_of:
+            job = self.summary_of[i]
+            target = self.summarizer or router.pick(jobs.n_in[job], jobs.n_out[job])
             target.submit(job, t)
         else:
             router.pick(jobs.n_in[i], jobs.n_out[i]).submit(i, t)

@@ -28,6 +28,7 @@ from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
 
 Callback = Callable[[int, float], None]
+Notify = Callable[[], None]
 
 __all__ = ["Server", "ServerStats"]
 
@@ -55,6 +56,7 @@ class Server:
         self.engine = Engine(jobs, config, kv)
         self.ledger = Ledger()
         self.on_finish, self.on_reject = on_finish, on_reject
+        self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
         self._ftimes: list[float] = []
         self._fjobs: list[int] = []
         self._fi = 0
@@ -128,6 +130,8 @@ class Server:
         jobs.arrival_s[job] = t
         jobs.server[job] = self.index
         if self.engine.enqueue(job):
+            if self.on_change is not None:
+                self.on_change()
             return True
         if self.on_reject is not None:
             self.on_reject(job, t)
@@ -207,6 +211,8 @@ class Server:
 
     def _mixed(self, work: Prefill) -> Generator[Any, Any, None]:
         """One step that prefills `work` (and decodes the running decoders)."""
+        if self.on_change is not None:
+            self.on_change()  # form_step may have preempted
         dt, de = self._mixed_cost(work)
         end = self.ledger.now + dt
         while (yield from self._sleep(end)) is not None:
@@ -229,6 +235,8 @@ class Server:
             self.ledger.record((1, B, e.S, len(work), sum(m for _, m, _ in work), attn))
         first, done = e.finish_step(work)
         self.ledger.advance(dt, de, 1, de / dt if dt > 0.0 else 0.0, running, B + e.prefilled, e.used / e.cap)
+        if self.on_change is not None:
+            self.on_change()
         if self._exact:
             self._check_kv()
         if first or done:
@@ -270,6 +278,8 @@ class Server:
         e = self.engine
         done = e.run_span(k)
         self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap)
+        if self.on_change is not None:
+            self.on_change()
         if self._exact:
             self._check_kv()
         if done:

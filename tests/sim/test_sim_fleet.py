@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import traces
 from sim.config import ConfigError, ServerConfig, SloConfig
 from sim.fleet import Fleet, FleetConfig, Pool, build_fleet
 from sim.metrics import fleet_peak_power_w, idle_energy_j, summarize
@@ -194,3 +195,27 @@ def test_summaries_and_dynamic_policies_run_on_fleets(llama, placement, router):
     tighten = build_policy("adaptive_gen", {"queue_threshold": 0, "queue_factor": 0.5}, context)
     d = simulate_fleet(rows, Fleet.single(llama, ServerConfig(), 3, router), tighten).requests
     assert d["completed"].all() and (d["n_out_served"] <= d["n_out"]).all()
+
+
+@pytest.fixture(scope="module")
+def busy_minute():
+    return traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=2000, rate_scale=200.0))
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_tokens", "length_aware", "energy_aware"])
+def test_a_fleet_of_256_replicas_runs_with_every_router(llama, busy_minute, router):
+    """256 replicas (length_aware: 128 short + 128 long) take ~1,100 requests/s of azure_chat."""
+    if router == "length_aware":
+        pools = (
+            Pool("short", llama, ServerConfig(), 128, max_input_tokens=2048, max_output_tokens=512),
+            Pool("long", llama, ServerConfig(), 128),
+        )
+        fleet = Fleet(pools, router)
+    else:
+        fleet = Fleet.single(llama, ServerConfig(), 256, router)
+    result = simulate_fleet(busy_minute, fleet)
+    r = result.requests
+    assert len(result.servers) == 256 and r["completed"].all()
+    assert r["server"].between(0, 255).all()
+    spread = r["server"].nunique()
+    assert spread > 128 if router != "energy_aware" else 1 < spread < 128  # energy_aware packs

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import simpy
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import traces
 from oracle.features import StepCoef
+from sim import routing
 from sim.config import ServerConfig, SloConfig
 from sim.costs import StepCosts, sequence_cost, sequence_energy_j
 from sim.fleet import Fleet, Pool
 from sim.jobs import JobTable, ServerState
 from sim.metrics import summarize
+from sim.policies import PolicyContext, build_policy
 from sim.routing import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.run import simulate_fleet
 from sim.server import Server
@@ -74,6 +78,29 @@ def test_outstanding_tokens_track_queue_prefill_and_decode():
     assert seen == {0.5: 15 + 23, 1.5: 4 + 23, 2.5: 3 + 23, 4.5: 1 + 23, 5.5: 23, 7.5: 1, 9.0: 0}
 
 
+def test_a_server_reports_every_load_change_before_it_can_be_read():
+    """Exact 1 s steps on a KV cache too small for both requests (one is preempted): whenever the
+    state is read, mid-step included, it is the one the server last reported through on_change."""
+    env = simpy.Environment()
+    jobs = JobTable([8, 8], [10, 10])
+    costs = StepCosts(StepCoef(1.0, 0, 0, 0, 0, 0), StepCoef(1.0, 0, 0, 0, 0, 0), 0.0)
+    server = Server(env, costs, ServerConfig(max_batch_size=2, exact_steps=True), jobs, flat_kv(20))
+    server.feed([0.0, 0.0], [0, 1])
+    reported = []
+    server.on_change = lambda: reported.append(server.state())
+    seen = []
+
+    def watch():
+        for k in range(60):
+            yield env.timeout(k + 0.5 - env.now)
+            seen.append(server.state())
+            assert seen[-1] == reported[-1], f"at {env.now} s"
+
+    env.process(watch())
+    env.run()
+    assert jobs.preemptions.sum() > 0 and seen[-1].outstanding_tokens == 0
+
+
 def fleet(router, replicas=3, slo=None, oracle=None):
     oracle = oracle or toy_oracle((0.01, 0.0005, 1e-6, 0.001, 2e-5, 0.0), COEF, idle_power_w=60.0, kv_tokens=None)
     return Fleet.single(oracle, SERVER, replicas, router, slo)
@@ -125,37 +152,128 @@ def test_length_aware_bins_by_input_and_output_length():
     assert r["server"].tolist() == [0, 1, 2, 0]
 
 
-def test_energy_aware_picks_equal_the_brute_force_definition(llama, monkeypatch):
-    """The router reads energy and work before the SLO estimates; its picks must be those of
-    evaluating every replica's snapshot in full."""
-    import traces
-    from sim import routing
-    from sim.fleet import Fleet
+def brute_least_tokens(self, n_in, n_out):
+    return routing.least_tokens(self.servers)
 
-    def brute_force(self, n_in, n_out):
-        h = self.fleet.slo_headroom
-        ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
-        best, best_e, best_w = None, 0.0, 0
-        for costs, group in self._groups:
-            if tpot_estimate_s(costs, routing._IDLE, n_in) > tpot_s:
+
+def brute_length_aware(self, n_in, n_out):
+    for p, group in zip(self.fleet.pools, self.by_pool, strict=True):
+        if p.admits(n_in, n_out):
+            return routing.least_tokens(group)
+    return routing.least_tokens(self.by_pool[-1])
+
+
+def brute_energy_aware(self, n_in, n_out):
+    """Every replica's full snapshot, SLO estimates and marginal energy; the least energy, then work."""
+    h = self.fleet.slo_headroom
+    ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
+    best, best_e, best_w = None, 0.0, 0
+    for group in self.by_pool:
+        costs = group[0].costs
+        if tpot_estimate_s(costs, routing._IDLE, n_in) > tpot_s:
+            continue
+        for s in group:
+            st = s.state()
+            cfg = s.config
+            if tpot_estimate_s(costs, st, n_in) > tpot_s:
                 continue
-            for s in group:
-                st = s.state()
-                cfg = s.config
-                if tpot_estimate_s(costs, st, n_in) > tpot_s:
-                    continue
-                if ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) > ttft_s:
-                    continue
-                e = marginal_energy_j(costs, st, n_in, n_out)
-                if best is None or e < best_e or (e == best_e and st.outstanding_tokens < best_w):
-                    best, best_e, best_w = s, e, st.outstanding_tokens
-        return best if best is not None else routing.least_tokens(self.servers)
+            if ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) > ttft_s:
+                continue
+            e = marginal_energy_j(costs, st, n_in, n_out)
+            if best is None or e < best_e or (e == best_e and st.outstanding_tokens < best_w):
+                best, best_e, best_w = s, e, st.outstanding_tokens
+    return best if best is not None else routing.least_tokens(self.servers)
 
-    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=3000, rate_scale=12.0))
-    fleet = Fleet.single(llama, ServerConfig(), 6, "energy_aware", SloConfig())
-    fast = simulate_fleet(requests, fleet).requests
-    monkeypatch.setattr(routing.EnergyAware, "pick", brute_force)
-    reference = simulate_fleet(requests, fleet).requests
-    assert fast["server"].nunique() > 1
+
+BRUTE_FORCE = {
+    "least_tokens": (routing.LeastTokens, brute_least_tokens),
+    "length_aware": (routing.LengthAware, brute_length_aware),
+    "energy_aware": (routing.EnergyAware, brute_energy_aware),
+}
+
+
+def many_replicas(oracle, router, replicas, slo=None, server=None):
+    server = server or ServerConfig()
+    if router != "length_aware":
+        return Fleet.single(oracle, server, replicas, router, slo or SloConfig())
+    pools = (
+        Pool("short", oracle, server, replicas // 2, max_input_tokens=1024, max_output_tokens=256),
+        Pool("long", oracle, server, replicas - replicas // 2),
+    )
+    return Fleet(pools, "length_aware", slo or SloConfig())
+
+
+SMALL_KV = ServerConfig(kv_capacity_tokens=12_000)  # preempts: the loads also change when a step forms
+
+
+@pytest.mark.parametrize(
+    ("router", "replicas", "rate_scale", "slo", "server", "summaries"),
+    [
+        ("least_tokens", 24, 30.0, None, None, False),
+        ("least_tokens", 256, 200.0, None, None, False),
+        ("least_tokens", 6, 30.0, None, SMALL_KV, False),
+        ("least_tokens", 6, 30.0, None, SMALL_KV, True),  # routed from a replica's completion, mid-event
+        ("length_aware", 24, 30.0, None, None, False),
+        ("length_aware", 6, 30.0, None, SMALL_KV, False),
+        ("energy_aware", 6, 12.0, None, None, False),
+        ("energy_aware", 24, 60.0, None, None, False),
+        ("energy_aware", 256, 200.0, None, None, False),
+        ("energy_aware", 24, 60.0, SloConfig(ttft_s=0.3, tpot_s=0.012), None, False),  # the SLO turns some down
+        ("energy_aware", 6, 30.0, None, SMALL_KV, True),
+    ],
+)
+def test_router_picks_equal_the_brute_force_definition(
+    llama, monkeypatch, router, replicas, rate_scale, slo, server, summaries
+):
+    """The routers keep an index of the replicas' loads updated as engines change; their picks
+    must be those of evaluating every replica in full at every arrival, on a real trace."""
+    size = 3000 if replicas < 100 else 1000  # the brute force reads every replica at every arrival
+    requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=size, rate_scale=rate_scale))
+    fleet = many_replicas(llama, router, replicas, slo, server)
+    policy = None
+    if summaries:  # on the replicas themselves
+        context = PolicyContext(llama, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
+        params = {"min_input_tokens": 2000, "summary_tokens": 200, "placement": "same", "summarizer_oracle": None}
+        policy = build_policy("summarization", params, context)
+    fast = simulate_fleet(requests, fleet, policy).requests
+    if server is SMALL_KV:
+        assert fast["preemptions"].sum() > 0
+    cls, brute_force = BRUTE_FORCE[router]
+    monkeypatch.setattr(cls, "pick", brute_force)
+    reference = simulate_fleet(requests, fleet, policy).requests
+    assert fast["server"].nunique() > min(replicas // 2, 16)
     assert fast["server"].tolist() == reference["server"].tolist()
     assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
+
+
+class FakeEngine:
+    def __init__(self):
+        self.tokens = self.last_finish_steps = 0
+
+    def outstanding_tokens(self):
+        return self.tokens
+
+
+class FakeServer:
+    def __init__(self, index):
+        self.index, self.name, self.engine, self.on_change = index, f"r{index}", FakeEngine(), None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 9),
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 6), st.integers(0, 5), st.booleans()), max_size=400),
+)
+def test_load_index_keeps_the_order_a_full_pass_gives(n, changes):
+    """Random load changes, each reported or followed by a query: the index's least-loaded replica and
+    its order by (−finish steps, tokens, position) are those of sorting every replica afresh."""
+    servers = [FakeServer(i) for i in range(n)]
+    index = routing.LoadIndex(servers, by_finish=True)
+    for i, tokens, finish, query in changes:
+        s = servers[i % n]
+        s.engine.tokens, s.engine.last_finish_steps = tokens, finish
+        s.on_change()
+        if query:
+            least = index.least()
+            assert (least.engine.tokens, least.index) == min((x.engine.tokens, x.index) for x in servers)
+            assert index.order == sorted((-x.engine.last_finish_steps, x.engine.tokens, x.index) for x in servers)
