@@ -26,8 +26,14 @@ CDF_POINTS = 1000
 
 
 def _figure(
-    width_in: float, height_in: float, left_in: float = 0.85, bottom_in: float = 0.6, top_in: float = 0.4,
-    right_in: float = 0.2, wspace: float = 0.25, hspace: float = 0.3,
+    width_in: float,
+    height_in: float,
+    left_in: float = 0.85,
+    bottom_in: float = 0.6,
+    top_in: float = 0.4,
+    right_in: float = 0.2,
+    wspace: float = 0.25,
+    hspace: float = 0.3,
 ) -> Figure:
     """A figure on the Agg canvas with fixed margins (inches; `wspace` and `hspace` are shares of
     a subplot's width and height)."""
@@ -144,7 +150,7 @@ def plot_energy(runs: list[SimResult], path: Path) -> Path:
     lo, hi = (positive.min(), positive.max()) if positive.size else (1.0, 10.0)
     bins = np.geomspace(lo, max(hi, lo * 1.01), 60)
     for run, e in zip(runs, energies, strict=True):
-        ax.hist(e[e > 0], bins=bins, histtype="step", lw=1.2, label=f"{run.policy} (mean {e.mean():.1f} J)")
+        ax.hist(e[e > 0], bins=bins.tolist(), histtype="step", lw=1.2, label=f"{run.policy} (mean {e.mean():.1f} J)")
     ax.set_xscale("log")
     ax.set_xlabel("energy per request (J)")
     ax.set_ylabel("requests")
