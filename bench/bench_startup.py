@@ -68,6 +68,7 @@ def main() -> None:
         cases += [(name, "") for name in FLOORS] + [("tracking.enabled=false plots=false", "")]
     wall: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
     table: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
+    start_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         existing = {label: Path(tmp, f"existing-{i}") for i, label in enumerate(variants)}
         for label, folder in existing.items():
@@ -87,7 +88,9 @@ def main() -> None:
                     w, t = run(first, [*command, "tracking.enabled=false", "plots=false"], Path(tmp))
                 wall[(label, store)].append(w)
                 table[(label, store)].append(t)
-    print(f"`python -m sim {args.args}`, {args.repeat} interleaved repeats, {os.cpu_count()} CPUs")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"`python -m sim {args.args}`, {args.repeat} interleaved repeats, {os.cpu_count()} CPUs, "
+          f"load average {start_load:.1f} before and {load:.1f} after")  # fmt: skip
     for label, store in cases:
         name = f"{label}, {store}" if store else f"floor: {label}"
         line = f"{name:<44} whole process {figures(wall[(label, store)])}"

@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from tracking.background import BackgroundTracking
 from tracking.store import TrackingConfig, TrackingError
@@ -46,7 +47,7 @@ def background_tracking(cfg: DictConfig) -> BackgroundTracking | None:
     try:
         values = OmegaConf.to_container(cfg.get("tracking") or {}, resolve=True)
         return BackgroundTracking.start(TrackingConfig(**values))  # type: ignore[arg-type]
-    except (TypeError, ValueError, TrackingError):
+    except (TypeError, ValueError, TrackingError, OmegaConfBaseException):
         return None
 
 
