@@ -6,17 +6,20 @@
 Each repeat runs, per variant and interleaved, the command in a new empty folder (a new MLflow
 store: created and migrated by the run) and in a folder whose store already exists (made by an
 untimed run first). It prints, per variant and store, the min and median of the whole-process
-wall time and of the time until the console table's first row is printed (stdout read line by
-line, PYTHONUNBUFFERED=1 as on a terminal). `--variant` runs another checkout's code, e.g. the
-code before a change (`before=/tmp/old-checkout`); default: this checkout. `--floors` also
-times what no change to this project can remove: the interpreter, `import mlflow` and the
-imports of MLflow's SQLite store, and the command with tracking and plots off.
+wall time, of the time until the console table's first row is printed (stdout read line by line,
+PYTHONUNBUFFERED=1 as on a terminal) and of the CPU time (user + system) of the command and the
+helper processes it waited for, the least noisy of the three on a shared machine. `--variant`
+runs another checkout's code, e.g. the code before a change (`before=/tmp/old-checkout`);
+default: this checkout. `--floors` also times what no change to this project can remove: the
+interpreter, `import mlflow` and the imports of MLflow's SQLite store, and the command with
+tracking and plots off.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,9 +36,11 @@ FLOORS = {
 }
 
 
-def run(pythonpath: str, args: list[str], cwd: Path) -> tuple[float, float]:
-    """(whole-process wall s, s until the table's first row; NaN if none) of one subprocess."""
+def run(pythonpath: str, args: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(whole-process wall s, s until the table's first row or NaN, CPU s of the process and the
+    children it waited for) of one subprocess."""
     env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
@@ -46,7 +51,9 @@ def run(pythonpath: str, args: list[str], cwd: Path) -> tuple[float, float]:
             table = time.perf_counter() - start
     if proc.wait() != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} in {cwd}")
-    return time.perf_counter() - start, table
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, table, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def figures(values: list[float]) -> str:
@@ -68,6 +75,7 @@ def main() -> None:
         cases += [(name, "") for name in FLOORS] + [("tracking.enabled=false plots=false", "")]
     wall: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
     table: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
+    cpu: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
     start_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         existing = {label: Path(tmp, f"existing-{i}") for i, label in enumerate(variants)}
@@ -79,14 +87,15 @@ def main() -> None:
                 if store == "new store":
                     cwd = Path(tmp, f"new-{k}-{len(wall[(label, store)])}-{label}")
                     cwd.mkdir()
-                    w, t = run(variants[label], command, cwd)
+                    w, t, c = run(variants[label], command, cwd)
                 elif store == "existing store":
-                    w, t = run(variants[label], command, existing[label])
+                    w, t, c = run(variants[label], command, existing[label])
                 elif label in FLOORS:
-                    w, t = run(first, FLOORS[label], Path(tmp))
+                    w, t, c = run(first, FLOORS[label], Path(tmp))
                 else:
-                    w, t = run(first, [*command, "tracking.enabled=false", "plots=false"], Path(tmp))
+                    w, t, c = run(first, [*command, "tracking.enabled=false", "plots=false"], Path(tmp))
                 wall[(label, store)].append(w)
+                cpu[(label, store)].append(c)
                 table[(label, store)].append(t)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"`python -m sim {args.args}`, {args.repeat} interleaved repeats, {os.cpu_count()} CPUs, "
@@ -96,6 +105,7 @@ def main() -> None:
         line = f"{name:<44} whole process {figures(wall[(label, store)])}"
         if not any(t != t for t in table[(label, store)]):
             line += f"; table at {figures(table[(label, store)])}"
+        line += f"; CPU {figures(cpu[(label, store)])}"
         print(line)
 
 

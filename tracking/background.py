@@ -76,6 +76,7 @@ class BackgroundTracking:
         self._send({"folder": str(folder)})
         reply = self._process.stdout.readline() if self._process.stdout else ""
         self.close()
+        self._process.wait()
         if not reply:
             log.info("MLflow helper process exited (%s) without an answer; tracking in this process",
                      self._process.poll())  # fmt: skip
@@ -162,6 +163,8 @@ def main() -> None:
         answers.flush()
 
     serve(sys.stdin, reply)
+    sys.stderr.flush()
+    os._exit(0)  # the run is logged and terminated: skip MLflow's exit hooks, the parent waits for this
 
 
 if __name__ == "__main__":
