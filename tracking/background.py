@@ -33,8 +33,6 @@ from tracking.store import TrackingConfig
 log = logging.getLogger(__name__)
 
 OPEN = "open"
-NICE = 5
-"""The helper's scheduling niceness: where both cores are busy, the run's table comes first."""
 
 
 class BackgroundTracking:
@@ -152,8 +150,6 @@ def _attempt(action: Callable[[], str | None]) -> tuple[str | None, str | None]:
 def main() -> None:
     """Serve the parent on stdin; answers go to the real stdout, anything printed to stderr."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent; this ends on end of input
-    if hasattr(os, "nice"):
-        os.nice(NICE)
     answers: IO[str] = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
