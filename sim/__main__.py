@@ -72,7 +72,7 @@ def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[f
         config = app_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         prepared = prepare(config)
         if tracking is not None:
-            tracking.open()
+            tracking.open(only_if_idle=True)  # else once the table is printed
         summary = execute(prepared, context, tracking)
     except ConfigError as e:
         if context.sweep_dir is not None:  # fail this job only: the sweep's other jobs still run, then it exits 1

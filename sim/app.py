@@ -218,6 +218,8 @@ def execute(
     summary = _summary(prepared, fleet, capacity, runs, source)
     names = write_outputs(out, cfg.raw, summary, runs)
     print(table(summary), flush=True)  # the figures first: plots and tracking take longer than the simulation
+    if tracking is not None:
+        tracking.open()  # if not yet: MLflow loads while the plots are drawn
     why = explain(prepared.policy, prepared.requests, summary)
     if why:
         print(why)

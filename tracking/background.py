@@ -2,10 +2,11 @@
 
 Importing MLflow's SQLite store takes longer than simulating a shipped trace (1.5 to 2.8 s on a
 2-core machine, and about 1 s more to create a new store), so a single `python -m sim` starts
-`python -m tracking.background` first thing; on a second core it imports MLflow, then, once the
-run's inputs are valid (`open`), creates the store and experiment under the store lock. When
-the run's folder is written (run.json included), `log` hands the helper the folder and waits for
-the run id.
+`python -m tracking.background` first thing. Once the run's inputs are valid (`open`) it imports
+MLflow and creates the store and experiment under the store lock, on a second core while the run
+simulates; on a busy machine, where it would slow the simulation, only once the table is printed,
+while the plots are drawn. When the run's folder is written (run.json included), `log` hands the
+helper the folder and waits for the run id.
 
 No run is lost: a helper that cannot start or dies before it answers leaves the folder to be
 logged in this process; a tracking error comes back as text and is reported here as the same one
@@ -60,8 +61,11 @@ class BackgroundTracking:
         handle._send(asdict(config))
         return handle
 
-    def open(self) -> None:
-        """Let the helper create the store and experiment (the run's inputs are valid)."""
+    def open(self, *, only_if_idle: bool = False) -> None:
+        """Let the helper import MLflow and create the store and experiment (the run's inputs are
+        valid); `only_if_idle`: only if a core is free now, where it would not slow the simulation."""
+        if self._opened or (only_if_idle and not core_free()):
+            return
         self._opened = True
         self._send(OPEN)
 
@@ -106,6 +110,13 @@ class BackgroundTracking:
             pass
 
 
+def core_free() -> bool:
+    """Whether a core is free for the helper beside the run's own (1-minute load average)."""
+    if not hasattr(os, "getloadavg"):
+        return True
+    return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1.5
+
+
 def _child_env() -> dict[str, str]:
     """This environment, with the folder holding the `tracking` package first on PYTHONPATH."""
     root = str(Path(__file__).resolve().parents[1])
@@ -124,11 +135,11 @@ def serve(lines: Iterable[str], reply: Callable[[dict[str, str | None]], None]) 
     if first is None:  # the parent ended before sending the config
         return
     config = TrackingConfig(**first)
-    load_store_modules()
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables..."
     error = None
     for message in messages:
         if message == OPEN:
+            load_store_modules()
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables..."
             _, error = _attempt(partial(ensure_experiment, config))
             continue
         run_id, error = (None, error) if error else _attempt(partial(log_folder, Path(message["folder"]),

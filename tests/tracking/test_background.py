@@ -123,3 +123,15 @@ def test_serve_ends_quietly_when_the_parent_ends_early(tmp_path, lines, monkeypa
     answers: list[dict] = []
     serve(iter(lines), answers.append)
     assert answers == [] and not (tmp_path / "x.db").exists()
+
+
+def test_on_a_busy_machine_the_helper_waits_for_the_table_before_loading_mlflow(tmp_path, monkeypatch):
+    import tracking.background as background
+
+    path = tmp_path / "mlflow.db"
+    helper = BackgroundTracking.start(TrackingConfig(uri=f"sqlite:///{path}"))
+    assert helper is not None
+    monkeypatch.setattr(background, "core_free", lambda: False)
+    helper.open(only_if_idle=True)  # not sent: the helper may still be stopped at once
+    helper.close()
+    assert helper._process.returncode is not None and not path.exists()
