@@ -1,26 +1,35 @@
 """`python -m sim [overrides]` (or `sweetspot-sim`): simulate a policy against the baseline.
 
 See conf/sim.yaml. Returns the configured `objective` (summary metric(s)) to Hydra, so search
-sweepers (hydra/sweeper=optuna) can tune a policy's thresholds.
+sweepers (hydra/sweeper=optuna) can tune a policy's thresholds. A single run tracks through a
+helper process started before anything else loads (tracking.background); the simulator's own
+modules are imported after it has started.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from sim.app import RunContext, app_config, execute, objective, prepare
-from sim.config import ConfigError
+from tracking.background import BackgroundTracking
+from tracking.store import TrackingConfig, TrackingError
 from tracking.sweep import SweepInfo
+
+if TYPE_CHECKING:
+    from sim.app import RunContext
 
 
 def run_context() -> RunContext:
     """This job's overrides and, in a multirun, its sweep (read from Hydra's runtime config)."""
+    from sim.app import RunContext
+
     hc = HydraConfig.get()
     overrides = tuple(hc.overrides.task)
     if hc.mode != RunMode.MULTIRUN:
@@ -29,13 +38,42 @@ def run_context() -> RunContext:
     return RunContext(overrides, sweep_dir, SweepInfo.read(sweep_dir))
 
 
+def background_tracking(cfg: DictConfig) -> BackgroundTracking | None:
+    """A tracking helper for a single run with tracking on; None in a multirun (its jobs run in
+    parallel already), when MLflow is already imported here, or for an invalid tracking config
+    (the validation reports it)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN or "mlflow" in sys.modules:
+        return None
+    try:
+        values = OmegaConf.to_container(cfg.get("tracking") or {}, resolve=True)
+        return BackgroundTracking.start(TrackingConfig(**values))  # type: ignore[arg-type]
+    except (TypeError, ValueError, TrackingError, OmegaConfBaseException):
+        return None
+
+
 @hydra.main(config_path="pkg://conf", config_name="sim", version_base="1.3")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     """Validate the composed config, then run; bad input exits 1 with one line naming the key or file."""
+    tracking = background_tracking(cfg)
+    try:
+        return run(cfg, tracking)
+    finally:
+        if tracking is not None:
+            tracking.close()
+
+
+def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[float, ...]:
+    """Validate, load, simulate, write and track; the objective."""
+    from sim.app import app_config, execute, objective, prepare
+    from sim.config import ConfigError
+
     context = run_context()
     try:
         config = app_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-        summary = execute(prepare(config), context)
+        prepared = prepare(config)
+        if tracking is not None:
+            tracking.open(only_if_idle=True)  # else once the table is printed
+        summary = execute(prepared, context, tracking)
     except ConfigError as e:
         if context.sweep_dir is not None:  # fail this job only: the sweep's other jobs still run, then it exits 1
             raise

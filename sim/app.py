@@ -35,6 +35,7 @@ from sim.run import SimResult, simulate_fleet
 from sim.summary import Summary, unit
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
+from tracking.background import BackgroundTracking
 from tracking.folder import RunRecord, log_folder
 from tracking.sweep import SweepInfo, run_name
 
@@ -186,9 +187,12 @@ def prepare(config: AppConfig) -> Prepared:
     return Prepared(config, oracle, requests, policy, fleet)
 
 
-def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
+def execute(
+    prepared: Prepared, context: RunContext | None = None, tracking: BackgroundTracking | None = None
+) -> Summary:
     """Simulate the policy (and the baseline), write the data, print the table, write the plots,
-    then track the results; the summary."""
+    then track the results (through `tracking`'s helper process if given, else in this process);
+    the summary."""
     cfg, context = prepared.config, context or RunContext()
     out = Path(cfg.output_dir)
     claim_output(out)
@@ -213,7 +217,9 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
     names = write_outputs(out, cfg.raw, summary, runs)
-    print(table(summary))  # the figures first: plots and tracking take longer than the simulation
+    print(table(summary), flush=True)  # the figures first: plots and tracking take longer than the simulation
+    if tracking is not None:
+        tracking.open()  # if not yet: MLflow loads while the plots are drawn
     why = explain(prepared.policy, prepared.requests, summary)
     if why:
         print(why)
@@ -231,9 +237,9 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> Summary:
         artifacts=(*names, "run.json"),
     )
     record.write(out)
-    print(f"results in {out}")
+    print(f"results in {out}", flush=True)
     if cfg.tracking.enabled:
-        run_id = log_folder(out, record)
+        run_id = tracking.log(out) if tracking is not None else log_folder(out, record)
         if run_id:
             log.info("MLflow run %s %r (%s, experiment %r)", run_id, name, cfg.tracking.uri, cfg.tracking.experiment)
     return summary

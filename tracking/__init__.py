@@ -1,7 +1,8 @@
 """MLflow tracking for every command: runs, sweeps (parent runs), the store, the cross-run report.
 
-`sim` and `calibrate` log through `log_run`; a Hydra sweep creates its store, experiment and
-parent run once in `tracking.callback`; `python -m tracking FOLDER` logs a finished run's output
+`sim` and `calibrate` log through `log_run` (a single `python -m sim` from a helper process,
+`tracking.background`); a Hydra sweep creates its store, experiment and parent run once in
+`tracking.callback`; `python -m tracking FOLDER` logs a finished run's output
 folder later (e.g. after the server was down); `python -m sim.report` compares runs.
 """
 

@@ -58,8 +58,11 @@ class RunRecord:
         )
 
 
-def log_folder(folder: Path, record: RunRecord | None = None, *, uri: str | None = None) -> str | None:
-    """Log the run in `folder` (its run.json unless `record` is given); its run id, or None after a warning."""
+def log_folder(
+    folder: Path, record: RunRecord | None = None, *, uri: str | None = None, raise_errors: bool = False
+) -> str | None:
+    """Log the run in `folder` (its run.json unless `record` is given); its run id, or None after a
+    warning (`raise_errors`: the error instead)."""
     record = record or RunRecord.read(folder)
     tracking = replace(record.tracking, run_name=record.run_name, enabled=True)
     if uri:
@@ -74,8 +77,14 @@ def log_folder(folder: Path, record: RunRecord | None = None, *, uri: str | None
         tags=record.tags,
         parent_run_id=record.parent_run_id,
         datasets=record.datasets,
-        retry_hint=f"python -m tracking {folder} [--uri URI]",
+        retry_hint=retry_hint(folder),
+        raise_errors=raise_errors,
     )
+
+
+def retry_hint(folder: Path) -> str:
+    """The command that logs the run in `folder` later."""
+    return f"python -m tracking {folder} [--uri URI]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,24 +67,31 @@ def log_run(
     parent_run_id: str | None = None,
     datasets: Sequence[DatasetRef] = (),
     retry_hint: str = "",
+    raise_errors: bool = False,
 ) -> str | None:
-    """Log one MLflow run; its id, or None after one warning (what failed, and `retry_hint`)."""
+    """Log one MLflow run; its id, or None after one warning (what failed, and `retry_hint`);
+    `raise_errors`: raise instead of warning (the caller reports it, see tracking.background)."""
     if not config.enabled:
         return None
     try:
         return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
-        hint = (
-            f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
-        )
-        log.warning(
-            "MLflow tracking to %r failed (%s: %s); the results are on disk.%s",
-            config.uri,
-            type(e).__name__,
-            str(e).splitlines()[0][:800] if str(e) else "",
-            hint,
-        )
+        if raise_errors:
+            raise
+        warn_failed(config, failure(e), retry_hint)
         return None
+
+
+def failure(error: BaseException) -> str:
+    """`Type: first line of the message` of a tracking error (at most 800 characters of message)."""
+    text = str(error).splitlines()[0][:800] if str(error) else ""
+    return f"{type(error).__name__}: {text}"
+
+
+def warn_failed(config: TrackingConfig, what: str, retry_hint: str = "") -> None:
+    """The one warning of a failed tracking: what failed, where, and how to log the run later."""
+    hint = f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
+    log.warning("MLflow tracking to %r failed (%s); the results are on disk.%s", config.uri, what, hint)
 
 
 def _log(

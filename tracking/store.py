@@ -69,7 +69,7 @@ def store_lock(config: TrackingConfig) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
-    _load_store_modules()  # ~1 s of imports, done before taking the lock so other writers wait less
+    load_store_modules()  # ~1 s of imports, done before taking the lock so other writers wait less
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")
     try:
@@ -85,7 +85,8 @@ def store_lock(config: TrackingConfig) -> Iterator[None]:
         lock.release()
 
 
-def _load_store_modules() -> None:
+def load_store_modules() -> None:
+    """Import MLflow's SQLite store and Alembic (about 1 to 3 s: the bulk of tracking a run)."""
     import alembic.migration  # noqa: F401
     import mlflow.store.db.utils  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401

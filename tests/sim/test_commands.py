@@ -89,3 +89,21 @@ def test_a_policy_from_another_installed_package_runs_by_name(tmp_path):
     done = _sim(tmp_path, "policy=halve", "hydra.searchpath=[pkg://myplug.conf]", *tiny, path=str(site))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "energy savings vs none" in done.stdout and "50 of 50 requests shaped" in done.stdout
+
+
+def test_a_single_run_tracks_through_the_helper_and_a_bad_run_leaves_no_store(tmp_path):
+    tiny = ("trace=synthetic", "trace.num_requests=50", "progress=false", "plots=false")
+    done = _sim(tmp_path, *tiny)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tracking in this process" not in done.stdout + done.stderr  # the helper logged it
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("sweetspot-sim").experiment_id])
+    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id}" in done.stdout
+    assert {"summary.json", "requests.parquet", "run.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    done = _sim(bad, *tiny, "policy=adaptive_gen", "policy.factor=-1")
+    assert done.returncode == 1 and "policy.factor must be > 0" in done.stderr
+    assert not (bad / "mlflow.db").exists()  # the helper was stopped before it opened the store
