@@ -18,7 +18,8 @@ RECENT = 0.95  # weight of the past in the moving average of step time, per step
 
 @dataclass(frozen=True)
 class ServerStats:
-    """A server's activity: busy time (s), step energy (J), and its spans (one row per event)."""
+    """A server's activity: busy time (s), step energy (J), and its spans (one row per event, or
+    per time bin in a streamed run: `span_bin_s`)."""
 
     name: str
     pool: str
@@ -38,6 +39,21 @@ class ServerStats:
     span_kv_used: np.ndarray  # share of the KV cache held at the end of the span
     preemptions: int = 0
     span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
+    span_bin_s: float = 0.0  # 0: one row per span; > 0: spans aggregated into time bins this wide (s)
+
+
+@dataclass(frozen=True)
+class SpanChunk:
+    """Consecutive spans of one server (the `ServerStats` span columns, without the prefix)."""
+
+    start_s: np.ndarray
+    span_s: np.ndarray
+    energy_j: np.ndarray
+    peak_w: np.ndarray
+    steps: np.ndarray
+    running: np.ndarray
+    tokens: np.ndarray
+    kv_used: np.ndarray
 
 
 def compensated_add(total: float, compensation: float, x: float) -> tuple[float, float]:
@@ -63,6 +79,11 @@ class Ledger:
     def now(self) -> float:
         """The clock (s)."""
         return self.t + self.tc
+
+    @property
+    def pending(self) -> int:
+        """Spans logged since the last `take`."""
+        return len(self._dt)
 
     def jump(self, t_s: float) -> None:
         """Move an idle clock forward to t_s (s)."""
@@ -91,6 +112,16 @@ class Ledger:
         self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
         if peak_w > self.peak_w:
             self.peak_w = peak_w
+
+    def take(self) -> SpanChunk:
+        """The spans logged since the last `take`, handed over and forgotten (streamed runs)."""
+        chunk = SpanChunk(
+            _floats(self._t), _floats(self._dt), _floats(self._e), _floats(self._p),
+            _ints(self._k), _ints(self._run), _ints(self._tok), _floats(self._kv),
+        )  # fmt: skip
+        self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
+        self._k, self._run, self._tok = array("q"), array("q"), array("q")
+        return chunk
 
     def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
         """Totals and span log so far."""

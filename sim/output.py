@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ import yaml
 
 from sim.config import ConfigError, SloConfig
 from sim.plots import plot_batch, plot_capacity, plot_cdfs, plot_energy, plot_power
+from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary
 from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
+RECORDS_FILES = ("requests.parquet", "requests_baseline.parquet")  # the run's, the baseline's
 
 
 def check_output(folder: Path) -> None:
@@ -75,10 +78,21 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     write_json(out / SUMMARY_FILE, data)
     (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
     names = [SUMMARY_FILE, PARAMS_FILE]
-    for run, name in zip(runs, ("requests.parquet", "requests_baseline.parquet"), strict=False):
-        run.requests.to_parquet(out / name, index=False)
+    for run, name in zip(runs, RECORDS_FILES, strict=False):
+        write_records(run, out / name)
         names.append(name)
     return names
+
+
+def write_records(run: SimResult, path: Path) -> None:
+    """The run's per-request records at `path`: already there for a run streamed to it, copied
+    from the file a streamed run wrote elsewhere (a baseline cached in a sweep), else written."""
+    records = run.records
+    if isinstance(records, RecordsFile):
+        if records.path.resolve() != path.resolve():
+            shutil.copyfile(records.path, path)
+    else:
+        records.to_parquet(path, index=False)
 
 
 def write_plots(out: Path, summary: Summary, runs: list[SimResult], slo: SloConfig, gpus: str) -> list[str]:

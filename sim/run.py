@@ -10,10 +10,12 @@ the user's request (now on the summary) is routed to a replica.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,23 +26,32 @@ from oracle.model import Oracle, warn_outside_range
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
-from sim.jobs import REJECT_SUMMARY, REJECTED, JobTable
+from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
 from sim.kv import replica_kv
-from sim.policies.base import Policy, Request, unshaped
-from sim.records import request_records
+from sim.policies.base import Policy, Request, Shaping, unshaped
+from sim.records import RecordsFile, Requests
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
+from sim.spans import StreamedSpans
 
 
 @dataclass(frozen=True)
 class SimResult:
-    """One simulation: per-request records, per-server activity, simulated and wall time (s)."""
+    """One simulation: per-request records (in memory, or a Parquet file for a streamed run),
+    per-server activity, simulated and wall time (s), and, for a streamed run, the fleet's peak
+    power (W) computed as it went (its span logs are binned)."""
 
     policy: str
-    requests: pd.DataFrame
+    records: pd.DataFrame | RecordsFile
     servers: tuple[ServerStats, ...]
     makespan_s: float
     wall_s: float
+    peak_power_w: float | None = None
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """The per-request records as a DataFrame (read from the file for a streamed run)."""
+        return self.records if isinstance(self.records, pd.DataFrame) else self.records.frame()
 
 
 def simulate(
@@ -50,9 +61,10 @@ def simulate(
     policy: Policy | None = None,
     *,
     progress: bool = False,
+    records_path: Path | None = None,
 ) -> SimResult:
     """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server."""
-    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress)
+    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress, records_path=records_path)
 
 
 def simulate_fleet(
@@ -61,8 +73,14 @@ def simulate_fleet(
     policy: Policy | None = None,
     *,
     progress: bool = False,
+    records_path: Path | None = None,
 ) -> SimResult:
-    """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router."""
+    """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router.
+
+    With `records_path` the run is streamed, in memory that grows by ~60 bytes per request: the
+    records go to that Parquet file in row groups and the span logs into time bins
+    (`sim.spans`), with the fleet's peak power computed exactly as the run goes.
+    """
     policy = policy or Policy()
     arrival, n_in, n_out = _arrays(requests)
     shaping = unshaped(n_in, n_out) if policy.dynamic else policy.shape(n_in, n_out)
@@ -71,26 +89,63 @@ def simulate_fleet(
         raise ValueError(f"policy {policy.name!r} asks for summaries but has no summarizer")
     for oracle in {id(p.oracle): p.oracle for p in fleet.pools}.values():  # one warning per run and oracle
         warn_outside_range(oracle, shaping.n_in, shaping.n_out, what="this run")
-    jobs = JobTable(
-        np.concatenate([shaping.n_in, n_in[parents]]),
-        np.concatenate([shaping.n_out, shaping.summary_tokens[parents]]),
-    )
+    jobs = _job_table(shaping, n_in, parents)
+    del shaping  # the job table holds the served lengths
+    if records_path is not None and any(p.server.record_features for p in fleet.pools):
+        raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
     servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
     bar = _progress(env, float(arrival[-1]) if arrival.size else 0.0, progress)
+    streamed = None
+    if records_path is not None:
+        streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers])
+        env.process(_drain(env, servers, streamed, float(arrival[-1]) if arrival.size else 0.0))
     env.run()
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    stats = tuple(s.stats() for s in servers)
-    costs = [s.costs for s in servers]
-    records = request_records(jobs, arrival, n_in, n_out, parents, costs, fleet.exact_steps)
-    warn_rejected(records)
-    finish = records["finish_s"].to_numpy()
+    stats, peak = tuple(s.stats() for s in servers), None
+    if streamed is not None:
+        stats, peak = streamed.finish(stats)
+    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
+    records = made.records() if records_path is None else made.write(records_path)
+    _warn_rejected(jobs.reason[: arrival.size])
+    finish = jobs.finish_s[: arrival.size]
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
-    return SimResult(policy.name, records, stats, makespan, wall)
+    return SimResult(policy.name, records, stats, makespan, wall, peak)
+
+
+def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTable:
+    """The jobs: the user's requests as shaped (trace order), then the summarization requests of
+    the user requests `parents` (on their original prompts)."""
+    if not parents.size:
+        return JobTable(shaping.n_in, shaping.n_out)
+    return JobTable(
+        np.concatenate([shaping.n_in, n_in[parents]]),
+        np.concatenate([shaping.n_out, shaping.summary_tokens[parents]]),
+    )
+
+
+def _drain(
+    env: simpy.Environment, servers: list[Server], streamed: StreamedSpans, horizon_s: float
+) -> Generator[Any, Any, None]:
+    """Look ~1000 times over the trace, and until nothing is left to run; hand the span logs
+    over whenever they hold `DRAIN_SPANS` spans."""
+    every = max(horizon_s / 1000, 1.0)
+    while True:
+        yield env.timeout(every)
+        last = env.peek() == math.inf
+        if last or sum(s.ledger.pending for s in servers) >= DRAIN_SPANS:
+            # an idle server's next span starts when it is woken, at or after now (to rounding)
+            settled = min([s.ledger.now for s in servers if not s.idle] + [env.now * (1 - 1e-12)])
+            streamed.drain(settled)
+        if last:
+            return
+
+
+DRAIN_SPANS = 1 << 16  # spans held in the servers' ledgers before a streamed run takes them
 
 
 class RejectedRequestsWarning(UserWarning):
@@ -99,17 +154,22 @@ class RejectedRequestsWarning(UserWarning):
 
 def warn_rejected(records: pd.DataFrame) -> None:
     """One warning per run with the count of rejected requests by reason (records keep each one's)."""
-    reasons = records["reject_reason"].astype(str)
-    counts = reasons[reasons != ""].value_counts()
-    if counts.empty:
+    _warn_rejected(records["reject_reason"].cat.codes.to_numpy(), stacklevel=4)
+
+
+def _warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
+    """The warning of `warn_rejected`, from the requests' REJECT_* codes."""
+    counts = np.bincount(reason, minlength=len(REJECT_REASONS))[1:]
+    if not counts.any():
         return
-    parts = "; ".join(f"{n:,} {reason}" for reason, n in counts.items())
+    order = sorted(np.flatnonzero(counts), key=lambda k: -counts[k])
+    parts = "; ".join(f"{counts[k]:,} {REJECT_REASONS[k + 1]}" for k in order)
     warnings.warn(
-        f"{int(counts.sum()):,} of {len(records):,} requests were rejected, never served: {parts} "
+        f"{int(counts.sum()):,} of {reason.size:,} requests were rejected, never served: {parts} "
         "(the records' reject_reason column names each one; a bigger GPU, a larger server.kv_memory_fraction, "
         "server.chunked_prefill=true or a shaping policy serves them)",
         RejectedRequestsWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -117,10 +177,16 @@ def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     missing = {"arrival_s", "n_in", "n_out"} - set(requests.columns)
     if missing:
         raise ValueError(f"requests lack column(s) {sorted(missing)}")
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    arrival = np.ascontiguousarray(requests["arrival_s"].to_numpy(dtype=float))
     if arrival.size and (np.any(np.diff(arrival) < 0) or arrival[0] < 0):
         raise ValueError("requests.arrival_s must be sorted and non-negative")
-    return arrival, requests["n_in"].to_numpy(np.int64), requests["n_out"].to_numpy(np.int64)
+    return arrival, _lengths(requests["n_in"]), _lengths(requests["n_out"])
+
+
+def _lengths(column: pd.Series) -> np.ndarray:
+    """Token counts as a contiguous integer array: the trace's own when it is one (no copy)."""
+    values = column.to_numpy()
+    return np.ascontiguousarray(values if values.dtype.kind in "iu" else column.to_numpy(np.int64))
 
 
 def _wire(
@@ -137,6 +203,9 @@ def _wire(
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
     if not policy.dynamic and not parents.size and router.static:
+        if len(replicas) == 1:
+            replicas[0].feed(arrival, range(arrival.size))
+            return replicas
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
@@ -193,7 +262,7 @@ class _Summaries:
         """A prompt too long for the summarizer: its user's request is rejected too."""
         if job >= self.n:
             parent = self.parents[job - self.n]
-            self.jobs.status[parent], self.jobs.arrival_s[parent] = REJECTED, t
+            self.jobs.status[parent] = REJECTED
             self.jobs.reason[parent] = REJECT_SUMMARY
 
 
@@ -212,7 +281,8 @@ def _dispatch(
     a request to summarise sends its summarization job first (to the summarizer, or routed)."""
     n = arrival.size
     summary_of = {p: n + k for k, p in enumerate(parents.tolist())}
-    for i, (t, a, b) in enumerate(zip(arrival.tolist(), n_in.tolist(), n_out.tolist(), strict=True)):
+    # memoryviews read Python numbers in place (no list of objects per request)
+    for i, (t, a, b) in enumerate(zip(memoryview(arrival), memoryview(n_in), memoryview(n_out), strict=True)):
         if t > env.now:
             yield env.timeout(t - env.now)
         if policy.dynamic:

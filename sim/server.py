@@ -53,8 +53,8 @@ class Server:
         self.engine = Engine(jobs, config, kv)
         self.ledger = Ledger()
         self.on_finish, self.on_reject = on_finish, on_reject
-        self._ftimes: list[float] = []
-        self._fjobs: list[int] = []
+        self._ftimes: Sequence[float] = ()
+        self._fjobs: Sequence[int] = ()
         self._fi = 0
         self._waiting = self._interrupted = self._idle = False
         self._proc = env.process(self._run())
@@ -64,16 +64,25 @@ class Server:
         """Tokens of full-length KV the cache holds."""
         return self.kv.capacity_tokens
 
+    @property
+    def idle(self) -> bool:
+        """Whether it waits for work (no step in progress)."""
+        return self._idle
+
     # --- inputs ------------------------------------------------------------------------
-    def feed(self, times_s: Sequence[float] | np.ndarray, jobs: Sequence[int] | np.ndarray) -> None:
+    def feed(self, times_s: Sequence[float] | np.ndarray, jobs: Sequence[int] | np.ndarray | range) -> None:
         """Jobs arriving at known times (s, sorted), read as the clock passes them (no events).
 
         Call before the environment runs.
         """
-        times, ids = np.asarray(times_s, dtype=float), np.asarray(jobs, dtype=np.int64)
-        if times.shape != ids.shape or np.any(np.diff(times) < 0):
+        times = np.ascontiguousarray(times_s, dtype=float)
+        ids = jobs if isinstance(jobs, range) else np.ascontiguousarray(jobs, dtype=np.int64)
+        if times.shape != (len(ids),) or np.any(np.diff(times) < 0):
             raise ValueError("a feed needs as many sorted arrival times as jobs")
-        self._ftimes, self._fjobs, self._fi = times.tolist(), ids.tolist(), 0
+        # read in place: item reads give Python floats and ints, with no per-job list of objects
+        self._ftimes = memoryview(times)
+        self._fjobs = ids if isinstance(ids, range) else memoryview(ids)
+        self._fi = 0
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it."""
@@ -112,9 +121,7 @@ class Server:
         return self.ledger.stats(self.name, self.pool, self.costs.idle_power_w, self.kv_capacity_tokens, e.preemptions)
 
     def _enqueue(self, job: int, t: float) -> bool:
-        jobs = self.jobs
-        jobs.arrival_s[job] = t
-        jobs.server[job] = self.index
+        self.jobs.server[job] = self.index
         if self.engine.enqueue(job):
             return True
         if self.on_reject is not None:
