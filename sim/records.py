@@ -74,9 +74,9 @@ class Requests:
         """Rows start…stop−1 (user requests, trace order)."""
         return _records(self, start, self.arrival_s.size if stop is None else stop)
 
-    def write(self, path: Path, chunk_rows: int = CHUNK_ROWS) -> RecordsFile:
-        """All records into a Parquet file, one row group of `chunk_rows` at a time."""
-        n = self.arrival_s.size
+    def write(self, path: Path, chunk_rows: int | None = None) -> RecordsFile:
+        """All records into a Parquet file, one row group of `chunk_rows` (default `CHUNK_ROWS`) at a time."""
+        n, chunk_rows = self.arrival_s.size, chunk_rows or CHUNK_ROWS
         writer = None
         try:
             for start in range(0, max(n, 1), chunk_rows):

@@ -130,6 +130,14 @@ class PeakSweep:
         ends = np.minimum(start_s[:-1] + span_s[:-1], start_s[1:])
         self._push(server, ends, 0.0, -lift[:-1], idx[:-1])
 
+    def _release(self, server: int) -> None:
+        """Push the end of `server`'s held span, unclipped (no later span starts before it)."""
+        held = self._held[server]
+        assert held is not None
+        t0, dt, up, k = held
+        self._push(server, np.array([t0 + dt]), 0.0, np.array([-up]), np.array([k]))
+        self._held[server] = None
+
     def _push(self, server: int, t_s: np.ndarray, is_start: float, delta: np.ndarray, idx: np.ndarray) -> None:
         if t_s.size:
             ev = np.empty((t_s.size, 5))
@@ -138,6 +146,9 @@ class PeakSweep:
 
     def drain(self, horizon_s: float) -> None:
         """Sum every event before `horizon_s` (no server will log a span starting earlier)."""
+        for server, held in enumerate(self._held):  # an end before any next start is final
+            if held is not None and held[0] + held[1] < horizon_s:
+                self._release(server)
         if not self._events:
             return
         ev = np.concatenate(self._events)
@@ -153,11 +164,6 @@ class PeakSweep:
 
     def finish(self) -> float:
         """Close every server's last span; the highest total power (W), idle power included."""
-        for server, held in enumerate(self._held):
-            if held is not None:
-                t0, dt, up, k = held
-                self._push(server, np.array([t0 + dt]), 0.0, np.array([-up]), np.array([k]))
-                self._held[server] = None
         self.drain(math.inf)
         return float(sum(self.idle_w)) + max(self.best, 0.0)
 
