@@ -57,7 +57,7 @@ class Counts(dict[int, float]):
 
     def dense(self, ids: np.ndarray, dtype: type = float) -> np.ndarray:
         """The counters of jobs `ids` as an array (0 where absent)."""
-        out = np.zeros(ids.size, dtype=dtype)
+        out: np.ndarray = np.zeros(ids.size, dtype=dtype)
         if self:
             keys = np.fromiter(self.keys(), dtype=np.int64, count=len(self))
             values = np.fromiter(self.values(), dtype=float, count=len(self))

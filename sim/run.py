@@ -10,6 +10,7 @@ the user's request (now on the summary) is routed to a replica.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import warnings
@@ -108,12 +109,17 @@ def simulate_fleet(
     stats, peak = tuple(s.stats() for s in servers), None
     if streamed is not None:
         stats, peak = streamed.finish(stats)
-    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
-    records = made.records() if records_path is None else made.write(records_path)
-    _warn_rejected(jobs.reason[: arrival.size])
     finish = jobs.finish_s[: arrival.size]
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
+    _warn_rejected(jobs.reason[: arrival.size])
+    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
+    if records_path is None:
+        records: pd.DataFrame | RecordsFile = made.records()
+    else:
+        records = made.write(records_path)
+        del made, jobs, servers, env, finish  # the job table, the largest thing left, is held in
+        gc.collect()  # reference cycles of the SimPy processes: free it before anything reads the file
     return SimResult(policy.name, records, stats, makespan, wall, peak)
 
 
@@ -163,7 +169,7 @@ def _warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
     if not counts.any():
         return
     order = sorted(np.flatnonzero(counts), key=lambda k: -counts[k])
-    parts = "; ".join(f"{counts[k]:,} {REJECT_REASONS[k + 1]}" for k in order)
+    parts = "; ".join(f"{counts[k]:,} {REJECT_REASONS[int(k) + 1]}" for k in order)
     warnings.warn(
         f"{int(counts.sum()):,} of {reason.size:,} requests were rejected, never served: {parts} "
         "(the records' reject_reason column names each one; a bigger GPU, a larger server.kv_memory_fraction, "
@@ -282,7 +288,7 @@ def _dispatch(
     n = arrival.size
     summary_of = {p: n + k for k, p in enumerate(parents.tolist())}
     # memoryviews read Python numbers in place (no list of objects per request)
-    for i, (t, a, b) in enumerate(zip(memoryview(arrival), memoryview(n_in), memoryview(n_out), strict=True)):
+    for i, (t, a, b) in enumerate(zip(arrival.data, n_in.data, n_out.data, strict=True)):
         if t > env.now:
             yield env.timeout(t - env.now)
         if policy.dynamic:

@@ -80,8 +80,8 @@ class Server:
         if times.shape != (len(ids),) or np.any(np.diff(times) < 0):
             raise ValueError("a feed needs as many sorted arrival times as jobs")
         # read in place: item reads give Python floats and ints, with no per-job list of objects
-        self._ftimes = memoryview(times)
-        self._fjobs = ids if isinstance(ids, range) else memoryview(ids)
+        self._ftimes = times.data
+        self._fjobs = ids if isinstance(ids, range) else ids.data
         self._fi = 0
 
     def submit(self, job: int, t_s: float | None = None) -> None:
