@@ -98,3 +98,19 @@ def test_streamed_spans_cannot_be_clipped_into_windows(llama, tmp_path):
     with pytest.raises(ValueError, match="time bins"):
         clip(r.servers[0], 0.0, 10.0)
     assert dataclasses.replace(r.servers[0], span_bin_s=0.0).span_s.size > 0
+
+
+def test_the_main_command_streams_the_records_the_in_memory_run_has(tmp_path):
+    from sim.app import execute, prepare
+    from tests.sim.test_sim_app import config
+
+    prepared = prepare(config(tmp_path, "policy=truncation", "tracking.enabled=false", "plots=false"))
+    summary = execute(prepared)
+    out = tmp_path / "out"
+    runs = [simulate_fleet(prepared.requests, prepared.fleet, p) for p in (prepared.policy, None)]
+    for name, memory in zip(("requests.parquet", "requests_baseline.parquet"), runs, strict=True):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), memory.requests)
+    horizon = max(r.makespan_s for r in runs)
+    _same_summary(summary.run, run_summary(runs[0], prepared.config.slo, horizon))
+    assert summary.baseline is not None
+    _same_summary(summary.baseline, run_summary(runs[1], prepared.config.slo, horizon))
