@@ -101,6 +101,13 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "",
             _markdown(cal.held_out.round(2).reset_index(names="model")) if cal.held_out is not None else "(none)",
             "",
+            f"Dynamic-energy terms kept: per {cal.energy_basis}, the basis with the least mean held-out energy "
+            "error per output token (%, each column a basis):",
+            "",
+            _markdown(cal.held_out_energy_by_basis.round(2).reset_index(names="model"))
+            if cal.held_out_energy_by_basis is not None
+            else "(none)",
+            "",
             "Per batch cap:",
             "",
             _markdown(cal.rows.round(4)),

@@ -70,14 +70,57 @@ class StepCosts:
         start = ctx_sum + lo * batch
         return t - span(ct, batch, start, hi - lo) + span(ce, batch, start, hi - lo) / limit
 
+    def decode(self, batch: int, ctx_sum: int, steps: int) -> tuple[float, float, float]:
+        """Time (s, under the power cap), energy (J) and peak step power (W) of `steps` decode
+        steps: `span_s`, `span` and the higher power of the first and last steps in one pass."""
+        ct, ce, limit = self.time_s, self.energy_j, self.power_limit_w
+        c2t, c2e = ct.decode_ctx, ce.decode_ctx
+        a_t = ct.const + ct.decode_seqs * batch + c2t * ctx_sum
+        a_e = ce.const + ce.decode_seqs * batch + c2e * ctx_sum
+        de = steps * a_e + c2e * batch * steps * (steps - 1) * 0.5
+        last = ctx_sum + (steps - 1) * batch  # step power is monotone along a span: the peak is at an end
+        l_t = ct.const + ct.decode_seqs * batch + c2t * last
+        l_e = ce.const + ce.decode_seqs * batch + c2e * last
+        dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
+        if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+            dt = self.span_s(batch, ctx_sum, steps)
+            a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
+            l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
+        p_first = a_e / a_t if a_t > 0.0 else 0.0
+        p_last = l_e / l_t if l_t > 0.0 else 0.0
+        return dt, de, p_first if p_first > p_last else p_last
+
+    def mixed(self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> tuple[float, float]:
+        """Time (s, under the power cap) and energy (J) of one step that decodes and prefills
+        (`mixed_step` of both coefficient sets, the features summed once)."""
+        tokens = attn = 0
+        for _, m, past in prefill:
+            tokens += m
+            attn += m * past + m * (m + 1) // 2
+        n, ct, ce = len(prefill), self.time_s, self.energy_j
+        de = (
+            ce.const
+            + ce.decode_seqs * decode_seqs
+            + ce.decode_ctx * decode_ctx
+            + ce.prefill_seqs * n
+            + ce.prefill_tokens * tokens
+            + ce.prefill_attn * attn
+        )
+        dt = (
+            ct.const
+            + ct.decode_seqs * decode_seqs
+            + ct.decode_ctx * decode_ctx
+            + ct.prefill_seqs * n
+            + ct.prefill_tokens * tokens
+            + ct.prefill_attn * attn
+        )
+        limit = self.power_limit_w
+        return (de / limit if limit is not None and de > limit * dt else dt), de
+
     def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float) -> int:
         """Smallest k ≥ 1 whose decode span, under the power cap, lasts ≥ dt_s (s)."""
         k = steps_to_reach(self.time_s, batch, ctx_sum, dt_s)  # the cap only lengthens steps
-        if (
-            self.power_limit_w is None
-            or k <= 1
-            or self.span_s(batch, ctx_sum, k) == span(self.time_s, batch, ctx_sum, k)
-        ):
+        if self.power_limit_w is None or k <= 1 or not self._throttled(batch, ctx_sum, k):
             return k
         lo, hi = 1, k
         while lo < hi:
@@ -87,6 +130,17 @@ class StepCosts:
             else:
                 lo = mid + 1
         return lo
+
+    def _throttled(self, batch: int, ctx_sum: int, steps: int) -> bool:
+        """Whether any of `steps` decode steps may draw more than the power limit (power is
+        monotone along a span: its ends decide; within 1e-9 counts, a false yes costs only time)."""
+        ct, ce, limit = self.time_s, self.energy_j, self.power_limit_w
+        assert limit is not None
+        for ctx in (ctx_sum, ctx_sum + (steps - 1) * batch):
+            e = ce.const + ce.decode_seqs * batch + ce.decode_ctx * ctx
+            if e - limit * (ct.const + ct.decode_seqs * batch + ct.decode_ctx * ctx) > -1e-9 * abs(e):
+                return True
+        return False
 
 
 def span(coef: StepCoef, batch: int, ctx_sum: int, steps: int) -> float:
@@ -117,9 +171,10 @@ def steps_to_reach(coef_s: StepCoef, batch: int, ctx_sum: int, dt_s: float) -> i
     else:
         return sys.maxsize  # steps that take no time never reach dt_s
     k = max(k, 1)
-    while k > 1 and span(coef_s, batch, ctx_sum, k - 1) >= dt_s:
+    c2b = coef_s.decode_ctx * batch  # `span` inlined below: the same float operations
+    while k > 1 and (k - 1) * a + c2b * (k - 1) * (k - 2) * 0.5 >= dt_s:
         k -= 1
-    while span(coef_s, batch, ctx_sum, k) < dt_s:
+    while k * a + c2b * k * (k - 1) * 0.5 < dt_s:
         k += 1
     return k
 

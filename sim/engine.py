@@ -12,7 +12,10 @@ Schedulers (`SCHEDULERS`, chosen by `server.scheduler`):
   sequences, the token budget and free blocks. When a running sequence needs a block and none is
   free, the most recently admitted running sequence is preempted by recomputation: its blocks are
   freed, it goes back to the front of the queue, and it later re-prefills its prompt plus the
-  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false.
+  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false;
+  without it, a request whose prompt plus n_out − 1 tokens exceeds `max_num_tokens` is rejected
+  on arrival, since its recomputation after a preemption could never run (vLLM requires
+  max_num_batched_tokens ≥ max_model_len without chunked prefill).
 - `trtllm_max_utilization` (TensorRT-LLM MAX_UTILIZATION): the same paging and pausing of the
   most recently started request (recomputed on resume); new requests may still be admitted in a
   step that paused one; chunked prefill only if `server.chunked_prefill` is true.
@@ -77,6 +80,12 @@ class Engine:
         self.chunked = self.spec.chunked_prefill if chunked is None else chunked
         self.static = config.mode == "static"
         self.max_tokens = config.max_num_tokens or 1 << 62
+        self.max_seqs = config.max_batch_size
+        self.reserve = self.spec.reserve_full
+        self.cap = kv.capacity_units
+        self.units = kv.units_fn()  # KV units of a sequence holding `tokens` tokens
+        self._fit = kv.max_tokens(kv.capacity_units)  # the longest sequence the cache holds (tokens)
+        self._bs = kv.block_size
         self.queue: deque[int] = deque()
         self.order: dict[int, None] = {}  # running sequences (decoders and a prompt mid-prefill), admission order
         self.partial: tuple[int, int, int] | None = None  # (job, tokens computed, prefill target)
@@ -91,22 +100,28 @@ class Engine:
         self.fsum = self.fmax = 0  # Σ and max of the decoders' finish steps
         self.share = self.share_c = 0.0  # Σ 1/(sequences in step), with its Neumaier compensation
         self.preemptions = 0
+        self.prefilled = 0  # prompts whose prefill the last step completed (each emitted a token)
 
     # --- queue ---------------------------------------------------------------------------
     def enqueue(self, j: int) -> bool:
         """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
         jobs = self.jobs
         n_in, n_out = jobs.n_in[j], jobs.n_out[j]
-        peak = n_in + n_out if self.spec.reserve_full else n_in + n_out - 1
-        if self.kv.units(peak) > self.kv.capacity_units:
+        need = n_in + n_out
+        if (need if self.reserve else need - 1) > self._fit:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_KV
             return False
-        if not self.chunked and n_in > self.max_tokens:
+        # Without chunked prefill a prompt must fit one step's token budget; on a paged engine a
+        # preempted request re-prefills its prompt and up to n_out − 1 generated tokens, so that
+        # must fit too (vLLM requires max_num_batched_tokens ≥ max_model_len without chunking).
+        longest_prefill = n_in if self.spec.reserve_full else n_in + n_out - 1
+        if not self.chunked and longest_prefill > self.max_tokens:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
             return False
         self.queue.append(j)
-        self.pending += n_in + n_out
-        self._count_queued(j, 1)
+        self.pending += need
+        self.queued_need += need
+        self.queued_prompt += n_in
         return True
 
     def _count_queued(self, j: int, sign: int) -> None:
@@ -122,66 +137,85 @@ class Engine:
     # --- plain decode spans ------------------------------------------------------------------
     def step_need(self) -> int:
         """KV units the decoders allocate in the next step."""
-        return self.phases.at(self.N)
+        return self.phases.weights[-self.N % self._bs]
 
     def head_admissible(self) -> bool:
         """Whether the next step would admit the head of the queue."""
-        if not self.queue or len(self.order) >= self.config.max_batch_size or (self.static and self.order):
+        return self._head_fits(self.cap - self.used - self.step_need())
+
+    def can_span(self) -> bool:
+        """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
+        if not self.B or self.partial is not None:
+            return False
+        free = self.cap - self.used - self.phases.weights[-self.N % self._bs]
+        return free >= 0 and not (self.queue and self._head_fits(free))
+
+    def _head_fits(self, free: int) -> bool:
+        """Whether the head of the queue fits next to the decoders, with `free` KV units left."""
+        q, order = self.queue, self.order
+        if not q or len(order) >= self.max_seqs or (self.static and order):
             return False
         budget = self.max_tokens - self.B
         if budget <= 0:
             return False
-        j = self.queue[0]
-        target = self.target(j)
-        m = min(target, budget)
-        if m < target and not self.chunked:
-            return False
-        return self._admit_need(j, m) <= self.kv.capacity_units - self.used - self.step_need()
-
-    def can_span(self) -> bool:
-        """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
-        return (
-            self.B > 0
-            and self.partial is None
-            and self.step_need() <= self.kv.capacity_units - self.used
-            and not self.head_admissible()
-        )
+        j = q[0]
+        jobs = self.jobs
+        n_in = jobs.n_in[j]
+        target = n_in + jobs.generated[j]
+        if target > budget:
+            if not self.chunked:
+                return False
+            target = budget
+        return self.units(n_in + jobs.n_out[j] if self.reserve else target) <= free
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""
-        return not self.queue and not self.static and len(self.order) < self.config.max_batch_size
+        return not self.queue and not self.static and len(self.order) < self.max_seqs
 
     def span_limit(self) -> int:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
         heap, sat, dec = self._heap, self._sat, self.decoders
-        while heap[0][1] not in dec or dec[heap[0][1]][0] != heap[0][0]:
+        while True:
+            f, j = heap[0]
+            entry = dec.get(j)
+            if entry is not None and entry[0] == f:
+                break
             heapq.heappop(heap)
-        k = heap[0][0] - self.N
-        while sat and (sat[0][2] not in dec or dec[sat[0][2]][0] != sat[0][1]):
-            heapq.heappop(sat)
+        k = f - self.N
         if sat:
-            k = min(k, sat[0][0] - self.N)
-        return self.phases.steps_within(self.N, k, self.kv.capacity_units - self.used)
+            while sat and (sat[0][2] not in dec or dec[sat[0][2]][0] != sat[0][1]):
+                heapq.heappop(sat)
+            if sat and sat[0][0] - self.N < k:
+                k = sat[0][0] - self.N
+        phases = self.phases
+        if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
+            return k  # the cache holds whole cycles of allocations past k
+        return phases.steps_within(self.N, k, self.cap - self.used)
 
     def run_span(self, steps: int) -> list[int]:
         """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
         self.used += self.phases.over(self.N, steps)
-        self._add_share(steps / self.B)
-        self.N += steps
+        x = steps / self.B
+        total = self.share
+        v = total + x  # compensated_add, inlined (once per span)
+        self.share_c += (total - v) + x if total >= x else (x - v) + total
+        self.share = v
+        n = self.N = self.N + steps
         self.S += self.B * steps
-        self._saturate()
-        return self._complete()
+        if self._sat and self._sat[0][0] <= n:
+            self._saturate()
+        return self._complete() if self._heap[0][0] <= n else []
 
     # --- general steps: preemption, chunks, admission --------------------------------------
     def form_step(self, now_s: float) -> Prefill:
         """Schedule the next step (running first, then the queue); returns its prefill work."""
         budget = self.max_tokens - self.B
-        free = self.kv.capacity_units - self.used
-        demand = self.step_need()
+        free = self.cap - self.used
+        demand = self.phases.weights[-self.N % self._bs]
         part, m, part_need = self.partial, 0, 0
         if part is not None:
             m = min(part[2] - part[1], budget)
-            part_need = 0 if self.spec.reserve_full else self.kv.units(part[1] + m) - self.kv.units(part[1])
+            part_need = 0 if self.reserve else self.units(part[1] + m) - self.units(part[1])
             demand += part_need
         preempted = False
         while demand > free:
@@ -201,66 +235,73 @@ class Engine:
         if part is not None and m > 0:
             work.append((part[0], m, part[1]))
             budget -= m
-        if not preempted or self.spec.admit_after_preemption:
+        if self.queue and (not preempted or self.spec.admit_after_preemption):
             demand += self._admit(work, budget, free - demand, now_s)
         self.used += demand
         return work
 
     def _admit(self, work: Prefill, budget: int, free: int, now_s: float) -> int:
         """FCFS admissions into `work`; returns the KV units they take."""
-        jobs, q, cap, taken = self.jobs, self.queue, self.config.max_batch_size, 0
-        if self.static and self.order:
+        jobs, q, order, cap, taken = self.jobs, self.queue, self.order, self.max_seqs, 0
+        if self.static and order:
             return 0  # static batching: a batch forms only on an empty server
-        while q and len(self.order) < cap and budget > 0:
+        n_in, n_out, generated, units = jobs.n_in, jobs.n_out, jobs.generated, self.units
+        share = self.share + self.share_c
+        while q and len(order) < cap and budget > 0:
             j = q[0]
-            target = self.target(j)
-            m = min(target, budget)
+            target = n_in[j] + generated[j]
+            m = target if target <= budget else budget
             if m < target and not self.chunked:
-                break
-            need = self._admit_need(j, m)
+                break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
+            need = units(n_in[j] + n_out[j] if self.reserve else m)
             if need > free - taken:
                 break
             q.popleft()
-            self.order[j] = None
-            self._count_queued(j, -1)
+            order[j] = None
+            self.queued_need -= n_in[j] + n_out[j]
+            self.queued_prompt -= n_in[j]
             budget -= m
             taken += need
             work.append((j, m, 0))
             if jobs.chunks[j] == 0:
                 jobs.admit_s[j] = now_s
-            jobs.share[j] -= self.share + self.share_c
+            jobs.share[j] -= share
         return taken
-
-    def _admit_need(self, j: int, first_chunk: int) -> int:
-        jobs = self.jobs
-        tokens = jobs.n_in[j] + jobs.n_out[j] if self.spec.reserve_full else first_chunk
-        return self.kv.units(tokens)
 
     def finish_step(self, work: Prefill) -> tuple[list[int], list[int]]:
         """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished)."""
-        self._add_share(1.0 / (self.B + len(work)))
-        self.N += 1
+        x = 1.0 / (self.B + len(work))
+        total = self.share
+        v = total + x  # compensated_add, inlined (once per step)
+        self.share_c += (total - v) + x if total >= x else (x - v) + total
+        self.share = v
+        n = self.N = self.N + 1
         self.S += self.B
-        self._saturate()
-        done = self._complete()
-        jobs, first = self.jobs, []
+        if self._sat and self._sat[0][0] <= n:
+            self._saturate()
+        done = self._complete() if self._heap and self._heap[0][0] <= n else []
+        jobs, first, prefilled = self.jobs, [], 0
+        n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
         if self.partial is not None and any(w[0] == self.partial[0] for w in work):
             self.partial = None  # its chunk ran: set again below if the prompt is still unfinished
         for j, m, past in work:
             jobs.chunks[j] += 1
-            target = self.target(j)
+            gen = generated[j]
+            target = n_in[j] + gen
             if past + m < target:
                 self.partial = (j, past + m, target)
                 continue
-            if jobs.generated[j] == 0:
+            prefilled += 1
+            if gen == 0:
                 first.append(j)
-            jobs.generated[j] += 1
-            self.pending -= jobs.n_in[j] + jobs.n_out[j]
-            if jobs.generated[j] == jobs.n_out[j]:
+            generated[j] = gen = gen + 1
+            self.pending -= n_in[j] + n_out[j]
+            if gen == n_out[j]:
                 self._finish(j, target)
                 done.append(j)
             else:
                 self._start_decoding(j)
+        self.prefilled = prefilled
         return first, done
 
     # --- decoders ----------------------------------------------------------------------------
@@ -271,7 +312,7 @@ class Engine:
         f = n + jobs.n_out[j] - gen
         key = (ctx - 1 - n) % kv.block_size
         weight = 0
-        if not self.spec.reserve_full:
+        if not self.reserve:
             weight = kv.full_units
             sat_ctx = (kv.window_blocks - 1) * kv.block_size + 1
             if kv.window_units and ctx <= sat_ctx:
@@ -280,9 +321,11 @@ class Engine:
                     heapq.heappush(self._sat, (n + 1 + sat_ctx - ctx, f, j))
         self.decoders[j] = (f, key, weight)
         heapq.heappush(self._heap, (f, j))
-        self.phases.add(key, weight)
+        if weight:
+            self.phases.weights[key] += weight
+            self.phases.total += weight
         self.fsum += f
-        self.fmax = f if self.B == 0 else max(self.fmax, f)
+        self.fmax = f if self.B == 0 or f > self.fmax else self.fmax
         self.B += 1
         self.S += ctx
 
@@ -310,21 +353,35 @@ class Engine:
 
     def _complete(self) -> list[int]:
         heap, dec, n, out = self._heap, self.decoders, self.N, []
+        jobs, weights, order, units = self.jobs, self.phases.weights, self.order, self.units
+        n_in, n_out, reserve = jobs.n_in, jobs.n_out, self.reserve
+        share = self.share + self.share_c
         while heap and heap[0][0] <= n:
             f, j = heapq.heappop(heap)
-            if j not in dec or dec[j][0] != f:
+            entry = dec.get(j)
+            if entry is None or entry[0] != f:
                 continue
-            self._stop_decoding(j)
-            self.jobs.generated[j] = self.jobs.n_out[j]
-            self._finish(j, self.jobs.n_in[j] + self.jobs.n_out[j] - 1)
+            del dec[j]  # _stop_decoding and _finish, inlined (once per request)
+            _, key, weight = entry
+            weights[key] -= weight
+            self.phases.total -= weight
+            length = n_in[j] + n_out[j]
+            self.B -= 1
+            self.S -= length - (f - n)
+            self.fsum -= f
+            jobs.generated[j] = n_out[j]
+            del order[j]
+            self.used -= units(length if reserve else length - 1)
+            jobs.share[j] += share
+            jobs.status[j] = DONE
             out.append(j)
         return out
 
     def _finish(self, j: int, kv_tokens: int) -> None:
         jobs = self.jobs
         del self.order[j]
-        held = jobs.n_in[j] + jobs.n_out[j] if self.spec.reserve_full else kv_tokens
-        self.used -= self.kv.units(held)
+        held = jobs.n_in[j] + jobs.n_out[j] if self.reserve else kv_tokens
+        self.used -= self.units(held)
         jobs.share[j] += self.share + self.share_c
         jobs.status[j] = DONE
 

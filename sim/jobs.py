@@ -21,7 +21,9 @@ REJECT_NONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECT_SUMMARY = 0, 1, 2, 3
 REJECT_REASONS = {
     REJECT_NONE: "",
     REJECT_KV: "longer than the KV cache holds",
-    REJECT_TOKEN_BUDGET: "prompt over server.max_num_tokens without chunked prefill",
+    REJECT_TOKEN_BUDGET: (
+        "prompt (or its recomputation after a preemption) over server.max_num_tokens without chunked prefill"
+    ),
     REJECT_SUMMARY: "its summarization request was rejected",
 }
 

@@ -12,6 +12,7 @@ Mistral) keep at most the blocks that cover their window, as vLLM's sliding-wind
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from oracle.model import MemorySpec, Oracle
@@ -52,6 +53,26 @@ class KvLayout:
         blocks = -(-tokens // self.block_size)
         return self.full_units * blocks + self.window_units * min(blocks, self.window_blocks)
 
+    def units_fn(self) -> Callable[[int], int]:
+        """`units` as the cheapest function for this layout (the engine calls it per admission)."""
+        bs, full = self.block_size, self.full_units
+        if self.window_units == 0:
+            return lambda tokens: -(-tokens // bs) * full
+        return self.units
+
+    def max_tokens(self, units: int) -> int:
+        """Most tokens whose KV fits in `units` units (2**62: any length fits)."""
+        if self.full_units == 0 and self.units(1 << 62) <= units:
+            return 1 << 62
+        lo, hi = 0, (units + 1) * self.block_size  # units(hi) > units
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.units(mid) <= units:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     def tokens(self, units: int) -> int:
         """Tokens of full-length KV that `units` hold (rounded down to blocks)."""
         return units // self.units_per_block * self.block_size
@@ -81,8 +102,12 @@ class BlockPhases:
         """Units allocated by the `steps` steps that follow n completed steps."""
         bs, w = self.block_size, self.weights
         cycles, rest = divmod(steps, bs)
-        start = n + cycles * bs
-        return cycles * self.total + sum(w[-(start + i) % bs] for i in range(rest))
+        if not rest:
+            return cycles * self.total
+        lo = (1 - n - steps) % bs  # the phases of the remaining steps form one cyclic run from lo
+        if lo + rest <= bs:
+            return cycles * self.total + sum(w[lo : lo + rest])
+        return cycles * self.total + sum(w[lo:]) + sum(w[: lo + rest - bs])
 
     def steps_within(self, n: int, limit: int, free: int) -> int:
         """The most steps ≤ limit after n completed steps whose allocations fit in `free` units."""

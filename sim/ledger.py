@@ -8,7 +8,9 @@ windows.
 
 from __future__ import annotations
 
+import math
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +73,10 @@ class Ledger:
         self.step_avg = 0.0  # recent step time (s)
         self.peak_w = 0.0
         self.steps = 0
-        self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
-        self._k, self._run, self._tok = array("q"), array("q"), array("q")
+        self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share
+        self._i = array("q")  # per span: steps, sequences per step, tokens emitted
         self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
+        self._full, self._on_full = 1 << 62, _nothing  # `hand_over`: len(self._i) that calls _on_full
 
     @property
     def now(self) -> float:
@@ -83,7 +86,7 @@ class Ledger:
     @property
     def pending(self) -> int:
         """Spans logged since the last `take`."""
-        return len(self._dt)
+        return len(self._i) // 3
 
     def jump(self, t_s: float) -> None:
         """Move an idle clock forward to t_s (s)."""
@@ -99,33 +102,40 @@ class Ledger:
     ) -> None:
         """Log a span of `steps` steps taking dt s and de J, `running` sequences per step emitting
         `tokens` output tokens in all, and move the clock past it."""
-        self._t.append(self.t + self.tc)
-        self.t, self.tc = compensated_add(self.t, self.tc, dt)
-        self._dt.append(dt)
-        self._e.append(de)
-        self._p.append(peak_w)
-        self._kv.append(kv_used)
-        self._k.append(steps)
-        self._run.append(running)
-        self._tok.append(tokens)
+        t, tc = self.t, self.tc
+        self._f.extend((t + tc, dt, de, peak_w, kv_used))
+        self._i.extend((steps, running, tokens))
+        v = t + dt  # compensated_add, inlined (once per span)
+        self.tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
+        self.t = v
         self.steps += steps
         self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
         if peak_w > self.peak_w:
             self.peak_w = peak_w
+        if len(self._i) >= self._full:
+            self._on_full()
 
     def take(self) -> SpanChunk:
         """The spans logged since the last `take`, handed over and forgotten (streamed runs)."""
-        chunk = SpanChunk(
-            _floats(self._t), _floats(self._dt), _floats(self._e), _floats(self._p),
-            _ints(self._k), _ints(self._run), _ints(self._tok), _floats(self._kv),
-        )  # fmt: skip
-        self._t, self._dt, self._e, self._p, self._kv = (array("d") for _ in range(5))
-        self._k, self._run, self._tok = array("q"), array("q"), array("q")
-        return chunk
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5).T.copy()
+        i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3).T.copy()
+        self._f, self._i = array("d"), array("q")
+        return SpanChunk(f[0], f[1], f[2], f[3], i[0], i[1], i[2], f[4])
+
+    @property
+    def first_pending_s(self) -> float:
+        """Start (s) of the first span not yet taken (inf: none)."""
+        return self._f[0] if self._f else math.inf
+
+    def hand_over(self, every_spans: int, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `every_spans` spans are logged and not taken (streamed runs)."""
+        self._full, self._on_full = 3 * every_spans, callback
 
     def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
         """Totals and span log so far."""
-        dt, e = _floats(self._dt), _floats(self._e)
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5)
+        i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3)
+        dt, e = f[:, 1].copy(), f[:, 2].copy()
         return ServerStats(
             name,
             pool,
@@ -135,22 +145,18 @@ class Ledger:
             float(np.sum(dt)),
             float(np.sum(e)),
             self.peak_w,
-            _floats(self._t),
+            f[:, 0].copy(),
             dt,
             e,
-            _floats(self._p),
-            _ints(self._k),
-            _ints(self._run),
-            _ints(self._tok),
-            _floats(self._kv),
+            f[:, 3].copy(),
+            i[:, 0].copy(),
+            i[:, 1].copy(),
+            i[:, 2].copy(),
+            f[:, 4].copy(),
             preemptions,
-            _floats(self._x).reshape(-1, 6) if len(self._x) else None,
+            np.frombuffer(self._x, dtype=float).reshape(-1, 6).copy() if len(self._x) else None,
         )
 
 
-def _floats(a: array) -> np.ndarray:
-    return np.frombuffer(a, dtype=float).copy()
-
-
-def _ints(a: array) -> np.ndarray:
-    return np.frombuffer(a, dtype=np.int64).copy()
+def _nothing() -> None:
+    pass

@@ -10,8 +10,8 @@ the user's request (now on the summary) is routed to a replica.
 
 from __future__ import annotations
 
+import functools
 import gc
-import math
 import time
 import warnings
 from collections.abc import Generator
@@ -96,12 +96,9 @@ def simulate_fleet(
         raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
-    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
+    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy, records_path is not None)
     bar = _progress(env, float(arrival[-1]) if arrival.size else 0.0, progress)
-    streamed = None
-    if records_path is not None:
-        streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers])
-        env.process(_drain(env, servers, streamed, float(arrival[-1]) if arrival.size else 0.0))
+    streamed = None if records_path is None else _stream_spans(env, servers)
     env.run()
     wall = time.perf_counter() - start
     if bar is not None:
@@ -134,24 +131,23 @@ def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTa
     )
 
 
-def _drain(
-    env: simpy.Environment, servers: list[Server], streamed: StreamedSpans, horizon_s: float
-) -> Generator[Any, Any, None]:
-    """Look ~1000 times over the trace, and until nothing is left to run; hand the span logs
-    over whenever they hold `DRAIN_SPANS` spans."""
-    every = max(horizon_s / 1000, 1.0)
-    while True:
-        yield env.timeout(every)
-        last = env.peek() == math.inf
-        if last or sum(s.ledger.pending for s in servers) >= DRAIN_SPANS:
-            # an idle server's next span starts when it is woken, at or after now (to rounding)
-            settled = min([s.ledger.now for s in servers if not s.idle] + [env.now * (1 - 1e-12)])
-            streamed.drain(settled)
-        if last:
-            return
+def _stream_spans(env: simpy.Environment, servers: list[Server]) -> StreamedSpans:
+    """Each server hands its span log over every `DRAIN_SPANS` / servers spans (at least `HAND_OVER_MIN`)."""
+
+    def settled() -> float:
+        # no server logs a span starting before its clock, and an idle one none before it is
+        # woken: now, to rounding (a server fed alone runs ahead of the SimPy clock)
+        return min(s.ledger.now if s.alone or not s.idle else env.now * (1 - 1e-12) for s in servers)
+
+    streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers], settled)
+    every = max(DRAIN_SPANS // len(servers), HAND_OVER_MIN)
+    for i, s in enumerate(servers):
+        s.ledger.hand_over(every, functools.partial(streamed.take, i))
+    return streamed
 
 
-DRAIN_SPANS = 1 << 16  # spans held in the servers' ledgers before a streamed run takes them
+DRAIN_SPANS = 1 << 16  # spans a streamed run's ledgers hold before they hand them over, in all
+HAND_OVER_MIN = 1024  # ... but at least this many per ledger
 
 
 class RejectedRequestsWarning(UserWarning):
@@ -204,18 +200,24 @@ def _wire(
     parents: np.ndarray,
     fleet: Fleet,
     policy: Policy,
+    streamed: bool = False,
 ) -> list[Server]:
-    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks)."""
+    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks).
+
+    Servers fed all their jobs run alone, ahead of the SimPy clock, except in a streamed run of
+    several: the fleet's peak power is summed as their clocks advance together.
+    """
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
+    alone = not streamed or len(replicas) == 1
     if not policy.dynamic and not parents.size and router.static:
         if len(replicas) == 1:
-            replicas[0].feed(arrival, range(arrival.size))
+            replicas[0].feed(arrival, range(arrival.size), alone=alone)
             return replicas
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
-            s.feed(arrival[ids], ids)
+            s.feed(arrival[ids], ids, alone=alone)
         return replicas
     servers = list(replicas)
     side = None

@@ -7,7 +7,9 @@ fills, a KV shortage, and an arrival that could join. Between them the decoders 
 at once, their time and energy being arithmetic series (`sim.costs.span`). A request's share of
 the shared step cost is the difference of one running sum taken when it joins and leaves the
 batch. `exact_steps=True` runs one step per event and charges every sequence explicitly: the
-reference the fast mode is tested against.
+reference the fast mode is tested against. A server fed all its jobs up front
+(`feed(..., alone=True)`) needs no other process: it runs its events in one plain loop
+(`_replay`), ahead of the SimPy clock, and its process wakes once, at its last event.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import simpy
 
 from sim.config import ServerConfig
-from sim.costs import StepCosts, mixed_step, span
+from sim.costs import StepCosts, mixed_step
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kv import KvLayout
@@ -56,7 +58,8 @@ class Server:
         self._ftimes: Sequence[float] = ()
         self._fjobs: Sequence[int] = ()
         self._fi = 0
-        self._waiting = self._interrupted = self._idle = False
+        self._waiting = self._interrupted = self._idle = self._alone = False
+        self._exact, self._record = config.exact_steps, config.record_features
         self._proc = env.process(self._run())
 
     @property
@@ -65,15 +68,28 @@ class Server:
         return self.kv.capacity_tokens
 
     @property
+    def alone(self) -> bool:
+        """Whether it was fed alone (runs ahead of the SimPy clock; see `feed`)."""
+        return self._alone
+
+    @property
     def idle(self) -> bool:
         """Whether it waits for work (no step in progress)."""
         return self._idle
 
     # --- inputs ------------------------------------------------------------------------
-    def feed(self, times_s: Sequence[float] | np.ndarray, jobs: Sequence[int] | np.ndarray | range) -> None:
+    def feed(
+        self,
+        times_s: Sequence[float] | np.ndarray,
+        jobs: Sequence[int] | np.ndarray | range,
+        *,
+        alone: bool = False,
+    ) -> None:
         """Jobs arriving at known times (s, sorted), read as the clock passes them (no events).
 
-        Call before the environment runs.
+        `alone`: these are all the server's jobs and nothing else reads or wakes it while the
+        environment runs (no `submit`, no callbacks), so it may simulate them ahead of the SimPy
+        clock. Call before the environment runs.
         """
         times = np.ascontiguousarray(times_s, dtype=float)
         ids = jobs if isinstance(jobs, range) else np.ascontiguousarray(jobs, dtype=np.int64)
@@ -83,9 +99,14 @@ class Server:
         self._ftimes = times.data
         self._fjobs = ids if isinstance(ids, range) else ids.data
         self._fi = 0
+        self._alone = alone
+        if alone:  # what `_enqueue` writes, for the whole feed at once
+            self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it."""
+        if self._alone:
+            raise RuntimeError(f"{self.name} was fed alone=True: nothing may submit jobs to it")
         t = self.env.now if t_s is None else t_s
         self._pull(t)
         room = self.engine.accepts_arrivals()
@@ -139,6 +160,10 @@ class Server:
     # --- the process --------------------------------------------------------------------
     def _run(self) -> Generator[Any, Any, None]:
         e = self.engine
+        if self._alone:
+            self._replay()
+            yield self.env.timeout(max(self.ledger.now - self.env.now, 0.0))
+            return
         while True:
             self._pull(self.ledger.now)
             if e.can_span():
@@ -147,6 +172,29 @@ class Server:
                 yield from self._mixed(e.form_step(self.ledger.now))
             else:
                 yield from self._wait_idle()
+
+    def _replay(self) -> None:
+        """Every event of the feed, one after the other, without SimPy (the server is alone)."""
+        e, ledger, exact = self.engine, self.ledger, self.config.exact_steps
+        ft, fj, n, fi = self._ftimes, self._fjobs, len(self._ftimes), self._fi
+        can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, self._end_decode, self._span_steps
+        while True:
+            now = ledger.t + ledger.tc
+            while fi < n and ft[fi] <= now:  # `_pull`, with the server written by `feed`
+                if not enqueue(fj[fi]) and self.on_reject is not None:
+                    self.on_reject(fj[fi], ft[fi])
+                fi += 1
+            self._fi = fi
+            if can_span():
+                B, S = e.B, e.S
+                end_decode(B, S, 1 if exact else span_steps(B, S, now))
+            elif e.B or e.partial is not None or e.queue:
+                work = e.form_step(now)
+                self._end_mixed(work, *self._mixed_cost(work))
+            elif fi < n:
+                ledger.jump(ft[fi])
+            else:
+                return
 
     def _sleep(self, until: float | None) -> Generator[Any, Any, float | None]:
         """Sleep to clock time `until` (None: until woken); returns the waking submit's time."""
@@ -175,63 +223,77 @@ class Server:
 
     def _mixed(self, work: Prefill) -> Generator[Any, Any, None]:
         """One step that prefills `work` (and decodes the running decoders)."""
-        e, c = self.engine, self.costs
-        assert e.B or work, "a step with nothing to run"
-        if self.config.exact_steps:
-            dt, de = self._exact_step(work)
-        else:
-            de = mixed_step(c.energy_j, e.B, e.S, work)
-            dt = c.capped(mixed_step(c.time_s, e.B, e.S, work), de)
+        dt, de = self._mixed_cost(work)
         end = self.ledger.now + dt
         while (yield from self._sleep(end)) is not None:
             pass  # a step is atomic: arrivals wait for its end
-        emitted = e.B + sum(1 for j, m, past in work if past + m >= e.target(j))
-        running = e.B + len(work)
-        if self.config.record_features:
+        self._end_mixed(work, dt, de)
+
+    def _mixed_cost(self, work: Prefill) -> tuple[float, float]:
+        """Time (s) and energy (J) of the step that prefills `work`."""
+        e = self.engine
+        assert e.B or work, "a step with nothing to run"
+        return self._exact_step(work) if self.config.exact_steps else self.costs.mixed(e.B, e.S, work)
+
+    def _end_mixed(self, work: Prefill, dt: float, de: float) -> None:
+        """Close the step that prefilled `work`: engine, ledger and job times."""
+        e = self.engine
+        B = e.B
+        running = B + len(work)
+        if self._record:
             attn = sum(m * past + m * (m + 1) // 2 for _, m, past in work)
-            self.ledger.record((1, e.B, e.S, len(work), sum(m for _, m, _ in work), attn))
+            self.ledger.record((1, B, e.S, len(work), sum(m for _, m, _ in work), attn))
         first, done = e.finish_step(work)
-        self._log(dt, de, 1, _power(de, dt), running, emitted)
-        self._emit(first, done)
+        self.ledger.advance(dt, de, 1, de / dt if dt > 0.0 else 0.0, running, B + e.prefilled, e.used / e.cap)
+        if self._exact:
+            self._check_kv()
+        if first or done:
+            self._emit(first, done)
+
+    def _span_steps(self, B: int, S: int, t0: float) -> int:
+        """Steps of the next plain decode span: to the engine's limit or the next feed arrival
+        that could join."""
+        e = self.engine
+        k = e.span_limit()
+        if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
+            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0)
+            if reach < k:
+                return reach
+        return k
 
     def _decode(self) -> Generator[Any, Any, None]:
         """Advance the decoders to the next boundary: completion, window, KV shortage or arrival."""
         e, c = self.engine, self.costs
         B, S = e.B, e.S
         t0 = self.ledger.now
-        k = 1 if self.config.exact_steps else e.span_limit()
-        if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
-            k = min(k, c.steps_to_reach(B, S, self._ftimes[self._fi] - t0))
+        k = 1 if self.config.exact_steps else self._span_steps(B, S, t0)
         while True:
             woke = yield from self._sleep(t0 + c.span_s(B, S, k))
             if woke is None:
                 break
             k = min(k, c.steps_to_reach(B, S, woke - t0))
-        if self.config.exact_steps:
+        self._end_decode(B, S, k)
+
+    def _end_decode(self, B: int, S: int, k: int) -> None:
+        """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
+        if self._exact:
             dt, de = self._exact_step([])
             peak = _power(de, dt)
         else:
-            dt, de, peak = self._span_cost(B, S, k)
-        if self.config.record_features:
+            dt, de, peak = self.costs.decode(B, S, k)
+        if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
-        done = e.run_span(k)
-        self._log(dt, de, k, peak, B, B * k)
-        self._emit([], done)
-
-    def _span_cost(self, B: int, S: int, k: int) -> tuple[float, float, float]:
-        """Time (s), energy (J) and peak step power (W) of k decode steps."""
-        c = self.costs
-        ce = c.energy_j
-        last = S + (k - 1) * B  # step power is monotone in k: the peak is at an end
-        p_first = _power(span(ce, B, S, 1), c.span_s(B, S, 1))
-        p_last = _power(span(ce, B, last, 1), c.span_s(B, last, 1))
-        return c.span_s(B, S, k), span(ce, B, S, k), max(p_first, p_last)
-
-    def _log(self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int) -> None:
         e = self.engine
-        self.ledger.advance(dt, de, steps, peak_w, running, tokens, e.used / self.kv.capacity_units)
-        if self.config.exact_steps:
-            assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
+        done = e.run_span(k)
+        self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap)
+        if self._exact:
+            self._check_kv()
+        if done:
+            self._emit([], done)
+
+    def _check_kv(self) -> None:
+        e = self.engine
+        assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
 
     def _emit(self, first: list[int], done: list[int]) -> None:
         """Stamp first tokens and completions with the clock; tell the fleet."""

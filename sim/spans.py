@@ -14,7 +14,7 @@ Pure numpy; nothing here knows about SimPy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -169,30 +169,32 @@ class PeakSweep:
 
 
 class StreamedSpans:
-    """Every server's spans, taken from its ledger as the run goes: timelines, totals, fleet peak."""
+    """Every server's spans, handed over from its ledger as the run goes: timelines, totals, and
+    the fleet peak up to what is settled: before `settled()` (s), no server will start a span,
+    and before every ledger's first span not yet taken."""
 
-    def __init__(self, ledgers: Sequence[Ledger], idle_power_w: Sequence[float]) -> None:
+    def __init__(self, ledgers: Sequence[Ledger], idle_power_w: Sequence[float], settled: Callable[[], float]) -> None:
         self.ledgers = list(ledgers)
+        self.settled = settled
         self.timelines = [Timeline() for _ in self.ledgers]
         self.busy_s = [0.0] * len(self.ledgers)
         self.energy_j = [0.0] * len(self.ledgers)
         self.sweep = PeakSweep(idle_power_w)
 
-    def drain(self, horizon_s: float) -> None:
-        """Take every ledger's new spans; settle the peak before `horizon_s` (no server logs a
-        span starting earlier)."""
-        for i, ledger in enumerate(self.ledgers):
-            c = ledger.take()
-            if c.start_s.size:
-                self.timelines[i].add(c)
-                self.busy_s[i] += float(np.sum(c.span_s))
-                self.energy_j[i] += float(np.sum(c.energy_j))
-                self.sweep.add(i, c.start_s, c.span_s, c.peak_w)
-        self.sweep.drain(horizon_s)
+    def take(self, i: int) -> None:
+        """Take server i's new spans; sum the fleet's power up to what is settled."""
+        c = self.ledgers[i].take()
+        if c.start_s.size:
+            self.timelines[i].add(c)
+            self.busy_s[i] += float(np.sum(c.span_s))
+            self.energy_j[i] += float(np.sum(c.energy_j))
+            self.sweep.add(i, c.start_s, c.span_s, c.peak_w)
+        self.sweep.drain(min(self.settled(), *(ledger.first_pending_s for ledger in self.ledgers)))
 
     def finish(self, stats: Sequence[ServerStats]) -> tuple[tuple[ServerStats, ...], float]:
         """The servers' stats with binned spans and the totals; the fleet's peak power (W)."""
-        self.drain(math.inf)
+        for i in range(len(self.ledgers)):
+            self.take(i)
         out = []
         for i, s in enumerate(stats):
             t = self.timelines[i]

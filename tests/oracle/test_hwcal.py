@@ -66,3 +66,23 @@ def test_batch_is_the_largest_lever_until_the_kv_cache_binds(h100):
     # in the measurements (0.0713 J against 0.0702 J at 512) as in the fit
     j768 = rows[rows.batch_cap == 768].pred_energy_per_token_j.item()
     assert j768 >= 0.99 * up_to_512[-1]
+
+
+def test_the_energy_basis_is_the_one_that_predicts_a_left_out_model_best(h100):
+    by_basis = h100.held_out_energy_by_basis
+    assert by_basis is not None and set(by_basis.columns) == set(hwcal.ENERGY_BASES)
+    assert h100.energy_basis == by_basis.mean().idxmin()
+    assert h100.held_out is not None
+    np.testing.assert_allclose(h100.held_out["energy_per_token_err_pct"], by_basis[h100.energy_basis])
+    if "byte" not in hwcal.ENERGY_BASES[h100.energy_basis]:
+        assert h100.constants.energy_per_byte_j == 0.0
+    # each held-out model is predicted within 10 % energy per output token and 6 % time per token
+    assert (h100.held_out["energy_per_token_err_pct"] < 10.0).all(), h100.held_out
+    assert (h100.held_out["time_per_token_err_pct"] < 6.0).all(), h100.held_out
+
+
+def test_an_unknown_energy_basis_is_an_error():
+    df = hwcal.load_mlenergy().query("gpu_model == 'H100'").reset_index(drop=True)
+    df = df.merge(hwcal.load_replay_features(), on=hwcal.KEY)
+    with pytest.raises(ValueError, match="energy_basis must be one of"):
+        hwcal.fit_constants(df, arch.load_gpu("h100"), df[hwcal.X_COLUMNS].to_numpy(), "flop+watts")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUPS = ("trace", "policy", "server", "fleet", "experiment")
+GROUPS = ("trace", "policy", "server", "server/scheduler", "fleet", "experiment")
 
 
 def _sim(cwd: Path, *args: str, path: str = "") -> subprocess.CompletedProcess[str]:

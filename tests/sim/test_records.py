@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sim.records
+import sim.run
 import sim.spans
 import traces
 from sim.config import ServerConfig, SloConfig
@@ -38,6 +39,8 @@ def _same_summary(streamed, memory):
 
 def _check(requests, fleet, policy, tmp_path, monkeypatch):
     monkeypatch.setattr(sim.records, "CHUNK_ROWS", 4096)  # several row groups
+    monkeypatch.setattr(sim.run, "DRAIN_SPANS", 600)  # span logs handed over many times
+    monkeypatch.setattr(sim.run, "HAND_OVER_MIN", 100)
     memory = simulate_fleet(requests, fleet, policy)
     path = tmp_path / "requests.parquet"
     streamed = simulate_fleet(requests, fleet, policy, records_path=path)

@@ -14,6 +14,7 @@ from sim.config import ConfigError, ServerConfig
 CONF = Path(__file__).parents[2] / "conf"
 POLICIES = sorted(p.stem for p in (CONF / "policy").glob("*.yaml"))
 SERVERS = sorted(p.stem for p in (CONF / "server").glob("*.yaml"))
+SCHEDULERS_SHIPPED = sorted(p.stem for p in (CONF / "server" / "scheduler").glob("*.yaml"))
 
 
 def composed(*overrides: str, tmp: str = "/tmp/sim-test") -> dict:
@@ -33,6 +34,27 @@ def test_every_shipped_config_composes_and_validates(policy, server):
     cfg = app_config(composed(f"policy={policy}", f"server={server}"))
     assert cfg.policy == policy and cfg.server.mode == server
     assert cfg.trace.name == "azure_chat" and cfg.oracle == "llama-3.1-8b_h100"
+
+
+def test_every_engine_scheduler_is_a_server_scheduler_option():
+    from sim.engine import SCHEDULERS
+
+    assert set(SCHEDULERS_SHIPPED) == set(SCHEDULERS)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("scheduler", SCHEDULERS_SHIPPED)
+def test_the_scheduler_group_sets_the_engine_and_its_defaults_on_either_server(server, scheduler):
+    cfg = app_config(composed(f"server={server}", f"server/scheduler={scheduler}")).server
+    assert cfg.scheduler == scheduler and cfg.mode == server
+    assert (cfg.block_size, cfg.chunked_prefill) == ((16, True) if scheduler == "vllm" else (32, False))
+
+
+def test_the_default_engine_is_the_one_the_oracles_are_calibrated_on():
+    cfg = app_config(composed()).server
+    assert (cfg.scheduler, cfg.block_size, cfg.chunked_prefill) == ("vllm", 16, True)
+    static = app_config(composed("server=static")).server
+    assert static.scheduler == "trtllm_no_evict"
 
 
 @pytest.mark.parametrize("policy", POLICIES)

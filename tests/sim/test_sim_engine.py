@@ -146,6 +146,24 @@ def test_every_scheduler_serves_fleets_policies_and_capacity_searches(llama, sch
     assert capacity.met and capacity.replicas >= 1
 
 
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+def test_without_chunked_prefill_a_preempted_request_must_be_able_to_recompute(scheduler):
+    """A paged engine may preempt a request after n_out − 1 tokens; its re-prefill of 51 + 14 tokens
+    would not fit a 64-token budget and could never run again (found by hypothesis: the replica
+    stalled). Such a request is rejected on arrival, as vLLM requires max_num_batched_tokens ≥
+    max_model_len without chunked prefill; the reserving engine never preempts and serves it."""
+    server = ServerConfig(
+        scheduler=scheduler, block_size=16, max_batch_size=2, max_num_tokens=64, chunked_prefill=False,
+        kv_capacity_tokens=150,
+    )  # fmt: skip
+    r = simulate(trace([(0.765625, 51, 15), (0.875, 60, 6), (1.0, 40, 10)]), toy_oracle(), server).requests
+    if scheduler == "trtllm_no_evict":
+        assert r["completed"].all()
+    else:
+        assert r["completed"].tolist() == [False, False, True]
+        assert r["reject_reason"].iloc[0].startswith("prompt (or its recomputation after a preemption)")
+
+
 def test_unservable_requests_are_warned_about_and_counted(llama):
     from sim.config import SloConfig
     from sim.metrics import run_summary
@@ -157,7 +175,7 @@ def test_unservable_requests_are_warned_about_and_counted(llama):
         result = simulate(trace(rows), llama, server)
     (message,) = [str(w.message) for w in caught if w.category is RejectedRequestsWarning]
     assert "1 longer than the KV cache holds" in message
-    assert "1 prompt over server.max_num_tokens without chunked prefill" in message
+    assert "1 prompt (or its recomputation after a preemption) over server.max_num_tokens" in message
     summary = run_summary(result, SloConfig())
     assert (summary.rejected, summary.rejected_kv_cache, summary.rejected_token_budget) == (2, 1, 1)
     assert result.requests["completed"].tolist() == [False, True, False, True]

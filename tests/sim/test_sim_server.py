@@ -174,3 +174,40 @@ def test_a_step_over_the_power_limit_is_throttled_to_it(llama, exact):
     assert server.peak_power_w <= llama.power_limit_w * (1 + 1e-12)
     assert server.span_energy_j.sum() == pytest.approx(free.span_energy_j.sum(), rel=1e-12)
     assert server.busy_s > free.busy_s
+
+
+def _served(alone: bool, scheduler: str, kv_tokens: int) -> tuple[JobTable, object]:
+    """A seeded Poisson stream on one llama-like server, fed with or without `alone`."""
+    rng = np.random.default_rng(7)
+    n = 400
+    times = np.cumsum(rng.exponential(0.05, n))
+    jobs = JobTable(rng.integers(1, 600, n), rng.integers(1, 300, n))
+    costs = StepCosts(
+        StepCoef(0.007, 4e-5, 5e-8, 2e-5, 2e-5, 7e-10), StepCoef(3.0, 0.03, 2e-5, 0.01, 0.02, 8e-7), 75.0, 700.0
+    )
+    env = simpy.Environment()
+    server = Server(env, costs, ServerConfig(scheduler=scheduler, block_size=16), jobs, flat_kv(kv_tokens, 16))
+    server.feed(times, np.arange(n), alone=alone)
+    env.run()
+    return jobs, server.stats()
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
+def test_a_server_fed_alone_replays_the_same_events_without_simpy(scheduler):
+    """The plain replay loop gives the event-by-event SimPy process's results bit for bit,
+    preemptions included (a small cache)."""
+    (a, sa), (b, sb) = _served(True, scheduler, 6000), _served(False, scheduler, 6000)
+    for name in ("arrival_s", "admit_s", "first_s", "finish_s", "share", "chunks", "status", "preemptions", "server"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert (a.status == DONE).all() and (scheduler == "trtllm_no_evict" or a.preemptions.sum() > 0)
+    assert np.array_equal(sa.span_start_s, sb.span_start_s) and np.array_equal(sa.span_energy_j, sb.span_energy_j)
+    assert np.array_equal(sa.span_peak_w, sb.span_peak_w) and sa.steps == sb.steps
+
+
+def test_a_server_fed_alone_refuses_submits():
+    jobs = JobTable([5, 5], [3, 3])
+    costs = StepCosts(StepCoef(1.0, 0, 0, 0, 0, 0), StepCoef(1.0, 0, 0, 0, 0, 0), 0.0)
+    server = Server(simpy.Environment(), costs, ServerConfig(), jobs, flat_kv(100))
+    server.feed([0.0], [0], alone=True)
+    with pytest.raises(RuntimeError, match="alone"):
+        server.submit(1, 0.0)
