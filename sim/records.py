@@ -80,7 +80,8 @@ class Requests:
         writer = None
         try:
             for start in range(0, max(n, 1), chunk_rows):
-                table = pa.Table.from_pandas(self.records(start, min(start + chunk_rows, n)), preserve_index=False)
+                frame = self.records(start, min(start + chunk_rows, n))
+                table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
                 writer = writer or pq.ParquetWriter(path, table.schema)
                 writer.write_table(table)
         finally:
@@ -100,8 +101,19 @@ class RecordsFile:
         return self.rows
 
     def __getitem__(self, column: str) -> pd.Series:
-        """One column, read from the file."""
-        return pq.read_table(self.path, columns=[column]).column(0).to_pandas()
+        """One column, read from the file a row group at a time into one array (one thread: Arrow's
+        allocator keeps what each reading thread frees)."""
+        f = pq.ParquetFile(self.path)
+        kind = f.schema_arrow.field(column).type
+        if pa.types.is_dictionary(kind):  # reject_reason: 1-byte codes
+            return pq.read_table(self.path, columns=[column], use_threads=False).column(0).to_pandas()
+        out = np.empty(self.rows, dtype=kind.to_pandas_dtype())
+        at = 0
+        for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=[column], use_threads=False):
+            values = batch.column(0).to_numpy(zero_copy_only=False)
+            out[at : at + values.size] = values
+            at += values.size
+        return pd.Series(out, name=column, copy=False)
 
     def frame(self) -> pd.DataFrame:
         """All records, read from the file."""

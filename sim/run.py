@@ -115,7 +115,7 @@ def simulate_fleet(
         records: pd.DataFrame | RecordsFile = made.records()
     else:
         records = made.write(records_path)
-        del made, jobs, servers, env, finish  # the job table, the largest thing left, is held in
+        del made, jobs, servers, env, finish, streamed  # the job table, the largest thing left, is held in
         gc.collect()  # reference cycles of the SimPy processes: free it before anything reads the file
     return SimResult(policy.name, records, stats, makespan, wall, peak)
 
