@@ -27,7 +27,7 @@ from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset
 from sim.kv import replica_kv
 from sim.metrics import fleet_summary, run_summary, saving_pct
-from sim.output import check_output, claim_output, write_outputs, write_plots
+from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs, write_plots
 from sim.planning import PlanningConfig, planning_figures
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
@@ -208,11 +208,12 @@ def execute(
         log.info("capacity: %d replicas of pool %r (%d GPUs), target met: %s", capacity.replicas,
                  capacity.pool, capacity.gpus, capacity.met)  # fmt: skip
     if result is None:
-        result = _simulate(prepared, fleet, prepared.policy)
+        result = _simulate(prepared, fleet, prepared.policy, out / RECORDS_FILES[0])
     runs, source = [result], ""
     if cfg.compare_baseline and prepared.policy.name != "none":
         key = baseline_key(cfg.raw, tuple(p.replicas for p in fleet.pools))
-        base, source = cached_baseline(context.sweep_dir, key, lambda: _simulate(prepared, fleet, Policy()))
+        path = out / RECORDS_FILES[1]
+        base, source = cached_baseline(context.sweep_dir, key, lambda: _simulate(prepared, fleet, Policy(), path))
         runs.append(base)
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
@@ -274,10 +275,13 @@ def _fleet_label(fleet: Fleet) -> str:
     return "one GPU" if fleet.replicas == 1 else f"sum of {fleet.replicas} GPUs"
 
 
-def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy) -> SimResult:
+def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy, records: Path) -> SimResult:
+    """One run; in one process it is streamed: its records go to `records` as it ends."""
     cfg = prepared.config
     if cfg.execution.mode == "single":
-        return simulate_fleet(prepared.requests, fleet, policy, progress=cfg.progress)
+        features = any(p.server.record_features for p in fleet.pools)
+        path = None if features else records  # the feature log needs whole spans: kept in memory
+        return simulate_fleet(prepared.requests, fleet, policy, progress=cfg.progress, records_path=path)
     return cfg.execution.simulate(prepared.requests, fleet, policy)
 
 

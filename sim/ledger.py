@@ -8,7 +8,9 @@ windows.
 
 from __future__ import annotations
 
+import math
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,8 @@ RECENT = 0.95  # weight of the past in the moving average of step time, per step
 
 @dataclass(frozen=True)
 class ServerStats:
-    """A server's activity: busy time (s), step energy (J), and its spans (one row per event)."""
+    """A server's activity: busy time (s), step energy (J), and its spans (one row per event, or
+    per time bin in a streamed run: `span_bin_s`)."""
 
     name: str
     pool: str
@@ -38,6 +41,21 @@ class ServerStats:
     span_kv_used: np.ndarray  # share of the KV cache held at the end of the span
     preemptions: int = 0
     span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
+    span_bin_s: float = 0.0  # 0: one row per span; > 0: spans aggregated into time bins this wide (s)
+
+
+@dataclass(frozen=True)
+class SpanChunk:
+    """Consecutive spans of one server (the `ServerStats` span columns, without the prefix)."""
+
+    start_s: np.ndarray
+    span_s: np.ndarray
+    energy_j: np.ndarray
+    peak_w: np.ndarray
+    steps: np.ndarray
+    running: np.ndarray
+    tokens: np.ndarray
+    kv_used: np.ndarray
 
 
 def compensated_add(total: float, compensation: float, x: float) -> tuple[float, float]:
@@ -58,11 +76,17 @@ class Ledger:
         self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share
         self._i = array("q")  # per span: steps, sequences per step, tokens emitted
         self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
+        self._full, self._on_full = 1 << 62, _nothing  # `hand_over`: len(self._i) that calls _on_full
 
     @property
     def now(self) -> float:
         """The clock (s)."""
         return self.t + self.tc
+
+    @property
+    def pending(self) -> int:
+        """Spans logged since the last `take`."""
+        return len(self._i) // 3
 
     def jump(self, t_s: float) -> None:
         """Move an idle clock forward to t_s (s)."""
@@ -88,6 +112,24 @@ class Ledger:
         self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
         if peak_w > self.peak_w:
             self.peak_w = peak_w
+        if len(self._i) >= self._full:
+            self._on_full()
+
+    def take(self) -> SpanChunk:
+        """The spans logged since the last `take`, handed over and forgotten (streamed runs)."""
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5).T.copy()
+        i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3).T.copy()
+        self._f, self._i = array("d"), array("q")
+        return SpanChunk(f[0], f[1], f[2], f[3], i[0], i[1], i[2], f[4])
+
+    @property
+    def first_pending_s(self) -> float:
+        """Start (s) of the first span not yet taken (inf: none)."""
+        return self._f[0] if self._f else math.inf
+
+    def hand_over(self, every_spans: int, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `every_spans` spans are logged and not taken (streamed runs)."""
+        self._full, self._on_full = 3 * every_spans, callback
 
     def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
         """Totals and span log so far."""
@@ -114,3 +156,7 @@ class Ledger:
             preemptions,
             np.frombuffer(self._x, dtype=float).reshape(-1, 6).copy() if len(self._x) else None,
         )
+
+
+def _nothing() -> None:
+    pass

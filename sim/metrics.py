@@ -17,6 +17,7 @@ import pandas as pd
 from sim.config import SloConfig
 from sim.fleet import Fleet
 from sim.jobs import REJECT_KV, REJECT_REASONS, REJECT_SUMMARY, REJECT_TOKEN_BUDGET
+from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.server import ServerStats
 from sim.summary import Latency, RunSummary
@@ -29,8 +30,9 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
     v = values[np.isfinite(values)]
     if not v.size:
         return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "mean": math.nan}
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(v.mean())}
+    mean = float(v.mean())
+    p50, p90, p99 = np.percentile(v, [50, 90, 99], overwrite_input=True)  # v is a copy: partitioned in place
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean}
 
 
 def idle_energy_j(result: SimResult, horizon_s: float | None = None) -> float:
@@ -51,6 +53,12 @@ def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
     power (a conservative bound: power varies little within a span). A sweep over span starts and
     ends sums the servers; an end is applied before a start at the same time.
     """
+    binned = [s.name for s in servers if s.span_bin_s > 0]
+    if binned:
+        raise ValueError(
+            f"server(s) {binned} keep their spans in time bins (a streamed run): their fleet peak is "
+            "SimResult.peak_power_w, computed as the run went"
+        )
     base = float(sum(s.idle_power_w for s in servers))
     busy = [s for s in servers if s.span_s.size]
     if not busy:
@@ -65,7 +73,7 @@ def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
     return base + max(float(np.max(np.cumsum(delta[order]))), 0.0)
 
 
-def slo_attainment(records: pd.DataFrame, slo: SloConfig) -> float:
+def slo_attainment(records: pd.DataFrame | RecordsFile, slo: SloConfig) -> float:
     """Share of all requests (rejected ones fail) with TTFT ≤ slo.ttft_s and TPOT ≤ slo.tpot_s."""
     if not len(records):
         return math.nan
@@ -82,8 +90,9 @@ def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None)
 
 def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = None) -> RunSummary:
     """Energy (J), power (W), latency (s), SLO attainment, quality cost and speed of one run."""
-    r = result.requests
+    r = result.records  # read a column at a time: a streamed run's records stay on disk
     done = r["completed"].to_numpy()
+    reasons = r["reject_reason"]
     active = float(sum(s.active_energy_j for s in result.servers))
     idle = idle_energy_j(result, horizon_s)
     energy = active + idle
@@ -99,9 +108,9 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         requests=len(r),
         completed=n_done,
         rejected=len(r) - n_done,
-        rejected_kv_cache=int((r["reject_reason"] == REJECT_REASONS[REJECT_KV]).sum()),
-        rejected_token_budget=int((r["reject_reason"] == REJECT_REASONS[REJECT_TOKEN_BUDGET]).sum()),
-        rejected_summary=int((r["reject_reason"] == REJECT_REASONS[REJECT_SUMMARY]).sum()),
+        rejected_kv_cache=int((reasons == REJECT_REASONS[REJECT_KV]).sum()),
+        rejected_token_budget=int((reasons == REJECT_REASONS[REJECT_TOKEN_BUDGET]).sum()),
+        rejected_summary=int((reasons == REJECT_REASONS[REJECT_SUMMARY]).sum()),
         preemptions=int(r["preemptions"].sum()),
         recomputed_tokens=int(r["recomputed_tokens"].sum()),
         input_tokens=in_tokens,
@@ -113,7 +122,7 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         energy_per_output_token_j=energy / out_tokens if out_tokens else math.nan,
         output_tokens_per_j=out_tokens / energy if energy else math.nan,
         avg_power_w=energy / horizon if horizon else math.nan,
-        peak_power_w=fleet_peak_power_w(result.servers),
+        peak_power_w=fleet_peak_power_w(result.servers) if result.peak_power_w is None else result.peak_power_w,
         makespan_s=result.makespan_s,
         ttft_s=lat["ttft_s"],
         tpot_s=lat["tpot_s"],
@@ -134,7 +143,7 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
     utilisation. A summarizer on its own GPU appears as a pool named 'summarizer'.
     """
     horizon = max(result.makespan_s, horizon_s or 0.0)
-    r = result.requests
+    r = result.records
     served = np.bincount(r["server"].to_numpy()[r["completed"].to_numpy()], minlength=len(result.servers))
     oracles = {p.name: p.oracle.name for p in fleet.pools}
     pools: dict[str, dict[str, Any]] = {}

@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from sim.config import ConfigError, SloConfig
 from sim.plots import plot_batch, plot_capacity, plot_cdfs, plot_energy, plot_power
+from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary
 from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
+RECORDS_FILES = ("requests.parquet", "requests_baseline.parquet")  # the run's, the baseline's
 
 
 def check_output(folder: Path) -> None:
@@ -75,15 +80,27 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     write_json(out / SUMMARY_FILE, data)
     (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
     names = [SUMMARY_FILE, PARAMS_FILE]
-    for run, name in zip(runs, ("requests.parquet", "requests_baseline.parquet"), strict=False):
-        run.requests.to_parquet(out / name, index=False)
+    for run, name in zip(runs, RECORDS_FILES, strict=False):
+        write_records(run, out / name)
         names.append(name)
     return names
+
+
+def write_records(run: SimResult, path: Path) -> None:
+    """The run's per-request records at `path`: already there for a run streamed to it, copied
+    from the file a streamed run wrote elsewhere (a baseline cached in a sweep), else written."""
+    records = run.records
+    if isinstance(records, RecordsFile):
+        if records.path.resolve() != path.resolve():
+            shutil.copyfile(records.path, path)
+    else:
+        records.to_parquet(path, index=False)
 
 
 def write_plots(out: Path, summary: Summary, runs: list[SimResult], slo: SloConfig, gpus: str) -> list[str]:
     """Write the plots into the run's folder; the names written."""
     horizon = max(r.makespan_s for r in runs)
+    runs = [_plotted_columns(r) for r in runs]
     paths = [
         plot_power(runs, out / "power.png", horizon, gpus),
         plot_energy(runs, out / "energy_per_request.png"),
@@ -93,3 +110,13 @@ def write_plots(out: Path, summary: Summary, runs: list[SimResult], slo: SloConf
     if summary.capacity is not None:
         paths.append(plot_capacity(summary.capacity, slo, out / "capacity.png"))
     return [p.name for p in paths]
+
+
+PLOTTED = ["completed", "ttft_s", "tpot_s", "e2e_s", "energy_j"]  # the per-request columns the plots read
+
+
+def _plotted_columns(run: SimResult) -> SimResult:
+    """A streamed run with only the records' plotted columns read back (in memory, not all ~25)."""
+    if isinstance(run.records, RecordsFile):
+        return replace(run, records=pd.read_parquet(run.records.path, columns=PLOTTED))
+    return run

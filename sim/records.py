@@ -1,97 +1,169 @@
 """Per-request records: the job table folded back onto the user's requests.
 
 A user's request is its main job plus, if a policy summarised its prompt, the summarization job.
-Latencies run from the user's arrival; energies (J) add both jobs' charges.
+Latencies run from the user's arrival; energies (J) add both jobs' charges. Records are computed a
+range of rows at a time: in memory for a small run, or written to Parquet one row group at a time
+(`Requests.write`) and read back a column at a time (`RecordsFile`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sim.costs import StepCosts, recompute_cost, request_energy_j
 from sim.jobs import DONE, REJECT_REASONS, JobTable
 
 
-def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool) -> np.ndarray:
-    """Energy (J) charged to every job (0 for jobs not served).
+def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: np.ndarray | None = None) -> np.ndarray:
+    """Energy (J) charged to jobs `ids` (default: all; 0 for jobs not served).
 
     Fast mode: own sequence costs plus share × the step constant of the job's server, plus what
     preemptions added (recomputed prefills less the decode steps they replaced). Exact mode: what
     the engine accumulated step by step.
     """
+    ids = np.arange(len(jobs)) if ids is None else ids
+    done = jobs.status[ids] == DONE
     if exact:
-        return np.where(jobs.status == DONE, jobs.energy_j, 0.0)
-    n_in, n_out = jobs.lengths()
-    out = np.zeros(len(jobs))
+        return np.where(done, jobs.energy_j.dense(ids), 0.0)
+    n_in, n_out = jobs.lengths_of(ids)
+    server, chunks, share = jobs.server[ids], jobs.chunks[ids], jobs.share[ids]
+    preempted = jobs.preemptions.dense(ids, np.int32) > 0
+    out = np.zeros(ids.size)
     for index, c in enumerate(costs):
-        m = (jobs.server == index) & (jobs.status == DONE)
-        out[m] = request_energy_j(c.energy_j, n_in[m], n_out[m], jobs.chunks[m], jobs.share[m])
-        extra = m & (jobs.preemptions > 0)
+        m = (server == index) & done
+        out[m] = request_energy_j(c.energy_j, n_in[m], n_out[m], chunks[m], share[m])
+        extra = m & preempted
         if extra.any():
+            e = ids[extra]
             out[extra] += recompute_cost(
                 c.energy_j,
-                jobs.extra_prefill_tokens[extra],
-                jobs.extra_prefill_pairs[extra],
-                jobs.recomputed_steps[extra],
-                jobs.recomputed_ctx[extra],
+                jobs.extra_prefill_tokens.dense(e, np.int64),
+                jobs.extra_prefill_pairs.dense(e),
+                jobs.recomputed_steps.dense(e, np.int32),
+                jobs.recomputed_ctx.dense(e, np.int64),
             )
     return out
 
 
 _REASONS = [REJECT_REASONS[k] for k in sorted(REJECT_REASONS)]
+CHUNK_ROWS = 1 << 16  # rows per Parquet row group of a streamed run (~25 MB of records at a time)
 
 
-def request_records(
-    jobs: JobTable,
-    arrival_s: np.ndarray,
-    n_in: np.ndarray,
-    n_out: np.ndarray,
-    parents: np.ndarray,
-    costs: Sequence[StepCosts],
-    exact: bool,
-) -> pd.DataFrame:
-    """One row per user request (trace order): lengths asked and served, times (s), energy (J)."""
-    n = arrival_s.size
-    energy = job_energy_j(jobs, costs, exact)
-    served_in, served_out = (a[:n] for a in jobs.lengths())
-    summary_energy = np.zeros(n)
-    summary_energy[parents] = energy[n + np.arange(parents.size)]
-    summary_tokens = np.zeros(n, dtype=np.int64)
-    summary_tokens[parents] = jobs.n_out[n:]
-    done = jobs.status[:n] == DONE
-    first, finish = jobs.first_s[:n], jobs.finish_s[:n]
-    start = jobs.admit_s[:n].copy()
-    start[parents] = jobs.admit_s[n:]
+@dataclass(frozen=True)
+class Requests:
+    """What the records are computed from: the trace's arrivals (s) and lengths asked (tokens),
+    the user requests whose prompts were summarised (`parents`, sorted), the served job table,
+    each server's step costs and whether the engine charged steps exactly."""
+
+    arrival_s: np.ndarray
+    n_in: np.ndarray
+    n_out: np.ndarray
+    parents: np.ndarray
+    jobs: JobTable
+    costs: Sequence[StepCosts]
+    exact: bool
+
+    def records(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows start…stop−1 (user requests, trace order)."""
+        return _records(self, start, self.arrival_s.size if stop is None else stop)
+
+    def write(self, path: Path, chunk_rows: int | None = None) -> RecordsFile:
+        """All records into a Parquet file, one row group of `chunk_rows` (default `CHUNK_ROWS`) at a time."""
+        n, chunk_rows = self.arrival_s.size, chunk_rows or CHUNK_ROWS
+        writer = None
+        try:
+            for start in range(0, max(n, 1), chunk_rows):
+                frame = self.records(start, min(start + chunk_rows, n))
+                table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        return RecordsFile(path, n)
+
+
+@dataclass(frozen=True)
+class RecordsFile:
+    """Per-request records written to Parquet: columns are read from the file when asked for."""
+
+    path: Path
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, column: str) -> pd.Series:
+        """One column, read from the file a row group at a time into one array (one thread: Arrow's
+        allocator keeps what each reading thread frees)."""
+        f = pq.ParquetFile(self.path)
+        kind = f.schema_arrow.field(column).type
+        if pa.types.is_dictionary(kind):  # reject_reason: 1-byte codes
+            return pq.read_table(self.path, columns=[column], use_threads=False).column(0).to_pandas()
+        out = np.empty(self.rows, dtype=kind.to_pandas_dtype())
+        at = 0
+        for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=[column], use_threads=False):
+            values = batch.column(0).to_numpy(zero_copy_only=False)
+            out[at : at + values.size] = values
+            at += values.size
+        return pd.Series(out, name=column, copy=False)
+
+    def frame(self) -> pd.DataFrame:
+        """All records, read from the file."""
+        return pd.read_parquet(self.path)
+
+
+def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
+    n, rows = r.arrival_s.size, slice(start, stop)
+    jobs = r.jobs
+    lo, hi = np.searchsorted(r.parents, [start, stop])
+    parents = r.parents[lo:hi] - start
+    summaries = n + np.arange(lo, hi)
+    ids = np.arange(start, stop)
+    energy = job_energy_j(jobs, r.costs, r.exact, np.concatenate([ids, summaries]))
+    served_in, served_out = jobs.lengths_of(rows)
+    summary_energy = np.zeros(ids.size)
+    summary_energy[parents] = energy[ids.size :]
+    summary_tokens = np.zeros(ids.size, dtype=np.int64)
+    summary_tokens[parents] = jobs.lengths_of(summaries)[1]
+    arrival_s, n_in, n_out = r.arrival_s[rows], r.n_in[rows].astype(np.int64), r.n_out[rows].astype(np.int64)
+    first, finish = jobs.first_s[rows], jobs.finish_s[rows]
+    start_s = jobs.admit_s[rows].copy()
+    start_s[parents] = jobs.admit_s[summaries]
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(served_out > 1, (finish - first) / (served_out - 1), np.nan)
     frame = pd.DataFrame(
         {
-            "request_id": np.arange(n),
+            "request_id": ids,
             "arrival_s": arrival_s,
             "n_in": n_in,
             "n_out": n_out,
             "n_in_served": served_in,
             "n_out_served": served_out,
             "summary_tokens": summary_tokens,
-            "completed": done,
-            "server": jobs.server[:n].astype(np.int32),
-            "start_s": start,
+            "completed": jobs.status[rows] == DONE,
+            "server": jobs.server[rows].astype(np.int32),
+            "start_s": start_s,
             "first_token_s": first,
             "finish_s": finish,
-            "wait_s": start - arrival_s,
+            "wait_s": start_s - arrival_s,
             "ttft_s": first - arrival_s,
             "tpot_s": tpot,
             "e2e_s": finish - arrival_s,
-            "energy_j": energy[:n] + summary_energy,
+            "energy_j": energy[: ids.size] + summary_energy,
             "summary_energy_j": summary_energy,
             "input_tokens_dropped": n_in - served_in,
             "output_tokens_cut": n_out - served_out,
-            "preemptions": jobs.preemptions[:n],
-            "recomputed_tokens": jobs.extra_prefill_tokens[:n],
-            "reject_reason": pd.Categorical.from_codes(jobs.reason[:n], categories=_REASONS),
+            "preemptions": jobs.preemptions.dense(ids, np.int32),
+            "recomputed_tokens": jobs.extra_prefill_tokens.dense(ids, np.int64),
+            "reject_reason": pd.Categorical.from_codes(jobs.reason[rows], categories=_REASONS),
         }
     )
     frame["shaped"] = (frame["input_tokens_dropped"] > 0) | (frame["output_tokens_cut"] > 0)

@@ -10,10 +10,13 @@ the user's request (now on the summary) is routed to a replica.
 
 from __future__ import annotations
 
+import functools
+import gc
 import time
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,23 +27,32 @@ from oracle.model import Oracle, warn_outside_range
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
-from sim.jobs import REJECT_SUMMARY, REJECTED, JobTable
+from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
 from sim.kv import replica_kv
-from sim.policies.base import Policy, Request, unshaped
-from sim.records import request_records
+from sim.policies.base import Policy, Request, Shaping, unshaped
+from sim.records import RecordsFile, Requests
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
+from sim.spans import StreamedSpans
 
 
 @dataclass(frozen=True)
 class SimResult:
-    """One simulation: per-request records, per-server activity, simulated and wall time (s)."""
+    """One simulation: per-request records (in memory, or a Parquet file for a streamed run),
+    per-server activity, simulated and wall time (s), and, for a streamed run, the fleet's peak
+    power (W) computed as it went (its span logs are binned)."""
 
     policy: str
-    requests: pd.DataFrame
+    records: pd.DataFrame | RecordsFile
     servers: tuple[ServerStats, ...]
     makespan_s: float
     wall_s: float
+    peak_power_w: float | None = None
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """The per-request records as a DataFrame (read from the file for a streamed run)."""
+        return self.records if isinstance(self.records, pd.DataFrame) else self.records.frame()
 
 
 def simulate(
@@ -50,9 +62,10 @@ def simulate(
     policy: Policy | None = None,
     *,
     progress: bool = False,
+    records_path: Path | None = None,
 ) -> SimResult:
     """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server."""
-    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress)
+    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress, records_path=records_path)
 
 
 def simulate_fleet(
@@ -61,8 +74,15 @@ def simulate_fleet(
     policy: Policy | None = None,
     *,
     progress: bool = False,
+    records_path: Path | None = None,
 ) -> SimResult:
-    """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router."""
+    """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router.
+
+    With `records_path` the run is streamed, its peak memory growing by under 100 bytes per
+    request (the job table's ~52 bytes a job, bounded buffers): the records go to that Parquet
+    file in row groups and the span logs into time bins (`sim.spans`), with the fleet's peak
+    power computed exactly as the run goes.
+    """
     policy = policy or Policy()
     arrival, n_in, n_out = _arrays(requests)
     shaping = unshaped(n_in, n_out) if policy.dynamic else policy.shape(n_in, n_out)
@@ -71,26 +91,64 @@ def simulate_fleet(
         raise ValueError(f"policy {policy.name!r} asks for summaries but has no summarizer")
     for oracle in {id(p.oracle): p.oracle for p in fleet.pools}.values():  # one warning per run and oracle
         warn_outside_range(oracle, shaping.n_in, shaping.n_out, what="this run")
-    jobs = JobTable(
-        np.concatenate([shaping.n_in, n_in[parents]]),
-        np.concatenate([shaping.n_out, shaping.summary_tokens[parents]]),
-    )
+    jobs = _job_table(shaping, n_in, parents)
+    del shaping  # the job table holds the served lengths
+    if records_path is not None and any(p.server.record_features for p in fleet.pools):
+        raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
-    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
+    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy, records_path is not None)
     bar = _progress(env, float(arrival[-1]) if arrival.size else 0.0, progress)
+    streamed = None if records_path is None else _stream_spans(env, servers)
     env.run()
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    stats = tuple(s.stats() for s in servers)
-    costs = [s.costs for s in servers]
-    records = request_records(jobs, arrival, n_in, n_out, parents, costs, fleet.exact_steps)
-    warn_rejected(records)
-    finish = records["finish_s"].to_numpy()
+    stats, peak = tuple(s.stats() for s in servers), None
+    if streamed is not None:
+        stats, peak = streamed.finish(stats)
+    finish = jobs.finish_s[: arrival.size]
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
-    return SimResult(policy.name, records, stats, makespan, wall)
+    _warn_rejected(jobs.reason[: arrival.size])
+    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
+    if records_path is None:
+        records: pd.DataFrame | RecordsFile = made.records()
+    else:
+        records = made.write(records_path)
+        del made, jobs, servers, env, finish, streamed  # the job table, the largest thing left, is held in
+        gc.collect()  # reference cycles of the SimPy processes: free it before anything reads the file
+    return SimResult(policy.name, records, stats, makespan, wall, peak)
+
+
+def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTable:
+    """The jobs: the user's requests as shaped (trace order), then the summarization requests of
+    the user requests `parents` (on their original prompts)."""
+    if not parents.size:
+        return JobTable(shaping.n_in, shaping.n_out)
+    return JobTable(
+        np.concatenate([shaping.n_in, n_in[parents]]),
+        np.concatenate([shaping.n_out, shaping.summary_tokens[parents]]),
+    )
+
+
+def _stream_spans(env: simpy.Environment, servers: list[Server]) -> StreamedSpans:
+    """Each server hands its span log over every `DRAIN_SPANS` / servers spans (at least `HAND_OVER_MIN`)."""
+
+    def settled() -> float:
+        # no server logs a span starting before its clock, and an idle one none before it is
+        # woken: now, to rounding (a server fed alone runs ahead of the SimPy clock)
+        return min(s.ledger.now if s.alone or not s.idle else env.now * (1 - 1e-12) for s in servers)
+
+    streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers], settled)
+    every = max(DRAIN_SPANS // len(servers), HAND_OVER_MIN)
+    for i, s in enumerate(servers):
+        s.ledger.hand_over(every, functools.partial(streamed.take, i))
+    return streamed
+
+
+DRAIN_SPANS = 1 << 16  # spans a streamed run's ledgers hold before they hand them over, in all
+HAND_OVER_MIN = 1024  # ... but at least this many per ledger
 
 
 class RejectedRequestsWarning(UserWarning):
@@ -99,17 +157,22 @@ class RejectedRequestsWarning(UserWarning):
 
 def warn_rejected(records: pd.DataFrame) -> None:
     """One warning per run with the count of rejected requests by reason (records keep each one's)."""
-    reasons = records["reject_reason"].astype(str)
-    counts = reasons[reasons != ""].value_counts()
-    if counts.empty:
+    _warn_rejected(records["reject_reason"].cat.codes.to_numpy(), stacklevel=4)
+
+
+def _warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
+    """The warning of `warn_rejected`, from the requests' REJECT_* codes."""
+    counts = np.bincount(reason, minlength=len(REJECT_REASONS))[1:]
+    if not counts.any():
         return
-    parts = "; ".join(f"{n:,} {reason}" for reason, n in counts.items())
+    order = sorted(np.flatnonzero(counts), key=lambda k: -counts[k])
+    parts = "; ".join(f"{counts[k]:,} {REJECT_REASONS[int(k) + 1]}" for k in order)
     warnings.warn(
-        f"{int(counts.sum()):,} of {len(records):,} requests were rejected, never served: {parts} "
+        f"{int(counts.sum()):,} of {reason.size:,} requests were rejected, never served: {parts} "
         "(the records' reject_reason column names each one; a bigger GPU, a larger server.kv_memory_fraction, "
         "server.chunked_prefill=true or a shaping policy serves them)",
         RejectedRequestsWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -117,10 +180,16 @@ def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     missing = {"arrival_s", "n_in", "n_out"} - set(requests.columns)
     if missing:
         raise ValueError(f"requests lack column(s) {sorted(missing)}")
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    arrival = np.ascontiguousarray(requests["arrival_s"].to_numpy(dtype=float))
     if arrival.size and (np.any(np.diff(arrival) < 0) or arrival[0] < 0):
         raise ValueError("requests.arrival_s must be sorted and non-negative")
-    return arrival, requests["n_in"].to_numpy(np.int64), requests["n_out"].to_numpy(np.int64)
+    return arrival, _lengths(requests["n_in"]), _lengths(requests["n_out"])
+
+
+def _lengths(column: pd.Series) -> np.ndarray:
+    """Token counts as a contiguous integer array: the trace's own when it is one (no copy)."""
+    values = column.to_numpy()
+    return np.ascontiguousarray(values if values.dtype.kind in "iu" else column.to_numpy(np.int64))
 
 
 def _wire(
@@ -132,15 +201,24 @@ def _wire(
     parents: np.ndarray,
     fleet: Fleet,
     policy: Policy,
+    streamed: bool = False,
 ) -> list[Server]:
-    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks)."""
+    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks).
+
+    Servers fed all their jobs run alone, ahead of the SimPy clock, except in a streamed run of
+    several: the fleet's peak power is summed as their clocks advance together.
+    """
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
+    alone = not streamed or len(replicas) == 1
     if not policy.dynamic and not parents.size and router.static:
+        if len(replicas) == 1:
+            replicas[0].feed(arrival, range(arrival.size), alone=alone)
+            return replicas
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
-            s.feed(arrival[ids], ids, alone=True)
+            s.feed(arrival[ids], ids, alone=alone)
         return replicas
     servers = list(replicas)
     side = None
@@ -193,7 +271,7 @@ class _Summaries:
         """A prompt too long for the summarizer: its user's request is rejected too."""
         if job >= self.n:
             parent = self.parents[job - self.n]
-            self.jobs.status[parent], self.jobs.arrival_s[parent] = REJECTED, t
+            self.jobs.status[parent] = REJECTED
             self.jobs.reason[parent] = REJECT_SUMMARY
 
 
@@ -216,9 +294,8 @@ class _Dispatcher:
         jobs: JobTable,
     ) -> None:
         self.env, self.policy, self.router, self.summarizer, self.jobs = env, policy, router, summarizer, jobs
-        self.times: list[float] = arrival.tolist()
-        self.n_in: list[int] = n_in.tolist()
-        self.n_out: list[int] = n_out.tolist()
+        # memoryviews read Python numbers in place (no list of objects per request)
+        self.times, self.n_in, self.n_out = arrival.data, n_in.data, n_out.data
         self.summary_of = {p: arrival.size + k for k, p in enumerate(parents.tolist())}
         self.next = 0
         env.timeout(0.0).callbacks.append(self._arrive)

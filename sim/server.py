@@ -57,8 +57,8 @@ class Server:
         self.ledger = Ledger()
         self.on_finish, self.on_reject = on_finish, on_reject
         self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
-        self._ftimes: list[float] = []
-        self._fjobs: list[int] = []
+        self._ftimes: Sequence[float] = ()
+        self._fjobs: Sequence[int] = ()
         self._fi = 0
         self._waiting = self._interrupted = self._idle = self._alone = False
         self._exact, self._record = config.exact_steps, config.record_features
@@ -69,9 +69,23 @@ class Server:
         """Tokens of full-length KV the cache holds."""
         return self.kv.capacity_tokens
 
+    @property
+    def alone(self) -> bool:
+        """Whether it was fed alone (runs ahead of the SimPy clock; see `feed`)."""
+        return self._alone
+
+    @property
+    def idle(self) -> bool:
+        """Whether it waits for work (no step in progress)."""
+        return self._idle
+
     # --- inputs ------------------------------------------------------------------------
     def feed(
-        self, times_s: Sequence[float] | np.ndarray, jobs: Sequence[int] | np.ndarray, *, alone: bool = False
+        self,
+        times_s: Sequence[float] | np.ndarray,
+        jobs: Sequence[int] | np.ndarray | range,
+        *,
+        alone: bool = False,
     ) -> None:
         """Jobs arriving at known times (s, sorted), read as the clock passes them (no events).
 
@@ -79,13 +93,17 @@ class Server:
         environment runs (no `submit`, no callbacks), so it may simulate them ahead of the SimPy
         clock. Call before the environment runs.
         """
-        times, ids = np.asarray(times_s, dtype=float), np.asarray(jobs, dtype=np.int64)
-        if times.shape != ids.shape or np.any(np.diff(times) < 0):
+        times = np.ascontiguousarray(times_s, dtype=float)
+        ids = jobs if isinstance(jobs, range) else np.ascontiguousarray(jobs, dtype=np.int64)
+        if times.shape != (len(ids),) or np.any(np.diff(times) < 0):
             raise ValueError("a feed needs as many sorted arrival times as jobs")
-        self._ftimes, self._fjobs, self._fi = times.tolist(), ids.tolist(), 0
+        # read in place: item reads give Python floats and ints, with no per-job list of objects
+        self._ftimes = times.data
+        self._fjobs = ids if isinstance(ids, range) else ids.data
+        self._fi = 0
         self._alone = alone
         if alone:  # what `_enqueue` writes, for the whole feed at once
-            self.jobs.arrival_s[ids], self.jobs.server[ids] = times, self.index
+            self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it."""
@@ -126,9 +144,7 @@ class Server:
         return self.ledger.stats(self.name, self.pool, self.costs.idle_power_w, self.kv_capacity_tokens, e.preemptions)
 
     def _enqueue(self, job: int, t: float) -> bool:
-        jobs = self.jobs
-        jobs.arrival_s[job] = t
-        jobs.server[job] = self.index
+        self.jobs.server[job] = self.index
         if self.engine.enqueue(job):
             if self.on_change is not None:
                 self.on_change()
@@ -168,7 +184,7 @@ class Server:
         can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, self._end_decode, self._span_steps
         while True:
             now = ledger.t + ledger.tc
-            while fi < n and ft[fi] <= now:  # `_pull`, with arrival_s and server written by `feed`
+            while fi < n and ft[fi] <= now:  # `_pull`, with the server written by `feed`
                 if not enqueue(fj[fi]) and self.on_reject is not None:
                     self.on_reject(fj[fi], ft[fi])
                 fi += 1

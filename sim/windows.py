@@ -185,6 +185,8 @@ def simulate_window(requests: pd.DataFrame, fleet: Fleet, policy: Policy, window
 def clip(stats: ServerStats, start_s: float, end_s: float) -> ServerStats:
     """A server's spans within [start_s, end_s) (s); a span crossing an end keeps the share of its
     time inside, and that share of its energy, steps and tokens (rounded). Totals recomputed."""
+    if stats.span_bin_s > 0:
+        raise ValueError(f"server {stats.name!r} keeps its spans in time bins (a streamed run): they cannot be clipped")
     t0 = stats.span_start_s
     t1 = t0 + stats.span_s
     lo, hi = np.maximum(t0, start_s), np.minimum(t1, end_s)
