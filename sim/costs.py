@@ -93,7 +93,7 @@ class StepCosts:
     def mixed(self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> tuple[float, float]:
         """Time (s, under the power cap) and energy (J) of one step that decodes and prefills
         (`mixed_step` of both coefficient sets, the features summed once)."""
-        tokens = attn = 0
+        tokens = attn = 0  # `prefill_sums` and `_step_value` inlined: once per step (the hot path)
         for _, m, past in prefill:
             tokens += m
             attn += m * past + m * (m + 1) // 2
@@ -184,18 +184,30 @@ def mixed_step(coef: StepCoef, decode_seqs: int, decode_ctx: int, prefill: list[
 
     `prefill` holds (job, chunk tokens, tokens already cached) per prefilling sequence.
     """
-    tokens = 0
-    attn = 0
+    return _step_value(coef, decode_seqs, decode_ctx, len(prefill), *prefill_sums(prefill))
+
+
+def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """(prompt tokens, causal attention pairs) a step's prefill chunks compute; `prefill` holds
+    (job, chunk tokens, tokens already cached) per prefilling sequence."""
+    tokens = attn = 0
     for _, m, past in prefill:
         tokens += m
         attn += m * past + m * (m + 1) // 2
+    return tokens, attn
+
+
+def _step_value(
+    coef: StepCoef, decode_seqs: int, decode_ctx: int, prefill_seqs: int, prefill_tokens: int, prefill_attn: int
+) -> float:
+    """Time (s) or energy (J) of one step with these summed features."""
     return (
         coef.const
         + coef.decode_seqs * decode_seqs
         + coef.decode_ctx * decode_ctx
-        + coef.prefill_seqs * len(prefill)
-        + coef.prefill_tokens * tokens
-        + coef.prefill_attn * attn
+        + coef.prefill_seqs * prefill_seqs
+        + coef.prefill_tokens * prefill_tokens
+        + coef.prefill_attn * prefill_attn
     )
 
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.kv import BlockPhases, KvLayout
-from sim.ledger import compensated_add
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
 
@@ -114,14 +113,12 @@ class Engine:
         # Without chunked prefill a prompt must fit one step's token budget; on a paged engine a
         # preempted request re-prefills its prompt and up to n_out − 1 generated tokens, so that
         # must fit too (vLLM requires max_num_batched_tokens ≥ max_model_len without chunking).
-        longest_prefill = n_in if self.spec.reserve_full else n_in + n_out - 1
-        if not self.chunked and longest_prefill > self.max_tokens:
+        if not self.chunked and (n_in if self.reserve else need - 1) > self.max_tokens:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
             return False
         self.queue.append(j)
         self.pending += need
-        self.queued_need += need
-        self.queued_prompt += n_in
+        self._count_queued(j, 1)
         return True
 
     def _count_queued(self, j: int, sign: int) -> None:
@@ -130,24 +127,16 @@ class Engine:
         self.queued_need += sign * (n_in + n_out)
         self.queued_prompt += sign * n_in
 
-    def target(self, j: int) -> int:
-        """Tokens job j must prefill: its prompt, plus the tokens it generated before a preemption."""
-        return self.jobs.n_in[j] + self.jobs.generated[j]
-
     # --- plain decode spans ------------------------------------------------------------------
     def step_need(self) -> int:
         """KV units the decoders allocate in the next step."""
         return self.phases.weights[-self.N % self._bs]
 
-    def head_admissible(self) -> bool:
-        """Whether the next step would admit the head of the queue."""
-        return self._head_fits(self.cap - self.used - self.step_need())
-
     def can_span(self) -> bool:
         """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
         if not self.B or self.partial is not None:
             return False
-        free = self.cap - self.used - self.phases.weights[-self.N % self._bs]
+        free = self.cap - self.used - self.phases.weights[-self.N % self._bs]  # `step_need`, inlined (per event)
         return free >= 0 and not (self.queue and self._head_fits(free))
 
     def _head_fits(self, free: int) -> bool:
@@ -197,7 +186,7 @@ class Engine:
         self.used += self.phases.over(self.N, steps)
         x = steps / self.B
         total = self.share
-        v = total + x  # compensated_add, inlined (once per span)
+        v = total + x  # `compensated_add`, inlined: once per span (the simulator's hot path)
         self.share_c += (total - v) + x if total >= x else (x - v) + total
         self.share = v
         n = self.N = self.N + steps
@@ -211,7 +200,7 @@ class Engine:
         """Schedule the next step (running first, then the queue); returns its prefill work."""
         budget = self.max_tokens - self.B
         free = self.cap - self.used
-        demand = self.phases.weights[-self.N % self._bs]
+        demand = self.step_need()
         part, m, part_need = self.partial, 0, 0
         if part is not None:
             m = min(part[2] - part[1], budget)
@@ -258,8 +247,7 @@ class Engine:
                 break
             q.popleft()
             order[j] = None
-            self.queued_need -= n_in[j] + n_out[j]
-            self.queued_prompt -= n_in[j]
+            self._count_queued(j, -1)
             budget -= m
             taken += need
             work.append((j, m, 0))
@@ -272,7 +260,7 @@ class Engine:
         """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished)."""
         x = 1.0 / (self.B + len(work))
         total = self.share
-        v = total + x  # compensated_add, inlined (once per step)
+        v = total + x  # `compensated_add`, inlined: once per step (the simulator's hot path)
         self.share_c += (total - v) + x if total >= x else (x - v) + total
         self.share = v
         n = self.N = self.N + 1
@@ -321,9 +309,7 @@ class Engine:
                     heapq.heappush(self._sat, (n + 1 + sat_ctx - ctx, f, j))
         self.decoders[j] = (f, key, weight)
         heapq.heappush(self._heap, (f, j))
-        if weight:
-            self.phases.weights[key] += weight
-            self.phases.total += weight
+        self.phases.add(key, weight)
         self.fsum += f
         self.fmax = f if self.B == 0 or f > self.fmax else self.fmax
         self.B += 1
@@ -361,7 +347,7 @@ class Engine:
             entry = dec.get(j)
             if entry is None or entry[0] != f:
                 continue
-            del dec[j]  # _stop_decoding and _finish, inlined (once per request)
+            del dec[j]  # `_stop_decoding` and `_finish`, inlined: once per request (the hot path)
             _, key, weight = entry
             weights[key] -= weight
             self.phases.total -= weight
@@ -428,9 +414,6 @@ class Engine:
         self._count_queued(j, 1)
 
     # --- bookkeeping -------------------------------------------------------------------------
-    def _add_share(self, x: float) -> None:
-        self.share, self.share_c = compensated_add(self.share, self.share_c, x)
-
     def decoder_contexts(self) -> list[tuple[int, int]]:
         """(job, context of its next decode step) of every decoder (the exact-steps reference)."""
         jobs, n = self.jobs, self.N

@@ -105,7 +105,7 @@ class Ledger:
         t, tc = self.t, self.tc
         self._f.extend((t + tc, dt, de, peak_w, kv_used))
         self._i.extend((steps, running, tokens))
-        v = t + dt  # compensated_add, inlined (once per span)
+        v = t + dt  # `compensated_add`, inlined: once per span (the simulator's hot path)
         self.tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
         self.t = v
         self.steps += steps

@@ -20,6 +20,7 @@ from sim.jobs import REJECT_KV, REJECT_REASONS, REJECT_SUMMARY, REJECT_TOKEN_BUD
 from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.server import ServerStats
+from sim.spans import PeakSweep
 from sim.summary import Latency, RunSummary
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
@@ -59,18 +60,10 @@ def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
             f"server(s) {binned} keep their spans in time bins (a streamed run): their fleet peak is "
             "SimResult.peak_power_w, computed as the run went"
         )
-    base = float(sum(s.idle_power_w for s in servers))
-    busy = [s for s in servers if s.span_s.size]
-    if not busy:
-        return base
-    t0 = np.concatenate([s.span_start_s for s in busy])
-    # a server's spans abut: end each at the next one's start (the two may differ by rounding)
-    t1 = np.concatenate([np.minimum(s.span_start_s + s.span_s, np.append(s.span_start_s[1:], np.inf)) for s in busy])
-    lift = np.concatenate([np.maximum(s.span_peak_w - s.idle_power_w, 0.0) for s in busy])
-    times = np.concatenate([t1, t0])
-    delta = np.concatenate([-lift, lift])
-    order = np.lexsort((np.arange(times.size) >= t1.size, times))  # ends first at equal times
-    return base + max(float(np.max(np.cumsum(delta[order]))), 0.0)
+    sweep = PeakSweep([s.idle_power_w for s in servers])  # the same sweep a streamed run does as it goes
+    for i, s in enumerate(servers):
+        sweep.add(i, s.span_start_s, s.span_s, s.span_peak_w)
+    return sweep.finish()
 
 
 def slo_attainment(records: pd.DataFrame | RecordsFile, slo: SloConfig) -> float:

@@ -203,17 +203,6 @@ class RoundRobin(Router):
         return out
 
 
-def least_tokens(servers: Sequence[Server]) -> Server:
-    """The server with the least outstanding tokens (the first of equals), by a pass over all of
-    them: the definition `LoadIndex.least` keeps without the pass."""
-    best, low = servers[0], servers[0].outstanding_tokens()
-    for s in servers[1:]:
-        w = s.outstanding_tokens()
-        if w < low:
-            best, low = s, w
-    return best
-
-
 class LeastTokens(Router):
     """The replica with the least outstanding work (tokens)."""
 

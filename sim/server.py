@@ -21,7 +21,7 @@ import numpy as np
 import simpy
 
 from sim.config import ServerConfig
-from sim.costs import StepCosts, mixed_step
+from sim.costs import StepCosts, mixed_step, prefill_sums
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kv import KvLayout
@@ -179,7 +179,7 @@ class Server:
 
     def _replay(self) -> None:
         """Every event of the feed, one after the other, without SimPy (the server is alone)."""
-        e, ledger, exact = self.engine, self.ledger, self.config.exact_steps
+        e, ledger, exact = self.engine, self.ledger, self._exact
         ft, fj, n, fi = self._ftimes, self._fjobs, len(self._ftimes), self._fi
         can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, self._end_decode, self._span_steps
         while True:
@@ -239,7 +239,7 @@ class Server:
         """Time (s) and energy (J) of the step that prefills `work`."""
         e = self.engine
         assert e.B or work, "a step with nothing to run"
-        return self._exact_step(work) if self.config.exact_steps else self.costs.mixed(e.B, e.S, work)
+        return self._exact_step(work) if self._exact else self.costs.mixed(e.B, e.S, work)
 
     def _end_mixed(self, work: Prefill, dt: float, de: float) -> None:
         """Close the step that prefilled `work`: engine, ledger and job times."""
@@ -247,10 +247,10 @@ class Server:
         B = e.B
         running = B + len(work)
         if self._record:
-            attn = sum(m * past + m * (m + 1) // 2 for _, m, past in work)
-            self.ledger.record((1, B, e.S, len(work), sum(m for _, m, _ in work), attn))
+            tokens, attn = prefill_sums(work)
+            self.ledger.record((1, B, e.S, len(work), tokens, attn))
         first, done = e.finish_step(work)
-        self.ledger.advance(dt, de, 1, de / dt if dt > 0.0 else 0.0, running, B + e.prefilled, e.used / e.cap)
+        self.ledger.advance(dt, de, 1, _power(de, dt), running, B + e.prefilled, e.used / e.cap)
         if self.on_change is not None:
             self.on_change()
         if self._exact:
@@ -274,7 +274,7 @@ class Server:
         e, c = self.engine, self.costs
         B, S = e.B, e.S
         t0 = self.ledger.now
-        k = 1 if self.config.exact_steps else self._span_steps(B, S, t0)
+        k = 1 if self._exact else self._span_steps(B, S, t0)
         while True:
             woke = yield from self._sleep(t0 + c.span_s(B, S, k))
             if woke is None:

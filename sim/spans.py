@@ -5,9 +5,9 @@ A streamed run hands each server's spans over in chunks (`sim.ledger.Ledger.take
 - `Timeline`: per time bin, busy time (s), energy (J), the highest step power (W), steps, output
   tokens, and time-weighted running sequences and KV use; a fixed number of bins whose width
   doubles as the run grows. What plots and power timelines need, to within one bin.
-- `PeakSweep`: the fleet's highest total power (W), exactly as `sim.metrics.fleet_peak_power_w`
-  computes it from whole span logs (same events, same order, same running sum), event by event
-  as soon as no server can still log a span that starts earlier.
+- `PeakSweep`: the fleet's highest total power (W), event by event as soon as no server can still
+  log a span that starts earlier (`sim.metrics.fleet_peak_power_w` runs the same sweep over
+  whole span logs).
 Pure numpy; nothing here knows about SimPy.
 """
 
@@ -102,7 +102,7 @@ class PeakSweep:
 
     Each span raises its server above idle power by max(its peak − idle, 0) from its start to its
     end (clipped to the server's next span start); events run in the order (time, end before
-    start, server, span), the order `sim.metrics.fleet_peak_power_w` sorts them in.
+    start, server, span), and the total is a running sum in that order.
     """
 
     def __init__(self, idle_power_w: Sequence[float]) -> None:

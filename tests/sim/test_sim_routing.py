@@ -152,15 +152,26 @@ def test_length_aware_bins_by_input_and_output_length():
     assert r["server"].tolist() == [0, 1, 2, 0]
 
 
+def least_tokens(servers):
+    """The server with the least outstanding tokens (the first of equals), by a pass over all of
+    them: the definition `LoadIndex.least` keeps without the pass."""
+    best, low = servers[0], servers[0].outstanding_tokens()
+    for s in servers[1:]:
+        w = s.outstanding_tokens()
+        if w < low:
+            best, low = s, w
+    return best
+
+
 def brute_least_tokens(self, n_in, n_out):
-    return routing.least_tokens(self.servers)
+    return least_tokens(self.servers)
 
 
 def brute_length_aware(self, n_in, n_out):
     for p, group in zip(self.fleet.pools, self.by_pool, strict=True):
         if p.admits(n_in, n_out):
-            return routing.least_tokens(group)
-    return routing.least_tokens(self.by_pool[-1])
+            return least_tokens(group)
+    return least_tokens(self.by_pool[-1])
 
 
 def brute_energy_aware(self, n_in, n_out):
@@ -182,7 +193,7 @@ def brute_energy_aware(self, n_in, n_out):
             e = marginal_energy_j(costs, st, n_in, n_out)
             if best is None or e < best_e or (e == best_e and st.outstanding_tokens < best_w):
                 best, best_e, best_w = s, e, st.outstanding_tokens
-    return best if best is not None else routing.least_tokens(self.servers)
+    return best if best is not None else least_tokens(self.servers)
 
 
 BRUTE_FORCE = {
