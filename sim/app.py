@@ -27,8 +27,9 @@ from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset
 from sim.kv import replica_kv
 from sim.metrics import fleet_summary, run_summary, saving_pct
-from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs, write_plots
+from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs
 from sim.planning import PlanningConfig, planning_figures
+from sim.plots import plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
@@ -61,6 +62,7 @@ class AppConfig:
     compare_baseline: bool = True
     progress: bool = True
     plots: bool = True
+    background: bool = True
     objective: tuple[str, ...] = ("energy_savings_pct",)
     execution: ExecutionConfig = ExecutionConfig()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -88,9 +90,10 @@ class Prepared:
 
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots", "planning", "fleet", "capacity", "objective", "execution",
+    "compare_baseline", "progress", "plots", "background", "planning", "fleet", "capacity", "objective",
+    "execution",
 }  # fmt: skip
-FLAGS = ("compare_baseline", "progress", "plots")
+FLAGS = ("compare_baseline", "progress", "plots", "background")
 
 
 def app_config(values: Mapping[str, Any]) -> AppConfig:
@@ -130,6 +133,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         compare_baseline=values.get("compare_baseline", True),
         progress=values.get("progress", True),
         plots=values.get("plots", True),
+        background=values.get("background", True),
         objective=_objective(values.get("objective", "energy_savings_pct")),
         execution=build(ExecutionConfig, values.get("execution"), "execution"),
         raw=values,
@@ -190,9 +194,13 @@ def prepare(config: AppConfig) -> Prepared:
 def execute(
     prepared: Prepared, context: RunContext | None = None, tracking: BackgroundTracking | None = None
 ) -> Summary:
-    """Simulate the policy (and the baseline), write the data, print the table, write the plots,
-    then track the results (through `tracking`'s helper process if given, else in this process);
-    the summary."""
+    """Simulate the policy (and the baseline), write the data, print the table, then draw the plots
+    and track the results; the summary.
+
+    With a tracking helper (`tracking`) and `background`, the helper draws the plots and logs the
+    run after this returns (the command ends once the table and the data are written); else the
+    plots are drawn here and the run is logged through the helper, or in this process without one.
+    """
     cfg, context = prepared.config, context or RunContext()
     out = Path(cfg.output_dir)
     claim_output(out)
@@ -219,13 +227,14 @@ def execute(
     summary = _summary(prepared, fleet, capacity, runs, source)
     names = write_outputs(out, cfg.raw, summary, runs)
     print(table(summary), flush=True)  # the figures first: plots and tracking take longer than the simulation
-    if tracking is not None:
+    background = tracking is not None and cfg.background
+    if tracking is not None and not background:
         tracking.open()  # if not yet: MLflow loads while the plots are drawn
     why = explain(prepared.policy, prepared.requests, summary)
     if why:
         print(why)
-    if cfg.plots:
-        names += write_plots(out, summary, runs, cfg.slo, _fleet_label(fleet))
+    if cfg.plots and not background:
+        names += plot_folder(out)
     sweep = context.sweep
     name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
     record = RunRecord(
@@ -238,6 +247,12 @@ def execute(
         artifacts=(*names, "run.json"),
     )
     record.write(out)
+    if background:
+        assert tracking is not None
+        tracking.finish(out, plots=cfg.plots)
+        what = "the plots and the MLflow run follow" if cfg.plots else "the MLflow run follows"
+        print(f"results in {out}; {what} from a background process (background=false waits)", flush=True)
+        return summary
     print(f"results in {out}", flush=True)
     if cfg.tracking.enabled:
         run_id = tracking.log(out) if tracking is not None else log_folder(out, record)
@@ -269,10 +284,6 @@ def _summary(
         else None,
         active_energy_savings_pct=saving_pct(base.active_energy_j, own.active_energy_j) if base else None,
     )
-
-
-def _fleet_label(fleet: Fleet) -> str:
-    return "one GPU" if fleet.replicas == 1 else f"sum of {fleet.replicas} GPUs"
 
 
 def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy, records: Path) -> SimResult:

@@ -12,22 +12,19 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
-from sim.config import ConfigError, SloConfig
-from sim.plots import plot_batch, plot_capacity, plot_cdfs, plot_energy, plot_power
+from sim.config import ConfigError
+from sim.plots import RECORDS_FILES, write_timelines
 from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary
 from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
-RECORDS_FILES = ("requests.parquet", "requests_baseline.parquet")  # the run's, the baseline's
 
 
 def check_output(folder: Path) -> None:
@@ -74,8 +71,8 @@ def finite(value: Any) -> Any:
 
 
 def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[SimResult]) -> list[str]:
-    """Write summary.json, resolved_config.yaml and the per-request records into the run's folder;
-    the names written (its artifacts)."""
+    """Write summary.json, resolved_config.yaml, the per-request records and the timelines the
+    plots draw into the run's folder; the names written (its artifacts)."""
     data = summary.to_dict()
     write_json(out / SUMMARY_FILE, data)
     (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -83,6 +80,7 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     for run, name in zip(runs, RECORDS_FILES, strict=False):
         write_records(run, out / name)
         names.append(name)
+    names.append(write_timelines(out, runs).name)
     return names
 
 
@@ -95,28 +93,3 @@ def write_records(run: SimResult, path: Path) -> None:
             shutil.copyfile(records.path, path)
     else:
         records.to_parquet(path, index=False)
-
-
-def write_plots(out: Path, summary: Summary, runs: list[SimResult], slo: SloConfig, gpus: str) -> list[str]:
-    """Write the plots into the run's folder; the names written."""
-    horizon = max(r.makespan_s for r in runs)
-    runs = [_plotted_columns(r) for r in runs]
-    paths = [
-        plot_power(runs, out / "power.png", horizon, gpus),
-        plot_energy(runs, out / "energy_per_request.png"),
-        plot_cdfs(runs, out / "cdf.png"),
-        plot_batch(runs, out / "batch.png", horizon),
-    ]
-    if summary.capacity is not None:
-        paths.append(plot_capacity(summary.capacity, slo, out / "capacity.png"))
-    return [p.name for p in paths]
-
-
-PLOTTED = ["completed", "ttft_s", "tpot_s", "e2e_s", "energy_j"]  # the per-request columns the plots read
-
-
-def _plotted_columns(run: SimResult) -> SimResult:
-    """A streamed run with only the records' plotted columns read back (in memory, not all ~25)."""
-    if isinstance(run.records, RecordsFile):
-        return replace(run, records=pd.read_parquet(run.records.path, columns=PLOTTED))
-    return run

@@ -4,15 +4,22 @@ Importing MLflow's SQLite store takes longer than simulating a shipped trace (1.
 2-core machine, and about 1 s more to create a new store), so a single `python -m sim` starts
 `python -m tracking.background` first thing. Once the run's inputs are valid (`open`) it imports
 MLflow and creates the store and experiment under the store lock, on a second core while the run
-simulates; on a busy machine, where it would slow the simulation, only once the table is printed,
-while the plots are drawn. When the run's folder is written (run.json included), `log` hands the
-helper the folder and waits for the run id.
+simulates; on a busy machine, where it would slow the simulation, only once the table is printed.
+When the run's folder is written (run.json included), either
+
+- `finish` hands the helper the folder and returns at once (`background=true`, the default): the
+  helper, in its own session so that closing the terminal does not stop it, draws the plots from
+  the folder (`sim.plots.plot_folder`), adds them to run.json's artifacts, logs the run and writes
+  the outcome to the folder's tracking.json (`TRACKED_FILE`): the run id, or the error, which it
+  also prints to the terminal with the command that logs the folder later; or
+- `log` hands it the folder and waits for the run id.
 
 No run is lost: a helper that cannot start or dies before it answers leaves the folder to be
-logged in this process; a tracking error comes back as text and is reported here as the same one
-warning `log_run` gives. Messages are JSON lines: to the helper's stdin its TrackingConfig, then
-"open", then {"folder": path}; back, on a private copy of its stdout, {"run_id": id} or
-{"error": text}.
+logged in this process (`log`), or to `python -m tracking FOLDER` (`finish`: tracking.json then
+holds no run id); a tracking error is reported as the same one warning `log_run` gives. Messages
+are JSON lines: to the helper's stdin its TrackingConfig, then "open", then {"folder": path,
+"plots": bool, "detach": bool}; back, on a private copy of its stdout and only when not detached,
+{"run_id": id} or {"error": text}.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -52,7 +59,7 @@ class BackgroundTracking:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tracking.background"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                text=True, env=_child_env(),
+                text=True, env=_child_env(), start_new_session=True,
             )  # fmt: skip
         except OSError as e:
             log.info("MLflow helper process did not start (%s); tracking in this process", e)
@@ -88,6 +95,13 @@ class BackgroundTracking:
             warn_failed(self._config, answer["error"], retry_hint(folder))
             return None
         return str(answer["run_id"])
+
+    def finish(self, folder: Path, *, plots: bool) -> None:
+        """Hand the helper the run in `folder` (written, run.json included) to draw its plots (if
+        `plots`) and log it after this process ends; returns at once (see the module docstring)."""
+        self._opened = True
+        self._send({"folder": str(folder), "plots": plots, "detach": True})
+        self.close()
 
     def close(self) -> None:
         """End the helper: before `open` it has not touched the store and is stopped at once;
@@ -125,10 +139,10 @@ def _child_env() -> dict[str, str]:
 
 
 def serve(lines: Iterable[str], reply: Callable[[dict[str, str | None]], None]) -> None:
-    """The helper's side: read the config, import MLflow, open the store on "open", log the
-    folder it is given and answer; stop at the end of input."""
+    """The helper's side: read the config, import MLflow, open the store on "open", draw the plots
+    and log the folder it is given, then answer (or, detached, settle the folder); stop at the end
+    of input."""
     from tracking.folder import log_folder
-    from tracking.store import ensure_experiment, load_store_modules
 
     messages = (json.loads(line) for line in lines)
     first = next(messages, None)
@@ -138,14 +152,65 @@ def serve(lines: Iterable[str], reply: Callable[[dict[str, str | None]], None]) 
     error = None
     for message in messages:
         if message == OPEN:
-            load_store_modules()
-            logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables..."
-            _, error = _attempt(partial(ensure_experiment, config))
+            error = _open_store(config)
             continue
-        run_id, error = (None, error) if error else _attempt(partial(log_folder, Path(message["folder"]),
-                                                                     raise_errors=True))  # fmt: skip
-        reply({"run_id": run_id, "error": error})
+        folder = Path(message["folder"])
+        plotted = _draw_plots(folder) if message.get("plots") else None
+        if error is None:
+            _load_mlflow()
+        run_id, error = (None, error) if error else _attempt(partial(log_folder, folder, raise_errors=True))
+        if message.get("detach"):
+            settle(folder, config, run_id, error, plotted)
+        else:
+            reply({"run_id": run_id, "error": error})
         return
+
+
+def _open_store(config: TrackingConfig) -> str | None:
+    """Import MLflow and create the store and experiment; the error, if any."""
+    from tracking.store import ensure_experiment
+
+    _load_mlflow()
+    return _attempt(partial(ensure_experiment, config))[1]
+
+
+def _load_mlflow() -> None:
+    """Import MLflow's SQLite store (once), its INFO lines silenced: the parent reports the outcome."""
+    from tracking.store import load_store_modules
+
+    load_store_modules()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables..."
+
+
+def _draw_plots(folder: Path) -> str | None:
+    """Draw the run's plots and add them to its run.json's artifacts; what failed, if anything."""
+    from tracking.folder import RunRecord
+
+    try:
+        from sim.plots import plot_folder
+
+        names = tuple(plot_folder(folder))
+    except Exception as e:  # noqa: BLE001 - the run is logged without plots, and the failure said
+        return f"{type(e).__name__}: {e}"
+    record = RunRecord.read(folder)
+    kept = tuple(a for a in record.artifacts if a not in names)
+    replace(record, artifacts=(*kept, *names)).write(folder)
+    return None
+
+
+def settle(folder: Path, config: TrackingConfig, run_id: str | None, error: str | None, plots: str | None) -> None:
+    """A detached helper's end: the outcome in the folder's tracking.json and, if anything
+    failed, one line on the terminal saying what and how to finish it."""
+    from tracking.folder import mark_tracked, retry_hint
+
+    if run_id is None:
+        mark_tracked(folder, config, None, error or "the run was not logged")
+    if plots is not None:
+        print(f"sweetspot-sim: the plots of the run in {folder} were not drawn ({plots}); "
+              f"draw them with: python -m sim.plots {folder}", file=sys.stderr)  # fmt: skip
+    if error is not None:
+        print(f"sweetspot-sim: the run in {folder} was not logged to MLflow ({config.uri}): {error}; "
+              f"log it later with: {retry_hint(folder)}", file=sys.stderr)  # fmt: skip
 
 
 def _attempt(action: Callable[[], str | None]) -> tuple[str | None, str | None]:

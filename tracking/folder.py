@@ -5,7 +5,9 @@ tracking failed (server down) can be logged later from its folder alone:
 
 run.json holds the tracking config, run name, tags, parent run, input data sets, extra parameters
 and the artifact files (names inside the folder: a run logs only its own files); parameters come
-from resolved_config.yaml and metrics from summary.json.
+from resolved_config.yaml and metrics from summary.json. Once logged, the folder's tracking.json
+holds the run id (a folder already logged is skipped unless `--again`); a background finisher
+that could not log it writes the error there instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tracking.log import DatasetRef, log_run
 from tracking.store import TrackingConfig
 
 RUN_FILE = "run.json"
+TRACKED_FILE = "tracking.json"  # written after logging: {"run_id", "uri", "experiment"}, or {"error", ...}
 PARAMS_FILE = "resolved_config.yaml"
 SUMMARY_FILE = "summary.json"
 
@@ -69,7 +72,7 @@ def log_folder(
         tracking = replace(tracking, uri=uri)
     params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
     metrics = json.loads((folder / SUMMARY_FILE).read_text())
-    return log_run(
+    run_id = log_run(
         tracking,
         params,
         metrics,
@@ -80,6 +83,29 @@ def log_folder(
         retry_hint=retry_hint(folder),
         raise_errors=raise_errors,
     )
+    if run_id is not None:
+        mark_tracked(folder, tracking, run_id)
+    return run_id
+
+
+def mark_tracked(folder: Path, tracking: TrackingConfig, run_id: str | None, error: str | None = None) -> Path:
+    """Write the folder's tracking.json: the MLflow run it was logged as, or why it was not."""
+    outcome: dict[str, str | None] = {"uri": tracking.uri, "experiment": tracking.experiment}
+    if run_id is not None:
+        outcome["run_id"] = run_id
+    else:
+        outcome |= {"error": error, "log_later": retry_hint(folder)}
+    path = folder / TRACKED_FILE
+    path.write_text(json.dumps(outcome, indent=2) + "\n")
+    return path
+
+
+def logged_run_id(folder: Path) -> str | None:
+    """The MLflow run the folder was logged as (its tracking.json), or None."""
+    try:
+        return json.loads((folder / TRACKED_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def retry_hint(folder: Path) -> str:
@@ -92,12 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tracking", description=main.__doc__)
     p.add_argument("folders", nargs="+", type=Path, help="output folders holding run.json")
     p.add_argument("--uri", default=None, help="MLflow tracking URI (default: the one the run was given)")
+    p.add_argument("--again", action="store_true", help="log folders already logged once more (a new run)")
     args = p.parse_args(argv)
     failed = 0
     for folder in args.folders:
         if not (folder / RUN_FILE).exists():
             print(f"{folder}: no {RUN_FILE}; not a run's output folder")
             failed += 1
+            continue
+        logged = logged_run_id(folder)
+        if logged and not args.again:
+            print(f"{folder}: already logged as run {logged} ({TRACKED_FILE}); --again logs it once more")
             continue
         run_id = log_folder(folder, uri=args.uri)
         print(f"{folder}: {'logged as run ' + run_id if run_id else 'not logged (see the warning)'}")

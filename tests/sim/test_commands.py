@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -91,19 +93,68 @@ def test_a_policy_from_another_installed_package_runs_by_name(tmp_path):
     assert "energy savings vs none" in done.stdout and "50 of 50 requests shaped" in done.stdout
 
 
+def _runs(store: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    return client.search_runs([client.get_experiment_by_name("sweetspot-sim").experiment_id])
+
+
+def _folder(stdout: str) -> Path:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("results in ")]
+    return Path(line.removeprefix("results in ").split(";")[0])
+
+
 def test_a_single_run_tracks_through_the_helper_and_a_bad_run_leaves_no_store(tmp_path):
-    tiny = ("trace=synthetic", "trace.num_requests=50", "progress=false", "plots=false")
+    tiny = ("trace=synthetic", "trace.num_requests=50", "progress=false", "plots=false", "background=false")
     done = _sim(tmp_path, *tiny)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tracking in this process" not in done.stdout + done.stderr  # the helper logged it
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("sweetspot-sim").experiment_id])
+    (run,) = _runs(tmp_path / "mlflow.db")
     assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id}" in done.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {"summary.json", "requests.parquet", "run.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert json.loads((_folder(done.stdout) / "tracking.json").read_text())["run_id"] == run.info.run_id
     bad = tmp_path / "bad"
     bad.mkdir()
     done = _sim(bad, *tiny, "policy=adaptive_gen", "policy.factor=-1")
     assert done.returncode == 1 and "policy.factor must be > 0" in done.stderr
     assert not (bad / "mlflow.db").exists()  # the helper was stopped before it opened the store
+
+
+def test_by_default_the_command_ends_after_the_table_and_a_background_process_plots_and_logs(tmp_path):
+    done = _sim(tmp_path, "trace=synthetic", "trace.num_requests=50", "progress=false")
+    # capture_output waits for the background process too: it holds the terminal's stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "follow from a background process" in done.stdout and not re.search("MLflow run [0-9a-f]{32}", done.stdout)
+    assert "sweetspot-sim:" not in done.stderr and "INFO mlflow" not in done.stderr
+    folder = _folder(done.stdout)
+    (run,) = _runs(tmp_path / "mlflow.db")
+    assert json.loads((folder / "tracking.json").read_text())["run_id"] == run.info.run_id
+    artifacts = set(json.loads((folder / "run.json").read_text())["artifacts"])
+    assert {"power.png", "cdf.png", "batch.png", "energy_per_request.png", "timelines.parquet"} <= artifacts
+    assert all((folder / a).stat().st_size > 0 for a in artifacts)
+    import mlflow
+
+    logged = {
+        a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }
+    assert artifacts <= logged
+
+
+def test_a_background_process_that_cannot_log_says_so_on_the_terminal_and_in_the_folder(tmp_path):
+    store = tmp_path / "store"
+    store.write_text("not a folder")  # the store's parent is a file: SQLite cannot create it
+    done = _sim(tmp_path, "trace=synthetic", "trace.num_requests=50", "progress=false", "plots=false",
+                f"tracking.uri=sqlite:///{store}/mlflow.db", "tracking.timeout_s=1")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = _folder(done.stdout)
+    outcome = json.loads((folder / "tracking.json").read_text())
+    assert (
+        "run_id" not in outcome
+        and outcome["error"]
+        and outcome["log_later"] == f"python -m tracking {folder} [--uri URI]"
+    )
+    assert f"the run in {folder} was not logged to MLflow" in done.stderr and "python -m tracking" in done.stderr

@@ -135,3 +135,35 @@ def test_on_a_busy_machine_the_helper_waits_for_the_table_before_loading_mlflow(
     helper.open(only_if_idle=True)  # not sent: the helper may still be stopped at once
     helper.close()
     assert helper._process.returncode is not None and not path.exists()
+
+
+def test_a_detached_helper_settles_the_folder_and_a_logged_folder_is_not_logged_twice(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from tracking.folder import TRACKED_FILE, main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder, config = run_folder(tmp_path, uri)
+    answers: list[dict] = []
+    serve(iter([json.dumps(asdict(config)), json.dumps({"folder": str(folder), "detach": True})]), answers.append)
+    (run,) = logged(uri)
+    assert answers == []  # the parent is gone: the outcome goes to the folder
+    assert json.loads((folder / TRACKED_FILE).read_text())["run_id"] == run["info"]["run_id"]
+    assert main([str(folder)]) == 0 and len(logged(uri)) == 1
+    assert "already logged as run" in capsys.readouterr().out
+    assert main([str(folder), "--again"]) == 0 and len(logged(uri)) == 2
+
+
+def test_a_detached_helper_that_fails_writes_why_and_says_it_on_the_terminal(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from tracking.folder import TRACKED_FILE
+
+    folder, config = run_folder(tmp_path, "http://127.0.0.1:9", timeout_s=1.0)
+    message = {"folder": str(folder), "detach": True, "plots": True}
+    serve(iter([json.dumps(asdict(config)), json.dumps(message)]), lambda answer: None)
+    outcome = json.loads((folder / TRACKED_FILE).read_text())
+    assert "run_id" not in outcome and outcome["error"] and outcome["log_later"].startswith("python -m tracking")
+    err = capsys.readouterr().err
+    assert "plots of the run" in err and f"python -m sim.plots {folder}" in err  # no timelines in this folder
+    assert "was not logged to MLflow" in err and f"python -m tracking {folder}" in err
