@@ -92,6 +92,8 @@ class Requests:
 
 
 def _final(jobs: JobTable, ids: slice) -> bool:
+    """Whether jobs `ids` are all rejected or done and stamped (the engine marks a job done before
+    the server stamps its finish time, and a span hand-over, which flushes, comes in between)."""
     status = jobs.status[ids]
     return bool(np.all((status == REJECTED) | ((status == DONE) & ~np.isnan(jobs.finish_s[ids]))))
 
