@@ -3,7 +3,8 @@
 A user's request is its main job plus, if a policy summarised its prompt, the summarization job.
 Latencies run from the user's arrival; energies (J) add both jobs' charges. Records are computed a
 range of rows at a time: in memory for a small run, or written to Parquet one row group at a time
-(`Requests.write`) and read back a column at a time (`RecordsFile`).
+(`RecordsWriter`: during the run, each row group as soon as all its rows are final) and read back
+a column at a time (`RecordsFile`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.costs import StepCosts, recompute_cost, request_energy_j
-from sim.jobs import DONE, REJECT_REASONS, JobTable
+from sim.jobs import DONE, REJECT_REASONS, REJECTED, JobTable
 
 
 def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: np.ndarray | None = None) -> np.ndarray:
@@ -74,20 +75,80 @@ class Requests:
         """Rows start…stop−1 (user requests, trace order)."""
         return _records(self, start, self.arrival_s.size if stop is None else stop)
 
+    def final(self, start: int, stop: int) -> bool:
+        """Whether rows start…stop−1 are final: each user request's job, and its summarization
+        job if it has one, rejected or done with its finish time stamped."""
+        lo, hi = np.searchsorted(self.parents, [start, stop])
+        return _final(self.jobs, slice(start, stop)) and _final(self.jobs, slice(self.n + lo, self.n + hi))
+
+    @property
+    def n(self) -> int:
+        """User requests (rows)."""
+        return self.arrival_s.size
+
     def write(self, path: Path, chunk_rows: int | None = None) -> RecordsFile:
         """All records into a Parquet file, one row group of `chunk_rows` (default `CHUNK_ROWS`) at a time."""
-        n, chunk_rows = self.arrival_s.size, chunk_rows or CHUNK_ROWS
-        writer = None
+        return RecordsWriter(self, path, chunk_rows).close()
+
+
+def _final(jobs: JobTable, ids: slice) -> bool:
+    """Whether jobs `ids` are all rejected or done and stamped (the engine marks a job done before
+    the server stamps its finish time, and a span hand-over, which flushes, comes in between)."""
+    status = jobs.status[ids]
+    return bool(np.all((status == REJECTED) | ((status == DONE) & ~np.isnan(jobs.finish_s[ids]))))
+
+
+class RecordsWriter:
+    """Records streamed to a Parquet file while the run goes, in row groups of `chunk_rows`
+    (default `CHUNK_ROWS`): `flush` writes each next row group whose rows are all final, `close`
+    the rest. The file is opened (and its schema written) at once, so that a bad path fails
+    before the run; `abort` closes it valid with the row groups written so far."""
+
+    def __init__(self, requests: Requests, path: Path, chunk_rows: int | None = None) -> None:
+        self.requests, self.path = requests, path
+        self.chunk_rows = chunk_rows or CHUNK_ROWS
+        self.written = 0  # rows written: the first row not yet final is at or after it
+        self._writer = pq.ParquetWriter(path, _table(requests.records(0, 0)).schema)
+
+    def flush(self) -> None:
+        """Write each next row group whose rows are all final (checked with numpy, a group at a time)."""
+        n = self.requests.n
+        while self.written < n:
+            stop = min(self.written + self.chunk_rows, n)
+            if not self.requests.final(self.written, stop):
+                return
+            self._write(stop)
+
+    def close(self) -> RecordsFile:
+        """Write the remaining rows (final or not: the run is over) and close the file."""
+        n = self.requests.n
         try:
-            for start in range(0, max(n, 1), chunk_rows):
-                frame = self.records(start, min(start + chunk_rows, n))
-                table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
-                writer = writer or pq.ParquetWriter(path, table.schema)
-                writer.write_table(table)
+            if n == 0:
+                self._writer.write_table(_table(self.requests.records(0, 0)))
+            while self.written < n:
+                self._write(min(self.written + self.chunk_rows, n))
         finally:
-            if writer is not None:
-                writer.close()
-        return RecordsFile(path, n)
+            self._writer.close()
+        return RecordsFile(self.path, n)
+
+    def abort(self) -> str:
+        """Close the file with the row groups written so far; what it holds, in words."""
+        try:
+            self._writer.close()
+        except Exception as error:  # the run's own error matters more: say so, do not mask it
+            return f"the records file {self.path} could not be closed ({error!r}): it may be unreadable"
+        return (
+            f"records of the first {self.written:,} of {self.requests.n:,} requests were kept in {self.path} "
+            "(the rows final before the run stopped, whole row groups); the rest were not written"
+        )
+
+    def _write(self, stop: int) -> None:
+        self._writer.write_table(_table(self.requests.records(self.written, stop)))
+        self.written = stop
+
+
+def _table(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import functools
 import gc
 import time
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from sim.fleet import Fleet
 from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
 from sim.kv import replica_kv
 from sim.policies.base import Policy, Request, Shaping, unshaped
-from sim.records import RecordsFile, Requests
+from sim.records import RecordsFile, RecordsWriter, Requests
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 from sim.spans import StreamedSpans
@@ -80,8 +80,11 @@ def simulate_fleet(
 
     With `records_path` the run is streamed, its peak memory growing by under 100 bytes per
     request (the job table's ~52 bytes a job, bounded buffers): the records go to that Parquet
-    file in row groups and the span logs into time bins (`sim.spans`), with the fleet's peak
-    power computed exactly as the run goes.
+    file during the run, each row group of `sim.records.CHUNK_ROWS` rows as soon as all its
+    requests are final (checked whenever a server hands its span log over, `DRAIN_SPANS`), the
+    rest at the end; the span logs go into time bins (`sim.spans`), with the fleet's peak power
+    computed exactly as the run goes. If the run stops with an error (Ctrl-C included), the file
+    is closed valid with the row groups written so far, and a note on the error says how many.
     """
     policy = policy or Policy()
     arrival, n_in, n_out = _arrays(requests)
@@ -98,27 +101,49 @@ def simulate_fleet(
     start = time.perf_counter()
     env = simpy.Environment()
     servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy, records_path is not None)
-    bar = _progress(env, float(arrival[-1]) if arrival.size else 0.0, progress)
-    streamed = None if records_path is None else _stream_spans(env, servers)
-    env.run()
-    wall = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-    stats, peak = tuple(s.stats() for s in servers), None
-    if streamed is not None:
-        stats, peak = streamed.finish(stats)
+    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
+    writer = None if records_path is None else RecordsWriter(made, records_path)
+    try:
+        horizon = float(arrival[-1]) if arrival.size else 0.0
+        stats, peak, wall = _run(env, servers, horizon, writer, progress, start)
+        records: pd.DataFrame | RecordsFile = made.records() if writer is None else writer.close()
+    except BaseException as error:  # Ctrl-C too: the file keeps the row groups written, and says so
+        if writer is not None:
+            error.add_note(writer.abort())
+        raise
     finish = jobs.finish_s[: arrival.size]
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
     _warn_rejected(jobs.reason[: arrival.size])
-    made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
-    if records_path is None:
-        records: pd.DataFrame | RecordsFile = made.records()
-    else:
-        records = made.write(records_path)
-        del made, jobs, servers, env, finish, streamed  # the job table, the largest thing left, is held in
+    if writer is not None:
+        del made, jobs, servers, env, finish, writer  # the job table, the largest thing left, is held in
         gc.collect()  # reference cycles of the SimPy processes: free it before anything reads the file
     return SimResult(policy.name, records, stats, makespan, wall, peak)
+
+
+def _run(
+    env: simpy.Environment,
+    servers: list[Server],
+    horizon_s: float,
+    writer: RecordsWriter | None,
+    progress: bool,
+    start: float,
+) -> tuple[tuple[ServerStats, ...], float | None, float]:
+    """Run the environment: the servers' stats, the fleet's peak power (W) of a streamed run, and
+    the wall time (s) since `start` (`time.perf_counter`). A streamed run flushes the records'
+    final row groups whenever a server hands its span log over."""
+    bar = _progress(env, horizon_s, progress)
+    streamed = None if writer is None else _stream_spans(env, servers, writer.flush)
+    try:
+        env.run()
+    finally:
+        wall = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+    stats = tuple(s.stats() for s in servers)
+    if streamed is None:
+        return stats, None, wall
+    return *streamed.finish(stats), wall
 
 
 def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTable:
@@ -132,8 +157,9 @@ def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTa
     )
 
 
-def _stream_spans(env: simpy.Environment, servers: list[Server]) -> StreamedSpans:
-    """Each server hands its span log over every `DRAIN_SPANS` / servers spans (at least `HAND_OVER_MIN`)."""
+def _stream_spans(env: simpy.Environment, servers: list[Server], then: Callable[[], None]) -> StreamedSpans:
+    """Each server hands its span log over every `DRAIN_SPANS` / servers spans (at least
+    `HAND_OVER_MIN`), then calls `then` (the records' flush)."""
 
     def settled() -> float:
         # no server logs a span starting before its clock, and an idle one none before it is
@@ -143,8 +169,13 @@ def _stream_spans(env: simpy.Environment, servers: list[Server]) -> StreamedSpan
     streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers], settled)
     every = max(DRAIN_SPANS // len(servers), HAND_OVER_MIN)
     for i, s in enumerate(servers):
-        s.ledger.hand_over(every, functools.partial(streamed.take, i))
+        s.ledger.hand_over(every, functools.partial(_hand_over, streamed, i, then))
     return streamed
+
+
+def _hand_over(streamed: StreamedSpans, server: int, then: Callable[[], None]) -> None:
+    streamed.take(server)
+    then()
 
 
 DRAIN_SPANS = 1 << 16  # spans a streamed run's ledgers hold before they hand them over, in all

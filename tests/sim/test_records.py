@@ -1,25 +1,34 @@
-"""Streamed runs: the Parquet records, summary and fleet peak equal the in-memory run's."""
+"""Streamed runs: the Parquet records, summary and fleet peak equal the in-memory run's; row
+groups written as soon as they are final, and kept if the run stops."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sim.records
 import sim.run
 import sim.spans
 import traces
 from sim.config import ServerConfig, SloConfig
+from sim.costs import StepCosts
 from sim.fleet import FleetConfig, build_fleet
-from sim.jobs import Counts, JobTable
+from sim.jobs import DONE, PENDING, REJECTED, Counts, JobTable
 from sim.metrics import fleet_peak_power_w, run_summary
 from sim.policies import PolicyContext, build_policy
+from sim.policies.base import Decision, Policy
+from sim.records import RecordsWriter, Requests
 from sim.run import simulate_fleet
+from tests.sim.conftest import toy_oracle
 
 
 def _load(name, key):
@@ -117,3 +126,90 @@ def test_the_main_command_streams_the_records_the_in_memory_run_has(tmp_path):
     _same_summary(summary.run, run_summary(runs[0], prepared.config.slo, horizon))
     assert summary.baseline is not None
     _same_summary(summary.baseline, run_summary(runs[1], prepared.config.slo, horizon))
+
+
+class _StopAt(Policy):
+    """Serves every request as it is, but raises `error` when request `at` arrives."""
+
+    name, dynamic = "stop_at", True
+
+    def __init__(self, at_s: float, error: BaseException | None) -> None:
+        self.at_s, self.error = at_s, error
+
+    def decide(self, request, state=None):
+        if self.error is not None and request.arrival_s >= self.at_s:
+            raise self.error
+        return Decision(request.n_in, request.n_out)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("policy failed"), KeyboardInterrupt()])
+def test_a_run_that_stops_keeps_the_row_groups_written_in_a_valid_file(error, llama, tmp_path, monkeypatch):
+    monkeypatch.setattr(sim.records, "CHUNK_ROWS", 512)
+    monkeypatch.setattr(sim.run, "DRAIN_SPANS", 600)
+    monkeypatch.setattr(sim.run, "HAND_OVER_MIN", 100)
+    requests = traces.load("azure_chat", max_requests=6000)
+    fleet = build_fleet(FleetConfig(replicas=2, router="least_tokens"), llama, ServerConfig(), SloConfig(), _load)
+    at_s = float(requests["arrival_s"].iloc[5000])
+    path = tmp_path / "requests.parquet"
+    with pytest.raises(type(error)) as stopped:
+        simulate_fleet(requests, fleet, _StopAt(at_s, error), records_path=path)
+    kept = pd.read_parquet(path)
+    assert 0 < len(kept) < 5000 and len(kept) % 512 == 0
+    assert pq.ParquetFile(path).metadata.num_row_groups == len(kept) // 512
+    assert f"records of the first {len(kept):,} of 6,000 requests were kept in {path}" in stopped.value.__notes__[0]
+    whole = simulate_fleet(requests, fleet, _StopAt(at_s, None)).requests
+    pd.testing.assert_frame_equal(kept, whole.iloc[: len(kept)], check_exact=True)
+
+
+def test_a_streamed_run_writes_row_groups_before_its_loop_ends(llama, tmp_path, monkeypatch):
+    monkeypatch.setattr(sim.records, "CHUNK_ROWS", 1024)
+    monkeypatch.setattr(sim.run, "DRAIN_SPANS", 600)
+    written, close = [], RecordsWriter.close
+
+    def closing(self):
+        written.append(self.written)
+        return close(self)
+
+    monkeypatch.setattr(RecordsWriter, "close", closing)
+    fleet = build_fleet(FleetConfig(), llama, ServerConfig(), SloConfig(), _load)
+    simulate_fleet(traces.load("azure_chat", max_requests=6000), fleet, records_path=tmp_path / "r.parquet")
+    assert written[0] >= 4096  # the first row groups went out while the server still ran
+
+
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["done", "rejected", "pending", "unstamped"]), st.booleans()), max_size=30),
+    summaries=st.lists(st.sampled_from(["done", "rejected", "pending", "unstamped"]), max_size=30),
+    chunk=st.integers(1, 8),
+    close=st.booleans(),
+)
+def test_a_flush_writes_each_whole_row_group_before_the_first_request_not_final(rows, summaries, chunk, close):
+    """A request is final when its job, and its summarization job if any, is rejected or done with
+    its finish time stamped; a flush writes the row groups before the first one that is not; the
+    file, closed or aborted, holds exactly the records of the rows written."""
+    parents = np.array([i for i, (_, p) in enumerate(rows) if p][: len(summaries)], dtype=np.int64)
+    states = [state for state, _ in rows] + summaries[: parents.size]
+    jobs = JobTable([5] * len(states), [3] * len(states))
+    for j, state in enumerate(states):
+        jobs.status[j] = {"done": DONE, "rejected": REJECTED, "pending": PENDING, "unstamped": DONE}[state]
+        jobs.finish_s[j] = 2.0 if state == "done" else np.nan
+    n = len(rows)
+    made = Requests(np.arange(n, dtype=float), np.full(n, 5), np.full(n, 3), parents, jobs,
+                    [StepCosts.from_oracle(toy_oracle())], False)  # fmt: skip
+    final = [states[j] in ("done", "rejected") for j in range(n)]
+    for k, p in enumerate(parents):
+        final[p] = final[p] and states[n + k] in ("done", "rejected")
+    first_not_final = final.index(False) if False in final else n
+    expected = n if first_not_final == n else first_not_final // chunk * chunk
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "r.parquet"
+        writer = RecordsWriter(made, path, chunk)
+        writer.flush()
+        assert writer.written == expected
+        if close:
+            writer.close()
+        else:
+            assert f"first {expected:,} of {n:,} requests" in writer.abort()
+        kept, back = n if close else expected, pd.read_parquet(path)
+        if kept:  # (an empty file does not keep the categories of reject_reason: Arrow writes no dictionary)
+            pd.testing.assert_frame_equal(back, made.records(0, kept), check_exact=True)
+        assert back.columns.tolist() == made.records(0, 0).columns.tolist() and len(back) == kept
