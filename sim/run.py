@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import heapq
 import time
 import warnings
 from collections.abc import Callable, Generator
@@ -100,7 +101,7 @@ def simulate_fleet(
         raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
-    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy, records_path is not None)
+    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
     made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
     writer = None if records_path is None else RecordsWriter(made, records_path)
     try:
@@ -135,6 +136,7 @@ def _run(
     bar = _progress(env, horizon_s, progress)
     streamed = None if writer is None else _stream_spans(env, servers, writer.flush)
     try:
+        _replay_alone(servers, bar)
         env.run()
     finally:
         wall = time.perf_counter() - start
@@ -144,6 +146,27 @@ def _run(
     if streamed is None:
         return stats, None, wall
     return *streamed.finish(stats), wall
+
+
+REPLAY_EVENTS = 1024  # events a server fed alone runs before the plain loop turns to the one furthest behind
+
+
+def _replay_alone(servers: list[Server], bar: Any) -> None:
+    """Run the servers fed alone (`Server.replay`) in one plain loop, the one whose clock is
+    furthest behind first, `REPLAY_EVENTS` events at a time: their clocks advance together, so a
+    streamed run's span bins and peak sweep hold only the spans between the slowest clock and the
+    fastest, and the progress bar moves. Each server's events are the same as when it runs alone."""
+    heap = [(s.ledger.now, k) for k, s in enumerate(servers) if s.alone]
+    heapq.heapify(heap)
+    while heap:
+        k = heap[0][1]
+        s = servers[k]
+        if s.replay(REPLAY_EVENTS):
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (s.ledger.now, k))
+        if bar is not None and heap:
+            bar.update(min(round(heap[0][0]), bar.total) - bar.n)
 
 
 def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTable:
@@ -232,24 +255,21 @@ def _wire(
     parents: np.ndarray,
     fleet: Fleet,
     policy: Policy,
-    streamed: bool = False,
 ) -> list[Server]:
     """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks).
 
-    Servers fed all their jobs run alone, ahead of the SimPy clock, except in a streamed run of
-    several: the fleet's peak power is summed as their clocks advance together.
+    Servers fed all their jobs run alone, ahead of the SimPy clock (`_replay_alone`).
     """
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
-    alone = not streamed or len(replicas) == 1
     if not policy.dynamic and not parents.size and router.static:
         if len(replicas) == 1:
-            replicas[0].feed(arrival, range(arrival.size), alone=alone)
+            replicas[0].feed(arrival, range(arrival.size), alone=True)
             return replicas
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
-            s.feed(arrival[ids], ids, alone=alone)
+            s.feed(arrival[ids], ids, alone=True)
         return replicas
     servers = list(replicas)
     side = None

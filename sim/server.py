@@ -177,12 +177,23 @@ class Server:
             else:
                 yield from self._wait_idle()
 
-    def _replay(self) -> None:
-        """Every event of the feed, one after the other, without SimPy (the server is alone)."""
+    def replay(self, events: int = 1 << 62) -> bool:
+        """Run up to `events` more events of a server fed alone, ahead of the SimPy clock (a
+        fleet's plain loop interleaves its servers so); whether it has run them all."""
+        if not self._alone:
+            raise RuntimeError(f"{self.name} was not fed alone=True: its events run under SimPy")
+        return self._replay(events)
+
+    def _replay(self, events: int = 1 << 62) -> bool:
+        """The feed's events, one after the other, without SimPy (the server is alone), up to
+        `events` of them; whether it has run them all."""
         e, ledger, exact = self.engine, self.ledger, self._exact
         ft, fj, n, fi = self._ftimes, self._fjobs, len(self._ftimes), self._fi
         can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, self._end_decode, self._span_steps
         while True:
+            if events <= 0:
+                return False
+            events -= 1
             now = ledger.t + ledger.tc
             while fi < n and ft[fi] <= now:  # `_pull`, with the server written by `feed`
                 if not enqueue(fj[fi]) and self.on_reject is not None:
@@ -198,7 +209,7 @@ class Server:
             elif fi < n:
                 ledger.jump(ft[fi])
             else:
-                return
+                return True
 
     def _sleep(self, until: float | None) -> Generator[Any, Any, float | None]:
         """Sleep to clock time `until` (None: until woken); returns the waking submit's time."""

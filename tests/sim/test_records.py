@@ -50,6 +50,7 @@ def _check(requests, fleet, policy, tmp_path, monkeypatch):
     monkeypatch.setattr(sim.records, "CHUNK_ROWS", 4096)  # several row groups
     monkeypatch.setattr(sim.run, "DRAIN_SPANS", 600)  # span logs handed over many times
     monkeypatch.setattr(sim.run, "HAND_OVER_MIN", 100)
+    monkeypatch.setattr(sim.run, "REPLAY_EVENTS", 37)  # servers fed alone take turns often
     memory = simulate_fleet(requests, fleet, policy)
     path = tmp_path / "requests.parquet"
     streamed = simulate_fleet(requests, fleet, policy, records_path=path)

@@ -219,3 +219,29 @@ def test_a_fleet_of_256_replicas_runs_with_every_router(llama, busy_minute, rout
     assert r["server"].between(0, 255).all()
     spread = r["server"].nunique()
     assert spread > 128 if router != "energy_aware" else 1 < spread < 128  # energy_aware packs
+
+
+def test_servers_fed_alone_take_turns_the_one_furthest_behind_first(llama, monkeypatch):
+    import sim.run
+    from sim.server import Server
+
+    turns: list[tuple[float, float]] = []  # (clock of the server run, lowest clock of the others)
+    servers: list[Server] = []
+    replay = Server.replay
+
+    def watched(self: Server, events: int = 1 << 62) -> bool:
+        if self not in servers:
+            servers.append(self)
+        others = [s.ledger.now for s in servers if s is not self and s._fi < len(s._ftimes)]
+        turns.append((self.ledger.now, min(others, default=float("inf"))))
+        return replay(self, events)
+
+    monkeypatch.setattr(Server, "replay", watched)
+    monkeypatch.setattr(sim.run, "REPLAY_EVENTS", 50)
+    fleet = Fleet((Pool("main", llama, ServerConfig(), replicas=3),))
+    requests = traces.load("azure_chat", max_requests=3000)
+    together = simulate_fleet(requests, fleet)
+    assert len(servers) == 3 and len(turns) > 3000 // 50  # at least an event per request, 50 a turn
+    assert all(own <= lowest for own, lowest in turns[3:])  # after each server's first turn
+    monkeypatch.setattr(sim.run, "REPLAY_EVENTS", 1 << 62)  # each server all at once
+    assert together.requests.equals(simulate_fleet(requests, fleet).requests)
