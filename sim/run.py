@@ -391,7 +391,7 @@ def _progress(env: simpy.Environment, horizon_s: float, enabled: bool) -> Any:
         step = horizon_s / 200
         while env.now < horizon_s:
             yield env.timeout(step)
-            bar.update(min(round(env.now), bar.total) - bar.n)
+            bar.update(max(min(round(env.now), bar.total) - bar.n, 0))  # a plain replay may be ahead
 
     env.process(tick())
     return bar
