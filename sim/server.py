@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
-from simpy.events import URGENT
+from simpy.events import URGENT, Timeout
 
 from sim.config import ServerConfig
 from sim.costs import StepCosts, mixed_step, prefill_sums
@@ -148,7 +148,7 @@ class Server:
         return ServerState(
             len(e.queue),
             len(e.order),
-            self.kv.tokens(self.kv.capacity_units - e.used),
+            self.kv_free_tokens(),
             decoders=e.B,
             decode_ctx=e.S,
             outstanding_tokens=e.outstanding_tokens(),
@@ -157,6 +157,10 @@ class Server:
             last_finish_steps=e.last_finish_steps,
             recent_step_s=self.ledger.step_avg,
         )
+
+    def kv_free_tokens(self) -> int:
+        """Tokens of full-length KV the free cache holds, as of the last step boundary."""
+        return self.kv.tokens(self.kv.capacity_units - self.engine.used)
 
     def outstanding_tokens(self) -> int:
         """Work left (tokens), as of the last step boundary (`Engine.outstanding_tokens`)."""
@@ -196,12 +200,21 @@ class Server:
 
     def _next(self) -> None:
         """Start what comes next at the server's clock: a decode span, a mixed step or a wait."""
-        e = self.engine
-        self._pull(self.ledger.now)
+        e, ledger = self.engine, self.ledger
+        now = ledger.t + ledger.tc  # `Ledger.now`, inlined: once per event
+        if self._fi < len(self._ftimes):
+            self._pull(now)
         if e.can_span():
-            self._start_decode()
+            B, S = e.B, e.S
+            if self._exact:
+                k = 1
+            else:
+                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now)
+            self._phase = _DECODE
+            self._B, self._S, self._t0, self._k = B, S, now, k
+            self._sleep(now + self.costs.span_s(B, S, k))
         elif e.B or e.partial is not None or e.queue:
-            self._start_mixed(e.form_step(self.ledger.now))
+            self._start_mixed(e.form_step(now))
         else:
             self._start_idle()
 
@@ -232,7 +245,7 @@ class Server:
         """Wait to clock time `until` (s): `_ring` runs then, unless a wake-up comes first."""
         env = self.env
         self._waiting = True
-        timer = self._timer = simpy.Timeout(env, max(until - env.now, 0.0))
+        timer = self._timer = Timeout(env, max(until - env.now, 0.0))
         timer.callbacks.append(self._ring)
 
     def _ring(self, timer: simpy.Event) -> None:
@@ -328,16 +341,6 @@ class Server:
             if reach < k:
                 return reach
         return k
-
-    def _start_decode(self) -> None:
-        """Advance the decoders to the next boundary: completion, window, KV shortage or arrival."""
-        e = self.engine
-        B, S = e.B, e.S
-        t0 = self.ledger.now
-        k = 1 if self._exact else self._span_steps(B, S, t0)
-        self._phase = _DECODE
-        self._B, self._S, self._t0, self._k = B, S, t0, k
-        self._sleep(t0 + self.costs.span_s(B, S, k))
 
     def _end_decode(self, B: int, S: int, k: int) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
