@@ -135,7 +135,8 @@ class Server:
         the caller does once its event has made all its submits (before any other event)."""
         if self._alone:
             raise RuntimeError(f"{self.name} was fed alone=True: nothing may submit jobs to it")
-        self._pull(t_s)
+        if self._fi < len(self._ftimes):
+            self._pull(t_s)
         room = self.engine.accepts_arrivals()
         if not self._enqueue(job, t_s) or not self._waiting or self._interrupted:
             return False
