@@ -72,14 +72,14 @@ class Server:
         self._waiting = self._interrupted = self._idle = self._alone = False
         self._exact, self._record = config.exact_steps, config.record_features
         # the wait under way: its timer (a stale one rings in vain) and what it ends: an idle wait
-        # (to the feed's next arrival, or None), a decode span of k steps of B decoders whose
-        # contexts summed to S from t0 (s), or a mixed step (its work, time, energy, end)
+        # (to the feed's next arrival, or None), a decode span (B decoders whose contexts summed to
+        # S, from t0 s, k steps) or a mixed step (its work, time s, energy J, end s). Few
+        # attributes: past 30, CPython stops sharing the instance dicts' keys (slower reads).
         self._timer: simpy.Event | None = None
         self._phase = _IDLE
         self._nxt: float | None = None
-        self._B = self._S = self._k = 0
-        self._t0 = self._dt = self._de = self._end = 0.0
-        self._work: Prefill = []
+        self._span: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+        self._step: tuple[Prefill, float, float, float] = ([], 0.0, 0.0, 0.0)
         _urgent(env, self._start)
 
     @property
@@ -212,7 +212,7 @@ class Server:
             else:
                 k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now)
             self._phase = _DECODE
-            self._B, self._S, self._t0, self._k = B, S, now, k
+            self._span = (B, S, now, k)
             self._sleep(now + self.costs.span_s(B, S, k))
         elif e.B or e.partial is not None or e.queue:
             self._start_mixed(e.form_step(now))
@@ -258,9 +258,11 @@ class Server:
         self._waiting = False
         phase = self._phase
         if phase == _DECODE:
-            self._end_decode(self._B, self._S, self._k)
+            B, S, _, k = self._span
+            self._end_decode(B, S, k)
         elif phase == _MIXED:
-            self._end_mixed(self._work, self._dt, self._de)
+            work, dt, de, _ = self._step
+            self._end_mixed(work, dt, de)
         else:
             self._resume_idle(self._nxt)
         self._next()
@@ -272,11 +274,12 @@ class Server:
         self._waiting = self._interrupted = False
         phase = self._phase
         if phase == _DECODE:
-            B, S, t0 = self._B, self._S, self._t0
-            self._k = k = min(self._k, self.costs.steps_to_reach(B, S, t_s - t0))
+            B, S, t0, k = self._span
+            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0))
+            self._span = (B, S, t0, k)
             self._sleep(t0 + self.costs.span_s(B, S, k))
         elif phase == _MIXED:
-            self._sleep(self._end)  # a step is atomic: arrivals wait for its end
+            self._sleep(self._step[3])  # a step is atomic: arrivals wait for its end
         else:
             self._timer = None
             self._resume_idle(t_s)
@@ -305,8 +308,8 @@ class Server:
             self.on_change()  # form_step may have preempted
         dt, de = self._mixed_cost(work)
         self._phase = _MIXED
-        self._work, self._dt, self._de = work, dt, de
-        self._end = end = self.ledger.now + dt
+        end = self.ledger.now + dt
+        self._step = (work, dt, de, end)
         self._sleep(end)
 
     def _mixed_cost(self, work: Prefill) -> tuple[float, float]:
