@@ -303,7 +303,9 @@ class _Dispatcher:
         env.timeout(0.0).callbacks.append(self._arrive)
 
     def _arrive(self, _: simpy.Event) -> None:
-        """Route every arrival due now, wait for the next one, then wake the servers to wake."""
+        """Route every arrival due now, wait for the next one, then wake the servers to wake: after
+        the next timeout is scheduled, as urgent wake-ups would run after this callback, so that
+        the timeouts the wakes schedule come after it among events of one time."""
         env, times, i, n = self.env, self.times, self.next, len(self.times)
         now = env.now
         while i < n and times[i] <= now:
