@@ -57,10 +57,6 @@ def _shared_above_idle_j(costs: StepCosts) -> float:
     return max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
 
 
-def _decode_step_s(c: StepCoef, state: ServerState) -> float:
-    return c.const + c.decode_seqs * state.decoders + c.decode_ctx * state.decode_ctx
-
-
 def ttft_estimate_s(
     costs: StepCosts, state: ServerState, n_in: int, n_out: int, max_batch_size: int, max_num_tokens: int | None
 ) -> float:
@@ -75,11 +71,31 @@ def ttft_estimate_s(
     room = max_batch_size - state.running - state.queue_len
     if room < 1 or state.kv_free_tokens < state.queued_kv_tokens + n_in + n_out:
         return math.inf
-    c = costs.time_s
-    step = _decode_step_s(c, state)
-    tokens = state.queued_prompt_tokens + n_in
-    steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - state.decoders, 1)))
-    seqs = state.queue_len + 1
+    return _ttft_s(
+        costs.time_s,
+        state.decoders,
+        state.decode_ctx,
+        state.queue_len,
+        state.queued_prompt_tokens,
+        n_in,
+        max_num_tokens,
+    )
+
+
+def _ttft_s(
+    c: StepCoef,
+    decoders: int,
+    decode_ctx: int,
+    queue_len: int,
+    queued_prompt: int,
+    n_in: int,
+    max_num_tokens: int | None,
+) -> float:
+    """`ttft_estimate_s` of a replica whose queue and this request all fit the next step (s)."""
+    step = c.const + c.decode_seqs * decoders + c.decode_ctx * decode_ctx
+    tokens = queued_prompt + n_in
+    steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
+    seqs = queue_len + 1
     return (
         step * (1 + steps) + c.prefill_seqs * seqs + c.prefill_tokens * tokens + c.prefill_attn * n_in * (n_in + 1) / 2
     )
@@ -87,9 +103,13 @@ def ttft_estimate_s(
 
 def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:
     """Estimated time per output token (s): a decode step with this request added to the batch."""
-    c = costs.time_s
-    decode = c.const + c.decode_seqs * (state.decoders + 1) + c.decode_ctx * (state.decode_ctx + n_in + 1)
-    return max(decode, state.recent_step_s if state.decoders else 0.0)
+    return _tpot_s(costs.time_s, state.decoders, state.decode_ctx, state.recent_step_s, n_in)
+
+
+def _tpot_s(c: StepCoef, decoders: int, decode_ctx: int, recent_step_s: float, n_in: int) -> float:
+    """`tpot_estimate_s` from the decoders, their context sum and the recent step time (s)."""
+    decode = c.const + c.decode_seqs * (decoders + 1) + c.decode_ctx * (decode_ctx + n_in + 1)
+    return max(decode, recent_step_s if decoders else 0.0)
 
 
 class LoadIndex:
@@ -99,8 +119,7 @@ class LoadIndex:
     outstanding tokens and, with `by_finish`, the steps until their last decoder finishes), so it
     costs O(changed × log n) rather than a pass over all n. `least()` keeps a heap of
     (tokens, position) with lazy deletion; `order` is a list sorted by (−finish steps, tokens,
-    position); `state(i)` keeps a replica's snapshot until it changes. Positions are indices into
-    `servers`, which are in index order.
+    position). Positions are indices into `servers`, which are in index order.
     """
 
     def __init__(self, servers: Sequence[Server], by_finish: bool = False) -> None:
@@ -114,7 +133,6 @@ class LoadIndex:
             (-e.last_finish_steps, w, i) for i, (e, w) in enumerate(zip(self._engines, self.tokens, strict=True))
         ]
         self.order = sorted(self._keys) if by_finish else []
-        self._states: list[ServerState | None] = [None] * len(self.servers)
         self._changed: set[int] = set()
         for i, s in enumerate(self.servers):
             assert s.on_change is None, f"replica {s.name} already reports to another index"
@@ -127,7 +145,6 @@ class LoadIndex:
             return
         engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
         for i in changed:
-            self._states[i] = None
             e = engines[i]
             w = e.outstanding_tokens()
             if w != tokens[i]:
@@ -143,13 +160,6 @@ class LoadIndex:
         if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh
             self._heap = [(w, i) for i, w in enumerate(tokens)]
             heapq.heapify(self._heap)
-
-    def state(self, i: int) -> ServerState:
-        """Replica i's `Server.state()`, taken once per change (call `refresh` first)."""
-        st = self._states[i]
-        if st is None:
-            st = self._states[i] = self.servers[i].state()
-        return st
 
     def least(self) -> Server:
         """The replica with the least outstanding tokens (the first of equals)."""
@@ -248,7 +258,10 @@ class EnergyAware(Router):
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
-        self._groups = [(group[0].costs, LoadIndex(group, by_finish=True)) for group in self.by_pool]
+        self._groups = [
+            (group[0].costs, _shared_above_idle_j(group[0].costs), LoadIndex(group, by_finish=True))
+            for group in self.by_pool
+        ]
 
     def pick(self, n_in: int, n_out: int) -> Server:
         """The replica that adds the least energy (then the least outstanding work, then the
@@ -257,44 +270,46 @@ class EnergyAware(Router):
         Within a pool the added energy only grows as the steps until a replica's last decoder
         finishes shrink, so the walk goes down `LoadIndex.order` and stops at the first replica
         that adds more than the best found: it visits the replicas whose decoders outlast the
-        request, then few others. The SLO estimates, which need a replica's full state, are
-        computed only for one that would win.
+        request, then few others. The SLO estimates, which need more of a replica's state, are
+        computed only for one that would win, from its engine in place (no snapshot).
         """
         h = self.fleet.slo_headroom
         ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
         best, best_e, best_w, best_i = None, 0.0, 0, 0
-        for costs, index in self._groups:
+        for costs, shared, index in self._groups:
             if tpot_estimate_s(costs, _IDLE, n_in) > tpot_s:
                 continue  # too slow on this GPU even alone
             own = sequence_cost(costs.energy_j, n_in, n_out)
-            shared = _shared_above_idle_j(costs)
             index.refresh()
             servers = index.servers
             for neg_finish, w, i in index.order:
-                e = _added_energy_j(own, n_out, -neg_finish, shared)
+                beyond = n_out + neg_finish  # `_added_energy_j`, inlined: once per replica walked
+                e = own + (beyond if beyond > 0 else 0) * shared
                 s = servers[i]
                 if best is not None:
                     if e > best_e:
                         break  # every replica further down adds at least as much
                     if e == best_e and (w > best_w or (w == best_w and s.index > best_i)):
                         continue
-                if not _meets_slo(costs, s, index.state(i), n_in, n_out, ttft_s, tpot_s):
+                if not _meets_slo(costs, s, n_in, n_out, ttft_s, tpot_s):
                     continue
                 best, best_e, best_w, best_i = s, e, w, s.index
         if best is not None:
             return best
-        least = [index.least() for _, index in self._groups]
+        least = [index.least() for _, _, index in self._groups]
         return min(least, key=lambda s: (s.engine.outstanding_tokens(), s.index))
 
 
-def _meets_slo(
-    costs: StepCosts, s: Server, st: ServerState, n_in: int, n_out: int, ttft_s: float, tpot_s: float
-) -> bool:
-    """Whether replica s (in state st) has estimated TPOT and TTFT for this request within these bounds (s)."""
-    if tpot_estimate_s(costs, st, n_in) > tpot_s:
+def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float, tpot_s: float) -> bool:
+    """Whether replica s has `tpot_estimate_s` and `ttft_estimate_s` of `s.state()` for this
+    request within these bounds (s), its state read from the engine in place."""
+    e, c = s.engine, costs.time_s
+    if _tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
         return False
-    cfg = s.config
-    return ttft_estimate_s(costs, st, n_in, n_out, cfg.max_batch_size, cfg.max_num_tokens) <= ttft_s
+    cfg, queue_len = s.config, len(e.queue)
+    if cfg.max_batch_size - len(e.order) - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
+        return math.inf <= ttft_s
+    return _ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens) <= ttft_s
 
 
 _IDLE = ServerState(0, 0, 0)  # a replica with nothing to do

@@ -329,8 +329,9 @@ class _Summaries:
 class _Dispatcher:
     """Arrivals routed one by one at their times: a dynamic policy decides with the chosen
     replica's state; a request to summarise sends its summarization job first (to the
-    summarizer, or routed). A callback on one timeout per distinct arrival time, not a process:
-    the same events in the same order, without a generator to resume per arrival."""
+    summarizer, or routed). A callback on one timeout per distinct arrival time, not a process.
+    The servers it must wake are woken at the end of that callback, in the order of their
+    submits, as urgent events of that time would: no other event comes between."""
 
     def __init__(
         self,
@@ -349,10 +350,13 @@ class _Dispatcher:
         self.times, self.n_in, self.n_out = arrival.data, n_in.data, n_out.data
         self.summary_of = {p: arrival.size + k for k, p in enumerate(parents.tolist())}
         self.next = 0
+        self._woken: list[tuple[Server, float]] = []  # servers to wake at the end of this callback
         env.timeout(0.0).callbacks.append(self._arrive)
 
     def _arrive(self, _: simpy.Event) -> None:
-        """Route every arrival due now, then wait for the next one."""
+        """Route every arrival due now, wait for the next one, then wake the servers to wake: after
+        the next timeout is scheduled, as urgent wake-ups would run after this callback, so that
+        the timeouts the wakes schedule come after it among events of one time."""
         env, times, i, n = self.env, self.times, self.next, len(self.times)
         now = env.now
         while i < n and times[i] <= now:
@@ -361,6 +365,14 @@ class _Dispatcher:
         self.next = i
         if i < n:
             env.timeout(times[i] - now).callbacks.append(self._arrive)
+        woken = self._woken
+        for server, t in woken:
+            server.wake(t)
+        woken.clear()
+
+    def _submit(self, server: Server, job: int, t: float) -> None:
+        if server.offer(job, t):
+            self._woken.append((server, t))
 
     def _route(self, i: int, t: float) -> None:
         jobs, router = self.jobs, self.router
@@ -370,13 +382,12 @@ class _Dispatcher:
             if d.summary_tokens:
                 raise ValueError(f"dynamic policy {self.policy.name!r} cannot add summarization requests")
             jobs.n_in[i], jobs.n_out[i] = d.n_in, d.n_out
-            server.submit(i, t)
+            self._submit(server, i, t)
         elif i in self.summary_of:
             job = self.summary_of[i]
-            target = self.summarizer or router.pick(jobs.n_in[job], jobs.n_out[job])
-            target.submit(job, t)
+            self._submit(self.summarizer or router.pick(jobs.n_in[job], jobs.n_out[job]), job, t)
         else:
-            router.pick(jobs.n_in[i], jobs.n_out[i]).submit(i, t)
+            self._submit(router.pick(jobs.n_in[i], jobs.n_out[i]), i, t)
 
 
 def _progress(env: simpy.Environment, horizon_s: float, enabled: bool) -> Any:

@@ -1,24 +1,32 @@
-"""One serving engine on one GPU as a thin SimPy process: it waits, wakes and moves the clock.
+"""One serving engine on one GPU as a small state machine on SimPy timeouts: it waits, wakes
+and moves the clock.
 
 Batch formation (admission, KV accounting, preemption) is `sim.engine.Engine`; time and energy
 of steps are `sim.costs`; the clock and span log are `sim.ledger.Ledger`. Only batch-changing
-events wake the process: a step that prefills or preempts, the next completion, a window that
+events wake the server: a step that prefills or preempts, the next completion, a window that
 fills, a KV shortage, and an arrival that could join. Between them the decoders advance k steps
 at once, their time and energy being arithmetic series (`sim.costs.span`). A request's share of
 the shared step cost is the difference of one running sum taken when it joins and leaves the
 batch. `exact_steps=True` runs one step per event and charges every sequence explicitly: the
-reference the fast mode is tested against. A server fed all its jobs up front
-(`feed(..., alone=True)`) needs no other process: it runs its events in one plain loop
-(`_replay`), ahead of the SimPy clock, and its process wakes once, at its last event.
+reference the fast mode is tested against.
+
+Each wait is one timeout whose callback closes the step or span and starts the next (no
+generator process). A submit that must wake a waiting server (`offer`) is taken by `wake` right
+after the event that made it, before any other event of that time: an urgent event for
+`submit`, or the dispatcher's own call at the end of its callback. Same-time arrivals thus all
+join the step the woken server forms, and a cut decode span leaves its old timeout to ring in
+vain. A server fed all its jobs up front (`feed(..., alone=True)`) needs no other event: it runs
+its events in one plain loop (`_replay`), ahead of the SimPy clock, and its clock's last event
+is one timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
+from simpy.events import URGENT, Timeout
 
 from sim.config import ServerConfig
 from sim.costs import StepCosts, mixed_step, prefill_sums
@@ -29,6 +37,7 @@ from sim.ledger import Ledger, ServerStats
 
 Callback = Callable[[int, float], None]
 Notify = Callable[[], None]
+_IDLE, _DECODE, _MIXED = 0, 1, 2  # what a server's wait ends
 
 __all__ = ["Server", "ServerStats"]
 
@@ -62,7 +71,17 @@ class Server:
         self._fi = 0
         self._waiting = self._interrupted = self._idle = self._alone = False
         self._exact, self._record = config.exact_steps, config.record_features
-        self._proc = env.process(self._run())
+        # the wait under way: its timer (a stale one rings in vain) and what it ends: an idle wait
+        # (to the feed's next arrival, or None), a decode span (B decoders whose contexts summed to
+        # S, from t0 s, k steps) or a mixed step (its work, time s, energy J, end s). In two
+        # tuples: with 33 attributes (one per value) every attribute read of a server was slower,
+        # CPython sharing instance-dict keys only up to about 30 (round_robin's replay lost ~2 %).
+        self._timer: simpy.Event | None = None
+        self._phase = _IDLE
+        self._nxt: float | None = None
+        self._span: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+        self._step: tuple[Prefill, float, float, float] = ([], 0.0, 0.0, 0.0)
+        _urgent(env, self._start)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -106,17 +125,24 @@ class Server:
             self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
 
     def submit(self, job: int, t_s: float | None = None) -> None:
-        """Hand a job to the server at time t_s (default: now); wakes it if it can start it."""
+        """Hand a job to the server at time t_s (default: now); wakes it if it can start it: at
+        once after the calling event, before any other event of this time (as an interrupt)."""
+        t = self.env.now if t_s is None else t_s
+        if self.offer(job, t):
+            _urgent(self.env, lambda _: self.wake(t))
+
+    def offer(self, job: int, t_s: float) -> bool:
+        """`submit` without the wake-up: True if the server must be woken by `wake(t_s)`, which
+        the caller does once its event has made all its submits (before any other event)."""
         if self._alone:
             raise RuntimeError(f"{self.name} was fed alone=True: nothing may submit jobs to it")
-        t = self.env.now if t_s is None else t_s
-        self._pull(t)
+        if self._fi < len(self._ftimes):
+            self._pull(t_s)
         room = self.engine.accepts_arrivals()
-        if not self._enqueue(job, t) or not self._waiting or self._interrupted:
-            return
-        if self._idle or room:
-            self._interrupted = True
-            self._proc.interrupt(t)
+        if not self._enqueue(job, t_s) or not self._waiting or self._interrupted:
+            return False
+        self._interrupted = self._idle or room
+        return self._interrupted
 
     def state(self) -> ServerState:
         """Snapshot for policies and routers, as of the last step boundary."""
@@ -124,7 +150,7 @@ class Server:
         return ServerState(
             len(e.queue),
             len(e.order),
-            self.kv.tokens(self.kv.capacity_units - e.used),
+            self.kv_free_tokens(),
             decoders=e.B,
             decode_ctx=e.S,
             outstanding_tokens=e.outstanding_tokens(),
@@ -133,6 +159,10 @@ class Server:
             last_finish_steps=e.last_finish_steps,
             recent_step_s=self.ledger.step_avg,
         )
+
+    def kv_free_tokens(self) -> int:
+        """Tokens of full-length KV the free cache holds, as of the last step boundary."""
+        return self.kv.tokens(self.kv.capacity_units - self.engine.used)
 
     def outstanding_tokens(self) -> int:
         """Work left (tokens), as of the last step boundary (`Engine.outstanding_tokens`)."""
@@ -161,21 +191,34 @@ class Server:
             i += 1
         self._fi = i
 
-    # --- the process --------------------------------------------------------------------
-    def _run(self) -> Generator[Any, Any, None]:
-        e = self.engine
+    # --- the state machine -------------------------------------------------------------
+    def _start(self, _: simpy.Event) -> None:
+        """The server's first event (urgent, at time 0, as a process would start)."""
         if self._alone:
             self._replay()
-            yield self.env.timeout(max(self.ledger.now - self.env.now, 0.0))
+            self.env.timeout(max(self.ledger.now - self.env.now, 0.0))  # the SimPy clock ends at its last event
             return
-        while True:
-            self._pull(self.ledger.now)
-            if e.can_span():
-                yield from self._decode()
-            elif e.B or e.partial is not None or e.queue:
-                yield from self._mixed(e.form_step(self.ledger.now))
+        self._next()
+
+    def _next(self) -> None:
+        """Start what comes next at the server's clock: a decode span, a mixed step or a wait."""
+        e, ledger = self.engine, self.ledger
+        now = ledger.t + ledger.tc  # `Ledger.now`, inlined: once per event
+        if self._fi < len(self._ftimes):
+            self._pull(now)
+        if e.can_span():
+            B, S = e.B, e.S
+            if self._exact:
+                k = 1
             else:
-                yield from self._wait_idle()
+                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now)
+            self._phase = _DECODE
+            self._span = (B, S, now, k)
+            self._sleep(now + self.costs.span_s(B, S, k))
+        elif e.B or e.partial is not None or e.queue:
+            self._start_mixed(e.form_step(now))
+        else:
+            self._start_idle()
 
     def replay(self, events: int = 1 << 62) -> bool:
         """Run up to `events` more events of a server fed alone, ahead of the SimPy clock (a
@@ -211,40 +254,75 @@ class Server:
             else:
                 return True
 
-    def _sleep(self, until: float | None) -> Generator[Any, Any, float | None]:
-        """Sleep to clock time `until` (None: until woken); returns the waking submit's time."""
+    def _sleep(self, until: float) -> None:
+        """Wait to clock time `until` (s): `_ring` runs then, unless a wake-up comes first."""
         env = self.env
         self._waiting = True
-        try:
-            if until is None:
-                yield env.event()
-            else:
-                yield env.timeout(max(until - env.now, 0.0))
-            woke = None
-        except simpy.Interrupt as interrupt:
-            woke = interrupt.cause
-        self._waiting = self._interrupted = False
-        return woke
+        timer = self._timer = Timeout(env, max(until - env.now, 0.0))
+        timer.callbacks.append(self._ring)
 
-    def _wait_idle(self) -> Generator[Any, Any, None]:
+    def _ring(self, timer: simpy.Event) -> None:
+        """The wait ended (a timer cut short by a wake-up is stale and ignored): close the step or
+        span, or take the feed's next arrival, and go on."""
+        if timer is not self._timer:
+            return
+        self._timer = None
+        self._waiting = False
+        phase = self._phase
+        if phase == _DECODE:
+            B, S, _, k = self._span
+            self._end_decode(B, S, k)
+        elif phase == _MIXED:
+            work, dt, de, _ = self._step
+            self._end_mixed(work, dt, de)
+        else:
+            self._resume_idle(self._nxt)
+        self._next()
+
+    def wake(self, t_s: float) -> None:
+        """Take the submit of time t_s (s) that `offer` said must wake the waiting server: an idle
+        one starts, a decode span is cut at the first step boundary after it, a mixed step runs
+        to its end."""
+        self._waiting = self._interrupted = False
+        phase = self._phase
+        if phase == _DECODE:
+            B, S, t0, k = self._span
+            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0))
+            self._span = (B, S, t0, k)
+            self._sleep(t0 + self.costs.span_s(B, S, k))
+        elif phase == _MIXED:
+            self._sleep(self._step[3])  # a step is atomic: arrivals wait for its end
+        else:
+            self._timer = None
+            self._resume_idle(t_s)
+            self._next()
+
+    def _start_idle(self) -> None:
+        """Wait for work: to the feed's next arrival, or until a submit wakes the server."""
         self._idle = True
-        nxt = self._ftimes[self._fi] if self._fi < len(self._ftimes) else None
-        woke = yield from self._sleep(nxt)
+        self._phase = _IDLE
+        nxt = self._nxt = self._ftimes[self._fi] if self._fi < len(self._ftimes) else None
+        if nxt is None:
+            self._waiting = True
+        else:
+            self._sleep(nxt)
+
+    def _resume_idle(self, start: float | None) -> None:
+        """Leave the idle wait at time `start` (s): move the clock there and take the arrivals."""
         self._idle = False
-        start = woke if woke is not None else nxt
         assert start is not None
         self.ledger.jump(start)
         self._pull(start)
 
-    def _mixed(self, work: Prefill) -> Generator[Any, Any, None]:
+    def _start_mixed(self, work: Prefill) -> None:
         """One step that prefills `work` (and decodes the running decoders)."""
         if self.on_change is not None:
             self.on_change()  # form_step may have preempted
         dt, de = self._mixed_cost(work)
+        self._phase = _MIXED
         end = self.ledger.now + dt
-        while (yield from self._sleep(end)) is not None:
-            pass  # a step is atomic: arrivals wait for its end
-        self._end_mixed(work, dt, de)
+        self._step = (work, dt, de, end)
+        self._sleep(end)
 
     def _mixed_cost(self, work: Prefill) -> tuple[float, float]:
         """Time (s) and energy (J) of the step that prefills `work`."""
@@ -279,19 +357,6 @@ class Server:
             if reach < k:
                 return reach
         return k
-
-    def _decode(self) -> Generator[Any, Any, None]:
-        """Advance the decoders to the next boundary: completion, window, KV shortage or arrival."""
-        e, c = self.engine, self.costs
-        B, S = e.B, e.S
-        t0 = self.ledger.now
-        k = 1 if self._exact else self._span_steps(B, S, t0)
-        while True:
-            woke = yield from self._sleep(t0 + c.span_s(B, S, k))
-            if woke is None:
-                break
-            k = min(k, c.steps_to_reach(B, S, woke - t0))
-        self._end_decode(B, S, k)
 
     def _end_decode(self, B: int, S: int, k: int) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
@@ -346,3 +411,12 @@ class Server:
 def _power(energy_j: float, time_s: float) -> float:
     """Mean power (W) of a step; 0 for a step the oracle says takes no time."""
     return energy_j / time_s if time_s > 0.0 else 0.0
+
+
+def _urgent(env: simpy.Environment, callback: Callable[[simpy.Event], None]) -> None:
+    """Run `callback` at the current time before any other event of that time, after those
+    already urgent (as SimPy starts and interrupts processes)."""
+    event = simpy.Event(env)
+    event._ok, event._value = True, None
+    event.callbacks.append(callback)
+    env.schedule(event, URGENT)
