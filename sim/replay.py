@@ -1,0 +1,279 @@
+"""The replay loop of a server fed alone, fused: `Server._replay` with its common events inlined.
+
+A server fed all its jobs up front runs its events one after the other in a plain loop. Each
+event there is a handful of small calls (`Engine.can_span`, `span_limit`, `run_span`,
+`form_step`, `finish_step`, `StepCosts.decode`, `mixed`, `steps_to_reach`, `Ledger.advance`,
+`Server._emit`), and at a million requests the calls, not the arithmetic, are most of the run.
+`replay` runs the same events with the common cases of those functions copied inline (each copy
+names the function it copies; the float operations are the same, in the same order, so results
+are bit for bit those of `Server._replay`) and calls the general methods for the rare ones:
+preemption, a prompt mid-prefill, sliding-window saturation, a step at the power limit, a KV
+shortage within a span. It serves the fast mode only (no `exact_steps`, no `record_features`, no
+`on_change` listener); `Server._replay` serves the rest and is what this is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.costs import steps_to_reach
+from sim.ledger import RECENT
+
+if TYPE_CHECKING:
+    from sim.server import Server
+
+_NO_JOBS: tuple[int, ...] = ()
+
+
+def replay(server: Server) -> None:
+    """Every event of the server's feed, as `Server._replay` runs them (fast mode only)."""
+    assert not (server._exact or server._record or server.on_change is not None)
+    e, ledger, costs, jobs = server.engine, server.ledger, server.costs, server.jobs
+    ft, fj, n, fi = server._ftimes, server._fjobs, len(server._ftimes), server._fi
+    on_finish, on_reject = server.on_finish, server.on_reject
+    ct, ce, limit = costs.time_s, costs.energy_j, costs.power_limit_w
+    t0, t1, t2, t3, t4, t5 = (
+        ct.const,
+        ct.decode_seqs,
+        ct.decode_ctx,
+        ct.prefill_seqs,
+        ct.prefill_tokens,
+        ct.prefill_attn,
+    )
+    e0, e1, e2, e3, e4, e5 = (
+        ce.const,
+        ce.decode_seqs,
+        ce.decode_ctx,
+        ce.prefill_seqs,
+        ce.prefill_tokens,
+        ce.prefill_attn,
+    )
+    phases, queue, order, dec, heap, sat = e.phases, e.queue, e.order, e.decoders, e._heap, e._sat
+    weights, bs, cap, units = phases.weights, e._bs, e.cap, e.units
+    max_seqs, max_tokens, chunked, reserve, static, fit = (
+        e.max_seqs,
+        e.max_tokens,
+        e.chunked,
+        e.reserve,
+        e.static,
+        e._fit,
+    )
+    n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
+    share_of, first_s, finish_s = _items(jobs.share), _items(jobs.first_s), _items(jobs.finish_s)
+    admit_s, chunks = _items(jobs.admit_s), _items(jobs.chunks)
+    head_fits, complete, start_decoding = e._head_fits, e._complete, e._start_decoding
+    f_log, i_log = ledger._f, ledger._i
+    while True:
+        now = ledger.t + ledger.tc
+        while fi < n and ft[fi] <= now:  # `Server._pull` and `Engine.enqueue`, inlined
+            j = fj[fi]
+            need = n_in[j] + n_out[j]
+            if (need if reserve else need - 1) > fit or (
+                not chunked and (n_in[j] if reserve else need - 1) > max_tokens
+            ):
+                e.enqueue(j)  # rejects it
+                if on_reject is not None:
+                    on_reject(j, ft[fi])
+            else:
+                queue.append(j)
+                e.pending += need
+                e.queued_need += need  # `Engine._count_queued`
+                e.queued_prompt += n_in[j]
+            fi += 1
+        server._fi = fi
+        B, N, used, part = e.B, e.N, e.used, e.partial
+        first: Sequence[int] = _NO_JOBS
+        if B and part is None:  # `Engine.can_span`, inlined
+            step_need = weights[-N % bs]
+            free = cap - used - step_need
+            span = free >= 0 and not (queue and head_fits(free))
+        else:
+            span = False
+        if span:
+            # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
+            S = e.S
+            f, j = heap[0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
+            entry = dec.get(j)
+            if sat or entry is None or entry[0] != f:
+                k = e.span_limit()
+            else:
+                k = f - N
+                total = phases.total
+                if total and (cap - used) // total * bs < k:
+                    k = phases.steps_within(N, k, cap - used)
+            a_t = t0 + t1 * B + t2 * S
+            c2b = t2 * B
+            if k > 1 and fi < n and not queue and not static and len(order) < max_seqs:
+                dt_s = ft[fi] - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
+                if dt_s <= 0.0:
+                    reach = 1
+                elif c2b > 0.0:
+                    b = a_t - 0.5 * c2b
+                    reach = max(math.ceil((-b + math.sqrt(b * b + 2.0 * c2b * dt_s)) / c2b), 1)
+                    while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
+                        reach -= 1
+                    while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
+                        reach += 1
+                else:
+                    reach = steps_to_reach(ct, B, S, dt_s)
+                if limit is not None and reach > 1:
+                    for ctx in (S, S + (reach - 1) * B):  # `StepCosts._throttled`, inlined
+                        p = e0 + e1 * B + e2 * ctx
+                        if p - limit * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
+                            reach = costs.steps_to_reach(B, S, dt_s)
+                            break
+                if reach < k:
+                    k = reach
+            a_e = e0 + e1 * B + e2 * S  # `StepCosts.decode`, inlined
+            de = k * a_e + e2 * B * k * (k - 1) * 0.5
+            last = S + (k - 1) * B
+            l_t = t0 + t1 * B + t2 * last
+            l_e = e0 + e1 * B + e2 * last
+            dt = k * a_t + c2b * k * (k - 1) * 0.5
+            if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+                dt, de, peak = costs.decode(B, S, k)
+            else:
+                p_first = a_e / a_t if a_t > 0.0 else 0.0
+                p_last = l_e / l_t if l_t > 0.0 else 0.0
+                peak = p_first if p_first > p_last else p_last
+            if k == 1:  # `Engine.run_span` and `BlockPhases.over`, inlined
+                used += step_need
+            else:
+                cycles, rest = divmod(k, bs)
+                used += cycles * phases.total
+                if rest:
+                    lo = (1 - N - k) % bs
+                    if lo + rest <= bs:
+                        used += sum(weights[lo : lo + rest])
+                    else:
+                        used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
+            e.used = used
+            x = k / B
+            sh = e.share
+            v = sh + x
+            e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
+            e.share = v
+            N += k
+            e.N = N
+            e.S = S + B * k
+            if sat and sat[0][0] <= N:
+                e._saturate()
+            done = complete() if heap[0][0] <= N else _NO_JOBS
+            steps, running, tokens = k, B, B * k
+        elif B or part is not None or queue:
+            # --- a step that prefills: `Engine.form_step`, `Server._end_mixed` ----------------
+            demand = weights[-N % bs]
+            if part is not None or demand > cap - used:  # a chunk to continue, or preemptions
+                work = e.form_step(now)
+                B = e.B
+                dt, de = costs.mixed(B, e.S, work)
+                running = B + len(work)
+                first, done = e.finish_step(work)
+                tokens = B + e.prefilled
+            else:
+                work = []
+                if queue and not (static and order):  # `Engine._admit`, inlined
+                    budget, free, taken = max_tokens - B, cap - used - demand, 0
+                    share_now = e.share + e.share_c
+                    while queue and len(order) < max_seqs and budget > 0:
+                        j = queue[0]
+                        m = target = n_in[j] + generated[j]
+                        if target > budget:
+                            if not chunked:
+                                break
+                            m = budget
+                        need = units(n_in[j] + n_out[j] if reserve else m)
+                        if need > free - taken:
+                            break
+                        queue.popleft()
+                        order[j] = None
+                        e.queued_need -= n_in[j] + n_out[j]  # `Engine._count_queued`
+                        e.queued_prompt -= n_in[j]
+                        budget -= m
+                        taken += need
+                        work.append((j, m, 0))
+                        if chunks[j] == 0:
+                            admit_s[j] = now
+                        share_of[j] -= share_now
+                    demand += taken
+                e.used = used + demand
+                S = e.S
+                tok = attn = 0  # `StepCosts.mixed`, inlined
+                for _, m, past in work:
+                    tok += m
+                    attn += m * past + m * (m + 1) // 2
+                w = len(work)
+                de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
+                dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
+                if limit is not None and de > limit * dt:
+                    dt = de / limit
+                running = B + w
+                x = 1.0 / running  # `Engine.finish_step`, inlined for steps without a prompt mid-prefill
+                sh = e.share
+                v = sh + x
+                e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
+                e.share = v
+                N += 1
+                e.N = N
+                e.S = S + B
+                if sat and sat[0][0] <= N:
+                    e._saturate()
+                done = complete() if heap and heap[0][0] <= N else []
+                first, prefilled = [], 0
+                for j, m, past in work:
+                    chunks[j] += 1
+                    gen = generated[j]
+                    target = n_in[j] + gen
+                    if past + m < target:
+                        e.partial = (j, past + m, target)
+                        continue
+                    prefilled += 1
+                    if gen == 0:
+                        first.append(j)  # type: ignore[attr-defined]
+                    generated[j] = gen = gen + 1
+                    e.pending -= n_in[j] + n_out[j]
+                    if gen == n_out[j]:
+                        e._finish(j, target)
+                        done.append(j)
+                    else:
+                        start_decoding(j)
+                e.prefilled = prefilled
+                tokens = B + prefilled
+            steps, peak = 1, de / dt if dt > 0.0 else 0.0  # `server._power`
+        elif fi < n:
+            if ft[fi] > now:  # `Ledger.jump`, inlined
+                ledger.t, ledger.tc = ft[fi], 0.0
+            continue
+        else:
+            return
+        t, tc = ledger.t, ledger.tc  # `Ledger.advance`, inlined
+        f_log.extend((now, dt, de, peak, e.used / cap))
+        i_log.extend((steps, running, tokens))
+        v = t + dt
+        tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
+        ledger.t, ledger.tc = v, tc
+        ledger.steps += steps
+        ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
+        if peak > ledger.peak_w:
+            ledger.peak_w = peak
+        if len(i_log) >= ledger._full:
+            ledger._on_full()
+            f_log, i_log = ledger._f, ledger._i  # a hand-over replaces the logs
+        if first or done:  # `Server._emit`, inlined
+            now = v + tc
+            for j in first:
+                first_s[j] = now
+            for j in done:
+                finish_s[j] = now
+                if on_finish is not None:
+                    on_finish(j, now)
+
+
+def _items(a: np.ndarray) -> Any:
+    """A memoryview of the array's buffer: item reads and writes of Python scalars, about twice
+    as fast as numpy's (the same values: float64 and integer arithmetic are the same)."""
+    return a.data
