@@ -16,56 +16,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sim.costs import steps_to_reach
+from sim.jobs import DONE
 from sim.ledger import RECENT
 
 if TYPE_CHECKING:
+    from sim.engine import Prefill
     from sim.server import Server
 
 _NO_JOBS: tuple[int, ...] = ()
+_NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
+_GENERAL: Prefill = []  # marks a step the general methods ran
 
 
 def replay(server: Server) -> None:
     """Every event of the server's feed, as `Server._replay` runs them (fast mode only)."""
     assert not (server._exact or server._record or server.on_change is not None)
-    e, ledger, costs, jobs = server.engine, server.ledger, server.costs, server.jobs
+    e, ledger, costs, jobs, kv = server.engine, server.ledger, server.costs, server.jobs, server.kv
     ft, fj, n, fi = server._ftimes, server._fjobs, len(server._ftimes), server._fi
     on_finish, on_reject = server.on_finish, server.on_reject
     ct, ce, limit = costs.time_s, costs.energy_j, costs.power_limit_w
-    t0, t1, t2, t3, t4, t5 = (
-        ct.const,
-        ct.decode_seqs,
-        ct.decode_ctx,
-        ct.prefill_seqs,
-        ct.prefill_tokens,
-        ct.prefill_attn,
-    )
-    e0, e1, e2, e3, e4, e5 = (
-        ce.const,
-        ce.decode_seqs,
-        ce.decode_ctx,
-        ce.prefill_seqs,
-        ce.prefill_tokens,
-        ce.prefill_attn,
-    )
+    t0, t1, t2, t3, t4, t5 = ct
+    e0, e1, e2, e3, e4, e5 = ce
     phases, queue, order, dec, heap, sat = e.phases, e.queue, e.order, e.decoders, e._heap, e._sat
-    weights, bs, cap, units = phases.weights, e._bs, e.cap, e.units
-    max_seqs, max_tokens, chunked, reserve, static, fit = (
-        e.max_seqs,
-        e.max_tokens,
-        e.chunked,
-        e.reserve,
-        e.static,
-        e._fit,
-    )
+    weights, bs, cap, units, fit = phases.weights, e._bs, e.cap, e.units, e._fit
+    max_seqs, max_tokens, chunked, reserve, static = e.max_seqs, e.max_tokens, e.chunked, e.reserve, e.static
+    full, flat = kv.full_units, kv.window_units == 0  # flat: `KvLayout.units_fn`'s formula holds
     n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
-    share_of, first_s, finish_s = _items(jobs.share), _items(jobs.first_s), _items(jobs.finish_s)
+    share_of, status, first_s, finish_s = (
+        _items(jobs.share),
+        _items(jobs.status),
+        _items(jobs.first_s),
+        _items(jobs.finish_s),
+    )
     admit_s, chunks = _items(jobs.admit_s), _items(jobs.chunks)
-    head_fits, complete, start_decoding = e._head_fits, e._complete, e._start_decoding
     f_log, i_log = ledger._f, ledger._i
     while True:
         now = ledger.t + ledger.tc
@@ -87,12 +76,19 @@ def replay(server: Server) -> None:
         server._fi = fi
         B, N, used, part = e.B, e.N, e.used, e.partial
         first: Sequence[int] = _NO_JOBS
+        done: Sequence[int] = _NO_JOBS
+        span = False
         if B and part is None:  # `Engine.can_span`, inlined
             step_need = weights[-N % bs]
             free = cap - used - step_need
-            span = free >= 0 and not (queue and head_fits(free))
-        else:
-            span = False
+            span = free >= 0
+            if span and queue and len(order) < max_seqs and not (static and order) and max_tokens > B:
+                j = queue[0]  # `Engine._head_fits`, inlined
+                target = n_in[j] + generated[j]
+                if target <= max_tokens - B or chunked:
+                    target = min(target, max_tokens - B)
+                    held = n_in[j] + n_out[j] if reserve else target
+                    span = (-(-held // bs) * full if flat else units(held)) > free
         if span:
             # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
             S = e.S
@@ -151,29 +147,20 @@ def replay(server: Server) -> None:
                         used += sum(weights[lo : lo + rest])
                     else:
                         used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
-            e.used = used
-            x = k / B
-            sh = e.share
-            v = sh + x
-            e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
-            e.share = v
             N += k
-            e.N = N
-            e.S = S + B * k
-            if sat and sat[0][0] <= N:
-                e._saturate()
-            done = complete() if heap[0][0] <= N else _NO_JOBS
-            steps, running, tokens = k, B, B * k
+            S += B * k
+            x = k / B
+            steps, running, tokens, work = k, B, B * k, _NO_WORK
         elif B or part is not None or queue:
-            # --- a step that prefills: `Engine.form_step`, `Server._end_mixed` ----------------
+            # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
             demand = weights[-N % bs]
             if part is not None or demand > cap - used:  # a chunk to continue, or preemptions
-                work = e.form_step(now)
+                prefill = e.form_step(now)
                 B = e.B
-                dt, de = costs.mixed(B, e.S, work)
-                running = B + len(work)
-                first, done = e.finish_step(work)
-                tokens = B + e.prefilled
+                dt, de = costs.mixed(B, e.S, prefill)
+                running = B + len(prefill)
+                first, done = e.finish_step(prefill)
+                steps, tokens, work = 1, B + e.prefilled, _GENERAL
             else:
                 work = []
                 if queue and not (static and order):  # `Engine._admit`, inlined
@@ -186,7 +173,8 @@ def replay(server: Server) -> None:
                             if not chunked:
                                 break
                             m = budget
-                        need = units(n_in[j] + n_out[j] if reserve else m)
+                        held = n_in[j] + n_out[j] if reserve else m
+                        need = -(-held // bs) * full if flat else units(held)
                         if need > free - taken:
                             break
                         queue.popleft()
@@ -200,7 +188,7 @@ def replay(server: Server) -> None:
                             admit_s[j] = now
                         share_of[j] -= share_now
                     demand += taken
-                e.used = used + demand
+                used += demand
                 S = e.S
                 tok = attn = 0  # `StepCosts.mixed`, inlined
                 for _, m, past in work:
@@ -212,18 +200,55 @@ def replay(server: Server) -> None:
                 if limit is not None and de > limit * dt:
                     dt = de / limit
                 running = B + w
-                x = 1.0 / running  # `Engine.finish_step`, inlined for steps without a prompt mid-prefill
-                sh = e.share
-                v = sh + x
-                e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
-                e.share = v
-                N += 1
-                e.N = N
-                e.S = S + B
-                if sat and sat[0][0] <= N:
-                    e._saturate()
-                done = complete() if heap and heap[0][0] <= N else []
-                first, prefilled = [], 0
+                N += 1  # `Engine.finish_step`, inlined for steps without a prompt mid-prefill
+                S += B
+                x = 1.0 / running
+                steps = 1
+            peak = de / dt if dt > 0.0 else 0.0  # `server._power`
+        elif fi < n:
+            if ft[fi] > now:  # `Ledger.jump`, inlined
+                ledger.t, ledger.tc = ft[fi], 0.0
+            continue
+        else:
+            return
+        if work is not _GENERAL:
+            # --- the end of a span or step: `Engine.run_span` and `finish_step`, inlined -----
+            sh = e.share
+            v = sh + x
+            e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
+            e.share = v
+            e.N = N
+            if sat and sat[0][0] <= N:
+                e._saturate()
+            done = out = []
+            if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
+                sh = v + e.share_c
+                ptotal, fsum = phases.total, e.fsum
+                while heap and heap[0][0] <= N:
+                    f, j = heappop(heap)
+                    entry = dec.get(j)
+                    if entry is None or entry[0] != f:
+                        continue
+                    del dec[j]
+                    weight = entry[2]
+                    weights[entry[1]] -= weight
+                    ptotal -= weight
+                    length = n_in[j] + n_out[j]
+                    B -= 1
+                    S -= length - (f - N)
+                    fsum -= f
+                    generated[j] = n_out[j]
+                    del order[j]
+                    held = length if reserve else length - 1
+                    used -= -(-held // bs) * full if flat else units(held)
+                    share_of[j] += sh
+                    status[j] = DONE
+                    out.append(j)
+                phases.total, e.fsum = ptotal, fsum
+            e.B, e.S, e.used = B, S, used
+            if work:  # the prompts this step prefilled
+                first = started = []
+                prefilled = 0
                 for j, m, past in work:
                     chunks[j] += 1
                     gen = generated[j]
@@ -233,23 +258,28 @@ def replay(server: Server) -> None:
                         continue
                     prefilled += 1
                     if gen == 0:
-                        first.append(j)  # type: ignore[attr-defined]
+                        started.append(j)
                     generated[j] = gen = gen + 1
                     e.pending -= n_in[j] + n_out[j]
                     if gen == n_out[j]:
                         e._finish(j, target)
-                        done.append(j)
+                        out.append(j)
+                    elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
+                        f = N + n_out[j] - gen
+                        key = (target - N) % bs  # its next context is target + 1
+                        weight = 0 if reserve else full
+                        dec[j] = (f, key, weight)
+                        heappush(heap, (f, j))
+                        weights[key] += weight  # `BlockPhases.add`
+                        phases.total += weight
+                        e.fsum += f
+                        e.fmax = f if e.B == 0 or f > e.fmax else e.fmax
+                        e.B += 1
+                        e.S += target + 1
                     else:
-                        start_decoding(j)
+                        e._start_decoding(j)
                 e.prefilled = prefilled
-                tokens = B + prefilled
-            steps, peak = 1, de / dt if dt > 0.0 else 0.0  # `server._power`
-        elif fi < n:
-            if ft[fi] > now:  # `Ledger.jump`, inlined
-                ledger.t, ledger.tc = ft[fi], 0.0
-            continue
-        else:
-            return
+                tokens = running - len(work) + prefilled
         t, tc = ledger.t, ledger.tc  # `Ledger.advance`, inlined
         f_log.extend((now, dt, de, peak, e.used / cap))
         i_log.extend((steps, running, tokens))
