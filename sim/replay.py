@@ -27,6 +27,7 @@ from sim.ledger import RECENT
 
 if TYPE_CHECKING:
     from sim.engine import Prefill
+    from sim.ledger import Ledger
     from sim.server import Server
 
 _NO_JOBS: tuple[int, ...] = ()
@@ -34,12 +35,17 @@ _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _GENERAL: Prefill = []  # marks a step the general methods ran
 
 
+def fits(server: Server) -> bool:
+    """Whether `replay` can run the server: the fast mode, and nothing listening to it."""
+    listeners = (server.on_change, server.on_finish, server.on_reject)
+    return not (server._exact or server._record) and all(f is None for f in listeners)
+
+
 def replay(server: Server) -> None:
-    """Every event of the server's feed, as `Server._replay` runs them (fast mode only)."""
-    assert not (server._exact or server._record or server.on_change is not None)
+    """Every event of the server's feed, as `Server._replay` runs them (for a server that `fits`)."""
+    assert fits(server)
     e, ledger, costs, jobs, kv = server.engine, server.ledger, server.costs, server.jobs, server.kv
     ft, fj, n, fi = server._ftimes, server._fjobs, len(server._ftimes), server._fi
-    on_finish, on_reject = server.on_finish, server.on_reject
     ct, ce, limit = costs.time_s, costs.energy_j, costs.power_limit_w
     t0, t1, t2, t3, t4, t5 = ct
     e0, e1, e2, e3, e4, e5 = ce
@@ -55,9 +61,12 @@ def replay(server: Server) -> None:
         _items(jobs.finish_s),
     )
     admit_s, chunks = _items(jobs.admit_s), _items(jobs.chunks)
-    f_log, i_log = ledger._f, ledger._i
+    t, tc, n_steps, step_avg, peak_w = ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w
+    rows_f: list[float] = []  # span rows not yet in the ledger's log (`_flush`)
+    rows_i: list[int] = []
+    room = _room(ledger)
     while True:
-        now = ledger.t + ledger.tc
+        now = t + tc
         while fi < n and ft[fi] <= now:  # `Server._pull` and `Engine.enqueue`, inlined
             j = fj[fi]
             need = n_in[j] + n_out[j]
@@ -65,15 +74,12 @@ def replay(server: Server) -> None:
                 not chunked and (n_in[j] if reserve else need - 1) > max_tokens
             ):
                 e.enqueue(j)  # rejects it
-                if on_reject is not None:
-                    on_reject(j, ft[fi])
             else:
                 queue.append(j)
                 e.pending += need
                 e.queued_need += need  # `Engine._count_queued`
                 e.queued_prompt += n_in[j]
             fi += 1
-        server._fi = fi
         B, N, used, part = e.B, e.N, e.used, e.partial
         first: Sequence[int] = _NO_JOBS
         done: Sequence[int] = _NO_JOBS
@@ -207,9 +213,12 @@ def replay(server: Server) -> None:
             peak = de / dt if dt > 0.0 else 0.0  # `server._power`
         elif fi < n:
             if ft[fi] > now:  # `Ledger.jump`, inlined
-                ledger.t, ledger.tc = ft[fi], 0.0
+                t, tc = ft[fi], 0.0
             continue
         else:
+            ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
+            _flush(ledger, rows_f, rows_i)
+            server._fi = fi
             return
         if work is not _GENERAL:
             # --- the end of a span or step: `Engine.run_span` and `finish_step`, inlined -----
@@ -280,30 +289,49 @@ def replay(server: Server) -> None:
                         e._start_decoding(j)
                 e.prefilled = prefilled
                 tokens = running - len(work) + prefilled
-        t, tc = ledger.t, ledger.tc  # `Ledger.advance`, inlined
-        f_log.extend((now, dt, de, peak, e.used / cap))
-        i_log.extend((steps, running, tokens))
+        rows_f += (now, dt, de, peak, e.used / cap)  # `Ledger.advance`, inlined
+        rows_i += (steps, running, tokens)
         v = t + dt
-        tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
-        ledger.t, ledger.tc = v, tc
-        ledger.steps += steps
-        ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
-        if peak > ledger.peak_w:
-            ledger.peak_w = peak
-        if len(i_log) >= ledger._full:
-            ledger._on_full()
-            f_log, i_log = ledger._f, ledger._i  # a hand-over replaces the logs
+        tc += (t - v) + dt if t >= dt else (dt - v) + t
+        t = v
+        n_steps += steps
+        step_avg += (1.0 - RECENT**steps) * (dt / steps - step_avg)
+        if peak > peak_w:
+            peak_w = peak
+        if len(rows_i) >= room:
+            ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
+            room = _flush(ledger, rows_f, rows_i)
         if first or done:  # `Server._emit`, inlined
-            now = v + tc
+            now = t + tc
             for j in first:
                 first_s[j] = now
             for j in done:
                 finish_s[j] = now
-                if on_finish is not None:
-                    on_finish(j, now)
 
 
 def _items(a: np.ndarray) -> Any:
     """A memoryview of the array's buffer: item reads and writes of Python scalars, about twice
     as fast as numpy's (the same values: float64 and integer arithmetic are the same)."""
     return a.data
+
+
+FLUSH_ROWS = 1024  # span rows buffered before they move to the ledger's log
+
+
+def _flush(ledger: Ledger, rows_f: list[float], rows_i: list[int]) -> int:
+    """Move buffered span rows into the ledger's log (a list moves into an array at once, several
+    times faster than `array.extend` row by row); hand the log over if `Ledger.hand_over` says it
+    is due. Returns how long `rows_i` may grow before the next flush: FLUSH_ROWS rows, or fewer
+    to hand over on the same span `Ledger.advance` would."""
+    ledger._f.fromlist(rows_f)
+    ledger._i.fromlist(rows_i)
+    rows_f.clear()
+    rows_i.clear()
+    if len(ledger._i) >= ledger._full:
+        ledger._on_full()
+    return _room(ledger)
+
+
+def _room(ledger: Ledger) -> int:
+    """Span row values (3 a row) `rows_i` may hold before the next `_flush`."""
+    return min(3 * FLUSH_ROWS, ledger._full - len(ledger._i))

@@ -26,7 +26,7 @@ from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
-from sim.replay import replay
+from sim.replay import fits, replay
 
 Callback = Callable[[int, float], None]
 Notify = Callable[[], None]
@@ -166,10 +166,10 @@ class Server:
     def _run(self) -> Generator[Any, Any, None]:
         e = self.engine
         if self._alone:
-            if self._exact or self._record or self.on_change is not None:
-                self._replay()
+            if fits(self):
+                replay(self)  # `_replay` with its common events inlined
             else:
-                replay(self)  # the same loop with its common events inlined
+                self._replay()
             yield self.env.timeout(max(self.ledger.now - self.env.now, 0.0))
             return
         while True:
