@@ -3,13 +3,21 @@
 A server fed all its jobs up front runs its events one after the other in a plain loop. Each
 event there is a handful of small calls (`Engine.can_span`, `span_limit`, `run_span`,
 `form_step`, `finish_step`, `StepCosts.decode`, `mixed`, `steps_to_reach`, `Ledger.advance`,
-`Server._emit`), and at a million requests the calls, not the arithmetic, are most of the run.
-`replay` runs the same events with the common cases of those functions copied inline (each copy
-names the function it copies; the float operations are the same, in the same order, so results
-are bit for bit those of `Server._replay`) and calls the general methods for the rare ones:
-preemption, a prompt mid-prefill, sliding-window saturation, a step at the power limit, a KV
-shortage within a span. It serves the fast mode only (no `exact_steps`, no `record_features`, no
-`on_change` listener); `Server._replay` serves the rest and is what this is tested against.
+`Server._emit`), and at a million requests the calls and attribute reads, not the arithmetic,
+are most of the run. `replay` runs the same events with the common cases of those functions
+copied inline (each copy names the function it copies; the float operations are the same, in
+the same order, so records and span logs are bit for bit those of `Server._replay`) and calls
+the general methods for the rare ones: preemption, a prompt mid-prefill, sliding-window
+saturation, a step at the power limit, a KV shortage within a span. Besides:
+- the clock, the ledger's totals and the hot engine counters live in local variables, and span
+  rows are buffered in lists and moved into the ledger's arrays 1,024 at a time (`_flush`);
+- job columns are written through memoryviews (`_items`);
+- a span whose power stays well under the limit skips `StepCosts._throttled` (see `cool`);
+- the sums only a router reads (`Engine.pending`, `queued_need`, `queued_prompt`, `fsum`) are
+  not kept during the loop (an alone server has no router) and are zero at its end, as they
+  would be: nothing is left queued or decoding.
+It serves the fast mode with no listener (`fits`); `Server._replay` serves the rest and is what
+`tests/sim/test_replay.py` checks this against.
 """
 
 from __future__ import annotations
@@ -52,6 +60,11 @@ def replay(server: Server) -> None:
     phases, queue, order, dec, heap, sat = e.phases, e.queue, e.order, e.decoders, e._heap, e._sat
     weights, bs, cap, units, fit = phases.weights, e._bs, e.cap, e.units, e._fit
     max_seqs, max_tokens, chunked, reserve, static = e.max_seqs, e.max_tokens, e.chunked, e.reserve, e.static
+    # Step power along a decode span moves monotonically from its first step's towards e2 / t2:
+    # a span whose first step and that limit are both well under the power limit never
+    # throttles, and `StepCosts._throttled` (which decides within 1e-9) need not be asked.
+    safe_w = 0.0 if limit is None else limit * (1.0 - 1e-6)
+    cool = t2 > 0.0 and 0.0 <= e2 < safe_w * t2
     full, flat = kv.full_units, kv.window_units == 0  # flat: `KvLayout.units_fn`'s formula holds
     n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
     share_of, status, first_s, finish_s = (
@@ -76,9 +89,6 @@ def replay(server: Server) -> None:
                 e.enqueue(j)  # rejects it
             else:
                 queue.append(j)
-                e.pending += need
-                e.queued_need += need  # `Engine._count_queued`
-                e.queued_prompt += n_in[j]
             fi += 1
         B, N, used, part = e.B, e.N, e.used, e.partial
         first: Sequence[int] = _NO_JOBS
@@ -108,6 +118,7 @@ def replay(server: Server) -> None:
                 if total and (cap - used) // total * bs < k:
                     k = phases.steps_within(N, k, cap - used)
             a_t = t0 + t1 * B + t2 * S
+            a_e = e0 + e1 * B + e2 * S
             c2b = t2 * B
             if k > 1 and fi < n and not queue and not static and len(order) < max_seqs:
                 dt_s = ft[fi] - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
@@ -122,7 +133,7 @@ def replay(server: Server) -> None:
                         reach += 1
                 else:
                     reach = steps_to_reach(ct, B, S, dt_s)
-                if limit is not None and reach > 1:
+                if limit is not None and reach > 1 and not (cool and 0.0 < a_e < safe_w * a_t):
                     for ctx in (S, S + (reach - 1) * B):  # `StepCosts._throttled`, inlined
                         p = e0 + e1 * B + e2 * ctx
                         if p - limit * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
@@ -130,8 +141,7 @@ def replay(server: Server) -> None:
                             break
                 if reach < k:
                     k = reach
-            a_e = e0 + e1 * B + e2 * S  # `StepCosts.decode`, inlined
-            de = k * a_e + e2 * B * k * (k - 1) * 0.5
+            de = k * a_e + e2 * B * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined
             last = S + (k - 1) * B
             l_t = t0 + t1 * B + t2 * last
             l_e = e0 + e1 * B + e2 * last
@@ -185,8 +195,6 @@ def replay(server: Server) -> None:
                             break
                         queue.popleft()
                         order[j] = None
-                        e.queued_need -= n_in[j] + n_out[j]  # `Engine._count_queued`
-                        e.queued_prompt -= n_in[j]
                         budget -= m
                         taken += need
                         work.append((j, m, 0))
@@ -216,6 +224,7 @@ def replay(server: Server) -> None:
                 t, tc = ft[fi], 0.0
             continue
         else:
+            e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
             ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
             _flush(ledger, rows_f, rows_i)
             server._fi = fi
@@ -232,7 +241,7 @@ def replay(server: Server) -> None:
             done = out = []
             if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
                 sh = v + e.share_c
-                ptotal, fsum = phases.total, e.fsum
+                ptotal = phases.total
                 while heap and heap[0][0] <= N:
                     f, j = heappop(heap)
                     entry = dec.get(j)
@@ -245,7 +254,6 @@ def replay(server: Server) -> None:
                     length = n_in[j] + n_out[j]
                     B -= 1
                     S -= length - (f - N)
-                    fsum -= f
                     generated[j] = n_out[j]
                     del order[j]
                     held = length if reserve else length - 1
@@ -253,8 +261,7 @@ def replay(server: Server) -> None:
                     share_of[j] += sh
                     status[j] = DONE
                     out.append(j)
-                phases.total, e.fsum = ptotal, fsum
-            e.B, e.S, e.used = B, S, used
+                phases.total = ptotal
             if work:  # the prompts this step prefilled
                 first = started = []
                 prefilled = 0
@@ -269,9 +276,12 @@ def replay(server: Server) -> None:
                     if gen == 0:
                         started.append(j)
                     generated[j] = gen = gen + 1
-                    e.pending -= n_in[j] + n_out[j]
-                    if gen == n_out[j]:
-                        e._finish(j, target)
+                    if gen == n_out[j]:  # `Engine._finish`, inlined
+                        del order[j]
+                        held = n_in[j] + n_out[j] if reserve else target
+                        used -= -(-held // bs) * full if flat else units(held)
+                        share_of[j] += e.share + e.share_c
+                        status[j] = DONE
                         out.append(j)
                     elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
                         f = N + n_out[j] - gen
@@ -281,14 +291,15 @@ def replay(server: Server) -> None:
                         heappush(heap, (f, j))
                         weights[key] += weight  # `BlockPhases.add`
                         phases.total += weight
-                        e.fsum += f
-                        e.fmax = f if e.B == 0 or f > e.fmax else e.fmax
-                        e.B += 1
-                        e.S += target + 1
+                        B += 1
+                        S += target + 1
                     else:
+                        e.B, e.S = B, S
                         e._start_decoding(j)
+                        B, S = e.B, e.S
                 e.prefilled = prefilled
                 tokens = running - len(work) + prefilled
+            e.B, e.S, e.used = B, S, used
         rows_f += (now, dt, de, peak, e.used / cap)  # `Ledger.advance`, inlined
         rows_i += (steps, running, tokens)
         v = t + dt
@@ -321,8 +332,7 @@ FLUSH_ROWS = 1024  # span rows buffered before they move to the ledger's log
 def _flush(ledger: Ledger, rows_f: list[float], rows_i: list[int]) -> int:
     """Move buffered span rows into the ledger's log (a list moves into an array at once, several
     times faster than `array.extend` row by row); hand the log over if `Ledger.hand_over` says it
-    is due. Returns how long `rows_i` may grow before the next flush: FLUSH_ROWS rows, or fewer
-    to hand over on the same span `Ledger.advance` would."""
+    is due. Returns the next `_room`."""
     ledger._f.fromlist(rows_f)
     ledger._i.fromlist(rows_i)
     rows_f.clear()
@@ -333,5 +343,6 @@ def _flush(ledger: Ledger, rows_f: list[float], rows_i: list[int]) -> int:
 
 
 def _room(ledger: Ledger) -> int:
-    """Span row values (3 a row) `rows_i` may hold before the next `_flush`."""
+    """How many values (3 a row) `rows_i` may hold before the next `_flush`: FLUSH_ROWS rows, or
+    fewer, so that a hand-over comes after the same span as with `Ledger.advance`."""
     return min(3 * FLUSH_ROWS, ledger._full - len(ledger._i))

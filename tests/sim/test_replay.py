@@ -8,15 +8,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import simpy
 from hypothesis import given
 from hypothesis import strategies as st
 
 import traces
+from oracle.features import StepCoef
 from oracle.model import MemorySpec, Oracle
 from sim.config import ServerConfig
+from sim.costs import StepCosts
+from sim.jobs import JobTable
 from sim.run import SimResult, simulate
 from sim.server import Server
-from tests.sim.conftest import toy_oracle, trace
+from tests.sim.conftest import flat_kv, toy_oracle, trace
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
 
 # (layers, windowed layers, window tokens): none, Gemma-like halves, mostly windowed
@@ -100,3 +104,33 @@ def test_the_fused_loop_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama,
         general = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "b.parquet")
     assert_same(fused, general)
     assert fused.servers[0].span_bin_s > 0
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
+def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(scheduler):
+    """Counters a router reads are not kept during the fused loop; at its end they agree again."""
+    ends = []
+    for fused in (True, False):
+        rng = np.random.default_rng(3)
+        n = 300
+        jobs = JobTable(rng.integers(1, 600, n), rng.integers(1, 300, n))
+        costs = StepCosts(
+            StepCoef(0.007, 4e-5, 5e-8, 2e-5, 2e-5, 7e-10), StepCoef(3.0, 0.03, 2e-5, 0.01, 0.02, 8e-7), 75.0, 700.0
+        )
+        env = simpy.Environment()
+        server = Server(env, costs, ServerConfig(scheduler=scheduler), jobs, flat_kv(6000, 16))
+        server.feed(np.cumsum(rng.exponential(0.05, n)), np.arange(n), alone=True)
+        with pytest.MonkeyPatch.context() as mp:
+            if not fused:
+                mp.setattr("sim.server.replay", Server._replay)
+            env.run()
+        e, ledger = server.engine, server.ledger
+        ends.append(
+            (
+                {k: v for k, v in vars(e).items() if isinstance(v, (int, float)) and k != "fmax"},
+                (ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w, server._fi, env.now),
+                server.state(),
+            )
+        )
+    assert ends[0] == ends[1]
+    assert ends[0][0]["pending"] == ends[0][0]["queued_need"] == ends[0][0]["fsum"] == 0
