@@ -34,11 +34,13 @@ from sim.jobs import DONE
 from sim.ledger import RECENT
 
 if TYPE_CHECKING:
-    from sim.engine import Prefill
+    from sim.engine import Engine, Prefill
+    from sim.jobs import JobTable
     from sim.ledger import Ledger
     from sim.server import Server
 
 _NO_JOBS: tuple[int, ...] = ()
+_DECAY_1 = 1.0 - RECENT**1  # `Ledger.advance`'s decay for a one-step span
 _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _GENERAL: Prefill = []  # marks a step the general methods ran
 
@@ -78,21 +80,33 @@ def replay(server: Server) -> None:
     rows_f: list[float] = []  # span rows not yet in the ledger's log (`_flush`)
     rows_i: list[int] = []
     room = _room(ledger)
+    nxt = ft[fi] if fi < n else 0.0  # the next arrival's time (s)
+    checked = fi < n and _may_reject(e, jobs, fj, fi)  # whether `Engine.enqueue` may reject one
+    no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
     while True:
         now = t + tc
-        while fi < n and ft[fi] <= now:  # `Server._pull` and `Engine.enqueue`, inlined
-            j = fj[fi]
-            need = n_in[j] + n_out[j]
-            if (need if reserve else need - 1) > fit or (
-                not chunked and (n_in[j] if reserve else need - 1) > max_tokens
-            ):
-                e.enqueue(j)  # rejects it
-            else:
-                queue.append(j)
-            fi += 1
+        if fi < n and nxt <= now:  # `Server._pull` and `Engine.enqueue`, inlined
+            while True:
+                j = fj[fi]
+                if not checked:
+                    queue.append(j)
+                else:
+                    need = n_in[j] + n_out[j]
+                    if (need if reserve else need - 1) > fit or (
+                        not chunked and (n_in[j] if reserve else need - 1) > max_tokens
+                    ):
+                        e.enqueue(j)  # rejects it
+                    else:
+                        queue.append(j)
+                fi += 1
+                if fi == n:
+                    break
+                nxt = ft[fi]
+                if nxt > now:
+                    break
         B, N, used, part = e.B, e.N, e.used, e.partial
-        first: Sequence[int] = _NO_JOBS
-        done: Sequence[int] = _NO_JOBS
+        first: Sequence[int] = no_jobs
+        done: Sequence[int] = no_jobs
         span = False
         if B and part is None:  # `Engine.can_span`, inlined
             step_need = weights[-N % bs]
@@ -121,12 +135,12 @@ def replay(server: Server) -> None:
             a_e = e0 + e1 * B + e2 * S
             c2b = t2 * B
             if k > 1 and fi < n and not queue and not static and len(order) < max_seqs:
-                dt_s = ft[fi] - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
+                dt_s = nxt - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
                 if dt_s <= 0.0:
                     reach = 1
                 elif c2b > 0.0:
                     b = a_t - 0.5 * c2b
-                    reach = max(math.ceil((-b + math.sqrt(b * b + 2.0 * c2b * dt_s)) / c2b), 1)
+                    reach = max(ceil((-b + sqrt(b * b + 2.0 * c2b * dt_s)) / c2b), 1)
                     while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
                         reach -= 1
                     while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
@@ -166,7 +180,7 @@ def replay(server: Server) -> None:
             N += k
             S += B * k
             x = k / B
-            steps, running, tokens, work = k, B, B * k, _NO_WORK
+            steps, running, tokens, work = k, B, B * k, no_work
         elif B or part is not None or queue:
             # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
             demand = weights[-N % bs]
@@ -176,7 +190,7 @@ def replay(server: Server) -> None:
                 dt, de = costs.mixed(B, e.S, prefill)
                 running = B + len(prefill)
                 first, done = e.finish_step(prefill)
-                steps, tokens, work = 1, B + e.prefilled, _GENERAL
+                steps, tokens, work, used = 1, B + e.prefilled, general, e.used
             else:
                 work = []
                 if queue and not (static and order):  # `Engine._admit`, inlined
@@ -220,8 +234,8 @@ def replay(server: Server) -> None:
                 steps = 1
             peak = de / dt if dt > 0.0 else 0.0  # `server._power`
         elif fi < n:
-            if ft[fi] > now:  # `Ledger.jump`, inlined
-                t, tc = ft[fi], 0.0
+            if nxt > now:  # `Ledger.jump`, inlined
+                t, tc = nxt, 0.0
             continue
         else:
             e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
@@ -229,7 +243,7 @@ def replay(server: Server) -> None:
             _flush(ledger, rows_f, rows_i)
             server._fi = fi
             return
-        if work is not _GENERAL:
+        if work is not general:
             # --- the end of a span or step: `Engine.run_span` and `finish_step`, inlined -----
             sh = e.share
             v = sh + x
@@ -259,7 +273,7 @@ def replay(server: Server) -> None:
                     held = length if reserve else length - 1
                     used -= -(-held // bs) * full if flat else units(held)
                     share_of[j] += sh
-                    status[j] = DONE
+                    status[j] = done_code
                     out.append(j)
                 phases.total = ptotal
             if work:  # the prompts this step prefilled
@@ -281,7 +295,7 @@ def replay(server: Server) -> None:
                         held = n_in[j] + n_out[j] if reserve else target
                         used -= -(-held // bs) * full if flat else units(held)
                         share_of[j] += e.share + e.share_c
-                        status[j] = DONE
+                        status[j] = done_code
                         out.append(j)
                     elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
                         f = N + n_out[j] - gen
@@ -300,13 +314,13 @@ def replay(server: Server) -> None:
                 e.prefilled = prefilled
                 tokens = running - len(work) + prefilled
             e.B, e.S, e.used = B, S, used
-        rows_f += (now, dt, de, peak, e.used / cap)  # `Ledger.advance`, inlined
+        rows_f += (now, dt, de, peak, used / cap)  # `Ledger.advance`, inlined
         rows_i += (steps, running, tokens)
         v = t + dt
         tc += (t - v) + dt if t >= dt else (dt - v) + t
         t = v
         n_steps += steps
-        step_avg += (1.0 - RECENT**steps) * (dt / steps - step_avg)
+        step_avg += (1.0 - RECENT**steps if steps > 1 else _DECAY_1) * (dt / steps - step_avg)
         if peak > peak_w:
             peak_w = peak
         if len(rows_i) >= room:
@@ -346,3 +360,15 @@ def _room(ledger: Ledger) -> int:
     """How many values (3 a row) `rows_i` may hold before the next `_flush`: FLUSH_ROWS rows, or
     fewer, so that a hand-over comes after the same span as with `Ledger.advance`."""
     return min(3 * FLUSH_ROWS, ledger._full - len(ledger._i))
+
+
+def _may_reject(e: Engine, jobs: JobTable, fj: Sequence[int], fi: int) -> bool:
+    """Whether `Engine.enqueue` would reject any of the feed's jobs from `fi` on (its two rules,
+    on whole arrays)."""
+    ids = np.arange(fj.start, fj.stop, fj.step)[fi:] if isinstance(fj, range) else np.asarray(fj[fi:])
+    n_in, n_out = jobs.lengths_of(ids)
+    held = n_in + n_out if e.reserve else n_in + n_out - 1
+    bad = held > e._fit
+    if not e.chunked:
+        bad |= (n_in if e.reserve else held) > e.max_tokens
+    return bool(bad.any())
