@@ -82,6 +82,7 @@ def replay(server: Server) -> None:
     room = _room(ledger)
     nxt = ft[fi] if fi < n else 0.0  # the next arrival's time (s)
     checked = fi < n and _may_reject(e, jobs, fj, fi)  # whether `Engine.enqueue` may reject one
+    B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
     no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
     while True:
         now = t + tc
@@ -104,7 +105,6 @@ def replay(server: Server) -> None:
                 nxt = ft[fi]
                 if nxt > now:
                     break
-        B, N, used, part = e.B, e.N, e.used, e.partial
         first: Sequence[int] = no_jobs
         done: Sequence[int] = no_jobs
         span = False
@@ -121,10 +121,10 @@ def replay(server: Server) -> None:
                     span = (-(-held // bs) * full if flat else units(held)) > free
         if span:
             # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
-            S = e.S
             f, j = heap[0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
             entry = dec.get(j)
             if sat or entry is None or entry[0] != f:
+                e.N, e.used = N, used
                 k = e.span_limit()
             else:
                 k = f - N
@@ -185,17 +185,19 @@ def replay(server: Server) -> None:
             # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
             demand = weights[-N % bs]
             if part is not None or demand > cap - used:  # a chunk to continue, or preemptions
+                e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
                 prefill = e.form_step(now)
                 B = e.B
                 dt, de = costs.mixed(B, e.S, prefill)
                 running = B + len(prefill)
                 first, done = e.finish_step(prefill)
-                steps, tokens, work, used = 1, B + e.prefilled, general, e.used
+                steps, tokens, work = 1, B + e.prefilled, general
+                B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
             else:
                 work = []
                 if queue and not (static and order):  # `Engine._admit`, inlined
                     budget, free, taken = max_tokens - B, cap - used - demand, 0
-                    share_now = e.share + e.share_c
+                    share_now = share + share_c
                     while queue and len(order) < max_seqs and budget > 0:
                         j = queue[0]
                         m = target = n_in[j] + generated[j]
@@ -217,7 +219,6 @@ def replay(server: Server) -> None:
                         share_of[j] -= share_now
                     demand += taken
                 used += demand
-                S = e.S
                 tok = attn = 0  # `StepCosts.mixed`, inlined
                 for _, m, past in work:
                     tok += m
@@ -238,6 +239,7 @@ def replay(server: Server) -> None:
                 t, tc = nxt, 0.0
             continue
         else:
+            e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
             e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
             ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
             _flush(ledger, rows_f, rows_i)
@@ -245,16 +247,15 @@ def replay(server: Server) -> None:
             return
         if work is not general:
             # --- the end of a span or step: `Engine.run_span` and `finish_step`, inlined -----
-            sh = e.share
-            v = sh + x
-            e.share_c += (sh - v) + x if sh >= x else (x - v) + sh
-            e.share = v
-            e.N = N
+            v = share + x
+            share_c += (share - v) + x if share >= x else (x - v) + share
+            share = v
             if sat and sat[0][0] <= N:
+                e.N = N
                 e._saturate()
             done = out = []
             if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
-                sh = v + e.share_c
+                sh = share + share_c
                 ptotal = phases.total
                 while heap and heap[0][0] <= N:
                     f, j = heappop(heap)
@@ -284,7 +285,7 @@ def replay(server: Server) -> None:
                     gen = generated[j]
                     target = n_in[j] + gen
                     if past + m < target:
-                        e.partial = (j, past + m, target)
+                        part = e.partial = (j, past + m, target)
                         continue
                     prefilled += 1
                     if gen == 0:
@@ -294,7 +295,7 @@ def replay(server: Server) -> None:
                         del order[j]
                         held = n_in[j] + n_out[j] if reserve else target
                         used -= -(-held // bs) * full if flat else units(held)
-                        share_of[j] += e.share + e.share_c
+                        share_of[j] += share + share_c
                         status[j] = done_code
                         out.append(j)
                     elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
@@ -308,12 +309,11 @@ def replay(server: Server) -> None:
                         B += 1
                         S += target + 1
                     else:
-                        e.B, e.S = B, S
+                        e.B, e.N, e.S = B, N, S
                         e._start_decoding(j)
                         B, S = e.B, e.S
                 e.prefilled = prefilled
                 tokens = running - len(work) + prefilled
-            e.B, e.S, e.used = B, S, used
         rows_f += (now, dt, de, peak, used / cap)  # `Ledger.advance`, inlined
         rows_i += (steps, running, tokens)
         v = t + dt
