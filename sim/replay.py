@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sim.server import Server
 
 _NO_JOBS: tuple[int, ...] = ()
+_STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
 _DECAY_1 = 1.0 - RECENT**1  # `Ledger.advance`'s decay for a one-step span
 _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _GENERAL: Prefill = []  # marks a step the general methods ran
@@ -83,6 +84,9 @@ def replay(server: Server) -> None:
     nxt = ft[fi] if fi < n else 0.0  # the next arrival's time (s)
     checked = fi < n and _may_reject(e, jobs, fj, fi)  # whether `Engine.enqueue` may reject one
     B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
+    stale = e.preemptions > 0  # whether the heap may hold stale entries (a preempted decoder's)
+    first: Sequence[int]
+    done: Sequence[int]
     no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
     while True:
         now = t + tc
@@ -105,8 +109,6 @@ def replay(server: Server) -> None:
                 nxt = ft[fi]
                 if nxt > now:
                     break
-        first: Sequence[int] = no_jobs
-        done: Sequence[int] = no_jobs
         span = False
         if B and part is None:  # `Engine.can_span`, inlined
             step_need = weights[-N % bs]
@@ -122,9 +124,8 @@ def replay(server: Server) -> None:
                     span = (-(-held // bs) * full if flat else units(held)) > free
         if span:
             # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
-            f, j = heap[0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
-            entry = dec.get(j)
-            if sat or entry is None or entry[0] != f:
+            f = heap[0][0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
+            if sat or (stale and dec.get(heap[0][1], _STALE)[0] != f):
                 e.N, e.used = N, used
                 k = e.span_limit()
             else:
@@ -184,7 +185,7 @@ def replay(server: Server) -> None:
             N += k
             S += B * k
             x = k / B
-            steps, running, tokens, work = k, B, B * k, no_work
+            steps, running, tokens, work, first = k, B, B * k, no_work, no_jobs
         elif B or part is not None or queue:
             # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
             demand = weights[-N % bs]
@@ -197,8 +198,9 @@ def replay(server: Server) -> None:
                 first, done = e.finish_step(prefill)
                 steps, tokens, work = 1, B + e.prefilled, general
                 B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
+                stale = e.preemptions > 0
             else:
-                work = []
+                work, first = [], no_jobs
                 if queue and not (static and order):  # `Engine._admit`, inlined
                     budget, free, taken = max_tokens - B, cap - used - demand, 0
                     share_now = share + share_c
