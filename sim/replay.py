@@ -67,7 +67,8 @@ def replay(server: Server) -> None:
     # Step power along a decode span moves monotonically from its first step's towards e2 / t2:
     # a span whose first step and that limit are both well under the power limit never
     # throttles, and `StepCosts._throttled` (which decides within 1e-9) need not be asked.
-    safe_w = 0.0 if limit is None else limit * (1.0 - 1e-6)
+    limit_w = 0.0 if limit is None else limit  # read only where limit is not None
+    safe_w = limit_w * (1.0 - 1e-6)
     cool = t2 > 0.0 and 0.0 <= e2 < safe_w * t2
     full, flat = kv.full_units, kv.window_units == 0  # flat: `KvLayout.units_fn`'s formula holds
     n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
@@ -136,7 +137,18 @@ def replay(server: Server) -> None:
             a_t = t0 + t1 * B + t2 * S
             a_e = e0 + e1 * B + e2 * S
             c2b = t2 * B
-            if k > 1 and fi < n and not queue and not static and len(order) < max_seqs:
+            dt = k * a_t + c2b * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined (not at the limit)
+            unthrottled = limit is None or (cool and 0.0 < a_e < safe_w * a_t)
+            if (
+                k > 1
+                and fi < n
+                and not queue
+                and not static
+                and len(order) < max_seqs
+                # the next arrival comes after the k steps end: it cannot cut them (the series
+                # is monotone in k, so `steps_to_reach` would return more than k)
+                and not (dt < nxt - now and unthrottled and a_t > 0.0 and c2b >= 0.0)
+            ):
                 dt_s = nxt - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
                 if dt_s <= 0.0:
                     reach = 1
@@ -151,20 +163,20 @@ def replay(server: Server) -> None:
                         reach += 1
                 else:
                     reach = steps_to_reach(ct, B, S, dt_s)
-                if limit is not None and reach > 1 and not (cool and 0.0 < a_e < safe_w * a_t):
+                if not unthrottled and reach > 1:
                     for ctx in (S, S + (reach - 1) * B):  # `StepCosts._throttled`, inlined
                         p = e0 + e1 * B + e2 * ctx
-                        if p - limit * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
+                        if p - limit_w * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
                             reach = costs.steps_to_reach(B, S, dt_s)
                             break
                 if reach < k:
                     k = reach
-            de = k * a_e + e2 * B * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined
+                    dt = k * a_t + c2b * k * (k - 1) * 0.5
+            de = k * a_e + e2 * B * k * (k - 1) * 0.5
             last = S + (k - 1) * B
             l_t = t0 + t1 * B + t2 * last
             l_e = e0 + e1 * B + e2 * last
-            dt = k * a_t + c2b * k * (k - 1) * 0.5
-            if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+            if not unthrottled and (a_e - limit_w * a_t > 0.0 or l_e - limit_w * l_t > 0.0):
                 dt, de, peak = costs.decode(B, S, k)
             else:
                 p_first = a_e / a_t if a_t > 0.0 else 0.0
