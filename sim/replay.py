@@ -69,7 +69,10 @@ def replay(server: Server) -> None:
     # throttles, and `StepCosts._throttled` (which decides within 1e-9) need not be asked.
     limit_w = 0.0 if limit is None else limit  # read only where limit is not None
     safe_w = limit_w * (1.0 - 1e-6)
-    cool = t2 > 0.0 and 0.0 <= e2 < safe_w * t2
+    # With these signs every span has a_t, a_e > 0 and c2b >= 0 (below); then `cool` says that
+    # step power tends to under the limit, and a span starting under it stays under it.
+    positive = min(t0, e0) > 0.0 and min(t1, t2, e1, e2) >= 0.0
+    cool = positive and e2 < safe_w * t2
     full, flat = kv.full_units, kv.window_units == 0  # flat: `KvLayout.units_fn`'s formula holds
     n_in, n_out, generated = jobs.n_in, jobs.n_out, jobs.generated
     share_of, status, first_s, finish_s = (
@@ -82,16 +85,17 @@ def replay(server: Server) -> None:
     t, tc, n_steps, step_avg, peak_w = ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w
     rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`_flush`)
     room = _room(ledger)
-    nxt = ft[fi] if fi < n else 0.0  # the next arrival's time (s)
+    nxt = ft[fi] if fi < n else math.inf  # the next arrival's time (s)
     checked = fi < n and _may_reject(e, jobs, fj, fi)  # whether `Engine.enqueue` may reject one
     B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
     stale = e.preemptions > 0  # whether the heap may hold stale entries (a preempted decoder's)
     first: Sequence[int]
     done: Sequence[int]
     no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
+    decay_1 = _DECAY_1
     while True:
         now = t + tc
-        if fi < n and nxt <= now:  # `Server._pull` and `Engine.enqueue`, inlined
+        if nxt <= now and fi < n:  # `Server._pull` and `Engine.enqueue`, inlined
             while True:
                 j = fj[fi]
                 if not checked:
@@ -105,9 +109,7 @@ def replay(server: Server) -> None:
                     else:
                         queue.append(j)
                 fi += 1
-                if fi == n:
-                    break
-                nxt = ft[fi]
+                nxt = ft[fi] if fi < n else math.inf
                 if nxt > now:
                     break
         span = False
@@ -138,7 +140,7 @@ def replay(server: Server) -> None:
             a_e = e0 + e1 * B + e2 * S
             c2b = t2 * B
             dt = k * a_t + c2b * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined (not at the limit)
-            unthrottled = limit is None or (cool and 0.0 < a_e < safe_w * a_t)
+            unthrottled = a_e < safe_w * a_t if cool else limit is None
             if (
                 k > 1
                 and fi < n
@@ -147,7 +149,7 @@ def replay(server: Server) -> None:
                 and len(order) < max_seqs
                 # the next arrival comes after the k steps end: it cannot cut them (the series
                 # is monotone in k, so `steps_to_reach` would return more than k)
-                and not (dt < nxt - now and unthrottled and a_t > 0.0 and c2b >= 0.0)
+                and not (positive and unthrottled and dt < nxt - now)
             ):
                 dt_s = nxt - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
                 if dt_s <= 0.0:
@@ -172,16 +174,25 @@ def replay(server: Server) -> None:
                 if reach < k:
                     k = reach
                     dt = k * a_t + c2b * k * (k - 1) * 0.5
-            de = k * a_e + e2 * B * k * (k - 1) * 0.5
-            last = S + (k - 1) * B
-            l_t = t0 + t1 * B + t2 * last
-            l_e = e0 + e1 * B + e2 * last
-            if not unthrottled and (a_e - limit_w * a_t > 0.0 or l_e - limit_w * l_t > 0.0):
-                dt, de, peak = costs.decode(B, S, k)
+            if k == 1 and positive:  # the same with last = S: de = a_e + 0.0, l_t = a_t, l_e = a_e
+                de = a_e
+                if not unthrottled and a_e - limit_w * a_t > 0.0:
+                    dt, de, peak = costs.decode(B, S, k)
+                else:
+                    peak = a_e / a_t
+                step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
             else:
-                p_first = a_e / a_t if a_t > 0.0 else 0.0
-                p_last = l_e / l_t if l_t > 0.0 else 0.0
-                peak = p_first if p_first > p_last else p_last
+                de = k * a_e + e2 * B * k * (k - 1) * 0.5
+                last = S + (k - 1) * B
+                l_t = t0 + t1 * B + t2 * last
+                l_e = e0 + e1 * B + e2 * last
+                if not unthrottled and (a_e - limit_w * a_t > 0.0 or l_e - limit_w * l_t > 0.0):
+                    dt, de, peak = costs.decode(B, S, k)
+                else:
+                    p_first = a_e / a_t if a_t > 0.0 else 0.0
+                    p_last = l_e / l_t if l_t > 0.0 else 0.0
+                    peak = p_first if p_first > p_last else p_last
+                step_avg += (1.0 - RECENT**k) * (dt / k - step_avg)  # `Ledger.advance`
             if k == 1:  # `Engine.run_span` and `BlockPhases.over`, inlined
                 used += step_need
             else:
@@ -197,7 +208,11 @@ def replay(server: Server) -> None:
             N += k
             S += B * k
             x = k / B
-            steps, running, tokens, work, first = k, B, B * k, no_work, no_jobs
+            steps = k
+            running = B
+            tokens = B * k
+            work = no_work
+            first = no_jobs
         elif B or part is not None or queue:
             # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
             demand = weights[-N % bs]
@@ -209,6 +224,7 @@ def replay(server: Server) -> None:
                 running = B + len(prefill)
                 first, done = e.finish_step(prefill)
                 steps, tokens, work = 1, B + e.prefilled, general
+                step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
                 B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
                 stale = e.preemptions > 0
             else:
@@ -251,6 +267,7 @@ def replay(server: Server) -> None:
                 S += B
                 x = 1.0 / running
                 steps = 1
+                step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
             peak = de / dt if dt > 0.0 else 0.0  # `server._power`
         elif fi < n:
             if nxt > now:  # `Ledger.jump`, inlined
@@ -271,29 +288,31 @@ def replay(server: Server) -> None:
             if sat and sat[0][0] <= N:
                 e.N = N
                 e._saturate()
-            done = out = []
+            done = no_jobs
             if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
+                done = out = []
                 sh = share + share_c
                 ptotal = phases.total
-                while heap and heap[0][0] <= N:
+                while True:
                     f, j = heappop(heap)
                     entry = dec.get(j)
-                    if entry is None or entry[0] != f:
-                        continue
-                    del dec[j]
-                    weight = entry[2]
-                    weights[entry[1]] -= weight
-                    ptotal -= weight
-                    length = n_in[j] + n_out[j]
-                    B -= 1
-                    S -= length - (f - N)
-                    generated[j] = n_out[j]
-                    del order[j]
-                    held = length if reserve else length - 1
-                    used -= -(-held // bs) * full if flat else units(held)
-                    share_of[j] += sh
-                    status[j] = done_code
-                    out.append(j)
+                    if entry is not None and entry[0] == f:
+                        del dec[j]
+                        weight = entry[2]
+                        weights[entry[1]] -= weight
+                        ptotal -= weight
+                        length = n_in[j] + n_out[j]
+                        B -= 1
+                        S -= length - (f - N)
+                        generated[j] = n_out[j]
+                        del order[j]
+                        held = length if reserve else length - 1
+                        used -= -(-held // bs) * full if flat else units(held)
+                        share_of[j] += sh
+                        status[j] = done_code
+                        out.append(j)
+                    if not heap or heap[0][0] > N:
+                        break
                 phases.total = ptotal
             if work:  # the prompts this step prefilled
                 first = started = []
@@ -315,6 +334,8 @@ def replay(server: Server) -> None:
                         used -= -(-held // bs) * full if flat else units(held)
                         share_of[j] += share + share_c
                         status[j] = done_code
+                        if done is no_jobs:
+                            done = out = []
                         out.append(j)
                     elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
                         f = N + n_out[j] - gen
@@ -337,7 +358,6 @@ def replay(server: Server) -> None:
         tc += (t - v) + dt if t >= dt else (dt - v) + t
         t = v
         n_steps += steps
-        step_avg += (1.0 - RECENT**steps if steps > 1 else _DECAY_1) * (dt / steps - step_avg)
         if peak > peak_w:
             peak_w = peak
         room -= 1
