@@ -92,15 +92,15 @@ def replay(server: Server) -> None:
     first: Sequence[int]
     done: Sequence[int]
     no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
-    decay_1 = _DECAY_1
+    decay_1, inf = _DECAY_1, math.inf
     while True:
         now = t + tc
         if nxt <= now and fi < n:  # `Server._pull` and `Engine.enqueue`, inlined
             while True:
-                j = fj[fi]
                 if not checked:
-                    queue.append(j)
+                    queue.append(fj[fi])
                 else:
+                    j = fj[fi]
                     need = n_in[j] + n_out[j]
                     if (need if reserve else need - 1) > fit or (
                         not chunked and (n_in[j] if reserve else need - 1) > max_tokens
@@ -109,7 +109,7 @@ def replay(server: Server) -> None:
                     else:
                         queue.append(j)
                 fi += 1
-                nxt = ft[fi] if fi < n else math.inf
+                nxt = ft[fi] if fi < n else inf
                 if nxt > now:
                     break
         span = False
@@ -229,6 +229,7 @@ def replay(server: Server) -> None:
                 stale = e.preemptions > 0
             else:
                 work, first = [], no_jobs
+                tok = attn = 0  # `StepCosts.mixed`'s prefill sums, taken as jobs are admitted (past = 0)
                 if queue and not (static and order):  # `Engine._admit`, inlined
                     budget, free, taken = max_tokens - B, cap - used - demand, 0
                     share_now = share + share_c
@@ -248,16 +249,14 @@ def replay(server: Server) -> None:
                         budget -= m
                         taken += need
                         work.append((j, m, 0))
+                        tok += m
+                        attn += m * (m + 1) // 2
                         if chunks[j] == 0:
                             admit_s[j] = now
                         share_of[j] -= share_now
                     demand += taken
                 used += demand
-                tok = attn = 0  # `StepCosts.mixed`, inlined
-                for _, m, past in work:
-                    tok += m
-                    attn += m * past + m * (m + 1) // 2
-                w = len(work)
+                w = len(work)  # `StepCosts.mixed`, inlined
                 de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
                 dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
                 if limit is not None and de > limit * dt:
