@@ -39,6 +39,8 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.kv import BlockPhases, KvLayout
@@ -120,6 +122,14 @@ class Engine:
         self.pending += need
         self._count_queued(j, 1)
         return True
+
+    def rejects(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
+        """Which jobs of these lengths (tokens) `enqueue` would reject (its two rules, on arrays)."""
+        held = n_in + n_out if self.reserve else n_in + n_out - 1
+        out: np.ndarray = held > self._fit
+        if not self.chunked:
+            out |= (n_in if self.reserve else held) > self.max_tokens
+        return out
 
     def _count_queued(self, j: int, sign: int) -> None:
         """Add (sign 1) or remove (−1) job j in the queue's sums of n_in + n_out and of n_in."""

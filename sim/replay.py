@@ -35,8 +35,7 @@ from sim.jobs import DONE
 from sim.ledger import RECENT
 
 if TYPE_CHECKING:
-    from sim.engine import Engine, Prefill
-    from sim.jobs import JobTable
+    from sim.engine import Prefill
     from sim.ledger import Ledger
     from sim.server import Server
 
@@ -62,7 +61,7 @@ def replay(server: Server) -> None:
     t0, t1, t2, t3, t4, t5 = ct
     e0, e1, e2, e3, e4, e5 = ce
     phases, queue, order, dec, heap, sat = e.phases, e.queue, e.order, e.decoders, e._heap, e._sat
-    weights, bs, cap, units, fit = phases.weights, e._bs, e.cap, e.units, e._fit
+    weights, bs, cap, units = phases.weights, e._bs, e.cap, e.units
     max_seqs, max_tokens, chunked, reserve, static = e.max_seqs, e.max_tokens, e.chunked, e.reserve, e.static
     # Step power along a decode span moves monotonically from its first step's towards e2 / t2:
     # a span whose first step and that limit are both well under the power limit never
@@ -86,7 +85,8 @@ def replay(server: Server) -> None:
     rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`_flush`)
     room = _room(ledger)
     nxt = ft[fi] if fi < n else math.inf  # the next arrival's time (s)
-    checked = fi < n and _may_reject(e, jobs, fj, fi)  # whether `Engine.enqueue` may reject one
+    ids = np.arange(fj.start, fj.stop, fj.step)[fi:] if isinstance(fj, range) else np.asarray(fj[fi:])
+    checked = bool(e.rejects(*jobs.lengths_of(ids)).any())  # whether `Engine.enqueue` may reject one
     B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
     stale = e.preemptions > 0  # whether the heap may hold stale entries (a preempted decoder's)
     first: Sequence[int]
@@ -97,17 +97,10 @@ def replay(server: Server) -> None:
         now = t + tc
         if nxt <= now and fi < n:  # `Server._pull` and `Engine.enqueue`, inlined
             while True:
-                if not checked:
-                    queue.append(fj[fi])
+                if checked:
+                    e.enqueue(fj[fi])
                 else:
-                    j = fj[fi]
-                    need = n_in[j] + n_out[j]
-                    if (need if reserve else need - 1) > fit or (
-                        not chunked and (n_in[j] if reserve else need - 1) > max_tokens
-                    ):
-                        e.enqueue(j)  # rejects it
-                    else:
-                        queue.append(j)
+                    queue.append(fj[fi])  # `Engine.enqueue`, which would accept it
                 fi += 1
                 nxt = ft[fi] if fi < n else inf
                 if nxt > now:
@@ -403,15 +396,3 @@ def _room(ledger: Ledger) -> int:
     """Rows to buffer before the next `_flush`: FLUSH_ROWS, or fewer, so that a hand-over comes
     after the same span as with `Ledger.advance` (at least 1)."""
     return max(min(FLUSH_ROWS, (ledger._full - len(ledger._i) + 2) // 3), 1)
-
-
-def _may_reject(e: Engine, jobs: JobTable, fj: Sequence[int], fi: int) -> bool:
-    """Whether `Engine.enqueue` would reject any of the feed's jobs from `fi` on (its two rules,
-    on whole arrays)."""
-    ids = np.arange(fj.start, fj.stop, fj.step)[fi:] if isinstance(fj, range) else np.asarray(fj[fi:])
-    n_in, n_out = jobs.lengths_of(ids)
-    held = n_in + n_out if e.reserve else n_in + n_out - 1
-    bad = held > e._fit
-    if not e.chunked:
-        bad |= (n_in if e.reserve else held) > e.max_tokens
-    return bool(bad.any())
