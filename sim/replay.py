@@ -10,9 +10,13 @@ the same order, so records and span logs are bit for bit those of `Server._repla
 the general methods for the rare ones: preemption, a prompt mid-prefill, sliding-window
 saturation, a step at the power limit, a KV shortage within a span. Besides:
 - the clock, the ledger's totals and the hot engine counters live in local variables, and span
-  rows are buffered in lists and moved into the ledger's arrays 1,024 at a time (`_flush`);
+  rows are buffered in a list and packed into the ledger's arrays 1,024 at a time (`_flush`);
 - job columns are written through memoryviews (`_items`);
-- a span whose power stays well under the limit skips `StepCosts._throttled` (see `cool`);
+- a span whose power stays well under the limit skips `StepCosts._throttled` (see `cool`), a
+  span that ends before the next arrival skips `steps_to_reach`, and a one-step span skips its
+  last-step terms (the same values);
+- the heap top is checked for a stale entry only once a decoder has been preempted;
+- when no job of the feed can be rejected (`Engine.rejects`), arrivals join the queue directly;
 - the sums only a router reads (`Engine.pending`, `queued_need`, `queued_prompt`, `fsum`) are
   not kept during the loop (an alone server has no router) and are zero at its end, as they
   would be: nothing is left queued or decoding.
