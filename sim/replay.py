@@ -85,7 +85,8 @@ def replay(server: Server) -> None:
         _items(jobs.finish_s),
     )
     admit_s, chunks = _items(jobs.admit_s), _items(jobs.chunks)
-    t, tc, n_steps, step_avg, peak_w = ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w
+    t, tc, step_avg, peak_w = ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w
+    now = t + tc  # the clock (s)
     rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`_flush`)
     room = _room(ledger)
     nxt = ft[fi] if fi < n else math.inf  # the next arrival's time (s)
@@ -98,7 +99,6 @@ def replay(server: Server) -> None:
     no_jobs, no_work, general, ceil, sqrt, done_code = _NO_JOBS, _NO_WORK, _GENERAL, math.ceil, math.sqrt, DONE
     decay_1, inf = _DECAY_1, math.inf
     while True:
-        now = t + tc
         if nxt <= now and fi < n:  # `Server._pull` and `Engine.enqueue`, inlined
             while True:
                 if checked:
@@ -268,11 +268,12 @@ def replay(server: Server) -> None:
         elif fi < n:
             if nxt > now:  # `Ledger.jump`, inlined
                 t, tc = nxt, 0.0
+                now = t + tc
             continue
         else:
             e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
             e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
-            ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
+            ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
             _flush(ledger, rows)
             server._fi = fi
             return
@@ -353,15 +354,14 @@ def replay(server: Server) -> None:
         v = t + dt
         tc += (t - v) + dt if t >= dt else (dt - v) + t
         t = v
-        n_steps += steps
         if peak > peak_w:
             peak_w = peak
         room -= 1
         if not room:
-            ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w = t, tc, n_steps, step_avg, peak_w
+            ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
             room = _flush(ledger, rows)
+        now = t + tc
         if first or done:  # `Server._emit`, inlined
-            now = t + tc
             for j in first:
                 first_s[j] = now
             for j in done:
@@ -385,6 +385,7 @@ def _flush(ledger: Ledger, rows: list[float]) -> int:
     says it is due; returns the next `_room`. A row is `Ledger.advance`'s 5 floats then its 3
     integers; packed at once, rows cost a fraction of `array.extend`'s per-value conversions."""
     if rows:
+        ledger.steps += int(sum(rows[5::8]))  # `Ledger.advance`'s count of steps (ints)
         count = len(rows) // 8
         pack = _PACK.pack if count == FLUSH_ROWS else struct.Struct("=" + _ROW * count).pack
         table = np.frombuffer(pack(*rows), dtype=_ROW_DTYPE)
