@@ -16,6 +16,8 @@ saturation, a step at the power limit, a KV shortage within a span. Besides:
   span that ends before the next arrival skips `steps_to_reach`, and a one-step span skips its
   last-step terms (the same values);
 - the heap top is checked for a stale entry only once a decoder has been preempted;
+- `Engine.can_span`'s check of the queue's head is the admission itself: a step prefills
+  whatever `Engine._admit` takes, and a span runs when it takes nothing;
 - when no job of the feed can be rejected (`Engine.rejects`), arrivals join the queue directly;
 - the sums only a router reads (`Engine.pending`, `queued_need`, `queued_prompt`, `fsum`) are
   not kept during the loop (an alone server has no router) and are zero at its end, as they
@@ -109,150 +111,39 @@ def replay(server: Server) -> None:
                 nxt = ft[fi] if fi < n else inf
                 if nxt > now:
                     break
-        span = False
-        if B and part is None:  # `Engine.can_span`, inlined
-            step_need = weights[-N % bs]
-            free = cap - used - step_need
-            span = free >= 0
-            if span and queue and len(order) < max_seqs and not (static and order) and max_tokens > B:
-                j = queue[0]  # `Engine._head_fits`, inlined
-                target = n_in[j] + generated[j]
-                if target <= max_tokens - B or chunked:
-                    if target > max_tokens - B:
-                        target = max_tokens - B
-                    held = n_in[j] + n_out[j] if reserve else target
-                    span = (-(-held // bs) * full if flat else units(held)) > free
-        if span:
-            # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
-            f = heap[0][0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
-            if sat or (stale and dec.get(heap[0][1], _STALE)[0] != f):
-                e.N, e.used = N, used
-                k = e.span_limit()
-            else:
-                k = f - N
-                total = phases.total
-                if total and (cap - used) // total * bs < k:
-                    k = phases.steps_within(N, k, cap - used)
-            a_t = t0 + t1 * B + t2 * S
-            a_e = e0 + e1 * B + e2 * S
-            c2b = t2 * B
-            dt = k * a_t + c2b * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined (not at the limit)
-            unthrottled = a_e < safe_w * a_t if cool else limit is None
-            if (
-                k > 1
-                and fi < n
-                and not queue
-                and not static
-                and len(order) < max_seqs
-                # the next arrival comes after the k steps end: it cannot cut them (the series
-                # is monotone in k, so `steps_to_reach` would return more than k)
-                and not (positive and unthrottled and dt < nxt - now)
-            ):
-                dt_s = nxt - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
-                if dt_s <= 0.0:
-                    reach = 1
-                elif c2b > 0.0:
-                    b = a_t - 0.5 * c2b
-                    reach = ceil((-b + sqrt(b * b + 2.0 * c2b * dt_s)) / c2b)
-                    if reach < 1:
-                        reach = 1
-                    while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
-                        reach -= 1
-                    while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
-                        reach += 1
-                else:
-                    reach = steps_to_reach(ct, B, S, dt_s)
-                if not unthrottled and reach > 1:
-                    for ctx in (S, S + (reach - 1) * B):  # `StepCosts._throttled`, inlined
-                        p = e0 + e1 * B + e2 * ctx
-                        if p - limit_w * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
-                            reach = costs.steps_to_reach(B, S, dt_s)
-                            break
-                if reach < k:
-                    k = reach
-                    dt = k * a_t + c2b * k * (k - 1) * 0.5
-            if k == 1 and positive:  # the same with last = S: de = a_e + 0.0, l_t = a_t, l_e = a_e
-                de = a_e
-                if not unthrottled and a_e - limit_w * a_t > 0.0:
-                    dt, de, peak = costs.decode(B, S, k)
-                else:
-                    peak = a_e / a_t
-                step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
-            else:
-                de = k * a_e + e2 * B * k * (k - 1) * 0.5
-                last = S + (k - 1) * B
-                l_t = t0 + t1 * B + t2 * last
-                l_e = e0 + e1 * B + e2 * last
-                if not unthrottled and (a_e - limit_w * a_t > 0.0 or l_e - limit_w * l_t > 0.0):
-                    dt, de, peak = costs.decode(B, S, k)
-                else:
-                    p_first = a_e / a_t if a_t > 0.0 else 0.0
-                    p_last = l_e / l_t if l_t > 0.0 else 0.0
-                    peak = p_first if p_first > p_last else p_last
-                step_avg += (1.0 - RECENT**k) * (dt / k - step_avg)  # `Ledger.advance`
-            if k == 1:  # `Engine.run_span` and `BlockPhases.over`, inlined
-                used += step_need
-            else:
-                cycles = k // bs
-                rest = k - cycles * bs
-                used += cycles * phases.total
-                if rest:
-                    lo = (1 - N - k) % bs
-                    if lo + rest <= bs:
-                        used += sum(weights[lo : lo + rest])
-                    else:
-                        used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
-            N += k
-            S += B * k
-            x = k / B
-            steps = k
-            running = B
-            tokens = B * k
+        step_need = weights[-N % bs]  # KV units the decoders allocate in the next step
+        free = cap - used - step_need
+        if part is None and free >= 0:  # no chunk to continue, no preemption
             work = no_work
-            first = no_jobs
-        elif B or part is not None or queue:
-            # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
-            demand = weights[-N % bs]
-            if part is not None or demand > cap - used:  # a chunk to continue, or preemptions
-                e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
-                prefill = e.form_step(now)
-                B = e.B
-                dt, de = costs.mixed(B, e.S, prefill)
-                running = B + len(prefill)
-                first, done = e.finish_step(prefill)
-                steps, tokens, work = 1, B + e.prefilled, general
-                step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
-                B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
-                stale = e.preemptions > 0
-            else:
-                work, first = [], no_jobs
-                tok = attn = 0  # `StepCosts.mixed`'s prefill sums, taken as jobs are admitted (past = 0)
-                if queue and not (static and order):  # `Engine._admit`, inlined
-                    budget, free, taken = max_tokens - B, cap - used - demand, 0
-                    share_now = share + share_c
-                    while queue and len(order) < max_seqs and budget > 0:
-                        j = queue[0]
-                        m = target = n_in[j] + generated[j]
-                        if target > budget:
-                            if not chunked:
-                                break
-                            m = budget
-                        held = n_in[j] + n_out[j] if reserve else m
-                        need = -(-held // bs) * full if flat else units(held)
-                        if need > free - taken:
+            if queue and not (static and order):  # `Engine._admit`, inlined
+                # (it admits the head iff `Engine.can_span`'s `_head_fits` says it fits)
+                work, tok, attn = [], 0, 0  # tok, attn: `StepCosts.mixed`'s prefill sums (past = 0)
+                budget, taken = max_tokens - B, 0
+                share_now = share + share_c
+                while queue and len(order) < max_seqs and budget > 0:
+                    j = queue[0]
+                    m = target = n_in[j] + generated[j]
+                    if target > budget:
+                        if not chunked:
                             break
-                        queue.popleft()
-                        order[j] = None
-                        budget -= m
-                        taken += need
-                        work.append((j, m, 0))
-                        tok += m
-                        attn += m * (m + 1) // 2
-                        if chunks[j] == 0:
-                            admit_s[j] = now
-                        share_of[j] -= share_now
-                    demand += taken
-                used += demand
+                        m = budget
+                    held = n_in[j] + n_out[j] if reserve else m
+                    need = -(-held // bs) * full if flat else units(held)
+                    if need > free - taken:
+                        break
+                    queue.popleft()
+                    order[j] = None
+                    budget -= m
+                    taken += need
+                    work.append((j, m, 0))
+                    tok += m
+                    attn += m * (m + 1) // 2
+                    if chunks[j] == 0:
+                        admit_s[j] = now
+                    share_of[j] -= share_now
+            if work:
+                # --- a step that prefills: `Engine.form_step`, `StepCosts.mixed`, `Server._end_mixed`
+                used += step_need + taken
                 w = len(work)  # `StepCosts.mixed`, inlined
                 de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
                 dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
@@ -264,19 +155,120 @@ def replay(server: Server) -> None:
                 x = 1.0 / running
                 steps = 1
                 step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
-            peak = de / dt if dt > 0.0 else 0.0  # `server._power`
-        elif fi < n:
-            if nxt > now:  # `Ledger.jump`, inlined
-                t, tc = nxt, 0.0
-                now = t + tc
-            continue
-        else:
+                peak = de / dt if dt > 0.0 else 0.0  # `server._power`
+                first = no_jobs
+            elif B:
+                # --- a plain decode span: `Server._span_steps` and `_end_decode` ------------------
+                f = heap[0][0]  # `Engine.span_limit`, inlined for a fresh heap top and no windows
+                if sat or (stale and dec.get(heap[0][1], _STALE)[0] != f):
+                    e.N, e.used = N, used
+                    k = e.span_limit()
+                else:
+                    k = f - N
+                    total = phases.total
+                    if total and (cap - used) // total * bs < k:
+                        k = phases.steps_within(N, k, cap - used)
+                a_t = t0 + t1 * B + t2 * S
+                a_e = e0 + e1 * B + e2 * S
+                c2b = t2 * B
+                dt = k * a_t + c2b * k * (k - 1) * 0.5  # `StepCosts.decode`, inlined (not at the limit)
+                unthrottled = a_e < safe_w * a_t if cool else limit is None
+                if (
+                    k > 1
+                    and fi < n
+                    and not queue
+                    and not static
+                    and len(order) < max_seqs
+                    # the next arrival comes after the k steps end: it cannot cut them (the series
+                    # is monotone in k, so `steps_to_reach` would return more than k)
+                    and not (positive and unthrottled and dt < nxt - now)
+                ):
+                    dt_s = nxt - now  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
+                    if dt_s <= 0.0:
+                        reach = 1
+                    elif c2b > 0.0:
+                        b = a_t - 0.5 * c2b
+                        reach = ceil((-b + sqrt(b * b + 2.0 * c2b * dt_s)) / c2b)
+                        if reach < 1:
+                            reach = 1
+                        while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
+                            reach -= 1
+                        while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
+                            reach += 1
+                    else:
+                        reach = steps_to_reach(ct, B, S, dt_s)
+                    if not unthrottled and reach > 1:
+                        for ctx in (S, S + (reach - 1) * B):  # `StepCosts._throttled`, inlined
+                            p = e0 + e1 * B + e2 * ctx
+                            if p - limit_w * (t0 + t1 * B + t2 * ctx) > -1e-9 * abs(p):
+                                reach = costs.steps_to_reach(B, S, dt_s)
+                                break
+                    if reach < k:
+                        k = reach
+                        dt = k * a_t + c2b * k * (k - 1) * 0.5
+                if k == 1 and positive:  # the same with last = S: de = a_e + 0.0, l_t = a_t, l_e = a_e
+                    de = a_e
+                    if not unthrottled and a_e - limit_w * a_t > 0.0:
+                        dt, de, peak = costs.decode(B, S, k)
+                    else:
+                        peak = a_e / a_t
+                    step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
+                else:
+                    de = k * a_e + e2 * B * k * (k - 1) * 0.5
+                    last = S + (k - 1) * B
+                    l_t = t0 + t1 * B + t2 * last
+                    l_e = e0 + e1 * B + e2 * last
+                    if not unthrottled and (a_e - limit_w * a_t > 0.0 or l_e - limit_w * l_t > 0.0):
+                        dt, de, peak = costs.decode(B, S, k)
+                    else:
+                        p_first = a_e / a_t if a_t > 0.0 else 0.0
+                        p_last = l_e / l_t if l_t > 0.0 else 0.0
+                        peak = p_first if p_first > p_last else p_last
+                    step_avg += (1.0 - RECENT**k) * (dt / k - step_avg)  # `Ledger.advance`
+                if k == 1:  # `Engine.run_span` and `BlockPhases.over`, inlined
+                    used += step_need
+                else:
+                    cycles = k // bs
+                    rest = k - cycles * bs
+                    used += cycles * phases.total
+                    if rest:
+                        lo = (1 - N - k) % bs
+                        if lo + rest <= bs:
+                            used += sum(weights[lo : lo + rest])
+                        else:
+                            used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
+                N += k
+                S += B * k
+                x = k / B
+                steps = k
+                running = B
+                tokens = B * k
+                work = no_work
+                first = no_jobs
+            elif fi < n:
+                if nxt > now:  # `Ledger.jump`, inlined
+                    t, tc = nxt, 0.0
+                    now = t + tc
+                continue
+            else:
+                e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
+                e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
+                ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
+                _flush(ledger, rows)
+                server._fi = fi
+                return
+        else:  # a chunk to continue, or preemptions: the general methods
             e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
-            e.pending = e.queued_need = e.queued_prompt = e.fsum = 0  # nothing queued, nothing decoding
-            ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
-            _flush(ledger, rows)
-            server._fi = fi
-            return
+            prefill = e.form_step(now)
+            B = e.B
+            dt, de = costs.mixed(B, e.S, prefill)
+            running = B + len(prefill)
+            first, done = e.finish_step(prefill)
+            steps, tokens, work = 1, B + e.prefilled, general
+            step_avg += decay_1 * (dt - step_avg)  # `Ledger.advance`
+            B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
+            stale = e.preemptions > 0
+            peak = de / dt if dt > 0.0 else 0.0  # `server._power`
         if work is not general:
             # --- the end of a span or step: `Engine.run_span` and `finish_step`, inlined -----
             v = share + x
