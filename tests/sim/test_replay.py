@@ -50,10 +50,12 @@ def assert_same(a: SimResult, b: SimResult) -> None:
 
 
 @SETTINGS
-@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS)
-def test_the_fused_loop_replays_random_runs_bit_for_bit(rows, server, limit_w, layout):
-    """Preemptions, chunks, static batches, power limits and sliding windows included."""
-    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
+@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans())
+def test_the_fused_loop_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time):
+    """Preemptions, chunks, static batches, power limits and sliding windows included (and step
+    times that do not grow with the context)."""
+    coef_t = (*COEF_T[:2], 0.0, *COEF_T[3:]) if flat_time else COEF_T
+    oracle = toy_oracle(coef_t, COEF_E, idle_power_w=60.0, kv_tokens=None)
     oracle.power_limit_w = limit_w
     if layout is not None:
         layers, windowed, window = layout
