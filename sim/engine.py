@@ -31,6 +31,10 @@ the first step whose blocks would not fit.
 Convention (oracle.features): the prefill step emits a token, then decode steps read contexts
 n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
+
+`sim.replay` inlines copies of `can_span`, `span_limit`, `run_span`, `form_step` and `_admit`,
+`finish_step`, `_complete`, `_finish` and `_start_decoding` (tests/sim/test_replay.py holds them
+to these bit for bit): a change here goes there too.
 """
 
 from __future__ import annotations

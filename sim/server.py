@@ -9,7 +9,8 @@ the shared step cost is the difference of one running sum taken when it joins an
 batch. `exact_steps=True` runs one step per event and charges every sequence explicitly: the
 reference the fast mode is tested against. A server fed all its jobs up front
 (`feed(..., alone=True)`) needs no other process: it runs its events in one plain loop
-(`_replay`), ahead of the SimPy clock, and its process wakes once, at its last event.
+(`_replay`; in the fast mode with no listener, its copy with the common events inlined,
+`sim.replay.replay`), ahead of the SimPy clock, and its process wakes once, at its last event.
 """
 
 from __future__ import annotations
