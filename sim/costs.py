@@ -7,6 +7,9 @@ by B per step, so the time and energy of k steps are arithmetic series (`span`).
 part of a request's energy depends only on its own lengths (`sequence_energy_j`); the shared
 `const` part is split equally between the sequences of each step, which the engine tracks as a
 running sum of 1/(sequences in the step) (`share`).
+
+`sim.replay` inlines copies of `StepCosts.decode`, `mixed`, `steps_to_reach` and `_throttled`
+(tests/sim/test_replay.py holds them to these bit for bit): a change here goes there too.
 """
 
 from __future__ import annotations

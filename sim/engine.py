@@ -31,6 +31,10 @@ the first step whose blocks would not fit.
 Convention (oracle.features): the prefill step emits a token, then decode steps read contexts
 n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
+
+`sim.replay` inlines copies of `can_span`, `span_limit`, `run_span`, `form_step` and `_admit`,
+`finish_step`, `_complete`, `_finish` and `_start_decoding` (tests/sim/test_replay.py holds them
+to these bit for bit): a change here goes there too.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
+
+import numpy as np
 
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
@@ -120,6 +126,14 @@ class Engine:
         self.pending += need
         self._count_queued(j, 1)
         return True
+
+    def rejects(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
+        """Which jobs of these lengths (tokens) `enqueue` would reject (its two rules, on arrays)."""
+        held = n_in + n_out if self.reserve else n_in + n_out - 1
+        out: np.ndarray = held > self._fit
+        if not self.chunked:
+            out |= (n_in if self.reserve else held) > self.max_tokens
+        return out
 
     def _count_queued(self, j: int, sign: int) -> None:
         """Add (sign 1) or remove (−1) job j in the queue's sums of n_in + n_out and of n_in."""

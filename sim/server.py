@@ -16,8 +16,9 @@ after the event that made it, before any other event of that time: an urgent eve
 `submit`, or the dispatcher's own call at the end of its callback. Same-time arrivals thus all
 join the step the woken server forms, and a cut decode span leaves its old timeout to ring in
 vain. A server fed all its jobs up front (`feed(..., alone=True)`) needs no other event: it runs
-its events in one plain loop (`_replay`), ahead of the SimPy clock, and its clock's last event
-is one timeout.
+its events in one plain loop (`replay`: `_replay`, or in the fast mode with no listener its copy
+with the common events inlined, `sim.replay.replay`), ahead of the SimPy clock, and its clock's
+last event is one timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
+from sim.replay import fits, replay
 
 Callback = Callable[[int, float], None]
 Notify = Callable[[], None]
@@ -70,6 +72,7 @@ class Server:
         self._fjobs: Sequence[int] = ()
         self._fi = 0
         self._waiting = self._interrupted = self._idle = self._alone = False
+        self.may_reject = True  # whether the engine may reject a job of an alone feed (`Engine.rejects`)
         self._exact, self._record = config.exact_steps, config.record_features
         # the wait under way: its timer (a stale one rings in vain) and what it ends: an idle wait
         # (to the feed's next arrival, or None), a decode span (B decoders whose contexts summed to
@@ -123,6 +126,8 @@ class Server:
         self._alone = alone
         if alone:  # what `_enqueue` writes, for the whole feed at once
             self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
+            index = np.arange(ids.start, ids.stop, ids.step) if isinstance(ids, range) else ids
+            self.may_reject = bool(self.engine.rejects(*self.jobs.lengths_of(index)).any())
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it: at
@@ -195,7 +200,7 @@ class Server:
     def _start(self, _: simpy.Event) -> None:
         """The server's first event (urgent, at time 0, as a process would start)."""
         if self._alone:
-            self._replay()
+            self.replay()
             self.env.timeout(max(self.ledger.now - self.env.now, 0.0))  # the SimPy clock ends at its last event
             return
         self._next()
@@ -225,7 +230,7 @@ class Server:
         fleet's plain loop interleaves its servers so); whether it has run them all."""
         if not self._alone:
             raise RuntimeError(f"{self.name} was not fed alone=True: its events run under SimPy")
-        return self._replay(events)
+        return replay(self, events) if fits(self) else self._replay(events)
 
     def _replay(self, events: int = 1 << 62) -> bool:
         """The feed's events, one after the other, without SimPy (the server is alone), up to

@@ -1,0 +1,154 @@
+"""The fused replay loop (`sim.replay`) gives `Server._replay`'s results bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import simpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+import traces
+from oracle.features import StepCoef
+from oracle.model import MemorySpec, Oracle
+from sim.config import ServerConfig
+from sim.costs import StepCosts
+from sim.jobs import JobTable
+from sim.run import SimResult, simulate
+from sim.server import Server
+from tests.sim.conftest import flat_kv, toy_oracle, trace
+from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
+
+# (layers, windowed layers, window tokens): none, Gemma-like halves, mostly windowed
+LAYOUTS = st.sampled_from([None, (4, 2, 40), (6, 5, 9)])
+
+
+def both(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig, **kw: object) -> tuple[SimResult, SimResult]:
+    """The run with the fused loop, and with the general `Server._replay`."""
+    fused = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sim.server.replay", Server._replay)
+        general = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
+    return fused, general
+
+
+def assert_same(a: SimResult, b: SimResult) -> None:
+    """Records, makespan and every server's totals and span log equal, bit for bit."""
+    pd.testing.assert_frame_equal(a.requests, b.requests, check_exact=True)
+    assert a.makespan_s == b.makespan_s and a.peak_power_w == b.peak_power_w
+    for x, y in zip(a.servers, b.servers, strict=True):
+        for f in dataclasses.fields(x):
+            u, v = getattr(x, f.name), getattr(y, f.name)
+            if isinstance(u, np.ndarray):
+                assert u.dtype == v.dtype and np.array_equal(u, v), f.name
+            else:
+                assert u == v, f.name
+
+
+@SETTINGS
+@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans())
+def test_the_fused_loop_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time):
+    """Preemptions, chunks, static batches, power limits and sliding windows included (and step
+    times that do not grow with the context)."""
+    coef_t = (*COEF_T[:2], 0.0, *COEF_T[3:]) if flat_time else COEF_T
+    oracle = toy_oracle(coef_t, COEF_E, idle_power_w=60.0, kv_tokens=None)
+    oracle.power_limit_w = limit_w
+    if layout is not None:
+        layers, windowed, window = layout
+        oracle.memory = MemorySpec(0.0, 1.0, 1.0, kv_layers=layers, window_layers=windowed, window_tokens=window)
+    config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
+    assert_same(*both(trace(sorted(rows)), oracle, config))
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> pd.DataFrame:
+    return traces.load("synthetic", num_requests=1500, rate_per_s=12.0, seed=1)
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_the_fused_loop_replays_a_small_cache_bit_for_bit(llama, synthetic, scheduler, chunked):
+    config = ServerConfig(scheduler=scheduler, kv_capacity_tokens=30_000, chunked_prefill=chunked)
+    fused, general = both(synthetic, llama, config)
+    assert_same(fused, general)
+    assert scheduler == "trtllm_no_evict" or fused.requests["preemptions"].sum() > 0
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
+def test_the_fused_loop_replays_sliding_windows_bit_for_bit(synthetic, scheduler):
+    gemma = Oracle.load("gemma-2-9b_h100")
+    assert gemma.memory is not None and gemma.memory.window_layers > 0
+    long = synthetic.assign(n_in=synthetic["n_in"] * 4)  # contexts past the 4096-token window
+    assert_same(*both(long, gemma, ServerConfig(scheduler=scheduler, kv_capacity_tokens=200_000)))
+
+
+@pytest.mark.parametrize("rate", [1e6, 12.0])
+def test_the_fused_loop_replays_throttled_spans_bit_for_bit(llama, rate):
+    """A power limit low enough that decode spans run at it, fully busy and not."""
+    capped = dataclasses.replace(llama, power_limit_w=450.0)
+    requests = traces.load("synthetic", num_requests=1500, rate_per_s=rate, seed=2)
+    fused, general = both(requests, capped, ServerConfig())
+    assert_same(fused, general)
+    assert (fused.servers[0].span_peak_w[fused.servers[0].span_steps > 1] >= 450.0 * (1 - 1e-12)).any()
+
+
+def test_the_fused_loop_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
+    azure = traces.load("azure_chat").iloc[:5000]
+    assert_same(*both(azure, llama, ServerConfig()))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sim.run.DRAIN_SPANS", 1024)  # hand the span log over every 1024 spans
+        fused = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "a.parquet")
+        mp.setattr("sim.server.replay", Server._replay)
+        general = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "b.parquet")
+    assert_same(fused, general)
+    assert fused.servers[0].span_bin_s > 0
+
+
+@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
+def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(scheduler):
+    """Counters a router reads are not kept during the fused loop; at its end they agree again."""
+    ends = []
+    for fused in (True, False):
+        rng = np.random.default_rng(3)
+        n = 300
+        jobs = JobTable(rng.integers(1, 600, n), rng.integers(1, 300, n))
+        costs = StepCosts(
+            StepCoef(0.007, 4e-5, 5e-8, 2e-5, 2e-5, 7e-10), StepCoef(3.0, 0.03, 2e-5, 0.01, 0.02, 8e-7), 75.0, 700.0
+        )
+        env = simpy.Environment()
+        server = Server(env, costs, ServerConfig(scheduler=scheduler), jobs, flat_kv(6000, 16))
+        server.feed(np.cumsum(rng.exponential(0.05, n)), np.arange(n), alone=True)
+        with pytest.MonkeyPatch.context() as mp:
+            if not fused:
+                mp.setattr("sim.server.replay", Server._replay)
+            env.run()
+        e, ledger = server.engine, server.ledger
+        ends.append(
+            (
+                {k: v for k, v in vars(e).items() if isinstance(v, (int, float)) and k != "fmax"},
+                (ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w, server._fi, env.now),
+                server.state(),
+            )
+        )
+    assert ends[0] == ends[1]
+    assert ends[0][0]["pending"] == ends[0][0]["queued_need"] == ends[0][0]["fsum"] == 0
+
+
+@SETTINGS
+@given(requests, servers, st.integers(1, 7), st.booleans())
+def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every, fused):
+    """`Server.replay(events)` stops between two events and goes on from there: the fleet's
+    plain loop (`sim.run._replay_alone`) interleaves servers so."""
+    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
+    config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
+    requests = trace(sorted(rows))
+    with pytest.MonkeyPatch.context() as mp:
+        if not fused:
+            mp.setattr("sim.server.replay", Server._replay)
+        whole = simulate(requests, oracle, config)
+        mp.setattr("sim.run.REPLAY_EVENTS", every)
+        assert_same(simulate(requests, oracle, config), whole)
