@@ -40,27 +40,29 @@ FLOORS = {
 
 
 def run(pythonpath: str, args: list[str], cwd: Path) -> tuple[float, float, float, float]:
-    """(whole-process wall s, s until the table's first row, s until the run is logged (NaN: never
-    within `LOGGED_WAIT_S`, or no tracking), CPU s of the process and the children it waited for)
-    of one subprocess; returns once its background process, if any, is done."""
+    """(whole-process wall s, s until the table's first row, s until the run is logged (the
+    process's end if it logs in the foreground; NaN: never within `LOGGED_WAIT_S`, or no
+    tracking), CPU s of the process and the children it waited for) of one subprocess; returns
+    once its background process, if any, is done."""
     env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     assert proc.stdout is not None
-    table, folder = float("nan"), None
+    table, folder, background = float("nan"), None, False
     for line in proc.stdout:
         if table != table and line.startswith(TABLE_ROW):
             table = time.perf_counter() - start
         if line.startswith("results in "):
             folder = Path(line.removeprefix("results in ").split(";")[0].strip())
+            background = "background process" in line
     if proc.wait() != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} in {cwd}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    logged = float("nan")
-    while folder is not None and time.perf_counter() - start < LOGGED_WAIT_S and "tracking.enabled=false" not in args:
+    logged = wall if folder is not None and not background and "tracking.enabled=false" not in args else float("nan")
+    while background and folder is not None and time.perf_counter() - start < LOGGED_WAIT_S:
         if (folder / "tracking.json").exists():
             logged = time.perf_counter() - start
             break

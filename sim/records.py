@@ -54,7 +54,7 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
 
 
 _REASONS = [REJECT_REASONS[k] for k in sorted(REJECT_REASONS)]
-CHUNK_ROWS = 1 << 16  # rows per Parquet row group of a streamed run (~25 MB of records at a time)
+CHUNK_ROWS = 1 << 14  # rows per Parquet row group of a streamed run (~6 MB of records at a time)
 
 
 @dataclass(frozen=True)
