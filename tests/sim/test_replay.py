@@ -152,3 +152,16 @@ def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every
         whole = simulate(requests, oracle, config)
         mp.setattr("sim.run.REPLAY_EVENTS", every)
         assert_same(simulate(requests, oracle, config), whole)
+
+
+@pytest.mark.parametrize("block", [3, 1 << 16])
+def test_a_job_only_the_cache_rejects_is_found_in_any_block_of_the_feed(block, monkeypatch):
+    """The fused loop skips the reject rules when no job of the feed can be rejected, which the
+    server checks block by block (`REJECT_BLOCK`) when it is fed."""
+    monkeypatch.setattr("sim.server.REJECT_BLOCK", block)
+    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
+    rows = [(0.1 * k, 20, 10) for k in range(10)]
+    rows[7] = (0.7, 5_000, 10)  # longer than the cache holds: in the third block of 3
+    fused, general = both(trace(rows), oracle, ServerConfig(kv_capacity_tokens=1_000))
+    assert_same(fused, general)
+    assert fused.requests["reject_reason"].astype(str).tolist().count("longer than the KV cache holds") == 1
