@@ -159,26 +159,3 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
 def saving_pct(base: float, new: float) -> float:
     """Share (%) of `base` saved by `new`; NaN when base is 0."""
     return 100.0 * (base - new) / base if base else math.nan
-
-
-def power_timeline(result: SimResult, horizon_s: float | None = None, bins: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(bin centres s, mean power W) of all servers, idle included.
-
-    Each span's energy is spread evenly over its duration (power varies little within a span).
-    """
-    horizon = max(result.makespan_s, horizon_s or 0.0, 1e-9)
-    edges = np.linspace(0.0, horizon, bins + 1)
-    power = np.zeros(bins)
-    for s in result.servers:
-        t = np.concatenate([s.span_start_s, s.span_start_s + s.span_s])
-        order = np.argsort(t, kind="stable")
-        cum_e = np.concatenate([np.cumsum(s.span_energy_j) - s.span_energy_j, np.cumsum(s.span_energy_j)])
-        cum_b = np.concatenate([np.cumsum(s.span_s) - s.span_s, np.cumsum(s.span_s)])
-        if not t.size:
-            power += s.idle_power_w
-            continue
-        e = np.interp(edges, t[order], cum_e[order], left=0.0, right=cum_e.max())
-        b = np.interp(edges, t[order], cum_b[order], left=0.0, right=cum_b.max())
-        width = np.diff(edges)
-        power += (np.diff(e) + s.idle_power_w * np.maximum(width - np.diff(b), 0.0)) / width
-    return 0.5 * (edges[1:] + edges[:-1]), power

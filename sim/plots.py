@@ -27,7 +27,6 @@ import pandas as pd
 import yaml
 
 from sim.config import ConfigError, SloConfig, build
-from sim.metrics import power_timeline
 from sim.run import SimResult
 
 if TYPE_CHECKING:
@@ -57,30 +56,37 @@ class PlotRun:
 def timelines(run: SimResult, horizon_s: float | None = None, bins: int = TIMELINE_BINS) -> pd.DataFrame:
     """A run's timelines over [0, horizon] in `bins` bins: t_s (bin centre, s), power_w (W of all
     GPUs, idle included), running (sequences per step, mean per GPU, idle GPUs 0) and kv_used
-    (share of the KV cache held, mean per GPU)."""
-    t, power = power_timeline(run, horizon_s, bins)
-    _, running = span_timeline(run, "span_running", horizon_s, bins)
-    _, kv = span_timeline(run, "span_kv_used", horizon_s, bins)
-    return pd.DataFrame({"t_s": t, "power_w": power, "running": running, "kv_used": kv})
-
-
-def span_timeline(
-    run: SimResult, field: str, horizon_s: float | None = None, bins: int = TIMELINE_BINS
-) -> tuple[np.ndarray, np.ndarray]:
-    """(bin centres s, a per-span quantity of the servers' span logs, e.g. `span_running` or
-    `span_kv_used`, averaged over time and GPUs; idle time counts 0)."""
+    (share of the KV cache held, mean per GPU). Each span's energy, busy time and sequence- and
+    KV-seconds are spread evenly over its duration (power varies little within a span)."""
     horizon = max(run.makespan_s, horizon_s or 0.0, 1e-9)
     edges = np.linspace(0.0, horizon, bins + 1)
-    total = np.zeros(bins)
+    width = np.diff(edges)
+    power, running, kv = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     for s in run.servers:
         if not s.span_s.size:
+            power += s.idle_power_w
             continue
         t = np.concatenate([s.span_start_s, s.span_start_s + s.span_s])
-        area = getattr(s, field) * s.span_s  # quantity × seconds
-        cum = np.concatenate([np.cumsum(area) - area, np.cumsum(area)])
         order = np.argsort(t, kind="stable")
-        total += np.diff(np.interp(edges, t[order], cum[order], left=0.0, right=cum.max()))
-    return 0.5 * (edges[1:] + edges[:-1]), total / np.diff(edges) / max(len(run.servers), 1)
+        ends = t[order]
+        busy = _per_bin(edges, ends, order, s.span_s)
+        power += (
+            _per_bin(edges, ends, order, s.span_energy_j) + s.idle_power_w * np.maximum(width - busy, 0.0)
+        ) / width
+        running += _per_bin(edges, ends, order, s.span_running * s.span_s)
+        kv += _per_bin(edges, ends, order, s.span_kv_used * s.span_s)
+    gpus = max(len(run.servers), 1)
+    return pd.DataFrame(
+        {"t_s": 0.5 * (edges[1:] + edges[:-1]), "power_w": power, "running": running / width / gpus,
+         "kv_used": kv / width / gpus}
+    )  # fmt: skip
+
+
+def _per_bin(edges: np.ndarray, ends: np.ndarray, order: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Per bin of `edges`, the sum of a per-span amount spread evenly over each span; `ends` are
+    the spans' starts and ends sorted, `order` the sort that gave them."""
+    cum = np.concatenate([np.cumsum(amount) - amount, np.cumsum(amount)])
+    return np.diff(np.interp(edges, ends, cum[order], left=0.0, right=cum.max()))
 
 
 def write_timelines(folder: Path, runs: Sequence[SimResult]) -> Path:

@@ -86,10 +86,6 @@ class Requests:
         """User requests (rows)."""
         return self.arrival_s.size
 
-    def write(self, path: Path, chunk_rows: int | None = None) -> RecordsFile:
-        """All records into a Parquet file, one row group of `chunk_rows` (default `CHUNK_ROWS`) at a time."""
-        return RecordsWriter(self, path, chunk_rows).close()
-
 
 def _final(jobs: JobTable, ids: slice) -> bool:
     """Whether jobs `ids` are all rejected or done and stamped (the engine marks a job done before
