@@ -32,6 +32,8 @@ from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
 from sim.kv import replica_kv
 from sim.policies.base import Policy, Request, Shaping, unshaped
 from sim.records import RecordsFile, RecordsWriter, Requests
+from sim.routed import RoutedLoop
+from sim.routed import fits as routed_fits
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 from sim.spans import StreamedSpans
@@ -101,12 +103,12 @@ def simulate_fleet(
         raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
-    servers = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
+    servers, loop = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
     made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
     writer = None if records_path is None else RecordsWriter(made, records_path)
     try:
         horizon = float(arrival[-1]) if arrival.size else 0.0
-        stats, peak, wall = _run(env, servers, horizon, writer, progress, start)
+        stats, peak, wall = _run(env, servers, loop, horizon, writer, progress, start)
         records: pd.DataFrame | RecordsFile = made.records() if writer is None else writer.close()
     except BaseException as error:  # Ctrl-C too: the file keeps the row groups written, and says so
         if writer is not None:
@@ -125,19 +127,26 @@ def simulate_fleet(
 def _run(
     env: simpy.Environment,
     servers: list[Server],
+    loop: RoutedLoop | None,
     horizon_s: float,
     writer: RecordsWriter | None,
     progress: bool,
     start: float,
 ) -> tuple[tuple[ServerStats, ...], float | None, float]:
-    """Run the environment: the servers' stats, the fleet's peak power (W) of a streamed run, and
-    the wall time (s) since `start` (`time.perf_counter`). A streamed run flushes the records'
-    final row groups whenever a server hands its span log over."""
-    bar = _progress(env, horizon_s, progress)
-    streamed = None if writer is None else _stream_spans(env, servers, writer.flush)
+    """Run the environment, or the routed fleet's plain loop: the servers' stats, the fleet's
+    peak power (W) of a streamed run, and the wall time (s) since `start` (`time.perf_counter`).
+    A streamed run flushes the records' final row groups whenever a server hands its span log over."""
+    bar = _progress(horizon_s, progress)
+    clock = (lambda: env.now) if loop is None else (lambda: loop.now)
+    streamed = None if writer is None else _stream_spans(servers, writer.flush, clock)
     try:
-        _replay_alone(servers, bar)
-        env.run()
+        if loop is not None:
+            loop.run(bar)
+        else:
+            if bar is not None:
+                _tick(env, bar, horizon_s)
+            _replay_alone(servers, bar)
+            env.run()
     finally:
         wall = time.perf_counter() - start
         if bar is not None:
@@ -180,14 +189,15 @@ def _job_table(shaping: Shaping, n_in: np.ndarray, parents: np.ndarray) -> JobTa
     )
 
 
-def _stream_spans(env: simpy.Environment, servers: list[Server], then: Callable[[], None]) -> StreamedSpans:
+def _stream_spans(servers: list[Server], then: Callable[[], None], clock: Callable[[], float]) -> StreamedSpans:
     """Each server hands its span log over every `DRAIN_SPANS` / servers spans (at least
-    `HAND_OVER_MIN`), then calls `then` (the records' flush)."""
+    `HAND_OVER_MIN`), then calls `then` (the records' flush). `clock()` is the time (s) of the
+    event under way."""
 
     def settled() -> float:
         # no server logs a span starting before its clock, and an idle one none before it is
         # woken: now, to rounding (a server fed alone runs ahead of the SimPy clock)
-        return min(s.ledger.now if s.alone or not s.idle else env.now * (1 - 1e-12) for s in servers)
+        return min(s.ledger.now if s.alone or not s.idle else clock() * (1 - 1e-12) for s in servers)
 
     streamed = StreamedSpans([s.ledger for s in servers], [s.costs.idle_power_w for s in servers], settled)
     every = max(DRAIN_SPANS // len(servers), HAND_OVER_MIN)
@@ -255,22 +265,26 @@ def _wire(
     parents: np.ndarray,
     fleet: Fleet,
     policy: Policy,
-) -> list[Server]:
-    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks).
+) -> tuple[list[Server], RoutedLoop | None]:
+    """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks), and
+    the plain loop that runs them instead of SimPy, if one can.
 
-    Servers fed all their jobs run alone, ahead of the SimPy clock (`_replay_alone`).
+    Servers fed all their jobs run alone, ahead of the SimPy clock (`_replay_alone`). A router
+    that decides per arrival, with no dynamic policy and no summaries, runs in `RoutedLoop`.
     """
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
     if not policy.dynamic and not parents.size and router.static:
         if len(replicas) == 1:
             replicas[0].feed(arrival, range(arrival.size), alone=True)
-            return replicas
+            return replicas, None
         assigned = router.assign(*jobs.lengths())
         for s in replicas:
             ids = np.flatnonzero(assigned == s.index)
             s.feed(arrival[ids], ids, alone=True)
-        return replicas
+        return replicas, None
+    if not policy.dynamic and not parents.size and routed_fits(replicas):
+        return replicas, RoutedLoop(replicas, router, arrival, jobs)
     servers = list(replicas)
     side = None
     if parents.size:
@@ -283,7 +297,7 @@ def _wire(
         for s in servers:
             s.on_finish, s.on_reject = summaries.finished, summaries.rejected
     _Dispatcher(env, arrival, n_in, n_out, parents, policy, router, side, jobs)
-    return servers
+    return servers, None
 
 
 def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Server]:
@@ -390,13 +404,17 @@ class _Dispatcher:
             self._submit(router.pick(jobs.n_in[i], jobs.n_out[i]), i, t)
 
 
-def _progress(env: simpy.Environment, horizon_s: float, enabled: bool) -> Any:
-    """A tqdm bar over simulated seconds, fed by a process that wakes 200 times."""
+def _progress(horizon_s: float, enabled: bool) -> Any:
+    """A tqdm bar over simulated seconds (None: no bar)."""
     if not enabled or horizon_s <= 0:
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=round(horizon_s), unit="sim-s", desc="simulating", leave=False)
+    return tqdm(total=round(horizon_s), unit="sim-s", desc="simulating", leave=False)
+
+
+def _tick(env: simpy.Environment, bar: Any, horizon_s: float) -> None:
+    """Feed the bar from a process that wakes 200 times over the SimPy run."""
 
     def tick() -> Generator[Any, Any, None]:
         step = horizon_s / 200
@@ -405,4 +423,3 @@ def _progress(env: simpy.Environment, horizon_s: float, enabled: bool) -> Any:
             bar.update(max(min(round(env.now), bar.total) - bar.n, 0))  # a plain replay may be ahead
 
     env.process(tick())
-    return bar

@@ -1,0 +1,502 @@
+"""A fleet whose router decides per arrival, run in one plain event loop instead of SimPy.
+
+Under SimPy (`sim.run._Dispatcher` and `sim.server.Server`) each arrival is a timeout whose
+callback routes it and wakes the replica it picked, and each event of a replica is a timeout
+whose callback is a chain of small calls: `Server._ring`, `_end_decode` or `_end_mixed`,
+`StepCosts.decode`, `Engine.run_span` or `finish_step`, `Ledger.advance`, `Server._next`,
+`Engine.can_span`, `span_limit` or `form_step`, `StepCosts.span_s`, `Server._sleep`. At 64
+replicas those calls and the event objects, not the arithmetic, are most of a run.
+
+`RoutedLoop` runs the same events in the same order:
+- its queue holds (time, sequence number, replica) entries, the time computed with SimPy's own
+  arithmetic (`now + max(until − now, 0)`) and the sequence numbers handed out in the order SimPy
+  hands out event ids, so that events of the same instant come in SimPy's order (which decides
+  which arrivals join which step); a replica's superseded wait stays in the queue and is skipped
+  when it comes up, as SimPy's stale timeouts are;
+- each event of a replica is one function (`_event`) with the common cases of those calls
+  copied inline (each copy names the function it copies; the float operations are the same, in
+  the same order), and the rare ones (preemption, a prompt mid-prefill, sliding-window layers, a
+  step at the power limit) call the general methods;
+- arrivals are routed and offered by `Router.pick` and `Server.offer`, and the replicas to wake
+  woken after the next arrival is scheduled, as `sim.run._Dispatcher` does.
+Records, span logs and the router's picks are bit for bit those of the SimPy run
+(tests/sim/test_routed.py; tests/sim/test_sim_server_wakes.py holds both to the interrupting
+process they replaced). Unlike `sim.replay` (a server fed alone), every engine sum a router
+reads (`Engine.pending`, `queued_need`, `queued_prompt`, `fsum`, `fmax`) is kept at every event,
+and each replica's state is back in its engine and ledger between events.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from heapq import heappop, heappush
+from typing import Any
+
+import numpy as np
+
+from sim.engine import Prefill
+from sim.jobs import DONE, JobTable
+from sim.ledger import RECENT
+from sim.replay import _items
+from sim.routing import Router
+from sim.server import Server
+
+_IDLE, _DECODE, _MIXED = 0, 1, 2  # what a replica's wait ends (as `sim.server`)
+_NO_JOBS: tuple[int, ...] = ()
+_NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
+_STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
+_ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
+PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
+
+
+def fits(servers: Sequence[Server]) -> bool:
+    """Whether `RoutedLoop` can run these replicas: `Server` itself (a subclass may change its
+    events), the fast mode, nothing fed to them and nothing listening to them but a router."""
+    return all(
+        type(s) is Server
+        and not (s._exact or s._record or s.alone or len(s._ftimes))
+        and s.on_finish is None
+        and s.on_reject is None
+        for s in servers
+    )
+
+
+class _Slot:
+    """One replica in the loop: its wait under way and the constants its events read."""
+
+    __slots__ = ("c", "interrupted", "phase", "server", "span", "step", "timer")
+
+    def __init__(self, server: Server, consts: tuple[Any, ...]) -> None:
+        self.server = server
+        self.c = consts
+        self.phase = _IDLE
+        self.timer = -1  # sequence number of the wait under way (-1: none)
+        self.span: tuple[int, int, float, int] = (0, 0, 0.0, 0)  # B, S, start (s), steps
+        self.step: tuple[Prefill, float, float, float] = (_NO_WORK, 0.0, 0.0, 0.0)  # work, s, J, end (s)
+
+
+class RoutedLoop:
+    """Arrivals at `times_s` (sorted; job i arrives at times_s[i]) routed by `router` to
+    `servers` (in index order), run to the end by `run`. `now` is the time (s) of the event under
+    way, as `simpy.Environment.now` would read."""
+
+    def __init__(self, servers: Sequence[Server], router: Router, times_s: np.ndarray, jobs: JobTable) -> None:
+        assert fits(servers) and [s.index for s in servers] == list(range(len(servers)))
+        self.servers, self.router, self.jobs = list(servers), router, jobs
+        self.times = np.ascontiguousarray(times_s, dtype=float).data
+        self.now = 0.0
+        self._queue: list[tuple[float, int, int]] = []
+        self._eid = itertools.count(1).__next__  # 0 is the first arrival's
+        shared = (
+            jobs.n_in,
+            jobs.n_out,
+            jobs.generated,
+            _items(jobs.share),
+            _items(jobs.status),
+            _items(jobs.first_s),
+            _items(jobs.finish_s),
+            _items(jobs.admit_s),
+            _items(jobs.chunks),
+            self._queue,
+            self._eid,
+        )
+        self.slots = [_Slot(s, _constants(s) + shared) for s in self.servers]
+
+    def run(self, bar: Any = None) -> None:
+        """Every event to the last: arrivals at their times, the replicas' steps and spans."""
+        queue, slots, times, n, event = self._queue, self.slots, self.times, len(self.times), self._event
+        n_in, n_out, pick = self.jobs.n_in, self.jobs.n_out, self.router.pick
+        for s in self.servers:  # `Server._start`: nothing fed, so each waits idle for a submit
+            s._idle = s._waiting = True
+        if n:
+            heappush(queue, (0.0, 0, _ARRIVAL))  # `_Dispatcher.__init__`'s timeout(0)
+        i = instants = 0
+        woken: list[tuple[_Slot, float]] = []
+        while queue:
+            now, eid, k = heappop(queue)
+            if k >= 0:  # a replica's wait ends (`Server._ring`), unless a wake-up superseded it
+                slot = slots[k]
+                if slot.timer == eid:
+                    slot.timer = -1
+                    self.now = now
+                    event(slot, now, 0.0)
+                continue
+            self.now = now  # `_Dispatcher._arrive`: route every arrival due, schedule the next, wake
+            while i < n and times[i] <= now:
+                t = times[i]
+                server = pick(n_in[i], n_out[i])
+                if server.offer(i, t):
+                    woken.append((slots[server.index], t))
+                i += 1
+            if i < n:
+                heappush(queue, (now + (times[i] - now), self._eid(), _ARRIVAL))
+            for slot, t in woken:
+                self._wake(slot, t, now)
+            woken.clear()
+            instants += 1
+            if bar is not None and not instants % PROGRESS_EVERY:
+                bar.update(max(min(round(now), bar.total) - bar.n, 0))
+
+    def _wake(self, slot: _Slot, t_s: float, now: float) -> None:
+        """`Server.wake`: a decode span is cut at the first step boundary after t_s (s), a mixed
+        step runs to its end, an idle replica starts at t_s."""
+        slot.server._interrupted = False
+        costs = slot.server.costs
+        if slot.phase == _DECODE:
+            B, S, t0, k = slot.span
+            k = min(k, costs.steps_to_reach(B, S, t_s - t0))
+            slot.span = (B, S, t0, k)
+            self._sleep(slot, t0 + costs.span_s(B, S, k), now)
+        elif slot.phase == _MIXED:
+            self._sleep(slot, slot.step[3], now)
+        else:
+            self._event(slot, now, t_s)
+
+    def _sleep(self, slot: _Slot, until: float, now: float) -> None:
+        """`Server._sleep`: wait to `until` (s), scheduled at `now` (s) as SimPy would."""
+        eid = slot.timer = self._eid()
+        d = until - now
+        heappush(self._queue, (now + (d if d > 0.0 else 0.0), eid, slot.server.index))
+
+    def _event(self, slot: _Slot, now_sim: float, wake_s: float) -> None:
+        """A replica's event at `now_sim` (s): close the span or step its wait ended (or, idle,
+        start at `wake_s`), then start what comes next (`Server._ring` then `_next`)."""
+        (
+            e,
+            ledger,
+            costs,
+            index,
+            on_change,
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            t5,
+            e0,
+            e1,
+            e2,
+            e3,
+            e4,
+            e5,
+            limit,
+            cool,
+            safe_w,
+            cap,
+            bs,
+            full,
+            flat,
+            units,
+            phases,
+            weights,
+            queue,
+            order,
+            dec,
+            heap,
+            sat,
+            max_seqs,
+            max_tokens,
+            chunked,
+            reserve,
+            static,
+            n_in,
+            n_out,
+            generated,
+            share_of,
+            status,
+            first_s,
+            finish_s,
+            admit_s,
+            chunks,
+            events,
+            eid,
+        ) = slot.c
+        B, N, S, used, share, share_c = e.B, e.N, e.S, e.used, e.share, e.share_c
+        t, tc = ledger.t, ledger.tc
+        phase = slot.phase
+        if phase == _IDLE:  # woken: `Server._resume_idle` and `Ledger.jump`
+            slot.server._idle = False
+            if wake_s > t + tc:
+                t, tc = wake_s, 0.0
+        else:
+            first: Sequence[int] = _NO_JOBS
+            done: Sequence[int] = _NO_JOBS
+            if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
+                k = slot.span[3]
+                a_t = t0 + t1 * B + t2 * S
+                a_e = e0 + e1 * B + e2 * S
+                de = k * a_e + e2 * B * k * (k - 1) * 0.5
+                last = S + (k - 1) * B
+                l_t = t0 + t1 * B + t2 * last
+                l_e = e0 + e1 * B + e2 * last
+                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
+                if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+                    dt, de, peak = costs.decode(B, S, k)
+                else:
+                    p_first = a_e / a_t if a_t > 0.0 else 0.0
+                    p_last = l_e / l_t if l_t > 0.0 else 0.0
+                    peak = p_first if p_first > p_last else p_last
+                cycles = k // bs  # `BlockPhases.over`, inlined
+                rest = k - cycles * bs
+                used += cycles * phases.total
+                if rest:
+                    lo = (1 - N - k) % bs
+                    if lo + rest <= bs:
+                        used += sum(weights[lo : lo + rest])
+                    else:
+                        used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
+                x = k / B
+                steps = k
+                running = B
+                tokens = B * k
+                work = _NO_WORK
+            else:  # `Server._end_mixed` and `Engine.finish_step`
+                work, dt, de, _ = slot.step
+                running = B + len(work)
+                x = 1.0 / running
+                steps = 1
+                tokens = B
+                peak = de / dt if dt > 0.0 else 0.0  # `server._power`
+            v = share + x  # `compensated_add`, as `run_span` and `finish_step` inline it
+            share_c += (share - v) + x if share >= x else (x - v) + share
+            share = v
+            N += steps
+            S += B * steps
+            if sat and sat[0][0] <= N:
+                e.N = N
+                e._saturate()
+            if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
+                done = out = []
+                sh = share + share_c
+                ptotal, fs = phases.total, 0
+                while heap and heap[0][0] <= N:
+                    f, j = heappop(heap)
+                    entry = dec.get(j)
+                    if entry is None or entry[0] != f:
+                        continue
+                    del dec[j]
+                    weight = entry[2]
+                    weights[entry[1]] -= weight
+                    ptotal -= weight
+                    length = n_in[j] + n_out[j]
+                    B -= 1
+                    S -= length - (f - N)
+                    fs += f
+                    generated[j] = n_out[j]
+                    del order[j]
+                    held = length if reserve else length - 1
+                    used -= -(-held // bs) * full if flat else units(held)
+                    share_of[j] += sh
+                    status[j] = DONE
+                    out.append(j)
+                phases.total = ptotal
+                e.fsum -= fs
+            if work:  # the rest of `Engine.finish_step`: the prompts this step prefilled
+                part = e.partial
+                if part is not None and any(w[0] == part[0] for w in work):
+                    part = None
+                first = started = []
+                prefilled = 0
+                for j, m, past in work:
+                    chunks[j] += 1
+                    gen = generated[j]
+                    target = n_in[j] + gen
+                    if past + m < target:
+                        part = (j, past + m, target)
+                        continue
+                    prefilled += 1
+                    if gen == 0:
+                        started.append(j)
+                    generated[j] = gen = gen + 1
+                    e.pending -= n_in[j] + n_out[j]
+                    if gen == n_out[j]:  # `Engine._finish`, inlined
+                        del order[j]
+                        held = n_in[j] + n_out[j] if reserve else target
+                        used -= -(-held // bs) * full if flat else units(held)
+                        share_of[j] += share + share_c
+                        status[j] = DONE
+                        if done is _NO_JOBS:
+                            done = []
+                        done.append(j)  # type: ignore[attr-defined]
+                    elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
+                        f = N + n_out[j] - gen
+                        key = (target - N) % bs  # its next context is target + 1
+                        weight = 0 if reserve else full
+                        dec[j] = (f, key, weight)
+                        heappush(heap, (f, j))
+                        weights[key] += weight  # `BlockPhases.add`
+                        phases.total += weight
+                        e.fsum += f
+                        if B == 0 or f > e.fmax:
+                            e.fmax = f
+                        B += 1
+                        S += target + 1
+                    else:
+                        e.B, e.N, e.S = B, N, S
+                        e._start_decoding(j)
+                        B, S = e.B, e.S
+                e.partial = part
+                e.prefilled = prefilled
+                tokens += prefilled
+            ledger._f.extend((t + tc, dt, de, peak, used / cap))  # `Ledger.advance`, inlined
+            ledger._i.extend((steps, running, tokens))
+            v = t + dt
+            tc += (t - v) + dt if t >= dt else (dt - v) + t
+            t = v
+            ledger.steps += steps
+            ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
+            if peak > ledger.peak_w:
+                ledger.peak_w = peak
+            e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
+            if on_change is not None:
+                on_change()
+            if len(ledger._i) >= ledger._full:
+                ledger.t, ledger.tc = t, tc
+                ledger._on_full()
+            if first or done:  # `Server._emit`, inlined
+                stamp = t + tc
+                for j in first:
+                    first_s[j] = stamp
+                for j in done:
+                    finish_s[j] = stamp
+        # --- what comes next: `Server._next` --------------------------------------------------
+        now = t + tc
+        step_need = weights[-N % bs]  # KV units the decoders allocate in the next step
+        free = cap - used - step_need
+        if e.partial is None and free >= 0 and (B or queue):  # no chunk to continue, no preemption
+            work = _NO_WORK
+            if queue and not (static and order):  # `Engine._admit`, inlined: it admits the head
+                # iff `Engine.can_span`'s `_head_fits` says it fits, so a span runs when it takes nothing
+                work, tok, attn = [], 0, 0  # `StepCosts.mixed`'s prefill sums (past = 0)
+                budget, taken, need_sum, prompt_sum = max_tokens - B, 0, 0, 0
+                share_now = share + share_c
+                while queue and len(order) < max_seqs and budget > 0:
+                    j = queue[0]
+                    a = n_in[j]
+                    m = target = a + generated[j]
+                    if target > budget:
+                        if not chunked:
+                            break
+                        m = budget
+                    held = a + n_out[j] if reserve else m
+                    need = -(-held // bs) * full if flat else units(held)
+                    if need > free - taken:
+                        break
+                    queue.popleft()
+                    order[j] = None
+                    need_sum += a + n_out[j]  # `Engine._count_queued`
+                    prompt_sum += a
+                    budget -= m
+                    taken += need
+                    work.append((j, m, 0))
+                    tok += m
+                    attn += m * (m + 1) // 2
+                    if chunks[j] == 0:
+                        admit_s[j] = now
+                    share_of[j] -= share_now
+                if work:
+                    e.queued_need -= need_sum
+                    e.queued_prompt -= prompt_sum
+            if work:  # `Engine.form_step`, `Server._start_mixed`, `StepCosts.mixed`
+                used += step_need + taken
+                e.used = used
+                if on_change is not None:
+                    on_change()
+                w = len(work)
+                de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
+                dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
+                if limit is not None and de > limit * dt:
+                    dt = de / limit
+                slot.phase = _MIXED
+                slot.step = (work, dt, de, now + dt)
+                until = now + dt
+            elif B:  # a plain decode span: `Engine.span_limit` and `StepCosts.span_s`, inlined
+                f = heap[0][0]
+                if sat or (e.preemptions and dec.get(heap[0][1], _STALE)[0] != f):
+                    k = e.span_limit()
+                else:
+                    k = f - N
+                    total = phases.total
+                    if total and (cap - used) // total * bs < k:
+                        k = phases.steps_within(N, k, cap - used)
+                a_t = t0 + t1 * B + t2 * S
+                until = k * a_t + t2 * B * k * (k - 1) * 0.5
+                if limit is not None and not (cool and e0 + e1 * B + e2 * S < safe_w * a_t):
+                    until = costs.span_s(B, S, k)  # (a span that starts cool stays under the limit)
+                until += now
+                slot.phase = _DECODE
+                slot.span = (B, S, now, k)
+            else:
+                until = self._general_step(slot, now)
+        elif B or e.partial is not None or queue:  # a chunk to continue, or preemptions
+            until = self._general_step(slot, now)
+        else:  # `Server._start_idle`: wait for a submit
+            slot.server._idle = True
+            slot.phase = _IDLE
+            ledger.t, ledger.tc = t, tc
+            return
+        ledger.t, ledger.tc = t, tc
+        d = until - now_sim  # `Server._sleep`
+        slot.timer = tid = eid()
+        heappush(events, (now_sim + (d if d > 0.0 else 0.0), tid, index))
+
+    @staticmethod
+    def _general_step(slot: _Slot, now: float) -> float:
+        """`Engine.form_step` and `Server._start_mixed` by the general methods (preemptions, a
+        prompt mid-prefill); the step's end (s)."""
+        server = slot.server
+        e = server.engine
+        work = e.form_step(now)
+        if server.on_change is not None:
+            server.on_change()
+        assert e.B or work, "a step with nothing to run"
+        dt, de = server.costs.mixed(e.B, e.S, work)
+        slot.phase = _MIXED
+        slot.step = (work, dt, de, now + dt)
+        return now + dt
+
+
+def _constants(server: Server) -> tuple[Any, ...]:
+    """What `RoutedLoop._event` reads of one replica, in its order (before the shared part)."""
+    e, costs, kv = server.engine, server.costs, server.kv
+    t0, t1, t2, _, _, _ = costs.time_s
+    e0, e1, e2, _, _, _ = costs.energy_j
+    limit = costs.power_limit_w
+    # Step power along a decode span moves monotonically from its first step's towards e2 / t2
+    # (`sim.replay`): a span whose first step and that limit are both well under the power limit
+    # never throttles, and `StepCosts.span_s` is the plain series.
+    safe_w = (0.0 if limit is None else limit) * (1.0 - 1e-6)
+    cool = min(t0, e0) > 0.0 and min(t1, t2, e1, e2) >= 0.0 and e2 < safe_w * t2
+    return (
+        e,
+        server.ledger,
+        costs,
+        server.index,
+        server.on_change,
+        *costs.time_s,
+        *costs.energy_j,
+        limit,
+        cool,
+        safe_w,
+        e.cap,
+        e._bs,
+        kv.full_units,
+        kv.window_units == 0,
+        e.units,
+        e.phases,
+        e.phases.weights,
+        e.queue,
+        e.order,
+        e.decoders,
+        e._heap,
+        e._sat,
+        e.max_seqs,
+        e.max_tokens,
+        e.chunked,
+        e.reserve,
+        e.static,
+    )
+
+
+__all__ = ["RoutedLoop", "fits"]
