@@ -131,8 +131,8 @@ class RoutedLoop:
                 i += 1
             if i < n:
                 heappush(queue, (now + (times[i] - now), self._eid(), _ARRIVAL))
-            for slot, t in woken:
-                self._wake(slot, t, now)
+            for slot, at in woken:
+                self._wake(slot, at, now)
             woken.clear()
             instants += 1
             if bar is not None and not instants % PROGRESS_EVERY:
