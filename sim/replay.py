@@ -92,7 +92,7 @@ def replay(server: Server, events: int = 1 << 62) -> bool:
     t, tc, step_avg, peak_w = ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w
     now = t + tc  # the clock (s)
     rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`_flush`)
-    room = _room(ledger)
+    room = room_for(ledger)
     nxt = ft[fi] if fi < n else math.inf  # the next arrival's time (s)
     checked = server.may_reject  # whether `Engine.enqueue` may reject a job of the feed
     B, N, S, used, share, share_c, part = e.B, e.N, e.S, e.used, e.share, e.share_c, e.partial
@@ -381,23 +381,28 @@ _ROW_DTYPE = np.dtype([("f", "=f8", 5), ("i", "=i8", 3)])
 
 
 def _flush(ledger: Ledger, rows: list[float]) -> int:
-    """Move buffered span rows into the ledger's log and hand the log over if `Ledger.hand_over`
-    says it is due; returns the next `_room`. A row is `Ledger.advance`'s 5 floats then its 3
-    integers; packed at once, rows cost a fraction of `array.extend`'s per-value conversions."""
+    """Move buffered span rows into the ledger's log (`pack`) and hand the log over if
+    `Ledger.hand_over` says it is due; returns the next `room`."""
+    pack(ledger, rows)
+    if len(ledger._i) >= ledger._full:
+        ledger._on_full()
+    return room_for(ledger)
+
+
+def pack(ledger: Ledger, rows: list[float]) -> None:
+    """Move buffered span rows into the ledger's log. A row is `Ledger.advance`'s 5 floats then
+    its 3 integers; packed at once, rows cost a fraction of `array.extend`'s per-value conversions."""
     if rows:
         ledger.steps += int(sum(rows[5::8]))  # `Ledger.advance`'s count of steps (ints)
         count = len(rows) // 8
-        pack = _PACK.pack if count == FLUSH_ROWS else struct.Struct("=" + _ROW * count).pack
-        table = np.frombuffer(pack(*rows), dtype=_ROW_DTYPE)
+        packer = _PACK.pack if count == FLUSH_ROWS else struct.Struct("=" + _ROW * count).pack
+        table = np.frombuffer(packer(*rows), dtype=_ROW_DTYPE)
         ledger._f.frombytes(table["f"].tobytes())
         ledger._i.frombytes(table["i"].tobytes())
         rows.clear()
-    if len(ledger._i) >= ledger._full:
-        ledger._on_full()
-    return _room(ledger)
 
 
-def _room(ledger: Ledger) -> int:
+def room_for(ledger: Ledger) -> int:
     """Rows to buffer before the next `_flush`: FLUSH_ROWS, or fewer, so that a hand-over comes
     after the same span as with `Ledger.advance` (at least 1)."""
     return max(min(FLUSH_ROWS, (ledger._full - len(ledger._i) + 2) // 3), 1)

@@ -29,6 +29,7 @@ and each replica's state is back in its engine and ledger between events.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from heapq import heappop, heappush
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 from sim.engine import Prefill
 from sim.jobs import DONE, JobTable
 from sim.ledger import RECENT
-from sim.replay import _items
+from sim.replay import _items, pack, room_for
 from sim.routing import Router
 from sim.server import Server
 
@@ -65,14 +66,21 @@ def fits(servers: Sequence[Server]) -> bool:
 class _Slot:
     """One replica in the loop: its wait under way and the constants its events read."""
 
-    __slots__ = ("c", "interrupted", "phase", "server", "span", "step", "timer")
+    __slots__ = ("c", "cut", "offer", "phase", "room", "rows", "server", "span", "step", "timer")
 
     def __init__(self, server: Server, consts: tuple[Any, ...]) -> None:
         self.server = server
         self.c = consts
+        e, costs = server.engine, server.costs
+        self.cut = (costs, costs.time_s.decode_ctx)  # what `RoutedLoop._wake` reads
+        self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, server.on_change)
+        self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
+        self.room = room_for(server.ledger)  # rows to buffer before they move to the ledger
         self.phase = _IDLE
         self.timer = -1  # sequence number of the wait under way (-1: none)
-        self.span: tuple[int, int, float, int] = (0, 0, 0.0, 0)  # B, S, start (s), steps
+        # a decode span: B, S, start (s), steps, its time (s) unthrottled and its first step's, and
+        # whether it stays under the power limit (then its time is that series)
+        self.span: tuple[int, int, float, int, float, float, bool] = (0, 0, 0.0, 0, 0.0, 0.0, True)
         self.step: tuple[Prefill, float, float, float] = (_NO_WORK, 0.0, 0.0, 0.0)  # work, s, J, end (s)
 
 
@@ -105,8 +113,15 @@ class RoutedLoop:
 
     def run(self, bar: Any = None) -> None:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
-        queue, slots, times, n, event = self._queue, self.slots, self.times, len(self.times), self._event
-        n_in, n_out, pick = self.jobs.n_in, self.jobs.n_out, self.router.pick
+        queue, slots, times, n, event, wake = (
+            self._queue,
+            self.slots,
+            self.times,
+            len(self.times),
+            self._event,
+            self._wake,
+        )
+        n_in, n_out, server_of, pick = self.jobs.n_in, self.jobs.n_out, _items(self.jobs.server), self.router.pick
         for s in self.servers:  # `Server._start`: nothing fed, so each waits idle for a submit
             s._idle = s._waiting = True
         if n:
@@ -124,30 +139,65 @@ class RoutedLoop:
                 continue
             self.now = now  # `_Dispatcher._arrive`: route every arrival due, schedule the next, wake
             while i < n and times[i] <= now:
-                t = times[i]
-                server = pick(n_in[i], n_out[i])
-                if server.offer(i, t):
-                    woken.append((slots[server.index], t))
+                a, b = n_in[i], n_out[i]
+                server = pick(a, b)
+                slot = slots[server.index]
+                e, fit, reserve, chunked, max_tokens, static, max_seqs, on_change = slot.offer
+                queue_e = e.queue  # `Server.offer`, `_enqueue` and `Engine.enqueue`, inlined
+                room = not queue_e and not static and len(e.order) < max_seqs  # `Engine.accepts_arrivals`
+                server_of[i] = server.index
+                need = a + b
+                if (need if reserve else need - 1) > fit or (not chunked and (a if reserve else need - 1) > max_tokens):
+                    e.enqueue(i)  # rejects it, with the reason
+                else:
+                    queue_e.append(i)
+                    e.pending += need
+                    e.queued_need += need  # `Engine._count_queued`
+                    e.queued_prompt += a
+                    if on_change is not None:
+                        on_change()
+                    if not server._interrupted:
+                        server._interrupted = server._idle or room
+                        if server._interrupted:
+                            woken.append((slot, times[i]))
                 i += 1
             if i < n:
                 heappush(queue, (now + (times[i] - now), self._eid(), _ARRIVAL))
             for slot, at in woken:
-                self._wake(slot, at, now)
+                wake(slot, at, now)
             woken.clear()
             instants += 1
             if bar is not None and not instants % PROGRESS_EVERY:
                 bar.update(max(min(round(now), bar.total) - bar.n, 0))
+        self._flush_all()
 
     def _wake(self, slot: _Slot, t_s: float, now: float) -> None:
         """`Server.wake`: a decode span is cut at the first step boundary after t_s (s), a mixed
         step runs to its end, an idle replica starts at t_s."""
         slot.server._interrupted = False
-        costs = slot.server.costs
         if slot.phase == _DECODE:
-            B, S, t0, k = slot.span
-            k = min(k, costs.steps_to_reach(B, S, t_s - t0))
-            slot.span = (B, S, t0, k)
-            self._sleep(slot, t0 + costs.span_s(B, S, k), now)
+            costs, t2 = slot.cut
+            B, S, start, k, dt, a_t, unthrottled = slot.span
+            dt_s = t_s - start  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
+            c2b = t2 * B
+            if not unthrottled or c2b <= 0.0:
+                reach = costs.steps_to_reach(B, S, dt_s)
+            elif dt_s <= 0.0:
+                reach = 1
+            else:
+                b = a_t - 0.5 * c2b
+                reach = math.ceil((-b + math.sqrt(b * b + 2.0 * c2b * dt_s)) / c2b)
+                if reach < 1:
+                    reach = 1
+                while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
+                    reach -= 1
+                while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
+                    reach += 1
+            if reach < k:
+                k = reach
+                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
+                slot.span = (B, S, start, k, dt, a_t, unthrottled)
+            self._sleep(slot, start + (dt if unthrottled else costs.span_s(B, S, k)), now)
         elif slot.phase == _MIXED:
             self._sleep(slot, slot.step[3], now)
         else:
@@ -223,15 +273,13 @@ class RoutedLoop:
             first: Sequence[int] = _NO_JOBS
             done: Sequence[int] = _NO_JOBS
             if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
-                k = slot.span[3]
-                a_t = t0 + t1 * B + t2 * S
+                _, _, _, k, dt, a_t, unthrottled = slot.span  # dt, a_t: as `StepCosts.decode` has them
                 a_e = e0 + e1 * B + e2 * S
                 de = k * a_e + e2 * B * k * (k - 1) * 0.5
                 last = S + (k - 1) * B
                 l_t = t0 + t1 * B + t2 * last
                 l_e = e0 + e1 * B + e2 * last
-                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
-                if limit is not None and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+                if not unthrottled and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
                     dt, de, peak = costs.decode(B, S, k)
                 else:
                     p_first = a_e / a_t if a_t > 0.0 else 0.0
@@ -339,21 +387,20 @@ class RoutedLoop:
                 e.partial = part
                 e.prefilled = prefilled
                 tokens += prefilled
-            ledger._f.extend((t + tc, dt, de, peak, used / cap))  # `Ledger.advance`, inlined
-            ledger._i.extend((steps, running, tokens))
+            slot.rows += (t + tc, dt, de, peak, used / cap, steps, running, tokens)  # `Ledger.advance`
             v = t + dt
             tc += (t - v) + dt if t >= dt else (dt - v) + t
             t = v
-            ledger.steps += steps
             ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
             if peak > ledger.peak_w:
                 ledger.peak_w = peak
             e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
             if on_change is not None:
                 on_change()
-            if len(ledger._i) >= ledger._full:
+            slot.room -= 1
+            if not slot.room:
                 ledger.t, ledger.tc = t, tc
-                ledger._on_full()
+                self._spill(slot)
             if first or done:  # `Server._emit`, inlined
                 stamp = t + tc
                 for j in first:
@@ -421,12 +468,12 @@ class RoutedLoop:
                     if total and (cap - used) // total * bs < k:
                         k = phases.steps_within(N, k, cap - used)
                 a_t = t0 + t1 * B + t2 * S
-                until = k * a_t + t2 * B * k * (k - 1) * 0.5
-                if limit is not None and not (cool and e0 + e1 * B + e2 * S < safe_w * a_t):
-                    until = costs.span_s(B, S, k)  # (a span that starts cool stays under the limit)
-                until += now
+                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
+                # a span that starts cool stays under the power limit: `StepCosts.span_s` is the series
+                unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_t)
+                until = now + (dt if unthrottled else costs.span_s(B, S, k))
                 slot.phase = _DECODE
-                slot.span = (B, S, now, k)
+                slot.span = (B, S, now, k, dt, a_t, unthrottled)
             else:
                 until = self._general_step(slot, now)
         elif B or e.partial is not None or queue:  # a chunk to continue, or preemptions
@@ -440,6 +487,23 @@ class RoutedLoop:
         d = until - now_sim  # `Server._sleep`
         slot.timer = tid = eid()
         heappush(events, (now_sim + (d if d > 0.0 else 0.0), tid, index))
+
+    def _spill(self, slot: _Slot) -> None:
+        """Move a replica's buffered span rows into its ledger; if that makes its hand-over due
+        (`Ledger.hand_over`: at the same span as `Ledger.advance` would), every replica's rows
+        first, so that each ledger holds what it would under SimPy when the hand-over reads them."""
+        ledger = slot.server.ledger
+        pack(ledger, slot.rows)
+        if len(ledger._i) >= ledger._full:
+            for other in self.slots:
+                pack(other.server.ledger, other.rows)
+            ledger._on_full()
+        slot.room = room_for(ledger)
+
+    def _flush_all(self) -> None:
+        """Every replica's buffered span rows into its ledger (the run's end)."""
+        for slot in self.slots:
+            pack(slot.server.ledger, slot.rows)
 
     @staticmethod
     def _general_step(slot: _Slot, now: float) -> float:
