@@ -78,6 +78,44 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 class Engine:
     """The batch and KV state of one replica between steps (jobs are indices into `jobs`)."""
 
+    # Slots: with 33 attributes an instance dict no longer shares its keys (CPython shares up to
+    # 30), and every attribute read and write of the hot loops went through a dict lookup.
+    __slots__ = (
+        "B",
+        "N",
+        "S",
+        "_bs",
+        "_fit",
+        "_heap",
+        "_sat",
+        "cap",
+        "chunked",
+        "config",
+        "decoders",
+        "fmax",
+        "fsum",
+        "jobs",
+        "kv",
+        "max_seqs",
+        "max_tokens",
+        "order",
+        "partial",
+        "pending",
+        "phases",
+        "preemptions",
+        "prefilled",
+        "queue",
+        "queued_need",
+        "queued_prompt",
+        "reserve",
+        "share",
+        "share_c",
+        "spec",
+        "static",
+        "units",
+        "used",
+    )
+
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
         self.jobs, self.config, self.kv = jobs, config, kv
         self.spec = SCHEDULERS[config.scheduler]

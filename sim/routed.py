@@ -108,6 +108,7 @@ class RoutedLoop:
             _items(jobs.chunks),
             self._queue,
             self._eid,
+            router.reads_step_time,
         )
         self.slots = [_Slot(s, _constants(s) + shared) for s in self.servers]
 
@@ -261,6 +262,7 @@ class RoutedLoop:
             chunks,
             events,
             eid,
+            step_time,
         ) = slot.c
         B, N, S, used, share, share_c = e.B, e.N, e.S, e.used, e.share, e.share_c
         t, tc = ledger.t, ledger.tc
@@ -391,7 +393,8 @@ class RoutedLoop:
             v = t + dt
             tc += (t - v) + dt if t >= dt else (dt - v) + t
             t = v
-            ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
+            if step_time:
+                ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
             if peak > ledger.peak_w:
                 ledger.peak_w = peak
             e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c

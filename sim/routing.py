@@ -171,9 +171,14 @@ class LoadIndex:
 
 
 class Router:
-    """Picks a server for each request; `static` routers can also assign a whole trace."""
+    """Picks a server for each request; `static` routers can also assign a whole trace.
+
+    `reads_step_time`: whether `pick` reads a replica's recent step time (`Ledger.step_avg`), which
+    `sim.routed.RoutedLoop` keeps up only for a router that reads it.
+    """
 
     static = False
+    reads_step_time = False
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)
@@ -255,6 +260,8 @@ class LengthAware(Router):
 
 class EnergyAware(Router):
     """Least marginal energy among replicas whose estimated TTFT and TPOT meet the SLO."""
+
+    reads_step_time = True
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
