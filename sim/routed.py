@@ -94,6 +94,7 @@ class RoutedLoop:
         self.servers, self.router, self.jobs = list(servers), router, jobs
         self.times = np.ascontiguousarray(times_s, dtype=float).data
         self.now = 0.0
+        self.horizon = 0.0  # SimPy's time of the next arrival (s; inf: none)
         self._queue: list[tuple[float, int, int]] = []
         self._eid = itertools.count(1).__next__  # 0 is the first arrival's
         shared = (
@@ -163,7 +164,10 @@ class RoutedLoop:
                             woken.append((slot, times[i]))
                 i += 1
             if i < n:
-                heappush(queue, (now + (times[i] - now), self._eid(), _ARRIVAL))
+                self.horizon = now + (times[i] - now)
+                heappush(queue, (self.horizon, self._eid(), _ARRIVAL))
+            else:
+                self.horizon = math.inf
             for slot, at in woken:
                 wake(slot, at, now)
             woken.clear()
@@ -205,10 +209,16 @@ class RoutedLoop:
             self._event(slot, now, t_s)
 
     def _sleep(self, slot: _Slot, until: float, now: float) -> None:
-        """`Server._sleep`: wait to `until` (s), scheduled at `now` (s) as SimPy would."""
-        eid = slot.timer = self._eid()
+        """`Server._sleep`: wait to `until` (s), scheduled at `now` (s) as SimPy would; a wait
+        that ends before the next arrival ends now (see `_event`)."""
         d = until - now
-        heappush(self._queue, (now + (d if d > 0.0 else 0.0), eid, slot.server.index))
+        end = now + (d if d > 0.0 else 0.0)
+        if end < self.horizon:
+            slot.timer = -1
+            self._event(slot, end, 0.0)
+        else:
+            slot.timer = eid = self._eid()
+            heappush(self._queue, (end, eid, slot.server.index))
 
     def _event(self, slot: _Slot, now_sim: float, wake_s: float) -> None:
         """A replica's event at `now_sim` (s): close the span or step its wait ended (or, idle,
@@ -266,230 +276,238 @@ class RoutedLoop:
         ) = slot.c
         B, N, S, used, share, share_c = e.B, e.N, e.S, e.used, e.share, e.share_c
         t, tc = ledger.t, ledger.tc
-        phase = slot.phase
-        if phase == _IDLE:  # woken: `Server._resume_idle` and `Ledger.jump`
-            slot.server._idle = False
-            if wake_s > t + tc:
-                t, tc = wake_s, 0.0
-        else:
-            first: Sequence[int] = _NO_JOBS
-            done: Sequence[int] = _NO_JOBS
-            if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
-                _, _, _, k, dt, a_t, unthrottled = slot.span  # dt, a_t: as `StepCosts.decode` has them
-                a_e = e0 + e1 * B + e2 * S
-                de = k * a_e + e2 * B * k * (k - 1) * 0.5
-                last = S + (k - 1) * B
-                l_t = t0 + t1 * B + t2 * last
-                l_e = e0 + e1 * B + e2 * last
-                if not unthrottled and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
-                    dt, de, peak = costs.decode(B, S, k)
-                else:
-                    p_first = a_e / a_t if a_t > 0.0 else 0.0
-                    p_last = l_e / l_t if l_t > 0.0 else 0.0
-                    peak = p_first if p_first > p_last else p_last
-                cycles = k // bs  # `BlockPhases.over`, inlined
-                rest = k - cycles * bs
-                used += cycles * phases.total
-                if rest:
-                    lo = (1 - N - k) % bs
-                    if lo + rest <= bs:
-                        used += sum(weights[lo : lo + rest])
+        horizon = self.horizon
+        while True:
+            phase = slot.phase
+            if phase == _IDLE:  # woken: `Server._resume_idle` and `Ledger.jump`
+                slot.server._idle = False
+                if wake_s > t + tc:
+                    t, tc = wake_s, 0.0
+            else:
+                first: Sequence[int] = _NO_JOBS
+                done: Sequence[int] = _NO_JOBS
+                if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
+                    _, _, _, k, dt, a_t, unthrottled = slot.span  # dt, a_t: as `StepCosts.decode` has them
+                    a_e = e0 + e1 * B + e2 * S
+                    de = k * a_e + e2 * B * k * (k - 1) * 0.5
+                    last = S + (k - 1) * B
+                    l_t = t0 + t1 * B + t2 * last
+                    l_e = e0 + e1 * B + e2 * last
+                    if not unthrottled and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+                        dt, de, peak = costs.decode(B, S, k)
                     else:
-                        used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
-                x = k / B
-                steps = k
-                running = B
-                tokens = B * k
-                work = _NO_WORK
-            else:  # `Server._end_mixed` and `Engine.finish_step`
-                work, dt, de, _ = slot.step
-                running = B + len(work)
-                x = 1.0 / running
-                steps = 1
-                tokens = B
-                peak = de / dt if dt > 0.0 else 0.0  # `server._power`
-            v = share + x  # `compensated_add`, as `run_span` and `finish_step` inline it
-            share_c += (share - v) + x if share >= x else (x - v) + share
-            share = v
-            N += steps
-            S += B * steps
-            if sat and sat[0][0] <= N:
-                e.N = N
-                e._saturate()
-            if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
-                done = out = []
-                sh = share + share_c
-                ptotal, fs = phases.total, 0
-                while heap and heap[0][0] <= N:
-                    f, j = heappop(heap)
-                    entry = dec.get(j)
-                    if entry is None or entry[0] != f:
-                        continue
-                    del dec[j]
-                    weight = entry[2]
-                    weights[entry[1]] -= weight
-                    ptotal -= weight
-                    length = n_in[j] + n_out[j]
-                    B -= 1
-                    S -= length - (f - N)
-                    fs += f
-                    generated[j] = n_out[j]
-                    del order[j]
-                    held = length if reserve else length - 1
-                    used -= -(-held // bs) * full if flat else units(held)
-                    share_of[j] += sh
-                    status[j] = DONE
-                    out.append(j)
-                phases.total = ptotal
-                e.fsum -= fs
-            if work:  # the rest of `Engine.finish_step`: the prompts this step prefilled
-                part = e.partial
-                if part is not None and any(w[0] == part[0] for w in work):
-                    part = None
-                first = started = []
-                prefilled = 0
-                for j, m, past in work:
-                    chunks[j] += 1
-                    gen = generated[j]
-                    target = n_in[j] + gen
-                    if past + m < target:
-                        part = (j, past + m, target)
-                        continue
-                    prefilled += 1
-                    if gen == 0:
-                        started.append(j)
-                    generated[j] = gen = gen + 1
-                    e.pending -= n_in[j] + n_out[j]
-                    if gen == n_out[j]:  # `Engine._finish`, inlined
+                        p_first = a_e / a_t if a_t > 0.0 else 0.0
+                        p_last = l_e / l_t if l_t > 0.0 else 0.0
+                        peak = p_first if p_first > p_last else p_last
+                    cycles = k // bs  # `BlockPhases.over`, inlined
+                    rest = k - cycles * bs
+                    used += cycles * phases.total
+                    if rest:
+                        lo = (1 - N - k) % bs
+                        if lo + rest <= bs:
+                            used += sum(weights[lo : lo + rest])
+                        else:
+                            used += sum(weights[lo:]) + sum(weights[: lo + rest - bs])
+                    x = k / B
+                    steps = k
+                    running = B
+                    tokens = B * k
+                    work = _NO_WORK
+                else:  # `Server._end_mixed` and `Engine.finish_step`
+                    work, dt, de, _ = slot.step
+                    running = B + len(work)
+                    x = 1.0 / running
+                    steps = 1
+                    tokens = B
+                    peak = de / dt if dt > 0.0 else 0.0  # `server._power`
+                v = share + x  # `compensated_add`, as `run_span` and `finish_step` inline it
+                share_c += (share - v) + x if share >= x else (x - v) + share
+                share = v
+                N += steps
+                S += B * steps
+                if sat and sat[0][0] <= N:
+                    e.N = N
+                    e._saturate()
+                if heap and heap[0][0] <= N:  # `Engine._complete`, inlined
+                    done = out = []
+                    sh = share + share_c
+                    ptotal, fs = phases.total, 0
+                    while heap and heap[0][0] <= N:
+                        f, j = heappop(heap)
+                        entry = dec.get(j)
+                        if entry is None or entry[0] != f:
+                            continue
+                        del dec[j]
+                        weight = entry[2]
+                        weights[entry[1]] -= weight
+                        ptotal -= weight
+                        length = n_in[j] + n_out[j]
+                        B -= 1
+                        S -= length - (f - N)
+                        fs += f
+                        generated[j] = n_out[j]
                         del order[j]
-                        held = n_in[j] + n_out[j] if reserve else target
+                        held = length if reserve else length - 1
                         used -= -(-held // bs) * full if flat else units(held)
-                        share_of[j] += share + share_c
+                        share_of[j] += sh
                         status[j] = DONE
-                        if done is _NO_JOBS:
-                            done = []
-                        done.append(j)  # type: ignore[attr-defined]
-                    elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
-                        f = N + n_out[j] - gen
-                        key = (target - N) % bs  # its next context is target + 1
-                        weight = 0 if reserve else full
-                        dec[j] = (f, key, weight)
-                        heappush(heap, (f, j))
-                        weights[key] += weight  # `BlockPhases.add`
-                        phases.total += weight
-                        e.fsum += f
-                        if B == 0 or f > e.fmax:
-                            e.fmax = f
-                        B += 1
-                        S += target + 1
-                    else:
-                        e.B, e.N, e.S = B, N, S
-                        e._start_decoding(j)
-                        B, S = e.B, e.S
-                e.partial = part
-                e.prefilled = prefilled
-                tokens += prefilled
-            slot.rows += (t + tc, dt, de, peak, used / cap, steps, running, tokens)  # `Ledger.advance`
-            v = t + dt
-            tc += (t - v) + dt if t >= dt else (dt - v) + t
-            t = v
-            if step_time:
-                ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
-            if peak > ledger.peak_w:
-                ledger.peak_w = peak
-            e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
-            if on_change is not None:
-                on_change()
-            slot.room -= 1
-            if not slot.room:
-                ledger.t, ledger.tc = t, tc
-                self._spill(slot)
-            if first or done:  # `Server._emit`, inlined
-                stamp = t + tc
-                for j in first:
-                    first_s[j] = stamp
-                for j in done:
-                    finish_s[j] = stamp
-        # --- what comes next: `Server._next` --------------------------------------------------
-        now = t + tc
-        step_need = weights[-N % bs]  # KV units the decoders allocate in the next step
-        free = cap - used - step_need
-        if e.partial is None and free >= 0 and (B or queue):  # no chunk to continue, no preemption
-            work = _NO_WORK
-            if queue and not (static and order):  # `Engine._admit`, inlined: it admits the head
-                # iff `Engine.can_span`'s `_head_fits` says it fits, so a span runs when it takes nothing
-                work, tok, attn = [], 0, 0  # `StepCosts.mixed`'s prefill sums (past = 0)
-                budget, taken, need_sum, prompt_sum = max_tokens - B, 0, 0, 0
-                share_now = share + share_c
-                while queue and len(order) < max_seqs and budget > 0:
-                    j = queue[0]
-                    a = n_in[j]
-                    m = target = a + generated[j]
-                    if target > budget:
-                        if not chunked:
-                            break
-                        m = budget
-                    held = a + n_out[j] if reserve else m
-                    need = -(-held // bs) * full if flat else units(held)
-                    if need > free - taken:
-                        break
-                    queue.popleft()
-                    order[j] = None
-                    need_sum += a + n_out[j]  # `Engine._count_queued`
-                    prompt_sum += a
-                    budget -= m
-                    taken += need
-                    work.append((j, m, 0))
-                    tok += m
-                    attn += m * (m + 1) // 2
-                    if chunks[j] == 0:
-                        admit_s[j] = now
-                    share_of[j] -= share_now
-                if work:
-                    e.queued_need -= need_sum
-                    e.queued_prompt -= prompt_sum
-            if work:  # `Engine.form_step`, `Server._start_mixed`, `StepCosts.mixed`
-                used += step_need + taken
-                e.used = used
+                        out.append(j)
+                    phases.total = ptotal
+                    e.fsum -= fs
+                if work:  # the rest of `Engine.finish_step`: the prompts this step prefilled
+                    part = e.partial
+                    if part is not None and any(w[0] == part[0] for w in work):
+                        part = None
+                    first = started = []
+                    prefilled = 0
+                    for j, m, past in work:
+                        chunks[j] += 1
+                        gen = generated[j]
+                        target = n_in[j] + gen
+                        if past + m < target:
+                            part = (j, past + m, target)
+                            continue
+                        prefilled += 1
+                        if gen == 0:
+                            started.append(j)
+                        generated[j] = gen = gen + 1
+                        e.pending -= n_in[j] + n_out[j]
+                        if gen == n_out[j]:  # `Engine._finish`, inlined
+                            del order[j]
+                            held = n_in[j] + n_out[j] if reserve else target
+                            used -= -(-held // bs) * full if flat else units(held)
+                            share_of[j] += share + share_c
+                            status[j] = DONE
+                            if done is _NO_JOBS:
+                                done = []
+                            done.append(j)  # type: ignore[attr-defined]
+                        elif reserve or flat:  # `Engine._start_decoding`, inlined without windows
+                            f = N + n_out[j] - gen
+                            key = (target - N) % bs  # its next context is target + 1
+                            weight = 0 if reserve else full
+                            dec[j] = (f, key, weight)
+                            heappush(heap, (f, j))
+                            weights[key] += weight  # `BlockPhases.add`
+                            phases.total += weight
+                            e.fsum += f
+                            if B == 0 or f > e.fmax:
+                                e.fmax = f
+                            B += 1
+                            S += target + 1
+                        else:
+                            e.B, e.N, e.S = B, N, S
+                            e._start_decoding(j)
+                            B, S = e.B, e.S
+                    e.partial = part
+                    e.prefilled = prefilled
+                    tokens += prefilled
+                slot.rows += (t + tc, dt, de, peak, used / cap, steps, running, tokens)  # `Ledger.advance`
+                v = t + dt
+                tc += (t - v) + dt if t >= dt else (dt - v) + t
+                t = v
+                if step_time:
+                    ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
+                if peak > ledger.peak_w:
+                    ledger.peak_w = peak
+                e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
                 if on_change is not None:
                     on_change()
-                w = len(work)
-                de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
-                dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
-                if limit is not None and de > limit * dt:
-                    dt = de / limit
-                slot.phase = _MIXED
-                slot.step = (work, dt, de, now + dt)
-                until = now + dt
-            elif B:  # a plain decode span: `Engine.span_limit` and `StepCosts.span_s`, inlined
-                f = heap[0][0]
-                if sat or (e.preemptions and dec.get(heap[0][1], _STALE)[0] != f):
-                    k = e.span_limit()
+                slot.room -= 1
+                if not slot.room:
+                    ledger.t, ledger.tc = t, tc
+                    self._spill(slot)
+                if first or done:  # `Server._emit`, inlined
+                    stamp = t + tc
+                    for j in first:
+                        first_s[j] = stamp
+                    for j in done:
+                        finish_s[j] = stamp
+            # --- what comes next: `Server._next` --------------------------------------------------
+            now = t + tc
+            step_need = weights[-N % bs]  # KV units the decoders allocate in the next step
+            free = cap - used - step_need
+            if e.partial is None and free >= 0 and (B or queue):  # no chunk to continue, no preemption
+                work = _NO_WORK
+                if queue and not (static and order):  # `Engine._admit`, inlined: it admits the head
+                    # iff `Engine.can_span`'s `_head_fits` says it fits, so a span runs when it takes nothing
+                    work, tok, attn = [], 0, 0  # `StepCosts.mixed`'s prefill sums (past = 0)
+                    budget, taken, need_sum, prompt_sum = max_tokens - B, 0, 0, 0
+                    share_now = share + share_c
+                    while queue and len(order) < max_seqs and budget > 0:
+                        j = queue[0]
+                        a = n_in[j]
+                        m = target = a + generated[j]
+                        if target > budget:
+                            if not chunked:
+                                break
+                            m = budget
+                        held = a + n_out[j] if reserve else m
+                        need = -(-held // bs) * full if flat else units(held)
+                        if need > free - taken:
+                            break
+                        queue.popleft()
+                        order[j] = None
+                        need_sum += a + n_out[j]  # `Engine._count_queued`
+                        prompt_sum += a
+                        budget -= m
+                        taken += need
+                        work.append((j, m, 0))
+                        tok += m
+                        attn += m * (m + 1) // 2
+                        if chunks[j] == 0:
+                            admit_s[j] = now
+                        share_of[j] -= share_now
+                    if work:
+                        e.queued_need -= need_sum
+                        e.queued_prompt -= prompt_sum
+                if work:  # `Engine.form_step`, `Server._start_mixed`, `StepCosts.mixed`
+                    used += step_need + taken
+                    e.used = used
+                    if on_change is not None:
+                        on_change()
+                    w = len(work)
+                    de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
+                    dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
+                    if limit is not None and de > limit * dt:
+                        dt = de / limit
+                    slot.phase = _MIXED
+                    slot.step = (work, dt, de, now + dt)
+                    until = now + dt
+                elif B:  # a plain decode span: `Engine.span_limit` and `StepCosts.span_s`, inlined
+                    f = heap[0][0]
+                    if sat or (e.preemptions and dec.get(heap[0][1], _STALE)[0] != f):
+                        k = e.span_limit()
+                    else:
+                        k = f - N
+                        total = phases.total
+                        if total and (cap - used) // total * bs < k:
+                            k = phases.steps_within(N, k, cap - used)
+                    a_t = t0 + t1 * B + t2 * S
+                    dt = k * a_t + t2 * B * k * (k - 1) * 0.5
+                    # a span that starts cool stays under the power limit: `StepCosts.span_s` is the series
+                    unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_t)
+                    until = now + (dt if unthrottled else costs.span_s(B, S, k))
+                    slot.phase = _DECODE
+                    slot.span = (B, S, now, k, dt, a_t, unthrottled)
                 else:
-                    k = f - N
-                    total = phases.total
-                    if total and (cap - used) // total * bs < k:
-                        k = phases.steps_within(N, k, cap - used)
-                a_t = t0 + t1 * B + t2 * S
-                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
-                # a span that starts cool stays under the power limit: `StepCosts.span_s` is the series
-                unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_t)
-                until = now + (dt if unthrottled else costs.span_s(B, S, k))
-                slot.phase = _DECODE
-                slot.span = (B, S, now, k, dt, a_t, unthrottled)
-            else:
+                    until = self._general_step(slot, now)
+                    B, S, used = e.B, e.S, e.used  # (it may preempt)
+            elif B or e.partial is not None or queue:  # a chunk to continue, or preemptions
                 until = self._general_step(slot, now)
-        elif B or e.partial is not None or queue:  # a chunk to continue, or preemptions
-            until = self._general_step(slot, now)
-        else:  # `Server._start_idle`: wait for a submit
-            slot.server._idle = True
-            slot.phase = _IDLE
+                B, S, used = e.B, e.S, e.used  # (it may preempt)
+            else:  # `Server._start_idle`: wait for a submit
+                slot.server._idle = True
+                slot.phase = _IDLE
+                ledger.t, ledger.tc = t, tc
+                return
             ledger.t, ledger.tc = t, tc
-            return
-        ledger.t, ledger.tc = t, tc
-        d = until - now_sim  # `Server._sleep`
-        slot.timer = tid = eid()
-        heappush(events, (now_sim + (d if d > 0.0 else 0.0), tid, index))
+            d = until - now_sim  # `Server._sleep`: SimPy's time of the wait's end
+            now_sim += d if d > 0.0 else 0.0
+            if now_sim >= horizon:
+                slot.timer = tid = eid()
+                heappush(events, (now_sim, tid, index))
+                return
+            # it ends before the next arrival, the next event that reads a replica: run it now
 
     def _spill(self, slot: _Slot) -> None:
         """Move a replica's buffered span rows into its ledger; if that makes its hand-over due

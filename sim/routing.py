@@ -146,7 +146,7 @@ class LoadIndex:
         engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
         for i in changed:
             e = engines[i]
-            w = e.outstanding_tokens()
+            w = e.pending + e.fsum - e.B * e.N  # `Engine.outstanding_tokens`, inlined (per change)
             if w != tokens[i]:
                 tokens[i] = w
                 heapq.heappush(heap, (w, i))
