@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from heapq import heappop, heappush
 from typing import Any
 
@@ -48,6 +48,7 @@ _NO_JOBS: tuple[int, ...] = ()
 _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
 _ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
+_RING = -1.0  # what a replica is sent when its wait ends (not a wake-up's time)
 PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
 
 
@@ -66,22 +67,17 @@ def fits(servers: Sequence[Server]) -> bool:
 class _Slot:
     """One replica in the loop: its wait under way and the constants its events read."""
 
-    __slots__ = ("c", "cut", "offer", "phase", "room", "rows", "server", "span", "step", "timer")
+    __slots__ = ("c", "offer", "room", "rows", "send", "server", "timer")
 
     def __init__(self, server: Server, consts: tuple[Any, ...]) -> None:
         self.server = server
-        self.c = consts
-        e, costs = server.engine, server.costs
-        self.cut = (costs, costs.time_s.decode_ctx)  # what `RoutedLoop._wake` reads
+        self.c = consts  # what `RoutedLoop._replica` reads
+        self.timer = -1  # sequence number of the wait under way (-1: none)
+        e = server.engine
         self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, server.on_change)
         self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
         self.room = room_for(server.ledger)  # rows to buffer before they move to the ledger
-        self.phase = _IDLE
-        self.timer = -1  # sequence number of the wait under way (-1: none)
-        # a decode span: B, S, start (s), steps, its time (s) unthrottled and its first step's, and
-        # whether it stays under the power limit (then its time is that series)
-        self.span: tuple[int, int, float, int, float, float, bool] = (0, 0, 0.0, 0, 0.0, 0.0, True)
-        self.step: tuple[Prefill, float, float, float] = (_NO_WORK, 0.0, 0.0, 0.0)  # work, s, J, end (s)
+        self.send: Any = None  # its `_replica`'s send
 
 
 class RoutedLoop:
@@ -115,17 +111,13 @@ class RoutedLoop:
 
     def run(self, bar: Any = None) -> None:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
-        queue, slots, times, n, event, wake = (
-            self._queue,
-            self.slots,
-            self.times,
-            len(self.times),
-            self._event,
-            self._wake,
-        )
+        queue, slots, times, n = self._queue, self.slots, self.times, len(self.times)
         n_in, n_out, server_of, pick = self.jobs.n_in, self.jobs.n_out, _items(self.jobs.server), self.router.pick
         for s in self.servers:  # `Server._start`: nothing fed, so each waits idle for a submit
             s._idle = s._waiting = True
+        for slot in self.slots:
+            slot.send = self._replica(slot).send
+            slot.send(None)  # to its first wait
         if n:
             heappush(queue, (0.0, 0, _ARRIVAL))  # `_Dispatcher.__init__`'s timeout(0)
         i = instants = 0
@@ -137,7 +129,7 @@ class RoutedLoop:
                 if slot.timer == eid:
                     slot.timer = -1
                     self.now = now
-                    event(slot, now, 0.0)
+                    slot.send((now, _RING))
                 continue
             self.now = now  # `_Dispatcher._arrive`: route every arrival due, schedule the next, wake
             while i < n and times[i] <= now:
@@ -168,61 +160,27 @@ class RoutedLoop:
                 heappush(queue, (self.horizon, self._eid(), _ARRIVAL))
             else:
                 self.horizon = math.inf
-            for slot, at in woken:
-                wake(slot, at, now)
+            for slot, at in woken:  # `Server.wake`
+                slot.server._interrupted = False
+                slot.send((now, at))
             woken.clear()
             instants += 1
             if bar is not None and not instants % PROGRESS_EVERY:
                 bar.update(max(min(round(now), bar.total) - bar.n, 0))
         self._flush_all()
 
-    def _wake(self, slot: _Slot, t_s: float, now: float) -> None:
-        """`Server.wake`: a decode span is cut at the first step boundary after t_s (s), a mixed
-        step runs to its end, an idle replica starts at t_s."""
-        slot.server._interrupted = False
-        if slot.phase == _DECODE:
-            costs, t2 = slot.cut
-            B, S, start, k, dt, a_t, unthrottled = slot.span
-            dt_s = t_s - start  # `StepCosts.steps_to_reach` and `costs.steps_to_reach`, inlined
-            c2b = t2 * B
-            if not unthrottled or c2b <= 0.0:
-                reach = costs.steps_to_reach(B, S, dt_s)
-            elif dt_s <= 0.0:
-                reach = 1
-            else:
-                b = a_t - 0.5 * c2b
-                reach = math.ceil((-b + math.sqrt(b * b + 2.0 * c2b * dt_s)) / c2b)
-                if reach < 1:
-                    reach = 1
-                while reach > 1 and (reach - 1) * a_t + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
-                    reach -= 1
-                while reach * a_t + c2b * reach * (reach - 1) * 0.5 < dt_s:
-                    reach += 1
-            if reach < k:
-                k = reach
-                dt = k * a_t + t2 * B * k * (k - 1) * 0.5
-                slot.span = (B, S, start, k, dt, a_t, unthrottled)
-            self._sleep(slot, start + (dt if unthrottled else costs.span_s(B, S, k)), now)
-        elif slot.phase == _MIXED:
-            self._sleep(slot, slot.step[3], now)
-        else:
-            self._event(slot, now, t_s)
+    def _replica(self, slot: _Slot) -> Generator[None, tuple[float, float], None]:
+        """One replica's events, each resumed by `send((now, at))` at SimPy's time `now` (s):
+        `at` is _RING when its wait ended, else the time (s) of the submit that wakes it.
 
-    def _sleep(self, slot: _Slot, until: float, now: float) -> None:
-        """`Server._sleep`: wait to `until` (s), scheduled at `now` (s) as SimPy would; a wait
-        that ends before the next arrival ends now (see `_event`)."""
-        d = until - now
-        end = now + (d if d > 0.0 else 0.0)
-        if end < self.horizon:
-            slot.timer = -1
-            self._event(slot, end, 0.0)
-        else:
-            slot.timer = eid = self._eid()
-            heappush(self._queue, (end, eid, slot.server.index))
-
-    def _event(self, slot: _Slot, now_sim: float, wake_s: float) -> None:
-        """A replica's event at `now_sim` (s): close the span or step its wait ended (or, idle,
-        start at `wake_s`), then start what comes next (`Server._ring` then `_next`)."""
+        An event closes the span or step the wait ended (`Server._ring`: `_end_decode` or
+        `_end_mixed`) or, idle, starts at the submit's time (`Server._resume_idle`), then starts
+        what comes next (`Server._next`). A wait that ends before the next arrival, the next event
+        that reads a replica, runs at once. A wake-up of a busy replica (`Server.wake`) cuts its
+        decode span at the first step boundary after the submit, or keeps its step's end, and
+        waits anew. The engine's counters live in local variables and are written back before
+        each wait (a router reads them) and before the engine's own methods run.
+        """
         (
             e,
             ledger,
@@ -274,29 +232,37 @@ class RoutedLoop:
             eid,
             step_time,
         ) = slot.c
+        server, loop = slot.server, self
         B, N, S, used, share, share_c = e.B, e.N, e.S, e.used, e.share, e.share_c
         t, tc = ledger.t, ledger.tc
-        horizon = self.horizon
+        phase = _IDLE
+        # the wait under way: a decode span (B, S at its start `t_span`, k steps, its time `dt_span`
+        # unthrottled and its first step's `a_span`, and whether it stays under the power limit) or
+        # a mixed step (its prefill work, time s, energy J)
+        k = 0
+        t_span = dt_span = a_span = dt_step = de_step = 0.0
+        unthrottled = True
+        step: Prefill = _NO_WORK
+        now_sim, at = yield  # type: ignore[misc]  # started (`send(None)`): idle, waiting for a submit
         while True:
-            phase = slot.phase
             if phase == _IDLE:  # woken: `Server._resume_idle` and `Ledger.jump`
-                slot.server._idle = False
-                if wake_s > t + tc:
-                    t, tc = wake_s, 0.0
+                server._idle = False
+                if at > t + tc:
+                    t, tc = at, 0.0
             else:
                 first: Sequence[int] = _NO_JOBS
                 done: Sequence[int] = _NO_JOBS
                 if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
-                    _, _, _, k, dt, a_t, unthrottled = slot.span  # dt, a_t: as `StepCosts.decode` has them
+                    dt = dt_span
                     a_e = e0 + e1 * B + e2 * S
                     de = k * a_e + e2 * B * k * (k - 1) * 0.5
                     last = S + (k - 1) * B
                     l_t = t0 + t1 * B + t2 * last
                     l_e = e0 + e1 * B + e2 * last
-                    if not unthrottled and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+                    if not unthrottled and (a_e - limit * a_span > 0.0 or l_e - limit * l_t > 0.0):
                         dt, de, peak = costs.decode(B, S, k)
                     else:
-                        p_first = a_e / a_t if a_t > 0.0 else 0.0
+                        p_first = a_e / a_span if a_span > 0.0 else 0.0
                         p_last = l_e / l_t if l_t > 0.0 else 0.0
                         peak = p_first if p_first > p_last else p_last
                     cycles = k // bs  # `BlockPhases.over`, inlined
@@ -314,7 +280,7 @@ class RoutedLoop:
                     tokens = B * k
                     work = _NO_WORK
                 else:  # `Server._end_mixed` and `Engine.finish_step`
-                    work, dt, de, _ = slot.step
+                    work, dt, de = step, dt_step, de_step
                     running = B + len(work)
                     x = 1.0 / running
                     steps = 1
@@ -415,17 +381,18 @@ class RoutedLoop:
                 slot.room -= 1
                 if not slot.room:
                     ledger.t, ledger.tc = t, tc
-                    self._spill(slot)
+                    loop._spill(slot)
                 if first or done:  # `Server._emit`, inlined
                     stamp = t + tc
                     for j in first:
                         first_s[j] = stamp
                     for j in done:
                         finish_s[j] = stamp
-            # --- what comes next: `Server._next` --------------------------------------------------
+            # --- what comes next: `Server._next` ----------------------------------------------
             now = t + tc
             step_need = weights[-N % bs]  # KV units the decoders allocate in the next step
             free = cap - used - step_need
+            general = False
             if e.partial is None and free >= 0 and (B or queue):  # no chunk to continue, no preemption
                 work = _NO_WORK
                 if queue and not (static and order):  # `Engine._admit`, inlined: it admits the head
@@ -466,13 +433,12 @@ class RoutedLoop:
                     if on_change is not None:
                         on_change()
                     w = len(work)
-                    de = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
-                    dt = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
-                    if limit is not None and de > limit * dt:
-                        dt = de / limit
-                    slot.phase = _MIXED
-                    slot.step = (work, dt, de, now + dt)
-                    until = now + dt
+                    de_step = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
+                    dt_step = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
+                    if limit is not None and de_step > limit * dt_step:
+                        dt_step = de_step / limit
+                    phase, step = _MIXED, work
+                    until = now + dt_step
                 elif B:  # a plain decode span: `Engine.span_limit` and `StepCosts.span_s`, inlined
                     f = heap[0][0]
                     if sat or (e.preemptions and dec.get(heap[0][1], _STALE)[0] != f):
@@ -482,32 +448,64 @@ class RoutedLoop:
                         total = phases.total
                         if total and (cap - used) // total * bs < k:
                             k = phases.steps_within(N, k, cap - used)
-                    a_t = t0 + t1 * B + t2 * S
-                    dt = k * a_t + t2 * B * k * (k - 1) * 0.5
+                    a_span = t0 + t1 * B + t2 * S
+                    dt_span = k * a_span + t2 * B * k * (k - 1) * 0.5
                     # a span that starts cool stays under the power limit: `StepCosts.span_s` is the series
-                    unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_t)
-                    until = now + (dt if unthrottled else costs.span_s(B, S, k))
-                    slot.phase = _DECODE
-                    slot.span = (B, S, now, k, dt, a_t, unthrottled)
+                    unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_span)
+                    until = now + (dt_span if unthrottled else costs.span_s(B, S, k))
+                    phase, t_span = _DECODE, now
                 else:
-                    until = self._general_step(slot, now)
-                    B, S, used = e.B, e.S, e.used  # (it may preempt)
+                    general = True
             elif B or e.partial is not None or queue:  # a chunk to continue, or preemptions
-                until = self._general_step(slot, now)
-                B, S, used = e.B, e.S, e.used  # (it may preempt)
+                general = True
             else:  # `Server._start_idle`: wait for a submit
-                slot.server._idle = True
-                slot.phase = _IDLE
+                server._idle = True
+                phase = _IDLE
                 ledger.t, ledger.tc = t, tc
-                return
+                now_sim, at = yield  # type: ignore[misc]
+                continue
+            if general:  # `Engine.form_step` and `Server._start_mixed` by the general methods
+                step = e.form_step(now)
+                if on_change is not None:
+                    on_change()
+                B, S, used = e.B, e.S, e.used  # (it may preempt)
+                assert B or step, "a step with nothing to run"
+                dt_step, de_step = costs.mixed(B, S, step)
+                phase = _MIXED
+                until = now + dt_step
             ledger.t, ledger.tc = t, tc
-            d = until - now_sim  # `Server._sleep`: SimPy's time of the wait's end
-            now_sim += d if d > 0.0 else 0.0
-            if now_sim >= horizon:
+            while True:  # `Server._sleep`: SimPy's time of the wait's end
+                d = until - now_sim
+                now_sim += d if d > 0.0 else 0.0
+                if now_sim < loop.horizon:
+                    break  # it ends before the next arrival, the next event that reads a replica: now
                 slot.timer = tid = eid()
                 heappush(events, (now_sim, tid, index))
-                return
-            # it ends before the next arrival, the next event that reads a replica: run it now
+                now_sim, at = yield  # type: ignore[misc]
+                if at is _RING:
+                    break
+                if phase == _MIXED:  # woken: `Server.wake`; a step is atomic, it ends when it ends
+                    until = t + tc + dt_step
+                    continue
+                dt_s = at - t_span  # a decode span is cut: `costs.steps_to_reach`, inlined
+                c2b = t2 * B
+                if not unthrottled or c2b <= 0.0:
+                    reach = costs.steps_to_reach(B, S, dt_s)
+                elif dt_s <= 0.0:
+                    reach = 1
+                else:
+                    b = a_span - 0.5 * c2b
+                    reach = math.ceil((-b + math.sqrt(b * b + 2.0 * c2b * dt_s)) / c2b)
+                    if reach < 1:
+                        reach = 1
+                    while reach > 1 and (reach - 1) * a_span + c2b * (reach - 1) * (reach - 2) * 0.5 >= dt_s:
+                        reach -= 1
+                    while reach * a_span + c2b * reach * (reach - 1) * 0.5 < dt_s:
+                        reach += 1
+                if reach < k:
+                    k = reach
+                    dt_span = k * a_span + t2 * B * k * (k - 1) * 0.5
+                until = t_span + (dt_span if unthrottled else costs.span_s(B, S, k))
 
     def _spill(self, slot: _Slot) -> None:
         """Move a replica's buffered span rows into its ledger; if that makes its hand-over due
@@ -525,21 +523,6 @@ class RoutedLoop:
         """Every replica's buffered span rows into its ledger (the run's end)."""
         for slot in self.slots:
             pack(slot.server.ledger, slot.rows)
-
-    @staticmethod
-    def _general_step(slot: _Slot, now: float) -> float:
-        """`Engine.form_step` and `Server._start_mixed` by the general methods (preemptions, a
-        prompt mid-prefill); the step's end (s)."""
-        server = slot.server
-        e = server.engine
-        work = e.form_step(now)
-        if server.on_change is not None:
-            server.on_change()
-        assert e.B or work, "a step with nothing to run"
-        dt, de = server.costs.mixed(e.B, e.S, work)
-        slot.phase = _MIXED
-        slot.step = (work, dt, de, now + dt)
-        return now + dt
 
 
 def _constants(server: Server) -> tuple[Any, ...]:
