@@ -235,6 +235,7 @@ class RoutedLoop:
         server, loop = slot.server, self
         B, N, S, used, share, share_c = e.B, e.N, e.S, e.used, e.share, e.share_c
         t, tc = ledger.t, ledger.tc
+        rows, room = slot.rows, slot.room
         phase = _IDLE
         # the wait under way: a decode span (B, S at its start `t_span`, k steps, its time `dt_span`
         # unthrottled and its first step's `a_span`, and whether it stays under the power limit) or
@@ -367,7 +368,7 @@ class RoutedLoop:
                     e.partial = part
                     e.prefilled = prefilled
                     tokens += prefilled
-                slot.rows += (t + tc, dt, de, peak, used / cap, steps, running, tokens)  # `Ledger.advance`
+                rows += (t + tc, dt, de, peak, used / cap, steps, running, tokens)  # `Ledger.advance`
                 v = t + dt
                 tc += (t - v) + dt if t >= dt else (dt - v) + t
                 t = v
@@ -375,13 +376,12 @@ class RoutedLoop:
                     ledger.step_avg += (1.0 - RECENT**steps) * (dt / steps - ledger.step_avg)
                 if peak > ledger.peak_w:
                     ledger.peak_w = peak
-                e.B, e.N, e.S, e.used, e.share, e.share_c = B, N, S, used, share, share_c
-                if on_change is not None:
-                    on_change()
-                slot.room -= 1
-                if not slot.room:
+                e.B, e.N, e.S, e.used = B, N, S, used
+                room -= 1
+                if not room:
                     ledger.t, ledger.tc = t, tc
                     loop._spill(slot)
+                    room = slot.room
                 if first or done:  # `Server._emit`, inlined
                     stamp = t + tc
                     for j in first:
@@ -430,8 +430,6 @@ class RoutedLoop:
                 if work:  # `Engine.form_step`, `Server._start_mixed`, `StepCosts.mixed`
                     used += step_need + taken
                     e.used = used
-                    if on_change is not None:
-                        on_change()
                     w = len(work)
                     de_step = e0 + e1 * B + e2 * S + e3 * w + e4 * tok + e5 * attn
                     dt_step = t0 + t1 * B + t2 * S + t3 * w + t4 * tok + t5 * attn
@@ -462,18 +460,22 @@ class RoutedLoop:
                 server._idle = True
                 phase = _IDLE
                 ledger.t, ledger.tc = t, tc
+                e.share, e.share_c = share, share_c
+                if on_change is not None:
+                    on_change()
                 now_sim, at = yield  # type: ignore[misc]
                 continue
             if general:  # `Engine.form_step` and `Server._start_mixed` by the general methods
+                e.share, e.share_c = share, share_c
                 step = e.form_step(now)
-                if on_change is not None:
-                    on_change()
                 B, S, used = e.B, e.S, e.used  # (it may preempt)
                 assert B or step, "a step with nothing to run"
                 dt_step, de_step = costs.mixed(B, S, step)
                 phase = _MIXED
                 until = now + dt_step
             ledger.t, ledger.tc = t, tc
+            if on_change is not None:  # (once per event: a router re-reads the engine when it picks)
+                on_change()
             while True:  # `Server._sleep`: SimPy's time of the wait's end
                 d = until - now_sim
                 now_sim += d if d > 0.0 else 0.0
