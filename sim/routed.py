@@ -238,10 +238,11 @@ class RoutedLoop:
         rows, room = slot.rows, slot.room
         phase = _IDLE
         # the wait under way: a decode span (B, S at its start `t_span`, k steps, its time `dt_span`
-        # unthrottled and its first step's `a_span`, and whether it stays under the power limit) or
+        # unthrottled, its first step's time `a_span` and energy `ae_span`, and whether it stays
+        # under the power limit) or
         # a mixed step (its prefill work, time s, energy J)
         k = 0
-        t_span = dt_span = a_span = dt_step = de_step = 0.0
+        t_span = dt_span = a_span = ae_span = dt_step = de_step = 0.0
         unthrottled = True
         step: Prefill = _NO_WORK
         now_sim, at = yield  # type: ignore[misc]  # started (`send(None)`): idle, waiting for a submit
@@ -254,8 +255,7 @@ class RoutedLoop:
                 first: Sequence[int] = _NO_JOBS
                 done: Sequence[int] = _NO_JOBS
                 if phase == _DECODE:  # `Server._end_decode`, `StepCosts.decode`, `Engine.run_span`
-                    dt = dt_span
-                    a_e = e0 + e1 * B + e2 * S
+                    dt, a_e = dt_span, ae_span
                     de = k * a_e + e2 * B * k * (k - 1) * 0.5
                     last = S + (k - 1) * B
                     l_t = t0 + t1 * B + t2 * last
@@ -447,9 +447,10 @@ class RoutedLoop:
                         if total and (cap - used) // total * bs < k:
                             k = phases.steps_within(N, k, cap - used)
                     a_span = t0 + t1 * B + t2 * S
+                    ae_span = e0 + e1 * B + e2 * S
                     dt_span = k * a_span + t2 * B * k * (k - 1) * 0.5
                     # a span that starts cool stays under the power limit: `StepCosts.span_s` is the series
-                    unthrottled = limit is None or (cool and e0 + e1 * B + e2 * S < safe_w * a_span)
+                    unthrottled = limit is None or (cool and ae_span < safe_w * a_span)
                     until = now + (dt_span if unthrottled else costs.span_s(B, S, k))
                     phase, t_span = _DECODE, now
                 else:

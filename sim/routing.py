@@ -144,13 +144,14 @@ class LoadIndex:
         if not changed:
             return
         engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
+        by_finish, push = self._by_finish, heapq.heappush
         for i in changed:
             e = engines[i]
             w = e.pending + e.fsum - e.B * e.N  # `Engine.outstanding_tokens`, inlined (per change)
             if w != tokens[i]:
                 tokens[i] = w
-                heapq.heappush(heap, (w, i))
-            if self._by_finish:
+                push(heap, (w, i))
+            if by_finish:
                 key = (-e.last_finish_steps, w, i)
                 if key != keys[i]:
                     del order[bisect.bisect_left(order, keys[i])]
