@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Generator, Sequence
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 import numpy as np
@@ -123,14 +123,21 @@ class RoutedLoop:
         i = instants = 0
         woken: list[tuple[_Slot, float]] = []
         while queue:
-            now, eid, k = heappop(queue)
+            now, eid, k = queue[0]
             if k >= 0:  # a replica's wait ends (`Server._ring`), unless a wake-up superseded it
                 slot = slots[k]
-                if slot.timer == eid:
-                    slot.timer = -1
-                    self.now = now
-                    slot.send((now, _RING))
+                if slot.timer != eid:
+                    heappop(queue)
+                    continue
+                slot.timer = -1
+                self.now = now
+                wait = slot.send((now, _RING))
+                if wait is None:
+                    heappop(queue)
+                else:  # its next wait, in the entry's place (one sift instead of two)
+                    heapreplace(queue, wait)
                 continue
+            heappop(queue)
             self.now = now  # `_Dispatcher._arrive`: route every arrival due, schedule the next, wake
             while i < n and times[i] <= now:
                 a, b = n_in[i], n_out[i]
@@ -162,16 +169,19 @@ class RoutedLoop:
                 self.horizon = math.inf
             for slot, at in woken:  # `Server.wake`
                 slot.server._interrupted = False
-                slot.send((now, at))
+                wait = slot.send((now, at))
+                if wait is not None:
+                    heappush(queue, wait)
             woken.clear()
             instants += 1
             if bar is not None and not instants % PROGRESS_EVERY:
                 bar.update(max(min(round(now), bar.total) - bar.n, 0))
         self._flush_all()
 
-    def _replica(self, slot: _Slot) -> Generator[None, tuple[float, float], None]:
+    def _replica(self, slot: _Slot) -> Generator[tuple[float, int, int] | None, tuple[float, float], None]:
         """One replica's events, each resumed by `send((now, at))` at SimPy's time `now` (s):
-        `at` is _RING when its wait ended, else the time (s) of the submit that wakes it.
+        `at` is _RING when its wait ended, else the time (s) of the submit that wakes it. It
+        yields the queue entry of its next wait, or None when it waits idle for a submit.
 
         An event closes the span or step the wait ended (`Server._ring`: `_end_decode` or
         `_end_mixed`) or, idle, starts at the submit's time (`Server._resume_idle`), then starts
@@ -228,7 +238,7 @@ class RoutedLoop:
             finish_s,
             admit_s,
             chunks,
-            events,
+            _,
             eid,
             step_time,
         ) = slot.c
@@ -483,8 +493,7 @@ class RoutedLoop:
                 if now_sim < loop.horizon:
                     break  # it ends before the next arrival, the next event that reads a replica: now
                 slot.timer = tid = eid()
-                heappush(events, (now_sim, tid, index))
-                now_sim, at = yield  # type: ignore[misc]
+                now_sim, at = yield now_sim, tid, index  # the wait, for `run` to queue
                 if at is _RING:
                     break
                 if phase == _MIXED:  # woken: `Server.wake`; a step is atomic, it ends when it ends
