@@ -129,7 +129,6 @@ class RoutedLoop:
                 if slot.timer != eid:
                     heappop(queue)
                     continue
-                slot.timer = -1
                 self.now = now
                 wait = slot.send((now, _RING))
                 if wait is None:
