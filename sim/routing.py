@@ -143,16 +143,17 @@ class LoadIndex:
         changed = self._changed
         if not changed:
             return
-        engines, tokens, heap, keys, order = self._engines, self.tokens, self._heap, self._keys, self.order
-        by_finish, push = self._by_finish, heapq.heappush
+        engines, tokens, heap, push = self._engines, self.tokens, self._heap, heapq.heappush
         for i in changed:
             e = engines[i]
             w = e.pending + e.fsum - e.B * e.N  # `Engine.outstanding_tokens`, inlined (per change)
             if w != tokens[i]:
                 tokens[i] = w
                 push(heap, (w, i))
-            if by_finish:
-                key = (-e.last_finish_steps, w, i)
+        if self._by_finish:
+            keys, order = self._keys, self.order
+            for i in changed:
+                key = (-engines[i].last_finish_steps, tokens[i], i)
                 if key != keys[i]:
                     del order[bisect.bisect_left(order, keys[i])]
                     bisect.insort(order, key)
