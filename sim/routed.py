@@ -48,7 +48,6 @@ _NO_JOBS: tuple[int, ...] = ()
 _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
 _ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
-_RING = -1.0  # what a replica is sent when its wait ends (not a wake-up's time)
 PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
 
 
@@ -67,7 +66,7 @@ def fits(servers: Sequence[Server]) -> bool:
 class _Slot:
     """One replica in the loop: its wait under way and the constants its events read."""
 
-    __slots__ = ("c", "offer", "room", "rows", "send", "server", "timer")
+    __slots__ = ("at", "c", "offer", "room", "rows", "send", "server", "timer")
 
     def __init__(self, server: Server, consts: tuple[Any, ...]) -> None:
         self.server = server
@@ -78,6 +77,7 @@ class _Slot:
         self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
         self.room = room_for(server.ledger)  # rows to buffer before they move to the ledger
         self.send: Any = None  # its `_replica`'s send
+        self.at = 0.0  # the time (s) of the submit that wakes it
 
 
 class RoutedLoop:
@@ -130,7 +130,7 @@ class RoutedLoop:
                     heappop(queue)
                     continue
                 self.now = now
-                wait = slot.send((now, _RING))
+                wait = slot.send(now)
                 if wait is None:
                     heappop(queue)
                 else:  # its next wait, in the entry's place (one sift instead of two)
@@ -168,7 +168,8 @@ class RoutedLoop:
                 self.horizon = math.inf
             for slot, at in woken:  # `Server.wake`
                 slot.server._interrupted = False
-                wait = slot.send((now, at))
+                slot.at = at
+                wait = slot.send(None)
                 if wait is not None:
                     heappush(queue, wait)
             woken.clear()
@@ -177,9 +178,9 @@ class RoutedLoop:
                 bar.update(max(min(round(now), bar.total) - bar.n, 0))
         self._flush_all()
 
-    def _replica(self, slot: _Slot) -> Generator[tuple[float, int, int] | None, tuple[float, float], None]:
-        """One replica's events, each resumed by `send((now, at))` at SimPy's time `now` (s):
-        `at` is _RING when its wait ended, else the time (s) of the submit that wakes it. It
+    def _replica(self, slot: _Slot) -> Generator[tuple[float, int, int] | None, float | None, None]:
+        """One replica's events: resumed by `send(now)` when its wait ends at SimPy's time `now`
+        (s), or by `send(None)` when a submit at `slot.at` (s) wakes it (at the loop's `now`). It
         yields the queue entry of its next wait, or None when it waits idle for a submit.
 
         An event closes the span or step the wait ended (`Server._ring`: `_end_decode` or
@@ -254,7 +255,8 @@ class RoutedLoop:
         t_span = dt_span = a_span = ae_span = dt_step = de_step = 0.0
         unthrottled = True
         step: Prefill = _NO_WORK
-        now_sim, at = yield  # type: ignore[misc]  # started (`send(None)`): idle, waiting for a submit
+        yield None  # started (`send(None)`): idle, waiting for a submit
+        now_sim, at = loop.now, slot.at
         while True:
             if phase == _IDLE:  # woken: `Server._resume_idle` and `Ledger.jump`
                 server._idle = False
@@ -473,7 +475,8 @@ class RoutedLoop:
                 e.share, e.share_c = share, share_c
                 if on_change is not None:
                     on_change()
-                now_sim, at = yield  # type: ignore[misc]
+                yield None
+                now_sim, at = loop.now, slot.at
                 continue
             if general:  # `Engine.form_step` and `Server._start_mixed` by the general methods
                 e.share, e.share_c = share, share_c
@@ -492,9 +495,11 @@ class RoutedLoop:
                 if now_sim < loop.horizon:
                     break  # it ends before the next arrival, the next event that reads a replica: now
                 slot.timer = tid = eid()
-                now_sim, at = yield now_sim, tid, index  # the wait, for `run` to queue
-                if at is _RING:
+                ring = yield now_sim, tid, index  # the wait, for `run` to queue
+                if ring is not None:
+                    now_sim = ring
                     break
+                now_sim, at = loop.now, slot.at
                 if phase == _MIXED:  # woken: `Server.wake`; a step is atomic, it ends when it ends
                     until = t + tc + dt_step
                     continue
