@@ -73,7 +73,8 @@ class _Slot:
         self.c = consts  # what `RoutedLoop._replica` reads
         self.timer = -1  # sequence number of the wait under way (-1: none)
         e = server.engine
-        self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, server.on_change)
+        tell = consts[4:8]  # how its router learns of a change: on_change, tokens, heap, position (`_constants`)
+        self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, *tell)
         self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
         self.room = room_for(server.ledger)  # rows to buffer before they move to the ledger
         self.send: Any = None  # its `_replica`'s send
@@ -107,7 +108,13 @@ class RoutedLoop:
             self._eid,
             router.reads_step_time,
         )
-        self.slots = [_Slot(s, _constants(s) + shared) for s in self.servers]
+        tracked: dict[int, tuple[list[int], list[tuple[int, int]], int]] = {}
+        for load_index in router.load_indexes:
+            track = load_index.tracked()
+            if track is not None:
+                for pos, s in enumerate(load_index.servers):
+                    tracked[s.index] = (*track, pos)
+        self.slots = [_Slot(s, _constants(s, tracked.get(s.index)) + shared) for s in self.servers]
 
     def run(self, bar: Any = None) -> None:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
@@ -142,7 +149,7 @@ class RoutedLoop:
                 a, b = n_in[i], n_out[i]
                 server = pick(a, b)
                 slot = slots[server.index]
-                e, fit, reserve, chunked, max_tokens, static, max_seqs, on_change = slot.offer
+                e, fit, reserve, chunked, max_tokens, static, max_seqs, on_change, tokens, lheap, pos = slot.offer
                 queue_e = e.queue  # `Server.offer`, `_enqueue` and `Engine.enqueue`, inlined
                 room = not queue_e and not static and len(e.order) < max_seqs  # `Engine.accepts_arrivals`
                 server_of[i] = server.index
@@ -154,7 +161,10 @@ class RoutedLoop:
                     e.pending += need
                     e.queued_need += need  # `Engine._count_queued`
                     e.queued_prompt += a
-                    if on_change is not None:
+                    if tokens is not None:  # its outstanding tokens, for the router (`LoadIndex.tracked`)
+                        tokens[pos] += need
+                        heappush(lheap, (tokens[pos], pos))
+                    elif on_change is not None:
                         on_change()
                     if not server._interrupted:
                         server._interrupted = server._idle or room
@@ -197,6 +207,9 @@ class RoutedLoop:
             costs,
             index,
             on_change,
+            load,
+            lheap,
+            pos,
             t0,
             t1,
             t2,
@@ -473,7 +486,12 @@ class RoutedLoop:
                 phase = _IDLE
                 ledger.t, ledger.tc = t, tc
                 e.share, e.share_c = share, share_c
-                if on_change is not None:
+                if load is not None:  # tell the router: `LoadIndex.tracked`, or `on_change`
+                    w = e.pending + e.fsum  # (no decoders)
+                    if w != load[pos]:
+                        load[pos] = w
+                        heappush(lheap, (w, pos))
+                elif on_change is not None:
                     on_change()
                 yield None
                 now_sim, at = loop.now, slot.at
@@ -487,7 +505,12 @@ class RoutedLoop:
                 phase = _MIXED
                 until = now + dt_step
             ledger.t, ledger.tc = t, tc
-            if on_change is not None:  # (once per event: a router re-reads the engine when it picks)
+            if load is not None:  # once per event, tell the router: `LoadIndex.tracked`, or `on_change`
+                w = e.pending + e.fsum - B * N  # `Engine.outstanding_tokens`
+                if w != load[pos]:
+                    load[pos] = w
+                    heappush(lheap, (w, pos))
+            elif on_change is not None:
                 on_change()
             while True:  # `Server._sleep`: SimPy's time of the wait's end
                 d = until - now_sim
@@ -541,8 +564,11 @@ class RoutedLoop:
             pack(slot.server.ledger, slot.rows)
 
 
-def _constants(server: Server) -> tuple[Any, ...]:
-    """What `RoutedLoop._event` reads of one replica, in its order (before the shared part)."""
+def _constants(server: Server, tracked: tuple[list[int], list[tuple[int, int]], int] | None) -> tuple[Any, ...]:
+    """What `RoutedLoop._replica` reads of one replica, in its order (before the shared part).
+    `tracked`: the token list, heap and position of the replica in its router's `LoadIndex`, if
+    the loop keeps its tokens there itself (`LoadIndex.tracked`); else its `on_change` tells the
+    router of a change."""
     e, costs, kv = server.engine, server.costs, server.kv
     t0, t1, t2, _, _, _ = costs.time_s
     e0, e1, e2, _, _, _ = costs.energy_j
@@ -557,7 +583,8 @@ def _constants(server: Server) -> tuple[Any, ...]:
         server.ledger,
         costs,
         server.index,
-        server.on_change,
+        server.on_change if tracked is None else None,
+        *(tracked or (None, None, 0)),
         *costs.time_s,
         *costs.energy_j,
         limit,

@@ -159,17 +159,25 @@ class LoadIndex:
                     bisect.insort(order, key)
                     keys[i] = key
         changed.clear()
-        if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh
-            self._heap = [(w, i) for i, w in enumerate(tokens)]
-            heapq.heapify(self._heap)
 
     def least(self) -> Server:
         """The replica with the least outstanding tokens (the first of equals)."""
-        self.refresh()
+        if self._changed:
+            self.refresh()
         heap, tokens = self._heap, self.tokens
+        if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh (in place: see `tracked`)
+            heap[:] = [(w, i) for i, w in enumerate(tokens)]
+            heapq.heapify(heap)
         while heap[0][0] != tokens[heap[0][1]]:
             heapq.heappop(heap)
         return self.servers[heap[0][1]]
+
+    def tracked(self) -> tuple[list[int], list[tuple[int, int]]] | None:
+        """For a caller that keeps the replicas' outstanding tokens itself (`sim.routed`): the
+        tokens by position, and the heap into which it pushes (tokens, position) whenever one
+        changes, instead of calling `on_change`; None for an index that also keeps the finish
+        order, which must be told through `on_change`."""
+        return None if self._by_finish else (self.tokens, self._heap)
 
 
 class Router:
@@ -184,6 +192,7 @@ class Router:
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)
+        self.load_indexes: list[LoadIndex] = []  # the indexes its picks read
         self.by_pool = [[s for s in self.servers if s.pool == p.name] for p in fleet.pools]
         if len(self.servers) == 1:
             self.static = True
@@ -226,6 +235,7 @@ class LeastTokens(Router):
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
         self._index = LoadIndex(self.servers)
+        self.load_indexes = [self._index]
 
     def pick(self, n_in: int, n_out: int) -> Server:
         return self._index.least()
@@ -237,7 +247,7 @@ class LengthAware(Router):
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
         self.static = all(len(group) == 1 for group in self.by_pool)
-        self._indexes = [LoadIndex(group) for group in self.by_pool]
+        self._indexes = self.load_indexes = [LoadIndex(group) for group in self.by_pool]
 
     def pool_index(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
         """Index of the pool each request goes to (the last pool is unbounded)."""
@@ -271,6 +281,7 @@ class EnergyAware(Router):
             (group[0].costs, _shared_above_idle_j(group[0].costs), LoadIndex(group, by_finish=True))
             for group in self.by_pool
         ]
+        self.load_indexes = [index for _, _, index in self._groups]
 
     def pick(self, n_in: int, n_out: int) -> Server:
         """The replica that adds the least energy (then the least outstanding work, then the
