@@ -28,9 +28,10 @@ It serves the fast mode with no listener (`fits`); `Server._replay` serves the r
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
 
@@ -376,7 +377,6 @@ def _items(a: np.ndarray) -> Any:
 
 FLUSH_ROWS = 1024  # span rows buffered before they move to the ledger's log
 _ROW = "5d3q"  # a span row: start (s), time (s), energy (J), peak (W), KV share; steps, running, tokens
-_PACK = struct.Struct("=" + _ROW * FLUSH_ROWS)
 _ROW_DTYPE = np.dtype([("f", "=f8", 5), ("i", "=i8", 3)])
 
 
@@ -394,15 +394,19 @@ def pack(ledger: Ledger, rows: list[float]) -> None:
     its 3 integers; packed at once, rows cost a fraction of `array.extend`'s per-value conversions."""
     if rows:
         ledger.steps += int(sum(rows[5::8]))  # `Ledger.advance`'s count of steps (ints)
-        count = len(rows) // 8
-        packer = _PACK.pack if count == FLUSH_ROWS else struct.Struct("=" + _ROW * count).pack
-        table = np.frombuffer(packer(*rows), dtype=_ROW_DTYPE)
+        table = np.frombuffer(_packer(len(rows) // 8)(*rows), dtype=_ROW_DTYPE)
         ledger._f.frombytes(table["f"].tobytes())
         ledger._i.frombytes(table["i"].tobytes())
         rows.clear()
 
 
-def room_for(ledger: Ledger) -> int:
-    """Rows to buffer before the next `_flush`: FLUSH_ROWS, or fewer, so that a hand-over comes
-    after the same span as with `Ledger.advance` (at least 1)."""
-    return max(min(FLUSH_ROWS, (ledger._full - len(ledger._i) + 2) // 3), 1)
+@functools.lru_cache(maxsize=64)
+def _packer(rows: int) -> Callable[..., bytes]:
+    """The packing function of `rows` span rows (the full buffer's is the one used over and over)."""
+    return struct.Struct("=" + _ROW * rows).pack
+
+
+def room_for(ledger: Ledger, most: int = FLUSH_ROWS) -> int:
+    """Rows to buffer before the next `_flush`: `most`, or fewer, so that a hand-over comes after
+    the same span as with `Ledger.advance` (at least 1)."""
+    return max(min(most, (ledger._full - len(ledger._i) + 2) // 3), 1)

@@ -13,17 +13,23 @@ replicas those calls and the event objects, not the arithmetic, are most of a ru
   hands out event ids, so that events of the same instant come in SimPy's order (which decides
   which arrivals join which step); a replica's superseded wait stays in the queue and is skipped
   when it comes up, as SimPy's stale timeouts are;
-- each event of a replica is one function (`_event`) with the common cases of those calls
-  copied inline (each copy names the function it copies; the float operations are the same, in
-  the same order), and the rare ones (preemption, a prompt mid-prefill, sliding-window layers, a
-  step at the power limit) call the general methods;
-- arrivals are routed and offered by `Router.pick` and `Server.offer`, and the replicas to wake
-  woken after the next arrival is scheduled, as `sim.run._Dispatcher` does.
+- each replica's events run in a generator (`_replica`) that keeps the engine's counters, the
+  clock and the wait under way in local variables and writes back what a router reads before
+  each wait; the common cases of those calls are copied inline (each copy names the function it
+  copies; the float operations are the same, in the same order), the rare ones (preemption, a
+  prompt mid-prefill, sliding-window layers, a step at the power limit) call the general methods;
+- a wait that ends before the next arrival runs at once: nothing reads a replica between
+  arrivals, and its next wait is numbered before anything the next arrival schedules, as under
+  SimPy, so same-instant order is kept;
+- arrivals are routed by `Router.pick` and offered as `Server.offer` does, and the replicas to
+  wake are woken after the next arrival is scheduled, as `sim.run._Dispatcher` does; a replica's
+  outstanding tokens go straight into its router's `LoadIndex` (`LoadIndex.tracked`) at each
+  event and offer, or, for an index that also keeps the finish order, through `on_change`.
 Records, span logs and the router's picks are bit for bit those of the SimPy run
 (tests/sim/test_routed.py; tests/sim/test_sim_server_wakes.py holds both to the interrupting
 process they replaced). Unlike `sim.replay` (a server fed alone), every engine sum a router
 reads (`Engine.pending`, `queued_need`, `queued_prompt`, `fsum`, `fmax`) is kept at every event,
-and each replica's state is back in its engine and ledger between events.
+except the recent step time, kept only for a router that reads it (`Router.reads_step_time`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ _NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
 _ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
 PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
+BUFFER_ROWS = 128  # span rows a replica buffers (a fleet of hundreds holds them all at once)
 
 
 def fits(servers: Sequence[Server]) -> bool:
@@ -76,7 +83,7 @@ class _Slot:
         tell = consts[4:8]  # how its router learns of a change: on_change, tokens, heap, position (`_constants`)
         self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, *tell)
         self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
-        self.room = room_for(server.ledger)  # rows to buffer before they move to the ledger
+        self.room = room_for(server.ledger, BUFFER_ROWS)  # rows to buffer before they move to the ledger
         self.send: Any = None  # its `_replica`'s send
         self.at = 0.0  # the time (s) of the submit that wakes it
 
@@ -556,7 +563,7 @@ class RoutedLoop:
             for other in self.slots:
                 pack(other.server.ledger, other.rows)
             ledger._on_full()
-        slot.room = room_for(ledger)
+        slot.room = room_for(ledger, BUFFER_ROWS)
 
     def _flush_all(self) -> None:
         """Every replica's buffered span rows into its ledger (the run's end)."""
