@@ -9,7 +9,7 @@ then all arrival times are divided by `--rate-scale` (> 1: the same requests, he
 Each router serves it on `--replicas` copies of the oracle; `length_aware` needs pools, so it runs
 on two pools of `--replicas` / 2 replicas each: "short" (prompts ≤ 2,048 and outputs ≤ 512
 tokens) and "long" (the rest). Per router it prints the simulation loop time (`SimResult.wall_s`:
-the SimPy run only), the whole `simulate_fleet` call (policy shaping, wiring and per-request
+the servers' events only), the whole `simulate_fleet` call (policy shaping, wiring and per-request
 records included), simulated requests per second, energy, latency and the process's peak resident
 set size so far (interpreter and libraries included). With `--repeat N` the routers take turns N
 times (interleaved, so that a noisy machine slows them alike) and a last line per router gives the

@@ -129,7 +129,11 @@ def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(sc
         e, ledger = server.engine, server.ledger
         ends.append(
             (
-                {k: v for k, v in vars(e).items() if isinstance(v, (int, float)) and k != "fmax"},
+                {
+                    k: getattr(e, k)
+                    for k in type(e).__slots__
+                    if isinstance(getattr(e, k), (int, float)) and k != "fmax"
+                },
                 (ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w, server._fi, env.now),
                 server.state(),
             )
