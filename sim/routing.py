@@ -159,15 +159,23 @@ class LoadIndex:
                     bisect.insort(order, key)
                     keys[i] = key
         changed.clear()
+        self._trim()
+
+    def _trim(self) -> None:
+        """With more stale heap entries than live ones by far, start the heap afresh (in place:
+        a caller may hold it, see `tracked`)."""
+        heap, tokens = self._heap, self.tokens
+        if len(heap) > 4 * len(tokens) + 64:
+            heap[:] = [(w, i) for i, w in enumerate(tokens)]
+            heapq.heapify(heap)
 
     def least(self) -> Server:
         """The replica with the least outstanding tokens (the first of equals)."""
         if self._changed:
             self.refresh()
+        else:
+            self._trim()  # (pushed to by a caller that tracks the tokens itself)
         heap, tokens = self._heap, self.tokens
-        if len(heap) > 4 * len(tokens) + 64:  # stale entries: start afresh (in place: see `tracked`)
-            heap[:] = [(w, i) for i, w in enumerate(tokens)]
-            heapq.heapify(heap)
         while heap[0][0] != tokens[heap[0][1]]:
             heapq.heappop(heap)
         return self.servers[heap[0][1]]

@@ -296,3 +296,23 @@ def test_load_index_keeps_the_order_a_full_pass_gives(n, changes):
             least = index.least()
             assert (least.engine.tokens, least.index) == min((x.engine.tokens, x.index) for x in servers)
             assert index.order == sorted((-x.engine.last_finish_steps, x.engine.tokens, x.index) for x in servers)
+
+
+def test_load_index_heap_stays_bounded_however_it_is_told(llama):
+    """Told through `on_change` and read only through `refresh` (energy_aware's walk), or pushed to
+    directly (`tracked`, the routed loop) and read through `least`: the heap keeps at most about
+    four entries per replica between two reads, however many changes it sees (3,000 requests make
+    over 10,000)."""
+    for router in ("energy_aware", "least_tokens"):
+        made = []
+        with pytest.MonkeyPatch.context() as mp:
+            real = routing.LoadIndex.__init__
+
+            def init(self, *args, real=real, made=made, **kwargs):  # type: ignore[no-untyped-def]
+                real(self, *args, **kwargs)
+                made.append(self)
+
+            mp.setattr(routing.LoadIndex, "__init__", init)
+            requests = traces.load("synthetic", num_requests=3000, rate_per_s=40.0, seed=5)
+            simulate_fleet(requests, Fleet.single(llama, ServerConfig(), 3, router))
+        assert made and all(len(index._heap) < 1000 for index in made), router
