@@ -90,8 +90,9 @@ class _Slot:
 
 class RoutedLoop:
     """Arrivals at `times_s` (sorted; job i arrives at times_s[i]) routed by `router` to
-    `servers` (in index order), run to the end by `run`. `now` is the time (s) of the event under
-    way, as `simpy.Environment.now` would read."""
+    `servers` (in index order), run to the end by `run`. `now` is the time (s) of the queue entry
+    under way, as `simpy.Environment.now` would read (a replica's events run ahead of it up to the
+    next arrival; no replica starts a span before it unless it is busy)."""
 
     def __init__(self, servers: Sequence[Server], router: Router, times_s: np.ndarray, jobs: JobTable) -> None:
         assert fits(servers) and [s.index for s in servers] == list(range(len(servers)))
