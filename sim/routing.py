@@ -171,11 +171,11 @@ class LoadIndex:
 
     def least(self) -> Server:
         """The replica with the least outstanding tokens (the first of equals)."""
+        heap, tokens = self._heap, self.tokens
         if self._changed:
             self.refresh()
-        else:
-            self._trim()  # (pushed to by a caller that tracks the tokens itself)
-        heap, tokens = self._heap, self.tokens
+        elif len(heap) > 4 * len(tokens) + 64:  # (pushed to by a caller that tracks the tokens itself)
+            self._trim()
         while heap[0][0] != tokens[heap[0][1]]:
             heapq.heappop(heap)
         return self.servers[heap[0][1]]
