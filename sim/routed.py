@@ -112,7 +112,6 @@ class RoutedLoop:
             _items(jobs.finish_s),
             _items(jobs.admit_s),
             _items(jobs.chunks),
-            self._queue,
             self._eid,
             router.reads_step_time,
         )
@@ -206,8 +205,8 @@ class RoutedLoop:
         what comes next (`Server._next`). A wait that ends before the next arrival, the next event
         that reads a replica, runs at once. A wake-up of a busy replica (`Server.wake`) cuts its
         decode span at the first step boundary after the submit, or keeps its step's end, and
-        waits anew. The engine's counters live in local variables and are written back before
-        each wait (a router reads them) and before the engine's own methods run.
+        waits anew. The engine's counters live in local variables; what a router reads is written
+        back before each wait, and what the engine's own methods read before they run.
         """
         (
             e,
@@ -259,7 +258,6 @@ class RoutedLoop:
             finish_s,
             admit_s,
             chunks,
-            _,
             eid,
             step_time,
         ) = slot.c
@@ -270,8 +268,7 @@ class RoutedLoop:
         phase = _IDLE
         # the wait under way: a decode span (B, S at its start `t_span`, k steps, its time `dt_span`
         # unthrottled, its first step's time `a_span` and energy `ae_span`, and whether it stays
-        # under the power limit) or
-        # a mixed step (its prefill work, time s, energy J)
+        # under the power limit) or a mixed step (its prefill work `step`, time s, energy J)
         k = 0
         t_span = dt_span = a_span = ae_span = dt_step = de_step = 0.0
         unthrottled = True
