@@ -45,14 +45,10 @@ import numpy as np
 from sim.engine import Prefill
 from sim.jobs import DONE, JobTable
 from sim.ledger import RECENT
-from sim.replay import _items, pack, room_for
+from sim.replay import _NO_JOBS, _NO_WORK, _STALE, _items, pack, room_for
 from sim.routing import Router
-from sim.server import Server
+from sim.server import _DECODE, _IDLE, _MIXED, Server
 
-_IDLE, _DECODE, _MIXED = 0, 1, 2  # what a replica's wait ends (as `sim.server`)
-_NO_JOBS: tuple[int, ...] = ()
-_NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
-_STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
 _ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
 PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
 BUFFER_ROWS = 128  # span rows a replica buffers (a fleet of hundreds holds them all at once)
@@ -75,12 +71,11 @@ class _Slot:
 
     __slots__ = ("at", "c", "offer", "room", "rows", "send", "server", "timer")
 
-    def __init__(self, server: Server, consts: tuple[Any, ...]) -> None:
+    def __init__(self, server: Server, tell: tuple[Any, ...], shared: tuple[Any, ...]) -> None:
         self.server = server
-        self.c = consts  # what `RoutedLoop._replica` reads
+        self.c = _constants(server, tell) + shared  # what `RoutedLoop._replica` reads
         self.timer = -1  # sequence number of the wait under way (-1: none)
         e = server.engine
-        tell = consts[4:8]  # how its router learns of a change: on_change, tokens, heap, position (`_constants`)
         self.offer = (e, e._fit, e.reserve, e.chunked, e.max_tokens, e.static, e.max_seqs, *tell)
         self.rows: list[float] = []  # span rows not yet in the ledger's log, 8 values each (`sim.replay.pack`)
         self.room = room_for(server.ledger, BUFFER_ROWS)  # rows to buffer before they move to the ledger
@@ -115,13 +110,16 @@ class RoutedLoop:
             self._eid,
             router.reads_step_time,
         )
-        tracked: dict[int, tuple[list[int], list[tuple[int, int]], int]] = {}
+        # how each replica tells its router of a change: (on_change, tokens, heap, position), with
+        # the token list, heap and position in its `LoadIndex` if the loop keeps its tokens there
+        # itself (`LoadIndex.tracked`), else its `on_change`
+        tell: dict[int, tuple[Any, ...]] = {s.index: (s.on_change, None, None, 0) for s in self.servers}
         for load_index in router.load_indexes:
             track = load_index.tracked()
             if track is not None:
                 for pos, s in enumerate(load_index.servers):
-                    tracked[s.index] = (*track, pos)
-        self.slots = [_Slot(s, _constants(s, tracked.get(s.index)) + shared) for s in self.servers]
+                    tell[s.index] = (None, *track, pos)
+        self.slots = [_Slot(s, tell[s.index], shared) for s in self.servers]
 
     def run(self, bar: Any = None) -> None:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
@@ -558,22 +556,19 @@ class RoutedLoop:
         ledger = slot.server.ledger
         pack(ledger, slot.rows)
         if len(ledger._i) >= ledger._full:
-            for other in self.slots:
-                pack(other.server.ledger, other.rows)
+            self._flush_all()
             ledger._on_full()
         slot.room = room_for(ledger, BUFFER_ROWS)
 
     def _flush_all(self) -> None:
-        """Every replica's buffered span rows into its ledger (the run's end)."""
+        """Every replica's buffered span rows into its ledger (before a hand-over, and at the end)."""
         for slot in self.slots:
             pack(slot.server.ledger, slot.rows)
 
 
-def _constants(server: Server, tracked: tuple[list[int], list[tuple[int, int]], int] | None) -> tuple[Any, ...]:
-    """What `RoutedLoop._replica` reads of one replica, in its order (before the shared part).
-    `tracked`: the token list, heap and position of the replica in its router's `LoadIndex`, if
-    the loop keeps its tokens there itself (`LoadIndex.tracked`); else its `on_change` tells the
-    router of a change."""
+def _constants(server: Server, tell: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What `RoutedLoop._replica` reads of one replica, in its order (before the shared part);
+    `tell`: how it tells its router of a change (`RoutedLoop.__init__`)."""
     e, costs, kv = server.engine, server.costs, server.kv
     t0, t1, t2, _, _, _ = costs.time_s
     e0, e1, e2, _, _, _ = costs.energy_j
@@ -588,8 +583,7 @@ def _constants(server: Server, tracked: tuple[list[int], list[tuple[int, int]], 
         server.ledger,
         costs,
         server.index,
-        server.on_change if tracked is None else None,
-        *(tracked or (None, None, 0)),
+        *tell,
         *costs.time_s,
         *costs.energy_j,
         limit,
