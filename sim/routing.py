@@ -146,7 +146,7 @@ class LoadIndex:
         engines, tokens, heap, push = self._engines, self.tokens, self._heap, heapq.heappush
         for i in changed:
             e = engines[i]
-            w = e.pending + e.fsum - e.B * e.N  # `Engine.outstanding_tokens`, inlined (per change)
+            w = e.outstanding_tokens()
             if w != tokens[i]:
                 tokens[i] = w
                 push(heap, (w, i))

@@ -258,16 +258,8 @@ def test_router_picks_equal_the_brute_force_definition(
 
 
 class FakeEngine:
-    """An engine whose outstanding tokens are all queued (`Engine.outstanding_tokens`' sums)."""
-
-    fsum = B = N = 0
-
     def __init__(self):
         self.tokens = self.last_finish_steps = 0
-
-    @property
-    def pending(self):
-        return self.tokens
 
     def outstanding_tokens(self):
         return self.tokens
