@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.notices import show_warnings_once
 from tracking.background import BackgroundTracking
 from tracking.store import TrackingConfig, TrackingError
 from tracking.sweep import SweepInfo
@@ -54,6 +55,7 @@ def background_tracking(cfg: DictConfig) -> BackgroundTracking | None:
 @hydra.main(config_path="pkg://conf", config_name="sim", version_base="1.3")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     """Validate the composed config, then run; bad input exits 1 with one line naming the key or file."""
+    show_warnings_once()
     tracking = background_tracking(cfg)
     try:
         return run(cfg, tracking)

@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
 from oracle.model import Oracle
+from sim.notices import show_warnings_once
 
 PAPER_IN_TOKENS = (32, 8192)
 """Input buckets of Fernandez et al.: 32, 64, …, 8192 tokens."""
@@ -210,6 +211,7 @@ def _pow2_range(bounds: tuple[int, int], name: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the offline estimate, the ideal bound and J per output token for one trace and oracle."""
     args = _parser().parse_args(argv)
+    show_warnings_once()
     import traces
 
     requests = traces.load(args.trace)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from oracle.model import Oracle
 from sim.engine import SCHEDULERS
+from sim.notices import show_warnings_once
 from sim.validation.plot import plot_validation
 from sim.validation.replay import default_prompts, mean_abs_error, validate
 from sim.validation.table import (
@@ -166,6 +167,7 @@ def _num(v: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (1 on bad input, with the reason on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
+    show_warnings_once()
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
         return 0

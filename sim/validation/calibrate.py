@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import arch, features, hwcal
+from sim.notices import show_warnings_once
 from sim.validation.replay import oracle_name, replay_row, shipped_oracle
 from sim.validation.table import (
     BenchmarkRow,
@@ -130,6 +131,7 @@ def parse_args(argv: list[str]) -> tuple[Path, int, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_warnings_once()
     try:
         out, seed, progress = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as e:

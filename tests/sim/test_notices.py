@@ -1,0 +1,61 @@
+"""Warnings on a command's console: each distinct one once, one line, no source echo."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from oracle.model import OracleRangeWarning
+from sim import notices
+from sim.run import RejectedRequestsWarning
+
+
+@pytest.fixture
+def once(monkeypatch):
+    """`show_warnings_once` for this test only: a fresh memory of what was shown."""
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    monkeypatch.setattr(notices, "_seen", set())
+    notices.show_warnings_once()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        yield
+
+
+def test_each_distinct_warning_is_logged_once(once, caplog):
+    with caplog.at_level(logging.WARNING, logger="sweetspot"):
+        for _ in range(3):
+            warnings.warn("12 requests outside the range", OracleRangeWarning, stacklevel=1)
+        warnings.warn("13 requests outside the range", OracleRangeWarning, stacklevel=1)
+        warnings.warn("12 requests outside the range", RejectedRequestsWarning, stacklevel=1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning (OracleRangeWarning): 12 requests outside the range",
+        "warning (OracleRangeWarning): 13 requests outside the range",
+        "warning (RejectedRequestsWarning): 12 requests outside the range",
+    ]
+
+
+def test_a_run_says_its_range_warning_once_without_the_source_line(tmp_path):
+    """Baseline and policy simulate the same long prompts: one warning line, not two with echoes."""
+    args = [
+        "trace=synthetic",
+        "trace.num_requests=30",
+        "trace.n_in=12000",
+        "trace.n_out=50",
+        "policy=adaptive_gen",
+        "progress=false",
+        "background=false",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"output_dir={tmp_path / 'out'}",
+        "plots=false",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "sim", *args], capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    assert console.count("OracleRangeWarning") == 1, console
+    assert "warnings.warn" not in console and "return simulate_fleet" not in console
