@@ -3,15 +3,19 @@
 Library code warns with `warnings.warn` (so Python callers can filter or catch each category);
 the command-line entry points call `show_warnings_once()`. From then on a warning is logged on
 the `sweetspot` logger as one line, `warning (Category): text`, without Python's echo of the
-source line, and only the first time its category and text are seen in this process: a capacity
-search or a validation that simulates the same workload many times says it once. A progress bar
-on the terminal is cleared while the line is written, so the two never share a line.
+source line, and only the first time its category and text, figures aside, are seen in this
+process: a capacity search or a validation that simulates many workloads says it once, and at
+the process's end one line counts the repeats that differed only in their figures. A progress
+bar on the terminal is cleared while a line is written, so the two never share a line.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import re
 import sys
+from collections import Counter
 import warnings
 from typing import TextIO
 
@@ -19,12 +23,16 @@ from tqdm import tqdm
 
 log = logging.getLogger("sweetspot")
 
+_FIGURES = re.compile(r"\d[\d,.]*")
 _seen: set[tuple[str, str]] = set()
+_repeats: Counter[tuple[str, str]] = Counter()
 
 
 def show_warnings_once() -> None:
-    """Route this process's warnings to `log`, each distinct (category, text) once."""
-    warnings.showwarning = _log_once
+    """Route this process's warnings to `log`, each distinct (category, text figures aside) once."""
+    if warnings.showwarning is not _log_once:
+        warnings.showwarning = _log_once
+        atexit.register(_count_repeats)
     if not logging.getLogger().handlers and not log.handlers:  # no logging set up (not under Hydra)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -41,9 +49,23 @@ def _log_once(
     line: str | None = None,
 ) -> None:
     """`warnings.showwarning`'s replacement (same signature): log the warning if it is new."""
-    key = (category.__name__, str(message))
+    text = str(message)
+    key = (category.__name__, _FIGURES.sub("#", text))
     if key in _seen:
+        _repeats[key] += 1
         return
     _seen.add(key)
+    _say("warning (%s): %s", category.__name__, text)
+
+
+def _count_repeats() -> None:
+    """At the process's end, one line: the warnings held back for repeating one already shown."""
+    n = sum(_repeats.values())
+    if n:
+        _say("warning: %d more like those above, with other figures, were not shown", n)
+    _repeats.clear()
+
+
+def _say(fmt: str, *args: object) -> None:
     with tqdm.external_write_mode(file=sys.stderr):
-        log.warning("warning (%s): %s", *key)
+        log.warning(fmt, *args)

@@ -19,22 +19,26 @@ def once(monkeypatch):
     """`show_warnings_once` for this test only: a fresh memory of what was shown."""
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
     monkeypatch.setattr(notices, "_seen", set())
+    monkeypatch.setattr(notices, "_repeats", notices.Counter())
     notices.show_warnings_once()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         yield
 
 
-def test_each_distinct_warning_is_logged_once(once, caplog):
+def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, caplog):
     with caplog.at_level(logging.WARNING, logger="sweetspot"):
         for _ in range(3):
-            warnings.warn("12 requests outside the range", OracleRangeWarning, stacklevel=1)
-        warnings.warn("13 requests outside the range", OracleRangeWarning, stacklevel=1)
-        warnings.warn("12 requests outside the range", RejectedRequestsWarning, stacklevel=1)
+            warnings.warn("12 requests outside the range (4.5 %)", OracleRangeWarning, stacklevel=1)
+        warnings.warn("1,013 requests outside the range (10.25 %)", OracleRangeWarning, stacklevel=1)
+        warnings.warn("12 requests outside the range (4.5 %)", RejectedRequestsWarning, stacklevel=1)
+        warnings.warn("an oracle without figures", OracleRangeWarning, stacklevel=1)
+        notices._count_repeats()
     assert [r.getMessage() for r in caplog.records] == [
-        "warning (OracleRangeWarning): 12 requests outside the range",
-        "warning (OracleRangeWarning): 13 requests outside the range",
-        "warning (RejectedRequestsWarning): 12 requests outside the range",
+        "warning (OracleRangeWarning): 12 requests outside the range (4.5 %)",
+        "warning (RejectedRequestsWarning): 12 requests outside the range (4.5 %)",
+        "warning (OracleRangeWarning): an oracle without figures",
+        "warning: 3 more like those above, with other figures, were not shown",
     ]
 
 
