@@ -15,8 +15,8 @@ import atexit
 import logging
 import re
 import sys
-from collections import Counter
 import warnings
+from collections import Counter
 from typing import TextIO
 
 from tqdm import tqdm
