@@ -6,8 +6,8 @@ Prints coefficients, θ at batch 1, n_out* for a few n_in, in-sample and 5-fold 
 oracle and of the baselines on the same rows, and what keeping the implied step power between idle
 power and the power limit cost in MAPE; writes ORACLE.json (with `fit.mape_pct`,
 `fit.cv_mape_pct` and `fit.power_constraint`), ORACLE.heatmap.png and ORACLE.energy_per_token.png
-next to it. A table that cannot determine the model (identical rows, too few distinct points) is
-an error, and no oracle is written.
+next to it. A table that cannot determine the model (identical rows, too few distinct points), or
+whose runs imply a power no GPU draws (energy in kWh, say), is an error, and no oracle is written.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from calibrate.table import MeasurementTableError, read_table
 from oracle import features as F
 from oracle.fit import fit_oracle
 from oracle.plots import plot_efficiency_heatmap, plot_energy_per_token
+from oracle.regress import FitNotConvergedError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def main(cfg: Any) -> None:
             seed=c.seed,
             plots=c.plots,
         )
-    except (MeasurementTableError, FileNotFoundError, ValueError) as e:
+    except (MeasurementTableError, FileNotFoundError, ValueError, FitNotConvergedError) as e:
         raise SystemExit(f"calibrate.fit: error: {e}") from None
 
 

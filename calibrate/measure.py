@@ -34,6 +34,8 @@ from calibrate.signals import Terminated
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
 from oracle.fit import UnidentifiableFitError
+from oracle.regress import FitNotConvergedError
+from oracle.run_power import ImplausiblePowerError
 from tracking import log_run
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ def finish(conf: MeasureConf, grid: Grid, summary: SweepSummary, gpu: DeviceInfo
         try:
             report, fit_artifacts = fit(out)
             artifacts += fit_artifacts
-        except UnidentifiableFitError as e:
+        except (UnidentifiableFitError, ImplausiblePowerError, FitNotConvergedError) as e:
             log.warning("not fitted: %s The rows are kept in %s.", e, out)
     else:
         log.info("timing-only sweep (meter=none): no energy to fit; the table is %s", out)

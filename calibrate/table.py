@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from oracle.files import require_regular_file
+
 REQUIRED = (
     "model",
     "gpu",
@@ -48,9 +50,7 @@ class MeasurementTableError(ValueError):
 
 def read_table(path: str | Path, require_energy: bool = True) -> pd.DataFrame:
     """Read a CSV or Parquet measurement table and validate it (see `validate_table`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"measurement table {path} does not exist")
+    path = require_regular_file(path, "measurement table")
     if path.suffix.lower() in (".parquet", ".pq"):
         df = pd.read_parquet(path)
     elif path.suffix.lower() in (".csv", ".gz"):

@@ -26,6 +26,7 @@ from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
 from oracle.model import CalibratedRange, MemorySpec, Oracle, representative_steps
 from oracle.regress import ConstrainedRelativeLSQ, NotFittedError, RelativeNNLS, cross_val_mape_pct, mape_pct
+from oracle.run_power import check_run_power
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,10 @@ def fit_oracle(
     seed: int = 0,
     n_in_report: tuple[int, ...] = (128, 512, 1024, 2048, 4096),
 ) -> tuple[Oracle, FitReport]:
-    """Fit an oracle to a validated table (one model, GPU and backend) and score it and the baselines."""
+    """Fit an oracle to a validated table (one model, GPU and backend) and score it and the baselines.
+
+    A table whose runs imply a power no GPU draws (a unit mistake) is refused first (`check_run_power`).
+    """
     for col in ("model", "gpu", "backend"):
         if table[col].nunique() != 1:
             raise ValueError(
@@ -329,6 +333,7 @@ def fit_oracle(
             f"idle power {idle:g} W (column idle_power_w, or idle_power_w=) must be ≥ 0 and below the power "
             f"limit {limit:g} W (column power_limit_w, else the GPU datasheet): check the measurements"
         )
+    check_run_power(table, idle, limit)
     est = OracleEstimator(idle_power_w=idle, power_limit_w=limit).fit(table)
     assert est.energy_coef_ is not None and est.time_coef_ is not None
     X = run_design(table)

@@ -20,10 +20,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle import features as F
+from oracle.files import NotARegularFileError, require_regular_file
 
 FORMAT = "sweetspot-oracle"
 VERSION = 1
 SHIPPED_DIR = "data/oracles"
+MAX_ORACLE_BYTES = 16 << 20  # an oracle JSON is a few kB; a larger file is not one (and is not read whole)
 
 
 class OracleFormatError(ValueError):
@@ -291,7 +293,9 @@ class Oracle:
         if not path.exists():
             path = _shipped_path(str(name_or_path))
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(require_regular_file(path, "oracle file", MAX_ORACLE_BYTES).read_text())
+        except NotARegularFileError as e:
+            raise OracleFormatError(str(e)) from None
         except json.JSONDecodeError as e:
             raise OracleFormatError(f"{path}: not valid JSON ({e})") from e
         return cls.from_dict(data, source=str(path))

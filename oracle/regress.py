@@ -6,15 +6,23 @@ large runs and leave large percentage errors on small ones, so each row is divid
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import Bounds, LinearConstraint, lsq_linear, minimize, nnls
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, lsq_linear, minimize, nnls
+
+MAX_ITER = 1000  # iterations each solver of `relative_bounded_lsq` may take
+TIME_LIMIT_S = 20.0  # s the trust-constr fallback of `relative_bounded_lsq` may take
 
 
 class NotFittedError(RuntimeError):
     """A model used before `fit`."""
+
+
+class FitNotConvergedError(RuntimeError):
+    """A constrained fit stopped by its iteration or time bound, or outside its limits."""
 
 
 def relative_nnls(X: ArrayLike, y: ArrayLike) -> np.ndarray:
@@ -37,13 +45,17 @@ def relative_bounded_lsq(
     y: ArrayLike,
     lower: ArrayLike,
     constraints: tuple[np.ndarray, np.ndarray] | None = None,
+    max_iter: int = MAX_ITER,
+    time_limit_s: float = TIME_LIMIT_S,
 ) -> np.ndarray:
     """Coefficients c ≥ lower minimising Σ ((X·c − y) / y)², optionally with G·c ≤ h.
 
     For small physical fits (a handful of constants) where bounds and linear inequalities encode
     what hardware can do. Solved with SLSQP (trust-constr if that fails) from the bounded
     least-squares start; each
-    inequality is normalised so that limits of very different magnitudes weigh alike.
+    inequality is normalised so that limits of very different magnitudes weigh alike. Each solver
+    stops after `max_iter` iterations, trust-constr also after `time_limit_s` s (its iterations can
+    take 0.1 s each); FitNotConvergedError says so when a bound stopped it.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -69,7 +81,7 @@ def relative_bounded_lsq(
         bounds=Bounds(lo, np.inf),
         constraints=[{"type": "ineq", "fun": lambda c: h - Gs @ c, "jac": lambda c: -Gs}],
         method="SLSQP",
-        options={"maxiter": 1000, "ftol": 1e-12},
+        options={"maxiter": max_iter, "ftol": 1e-12},
     )
     if not res.success or np.any(Gs @ res.x - h > 1e-6):
         res = minimize(
@@ -80,12 +92,30 @@ def relative_bounded_lsq(
             bounds=Bounds(lo, np.inf),
             constraints=[LinearConstraint(Gs, -np.inf, h)],
             method="trust-constr",
-            options={"maxiter": 2000, "gtol": 1e-12, "xtol": 1e-14},
+            options={"maxiter": max_iter, "gtol": 1e-12, "xtol": 1e-14},
+            callback=_deadline(time_limit_s),
         )
+        if res.status in (0, 3):  # 0: max_iter reached, 3: the deadline callback stopped it
+            bound = f"{max_iter} iterations" if res.status == 0 else f"{time_limit_s:g} s ({res.nit} iterations)"
+            raise FitNotConvergedError(
+                f"the constrained fit stopped at its bound of {bound} without converging: "
+                "check the table's units and outliers."
+            )
     c = np.maximum(res.x, lo)
     if np.any(Gs @ c - h > 1e-6):
-        raise RuntimeError(f"constrained fit failed to satisfy its limits: {res.message}")
+        raise FitNotConvergedError(f"the constrained fit failed to satisfy its limits: {res.message}")
     return c / scale
+
+
+def _deadline(time_limit_s: float) -> Callable[[OptimizeResult], None]:
+    """A scipy callback that stops the solver once `time_limit_s` s have passed since this call."""
+    end = time.monotonic() + time_limit_s
+
+    def stop(intermediate_result: OptimizeResult) -> None:  # scipy passes the state by this name
+        if time.monotonic() > end:
+            raise StopIteration
+
+    return stop
 
 
 def mape_pct(y_true: ArrayLike, y_pred: ArrayLike) -> float:

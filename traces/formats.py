@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from oracle.files import read_first_line
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,9 @@ def read_header(path: Path) -> list[str]:
     """Column names of a CSV (optionally .gz) or Parquet file."""
     if path.suffix == ".parquet":
         return list(pq.read_schema(path).names)
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as fh:
-            first = fh.readline().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        first = read_first_line(path, "trace file").decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise ValueError(f"{path}: cannot read a CSV header: {e}") from e
     if not first.strip():
         raise ValueError(f"{path}: empty file, expected a CSV header line")

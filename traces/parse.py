@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from oracle.files import require_regular_file
 from traces.formats import Detected, detect, read_header
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -34,8 +35,7 @@ class Parsed:
 
 def parse_file(path: Path) -> Parsed:
     """Parse a CSV (optionally .gz) or Parquet trace file in any known format."""
-    if not path.exists():
-        raise FileNotFoundError(f"trace file {path} does not exist")
+    require_regular_file(path, "trace file")
     det = detect(path, read_header(path))
     table = _read_table(path, det)
     frame, t0, notes = _canonical(path, det, table)

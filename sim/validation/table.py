@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oracle.files import NotARegularFileError, require_regular_file
+
 BENCHMARK_FILE = "data/mlenergy_v3_lm_arena_chat.csv"
 HISTOGRAM_FILE = "data/mlenergy_v3_output_lengths.csv"
 KEY = ("model_id", "gpu_model", "max_num_seqs")
@@ -127,9 +129,10 @@ def parse_histograms(df: pd.DataFrame, source: str = "<histograms>") -> dict[tup
 
 
 def _read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise BenchmarkTableError(f"{what} {path} does not exist")
+    try:
+        path = require_regular_file(path, what)
+    except (FileNotFoundError, NotARegularFileError) as e:
+        raise BenchmarkTableError(str(e)) from None
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -89,3 +89,25 @@ def test_command_line_refuses_a_table_that_cannot_determine_the_model(table_csv,
     assert "calibrate.fit: error: the table cannot determine the model" in proc.stderr
     assert "Traceback" not in proc.stderr and "MAPE" not in proc.stdout
     assert not out.exists()
+
+
+def test_command_line_refuses_a_table_in_kwh_in_one_line(table_csv, tmp_path):
+    """Before, the fit ran for minutes with scipy 'Singular Jacobian' warnings and no word."""
+    import pandas as pd
+
+    kwh = tmp_path / "kwh.csv"
+    table = pd.read_csv(table_csv)
+    table.assign(energy_j=table["energy_j"] / 3.6e6).to_csv(kwh, index=False)
+    out = tmp_path / "o.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", f"measurements={kwh}", f"out={out}", f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    (line,) = [x for x in proc.stderr.splitlines() if "calibrate.fit: error:" in x]
+    assert line.startswith("calibrate.fit: error: 294 of 294 rows imply a mean power (energy_j / duration_s)")
+    assert line.endswith("energy_j looks like kWh: multiply it by 3.6e6.")
+    assert "Traceback" not in proc.stderr and not out.exists()

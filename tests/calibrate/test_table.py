@@ -1,5 +1,7 @@
 """The measurement table: validation names the column and the first bad row; appends are safe."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -94,3 +96,13 @@ def test_a_cut_short_header_leaves_an_empty_table(tmp_path):
     assert path.read_bytes() == b""
     append_row(path, ROW)
     assert len(read_table(path)) == 1
+
+
+def test_read_table_refuses_a_fifo_without_blocking(tmp_path):
+    from tests.oracle.test_files import raised_in_subprocess
+
+    fifo = tmp_path / "m.csv"
+    os.mkfifo(fifo)
+    assert raised_in_subprocess(f"calibrate.table.read_table({str(fifo)!r})") == (
+        f"NotARegularFileError: measurement table {fifo} is not a regular file (a FIFO)"
+    )

@@ -1,15 +1,22 @@
 """Fitting recovers known coefficients and beats the baselines on clean grids."""
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from oracle import features as F
-from oracle.fit import OracleEstimator, UnidentifiableFitError, fit_oracle
+from oracle.fit import OracleEstimator, UnidentifiableFitError, fit_oracle, power_limits, run_design
 from oracle.model import Oracle
-from oracle.regress import NotFittedError, RelativeNNLS, cross_val_mape_pct, relative_bounded_lsq
+from oracle.regress import (
+    FitNotConvergedError,
+    NotFittedError,
+    RelativeNNLS,
+    cross_val_mape_pct,
+    relative_bounded_lsq,
+)
 
 GRID = [64, 128, 256, 512, 1024, 2048, 4096]
 
@@ -183,3 +190,27 @@ def test_show_reports_what_the_power_constraint_cost(truth):
     oracle, report = fit_oracle(_hot(truth))
     assert report.power is not None
     assert f"binding, cost {report.power.cost_pct:+.2f} MAPE points" in describe(oracle, (1,))
+
+
+def _kwh_fit_problem(truth) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The energy fit of a table in kWh under the H100's power limits: SLSQP fails on it and the
+    trust-constr fallback takes ~0.1 s an iteration (minutes in all before it was bounded)."""
+    table = synthetic_table(truth, noise=0.01, seed=2)
+    table["energy_j"] /= 3.6e6
+    time_coef = RelativeNNLS().fit(run_design(table), table["duration_s"]).coef_
+    return run_design(table), table["energy_j"].to_numpy(), power_limits(table, time_coef, 75.0, 700.0)
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [
+        (dict(max_iter=3), "stopped at its bound of 3 iterations without converging"),
+        (dict(time_limit_s=0.5), r"stopped at its bound of 0.5 s \(\d+ iterations\) without converging"),
+    ],
+)
+def test_constrained_fit_stops_at_its_bound_and_says_so(truth, bounds, message):
+    X, y, limits = _kwh_fit_problem(truth)
+    start = time.monotonic()
+    with pytest.raises(FitNotConvergedError, match=message):
+        relative_bounded_lsq(X, y, np.zeros(X.shape[1]), constraints=limits, **bounds)
+    assert time.monotonic() - start < 5.0

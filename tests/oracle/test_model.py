@@ -1,12 +1,21 @@
 """Oracle persistence, validation and warnings."""
 
 import json
+import os
 import warnings
 
 import numpy as np
 import pytest
 
-from oracle.model import CalibratedRange, MemorySpec, Oracle, OracleFormatError, OracleRangeWarning, shipped_oracles
+from oracle.model import (
+    MAX_ORACLE_BYTES,
+    CalibratedRange,
+    MemorySpec,
+    Oracle,
+    OracleFormatError,
+    OracleRangeWarning,
+    shipped_oracles,
+)
 
 
 def _oracle(**kw):
@@ -116,3 +125,23 @@ def test_every_shipped_oracle_loads_and_is_physical():
         assert o.provenance.get("power_throttled", []) == [p for p in problems if "above the power limit" in p], name
         assert np.all(np.isfinite(o.optimal_output([64, 4096])))
         assert o.memory is not None and o.memory.kv_capacity_tokens() > 0, name
+
+
+def test_load_refuses_a_fifo_without_blocking(tmp_path):
+    from tests.oracle.test_files import raised_in_subprocess
+
+    fifo = tmp_path / "o.json"
+    os.mkfifo(fifo)
+    assert raised_in_subprocess(f"oracle.model.Oracle.load({str(fifo)!r})") == (
+        f"OracleFormatError: oracle file {fifo} is not a regular file (a FIFO)"
+    )
+
+
+def test_load_refuses_directories_and_oversized_files(tmp_path):
+    with pytest.raises(OracleFormatError, match="is not a regular file \\(a directory\\)"):
+        Oracle.load(tmp_path)
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.truncate(MAX_ORACLE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(OracleFormatError, match="big.json holds 16,777,217 bytes, more than the 16,777,216"):
+        Oracle.load(big)
