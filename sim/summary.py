@@ -72,7 +72,8 @@ class RunSummary:
 @dataclass(frozen=True)
 class Summary:
     """A run's summary: the policy's figures (top level), planning, fleet, capacity, the baseline
-    and the savings (%) against it (None without a baseline)."""
+    and the savings (%) against it (None without a baseline), on the requests both runs served
+    (`sim.metrics.Comparison`; `comparison_note` names those left out)."""
 
     run: RunSummary
     planning: dict[str, Any]
@@ -83,6 +84,8 @@ class Summary:
     energy_savings_pct: float | None = _m("%", "energy saved against the baseline", None)
     energy_per_request_savings_pct: float | None = _m("%", "energy per request saved", None)
     active_energy_savings_pct: float | None = _m("%", "step energy saved", None)
+    compared_requests: int | None = _m("requests", "requests both runs served: what the savings compare", None)
+    comparison_note: str = field(default="", metadata={"unit": "", "doc": "requests left out of the comparison"})
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json layout: run keys at top level, then the rest."""
@@ -92,7 +95,13 @@ class Summary:
         if self.baseline is not None:
             out["baseline"] = self.baseline.to_dict()
             out["baseline_source"] = self.baseline_source
-            for key in ("energy_savings_pct", "energy_per_request_savings_pct", "active_energy_savings_pct"):
+            for key in (
+                "energy_savings_pct",
+                "energy_per_request_savings_pct",
+                "active_energy_savings_pct",
+                "compared_requests",
+                "comparison_note",
+            ):
                 out[key] = getattr(self, key)
         return out
 
