@@ -33,7 +33,7 @@ from sim.plots import plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.summary import Summary, unit
+from sim.summary import Summary, split_wall_clock, unit
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -245,6 +245,7 @@ def execute(
         datasets=(trace_dataset(cfg.trace.name, cfg.trace.path, prepared.requests),),
         extra_params={"policy_description": prepared.policy.describe()},
         artifacts=(*names, "run.json"),
+        timing=split_wall_clock(summary.to_dict())[1],
     )
     record.write(out)
     if background:

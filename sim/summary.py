@@ -114,6 +114,22 @@ class Summary:
         return math.nan if node is None else float(node)
 
 
+WALL_CLOCK = ("sim_wall_s", "sim_requests_per_s")
+"""RunSummary keys measured on the wall clock: they differ between runs of one seed, so they go
+to run.json (`tracking.folder.RunRecord.timing`), and summary.json stays the same, bit for bit."""
+
+
+def split_wall_clock(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """(`Summary.to_dict()` output without the WALL_CLOCK keys, their finite values by dotted
+    metric name, as MLflow names them)."""
+    out = dict(data)
+    timing = {key: out.pop(key) for key in WALL_CLOCK if key in out}
+    if isinstance(out.get("baseline"), dict):
+        base = out["baseline"] = dict(out["baseline"])
+        timing |= {f"baseline.{key}": base.pop(key) for key in WALL_CLOCK if key in base}
+    return out, {k: float(v) for k, v in timing.items() if math.isfinite(v)}
+
+
 def _units(cls: type, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for f in fields(cls):
