@@ -288,7 +288,8 @@ class Oracle:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Oracle:
-        """Load an oracle JSON file, or a shipped oracle by name (e.g. 'llama-3.1-8b_h100')."""
+        """Load an oracle JSON file, or a shipped oracle by name (e.g. 'llama-3.1-8b_h100'); an
+        oracle whose steps or memory the GPU it names cannot have is refused (`oracle.plausible`)."""
         path = Path(name_or_path)
         if not path.exists():
             path = _shipped_path(str(name_or_path))
@@ -298,7 +299,13 @@ class Oracle:
             raise OracleFormatError(str(e)) from None
         except json.JSONDecodeError as e:
             raise OracleFormatError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(data, source=str(path))
+        oracle = cls.from_dict(data, source=str(path))
+        from oracle.plausible import implausible  # it reads the oracle's steps: imported here, not in a cycle
+
+        problems = implausible(oracle, representative_steps(oracle.calibrated))
+        if problems:
+            raise OracleFormatError(f"{path}: physically implausible for {oracle.gpu!r}: {'; '.join(problems)}")
+        return oracle
 
 
 def representative_steps(calibrated: CalibratedRange, max_batch: float | None = None) -> np.ndarray:

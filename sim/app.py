@@ -26,14 +26,14 @@ from sim.console import explain, table
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset
 from sim.kv import replica_kv
-from sim.metrics import fleet_summary, run_summary, saving_pct
+from sim.metrics import fleet_summary, run_summary, with_savings
 from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs
 from sim.planning import PlanningConfig, planning_figures
 from sim.plots import plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.summary import Summary, unit
+from sim.summary import Summary, split_wall_clock, unit
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -245,6 +245,7 @@ def execute(
         datasets=(trace_dataset(cfg.trace.name, cfg.trace.path, prepared.requests),),
         extra_params={"policy_description": prepared.policy.describe()},
         artifacts=(*names, "run.json"),
+        timing=split_wall_clock(summary.to_dict())[1],
     )
     record.write(out)
     if background:
@@ -271,19 +272,15 @@ def _summary(
     busy = sum(s.busy_s for s in result.servers)
     figures = planning_figures(own.energy_j, horizon, own.peak_power_w, len(result.servers), busy, cfg.planning)
     base = run_summary(runs[-1], cfg.slo, horizon) if cfg.compare_baseline else None
-    return Summary(
+    summary = Summary(
         run=own,
         planning=figures.to_dict(),
         fleet=fleet_summary(result, fleet, horizon),
         baseline=base,
         baseline_source=source or ("same run" if base is not None else ""),
         capacity=_capacity(prepared, capacity) if capacity is not None else None,
-        energy_savings_pct=saving_pct(base.energy_j, own.energy_j) if base else None,
-        energy_per_request_savings_pct=saving_pct(base.energy_per_request_j, own.energy_per_request_j)
-        if base
-        else None,
-        active_energy_savings_pct=saving_pct(base.active_energy_j, own.active_energy_j) if base else None,
     )
+    return summary if base is None else with_savings(summary, result, runs[-1])
 
 
 def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy, records: Path) -> SimResult:

@@ -60,6 +60,9 @@ def table(summary: Summary) -> str:
     )
     if summary.energy_savings_pct is not None:
         lines.append(f"energy savings vs none: {summary.energy_savings_pct:.2f}% ({summary.baseline_source})")
+        if summary.comparison_note:
+            both = f"{summary.compared_requests:,} requests both served"
+            lines[-1] += f", on the step energy of the {both}; {summary.comparison_note}"
     fleet = summary.fleet
     if fleet:
         pools = ", ".join(f"{p['replicas']} × {name} ({p['oracle'] or name})" for name, p in fleet["pools"].items())

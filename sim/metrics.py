@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.server import ServerStats
 from sim.spans import PeakSweep
-from sim.summary import Latency, RunSummary
+from sim.summary import Latency, RunSummary, Summary
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 
@@ -159,3 +160,67 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
 def saving_pct(base: float, new: float) -> float:
     """Share (%) of `base` saved by `new`; NaN when base is 0."""
     return 100.0 * (base - new) / base if base else math.nan
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a policy's savings against its baseline compare: the requests both runs served.
+
+    When one run served requests the other rejected (a policy may shorten a request the baseline
+    cannot hold), totals would compare different work: the savings then compare the energy (J)
+    of the requests both served, their share of the steps (`policy_j`, `baseline_j`; idle energy
+    left out, since it depends on the whole schedule), and `note` says how many were left out and
+    why. When both served the same requests, the totals (idle included) are compared.
+    """
+
+    both: int
+    policy_j: float
+    baseline_j: float
+    note: str = ""
+
+    def energy(self, run: RunSummary, baseline: bool = False) -> tuple[float, float, float]:
+        """(energy, active energy, energy per request) in J of `run` over the compared requests."""
+        if not self.note:
+            return run.energy_j, run.active_energy_j, run.energy_per_request_j
+        energy = self.baseline_j if baseline else self.policy_j
+        return energy, energy, energy / self.both if self.both else math.nan
+
+
+def compare(policy: SimResult, baseline: SimResult) -> Comparison:
+    """The requests both runs served, their energy (J) in each, and those left out, in words."""
+    a, b = policy.records, baseline.records
+    done_a, done_b = a["completed"].to_numpy(), b["completed"].to_numpy()
+    only_a, only_b = done_a & ~done_b, done_b & ~done_a
+    parts = [_left_out(int(n), who, other["reject_reason"].to_numpy()[mask]) for n, who, other, mask in (
+        (only_a.sum(), "the policy", b, only_a), (only_b.sum(), "the baseline", a, only_b)) if n]  # fmt: skip
+    note = ""
+    if parts:
+        note = (f"{int((only_a | only_b).sum()):,} left out ({'; '.join(parts)}), and idle energy, "
+                "which depends on the whole schedule")  # fmt: skip
+    both = done_a & done_b
+    energy_a, energy_b = a["energy_j"].to_numpy()[both].sum(), b["energy_j"].to_numpy()[both].sum()
+    return Comparison(int(both.sum()), float(energy_a), float(energy_b), note)
+
+
+def _left_out(n: int, served_by: str, reasons: np.ndarray) -> str:
+    """'N served only by X (the other rejected them: K longer than the KV cache holds, …)'."""
+    kinds, counts = np.unique(np.asarray(reasons, dtype=str), return_counts=True)
+    why = ", ".join(f"{c:,} {k}" for k, c in zip(kinds, counts, strict=True))
+    return f"{n:,} served only by {served_by}, the other rejected them: {why}"
+
+
+def with_savings(summary: Summary, policy: SimResult, baseline: SimResult) -> Summary:
+    """`summary` (its run and baseline figures set) with the savings (%) of `policy` against
+    `baseline` on the requests both served, and how many that is."""
+    assert summary.baseline is not None
+    compared = compare(policy, baseline)
+    energy, active, per_request = compared.energy(summary.run)
+    b_energy, b_active, b_per_request = compared.energy(summary.baseline, baseline=True)
+    return replace(
+        summary,
+        energy_savings_pct=saving_pct(b_energy, energy),
+        energy_per_request_savings_pct=saving_pct(b_per_request, per_request),
+        active_energy_savings_pct=saving_pct(b_active, active),
+        compared_requests=compared.both,
+        comparison_note=compared.note,
+    )

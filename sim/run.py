@@ -25,6 +25,7 @@ import pandas as pd
 import simpy
 
 from oracle.model import Oracle, warn_outside_range
+from sim.checks import checked_arrays
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
@@ -90,7 +91,7 @@ def simulate_fleet(
     is closed valid with the row groups written so far, and a note on the error says how many.
     """
     policy = policy or Policy()
-    arrival, n_in, n_out = _arrays(requests)
+    arrival, n_in, n_out = checked_arrays(requests)
     shaping = unshaped(n_in, n_out) if policy.dynamic else policy.shape(n_in, n_out)
     parents = np.flatnonzero(shaping.summary_tokens > 0)
     if parents.size and policy.summarizer is None:
@@ -238,22 +239,6 @@ def _warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
         RejectedRequestsWarning,
         stacklevel=stacklevel,
     )
-
-
-def _arrays(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    missing = {"arrival_s", "n_in", "n_out"} - set(requests.columns)
-    if missing:
-        raise ValueError(f"requests lack column(s) {sorted(missing)}")
-    arrival = np.ascontiguousarray(requests["arrival_s"].to_numpy(dtype=float))
-    if arrival.size and (np.any(np.diff(arrival) < 0) or arrival[0] < 0):
-        raise ValueError("requests.arrival_s must be sorted and non-negative")
-    return arrival, _lengths(requests["n_in"]), _lengths(requests["n_out"])
-
-
-def _lengths(column: pd.Series) -> np.ndarray:
-    """Token counts as a contiguous integer array: the trace's own when it is one (no copy)."""
-    values = column.to_numpy()
-    return np.ascontiguousarray(values if values.dtype.kind in "iu" else column.to_numpy(np.int64))
 
 
 def _wire(

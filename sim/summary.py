@@ -72,7 +72,8 @@ class RunSummary:
 @dataclass(frozen=True)
 class Summary:
     """A run's summary: the policy's figures (top level), planning, fleet, capacity, the baseline
-    and the savings (%) against it (None without a baseline)."""
+    and the savings (%) against it (None without a baseline), on the requests both runs served
+    (`sim.metrics.Comparison`; `comparison_note` names those left out)."""
 
     run: RunSummary
     planning: dict[str, Any]
@@ -83,6 +84,8 @@ class Summary:
     energy_savings_pct: float | None = _m("%", "energy saved against the baseline", None)
     energy_per_request_savings_pct: float | None = _m("%", "energy per request saved", None)
     active_energy_savings_pct: float | None = _m("%", "step energy saved", None)
+    compared_requests: int | None = _m("requests", "requests both runs served: what the savings compare", None)
+    comparison_note: str = field(default="", metadata={"unit": "", "doc": "requests left out of the comparison"})
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json layout: run keys at top level, then the rest."""
@@ -92,7 +95,13 @@ class Summary:
         if self.baseline is not None:
             out["baseline"] = self.baseline.to_dict()
             out["baseline_source"] = self.baseline_source
-            for key in ("energy_savings_pct", "energy_per_request_savings_pct", "active_energy_savings_pct"):
+            for key in (
+                "energy_savings_pct",
+                "energy_per_request_savings_pct",
+                "active_energy_savings_pct",
+                "compared_requests",
+                "comparison_note",
+            ):
                 out[key] = getattr(self, key)
         return out
 
@@ -103,6 +112,22 @@ class Summary:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return math.nan if node is None else float(node)
+
+
+WALL_CLOCK = ("sim_wall_s", "sim_requests_per_s")
+"""RunSummary keys measured on the wall clock: they differ between runs of one seed, so they go
+to run.json (`tracking.folder.RunRecord.timing`), and summary.json stays the same, bit for bit."""
+
+
+def split_wall_clock(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """(`Summary.to_dict()` output without the WALL_CLOCK keys, their finite values by dotted
+    metric name, as MLflow names them)."""
+    out = dict(data)
+    timing = {key: out.pop(key) for key in WALL_CLOCK if key in out}
+    if isinstance(out.get("baseline"), dict):
+        base = out["baseline"] = dict(out["baseline"])
+        timing |= {f"baseline.{key}": base.pop(key) for key in WALL_CLOCK if key in base}
+    return out, {k: float(v) for k, v in timing.items() if math.isfinite(v)}
 
 
 def _units(cls: type, prefix: str = "") -> dict[str, str]:

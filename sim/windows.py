@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.checks import checked_arrays
 from sim.config import ConfigError, check
 from sim.fleet import Fleet
 from sim.policies.base import Policy
@@ -143,7 +144,7 @@ def simulate_windows(
     check(executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}, got {executor!r}")
     policy = policy or Policy()
     start = time.perf_counter()
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    arrival = checked_arrays(requests)[0]  # the windows are planned on arrivals checked as the run checks them
     plan = plan_windows(arrival, windows, warmup_s, cooldown_s)
     if len(plan) == 1:
         return simulate_fleet(requests, fleet, policy)

@@ -13,9 +13,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from oracle.files import require_regular_file
+from traces.checks import bad_seconds, bad_tokens, not_whole
 from traces.formats import Detected, detect, read_header
-
-_INT32_MAX = np.iinfo(np.int32).max
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,7 @@ def _whole_numbers(path: Path, col: str, column: pa.ChunkedArray) -> pa.ChunkedA
     numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
     present = values.notna().to_numpy()
     n = numbers.to_numpy()
-    with np.errstate(invalid="ignore"):
-        bad = present & (~np.isfinite(n) | (np.mod(n, 1.0) != 0))
+    bad = present & not_whole(n)
     if bad.any():
         _raise_at(path, col, int(np.argmax(bad)), values, "is not an integer token count")
     return pa.chunked_array([pa.array(n, from_pandas=True).cast(pa.int64())])
@@ -180,12 +178,9 @@ def _check_nulls(path: Path, table: pa.Table) -> None:
 
 def _tokens(path: Path, table: pa.Table, col: str) -> np.ndarray:
     values = table.column(col).to_numpy()
-    for bad, problem in (
-        (values < 0, "is a negative token count"),
-        (values > _INT32_MAX, "is too large for a token count"),
-    ):
-        if bad.any():
-            _raise_at(path, col, int(np.argmax(bad)), values, problem)
+    bad = bad_tokens(values)
+    if bad is not None:
+        _raise_at(path, col, bad[0], values, bad[1])
     return values.astype(np.int32)
 
 
@@ -216,9 +211,9 @@ def _canonical(path: Path, det: Detected, table: pa.Table):
 
 def _seconds(path: Path, col: str, column: pa.ChunkedArray) -> np.ndarray:
     values = column.to_numpy().astype(np.float64, copy=False)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        _raise_at(path, col, int(np.argmax(bad)), values, "is not a finite number of seconds")
+    bad = bad_seconds(values)
+    if bad is not None:
+        _raise_at(path, col, bad[0], values, bad[1])
     return values
 
 

@@ -3,11 +3,13 @@ tracking failed (server down) can be logged later from its folder alone:
 
     python -m tracking outputs/2026-01-01/12-00-00.123456 [--uri sqlite:///mlflow.db]
 
-run.json holds the tracking config, run name, tags, parent run, input data sets, extra parameters
-and the artifact files (names inside the folder: a run logs only its own files); parameters come
-from resolved_config.yaml and metrics from summary.json. Once logged, the folder's tracking.json
-holds the run id (a folder already logged is skipped unless `--again`); a background finisher
-that could not log it writes the error there instead.
+run.json holds the tracking config, run name, tags, parent run, input data sets, extra parameters,
+the artifact files (names inside the folder: a run logs only its own files) and the figures
+measured on the wall clock (`timing`: seconds and requests/s of the simulation, which differ between
+runs of one seed); parameters come from resolved_config.yaml and the other metrics from
+summary.json. Once logged, the folder's tracking.json holds the run id (a folder already logged is
+skipped unless `--again`); a background finisher that could not log it writes the error there
+instead.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RunRecord:
     datasets: tuple[DatasetRef, ...] = ()
     extra_params: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    timing: dict[str, float] = field(default_factory=dict)
 
     def write(self, folder: Path) -> Path:
         path = folder / RUN_FILE
@@ -58,6 +61,7 @@ class RunRecord:
             datasets=tuple(DatasetRef(**d) for d in data.get("datasets") or ()),
             extra_params=dict(data.get("extra_params") or {}),
             artifacts=tuple(data.get("artifacts") or ()),
+            timing=dict(data.get("timing") or {}),
         )
 
 
@@ -71,7 +75,7 @@ def log_folder(
     if uri:
         tracking = replace(tracking, uri=uri)
     params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
-    metrics = json.loads((folder / SUMMARY_FILE).read_text())
+    metrics = {**json.loads((folder / SUMMARY_FILE).read_text()), **record.timing}
     run_id = log_run(
         tracking,
         params,

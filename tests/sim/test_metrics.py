@@ -1,0 +1,51 @@
+"""Savings against the baseline compare the requests both runs served, and say what they left out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sim.app import app_config, execute, prepare
+from sim.metrics import saving_pct
+
+
+def _run(tmp_path, rows, *overrides):
+    path = tmp_path / "trace.csv"
+    pd.DataFrame(rows, columns=["arrival_s", "n_in", "n_out"]).to_csv(path, index=False)
+    over = [f"output_dir={tmp_path / 'out'}", "trace=file", f"trace.path={path}", "progress=false", "plots=false",
+            "tracking.enabled=false", "policy=adaptive_gen", *overrides]  # fmt: skip
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("sim", overrides=over)
+    return execute(prepare(app_config(OmegaConf.to_container(cfg, resolve=True))))
+
+
+def _records(tmp_path):
+    return (pd.read_parquet(tmp_path / "out" / f) for f in ("requests.parquet", "requests_baseline.parquet"))
+
+
+def test_a_request_only_the_policy_serves_is_left_out_of_the_savings(tmp_path, capsys):
+    """n_out 10⁹ is longer than the baseline's KV cache; adaptive_gen cuts it and serves it."""
+    rows = [(0.5 * i, 200, 150) for i in range(10)] + [(5.0, 200, 10**9)]
+    summary = _run(tmp_path, rows)
+    assert summary.baseline is not None
+    assert (summary.run.completed, summary.baseline.completed, summary.compared_requests) == (11, 10, 10)
+    policy, base = _records(tmp_path)
+    both = policy["completed"] & base["completed"]
+    expected = saving_pct(base["energy_j"][both].sum(), policy["energy_j"][both].sum())
+    assert summary.energy_savings_pct == pytest.approx(expected, rel=1e-12)
+    assert summary.energy_savings_pct != pytest.approx(saving_pct(summary.baseline.energy_j, summary.run.energy_j))
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("energy savings vs none")]
+    assert (
+        "on the step energy of the 10 requests both served; 1 left out (1 served only by the policy, "
+        "the other rejected them: 1 longer than the KV cache holds)" in line
+    )
+
+
+def test_runs_that_served_the_same_requests_compare_their_totals(tmp_path, capsys):
+    summary = _run(tmp_path, [(0.5 * i, 200, 150 + 50 * i) for i in range(10)], "policy.factor=0.3")
+    assert summary.baseline is not None and summary.comparison_note == ""
+    assert summary.compared_requests == summary.run.completed == summary.baseline.completed == 10
+    assert summary.energy_savings_pct == saving_pct(summary.baseline.energy_j, summary.run.energy_j)
+    assert "left out" not in capsys.readouterr().out
