@@ -50,6 +50,8 @@ def _check(values: np.ndarray, column: str, bad: tuple[int, str] | None) -> None
 def _numbers(requests: pd.DataFrame, column: str) -> np.ndarray:
     """A column's values as a numeric array; ValueError when it holds something else (text, dates)."""
     values = requests[column].to_numpy()
+    if not values.size:  # an empty trace: no values, whatever the column's dtype
+        return values.astype(np.int64 if column != "arrival_s" else float)
     if values.dtype.kind not in "iuf":
         raise ValueError(f"requests: column {column} must hold numbers, got dtype {values.dtype}")
     return values

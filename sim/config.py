@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 SERVER_MODES = ("continuous", "static")
-SCHEDULERS = ("vllm", "trtllm_no_evict", "trtllm_max_utilization")
 
 
 class ConfigError(ValueError):
@@ -42,15 +41,16 @@ class ServerConfig:
     kv_memory_fraction: share of GPU memory usable for weights + KV cache;
     kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
     exact_steps: advance one step per event (the slow reference mode).
-    scheduler: how batches form and KV cache is managed (`sim.engine`): 'vllm' (paged KV
-    allocated as tokens are produced, preemption by recomputation), 'trtllm_no_evict' (reserve
-    n_in + n_out at admission, never evict), 'trtllm_max_utilization' (paged, pause when full).
+    scheduler: how batches form and KV cache is managed: a name of `sim.schedulers.SCHEDULERS`
+    (one plug-in module each: vllm, trtllm_max_utilization, trtllm_no_evict, sglang, ...).
+    scheduler_options: that scheduler's own settings (its `Options` dataclass; null: defaults).
     block_size: KV-cache block (tokens) of the paged schedulers.
     record_features: log every span's summed step features (`ServerStats.span_features`), for
     calibrating on replayed runs.
     """
 
     scheduler: str = "vllm"
+    scheduler_options: dict[str, Any] | None = None
     block_size: int = 16
     mode: str = "continuous"
     max_batch_size: int = 256
@@ -62,11 +62,14 @@ class ServerConfig:
     record_features: bool = False
 
     def __post_init__(self) -> None:
+        from sim.schedulers import SCHEDULERS  # its plug-ins import this module's checks
+
         check(
             self.scheduler in SCHEDULERS,
             "server.scheduler",
-            f"must be one of {SCHEDULERS}, got {self.scheduler!r}",
+            f"must be one of {tuple(SCHEDULERS)}, got {self.scheduler!r}",
         )
+        self.scheduler_settings()
         check(self.block_size >= 1, "server.block_size", f"must be ≥ 1 (tokens), got {self.block_size}")
         check(
             self.mode in SERVER_MODES,
@@ -95,6 +98,13 @@ class ServerConfig:
                 "server.kv_capacity_tokens",
                 f"must be null or ≥ 1, got {self.kv_capacity_tokens}",
             )
+
+    def scheduler_settings(self) -> Any:
+        """The scheduler's `Options`, built from `scheduler_options` (unknown keys, wrong types and
+        bad values name the key)."""
+        from sim.schedulers import SCHEDULERS
+
+        return build(SCHEDULERS[self.scheduler].Options, self.scheduler_options, "server.scheduler_options")
 
 
 @dataclass(frozen=True)

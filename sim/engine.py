@@ -4,23 +4,20 @@ No SimPy and no costs here: `Engine` decides, at each step boundary, which seque
 step decodes and which prompt chunks it prefills, and keeps the KV cache's books. The SimPy
 process (`sim.server`) asks it for steps and moves the clock.
 
-Schedulers (`SCHEDULERS`, chosen by `server.scheduler`):
-- `vllm` (vLLM V1): KV cache paged in blocks, allocated as prompt chunks are prefilled and as
-  decode steps produce tokens. Each step schedules the running sequences first (decodes count one
-  token of the `max_num_tokens` budget; a prompt mid-prefill takes the next chunk), then, if no
-  sequence was preempted in this step, waiting requests in FCFS order within `max_batch_size`
-  sequences, the token budget and free blocks. When a running sequence needs a block and none is
-  free, the most recently admitted running sequence is preempted by recomputation: its blocks are
-  freed, it goes back to the front of the queue, and it later re-prefills its prompt plus the
-  tokens it had generated. Chunked prefill is on unless `server.chunked_prefill` is false;
-  without it, a request whose prompt plus n_out − 1 tokens exceeds `max_num_tokens` is rejected
-  on arrival, since its recomputation after a preemption could never run (vLLM requires
-  max_num_batched_tokens ≥ max_model_len without chunked prefill).
-- `trtllm_max_utilization` (TensorRT-LLM MAX_UTILIZATION): the same paging and pausing of the
-  most recently started request (recomputed on resume); new requests may still be admitted in a
-  step that paused one; chunked prefill only if `server.chunked_prefill` is true.
-- `trtllm_no_evict` (TensorRT-LLM GUARANTEED_NO_EVICT): a request's full n_in + n_out of KV is
-  reserved at admission and never evicted.
+Schedulers are plug-ins (`sim.schedulers`, chosen by `server.scheduler`): their class attributes
+say whether KV is reserved whole at admission, whether admission goes on in a step that
+preempted, the chunked-prefill default and where a preempted sequence is requeued; their hooks
+pick the preemption victim and the KV headroom an admission leaves. Paged schedulers allocate KV
+blocks as prompt chunks are prefilled and as decode steps produce tokens; each step schedules
+the running sequences first (decodes count one token of the `max_num_tokens` budget; a prompt
+mid-prefill takes the next chunk), then waiting requests in FCFS order within `max_batch_size`
+sequences, the token budget and free blocks. When a running sequence needs a block and none is
+free, the scheduler's victim is preempted by recomputation: its blocks are freed, it is requeued,
+and it later re-prefills its prompt plus the tokens it had generated. Without chunked prefill, a
+request whose prompt plus n_out − 1 tokens exceeds `max_num_tokens` is rejected on arrival, since
+its recomputation after a preemption could never run (vLLM requires max_num_batched_tokens ≥
+max_model_len without chunking). A reserving scheduler (TensorRT-LLM's GUARANTEED_NO_EVICT)
+holds a request's full n_in + n_out of KV from admission and never evicts.
 
 Fast spans: while no prompt is being prefilled and the queue cannot be admitted, every step is a
 plain decode step of the same sequences. A decoder needs a new block every `block_size` steps, at a
@@ -41,38 +38,15 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.kv import BlockPhases, KvLayout
+from sim.schedulers import SCHEDULERS
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """What distinguishes one engine's scheduler from another's (see the module docstring)."""
-
-    name: str
-    reserve_full: bool  # reserve n_in + n_out of KV at admission; never grow, never evict
-    admit_after_preemption: bool  # admit waiting requests in a step that preempted one
-    chunked_prefill: bool  # default when server.chunked_prefill is null
-    description: str
-
-
-SCHEDULERS: dict[str, SchedulerSpec] = {
-    s.name: s
-    for s in (
-        SchedulerSpec("vllm", False, False, True, "vLLM V1: paged KV, chunked prefill, preemption by recomputation"),
-        SchedulerSpec(
-            "trtllm_max_utilization", False, True, False, "TensorRT-LLM MAX_UTILIZATION: paged KV, pause and recompute"
-        ),
-        SchedulerSpec("trtllm_no_evict", True, True, False, "TensorRT-LLM GUARANTEED_NO_EVICT: reserve n_in + n_out"),
-    )
-}
 
 
 class Engine:
@@ -85,6 +59,7 @@ class Engine:
         "N",
         "S",
         "_bs",
+        "_plain",
         "_fit",
         "_heap",
         "_sat",
@@ -108,9 +83,9 @@ class Engine:
         "queued_need",
         "queued_prompt",
         "reserve",
+        "scheduler",
         "share",
         "share_c",
-        "spec",
         "static",
         "units",
         "used",
@@ -118,13 +93,15 @@ class Engine:
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
         self.jobs, self.config, self.kv = jobs, config, kv
-        self.spec = SCHEDULERS[config.scheduler]
+        cls = SCHEDULERS[config.scheduler]
+        self.scheduler = cls(config.scheduler_settings())
+        self._plain = cls.plain_admission()
         chunked = config.chunked_prefill
-        self.chunked = self.spec.chunked_prefill if chunked is None else chunked
+        self.chunked = cls.chunked_prefill if chunked is None else chunked
         self.static = config.mode == "static"
         self.max_tokens = config.max_num_tokens or 1 << 62
         self.max_seqs = config.max_batch_size
-        self.reserve = self.spec.reserve_full
+        self.reserve = cls.reserve_full
         self.cap = kv.capacity_units
         self.units = kv.units_fn()  # KV units of a sequence holding `tokens` tokens
         self._fit = kv.max_tokens(kv.capacity_units)  # the longest sequence the cache holds (tokens)
@@ -207,7 +184,10 @@ class Engine:
             if not self.chunked:
                 return False
             target = budget
-        return self.units(n_in + jobs.n_out[j] if self.reserve else target) <= free
+        need = self.units(n_in + jobs.n_out[j] if self.reserve else target)
+        if self._plain:
+            return need <= free
+        return need + self.scheduler.reserve(self, j) <= free - self.scheduler.headroom(self)
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""
@@ -228,6 +208,8 @@ class Engine:
                 heapq.heappop(sat)
             if sat and sat[0][0] - self.N < k:
                 k = sat[0][0] - self.N
+        if not self._plain:
+            k = min(k, self.scheduler.steady_steps(self))
         phases = self.phases
         if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
             return k  # the cache holds whole cycles of allocations past k
@@ -260,7 +242,8 @@ class Engine:
             demand += part_need
         preempted = False
         while demand > free:
-            v, _ = self.order.popitem()
+            v = self.scheduler.victim(self)
+            del self.order[v]
             preempted = True
             if part is not None and v == part[0]:
                 demand -= part_need
@@ -272,11 +255,16 @@ class Engine:
                 free += held
                 budget += 1
             self._requeue(v)
+        if preempted:
+            self.scheduler.preempted(self)
         work: Prefill = []
         if part is not None and m > 0:
             work.append((part[0], m, part[1]))
             budget -= m
-        if self.queue and (not preempted or self.spec.admit_after_preemption):
+        # no admission beside a prompt that stays mid-prefill (one partial prompt at a time: a
+        # preemption can leave token budget that its chunk, sized before, did not take)
+        settled = part is None or part[1] + m >= part[2]
+        if self.queue and settled and (not preempted or self.scheduler.admit_after_preemption):
             demand += self._admit(work, budget, free - demand, now_s)
         self.used += demand
         return work
@@ -286,6 +274,8 @@ class Engine:
         jobs, q, order, cap, taken = self.jobs, self.queue, self.order, self.max_seqs, 0
         if self.static and order:
             return 0  # static batching: a batch forms only on an empty server
+        sched, plain = self.scheduler, self._plain
+        room = free if plain else free - sched.headroom(self)  # KV units admissions may take or set aside
         n_in, n_out, generated, units = jobs.n_in, jobs.n_out, jobs.generated, self.units
         share = self.share + self.share_c
         while q and len(order) < cap and budget > 0:
@@ -295,8 +285,10 @@ class Engine:
             if m < target and not self.chunked:
                 break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
             need = units(n_in[j] + n_out[j] if self.reserve else m)
-            if need > free - taken:
+            aside = 0 if plain else sched.reserve(self, j)
+            if need + aside > room - taken:
                 break
+            room -= aside
             q.popleft()
             order[j] = None
             self._count_queued(j, -1)
@@ -450,7 +442,7 @@ class Engine:
         self.partial = None
         self.jobs.extra_prefill_tokens[j] += done
         self.jobs.extra_prefill_pairs[j] += done * (done + 1) / 2
-        held = 0 if self.spec.reserve_full else self.kv.units(done)
+        held = 0 if self.reserve else self.kv.units(done)
         self.used -= held
         self.pending -= self.jobs.n_in[j] + self.jobs.n_out[j]
         return held
@@ -461,7 +453,10 @@ class Engine:
         jobs.preemptions[j] += 1
         self.preemptions += 1
         jobs.share[j] += self.share + self.share_c
-        self.queue.appendleft(j)
+        if self.scheduler.requeue_front:
+            self.queue.appendleft(j)
+        else:
+            self.queue.append(j)
         self.pending += jobs.n_in[j] + jobs.n_out[j]
         self._count_queued(j, 1)
 
@@ -474,7 +469,7 @@ class Engine:
     def kv_units_explicit(self) -> int:
         """KV units held, summed sequence by sequence (checks the incremental count)."""
         jobs, kv = self.jobs, self.kv
-        if self.spec.reserve_full:
+        if self.reserve:
             return sum(kv.units(jobs.n_in[j] + jobs.n_out[j]) for j in self.order)
         total = sum(kv.units(c - 1) for _, c in self.decoder_contexts())
         if self.partial is not None:

@@ -54,9 +54,11 @@ _GENERAL: Prefill = []  # marks a step the general methods ran
 
 
 def fits(server: Server) -> bool:
-    """Whether `replay` can run the server: the fast mode, and nothing listening to it."""
+    """Whether `replay` can run the server: the fast mode, nothing listening to it, and a
+    scheduler whose admission is the plain rule this loop inlines."""
     listeners = (server.on_change, server.on_finish, server.on_reject)
-    return not (server._exact or server._record) and all(f is None for f in listeners)
+    plain = server.engine.scheduler.plain_admission()
+    return plain and not (server._exact or server._record) and all(f is None for f in listeners)
 
 
 def replay(server: Server, events: int = 1 << 62) -> bool:

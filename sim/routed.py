@@ -59,6 +59,7 @@ def fits(servers: Sequence[Server]) -> bool:
     events), the fast mode, nothing fed to them and nothing listening to them but a router."""
     return all(
         type(s) is Server
+        and s.engine.scheduler.plain_admission()
         and not (s._exact or s._record or s.alone or len(s._ftimes))
         and s.on_finish is None
         and s.on_reject is None

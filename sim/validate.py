@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from oracle.model import Oracle
-from sim.engine import SCHEDULERS
 from sim.notices import show_warnings_once
+from sim.schedulers import SCHEDULERS
 from sim.validation.plot import plot_validation
 from sim.validation.replay import default_prompts, mean_abs_error, validate
 from sim.validation.table import (

@@ -19,6 +19,7 @@ from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.jobs import JobTable
 from sim.run import SimResult, simulate
+from sim.schedulers import SCHEDULERS
 from sim.server import Server
 from tests.sim.conftest import flat_kv, toy_oracle, trace
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
@@ -69,13 +70,13 @@ def synthetic() -> pd.DataFrame:
     return traces.load("synthetic", num_requests=1500, rate_per_s=12.0, seed=1)
 
 
-@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 @pytest.mark.parametrize("chunked", [True, False])
 def test_the_fused_loop_replays_a_small_cache_bit_for_bit(llama, synthetic, scheduler, chunked):
     config = ServerConfig(scheduler=scheduler, kv_capacity_tokens=30_000, chunked_prefill=chunked)
     fused, general = both(synthetic, llama, config)
     assert_same(fused, general)
-    assert scheduler == "trtllm_no_evict" or fused.requests["preemptions"].sum() > 0
+    assert SCHEDULERS[scheduler].reserve_full or fused.requests["preemptions"].sum() > 0
 
 
 @pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])

@@ -17,11 +17,13 @@ from sim import routed
 from sim.config import ServerConfig, SloConfig
 from sim.fleet import Fleet, Pool
 from sim.run import SimResult, simulate_fleet
+from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import toy_oracle, trace
 from tests.sim.test_replay import LAYOUTS, assert_same
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
 ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])
+FUSED = servers.filter(lambda s: SCHEDULERS[s.scheduler].plain_admission())  # what the routed loop runs
 DYADIC_T = (0.25, 0.0, 0.0, 0.125, 0.0, 0.0)  # step times (s) that fall on the arrivals' grid
 
 
@@ -60,7 +62,7 @@ REQUESTS = st.lists(st.tuples(ARRIVALS, st.integers(1, 400), st.integers(1, 60))
 @SETTINGS
 @given(
     REQUESTS,
-    servers,
+    FUSED,
     ROUTERS,
     st.integers(2, 4),
     st.sampled_from([None, 60.0, 150.0]),
@@ -99,7 +101,7 @@ def test_the_routed_loop_replays_a_small_cache_and_a_power_limit_bit_for_bit(lla
     config = ServerConfig(scheduler=scheduler, kv_capacity_tokens=20_000)
     fused, simpy_run = both(busy, fleet_of(capped, config, router, 4, SloConfig()))
     assert_same(fused, simpy_run)
-    assert scheduler == "trtllm_no_evict" or fused.requests["preemptions"].sum() > 0
+    assert SCHEDULERS[scheduler].reserve_full or fused.requests["preemptions"].sum() > 0
     assert any((s.span_peak_w[s.span_steps > 1] >= 450.0 * (1 - 1e-12)).any() for s in fused.servers)
 
 

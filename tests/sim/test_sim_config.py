@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -37,7 +38,7 @@ def test_every_shipped_config_composes_and_validates(policy, server):
 
 
 def test_every_engine_scheduler_is_a_server_scheduler_option():
-    from sim.engine import SCHEDULERS
+    from sim.schedulers import SCHEDULERS
 
     assert set(SCHEDULERS_SHIPPED) == set(SCHEDULERS)
 
@@ -47,7 +48,9 @@ def test_every_engine_scheduler_is_a_server_scheduler_option():
 def test_the_scheduler_group_sets_the_engine_and_its_defaults_on_either_server(server, scheduler):
     cfg = app_config(composed(f"server={server}", f"server/scheduler={scheduler}")).server
     assert cfg.scheduler == scheduler and cfg.mode == server
-    assert (cfg.block_size, cfg.chunked_prefill) == ((16, True) if scheduler == "vllm" else (32, False))
+    shipped = yaml.safe_load((CONF / "server" / "scheduler" / f"{scheduler}.yaml").read_text())
+    assert (cfg.block_size, cfg.chunked_prefill) == (shipped["block_size"], shipped["chunked_prefill"])
+    assert cfg.scheduler_options == shipped["scheduler_options"]
 
 
 def test_the_default_engine_is_the_one_the_oracles_are_calibrated_on():

@@ -11,6 +11,7 @@ from sim.engine import Engine
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, JobTable
 from sim.kv import KvLayout, kv_layout
 from sim.run import simulate
+from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import flat_kv, toy_oracle, trace
 from tests.sim.test_sim_server import event_log
 
@@ -107,13 +108,20 @@ def test_windowed_decoders_agree_between_fast_and_exact_modes():
 
 @pytest.mark.parametrize(
     ("values", "key"),
-    [({"scheduler": "sglang"}, "server.scheduler"), ({"block_size": 0}, "server.block_size")],
+    [
+        ({"scheduler": "orca"}, "server.scheduler"),
+        ({"block_size": 0}, "server.block_size"),
+        ({"scheduler": "sglang", "scheduler_options": {"decay_step": 3}}, "server.scheduler_options.decay_step"),
+        ({"scheduler": "sglang", "scheduler_options": {"decay_steps": 0}}, "server.scheduler_options.decay_steps"),
+        ({"scheduler": "sglang", "scheduler_options": {"decay_steps": "x"}}, "server.scheduler_options.decay_steps"),
+        ({"scheduler": "vllm", "scheduler_options": {"decay_steps": 5}}, "server.scheduler_options.decay_steps"),
+    ],
 )
 def test_bad_scheduler_settings_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key) as e:
         ServerConfig(**values)
-    if "scheduler" in values:
-        assert "vllm" in str(e.value) and "trtllm_no_evict" in str(e.value)
+    if key == "server.scheduler":
+        assert all(name in str(e.value) for name in SCHEDULERS)
 
 
 def test_a_token_budget_below_the_batch_cap_is_rejected():
@@ -121,7 +129,7 @@ def test_a_token_budget_below_the_batch_cap_is_rejected():
         ServerConfig(max_batch_size=16, max_num_tokens=0)
 
 
-@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_every_scheduler_serves_fleets_policies_and_capacity_searches(llama, scheduler):
     """Routers, a dynamic policy and the capacity search run on each engine, tight KV included."""
     import traces
@@ -147,7 +155,7 @@ def test_every_scheduler_serves_fleets_policies_and_capacity_searches(llama, sch
     assert capacity.met and capacity.replicas >= 1
 
 
-@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_without_chunked_prefill_a_preempted_request_must_be_able_to_recompute(scheduler):
     """A paged engine may preempt a request after n_out − 1 tokens; its re-prefill of 51 + 14 tokens
     would not fit a 64-token budget and could never run again (found by hypothesis: the replica
@@ -158,7 +166,7 @@ def test_without_chunked_prefill_a_preempted_request_must_be_able_to_recompute(s
         kv_capacity_tokens=150,
     )  # fmt: skip
     r = simulate(trace([(0.765625, 51, 15), (0.875, 60, 6), (1.0, 40, 10)]), toy_oracle(), server).requests
-    if scheduler == "trtllm_no_evict":
+    if SCHEDULERS[scheduler].reserve_full:
         assert r["completed"].all()
     else:
         assert r["completed"].tolist() == [False, False, True]
@@ -200,7 +208,7 @@ def test_block_phases_sum_allocations_over_any_span():
     assert phases.total == 4 and phases.at(3) == 0
 
 
-@pytest.mark.parametrize("scheduler", ["vllm", "trtllm_max_utilization", "trtllm_no_evict"])
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 @pytest.mark.parametrize("chunked", [True, False])
 def test_rejects_names_the_jobs_enqueue_rejects(scheduler, chunked):
     rng = np.random.default_rng(0)

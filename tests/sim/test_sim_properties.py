@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from sim.config import ServerConfig, SloConfig
 from sim.metrics import idle_energy_j, summarize
 from sim.run import simulate
+from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import toy_oracle, trace
 
 COEF_T = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7)
@@ -17,7 +18,7 @@ COEF_E = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
 requests = st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(1, 400), st.integers(1, 60)), min_size=1, max_size=25)
 servers = st.builds(
     ServerConfig,
-    scheduler=st.sampled_from(["vllm", "trtllm_max_utilization", "trtllm_no_evict"]),
+    scheduler=st.sampled_from(sorted(SCHEDULERS)),
     block_size=st.sampled_from([1, 4, 16]),
     mode=st.sampled_from(["continuous", "static"]),
     max_batch_size=st.integers(1, 6),
@@ -59,13 +60,15 @@ def test_every_request_finishes_once_or_is_rejected(rows, server):
     assert (r.loc[done, "start_s"] < r.loc[done, "first_token_s"]).all()
     assert (r.loc[done, "first_token_s"] <= r.loc[done, "finish_s"]).all()
     cap = run(rows, server).servers[0].kv_capacity_tokens
-    peak = r["n_in"] + r["n_out"] - (0 if server.scheduler == "trtllm_no_evict" else 1)
+    peak = r["n_in"] + r["n_out"] - (0 if SCHEDULERS[server.scheduler].reserve_full else 1)
     blocks = -(-peak // server.block_size)
     too_big = blocks * server.block_size > cap
-    chunked = server.chunked_prefill if server.chunked_prefill is not None else server.scheduler == "vllm"
+    chunked = (
+        server.chunked_prefill if server.chunked_prefill is not None else SCHEDULERS[server.scheduler].chunked_prefill
+    )
     if server.max_num_tokens is not None and not chunked:
         # a paged engine's preempted request re-prefills its prompt and up to n_out − 1 tokens
-        too_big |= (r["n_in"] if server.scheduler == "trtllm_no_evict" else peak) > server.max_num_tokens
+        too_big |= (r["n_in"] if SCHEDULERS[server.scheduler].reserve_full else peak) > server.max_num_tokens
     assert (~done == too_big).all()  # only requests that can never fit are rejected
     assert (r.loc[~done, "reject_reason"] != "").all() and (r.loc[done, "reject_reason"] == "").all()
 

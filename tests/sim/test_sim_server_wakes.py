@@ -28,6 +28,7 @@ from sim.jobs import JobTable, ServerState
 from sim.policies.base import Decision, Policy, Request, Summarizer
 from sim.policies.summarization import Summarization
 from sim.run import SimResult, simulate_fleet
+from sim.schedulers import SCHEDULERS
 from sim.server import Server
 from tests.sim.conftest import flat_kv, toy_oracle, trace
 
@@ -148,7 +149,7 @@ def fleets(draw: st.DrawFn) -> Fleet:
     time_coef = (draw(st.sampled_from([0.25, 0.5, 1.0])), draw(DYADIC), draw(st.sampled_from([0.0, 2.0**-10])))
     oracle = toy_oracle(time_coef=(*time_coef, draw(DYADIC), draw(st.sampled_from([0.0, 2.0**-6])), 0.0))
     server = ServerConfig(
-        scheduler=draw(st.sampled_from(["vllm", "trtllm_max_utilization", "trtllm_no_evict"])),
+        scheduler=draw(st.sampled_from(sorted(SCHEDULERS))),
         block_size=draw(st.sampled_from([1, 4])),
         max_batch_size=draw(st.integers(1, 6)),
         max_num_tokens=draw(st.sampled_from([None, 64])),

@@ -1,0 +1,66 @@
+"""What a serving engine's scheduler decides, as a plug-in of `sim.engine.Engine`.
+
+A scheduler is one class: its rules as class attributes (what the engine reads at every step)
+and hooks the engine calls at the rare decisions (which sequence to preempt, how much KV cache
+an admission must leave free), with a frozen dataclass `Options` of its own settings
+(`server.scheduler_options`). The base class is vLLM-like: paged KV, the most recently admitted
+sequence preempted, preempted sequences back at the front of the queue, no admission headroom.
+
+A scheduler that keeps the base class's admission rule (`plain_admission`) runs in the fused
+loops (`sim.replay`, `sim.routed`); one with its own headroom runs in `Server._replay` and the
+SimPy process, which call the engine's methods and so its hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from sim.engine import Engine
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A scheduler without settings of its own."""
+
+
+class Scheduler:
+    """The base scheduler; subclasses set the class attributes and override the hooks."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type[Any]] = NoOptions
+    reserve_full: ClassVar[bool] = False  # reserve n_in + n_out of KV at admission; never grow, never evict
+    admit_after_preemption: ClassVar[bool] = False  # admit waiting requests in a step that preempted one
+    chunked_prefill: ClassVar[bool] = True  # default when server.chunked_prefill is null
+    requeue_front: ClassVar[bool] = True  # a preempted sequence goes back to the queue's front (else its end)
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = self.Options() if options is None else options
+
+    def victim(self, engine: Engine) -> int:
+        """The running sequence to preempt when the next step's KV does not fit: the most
+        recently admitted (vLLM V1, TensorRT-LLM's MAX_UTILIZATION)."""
+        return next(reversed(engine.order))
+
+    def headroom(self, engine: Engine) -> int:
+        """KV units an admission must leave free for the running sequences' growth."""
+        return 0
+
+    def reserve(self, engine: Engine, job: int) -> int:
+        """KV units an admission of `job` sets aside beyond what its prefill allocates."""
+        return 0
+
+    def steady_steps(self, engine: Engine) -> int:
+        """Steps of plain decode from now over which `headroom` and `reserve` keep their rule
+        (a span of decode steps runs no longer, so that an admission they allow is not missed)."""
+        return 1 << 62
+
+    def preempted(self, engine: Engine) -> None:
+        """Called once a step's preemptions are done (state a scheduler keeps may change)."""
+
+    @classmethod
+    def plain_admission(cls) -> bool:
+        """Whether admission is the base rule (no headroom, no reserve): the fused loops inline it."""
+        return cls.headroom is Scheduler.headroom and cls.reserve is Scheduler.reserve

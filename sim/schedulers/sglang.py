@@ -1,0 +1,114 @@
+"""SGLang's scheduler: paged KV with admission headroom for the running requests' growth.
+
+SGLang admits a waiting request only if the KV cache left after it can still hold a share of
+what the running requests will generate: each running request is charged its remaining
+output (clipped at `clip_max_new_tokens`) times `new_token_ratio`, and each request admitted in
+the step its prompt plus its whole clipped output (`PrefillAdder`, `schedule_policy.py`).
+The ratio starts at `init_new_token_ratio`, falls by (init − min) / `decay_steps` per decode
+step to min = init × `min_ratio_factor`, returns to init when the server is idle, and after a
+retraction is set to the share of the remaining outputs already generated, plus
+`retract_decode_steps` tokens per request (`Scheduler.update_running_batch`,
+`ScheduleBatch.retract_decode`). The retracted (preempted) request is the one with the fewest
+output tokens, the longest prompt among those; it goes to the back of the queue.
+
+Defaults are SGLang's (`global_config.py`: SGLANG_INIT_NEW_TOKEN_RATIO 0.7,
+SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR 0.14, SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS 600,
+retract_decode_steps 20; `SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION` 4096). Not modelled: SGLang runs
+prefill batches apart from decode batches unless `--enable-mixed-chunk`; here, as for the other
+engines, a step decodes the running requests and prefills admitted prompts together; a
+retraction frees only as much KV as the step needs (SGLang frees 20 tokens per request left).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sim.config import check
+from sim.schedulers import register
+from sim.schedulers.base import Scheduler
+
+if TYPE_CHECKING:
+    from sim.engine import Engine
+
+
+@dataclass(frozen=True)
+class SglangOptions:
+    """SGLang's admission estimate (`server.scheduler_options`)."""
+
+    init_new_token_ratio: float = 0.7
+    min_ratio_factor: float = 0.14
+    decay_steps: int = 600
+    clip_max_new_tokens: int = 4096  # tokens
+    retract_decode_steps: int = 20  # tokens per request
+
+    def __post_init__(self) -> None:
+        key = "server.scheduler_options"
+        check(0.0 < self.init_new_token_ratio <= 1.0, f"{key}.init_new_token_ratio", "must be in (0, 1]")
+        check(0.0 <= self.min_ratio_factor <= 1.0, f"{key}.min_ratio_factor", "must be in [0, 1]")
+        check(self.decay_steps >= 1, f"{key}.decay_steps", "must be ≥ 1 (steps)")
+        check(self.clip_max_new_tokens >= 1, f"{key}.clip_max_new_tokens", "must be ≥ 1 (tokens)")
+        check(self.retract_decode_steps >= 0, f"{key}.retract_decode_steps", "must be ≥ 0 (tokens)")
+
+
+@register
+class Sglang(Scheduler):
+    name = "sglang"
+    description = "SGLang: paged KV, admission headroom for running requests (new_token_ratio), retract"
+    Options = SglangOptions
+    admit_after_preemption = True
+    requeue_front = False
+
+    def __init__(self, options: SglangOptions | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.min_ratio = o.init_new_token_ratio * o.min_ratio_factor
+        self.decay = (o.init_new_token_ratio - self.min_ratio) / o.decay_steps  # per step
+        self.set_at = (o.init_new_token_ratio, 0)  # (ratio, step it was set at)
+
+    def ratio(self, engine: Engine) -> float:
+        """`new_token_ratio` at the engine's next step."""
+        r0, n0 = self.set_at
+        return max(r0 - self.decay * (engine.N - n0), self.min_ratio)
+
+    def headroom(self, engine: Engine) -> int:
+        if not engine.order:  # idle: SGLang re-initialises the ratio
+            self.set_at = (self.options.init_new_token_ratio, engine.N)
+            return 0
+        clip, jobs, n = self.options.clip_max_new_tokens, engine.jobs, engine.N
+        left = sum(min(f - n, clip) for f, _, _ in engine.decoders.values())
+        if engine.partial is not None:
+            left += min(int(jobs.n_out[engine.partial[0]]), clip)
+        return engine.kv.units(math.ceil(left * self.ratio(engine)))
+
+    def reserve(self, engine: Engine, job: int) -> int:
+        return engine.kv.units(min(int(engine.jobs.n_out[job]), self.options.clip_max_new_tokens))
+
+    def steady_steps(self, engine: Engine) -> int:
+        """One step while the ratio still falls and a request waits (each step may admit it)."""
+        return 1 if engine.queue and self.ratio(engine) > self.min_ratio else 1 << 62
+
+    def victim(self, engine: Engine) -> int:
+        """The running request with the fewest output tokens, then the longest prompt; among
+        equals the most recently admitted (the last of SGLang's stable descending sort)."""
+        jobs, n, dec = engine.jobs, engine.N, engine.decoders
+        if not dec:
+            return next(reversed(engine.order))  # only the prompt mid-prefill runs
+        best, key = -1, (0, 0)
+        for j in engine.order:
+            entry = dec.get(j)
+            if entry is None:
+                continue
+            k = (int(jobs.n_out[j]) - (entry[0] - n), -int(jobs.n_in[j]))
+            if best < 0 or k <= key:
+                best, key = j, k
+        return best
+
+    def preempted(self, engine: Engine) -> None:
+        """The ratio after a retraction: outputs generated plus headroom over outputs asked."""
+        jobs, n = engine.jobs, engine.N
+        asked = sum(int(jobs.n_out[j]) for j in engine.decoders)
+        done = sum(int(jobs.n_out[j]) - (f - n) for j, (f, _, _) in engine.decoders.items())
+        ratio = (done + self.options.retract_decode_steps * len(engine.decoders)) / asked if asked else 1.0
+        self.set_at = (min(ratio, 1.0), n)
