@@ -378,8 +378,9 @@ def warn_outside_range(oracle: Oracle, n_in: ArrayLike, n_out: ArrayLike, what: 
         c = oracle.calibrated
         warnings.warn(
             f"{share.outside:,} of {share.requests:,} requests of {what} ({share.request_pct:.1f} % of requests, "
-            f"{share.token_pct:.1f} % of tokens) lie more than 2x outside the calibrated "
-            f"range of oracle {oracle.name!r} (n_in [{c.n_in[0]:g}, {c.n_in[1]:g}], n_out [{c.n_out[0]:g}, {c.n_out[1]:g}]; longest here: "
+            f"{share.token_pct:.1f} % of tokens) lie more than 2x outside the calibrated range of oracle "
+            f"{oracle.name!r} (n_in [{c.n_in[0]:g}, {c.n_in[1]:g}], n_out [{c.n_out[0]:g}, {c.n_out[1]:g}]; "
+            "longest here: "
             f"n_in {share.n_in_max:g}, n_out {share.n_out_max:g}): their energy and time are extrapolations. "
             "Measure an oracle over longer lengths, or cut the trace (a shaping policy, or trace options).",
             OracleRangeWarning,
