@@ -157,7 +157,7 @@ def test_execution_splits_the_trace_into_windows_and_the_engine_is_chosen_by_nam
     assert split["completed"] == single["completed"]
     assert split["energy_j"] == pytest.approx(single["energy_j"], rel=5e-3)
     with pytest.raises(ConfigError, match="server.scheduler"):
-        config(tmp_path / "c", "server.scheduler=sglang")
+        config(tmp_path / "c", "server.scheduler=orca")
     with pytest.raises(ConfigError, match="execution.mode"):
         config(tmp_path / "d", "execution.mode=threads")
 
