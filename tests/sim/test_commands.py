@@ -155,6 +155,6 @@ def test_a_background_process_that_cannot_log_says_so_on_the_terminal_and_in_the
     assert (
         "run_id" not in outcome
         and outcome["error"]
-        and outcome["log_later"] == f"python -m tracking {folder} [--uri URI]"
+        and outcome["log_later"] == f"python -m tracking {folder}"
     )
     assert f"the run in {folder} was not logged to MLflow" in done.stderr and "python -m tracking" in done.stderr
