@@ -1,8 +1,8 @@
 """Hydra callbacks (registered under `hydra.callbacks` in conf/sim.yaml). `SweepTracking`: before a
 multirun's jobs start, in the launching process, create the MLflow store and experiment once, open
 the sweep's parent run and write `sweep.json` into the sweep folder; close the parent run at the
-end. `RedactSavedConfig`: Hydra's own copies of the config and the overrides (.hydra/*.yaml,
-multirun.yaml) hold URIs without their credentials, like every other file of a run.
+end. `Redaction`: Hydra's own copies of the config and the overrides (.hydra/*.yaml, multirun.yaml)
+and its log lines hold URIs without their credentials, like every other file and line of a run.
 
 Creating the store here, not in the jobs, is what keeps parallel jobs from racing to create and
 migrate a new SQLite store. A tracking failure here is one warning; the jobs still run.
@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tracking.log import failure
-from tracking.safe_text import redact_file, redacted_stdout
+from tracking.safe_text import redact_file, redact_log_records, redacted_stdout
 from tracking.store import TrackingConfig, ensure_experiment, http_limits, store_lock
 from tracking.sweep import SweepInfo, swept_keys
 
@@ -67,10 +67,15 @@ class SweepTracking(Callback):
             log.warning("MLflow: could not close the sweep's parent run (%s)", failure(e))
 
 
-class RedactSavedConfig(Callback):
-    """Redact the files Hydra saved before the job starts: .hydra/*.yaml and a sweep's multirun.yaml."""
+class Redaction(Callback):
+    """Redact the log lines of the launching process and of each job, and the files Hydra saved
+    before the job starts: .hydra/*.yaml and a sweep's multirun.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()
         hydra = config.hydra
         saved = (
             [] if hydra.output_subdir is None else Path(hydra.runtime.output_dir, hydra.output_subdir).glob("*.yaml")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import shlex
@@ -25,8 +26,8 @@ from typing import Any
 MASK = "***"
 
 # scheme://userinfo@ : userinfo runs to the last "@" before the host's end ("/", "?", "#" or a space),
-# so a password holding an unencoded "@" is masked whole
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+# so a password holding an unencoded "@" is masked whole; Hydra escapes ":" in a multirun's overrides
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*\\?://)[^/?#\s]*@")
 
 
 def redact(text: str) -> str:
@@ -43,6 +44,25 @@ def redact_tree(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_tree(v) for v in value)
     return value
+
+
+def redact_log_records() -> None:
+    """Redact the message of every log record this process creates from now on (Hydra's own lines,
+    such as a multirun's "#0 : overrides", and MLflow's); installed once, kept when logging is
+    reconfigured."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacts", False):
+        return
+
+    def redacting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return record
+
+    redacting.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting)
 
 
 @contextlib.contextmanager

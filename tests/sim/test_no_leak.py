@@ -22,10 +22,12 @@ TINY = ("trace=synthetic", "trace.num_requests=40", "trace.n_in=100", "trace.n_o
 SERVER_START_S = 45.0  # a fresh `mlflow server` takes 10 to 30 s on a busy 2-core machine
 
 
-def simulate(cwd: Path, folder: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m sim` on a tiny trace into `folder` (Hydra's own files too), tracking to `uri`."""
+def simulate(cwd: Path, folder: Path, uri: str, *args: str, sweep: bool = False) -> subprocess.CompletedProcess[str]:
+    """`python -m sim` on a tiny trace into `folder` (Hydra's own files too), tracking to `uri`;
+    `sweep`: a multirun, `folder` its sweep folder."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "sim", *TINY, f"hydra.run.dir='{folder}'", f"tracking.uri={uri}", *args]
+    where = ["--multirun", f"hydra.sweep.dir='{folder}'"] if sweep else [f"hydra.run.dir='{folder}'"]
+    command = [sys.executable, "-m", "sim", *where, *TINY, f"tracking.uri={uri}", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -42,6 +44,17 @@ def test_an_unreachable_server_leaves_no_password_in_the_folder_or_on_the_consol
     assert "MLflow tracking to 'http://***@127.0.0.1:9' failed" in console and "Log it later with" in console
     assert PASSWORD not in console
     assert (folder / "summary.json").exists() and (folder / ".hydra" / "overrides.yaml").exists()
+    assert leaks(folder) == []
+
+
+def test_a_sweep_leaves_no_password_in_its_folders_or_on_the_console(tmp_path):
+    folder = tmp_path / "sweep"
+    done = simulate(tmp_path, folder, f"http://alice:{PASSWORD}@127.0.0.1:9", "seed=1,2", sweep=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    assert console.count("#0 : ") == 1 and console.count("MLflow tracking to 'http://***@127.0.0.1:9' failed") == 2
+    assert PASSWORD not in console
+    assert (folder / "multirun.yaml").exists() and (folder / "1" / ".hydra" / "overrides.yaml").exists()
     assert leaks(folder) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import string
 import subprocess
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracking.background import settle
-from tracking.safe_text import redact, redact_file, redact_tree, shell_command
+from tracking.safe_text import redact, redact_file, redact_log_records, redact_tree, shell_command
 from tracking.store import TrackingConfig
 
 SECRET_CHARS = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:%@"  # RFC 3986 userinfo, "@" unencoded too
@@ -37,6 +38,25 @@ def test_text_without_a_uri_is_unchanged(text):
 def test_uris_without_credentials_are_unchanged():
     for uri in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "file:///a/b@c", "http://host/p?user=a@b", "x://"):
         assert redact(uri) == uri
+
+
+def test_a_uri_escaped_by_hydra_in_a_multirun_loses_its_credentials():
+    assert (
+        redact(r"tracking.uri=http\://alice\:s3cretPW@127.0.0.1\:9 seed=1")
+        == r"tracking.uri=http\://***@127.0.0.1\:9 seed=1"
+    )
+
+
+def test_log_records_created_after_installing_the_factory_are_redacted(caplog):
+    before = logging.getLogRecordFactory()
+    try:
+        redact_log_records()
+        redact_log_records()  # once only: not wrapped twice
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("hydra.test").info("#0 : tracking.uri=%s seed=%d", "http://alice:s3cretPW@h:9", 1)
+    finally:
+        logging.setLogRecordFactory(before)
+    assert [r.getMessage() for r in caplog.records] == ["#0 : tracking.uri=http://***@h:9 seed=1"]
 
 
 def test_every_string_of_a_nested_config_is_redacted_and_other_values_kept():
