@@ -258,7 +258,9 @@ def execute(
     if cfg.tracking.enabled:
         run_id = tracking.log(out) if tracking is not None else log_folder(out, record)
         if run_id:
-            log.info("MLflow run %s %r (%s, experiment %r)", run_id, name, cfg.tracking.uri, cfg.tracking.experiment)
+            log.info(
+                "MLflow run %s %r (%s, experiment %r)", run_id, name, cfg.tracking.shown_uri, cfg.tracking.experiment
+            )
     return summary
 
 

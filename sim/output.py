@@ -2,7 +2,8 @@
 
 `check_output` runs before the inputs load (a folder that cannot be written, or that already holds
 a run, fails at once); `claim_output` creates run.json exclusively, so of two runs given the same
-folder the second refuses instead of overwriting the first.
+folder the second refuses instead of overwriting the first. The files hold URIs without their
+credentials (tracking.safe_text).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary, split_wall_clock
 from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
+from tracking.folder import write_json as write_redacted_json
+from tracking.safe_text import redact_tree
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
 
@@ -55,8 +58,8 @@ def claim_output(folder: Path) -> None:
 
 
 def write_json(path: Path, value: Any) -> Path:
-    path.write_text(json.dumps(finite(value), indent=2) + "\n")
-    return path
+    """`value` as JSON at `path`, NaN and inf as null."""
+    return write_redacted_json(path, finite(value))
 
 
 def finite(value: Any) -> Any:
@@ -75,7 +78,7 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     plots draw into the run's folder; the names written (its artifacts)."""
     data, _ = split_wall_clock(summary.to_dict())  # wall-clock figures go to run.json: same seed, same file
     write_json(out / SUMMARY_FILE, data)
-    (out / PARAMS_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+    (out / PARAMS_FILE).write_text(yaml.safe_dump(redact_tree(raw), sort_keys=False))
     names = [SUMMARY_FILE, PARAMS_FILE]
     for run, name in zip(runs, RECORDS_FILES, strict=False):
         write_records(run, out / name)

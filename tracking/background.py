@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+from tracking.safe_text import shell_command
 from tracking.store import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class BackgroundTracking:
         if not reply:
             log.info("MLflow helper process exited (%s) without an answer; tracking in this process",
                      self._process.poll())  # fmt: skip
-            return log_folder(folder)
+            return log_folder(folder, uri=self._config.uri)  # run.json's URI has no credentials
         answer = json.loads(reply)
         if answer.get("error"):
             warn_failed(self._config, answer["error"], retry_hint(folder))
@@ -158,7 +159,8 @@ def serve(lines: Iterable[str], reply: Callable[[dict[str, str | None]], None]) 
         plotted = _draw_plots(folder) if message.get("plots") else None
         if error is None:
             _load_mlflow()
-        run_id, error = (None, error) if error else _attempt(partial(log_folder, folder, raise_errors=True))
+        logging_it = partial(log_folder, folder, uri=config.uri, raise_errors=True)  # run.json's has no credentials
+        run_id, error = (None, error) if error else _attempt(logging_it)
         if message.get("detach"):
             settle(folder, config, run_id, error, plotted)
         else:
@@ -207,9 +209,9 @@ def settle(folder: Path, config: TrackingConfig, run_id: str | None, error: str 
         mark_tracked(folder, config, None, error or "the run was not logged")
     if plots is not None:
         print(f"sweetspot-sim: the plots of the run in {folder} were not drawn ({plots}); "
-              f"draw them with: python -m sim.plots {folder}", file=sys.stderr)  # fmt: skip
+              f"draw them with: {shell_command('python', '-m', 'sim.plots', folder)}", file=sys.stderr)  # fmt: skip
     if error is not None:
-        print(f"sweetspot-sim: the run in {folder} was not logged to MLflow ({config.uri}): {error}; "
+        print(f"sweetspot-sim: the run in {folder} was not logged to MLflow ({config.shown_uri}): {error}; "
               f"log it later with: {retry_hint(folder)}", file=sys.stderr)  # fmt: skip
 
 

@@ -1,6 +1,8 @@
-"""Hydra callback (registered under `hydra.callbacks` in conf/sim.yaml): before a multirun's jobs
-start, in the launching process, create the MLflow store and experiment once, open the sweep's
-parent run and write `sweep.json` into the sweep folder; close the parent run at the end.
+"""Hydra callbacks (registered under `hydra.callbacks` in conf/sim.yaml). `SweepTracking`: before a
+multirun's jobs start, in the launching process, create the MLflow store and experiment once, open
+the sweep's parent run and write `sweep.json` into the sweep folder; close the parent run at the
+end. `Redaction`: Hydra's own copies of the config and the overrides (.hydra/*.yaml, multirun.yaml)
+and its log lines hold URIs without their credentials, like every other file and line of a run.
 
 Creating the store here, not in the jobs, is what keeps parallel jobs from racing to create and
 migrate a new SQLite store. A tracking failure here is one warning; the jobs still run.
@@ -13,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from tracking.log import failure
+from tracking.safe_text import redact_file, redact_log_records, redacted_stdout
 from tracking.store import TrackingConfig, ensure_experiment, http_limits, store_lock
 from tracking.sweep import SweepInfo, swept_keys
 
@@ -44,8 +49,7 @@ class SweepTracking(Callback):
             try:
                 parent = _parent_run(tracking, sweep_dir, swept)
             except Exception as e:  # noqa: BLE001 - the jobs run and report tracking themselves
-                log.warning("MLflow: could not open the sweep's parent run at %r (%s: %s)", tracking.uri,
-                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+                log.warning("MLflow: could not open the sweep's parent run at %r (%s)", tracking.shown_uri, failure(e))
         SweepInfo(str(sweep_dir), swept, parent).write(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -57,10 +61,29 @@ class SweepTracking(Callback):
             from mlflow import MlflowClient
 
             http_limits(tracking)
-            with store_lock(tracking):
+            with store_lock(tracking), redacted_stdout():
                 MlflowClient(tracking.uri).set_terminated(info.parent_run_id, "FINISHED")
         except Exception as e:  # noqa: BLE001
-            log.warning("MLflow: could not close the sweep's parent run (%s: %s)", type(e).__name__, e)
+            log.warning("MLflow: could not close the sweep's parent run (%s)", failure(e))
+
+
+class Redaction(Callback):
+    """Redact the log lines of the launching process and of each job, and the files Hydra saved
+    before the job starts: .hydra/*.yaml and a sweep's multirun.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()
+        hydra = config.hydra
+        saved = (
+            [] if hydra.output_subdir is None else Path(hydra.runtime.output_dir, hydra.output_subdir).glob("*.yaml")
+        )
+        sweep = [Path(str(hydra.sweep.dir), "multirun.yaml")] if hydra.mode == RunMode.MULTIRUN else []
+        for path in [*saved, *sweep]:
+            if path.is_file():
+                redact_file(path)
 
 
 def _parent_run(tracking: TrackingConfig, sweep_dir: Path, swept: tuple[str, ...]) -> str:

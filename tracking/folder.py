@@ -9,7 +9,9 @@ measured on the wall clock (`timing`: seconds and requests/s of the simulation, 
 runs of one seed); parameters come from resolved_config.yaml and the other metrics from
 summary.json. Once logged, the folder's tracking.json holds the run id (a folder already logged is
 skipped unless `--again`); a background finisher that could not log it writes the error there
-instead.
+instead. The folder's files hold the tracking URI without its credentials (tracking.safe_text):
+logging a folder later connects with the credentials MLflow finds in MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD, or with --uri.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import yaml
 
 from tracking.log import DatasetRef, log_run
+from tracking.safe_text import redact_tree, shell_command
 from tracking.store import TrackingConfig
 
 RUN_FILE = "run.json"
@@ -46,9 +49,8 @@ class RunRecord:
     timing: dict[str, float] = field(default_factory=dict)
 
     def write(self, folder: Path) -> Path:
-        path = folder / RUN_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
+        """run.json in `folder`, URIs without their credentials."""
+        return write_json(folder / RUN_FILE, asdict(self))
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord:
@@ -99,8 +101,12 @@ def mark_tracked(folder: Path, tracking: TrackingConfig, run_id: str | None, err
         outcome["run_id"] = run_id
     else:
         outcome |= {"error": error, "log_later": retry_hint(folder)}
-    path = folder / TRACKED_FILE
-    path.write_text(json.dumps(outcome, indent=2) + "\n")
+    return write_json(folder / TRACKED_FILE, outcome)
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """`value` as indented JSON at `path`, every URI in it without its credentials."""
+    path.write_text(json.dumps(redact_tree(value), indent=2) + "\n")
     return path
 
 
@@ -113,8 +119,9 @@ def logged_run_id(folder: Path) -> str | None:
 
 
 def retry_hint(folder: Path) -> str:
-    """The command that logs the run in `folder` later."""
-    return f"python -m tracking {folder} [--uri URI]"
+    """The command that logs the run in `folder` later (to the store in its run.json; add
+    `--uri URI` for another)."""
+    return shell_command("python", "-m", "tracking", folder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Log one run to MLflow: flattened parameters, numeric metrics, tags, dataset inputs, artifacts.
 
-A tracking failure (unreachable server, locked or broken store) never loses results: callers write
-them to disk first, and `log_run` reports the failure as one warning that says what went wrong
-and how to log the run later.
+Whatever is sent (parameters, tags, run name, data set sources) and every message about a failure
+holds URIs without their credentials (tracking.safe_text). A tracking failure (unreachable server,
+locked or broken store) never loses results: callers write them to disk first, and `log_run`
+reports the failure as one warning that says what went wrong and how to log the run later.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracking.safe_text import redact, redact_tree, redacted_stdout
 from tracking.store import TrackingConfig, check_store, http_limits, store_lock
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def log_run(
     if not config.enabled:
         return None
     try:
-        return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
+        with redacted_stdout():
+            return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
         if raise_errors:
             raise
@@ -83,15 +86,16 @@ def log_run(
 
 
 def failure(error: BaseException) -> str:
-    """`Type: first line of the message` of a tracking error (at most 800 characters of message)."""
-    text = str(error).splitlines()[0][:800] if str(error) else ""
+    """`Type: first line of the message` of a tracking error (at most 800 characters of message), URIs
+    without their credentials (MLflow's errors quote the URL they requested)."""
+    text = redact(str(error).splitlines()[0])[:800] if str(error) else ""
     return f"{type(error).__name__}: {text}"
 
 
 def warn_failed(config: TrackingConfig, what: str, retry_hint: str = "") -> None:
     """The one warning of a failed tracking: what failed, where, and how to log the run later."""
     hint = f" Log it later with: {retry_hint}" if retry_hint else " Check tracking.uri, or set tracking.enabled=false."
-    log.warning("MLflow tracking to %r failed (%s); the results are on disk.%s", config.uri, what, hint)
+    log.warning("MLflow tracking to %r failed (%s); the results are on disk.%s", config.shown_uri, what, hint)
 
 
 def _log(
@@ -112,12 +116,13 @@ def _log(
         client = MlflowClient(config.uri)
         experiment = client.get_experiment_by_name(config.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
-        run_tags = {**config.tags, **tags}
+        run_tags = redact_tree({**config.tags, **tags})
         if parent_run_id:
             run_tags[PARENT_TAG] = parent_run_id
-        run_id = client.create_run(experiment_id, tags=run_tags, run_name=config.run_name).info.run_id
+        name = redact(config.run_name) if config.run_name else None
+        run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
         try:
-            flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+            flat = [Param(k, v[:6000]) for k, v in flatten(redact_tree(params)).items()]
             for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
                 client.log_batch(run_id, params=flat[i : i + 100])
             now = int(time.time() * 1000)
@@ -129,7 +134,7 @@ def _log(
                     run_id,
                     datasets=[
                         DatasetInput(
-                            Dataset(d.name, d.digest, "local", json.dumps({"uri": d.source})),
+                            Dataset(d.name, d.digest, "local", json.dumps({"uri": redact(d.source)})),
                             [InputTag("mlflow.data.context", d.context)],
                         )
                         for d in datasets

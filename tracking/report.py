@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sim.summary import unit
+from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
 
 REQUIRED = ("energy_j", "output_tokens_per_j", "quality_cost_pct", "ttft_s.p99", "tpot_s.p99", "slo_attainment")
@@ -192,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = load_runs(args.tracking_uri, args.experiment, args.filter, sweep=args.sweep, parent=args.parent)
         table = comparison_table(runs)
     except ReportError as e:
-        print(f"sim.report: {e}")
+        print(f"sim.report: {redact(str(e))}")
         return 1
     paths = write_report(table, args.out, title=f"Policy comparison: {args.experiment}")
     print(fronts_markdown(table))

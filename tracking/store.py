@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tracking.safe_text import redact, shell_command
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
@@ -47,6 +49,11 @@ class TrackingConfig:
             value = getattr(self, key)
             if not value > 0:
                 raise TrackingError(f"tracking.{key} must be > 0 (s), got {value!r}")
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI as messages and files show it: without its credentials."""
+        return redact(self.uri)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -104,10 +111,11 @@ def check_store(config: TrackingConfig) -> None:
         ]
     if names:
         drops = "; ".join(f"DROP TABLE {n}" for n in names)
+        upgrade = shell_command("python", "-m", "mlflow", "db", "upgrade", config.uri)
+        fix = f"{shell_command('sqlite3', path, drops)} && {upgrade}"
         raise TrackingError(
             f"{path} was left half-migrated by parallel runs of an older version (leftover tables {', '.join(names)}); "
-            f'fix: sqlite3 {path} "{drops}" && python -m mlflow db upgrade {config.uri} '
-            f"(or move {path} aside to start afresh)"
+            f"fix: {fix} (or move {path} aside to start afresh)"
         )
 
 

@@ -107,6 +107,25 @@ def test_serve_opens_the_store_then_logs_and_answers_once(tmp_path):
     assert answer["error"] is None and [r["info"]["run_id"] for r in logged(uri)] == [answer["run_id"]]
 
 
+def test_the_helper_and_its_fallback_connect_with_the_real_uri_not_the_redacted_one_in_run_json(tmp_path):
+    from dataclasses import asdict, replace
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder, config = run_folder(tmp_path, "http://***@127.0.0.1:9", timeout_s=1.0)  # as run.json shows a password URI
+    config = replace(config, uri=uri)
+    answers: list[dict] = []
+    serve(iter([json.dumps(asdict(config)), json.dumps(OPEN), json.dumps({"folder": str(folder)})]), answers.append)
+    helper = BackgroundTracking.start(config)
+    assert helper is not None
+    helper._process.kill()
+    helper._process.wait()
+    fallback = helper.log(folder)  # the helper died: logged in this process
+    assert answers[0]["error"] is None and {r["info"]["run_id"] for r in logged(uri)} == {
+        answers[0]["run_id"],
+        fallback,
+    }
+
+
 def test_serve_reports_a_store_it_could_not_open_without_trying_again(tmp_path):
     folder, config = run_folder(tmp_path, "http://127.0.0.1:9", timeout_s=1.0)
     from dataclasses import asdict
