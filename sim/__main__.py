@@ -18,8 +18,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from calibrate.signals import Terminated, sigterm_raises
 from sim.notices import show_warnings_once
 from tracking.background import BackgroundTracking
+from tracking.files import WriteError
+from tracking.folder import FAILED, INTERRUPTED
 from tracking.store import TrackingConfig, TrackingError
 from tracking.sweep import SweepInfo
 
@@ -54,14 +57,31 @@ def background_tracking(cfg: DictConfig) -> BackgroundTracking | None:
 
 @hydra.main(config_path="pkg://conf", config_name="sim", version_base="1.3")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
-    """Validate the composed config, then run; bad input exits 1 with one line naming the key or file."""
+    """Validate the composed config, then run; bad input (or a full disk) exits 1 with one line
+    naming the key or file; SIGINT and SIGTERM exit 130 and 143 with one line saying what was kept."""
     show_warnings_once()
-    tracking = background_tracking(cfg)
-    try:
-        return run(cfg, tracking)
-    finally:
-        if tracking is not None:
-            tracking.close()
+    tracking = None
+    with sigterm_raises():
+        try:
+            tracking = background_tracking(cfg)
+            return run(cfg, tracking)
+        except (KeyboardInterrupt, Terminated) as e:
+            name, status = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 143)
+            print(f"sweetspot-sim: interrupted ({name}); {stopped(cfg, INTERRUPTED, name)}", file=sys.stderr)
+            raise SystemExit(status) from None
+        finally:
+            if tracking is not None:
+                tracking.close()
+
+
+def stopped(cfg: DictConfig, status: str, reason: str) -> str:
+    """Mark the run's folder `status` if this run claimed it (sim.output.stopped); what was kept."""
+    folder = Path(str(cfg.get("output_dir") or "."))
+    if "sim.output" not in sys.modules:  # stopped before the simulator loaded: nothing claimed
+        return f"nothing was written to {folder}"
+    from sim.output import stopped as mark
+
+    return mark(folder, status, reason)
 
 
 def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[float, ...]:
@@ -76,10 +96,11 @@ def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[f
         if tracking is not None:
             tracking.open(only_if_idle=True)  # else once the table is printed
         summary = execute(prepared, context, tracking)
-    except ConfigError as e:
+    except (ConfigError, WriteError) as e:
+        message = f"error: {e}" if isinstance(e, ConfigError) else f"error: {e}; {stopped(cfg, FAILED, str(e))}"
         if context.sweep_dir is not None:  # fail this job only: the sweep's other jobs still run, then it exits 1
             raise
-        sys.exit(f"error: {e}")
+        sys.exit(message)
     return objective(summary, config.objective)
 
 

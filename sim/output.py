@@ -2,8 +2,10 @@
 
 `check_output` runs before the inputs load (a folder that cannot be written, or that already holds
 a run, fails at once); `claim_output` creates run.json exclusively, so of two runs given the same
-folder the second refuses instead of overwriting the first. The files hold URIs without their
-credentials (tracking.safe_text).
+folder the second refuses instead of overwriting the first. Every file is written whole or not at
+all (tracking.files): a run stopped by a signal or a full disk leaves no half-written file under
+a final name, and `stopped` marks its run.json "interrupted" or "failed" and says what was kept.
+The files hold URIs without their credentials (tracking.safe_text).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import Any
 import yaml
 
 from sim.config import ConfigError
-from sim.plots import RECORDS_FILES, write_timelines
+from sim.plots import RECORDS_FILES, TIMELINES_FILE, write_timelines
 from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary, split_wall_clock
-from tracking.folder import PARAMS_FILE, RUN_FILE, SUMMARY_FILE
+from tracking.files import replacing, write_text
+from tracking.folder import PARAMS_FILE, RUN_FILE, RUNNING, SUMMARY_FILE, retry_hint
 from tracking.folder import write_json as write_redacted_json
 from tracking.safe_text import redact_tree
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
+OUTPUTS = (SUMMARY_FILE, PARAMS_FILE, *RECORDS_FILES, TIMELINES_FILE)
 
 
 def check_output(folder: Path) -> None:
@@ -54,11 +58,11 @@ def claim_output(folder: Path) -> None:
     except FileExistsError as e:
         raise ConfigError(f"output_dir {str(folder)!r} was just claimed by another run; choose another") from e
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({"status": "running", "pid": os.getpid()}) + "\n")
+        f.write(json.dumps({"status": RUNNING, "pid": os.getpid()}) + "\n")
 
 
 def write_json(path: Path, value: Any) -> Path:
-    """`value` as JSON at `path`, NaN and inf as null."""
+    """`value` as JSON at `path`, NaN and inf as null, URIs without credentials, written whole."""
     return write_redacted_json(path, finite(value))
 
 
@@ -78,7 +82,7 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     plots draw into the run's folder; the names written (its artifacts)."""
     data, _ = split_wall_clock(summary.to_dict())  # wall-clock figures go to run.json: same seed, same file
     write_json(out / SUMMARY_FILE, data)
-    (out / PARAMS_FILE).write_text(yaml.safe_dump(redact_tree(raw), sort_keys=False))
+    write_text(out / PARAMS_FILE, yaml.safe_dump(redact_tree(raw), sort_keys=False))
     names = [SUMMARY_FILE, PARAMS_FILE]
     for run, name in zip(runs, RECORDS_FILES, strict=False):
         write_records(run, out / name)
@@ -91,8 +95,30 @@ def write_records(run: SimResult, path: Path) -> None:
     """The run's per-request records at `path`: already there for a run streamed to it, copied
     from the file a streamed run wrote elsewhere (a baseline cached in a sweep), else written."""
     records = run.records
-    if isinstance(records, RecordsFile):
-        if records.path.resolve() != path.resolve():
-            shutil.copyfile(records.path, path)
-    else:
-        records.to_parquet(path, index=False)
+    if isinstance(records, RecordsFile) and records.path.resolve() == path.resolve():
+        return
+    with replacing(path) as tmp:
+        if isinstance(records, RecordsFile):
+            shutil.copyfile(records.path, tmp)
+        else:
+            records.to_parquet(tmp, index=False)
+
+
+def stopped(folder: Path, status: str, reason: str) -> str:
+    """Mark this process's claim on `folder` (its run.json) `status` ("interrupted", "failed") for
+    `reason`; what is kept in the folder, in words (one line's end)."""
+    try:
+        claim = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return f"nothing was written to {folder}"
+    if "tracking" in claim:  # the run's files are complete: only its logging was cut short
+        return f"the run's files are complete in {folder}; if it is not in MLflow, log it with: {retry_hint(folder)}"
+    if claim.get("status") != RUNNING or claim.get("pid") != os.getpid():
+        return f"nothing was written to {folder}"
+    try:
+        write_json(folder / RUN_FILE, {"status": status, "pid": os.getpid(), "reason": reason})
+    except OSError:
+        pass  # a full disk: the claim says "running", read as killed by `python -m tracking`
+    kept = [name for name in sorted(p.name for p in folder.iterdir()) if name in OUTPUTS or ".partial." in name]
+    what = f"kept in {folder}: {', '.join(kept)}" if kept else f"nothing was written to {folder}"
+    return f"{what} ({RUN_FILE} says {status})"

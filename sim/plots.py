@@ -28,6 +28,7 @@ import yaml
 
 from sim.config import ConfigError, SloConfig, build
 from sim.run import SimResult
+from tracking.files import replacing
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,7 +96,8 @@ def write_timelines(folder: Path, runs: Sequence[SimResult]) -> Path:
     horizon = max(r.makespan_s for r in runs)
     frames = [timelines(r, horizon).assign(run=k) for k, r in enumerate(runs)]
     path = folder / TIMELINES_FILE
-    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+    with replacing(path) as tmp:
+        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     return path
 
 

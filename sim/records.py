@@ -9,6 +9,7 @@ a column at a time (`RecordsFile`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from sim.costs import StepCosts, recompute_cost, request_energy_j
 from sim.jobs import DONE, REJECT_REASONS, REJECTED, JobTable
+from tracking.files import temporary, write_error
 
 
 def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: np.ndarray | None = None) -> np.ndarray:
@@ -98,13 +100,19 @@ class RecordsWriter:
     """Records streamed to a Parquet file while the run goes, in row groups of `chunk_rows`
     (default `CHUNK_ROWS`): `flush` writes each next row group whose rows are all final, `close`
     the rest. The file is opened (and its schema written) at once, so that a bad path fails
-    before the run; `abort` closes it valid with the row groups written so far."""
+    before the run. It is written under a temporary name (tracking.files) and renamed to `path`
+    by `close`; `abort` closes it valid with the row groups written so far and renames it to
+    `partial(path)` (removed if it holds none), so that `path` never holds part of the records.
+    A failed write (a full disk) raises a `WriteError` naming `path`."""
 
     def __init__(self, requests: Requests, path: Path, chunk_rows: int | None = None) -> None:
-        self.requests, self.path = requests, path
+        self.requests, self.path, self._tmp = requests, path, temporary(path)
         self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.written = 0  # rows written: the first row not yet final is at or after it
-        self._writer = pq.ParquetWriter(path, _table(requests.records(0, 0)).schema)
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, _table(requests.records(0, 0)).schema)
+        except OSError as e:
+            raise write_error(path, e) from e
 
     def flush(self) -> None:
         """Write each next row group whose rows are all final (checked with numpy, a group at a time)."""
@@ -118,29 +126,48 @@ class RecordsWriter:
     def close(self) -> RecordsFile:
         """Write the remaining rows (final or not: the run is over) and close the file."""
         n = self.requests.n
+        if n == 0:
+            self._write_table(_table(self.requests.records(0, 0)))
+        while self.written < n:
+            self._write(min(self.written + self.chunk_rows, n))
         try:
-            if n == 0:
-                self._writer.write_table(_table(self.requests.records(0, 0)))
-            while self.written < n:
-                self._write(min(self.written + self.chunk_rows, n))
-        finally:
             self._writer.close()
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            raise write_error(self.path, e) from e
         return RecordsFile(self.path, n)
 
     def abort(self) -> str:
-        """Close the file with the row groups written so far; what it holds, in words."""
+        """Close the file with the row groups written so far, as `partial(path)`; what it holds, in words."""
+        kept = partial(self.path)
         try:
             self._writer.close()
+            if not self.written:
+                self._tmp.unlink()
+                return "no records were written before the run stopped"
+            os.replace(self._tmp, kept)
         except Exception as error:  # the run's own error matters more: say so, do not mask it
-            return f"the records file {self.path} could not be closed ({error!r}): it may be unreadable"
+            self._tmp.unlink(missing_ok=True)
+            return f"the records file {kept} could not be kept ({error!r}); no records were kept"
         return (
-            f"records of the first {self.written:,} of {self.requests.n:,} requests were kept in {self.path} "
+            f"records of the first {self.written:,} of {self.requests.n:,} requests were kept in {kept} "
             "(the rows final before the run stopped, whole row groups); the rest were not written"
         )
 
     def _write(self, stop: int) -> None:
-        self._writer.write_table(_table(self.requests.records(self.written, stop)))
+        self._write_table(_table(self.requests.records(self.written, stop)))
         self.written = stop
+
+    def _write_table(self, table: pa.Table) -> None:
+        try:
+            self._writer.write_table(table)
+        except OSError as e:
+            raise write_error(self.path, e) from e
+
+
+def partial(path: Path) -> Path:
+    """Where the records of a run that stopped are kept: `requests.parquet` → `requests.partial.parquet`."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 def _table(frame: pd.DataFrame) -> pa.Table:

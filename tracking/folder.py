@@ -11,28 +11,37 @@ summary.json. Once logged, the folder's tracking.json holds the run id (a folder
 skipped unless `--again`); a background finisher that could not log it writes the error there
 instead. The folder's files hold the tracking URI without its credentials (tracking.safe_text):
 logging a folder later connects with the credentials MLflow finds in MLFLOW_TRACKING_USERNAME and
-MLFLOW_TRACKING_PASSWORD, or with --uri.
+MLFLOW_TRACKING_PASSWORD, or with --uri. Logging holds the folder's claim (tracking.claim): one
+folder is one run, however many loggers race for it.
+
+Until the run's files are complete, run.json is a claim, {"status": "running", "pid": N} (see
+sim.output), then "interrupted" or "failed" if the run stopped: such a folder is not logged
+(`run_state` says why); a claim whose process is gone is reported as killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tracking.log import DatasetRef, log_run
+from tracking.claim import claim, folder_key
+from tracking.files import write_text
+from tracking.log import DatasetRef, log_run, warn_failed
 from tracking.safe_text import redact_tree, shell_command
-from tracking.store import TrackingConfig
+from tracking.store import TrackingConfig, TrackingError
 
 RUN_FILE = "run.json"
 TRACKED_FILE = "tracking.json"  # written after logging: {"run_id", "uri", "experiment"}, or {"error", ...}
 PARAMS_FILE = "resolved_config.yaml"
 SUMMARY_FILE = "summary.json"
+RUNNING, INTERRUPTED, FAILED = "running", "interrupted", "failed"  # run.json's status before the run is complete
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,35 @@ class RunRecord:
 
 
 def log_folder(
-    folder: Path, record: RunRecord | None = None, *, uri: str | None = None, raise_errors: bool = False
+    folder: Path,
+    record: RunRecord | None = None,
+    *,
+    uri: str | None = None,
+    raise_errors: bool = False,
+    again: bool = False,
+    waiting: Callable[[int | None], None] | None = None,
 ) -> str | None:
-    """Log the run in `folder` (its run.json unless `record` is given); its run id, or None after a
-    warning (`raise_errors`: the error instead)."""
+    """Log the run in `folder` (its run.json unless `record` is given) under the folder's claim;
+    its run id, or None after a warning (`raise_errors`: the error instead). A folder logged
+    meanwhile by another process is not logged again (unless `again`): its run id is returned.
+    `waiting` is told the pid of the process it waits for, if any."""
     record = record or RunRecord.read(folder)
     tracking = replace(record.tracking, run_name=record.run_name, enabled=True)
     if uri:
         tracking = replace(tracking, uri=uri)
+    try:
+        with claim(folder, tracking.lock_timeout_s, waiting):
+            logged = None if again else logged_run_id(folder)
+            return logged or _log_claimed(folder, record, tracking, raise_errors)
+    except TrackingError as e:  # the claim was not had in time
+        if raise_errors:
+            raise
+        warn_failed(tracking, str(e), retry_hint(folder))
+        return None
+
+
+def _log_claimed(folder: Path, record: RunRecord, tracking: TrackingConfig, raise_errors: bool) -> str | None:
+    """Log the folder's run (its claim held) and write its tracking.json; the run id, or None."""
     params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
     metrics = {**json.loads((folder / SUMMARY_FILE).read_text()), **record.timing}
     run_id = log_run(
@@ -88,6 +118,7 @@ def log_folder(
         datasets=record.datasets,
         retry_hint=retry_hint(folder),
         raise_errors=raise_errors,
+        folder=folder_key(folder),
     )
     if run_id is not None:
         mark_tracked(folder, tracking, run_id)
@@ -105,9 +136,8 @@ def mark_tracked(folder: Path, tracking: TrackingConfig, run_id: str | None, err
 
 
 def write_json(path: Path, value: Any) -> Path:
-    """`value` as indented JSON at `path`, every URI in it without its credentials."""
-    path.write_text(json.dumps(redact_tree(value), indent=2) + "\n")
-    return path
+    """`value` as indented JSON at `path`, every URI in it without its credentials, written whole."""
+    return write_text(path, json.dumps(redact_tree(value), indent=2) + "\n")
 
 
 def logged_run_id(folder: Path) -> str | None:
@@ -124,6 +154,38 @@ def retry_hint(folder: Path) -> str:
     return shell_command("python", "-m", "tracking", folder)
 
 
+def run_state(folder: Path) -> str | None:
+    """Why the run in `folder` cannot be logged, in words ("was interrupted (SIGTERM)", "was
+    killed", ...); None when its run.json is a complete record."""
+    try:
+        data = json.loads((folder / RUN_FILE).read_text())
+    except OSError as e:
+        return f"has no readable {RUN_FILE} ({e.strerror or e})"
+    except ValueError:
+        return f"was killed as it started (its {RUN_FILE} is incomplete)"
+    if not isinstance(data, dict):
+        return f"has a {RUN_FILE} that is not a run's record"
+    status, pid = data.get("status"), data.get("pid")
+    if status == INTERRUPTED:
+        return f"was interrupted ({data.get('reason') or 'by a signal'})"
+    if status == FAILED:
+        return f"failed ({data.get('reason') or 'an error'})"
+    if status == RUNNING:
+        return f"is still running (pid {pid})" if isinstance(pid, int) and alive(pid) else "was killed"
+    return None if "tracking" in data else f"has a {RUN_FILE} that is not a run's record (no 'tracking')"
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (a pid reused since reads as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Log finished runs' output folders to MLflow (the store in their run.json, or --uri)."""
     p = argparse.ArgumentParser(prog="python -m tracking", description=main.__doc__)
@@ -131,17 +193,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--uri", default=None, help="MLflow tracking URI (default: the one the run was given)")
     p.add_argument("--again", action="store_true", help="log folders already logged once more (a new run)")
     args = p.parse_args(argv)
-    failed = 0
-    for folder in args.folders:
-        if not (folder / RUN_FILE).exists():
-            print(f"{folder}: no {RUN_FILE}; not a run's output folder")
-            failed += 1
-            continue
-        logged = logged_run_id(folder)
-        if logged and not args.again:
-            print(f"{folder}: already logged as run {logged} ({TRACKED_FILE}); --again logs it once more")
-            continue
-        run_id = log_folder(folder, uri=args.uri)
-        print(f"{folder}: {'logged as run ' + run_id if run_id else 'not logged (see the warning)'}")
-        failed += run_id is None
-    return 1 if failed else 0
+    return 1 if sum(not log_one(folder, args.uri, args.again) for folder in args.folders) else 0
+
+
+def log_one(folder: Path, uri: str | None, again: bool) -> bool:
+    """Log one folder for `main`, printing one line on the outcome; whether it is logged."""
+    if not (folder / RUN_FILE).exists():
+        print(f"{folder}: no {RUN_FILE}; not a run's output folder")
+        return False
+    state = run_state(folder)
+    if state is not None:
+        print(f"{folder}: the run {state}; nothing to log")
+        return False
+    logged = logged_run_id(folder)
+    if logged and not again:
+        print(f"{folder}: already logged as run {logged} ({TRACKED_FILE}); --again logs it once more")
+        return True
+
+    def waiting(pid: int | None) -> None:
+        print(f"{folder}: already being logged by pid {pid}; waiting for it", flush=True)
+
+    run_id = log_folder(folder, uri=uri, again=again, waiting=waiting)
+    print(f"{folder}: {'logged as run ' + run_id if run_id else 'not logged (see the warning)'}")
+    return run_id is not None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracking.claim import FOLDER_TAG
 from tracking.safe_text import redact, redact_tree, redacted_stdout
 from tracking.store import TrackingConfig, check_store, http_limits, store_lock
 
@@ -70,14 +71,18 @@ def log_run(
     datasets: Sequence[DatasetRef] = (),
     retry_hint: str = "",
     raise_errors: bool = False,
+    folder: str | None = None,
 ) -> str | None:
     """Log one MLflow run; its id, or None after one warning (what failed, and `retry_hint`);
-    `raise_errors`: raise instead of warning (the caller reports it, see tracking.background)."""
+    `raise_errors`: raise instead of warning (the caller reports it, see tracking.background).
+    `folder` (`tracking.claim.folder_key`, the caller holding the folder's claim): the run is tagged
+    with it, and a run of that folder left RUNNING by a killed logger is finished instead of a new
+    one made."""
     if not config.enabled:
         return None
     try:
         with redacted_stdout():
-            return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets)
+            return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets, folder)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
         if raise_errors:
             raise
@@ -106,6 +111,7 @@ def _log(
     tags: dict[str, str],
     parent_run_id: str | None,
     datasets: Sequence[DatasetRef],
+    folder: str | None,
 ) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
@@ -119,8 +125,12 @@ def _log(
         run_tags = redact_tree({**config.tags, **tags})
         if parent_run_id:
             run_tags[PARENT_TAG] = parent_run_id
-        name = redact(config.run_name) if config.run_name else None
-        run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
+        if folder is not None:
+            run_tags[FOLDER_TAG] = folder
+        run_id = resumed_run(client, experiment_id, folder) if folder is not None else None
+        if run_id is None:
+            name = redact(config.run_name) if config.run_name else None
+            run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
         try:
             flat = [Param(k, v[:6000]) for k, v in flatten(redact_tree(params)).items()]
             for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
@@ -150,3 +160,17 @@ def _log(
             raise
         client.set_terminated(run_id, "FINISHED")
         return run_id
+
+
+def resumed_run(client: Any, experiment_id: str, folder: str) -> str | None:
+    """The newest run of `folder` left RUNNING by a killed logger (any older one is marked FAILED),
+    to be logged again and finished; None if there is none."""
+    running = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", order_by=["attributes.start_time DESC"]
+    )  # the folder's tag is compared here: a path may hold quotes that a filter string would need escaped
+    mine = [r.info.run_id for r in running if r.data.tags.get(FOLDER_TAG) == folder]
+    for stale in mine[1:]:
+        client.set_terminated(stale, "FAILED")
+    if mine:
+        log.info("finishing MLflow run %s, left RUNNING by an interrupted logging of %s", mine[0], folder)
+    return mine[0] if mine else None

@@ -9,11 +9,13 @@ out), grouped by trace and load (trace, rate scale, request count, fleet size, c
 a front never mixes two groups. Points are labelled by their run names, built from the overrides
 that vary in the sweep. Metric names come from the summary type (sim.summary): a renamed metric
 fails here, and runs that lack a required metric are refused by name instead of reading NaN.
+Runs not FINISHED (a logging killed mid-way, or one that failed) are skipped and named in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,8 @@ import pandas as pd
 from sim.summary import unit
 from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("energy_j", "output_tokens_per_j", "quality_cost_pct", "ttft_s.p99", "tpot_s.p99", "slo_attainment")
 OPTIONAL = (
@@ -70,7 +74,24 @@ def load_runs(
     if runs.empty:
         which = f" matching {where!r}" if where else ""
         raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no runs{which}; run `python -m sim` first")
-    return runs.reset_index(drop=True)
+    return finished(runs).reset_index(drop=True)
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The FINISHED runs; the others (a logger killed mid-way, a failed logging) are named in one
+    warning, or in the ReportError when no run is left."""
+    done = runs["status"] == "FINISHED"
+    if done.all():
+        return runs
+    rest = runs[~done]
+    labels = zip(rest["run_id"], rest["status"], _column(rest, "tags.mlflow.runName", "").fillna(""), strict=True)
+    names = ", ".join(f"{run_id[:8]} ({status}, {name or 'unnamed'!r})" for run_id, status, name in labels)
+    line = (f"{len(rest)} unfinished run(s) skipped: {names}; `python -m tracking FOLDER` finishes an interrupted "
+            "logging")  # fmt: skip
+    if not done.any():
+        raise ReportError(f"no finished runs: {line}")
+    log.warning("sim.report: %s", line)
+    return runs[done]
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from sim.jobs import DONE, PENDING, REJECTED, Counts, JobTable
 from sim.metrics import fleet_peak_power_w, run_summary
 from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Decision, Policy
-from sim.records import RecordsWriter, Requests
+from sim.records import RecordsWriter, Requests, partial
 from sim.run import simulate_fleet
 from tests.sim.conftest import toy_oracle
 
@@ -154,10 +154,12 @@ def test_a_run_that_stops_keeps_the_row_groups_written_in_a_valid_file(error, ll
     path = tmp_path / "requests.parquet"
     with pytest.raises(type(error)) as stopped:
         simulate_fleet(requests, fleet, _StopAt(at_s, error), records_path=path)
-    kept = pd.read_parquet(path)
+    kept_at = partial(path)
+    assert [p.name for p in tmp_path.iterdir()] == [kept_at.name]  # never a part of the records under `path`
+    kept = pd.read_parquet(kept_at)
     assert 0 < len(kept) < 5000 and len(kept) % 512 == 0
-    assert pq.ParquetFile(path).metadata.num_row_groups == len(kept) // 512
-    assert f"records of the first {len(kept):,} of 6,000 requests were kept in {path}" in stopped.value.__notes__[0]
+    assert pq.ParquetFile(kept_at).metadata.num_row_groups == len(kept) // 512
+    assert f"records of the first {len(kept):,} of 6,000 requests were kept in {kept_at}" in stopped.value.__notes__[0]
     whole = simulate_fleet(requests, fleet, _StopAt(at_s, None)).requests
     pd.testing.assert_frame_equal(kept, whole.iloc[: len(kept)], check_exact=True)
 
@@ -209,8 +211,13 @@ def test_a_flush_writes_each_whole_row_group_before_the_first_request_not_final(
         if close:
             writer.close()
         else:
-            assert f"first {expected:,} of {n:,} requests" in writer.abort()
-        kept, back = n if close else expected, pd.read_parquet(path)
+            said = writer.abort()
+            assert f"first {expected:,} of {n:,} requests" in said if expected else "no records were written" in said
+            assert not path.exists() and partial(path).exists() == bool(expected)
+        kept, at = (n, path) if close else (expected, partial(path))
+        assert [p.name for p in Path(folder).iterdir()] == [at.name] * (close or bool(kept))  # no temporary file left
         if kept:  # (an empty file does not keep the categories of reject_reason: Arrow writes no dictionary)
-            pd.testing.assert_frame_equal(back, made.records(0, kept), check_exact=True)
-        assert back.columns.tolist() == made.records(0, 0).columns.tolist() and len(back) == kept
+            pd.testing.assert_frame_equal(pd.read_parquet(at), made.records(0, kept), check_exact=True)
+        if at.exists():
+            back = pd.read_parquet(at)
+            assert back.columns.tolist() == made.records(0, 0).columns.tolist() and len(back) == kept
