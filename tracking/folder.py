@@ -63,6 +63,11 @@ class RunRecord:
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord:
+        """The record in `folder`'s run.json; TrackingError saying why if it is not a complete
+        run's (interrupted, killed, failed: `run_state`)."""
+        state = run_state(folder)
+        if state is not None:
+            raise TrackingError(f"{folder}: the run {state}; nothing to log")
         data = json.loads((folder / RUN_FILE).read_text())
         return cls(
             tracking=TrackingConfig(**data["tracking"]),

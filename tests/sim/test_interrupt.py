@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tracking.folder import log_folder
 from tracking.folder import main as log_later
+from tracking.store import TrackingError
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = ("trace=synthetic", "trace.num_requests=2000000", "trace.rate_per_s=50", "trace.n_in=512", "trace.n_out=128")
@@ -82,6 +84,8 @@ def test_a_killed_run_is_reported_as_killed_and_its_records_are_not_under_their_
     assert not {p.name for p in out.iterdir()} & FINAL
     assert log_later([str(out)]) == 1
     assert capsys.readouterr().out == f"{out}: the run was killed; nothing to log\n"
+    with pytest.raises(TrackingError, match="the run was killed; nothing to log"):
+        log_folder(out)  # the Python API says the same, not a KeyError
 
 
 FULL_DISK = """
