@@ -15,7 +15,6 @@ from typing import Any
 from oracle.model import Oracle
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
 
-ROUTERS = ("round_robin", "least_tokens", "length_aware", "energy_aware")
 MAX_SERVERS = 30_000  # the job table stores a server index as int16
 
 
@@ -45,7 +44,9 @@ class FleetConfig:
     slo_headroom: float = 0.8
 
     def __post_init__(self) -> None:
-        check(self.router in ROUTERS, "fleet.router", f"must be one of {ROUTERS}, got {self.router!r}")
+        from sim.routing import ROUTERS  # it imports this module's Fleet
+
+        check(self.router in ROUTERS, "fleet.router", f"must be one of {tuple(ROUTERS)}, got {self.router!r}")
         check(0 < self.slo_headroom <= 1, "fleet.slo_headroom", f"must be in (0, 1], got {self.slo_headroom}")
         check(self.replicas >= 1, "fleet.replicas", f"must be ≥ 1, got {self.replicas}")
         check(
@@ -122,8 +123,10 @@ class Fleet:
     def __post_init__(self) -> None:
         if not self.pools:
             raise ValueError("a fleet needs at least one pool")
+        from sim.routing import ROUTERS
+
         if self.router not in ROUTERS:
-            raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
+            raise ValueError(f"router must be one of {tuple(ROUTERS)}, got {self.router!r}")
         if not 0 < self.slo_headroom <= 1:
             raise ValueError(f"slo_headroom must be in (0, 1], got {self.slo_headroom}")
         if len({p.server.exact_steps for p in self.pools}) > 1:

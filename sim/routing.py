@@ -9,6 +9,9 @@
 - `energy_aware`: among the replicas whose estimated TTFT and TPOT stay within `slo_headroom` × the
   SLO, the one where the request adds the least energy; if none qualifies, least tokens.
 
+Each router is a `Router` subclass registered by name with `@register` (`ROUTERS`, what
+`fleet.router` names); config validation, `--help` and the tests read the registry.
+
 The estimates (`marginal_energy_j`, `ttft_estimate_s`, `tpot_estimate_s`) are pure functions of
 a replica's step costs and its state at the last step boundary. A router that can decide without
 server state (`static`) assigns the whole trace up front, and the servers read it with no events.
@@ -24,6 +27,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -188,6 +192,19 @@ class LoadIndex:
         return None if self._by_finish else (self.tokens, self._heap)
 
 
+R = TypeVar("R", bound=type["Router"])
+
+ROUTERS: dict[str, type[Router]] = {}
+
+
+def register(cls: R) -> R:
+    """Add a router class to `ROUTERS` under its `name`."""
+    if cls.name in ROUTERS:
+        raise ValueError(f"router {cls.name!r} is registered twice")
+    ROUTERS[cls.name] = cls
+    return cls
+
+
 class Router:
     """Picks a server for each request; `static` routers can also assign a whole trace.
 
@@ -195,6 +212,7 @@ class Router:
     `sim.routed.RoutedLoop` keeps up only for a router that reads it.
     """
 
+    name: str
     static = False
     reads_step_time = False
 
@@ -216,9 +234,11 @@ class Router:
         raise TypeError(f"router {self.fleet.router!r} decides per arrival and cannot assign up front")
 
 
+@register
 class RoundRobin(Router):
     """Replicas in turn."""
 
+    name = "round_robin"
     static = True
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
@@ -237,8 +257,11 @@ class RoundRobin(Router):
         return out
 
 
+@register
 class LeastTokens(Router):
     """The replica with the least outstanding work (tokens)."""
+
+    name = "least_tokens"
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
@@ -249,8 +272,11 @@ class LeastTokens(Router):
         return self._index.least()
 
 
+@register
 class LengthAware(Router):
     """The first pool whose bounds admit the request, least tokens within it."""
+
+    name = "length_aware"
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
@@ -278,9 +304,11 @@ class LengthAware(Router):
         return index[self.pool_index(n_in, n_out)]
 
 
+@register
 class EnergyAware(Router):
     """Least marginal energy among replicas whose estimated TTFT and TPOT meet the SLO."""
 
+    name = "energy_aware"
     reads_step_time = True
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
@@ -342,14 +370,7 @@ def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float
 
 _IDLE = ServerState(0, 0, 0)  # a replica with nothing to do
 
-ROUTER_CLASSES: dict[str, type[Router]] = {
-    "round_robin": RoundRobin,
-    "least_tokens": LeastTokens,
-    "length_aware": LengthAware,
-    "energy_aware": EnergyAware,
-}
-
 
 def make_router(fleet: Fleet, servers: Sequence[Server]) -> Router:
     """The fleet's router over its serving replicas (in pool order)."""
-    return ROUTER_CLASSES[fleet.router](fleet, servers)
+    return ROUTERS[fleet.router](fleet, servers)

@@ -11,7 +11,7 @@ import traces
 from sim.config import ConfigError, ServerConfig, SloConfig
 from sim.fleet import Fleet, FleetConfig, Pool, build_fleet
 from sim.metrics import fleet_peak_power_w, idle_energy_j, summarize
-from sim.routing import ROUTER_CLASSES, RoundRobin
+from sim.routing import ROUTERS, RoundRobin
 from sim.run import simulate, simulate_fleet
 from tests.sim.conftest import toy_oracle, trace
 
@@ -87,7 +87,7 @@ def test_a_pool_server_key_error_names_the_pool(llama):
 def test_one_replica_fleet_is_the_single_server_run(llama):
     rows = trace([(0.0, 100, 20), (0.1, 300, 5), (0.1, 50, 40), (2.0, 10, 10)])
     single = simulate(rows, llama, SERVER)
-    for router in ROUTER_CLASSES:
+    for router in ROUTERS:
         if router == "length_aware":
             continue
         fleet = simulate_fleet(rows, Fleet.single(llama, SERVER, 1, router)).requests
@@ -111,7 +111,7 @@ def two_pools(router: str, replicas: int, exact: bool = False) -> Fleet:
 
 
 @SETTINGS
-@given(requests, st.sampled_from(sorted(ROUTER_CLASSES)), st.integers(1, 3))
+@given(requests, st.sampled_from(sorted(ROUTERS)), st.integers(1, 3))
 def test_fleet_runs_conserve_energy_and_finish_each_request_once(rows, router, replicas):
     result = simulate_fleet(trace(sorted(rows)), two_pools(router, replicas))
     r = result.requests
@@ -157,7 +157,7 @@ def test_round_robin_feeds_equal_routing_each_arrival(rows, replicas):
 
 
 @SETTINGS
-@given(requests, st.sampled_from(sorted(ROUTER_CLASSES)))
+@given(requests, st.sampled_from(sorted(ROUTERS)))
 def test_fleet_peak_power_is_the_highest_sum_over_servers(rows, router):
     servers = simulate_fleet(trace(sorted(rows)), two_pools(router, 2)).servers
     probes = np.concatenate([s.span_start_s for s in servers] + [np.zeros(1)])
@@ -202,7 +202,7 @@ def busy_minute():
     return traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=2000, rate_scale=200.0))
 
 
-@pytest.mark.parametrize("router", ["round_robin", "least_tokens", "length_aware", "energy_aware"])
+@pytest.mark.parametrize("router", sorted(ROUTERS))
 def test_a_fleet_of_256_replicas_runs_with_every_router(llama, busy_minute, router):
     """256 replicas (length_aware: 128 short + 128 long) take ~1,100 requests/s of azure_chat."""
     if router == "length_aware":

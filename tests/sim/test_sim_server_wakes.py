@@ -27,6 +27,7 @@ from sim.fleet import Fleet, Pool
 from sim.jobs import JobTable, ServerState
 from sim.policies.base import Decision, Policy, Request, Summarizer
 from sim.policies.summarization import Summarization
+from sim.routing import ROUTERS
 from sim.run import SimResult, simulate_fleet
 from sim.schedulers import SCHEDULERS
 from sim.server import Server
@@ -156,7 +157,7 @@ def fleets(draw: st.DrawFn) -> Fleet:
         kv_capacity_tokens=draw(st.sampled_from([80, 200, 100_000])),
         exact_steps=draw(st.booleans()),
     )
-    router = draw(st.sampled_from(["round_robin", "least_tokens", "energy_aware", "length_aware"]))
+    router = draw(st.sampled_from(sorted(ROUTERS)))
     replicas = draw(st.integers(1, 4))
     slo = SloConfig(ttft_s=draw(st.sampled_from([2.0, 8.0, 30.0])), tpot_s=draw(st.sampled_from([0.6, 1.5, 4.0])))
     if router != "length_aware":
