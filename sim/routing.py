@@ -27,7 +27,6 @@ import heapq
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import TypeVar
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
+from sim.registry import Registry
 from sim.server import Server
 
 
@@ -192,17 +192,8 @@ class LoadIndex:
         return None if self._by_finish else (self.tokens, self._heap)
 
 
-R = TypeVar("R", bound=type["Router"])
-
-ROUTERS: dict[str, type[Router]] = {}
-
-
-def register(cls: R) -> R:
-    """Add a router class to `ROUTERS` under its `name`."""
-    if cls.name in ROUTERS:
-        raise ValueError(f"router {cls.name!r} is registered twice")
-    ROUTERS[cls.name] = cls
-    return cls
+ROUTERS: Registry[type[Router]] = Registry("router")  # name → its class
+register = ROUTERS.register
 
 
 class Router:

@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TypeVar
 
+from sim.registry import Registry
 from sim.schedulers.base import Scheduler
 
-S = TypeVar("S", bound=type[Scheduler])
-
-SCHEDULERS: dict[str, type[Scheduler]] = {}
-
-
-def register(cls: S) -> S:
-    """Add a scheduler class to `SCHEDULERS` under its `name`."""
-    if cls.name in SCHEDULERS:
-        raise ValueError(f"scheduler {cls.name!r} is registered twice ({SCHEDULERS[cls.name]} and {cls})")
-    SCHEDULERS[cls.name] = cls
-    return cls
+SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler")  # name → its plug-in class
+register = SCHEDULERS.register
 
 
 for _module in pkgutil.iter_modules(__path__):
