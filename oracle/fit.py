@@ -142,7 +142,8 @@ class PowerConstraint:
     """What keeping implied step power within [idle_power_w, power_limit_w] (W) cost the energy fit.
 
     unconstrained_*: the plain fit's in-sample MAPE (%) and implied step power range (W) over the
-    representative steps; active: whether the limits moved the coefficients.
+    representative steps; active: whether the plain fit broke the limits, so that they moved the
+    coefficients (comparing coefficients instead flags solver round-off on a coefficient near 0).
     """
 
     idle_power_w: float
@@ -265,7 +266,9 @@ def _power_report(
         unconstrained_power_w=(float(np.nanmin(free)), float(np.nanmax(free))),
         constrained_mape_pct=constrained_mape,
         power_w=(float(np.nanmin(bound)), float(np.nanmax(bound))),
-        active=not np.allclose(est.energy_coef_, est.energy_coef_unconstrained_, rtol=1e-9, atol=0.0),
+        active=bool(
+            np.nanmin(free) < idle * (1 - 1e-9) or (limit is not None and np.nanmax(free) > limit * (1 + 1e-9))
+        ),
     )
 
 
