@@ -6,8 +6,11 @@ Prints coefficients, θ at batch 1, n_out* for a few n_in, in-sample and 5-fold 
 oracle and of the baselines on the same rows, and what keeping the implied step power between idle
 power and the power limit cost in MAPE; writes ORACLE.json (with `fit.mape_pct`,
 `fit.cv_mape_pct` and `fit.power_constraint`), ORACLE.heatmap.png and ORACLE.energy_per_token.png
-next to it. A table that cannot determine the model (identical rows, too few distinct points), or
-whose runs imply a power no GPU draws (energy in kWh, say), is an error, and no oracle is written.
+next to it. A table of one batch size B is fitted at B with the shared and per-sequence decode
+costs merged: the report and the oracle's `fit.batch_scaling` say that its batch scaling is
+undetermined, and the plots are drawn at B. A table that cannot determine the model (identical
+rows, too few distinct points), or whose runs imply a power no GPU draws (energy in kWh, say), is
+an error, and no oracle is written.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ def fit_measurements(
     print(f"step coefficients (per feature unit):\n{coefs}\n{report.text()}")
     if plots:
         stem = out_path.with_suffix("")
-        plot_efficiency_heatmap(oracle, f"{stem}.heatmap.png")
-        plot_energy_per_token(oracle, f"{stem}.energy_per_token.png")
+        batch = int(oracle.fitted_batch or 1)  # a one-batch oracle is plotted where it was measured
+        plot_efficiency_heatmap(oracle, f"{stem}.heatmap.png", batch=batch)
+        plot_energy_per_token(oracle, f"{stem}.energy_per_token.png", batch=batch)
     print(f"wrote {out_path}")
     return report.as_dict()
 

@@ -33,7 +33,7 @@ from calibrate.repeats import spread_by_point
 from calibrate.signals import Terminated
 from calibrate.sweep import Sweep, SweepOptions, SweepSummary
 from calibrate.table import MeasurementTableError, read_table
-from oracle.fit import UnidentifiableFitError
+from oracle.identify import UnidentifiableFitError
 from oracle.regress import FitNotConvergedError
 from oracle.run_power import ImplausiblePowerError
 from tracking import log_run

@@ -5,8 +5,11 @@ the sum of its steps, so its energy (J) and duration (s) are linear in the step 
 non-negative least squares on relative error (`oracle.regress`). The time coefficients are fitted
 first; the energy coefficients are then fitted under the physical limit that every representative
 step's implied power (energy / time, W) lies between the idle power and the power limit, as
-linear inequalities of the least squares. A table that cannot determine all six coefficients (too
-few distinct points, or points that never vary what separates two features) is refused.
+linear inequalities of the least squares. A table of one batch size is fitted with the shared
+step cost merged into the per-sequence ones (`oracle.identify`): exact at that batch, its batch
+scaling undetermined, which the report and the oracle say. A table that cannot determine the
+coefficients (too few distinct points, or points that never vary what separates two features) is
+refused.
 Baselines, fitted and scored on the same rows: the linear per-request model a·n_in + b·n_out + c,
 a FLOPs-only model (energy proportional to linear-layer and attention FLOPs), and the ideal bound
 FLOPs × TDP / peak FLOP/s.
@@ -24,51 +27,18 @@ import pandas as pd
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
+from oracle.identify import (
+    batch_note,
+    fitted_batch,
+    identifiable_columns,
+    merge_shared,
+    run_design,
+)
 from oracle.model import CalibratedRange, MemorySpec, Oracle, representative_steps
 from oracle.regress import ConstrainedRelativeLSQ, NotFittedError, RelativeNNLS, cross_val_mape_pct, mape_pct
 from oracle.run_power import check_run_power
 
 log = logging.getLogger(__name__)
-
-POINT_COLUMNS = ("n_in", "n_out", "batch_size", "num_requests")
-
-
-class UnidentifiableFitError(ValueError):
-    """A measurement table that cannot determine every step coefficient."""
-
-
-def run_design(table: pd.DataFrame) -> np.ndarray:
-    """Summed step features of every run in the table (rows, 6)."""
-    return F.run_features(table["n_in"], table["n_out"], table["batch_size"], table["num_requests"])
-
-
-def check_identifiable(table: pd.DataFrame, rel_tol: float = 1e-8) -> None:
-    """Raise UnidentifiableFitError unless the table's runs determine all six step coefficients.
-
-    The design matrix (summed step features per run, columns scaled to unit norm) must have full
-    column rank: a singular value below rel_tol × the largest means some combination of features
-    never varies independently, so the fit would pick arbitrary values for it (and MAPE can
-    still read 0 %).
-    """
-    X = run_design(table)
-    norm = np.linalg.norm(X, axis=0)
-    _, sv, vt = np.linalg.svd(X / np.where(norm > 0, norm, 1.0), full_matrices=False)
-    rank = int(np.sum(sv > rel_tol * sv[0])) if sv.size and sv[0] > 0 else 0
-    if rank == F.N_FEATURES:
-        return
-    points = len(table[list(POINT_COLUMNS)].drop_duplicates())
-    null = np.abs(vt[rank:])
-    hits = (null > 1e-6 * null.max(axis=1, keepdims=True)).any(axis=0)
-    involved = [f for f, hit in zip(F.FEATURES, hits, strict=True) if hit]
-    varied = {c: int(table[c].nunique()) for c in ("n_in", "n_out", "batch_size")}
-    raise UnidentifiableFitError(
-        f"the table cannot determine the model: its {len(table)} row(s) hold {points} distinct "
-        f"(n_in, n_out, batch_size, num_requests) point(s), which fix only {rank} of the {F.N_FEATURES} "
-        f"step coefficients (it cannot tell apart the coefficients of {', '.join(involved)}). Distinct values: "
-        + ", ".join(f"{c} {n}" for c, n in varied.items())
-        + f". A fit needs at least {F.N_FEATURES} distinct points with at least 2 values of n_in, of n_out "
-        "(n_out > 1) and of batch_size, e.g. grid=sweetspot."
-    )
 
 
 def power_limits(
@@ -89,11 +59,12 @@ def power_limits(
 
 
 def calibrated_range(table: pd.DataFrame) -> CalibratedRange:
-    """The (n_in, n_out, batch) range a table measured."""
+    """The (n_in, n_out, batch) range a table measured: batch [B, B] for a one-batch table."""
+    batch = fitted_batch(table)
     return CalibratedRange(
         n_in=(float(table["n_in"].min()), float(table["n_in"].max())),
         n_out=(float(table["n_out"].min()), float(table["n_out"].max())),
-        batch=(1.0, float(table["batch_size"].max())),
+        batch=(1.0, float(table["batch_size"].max())) if batch is None else (batch, batch),
     )
 
 
@@ -102,7 +73,9 @@ class OracleEstimator:
 
     idle_power_w, power_limit_w (W): when given, the energy fit keeps every representative step's
     implied power within [idle, limit] (see `power_limits`); energy_coef_unconstrained_ holds the
-    plain fit for comparison. Refuses tables that cannot determine the model (`check_identifiable`).
+    plain fit for comparison. Refuses tables that cannot determine the model; a one-batch table is
+    fitted with const merged (`identifiable_columns`): columns_ are the fitted step features and
+    batch_ the table's one batch size (None for a table of several).
     """
 
     def __init__(self, idle_power_w: float | None = None, power_limit_w: float | None = None) -> None:
@@ -112,22 +85,32 @@ class OracleEstimator:
         self.energy_coef_unconstrained_: np.ndarray | None = None
         self.time_coef_: np.ndarray | None = None
         self.limits_: tuple[np.ndarray, np.ndarray] | None = None
+        self.columns_: list[int] = list(range(F.N_FEATURES))
+        self.batch_: float | None = None
 
     def fit(self, table: pd.DataFrame) -> OracleEstimator:
         """Fit energy (J) and time (s) coefficients to the table's runs; returns self."""
-        check_identifiable(table)
-        X = run_design(table)
-        time_coef = RelativeNNLS().fit(X, table["duration_s"]).coef_
-        assert time_coef is not None
-        self.time_coef_ = time_coef
+        self.columns_, self.batch_ = identifiable_columns(table)
+        X = self.design(table)
+        self.time_coef_ = self._full(RelativeNNLS().fit(X, table["duration_s"]).coef_)
         if self.idle_power_w is not None or self.power_limit_w is not None:
-            self.limits_ = power_limits(table, time_coef, self.idle_power_w or 0.0, self.power_limit_w)
-        self.energy_coef_unconstrained_ = RelativeNNLS().fit(X, table["energy_j"]).coef_
-        self.energy_coef_ = self.energy_model().fit(X, table["energy_j"]).coef_
+            G, h = power_limits(table, self.time_coef_, self.idle_power_w or 0.0, self.power_limit_w)
+            self.limits_ = G[:, self.columns_], h
+        self.energy_coef_unconstrained_ = self._full(RelativeNNLS().fit(X, table["energy_j"]).coef_)
+        self.energy_coef_ = self._full(self.energy_model().fit(X, table["energy_j"]).coef_)
         return self
 
+    def design(self, table: pd.DataFrame) -> np.ndarray:
+        """The fitted columns of the table's summed step features (rows, len(columns_))."""
+        return run_design(table)[:, self.columns_]
+
+    def _full(self, coef: np.ndarray | None) -> np.ndarray:
+        """Six step coefficients from a fit over columns_ (const merged back for a one-batch table)."""
+        assert coef is not None
+        return coef if self.batch_ is None else merge_shared(coef, self.batch_)
+
     def energy_model(self) -> RelativeNNLS:
-        """A fresh energy regressor under the fitted power limits (plain NNLS without them)."""
+        """A fresh energy regressor over columns_, under the fitted power limits (plain NNLS without them)."""
         return RelativeNNLS() if self.limits_ is None else ConstrainedRelativeLSQ(*self.limits_)
 
     def predict_energy(self, table: pd.DataFrame) -> np.ndarray:
@@ -159,7 +142,8 @@ class PowerConstraint:
     """What keeping implied step power within [idle_power_w, power_limit_w] (W) cost the energy fit.
 
     unconstrained_*: the plain fit's in-sample MAPE (%) and implied step power range (W) over the
-    representative steps; active: whether the limits moved the coefficients.
+    representative steps; active: whether the plain fit broke the limits, so that they moved the
+    coefficients (comparing coefficients instead flags solver round-off on a coefficient near 0).
     """
 
     idle_power_w: float
@@ -204,6 +188,12 @@ class FitReport:
     theta_b1: list[float] = field(default_factory=list)
     n_out_star: dict[int, float] = field(default_factory=dict)
     power: PowerConstraint | None = None
+    fitted_batch: float | None = None  # the one batch size of a one-batch table (`oracle.identify`)
+
+    @property
+    def batch_note(self) -> str | None:
+        """The caveat of a one-batch fit: batch scaling undetermined; None when several were measured."""
+        return None if self.fitted_batch is None else batch_note(self.fitted_batch)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict; `mape_pct` and `cv_mape_pct` are the oracle's energy figures."""
@@ -218,6 +208,8 @@ class FitReport:
             "theta_b1_j": self.theta_b1,
             "n_out_star_b1": {str(k): v for k, v in self.n_out_star.items()},
             "power_constraint": None if self.power is None else {**asdict(self.power), "cost_pct": self.power.cost_pct},
+            "fitted_batch": self.fitted_batch,
+            "batch_scaling": self.batch_note or "fitted over several batch sizes",
         }
 
     def text(self) -> str:
@@ -234,6 +226,8 @@ class FitReport:
         lines.append("n_out* at batch 1: " + ", ".join(f"n_in={k}: {v:.0f}" for k, v in self.n_out_star.items()))
         if self.power is not None:
             lines.append(self.power.text())
+        if self.batch_note is not None:
+            lines.append(f"caveat: {self.batch_note}")
         return "\n".join(lines)
 
 
@@ -272,7 +266,9 @@ def _power_report(
         unconstrained_power_w=(float(np.nanmin(free)), float(np.nanmax(free))),
         constrained_mape_pct=constrained_mape,
         power_w=(float(np.nanmin(bound)), float(np.nanmax(bound))),
-        active=not np.allclose(est.energy_coef_, est.energy_coef_unconstrained_, rtol=1e-9, atol=0.0),
+        active=bool(
+            np.nanmin(free) < idle * (1 - 1e-9) or (limit is not None and np.nanmax(free) > limit * (1 + 1e-9))
+        ),
     )
 
 
@@ -336,12 +332,12 @@ def fit_oracle(
     check_run_power(table, idle, limit)
     est = OracleEstimator(idle_power_w=idle, power_limit_w=limit).fit(table)
     assert est.energy_coef_ is not None and est.time_coef_ is not None
-    X = run_design(table)
+    X, X_full = est.design(table), run_design(table)
     y = table["energy_j"].to_numpy(float)
-    energy = _score(X, y, X @ est.energy_coef_, folds, seed, est.energy_model)
-    time = _score(X, table["duration_s"].to_numpy(float), X @ est.time_coef_, folds, seed)
+    energy = _score(X, y, X_full @ est.energy_coef_, folds, seed, est.energy_model)
+    time = _score(X, table["duration_s"].to_numpy(float), X_full @ est.time_coef_, folds, seed)
     base, skipped = baselines(table, model, gpu, folds, seed)
-    power = _power_report(est, table, X, y, idle, limit, energy.mape_pct)
+    power = _power_report(est, table, X_full, y, idle, limit, energy.mape_pct)
     oracle = Oracle(
         name=name or f"{model_name.split('/')[-1].lower()}_{backend}",
         model=model_name,
@@ -365,6 +361,7 @@ def fit_oracle(
         theta_b1=[float(t) for t in oracle.theta(1)],
         n_out_star={n: float(oracle.optimal_output(n, check_range=False)) for n in n_in_report},
         power=power,
+        fitted_batch=est.batch_,
     )
     oracle.fit = report.as_dict()
     return oracle, report

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 
 from oracle import features as F
 from oracle.files import NotARegularFileError, require_regular_file
+from oracle.identify import batch_note
 
 FORMAT = "sweetspot-oracle"
 VERSION = 1
@@ -202,7 +203,15 @@ class Oracle:
             )
         return out
 
+    @property
+    def fitted_batch(self) -> float | None:
+        """The one batch size (sequences) the oracle was calibrated at, or None for a range of them."""
+        lo, hi = self.calibrated.batch
+        return lo if lo == hi else None
+
     def _check_range(self, n_in: ArrayLike, n_out: ArrayLike | None, batch: ArrayLike) -> None:
+        """Warn once when asked more than 2x outside the calibrated lengths or batches, or at any
+        batch other than the one batch size a one-batch oracle was fitted at."""
         if self._warned:
             return
         bad = []
@@ -214,12 +223,15 @@ class Oracle:
             if values is None:
                 continue
             v = np.asarray(values, dtype=float)
-            if v.size and (np.nanmin(v) < lo / 2 or np.nanmax(v) > hi * 2):
+            slack = 1.0 if label == "batch" and self.fitted_batch is not None else 2.0
+            if v.size and (np.nanmin(v) < lo / slack or np.nanmax(v) > hi * slack):
                 bad.append(f"{label} in [{np.nanmin(v):g}, {np.nanmax(v):g}] vs calibrated [{lo:g}, {hi:g}]")
         if bad:
             self._warned = True
+            how = "more than 2x " if self.fitted_batch is None else ""
+            one_batch = "" if self.fitted_batch is None else f" It was {batch_note(self.fitted_batch)}."
             warnings.warn(
-                f"oracle {self.name!r} asked more than 2x outside its calibrated range: {'; '.join(bad)}. "
+                f"oracle {self.name!r} asked {how}outside its calibrated range: {'; '.join(bad)}.{one_batch} "
                 "Predictions there are extrapolations (this warning is shown once per oracle).",
                 OracleRangeWarning,
                 stacklevel=3,
@@ -311,12 +323,15 @@ class Oracle:
 def representative_steps(calibrated: CalibratedRange, max_batch: float | None = None) -> np.ndarray:
     """Feature vectors (rows, 6) of decode and prefill steps spanning a calibrated range.
 
-    Batches from 1 to max_batch (default: the calibrated maximum) and contexts from the shortest
-    prompt to the longest prompt plus output, 8 geometric steps each: where implied step power
-    (energy / time, W) is checked, and constrained when fitting.
+    Batches from the calibrated minimum to max_batch (default: the calibrated maximum; a one-batch
+    oracle's steps are those of its batch only, where its split of shared and per-sequence costs
+    is determined) and contexts from the shortest prompt to the longest prompt plus output, 8
+    geometric steps each: where implied step power (energy / time, W) is checked, and constrained
+    when fitting.
     """
     hi_b = float(max_batch or calibrated.batch[1])
-    b = np.unique(np.geomspace(1, max(hi_b, 1.0), 8).round())
+    lo_b = min(float(calibrated.batch[0]), hi_b)
+    b = np.unique(np.geomspace(lo_b, max(hi_b, lo_b), 8).round())
     ctx = np.geomspace(calibrated.n_in[0], calibrated.n_in[1] + calibrated.n_out[1], 8)
     bb, cc = np.meshgrid(b, ctx)
     decode = F.step_features(decode_seqs=bb, decode_ctx=bb * cc)

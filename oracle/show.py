@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oracle.identify import batch_note
 from oracle.model import Oracle, shipped_oracles
 from oracle.plots import GRID, efficiency_map, plot_efficiency_heatmap, plot_energy_per_token
 
@@ -35,6 +36,8 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
         f"idle power {oracle.idle_power_w:.0f} W; calibrated n_in {oracle.calibrated.n_in}, "
         f"n_out {oracle.calibrated.n_out}, batch {oracle.calibrated.batch}"
     )
+    if oracle.fitted_batch is not None:
+        lines.append(f"caveat: {batch_note(oracle.fitted_batch)}")
     for b in batches:
         theta = oracle.theta(b)
         lines.append(f"\nbatch {b}: " + ", ".join(f"θ{i + 1}={t:.4g}" for i, t in enumerate(theta)) + " (J)")

@@ -50,6 +50,37 @@ def test_command_line(table_csv, tmp_path):
     assert Oracle.load(out).fit["rows"] == 294
 
 
+def test_command_line_fits_a_batch_one_table_and_prints_the_caveat(tmp_path):
+    """Before, a table of batch-1 runs (SweetSpot's, most published tables) was refused."""
+    table = tmp_path / "b1.csv"
+    synthetic_table(physical_truth(), noise=0.01, seed=5, batches=(1,)).to_csv(table, index=False)
+    out = tmp_path / "b1.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", f"measurements={table}", f"out={out}", "plots=false"]
+        + [f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    caveat = "caveat: fitted at batch 1 only: batch scaling is undetermined, so predictions at other batch sizes"
+    assert caveat in proc.stdout and "Traceback" not in proc.stderr
+    oracle = Oracle.load(out)
+    assert oracle.calibrated.batch == (1.0, 1.0) and oracle.fit["fitted_batch"] == 1.0
+    assert "batch scaling is undetermined" in oracle.fit["batch_scaling"]
+
+
+@pytest.mark.filterwarnings("error::oracle.model.OracleRangeWarning")
+def test_one_batch_oracle_is_plotted_at_its_batch(tmp_path, capsys):
+    """Plots at batch 1 of an oracle measured at batch 8 would be extrapolations (and warn)."""
+    table = tmp_path / "b8.csv"
+    synthetic_table(physical_truth(), noise=0.01, seed=6, batches=(8,), requests=(16, 96)).to_csv(table, index=False)
+    report = fit_measurements(table, tmp_path / "b8.json")
+    assert report["fitted_batch"] == 8.0 and "fitted at batch 8 only" in capsys.readouterr().out
+    assert (tmp_path / "b8.heatmap.png").stat().st_size > 10_000
+
+
 def test_command_line_bad_table_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,gpu\nm,g\n")
