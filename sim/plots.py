@@ -165,15 +165,19 @@ def plot_energy(runs: Sequence[PlotRun], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Draw (again) the plots of finished runs from their output folders."""
+    """Draw (again) the plots of finished runs from their output folders, or (--perfetto) write a
+    Perfetto trace of one replica of one run."""
     p = argparse.ArgumentParser(prog="python -m sim.plots", description=main.__doc__)
     p.add_argument("folders", nargs="+", type=Path, help="output folders of `python -m sim` runs")
+    p.add_argument("--perfetto", type=Path, help="write a Chrome/Perfetto trace (JSON) here instead of plots")
+    p.add_argument("--replica", type=int, default=0, help="the replica traced (its index in the fleet; default 0)")
+    p.add_argument("--window", default="0:", help="START:END simulated seconds traced (default 0: the whole run)")
     args = p.parse_args(argv)
+    if args.perfetto is not None:
+        return _perfetto(p, args)
     failed = 0
     for folder in args.folders:
-        missing = [f for f in ("summary.json", TIMELINES_FILE, RECORDS_FILES[0]) if not (folder / f).exists()]
-        if missing:
-            print(f"{folder}: no {missing[0]}; not the folder of a finished run (older runs wrote no {TIMELINES_FILE})")
+        if _missing(folder):
             failed += 1
             continue
         try:
@@ -182,6 +186,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{folder}: plots not drawn: {e}")
             failed += 1
     return 1 if failed else 0
+
+
+def _missing(folder: Path) -> bool:
+    """Whether `folder` lacks a finished run's files (said in one line)."""
+    missing = [f for f in ("summary.json", TIMELINES_FILE, RECORDS_FILES[0]) if not (folder / f).exists()]
+    if missing:
+        print(f"{folder}: no {missing[0]}; not the folder of a finished run (older runs wrote no {TIMELINES_FILE})")
+    return bool(missing)
+
+
+def _perfetto(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--perfetto: the trace of one replica of one run's folder over the window."""
+    from sim.perfetto import parse_window, write_trace
+
+    if len(args.folders) != 1:
+        p.error("--perfetto traces one run: give one folder")
+    try:
+        window = parse_window(args.window)
+    except ValueError as e:
+        p.error(str(e))
+    folder = args.folders[0]
+    if _missing(folder):
+        return 1
+    try:
+        n = write_trace(folder, args.perfetto, args.replica, window)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"{folder}: trace not written: {e}")
+        return 1
+    print(f"{folder}: wrote {args.perfetto} ({n:,} requests of replica {args.replica}); open it in ui.perfetto.dev")
+    return 0
 
 
 if __name__ == "__main__":
