@@ -21,17 +21,18 @@ from typing import Any
 import yaml
 
 from sim.config import ConfigError
-from sim.plots import RECORDS_FILES, TIMELINES_FILE, write_timelines
+from sim.plots import RECORDS_FILES
 from sim.records import RecordsFile
 from sim.run import SimResult
 from sim.summary import Summary, split_wall_clock
+from sim.timelines import REPLICAS_FILE, TIMELINES_FILE, write_timelines
 from tracking.files import replacing, write_text
 from tracking.folder import PARAMS_FILE, RUN_FILE, RUNNING, SUMMARY_FILE, retry_hint
 from tracking.folder import write_json as write_redacted_json
 from tracking.safe_text import redact_tree
 
 TAKEN = (RUN_FILE, SUMMARY_FILE)
-OUTPUTS = (SUMMARY_FILE, PARAMS_FILE, *RECORDS_FILES, TIMELINES_FILE)
+OUTPUTS = (SUMMARY_FILE, PARAMS_FILE, *RECORDS_FILES, TIMELINES_FILE, REPLICAS_FILE)
 
 
 def check_output(folder: Path) -> None:
@@ -87,7 +88,7 @@ def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[S
     for run, name in zip(runs, RECORDS_FILES, strict=False):
         write_records(run, out / name)
         names.append(name)
-    names.append(write_timelines(out, runs).name)
+    names += write_timelines(out, runs)
     return names
 
 

@@ -1,5 +1,5 @@
-"""The report's plots: one Pareto panel per group (points numbered, labels in a key beside it so
-they never overlap), savings, latency and efficiency bars per run."""
+"""The report's plots: one Pareto panel per group (the front's points numbered, their labels in a
+key beside it so they never overlap), savings, latency and efficiency bars per run."""
 
 from __future__ import annotations
 
@@ -39,26 +39,39 @@ def _pareto(plt, table: pd.DataFrame, fronts: dict[str, pd.DataFrame], path: Pat
     fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False,
                              gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
     for (ax, key), group in zip(axes, groups, strict=True):
-        rows = table[(table["group"] == group) & table["energy_savings_pct"].notna()].reset_index(drop=True)
-        for policy in rows["policy"].unique():
-            m = rows["policy"] == policy
-            ax.scatter(rows.loc[m, "quality_cost_pct"], rows.loc[m, "energy_savings_pct"], label=policy, s=22)
-        for i, row in rows.iterrows():
-            ax.annotate(str(i + 1), (row["quality_cost_pct"], row["energy_savings_pct"]), textcoords="offset points",
-                        xytext=(3, 3), fontsize=7)  # fmt: skip
-        if group in fronts:
-            front = fronts[group]
-            ax.plot(front["quality_cost_pct"], front["energy_savings_pct"], "k--", lw=1, label="Pareto front")
-        ax.set(xlabel="quality cost: tokens removed / tokens asked (%)", ylabel="energy saved (%)", title=group)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        key.axis("off")
-        text = "\n".join(f"{i + 1}. {label}" for i, label in enumerate(rows["label"][:40]))
-        key.text(0, 1, text, va="top", family="monospace", fontsize=7, transform=key.transAxes)
+        rows = table[(table["group"] == group) & table["energy_savings_pct"].notna()]
+        pareto_panel(ax, key, rows, fronts.get(group, rows.iloc[:0]))
+        ax.set_title(group)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+FRONT_OFFSETS = ((4, 4), (4, -11), (-12, 4), (-12, -11))
+"""Offsets (points) of successive front labels, in turn, so that neighbours' numbers do not overlap."""
+
+
+def pareto_panel(ax, key, rows: pd.DataFrame, front: pd.DataFrame) -> None:
+    """Energy saved against quality cost: every run as a point (grey: dominated), the front's
+    points numbered along it and named in the `key` panel beside. Only the front is numbered: a
+    tuning sweep puts many runs at the same point (no tokens cut, nothing saved)."""
+    dominated = rows.drop(index=front.index)
+    ax.scatter(dominated["quality_cost_pct"], dominated["energy_savings_pct"], s=14, color="0.6",
+               label=f"dominated ({len(dominated)})")  # fmt: skip
+    ax.plot(front["quality_cost_pct"], front["energy_savings_pct"], "k--", lw=1, zorder=2)
+    ax.scatter(front["quality_cost_pct"], front["energy_savings_pct"], s=26, color="C0", zorder=3,
+               label=f"Pareto front ({len(front)})")  # fmt: skip
+    for i, (cost, saved) in enumerate(zip(front["quality_cost_pct"], front["energy_savings_pct"], strict=True)):
+        ax.annotate(str(i + 1), (cost, saved), textcoords="offset points", xytext=FRONT_OFFSETS[i % 4], fontsize=7)
+    ax.set(xlabel="quality cost: tokens removed / tokens asked (%)", ylabel="energy saved (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    key.axis("off")
+    lines = [f"{i + 1}. {label}" for i, label in enumerate(front["label"][:40])]
+    lines.append(f"({len(dominated)} dominated runs: comparison.md)" if len(dominated) else "")
+    key.text(0, 1, "Pareto front\n" + "\n".join(lines), va="top", family="monospace", fontsize=7,
+             transform=key.transAxes)  # fmt: skip
 
 
 def _savings(ax, table: pd.DataFrame) -> None:
@@ -75,7 +88,7 @@ def _latency(ax, table: pd.DataFrame) -> None:
         ax.bar(pos + (k - (len(keys) - 1) / 2) * width, table[key], width, label=key)
     ax.set_xticks(pos, table["label"])
     ax.set(ylabel="latency (s, log scale)", title="Latency percentiles", yscale="log")
-    ax.legend(fontsize=7, ncols=3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
     _rotate(ax)
 
 

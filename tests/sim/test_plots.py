@@ -9,8 +9,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from sim import plots, plots_load
 from sim.app import app_config, execute, prepare
-from sim.plots import PLOT_FILES, TIMELINES_FILE, main, timelines
+from sim.config import SloConfig
+from sim.figures import PlotRun
+from sim.plots import PLOT_FILES, main
+from sim.plots_load import LOAD_PLOT, REPLICAS_PLOT
+from sim.timelines import REPLICAS_FILE, TIMELINES_FILE, timelines
 
 
 def _run(tmp_path, *overrides):
@@ -28,6 +33,8 @@ def test_the_folder_holds_what_the_plots_draw_and_they_can_be_drawn_again(tmp_pa
         "power_w",
         "running",
         "kv_used",
+        "tokens_per_s",
+        "queued",
         "run",
     ]
     own = lines[lines["run"] == 0]
@@ -35,6 +42,11 @@ def test_the_folder_holds_what_the_plots_draw_and_they_can_be_drawn_again(tmp_pa
     # the power timeline integrates to the run's energy, idle power included, over the common horizon
     assert float(own["power_w"].sum()) * width == pytest.approx(summary.run.energy_j, rel=1e-6)
     assert ((own["kv_used"] >= 0) & (own["kv_used"] <= 1)).all() and own["running"].max() > 1
+    # throughput integrates to the output tokens served (the server's span counts run ~0.1 % above
+    # the records' here); the queue to the requests' total wait
+    records = pd.read_parquet(tmp_path / "requests.parquet")
+    assert float(own["tokens_per_s"].sum()) * width == pytest.approx(records["n_out_served"].sum(), rel=5e-3)
+    assert float(own["queued"].sum()) * width == pytest.approx(records["wait_s"].sum(), rel=1e-6)
     before = {f: (tmp_path / f).stat().st_mtime_ns for f in PLOT_FILES}
     for f in PLOT_FILES:
         (tmp_path / f).unlink()
@@ -51,15 +63,90 @@ def test_timelines_spread_each_span_over_its_bins():
     spans = ServerStats("s", "main", 100.0, 1000, 10, 2.0, 1000.0, 500.0, np.array([1.0]), np.array([2.0]),
                         np.array([1000.0]), np.array([500.0]), one.astype(np.int64) * 10, one.astype(np.int64) * 4,
                         one.astype(np.int64) * 40, np.array([0.5]))  # fmt: skip
-    run = SimResult("none", pd.DataFrame(), (spans,), 4.0, 0.0)
+    # two requests wait over overlapping times: [0, 2) and [0.5, 3); a rejected one never started
+    records = pd.DataFrame({"arrival_s": [0.0, 0.5, 1.0], "start_s": [2.0, 3.0, np.nan], "server": [0, 0, -1]})
+    run = SimResult("none", records, (spans,), 4.0, 0.0)
     t = timelines(run, bins=4)
     # bins [0,1) idle, [1,3) busy at 500 W with 4 sequences and half the cache, [3,4) idle
     assert t["t_s"].tolist() == [0.5, 1.5, 2.5, 3.5]
     assert t["power_w"].tolist() == pytest.approx([100.0, 500.0, 500.0, 100.0])
     assert t["running"].tolist() == pytest.approx([0.0, 4.0, 4.0, 0.0])
     assert t["kv_used"].tolist() == pytest.approx([0.0, 0.5, 0.5, 0.0])
+    assert t["tokens_per_s"].tolist() == pytest.approx([0.0, 20.0, 20.0, 0.0])
+    assert t["queued"].tolist() == pytest.approx([1.5, 2.0, 1.0, 0.0])
 
 
 def test_a_folder_without_a_finished_run_gets_a_one_line_answer(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "not the folder of a finished run" in capsys.readouterr().out
+
+
+def test_a_fleet_run_draws_queue_throughput_and_each_replica(tmp_path):
+    _run(tmp_path, "fleet.replicas=2", "trace.rate_scale=4", "compare_baseline=false")
+    fleet = pd.read_parquet(tmp_path / TIMELINES_FILE)
+    each = pd.read_parquet(tmp_path / REPLICAS_FILE)
+    assert sorted(set(each["replica"])) == [0, 1] and set(each["name"]) == {"main-0", "main-1"}
+    # the replicas' lines add up to the fleet's: power and throughput summed, queue split by server
+    summed = each.groupby("t_s")[["power_w", "tokens_per_s", "queued"]].sum()
+    for col in ("power_w", "tokens_per_s", "queued"):
+        assert summed[col].to_numpy() == pytest.approx(fleet[col].to_numpy(), rel=1e-9, abs=1e-9)
+    assert all((tmp_path / f).stat().st_size > 0 for f in (LOAD_PLOT, REPLICAS_PLOT))
+
+
+def test_a_single_server_run_writes_no_replica_view(tmp_path):
+    _run(tmp_path, "compare_baseline=false")
+    assert (tmp_path / LOAD_PLOT).stat().st_size > 0
+    assert not (tmp_path / REPLICAS_FILE).exists() and not (tmp_path / REPLICAS_PLOT).exists()
+
+
+def _drawn(monkeypatch, module) -> list:
+    """The figures `module`'s plot functions draw, kept instead of saved."""
+    figures: list = []
+    monkeypatch.setattr(module, "save", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def test_capacity_probes_that_meet_and_miss_the_slo_differ_in_colour(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch, plots_load)
+    probe = {"gpus": 1, "attainment": 1.0, "rejected": 0}
+    probes = [{**probe, "replicas": n, "ttft_s": 5.0 / n, "tpot_s": 0.05, "energy_j": 1e5 * n, "met": n > 2}
+              for n in (1, 2, 3, 4)]  # fmt: skip
+    capacity = {"pool": "main", "target": "p99", "replicas": 3, "probes": probes}
+    plots_load.plot_capacity(capacity, SloConfig(ttft_s=1.0, tpot_s=0.1), tmp_path / "c.png")
+    energy = figures[0].axes[1]
+    met, missed = (c for c in energy.collections)
+    assert met.get_offsets()[:, 0].tolist() == [3, 4] and missed.get_offsets()[:, 0].tolist() == [1, 2]
+    assert not np.allclose(met.get_facecolor(), missed.get_facecolor())
+    assert {t.get_text() for t in energy.get_legend().get_texts()} == {"meets the SLO", "misses the SLO"}
+
+
+def _plot_runs() -> list[PlotRun]:
+    rng = np.random.default_rng(0)
+    records = pd.DataFrame({"completed": True, "ttft_s": rng.uniform(0.01, 0.3, 200),
+                            "tpot_s": rng.uniform(0.006, 0.03, 200), "e2e_s": rng.uniform(0.1, 9, 200),
+                            "energy_j": rng.uniform(5, 500, 200)})  # fmt: skip
+    lines = pd.DataFrame({"t_s": [1.0, 2.0], "power_w": [400.0, 500.0], "running": [3.0, 4.0], "kv_used": [0.1, 0.2]})
+    return [PlotRun("truncation", records, lines), PlotRun("none (baseline)", records, lines)]
+
+
+def test_latency_cdfs_mark_the_slo_and_their_tick_labels_do_not_collide(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch, plots)
+    plots.plot_cdfs(_plot_runs(), tmp_path / "cdf.png", SloConfig(ttft_s=0.5, tpot_s=0.02))
+    fig = figures[0]
+    ttft, tpot = fig.axes[:2]
+    for ax, target in ((ttft, 0.5), (tpot, 0.02)):
+        assert [line.get_xdata()[0] for line in ax.lines if line.get_label().startswith("SLO")] == [target]
+    fig.canvas.draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        shown = [t for t in ax.get_xticklabels() if t.get_text() and lo <= t.get_position()[0] <= hi]
+        boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
+        assert len(boxes) >= 2 and all(a.x1 < b.x0 for a, b in zip(boxes[:-1], boxes[1:], strict=True))
+
+
+def test_the_policy_power_line_is_drawn_over_the_baseline(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch, plots)
+    plots.plot_power(_plot_runs(), tmp_path / "power.png")
+    policy, baseline = figures[0].axes[0].lines
+    assert policy.get_label() == "truncation" and policy.get_zorder() > baseline.get_zorder()
+    assert baseline.get_alpha() < 1.0
