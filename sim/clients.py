@@ -60,7 +60,10 @@ class Clients:
         self.env.timeout(max(at - self.env.now, 0.0)).callbacks.append(lambda _: self._send(at))
 
     def _send(self, t: float) -> None:
+        """The next request goes out at t (s), if one is left (a client that thought longer finds none)."""
         i = self.sent
+        if i == self.n:
+            return
         self.sent = i + 1
         self.arrival[i] = t
         self.send(i, t)
@@ -114,5 +117,5 @@ def closed_loop(requests: pd.DataFrame, clients: int | None) -> tuple[int, np.nd
     bad = np.flatnonzero(~np.isfinite(think) | (think < 0))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"requests: request {i}: think_s {think[i]!r} must be a number >= 0 (s)")
+        raise ValueError(f"requests: request {i}: think_s {think[i].item()!r} must be a number >= 0 (s)")
     return int(clients), think

@@ -69,9 +69,12 @@ def simulate(
     *,
     progress: bool = False,
     records_path: Path | None = None,
+    clients: int | None = None,
 ) -> SimResult:
-    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server."""
-    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress, records_path=records_path)
+    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server
+    (with `clients`, or a closed-loop trace, in a closed loop: `simulate_fleet`)."""
+    fleet = Fleet.single(oracle, server)
+    return simulate_fleet(requests, fleet, policy, progress=progress, records_path=records_path, clients=clients)
 
 
 def simulate_fleet(
