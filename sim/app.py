@@ -286,7 +286,7 @@ def _summary(
         baseline=base,
         baseline_source=source or ("same run" if base is not None else ""),
         capacity=_capacity(prepared, capacity) if capacity is not None else None,
-        arrivals_note=_arrivals_note(cfg.trace) if base is not None else "",
+        arrivals_note=_arrivals_note(cfg.trace) if base is not None and source else "",  # not of a run against itself
     )
     return summary if base is None else with_savings(summary, result, runs[-1])
 
@@ -297,8 +297,8 @@ def _arrivals_note(trace: traces.TraceConfig) -> str:
     if trace.name != "closed_loop":
         return ""
     return (
-        f"closed loop of {trace.concurrency} clients: the baseline's clients send on its own completions, "
-        "so the two runs have their own arrivals (compared at equal concurrency)"
+        f"closed loop of {trace.concurrency} client{'s' if trace.concurrency > 1 else ''}: the baseline's clients "
+        "send on its own completions, so the two runs have their own arrivals (compared at equal concurrency)"
     )
 
 

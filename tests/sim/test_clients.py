@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import traces
-from sim.app import app_config
+from sim.app import app_config, execute, prepare
 from sim.config import ConfigError, ServerConfig
 from sim.fleet import Fleet
 from sim.policies import PolicyContext, build_policy
@@ -130,3 +130,11 @@ def test_the_app_refuses_to_split_a_closed_loop_into_windows(tmp_path):
         cfg = compose("sim", overrides=[f"output_dir={tmp_path}", "trace=closed_loop", "execution.mode=local"])
     with pytest.raises(ConfigError, match="execution.mode must be 'single' for trace=closed_loop"):
         app_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_run_against_itself_has_no_note_on_arrivals(tmp_path):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        overrides = ["trace=closed_loop", "trace.num_requests=8", "policy=none", "plots=false", "progress=false"]
+        cfg = compose("sim", overrides=[f"output_dir={tmp_path}", *overrides, "tracking.enabled=false"])
+    summary = execute(prepare(app_config(OmegaConf.to_container(cfg, resolve=True))))
+    assert summary.baseline_source == "same run" and summary.arrivals_note == "" and summary.run.completed == 8
