@@ -117,6 +117,11 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         tracking = build(TrackingConfig, values.get("tracking"), "tracking")
     except TrackingError as e:
         raise ConfigError(str(e)) from e
+    execution = build(ExecutionConfig, values.get("execution"), "execution")
+    whole = "must be 'single' for trace=closed_loop (its arrivals depend on completions)"
+    check(
+        trace.name != "closed_loop" or execution.mode == "single", "execution.mode", f"{whole}, got {execution.mode!r}"
+    )
     return AppConfig(
         oracle=str(values.get("oracle")),
         output_dir=str(values.get("output_dir") or "."),
@@ -135,7 +140,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         plots=values.get("plots", True),
         background=values.get("background", True),
         objective=_objective(values.get("objective", "energy_savings_pct")),
-        execution=build(ExecutionConfig, values.get("execution"), "execution"),
+        execution=execution,
         raw=values,
     )
 
@@ -281,8 +286,20 @@ def _summary(
         baseline=base,
         baseline_source=source or ("same run" if base is not None else ""),
         capacity=_capacity(prepared, capacity) if capacity is not None else None,
+        arrivals_note=_arrivals_note(cfg.trace) if base is not None and source else "",  # not of a run against itself
     )
     return summary if base is None else with_savings(summary, result, runs[-1])
+
+
+def _arrivals_note(trace: traces.TraceConfig) -> str:
+    """For a closed loop, that the policy and the baseline were compared at equal concurrency, not
+    on the same arrivals (their clients send on their own completions); "" otherwise."""
+    if trace.name != "closed_loop":
+        return ""
+    return (
+        f"closed loop of {trace.concurrency} client{'s' if trace.concurrency > 1 else ''}: the baseline's clients "
+        "send on its own completions, so the two runs have their own arrivals (compared at equal concurrency)"
+    )
 
 
 def _simulate(prepared: Prepared, fleet: Fleet, policy: Policy, records: Path) -> SimResult:

@@ -63,6 +63,8 @@ def table(summary: Summary) -> str:
         if summary.comparison_note:
             both = f"{summary.compared_requests:,} requests both served"
             lines[-1] += f", on the step energy of the {both}; {summary.comparison_note}"
+    if summary.arrivals_note:
+        lines.append(summary.arrivals_note)
     fleet = summary.fleet
     if fleet:
         pools = ", ".join(f"{p['replicas']} × {name} ({p['oracle'] or name})" for name, p in fleet["pools"].items())

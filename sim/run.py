@@ -4,6 +4,7 @@ trace → policy (static policies shape the whole trace up front; dynamic ones d
 → router → servers (SimPy) → job table → per-request records. When the router can assign the
 whole trace up front (round robin, or one replica) the servers read their arrivals as the clock
 passes them; otherwise a dispatcher routes each arrival, at its time, with the servers' state.
+A closed loop (`sim.clients`) has no arrivals up front: its clients send through the dispatcher.
 Summarization requests run on a separate summarizer server or on the fleet; when one finishes,
 the user's request (now on the summary) is routed to a replica.
 """
@@ -26,6 +27,7 @@ import simpy
 
 from oracle.model import Oracle, warn_outside_range
 from sim.checks import checked_arrays
+from sim.clients import Clients, closed_loop, listen
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
@@ -67,9 +69,12 @@ def simulate(
     *,
     progress: bool = False,
     records_path: Path | None = None,
+    clients: int | None = None,
 ) -> SimResult:
-    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server."""
-    return simulate_fleet(requests, Fleet.single(oracle, server), policy, progress=progress, records_path=records_path)
+    """Serve `requests` (columns arrival_s sorted, n_in, n_out) shaped by `policy` on one server
+    (with `clients`, or a closed-loop trace, in a closed loop: `simulate_fleet`)."""
+    fleet = Fleet.single(oracle, server)
+    return simulate_fleet(requests, fleet, policy, progress=progress, records_path=records_path, clients=clients)
 
 
 def simulate_fleet(
@@ -79,8 +84,14 @@ def simulate_fleet(
     *,
     progress: bool = False,
     records_path: Path | None = None,
+    clients: int | None = None,
 ) -> SimResult:
     """Serve `requests` shaped by `policy` (default: none) on a fleet of replicas behind its router.
+
+    Closed loop: with `clients` (default: the trace's `attrs["clients"]`, set by
+    `traces.load("closed_loop")`) that many clients send the requests in the frame's order, each
+    one after its last finished and its `think_s` passed (`sim.clients`); `arrival_s` is not read,
+    and the records' `arrival_s` is each request's send time.
 
     With `records_path` the run is streamed, its peak memory growing by under 100 bytes per
     request (the job table's ~52 bytes a job, bounded buffers): the records go to that Parquet
@@ -92,6 +103,9 @@ def simulate_fleet(
     """
     policy = policy or Policy()
     arrival, n_in, n_out = checked_arrays(requests)
+    loop = closed_loop(requests, clients)
+    if loop is not None:
+        arrival = np.full(arrival.size, np.nan)  # the clients write each send time
     shaping = unshaped(n_in, n_out) if policy.dynamic else policy.shape(n_in, n_out)
     parents = np.flatnonzero(shaping.summary_tokens > 0)
     if parents.size and policy.summarizer is None:
@@ -104,12 +118,14 @@ def simulate_fleet(
         raise ValueError("server.record_features needs the whole span log: run without records_path")
     start = time.perf_counter()
     env = simpy.Environment()
-    servers, loop = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy)
+    servers, routed = _wire(env, jobs, arrival, n_in, n_out, parents, fleet, policy, loop)
     made = Requests(arrival, n_in, n_out, parents, jobs, [s.costs for s in servers], fleet.exact_steps)
     writer = None if records_path is None else RecordsWriter(made, records_path)
     try:
-        horizon = float(arrival[-1]) if arrival.size else 0.0
-        stats, peak, wall = _run(env, servers, loop, horizon, writer, progress, start)
+        horizon = float(arrival[-1]) if arrival.size and loop is None else 0.0  # no bar for a closed loop
+        stats, peak, wall = _run(env, servers, routed, horizon, writer, progress, start)
+        if np.isnan(arrival).any():
+            raise RuntimeError(f"closed loop: {int(np.isnan(arrival).sum()):,} requests were never sent")
         records: pd.DataFrame | RecordsFile = made.records() if writer is None else writer.close()
     except BaseException as error:  # Ctrl-C too: the file keeps the row groups written, and says so
         if writer is not None:
@@ -250,16 +266,19 @@ def _wire(
     parents: np.ndarray,
     fleet: Fleet,
     policy: Policy,
+    loop: tuple[int, np.ndarray] | None = None,
 ) -> tuple[list[Server], RoutedLoop | None]:
     """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks), and
     the plain loop that runs them instead of SimPy, if one can.
 
     Servers fed all their jobs run alone, ahead of the SimPy clock (`_replay_alone`). A router
-    that decides per arrival, with no dynamic policy and no summaries, runs in `RoutedLoop`.
+    that decides per arrival, with no dynamic policy and no summaries, runs in `RoutedLoop`. A
+    closed loop's (`loop`: clients, think times in s) clients send through the dispatcher.
     """
     replicas = _replicas(env, jobs, fleet)
     router = make_router(fleet, replicas)
-    if not policy.dynamic and not parents.size and router.static:
+    fixed = loop is None and not policy.dynamic and not parents.size  # every arrival known, nothing decided on it
+    if fixed and router.static:
         if len(replicas) == 1:
             replicas[0].feed(arrival, range(arrival.size), alone=True)
             return replicas, None
@@ -268,10 +287,10 @@ def _wire(
             ids = np.flatnonzero(assigned == s.index)
             s.feed(arrival[ids], ids, alone=True)
         return replicas, None
-    if not policy.dynamic and not parents.size and routed_fits(replicas):
+    if fixed and routed_fits(replicas):
         return replicas, RoutedLoop(replicas, router, arrival, jobs)
     servers = list(replicas)
-    side = None
+    side = summaries = None
     if parents.size:
         assert policy.summarizer is not None
         if policy.summarizer.placement == "separate":  # on its own GPU, with the first pool's engine config
@@ -281,7 +300,12 @@ def _wire(
         summaries = _Summaries(jobs, arrival.size, parents.tolist(), router)
         for s in servers:
             s.on_finish, s.on_reject = summaries.finished, summaries.rejected
-    _Dispatcher(env, arrival, n_in, n_out, parents, policy, router, side, jobs)
+    if loop is None:
+        _Dispatcher(env, arrival, n_in, n_out, parents, policy, router, side, jobs)
+        return servers, None
+    first = arrival[: loop[0]]  # the clients' first requests, sent at 0.0 s
+    dispatcher = _Dispatcher(env, first, n_in, n_out, parents, policy, router, side, jobs)
+    listen(servers, Clients(env, loop[0], arrival, loop[1], dispatcher.send), summaries)
     return servers, None
 
 
@@ -326,7 +350,8 @@ class _Summaries:
 
 
 class _Dispatcher:
-    """Arrivals routed one by one at their times: a dynamic policy decides with the chosen
+    """Arrivals routed one by one at their times (`times`: of the first requests, trace order;
+    a closed loop's clients `send` the rest): a dynamic policy decides with the chosen
     replica's state; a request to summarise sends its summarization job first (to the
     summarizer, or routed). A callback on one timeout per distinct arrival time, not a process.
     The servers it must wake are woken at the end of that callback, in the order of their
@@ -335,7 +360,7 @@ class _Dispatcher:
     def __init__(
         self,
         env: simpy.Environment,
-        arrival: np.ndarray,
+        times: np.ndarray,
         n_in: np.ndarray,
         n_out: np.ndarray,
         parents: np.ndarray,
@@ -346,9 +371,10 @@ class _Dispatcher:
     ) -> None:
         self.env, self.policy, self.router, self.summarizer, self.jobs = env, policy, router, summarizer, jobs
         # memoryviews read Python numbers in place (no list of objects per request)
-        self.times, self.n_in, self.n_out = arrival.data, n_in.data, n_out.data
-        self.summary_of = {p: arrival.size + k for k, p in enumerate(parents.tolist())}
+        self.times, self.n_in, self.n_out = times.data, n_in.data, n_out.data
+        self.summary_of = {p: n_in.size + k for k, p in enumerate(parents.tolist())}
         self.next = 0
+        self._direct = False  # submits wake their servers themselves (`send`)
         self._woken: list[tuple[Server, float]] = []  # servers to wake at the end of this callback
         env.timeout(0.0).callbacks.append(self._arrive)
 
@@ -369,8 +395,19 @@ class _Dispatcher:
             server.wake(t)
         woken.clear()
 
+    def send(self, i: int, t: float) -> None:
+        """Route request i arriving at t (s) from outside the arrival callback (a closed-loop
+        client's send): a server to wake is woken by an urgent event, as `Server.submit` does."""
+        self._direct = True
+        try:
+            self._route(i, t)
+        finally:
+            self._direct = False
+
     def _submit(self, server: Server, job: int, t: float) -> None:
-        if server.offer(job, t):
+        if self._direct:
+            server.submit(job, t)
+        elif server.offer(job, t):
             self._woken.append((server, t))
 
     def _route(self, i: int, t: float) -> None:

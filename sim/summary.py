@@ -86,6 +86,7 @@ class Summary:
     active_energy_savings_pct: float | None = _m("%", "step energy saved", None)
     compared_requests: int | None = _m("requests", "requests both runs served: what the savings compare", None)
     comparison_note: str = field(default="", metadata={"unit": "", "doc": "requests left out of the comparison"})
+    arrivals_note: str = field(default="", metadata={"unit": "", "doc": "closed loop: each run has its own arrivals"})
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json layout: run keys at top level, then the rest."""
@@ -103,6 +104,8 @@ class Summary:
                 "comparison_note",
             ):
                 out[key] = getattr(self, key)
+            if self.arrivals_note:
+                out["arrivals_note"] = self.arrivals_note
         return out
 
     def value(self, key: str) -> float:

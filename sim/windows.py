@@ -124,6 +124,9 @@ class ExecutionConfig:
                                 cooldown_s=self.cooldown_s, executor=self.mode)  # fmt: skip
 
 
+CLOSED_LOOP_WINDOWS = "are a closed loop: its arrivals depend on completions, so it runs whole (execution.mode=single)"
+
+
 def simulate_windows(
     requests: pd.DataFrame,
     fleet: Fleet,
@@ -142,6 +145,7 @@ def simulate_windows(
     check(math.isfinite(warmup_s) and warmup_s >= 0, "warmup_s", f"must be ≥ 0 s, got {warmup_s!r}")
     check(math.isfinite(cooldown_s) and cooldown_s >= 0, "cooldown_s", f"must be ≥ 0 s, got {cooldown_s!r}")
     check(executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}, got {executor!r}")
+    check(not requests.attrs.get("clients"), "requests", CLOSED_LOOP_WINDOWS)
     policy = policy or Policy()
     start = time.perf_counter()
     arrival = checked_arrays(requests)[0]  # the windows are planned on arrivals checked as the run checks them

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from traces.config import NAMED_TRACES
+from traces.config import GENERATED, NAMED_TRACES
 from traces.download import DownloadError, ensure_local, resolve_cache_dir
 from traces.loader import load
 from traces.sources import shipped_path, source_for
@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m traces", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     down = sub.add_parser("download", help="download a trace into the cache")
-    down.add_argument("name", choices=[n for n in NAMED_TRACES if n != "synthetic"])
+    down.add_argument("name", choices=[n for n in NAMED_TRACES if n not in GENERATED])
     stats = sub.add_parser("stats", help="lengths, count, span and rates of a trace")
     stats.add_argument("name", help=f"one of {NAMED_TRACES} or a CSV/Parquet path")
     stats.add_argument("--model", default=None, help="BurstGPT model filter (ChatGPT, GPT-4)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,14 @@ NAMED_TRACES = (
     "azure_code_2024",
     "burstgpt",
     "synthetic",
+    "closed_loop",
 )
 """Names accepted by `traces.load`; `file` (with `path`) loads any CSV/Parquet in a known format."""
+GENERATED = ("synthetic", "closed_loop")
+"""Traces drawn from the seed rather than read from a file."""
+THINKS = ("fixed", "exponential")
+OPEN_LOOP_OPTIONS = {"start_s": 0.0, "duration_s": None, "sample_frac": 1.0, "rate_scale": 1.0, "max_requests": None}
+"""Options that reshape a trace's arrivals, with their no-op values (a closed loop has no arrivals to reshape)."""
 
 ARRIVALS = ("poisson", "gamma")
 BURSTGPT_MODELS = ("ChatGPT", "GPT-4")
@@ -53,11 +60,16 @@ class TraceConfig:
     file: int = 1
     keep_failed: bool = False
     model: str | None = None
+    # closed_loop: `concurrency` clients, each sending its next request `think_s` after the last finished
+    concurrency: int = 1
+    think_s: float = 0.0
+    think: str = "fixed"
 
     def __post_init__(self) -> None:
         _check_name(self)
         _check_options(self)
         _check_synthetic(self)
+        _check_closed_loop(self)
         _check(self.file in (1, 2), "file", self.file, "1 or 2")
         _check(
             self.model is None or self.model in BURSTGPT_MODELS,
@@ -104,12 +116,23 @@ def _check_synthetic(c: TraceConfig) -> None:
     for key in ("n_in", "n_out"):
         value = getattr(c, key)
         _check(value is None or value >= 1, key, value, "null or an integer >= 1 (tokens)")
-    named = tuple(n for n in NAMED_TRACES if n != "synthetic")
+    named = tuple(n for n in NAMED_TRACES if n not in GENERATED)
     _check(c.lengths_from is None or c.lengths_from in named, "lengths_from", c.lengths_from, f"null or one of {named}")
-    if c.name == "synthetic":
+    if c.name in GENERATED:
         _check(
             c.lengths_from is not None or (c.n_in is not None and c.n_out is not None),
             "lengths_from",
             c.lengths_from,
             "a trace name unless both n_in and n_out are set",
         )
+
+
+def _check_closed_loop(c: TraceConfig) -> None:
+    whole = isinstance(c.concurrency, int) and not isinstance(c.concurrency, bool)
+    _check(whole and c.concurrency >= 1, "concurrency", c.concurrency, "an integer >= 1 (clients)")
+    _check(math.isfinite(c.think_s) and c.think_s >= 0, "think_s", c.think_s, "a number >= 0 (s)")
+    _check(c.think in THINKS, "think", c.think, f"one of {THINKS}")
+    if c.name == "closed_loop":
+        for key, default in OPEN_LOOP_OPTIONS.items():
+            value = getattr(c, key)
+            _check(value == default, key, value, f"{default!r}: a closed loop's arrivals come from its clients")

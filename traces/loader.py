@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traces import clean, synthetic
-from traces.config import NAMED_TRACES, TraceConfig
+from traces.config import GENERATED, NAMED_TRACES, TraceConfig
 from traces.download import ensure_local, resolve_cache_dir
 from traces.options import apply_options
 from traces.parse import Parsed, parse_file
@@ -31,7 +31,9 @@ def load(name_or_path: str | Path, **options: Any) -> pd.DataFrame:
 
     Returns `arrival_s` (float64 s from the first request, sorted), `n_in`, `n_out` (int32
     tokens >= 1) and the source's extras (`model`, `log_type`). `df.attrs["load_summary"]` is the
-    one-line report of what was dropped or fixed (also logged on logger `traces`).
+    one-line report of what was dropped or fixed (also logged on logger `traces`). A closed loop
+    (`closed_loop`) has `think_s` too, and `df.attrs["clients"]`, its concurrency: the simulator
+    replays it with that many clients, its `arrival_s` (0.0) set as the clients send.
     """
     if isinstance(name_or_path, str) and name_or_path in NAMED_TRACES:
         return load_config(TraceConfig(name=name_or_path, **options))
@@ -54,10 +56,10 @@ def load_config(cfg: TraceConfig | Mapping[str, Any]) -> pd.DataFrame:
     if gap is not None:
         log.warning("traces: %s: %s", cfg.path or cfg.name, gap)
         notes = [*notes, gap]
-    span = float(frame["arrival_s"].iat[-1])
+    span = "" if cfg.name == "closed_loop" else f" over {float(frame['arrival_s'].iat[-1]):,.1f} s"
     summary = (
         f"{label}: {n_read:,} rows read; {'; '.join(notes) or 'nothing dropped or fixed'}"
-        f"; {len(frame):,} requests over {span:,.1f} s"
+        f"; {len(frame):,} requests{span}"
     )
     log.info("traces: %s", summary)
     frame.attrs.update(attrs, load_summary=summary, name=cfg.name)
@@ -66,11 +68,14 @@ def load_config(cfg: TraceConfig | Mapping[str, Any]) -> pd.DataFrame:
 
 def _base(cfg: TraceConfig, rng: np.random.Generator):
     """The whole trace, cleaned and 0-based, before options: (frame, label, notes, attrs)."""
-    if cfg.name == "synthetic":
+    if cfg.name in GENERATED:
         fit = None
         if cfg.lengths_from is not None and (cfg.n_in is None or cfg.n_out is None):
             base = load_config(TraceConfig(name=cfg.lengths_from, cache_dir=cfg.cache_dir, download=cfg.download))
             fit = synthetic.LengthFit.fit(base)
+        if cfg.name == "closed_loop":
+            label = f"closed loop ({cfg.concurrency} clients, think {cfg.think} {cfg.think_s:g} s)"
+            return synthetic.closed_loop(cfg, rng, fit), label, [], {"clients": cfg.concurrency}
         frame = synthetic.generate(cfg, rng, fit)
         return frame, f"synthetic ({cfg.arrival}, {cfg.rate_per_s:g}/s)", [], {}
     if cfg.name == "file":

@@ -1,4 +1,5 @@
-"""Seeded synthetic traces: Poisson or Gamma arrivals, fixed or fitted log-normal lengths."""
+"""Seeded synthetic traces: Poisson or Gamma arrivals (or a closed loop's clients), fixed or fitted
+log-normal lengths."""
 
 from __future__ import annotations
 
@@ -63,16 +64,33 @@ def arrivals(n: int, rate_per_s: float, arrival: str, cv: float, rng: np.random.
 
 def generate(cfg: TraceConfig, rng: np.random.Generator, fit: LengthFit | None = None) -> pd.DataFrame:
     """A synthetic trace for `cfg`; `fit` is required unless both n_in and n_out are fixed."""
-    n = cfg.num_requests
-    t = arrivals(n, cfg.rate_per_s, cfg.arrival, cfg.cv, rng)
-    if cfg.n_in is not None and cfg.n_out is not None:
-        n_in, n_out = np.full(n, cfg.n_in, np.int32), np.full(n, cfg.n_out, np.int32)
-    else:
-        if fit is None:
-            raise ValueError("trace config: lengths_from is required unless n_in and n_out are set")
-        n_in, n_out = fit.sample(n, rng)
-        if cfg.n_in is not None:
-            n_in = np.full(n, cfg.n_in, np.int32)
-        if cfg.n_out is not None:
-            n_out = np.full(n, cfg.n_out, np.int32)
+    t = arrivals(cfg.num_requests, cfg.rate_per_s, cfg.arrival, cfg.cv, rng)
+    n_in, n_out = lengths(cfg, rng, fit)
     return pd.DataFrame({"arrival_s": t, "n_in": n_in, "n_out": n_out})
+
+
+def closed_loop(cfg: TraceConfig, rng: np.random.Generator, fit: LengthFit | None = None) -> pd.DataFrame:
+    """The requests of a closed loop, in the order the clients send them: lengths drawn as
+    `generate` draws them, then `think_s`, the time (s) its client waits after it finishes before
+    sending its next request (`cfg.think_s`, or exponential draws of that mean). `arrival_s` is
+    0.0 here: the simulation sets each request's when its client sends it (`sim.clients`)."""
+    n = cfg.num_requests
+    n_in, n_out = lengths(cfg, rng, fit)
+    think = rng.exponential(cfg.think_s, size=n) if cfg.think == "exponential" else np.full(n, cfg.think_s)
+    return pd.DataFrame({"arrival_s": np.zeros(n), "n_in": n_in, "n_out": n_out, "think_s": think})
+
+
+def lengths(cfg: TraceConfig, rng: np.random.Generator, fit: LengthFit | None) -> tuple[np.ndarray, np.ndarray]:
+    """`cfg.num_requests` (n_in, n_out) pairs (int32 tokens): `cfg.n_in`/`cfg.n_out` where fixed,
+    else drawn from `fit` (required unless both are fixed)."""
+    n = cfg.num_requests
+    if cfg.n_in is not None and cfg.n_out is not None:
+        return np.full(n, cfg.n_in, np.int32), np.full(n, cfg.n_out, np.int32)
+    if fit is None:
+        raise ValueError("trace config: lengths_from is required unless n_in and n_out are set")
+    n_in, n_out = fit.sample(n, rng)
+    if cfg.n_in is not None:
+        n_in = np.full(n, cfg.n_in, np.int32)
+    if cfg.n_out is not None:
+        n_out = np.full(n, cfg.n_out, np.int32)
+    return n_in, n_out
