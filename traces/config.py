@@ -18,6 +18,11 @@ NAMED_TRACES = (
 """Names accepted by `traces.load`; `file` (with `path`) loads any CSV/Parquet in a known format."""
 
 ARRIVALS = ("poisson", "gamma")
+ONLY_FOR = {
+    **dict.fromkeys(("rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from"), ("synthetic",)),
+    **dict.fromkeys(("file", "keep_failed"), ("burstgpt",)),
+}
+"""TraceConfig options read by some traces only: option -> the traces that read it."""
 BURSTGPT_MODELS = ("ChatGPT", "GPT-4")
 
 
@@ -74,6 +79,10 @@ class TraceConfig:
         if unknown:
             raise ValueError(f"trace config: unknown key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**dict(values))
+
+    def unused_keys(self) -> tuple[str, ...]:
+        """The options this trace does not read (another trace's: `ONLY_FOR`)."""
+        return tuple(key for key, names in ONLY_FOR.items() if self.name not in names)
 
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
