@@ -37,6 +37,7 @@ from oracle.identify import UnidentifiableFitError
 from oracle.regress import FitNotConvergedError
 from oracle.run_power import ImplausiblePowerError
 from tracking import log_run
+from tracking.source import source_tags
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (
@@ -149,7 +150,9 @@ def finish(conf: MeasureConf, grid: Grid, summary: SweepSummary, gpu: DeviceInfo
         **_spread_metrics(spread),
         "fit": report,
     }
-    run_id = log_run(to_tracking(conf.tracking), params, metrics, artifacts)
+    run_id = log_run(
+        to_tracking(conf.tracking), params, metrics, artifacts, tags=source_tags("python -m calibrate.measure")
+    )
     return {"summary": summary, "report": report, "run_id": run_id, "spread_path": spread_path}
 
 

@@ -24,12 +24,12 @@ from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
 from sim.console import explain, table
 from sim.fleet import Fleet, FleetConfig, build_fleet
-from sim.identity import run_tags, trace_dataset
+from sim.identity import run_tags, trace_dataset, unused_params
 from sim.kv import replica_kv
 from sim.metrics import fleet_summary, run_summary, with_savings
 from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs
 from sim.planning import PlanningConfig, planning_figures
-from sim.plots import plot_folder
+from sim.plots import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
@@ -37,7 +37,7 @@ from sim.summary import Summary, split_wall_clock, unit
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
-from tracking.folder import RunRecord, log_folder
+from tracking.folder import RunRecord, log_folder, now_ms
 from tracking.sweep import SweepInfo, run_name
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ def execute(
     cfg, context = prepared.config, context or RunContext()
     out = Path(cfg.output_dir)
     claim_output(out)
+    started = now_ms()
     log.info(
         "simulating %s on %d requests with %s", prepared.policy.describe(), len(prepared.requests), prepared.oracle.name
     )
@@ -231,6 +232,7 @@ def execute(
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
     names = write_outputs(out, cfg.raw, summary, runs)
+    ended = now_ms()
     print(table(summary), flush=True)  # the figures first: plots and tracking take longer than the simulation
     background = tracking is not None and cfg.background
     if tracking is not None and not background:
@@ -251,6 +253,10 @@ def execute(
         extra_params={"policy_description": prepared.policy.describe()},
         artifacts=(*names, "run.json"),
         timing=split_wall_clock(summary.to_dict())[1],
+        start_ms=started,
+        end_ms=ended,
+        unused_params=unused_params(cfg.trace, cfg.capacity, cfg.execution),
+        series=TIMELINES_FILE,
     )
     record.write(out)
     if background:

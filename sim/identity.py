@@ -1,20 +1,21 @@
-"""What identifies a run in MLflow: tags (package version, git commit, overrides, sweep) and the
-trace as a data set (name and checksum of the arrivals and lengths simulated)."""
+"""What identifies a run in MLflow: tags (package version, source command and git commit,
+overrides, sweep) and the trace as a data set (name and checksum of the arrivals and lengths
+simulated)."""
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sim.capacity import CapacityConfig
+from sim.windows import ExecutionConfig
+from traces.config import TraceConfig
 from tracking import DatasetRef
-
-ROOT = Path(__file__).resolve().parents[1]
+from tracking.source import source_tags
 
 
 def package_version() -> str:
@@ -24,28 +25,25 @@ def package_version() -> str:
         return "unknown"
 
 
-def git_commit(root: Path = ROOT) -> str | None:
-    """HEAD of the checkout the code runs from (None when installed, or git is missing)."""
-    if not (root / ".git").exists():
-        return None
-    try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
 def run_tags(overrides: Sequence[str], sweep_id: str | None, baseline_source: str) -> dict[str, str]:
     """Tags of a sim run."""
-    tags = {"version": package_version(), "overrides": " ".join(overrides)[:5000]}
-    commit = git_commit()
-    if commit:
-        tags["git_commit"] = commit
+    tags = {"version": package_version(), "overrides": " ".join(overrides)[:5000], **source_tags("python -m sim")}
     if sweep_id:
         tags["sweep"] = sweep_id
     if baseline_source:
         tags["baseline"] = baseline_source
     return tags
+
+
+def unused_params(trace: TraceConfig, capacity: CapacityConfig, execution: ExecutionConfig) -> tuple[str, ...]:
+    """The config keys a run does not read, left out of its MLflow params: another trace's options,
+    the capacity search's settings when it is off, the windows' when the run is one piece."""
+    unused = [f"trace.{key}" for key in trace.unused_keys()]
+    if not capacity.enabled:
+        unused += [f"capacity.{f}" for f in CapacityConfig.__dataclass_fields__ if f != "enabled"]
+    if execution.mode == "single":
+        unused += [f"execution.{f}" for f in ExecutionConfig.__dataclass_fields__ if f != "mode"]
+    return tuple(unused)
 
 
 def trace_digest(requests: pd.DataFrame) -> str:

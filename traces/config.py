@@ -25,6 +25,11 @@ OPEN_LOOP_OPTIONS = {"start_s": 0.0, "duration_s": None, "sample_frac": 1.0, "ra
 """Options that reshape a trace's arrivals, with their no-op values (a closed loop has no arrivals to reshape)."""
 
 ARRIVALS = ("poisson", "gamma")
+ONLY_FOR = {
+    **dict.fromkeys(("rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from"), ("synthetic",)),
+    **dict.fromkeys(("file", "keep_failed"), ("burstgpt",)),
+}
+"""TraceConfig options read by some traces only: option -> the traces that read it."""
 BURSTGPT_MODELS = ("ChatGPT", "GPT-4")
 
 
@@ -86,6 +91,10 @@ class TraceConfig:
         if unknown:
             raise ValueError(f"trace config: unknown key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**dict(values))
+
+    def unused_keys(self) -> tuple[str, ...]:
+        """The options this trace does not read (another trace's: `ONLY_FOR`)."""
+        return tuple(key for key, names in ONLY_FOR.items() if self.name not in names)
 
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:

@@ -1,8 +1,10 @@
 """Hydra callbacks (registered under `hydra.callbacks` in conf/sim.yaml). `SweepTracking`: before a
 multirun's jobs start, in the launching process, create the MLflow store and experiment once, open
-the sweep's parent run and write `sweep.json` into the sweep folder; close the parent run at the
-end. `Redaction`: Hydra's own copies of the config and the overrides (.hydra/*.yaml, multirun.yaml)
-and its log lines hold URIs without their credentials, like every other file and line of a run.
+the sweep's parent run and write `sweep.json` into the sweep folder; at the end, write the report
+comparing the sweep's runs (tracking.report) into `<sweep>/report`, attach it to the parent run
+(artifacts `report/`) and close the parent run. `Redaction`: Hydra's own copies of the config and
+the overrides (.hydra/*.yaml, multirun.yaml) and its log lines hold URIs without their
+credentials, like every other file and line of a run.
 
 Creating the store here, not in the jobs, is what keeps parallel jobs from racing to create and
 migrate a new SQLite store. A tracking failure here is one warning; the jobs still run.
@@ -18,12 +20,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from tracking.artifacts import store_artifacts
 from tracking.log import failure
-from tracking.safe_text import redact_file, redact_log_records, redacted_stdout
+from tracking.safe_text import redact, redact_file, redact_log_records, redacted_stdout
 from tracking.store import TrackingConfig, ensure_experiment, http_limits, store_lock
 from tracking.sweep import SweepInfo, swept_keys
 
 log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
 
 
 def _tracking(config: DictConfig) -> TrackingConfig | None:
@@ -54,15 +59,19 @@ class SweepTracking(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         tracking = _tracking(config)
-        info = SweepInfo.read(Path(str(config.hydra.sweep.dir)))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        info = SweepInfo.read(sweep_dir)
         if tracking is None or info.parent_run_id is None:
             return
         try:
             from mlflow import MlflowClient
 
             http_limits(tracking)
+            report = sweep_report(tracking, info.parent_run_id, sweep_dir / REPORT_DIR)
             with store_lock(tracking), redacted_stdout():
-                MlflowClient(tracking.uri).set_terminated(info.parent_run_id, "FINISHED")
+                client = MlflowClient(tracking.uri)
+                store_artifacts(client, info.parent_run_id, [report] if report else [])
+                client.set_terminated(info.parent_run_id, "FINISHED")
         except Exception as e:  # noqa: BLE001
             log.warning("MLflow: could not close the sweep's parent run (%s)", failure(e))
 
@@ -84,6 +93,22 @@ class Redaction(Callback):
         for path in [*saved, *sweep]:
             if path.is_file():
                 redact_file(path)
+
+
+def sweep_report(tracking: TrackingConfig, parent_run_id: str, out: Path) -> Path | None:
+    """Write the comparison of the parent run's runs (`tracking.report.write_report`) into `out`;
+    `out`, or None after one warning when there is nothing to compare (every job failed)."""
+    from tracking.report import ReportError, comparison_table, load_runs, write_report
+
+    try:
+        with redacted_stdout():
+            table = comparison_table(load_runs(tracking.uri, tracking.experiment, parent=parent_run_id))
+    except ReportError as e:
+        log.warning("MLflow: no report for the sweep's parent run (%s)", redact(str(e)))
+        return None
+    write_report(table, out, title=f"Sweep {out.parent.name}")
+    log.info("report of the sweep's %d runs in %s (also the parent run's artifacts)", len(table), out)
+    return out
 
 
 def _parent_run(tracking: TrackingConfig, sweep_dir: Path, swept: tuple[str, ...]) -> str:

@@ -4,9 +4,12 @@ tracking failed (server down) can be logged later from its folder alone:
     python -m tracking outputs/2026-01-01/12-00-00.123456 [--uri sqlite:///mlflow.db]
 
 run.json holds the tracking config, run name, tags, parent run, input data sets, extra parameters,
-the artifact files (names inside the folder: a run logs only its own files) and the figures
-measured on the wall clock (`timing`: seconds and requests/s of the simulation, which differ between
-runs of one seed); parameters come from resolved_config.yaml and the other metrics from
+the artifact files (names inside the folder: a run logs only its own files, stored once:
+tracking.artifacts), what was measured on the wall clock (`timing`: seconds and requests/s of the
+simulation, which differ between runs of one seed; `start_ms`, `end_ms`: when the run started and
+ended, the MLflow run's start and end), the config keys the run did not read (`unused_params`,
+left out of its params) and the file of its time series (`series`, logged as step metrics:
+tracking.series); parameters come from resolved_config.yaml and the other metrics from
 summary.json. Once logged, the folder's tracking.json holds the run id (a folder already logged is
 skipped unless `--again`); a background finisher that could not log it writes the error there
 instead. The folder's files hold the tracking URI without its credentials (tracking.safe_text):
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +39,7 @@ from tracking.claim import claim, folder_key
 from tracking.files import write_text
 from tracking.log import DatasetRef, log_run, warn_failed
 from tracking.safe_text import redact_tree, shell_command
+from tracking.series import step_points
 from tracking.store import TrackingConfig, TrackingError
 
 RUN_FILE = "run.json"
@@ -56,6 +61,10 @@ class RunRecord:
     extra_params: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
     timing: dict[str, float] = field(default_factory=dict)
+    start_ms: int | None = None
+    end_ms: int | None = None
+    unused_params: tuple[str, ...] = ()
+    series: str | None = None
 
     def write(self, folder: Path) -> Path:
         """run.json in `folder`, URIs without their credentials."""
@@ -78,6 +87,10 @@ class RunRecord:
             extra_params=dict(data.get("extra_params") or {}),
             artifacts=tuple(data.get("artifacts") or ()),
             timing=dict(data.get("timing") or {}),
+            start_ms=data.get("start_ms"),
+            end_ms=data.get("end_ms"),
+            unused_params=tuple(data.get("unused_params") or ()),
+            series=data.get("series"),
         )
 
 
@@ -113,6 +126,8 @@ def _log_claimed(folder: Path, record: RunRecord, tracking: TrackingConfig, rais
     """Log the folder's run (its claim held) and write its tracking.json; the run id, or None."""
     params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
     metrics = {**json.loads((folder / SUMMARY_FILE).read_text()), **record.timing}
+    series = folder / record.series if record.series else None
+    steps = step_points(series, record.start_ms or now_ms()) if series and series.exists() else []
     run_id = log_run(
         tracking,
         params,
@@ -124,10 +139,19 @@ def _log_claimed(folder: Path, record: RunRecord, tracking: TrackingConfig, rais
         retry_hint=retry_hint(folder),
         raise_errors=raise_errors,
         folder=folder_key(folder),
+        unused_params=record.unused_params,
+        start_ms=record.start_ms,
+        end_ms=record.end_ms,
+        steps=steps,
     )
     if run_id is not None:
         mark_tracked(folder, tracking, run_id)
     return run_id
+
+
+def now_ms() -> int:
+    """The wall clock in ms since the epoch, as MLflow's times are."""
+    return int(time.time() * 1000)
 
 
 def mark_tracked(folder: Path, tracking: TrackingConfig, run_id: str | None, error: str | None = None) -> Path:

@@ -12,14 +12,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracking.artifacts import store_artifacts
 from tracking.claim import FOLDER_TAG
 from tracking.safe_text import redact, redact_tree, redacted_stdout
-from tracking.store import TrackingConfig, check_store, http_limits, store_lock
+from tracking.series import Point
+from tracking.store import TrackingConfig, check_store, experiment_id, http_limits, store_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,14 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return {name: str(value) for name, value in _leaves(params, prefix)}
 
 
+def applicable_params(params: Mapping[str, Any], unused: Collection[str] = ()) -> dict[str, str]:
+    """The params a run logs: `flatten`ed, without null or empty values (an option not set) and
+    without the `unused` dotted keys (options the run does not read, e.g. another trace's)."""
+    return {
+        name: str(value) for name, value in _leaves(params) if value is not None and value != [] and name not in unused
+    }
+
+
 def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Finite numeric leaves of a nested summary, as dotted metric names."""
     metrics: dict[str, float] = {}
@@ -72,17 +82,27 @@ def log_run(
     retry_hint: str = "",
     raise_errors: bool = False,
     folder: str | None = None,
+    unused_params: Collection[str] = (),
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    steps: Sequence[Point] = (),
 ) -> str | None:
     """Log one MLflow run; its id, or None after one warning (what failed, and `retry_hint`);
     `raise_errors`: raise instead of warning (the caller reports it, see tracking.background).
     `folder` (`tracking.claim.folder_key`, the caller holding the folder's claim): the run is tagged
     with it, and a run of that folder left RUNNING by a killed logger is finished instead of a new
-    one made."""
+    one made. `unused_params`: dotted keys left out (`applicable_params`); `start_ms`, `end_ms`:
+    the run's own start and end (ms since the epoch; default: now); `steps`: step metrics
+    (tracking.series); `artifacts`: stored once (tracking.artifacts)."""
     if not config.enabled:
         return None
+    content = RunContent(
+        applicable_params(params, unused_params), metrics, list(artifacts), dict(tags or {}), parent_run_id,
+        datasets, folder, start_ms, end_ms, steps,
+    )  # fmt: skip
     try:
         with redacted_stdout():
-            return _log(config, params, metrics, list(artifacts), dict(tags or {}), parent_run_id, datasets, folder)
+            return _log(config, content)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose results
         if raise_errors:
             raise
@@ -103,63 +123,74 @@ def warn_failed(config: TrackingConfig, what: str, retry_hint: str = "") -> None
     log.warning("MLflow tracking to %r failed (%s); the results are on disk.%s", config.shown_uri, what, hint)
 
 
-def _log(
-    config: TrackingConfig,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    artifacts: list[Path],
-    tags: dict[str, str],
-    parent_run_id: str | None,
-    datasets: Sequence[DatasetRef],
-    folder: str | None,
-) -> str:
+@dataclass(frozen=True)
+class RunContent:
+    """What `log_run` writes to one run (see its docstring); params already flat."""
+
+    params: dict[str, str]
+    metrics: Mapping[str, Any]
+    artifacts: list[Path]
+    tags: dict[str, str]
+    parent_run_id: str | None
+    datasets: Sequence[DatasetRef]
+    folder: str | None
+    start_ms: int | None
+    end_ms: int | None
+    steps: Sequence[Point]
+
+
+def _log(config: TrackingConfig, content: RunContent) -> str:
     from mlflow import MlflowClient
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
     http_limits(config)
     with store_lock(config):
         check_store(config)
         client = MlflowClient(config.uri)
-        experiment = client.get_experiment_by_name(config.experiment)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
-        run_tags = redact_tree({**config.tags, **tags})
-        if parent_run_id:
-            run_tags[PARENT_TAG] = parent_run_id
-        if folder is not None:
-            run_tags[FOLDER_TAG] = folder
-        run_id = resumed_run(client, experiment_id, folder) if folder is not None else None
+        experiment = experiment_id(client, config.experiment)
+        run_tags = redact_tree({**config.tags, **content.tags})
+        if content.parent_run_id:
+            run_tags[PARENT_TAG] = content.parent_run_id
+        if content.folder is not None:
+            run_tags[FOLDER_TAG] = content.folder
+        run_id = resumed_run(client, experiment, content.folder) if content.folder is not None else None
         if run_id is None:
             name = redact(config.run_name) if config.run_name else None
-            run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
+            run_id = client.create_run(
+                experiment, start_time=content.start_ms, tags=run_tags, run_name=name
+            ).info.run_id
         try:
-            flat = [Param(k, v[:6000]) for k, v in flatten(redact_tree(params)).items()]
-            for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
-                client.log_batch(run_id, params=flat[i : i + 100])
-            now = int(time.time() * 1000)
-            values = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
-            for i in range(0, len(values), 500):
-                client.log_batch(run_id, metrics=values[i : i + 500])
-            if datasets:
-                client.log_inputs(
-                    run_id,
-                    datasets=[
-                        DatasetInput(
-                            Dataset(d.name, d.digest, "local", json.dumps({"uri": redact(d.source)})),
-                            [InputTag("mlflow.data.context", d.context)],
-                        )
-                        for d in datasets
-                    ],
-                )
-            for path in artifacts:
-                if path.is_dir():
-                    client.log_artifacts(run_id, str(path))
-                elif path.exists():
-                    client.log_artifact(run_id, str(path))
+            _write(client, run_id, content)
         except BaseException:
-            client.set_terminated(run_id, "FAILED")
+            client.set_terminated(run_id, "FAILED", end_time=content.end_ms)
             raise
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, "FINISHED", end_time=content.end_ms)
         return run_id
+
+
+def _write(client: Any, run_id: str, content: RunContent) -> None:
+    """Params, metrics (summary and steps), data set inputs and artifacts of the run."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+    flat = [Param(k, v[:6000]) for k, v in redact_tree(content.params).items()]
+    for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=flat[i : i + 100])
+    stamp = content.end_ms or int(time.time() * 1000)
+    values = [Metric(k, v, stamp, 0) for k, v in numeric_metrics(content.metrics).items()]
+    values += [Metric(*point) for point in content.steps]
+    for i in range(0, len(values), 1000):  # and at 1000 metrics
+        client.log_batch(run_id, metrics=values[i : i + 1000])
+    if content.datasets:
+        client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(d.name, d.digest, "local", json.dumps({"uri": redact(d.source)})),
+                    [InputTag("mlflow.data.context", d.context)],
+                )
+                for d in content.datasets
+            ],
+        )
+    store_artifacts(client, run_id, content.artifacts)
 
 
 def resumed_run(client: Any, experiment_id: str, folder: str) -> str | None:

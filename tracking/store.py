@@ -16,10 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tracking.safe_text import redact, shell_command
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+KIND_TAG = "mlflow.experimentKind"
+KIND = "custom_model_development"
+"""MLflow 3's kind of an experiment of classic model development: its UI opens on the runs, not
+on the empty GenAI (traces) pages it shows an experiment without a kind."""
 
 
 class TrackingError(RuntimeError):
@@ -126,8 +131,14 @@ def ensure_experiment(config: TrackingConfig) -> str:
     http_limits(config)
     with store_lock(config):
         check_store(config)
-        client = MlflowClient(config.uri)
-        experiment = client.get_experiment_by_name(config.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(config.experiment)
+        return experiment_id(MlflowClient(config.uri), config.experiment)
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment `name` (created if missing), its kind set (`KIND`) unless it has one."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return str(client.create_experiment(name, tags={KIND_TAG: KIND}))
+    if KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
+    return str(experiment.experiment_id)

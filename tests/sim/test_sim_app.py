@@ -65,6 +65,33 @@ def test_a_run_writes_summary_records_plots_and_tracks(tmp_path):
     assert dataset.dataset.name == "azure_chat" and len(dataset.dataset.digest) == 16
 
 
+def test_the_mlflow_run_has_the_runs_own_times_its_source_and_only_the_params_that_apply(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    execute(prepare(config(tmp_path, "trace.max_requests=50", "compare_baseline=false", "plots=false",
+                           f"tracking.uri={uri}")))  # fmt: skip
+    out = tmp_path / "out"
+    record = json.loads((out / "run.json").read_text())
+    assert record["start_ms"] <= record["end_ms"] and record["series"] == "timelines.parquet"
+    assert "start_ms" not in (out / "summary.json").read_text()  # summary.json holds no wall clock
+
+    import mlflow
+
+    run = mlflow.MlflowClient(uri).get_run(record_run_id(out))
+    assert (run.info.start_time, run.info.end_time) == (record["start_ms"], record["end_ms"])
+    assert run.data.tags["mlflow.source.name"] == "python -m sim" and run.data.tags["mlflow.source.type"] == "LOCAL"
+    params = run.data.params
+    assert params["trace.name"] == "azure_chat" and params["trace.max_requests"] == "50"
+    assert not {"trace.rate_per_s", "trace.lengths_from", "trace.file", "capacity.target", "execution.windows"} & set(
+        params
+    )  # a synthetic trace's, BurstGPT's, the capacity search's (off), the windows' (one piece)
+    assert "None" not in params.values() and "trace.model" not in params
+    assert len(mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "timeline.power_w")) == 500
+
+
+def record_run_id(out):
+    return json.loads((out / "tracking.json").read_text())["run_id"]
+
+
 def test_an_unreachable_server_costs_seconds_and_says_how_to_log_later(tmp_path, caplog, capsys):
     import socket
     import time

@@ -26,6 +26,13 @@ def runs(folder: Path):
     return mlflow.search_runs(experiment_names=["sweetspot-sim"])
 
 
+def mlflow_client():
+    """A client of the store `runs` last read."""
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
 @pytest.mark.slow
 def test_a_parallel_sweep_of_8_jobs_in_a_fresh_folder_logs_every_run_every_time(tmp_path):
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=8",
@@ -40,6 +47,8 @@ def test_a_parallel_sweep_of_8_jobs_in_a_fresh_folder_logs_every_run_every_time(
         jobs = logged[logged["tags.kind"] != "sweep"]
         assert len(parent) == 1 and len(jobs) == 8, done.stderr[-2000:]
         assert (jobs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+        report = mlflow_client().list_artifacts(parent["run_id"].iloc[0], "report")
+        assert "report/comparison.md" in {a.path for a in report}  # the sweep's report, on its parent run
         assert (jobs["status"] == "FINISHED").all()
         assert sorted(jobs["tags.mlflow.runName"]) == sorted(
             f"{p} rate_scale={r}" for p in ("none", "truncation", "adaptive_gen", "summarization") for r in (1, 2)

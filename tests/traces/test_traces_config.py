@@ -90,3 +90,12 @@ def test_hydra_burstgpt_and_file(tmp_path, fixtures):
     assert (cfg.trace.file, cfg.trace.model) == (2, "GPT-4")
     cfg = _compose(tmp_path, ["trace=file", f"trace.path={fixtures / 'burstgpt_head.csv'}"])
     assert len(traces.load_config(OmegaConf.to_object(cfg.trace))) == 8
+
+
+def test_each_trace_reads_its_own_options_only():
+    assert set(TraceConfig().unused_keys()) == {
+        "rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from", "file", "keep_failed"
+    }  # fmt: skip
+    assert set(TraceConfig(name="synthetic").unused_keys()) == {"file", "keep_failed"}
+    assert "rate_per_s" in TraceConfig(name="burstgpt").unused_keys()
+    assert "file" not in TraceConfig(name="burstgpt").unused_keys()
