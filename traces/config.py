@@ -26,7 +26,9 @@ OPEN_LOOP_OPTIONS = {"start_s": 0.0, "duration_s": None, "sample_frac": 1.0, "ra
 
 ARRIVALS = ("poisson", "gamma")
 ONLY_FOR = {
-    **dict.fromkeys(("rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from"), ("synthetic",)),
+    **dict.fromkeys(("rate_per_s", "arrival", "cv"), ("synthetic",)),
+    **dict.fromkeys(("num_requests", "n_in", "n_out", "lengths_from"), ("synthetic", "closed_loop")),
+    **dict.fromkeys(("concurrency", "think_s", "think"), ("closed_loop",)),
     **dict.fromkeys(("file", "keep_failed"), ("burstgpt",)),
 }
 """TraceConfig options read by some traces only: option -> the traces that read it."""

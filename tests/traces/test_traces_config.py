@@ -94,8 +94,17 @@ def test_hydra_burstgpt_and_file(tmp_path, fixtures):
 
 def test_each_trace_reads_its_own_options_only():
     assert set(TraceConfig().unused_keys()) == {
-        "rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from", "file", "keep_failed"
+        "rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from", "file", "keep_failed",
+        "concurrency", "think_s", "think",
     }  # fmt: skip
-    assert set(TraceConfig(name="synthetic").unused_keys()) == {"file", "keep_failed"}
+    assert set(TraceConfig(name="synthetic").unused_keys()) == {
+        "file",
+        "keep_failed",
+        "concurrency",
+        "think_s",
+        "think",
+    }
+    closed = set(TraceConfig(name="closed_loop").unused_keys())
+    assert closed == {"rate_per_s", "arrival", "cv", "file", "keep_failed"}
     assert "rate_per_s" in TraceConfig(name="burstgpt").unused_keys()
     assert "file" not in TraceConfig(name="burstgpt").unused_keys()
