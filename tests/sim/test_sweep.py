@@ -18,22 +18,25 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["trace=synthetic", "trace.num_requests=60", "progress=false", "plots=false"]
 
 
+def environment() -> dict[str, str]:
+    """This process's environment, with the project on the import path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 def sim(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 
 
 def on_a_terminal(cwd: Path, *overrides: str, timeout: float = 300) -> tuple[int, str, str]:
     """`python -m sim` with stderr on a real pseudo-terminal (where a bar draws): its exit status,
     stdout, and what the terminal received."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     main, side = os.openpty()
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: tqdm draws in 0 none
     shown = bytearray()
     reader = threading.Thread(target=_drain, args=(main, shown), daemon=True)
     reader.start()
-    with subprocess.Popen([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    with subprocess.Popen([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), stdout=subprocess.PIPE,
                           stderr=side, text=True) as proc:  # fmt: skip
         os.close(side)
         out = proc.communicate(timeout=timeout)[0]
