@@ -5,8 +5,9 @@ the command-line entry points call `show_warnings_once()`. From then on a warnin
 the `sweetspot` logger as one line, `warning (Category): text`, without Python's echo of the
 source line, and only the first time its category and text, figures aside, are seen in this
 process: a capacity search or a validation that simulates many workloads says it once, and at
-the process's (or a sweep job's) end one line counts the repeats that differed only in their figures. A progress
-bar on the terminal is cleared while a line is written, so the two never share a line.
+the process's (or a sweep job's) end one line counts the repeats that differed only in their
+figures. A progress bar on the terminal is cleared while a line is written, so the two never
+share a line.
 """
 
 from __future__ import annotations
