@@ -31,6 +31,7 @@ from calibrate.nvml import NvmlError
 from calibrate.prompts import make_prompts, point_rng
 from calibrate.signals import sigterm_raises
 from calibrate.table import MeasurementTableError, append_row, read_table, set_aside_partial_lines
+from sim.progress import progress_bar
 
 KEY_COLUMNS = (
     "model",
@@ -150,7 +151,7 @@ class Sweep:
             todo = sum(len(self._todo(p)) for p in self.grid.points())
             with (
                 sigterm_raises(),
-                tqdm(total=len(self.grid.points()), desc="grid points", disable=not self.options.progress) as bar,
+                progress_bar(self.options.progress, total=len(self.grid.points()), desc="grid points") as bar,
             ):
                 for settings, points in itertools.groupby(self.grid.points(), key=lambda p: p.settings):
                     self._run_settings(settings, list(points), bar)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from calibrate.signals import Terminated, sigterm_raises
-from sim.notices import show_warnings_once
+from sim.notices import count_repeats, show_warnings_once
 from tracking.background import BackgroundTracking
 from tracking.files import WriteError
 from tracking.folder import FAILED, INTERRUPTED
@@ -72,6 +72,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
         finally:
             if tracking is not None:
                 tracking.close()
+            count_repeats()
 
 
 def stopped(cfg: DictConfig, status: str, reason: str) -> str:

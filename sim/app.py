@@ -4,7 +4,8 @@
 loads and builds everything that can fail on bad input (so errors come before any simulation);
 `execute` claims `output_dir`, runs the policy and the baseline (once per sweep), writes
 summary.json, per-request Parquet files, plots, the resolved config and run.json, prints the
-table, then logs the folder to MLflow and returns the typed summary.
+table (and saves it, table.txt; a sweep's job prints one line and its sweep's end the combined
+table), then logs the folder to MLflow and returns the typed summary.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
-from sim.console import explain, table
+from sim.console import brief, explain, table
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset, unused_params
 from sim.kv import replica_kv
@@ -231,19 +232,20 @@ def execute(
         runs.append(base)
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
-    names = write_outputs(out, cfg.raw, summary, runs)
+    text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
+    names = write_outputs(out, cfg.raw, summary, runs, text)
     ended = now_ms()
-    print(table(summary), flush=True)  # the figures first: plots and tracking take longer than the simulation
+    sweep = context.sweep
+    name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
+    if context.sweep_dir is None:
+        print(text, end="", flush=True)  # the figures first: plots and tracking take longer than the simulation
+    else:  # one line a job: the sweep's jobs share the console, and its end prints the combined table
+        print(f"{name}: {brief(summary)}; results in {out}", flush=True)
     background = tracking is not None and cfg.background
     if tracking is not None and not background:
         tracking.open()  # if not yet: MLflow loads while the plots are drawn
-    why = explain(prepared.policy, prepared.requests, summary)
-    if why:
-        print(why)
     if cfg.plots and not background:
         names += plot_folder(out)
-    sweep = context.sweep
-    name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
     record = RunRecord(
         tracking=cfg.tracking,
         run_name=name,
@@ -265,7 +267,8 @@ def execute(
         what = "the plots and the MLflow run follow" if cfg.plots else "the MLflow run follows"
         print(f"results in {out}; {what} from a background process (background=false waits)", flush=True)
         return summary
-    print(f"results in {out}", flush=True)
+    if context.sweep_dir is None:
+        print(f"results in {out}", flush=True)
     if cfg.tracking.enabled:
         run_id = tracking.log(out) if tracking is not None else log_folder(out, record)
         if run_id:

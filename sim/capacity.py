@@ -162,8 +162,7 @@ def search_capacity(
 
 
 def _bar(enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
+    from sim.progress import progress_bar
 
-    return tqdm(desc="capacity search", unit="probe", leave=False)
+    bar = progress_bar(enabled, desc="capacity search", unit="probe", leave=False)
+    return None if bar.disable else bar

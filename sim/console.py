@@ -1,5 +1,5 @@
-"""The console's closing table (policy against baseline) and, when a policy barely changes the
-energy, one line that says why."""
+"""The console's closing table (policy against baseline, laid out by rich as plain text) and, when a
+policy barely changes the energy, one line that says why; for a sweep's job, the figures on one line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 
 from sim.policies.base import Policy
 from sim.summary import Summary, unit
+from tracking.text_table import text_table
 
 ROWS = (
     ("energy", "energy_j", 1e-3, "k", "{:.1f}"),
@@ -25,12 +26,12 @@ BARELY_PCT = 1.0
 """Energy savings below this (%) get an explanation."""
 
 
-WIDTH = 14  # characters of a value column (a space included)
+WIDTH = 14  # characters of a value (a sign included) above which it is shown with an exponent
 
 
 def _fmt(fmt: str, value: float) -> str:
-    """The value in its row's format; in 3 significant digits with an exponent when that would not
-    fit its column (so that columns stay aligned whatever the magnitude)."""
+    """The value in its row's format; in 3 significant digits with an exponent when that would be
+    WIDTH characters or more (a figure too long to read at a glance)."""
     if not math.isfinite(value):
         return "n/a"
     text = fmt.format(value)
@@ -38,21 +39,23 @@ def _fmt(fmt: str, value: float) -> str:
 
 
 def table(summary: Summary) -> str:
-    """A fixed-width table of the policy's summary against its baseline (if any)."""
+    """The policy's summary against its baseline (if any): an aligned table, then a line each for
+    the quality cost, the savings, the fleet and the capacity search."""
     base = summary.baseline is not None
-    head = f"{'':<26}{summary.run.policy:>14}" + (f"{'none':>14}{'change':>10}" if base else "")
-    lines = [head, "-" * len(head)]
+    header = ["", summary.run.policy, *(["none", "change"] if base else [])]
+    rows = []
     for label, key, scale, prefix, fmt in ROWS:
         u = unit(key)
         name = f"{label} ({prefix}{u})" if u not in ("requests", "share", "tokens/J") else label
         p = summary.value(key) * scale
-        line = f"{name:<26}{_fmt(fmt, p):>14}"
+        row = [name, _fmt(fmt, p)]
         if base:
             b = summary.value(f"baseline.{key}") * scale
             change = f"{100 * (p - b) / b:+.1f}%" if b and math.isfinite(b) else "n/a"
             change = change if len(change) < 10 else f"{100 * (p - b) / b:+.2g}%"
-            line += f"{_fmt(fmt, b):>14}{change:>10}"
-        lines.append(line)
+            row += [_fmt(fmt, b), change]
+        rows.append(row)
+    lines = [text_table(header, rows)]
     r = summary.run
     lines.append(
         f"quality cost: {r.quality_cost_pct:.2f}% of tokens ({r.input_tokens_dropped:,} input dropped, "
@@ -77,6 +80,21 @@ def table(summary: Summary) -> str:
             line += f" (unshaped: {cap['baseline_replicas']})"
         lines.append(line)
     return "\n".join(lines)
+
+
+def brief(summary: Summary) -> str:
+    """The table's main figures on one line: what a sweep's job prints (its table is in table.txt),
+    so that the jobs' lines never interleave."""
+    parts = [f"energy {summary.value('energy_j') / 1e3:.4g} kJ"]
+    if summary.energy_savings_pct is not None:
+        parts.append(f"saved {summary.energy_savings_pct:.2f}%")
+    parts += [
+        f"quality cost {summary.run.quality_cost_pct:.2f}%",
+        f"p99 TTFT {summary.value('ttft_s.p99'):.3g} s",
+        f"p99 TPOT {summary.value('tpot_s.p99'):.3g} s",
+        f"SLO attainment {summary.value('slo_attainment'):.3f}",
+    ]
+    return ", ".join(parts)
 
 
 def explain(policy: Policy, requests: pd.DataFrame, summary: Summary) -> str | None:

@@ -5,8 +5,9 @@ the command-line entry points call `show_warnings_once()`. From then on a warnin
 the `sweetspot` logger as one line, `warning (Category): text`, without Python's echo of the
 source line, and only the first time its category and text, figures aside, are seen in this
 process: a capacity search or a validation that simulates many workloads says it once, and at
-the process's end one line counts the repeats that differed only in their figures. A progress
-bar on the terminal is cleared while a line is written, so the two never share a line.
+the process's (or a sweep job's) end one line counts the repeats that differed only in their
+figures. A progress bar on the terminal is cleared while a line is written, so the two never
+share a line.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def show_warnings_once() -> None:
     """Route this process's warnings to `log`, each distinct (category, text figures aside) once."""
     if warnings.showwarning is not _log_once:
         warnings.showwarning = _log_once
-        atexit.register(_count_repeats)
+        atexit.register(count_repeats)
     if not logging.getLogger().handlers and not log.handlers:  # no logging set up (not under Hydra)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -58,8 +59,10 @@ def _log_once(
     _say("warning (%s): %s", category.__name__, text)
 
 
-def _count_repeats() -> None:
-    """At the process's end, one line: the warnings held back for repeating one already shown."""
+def count_repeats() -> None:
+    """One line: the warnings held back for repeating one already shown, since the last count. At
+    the process's end, and at the end of each `python -m sim` job (a sweep's worker process runs
+    several and outlives the sweep's closing table)."""
     n = sum(_repeats.values())
     if n:
         _say("warning: %d more like those above, with other figures, were not shown", n)

@@ -31,8 +31,10 @@ from tracking.folder import PARAMS_FILE, RUN_FILE, RUNNING, SUMMARY_FILE, retry_
 from tracking.folder import write_json as write_redacted_json
 from tracking.safe_text import redact_tree
 
+TABLE_FILE = "table.txt"
+"""The console's table of the run, as printed (by a single run; a sweep's job prints one line)."""
 TAKEN = (RUN_FILE, SUMMARY_FILE)
-OUTPUTS = (SUMMARY_FILE, PARAMS_FILE, *RECORDS_FILES, TIMELINES_FILE, REPLICAS_FILE)
+OUTPUTS = (SUMMARY_FILE, TABLE_FILE, PARAMS_FILE, *RECORDS_FILES, TIMELINES_FILE, REPLICAS_FILE)
 
 
 def check_output(folder: Path) -> None:
@@ -78,13 +80,15 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[SimResult]) -> list[str]:
-    """Write summary.json, resolved_config.yaml, the per-request records and the timelines the
-    plots draw into the run's folder; the names written (its artifacts)."""
+def write_outputs(out: Path, raw: dict[str, Any], summary: Summary, runs: list[SimResult], table: str) -> list[str]:
+    """Write summary.json, the console's `table` (TABLE_FILE), resolved_config.yaml, the
+    per-request records and the timelines the plots draw into the run's folder; the names written
+    (its artifacts)."""
     data, _ = split_wall_clock(summary.to_dict())  # wall-clock figures go to run.json: same seed, same file
     write_json(out / SUMMARY_FILE, data)
+    write_text(out / TABLE_FILE, table)
     write_text(out / PARAMS_FILE, yaml.safe_dump(redact_tree(raw), sort_keys=False))
-    names = [SUMMARY_FILE, PARAMS_FILE]
+    names = [SUMMARY_FILE, TABLE_FILE, PARAMS_FILE]
     for run, name in zip(runs, RECORDS_FILES, strict=False):
         write_records(run, out / name)
         names.append(name)

@@ -427,12 +427,13 @@ class _Dispatcher:
 
 
 def _progress(horizon_s: float, enabled: bool) -> Any:
-    """A tqdm bar over simulated seconds (None: no bar)."""
+    """A tqdm bar over simulated seconds (None: no bar, as in a sweep's job or off a terminal)."""
     if not enabled or horizon_s <= 0:
         return None
-    from tqdm import tqdm
+    from sim.progress import progress_bar
 
-    return tqdm(total=round(horizon_s), unit="sim-s", desc="simulating", leave=False)
+    bar = progress_bar(total=round(horizon_s), unit="sim-s", desc="simulating", leave=False)
+    return None if bar.disable else bar
 
 
 def _tick(env: simpy.Environment, bar: Any, horizon_s: float) -> None:

@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import platformdirs
-from tqdm import tqdm
 
+from sim.progress import progress_bar
 from traces.sources import Source
 
 log = logging.getLogger("traces")
@@ -74,12 +74,8 @@ def _fetch(url: str, part: Path, progress: bool) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
         total = response.headers.get("Content-Length")
-        with tqdm(
-            total=int(total) if total else None,
-            unit="B",
-            unit_scale=True,
-            desc=part.name[: -len(".part")],
-            disable=not progress,
+        with progress_bar(
+            progress, total=int(total) if total else None, unit="B", unit_scale=True, desc=part.name[: -len(".part")]
         ) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)

@@ -2,9 +2,10 @@
 multirun's jobs start, in the launching process, create the MLflow store and experiment once, open
 the sweep's parent run and write `sweep.json` into the sweep folder; at the end, write the report
 comparing the sweep's runs (tracking.report) into `<sweep>/report`, attach it to the parent run
-(artifacts `report/`) and close the parent run. `Redaction`: Hydra's own copies of the config and
-the overrides (.hydra/*.yaml, multirun.yaml) and its log lines hold URIs without their
-credentials, like every other file and line of a run.
+(artifacts `report/`), close the parent run, and print the runs' combined table and the command
+that writes the report again (the jobs print one line each: see sim.app). `Redaction`: Hydra's
+own copies of the config and the overrides (.hydra/*.yaml, multirun.yaml) and its log lines hold
+URIs without their credentials, like every other file and line of a run.
 
 Creating the store here, not in the jobs, is what keeps parallel jobs from racing to create and
 migrate a new SQLite store. A tracking failure here is one warning; the jobs still run.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -22,9 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from tracking.artifacts import store_artifacts
 from tracking.log import failure
-from tracking.safe_text import redact, redact_file, redact_log_records, redacted_stdout
+from tracking.safe_text import redact, redact_file, redact_log_records, redacted_stdout, shell_command
 from tracking.store import TrackingConfig, ensure_experiment, http_limits, store_lock
 from tracking.sweep import SweepInfo, swept_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +67,20 @@ class SweepTracking(Callback):
         info = SweepInfo.read(sweep_dir)
         if tracking is None or info.parent_run_id is None:
             return
+        out, table = sweep_dir / REPORT_DIR, None
         try:
             from mlflow import MlflowClient
 
             http_limits(tracking)
-            report = sweep_report(tracking, info.parent_run_id, sweep_dir / REPORT_DIR)
+            table = sweep_report(tracking, info.parent_run_id, out)
             with store_lock(tracking), redacted_stdout():
                 client = MlflowClient(tracking.uri)
-                store_artifacts(client, info.parent_run_id, [report] if report else [])
+                store_artifacts(client, info.parent_run_id, [out] if table is not None else [])
                 client.set_terminated(info.parent_run_id, "FINISHED")
         except Exception as e:  # noqa: BLE001
             log.warning("MLflow: could not close the sweep's parent run (%s)", failure(e))
+        if table is not None:
+            print(sweep_console(table, tracking, info.parent_run_id, out), flush=True)
 
 
 class Redaction(Callback):
@@ -95,9 +102,9 @@ class Redaction(Callback):
                 redact_file(path)
 
 
-def sweep_report(tracking: TrackingConfig, parent_run_id: str, out: Path) -> Path | None:
+def sweep_report(tracking: TrackingConfig, parent_run_id: str, out: Path) -> pd.DataFrame | None:
     """Write the comparison of the parent run's runs (`tracking.report.write_report`) into `out`;
-    `out`, or None after one warning when there is nothing to compare (every job failed)."""
+    its table, or None after one warning when there is nothing to compare (every job failed)."""
     from tracking.report import ReportError, comparison_table, load_runs, write_report
 
     try:
@@ -107,8 +114,23 @@ def sweep_report(tracking: TrackingConfig, parent_run_id: str, out: Path) -> Pat
         log.warning("MLflow: no report for the sweep's parent run (%s)", redact(str(e)))
         return None
     write_report(table, out, title=f"Sweep {out.parent.name}")
-    log.info("report of the sweep's %d runs in %s (also the parent run's artifacts)", len(table), out)
-    return out
+    return table
+
+
+def sweep_console(table: pd.DataFrame, tracking: TrackingConfig, parent_run_id: str, out: Path) -> str:
+    """What a sweep prints at its end: the combined table of its runs, where the full report is,
+    and the command (quoted for a shell) that writes it again."""
+    from tracking.report import console_table
+
+    command = shell_command(
+        "python", "-m", "sim.report", "--tracking-uri", tracking.shown_uri, "--experiment", tracking.experiment,
+        "--parent", parent_run_id, "--out", out,
+    )  # fmt: skip
+    return (
+        f"sweep of {len(table)} runs ({out.parent}):\n{console_table(table)}\n"
+        f"full report (comparison.md, pareto.md, plots) in {out}, also the sweep's parent run's artifacts; "
+        f"to write it again:\n{command}"
+    )
 
 
 def _parent_run(tracking: TrackingConfig, sweep_dir: Path, swept: tuple[str, ...]) -> str:

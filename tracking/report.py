@@ -26,6 +26,7 @@ import pandas as pd
 from sim.summary import unit
 from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
+from tracking.text_table import text_table
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,12 @@ OPTIONAL = (
 METRICS = (*REQUIRED, *OPTIONAL)
 UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
 PARAMS = {"policy": "policy.name", "trace": "trace.name", "router": "fleet.router"}
+CONSOLE = (
+    ("energy (kJ)", "energy_j", 1e-3), ("saved (%)", "energy_savings_pct", 1.0),
+    ("quality cost (%)", "quality_cost_pct", 1.0), ("p99 TTFT (s)", "ttft_s.p99", 1.0),
+    ("p99 TPOT (s)", "tpot_s.p99", 1.0), ("SLO attainment", "slo_attainment", 1.0),
+)  # fmt: skip
+"""(header, metric, scale): the columns of the console's table (`console_table`)."""
 GROUP = {"rate_scale": "trace.rate_scale", "max_requests": "trace.max_requests", "replicas": "fleet.replicas",
          "capacity": "capacity.enabled"}  # fmt: skip
 """Parameters that set the load: runs that differ in any of them (or in trace) are never compared."""
@@ -143,6 +150,18 @@ def to_markdown(table: pd.DataFrame, cols: Sequence[str] | None = None) -> str:
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def console_table(table: pd.DataFrame) -> str:
+    """The comparison's main columns (CONSOLE) as aligned plain text: one table per group, under a
+    line naming the group."""
+    parts = []
+    for group, rows in table.groupby("group", sort=True):
+        cells = (
+            [str(row["label"]), *(_cell(row[key] * scale) for _, key, scale in CONSOLE)] for _, row in rows.iterrows()
+        )
+        parts.append(f"{group}:\n{text_table(['run', *(name for name, _, _ in CONSOLE)], cells)}")
+    return "\n\n".join(parts)
 
 
 def fronts_markdown(table: pd.DataFrame) -> str:

@@ -88,14 +88,14 @@ def score(df: pd.DataFrame, gpu: arch.GpuSpec) -> float:
 def calibrate(seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Features of every replayable row of the shipped table at the prompt lengths that score best
     on the `REFERENCE` GPU's rows; every GPU's runs sent the same 1024 prompts, so the others reuse them."""
-    from tqdm import tqdm
+    from sim.progress import progress_bar
 
     rows, hists = read_benchmark(default_benchmark()), read_histograms(default_histograms())
     rows = [r for r in rows if r.key in hists and oracle_name(r.model_id, r.gpu_model) is not None]
     ref = [r for r in rows if r.gpu_model == REFERENCE]
     gpu = arch.load_gpu(REFERENCE.lower())
     best: tuple[float, PromptLengths] | None = None
-    for mean, sigma in tqdm([(m, s) for s in SIGMAS for m in MEANS], desc="prompt grid", disable=not progress):
+    for mean, sigma in progress_bar(progress, iterable=[(m, s) for s in SIGMAS for m in MEANS], desc="prompt grid"):
         prompts = PromptLengths("lognormal", mean, sigma)
         s = score(replay_features(ref, hists, prompts, seed), gpu)
         if best is None or s < best[0]:

@@ -215,6 +215,6 @@ def _prompts_for(prompts: Prompts, row: BenchmarkRow, oracle: Oracle) -> PromptL
 
 
 def _bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from sim.progress import progress_bar
 
-    return tqdm(total=total, unit="row", desc="replaying", disable=not enabled, leave=False)
+    return progress_bar(enabled, total=total, unit="row", desc="replaying", leave=False)

@@ -33,7 +33,7 @@ def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, capl
         warnings.warn("1,013 requests outside the range (10.25 %)", OracleRangeWarning, stacklevel=1)
         warnings.warn("12 requests outside the range (4.5 %)", RejectedRequestsWarning, stacklevel=1)
         warnings.warn("an oracle without figures", OracleRangeWarning, stacklevel=1)
-        notices._count_repeats()
+        notices.count_repeats()
     assert [r.getMessage() for r in caplog.records] == [
         "warning (OracleRangeWarning): 12 requests outside the range (4.5 %)",
         "warning (RejectedRequestsWarning): 12 requests outside the range (4.5 %)",

@@ -198,3 +198,14 @@ def test_console_columns_stay_aligned_for_huge_values(tmp_path):
     widths = {len(line) for line in lines[:9]}
     assert len(widths) == 1, "\n".join(lines[:9])
     assert "7.5e+13" in lines[2] and "4.2e+11" in lines[3]
+
+
+def test_the_printed_table_is_saved_in_the_run_folder_as_an_artifact(tmp_path, capsys):
+    execute(prepare(config(tmp_path, "tracking.enabled=false", "plots=false", "policy=truncation")))
+    out = tmp_path / "out"
+    saved = (out / "table.txt").read_text()
+    assert capsys.readouterr().out == f"{saved}results in {out}\n"  # printed whole, then where the files are
+    header, rule, first = saved.splitlines()[:3]
+    assert header.split() == ["truncation", "none", "change"] and set(rule) == {"─"}
+    assert first.startswith("energy (kJ)") and "\x1b" not in saved  # plain text: no colour codes in the file
+    assert "table.txt" in json.loads((out / "run.json").read_text())["artifacts"]

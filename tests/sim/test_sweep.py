@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shlex
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,10 +18,41 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["trace=synthetic", "trace.num_requests=60", "progress=false", "plots=false"]
 
 
+def environment() -> dict[str, str]:
+    """This process's environment, with the project on the import path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 def sim(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
+
+
+def on_a_terminal(cwd: Path, *overrides: str, timeout: float = 300) -> tuple[int, str, str]:
+    """`python -m sim` with stderr on a real pseudo-terminal (where a bar draws): its exit status,
+    stdout, and what the terminal received."""
+    main, side = os.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: tqdm draws in 0 none
+    shown = bytearray()
+    reader = threading.Thread(target=_drain, args=(main, shown), daemon=True)
+    reader.start()
+    with subprocess.Popen([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), stdout=subprocess.PIPE,
+                          stderr=side, text=True) as proc:  # fmt: skip
+        os.close(side)
+        out = proc.communicate(timeout=timeout)[0]
+    reader.join(timeout=10)
+    return proc.returncode, out, shown.decode(errors="replace")
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    """Read the terminal `fd` into `into` until every process holding its other side has ended."""
+    try:
+        while chunk := os.read(fd, 4096):
+            into += chunk
+    except OSError:  # EIO: the other side is closed
+        pass
+    finally:
+        os.close(fd)
 
 
 def runs(folder: Path):
@@ -75,3 +111,24 @@ def test_a_bad_job_fails_alone_and_the_sweep_exits_1(tmp_path):
     done = sim(tmp_path, "-m", "policy=adaptive_gen", "policy.factor=-1,0.5", "tracking.enabled=false", *TINY)
     assert done.returncode == 1 and "policy.factor must be > 0, got -1.0" in done.stderr
     assert len(list(tmp_path.glob("multirun/*/*/*/summary.json"))) == 1  # the good job ran after the bad one
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_on_a_terminal_draws_no_bars_and_ends_with_the_combined_table(tmp_path):
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "policy=none,truncation", "trace=synthetic",
+             "trace.num_requests=60", "plots=false", "progress=true"]  # fmt: skip
+    status, out, terminal = on_a_terminal(tmp_path, *sweep)
+    assert status == 0, terminal[-2000:]
+    assert "sim-s" not in terminal and "%|" not in terminal, terminal  # no bar, not even a first frame
+    jobs = sorted(line.split(":")[0] for line in out.splitlines() if ": energy " in line)
+    assert jobs == ["none", "truncation"] and "per output token" not in out  # one line a job, not its table
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("sweep of 2 runs ("))
+    rows = [line.split()[0] for line in lines[start + 4 : -2]]  # after the group, the header and the rule
+    assert rows == ["none", "truncation"] and lines[-2].startswith("full report (comparison.md")
+    command = shlex.split(lines[-1])
+    assert command[:3] == ["python", "-m", "sim.report"]
+    again = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "2 runs compared" in again.stdout, again.stdout + again.stderr
+    tables = sorted(tmp_path.glob("multirun/*/*/[01]/table.txt"))  # each job's full table is in its folder
+    assert len(tables) == 2 and all(t.read_text().splitlines()[2].startswith("energy (kJ)") for t in tables)
