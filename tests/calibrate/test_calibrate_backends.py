@@ -44,6 +44,7 @@ def tiny() -> TransformersBackend:
     return backend
 
 
+@pytest.mark.slow
 def test_tiny_generates_exact_lengths_in_static_batches(tiny):
     prompts = [[5] * 12 for _ in range(5)]  # 3 batches: 2, 2, 1
     result = tiny.generate(prompts, n_out=7)
@@ -51,6 +52,7 @@ def test_tiny_generates_exact_lengths_in_static_batches(tiny):
     assert tiny.device_name() == "cpu"
 
 
+@pytest.mark.slow
 def test_tiny_ignores_eos_even_when_the_model_wants_it(tiny):
     """Bias the LM head towards EOS: min_new_tokens still forces exactly n_out tokens."""
     torch = pytest.importorskip("torch")
@@ -65,6 +67,7 @@ def test_tiny_ignores_eos_even_when_the_model_wants_it(tiny):
             head.weight[2] = saved
 
 
+@pytest.mark.slow
 def test_random_weights_are_seeded():
     _needs_torch()
     a = TransformersBackend(resolve_model("tiny"), device="cpu", seed=3)._load()

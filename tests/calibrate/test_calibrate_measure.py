@@ -82,6 +82,7 @@ def test_no_driver_error_says_meter_none(tmp_path, monkeypatch):
         measure.run_measure(conf(f"out={tmp_path / 'x.csv'}", "tracking.enabled=false"))
 
 
+@pytest.mark.slow
 def test_cpu_end_to_end_tiny_model_then_resume(tmp_path):
     """backend=transformers model=tiny meter=none grid=smoke: exact-length rows; a rerun adds none."""
     _needs_torch()
@@ -106,6 +107,7 @@ def test_cpu_end_to_end_tiny_model_then_resume(tmp_path):
     assert len(read_table(tmp_path / "m.csv", require_energy=False)) == len(df)
 
 
+@pytest.mark.slow
 def test_energy_sweep_fits_and_tracks(tmp_path, monkeypatch):
     """With a (fake, real-time) NVML, the sweep ends by fitting and logs one MLflow run."""
     _needs_torch()
@@ -167,6 +169,7 @@ def measure_command(*overrides: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     _needs_torch()
     cmd = measure_command("grid.n_in=[4]", "grid.n_out=[3]", "grid.repeats=1", "out=rel/m.csv")
@@ -182,6 +185,7 @@ def test_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("signum, status, name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
+@pytest.mark.slow
 def test_a_signal_mid_sweep_prints_one_line_and_keeps_the_rows(tmp_path, signum, status, name):
     _needs_torch()
     cmd = measure_command("grid.repeats=500", "out=m.csv")

@@ -50,6 +50,7 @@ def test_command_line(table_csv, tmp_path):
     assert Oracle.load(out).fit["rows"] == 294
 
 
+@pytest.mark.slow
 def test_command_line_fits_a_batch_one_table_and_prints_the_caveat(tmp_path):
     """Before, a table of batch-1 runs (SweetSpot's, most published tables) was refused."""
     table = tmp_path / "b1.csv"
@@ -81,6 +82,7 @@ def test_one_batch_oracle_is_plotted_at_its_batch(tmp_path, capsys):
     assert (tmp_path / "b8.heatmap.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_command_line_bad_table_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,gpu\nm,g\n")

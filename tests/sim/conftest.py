@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,12 @@ import pytest
 
 from oracle.model import MemorySpec, Oracle, OracleRangeWarning
 from sim.kv import KvLayout
+from sim.run import RejectedRequestsWarning
+
+# For property tests: their random requests and servers may make requests no server can ever hold,
+# which the servers reject and warn about (test_every_request_finishes_once_or_is_rejected checks
+# the rejections; `rejecting` asserts the warning where a test rejects requests on purpose).
+random_rejections = pytest.mark.filterwarnings("ignore::sim.run.RejectedRequestsWarning")
 
 
 def toy_oracle(
@@ -43,6 +51,19 @@ def flat_kv(tokens: int, block_size: int = 1) -> KvLayout:
 def trace(rows) -> pd.DataFrame:
     """A trace from (arrival_s, n_in, n_out) rows."""
     return pd.DataFrame(rows, columns=["arrival_s", "n_in", "n_out"])
+
+
+def rejecting(match: str | None) -> AbstractContextManager[object]:
+    """Expect the run's RejectedRequestsWarning to match `match` (a regex); None: expect none
+    (one is then an error)."""
+    return pytest.warns(RejectedRequestsWarning, match=match) if match is not None else _no_rejections()
+
+
+@contextmanager
+def _no_rejections() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RejectedRequestsWarning)
+        yield
 
 
 @pytest.fixture

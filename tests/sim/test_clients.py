@@ -100,6 +100,7 @@ def _sim(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_python_m_sim_runs_a_closed_loop_end_to_end(tmp_path):
     tiny = ("trace=closed_loop", "trace.concurrency=4", "trace.num_requests=24", "trace.n_out=32", "progress=false",
             "plots=false", "background=false", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip

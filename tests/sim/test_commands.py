@@ -108,6 +108,7 @@ def _folder(stdout: str) -> Path:
     return Path(line.removeprefix("results in ").split(";")[0])
 
 
+@pytest.mark.slow
 def test_a_single_run_tracks_through_the_helper_and_a_bad_run_leaves_no_store(tmp_path):
     tiny = ("trace=synthetic", "trace.num_requests=50", "progress=false", "plots=false", "background=false")
     done = _sim(tmp_path, *tiny)
@@ -127,6 +128,7 @@ def test_a_single_run_tracks_through_the_helper_and_a_bad_run_leaves_no_store(tm
     assert not (bad / "mlflow.db").exists()  # the helper was stopped before it opened the store
 
 
+@pytest.mark.slow
 def test_by_default_the_command_ends_after_the_table_and_a_background_process_plots_and_logs(tmp_path):
     done = _sim(tmp_path, "trace=synthetic", "trace.num_requests=50", "progress=false")
     # capture_output waits for the background process too: it holds the terminal's stderr
@@ -147,6 +149,7 @@ def test_by_default_the_command_ends_after_the_table_and_a_background_process_pl
     assert artifacts <= logged
 
 
+@pytest.mark.slow
 def test_a_background_process_that_cannot_log_says_so_on_the_terminal_and_in_the_folder(tmp_path):
     store = tmp_path / "store"
     store.write_text("not a folder")  # the store's parent is a file: SQLite cannot create it
@@ -157,3 +160,14 @@ def test_a_background_process_that_cannot_log_says_so_on_the_terminal_and_in_the
     outcome = json.loads((folder / "tracking.json").read_text())
     assert "run_id" not in outcome and outcome["error"] and outcome["log_later"] == f"python -m tracking {folder}"
     assert f"the run in {folder} was not logged to MLflow" in done.stderr and "python -m tracking" in done.stderr
+
+
+def test_the_readme_test_commands_use_their_own_venv_and_name_what_ci_runs():
+    """The README's first two commands do not share a virtualenv, and its account of CI is .ci/run's."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    main_job, tests = re.findall(r"```bash\npython3 -m venv (\S+) ", readme)[:2]
+    assert main_job != tests and f"{tests}/" in (ROOT / ".gitignore").read_text().splitlines()
+    (install,) = re.findall(r'^python -m pip install --quiet ("torch==.*)$', ci, flags=re.M)
+    assert f"`pip install {install}`" in readme.replace("\n", " "), f"the README does not say CI installs {install}"
+    assert '-m "slow or not slow"' in ci and '`python -m pytest -m "slow or not slow"`' in readme, "CI's pytest line"

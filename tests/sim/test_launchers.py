@@ -45,6 +45,7 @@ def _installed(module: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # needs the ray and slurm extras
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_every_shipped_launcher_config_composes_and_builds_its_launcher(name):
     if not _installed(_plugin(name)):

@@ -36,6 +36,7 @@ def leaks(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_leaves_no_password_in_the_folder_or_on_the_console(tmp_path):
     folder = tmp_path / "run"
     done = simulate(tmp_path, folder, f"http://alice:{PASSWORD}@127.0.0.1:9", "background=false")
@@ -47,6 +48,7 @@ def test_an_unreachable_server_leaves_no_password_in_the_folder_or_on_the_consol
     assert leaks(folder) == []
 
 
+@pytest.mark.slow
 def test_a_sweep_leaves_no_password_in_its_folders_or_on_the_console(tmp_path):
     folder = tmp_path / "sweep"
     done = simulate(tmp_path, folder, f"http://alice:{PASSWORD}@127.0.0.1:9", "seed=1,2", sweep=True)
@@ -97,7 +99,8 @@ def test_a_run_logged_to_a_server_sends_and_keeps_no_password(tmp_path, server):
 
     folder = tmp_path / "run"
     shown = server.replace("http://", "http://***@")
-    done = simulate(tmp_path, folder, server.replace("http://", f"http://alice:{PASSWORD}@"))  # background=true
+    # background=true; a fresh server on a busy 2-core machine may take over TINY's 1 s to answer a log-batch
+    done = simulate(tmp_path, folder, server.replace("http://", f"http://alice:{PASSWORD}@"), "tracking.timeout_s=30")
     assert done.returncode == 0, done.stderr[-2000:]
     assert PASSWORD not in done.stdout + done.stderr and "View run" in done.stderr + done.stdout
     assert leaks(folder) == []

@@ -42,6 +42,7 @@ def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, capl
     ]
 
 
+@pytest.mark.slow
 def test_a_run_says_its_range_warning_once_without_the_source_line(tmp_path):
     """Baseline and policy simulate the same long prompts: one warning line, not two with echoes."""
     args = [

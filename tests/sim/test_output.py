@@ -25,6 +25,7 @@ def _sim(tmp_path: Path, out: str, uri: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_seed_write_identical_summaries_and_keep_the_wall_clock_in_run_json(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _sim(tmp_path, "a", uri)

@@ -92,6 +92,7 @@ def record_run_id(out):
     return json.loads((out / "tracking.json").read_text())["run_id"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_costs_seconds_and_says_how_to_log_later(tmp_path, caplog, capsys):
     import socket
     import time
@@ -123,6 +124,7 @@ def test_an_unreachable_server_costs_seconds_and_says_how_to_log_later(tmp_path,
     assert len(mlflow.search_runs(experiment_names=["sweetspot-sim"])) == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_results(tmp_path):
     over = ("trace=synthetic", "trace.num_requests=300", "policy=truncation", "tracking.enabled=false", "plots=false")
     a = execute(prepare(config(tmp_path / "a", *over))).to_dict()

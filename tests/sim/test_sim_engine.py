@@ -12,7 +12,7 @@ from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, JobTable
 from sim.kv import KvLayout, kv_layout
 from sim.run import simulate
 from sim.schedulers import SCHEDULERS
-from tests.sim.conftest import flat_kv, toy_oracle, trace
+from tests.sim.conftest import flat_kv, rejecting, toy_oracle, trace
 from tests.sim.test_sim_server import event_log
 
 # A and B (0 s, 3 in, 4 out); every step takes 1 s; blocks of 2 tokens, 4 blocks in all.
@@ -58,7 +58,10 @@ def test_requests_that_can_never_fit_are_rejected_with_a_reason():
     assert engine.enqueue(0)
     assert not engine.enqueue(1) and jobs.reason[1] == REJECT_KV
     assert not engine.enqueue(2) and jobs.reason[2] == REJECT_TOKEN_BUDGET
-    r = simulate(trace([(0.0, 3, 4), (0.0, 30, 4)]), toy_oracle(), ServerConfig(kv_capacity_tokens=16, block_size=2))
+    with rejecting("1 of 2 requests were rejected, never served: 1 longer than the KV cache holds"):
+        r = simulate(
+            trace([(0.0, 3, 4), (0.0, 30, 4)]), toy_oracle(), ServerConfig(kv_capacity_tokens=16, block_size=2)
+        )
     assert r.requests["completed"].tolist() == [True, False]
     assert r.requests["reject_reason"].tolist() == ["", "longer than the KV cache holds"]
 
@@ -165,8 +168,10 @@ def test_without_chunked_prefill_a_preempted_request_must_be_able_to_recompute(s
         scheduler=scheduler, block_size=16, max_batch_size=2, max_num_tokens=64, chunked_prefill=False,
         kv_capacity_tokens=150,
     )  # fmt: skip
-    r = simulate(trace([(0.765625, 51, 15), (0.875, 60, 6), (1.0, 40, 10)]), toy_oracle(), server).requests
-    if SCHEDULERS[scheduler].reserve_full:
+    reserving = SCHEDULERS[scheduler].reserve_full
+    with rejecting(None if reserving else "2 of 3 requests were rejected, never served: 2 prompt"):
+        r = simulate(trace([(0.765625, 51, 15), (0.875, 60, 6), (1.0, 40, 10)]), toy_oracle(), server).requests
+    if reserving:
         assert r["completed"].all()
     else:
         assert r["completed"].tolist() == [False, False, True]

@@ -13,7 +13,7 @@ from sim.fleet import Fleet, FleetConfig, Pool, build_fleet
 from sim.metrics import fleet_peak_power_w, idle_energy_j, summarize
 from sim.routing import ROUTERS, RoundRobin
 from sim.run import simulate, simulate_fleet
-from tests.sim.conftest import toy_oracle, trace
+from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
 
 COEF_T = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7)
 COEF_E = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
@@ -85,12 +85,14 @@ def test_a_pool_server_key_error_names_the_pool(llama):
 
 
 def test_one_replica_fleet_is_the_single_server_run(llama):
-    rows = trace([(0.0, 100, 20), (0.1, 300, 5), (0.1, 50, 40), (2.0, 10, 10)])
-    single = simulate(rows, llama, SERVER)
+    rows = trace([(0.0, 100, 20), (0.1, 300, 5), (0.1, 50, 40), (2.0, 10, 10)])  # 300 > max_num_tokens
+    with rejecting("1 of 4 requests were rejected, never served: 1 prompt"):
+        single = simulate(rows, llama, SERVER)
     for router in ROUTERS:
         if router == "length_aware":
             continue
-        fleet = simulate_fleet(rows, Fleet.single(llama, SERVER, 1, router)).requests
+        with rejecting("1 of 4 requests were rejected"):
+            fleet = simulate_fleet(rows, Fleet.single(llama, SERVER, 1, router)).requests
         np.testing.assert_array_equal(fleet["finish_s"], single.requests["finish_s"])
         np.testing.assert_array_equal(fleet["energy_j"], single.requests["energy_j"])
 
@@ -110,6 +112,7 @@ def two_pools(router: str, replicas: int, exact: bool = False) -> Fleet:
     return Fleet(pools, router, SloConfig(ttft_s=0.5, tpot_s=0.05))
 
 
+@random_rejections
 @SETTINGS
 @given(requests, st.sampled_from(sorted(ROUTERS)), st.integers(1, 3))
 def test_fleet_runs_conserve_energy_and_finish_each_request_once(rows, router, replicas):
@@ -128,6 +131,7 @@ def test_fleet_runs_conserve_energy_and_finish_each_request_once(rows, router, r
         assert (r.loc[r["n_in"] <= 200, "server"] < replicas).all()
 
 
+@random_rejections
 @SETTINGS
 @given(requests, st.integers(1, 3))
 def test_fleet_closed_form_spans_match_exact_steps(rows, replicas):
@@ -139,6 +143,7 @@ def test_fleet_closed_form_spans_match_exact_steps(rows, replicas):
         np.testing.assert_allclose(fast[col], exact[col], rtol=1e-9, atol=1e-12)
 
 
+@random_rejections
 @SETTINGS
 @given(requests, st.integers(2, 4))
 def test_round_robin_feeds_equal_routing_each_arrival(rows, replicas):
@@ -156,6 +161,7 @@ def test_round_robin_feeds_equal_routing_each_arrival(rows, replicas):
         np.testing.assert_allclose(routed[col], fed[col], rtol=1e-12, atol=1e-12)
 
 
+@random_rejections
 @SETTINGS
 @given(requests, st.sampled_from(sorted(ROUTERS)))
 def test_fleet_peak_power_is_the_highest_sum_over_servers(rows, router):

@@ -10,7 +10,9 @@ from sim.config import ServerConfig, SloConfig
 from sim.metrics import idle_energy_j, summarize
 from sim.run import simulate
 from sim.schedulers import SCHEDULERS
-from tests.sim.conftest import toy_oracle, trace
+from tests.sim.conftest import random_rejections, toy_oracle, trace
+
+pytestmark = random_rejections
 
 COEF_T = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7)
 COEF_E = (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)

@@ -84,6 +84,7 @@ def test_a_policy_that_barely_saves_says_why(tmp_path, capsys):
     assert len(line) == 1 and "median" in line[0] and "outputs" in line[0]
 
 
+@pytest.mark.slow
 def test_the_baseline_is_simulated_once_per_sweep_folder(tmp_path):
     sweep = RunContext(("policy.factor=0.5",), tmp_path / "sweep")
     a = execute(prepare(config(tmp_path / "a", "policy=adaptive_gen", "policy.factor=0.5")), sweep)

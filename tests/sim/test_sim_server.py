@@ -20,7 +20,7 @@ from sim.metrics import idle_energy_j
 from sim.run import simulate
 from sim.schedulers import SCHEDULERS
 from sim.server import Server
-from tests.sim.conftest import flat_kv, toy_oracle, trace
+from tests.sim.conftest import flat_kv, rejecting, toy_oracle, trace
 
 # A (0 s, 4 in, 3 out); B, C (1.5 s); D (10 s). Every step takes 1 s; max 2 sequences.
 TINY = [(0.0, 4, 3), (1.5, 2, 2), (1.5, 1, 1), (10.0, 1, 1)]
@@ -90,7 +90,8 @@ def test_lockstep_identity_for_any_shape(llama, batch, n_in, n_out):
 def test_requests_that_can_never_fit_are_rejected(toy):
     small = toy_oracle(kv_tokens=100)
     rows = [(0.0, 50, 60), (0.0, 10, 10), (0.0, 300, 1)]
-    r = simulate(trace(rows), small, ServerConfig(max_num_tokens=256))
+    with rejecting("2 of 3 requests were rejected, never served: 2 longer than the KV cache holds"):
+        r = simulate(trace(rows), small, ServerConfig(max_num_tokens=256))
     assert r.requests["completed"].tolist() == [False, True, False]
     assert r.requests["energy_j"][0] == 0.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+pytestmark = pytest.mark.slow  # two seeded studies of 6 trials, in subprocesses; needs the tune extra
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("experiment", "param"), [("tune_adaptive_gen", "policy.factor"),
                                                    ("tune_truncation", "policy.max_input_tokens")])  # fmt: skip
 def test_a_seeded_study_finds_the_same_pareto_front_twice(tmp_path, experiment, param):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     fronts = []
     for trial in range(2):
         cwd = tmp_path / str(trial)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.tracking.test_report import summary
@@ -55,6 +56,7 @@ def runs(db: Path) -> list[tuple[str, str]]:
             return []
 
 
+@pytest.mark.slow
 def test_two_loggers_of_one_folder_at_once_make_one_finished_run(tmp_path):
     db = tmp_path / "mlflow.db"
     folder = run_folder(tmp_path, f"sqlite:///{db}", "truncation", files=20)
@@ -73,6 +75,7 @@ def test_two_loggers_of_one_folder_at_once_make_one_finished_run(tmp_path):
         assert out.strip().splitlines()[-1] in lines
 
 
+@pytest.mark.slow
 def test_a_logger_killed_mid_way_is_skipped_by_the_report_then_finished_by_the_next(tmp_path, caplog, capsys):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"

@@ -20,6 +20,7 @@ def _log(uri: str, k: int) -> str | None:
     return log_run(TrackingConfig(uri=uri, experiment="race", run_name=f"r{k}"), {"k": k}, {"v": float(k)})
 
 
+@pytest.mark.slow
 def test_parallel_writers_to_a_new_sqlite_store_all_land(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     with multiprocessing.get_context("spawn").Pool(4) as pool:
@@ -31,6 +32,7 @@ def test_parallel_writers_to_a_new_sqlite_store_all_land(tmp_path):
     assert sorted(mlflow.search_runs(experiment_names=["race"])["tags.mlflow.runName"]) == [f"r{k}" for k in range(6)]
 
 
+@pytest.mark.slow
 def test_a_store_left_half_migrated_gets_a_one_line_diagnosis_and_the_fix_works(tmp_path):
     path = tmp_path / "mlflow.db"
     config = TrackingConfig(uri=f"sqlite:///{path}", experiment="e")
