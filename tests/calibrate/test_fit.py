@@ -11,6 +11,14 @@ from oracle.model import Oracle
 from tests.oracle.test_fit import physical_truth, synthetic_table
 
 
+def fit_cli(table, out, tmp_path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m calibrate.fit measurements=TABLE out=OUT [EXTRA]` in `tmp_path`, output captured."""
+    args = [f"measurements={table}", f"out={out}", *extra, f"hydra.run.dir={tmp_path}/h"]
+    return subprocess.run(
+        [sys.executable, "-m", "calibrate.fit", *args], capture_output=True, text=True, cwd=tmp_path, timeout=timeout
+    )
+
+
 @pytest.fixture(scope="module")
 def table_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("fit") / "m.csv"
@@ -31,21 +39,7 @@ def test_fit_measurements_writes_oracle_and_plots(table_csv, tmp_path, capsys):
 
 def test_command_line(table_csv, tmp_path):
     out = tmp_path / "cli.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "calibrate.fit",
-            f"measurements={table_csv}",
-            f"out={out}",
-            "plots=false",
-            f"hydra.run.dir={tmp_path}/hydra",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = fit_cli(table_csv, out, tmp_path, "plots=false")
     assert proc.returncode == 0, proc.stderr
     assert Oracle.load(out).fit["rows"] == 294
 
@@ -56,14 +50,7 @@ def test_command_line_fits_a_batch_one_table_and_prints_the_caveat(tmp_path):
     table = tmp_path / "b1.csv"
     synthetic_table(physical_truth(), noise=0.01, seed=5, batches=(1,)).to_csv(table, index=False)
     out = tmp_path / "b1.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.fit", f"measurements={table}", f"out={out}", "plots=false"]
-        + [f"hydra.run.dir={tmp_path}/h"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = fit_cli(table, out, tmp_path, "plots=false")
     assert proc.returncode == 0, proc.stderr
     caveat = "caveat: fitted at batch 1 only: batch scaling is undetermined, so predictions at other batch sizes"
     assert caveat in proc.stdout and "Traceback" not in proc.stderr
@@ -86,20 +73,7 @@ def test_one_batch_oracle_is_plotted_at_its_batch(tmp_path, capsys):
 def test_command_line_bad_table_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,gpu\nm,g\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "calibrate.fit",
-            f"measurements={bad}",
-            f"out={tmp_path}/o.json",
-            f"hydra.run.dir={tmp_path}/h",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = fit_cli(bad, f"{tmp_path}/o.json", tmp_path)
     assert proc.returncode != 0
     assert "calibrate.fit: error:" in proc.stderr and "missing required column(s)" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -111,13 +85,7 @@ def test_command_line_refuses_a_table_that_cannot_determine_the_model(table_csv,
     same = tmp_path / "same.csv"
     pd.read_csv(table_csv).iloc[[3] * 8].to_csv(same, index=False)
     out = tmp_path / "o.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.fit", f"measurements={same}", f"out={out}", f"hydra.run.dir={tmp_path}/h"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = fit_cli(same, out, tmp_path)
     assert proc.returncode == 1
     assert "calibrate.fit: error: the table cannot determine the model" in proc.stderr
     assert "Traceback" not in proc.stderr and "MAPE" not in proc.stdout
@@ -132,13 +100,7 @@ def test_command_line_refuses_a_table_in_kwh_in_one_line(table_csv, tmp_path):
     table = pd.read_csv(table_csv)
     table.assign(energy_j=table["energy_j"] / 3.6e6).to_csv(kwh, index=False)
     out = tmp_path / "o.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.fit", f"measurements={kwh}", f"out={out}", f"hydra.run.dir={tmp_path}/h"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    proc = fit_cli(kwh, out, tmp_path, timeout=60)
     assert proc.returncode == 1
     (line,) = [x for x in proc.stderr.splitlines() if "calibrate.fit: error:" in x]
     assert line.startswith("calibrate.fit: error: 294 of 294 rows imply a mean power (energy_j / duration_s)")
