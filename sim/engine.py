@@ -137,6 +137,9 @@ class Engine:
         if not self.chunked and (n_in if self.reserve else need - 1) > self.max_tokens:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
             return False
+        if not self._plain and self.scheduler.never_admitted(self, n_in, n_out):
+            jobs.status[j], jobs.reason[j] = REJECTED, REJECT_KV
+            return False
         self.queue.append(j)
         self.pending += need
         self._count_queued(j, 1)
@@ -148,6 +151,8 @@ class Engine:
         out: np.ndarray = held > self._fit
         if not self.chunked:
             out |= (n_in if self.reserve else held) > self.max_tokens
+        if not self._plain:
+            out |= self.scheduler.never_admitted(self, n_in, n_out)
         return out
 
     def _count_queued(self, j: int, sign: int) -> None:
@@ -187,7 +192,7 @@ class Engine:
         need = self.units(n_in + jobs.n_out[j] if self.reserve else target)
         if self._plain:
             return need <= free
-        return need + self.scheduler.reserve(self, j) <= free - self.scheduler.headroom(self)
+        return need + self.scheduler.reserve(self, j, target) <= free - self.scheduler.headroom(self)
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""
@@ -285,7 +290,7 @@ class Engine:
             if m < target and not self.chunked:
                 break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
             need = units(n_in[j] + n_out[j] if self.reserve else m)
-            aside = 0 if plain else sched.reserve(self, j)
+            aside = 0 if plain else sched.reserve(self, j, m)
             if need + aside > room - taken:
                 break
             room -= aside

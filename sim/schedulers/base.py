@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 if TYPE_CHECKING:
     from sim.engine import Engine
 
@@ -44,12 +46,19 @@ class Scheduler:
         recently admitted (vLLM V1, TensorRT-LLM's MAX_UTILIZATION)."""
         return next(reversed(engine.order))
 
+    def never_admitted(self, engine: Engine, n_in: Any, n_out: Any) -> Any:
+        """Whether requests of these lengths (tokens; ints or arrays) could not be admitted even
+        alone, under this scheduler's own admission rule: `Engine.enqueue` rejects them on
+        arrival (beside the engine's own checks, which cover the base rule)."""
+        return np.zeros(np.shape(n_in), dtype=bool)
+
     def headroom(self, engine: Engine) -> int:
         """KV units an admission must leave free for the running sequences' growth."""
         return 0
 
-    def reserve(self, engine: Engine, job: int) -> int:
-        """KV units an admission of `job` sets aside beyond what its prefill allocates."""
+    def reserve(self, engine: Engine, job: int, chunk: int) -> int:
+        """KV units an admission of `job` sets aside beyond what its prefill chunk of `chunk`
+        tokens allocates."""
         return 0
 
     def steady_steps(self, engine: Engine) -> int:
@@ -63,4 +72,5 @@ class Scheduler:
     @classmethod
     def plain_admission(cls) -> bool:
         """Whether admission is the base rule (no headroom, no reserve): the fused loops inline it."""
-        return cls.headroom is Scheduler.headroom and cls.reserve is Scheduler.reserve
+        own = (cls.headroom, cls.reserve, cls.never_admitted)
+        return own == (Scheduler.headroom, Scheduler.reserve, Scheduler.never_admitted)

@@ -3,7 +3,9 @@
 SGLang admits a waiting request only if the KV cache left after it can still hold a share of
 what the running requests will generate: each running request is charged its remaining
 output (clipped at `clip_max_new_tokens`) times `new_token_ratio`, and each request admitted in
-the step its prompt plus its whole clipped output (`PrefillAdder`, `schedule_policy.py`).
+the step its whole prompt (not only the chunk prefilled now) plus its clipped output left
+(`PrefillAdder`, `schedule_policy.py`); a request whose prompt and output exceed the whole cache
+is refused on arrival.
 The ratio starts at `init_new_token_ratio`, falls by (init − min) / `decay_steps` per decode
 step to min = init × `min_ratio_factor`, returns to init when the server is idle, and after a
 retraction is set to the share of the remaining outputs already generated, plus
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from sim.config import check
 from sim.schedulers import register
@@ -31,6 +35,7 @@ from sim.schedulers.base import Scheduler
 
 if TYPE_CHECKING:
     from sim.engine import Engine
+    from sim.kv import KvLayout
 
 
 @dataclass(frozen=True)
@@ -72,18 +77,32 @@ class Sglang(Scheduler):
         r0, n0 = self.set_at
         return max(r0 - self.decay * (engine.N - n0), self.min_ratio)
 
+    def never_admitted(self, engine: Engine, n_in: Any, n_out: Any) -> Any:
+        """A request whose prompt and output together exceed the whole cache: SGLang reserves
+        them both (its output clipped, less what a resumed request has generated) to admit it."""
+        return _units(engine.kv, np.asarray(n_in) + n_out) > engine.cap
+
     def headroom(self, engine: Engine) -> int:
         if not engine.order:  # idle: SGLang re-initialises the ratio
             self.set_at = (self.options.init_new_token_ratio, engine.N)
             return 0
         clip, jobs, n = self.options.clip_max_new_tokens, engine.jobs, engine.N
-        left = sum(min(f - n, clip) for f, _, _ in engine.decoders.values())
+        if engine.B and engine.fmax - n > clip:  # some output left is longer than the clip
+            left = sum(min(f - n, clip) for f, _, _ in engine.decoders.values())
+        else:  # none is (`fmax` bounds the decoders' finish steps): the engine's running sum
+            left = engine.fsum - engine.B * n
         if engine.partial is not None:
-            left += min(int(jobs.n_out[engine.partial[0]]), clip)
+            j = engine.partial[0]
+            left += min(int(jobs.n_out[j] - jobs.generated[j]), clip)
         return engine.kv.units(math.ceil(left * self.ratio(engine)))
 
-    def reserve(self, engine: Engine, job: int) -> int:
-        return engine.kv.units(min(int(engine.jobs.n_out[job]), self.options.clip_max_new_tokens))
+    def reserve(self, engine: Engine, job: int, chunk: int) -> int:
+        """The whole prompt (or re-prefill) and the output left, clipped, less the chunk's KV."""
+        jobs = engine.jobs
+        gen = int(jobs.generated[job])
+        target = int(jobs.n_in[job]) + gen
+        left = min(int(jobs.n_out[job]) - gen, self.options.clip_max_new_tokens)
+        return engine.kv.units(target + left) - engine.kv.units(chunk)
 
     def steady_steps(self, engine: Engine) -> int:
         """One step while the ratio still falls and a request waits (each step may admit it)."""
@@ -112,3 +131,9 @@ class Sglang(Scheduler):
         done = sum(int(jobs.n_out[j]) - (f - n) for j, (f, _, _) in engine.decoders.items())
         ratio = (done + self.options.retract_decode_steps * len(engine.decoders)) / asked if asked else 1.0
         self.set_at = (min(ratio, 1.0), n)
+
+
+def _units(kv: KvLayout, tokens: Any) -> Any:
+    """`KvLayout.units` of token counts given as ints or arrays."""
+    blocks = -(-np.asarray(tokens) // kv.block_size)
+    return kv.full_units * blocks + kv.window_units * np.minimum(blocks, kv.window_blocks)
