@@ -28,10 +28,11 @@ _CACHE_VERSION = "1"
 
 
 def load(name_or_path: str | Path, **options: Any) -> pd.DataFrame:
-    """Load a named trace or a CSV/Parquet file; `options` are TraceConfig fields.
+    """Load a named trace or a CSV/JSONL/Parquet file; `options` are TraceConfig fields.
 
     Returns `arrival_s` (float64 s from the first request, sorted), `n_in`, `n_out` (int32
-    tokens >= 1) and the source's extras (`model`, `log_type`). `df.attrs["load_summary"]` is the
+    tokens >= 1) and the source's extras (`model`, `log_type`; `hash_ids`, lists of prompt block
+    hashes, from JSON lines). `df.attrs["load_summary"]` is the
     one-line report of what was dropped or fixed (also logged on logger `traces`). A closed loop
     (`closed_loop`) has `think_s` too, and `df.attrs["clients"]`, its concurrency: the simulator
     replays it with that many clients, its `arrival_s` (0.0) set as the clients send.
