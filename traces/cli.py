@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("download", help="download a trace into the cache")
     down.add_argument("name", choices=[n for n in NAMED_TRACES if n not in GENERATED])
     stats = sub.add_parser("stats", help="lengths, count, span and rates of a trace")
-    stats.add_argument("name", help=f"one of {NAMED_TRACES} or a CSV/Parquet path")
+    stats.add_argument("name", help=f"one of {NAMED_TRACES} or a CSV/JSONL/Parquet path")
     stats.add_argument("--model", default=None, help="BurstGPT model filter (ChatGPT, GPT-4)")
     stats.add_argument("--keep-failed", action="store_true", help="keep 0-output requests")
     for p in (down, stats):

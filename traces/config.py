@@ -11,13 +11,15 @@ from typing import Any
 NAMED_TRACES = (
     "azure_chat",
     "azure_code",
+    "mooncake_conversation",
+    "mooncake_synthetic",
     "azure_chat_2024",
     "azure_code_2024",
     "burstgpt",
     "synthetic",
     "closed_loop",
 )
-"""Names accepted by `traces.load`; `file` (with `path`) loads any CSV/Parquet in a known format."""
+"""Names accepted by `traces.load`; `file` (with `path`) loads any CSV/JSONL/Parquet in a known format."""
 GENERATED = ("synthetic", "closed_loop")
 """Traces drawn from the seed rather than read from a file."""
 THINKS = ("fixed", "exponential")

@@ -20,6 +20,7 @@ from traces.download import ensure_local, resolve_cache_dir
 from traces.options import apply_options
 from traces.parse import Parsed, parse_file
 from traces.sources import Source, shipped_path, source_for
+from traces.stats import block_reuse
 
 log = logging.getLogger("traces")
 _CACHE_KEY = b"sweetspot_traces_cache"
@@ -27,10 +28,11 @@ _CACHE_VERSION = "1"
 
 
 def load(name_or_path: str | Path, **options: Any) -> pd.DataFrame:
-    """Load a named trace or a CSV/Parquet file; `options` are TraceConfig fields.
+    """Load a named trace or a CSV/JSONL/Parquet file; `options` are TraceConfig fields.
 
     Returns `arrival_s` (float64 s from the first request, sorted), `n_in`, `n_out` (int32
-    tokens >= 1) and the source's extras (`model`, `log_type`). `df.attrs["load_summary"]` is the
+    tokens >= 1) and the source's extras (`model`, `log_type`; `hash_ids`, lists of prompt block
+    hashes, from JSON lines). `df.attrs["load_summary"]` is the
     one-line report of what was dropped or fixed (also logged on logger `traces`). A closed loop
     (`closed_loop`) has `think_s` too, and `df.attrs["clients"]`, its concurrency: the simulator
     replays it with that many clients, its `arrival_s` (0.0) set as the clients send.
@@ -57,9 +59,10 @@ def load_config(cfg: TraceConfig | Mapping[str, Any]) -> pd.DataFrame:
         log.warning("traces: %s: %s", cfg.path or cfg.name, gap)
         notes = [*notes, gap]
     span = "" if cfg.name == "closed_loop" else f" over {float(frame['arrival_s'].iat[-1]):,.1f} s"
+    reuse = block_reuse(frame)
     summary = (
         f"{label}: {n_read:,} rows read; {'; '.join(notes) or 'nothing dropped or fixed'}"
-        f"; {len(frame):,} requests{span}"
+        f"; {len(frame):,} requests{span}{'' if reuse is None else '; ' + reuse.describe()}"
     )
     log.info("traces: %s", summary)
     frame.attrs.update(attrs, load_summary=summary, name=cfg.name)
@@ -134,4 +137,10 @@ def read_cache(path: Path) -> Parsed | None:
     meta = json.loads((table.schema.metadata or {}).get(_CACHE_KEY, b"{}"))
     if meta.get("version") != _CACHE_VERSION:
         return None
-    return Parsed(table.to_pandas(), meta["fmt"], tuple(meta["notes"]), meta["t0"])
+    frame = table.to_pandas(ignore_metadata=True, types_mapper=_list_columns)
+    return Parsed(frame, meta["fmt"], tuple(meta["notes"]), meta["t0"])
+
+
+def _list_columns(typ: pa.DataType) -> pd.ArrowDtype | None:
+    """List columns (`hash_ids`) come back as they went in, Arrow lists; the rest as pandas maps them."""
+    return pd.ArrowDtype(typ) if pa.types.is_list(typ) else None

@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from oracle.files import require_regular_file
+from oracle.files import read_first_line, require_regular_file
+from traces import jsonl
 from traces.checks import bad_seconds, bad_tokens, not_whole
 from traces.formats import Detected, detect, read_header
 
@@ -22,7 +23,8 @@ class Parsed:
     """A file in canonical columns, still in file order.
 
     `frame` has `arrival_s` (float64 s; for datetime formats, from the earliest timestamp),
-    `n_in`, `n_out` (int32) and any extras (`model`, `log_type`, categorical).
+    `n_in`, `n_out` (int32) and any extras (`model`, `log_type`, categorical; `hash_ids`, the
+    prompt's prefix-block hashes, from JSON-lines traces: `traces.jsonl`).
     `t0` is the earliest timestamp (ISO 8601, UTC) for datetime formats.
     """
 
@@ -33,12 +35,21 @@ class Parsed:
 
 
 def parse_file(path: Path) -> Parsed:
-    """Parse a CSV (optionally .gz) or Parquet trace file in any known format."""
+    """Parse a CSV or JSON-lines (optionally .gz) or Parquet trace file in any known format."""
     require_regular_file(path, "trace file")
+    if path.suffix != ".parquet" and jsonl.is_jsonl(_first_line(path)):
+        return Parsed(jsonl.parse_jsonl(path), jsonl.FORMAT, ())
     det = detect(path, read_header(path))
     table = _read_table(path, det)
     frame, t0, notes = _canonical(path, det, table)
     return Parsed(frame, det.fmt.name, det.notes + notes, t0)
+
+
+def _first_line(path: Path) -> bytes:
+    try:
+        return read_first_line(path, "trace file")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read the first line: {e}") from e
 
 
 def _types(det: Detected) -> dict[str, pa.DataType]:

@@ -35,6 +35,10 @@ _SPLITWISE = 'Patel et al., "Splitwise: Efficient generative LLM inference using
 _DYNAMO = (
     'Stojkovic et al., "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy Efficiency", HPCA 2025'
 )
+_MOONCAKE = (
+    'Qin et al., "Mooncake: Trading More Storage for Less Computation - A KVCache-centric Architecture '
+    'for Serving LLM Chatbot", FAST 2025'
+)
 _BURSTGPT = (
     'Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM Serving '
     'Systems", KDD 2025 (arXiv 2401.17644)'
@@ -70,6 +74,24 @@ SOURCES: dict[str, Source] = {
         320_117,
         8_819,
         shipped="azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz",
+    ),
+    "mooncake_conversation": Source(
+        "mooncake_conversation",
+        "conversation_trace.jsonl",
+        _MOONCAKE,
+        "b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+        3_029_533,
+        12_031,
+        shipped="mooncake_fast25/conversation_trace.jsonl.gz",
+    ),
+    "mooncake_synthetic": Source(
+        "mooncake_synthetic",
+        "synthetic_trace.jsonl",
+        _MOONCAKE,
+        "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+        1_136_313,
+        3_993,
+        shipped="mooncake_fast25/synthetic_trace.jsonl.gz",
     ),
     "azure_chat_2024": _azure_2024("conv", 27_303_999),
     "azure_code_2024": _azure_2024("code", 16_803_695),

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+from traces.jsonl import BLOCK_TOKENS
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,29 @@ class LengthStats:
 
 
 @dataclass(frozen=True)
+class BlockReuse:
+    """Prompt prefix blocks (`hash_ids`) of a trace: how many, and the share that repeat an earlier one.
+
+    A repeated block is one an infinite prefix cache would hold already when its request arrives,
+    so `repeated_share` is that cache's hit rate in blocks (0..1).
+    """
+
+    blocks: int
+    repeated: int
+
+    @property
+    def repeated_share(self) -> float:
+        return self.repeated / self.blocks if self.blocks else 0.0
+
+    def describe(self) -> str:
+        """One phrase, e.g. "36.6 % of 286,000 prompt blocks repeat an earlier block"."""
+        return f"{100 * self.repeated_share:.1f} % of {self.blocks:,} prompt blocks repeat an earlier block"
+
+
+@dataclass(frozen=True)
 class TraceStats:
-    """Request count, time span (s), mean and peak-minute arrival rates (requests/s), lengths."""
+    """Request count, time span (s), mean and peak-minute arrival rates (requests/s), lengths,
+    and the prompt blocks' reuse when the trace has `hash_ids` (else None)."""
 
     requests: int
     span_s: float
@@ -29,6 +53,7 @@ class TraceStats:
     peak_minute_rate_per_s: float
     n_in: LengthStats
     n_out: LengthStats
+    blocks: BlockReuse | None = None
 
 
 def length_stats(values: np.ndarray) -> LengthStats:
@@ -36,6 +61,18 @@ def length_stats(values: np.ndarray) -> LengthStats:
     x = np.asarray(values, dtype=np.float64)
     std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
     return LengthStats(float(x.mean()), std, float(np.median(x)), float(np.percentile(x, 99)), int(x.max()))
+
+
+def block_reuse(frame: pd.DataFrame) -> BlockReuse | None:
+    """Reuse of the prompt blocks in `hash_ids` (None without that column).
+
+    Every occurrence of a block id after its first is a repeat, so the count does not depend on
+    the order of the requests: blocks − distinct ids.
+    """
+    if "hash_ids" not in frame.columns:
+        return None
+    ids = pa.chunked_array(frame["hash_ids"]).combine_chunks().flatten().to_numpy()
+    return BlockReuse(int(ids.size), int(ids.size - np.unique(ids).size))
 
 
 def trace_stats(frame: pd.DataFrame) -> TraceStats:
@@ -50,6 +87,7 @@ def trace_stats(frame: pd.DataFrame) -> TraceStats:
         float(per_minute.max()) / 60.0,
         length_stats(frame["n_in"].to_numpy()),
         length_stats(frame["n_out"].to_numpy()),
+        block_reuse(frame),
     )
 
 
@@ -63,4 +101,6 @@ def format_stats(name: str, s: TraceStats) -> str:
     ]
     for label, ls in (("input", s.n_in), ("output", s.n_out)):
         rows.append(f"{label:<8}{f'{ls.mean:.2f} ± {ls.std:.2f}':>22}{ls.median:>10.0f}{ls.p99:>10.0f}{ls.max:>10,}")
+    if s.blocks is not None:
+        rows.append(f"prefix blocks ({BLOCK_TOKENS} tokens): {s.blocks.describe()}")
     return "\n".join(rows)
