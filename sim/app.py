@@ -19,10 +19,11 @@ from typing import Any
 import pandas as pd
 
 import traces
+from oracle.clocks import ClockError, at_clock
 from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
-from sim.config import ConfigError, ServerConfig, SloConfig, build, check
+from sim.config import ConfigError, GpuConfig, ServerConfig, SloConfig, build, check
 from sim.console import brief, explain, table
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset, unused_params
@@ -55,6 +56,7 @@ class AppConfig:
     policy: str
     policy_params: dict[str, Any]
     slo: SloConfig = SloConfig()
+    gpu: GpuConfig = GpuConfig()
     tracking: TrackingConfig = TrackingConfig()
     planning: PlanningConfig = PlanningConfig()
     fleet: FleetConfig = FleetConfig()
@@ -92,7 +94,7 @@ class Prepared:
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
     "compare_baseline", "progress", "plots", "background", "planning", "fleet", "capacity", "objective",
-    "execution",
+    "execution", "gpu",
 }  # fmt: skip
 FLAGS = ("compare_baseline", "progress", "plots", "background")
 
@@ -131,6 +133,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         policy=name,
         policy_params=policy,
         slo=build(SloConfig, values.get("slo"), "slo"),
+        gpu=build(GpuConfig, values.get("gpu"), "gpu"),
         tracking=tracking,
         planning=build(PlanningConfig, values.get("planning"), "planning"),
         fleet=FleetConfig.from_mapping(values.get("fleet")),
@@ -173,12 +176,24 @@ def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
         raise ConfigError(f"{key}: {e}") from e
 
 
+def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle") -> Oracle:
+    """`load_oracle`, then the SM clock `gpu.clock_mhz` applied (`oracle.clocks`); a clock the oracle's
+    GPU does not support fails naming the key."""
+    oracle = load_oracle(name_or_path, key)
+    try:
+        return at_clock(oracle, gpu.clock_mhz)
+    except ClockError as e:
+        raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
+
+
 def prepare(config: AppConfig) -> Prepared:
-    """Check the output folder, load the oracles and the trace, build the fleet and the policy
-    (every start-up error happens here, before any simulation)."""
+    """Check the output folder, load the oracles (at the configured clock) and the trace, build the
+    fleet and the policy (every start-up error happens here, before any simulation)."""
     check_output(Path(config.output_dir))
-    oracle = load_oracle(config.oracle)
-    fleet = build_fleet(config.fleet, oracle, config.server, config.slo, load_oracle)
+    oracle = clocked_oracle(config.oracle, config.gpu)
+    fleet = build_fleet(
+        config.fleet, oracle, config.server, config.slo, lambda name, key: clocked_oracle(name, config.gpu, key)
+    )
     for i, pool in enumerate(fleet.pools):
         try:
             replica_kv(pool.oracle, pool.server)

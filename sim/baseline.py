@@ -1,5 +1,5 @@
 """The baseline of a sweep, simulated once: every job of a multirun that shares (trace, fleet,
-server, oracle, seed) reuses one cached unshaped run, stored in the sweep folder under a hash of
+server, oracle, seed, GPU clock) reuses one cached unshaped run, stored in the sweep folder under a hash of
 those settings. Parallel jobs wait on a file lock while the first one simulates it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from sim.run import SimResult
 
 CACHE_DIR = "baselines"
-KEYS = ("oracle", "trace", "server", "fleet", "seed", "slo")
+KEYS = ("oracle", "trace", "server", "fleet", "seed", "slo", "gpu")
 
 
 def baseline_key(raw: Mapping[str, Any], replicas: tuple[int, ...]) -> str:

@@ -119,6 +119,20 @@ class SloConfig:
         check(self.tpot_s > 0, "slo.tpot_s", f"must be > 0 (s), got {self.tpot_s}")
 
 
+@dataclass(frozen=True)
+class GpuConfig:
+    """GPU settings: clock_mhz locks the SM clock (MHz) of every replica (null: the maximum clock,
+    where the oracles were calibrated); checked against the GPU's table (`oracle.clock_specs`)."""
+
+    clock_mhz: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.clock_mhz is not None:
+            check(
+                self.clock_mhz > 0, "gpu.clock_mhz", f"must be null or a positive number of MHz, got {self.clock_mhz}"
+            )
+
+
 def build(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
     """Build dataclass `cls` from a plain mapping; unknown keys and wrong types name the key."""
     values = dict(values or {})

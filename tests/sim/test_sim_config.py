@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def test_every_shipped_config_composes_and_validates(policy, server):
     cfg = app_config(composed(f"policy={policy}", f"server={server}"))
     assert cfg.policy == policy and cfg.server.mode == server
     assert cfg.trace.name == "azure_chat" and cfg.oracle == "llama-3.1-8b_h100"
+    assert cfg.gpu.clock_mhz is None  # the maximum clock, where the oracles were calibrated
 
 
 def test_every_engine_scheduler_is_a_server_scheduler_option():
@@ -78,6 +80,9 @@ def test_root_seed_reaches_the_trace():
         ("server.max_num_tokens=-1", "server.max_num_tokens"),
         ("server.mode=dynamic", "server.mode"),
         ("slo.ttft_s=0", "slo.ttft_s"),
+        ("gpu.clock_mhz=-5", "gpu.clock_mhz"),
+        ("gpu.clock_mhz=fast", "gpu.clock_mhz"),
+        ("+gpu.memory_mhz=2619", "gpu.memory_mhz"),
         ("+server.max_batch=3", "server.max_batch"),
         ("policy=truncation policy.max_input_tokens=-10", "policy.max_input_tokens"),
         ("policy=adaptive_gen policy.factor=-1", "policy.factor"),
@@ -99,6 +104,16 @@ def test_missing_oracles_fail_at_start_up_naming_the_key():
     bad = ["policy=summarization", "policy.summarizer_oracle=no-such_h100", "trace.max_requests=5"]
     with pytest.raises(ConfigError, match="policy.summarizer_oracle"):
         prepare(app_config(composed(*bad)))
+
+
+@pytest.mark.parametrize(
+    "fleet, clock, key",
+    [((), 1000, "oracle"), (("fleet=mixed_gpus",), 1500, "fleet.pools[1].oracle")],  # 1500: H100's, not A100's
+)
+def test_a_clock_the_gpu_does_not_support_fails_at_start_up_naming_the_key_and_the_range(fleet, clock, key):
+    with pytest.raises(ConfigError, match=r"gpu\.clock_mhz \(" + re.escape(key)) as e:
+        prepare(app_config(composed(*fleet, f"gpu.clock_mhz={clock}", "trace.max_requests=5")))
+    assert f"{clock} MHz is not a supported SM clock" in str(e.value) and "in steps of 15 MHz" in str(e.value)
 
 
 def test_server_config_errors_read_like_the_issue():
