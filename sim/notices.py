@@ -5,7 +5,7 @@ the command-line entry points call `show_warnings_once()`. From then on a warnin
 the `sweetspot` logger as one line, `warning (Category): text`, without Python's echo of the
 source line, and only the first time its category and text, figures aside, are seen in this
 process: a capacity search or a validation that simulates many workloads says it once, and at
-the process's (or a sweep job's) end one line counts the repeats that differed only in their
+the process's (or a sweep job's) end a line per category counts the repeats that differed only in their
 figures. A progress bar on the terminal is cleared while a line is written, so the two never
 share a line.
 """
@@ -25,7 +25,7 @@ from tqdm import tqdm
 log = logging.getLogger("sweetspot")
 
 _FIGURES = re.compile(r"\d[\d,.]*")
-_seen: set[tuple[str, str]] = set()
+_seen: set[tuple[str, str]] = set()  # (category, text) shown or counted, and their figure-free forms
 _repeats: Counter[tuple[str, str]] = Counter()
 
 
@@ -53,19 +53,23 @@ def _log_once(
     text = str(message)
     key = (category.__name__, _FIGURES.sub("#", text))
     if key in _seen:
-        _repeats[key] += 1
+        if (category.__name__, text) not in _seen:  # the same warning again is not news
+            _seen.add((category.__name__, text))
+            _repeats[key] += 1
         return
-    _seen.add(key)
+    _seen.update((key, (category.__name__, text)))
     _say("warning (%s): %s", category.__name__, text)
 
 
 def count_repeats() -> None:
-    """One line: the warnings held back for repeating one already shown, since the last count. At
+    """A line per category: the warnings held back for repeating one already shown, since the last count. At
     the process's end, and at the end of each `python -m sim` job (a sweep's worker process runs
     several and outlives the sweep's closing table)."""
-    n = sum(_repeats.values())
-    if n:
-        _say("warning: %d more like those above, with other figures, were not shown", n)
+    counts: Counter[str] = Counter()
+    for (category, _), n in _repeats.items():
+        counts[category] += n
+    for category, n in sorted(counts.items()):
+        _say("warning (%s): %s more like the one above, with other figures, not shown", category, f"{n:,}")
     _repeats.clear()
 
 

@@ -38,7 +38,7 @@ def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, capl
         "warning (OracleRangeWarning): 12 requests outside the range (4.5 %)",
         "warning (RejectedRequestsWarning): 12 requests outside the range (4.5 %)",
         "warning (OracleRangeWarning): an oracle without figures",
-        "warning: 3 more like those above, with other figures, were not shown",
+        "warning (OracleRangeWarning): 1 more like the one above, with other figures, not shown",
     ]
 
 
