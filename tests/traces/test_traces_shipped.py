@@ -31,7 +31,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(n for n, s in SOURCES.items() if s.shipped is not None))
 def test_shipped_copy_is_byte_identical_to_the_original(name):
     source = SOURCES[name]
     raw = gzip.decompress(shipped_path(source).read_bytes())
