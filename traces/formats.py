@@ -55,13 +55,21 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def read_header(path: Path) -> list[str]:
-    """Column names of a CSV (optionally .gz) or Parquet file."""
+def first_line(path: Path) -> bytes:
+    """The first line of a text trace file (`oracle.files.read_first_line`'s bound); ValueError if unreadable."""
+    try:
+        return read_first_line(path, "trace file")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read a CSV header: {e}") from e
+
+
+def read_header(path: Path, line: bytes | None = None) -> list[str]:
+    """Column names of a CSV (optionally .gz) or Parquet file; `line`: its first line, if read already."""
     if path.suffix == ".parquet":
         return list(pq.read_schema(path).names)
     try:
-        first = read_first_line(path, "trace file").decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+        first = (first_line(path) if line is None else line).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
         raise ValueError(f"{path}: cannot read a CSV header: {e}") from e
     if not first.strip():
         raise ValueError(f"{path}: empty file, expected a CSV header line")

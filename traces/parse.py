@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from oracle.files import read_first_line, require_regular_file
+from oracle.files import require_regular_file
 from traces import jsonl
 from traces.checks import bad_seconds, bad_tokens, not_whole
-from traces.formats import Detected, detect, read_header
+from traces.formats import Detected, detect, first_line, read_header
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,13 @@ class Parsed:
 def parse_file(path: Path) -> Parsed:
     """Parse a CSV or JSON-lines (optionally .gz) or Parquet trace file in any known format."""
     require_regular_file(path, "trace file")
-    if path.suffix != ".parquet" and jsonl.is_jsonl(_first_line(path)):
+    line = None if path.suffix == ".parquet" else first_line(path)
+    if line is not None and jsonl.is_jsonl(line):
         return Parsed(jsonl.parse_jsonl(path), jsonl.FORMAT, ())
-    det = detect(path, read_header(path))
+    det = detect(path, read_header(path, line))
     table = _read_table(path, det)
     frame, t0, notes = _canonical(path, det, table)
     return Parsed(frame, det.fmt.name, det.notes + notes, t0)
-
-
-def _first_line(path: Path) -> bytes:
-    try:
-        return read_first_line(path, "trace file")
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read the first line: {e}") from e
 
 
 def _types(det: Detected) -> dict[str, pa.DataType]:
