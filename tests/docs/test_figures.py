@@ -3,19 +3,20 @@ figure fails the check with a diff naming its block, and bad input is one line."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import subprocess_env
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 
 def _figures(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     return subprocess.run(
         [sys.executable, str(ROOT / "docs" / "figures.py"), *args], env=env, capture_output=True, text=True, timeout=600
     )

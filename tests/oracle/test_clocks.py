@@ -5,7 +5,6 @@ the clock tables, and the `gpu.clock_mhz` setting end to end."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from oracle.arch import gpu_names
 from oracle.clock_specs import CLOCK_SPECS
 from oracle.clocks import ClockError, ClockSpec, at_clock, clock_spec, coefficients_at
 from oracle.model import Oracle, shipped_oracles
+from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 H100 = Oracle.load("llama-3.1-8b_h100")
@@ -145,7 +145,7 @@ def test_bad_clock_parameters_fail_naming_the_gpu_and_the_field():
 
 
 def sim(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     base = ("trace=synthetic", "trace.num_requests=40", "tracking.enabled=false", "plots=false", "progress=false")
     return subprocess.run([sys.executable, "-m", "sim", *base, *args], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip

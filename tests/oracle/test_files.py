@@ -9,6 +9,7 @@ import pytest
 
 import oracle.files
 from oracle.files import MAX_LINE_BYTES, NotARegularFileError, read_first_line, require_regular_file
+from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def raised_in_subprocess(call: str, timeout_s: float = 30.0) -> str:
         f"import calibrate.table, oracle.model, traces\ntry:\n    {call}\n"
         "except Exception as e:\n    print(f'{type(e).__name__}: {e}')"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

@@ -3,7 +3,6 @@ think time), the exact request count, the seed, and `python -m sim trace=closed_
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from sim.fleet import Fleet
 from sim.policies import PolicyContext, build_policy
 from sim.run import RejectedRequestsWarning, simulate, simulate_fleet
 from sim.windows import simulate_windows
+from tests import subprocess_env
 from tests.sim.conftest import toy_oracle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_a_closed_loop_is_not_split_into_windows(llama):
 
 
 def _sim(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
 

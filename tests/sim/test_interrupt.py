@@ -5,7 +5,6 @@ folder saying why there is nothing to log."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import subprocess_env
 from tracking.folder import log_folder
 from tracking.folder import main as log_later
 from tracking.store import TrackingError
@@ -30,10 +30,6 @@ def sim_command(tmp_path: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "sim", *LONG, *over, *overrides]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 def wait_simulating(proc: subprocess.Popen[str], out: Path, timeout_s: float = 60) -> None:
     """Until the run has claimed `out` and opened its records file (a temporary name): it simulates."""
     deadline = time.monotonic() + timeout_s
@@ -45,7 +41,7 @@ def wait_simulating(proc: subprocess.Popen[str], out: Path, timeout_s: float = 6
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_prints_one_line_marks_the_folder_and_leaves_no_half_written_file(tmp_path, signum, status, capsys):
     out = tmp_path / "out"
-    proc = subprocess.Popen(sim_command(tmp_path), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(sim_command(tmp_path), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_simulating(proc, out)
@@ -72,7 +68,7 @@ def test_a_signal_prints_one_line_marks_the_folder_and_leaves_no_half_written_fi
 
 def test_a_killed_run_is_reported_as_killed_and_its_records_are_not_under_their_name(tmp_path, capsys):
     out = tmp_path / "out"
-    proc = subprocess.Popen(sim_command(tmp_path), cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(sim_command(tmp_path), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_simulating(proc, out)
@@ -105,7 +101,7 @@ main()
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     over = ("trace.num_requests=200", "tracking.enabled=false")
     cmd = [sys.executable, "-c", FULL_DISK, *sim_command(tmp_path, *over)[3:]]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     out = tmp_path / "out"
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import subprocess_env
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cretPW"
 TINY = ("trace=synthetic", "trace.num_requests=40", "trace.n_in=100", "trace.n_out=50", "policy=truncation",
@@ -25,7 +27,7 @@ SERVER_START_S = 45.0  # a fresh `mlflow server` takes 10 to 30 s on a busy 2-co
 def simulate(cwd: Path, folder: Path, uri: str, *args: str, sweep: bool = False) -> subprocess.CompletedProcess[str]:
     """`python -m sim` on a tiny trace into `folder` (Hydra's own files too), tracking to `uri`;
     `sweep`: a multirun, `folder` its sweep folder."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     where = ["--multirun", f"hydra.sweep.dir='{folder}'"] if sweep else [f"hydra.run.dir='{folder}'"]
     command = [sys.executable, "-m", "sim", *where, *TINY, f"tracking.uri={uri}", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)

@@ -4,7 +4,6 @@ wall-clock figures, and MLflow still gets them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sim.summary import WALL_CLOCK
+from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING = {*WALL_CLOCK, *(f"baseline.{k}" for k in WALL_CLOCK)}
@@ -21,7 +21,7 @@ def _sim(tmp_path: Path, out: str, uri: str) -> None:
     args = ["trace=synthetic", "trace.num_requests=60", "policy=truncation", "progress=false", "plots=false",
             "background=false", f"tracking.uri={uri}", f"output_dir={tmp_path / out}"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "sim", *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+                          env=subprocess_env(), timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
 
 

@@ -1,7 +1,6 @@
 """A Mooncake trace runs through the simulator from the command line, its `hash_ids` kept."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import app_config, prepare
+from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_python_m_sim_runs_the_mooncake_conversation_trace(tmp_path):
             "plots=false", "progress=false", f"output_dir={tmp_path / 'out'}",
             f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "sim", *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+                          env=subprocess_env(), timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert "200 requests over" in output and "prompt blocks repeat an earlier block" in output

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from sim.app import RunContext, app_config, execute, objective, prepare
 from sim.config import ConfigError
 from sim.summary import METRICS, unit
+from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("trace=synthetic", "trace.num_requests=80", "progress=false", "plots=false", "tracking.enabled=false")
@@ -98,7 +99,7 @@ def test_the_baseline_is_simulated_once_per_sweep_folder(tmp_path):
 
 def _sim(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sim", *TINY, *overrides], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+                          text=True, env=subprocess_env(), timeout=120)  # fmt: skip
 
 
 def test_a_bad_trace_file_under_python_m_sim_prints_the_message_alone_and_exits_1(tmp_path):

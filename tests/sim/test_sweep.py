@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import subprocess_env
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["trace=synthetic", "trace.num_requests=60", "progress=false", "plots=false"]
 
 
-def environment() -> dict[str, str]:
-    """This process's environment, with the project on the import path."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
 def sim(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=subprocess_env(), capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 
 
@@ -36,8 +33,10 @@ def on_a_terminal(cwd: Path, *overrides: str, timeout: float = 300) -> tuple[int
     shown = bytearray()
     reader = threading.Thread(target=_drain, args=(main, shown), daemon=True)
     reader.start()
-    with subprocess.Popen([sys.executable, "-m", "sim", *overrides], cwd=cwd, env=environment(), stdout=subprocess.PIPE,
-                          stderr=side, text=True) as proc:  # fmt: skip
+    command = [sys.executable, "-m", "sim", *overrides]
+    with subprocess.Popen(
+        command, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=side, text=True
+    ) as proc:
         os.close(side)
         out = proc.communicate(timeout=timeout)[0]
     reader.join(timeout=10)
@@ -98,7 +97,7 @@ def test_a_parallel_sweep_of_8_jobs_in_a_fresh_folder_logs_every_run_every_time(
 def test_runs_started_together_get_their_own_folders(tmp_path):
     procs = [
         subprocess.Popen([sys.executable, "-m", "sim", *TINY, "tracking.enabled=false", f"policy={p}"], cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for p in ("truncation", "adaptive_gen")
     ]  # fmt: skip
     assert all(p.wait(timeout=120) == 0 for p in procs)

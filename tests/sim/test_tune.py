@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests import subprocess_env
 
 pytestmark = pytest.mark.slow  # two seeded studies of 6 trials, in subprocesses; needs the tune extra
 
@@ -26,7 +27,7 @@ def test_a_seeded_study_finds_the_same_pareto_front_twice(tmp_path, experiment, 
         done = subprocess.run(
             [sys.executable, "-m", "sim", f"+experiment={experiment}", "hydra.sweeper.n_trials=6", "trace=synthetic",
              "trace.num_requests=150", "trace.rate_scale=4", "tracking.enabled=false"],
-            cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=cwd, capture_output=True, text=True, timeout=300, env=subprocess_env(),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         (results,) = cwd.glob(f"multirun/{experiment}/*/optimization_results.yaml")

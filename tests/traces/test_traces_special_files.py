@@ -14,6 +14,7 @@ import pytest
 
 import traces
 from oracle.files import NotARegularFileError
+from tests import subprocess_env
 from tests.oracle.test_files import raised_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ CASES = {
 def test_command_line_gives_one_line_at_once(tmp_path, case):
     make, message = CASES[case]
     path = make(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     args = ["trace=file", f"trace.path={path}", f"output_dir={tmp_path / 'out'}", "progress=false"]
     start = time.monotonic()
     proc = subprocess.run(

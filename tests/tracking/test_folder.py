@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import subprocess_env
 from tests.tracking.test_report import summary
 from tracking.folder import PARAMS_FILE, SUMMARY_FILE, TRACKED_FILE, RunRecord
 from tracking.report import main as report
@@ -40,7 +40,7 @@ def run_folder(tmp_path: Path, uri: str, name: str, files: int = 0) -> Path:
 
 def logger(tmp_path: Path, folder: Path) -> subprocess.Popen[str]:
     """`python -m tracking FOLDER` in a subprocess (cwd tmp_path: MLflow's artifacts go under it)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "tracking", str(folder)]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
