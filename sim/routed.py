@@ -34,9 +34,11 @@ except the recent step time, kept only for a router that reads it (`Router.reads
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Generator, Sequence
+import struct
+from collections.abc import Callable, Generator, Sequence
 from heapq import heappop, heappush, heapreplace
 from typing import Any
 
@@ -44,11 +46,13 @@ import numpy as np
 
 from sim.engine import Prefill
 from sim.jobs import DONE, JobTable
-from sim.ledger import RECENT
-from sim.replay import _NO_JOBS, _NO_WORK, _STALE, _items, pack, room_for
+from sim.ledger import RECENT, Ledger
 from sim.routing import Router
 from sim.server import _DECODE, _IDLE, _MIXED, Server
 
+_NO_JOBS: tuple[int, ...] = ()
+_STALE = (-1, 0, 0)  # `Engine.decoders`' entry of a job that does not decode
+_NO_WORK: Prefill = []  # a decode span's prefill work (never appended to)
 _ARRIVAL = -1  # the queue entry of the dispatcher's next arrival
 PROGRESS_EVERY = 4096  # arrival instants between two updates of the progress bar
 BUFFER_ROWS = 128  # span rows a replica buffers (a fleet of hundreds holds them all at once)
@@ -575,7 +579,7 @@ def _constants(server: Server, tell: tuple[Any, ...]) -> tuple[Any, ...]:
     e0, e1, e2, _, _, _ = costs.energy_j
     limit = costs.power_limit_w
     # Step power along a decode span moves monotonically from its first step's towards e2 / t2
-    # (`sim.replay`): a span whose first step and that limit are both well under the power limit
+    # (`StepCosts.decode`): a span whose first step and that limit are both well under the power limit
     # never throttles, and `StepCosts.span_s` is the plain series.
     safe_w = (0.0 if limit is None else limit) * (1.0 - 1e-6)
     cool = min(t0, e0) > 0.0 and min(t1, t2, e1, e2) >= 0.0 and e2 < safe_w * t2
@@ -611,3 +615,36 @@ def _constants(server: Server, tell: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 __all__ = ["RoutedLoop", "fits"]
+
+
+def _items(a: np.ndarray) -> Any:
+    """A memoryview of the array's buffer: item reads and writes of Python scalars, about twice
+    as fast as numpy's (the same values: float64 and integer arithmetic are the same)."""
+    return a.data
+
+
+_ROW = "5d3q"  # a span row: start (s), time (s), energy (J), peak (W), KV share; steps, running, tokens
+_ROW_DTYPE = np.dtype([("f", "=f8", 5), ("i", "=i8", 3)])
+
+
+def pack(ledger: Ledger, rows: list[float]) -> None:
+    """Move buffered span rows into the ledger's log. A row is `Ledger.advance`'s 5 floats then
+    its 3 integers; packed at once, rows cost a fraction of `array.extend`'s per-value conversions."""
+    if rows:
+        ledger.steps += int(sum(rows[5::8]))  # `Ledger.advance`'s count of steps (ints)
+        table = np.frombuffer(_packer(len(rows) // 8)(*rows), dtype=_ROW_DTYPE)
+        ledger._f.frombytes(table["f"].tobytes())
+        ledger._i.frombytes(table["i"].tobytes())
+        rows.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _packer(rows: int) -> Callable[..., bytes]:
+    """The packing function of `rows` span rows (the full buffer's is the one used over and over)."""
+    return struct.Struct("=" + _ROW * rows).pack
+
+
+def room_for(ledger: Ledger, most: int) -> int:
+    """Rows to buffer before the next `_flush`: `most`, or fewer, so that a hand-over comes after
+    the same span as with `Ledger.advance` (at least 1)."""
+    return max(min(most, (ledger._full - len(ledger._i) + 2) // 3), 1)

@@ -16,9 +16,8 @@ after the event that made it, before any other event of that time: an urgent eve
 `submit`, or the dispatcher's own call at the end of its callback. Same-time arrivals thus all
 join the step the woken server forms, and a cut decode span leaves its old timeout to ring in
 vain. A server fed all its jobs up front (`feed(..., alone=True)`) needs no other event: it runs
-its events in one plain loop (`replay`: `_replay`, or in the fast mode with no listener its copy
-with the common events inlined, `sim.replay.replay`), ahead of the SimPy clock, and its clock's
-last event is one timeout.
+its events in one plain loop (`replay`: in the fast mode with no listener the compiled kernel,
+`sim.kernel`, else `_replay`), ahead of the SimPy clock, and its clock's last event is one timeout.
 """
 
 from __future__ import annotations
@@ -33,14 +32,13 @@ from sim.config import ServerConfig
 from sim.costs import StepCosts, mixed_step, prefill_sums
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
+from sim.kernel.replica import AloneReplica, fits
 from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
-from sim.replay import fits, replay
 
 Callback = Callable[[int, float], None]
 Notify = Callable[[], None]
 _IDLE, _DECODE, _MIXED = 0, 1, 2  # what a server's wait ends
-REJECT_BLOCK = 1 << 16  # jobs per block of `Server._may_reject`
 
 __all__ = ["Server", "ServerStats"]
 
@@ -73,7 +71,7 @@ class Server:
         self._fjobs: Sequence[int] = ()
         self._fi = 0
         self._waiting = self._interrupted = self._idle = self._alone = False
-        self.may_reject = True  # whether the engine may reject a job of an alone feed (`Engine.rejects`)
+        self._kernel: AloneReplica | None = None  # the compiled replica of a server fed alone
         self._exact, self._record = config.exact_steps, config.record_features
         # the wait under way: its timer (a stale one rings in vain) and what it ends: an idle wait
         # (to the feed's next arrival, or None), a decode span (B decoders whose contexts summed to
@@ -127,17 +125,6 @@ class Server:
         self._alone = alone
         if alone:  # what `_enqueue` writes, for the whole feed at once
             self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
-            self.may_reject = self._may_reject(ids)
-
-    def _may_reject(self, ids: np.ndarray | range) -> bool:
-        """Whether the engine may reject one of these jobs (`Engine.rejects`), read in blocks of
-        `REJECT_BLOCK` jobs (a 30M-job feed would otherwise take 0.7 GB of temporaries)."""
-        for lo in range(0, len(ids), REJECT_BLOCK):
-            block = ids[lo : lo + REJECT_BLOCK]
-            index = np.arange(block.start, block.stop, block.step) if isinstance(block, range) else block
-            if self.engine.rejects(*self.jobs.lengths_of(index)).any():
-                return True
-        return False
 
     def submit(self, job: int, t_s: float | None = None) -> None:
         """Hand a job to the server at time t_s (default: now); wakes it if it can start it: at
@@ -240,7 +227,11 @@ class Server:
         fleet's plain loop interleaves its servers so); whether it has run them all."""
         if not self._alone:
             raise RuntimeError(f"{self.name} was not fed alone=True: its events run under SimPy")
-        return replay(self, events) if fits(self) else self._replay(events)
+        if not fits(self):
+            return self._replay(events)
+        if self._kernel is None:
+            self._kernel = AloneReplica(self)
+        return self._kernel.run(events)
 
     def _replay(self, events: int = 1 << 62) -> bool:
         """The feed's events, one after the other, without SimPy (the server is alone), up to

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from sim.kernel.hooks import BASE
+
 if TYPE_CHECKING:
     from sim.engine import Engine
 
@@ -68,6 +70,11 @@ class Scheduler:
 
     def preempted(self, engine: Engine) -> None:
         """Called once a step's preemptions are done (state a scheduler keeps may change)."""
+
+    def kernel_settings(self) -> dict[str, int | float]:
+        """The compiled kernel's settings of this scheduler: its hook code (`sim.kernel.hooks`)
+        and any of its own settings the hooks read (`sim.kernel.state`'s `sg_*` names)."""
+        return {"hooks": BASE}
 
     @classmethod
     def plain_admission(cls) -> bool:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.config import check
+from sim.kernel.hooks import SGLANG
 from sim.schedulers import register
 from sim.schedulers.base import Scheduler
 
@@ -71,6 +72,17 @@ class Sglang(Scheduler):
         self.min_ratio = o.init_new_token_ratio * o.min_ratio_factor
         self.decay = (o.init_new_token_ratio - self.min_ratio) / o.decay_steps  # per step
         self.set_at = (o.init_new_token_ratio, 0)  # (ratio, step it was set at)
+
+    def kernel_settings(self) -> dict[str, int | float]:
+        o = self.options
+        return {
+            "hooks": SGLANG,
+            "sg_init": o.init_new_token_ratio,
+            "sg_min": self.min_ratio,
+            "sg_decay": self.decay,
+            "sg_clip": o.clip_max_new_tokens,
+            "sg_rds": o.retract_decode_steps,
+        }
 
     def ratio(self, engine: Engine) -> float:
         """`new_token_ratio` at the engine's next step."""

@@ -19,7 +19,7 @@ from sim.fleet import Fleet, Pool
 from sim.run import SimResult, simulate_fleet
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
-from tests.sim.test_replay import LAYOUTS, assert_same
+from tests.sim.kernel.test_loop import LAYOUTS, assert_same
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
 ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])

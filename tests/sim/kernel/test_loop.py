@@ -1,4 +1,4 @@
-"""The fused replay loop (`sim.replay`) gives `Server._replay`'s results bit for bit."""
+"""The compiled kernel's loop (`sim.kernel`) gives `Server._replay`'s results bit for bit."""
 
 from __future__ import annotations
 
@@ -29,12 +29,17 @@ LAYOUTS = st.sampled_from([None, (4, 2, 40), (6, 5, 9)])
 
 
 def both(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig, **kw: object) -> tuple[SimResult, SimResult]:
-    """The run with the fused loop, and with the general `Server._replay`."""
-    fused = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
+    """The run with the compiled kernel, and with the general `Server._replay`."""
+    compiled = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.server.replay", Server._replay)
+        general_loop(mp)
         general = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
-    return fused, general
+    return compiled, general
+
+
+def general_loop(mp: pytest.MonkeyPatch) -> None:
+    """Servers fed alone run `Server._replay`, not the kernel."""
+    mp.setattr("sim.server.fits", lambda server: False)
 
 
 def assert_same(a: SimResult, b: SimResult) -> None:
@@ -53,7 +58,7 @@ def assert_same(a: SimResult, b: SimResult) -> None:
 @random_rejections
 @SETTINGS
 @given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans())
-def test_the_fused_loop_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time):
+def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time):
     """Preemptions, chunks, static batches, power limits and sliding windows included (and step
     times that do not grow with the context)."""
     coef_t = (*COEF_T[:2], 0.0, *COEF_T[3:]) if flat_time else COEF_T
@@ -73,16 +78,16 @@ def synthetic() -> pd.DataFrame:
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 @pytest.mark.parametrize("chunked", [True, False])
-def test_the_fused_loop_replays_a_small_cache_bit_for_bit(llama, synthetic, scheduler, chunked):
+def test_the_kernel_replays_a_small_cache_bit_for_bit(llama, synthetic, scheduler, chunked):
     config = ServerConfig(scheduler=scheduler, kv_capacity_tokens=30_000, chunked_prefill=chunked)
     with rejecting(None if chunked else "of 1,500 requests were rejected, never served: [0-9]+ prompt"):
-        fused, general = both(synthetic, llama, config)
-    assert_same(fused, general)
-    assert SCHEDULERS[scheduler].reserve_full or fused.requests["preemptions"].sum() > 0
+        compiled, general = both(synthetic, llama, config)
+    assert_same(compiled, general)
+    assert SCHEDULERS[scheduler].reserve_full or compiled.requests["preemptions"].sum() > 0
 
 
 @pytest.mark.parametrize(("scheduler", "rejected"), [("vllm", None), ("trtllm_no_evict", "220 of 1,500 requests")])
-def test_the_fused_loop_replays_sliding_windows_bit_for_bit(synthetic, scheduler, rejected):
+def test_the_kernel_replays_sliding_windows_bit_for_bit(synthetic, scheduler, rejected):
     """The engine without chunked prefill (trtllm_no_evict) rejects the prompts over its token budget."""
     gemma = Oracle.load("gemma-2-9b_h100")
     assert gemma.memory is not None and gemma.memory.window_layers > 0
@@ -92,32 +97,32 @@ def test_the_fused_loop_replays_sliding_windows_bit_for_bit(synthetic, scheduler
 
 
 @pytest.mark.parametrize("rate", [1e6, 12.0])
-def test_the_fused_loop_replays_throttled_spans_bit_for_bit(llama, rate):
+def test_the_kernel_replays_throttled_spans_bit_for_bit(llama, rate):
     """A power limit low enough that decode spans run at it, fully busy and not."""
     capped = dataclasses.replace(llama, power_limit_w=450.0)
     requests = traces.load("synthetic", num_requests=1500, rate_per_s=rate, seed=2)
-    fused, general = both(requests, capped, ServerConfig())
-    assert_same(fused, general)
-    assert (fused.servers[0].span_peak_w[fused.servers[0].span_steps > 1] >= 450.0 * (1 - 1e-12)).any()
+    compiled, general = both(requests, capped, ServerConfig())
+    assert_same(compiled, general)
+    assert (compiled.servers[0].span_peak_w[compiled.servers[0].span_steps > 1] >= 450.0 * (1 - 1e-12)).any()
 
 
-def test_the_fused_loop_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
+def test_the_kernel_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
     azure = traces.load("azure_chat").iloc[:5000]
     assert_same(*both(azure, llama, ServerConfig()))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("sim.run.DRAIN_SPANS", 1024)  # hand the span log over every 1024 spans
-        fused = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "a.parquet")
-        mp.setattr("sim.server.replay", Server._replay)
+        compiled = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "a.parquet")
+        general_loop(mp)
         general = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "b.parquet")
-    assert_same(fused, general)
-    assert fused.servers[0].span_bin_s > 0
+    assert_same(compiled, general)
+    assert compiled.servers[0].span_bin_s > 0
 
 
 @pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
-def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(scheduler):
-    """Counters a router reads are not kept during the fused loop; at its end they agree again."""
+def test_the_kernel_leaves_the_engine_and_ledger_as_the_general_loop_does(scheduler):
+    """The engine's counters and the ledger end as the general loop leaves them."""
     ends = []
-    for fused in (True, False):
+    for compiled in (True, False):
         rng = np.random.default_rng(3)
         n = 300
         jobs = JobTable(rng.integers(1, 600, n), rng.integers(1, 300, n))
@@ -128,8 +133,8 @@ def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(sc
         server = Server(env, costs, ServerConfig(scheduler=scheduler), jobs, flat_kv(6000, 16))
         server.feed(np.cumsum(rng.exponential(0.05, n)), np.arange(n), alone=True)
         with pytest.MonkeyPatch.context() as mp:
-            if not fused:
-                mp.setattr("sim.server.replay", Server._replay)
+            if not compiled:
+                general_loop(mp)
             env.run()
         e, ledger = server.engine, server.ledger
         ends.append(
@@ -150,29 +155,15 @@ def test_the_fused_loop_leaves_the_engine_and_ledger_as_the_general_loop_does(sc
 @random_rejections
 @SETTINGS
 @given(requests, servers, st.integers(1, 7), st.booleans())
-def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every, fused):
+def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every, compiled):
     """`Server.replay(events)` stops between two events and goes on from there: the fleet's
     plain loop (`sim.run._replay_alone`) interleaves servers so."""
     oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
     config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
     requests = trace(sorted(rows))
     with pytest.MonkeyPatch.context() as mp:
-        if not fused:
-            mp.setattr("sim.server.replay", Server._replay)
+        if not compiled:
+            general_loop(mp)
         whole = simulate(requests, oracle, config)
         mp.setattr("sim.run.REPLAY_EVENTS", every)
         assert_same(simulate(requests, oracle, config), whole)
-
-
-@pytest.mark.parametrize("block", [3, 1 << 16])
-def test_a_job_only_the_cache_rejects_is_found_in_any_block_of_the_feed(block, monkeypatch):
-    """The fused loop skips the reject rules when no job of the feed can be rejected, which the
-    server checks block by block (`REJECT_BLOCK`) when it is fed."""
-    monkeypatch.setattr("sim.server.REJECT_BLOCK", block)
-    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
-    rows = [(0.1 * k, 20, 10) for k in range(10)]
-    rows[7] = (0.7, 5_000, 10)  # longer than the cache holds: in the third block of 3
-    with rejecting("1 of 10 requests were rejected, never served: 1 longer than the KV cache holds"):
-        fused, general = both(trace(rows), oracle, ServerConfig(kv_capacity_tokens=1_000))
-    assert_same(fused, general)
-    assert fused.requests["reject_reason"].astype(str).tolist().count("longer than the KV cache holds") == 1

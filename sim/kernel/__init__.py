@@ -1,0 +1,58 @@
+"""The compiled replica kernel: one serving engine's rules, each written once, compiled by numba.
+
+- `state`: the replica's state as one typed record (`Replica`, a numba structref): counters, the
+  KV block phases, the queue and running lists (linked through per-job arrays), the heaps.
+- `lists`: the queue, the running list and the lazy heaps those rules keep.
+- `costs`: time (s) and energy (J) of steps and decode spans, under a power cap.
+- `hooks`: what a scheduler plug-in decides (victim, admission headroom), by scheduler code.
+- `rules`: admission, KV accounting, preemption, decode spans, completions.
+- `loop`: the event loop of a replica fed all its jobs up front.
+- `replica`: the Python side: builds a `Replica` from a `sim.server.Server` and runs it.
+
+Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of
+this package's sources (`cache_dir`): numba checks only a function's own file, so a change to any
+file of the package must compile the whole kernel afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numba
+import platformdirs
+from numba.core import caching
+
+HERE = Path(__file__).resolve().parent
+
+
+def cache_dir() -> Path:
+    """The folder of this version of the kernel's compiled code."""
+    digest = hashlib.sha256()
+    for path in sorted(HERE.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    root = Path(platformdirs.user_cache_dir("sweetspot-sim")) / "kernel"
+    return root / f"{digest.hexdigest()[:16]}-numba-{numba.__version__}"
+
+
+class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """numba's cache locator for this package's functions (`cache_dir`); the others keep numba's."""
+
+    def __init__(self, py_func: object, py_file: str) -> None:
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno  # type: ignore[attr-defined]
+        self._cache_path = str(CACHE_DIR)
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func: object, py_file: str) -> _KernelCache | None:
+        if Path(py_file).resolve().parent != HERE:
+            return None
+        return super().from_function(py_func, py_file)  # None if the folder is not writable
+
+
+CACHE_DIR = cache_dir()
+if _KernelCache not in caching.CacheImpl._locator_classes:
+    caching.CacheImpl._locator_classes.insert(0, _KernelCache)

@@ -1,0 +1,135 @@
+"""Time (s) and energy (J) of serving steps, compiled: the formulas of `sim.costs` on coefficient
+arrays `c` = (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn).
+
+The float operations are those of `sim.costs.StepCosts`, in the same order, so that both give
+the same bits; `r.ct` and `r.ce` are a replica's time and energy coefficients, `r.limit` its
+power cap (W) when `r.has_limit`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
+
+
+@njit(cache=True)
+def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) or energy (J) of `steps` decode steps of `batch` sequences whose contexts sum to
+    `ctx_sum` at the first step (it grows by `batch` per step)."""
+    c2 = c[2]
+    return steps * (c[0] + c[1] * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
+
+
+@njit(cache=True)
+def span_s(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) of `steps` decode steps under the power cap (`StepCosts.span_s`)."""
+    ct, ce, limit = r.ct, r.ce, r.limit
+    t = span(ct, batch, ctx_sum, steps)
+    if not r.has_limit:
+        return t
+    a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
+    a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
+    d0, d1 = a_e - limit * a_t, (ce[2] - limit * ct[2]) * batch
+    if d1 == 0.0:
+        lo, hi = (0, steps) if d0 > 0.0 else (0, 0)
+    elif d1 > 0.0:  # throttled for i > −d0/d1
+        lo, hi = max(0, math.floor(-d0 / d1) + 1), steps
+    else:  # throttled for i < −d0/d1
+        lo, hi = 0, min(steps, math.ceil(-d0 / d1))
+    if lo >= hi:
+        return t
+    start = ctx_sum + lo * batch
+    return t - span(ct, batch, start, hi - lo) + span(ce, batch, start, hi - lo) / limit
+
+
+@njit(cache=True)
+def decode(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap), energy (J) and peak step power (W) of a decode span (`StepCosts.decode`)."""
+    ct, ce, limit = r.ct, r.ce, r.limit
+    c2t, c2e = ct[2], ce[2]
+    a_t = ct[0] + ct[1] * batch + c2t * ctx_sum
+    a_e = ce[0] + ce[1] * batch + c2e * ctx_sum
+    de = steps * a_e + c2e * batch * steps * (steps - 1) * 0.5
+    last = ctx_sum + (steps - 1) * batch  # step power is monotone along a span: the peak is at an end
+    l_t = ct[0] + ct[1] * batch + c2t * last
+    l_e = ce[0] + ce[1] * batch + c2e * last
+    dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
+    if r.has_limit and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+        dt = span_s(r, batch, ctx_sum, steps)
+        a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
+        l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
+    p_first = a_e / a_t if a_t > 0.0 else 0.0
+    p_last = l_e / l_t if l_t > 0.0 else 0.0
+    return dt, de, p_first if p_first > p_last else p_last
+
+
+@njit(cache=True)
+def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    return c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn
+
+
+@njit(cache=True)
+def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap) and energy (J) of a step that decodes and prefills `r`'s work
+    (`StepCosts.mixed`)."""
+    tokens = attn = 0
+    for i in range(r.nwork):
+        m, past = r.work_m[i], r.work_past[i]
+        tokens += m
+        attn += m * past + m * (m + 1) // 2
+    de = _step(r.ce, decode_seqs, decode_ctx, r.nwork, tokens, attn)
+    dt = _step(r.ct, decode_seqs, decode_ctx, r.nwork, tokens, attn)
+    return (de / r.limit if r.has_limit and de > r.limit * dt else dt), de
+
+
+@njit(cache=True)
+def _reach(c, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+    """Smallest k ≥ 1 whose decode span time is ≥ dt_s (`sim.costs.steps_to_reach`)."""
+    if dt_s <= 0.0:
+        return 1
+    a = c[0] + c[1] * batch + c[2] * ctx_sum
+    cb = c[2] * batch
+    if cb > 0.0:
+        b = a - 0.5 * cb
+        k = math.ceil((-b + math.sqrt(b * b + 2.0 * cb * dt_s)) / cb)
+    elif a > 0.0:
+        k = math.ceil(dt_s / a)
+    else:
+        return NEVER
+    k = max(k, 1)
+    c2b = c[2] * batch
+    while k > 1 and (k - 1) * a + c2b * (k - 1) * (k - 2) * 0.5 >= dt_s:
+        k -= 1
+    while k * a + c2b * k * (k - 1) * 0.5 < dt_s:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def _throttled(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Whether any of these decode steps may draw more than the cap (`StepCosts._throttled`)."""
+    ct, ce, limit = r.ct, r.ce, r.limit
+    for ctx in (ctx_sum, ctx_sum + (steps - 1) * batch):
+        e = ce[0] + ce[1] * batch + ce[2] * ctx
+        if e - limit * (ct[0] + ct[1] * batch + ct[2] * ctx) > -1e-9 * abs(e):
+            return True
+    return False
+
+
+@njit(cache=True)
+def steps_to_reach(r, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+    """Smallest k ≥ 1 whose decode span, under the cap, lasts ≥ dt_s (s) (`StepCosts.steps_to_reach`)."""
+    k = _reach(r.ct, batch, ctx_sum, dt_s)  # the cap only lengthens steps
+    if not r.has_limit or k <= 1 or not _throttled(r, batch, ctx_sum, k):
+        return k
+    lo, hi = 1, k
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if span_s(r, batch, ctx_sum, mid) >= dt_s:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -1,0 +1,155 @@
+"""The queue, the running list and the lazy heaps of a replica (`sim.kernel.state.Replica`).
+
+The queue (FIFO, with a push to the front for requeued jobs) and the running list (admission
+order, removal anywhere) are doubly linked lists through the per-job arrays `nxt` and `prv`: a
+job is in at most one of them. The heaps order (finish step, job) and (saturation step, finish
+step, job) as Python's heapq orders those tuples.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _link_after(r, j, tail):  # type: ignore[no-untyped-def]
+    r.prv[j] = tail
+    r.nxt[j] = -1
+    if tail >= 0:
+        r.nxt[tail] = j
+
+
+@njit(cache=True)
+def queue_push(r, j):  # type: ignore[no-untyped-def]
+    """Job j joins the back of the queue."""
+    _link_after(r, j, r.qtail)
+    if r.qtail < 0:
+        r.qhead = j
+    r.qtail = j
+    r.qlen += 1
+
+
+@njit(cache=True)
+def queue_push_front(r, j):  # type: ignore[no-untyped-def]
+    """Job j goes to the front of the queue."""
+    r.prv[j] = -1
+    r.nxt[j] = r.qhead
+    if r.qhead >= 0:
+        r.prv[r.qhead] = j
+    else:
+        r.qtail = j
+    r.qhead = j
+    r.qlen += 1
+
+
+@njit(cache=True)
+def queue_pop(r):  # type: ignore[no-untyped-def]
+    """The job at the front of the queue, taken off it."""
+    j = r.qhead
+    r.qhead = r.nxt[j]
+    if r.qhead >= 0:
+        r.prv[r.qhead] = -1
+    else:
+        r.qtail = -1
+    r.qlen -= 1
+    return j
+
+
+@njit(cache=True)
+def run_add(r, j):  # type: ignore[no-untyped-def]
+    """Job j joins the running list (admitted last)."""
+    _link_after(r, j, r.otail)
+    if r.otail < 0:
+        r.ohead = j
+    r.otail = j
+    r.olen += 1
+
+
+@njit(cache=True)
+def run_remove(r, j):  # type: ignore[no-untyped-def]
+    """Job j leaves the running list."""
+    p, n = r.prv[j], r.nxt[j]
+    if p >= 0:
+        r.nxt[p] = n
+    else:
+        r.ohead = n
+    if n >= 0:
+        r.prv[n] = p
+    else:
+        r.otail = p
+    r.olen -= 1
+
+
+@njit(cache=True, inline="always")
+def _less(a0, a1, a2, b0, b1, b2):  # type: ignore[no-untyped-def]
+    return a0 < b0 or (a0 == b0 and (a1 < b1 or (a1 == b1 and a2 < b2)))
+
+
+@njit(cache=True)
+def heap_push(k0, k1, k2, n, a, b, c):  # type: ignore[no-untyped-def]
+    """Push (a, b, c) on the heap of n entries in arrays k0, k1, k2 (room assumed)."""
+    i = n
+    while i > 0:
+        p = (i - 1) >> 1
+        if not _less(a, b, c, k0[p], k1[p], k2[p]):
+            break
+        k0[i], k1[i], k2[i] = k0[p], k1[p], k2[p]
+        i = p
+    k0[i], k1[i], k2[i] = a, b, c
+
+
+@njit(cache=True)
+def heap_pop(k0, k1, k2, n):  # type: ignore[no-untyped-def]
+    """Remove the top of the heap of n entries (the caller read it first)."""
+    n -= 1
+    a, b, c = k0[n], k1[n], k2[n]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and _less(k0[child + 1], k1[child + 1], k2[child + 1], k0[child], k1[child], k2[child]):
+            child += 1
+        if not _less(k0[child], k1[child], k2[child], a, b, c):
+            break
+        k0[i], k1[i], k2[i] = k0[child], k1[child], k2[child]
+        i = child
+    if n > 0:
+        k0[i], k1[i], k2[i] = a, b, c
+
+
+@njit(cache=True)
+def finish_push(r, f, j):  # type: ignore[no-untyped-def]
+    """Decoder j finishes at step f: push (f, j) on the finish heap (stale entries dropped if full)."""
+    if r.hn == r.hf.size:
+        r.hn = _compact(r.hf, r.hj, r.hj, r.hn, r.dec_f, False)
+    heap_push(r.hf, r.hj, r.hj, r.hn, f, j, j)
+    r.hn += 1
+
+
+@njit(cache=True)
+def saturation_push(r, s, f, j):  # type: ignore[no-untyped-def]
+    """Decoder j (finishing at step f) fills its window after step s."""
+    if r.sn == r.ss.size:
+        r.sn = _compact(r.ss, r.sf, r.sj, r.sn, r.dec_f, True)
+    heap_push(r.ss, r.sf, r.sj, r.sn, s, f, j)
+    r.sn += 1
+
+
+@njit(cache=True)
+def _compact(k0, k1, k2, n, dec_f, triple):  # type: ignore[no-untyped-def]
+    """Drop the stale entries (and repeats) of a full heap: its live entries, popped in order,
+    form a sorted array, itself a heap. Returns the new size."""
+    keep0, keep1, keep2 = k0[:n].copy(), k1[:n].copy(), k2[:n].copy()
+    m, size = 0, n
+    for _ in range(n):
+        a, b, c = keep0[0], keep1[0], keep2[0]
+        heap_pop(keep0, keep1, keep2, size)
+        size -= 1
+        f, j = (b, c) if triple else (a, b)
+        if dec_f[j] != f or (m > 0 and k0[m - 1] == a and k1[m - 1] == b and k2[m - 1] == c):
+            continue
+        k0[m], k1[m], k2[m] = a, b, c
+        m += 1
+    assert m < k0.size, "more live heap entries than running sequences"
+    return m

@@ -1,0 +1,145 @@
+"""A replica's state as one typed record (`Replica`), and its construction from named settings.
+
+Counters are int64 (tokens, steps, KV units) or float64 (s, J, the running share sum with its
+Neumaier compensation). A job belongs to one replica at a time, so the queue and the running
+list link jobs through two per-job arrays (`nxt`, `prv`), and a decoder's finish step, block
+phase and block weight are per-job arrays too (`dec_f` is −1 for a job that does not decode).
+The finish heap (`hf`, `hj`) and the window-saturation heap (`ss`, `sf`, `sj`) are lazy: an
+entry whose job no longer decodes with that finish step is stale and skipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.experimental import structref
+
+i64, f64, i32, i8 = types.int64, types.float64, types.int32, types.int8
+A_i64, A_f64, A_i32, A_i8 = i64[::1], f64[::1], i32[::1], i8[::1]
+
+# Settings, read once at construction from `ints` and `floats` in this order (`new_replica`).
+INT_SETTINGS = (
+    "cap",  # KV units of the cache
+    "bs",  # block size (tokens)
+    "full",  # units per block of the full-attention layers
+    "wunits",  # units per block of the sliding-window layers
+    "wblocks",  # blocks a window layer keeps
+    "fit",  # the longest sequence the cache holds (tokens)
+    "max_seqs",  # sequences per step
+    "max_tokens",  # tokens per step
+    "chunked",  # chunked prefill (0/1)
+    "reserve",  # n_in + n_out of KV reserved at admission (0/1)
+    "static",  # static batching (0/1)
+    "requeue_front",  # a preempted job goes back to the queue's front (0/1)
+    "admit_after",  # admissions in a step that preempted (0/1)
+    "hooks",  # the scheduler's hook code (`sim.kernel.hooks`)
+    "has_limit",  # a power cap (0/1)
+    "sg_clip",  # SGLang: clip_max_new_tokens
+    "sg_rds",  # SGLang: retract_decode_steps
+)
+FLOAT_SETTINGS = ("limit", "sg_init", "sg_min", "sg_decay")
+_STATE_INTS = (
+    "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
+    "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
+    "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi", "sg_n0",
+)  # fmt: skip
+_STATE_FLOATS = ("share", "share_c", "t", "tc", "step_avg", "peak_w", "sg_r0")
+_ARRAYS = (
+    ("ct", A_f64), ("ce", A_f64), ("weights", A_i64), ("hf", A_i64), ("hj", A_i64), ("ss", A_i64),
+    ("sf", A_i64), ("sj", A_i64), ("work_j", A_i64), ("work_m", A_i64), ("work_past", A_i64),
+    ("done", A_i64), ("first", A_i64), ("plog", i64[:, ::1]), ("rows_f", f64[:, ::1]), ("rows_i", i64[:, ::1]),
+    ("n_in", A_i32), ("n_out", A_i32), ("generated", A_i32), ("share_of", A_f64), ("status", A_i8),
+    ("reason", A_i8), ("first_s", A_f64), ("finish_s", A_f64), ("admit_s", A_f64), ("chunks", A_i32),
+    ("nxt", A_i32), ("prv", A_i32), ("dec_f", A_i64), ("dec_key", A_i32), ("dec_w", A_i32),
+    ("ft", A_f64), ("fj", A_i64),
+)  # fmt: skip
+FIELDS = (
+    [(n, i64) for n in INT_SETTINGS + _STATE_INTS] + [(n, f64) for n in FLOAT_SETTINGS + _STATE_FLOATS] + list(_ARRAYS)
+)
+
+
+@structref.register
+class ReplicaType(types.StructRef):
+    def preprocess_fields(self, fields):  # type: ignore[no-untyped-def]
+        return tuple((name, types.unliteral(t)) for name, t in fields)
+
+
+class Replica(structref.StructRefProxy):
+    """A replica's state, passed to the compiled functions (its fields are read there)."""
+
+
+structref.define_boxing(ReplicaType, Replica)
+REPLICA = ReplicaType(FIELDS)
+
+PLOG_KINDS = ("decoder", "partial", "requeue")  # preemption log rows: (job, kind, tokens)
+DECODER, PARTIAL, REQUEUE = 0, 1, 2
+
+
+@njit(cache=True)
+def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
+    """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), step
+    coefficients `ct` (s) and `ce` (J), room for `seqs` running sequences, the job columns
+    `jobs`, the per-job `links` (nxt, prv, dec_f, dec_key, dec_w) and its feed."""
+    r = structref.new(REPLICA)
+    r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
+    r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
+    r.requeue_front, r.admit_after, r.hooks, r.has_limit = ints[11], ints[12], ints[13], ints[14]
+    r.sg_clip, r.sg_rds = ints[15], ints[16]
+    r.limit, r.sg_init, r.sg_min, r.sg_decay = floats[0], floats[1], floats[2], floats[3]
+    r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
+    r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
+    r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
+    r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
+    r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
+    r.sg_r0 = r.sg_init
+    r.ct, r.ce = ct, ce
+    r.weights = np.zeros(r.bs, np.int64)
+    heap = 2 * seqs + 2  # live entries are at most the decoders (stale ones are dropped when full)
+    r.hf, r.hj = np.zeros(heap, np.int64), np.zeros(heap, np.int64)
+    r.ss, r.sf, r.sj = np.zeros(heap, np.int64), np.zeros(heap, np.int64), np.zeros(heap, np.int64)
+    r.work_j, r.work_m = np.zeros(seqs + 1, np.int64), np.zeros(seqs + 1, np.int64)
+    r.work_past = np.zeros(seqs + 1, np.int64)
+    r.done, r.first = np.zeros(seqs + 1, np.int64), np.zeros(seqs + 1, np.int64)
+    r.plog = np.zeros((log_rows, 3), np.int64)
+    r.rows_f, r.rows_i = np.zeros((span_rows, 5)), np.zeros((span_rows, 3), np.int64)
+    n_in, n_out, generated, share_of, status, reason, first_s, finish_s, admit_s, chunks = jobs
+    r.n_in, r.n_out, r.generated, r.share_of, r.status, r.reason = n_in, n_out, generated, share_of, status, reason
+    r.first_s, r.finish_s, r.admit_s, r.chunks = first_s, finish_s, admit_s, chunks
+    r.nxt, r.prv, r.dec_f, r.dec_key, r.dec_w = links
+    r.ft, r.fj = feed_t, feed_j
+    return r
+
+
+@njit(cache=True)
+def clock(r):  # type: ignore[no-untyped-def]
+    """(clock s, its compensation, recent step time s, peak step power W, feed position,
+    preemptions, span rows and preemption-log rows waiting)."""
+    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.preemptions, r.nrows, r.nlog
+
+
+@njit(cache=True)
+def counters(r):  # type: ignore[no-untyped-def]
+    """The engine counters `sim.engine.Engine` keeps under the same names."""
+    return (
+        r.B, r.N, r.S, r.used, r.pending, r.queued_need, r.queued_prompt, r.fsum, r.fmax, r.share,
+        r.share_c, r.preemptions, r.prefilled,
+    )  # fmt: skip
+
+
+COUNTERS = (
+    "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "share", "share_c",
+    "preemptions", "prefilled",
+)  # fmt: skip
+
+
+@njit(cache=True)
+def taken(r):  # type: ignore[no-untyped-def]
+    """The span rows and preemption-log rows were read: clear both buffers."""
+    r.nrows = 0
+    r.nlog = 0
+
+
+@njit(cache=True)
+def buffers(r):  # type: ignore[no-untyped-def]
+    """The span-row and preemption-log buffers (read after `clock` says how many rows wait)."""
+    return r.rows_f, r.rows_i, r.plog
