@@ -8,8 +8,9 @@ part of a request's energy depends only on its own lengths (`sequence_energy_j`)
 `const` part is split equally between the sequences of each step, which the engine tracks as a
 running sum of 1/(sequences in the step) (`share`).
 
-`sim.replay` inlines copies of `StepCosts.decode`, `mixed`, `steps_to_reach` and `_throttled`
-(tests/sim/test_replay.py holds them to these bit for bit): a change here goes there too.
+`sim.kernel.costs` compiles the same formulas (the same float operations, so the same bits;
+tests/sim/kernel/test_costs.py) and `sim.routed` still inlines copies of `StepCosts.decode`,
+`mixed` and `steps_to_reach` (tests/sim/test_routed.py): a change here goes there too.
 """
 
 from __future__ import annotations
@@ -96,27 +97,10 @@ class StepCosts:
     def mixed(self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> tuple[float, float]:
         """Time (s, under the power cap) and energy (J) of one step that decodes and prefills
         (`mixed_step` of both coefficient sets, the features summed once)."""
-        tokens = attn = 0  # `prefill_sums` and `_step_value` inlined: once per step (the hot path)
-        for _, m, past in prefill:
-            tokens += m
-            attn += m * past + m * (m + 1) // 2
-        n, ct, ce = len(prefill), self.time_s, self.energy_j
-        de = (
-            ce.const
-            + ce.decode_seqs * decode_seqs
-            + ce.decode_ctx * decode_ctx
-            + ce.prefill_seqs * n
-            + ce.prefill_tokens * tokens
-            + ce.prefill_attn * attn
-        )
-        dt = (
-            ct.const
-            + ct.decode_seqs * decode_seqs
-            + ct.decode_ctx * decode_ctx
-            + ct.prefill_seqs * n
-            + ct.prefill_tokens * tokens
-            + ct.prefill_attn * attn
-        )
+        tokens, attn = prefill_sums(prefill)
+        n = len(prefill)
+        de = _step_value(self.energy_j, decode_seqs, decode_ctx, n, tokens, attn)
+        dt = _step_value(self.time_s, decode_seqs, decode_ctx, n, tokens, attn)
         limit = self.power_limit_w
         return (de / limit if limit is not None and de > limit * dt else dt), de
 
@@ -174,10 +158,9 @@ def steps_to_reach(coef_s: StepCoef, batch: int, ctx_sum: int, dt_s: float) -> i
     else:
         return sys.maxsize  # steps that take no time never reach dt_s
     k = max(k, 1)
-    c2b = coef_s.decode_ctx * batch  # `span` inlined below: the same float operations
-    while k > 1 and (k - 1) * a + c2b * (k - 1) * (k - 2) * 0.5 >= dt_s:
+    while k > 1 and span(coef_s, batch, ctx_sum, k - 1) >= dt_s:
         k -= 1
-    while k * a + c2b * k * (k - 1) * 0.5 < dt_s:
+    while span(coef_s, batch, ctx_sum, k) < dt_s:
         k += 1
     return k
 

@@ -29,9 +29,9 @@ Convention (oracle.features): the prefill step emits a token, then decode steps 
 n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
 
-`sim.replay` inlines copies of `can_span`, `span_limit`, `run_span`, `form_step` and `_admit`,
-`finish_step`, `_complete`, `_finish` and `_start_decoding` (tests/sim/test_replay.py holds them
-to these bit for bit): a change here goes there too.
+The compiled kernel (`sim.kernel.rules`) runs these rules for servers fed alone, with the same
+results bit for bit (tests/sim/kernel/test_loop.py); `sim.routed` still inlines copies of the
+common paths for routed fleets (tests/sim/test_routed.py): a change here goes there too.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-import numpy as np
-
 from sim.config import ServerConfig
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.kv import BlockPhases, KvLayout
+from sim.ledger import compensated_add
 from sim.schedulers import SCHEDULERS
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
@@ -145,16 +144,6 @@ class Engine:
         self._count_queued(j, 1)
         return True
 
-    def rejects(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
-        """Which jobs of these lengths (tokens) `enqueue` would reject (its two rules, on arrays)."""
-        held = n_in + n_out if self.reserve else n_in + n_out - 1
-        out: np.ndarray = held > self._fit
-        if not self.chunked:
-            out |= (n_in if self.reserve else held) > self.max_tokens
-        if not self._plain:
-            out |= self.scheduler.never_admitted(self, n_in, n_out)
-        return out
-
     def _count_queued(self, j: int, sign: int) -> None:
         """Add (sign 1) or remove (−1) job j in the queue's sums of n_in + n_out and of n_in."""
         n_in, n_out = self.jobs.n_in[j], self.jobs.n_out[j]
@@ -170,7 +159,7 @@ class Engine:
         """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
         if not self.B or self.partial is not None:
             return False
-        free = self.cap - self.used - self.phases.weights[-self.N % self._bs]  # `step_need`, inlined (per event)
+        free = self.cap - self.used - self.step_need()
         return free >= 0 and not (self.queue and self._head_fits(free))
 
     def _head_fits(self, free: int) -> bool:
@@ -223,11 +212,7 @@ class Engine:
     def run_span(self, steps: int) -> list[int]:
         """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
         self.used += self.phases.over(self.N, steps)
-        x = steps / self.B
-        total = self.share
-        v = total + x  # `compensated_add`, inlined: once per span (the simulator's hot path)
-        self.share_c += (total - v) + x if total >= x else (x - v) + total
-        self.share = v
+        self.share, self.share_c = compensated_add(self.share, self.share_c, steps / self.B)
         n = self.N = self.N + steps
         self.S += self.B * steps
         if self._sat and self._sat[0][0] <= n:
@@ -307,11 +292,7 @@ class Engine:
 
     def finish_step(self, work: Prefill) -> tuple[list[int], list[int]]:
         """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished)."""
-        x = 1.0 / (self.B + len(work))
-        total = self.share
-        v = total + x  # `compensated_add`, inlined: once per step (the simulator's hot path)
-        self.share_c += (total - v) + x if total >= x else (x - v) + total
-        self.share = v
+        self.share, self.share_c = compensated_add(self.share, self.share_c, 1.0 / (self.B + len(work)))
         n = self.N = self.N + 1
         self.S += self.B
         if self._sat and self._sat[0][0] <= n:
@@ -387,28 +368,16 @@ class Engine:
             self.phases.add(key, self.kv.full_units - weight)
 
     def _complete(self) -> list[int]:
-        heap, dec, n, out = self._heap, self.decoders, self.N, []
-        jobs, weights, order, units = self.jobs, self.phases.weights, self.order, self.units
-        n_in, n_out, reserve = jobs.n_in, jobs.n_out, self.reserve
-        share = self.share + self.share_c
+        """Decoders whose last step has run leave; returns them."""
+        heap, dec, n, out, jobs = self._heap, self.decoders, self.N, [], self.jobs
         while heap and heap[0][0] <= n:
             f, j = heapq.heappop(heap)
             entry = dec.get(j)
             if entry is None or entry[0] != f:
                 continue
-            del dec[j]  # `_stop_decoding` and `_finish`, inlined: once per request (the hot path)
-            _, key, weight = entry
-            weights[key] -= weight
-            self.phases.total -= weight
-            length = n_in[j] + n_out[j]
-            self.B -= 1
-            self.S -= length - (f - n)
-            self.fsum -= f
-            jobs.generated[j] = n_out[j]
-            del order[j]
-            self.used -= units(length if reserve else length - 1)
-            jobs.share[j] += share
-            jobs.status[j] = DONE
+            self._stop_decoding(j)
+            jobs.generated[j] = jobs.n_out[j]
+            self._finish(j, jobs.n_in[j] + jobs.n_out[j] - 1)
             out.append(j)
         return out
 

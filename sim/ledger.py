@@ -3,8 +3,8 @@
 Each event of the engine advances the clock by a span of one or more steps; the ledger sums the
 time (s) with Neumaier compensation, so that millions of spans keep the closed-form and the
 step-by-step modes equal to 1e-9, and keeps one row per span for power plots and steady-state
-windows. `sim.replay` inlines a copy of `advance` (its rows buffered; tests/sim/test_replay.py
-holds it to this bit for bit): a change here goes there too.
+windows. `sim.kernel.loop` compiles `advance` and `sim.routed` inlines a copy of it (both held to
+this bit for bit by tests/sim/kernel/test_loop.py and tests/sim/test_routed.py).
 """
 
 from __future__ import annotations
@@ -106,9 +106,7 @@ class Ledger:
         t, tc = self.t, self.tc
         self._f.extend((t + tc, dt, de, peak_w, kv_used))
         self._i.extend((steps, running, tokens))
-        v = t + dt  # `compensated_add`, inlined: once per span (the simulator's hot path)
-        self.tc = tc + ((t - v) + dt if t >= dt else (dt - v) + t)
-        self.t = v
+        self.t, self.tc = compensated_add(t, tc, dt)
         self.steps += steps
         self.step_avg += (1.0 - RECENT**steps) * (dt / steps - self.step_avg)
         if peak_w > self.peak_w:

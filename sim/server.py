@@ -205,7 +205,7 @@ class Server:
     def _next(self) -> None:
         """Start what comes next at the server's clock: a decode span, a mixed step or a wait."""
         e, ledger = self.engine, self.ledger
-        now = ledger.t + ledger.tc  # `Ledger.now`, inlined: once per event
+        now = ledger.now
         if self._fi < len(self._ftimes):
             self._pull(now)
         if e.can_span():

@@ -59,9 +59,9 @@ class AloneReplica:
     def __init__(self, server: Server) -> None:
         self.server = server
         e, kv, costs = server.engine, server.kv, server.costs
-        feed_t = np.frombuffer(server._ftimes, dtype=float) if len(server._ftimes) else np.zeros(0)
+        feed_t = np.asarray(server._ftimes, dtype=float)  # the feed's buffers, not copies
         fj = server._fjobs
-        feed_j = np.arange(fj.start, fj.stop, dtype=np.int64) if isinstance(fj, range) else np.frombuffer(fj, np.int64)
+        feed_j = np.arange(fj.start, fj.stop, dtype=np.int64) if isinstance(fj, range) else np.asarray(fj, np.int64)
         seqs = max(1, min(e.max_seqs, feed_j.size))
         settings: dict[str, Any] = {
             "cap": e.cap, "bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units,

@@ -6,9 +6,10 @@ an admission must leave free), with a frozen dataclass `Options` of its own sett
 (`server.scheduler_options`). The base class is vLLM-like: paged KV, the most recently admitted
 sequence preempted, preempted sequences back at the front of the queue, no admission headroom.
 
-A scheduler that keeps the base class's admission rule (`plain_admission`) runs in the fused
-loops (`sim.replay`, `sim.routed`); one with its own headroom runs in `Server._replay` and the
-SimPy process, which call the engine's methods and so its hooks.
+The compiled kernel (`sim.kernel`, for servers fed alone) runs the same hooks compiled, chosen by
+`kernel_settings` (`sim.kernel.hooks`). A scheduler that keeps the base class's admission rule
+(`plain_admission`) also runs in the routed fleet's loop (`sim.routed`); one with its own
+headroom runs routed fleets under SimPy, which calls the engine's methods and so its hooks.
 """
 
 from __future__ import annotations
@@ -78,6 +79,6 @@ class Scheduler:
 
     @classmethod
     def plain_admission(cls) -> bool:
-        """Whether admission is the base rule (no headroom, no reserve): the fused loops inline it."""
+        """Whether admission is the base rule (no headroom, no reserve): `sim.routed` inlines it."""
         own = (cls.headroom, cls.reserve, cls.never_admitted)
         return own == (Scheduler.headroom, Scheduler.reserve, Scheduler.never_admitted)

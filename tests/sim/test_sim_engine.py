@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from oracle.model import MemorySpec
@@ -211,16 +210,3 @@ def test_block_phases_sum_allocations_over_any_span():
     assert phases.steps_within(1, 2, 8) == 2
     phases.add(1, -7)
     assert phases.total == 4 and phases.at(3) == 0
-
-
-@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
-@pytest.mark.parametrize("chunked", [True, False])
-def test_rejects_names_the_jobs_enqueue_rejects(scheduler, chunked):
-    rng = np.random.default_rng(0)
-    jobs = JobTable(rng.integers(1, 90, 400), rng.integers(1, 90, 400))
-    config = ServerConfig(
-        scheduler=scheduler, block_size=4, max_batch_size=8, max_num_tokens=64, chunked_prefill=chunked
-    )
-    engine = Engine(jobs, config, flat_kv(120, 4))
-    accepted = np.array([engine.enqueue(j) for j in range(len(jobs))])
-    assert np.array_equal(engine.rejects(*jobs.lengths()), ~accepted) and not accepted.all()
