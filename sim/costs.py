@@ -9,8 +9,7 @@ part of a request's energy depends only on its own lengths (`sequence_energy_j`)
 running sum of 1/(sequences in the step) (`share`).
 
 `sim.kernel.costs` compiles the same formulas (the same float operations, so the same bits;
-tests/sim/kernel/test_costs.py) and `sim.routed` still inlines copies of `StepCosts.decode`,
-`mixed` and `steps_to_reach` (tests/sim/test_routed.py): a change here goes there too.
+tests/sim/kernel/test_costs.py): a change here goes there too.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g t
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
 
 The compiled kernel (`sim.kernel.rules`) runs these rules for servers fed alone, with the same
-results bit for bit (tests/sim/kernel/test_loop.py); `sim.routed` still inlines copies of the
-common paths for routed fleets (tests/sim/test_routed.py): a change here goes there too.
+results bit for bit (tests/sim/kernel/test_loop.py), and for routed fleets (`sim.kernel.fleet`,
+tests/sim/kernel/test_fleet.py); this class serves the SimPy process (dynamic policies,
+summaries, closed loops) and the exact-steps reference: a change here goes there too.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ class Engine:
         "N",
         "S",
         "_bs",
-        "_plain",
         "_fit",
         "_heap",
         "_sat",
@@ -94,7 +94,6 @@ class Engine:
         self.jobs, self.config, self.kv = jobs, config, kv
         cls = SCHEDULERS[config.scheduler]
         self.scheduler = cls(config.scheduler_settings())
-        self._plain = cls.plain_admission()
         chunked = config.chunked_prefill
         self.chunked = cls.chunked_prefill if chunked is None else chunked
         self.static = config.mode == "static"
@@ -136,7 +135,7 @@ class Engine:
         if not self.chunked and (n_in if self.reserve else need - 1) > self.max_tokens:
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_TOKEN_BUDGET
             return False
-        if not self._plain and self.scheduler.never_admitted(self, n_in, n_out):
+        if self.scheduler.never_admitted(self, n_in, n_out):
             jobs.status[j], jobs.reason[j] = REJECTED, REJECT_KV
             return False
         self.queue.append(j)
@@ -179,8 +178,6 @@ class Engine:
                 return False
             target = budget
         need = self.units(n_in + jobs.n_out[j] if self.reserve else target)
-        if self._plain:
-            return need <= free
         return need + self.scheduler.reserve(self, j, target) <= free - self.scheduler.headroom(self)
 
     def accepts_arrivals(self) -> bool:
@@ -202,8 +199,7 @@ class Engine:
                 heapq.heappop(sat)
             if sat and sat[0][0] - self.N < k:
                 k = sat[0][0] - self.N
-        if not self._plain:
-            k = min(k, self.scheduler.steady_steps(self))
+        k = min(k, self.scheduler.steady_steps(self))
         phases = self.phases
         if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
             return k  # the cache holds whole cycles of allocations past k
@@ -264,8 +260,8 @@ class Engine:
         jobs, q, order, cap, taken = self.jobs, self.queue, self.order, self.max_seqs, 0
         if self.static and order:
             return 0  # static batching: a batch forms only on an empty server
-        sched, plain = self.scheduler, self._plain
-        room = free if plain else free - sched.headroom(self)  # KV units admissions may take or set aside
+        sched = self.scheduler
+        room = free - sched.headroom(self)  # KV units admissions may take or set aside
         n_in, n_out, generated, units = jobs.n_in, jobs.n_out, jobs.generated, self.units
         share = self.share + self.share_c
         while q and len(order) < cap and budget > 0:
@@ -275,7 +271,7 @@ class Engine:
             if m < target and not self.chunked:
                 break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
             need = units(n_in[j] + n_out[j] if self.reserve else m)
-            aside = 0 if plain else sched.reserve(self, j, m)
+            aside = sched.reserve(self, j, m)
             if need + aside > room - taken:
                 break
             room -= aside

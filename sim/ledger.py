@@ -3,8 +3,7 @@
 Each event of the engine advances the clock by a span of one or more steps; the ledger sums the
 time (s) with Neumaier compensation, so that millions of spans keep the closed-form and the
 step-by-step modes equal to 1e-9, and keeps one row per span for power plots and steady-state
-windows. `sim.kernel.loop` compiles `advance` and `sim.routed` inlines a copy of it (both held to
-this bit for bit by tests/sim/kernel/test_loop.py and tests/sim/test_routed.py).
+windows. `sim.kernel.loop` compiles `advance` (held to it bit for bit by tests/sim/kernel).
 """
 
 from __future__ import annotations

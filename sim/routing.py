@@ -34,6 +34,7 @@ from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
+from sim.kernel.routers import ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
 from sim.registry import Registry
 from sim.server import Server
 
@@ -47,7 +48,7 @@ def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: in
     """
     own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
     busy_for = state.last_finish_steps if state.decoders else 0
-    return _added_energy_j(own, n_out, busy_for, _shared_above_idle_j(costs))
+    return _added_energy_j(own, n_out, busy_for, shared_above_idle_j(costs))
 
 
 def _added_energy_j(own_j: float, n_out: int, busy_for: int, shared_j: float) -> float:
@@ -56,7 +57,7 @@ def _added_energy_j(own_j: float, n_out: int, busy_for: int, shared_j: float) ->
     return own_j + max(0, n_out - busy_for) * shared_j
 
 
-def _shared_above_idle_j(costs: StepCosts) -> float:
+def shared_above_idle_j(costs: StepCosts) -> float:
     """Energy (J) of one step's shared cost above what the idle GPU would draw over it anyway."""
     return max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
 
@@ -166,8 +167,7 @@ class LoadIndex:
         self._trim()
 
     def _trim(self) -> None:
-        """With more stale heap entries than live ones by far, start the heap afresh (in place:
-        a caller may hold it, see `tracked`)."""
+        """With more stale heap entries than live ones by far, start the heap afresh."""
         heap, tokens = self._heap, self.tokens
         if len(heap) > 4 * len(tokens) + 64:
             heap[:] = [(w, i) for i, w in enumerate(tokens)]
@@ -178,18 +178,9 @@ class LoadIndex:
         heap, tokens = self._heap, self.tokens
         if self._changed:
             self.refresh()
-        elif len(heap) > 4 * len(tokens) + 64:  # (pushed to by a caller that tracks the tokens itself)
-            self._trim()
         while heap[0][0] != tokens[heap[0][1]]:
             heapq.heappop(heap)
         return self.servers[heap[0][1]]
-
-    def tracked(self) -> tuple[list[int], list[tuple[int, int]]] | None:
-        """For a caller that keeps the replicas' outstanding tokens itself (`sim.routed`): the
-        tokens by position, and the heap into which it pushes (tokens, position) whenever one
-        changes, instead of calling `on_change`; None for an index that also keeps the finish
-        order, which must be told through `on_change`."""
-        return None if self._by_finish else (self.tokens, self._heap)
 
 
 ROUTERS: Registry[type[Router]] = Registry("router")  # name → its class
@@ -199,13 +190,14 @@ register = ROUTERS.register
 class Router:
     """Picks a server for each request; `static` routers can also assign a whole trace.
 
-    `reads_step_time`: whether `pick` reads a replica's recent step time (`Ledger.step_avg`), which
-    `sim.routed.RoutedLoop` keeps up only for a router that reads it.
+    `kernel_code`: the router's compiled picks (`sim.kernel.routers`), which run a fleet with no
+    dynamic policy and no summaries in the compiled loop (`sim.kernel.fleet`); without one, the
+    fleet runs under SimPy.
     """
 
     name: str
     static = False
-    reads_step_time = False
+    kernel_code: int | None = None
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)
@@ -253,6 +245,7 @@ class LeastTokens(Router):
     """The replica with the least outstanding work (tokens)."""
 
     name = "least_tokens"
+    kernel_code = LEAST_TOKENS
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
@@ -268,6 +261,7 @@ class LengthAware(Router):
     """The first pool whose bounds admit the request, least tokens within it."""
 
     name = "length_aware"
+    kernel_code = LENGTH_AWARE
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
@@ -300,12 +294,12 @@ class EnergyAware(Router):
     """Least marginal energy among replicas whose estimated TTFT and TPOT meet the SLO."""
 
     name = "energy_aware"
-    reads_step_time = True
+    kernel_code = ENERGY_AWARE
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)
         self._groups = [
-            (group[0].costs, _shared_above_idle_j(group[0].costs), LoadIndex(group, by_finish=True))
+            (group[0].costs, shared_above_idle_j(group[0].costs), LoadIndex(group, by_finish=True))
             for group in self.by_pool
         ]
         self.load_indexes = [index for _, _, index in self._groups]

@@ -32,11 +32,10 @@ from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.fleet import Fleet
 from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
+from sim.kernel.replica import RoutedFleet, fleet_fits
 from sim.kv import replica_kv
 from sim.policies.base import Policy, Request, Shaping, unshaped
 from sim.records import RecordsFile, RecordsWriter, Requests
-from sim.routed import RoutedLoop
-from sim.routed import fits as routed_fits
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 from sim.spans import StreamedSpans
@@ -144,7 +143,7 @@ def simulate_fleet(
 def _run(
     env: simpy.Environment,
     servers: list[Server],
-    loop: RoutedLoop | None,
+    loop: RoutedFleet | None,
     horizon_s: float,
     writer: RecordsWriter | None,
     progress: bool,
@@ -267,12 +266,12 @@ def _wire(
     fleet: Fleet,
     policy: Policy,
     loop: tuple[int, np.ndarray] | None = None,
-) -> tuple[list[Server], RoutedLoop | None]:
+) -> tuple[list[Server], RoutedFleet | None]:
     """Build the servers and route arrivals to them (feeds, or a dispatcher and callbacks), and
     the plain loop that runs them instead of SimPy, if one can.
 
     Servers fed all their jobs run alone, ahead of the SimPy clock (`_replay_alone`). A router
-    that decides per arrival, with no dynamic policy and no summaries, runs in `RoutedLoop`. A
+    that decides per arrival, with no dynamic policy and no summaries, runs in `RoutedFleet`. A
     closed loop's (`loop`: clients, think times in s) clients send through the dispatcher.
     """
     replicas = _replicas(env, jobs, fleet)
@@ -287,8 +286,8 @@ def _wire(
             ids = np.flatnonzero(assigned == s.index)
             s.feed(arrival[ids], ids, alone=True)
         return replicas, None
-    if fixed and routed_fits(replicas):
-        return replicas, RoutedLoop(replicas, router, arrival, jobs)
+    if fixed and fleet_fits(replicas, router):
+        return replicas, RoutedFleet(replicas, router, arrival, jobs)
     servers = list(replicas)
     side = summaries = None
     if parents.size:

@@ -1,11 +1,14 @@
-"""The event loop of a replica fed all its jobs up front (`sim.server.Server.feed(alone=True)`).
+"""A replica's events, and the event loop of a replica fed all its jobs up front.
 
-Each event is a plain decode span (to the next completion, window saturation, KV shortage or
-arrival that could join), a step that prefills (or preempts), or an idle wait to the next
-arrival. The loop logs one span row per event in `r.rows_f` / `r.rows_i` (`sim.ledger.Ledger.advance`'s
-values) and moves the clock with Neumaier compensation. It returns at the end of the feed, after
-`events` events, when the span-row buffer holds `rows` rows, or when the preemption log may not
-hold another step's preemptions; the caller moves the buffers into the ledger and job table.
+An event is a plain decode span (to the next completion, window saturation, KV shortage or
+arrival that could join), a step that prefills (or preempts), or an idle wait for the next
+arrival. A span's steps run when it closes (`close_span`); a step is formed when it opens
+(`open_step`: admissions and preemptions happen then) and run when it closes (`close_step`).
+Closing logs one span row in `r.rows_f` / `r.rows_i` (`sim.ledger.Ledger.advance`'s values),
+moves the clock with Neumaier compensation and stamps first tokens and completions.
+
+`run_alone` runs the events of a replica fed alone (`sim.server.Server.feed(alone=True)`) as
+`Server._replay` does; `sim.kernel.fleet` runs a routed fleet's.
 """
 
 from __future__ import annotations
@@ -38,6 +41,41 @@ def _advance(r, dt, de, steps, peak_w, running, tokens):  # type: ignore[no-unty
 
 
 @njit(cache=True)
+def _stamp(r, first):  # type: ignore[no-untyped-def]
+    """Stamp the event's first tokens (the first `first` of `r.first`) and completions with the clock."""
+    t = r.t + r.tc
+    for i in range(first):
+        r.first_s[r.first[i]] = t
+    for i in range(r.ndone):
+        r.finish_s[r.done[i]] = t
+
+
+@njit(cache=True)
+def close_span(r, B, S, k):  # type: ignore[no-untyped-def]
+    """Run k plain decode steps of B decoders whose contexts summed to S (`Server._end_decode`)."""
+    dt, de, peak = costs.decode(r, B, S, k)
+    run_span(r, k)
+    _advance(r, dt, de, k, peak, B, B * k)
+    _stamp(r, 0)
+
+
+@njit(cache=True)
+def open_step(r, now):  # type: ignore[no-untyped-def]
+    """Form the next step at clock `now` (s); its time (s) and energy (J)."""
+    form_step(r, now)
+    return costs.mixed(r, r.B, r.S)
+
+
+@njit(cache=True)
+def close_step(r, dt, de):  # type: ignore[no-untyped-def]
+    """Run the step `open_step` formed, of time dt (s) and energy de (J) (`Server._end_mixed`)."""
+    B = r.B
+    finish_step(r)
+    _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled)
+    _stamp(r, r.nfirst)
+
+
+@njit(cache=True)
 def _span_steps(r, now):  # type: ignore[no-untyped-def]
     """Steps of the next decode span: to the engine's limit or the next arrival that could join."""
     k = span_limit(r)
@@ -50,9 +88,9 @@ def _span_steps(r, now):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
-    """Run up to `events` events of the feed (see the module docstring): (FINISHED or PAUSED,
-    the events left of `events`)."""
-    ft, fj, n = r.ft, r.fj, r.ft.size
+    """Run up to `events` events of the feed; returns (FINISHED or PAUSED, the events left). It
+    pauses early when `rows` span rows wait or the preemption log may not hold another step's."""
+    ft, n = r.ft, r.ft.size
     log_room = r.plog.shape[0] - r.work_j.size  # a step preempts fewer sequences than run
     while True:
         if events <= 0 or r.nrows >= rows or r.nlog > log_room:
@@ -60,30 +98,15 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
         events -= 1
         now = r.t + r.tc
         while r.fi < n and ft[r.fi] <= now:
-            enqueue(r, fj[r.fi])
+            enqueue(r, r.fj[r.fi])
             r.fi += 1
         if can_span(r):
-            B, S = r.B, r.S
-            k = _span_steps(r, now)
-            dt, de, peak = costs.decode(r, B, S, k)
-            run_span(r, k)
-            _advance(r, dt, de, k, peak, B, B * k)
-            first = 0
+            close_span(r, r.B, r.S, _span_steps(r, now))
         elif r.B or r.part_j >= 0 or r.qlen:
-            form_step(r, now)
-            B = r.B
-            dt, de = costs.mixed(r, B, r.S)
-            finish_step(r)
-            _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled)
-            first = r.nfirst
+            dt, de = open_step(r, now)
+            close_step(r, dt, de)
         elif r.fi < n:
             if ft[r.fi] > now:
                 r.t, r.tc = ft[r.fi], 0.0
-            continue
         else:
             return FINISHED, events
-        t = r.t + r.tc
-        for i in range(first):
-            r.first_s[r.first[i]] = t
-        for i in range(r.ndone):
-            r.finish_s[r.done[i]] = t

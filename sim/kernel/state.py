@@ -5,7 +5,10 @@ Neumaier compensation). A job belongs to one replica at a time, so the queue and
 list link jobs through two per-job arrays (`nxt`, `prv`), and a decoder's finish step, block
 phase and block weight are per-job arrays too (`dec_f` is −1 for a job that does not decode).
 The finish heap (`hf`, `hj`) and the window-saturation heap (`ss`, `sf`, `sj`) are lazy: an
-entry whose job no longer decodes with that finish step is stale and skipped.
+entry whose job no longer decodes with that finish step is stale and skipped. In a routed fleet
+(`sim.kernel.fleet`) the `w_*` fields hold the wait under way (`phase`: a decode span of `w_B`
+decoders whose contexts summed to `w_S` from clock `w_t0`, `w_k` steps; or a step of `w_dt` s and
+`w_de` J ending at `w_end`), `env_end` and `eid` its end on the event clock and its sequence number.
 """
 
 from __future__ import annotations
@@ -42,8 +45,22 @@ _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
     "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi", "sg_n0",
+    "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted",
 )  # fmt: skip
-_STATE_FLOATS = ("share", "share_c", "t", "tc", "step_avg", "peak_w", "sg_r0")
+_STATE_FLOATS = (
+    "share",
+    "share_c",
+    "t",
+    "tc",
+    "step_avg",
+    "peak_w",
+    "sg_r0",
+    "w_t0",
+    "w_dt",
+    "w_de",
+    "w_end",
+    "env_end",
+)
 _ARRAYS = (
     ("ct", A_f64), ("ce", A_f64), ("weights", A_i64), ("hf", A_i64), ("hj", A_i64), ("ss", A_i64),
     ("sf", A_i64), ("sj", A_i64), ("work_j", A_i64), ("work_m", A_i64), ("work_past", A_i64),
@@ -89,6 +106,9 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
+    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = 0
+    r.idle, r.eid = 1, -1
+    r.w_t0 = r.w_dt = r.w_de = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
     r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
     r.sg_r0 = r.sg_init
@@ -113,8 +133,8 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
 @njit(cache=True)
 def clock(r):  # type: ignore[no-untyped-def]
     """(clock s, its compensation, recent step time s, peak step power W, feed position,
-    preemptions, span rows and preemption-log rows waiting)."""
-    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.preemptions, r.nrows, r.nlog
+    preemptions, span rows and preemption-log rows waiting, idle)."""
+    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.preemptions, r.nrows, r.nlog, r.idle
 
 
 @njit(cache=True)

@@ -6,10 +6,9 @@ an admission must leave free), with a frozen dataclass `Options` of its own sett
 (`server.scheduler_options`). The base class is vLLM-like: paged KV, the most recently admitted
 sequence preempted, preempted sequences back at the front of the queue, no admission headroom.
 
-The compiled kernel (`sim.kernel`, for servers fed alone) runs the same hooks compiled, chosen by
-`kernel_settings` (`sim.kernel.hooks`). A scheduler that keeps the base class's admission rule
-(`plain_admission`) also runs in the routed fleet's loop (`sim.routed`); one with its own
-headroom runs routed fleets under SimPy, which calls the engine's methods and so its hooks.
+The compiled kernel (`sim.kernel`: servers fed alone and routed fleets) runs the same hooks
+compiled, chosen by `kernel_settings` (`sim.kernel.hooks`); the SimPy process and the
+exact-steps reference call these.
 """
 
 from __future__ import annotations
@@ -76,9 +75,3 @@ class Scheduler:
         """The compiled kernel's settings of this scheduler: its hook code (`sim.kernel.hooks`)
         and any of its own settings the hooks read (`sim.kernel.state`'s `sg_*` names)."""
         return {"hooks": BASE}
-
-    @classmethod
-    def plain_admission(cls) -> bool:
-        """Whether admission is the base rule (no headroom, no reserve): `sim.routed` inlines it."""
-        own = (cls.headroom, cls.reserve, cls.never_admitted)
-        return own == (Scheduler.headroom, Scheduler.reserve, Scheduler.never_admitted)

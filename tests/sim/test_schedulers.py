@@ -53,8 +53,14 @@ def test_register_refuses_a_second_scheduler_of_the_same_name():
             description = "a copy"
 
 
-def test_only_sglang_s_admission_is_not_the_plain_rule():
-    assert {name for name, cls in SCHEDULERS.items() if not cls.plain_admission()} == {"sglang"}
+def test_every_scheduler_names_its_compiled_hooks():
+    """A scheduler whose hooks differ from the base class's must name compiled ones of its own."""
+    from sim.kernel.hooks import BASE
+
+    for name, cls in SCHEDULERS.items():
+        own = any(getattr(cls, h) is not getattr(Scheduler, h) for h in ("victim", "headroom", "reserve"))
+        code = cls().kernel_settings()["hooks"]
+        assert (code != BASE) == own, name
 
 
 def test_sglang_s_ratio_falls_to_its_floor_resets_when_idle_and_follows_a_retraction():

@@ -1,4 +1,4 @@
-"""The routed fleet's plain loop (`sim.routed.RoutedLoop`) gives the SimPy run's results bit for bit."""
+"""The routed fleet's compiled loop (`sim.kernel.fleet`) gives the SimPy run's results bit for bit."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import traces
 from oracle.model import MemorySpec, Oracle
-from sim import routed
 from sim.config import ServerConfig, SloConfig
 from sim.fleet import Fleet, Pool
+from sim.kernel import replica
 from sim.run import SimResult, simulate_fleet
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
@@ -23,20 +23,19 @@ from tests.sim.kernel.test_loop import LAYOUTS, assert_same
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
 ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])
-FUSED = servers.filter(lambda s: SCHEDULERS[s.scheduler].plain_admission())  # what the routed loop runs
 DYADIC_T = (0.25, 0.0, 0.0, 0.125, 0.0, 0.0)  # step times (s) that fall on the arrivals' grid
 
 
 def both(requests: pd.DataFrame, fleet: Fleet, **kw: object) -> tuple[SimResult, SimResult]:
-    """The run in `RoutedLoop`, and the same run under SimPy; the first checked to be the loop's."""
+    """The run in `RoutedFleet`, and the same run under SimPy; the first checked to be the kernel's."""
     runs = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.routed.RoutedLoop.run", counted(routed.RoutedLoop.run, runs))
-        fused = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
-        assert runs, "the fleet did not run in RoutedLoop"
-        mp.setattr("sim.run.routed_fits", lambda servers: False)
+        mp.setattr("sim.kernel.replica.RoutedFleet.run", counted(replica.RoutedFleet.run, runs))
+        compiled = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
+        assert runs, "the fleet did not run in RoutedFleet"
+        mp.setattr("sim.run.fleet_fits", lambda servers, router: False)
         simpy_run = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
-    return fused, simpy_run
+    return compiled, simpy_run
 
 
 def counted(run, calls: list):  # type: ignore[no-untyped-def]
@@ -63,7 +62,7 @@ REQUESTS = st.lists(st.tuples(ARRIVALS, st.integers(1, 400), st.integers(1, 60))
 @SETTINGS
 @given(
     REQUESTS,
-    FUSED,
+    servers,
     ROUTERS,
     st.integers(2, 4),
     st.sampled_from([None, 60.0, 150.0]),
@@ -71,7 +70,7 @@ REQUESTS = st.lists(st.tuples(ARRIVALS, st.integers(1, 400), st.integers(1, 60))
     st.sampled_from([(2.0, 0.6), (30.0, 4.0)]),
     st.booleans(),
 )
-def test_the_routed_loop_replays_random_fleets_bit_for_bit(
+def test_the_compiled_fleet_replays_random_fleets_bit_for_bit(
     rows, server, router, replicas, limit_w, layout, slo, dyadic
 ):
     """Every router, scheduler and batching mode; preemptions, chunks, power limits, sliding
@@ -96,19 +95,19 @@ def busy() -> pd.DataFrame:
 
 @pytest.mark.parametrize("router", ["least_tokens", "energy_aware", "length_aware"])
 @pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
-def test_the_routed_loop_replays_a_small_cache_and_a_power_limit_bit_for_bit(llama, busy, router, scheduler):
+def test_the_compiled_fleet_replays_a_small_cache_and_a_power_limit_bit_for_bit(llama, busy, router, scheduler):
     """Preemptions on a small cache, and decode spans at a power limit low enough to throttle."""
     capped = dataclasses.replace(llama, power_limit_w=450.0)
     config = ServerConfig(scheduler=scheduler, kv_capacity_tokens=20_000)
     unchunked = "of 3,000 requests were rejected, never served: [0-9]+ prompt"  # prompts over the token budget
     with rejecting(None if SCHEDULERS[scheduler].chunked_prefill else unchunked):
-        fused, simpy_run = both(busy, fleet_of(capped, config, router, 4, SloConfig()))
-    assert_same(fused, simpy_run)
-    assert SCHEDULERS[scheduler].reserve_full or fused.requests["preemptions"].sum() > 0
-    assert any((s.span_peak_w[s.span_steps > 1] >= 450.0 * (1 - 1e-12)).any() for s in fused.servers)
+        compiled, simpy_run = both(busy, fleet_of(capped, config, router, 4, SloConfig()))
+    assert_same(compiled, simpy_run)
+    assert SCHEDULERS[scheduler].reserve_full or compiled.requests["preemptions"].sum() > 0
+    assert any((s.span_peak_w[s.span_steps > 1] >= 450.0 * (1 - 1e-12)).any() for s in compiled.servers)
 
 
-def test_the_routed_loop_replays_sliding_windows_bit_for_bit(busy):
+def test_the_compiled_fleet_replays_sliding_windows_bit_for_bit(busy):
     gemma = Oracle.load("gemma-2-9b_h100")
     assert gemma.memory is not None and gemma.memory.window_layers > 0
     long = busy.assign(n_in=busy["n_in"] * 4)  # contexts past the 4096-token window
@@ -116,69 +115,15 @@ def test_the_routed_loop_replays_sliding_windows_bit_for_bit(busy):
     assert_same(*both(long, fleet))
 
 
-def test_the_routed_loop_replays_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
+def test_the_compiled_fleet_replays_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
     """Records and span logs handed over every few spans: the same file, bins and fleet peak."""
     azure = traces.load("azure_chat").iloc[:6000]
     fleet = Fleet.single(llama, ServerConfig(), 8, "least_tokens")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("sim.run.DRAIN_SPANS", 2048)  # each of 8 ledgers hands over every 1024 spans
-        fused, simpy_run = both(azure, fleet, records_path=tmp_path / "a.parquet")
-    assert_same(fused, simpy_run)
-    assert all(s.span_bin_s > 0 for s in fused.servers) and fused.peak_power_w is not None
-
-
-@SETTINGS
-@given(REQUESTS, ROUTERS, st.integers(2, 3))
-def test_engines_hold_what_a_router_reads_between_events(rows, router, replicas):
-    """After each arrival is routed, every engine's load (what `LoadIndex` and `energy_aware`
-    read) is what the SimPy run has at that arrival: the picks are the same."""
-    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
-    config = ServerConfig(max_batch_size=3, kv_capacity_tokens=600)
-    fleet = fleet_of(oracle, config, router, replicas, SloConfig(ttft_s=2.0, tpot_s=0.6))
-    seen: list[list[tuple]] = [[], []]
-    for k, fits in enumerate((routed.fits, lambda servers: False)):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("sim.run.routed_fits", fits)
-            mp.setattr("sim.run.make_router", recording(seen[k]))
-            simulate_fleet(trace(sorted(rows)), fleet)
-    assert seen[0] == seen[1] and len(seen[0]) == len(rows)
-
-
-def recording(log: list):  # type: ignore[no-untyped-def]
-    """`make_router`, whose router logs every replica's load before each pick (and its recent
-    step time if the router reads it: the loop keeps it only then)."""
-    from sim.routing import make_router
-
-    def make(fleet, servers):  # type: ignore[no-untyped-def]
-        router = make_router(fleet, servers)
-        pick = router.pick
-
-        def logged(n_in, n_out):  # type: ignore[no-untyped-def]
-            log.append(tuple(_load(s, router.reads_step_time) for s in servers))
-            return pick(n_in, n_out)
-
-        router.pick = logged  # type: ignore[method-assign]
-        return router
-
-    return make
-
-
-def _load(s, step_time: bool) -> tuple:  # type: ignore[no-untyped-def]
-    e = s.engine
-    return (
-        e.B,
-        e.N,
-        e.S,
-        e.used,
-        e.pending,
-        e.fsum,
-        e.last_finish_steps,
-        e.queued_need,
-        e.queued_prompt,
-        len(e.queue),
-        len(e.order),
-        s.ledger.step_avg if step_time else None,
-    )
+        compiled, simpy_run = both(azure, fleet, records_path=tmp_path / "a.parquet")
+    assert_same(compiled, simpy_run)
+    assert all(s.span_bin_s > 0 for s in compiled.servers) and compiled.peak_power_w is not None
 
 
 def test_fits_only_the_plain_server_in_the_fast_mode(llama):
@@ -187,7 +132,7 @@ def test_fits_only_the_plain_server_in_the_fast_mode(llama):
     for config in (ServerConfig(exact_steps=True), ServerConfig(record_features=True)):
         runs: list = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("sim.routed.RoutedLoop.run", counted(routed.RoutedLoop.run, runs))
+            mp.setattr("sim.kernel.replica.RoutedFleet.run", counted(replica.RoutedFleet.run, runs))
             result = simulate_fleet(requests, Fleet.single(llama, config, 2, "least_tokens"))
         assert not runs and result.requests["completed"].all()
 
@@ -206,8 +151,8 @@ def test_an_arrival_at_a_step_end_joins_the_next_step_as_under_simpy():
     oracle = toy_oracle(DYADIC_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
     fleet = Fleet.single(oracle, ServerConfig(kv_capacity_tokens=10_000), 2, "least_tokens")
     requests = trace([(0.0, 1, 40), (0.0, 1, 100), (0.5, 1, 2), (1.0, 1, 40)])
-    fused, simpy_run = both(requests, fleet)
-    assert_same(fused, simpy_run)
-    assert fused.requests["server"].tolist() == [0, 1, 0, 0]
-    assert fused.requests["start_s"].tolist() == [0.0, 0.0, 0.625, 1.0]
-    assert fused.servers[0].span_running.tolist()[:4] == [1, 1, 2, 3]  # at 1.0 s: jobs 0 and 2, and 3's prefill
+    compiled, simpy_run = both(requests, fleet)
+    assert_same(compiled, simpy_run)
+    assert compiled.requests["server"].tolist() == [0, 1, 0, 0]
+    assert compiled.requests["start_s"].tolist() == [0.0, 0.0, 0.625, 1.0]
+    assert compiled.servers[0].span_running.tolist()[:4] == [1, 1, 2, 3]  # at 1.0 s: jobs 0 and 2, and 3's prefill

@@ -1,0 +1,104 @@
+"""Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.routing` says
+the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`
+or `ENERGY_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
+order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE = 1, 2, 3
+
+
+@njit(cache=True)
+def outstanding(r):  # type: ignore[no-untyped-def]
+    """Work left on a replica (tokens, `Engine.outstanding_tokens`)."""
+    return r.pending + r.fsum - r.B * r.N
+
+
+@njit(cache=True)
+def _least(reps, lo, hi):  # type: ignore[no-untyped-def]
+    """The replica in [lo, hi) with the least outstanding tokens (the first of equals)."""
+    best, best_w = lo, outstanding(reps[lo])
+    for k in range(lo + 1, hi):
+        w = outstanding(reps[k])
+        if w < best_w:
+            best, best_w = k, w
+    return best
+
+
+@njit(cache=True)
+def _sequence_cost(c, n_in, n_out):  # type: ignore[no-untyped-def]
+    """A request's own cost of one prefill chunk and its decode steps (`sim.costs.sequence_cost`)."""
+    k = n_out - 1
+    prefill = c[3] * 1 + c[4] * n_in + c[5] * n_in * (n_in + 1) / 2
+    decode = k * (c[1] + c[2] * n_in) + c[2] * k * (k + 1) / 2
+    return prefill + decode
+
+
+@njit(cache=True)
+def _tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-untyped-def]
+    """`sim.routing._tpot_s`: a decode step with this request added (s)."""
+    decode = c[0] + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
+    return max(decode, recent_step_s if decoders else 0.0)
+
+
+@njit(cache=True)
+def _ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_tokens):  # type: ignore[no-untyped-def]
+    """`sim.routing._ttft_s` (s); `max_num_tokens` 0 stands for none."""
+    step = c[0] + c[1] * decoders + c[2] * decode_ctx
+    tokens = queued_prompt + n_in
+    steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
+    seqs = queue_len + 1
+    return step * (1 + steps) + c[3] * seqs + c[4] * tokens + c[5] * n_in * (n_in + 1) / 2
+
+
+@njit(cache=True)
+def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
+    """`sim.routing._meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
+    c = r.ct
+    if _tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
+        return False
+    free_tokens = (r.cap - r.used) // (r.full + r.wunits) * r.bs
+    if r.max_seqs - r.olen - r.qlen < 1 or free_tokens < r.queued_need + n_in + n_out:
+        return math.inf <= f.ttft_s
+    return _ttft_s(c, r.B, r.S, r.qlen, r.queued_prompt, n_in, f.pool_tokens[p]) <= f.ttft_s
+
+
+@njit(cache=True)
+def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
+    """The replica that adds the least energy, then the least outstanding work, then the first,
+    among those meeting the SLO; least tokens if none does (`sim.routing.EnergyAware.pick`)."""
+    best, best_e, best_w = -1, 0.0, 0
+    for p in range(f.pool_lo.size):
+        lo, hi = f.pool_lo[p], f.pool_hi[p]
+        if _tpot_s(reps[lo].ct, 0, 0, 0.0, n_in) > f.tpot_s:
+            continue  # too slow on this GPU even alone
+        own = _sequence_cost(reps[lo].ce, n_in, n_out)
+        for k in range(lo, hi):
+            r = reps[k]
+            beyond = n_out - (r.fmax - r.N if r.B else 0)
+            e = own + (beyond if beyond > 0 else 0) * f.pool_shared_j[p]
+            w = outstanding(r)
+            if best >= 0 and (e > best_e or (e == best_e and w >= best_w)):
+                continue  # (k > best: an equal w loses to the earlier replica)
+            if _meets_slo(f, r, p, n_in, n_out):
+                best, best_e, best_w = k, e, w
+    return best if best >= 0 else _least(reps, 0, len(reps))
+
+
+@njit(cache=True)
+def pick(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
+    """The replica that takes a request of these lengths (tokens), now."""
+    if f.router == ENERGY_AWARE:
+        return _energy_aware(f, reps, n_in, n_out)
+    if f.router == LENGTH_AWARE:
+        last = f.pool_lo.size - 1
+        for p in range(last):
+            if (f.pool_in[p] < 0 or n_in <= f.pool_in[p]) and (f.pool_out[p] < 0 or n_out <= f.pool_out[p]):
+                return _least(reps, f.pool_lo[p], f.pool_hi[p])
+        return _least(reps, f.pool_lo[last], f.pool_hi[last])
+    return _least(reps, 0, len(reps))
