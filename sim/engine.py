@@ -91,18 +91,14 @@ class Engine:
     )
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
+        from sim.kernel.engine import settings  # it imports this package's schedulers
+
         self.jobs, self.config, self.kv = jobs, config, kv
-        cls = SCHEDULERS[config.scheduler]
-        self.scheduler = cls(config.scheduler_settings())
-        chunked = config.chunked_prefill
-        self.chunked = cls.chunked_prefill if chunked is None else chunked
-        self.static = config.mode == "static"
-        self.max_tokens = config.max_num_tokens or 1 << 62
-        self.max_seqs = config.max_batch_size
-        self.reserve = cls.reserve_full
-        self.cap = kv.capacity_units
+        self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
+        s = settings(self.scheduler, config, kv)
+        self.chunked, self.static, self.reserve = bool(s["chunked"]), bool(s["static"]), bool(s["reserve"])
+        self.max_tokens, self.max_seqs, self.cap, self._fit = s["max_tokens"], s["max_seqs"], s["cap"], s["fit"]
         self.units = kv.units_fn()  # KV units of a sequence holding `tokens` tokens
-        self._fit = kv.max_tokens(kv.capacity_units)  # the longest sequence the cache holds (tokens)
         self._bs = kv.block_size
         self.queue: deque[int] = deque()
         self.order: dict[int, None] = {}  # running sequences (decoders and a prompt mid-prefill), admission order
@@ -179,6 +175,20 @@ class Engine:
             target = budget
         need = self.units(n_in + jobs.n_out[j] if self.reserve else target)
         return need + self.scheduler.reserve(self, j, target) <= free - self.scheduler.headroom(self)
+
+    @property
+    def queue_len(self) -> int:
+        """Queued jobs."""
+        return len(self.queue)
+
+    @property
+    def running(self) -> int:
+        """Running sequences (decoders and a prompt mid-prefill)."""
+        return len(self.order)
+
+    def busy(self) -> bool:
+        """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
+        return bool(self.B or self.partial is not None or self.queue)
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step (the queue is empty and a slot is free)."""

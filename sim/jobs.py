@@ -104,6 +104,7 @@ class JobTable:
         self.extra_prefill_pairs = Counts()  # their causal attention pairs
         self.recomputed_steps = Counts()  # decode steps a re-prefill replaced
         self.recomputed_ctx = Counts()  # Σ the contexts of those decode steps
+        self.kernel_links: tuple[np.ndarray, ...] | None = None  # the compiled kernel's (`sim.kernel.engine.job_links`)
 
     def __len__(self) -> int:
         return len(self.n_in)

@@ -347,8 +347,8 @@ def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float
     e, c = s.engine, costs.time_s
     if _tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
         return False
-    cfg, queue_len = s.config, len(e.queue)
-    if cfg.max_batch_size - len(e.order) - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
+    cfg, queue_len = s.config, e.queue_len
+    if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
         return math.inf <= ttft_s
     return _ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens) <= ttft_s
 

@@ -32,6 +32,7 @@ from sim.config import ServerConfig
 from sim.costs import StepCosts, mixed_step, prefill_sums
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
+from sim.kernel.engine import KernelEngine
 from sim.kernel.replica import AloneReplica, fits
 from sim.kv import KvLayout
 from sim.ledger import Ledger, ServerStats
@@ -63,7 +64,11 @@ class Server:
         self.env, self.costs, self.config, self.jobs = env, costs, config, jobs
         self.index, self.name, self.pool = index, name, pool
         self.kv = kv
-        self.engine = Engine(jobs, config, kv)
+        # the step-by-step reference (exact steps, recorded features) or the compiled kernel's rules
+        exact = config.exact_steps or config.record_features
+        self.engine: Engine | KernelEngine = (
+            Engine(jobs, config, kv) if exact else KernelEngine(jobs, config, kv, costs)
+        )
         self.ledger = Ledger()
         self.on_finish, self.on_reject = on_finish, on_reject
         self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
@@ -150,8 +155,8 @@ class Server:
         """Snapshot for policies and routers, as of the last step boundary."""
         e = self.engine
         return ServerState(
-            len(e.queue),
-            len(e.order),
+            e.queue_len,
+            e.running,
             self.kv_free_tokens(),
             decoders=e.B,
             decode_ctx=e.S,
@@ -217,7 +222,7 @@ class Server:
             self._phase = _DECODE
             self._span = (B, S, now, k)
             self._sleep(now + self.costs.span_s(B, S, k))
-        elif e.B or e.partial is not None or e.queue:
+        elif e.busy():
             self._start_mixed(e.form_step(now))
         else:
             self._start_idle()
@@ -252,7 +257,7 @@ class Server:
             if can_span():
                 B, S = e.B, e.S
                 end_decode(B, S, 1 if exact else span_steps(B, S, now))
-            elif e.B or e.partial is not None or e.queue:
+            elif e.busy():
                 work = e.form_step(now)
                 self._end_mixed(work, *self._mixed_cost(work))
             elif fi < n:
@@ -385,6 +390,7 @@ class Server:
 
     def _check_kv(self) -> None:
         e = self.engine
+        assert isinstance(e, Engine)
         assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
 
     def _emit(self, first: list[int], done: list[int]) -> None:
@@ -401,6 +407,7 @@ class Server:
     def _exact_step(self, work: Prefill) -> tuple[float, float]:
         """Features of the coming step from each sequence's own state; charges each its energy."""
         jobs, e, ce = self.jobs, self.engine, self.costs.energy_j
+        assert isinstance(e, Engine)
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
         assert ctx == e.S, "incremental context sum diverged from the explicit one"

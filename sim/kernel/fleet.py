@@ -20,8 +20,9 @@ from numba.experimental import structref
 
 from sim.kernel import costs
 from sim.kernel.loop import FINISHED, PAUSED, close_span, close_step, open_step
-from sim.kernel.routers import pick
+from sim.kernel.routers import note, pick
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, span_limit
+from sim.kernel.state import log_full
 
 IDLE, DECODE, MIXED = 0, 1, 2  # what a replica's wait ends (`sim.server`'s phases)
 
@@ -33,7 +34,8 @@ _FIELDS = [
     ("he", types.int64[::1]), ("hr", types.int64[::1]), ("woken", types.int64[::1]), ("woken_at", types.float64[::1]),
     ("pool_lo", types.int64[::1]), ("pool_hi", types.int64[::1]), ("pool_in", types.int64[::1]),
     ("pool_out", types.int64[::1]), ("pool_tokens", types.int64[::1]), ("pool_shared_j", types.float64[::1]),
-    ("rooms", types.int64[::1]), ("live", types.int64[::1]),
+    ("rooms", types.int64[::1]), ("live", types.int64[::1]), ("load", types.int64[::1]),
+    ("finish", types.int64[::1]),
 ]  # fmt: skip
 
 
@@ -67,6 +69,7 @@ def new_fleet(router, times, server_of, replicas, pools, ttft_s, tpot_s):  # typ
     f.woken, f.woken_at = np.zeros(replicas, np.int64), np.zeros(replicas)
     f.rooms = np.ones(replicas, np.int64)
     f.live = np.full(replicas, -1, np.int64)  # the sequence number of each replica's wait (-1: idle)
+    f.load, f.finish = np.zeros(replicas, np.int64), np.zeros(replicas, np.int64)  # (`routers.note`)
     f.eid = 1  # 0 is the first arrival's (`_Dispatcher`'s timeout(0))
     return f
 
@@ -170,6 +173,7 @@ def _ring(f, r, k, env_now):  # type: ignore[no-untyped-def]
     else:
         close_step(r, r.w_dt, r.w_de)
     _next(f, r, k, env_now)
+    note(f, r, k)
 
 
 @njit(cache=True)
@@ -200,7 +204,9 @@ def _arrive(f, reps):  # type: ignore[no-untyped-def]
         r = reps[k]
         f.server_of[j] = k
         room = accepts_arrivals(r)
-        if enqueue(r, j) and not r.interrupted:
+        accepted = enqueue(r, j)
+        note(f, r, k)
+        if accepted and not r.interrupted:
             r.interrupted = 1 if r.idle or room else 0
             if r.interrupted:
                 f.woken[f.nwoken], f.woken_at[f.nwoken] = k, times[j]
@@ -212,10 +218,21 @@ def _arrive(f, reps):  # type: ignore[no-untyped-def]
         f.eid += 1
     else:
         f.has_arrival = 0
+    full = False
     for w in range(f.nwoken):
         k = f.woken[w]
-        _wake(f, reps[k], k, f.woken_at[w], now)
+        r = reps[k]
+        _wake(f, r, k, f.woken_at[w], now)
+        note(f, r, k)
+        full |= _full(f, r, k)
     f.nwoken = 0
+    return full
+
+
+@njit(cache=True, inline="always")
+def _full(f, r, k):  # type: ignore[no-untyped-def]
+    """Whether replica k's span rows reached its room or its preemption log may not hold another step's."""
+    return r.nrows >= f.rooms[k] or log_full(r)
 
 
 @njit(cache=True)
@@ -224,21 +241,21 @@ def run_fleet(f, reps, instants):  # type: ignore[no-untyped-def]
     span rows reach `f.rooms` or its preemption log may not hold another step's; FINISHED at
     the last event."""
     while True:
-        for k in range(len(reps)):
-            r = reps[k]
-            if r.nrows >= f.rooms[k] or r.nlog > r.plog.shape[0] - r.work_j.size:
-                return PAUSED
         while f.hn and f.he[0] != f.live[f.hr[0]]:
             _pop(f)  # a wait a wake-up superseded
         if f.hn and (not f.has_arrival or _before(f.hk[0], f.he[0], f.arr_env, f.arr_eid)):
             t, k = f.hk[0], f.hr[0]
             _pop(f)
             f.now = t
-            _ring(f, reps[k], k, t)
+            r = reps[k]
+            _ring(f, r, k, t)
+            if _full(f, r, k):
+                return PAUSED
         elif f.has_arrival:
             if instants <= 0:
                 return PAUSED
             instants -= 1
-            _arrive(f, reps)
+            if _arrive(f, reps):
+                return PAUSED
         else:
             return FINISHED

@@ -19,6 +19,7 @@ from numba import njit
 
 from sim.kernel import costs
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, finish_step, form_step, run_span, span_limit
+from sim.kernel.state import log_full
 from sim.ledger import RECENT
 
 PAUSED, FINISHED = 0, 1
@@ -91,9 +92,8 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
     """Run up to `events` events of the feed; returns (FINISHED or PAUSED, the events left). It
     pauses early when `rows` span rows wait or the preemption log may not hold another step's."""
     ft, n = r.ft, r.ft.size
-    log_room = r.plog.shape[0] - r.work_j.size  # a step preempts fewer sequences than run
     while True:
-        if events <= 0 or r.nrows >= rows or r.nlog > log_room:
+        if events <= 0 or r.nrows >= rows or log_full(r):
             return PAUSED, events
         events -= 1
         now = r.t + r.tc

@@ -1,11 +1,11 @@
 """The Python side of the kernel: servers run by compiled loops, their results moved back.
 
 `AloneReplica` runs a `sim.server.Server` fed alone (`sim.kernel.loop.run_alone`); `RoutedFleet`
-runs a fleet whose router decides per arrival (`sim.kernel.fleet.run_fleet`). Each builds a
-compiled `Replica` per server from its engine settings, scheduler, step costs and feed, and
-after each run moves what the kernel buffered into the Python objects (`drain`): span rows into
+runs a fleet whose router decides per arrival (`sim.kernel.fleet.run_fleet`). Each runs the
+compiled `Replica` of each server's engine (`sim.kernel.engine.KernelEngine`), and after each run
+moves what the kernel buffered into the Python objects (`drain`): span rows and the clock into
 the server's `Ledger` (handing the log over when it is due), preemption counters into the
-`JobTable`, and the counters a caller reads back into the `Engine`.
+`JobTable`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from numba import typed
 
 from sim.jobs import JobTable
 from sim.kernel import CACHE_DIR, state
+from sim.kernel.engine import KernelEngine, take_log
 from sim.kernel.fleet import FINISHED as FLEET_DONE
 from sim.kernel.fleet import new_fleet, now_s, run_fleet
 from sim.kernel.loop import FINISHED, run_alone
@@ -59,50 +60,6 @@ def _fast(server: Server) -> bool:
     return not (server._exact or server._record) and server.on_finish is None and server.on_reject is None
 
 
-def job_links(jobs: JobTable) -> tuple[np.ndarray, ...]:
-    """The per-job arrays the kernel links jobs through (nxt, prv, dec_f, dec_key, dec_w), one set
-    per job table, shared by its replicas (a job is in one replica at a time): 24 bytes a job."""
-    links = _links.get(jobs)
-    if links is None:
-        n = len(jobs)
-        i32 = np.full(n, -1, np.int32)
-        links = _links[jobs] = (i32, i32.copy(), np.full(n, -1, np.int64), np.zeros(n, np.int32), np.zeros(n, np.int32))
-    return links
-
-
-def job_columns(jobs: JobTable) -> tuple[np.ndarray, ...]:
-    """The job table's columns the kernel reads and writes, as numpy views of its buffers."""
-    as32 = [np.frombuffer(a, dtype=np.int32) for a in (jobs.n_in, jobs.n_out, jobs.generated)]
-    return (*as32, jobs.share, jobs.status, jobs.reason, jobs.first_s, jobs.finish_s, jobs.admit_s, jobs.chunks)
-
-
-def build(server: Server, feed_t: np.ndarray, feed_j: np.ndarray, jobs: int) -> state.Replica:
-    """The compiled replica of a server, fed `feed_j` at `feed_t` (s), serving up to `jobs` jobs."""
-    e, kv, costs = server.engine, server.kv, server.costs
-    seqs = max(1, min(e.max_seqs, jobs))
-    settings: dict[str, Any] = {
-        "cap": e.cap, "bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units,
-        "wblocks": kv.window_blocks, "fit": e._fit, "max_seqs": e.max_seqs, "max_tokens": e.max_tokens,
-        "chunked": e.chunked, "reserve": e.reserve, "static": e.static,
-        "requeue_front": e.scheduler.requeue_front, "admit_after": e.scheduler.admit_after_preemption,
-        "has_limit": costs.power_limit_w is not None, "limit": costs.power_limit_w or 0.0,
-        **e.scheduler.kernel_settings(),
-    }  # fmt: skip
-    return state.new_replica(
-        np.array([int(settings.get(k, 0)) for k in state.INT_SETTINGS], dtype=np.int64),
-        np.array([float(settings.get(k, 0.0)) for k in state.FLOAT_SETTINGS]),
-        np.array(costs.time_s, dtype=float),
-        np.array(costs.energy_j, dtype=float),
-        seqs,
-        2 * seqs + 2,
-        SPAN_ROWS,
-        job_columns(server.jobs),
-        job_links(server.jobs),
-        feed_t,
-        feed_j,
-    )
-
-
 def room(server: Server) -> int:
     """Span rows the kernel may buffer for the server before they move to its ledger: fewer than
     `SPAN_ROWS` when the ledger hands its log over sooner (`Ledger.hand_over`), so that the
@@ -114,20 +71,10 @@ def room(server: Server) -> int:
 def drain(server: Server, r: state.Replica) -> bool:
     """Move the kernel's buffers into the server's ledger, the job table and the engine; whether
     its ledger's log is due to be handed over (the caller hands it over once all are drained)."""
-    t, tc, step_avg, peak_w, fi, _, nrows, nlog, idle = state.clock(r)
-    rows_f, rows_i, plog = state.buffers(r)
-    ledger, jobs = server.ledger, server.jobs
-    for j, kind, tokens in plog[:nlog].tolist():
-        if kind == state.DECODER:
-            jobs.extra_prefill_tokens[j] += tokens
-            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
-            jobs.recomputed_steps[j] += 1
-            jobs.recomputed_ctx[j] += tokens
-        elif kind == state.PARTIAL:
-            jobs.extra_prefill_tokens[j] += tokens
-            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
-        else:
-            jobs.preemptions[j] += 1
+    t, tc, step_avg, peak_w, fi, _, nrows, _, idle = state.clock(r)
+    rows_f, rows_i, _ = state.buffers(r)
+    ledger = server.ledger
+    take_log(server.jobs, r)
     if nrows:
         ledger._f.frombytes(rows_f[:nrows].tobytes())
         ledger._i.frombytes(rows_i[:nrows].tobytes())
@@ -135,8 +82,6 @@ def drain(server: Server, r: state.Replica) -> bool:
     state.taken(r)
     ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
     server._fi, server._idle = fi, bool(idle)
-    for name, value in zip(state.COUNTERS, state.counters(r), strict=True):
-        setattr(server.engine, name, value)
     return len(ledger._i) >= ledger._full
 
 
@@ -148,7 +93,8 @@ class AloneReplica:
         feed_t = np.asarray(server._ftimes, dtype=float)  # the feed's buffers, not copies
         fj = server._fjobs
         feed_j = np.arange(fj.start, fj.stop, dtype=np.int64) if isinstance(fj, range) else np.asarray(fj, np.int64)
-        self.r = build(server, feed_t, feed_j, feed_j.size)
+        self.r = _replica(server)
+        state.set_feed(self.r, feed_t, feed_j)
 
     def run(self, events: int) -> bool:
         """Run up to `events` events; whether the feed is done."""
@@ -171,8 +117,7 @@ class RoutedFleet:
         from sim.routing import shared_above_idle_j  # it imports sim.server
 
         self.servers = list(servers)
-        empty_t, empty_j = np.zeros(0), np.zeros(0, np.int64)
-        self.reps = typed.List([build(s, empty_t, empty_j, len(jobs)) for s in self.servers])
+        self.reps = typed.List([_replica(s) for s in self.servers])
         fleet = router.fleet
         names = [s.pool for s in self.servers]
         lo = np.array([names.index(p.name) for p in fleet.pools], dtype=np.int64)
@@ -217,6 +162,12 @@ def state_rooms(f: Any) -> np.ndarray:
     from sim.kernel.fleet import rooms_of
 
     return rooms_of(f)  # type: ignore[no-any-return]
+
+
+def _replica(server: Server) -> state.Replica:
+    """The compiled replica of a server in the fast mode (its engine's)."""
+    assert isinstance(server.engine, KernelEngine), "the exact-steps reference has no compiled replica"
+    return server.engine.r
 
 
 def _compiling(loop: Any, *args: Any) -> Any:

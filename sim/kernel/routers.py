@@ -1,7 +1,9 @@
 """Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.routing` says
 the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`
 or `ENERGY_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
-order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`.
+order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`. The fleet keeps each
+replica's outstanding tokens (`f.load`) and steps until its last decoder finishes (`f.finish`)
+up to date (`note`), so that a pick scans two arrays and reads a replica only to check its SLO.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE = 1, 2, 3
 
 
 @njit(cache=True)
-def outstanding(r):  # type: ignore[no-untyped-def]
-    """Work left on a replica (tokens, `Engine.outstanding_tokens`)."""
-    return r.pending + r.fsum - r.B * r.N
+def note(f, r, k):  # type: ignore[no-untyped-def]
+    """Replica k (r) changed: keep its load and finish steps for the picks."""
+    f.load[k] = r.pending + r.fsum - r.B * r.N
+    f.finish[k] = r.fmax - r.N if r.B else 0
 
 
 @njit(cache=True)
-def _least(reps, lo, hi):  # type: ignore[no-untyped-def]
+def _least(f, lo, hi):  # type: ignore[no-untyped-def]
     """The replica in [lo, hi) with the least outstanding tokens (the first of equals)."""
-    best, best_w = lo, outstanding(reps[lo])
+    load = f.load
+    best, best_w = lo, load[lo]
     for k in range(lo + 1, hi):
-        w = outstanding(reps[k])
-        if w < best_w:
-            best, best_w = k, w
+        if load[k] < best_w:
+            best, best_w = k, load[k]
     return best
 
 
@@ -78,16 +81,16 @@ def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
         if _tpot_s(reps[lo].ct, 0, 0, 0.0, n_in) > f.tpot_s:
             continue  # too slow on this GPU even alone
         own = _sequence_cost(reps[lo].ce, n_in, n_out)
+        shared = f.pool_shared_j[p]
         for k in range(lo, hi):
-            r = reps[k]
-            beyond = n_out - (r.fmax - r.N if r.B else 0)
-            e = own + (beyond if beyond > 0 else 0) * f.pool_shared_j[p]
-            w = outstanding(r)
+            beyond = n_out - f.finish[k]
+            e = own + (beyond if beyond > 0 else 0) * shared
+            w = f.load[k]
             if best >= 0 and (e > best_e or (e == best_e and w >= best_w)):
                 continue  # (k > best: an equal w loses to the earlier replica)
-            if _meets_slo(f, r, p, n_in, n_out):
+            if _meets_slo(f, reps[k], p, n_in, n_out):
                 best, best_e, best_w = k, e, w
-    return best if best >= 0 else _least(reps, 0, len(reps))
+    return best if best >= 0 else _least(f, 0, f.load.size)
 
 
 @njit(cache=True)
@@ -99,6 +102,6 @@ def pick(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
         last = f.pool_lo.size - 1
         for p in range(last):
             if (f.pool_in[p] < 0 or n_in <= f.pool_in[p]) and (f.pool_out[p] < 0 or n_out <= f.pool_out[p]):
-                return _least(reps, f.pool_lo[p], f.pool_hi[p])
-        return _least(reps, f.pool_lo[last], f.pool_hi[last])
-    return _least(reps, 0, len(reps))
+                return _least(f, f.pool_lo[p], f.pool_hi[p])
+        return _least(f, f.pool_lo[last], f.pool_hi[last])
+    return _least(f, 0, f.load.size)

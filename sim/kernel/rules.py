@@ -88,6 +88,12 @@ def _head_fits(r, free):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def busy(r):  # type: ignore[no-untyped-def]
+    """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
+    return r.B > 0 or r.part_j >= 0 or r.qlen > 0
+
+
+@njit(cache=True)
 def can_span(r):  # type: ignore[no-untyped-def]
     """Whether the next step is a plain decode of the running decoders (nothing else changes)."""
     if not r.B or r.part_j >= 0:

@@ -142,14 +142,27 @@ def counters(r):  # type: ignore[no-untyped-def]
     """The engine counters `sim.engine.Engine` keeps under the same names."""
     return (
         r.B, r.N, r.S, r.used, r.pending, r.queued_need, r.queued_prompt, r.fsum, r.fmax, r.share,
-        r.share_c, r.preemptions, r.prefilled,
+        r.share_c, r.preemptions, r.prefilled, r.qlen, r.olen,
     )  # fmt: skip
 
 
 COUNTERS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "share", "share_c",
-    "preemptions", "prefilled",
+    "preemptions", "prefilled", "queue_len", "running",
 )  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def log_full(r):  # type: ignore[no-untyped-def]
+    """Whether the preemption log may not hold another step's: a step preempts at most every
+    running sequence, logging two rows each (`sim.kernel.rules._requeue` and the preemption)."""
+    return r.nlog > r.plog.shape[0] - 2 * r.work_j.size
+
+
+@njit(cache=True)
+def set_feed(r, feed_t, feed_j):  # type: ignore[no-untyped-def]
+    """Jobs `feed_j` arriving at `feed_t` (s, sorted): all the replica's jobs (`run_alone`)."""
+    r.ft, r.fj, r.fi = feed_t, feed_j, 0
 
 
 @njit(cache=True)

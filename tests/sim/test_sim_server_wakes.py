@@ -56,7 +56,7 @@ class InterruptedServer(Server):
             self._pull(self.ledger.now)
             if e.can_span():
                 yield from self._decode()
-            elif e.B or e.partial is not None or e.queue:
+            elif e.busy():
                 yield from self._mixed(e.form_step(self.ledger.now))
             else:
                 yield from self._wait_idle()

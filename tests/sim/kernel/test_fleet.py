@@ -1,4 +1,5 @@
-"""The routed fleet's compiled loop (`sim.kernel.fleet`) gives the SimPy run's results bit for bit."""
+"""The routed fleet's compiled loop (`sim.kernel.fleet`) gives the SimPy run's results bit for bit, that run
+on the step-by-step Python `sim.engine.Engine`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sim.kernel import replica
 from sim.run import SimResult, simulate_fleet
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
-from tests.sim.kernel.test_loop import LAYOUTS, assert_same
+from tests.sim.kernel.test_loop import LAYOUTS, assert_same, general_loop
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
 ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])
@@ -33,7 +34,7 @@ def both(requests: pd.DataFrame, fleet: Fleet, **kw: object) -> tuple[SimResult,
         mp.setattr("sim.kernel.replica.RoutedFleet.run", counted(replica.RoutedFleet.run, runs))
         compiled = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
         assert runs, "the fleet did not run in RoutedFleet"
-        mp.setattr("sim.run.fleet_fits", lambda servers, router: False)
+        general_loop(mp)
         simpy_run = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
     return compiled, simpy_run
 

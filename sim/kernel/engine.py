@@ -1,0 +1,196 @@
+"""`KernelEngine`: `sim.engine.Engine`'s interface over a compiled `Replica`, so that the SimPy
+process (`sim.server.Server` in the fast mode: dynamic policies, summaries, closed loops, users'
+own SimPy processes) runs the kernel's rules, not copies of them. Each call is one compiled
+call; `sim.engine.Engine` stays as the step-by-step reference (the exact-steps mode).
+
+The same `Replica` serves the compiled loops when its server is fed alone (`sim.kernel.replica`)
+or routed (`sim.kernel.fleet`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from sim.config import ServerConfig
+from sim.costs import StepCosts
+from sim.jobs import JobTable
+from sim.kernel import rules, state
+from sim.kv import KvLayout
+from sim.schedulers import SCHEDULERS
+from sim.schedulers.base import Scheduler
+
+SPAN_ROWS = 1024  # span rows a replica buffers in the compiled loops before they move to its ledger
+
+
+def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[str, Any]:
+    """A replica's engine settings, resolved from its config and scheduler (`Engine` reads the same)."""
+    cls = type(scheduler)
+    return {
+        "cap": kv.capacity_units,
+        "fit": kv.max_tokens(kv.capacity_units),  # the longest sequence the cache holds (tokens)
+        "max_seqs": config.max_batch_size,
+        "max_tokens": config.max_num_tokens or 1 << 62,
+        "chunked": cls.chunked_prefill if config.chunked_prefill is None else config.chunked_prefill,
+        "reserve": cls.reserve_full,
+        "static": config.mode == "static",
+        "requeue_front": cls.requeue_front,
+        "admit_after": cls.admit_after_preemption,
+    }
+
+
+class KernelEngine:
+    """A replica's batch and KV state in a compiled `Replica` (`r`), with `Engine`'s methods."""
+
+    def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout, costs: StepCosts) -> None:
+        self.jobs, self.config, self.kv = jobs, config, kv
+        self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
+        s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
+        s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
+        s |= {"has_limit": costs.power_limit_w is not None, "limit": costs.power_limit_w or 0.0}
+        self.static, self.max_seqs = bool(s["static"]), int(s["max_seqs"])
+        seqs = max(1, min(config.max_batch_size, len(jobs)))
+        self.r = state.new_replica(
+            np.array([int(s.get(k, 0)) for k in state.INT_SETTINGS], dtype=np.int64),
+            np.array([float(s.get(k, 0.0)) for k in state.FLOAT_SETTINGS]),
+            np.array(costs.time_s, dtype=float),
+            np.array(costs.energy_j, dtype=float),
+            seqs,
+            4 * seqs + 4,  # preemption-log rows (`state.log_full`)
+            SPAN_ROWS,
+            job_columns(jobs),
+            job_links(jobs),
+            np.zeros(0),
+            np.zeros(0, np.int64),
+        )
+
+    # --- Engine's methods ----------------------------------------------------------------
+    def enqueue(self, j: int) -> bool:
+        """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
+        return bool(rules.enqueue(self.r, j))
+
+    def can_span(self) -> bool:
+        """Whether the next step is a plain decode of the running decoders."""
+        return bool(rules.can_span(self.r))
+
+    def accepts_arrivals(self) -> bool:
+        """Whether an arrival now could join the next step."""
+        return bool(rules.accepts_arrivals(self.r))
+
+    def span_limit(self) -> int:
+        """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
+        return int(rules.span_limit(self.r))
+
+    def run_span(self, steps: int) -> list[int]:
+        """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
+        rules.run_span(self.r, steps)
+        return _done(self.r).tolist()  # type: ignore[no-any-return]
+
+    def form_step(self, now_s: float) -> list[tuple[int, int, int]]:
+        """Schedule the next step; returns its prefill work (job, chunk tokens, tokens computed)."""
+        rules.form_step(self.r, now_s)
+        take_log(self.jobs, self.r)
+        j, m, past = _work(self.r)
+        return list(zip(j.tolist(), m.tolist(), past.tolist(), strict=True))
+
+    def finish_step(self, work: list[tuple[int, int, int]]) -> tuple[list[int], list[int]]:
+        """Close the step `form_step` formed (its `work`): (first tokens, finished)."""
+        rules.finish_step(self.r)
+        first, done = _first_done(self.r)
+        return first.tolist(), done.tolist()
+
+    def outstanding_tokens(self) -> int:
+        """Work left (tokens): queued and prefilling jobs' n_in + n_out, the decoders' outputs owed."""
+        c = self.counters
+        return c[4] + c[7] - c[0] * c[1]
+
+    # --- counters (`state.COUNTERS`), read as of the last call ---------------------------
+    @property
+    def counters(self) -> tuple[Any, ...]:
+        return state.counters(self.r)  # type: ignore[no-any-return]
+
+    B = property(lambda self: self.counters[0], doc="decoders")
+    N = property(lambda self: self.counters[1], doc="steps run")
+    S = property(lambda self: self.counters[2], doc="Σ the decoders' contexts at the next step (tokens)")
+    used = property(lambda self: self.counters[3], doc="KV units held")
+    queued_need = property(lambda self: self.counters[5], doc="Σ n_in + n_out of the queue (tokens)")
+    queued_prompt = property(lambda self: self.counters[6], doc="Σ n_in of the queue (tokens)")
+    preemptions = property(lambda self: self.counters[11], doc="preemptions so far")
+    prefilled = property(lambda self: self.counters[12], doc="prompts the last step finished prefilling")
+    queue_len = property(lambda self: self.counters[13], doc="queued jobs")
+    running = property(lambda self: self.counters[14], doc="running sequences (decoders and a prompt mid-prefill)")
+
+    @property
+    def cap(self) -> int:
+        """KV units of the cache."""
+        return self.kv.capacity_units
+
+    @property
+    def last_finish_steps(self) -> int:
+        """Steps until the last decoder finishes (0: none decoding)."""
+        c = self.counters
+        return c[8] - c[1] if c[0] else 0
+
+    def busy(self) -> bool:
+        """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
+        return bool(rules.busy(self.r))
+
+
+def take_log(jobs: JobTable, r: state.Replica) -> None:
+    """Add the kernel's logged preemptions to the job table's per-job counters; clear the log."""
+    plog = _log(r)
+    for j, kind, tokens in plog.tolist():
+        if kind == state.DECODER:
+            jobs.extra_prefill_tokens[j] += tokens
+            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
+            jobs.recomputed_steps[j] += 1
+            jobs.recomputed_ctx[j] += tokens
+        elif kind == state.PARTIAL:
+            jobs.extra_prefill_tokens[j] += tokens
+            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
+        else:
+            jobs.preemptions[j] += 1
+
+
+def job_links(jobs: JobTable) -> tuple[np.ndarray, ...]:
+    """The per-job arrays the kernel links jobs through (nxt, prv, dec_f, dec_key, dec_w), one set
+    per job table, shared by its replicas (a job is in one replica at a time): 24 bytes a job."""
+    links = jobs.kernel_links
+    if links is None:
+        n = len(jobs)
+        i32 = np.full(n, -1, np.int32)
+        links = jobs.kernel_links = (
+            i32, i32.copy(), np.full(n, -1, np.int64), np.zeros(n, np.int32), np.zeros(n, np.int32)
+        )  # fmt: skip
+    return links
+
+
+def job_columns(jobs: JobTable) -> tuple[np.ndarray, ...]:
+    """The job table's columns the kernel reads and writes, as numpy views of its buffers."""
+    as32 = [np.frombuffer(a, dtype=np.int32) for a in (jobs.n_in, jobs.n_out, jobs.generated)]
+    return (*as32, jobs.share, jobs.status, jobs.reason, jobs.first_s, jobs.finish_s, jobs.admit_s, jobs.chunks)
+
+
+@njit(cache=True)
+def _done(r):  # type: ignore[no-untyped-def]
+    return r.done[: r.ndone].copy()
+
+
+@njit(cache=True)
+def _first_done(r):  # type: ignore[no-untyped-def]
+    return r.first[: r.nfirst].copy(), r.done[: r.ndone].copy()
+
+
+@njit(cache=True)
+def _work(r):  # type: ignore[no-untyped-def]
+    n = r.nwork
+    return r.work_j[:n].copy(), r.work_m[:n].copy(), r.work_past[:n].copy()
+
+
+@njit(cache=True)
+def _log(r):  # type: ignore[no-untyped-def]
+    out = r.plog[: r.nlog].copy()
+    r.nlog = 0
+    return out
