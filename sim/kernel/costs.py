@@ -35,10 +35,12 @@ def span_s(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     d0, d1 = a_e - limit * a_t, (ce[2] - limit * ct[2]) * batch
     if d1 == 0.0:
         lo, hi = (0, steps) if d0 > 0.0 else (0, 0)
-    elif d1 > 0.0:  # throttled for i > −d0/d1
-        lo, hi = max(0, math.floor(-d0 / d1) + 1), steps
-    else:  # throttled for i < −d0/d1
-        lo, hi = 0, min(steps, math.ceil(-d0 / d1))
+    else:  # the crossing −d0/d1, clamped to [−1, steps] (the same lo and hi; no int64 overflow)
+        x = min(max(-d0 / d1, -1.0), float(steps))
+        if d1 > 0.0:  # throttled for i > −d0/d1
+            lo, hi = max(0, math.floor(x) + 1), steps
+        else:  # throttled for i < −d0/d1
+            lo, hi = 0, min(steps, math.ceil(x))
     if lo >= hi:
         return t
     start = ctx_sum + lo * batch

@@ -1,0 +1,213 @@
+"""The kernel's step costs and KV arithmetic (`sim.kernel.costs`, `sim.kernel.kv`) give the bits of
+`sim.costs.StepCosts` and `sim.kv.KvLayout` / `BlockPhases` on random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from oracle.features import StepCoef
+from sim.costs import StepCosts
+from sim.kernel import costs, kv
+from sim.kv import BlockPhases, KvLayout
+from tests.sim.kernel.test_lists import replica
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def coefficient(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Zero, a round number, or any float in [lo, hi]."""
+    return st.sampled_from([0.0, lo, hi, 0.5 * (lo + hi)]) | st.floats(lo, hi)
+
+
+# time (s) and energy (J) per feature: const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn
+TIME = st.tuples(
+    coefficient(1e-3, 0.05),
+    coefficient(1e-5, 1e-3),
+    coefficient(1e-8, 1e-5),
+    coefficient(1e-4, 5e-3),
+    coefficient(1e-6, 1e-4),
+    coefficient(1e-10, 1e-7),
+)
+POWER = st.tuples(*[st.floats(50.0, 1000.0)] * 6)  # W: energy coefficients are time ones times these
+
+
+def power(c_t, c_e, batch: int, ctx: int) -> float | None:
+    """The power (W) of a decode step of `batch` sequences of `ctx` context tokens in all."""
+    t = c_t[0] + c_t[1] * batch + c_t[2] * ctx
+    return (c_e[0] + c_e[1] * batch + c_e[2] * ctx) / t if t > 0.0 else None
+
+
+@st.composite
+def spans(draw: st.DrawFn) -> tuple[StepCosts, object, int, int, int]:
+    """Random step coefficients, power cap and decode span (batch, context sum, steps); the
+    coefficients as `StepCosts` and as the kernel's replica. The cap is none, any, or the power at
+    a step of the span (the span crosses it), or makes the step power flat along the span."""
+    ct = draw(TIME)
+    ce = tuple(t * p for t, p in zip(ct, draw(POWER), strict=True))
+    ce = tuple(draw(st.sampled_from([e, e, 0.0, 1.0]) if i == 2 else st.just(e)) for i, e in enumerate(ce))
+    batch = draw(st.integers(0, 512))
+    ctx_sum = draw(st.integers(0, 4_000_000) | st.integers(0, 64))
+    n = draw(st.integers(1, 100_000) | st.integers(1, 8))
+    kind = draw(st.sampled_from(["none", "any", "crossed", "between", "flat"]))
+    limit = None
+    if kind in ("any", "flat"):
+        limit = draw(st.floats(50.0, 1200.0) | st.sampled_from([100.0, 300.0]))
+    elif kind in ("crossed", "between"):
+        i = draw(st.integers(0, n - 1))
+        limit = power(ct, ce, batch, ctx_sum + i * batch)
+        if kind == "between" and limit is not None:
+            limit = 0.5 * (limit + (power(ct, ce, batch, ctx_sum + (i + 1) * batch) or limit))
+        if limit is not None and limit <= 0.0:
+            limit = None
+    if kind == "flat":
+        ce = (ce[0], ce[1], limit * ct[2], *ce[3:])  # the step power neither grows nor falls with the context
+    reference = StepCosts(StepCoef.of(ct), StepCoef.of(ce), 60.0, limit)
+    return reference, replica(ct=ct, ce=ce, limit=limit), batch, ctx_sum, n
+
+
+@SETTINGS
+@given(spans())
+def test_span_s_is_the_reference(span):
+    """span_s: the time of a decode span under the cap."""
+    reference, r, batch, ctx_sum, n = span
+    assert costs.span_s(r, batch, ctx_sum, n) == reference.span_s(batch, ctx_sum, n)
+
+
+@SETTINGS
+@given(spans())
+def test_decode_is_the_reference(span):
+    """decode: time, energy and peak power of a decode span."""
+    reference, r, batch, ctx_sum, n = span
+    assert costs.decode(r, batch, ctx_sum, n) == reference.decode(batch, ctx_sum, n)
+
+
+@SETTINGS
+@given(spans(), st.floats(0.0, 30.0) | st.sampled_from([-1.0, 0.0, 1e-9, 0.02]), st.sampled_from([None, 1.0, 0.999]))
+def test_steps_to_reach_is_the_reference(span, dt_s, of_span):
+    """steps_to_reach: the fewest decode steps that last dt_s under the cap (dt_s drawn, or the
+    span's own time: the answer is then its steps, or about)."""
+    reference, r, batch, ctx_sum, n = span
+    if of_span is not None:
+        dt_s = reference.span_s(batch, ctx_sum, n) * of_span
+    assert costs.steps_to_reach(r, batch, ctx_sum, dt_s) == reference.steps_to_reach(batch, ctx_sum, dt_s)
+
+
+@pytest.mark.parametrize(
+    "ct, ce",
+    [
+        # far above the cap, its excess over the cap falls by ~4e-19 J a step: the whole span is throttled
+        ((0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7), (6000.0, 0.01, math.nextafter(300 * 1e-5, 0.0), 0.001, 0.01, 4e-7)),
+        # far below the cap, its excess over the cap grows by ~4e-19 J a step: no step is throttled
+        ((0.05, 0.001, 1e-5, 0.002, 1e-4, 1e-7), (0.0, 0.01, math.nextafter(300 * 1e-5, 1.0), 0.001, 0.01, 4e-7)),
+    ],
+)
+def test_span_s_with_a_step_power_all_but_flat(ct, ce):
+    """A span whose step power changes by a rounding error a step, so that the step where it would
+    cross the cap is beyond 2**63: span_s, decode and steps_to_reach still give the reference's values."""
+    reference = StepCosts(StepCoef.of(ct), StepCoef.of(ce), 60.0, 300.0)
+    r = replica(ct=ct, ce=ce, limit=300.0)
+    assert costs.span_s(r, 1, 1000, 50) == reference.span_s(1, 1000, 50)
+    assert costs.decode(r, 1, 1000, 50) == reference.decode(1, 1000, 50)
+    assert costs.steps_to_reach(r, 1, 1000, 100.0) == reference.steps_to_reach(1, 1000, 100.0)
+
+
+@njit
+def _mixed(r, chunks, pasts, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
+    """`costs.mixed` with the prefill work (job i: chunks[i] tokens after pasts[i] cached ones)."""
+    r.nwork = chunks.size
+    for i in range(chunks.size):
+        r.work_j[i], r.work_m[i], r.work_past[i] = i, chunks[i], pasts[i]
+    return costs.mixed(r, decode_seqs, decode_ctx)
+
+
+prefills = st.lists(st.tuples(st.integers(1, 8192), st.integers(0, 100_000)), max_size=8)
+
+
+@SETTINGS
+@given(spans(), prefills)
+def test_mixed_is_the_reference(span, prefill):
+    """mixed: time and energy of a step that decodes and prefills."""
+    reference, r, batch, ctx_sum, _ = span
+    chunks = np.array([m for m, _ in prefill], np.int64)
+    pasts = np.array([p for _, p in prefill], np.int64)
+    want = reference.mixed(batch, ctx_sum, [(i, m, p) for i, (m, p) in enumerate(prefill)])
+    assert _mixed(r, chunks, pasts, batch, ctx_sum) == want
+
+
+def test_a_capped_span_is_longer():
+    """The cap lengthens the steps that draw more than it (the cases above are not all uncapped)."""
+    ct, ce = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7), (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
+    free, capped = replica(ct=ct, ce=ce), replica(ct=ct, ce=ce, limit=100.0)
+    assert costs.span_s(capped, 8, 1000, 50) > costs.span_s(free, 8, 1000, 50)
+    assert costs.steps_to_reach(capped, 8, 1000, 1.0) < costs.steps_to_reach(free, 8, 1000, 1.0)
+    dt, de, peak = costs.decode(capped, 8, 1000, 50)
+    assert dt == costs.span_s(capped, 8, 1000, 50) and peak == 100.0
+
+
+# --- KV units and block phases -------------------------------------------------------------------
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> KvLayout:
+    full = draw(st.integers(0, 8))
+    window = draw(st.integers(0 if full else 1, 8))
+    return KvLayout(draw(st.sampled_from([1, 2, 16]) | st.integers(1, 64)), full, window, draw(st.integers(0, 20)), 1)
+
+
+def layout_replica(layout: KvLayout) -> object:
+    return replica(
+        bs=layout.block_size, full=layout.full_units, wunits=layout.window_units, wblocks=layout.window_blocks
+    )
+
+
+@SETTINGS
+@given(layouts(), st.lists(st.integers(0, 100_000) | st.integers(0, 100), min_size=1, max_size=20))
+def test_units_are_the_reference(layout, tokens):
+    """units: the KV units a sequence of so many tokens holds."""
+    r = layout_replica(layout)
+    assert [kv.units(r, t) for t in tokens] == [layout.units(t) for t in tokens]
+
+
+@njit
+def _phases(r, keys, weights, n, steps, limits, frees):  # type: ignore[no-untyped-def]
+    """Add the decoders' phases, set the steps done to n; then `over` and `steps_within` per query."""
+    for i in range(keys.size):
+        kv.phase_add(r, keys[i], weights[i])
+    r.N = n
+    over = np.empty(steps.size, np.int64)
+    within = np.empty(limits.size, np.int64)
+    for i in range(steps.size):
+        over[i] = kv.over(r, steps[i])
+    for i in range(limits.size):
+        within[i] = kv.steps_within(r, limits[i], frees[i])
+    return over, within, r.ptotal, kv.step_need(r)
+
+
+@SETTINGS
+@given(
+    st.sampled_from([1, 2, 16]) | st.integers(1, 40),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 9)), max_size=30),
+    st.integers(0, 10**6),
+    st.lists(st.integers(0, 200) | st.integers(0, 10**5), min_size=1, max_size=10),
+    st.lists(st.tuples(st.integers(0, 200) | st.integers(0, 10**5), st.integers(0, 10**4)), min_size=1, max_size=10),
+)
+def test_block_phases_are_the_reference(bs, decoders, n, steps, queries):
+    """over and steps_within: units the decoders allocate in the next steps, steps that fit in free units."""
+    keys = np.array([k % bs for k, _ in decoders], np.int64)
+    weights = np.array([w for _, w in decoders], np.int64)
+    phases = BlockPhases(bs)
+    for key, weight in zip(keys.tolist(), weights.tolist(), strict=True):
+        phases.add(key, weight)
+    r = layout_replica(KvLayout(bs, 1, 0, 0, 1))
+    limits = np.array([q[0] for q in queries], np.int64)
+    frees = np.array([q[1] for q in queries], np.int64)
+    over, within, total, need = _phases(r, keys, weights, n, np.array(steps, np.int64), limits, frees)
+    assert total == phases.total and need == phases.at(n)
+    assert over.tolist() == [phases.over(n, s) for s in steps]
+    assert within.tolist() == [phases.steps_within(n, lim, free) for lim, free in queries]
