@@ -155,15 +155,11 @@ def take_log(jobs: JobTable, r: state.Replica) -> None:
 
 
 def job_links(jobs: JobTable) -> tuple[np.ndarray, ...]:
-    """The per-job arrays the kernel links jobs through (nxt, prv, dec_f, dec_key, dec_w), one set
-    per job table, shared by its replicas (a job is in one replica at a time): 24 bytes a job."""
+    """The per-job arrays the kernel links jobs through (nxt, prv, decoder slot), one set per job
+    table, shared by its replicas (a job is in one replica at a time): 12 bytes a job."""
     links = jobs.kernel_links
     if links is None:
-        n = len(jobs)
-        i32 = np.full(n, -1, np.int32)
-        links = jobs.kernel_links = (
-            i32, i32.copy(), np.full(n, -1, np.int64), np.zeros(n, np.int32), np.zeros(n, np.int32)
-        )  # fmt: skip
+        links = jobs.kernel_links = tuple(np.full(len(jobs), -1, np.int32) for _ in range(3))
     return links
 
 

@@ -13,6 +13,7 @@ import math
 from numba import njit
 
 from sim.kernel.kv import units
+from sim.kernel.lists import finish_of
 
 BASE, SGLANG = 0, 1
 FOREVER = 1 << 62
@@ -45,7 +46,7 @@ def headroom(r):  # type: ignore[no-untyped-def]
         left = 0
         j = r.ohead
         while j >= 0:
-            f = r.dec_f[j]
+            f = finish_of(r, j)
             if f >= 0:
                 left += min(f - n, clip)
             j = r.nxt[j]
@@ -85,7 +86,7 @@ def victim(r):  # type: ignore[no-untyped-def]
     best, k0, k1, n = -1, 0, 0, r.N
     j = r.ohead
     while j >= 0:
-        f = r.dec_f[j]
+        f = finish_of(r, j)
         if f >= 0:
             a, b = r.n_out[j] - (f - n), -r.n_in[j]
             if best < 0 or a < k0 or (a == k0 and b <= k1):
@@ -103,7 +104,7 @@ def preempted(r):  # type: ignore[no-untyped-def]
     n = r.N
     j = r.ohead
     while j >= 0:
-        f = r.dec_f[j]
+        f = finish_of(r, j)
         if f >= 0:
             asked += r.n_out[j]
             done += r.n_out[j] - (f - n)

@@ -119,10 +119,37 @@ def heap_pop(k0, k1, k2, n):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def finish_of(r, j):  # type: ignore[no-untyped-def]
+    """Job j's finish step if it decodes, else −1."""
+    s = r.slot[j]
+    return r.dec_f[s] if s >= 0 else -1
+
+
+@njit(cache=True)
+def decoder_slot(r, j):  # type: ignore[no-untyped-def]
+    """Job j's decoder slot, taken from the free ones if it holds none."""
+    s = r.slot[j]
+    if s < 0:
+        r.nfree -= 1
+        s = r.slot[j] = r.free[r.nfree]
+    return s
+
+
+@njit(cache=True)
+def decoder_free(r, j):  # type: ignore[no-untyped-def]
+    """Job j stops decoding: its slot is free again."""
+    s = r.slot[j]
+    r.slot[j] = -1
+    r.dec_f[s] = -1
+    r.free[r.nfree] = s
+    r.nfree += 1
+
+
+@njit(cache=True)
 def finish_push(r, f, j):  # type: ignore[no-untyped-def]
     """Decoder j finishes at step f: push (f, j) on the finish heap (stale entries dropped if full)."""
     if r.hn == r.hf.size:
-        r.hn = _compact(r.hf, r.hj, r.hj, r.hn, r.dec_f, False)
+        r.hn = _compact(r, r.hf, r.hj, r.hj, r.hn, False)
     heap_push(r.hf, r.hj, r.hj, r.hn, f, j, j)
     r.hn += 1
 
@@ -131,13 +158,13 @@ def finish_push(r, f, j):  # type: ignore[no-untyped-def]
 def saturation_push(r, s, f, j):  # type: ignore[no-untyped-def]
     """Decoder j (finishing at step f) fills its window after step s."""
     if r.sn == r.ss.size:
-        r.sn = _compact(r.ss, r.sf, r.sj, r.sn, r.dec_f, True)
+        r.sn = _compact(r, r.ss, r.sf, r.sj, r.sn, True)
     heap_push(r.ss, r.sf, r.sj, r.sn, s, f, j)
     r.sn += 1
 
 
 @njit(cache=True)
-def _compact(k0, k1, k2, n, dec_f, triple):  # type: ignore[no-untyped-def]
+def _compact(r, k0, k1, k2, n, triple):  # type: ignore[no-untyped-def]
     """Drop the stale entries (and repeats) of a full heap: its live entries, popped in order,
     form a sorted array, itself a heap. Returns the new size."""
     keep0, keep1, keep2 = k0[:n].copy(), k1[:n].copy(), k2[:n].copy()
@@ -147,7 +174,7 @@ def _compact(k0, k1, k2, n, dec_f, triple):  # type: ignore[no-untyped-def]
         heap_pop(keep0, keep1, keep2, size)
         size -= 1
         f, j = (b, c) if triple else (a, b)
-        if dec_f[j] != f or (m > 0 and k0[m - 1] == a and k1[m - 1] == b and k2[m - 1] == c):
+        if finish_of(r, j) != f or (m > 0 and k0[m - 1] == a and k1[m - 1] == b and k2[m - 1] == c):
             continue
         k0[m], k1[m], k2[m] = a, b, c
         m += 1

@@ -98,7 +98,7 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
         events -= 1
         now = r.t + r.tc
         while r.fi < n and ft[r.fi] <= now:
-            enqueue(r, r.fj[r.fi])
+            enqueue(r, r.fj[r.fi] if r.fj.size else r.f0 + r.fi)
             r.fi += 1
         if can_span(r):
             close_span(r, r.B, r.S, _span_steps(r, now))

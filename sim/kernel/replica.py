@@ -92,9 +92,12 @@ class AloneReplica:
         self.server = server
         feed_t = np.asarray(server._ftimes, dtype=float)  # the feed's buffers, not copies
         fj = server._fjobs
-        feed_j = np.arange(fj.start, fj.stop, dtype=np.int64) if isinstance(fj, range) else np.asarray(fj, np.int64)
         self.r = _replica(server)
-        state.set_feed(self.r, feed_t, feed_j)
+        if isinstance(fj, range):  # consecutive jobs: no array of them
+            assert fj.step == 1
+            state.set_feed(self.r, feed_t, np.zeros(0, np.int64), fj.start)
+        else:
+            state.set_feed(self.r, feed_t, np.asarray(fj, np.int64), 0)
 
     def run(self, events: int) -> bool:
         """Run up to `events` events; whether the feed is done."""

@@ -16,6 +16,9 @@ from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED
 from sim.kernel import hooks
 from sim.kernel.kv import over, phase_add, step_need, steps_within, units
 from sim.kernel.lists import (
+    decoder_free,
+    decoder_slot,
+    finish_of,
     finish_push,
     heap_pop,
     queue_pop,
@@ -105,11 +108,11 @@ def can_span(r):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def span_limit(r):  # type: ignore[no-untyped-def]
     """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
-    while r.dec_f[r.hj[0]] != r.hf[0]:  # stale entries
+    while finish_of(r, r.hj[0]) != r.hf[0]:  # stale entries
         heap_pop(r.hf, r.hj, r.hj, r.hn)
         r.hn -= 1
     k = r.hf[0] - r.N
-    while r.sn and r.dec_f[r.sj[0]] != r.sf[0]:
+    while r.sn and finish_of(r, r.sj[0]) != r.sf[0]:
         heap_pop(r.ss, r.sf, r.sj, r.sn)
         r.sn -= 1
     if r.sn and r.ss[0] - r.N < k:
@@ -265,7 +268,8 @@ def _start_decoding(r, j):  # type: ignore[no-untyped-def]
             weight += r.wunits
             if n + 1 + sat_ctx - ctx < f:
                 saturation_push(r, n + 1 + sat_ctx - ctx, f, j)
-    r.dec_f[j], r.dec_key[j], r.dec_w[j] = f, key, weight
+    d = decoder_slot(r, j)
+    r.dec_f[d], r.dec_key[d], r.dec_w[d] = f, key, weight
     finish_push(r, f, j)
     phase_add(r, key, weight)
     r.fsum += f
@@ -277,9 +281,10 @@ def _start_decoding(r, j):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _stop_decoding(r, j):  # type: ignore[no-untyped-def]
     """Remove decoder j; returns its next context."""
-    f = r.dec_f[j]
-    phase_add(r, r.dec_key[j], -r.dec_w[j])
-    r.dec_f[j] = -1
+    d = r.slot[j]
+    f = r.dec_f[d]
+    phase_add(r, r.dec_key[d], -r.dec_w[d])
+    decoder_free(r, j)
     ctx = r.n_in[j] + r.n_out[j] - (f - r.N)
     r.B -= 1
     r.S -= ctx
@@ -294,10 +299,11 @@ def _saturate(r):  # type: ignore[no-untyped-def]
         f0, j = r.sf[0], r.sj[0]
         heap_pop(r.ss, r.sf, r.sj, r.sn)
         r.sn -= 1
-        if r.dec_f[j] != f0 or r.dec_w[j] <= r.full:
+        d = r.slot[j]
+        if d < 0 or r.dec_f[d] != f0 or r.dec_w[d] <= r.full:
             continue
-        phase_add(r, r.dec_key[j], r.full - r.dec_w[j])
-        r.dec_w[j] = r.full
+        phase_add(r, r.dec_key[d], r.full - r.dec_w[d])
+        r.dec_w[d] = r.full
 
 
 @njit(cache=True)
@@ -309,7 +315,7 @@ def _complete(r):  # type: ignore[no-untyped-def]
         f, j = r.hf[0], r.hj[0]
         heap_pop(r.hf, r.hj, r.hj, r.hn)
         r.hn -= 1
-        if r.dec_f[j] != f:
+        if finish_of(r, j) != f:
             continue
         _stop_decoding(r, j)
         length = r.n_in[j] + r.n_out[j]
@@ -343,14 +349,15 @@ def _log(r, j, kind, tokens):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _preempt_decoder(r, j):  # type: ignore[no-untyped-def]
     """Preempt decoder j: (units it would have allocated this step, units it held)."""
-    f, n = r.dec_f[j], r.N
-    need = r.dec_w[j] if r.dec_key[j] == -n % r.bs else 0
+    d, n = r.slot[j], r.N
+    f = r.dec_f[d]
+    need = r.dec_w[d] if r.dec_key[d] == -n % r.bs else 0
     ctx = _stop_decoding(r, j)
     if r.B:
         fmax = 0
         i = r.ohead
         while i >= 0:
-            fmax = max(fmax, r.dec_f[i])
+            fmax = max(fmax, finish_of(r, i))
             i = r.nxt[i]
         r.fmax = fmax
     gen = r.n_out[j] - (f - n)

@@ -2,8 +2,9 @@
 
 Counters are int64 (tokens, steps, KV units) or float64 (s, J, the running share sum with its
 Neumaier compensation). A job belongs to one replica at a time, so the queue and the running
-list link jobs through two per-job arrays (`nxt`, `prv`), and a decoder's finish step, block
-phase and block weight are per-job arrays too (`dec_f` is −1 for a job that does not decode).
+list link jobs through two per-job arrays (`nxt`, `prv`); a decoder holds a slot (`slot[j]`, −1
+for a job that does not decode; `free` the slots not held) of the arrays of its finish step,
+block phase and block weight (`dec_f`, `dec_key`, `dec_w`): 12 bytes a job in all.
 The finish heap (`hf`, `hj`) and the window-saturation heap (`ss`, `sf`, `sj`) are lazy: an
 entry whose job no longer decodes with that finish step is stale and skipped. In a routed fleet
 (`sim.kernel.fleet`) the `w_*` fields hold the wait under way (`phase`: a decode span of `w_B`
@@ -45,7 +46,7 @@ _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
     "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi", "sg_n0",
-    "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted",
+    "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0",
 )  # fmt: skip
 _STATE_FLOATS = (
     "share",
@@ -67,7 +68,8 @@ _ARRAYS = (
     ("done", A_i64), ("first", A_i64), ("plog", i64[:, ::1]), ("rows_f", f64[:, ::1]), ("rows_i", i64[:, ::1]),
     ("n_in", A_i32), ("n_out", A_i32), ("generated", A_i32), ("share_of", A_f64), ("status", A_i8),
     ("reason", A_i8), ("first_s", A_f64), ("finish_s", A_f64), ("admit_s", A_f64), ("chunks", A_i32),
-    ("nxt", A_i32), ("prv", A_i32), ("dec_f", A_i64), ("dec_key", A_i32), ("dec_w", A_i32),
+    ("nxt", A_i32), ("prv", A_i32), ("slot", A_i32), ("dec_f", A_i64), ("dec_key", A_i64), ("dec_w", A_i64),
+    ("free", A_i64),
     ("ft", A_f64), ("fj", A_i64),
 )  # fmt: skip
 FIELDS = (
@@ -96,7 +98,7 @@ DECODER, PARTIAL, REQUEUE = 0, 1, 2
 def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
     """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), step
     coefficients `ct` (s) and `ce` (J), room for `seqs` running sequences, the job columns
-    `jobs`, the per-job `links` (nxt, prv, dec_f, dec_key, dec_w) and its feed."""
+    `jobs`, the per-job `links` (nxt, prv, slot) and its feed."""
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
@@ -106,7 +108,7 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
-    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = 0
+    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
     r.idle, r.eid = 1, -1
     r.w_t0 = r.w_dt = r.w_de = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
@@ -125,7 +127,11 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
     n_in, n_out, generated, share_of, status, reason, first_s, finish_s, admit_s, chunks = jobs
     r.n_in, r.n_out, r.generated, r.share_of, r.status, r.reason = n_in, n_out, generated, share_of, status, reason
     r.first_s, r.finish_s, r.admit_s, r.chunks = first_s, finish_s, admit_s, chunks
-    r.nxt, r.prv, r.dec_f, r.dec_key, r.dec_w = links
+    r.nxt, r.prv, r.slot = links
+    r.dec_f = np.full(seqs + 1, -1, np.int64)
+    r.dec_key, r.dec_w = np.zeros(seqs + 1, np.int64), np.zeros(seqs + 1, np.int64)
+    r.free = np.arange(seqs + 1)  # decoder slots not held, a stack
+    r.nfree = seqs + 1
     r.ft, r.fj = feed_t, feed_j
     return r
 
@@ -160,9 +166,10 @@ def log_full(r):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def set_feed(r, feed_t, feed_j):  # type: ignore[no-untyped-def]
-    """Jobs `feed_j` arriving at `feed_t` (s, sorted): all the replica's jobs (`run_alone`)."""
-    r.ft, r.fj, r.fi = feed_t, feed_j, 0
+def set_feed(r, feed_t, feed_j, first):  # type: ignore[no-untyped-def]
+    """Jobs `feed_j` arriving at `feed_t` (s, sorted): all the replica's jobs (`run_alone`); an
+    empty `feed_j` stands for the consecutive jobs from `first` (a feed of `range`)."""
+    r.ft, r.fj, r.fi, r.f0 = feed_t, feed_j, 0, first
 
 
 @njit(cache=True)

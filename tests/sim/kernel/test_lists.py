@@ -33,13 +33,7 @@ def replica(
     float_arr = np.array([(limit or 0.0) if k == "limit" else 0.0 for k in state.FLOAT_SETTINGS])
     i32, f64, i8 = (lambda: np.zeros(jobs, np.int32)), (lambda: np.zeros(jobs)), (lambda: np.zeros(jobs, np.int8))
     columns = (i32(), i32(), i32(), f64(), i8(), i8(), f64(), f64(), f64(), i32())
-    links = (
-        np.full(jobs, -1, np.int32),
-        np.full(jobs, -1, np.int32),
-        np.full(jobs, -1, np.int64),
-        np.zeros(jobs, np.int32),
-        np.zeros(jobs, np.int32),
-    )
+    links = (np.full(jobs, -1, np.int32), np.full(jobs, -1, np.int32), np.full(jobs, -1, np.int32))
     return state.new_replica(
         int_arr,
         float_arr,
@@ -238,7 +232,7 @@ def _lazy_heap_ops(r, kinds, s, f, j, saturation):  # type: ignore[no-untyped-de
     for i in range(kinds.size + r.hf.size):
         k = kinds[i] if i < kinds.size else TAKE
         if k == SET:
-            r.dec_f[j[i]] = f[i]
+            r.dec_f[lists.decoder_slot(r, j[i])] = f[i]
             before = r.sn if saturation else r.hn
             if saturation:
                 lists.saturation_push(r, s[i], f[i], j[i])
@@ -249,28 +243,35 @@ def _lazy_heap_ops(r, kinds, s, f, j, saturation):  # type: ignore[no-untyped-de
                 compactions += 1
             largest = max(largest, after)
         elif k == STOP:
-            r.dec_f[j[i]] = -1
+            _stop(r, j[i])
         elif saturation:
-            while r.sn and r.dec_f[r.sj[0]] != r.sf[0]:
+            while r.sn and lists.finish_of(r, r.sj[0]) != r.sf[0]:
                 lists.heap_pop(r.ss, r.sf, r.sj, r.sn)
                 r.sn -= 1
             if r.sn:
                 taken[m, 0], taken[m, 1], taken[m, 2] = r.ss[0], r.sf[0], r.sj[0]
                 m += 1
-                r.dec_f[r.sj[0]] = -1
+                _stop(r, r.sj[0])
                 lists.heap_pop(r.ss, r.sf, r.sj, r.sn)
                 r.sn -= 1
         else:
-            while r.hn and r.dec_f[r.hj[0]] != r.hf[0]:
+            while r.hn and lists.finish_of(r, r.hj[0]) != r.hf[0]:
                 lists.heap_pop(r.hf, r.hj, r.hj, r.hn)
                 r.hn -= 1
             if r.hn:
                 taken[m, 0], taken[m, 1], taken[m, 2] = 0, r.hf[0], r.hj[0]
                 m += 1
-                r.dec_f[r.hj[0]] = -1
+                _stop(r, r.hj[0])
                 lists.heap_pop(r.hf, r.hj, r.hj, r.hn)
                 r.hn -= 1
     return taken[:m], compactions, largest, r.sn if saturation else r.hn
+
+
+@njit
+def _stop(r, j):  # type: ignore[no-untyped-def]
+    """Job j stops decoding (if it does)."""
+    if r.slot[j] >= 0:
+        lists.decoder_free(r, j)
 
 
 def lazy_model(kinds, s, f, j, seqs, saturation):
