@@ -324,8 +324,7 @@ class EnergyAware(Router):
             index.refresh()
             servers = index.servers
             for neg_finish, w, i in index.order:
-                beyond = n_out + neg_finish  # `_added_energy_j`, inlined: once per replica walked
-                e = own + (beyond if beyond > 0 else 0) * shared
+                e = _added_energy_j(own, n_out, -neg_finish, shared)
                 s = servers[i]
                 if best is not None:
                     if e > best_e:

@@ -1,9 +1,13 @@
-"""Time (s) and energy (J) of serving steps, compiled: the formulas of `sim.costs` on coefficient
-arrays `c` = (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn).
+"""Time (s) and energy (J) of serving steps and decode spans, compiled, on coefficient arrays
+(const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn): `ct` in s, `ce` in J
+per unit of each feature, and the power cap `limit` (W; 0: none).
 
-The float operations are those of `sim.costs.StepCosts`, in the same order, so that both give
-the same bits; `r.ct` and `r.ce` are a replica's time and energy coefficients, `r.limit` its
-power cap (W) when `r.has_limit`.
+A step's time and energy are linear in its features. Between two events that change the batch,
+B decoding sequences advance together and their context sum grows by B per step, so the time and
+energy of k steps are arithmetic series (`span`). Under a power cap a step that would draw more
+than the cap is throttled and lasts energy / cap; step power is monotone along a span, so the
+throttled steps are one run at one end (`span_s`). `sim.costs.StepCosts` calls these; the
+step-by-step reference (`server.exact_steps`) sums single steps instead.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def span_s(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s) of `steps` decode steps under the power cap (`StepCosts.span_s`)."""
-    ct, ce, limit = r.ct, r.ce, r.limit
+def span_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) of `steps` decode steps under the power cap (`span` on each side of the one step
+    where the implied power crosses the cap)."""
     t = span(ct, batch, ctx_sum, steps)
-    if not r.has_limit:
+    if limit <= 0.0:
         return t
     a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
     a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
@@ -48,9 +52,9 @@ def span_s(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def decode(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap), energy (J) and peak step power (W) of a decode span (`StepCosts.decode`)."""
-    ct, ce, limit = r.ct, r.ce, r.limit
+def decode(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap), energy (J) and peak step power (W) of a decode span: `span_s`,
+    `span` and the higher power of its first and last steps in one pass."""
     c2t, c2e = ct[2], ce[2]
     a_t = ct[0] + ct[1] * batch + c2t * ctx_sum
     a_e = ce[0] + ce[1] * batch + c2e * ctx_sum
@@ -59,8 +63,8 @@ def decode(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     l_t = ct[0] + ct[1] * batch + c2t * last
     l_e = ce[0] + ce[1] * batch + c2e * last
     dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
-    if r.has_limit and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
-        dt = span_s(r, batch, ctx_sum, steps)
+    if limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+        dt = span_s(ct, ce, limit, batch, ctx_sum, steps)
         a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
         l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
     p_first = a_e / a_t if a_t > 0.0 else 0.0
@@ -75,8 +79,7 @@ def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: igno
 
 @njit(cache=True)
 def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap) and energy (J) of a step that decodes and prefills `r`'s work
-    (`StepCosts.mixed`)."""
+    """Time (s, under the cap) and energy (J) of a step that decodes and prefills `r`'s work."""
     tokens = attn = 0
     for i in range(r.nwork):
         m, past = r.work_m[i], r.work_past[i]
@@ -84,12 +87,14 @@ def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
         attn += m * past + m * (m + 1) // 2
     de = _step(r.ce, decode_seqs, decode_ctx, r.nwork, tokens, attn)
     dt = _step(r.ct, decode_seqs, decode_ctx, r.nwork, tokens, attn)
-    return (de / r.limit if r.has_limit and de > r.limit * dt else dt), de
+    return (de / r.limit if r.limit > 0.0 and de > r.limit * dt else dt), de
 
 
 @njit(cache=True)
 def _reach(c, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
-    """Smallest k ≥ 1 whose decode span time is ≥ dt_s (`sim.costs.steps_to_reach`)."""
+    """Smallest k ≥ 1 whose decode span time without a cap, `span(c, batch, ctx_sum, k)`, is ≥
+    dt_s: the quadratic C/2·k² + (A − C/2)·k = dt solved, with A the first step's time and C = c2·B,
+    then the rounding corrected with the series itself."""
     if dt_s <= 0.0:
         return 1
     a = c[0] + c[1] * batch + c[2] * ctx_sum
@@ -102,18 +107,17 @@ def _reach(c, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
     else:
         return NEVER
     k = max(k, 1)
-    c2b = c[2] * batch
-    while k > 1 and (k - 1) * a + c2b * (k - 1) * (k - 2) * 0.5 >= dt_s:
+    while k > 1 and span(c, batch, ctx_sum, k - 1) >= dt_s:
         k -= 1
-    while k * a + c2b * k * (k - 1) * 0.5 < dt_s:
+    while span(c, batch, ctx_sum, k) < dt_s:
         k += 1
     return k
 
 
 @njit(cache=True)
-def _throttled(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Whether any of these decode steps may draw more than the cap (`StepCosts._throttled`)."""
-    ct, ce, limit = r.ct, r.ce, r.limit
+def _throttled(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Whether any of these decode steps may draw more than the cap (power is monotone along a
+    span: its ends decide; within 1e-9 counts, a false yes costs only time)."""
     for ctx in (ctx_sum, ctx_sum + (steps - 1) * batch):
         e = ce[0] + ce[1] * batch + ce[2] * ctx
         if e - limit * (ct[0] + ct[1] * batch + ct[2] * ctx) > -1e-9 * abs(e):
@@ -122,15 +126,15 @@ def _throttled(r, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def steps_to_reach(r, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
-    """Smallest k ≥ 1 whose decode span, under the cap, lasts ≥ dt_s (s) (`StepCosts.steps_to_reach`)."""
-    k = _reach(r.ct, batch, ctx_sum, dt_s)  # the cap only lengthens steps
-    if not r.has_limit or k <= 1 or not _throttled(r, batch, ctx_sum, k):
+def steps_to_reach(ct, ce, limit, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+    """Smallest k ≥ 1 whose decode span, under the cap, lasts ≥ dt_s (s)."""
+    k = _reach(ct, batch, ctx_sum, dt_s)  # the cap only lengthens steps
+    if limit <= 0.0 or k <= 1 or not _throttled(ct, ce, limit, batch, ctx_sum, k):
         return k
     lo, hi = 1, k
     while lo < hi:
         mid = (lo + hi) // 2
-        if span_s(r, batch, ctx_sum, mid) >= dt_s:
+        if span_s(ct, ce, limit, batch, ctx_sum, mid) >= dt_s:
             hi = mid
         else:
             lo = mid + 1

@@ -54,7 +54,7 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def close_span(r, B, S, k):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S (`Server._end_decode`)."""
-    dt, de, peak = costs.decode(r, B, S, k)
+    dt, de, peak = costs.decode(r.ct, r.ce, r.limit, B, S, k)
     run_span(r, k)
     _advance(r, dt, de, k, peak, B, B * k)
     _stamp(r, 0)
@@ -81,7 +81,7 @@ def _span_steps(r, now):  # type: ignore[no-untyped-def]
     """Steps of the next decode span: to the engine's limit or the next arrival that could join."""
     k = span_limit(r)
     if k > 1 and r.fi < r.ft.size and accepts_arrivals(r):
-        reach = costs.steps_to_reach(r, r.B, r.S, r.ft[r.fi] - now)
+        reach = costs.steps_to_reach(r.ct, r.ce, r.limit, r.B, r.S, r.ft[r.fi] - now)
         if reach < k:
             return reach
     return k

@@ -37,7 +37,6 @@ INT_SETTINGS = (
     "requeue_front",  # a preempted job goes back to the queue's front (0/1)
     "admit_after",  # admissions in a step that preempted (0/1)
     "hooks",  # the scheduler's hook code (`sim.kernel.hooks`)
-    "has_limit",  # a power cap (0/1)
     "sg_clip",  # SGLang: clip_max_new_tokens
     "sg_rds",  # SGLang: retract_decode_steps
 )
@@ -102,8 +101,7 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
-    r.requeue_front, r.admit_after, r.hooks, r.has_limit = ints[11], ints[12], ints[13], ints[14]
-    r.sg_clip, r.sg_rds = ints[15], ints[16]
+    r.requeue_front, r.admit_after, r.hooks, r.sg_clip, r.sg_rds = ints[11], ints[12], ints[13], ints[14], ints[15]
     r.limit, r.sg_init, r.sg_min, r.sg_decay = floats[0], floats[1], floats[2], floats[3]
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0

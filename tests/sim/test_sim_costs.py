@@ -1,4 +1,5 @@
-"""Golden values and series identities of the pure step math."""
+"""Golden values and series identities of the step math (the decode-span closed forms are
+`sim.kernel.costs`'; tests/sim/kernel/test_costs.py holds them to step-by-step sums under a cap)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from hypothesis import strategies as st
 
 from oracle import features as F
 from oracle.features import StepCoef
-from sim.costs import mixed_step, sequence_energy_j, span, steps_to_reach
+from sim.costs import mixed_step, sequence_energy_j
+from sim.kernel import costs
 
 COEF = StepCoef(0.5, 0.01, 0.001, 0.02, 0.003, 1e-5)
+
+
+def span(coef: StepCoef, batch: int, ctx: int, steps: int) -> float:
+    return float(costs.span(np.array(coef), batch, ctx, steps))
+
+
+def steps_to_reach(coef: StepCoef, batch: int, ctx: int, dt_s: float) -> int:
+    """Without a power cap (0 W)."""
+    return int(costs.steps_to_reach(np.array(coef), np.zeros(6), 0.0, batch, ctx, dt_s))
 
 
 def test_span_golden():

@@ -26,7 +26,7 @@ def replica(
 ) -> state.Replica:
     """A replica of `jobs` jobs with room for `seqs` sequences, step coefficients `ct` (s) and
     `ce` (J), power cap `limit` (W; None: no cap) and the named `INT_SETTINGS` (others 0, block 1)."""
-    values = {"bs": 1, "full": 1, "has_limit": int(limit is not None), **ints}
+    values = {"bs": 1, "full": 1, **ints}
     unknown = set(values) - set(state.INT_SETTINGS)
     assert not unknown, unknown
     int_arr = np.array([values.get(k, 0) for k in state.INT_SETTINGS], dtype=np.int64)
