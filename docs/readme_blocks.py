@@ -75,6 +75,21 @@ class Commands:
         return pd.DataFrame(self._done[key])
 
 
+def power_cap(c: Commands) -> str:
+    """What `python -m sim trace=azure_chat gpu.power_limit_w=450` prints against the board's 700 W."""
+    board, capped = c.sim("trace=azure_chat"), c.sim("trace=azure_chat", "gpu.power_limit_w=450")
+
+    def change(key: str, stat: str | None = None) -> float:
+        a, b = (x[key] if stat is None else x[key][stat] for x in (board, capped))
+        return 100.0 * (b / a - 1.0)
+
+    return f"""Capping the H100 from its board's 700 W to 450 W on azure_chat (`python -m sim trace=azure_chat
+gpu.power_limit_w=450` against the same without the cap) changes the median TPOT by
+{change("tpot_s", "p50"):+.1f} % and the energy by {change("energy_j"):+.1f} %, while the p99 TPOT, behind long
+compute-bound prefills, changes by {change("tpot_s", "p99"):+.0f} %.
+"""
+
+
 def validation(c: Commands) -> str:
     """The mean absolute errors of `python -m sim.validate`, the worst H100 row, the hardest row,
     and the same rows under the former engine model (`scheduler=trtllm_no_evict`)."""
@@ -275,6 +290,7 @@ energy by {-summ["energy_savings_pct"]:+.0f} %. Try `policy.factor=0.5`, heavier
 
 
 BLOCKS: dict[str, Callable[[Commands], str]] = {
+    "power_cap": power_cap,
     "validation": validation,
     "planning_example": planning_example,
     "router_table": router_table,

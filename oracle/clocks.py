@@ -146,3 +146,40 @@ def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
         return oracle
     settings = {**oracle.settings, "clock_mhz": float(clock_mhz)}
     return replace(oracle, energy_coef_j=energy_coef, time_coef_s=time_coef, settings=settings)
+
+
+def coefficients_at_max(
+    time_coef_s: np.ndarray, energy_coef_j: np.ndarray, idle_power_w: float, spec: ClockSpec, clock_mhz: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `coefficients_at`: (time s, energy J) coefficients at the maximum clock from
+    those at `clock_mhz`. A coefficient whose energy at that clock is below its idle-power share
+    kept all its energy as static (`coefficients_at`'s second case)."""
+    spec.check(clock_mhz)
+    t = np.asarray(time_coef_s, dtype=float)
+    e = np.asarray(energy_coef_j, dtype=float)
+    if clock_mhz == spec.max_mhz:
+        return t.copy(), e.copy()
+    stretch = (1.0 - COMPUTE_SHARE) + COMPUTE_SHARE * (spec.max_mhz / clock_mhz)
+    t_max = t / stretch
+    phi = spec.dynamic_fraction
+    switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
+    static = idle_power_w * t_max
+    moved = (e - static * stretch) / ((1.0 - phi) + phi * switching)
+    e_max = np.where(e >= idle_power_w * t, static + moved, e / stretch)
+    return t_max, e_max
+
+
+def ladder(oracle: Oracle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clocks a power cap can throttle the oracle's GPU to, from its own clock (its
+    `clock_mhz` setting, else the maximum) down to the lowest supported one: (clocks MHz
+    descending, time coefficients s (levels × 6), energy coefficients J (levels × 6)). Level 0 is
+    the oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
+    spec = clock_spec(oracle.gpu)
+    own = float(oracle.settings.get("clock_mhz", spec.max_mhz))
+    t0 = np.asarray(oracle.time_coef_s, dtype=float)
+    e0 = np.asarray(oracle.energy_coef_j, dtype=float)
+    t_max, e_max = coefficients_at_max(t0, e0, oracle.idle_power_w, spec, own)
+    clocks = spec.supported_mhz[::-1]
+    clocks = clocks[clocks <= own]
+    levels = [(t0, e0)] + [coefficients_at(t_max, e_max, oracle.idle_power_w, spec, float(f)) for f in clocks[1:]]
+    return clocks.astype(float), np.array([t for t, _ in levels]), np.array([e for _, e in levels])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +177,24 @@ def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
 
 
 def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle") -> Oracle:
-    """`load_oracle`, then the SM clock `gpu.clock_mhz` applied (`oracle.clocks`); a clock the oracle's
-    GPU does not support fails naming the key."""
+    """`load_oracle`, then the SM clock `gpu.clock_mhz` (`oracle.clocks`) and the power cap
+    `gpu.power_limit_w` applied; a clock the oracle's GPU does not support, or a cap below its idle
+    power or above its board limit, fails naming the key."""
     oracle = load_oracle(name_or_path, key)
     try:
-        return at_clock(oracle, gpu.clock_mhz)
+        oracle = at_clock(oracle, gpu.clock_mhz)
     except ClockError as e:
         raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
+    cap = gpu.power_limit_w
+    if cap is None:
+        return oracle
+    board = oracle.power_limit_w
+    if cap < oracle.idle_power_w or (board is not None and cap > board):
+        bounds = f"{oracle.idle_power_w:g} W (its idle power)" + (
+            "" if board is None else f" to {board:g} W (its board limit)"
+        )
+        raise ConfigError(f"gpu.power_limit_w ({key} {oracle.name!r}): {cap:g} W is outside {bounds}")
+    return replace(oracle, power_limit_w=float(cap))
 
 
 def prepare(config: AppConfig) -> Prepared:

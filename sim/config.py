@@ -8,6 +8,7 @@ the key). Library code takes only these dataclasses, never a DictConfig.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -122,14 +123,23 @@ class SloConfig:
 @dataclass(frozen=True)
 class GpuConfig:
     """GPU settings: clock_mhz locks the SM clock (MHz) of every replica (null: the maximum clock,
-    where the oracles were calibrated); checked against the GPU's table (`oracle.clock_specs`)."""
+    where the oracles were calibrated); checked against the GPU's table (`oracle.clock_specs`).
+    power_limit_w caps every GPU's power (W; null: the board's own limit, the oracle's
+    `power_limit_w`): a step that would draw more runs at the highest clock whose power fits."""
 
     clock_mhz: int | None = None
+    power_limit_w: float | None = None
 
     def __post_init__(self) -> None:
         if self.clock_mhz is not None:
             check(
                 self.clock_mhz > 0, "gpu.clock_mhz", f"must be null or a positive number of MHz, got {self.clock_mhz}"
+            )
+        if self.power_limit_w is not None:
+            check(
+                math.isfinite(self.power_limit_w) and self.power_limit_w > 0,
+                "gpu.power_limit_w",
+                f"must be null or a positive number of W, got {self.power_limit_w}",
             )
 
 

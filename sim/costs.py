@@ -10,7 +10,8 @@ running sum of 1/(sequences in the step) (`share`).
 
 The closed forms of decode spans under a power cap (`span_s`, `decode`, `steps_to_reach`) are
 compiled once, in `sim.kernel.costs`; `StepCosts` calls them. What stays here: one step's cost
-(`mixed_step`, the step-by-step reference's), and the per-request charges.
+under a cap tried clock by clock (`StepCosts.step`, the step-by-step reference's), and the
+per-request charges.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from oracle.clocks import ClockError, ladder
 from oracle.features import StepCoef
 from oracle.model import Oracle
 from sim.kernel import costs as kernel_costs
@@ -31,65 +33,94 @@ Array = NDArray[np.float64]
 @dataclass(frozen=True)
 class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
-    and the power limit (W; None: no cap) at which the GPU throttles a step."""
+    the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
+    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 6, row 0 these ones;
+    `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap."""
 
     time_s: StepCoef
     energy_j: StepCoef
     idle_power_w: float
     power_limit_w: float | None = None
-    _ct: np.ndarray = field(init=False, repr=False, compare=False)  # arrays the compiled formulas read
-    _ce: np.ndarray = field(init=False, repr=False, compare=False)
-    _cap: float = field(init=False, repr=False, compare=False)  # W; 0: no cap
+    ladder_t: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ladder_e: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ladder_t is None or self.ladder_e is None:
+            object.__setattr__(self, "ladder_t", np.array([self.time_s], dtype=float))
+            object.__setattr__(self, "ladder_e", np.array([self.energy_j], dtype=float))
 
     @classmethod
     def from_oracle(cls, oracle: Oracle) -> StepCosts:
-        """Plain-float copy of an oracle's step model (fast to read in the engine's loop)."""
+        """Plain-float copy of an oracle's step model, with its clock ladder under a power cap
+        (none for a GPU without clock parameters, or coefficients without a constant energy to
+        split a clock's saving by)."""
         limit = None if oracle.power_limit_w is None else float(oracle.power_limit_w)
+        ladder_t = ladder_e = None
+        if limit is not None and oracle.energy_coef_j[0] > 0.0:
+            try:
+                _, ladder_t, ladder_e = ladder(oracle)
+            except ClockError:
+                pass
         return cls(
-            StepCoef.of(oracle.time_coef_s), StepCoef.of(oracle.energy_coef_j), float(oracle.idle_power_w), limit
+            StepCoef.of(oracle.time_coef_s),
+            StepCoef.of(oracle.energy_coef_j),
+            float(oracle.idle_power_w),
+            limit,
+            ladder_t,
+            ladder_e,
         )
 
-    def capped(self, dt_s: float, de_j: float) -> float:
-        """A step's time (s) under the power cap: a step that would draw more than the limit is
-        throttled (the GPU lowers its clocks) and lasts energy / limit."""
-        limit = self.power_limit_w
-        return de_j / limit if limit is not None and de_j > limit * dt_s else dt_s
+    @property
+    def _cap(self) -> float:
+        return float(self.power_limit_w or 0.0)  # W; 0: no cap
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_ct", np.array(self.time_s, dtype=float))
-        object.__setattr__(self, "_ce", np.array(self.energy_j, dtype=float))
-        object.__setattr__(self, "_cap", float(self.power_limit_w or 0.0))
+    def step(
+        self, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int
+    ) -> tuple[float, float, float]:
+        """Time (s, under the cap), energy (J) and `extra` (energy a lower clock saved, in step
+        constants) of one step with these summed features, the reference's way: at the highest
+        clock whose power fits the cap, tried one by one (`sim.kernel.costs.step` does the same)."""
+        lt, le, cap = self.ladder_t, self.ladder_e, self._cap
+        assert lt is not None and le is not None
+        x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+        de, dt = _step_value(self.energy_j, *x), _step_value(self.time_s, *x)
+        if cap <= 0.0 or de <= cap * dt:
+            return dt, de, 0.0
+        if len(lt) == 1:
+            return de / cap, de, 0.0
+        for level in range(1, len(lt)):
+            e, t = _row_value(le[level], *x), _row_value(lt[level], *x)
+            if e <= cap * t or level == len(lt) - 1:
+                return t, e, (e - de) / float(le[0, 0])
+        return dt, de, 0.0
 
     def span_s(self, batch: int, ctx_sum: int, steps: int) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
         `ctx_sum` at the first, under the power cap (`sim.kernel.costs.span_s`)."""
-        return float(kernel_costs.span_s(self._ct, self._ce, self._cap, batch, ctx_sum, steps))
+        return float(kernel_costs.span_s(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, steps))
 
-    def decode(self, batch: int, ctx_sum: int, steps: int) -> tuple[float, float, float]:
-        """Time (s, under the power cap), energy (J) and peak step power (W) of `steps` decode
-        steps (`sim.kernel.costs.decode`)."""
-        dt, de, peak = kernel_costs.decode(self._ct, self._ce, self._cap, batch, ctx_sum, steps)
-        return float(dt), float(de), float(peak)
+    def decode(self, batch: int, ctx_sum: int, steps: int) -> tuple[float, float, float, float]:
+        """Time (s, under the power cap), energy (J), peak step power (W) and `extra` of `steps`
+        decode steps (`sim.kernel.costs.decode`)."""
+        dt, de, peak, extra = kernel_costs.decode(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, steps)
+        return float(dt), float(de), float(peak), float(extra)
 
-    def mixed(self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> tuple[float, float]:
-        """Time (s, under the power cap) and energy (J) of one step that decodes and prefills."""
+    def mixed(
+        self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]
+    ) -> tuple[float, float, float]:
+        """`step` of a step that decodes and prefills: (time s, energy J, extra)."""
         tokens, attn = prefill_sums(prefill)
-        n = len(prefill)
-        de = _step_value(self.energy_j, decode_seqs, decode_ctx, n, tokens, attn)
-        return self.capped(_step_value(self.time_s, decode_seqs, decode_ctx, n, tokens, attn), de), de
+        return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn)
 
     def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float) -> int:
         """Smallest k ≥ 1 whose decode span, under the power cap, lasts ≥ dt_s (s)
         (`sim.kernel.costs.steps_to_reach`)."""
-        return int(kernel_costs.steps_to_reach(self._ct, self._ce, self._cap, batch, ctx_sum, dt_s))
+        return int(kernel_costs.steps_to_reach(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, dt_s))
 
 
-def mixed_step(coef: StepCoef, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]) -> float:
-    """Time (s) or energy (J) of one step that decodes and prefills.
-
-    `prefill` holds (job, chunk tokens, tokens already cached) per prefilling sequence.
-    """
-    return _step_value(coef, decode_seqs, decode_ctx, len(prefill), *prefill_sums(prefill))
+def _row_value(c: np.ndarray, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:
+    """`_step_value` of a ladder row (the same float operations)."""
+    return float(c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
 
 
 def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:

@@ -215,10 +215,12 @@ class Engine:
             return k  # the cache holds whole cycles of allocations past k
         return phases.steps_within(self.N, k, self.cap - self.used)
 
-    def run_span(self, steps: int) -> list[int]:
-        """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
+    def run_span(self, steps: int, extra: float = 0.0) -> list[int]:
+        """Advance the decoders `steps` plain decode steps whose energy differs from the
+        coefficients' by `extra` step constants (a power cap's lower clock, `sim.kernel.costs`);
+        returns the jobs that finished."""
         self.used += self.phases.over(self.N, steps)
-        self.share, self.share_c = compensated_add(self.share, self.share_c, steps / self.B)
+        self.share, self.share_c = compensated_add(self.share, self.share_c, (steps + extra) / self.B)
         n = self.N = self.N + steps
         self.S += self.B * steps
         if self._sat and self._sat[0][0] <= n:
@@ -296,9 +298,10 @@ class Engine:
             jobs.share[j] -= share
         return taken
 
-    def finish_step(self, work: Prefill) -> tuple[list[int], list[int]]:
-        """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished)."""
-        self.share, self.share_c = compensated_add(self.share, self.share_c, 1.0 / (self.B + len(work)))
+    def finish_step(self, work: Prefill, extra: float = 0.0) -> tuple[list[int], list[int]]:
+        """Close a step that decoded the decoders and prefilled `work`, its energy `extra` step
+        constants off the coefficients': (first tokens, finished)."""
+        self.share, self.share_c = compensated_add(self.share, self.share_c, (1.0 + extra) / (self.B + len(work)))
         n = self.N = self.N + 1
         self.S += self.B
         if self._sat and self._sat[0][0] <= n:

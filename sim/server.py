@@ -29,7 +29,7 @@ import simpy
 from simpy.events import URGENT, Timeout
 
 from sim.config import ServerConfig
-from sim.costs import StepCosts, mixed_step, prefill_sums
+from sim.costs import StepCosts, prefill_sums
 from sim.engine import Engine, Prefill
 from sim.jobs import JobTable, ServerState
 from sim.kernel.engine import KernelEngine
@@ -87,7 +87,7 @@ class Server:
         self._phase = _IDLE
         self._nxt: float | None = None
         self._span: tuple[int, int, float, int] = (0, 0, 0.0, 0)
-        self._step: tuple[Prefill, float, float, float] = ([], 0.0, 0.0, 0.0)
+        self._step: tuple[Prefill, float, float, float, float] = ([], 0.0, 0.0, 0.0, 0.0)
         _urgent(env, self._start)
 
     @property
@@ -284,8 +284,8 @@ class Server:
             B, S, _, k = self._span
             self._end_decode(B, S, k)
         elif phase == _MIXED:
-            work, dt, de, _ = self._step
-            self._end_mixed(work, dt, de)
+            work, dt, de, extra, _ = self._step
+            self._end_mixed(work, dt, de, extra)
         else:
             self._resume_idle(self._nxt)
         self._next()
@@ -302,7 +302,7 @@ class Server:
             self._span = (B, S, t0, k)
             self._sleep(t0 + self.costs.span_s(B, S, k))
         elif phase == _MIXED:
-            self._sleep(self._step[3])  # a step is atomic: arrivals wait for its end
+            self._sleep(self._step[4])  # a step is atomic: arrivals wait for its end
         else:
             self._timer = None
             self._resume_idle(t_s)
@@ -329,19 +329,19 @@ class Server:
         """One step that prefills `work` (and decodes the running decoders)."""
         if self.on_change is not None:
             self.on_change()  # form_step may have preempted
-        dt, de = self._mixed_cost(work)
+        dt, de, extra = self._mixed_cost(work)
         self._phase = _MIXED
         end = self.ledger.now + dt
-        self._step = (work, dt, de, end)
+        self._step = (work, dt, de, extra, end)
         self._sleep(end)
 
-    def _mixed_cost(self, work: Prefill) -> tuple[float, float]:
-        """Time (s) and energy (J) of the step that prefills `work`."""
+    def _mixed_cost(self, work: Prefill) -> tuple[float, float, float]:
+        """Time (s), energy (J) and `extra` (`StepCosts.step`) of the step that prefills `work`."""
         e = self.engine
         assert e.B or work, "a step with nothing to run"
         return self._exact_step(work) if self._exact else self.costs.mixed(e.B, e.S, work)
 
-    def _end_mixed(self, work: Prefill, dt: float, de: float) -> None:
+    def _end_mixed(self, work: Prefill, dt: float, de: float, extra: float) -> None:
         """Close the step that prefilled `work`: engine, ledger and job times."""
         e = self.engine
         B = e.B
@@ -349,7 +349,7 @@ class Server:
         if self._record:
             tokens, attn = prefill_sums(work)
             self.ledger.record((1, B, e.S, len(work), tokens, attn))
-        first, done = e.finish_step(work)
+        first, done = e.finish_step(work, extra)
         self.ledger.advance(dt, de, 1, _power(de, dt), running, B + e.prefilled, e.used / e.cap)
         if self.on_change is not None:
             self.on_change()
@@ -372,14 +372,14 @@ class Server:
     def _end_decode(self, B: int, S: int, k: int) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
         if self._exact:
-            dt, de = self._exact_step([])
+            dt, de, extra = self._exact_step([])
             peak = _power(de, dt)
         else:
-            dt, de, peak = self.costs.decode(B, S, k)
+            dt, de, peak, extra = self.costs.decode(B, S, k)
         if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
         e = self.engine
-        done = e.run_span(k)
+        done = e.run_span(k, extra)
         self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap)
         if self.on_change is not None:
             self.on_change()
@@ -404,21 +404,23 @@ class Server:
                 self.on_finish(j, t)
 
     # --- the reference: one step, every sequence charged explicitly ---------------------
-    def _exact_step(self, work: Prefill) -> tuple[float, float]:
-        """Features of the coming step from each sequence's own state; charges each its energy."""
+    def _exact_step(self, work: Prefill) -> tuple[float, float, float]:
+        """Features of the coming step from each sequence's own state; charges each its energy:
+        its own terms, and an equal share of the step's constant and of the energy a power cap's
+        lower clock changed (`StepCosts.step`). Returns (time s, energy J, extra)."""
         jobs, e, ce = self.jobs, self.engine, self.costs.energy_j
         assert isinstance(e, Engine)
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
         assert ctx == e.S, "incremental context sum diverged from the explicit one"
-        share = ce.const / (len(dec) + len(work))
+        dt, de, extra = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work))
+        share = ce.const * (1.0 + extra) / (len(dec) + len(work))
         for j, c in dec:
             jobs.energy_j[j] += ce.decode_seqs + ce.decode_ctx * c + share
         for j, m, past in work:
             attn = m * past + m * (m + 1) // 2
             jobs.energy_j[j] += ce.prefill_seqs + ce.prefill_tokens * m + ce.prefill_attn * attn + share
-        de = mixed_step(ce, len(dec), ctx, work)
-        return self.costs.capped(mixed_step(self.costs.time_s, len(dec), ctx, work), de), de
+        return dt, de, extra
 
 
 def _power(energy_j: float, time_s: float) -> float:

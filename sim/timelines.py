@@ -70,9 +70,11 @@ def _server_lines(servers: Sequence[ServerStats], edges: np.ndarray) -> pd.DataF
         kv += _per_bin(edges, ends, order, s.span_kv_used * s.span_s)
         tokens += _per_bin(edges, ends, order, s.span_tokens.astype(float))
     gpus = max(len(servers), 1)
+    # per-bin sums are differences of cumulative sums: clip their rounding (±1e-20) at 0
+    running, kv = np.maximum(running, 0.0), np.clip(kv / width / gpus, 0.0, 1.0)
     return pd.DataFrame(
         {"t_s": 0.5 * (edges[1:] + edges[:-1]), "power_w": power, "running": running / width / gpus,
-         "kv_used": kv / width / gpus, "tokens_per_s": tokens / width}
+         "kv_used": kv, "tokens_per_s": tokens / width}
     )  # fmt: skip
 
 

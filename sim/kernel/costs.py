@@ -1,13 +1,23 @@
-"""Time (s) and energy (J) of serving steps and decode spans, compiled, on coefficient arrays
-(const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn): `ct` in s, `ce` in J
-per unit of each feature, and the power cap `limit` (W; 0: none).
+"""Time (s) and energy (J) of serving steps and decode spans, compiled.
+
+Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 6) arrays of the step
+coefficients (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn) at the
+GPU's supported SM clocks from its own down (`oracle.clocks.ladder`); row 0 is the clock it runs at.
+`limit` is the power cap (W; 0: none).
 
 A step's time and energy are linear in its features. Between two events that change the batch,
 B decoding sequences advance together and their context sum grows by B per step, so the time and
-energy of k steps are arithmetic series (`span`). Under a power cap a step that would draw more
-than the cap is throttled and lasts energy / cap; step power is monotone along a span, so the
-throttled steps are one run at one end (`span_s`). `sim.costs.StepCosts` calls these; the
-step-by-step reference (`server.exact_steps`) sums single steps instead.
+energy of k steps at one clock are arithmetic series (`span`). Under a power cap, a step that
+would draw more than the cap runs, as the hardware does it, at the highest clock whose power fits
+(a compute-bound prefill slows more than a memory-bound decode); its energy changes with the
+clock, and the change is returned as `extra`, in units of the step's constant energy at row 0, so
+that the engine splits it between the step's sequences as it splits the constant. A GPU with no
+clock ladder (one row) is throttled as before clocks were modelled: the step lasts energy / cap.
+Along a decode span, power at each clock is monotone in the step, so the steps throttled to each
+clock form one run (found by bisection).
+
+`sim.costs.StepCosts` calls these; the step-by-step reference (`server.exact_steps`) sums single
+steps (`step`).
 """
 
 from __future__ import annotations
@@ -22,18 +32,50 @@ NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
 @njit(cache=True)
 def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     """Time (s) or energy (J) of `steps` decode steps of `batch` sequences whose contexts sum to
-    `ctx_sum` at the first step (it grows by `batch` per step)."""
+    `ctx_sum` at the first step (it grows by `batch` per step), coefficients `c`."""
     c2 = c[2]
     return steps * (c[0] + c[1] * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
 
 
 @njit(cache=True)
-def span_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s) of `steps` decode steps under the power cap (`span` on each side of the one step
-    where the implied power crosses the cap)."""
+def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    return c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn
+
+
+@njit(cache=True)
+def step(lt, le, limit, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap), energy (J) and `extra` of one step with these summed features."""
+    de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    if limit <= 0.0 or de <= limit * dt:
+        return dt, de, 0.0
+    last = lt.shape[0] - 1
+    if last == 0:  # no clock ladder: stretched to energy / cap
+        return de / limit, de, 0.0
+    for level in range(1, last + 1):
+        e = _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+        t = _step(lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+        if e <= limit * t or level == last:  # (the lowest clock, even if it draws more)
+            return t, e, (e - de) / le[0, 0]
+    return dt, de, 0.0
+
+
+@njit(cache=True)
+def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
+    """`step` of a step that decodes the decoders and prefills `r`'s work."""
+    tokens = attn = 0
+    for i in range(r.nwork):
+        m, past = r.work_m[i], r.work_past[i]
+        tokens += m
+        attn += m * past + m * (m + 1) // 2
+    return step(r.lt, r.le, r.limit, decode_seqs, decode_ctx, r.nwork, tokens, attn)
+
+
+@njit(cache=True)
+def _stretched_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) of a decode span whose steps over the cap last energy / cap (no clock ladder):
+    `span` on each side of the one step where the implied power crosses the cap."""
     t = span(ct, batch, ctx_sum, steps)
-    if limit <= 0.0:
-        return t
     a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
     a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
     d0, d1 = a_e - limit * a_t, (ce[2] - limit * ct[2]) * batch
@@ -52,9 +94,46 @@ def span_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def
 
 
 @njit(cache=True)
-def decode(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap), energy (J) and peak step power (W) of a decode span: `span_s`,
-    `span` and the higher power of its first and last steps in one pass."""
+def _level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
+    """The first ladder level (highest clock) at which a decode step of context sum ctx fits the cap."""
+    last = lt.shape[0] - 1
+    for level in range(last):
+        e = le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx
+        if e <= limit * (lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx):
+            return level
+    return last
+
+
+@njit(cache=True)
+def _laddered(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s), energy (J) and peak power (W) of a decode span whose steps each run at their
+    `_level`: the runs of one level, found by bisection, summed as series."""
+    dt = de = peak = 0.0
+    i = 0
+    while i < steps:
+        level = _level(lt, le, limit, batch, ctx_sum + i * batch)
+        lo, hi = i, steps - 1  # the last step of this run: the levels along a span are monotone
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _level(lt, le, limit, batch, ctx_sum + mid * batch) == level:
+                lo = mid
+            else:
+                hi = mid - 1
+        n, start = lo - i + 1, ctx_sum + i * batch
+        dt += span(lt[level], batch, start, n)
+        de += span(le[level], batch, start, n)
+        for ctx in (start, start + (n - 1) * batch):
+            t = lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx
+            if t > 0.0:
+                peak = max(peak, (le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx) / t)
+        i = lo + 1
+    return dt, de, peak
+
+
+@njit(cache=True)
+def decode(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap), energy (J), peak step power (W) and `extra` of a decode span."""
+    ct, ce = lt[0], le[0]
     c2t, c2e = ct[2], ce[2]
     a_t = ct[0] + ct[1] * batch + c2t * ctx_sum
     a_e = ce[0] + ce[1] * batch + c2e * ctx_sum
@@ -64,30 +143,25 @@ def decode(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def
     l_e = ce[0] + ce[1] * batch + c2e * last
     dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
     if limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
-        dt = span_s(ct, ce, limit, batch, ctx_sum, steps)
+        if lt.shape[0] > 1:
+            t, e, peak = _laddered(lt, le, limit, batch, ctx_sum, steps)
+            return t, e, peak, (e - de) / ce[0]
+        dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
         a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
         l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
     p_first = a_e / a_t if a_t > 0.0 else 0.0
     p_last = l_e / l_t if l_t > 0.0 else 0.0
-    return dt, de, p_first if p_first > p_last else p_last
+    return dt, de, p_first if p_first > p_last else p_last, 0.0
 
 
 @njit(cache=True)
-def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
-    return c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn
-
-
-@njit(cache=True)
-def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap) and energy (J) of a step that decodes and prefills `r`'s work."""
-    tokens = attn = 0
-    for i in range(r.nwork):
-        m, past = r.work_m[i], r.work_past[i]
-        tokens += m
-        attn += m * past + m * (m + 1) // 2
-    de = _step(r.ce, decode_seqs, decode_ctx, r.nwork, tokens, attn)
-    dt = _step(r.ct, decode_seqs, decode_ctx, r.nwork, tokens, attn)
-    return (de / r.limit if r.limit > 0.0 and de > r.limit * dt else dt), de
+def span_s(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) of `steps` decode steps under the power cap."""
+    if limit <= 0.0:
+        return span(lt[0], batch, ctx_sum, steps)
+    if lt.shape[0] > 1:
+        return decode(lt, le, limit, batch, ctx_sum, steps)[0]
+    return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
 
 
 @njit(cache=True)
@@ -126,15 +200,15 @@ def _throttled(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped
 
 
 @njit(cache=True)
-def steps_to_reach(ct, ce, limit, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+def steps_to_reach(lt, le, limit, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
     """Smallest k ≥ 1 whose decode span, under the cap, lasts ≥ dt_s (s)."""
-    k = _reach(ct, batch, ctx_sum, dt_s)  # the cap only lengthens steps
-    if limit <= 0.0 or k <= 1 or not _throttled(ct, ce, limit, batch, ctx_sum, k):
+    k = _reach(lt[0], batch, ctx_sum, dt_s)  # the cap only lengthens steps
+    if limit <= 0.0 or k <= 1 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k):
         return k
     lo, hi = 1, k
     while lo < hi:
         mid = (lo + hi) // 2
-        if span_s(ct, ce, limit, batch, ctx_sum, mid) >= dt_s:
+        if span_s(lt, le, limit, batch, ctx_sum, mid) >= dt_s:
             hi = mid
         else:
             lo = mid + 1

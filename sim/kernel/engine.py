@@ -55,8 +55,8 @@ class KernelEngine:
         self.r = state.new_replica(
             np.array([int(s.get(k, 0)) for k in state.INT_SETTINGS], dtype=np.int64),
             np.array([float(s.get(k, 0.0)) for k in state.FLOAT_SETTINGS]),
-            np.array(costs.time_s, dtype=float),
-            np.array(costs.energy_j, dtype=float),
+            costs.ladder_t,
+            costs.ladder_e,
             seqs,
             4 * seqs + 4,  # preemption-log rows (`state.log_full`)
             SPAN_ROWS,
@@ -83,9 +83,10 @@ class KernelEngine:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
         return int(rules.span_limit(self.r))
 
-    def run_span(self, steps: int) -> list[int]:
-        """Advance the decoders `steps` plain decode steps; returns the jobs that finished."""
-        rules.run_span(self.r, steps)
+    def run_span(self, steps: int, extra: float = 0.0) -> list[int]:
+        """Advance the decoders `steps` plain decode steps (energy `extra` step constants off the
+        coefficients', `sim.kernel.costs`); returns the jobs that finished."""
+        rules.run_span(self.r, steps, extra)
         return _done(self.r).tolist()  # type: ignore[no-any-return]
 
     def form_step(self, now_s: float) -> list[tuple[int, int, int]]:
@@ -95,9 +96,10 @@ class KernelEngine:
         j, m, past = _work(self.r)
         return list(zip(j.tolist(), m.tolist(), past.tolist(), strict=True))
 
-    def finish_step(self, work: list[tuple[int, int, int]]) -> tuple[list[int], list[int]]:
-        """Close the step `form_step` formed (its `work`): (first tokens, finished)."""
-        rules.finish_step(self.r)
+    def finish_step(self, work: list[tuple[int, int, int]], extra: float = 0.0) -> tuple[list[int], list[int]]:
+        """Close the step `form_step` formed (its `work`; energy `extra` step constants off the
+        coefficients'): (first tokens, finished)."""
+        rules.finish_step(self.r, extra)
         first, done = _first_done(self.r)
         return first.tolist(), done.tolist()
 

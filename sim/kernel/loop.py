@@ -54,24 +54,24 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def close_span(r, B, S, k):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S (`Server._end_decode`)."""
-    dt, de, peak = costs.decode(r.ct, r.ce, r.limit, B, S, k)
-    run_span(r, k)
+    dt, de, peak, extra = costs.decode(r.lt, r.le, r.limit, B, S, k)
+    run_span(r, k, extra)
     _advance(r, dt, de, k, peak, B, B * k)
     _stamp(r, 0)
 
 
 @njit(cache=True)
 def open_step(r, now):  # type: ignore[no-untyped-def]
-    """Form the next step at clock `now` (s); its time (s) and energy (J)."""
+    """Form the next step at clock `now` (s); its time (s), energy (J) and `extra` (`costs.step`)."""
     form_step(r, now)
     return costs.mixed(r, r.B, r.S)
 
 
 @njit(cache=True)
-def close_step(r, dt, de):  # type: ignore[no-untyped-def]
+def close_step(r, dt, de, extra):  # type: ignore[no-untyped-def]
     """Run the step `open_step` formed, of time dt (s) and energy de (J) (`Server._end_mixed`)."""
     B = r.B
-    finish_step(r)
+    finish_step(r, extra)
     _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled)
     _stamp(r, r.nfirst)
 
@@ -81,7 +81,7 @@ def _span_steps(r, now):  # type: ignore[no-untyped-def]
     """Steps of the next decode span: to the engine's limit or the next arrival that could join."""
     k = span_limit(r)
     if k > 1 and r.fi < r.ft.size and accepts_arrivals(r):
-        reach = costs.steps_to_reach(r.ct, r.ce, r.limit, r.B, r.S, r.ft[r.fi] - now)
+        reach = costs.steps_to_reach(r.lt, r.le, r.limit, r.B, r.S, r.ft[r.fi] - now)
         if reach < k:
             return reach
     return k
@@ -103,8 +103,8 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
         if can_span(r):
             close_span(r, r.B, r.S, _span_steps(r, now))
         elif r.B or r.part_j >= 0 or r.qlen:
-            dt, de = open_step(r, now)
-            close_step(r, dt, de)
+            dt, de, extra = open_step(r, now)
+            close_step(r, dt, de, extra)
         elif r.fi < n:
             if ft[r.fi] > now:
                 r.t, r.tc = ft[r.fi], 0.0

@@ -1,6 +1,9 @@
 """A replica's engine rules, compiled: admission, KV accounting, preemption, decode spans and
 completions, on a `sim.kernel.state.Replica`. The rules and their conventions are those of
-`sim.engine.Engine` (its docstring says them); the results are the same bits.
+`sim.engine.Engine` (its docstring says them); the results are the same bits. A request's share of
+the steps' constant energy is a running sum of 1/(sequences in the step), each step's term scaled
+by 1 + its `extra` (the energy a power cap's lower clock saved, in step constants), so that the
+requests' charges add up to the steps' energy.
 
 A step's prefill work is `r.work_j`, `r.work_m`, `r.work_past` (job, chunk tokens, tokens of the
 prefill already computed; `r.nwork` of them); the jobs a step or span completed are `r.done`
@@ -125,10 +128,11 @@ def span_limit(r):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def run_span(r, steps):  # type: ignore[no-untyped-def]
-    """Advance the decoders `steps` plain decode steps; the jobs that finished are `r.done`."""
+def run_span(r, steps, extra):  # type: ignore[no-untyped-def]
+    """Advance the decoders `steps` plain decode steps whose energy differs from the coefficients'
+    by `extra` step constants (`sim.kernel.costs`); the jobs that finished are `r.done`."""
     r.used += over(r, steps)
-    _add_share(r, steps / r.B)
+    _add_share(r, (steps + extra) / r.B)
     r.N += steps
     r.S += r.B * steps
     r.ndone = 0
@@ -216,10 +220,10 @@ def _admit(r, budget, free, now_s):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def finish_step(r):  # type: ignore[no-untyped-def]
-    """Close a step that decoded the decoders and prefilled `r.work`: first tokens in `r.first`,
-    completions in `r.done`."""
-    _add_share(r, 1.0 / (r.B + r.nwork))
+def finish_step(r, extra):  # type: ignore[no-untyped-def]
+    """Close a step that decoded the decoders and prefilled `r.work`, its energy `extra` step
+    constants off the coefficients': first tokens in `r.first`, completions in `r.done`."""
+    _add_share(r, (1.0 + extra) / (r.B + r.nwork))
     r.N += 1
     r.S += r.B
     r.ndone = r.nfirst = 0

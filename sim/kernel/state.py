@@ -58,11 +58,13 @@ _STATE_FLOATS = (
     "w_t0",
     "w_dt",
     "w_de",
+    "w_extra",
     "w_end",
     "env_end",
 )
 _ARRAYS = (
-    ("ct", A_f64), ("ce", A_f64), ("weights", A_i64), ("hf", A_i64), ("hj", A_i64), ("ss", A_i64),
+    ("lt", f64[:, ::1]), ("le", f64[:, ::1]), ("ct", A_f64), ("ce", A_f64), ("weights", A_i64),
+    ("hf", A_i64), ("hj", A_i64), ("ss", A_i64),
     ("sf", A_i64), ("sj", A_i64), ("work_j", A_i64), ("work_m", A_i64), ("work_past", A_i64),
     ("done", A_i64), ("first", A_i64), ("plog", i64[:, ::1]), ("rows_f", f64[:, ::1]), ("rows_i", i64[:, ::1]),
     ("n_in", A_i32), ("n_out", A_i32), ("generated", A_i32), ("share_of", A_f64), ("status", A_i8),
@@ -94,10 +96,11 @@ DECODER, PARTIAL, REQUEUE = 0, 1, 2
 
 
 @njit(cache=True)
-def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
+def new_replica(ints, floats, lt, le, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
     """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), step
-    coefficients `ct` (s) and `ce` (J), room for `seqs` running sequences, the job columns
-    `jobs`, the per-job `links` (nxt, prv, slot) and its feed."""
+    coefficients `lt` (s) and `le` (J) by clock (`sim.kernel.costs`; row 0 its own clock's: `ct`,
+    `ce`), room for `seqs` running sequences, the job columns `jobs`, the per-job `links` (nxt,
+    prv, slot) and its feed."""
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
@@ -108,11 +111,11 @@ def new_replica(ints, floats, ct, ce, seqs, log_rows, span_rows, jobs, links, fe
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
     r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
     r.idle, r.eid = 1, -1
-    r.w_t0 = r.w_dt = r.w_de = r.w_end = r.env_end = 0.0
+    r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
     r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
     r.sg_r0 = r.sg_init
-    r.ct, r.ce = ct, ce
+    r.lt, r.le, r.ct, r.ce = lt, le, lt[0], le[0]
     r.weights = np.zeros(r.bs, np.int64)
     heap = 2 * seqs + 2  # live entries are at most the decoders (stale ones are dropped when full)
     r.hf, r.hj = np.zeros(heap, np.int64), np.zeros(heap, np.int64)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from oracle import features as F
 from oracle.arch import gpu_names
 from oracle.clock_specs import CLOCK_SPECS
-from oracle.clocks import ClockError, ClockSpec, at_clock, clock_spec, coefficients_at
+from oracle.clocks import ClockError, ClockSpec, at_clock, clock_spec, coefficients_at, ladder
 from oracle.model import Oracle, shipped_oracles
 from tests import subprocess_env
 
@@ -172,3 +172,21 @@ def test_python_m_sim_refuses_an_unsupported_clock_in_one_line(tmp_path):
     done = sim(tmp_path, f"output_dir={tmp_path / 'out'}", "gpu.clock_mhz=1000")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "gpu.clock_mhz (oracle 'llama-3.1-8b_h100'): 1000 MHz is not a supported SM clock of h100" in done.stderr
+
+
+# --- the clock ladder a power cap throttles to (oracle.clocks.ladder) ---------------------------
+
+
+@pytest.mark.parametrize("name", shipped_oracles())
+def test_the_ladder_starts_at_the_oracle_and_inverts_a_locked_clock(name):
+    """Level 0 is the oracle's own coefficients; from a locked clock the ladder is the maximum
+    clock's ladder from that clock down (`coefficients_at_max` inverts `coefficients_at`)."""
+    o = Oracle.load(name)
+    clocks, t, e = ladder(o)
+    assert np.array_equal(t[0], o.time_coef_s) and np.array_equal(e[0], o.energy_coef_j)
+    assert (np.diff(clocks) < 0).all() and clocks[-1] == clock_spec(o.gpu).min_mhz
+    f = clocks[len(clocks) // 2]
+    low_clocks, low_t, low_e = ladder(at_clock(o, f))
+    k = len(clocks) // 2
+    assert np.array_equal(low_clocks, clocks[k:])
+    assert np.allclose(low_t, t[k:], rtol=1e-12) and np.allclose(low_e, e[k:], rtol=1e-12)

@@ -105,7 +105,9 @@ def test_the_compiled_fleet_replays_a_small_cache_and_a_power_limit_bit_for_bit(
         compiled, simpy_run = both(busy, fleet_of(capped, config, router, 4, SloConfig()))
     assert_same(compiled, simpy_run)
     assert SCHEDULERS[scheduler].reserve_full or compiled.requests["preemptions"].sum() > 0
-    assert any((s.span_peak_w[s.span_steps > 1] >= 450.0 * (1 - 1e-12)).any() for s in compiled.servers)
+    # throttled to the highest clock that fits 450 W: never above it, some decode spans just under it
+    assert max(float(s.span_peak_w.max()) for s in compiled.servers) <= 450.0
+    assert any((s.span_peak_w[s.span_steps > 1] > 0.97 * 450.0).any() for s in compiled.servers)
 
 
 def test_the_compiled_fleet_replays_sliding_windows_bit_for_bit(busy):

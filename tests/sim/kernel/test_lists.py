@@ -37,8 +37,8 @@ def replica(
     return state.new_replica(
         int_arr,
         float_arr,
-        np.array(ct, dtype=float),
-        np.array(ce, dtype=float),
+        np.array([ct], dtype=float),
+        np.array([ce], dtype=float),
         seqs,
         2 * seqs + 2,
         4,

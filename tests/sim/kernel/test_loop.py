@@ -108,7 +108,8 @@ def test_the_kernel_replays_throttled_spans_bit_for_bit(llama, rate):
     requests = traces.load("synthetic", num_requests=1500, rate_per_s=rate, seed=2)
     compiled, general = both(requests, capped, ServerConfig())
     assert_same(compiled, general)
-    assert (compiled.servers[0].span_peak_w[compiled.servers[0].span_steps > 1] >= 450.0 * (1 - 1e-12)).any()
+    peak, steps = compiled.servers[0].span_peak_w, compiled.servers[0].span_steps
+    assert peak.max() <= 450.0 and (peak[steps > 1] > 0.97 * 450.0).any()  # throttled to a clock that fits
 
 
 def test_the_kernel_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama, tmp_path: Path):

@@ -1,0 +1,125 @@
+"""A power cap as the hardware applies it: a step over the cap runs at the highest SM clock whose
+power fits (`StepCosts.step`, `sim.kernel.costs`), requests' charges still add up to the steps'
+energy, and `gpu.power_limit_w` sets the cap."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import traces
+from oracle.clocks import ladder
+from oracle.model import Oracle
+from sim.app import clocked_oracle
+from sim.config import ConfigError, GpuConfig, ServerConfig
+from sim.costs import StepCosts
+from sim.kernel import costs as kernel_costs
+from sim.run import simulate
+
+H100 = "llama-3.1-8b_h100"
+ORACLES = ["llama-3.1-8b_h100", "qwen3-14b_b200", "mistral-7b_a100", "qwen3-32b_h200"]
+
+steps = st.tuples(
+    st.integers(0, 512),  # decode sequences
+    st.integers(0, 2_000_000),  # their contexts in all (tokens)
+    st.integers(0, 16),  # prefilling sequences
+    st.integers(0, 16_384),  # prompt tokens
+    st.integers(0, 2**31),  # attention pairs
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ORACLES), st.floats(0.0, 1.0), steps)
+def test_a_capped_step_draws_at_most_the_cap_at_the_highest_clock_that_fits(name, where, x):
+    """Unless even the lowest clock draws more, a step's power is at most the cap, and the next
+    clock up (if any) would draw more; the compiled step is the reference's, bit for bit."""
+    o = Oracle.load(name)
+    cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
+    costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap))
+    dt, de, extra = costs.step(*x)
+    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, *x) == (dt, de, extra)
+    lt, le = costs.ladder_t, costs.ladder_e
+    power = [(le[k] @ np.array([1, *x])) / (lt[k] @ np.array([1, *x])) for k in range(len(lt))]
+    level = next((k for k, p in enumerate(power) if p <= cap), len(lt) - 1)
+    assert math.isclose(dt, float(lt[level] @ np.array([1, *x])), rel_tol=1e-12)
+    assert level == len(lt) - 1 or de <= cap * dt
+    e0 = float(le[0] @ np.array([1, *x]))
+    assert math.isclose(extra, (de - e0) / le[0, 0], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def stepwise(costs: StepCosts, batch: int, ctx_sum: int, n: int) -> tuple[float, float, float, float]:
+    """The reference: n decode steps one by one (`StepCosts.step`), their time, energy, peak power
+    and extra summed."""
+    dt = de = peak = extra = 0.0
+    for i in range(n):
+        t, e, x = costs.step(batch, ctx_sum + i * batch, 0, 0, 0)
+        dt, de, extra, peak = dt + t, de + e, extra + x, max(peak, e / t)
+    return dt, de, peak, extra
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(ORACLES), st.floats(0.0, 1.0), st.integers(1, 512), st.integers(0, 3_000_000), st.integers(1, 3000)
+)
+def test_a_capped_decode_span_is_its_steps_summed(name, where, batch, ctx_sum, n):
+    """The closed form of a decode span under a cap (runs of one clock found by bisection) against
+    its steps one by one; `steps_to_reach` is the first step boundary past a duration."""
+    o = Oracle.load(name)
+    cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
+    costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap))
+    want = stepwise(costs, batch, ctx_sum, n)
+    got = costs.decode(batch, ctx_sum, n)
+    for a, b in zip(got, want, strict=True):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9 * n)
+    assert costs.span_s(batch, ctx_sum, n) == got[0]
+    half = 0.5 * got[0]
+    k = costs.steps_to_reach(batch, ctx_sum, half)
+    assert costs.span_s(batch, ctx_sum, k) >= half and (k == 1 or costs.span_s(batch, ctx_sum, k - 1) < half)
+
+
+def test_a_cap_above_every_step_changes_nothing(llama):
+    """The ladder is read only for a step over the cap: a cap above every step's power gives the
+    records and span logs of no cap at all, bit for bit."""
+    azure = traces.load("azure_chat").iloc[:3000]
+    free = simulate(azure, dataclasses.replace(llama, power_limit_w=None), ServerConfig())
+    high = simulate(azure, dataclasses.replace(llama, power_limit_w=1e6), ServerConfig())
+    assert free.requests.equals(high.requests)
+    assert np.array_equal(free.servers[0].span_energy_j, high.servers[0].span_energy_j)
+
+
+def test_issue_target_a_450_w_cap_costs_decode_heavy_azure_chat_under_10_pct_median_tpot(llama):
+    """700 → 450 W on azure_chat (Llama-3.1-8B / H100): median TPOT up by less than 10 %, energy
+    down, and the slowest tokens (p99, behind long prefills, compute-bound) slowed far more."""
+    azure = traces.load("azure_chat")
+    runs = {}
+    for cap in (700.0, 450.0):
+        r = simulate(azure, dataclasses.replace(llama, power_limit_w=cap), ServerConfig())
+        done = r.requests[r.requests["n_out"] > 1]
+        tpot = (done["finish_s"] - done["first_token_s"]) / (done["n_out"] - 1)
+        runs[cap] = (float(tpot.median()), float(tpot.quantile(0.99)), r.servers[0].active_energy_j)
+    (m0, p0, e0), (m1, p1, e1) = runs[700.0], runs[450.0]
+    assert 1.0 < m1 / m0 < 1.10 and e1 < e0 and p1 / p0 > m1 / m0
+
+
+def test_gpu_power_limit_w_sets_the_cap_within_idle_and_the_board_limit():
+    o = clocked_oracle(H100, GpuConfig(power_limit_w=450.0))
+    assert o.power_limit_w == 450.0
+    for bad in (50.0, 900.0):
+        with pytest.raises(ConfigError, match=r"gpu.power_limit_w .*outside 75 W \(its idle power\) to 700 W"):
+            clocked_oracle(H100, GpuConfig(power_limit_w=bad))
+    with pytest.raises(ConfigError, match="gpu.power_limit_w"):
+        GpuConfig(power_limit_w=-1.0)
+
+
+def test_without_clock_parameters_a_capped_step_lasts_energy_over_the_cap(llama):
+    """A GPU with no clock table (one ladder row) keeps the stretch: time = energy / cap."""
+    base = StepCosts.from_oracle(dataclasses.replace(llama, power_limit_w=None))
+    stretched = StepCosts(base.time_s, base.energy_j, base.idle_power_w, 700.0)
+    assert len(stretched.ladder_t) == 1 and len(ladder(llama)[0]) > 1
+    dt, de, extra = stretched.step(0, 0, 8, 8192, 8 * 1024 * 1025 // 2)
+    assert dt == de / 700.0 and extra == 0.0
