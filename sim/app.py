@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 import traces
-from oracle.clocks import ClockError, at_clock
+from oracle.clocks import ClockError, at_clock, clock_spec
 from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
@@ -176,15 +176,24 @@ def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
         raise ConfigError(f"{key}: {e}") from e
 
 
-def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle") -> Oracle:
-    """`load_oracle`, then the SM clock `gpu.clock_mhz` (`oracle.clocks`) and the power cap
-    `gpu.power_limit_w` applied; a clock the oracle's GPU does not support, or a cap below its idle
-    power or above its board limit, fails naming the key."""
+def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle", tpot_s: float = 0.1) -> Oracle:
+    """`load_oracle`, then the SM clock `gpu.clock_mhz` (`oracle.clocks`), the power cap
+    `gpu.power_limit_w` and, with `gpu.clock_policy=slo`, the controller's step budget
+    (`gpu.slo_headroom` × `tpot_s`, s) applied; a clock the oracle's GPU does not support, a cap
+    below its idle power or above its board limit, or a controller on a GPU without clock
+    parameters, fails naming the key."""
     oracle = load_oracle(name_or_path, key)
     try:
         oracle = at_clock(oracle, gpu.clock_mhz)
     except ClockError as e:
         raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
+    if gpu.clock_policy == "slo":
+        try:
+            clock_spec(oracle.gpu)
+        except ClockError as e:
+            raise ConfigError(f"gpu.clock_policy=slo ({key} {oracle.name!r}): {e}") from e
+        budget = gpu.slo_headroom * tpot_s
+        oracle = replace(oracle, settings={**oracle.settings, "step_budget_s": budget})
     cap = gpu.power_limit_w
     if cap is None:
         return oracle
@@ -201,9 +210,10 @@ def prepare(config: AppConfig) -> Prepared:
     """Check the output folder, load the oracles (at the configured clock) and the trace, build the
     fleet and the policy (every start-up error happens here, before any simulation)."""
     check_output(Path(config.output_dir))
-    oracle = clocked_oracle(config.oracle, config.gpu)
+    tpot_s = config.slo.tpot_s
+    oracle = clocked_oracle(config.oracle, config.gpu, tpot_s=tpot_s)
     fleet = build_fleet(
-        config.fleet, oracle, config.server, config.slo, lambda name, key: clocked_oracle(name, config.gpu, key)
+        config.fleet, oracle, config.server, config.slo, lambda name, key: clocked_oracle(name, config.gpu, key, tpot_s)
     )
     for i, pool in enumerate(fleet.pools):
         try:

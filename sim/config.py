@@ -120,15 +120,22 @@ class SloConfig:
         check(self.tpot_s > 0, "slo.tpot_s", f"must be > 0 (s), got {self.tpot_s}")
 
 
+CLOCK_POLICIES = ("static", "slo")  # gpu.clock_policy: a fixed clock, or the SLO-aware controller
+
+
 @dataclass(frozen=True)
 class GpuConfig:
     """GPU settings: clock_mhz locks the SM clock (MHz) of every replica (null: the maximum clock,
     where the oracles were calibrated); checked against the GPU's table (`oracle.clock_specs`).
     power_limit_w caps every GPU's power (W; null: the board's own limit, the oracle's
-    `power_limit_w`): a step that would draw more runs at the highest clock whose power fits."""
+    `power_limit_w`): a step that would draw more runs at the highest clock whose power fits.
+    clock_policy: `static` (that clock) or `slo`, an SLO-aware frequency controller that runs each
+    step at the lowest clock keeping it within `slo_headroom` × slo.tpot_s (s)."""
 
     clock_mhz: int | None = None
     power_limit_w: float | None = None
+    clock_policy: str = "static"
+    slo_headroom: float = 0.5  # steps with prefill chunks run at full clock between them: leave room
 
     def __post_init__(self) -> None:
         if self.clock_mhz is not None:
@@ -141,6 +148,12 @@ class GpuConfig:
                 "gpu.power_limit_w",
                 f"must be null or a positive number of W, got {self.power_limit_w}",
             )
+        check(
+            self.clock_policy in CLOCK_POLICIES,
+            "gpu.clock_policy",
+            f"must be one of {CLOCK_POLICIES}, got {self.clock_policy!r}",
+        )
+        check(0 < self.slo_headroom <= 1, "gpu.slo_headroom", f"must be in (0, 1], got {self.slo_headroom}")
 
 
 def build(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:

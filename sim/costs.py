@@ -35,7 +35,9 @@ class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
     the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
     the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 6, row 0 these ones;
-    `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap."""
+    `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap.
+    `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
+    keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting)."""
 
     time_s: StepCoef
     energy_j: StepCoef
@@ -43,6 +45,7 @@ class StepCosts:
     power_limit_w: float | None = None
     ladder_t: np.ndarray | None = field(default=None, repr=False, compare=False)
     ladder_e: np.ndarray | None = field(default=None, repr=False, compare=False)
+    step_budget_s: float = 0.0  # a frequency controller's step-time budget (s; 0: none)
 
     def __post_init__(self) -> None:
         if self.ladder_t is None or self.ladder_e is None:
@@ -55,8 +58,9 @@ class StepCosts:
         (none for a GPU without clock parameters, or coefficients without a constant energy to
         split a clock's saving by)."""
         limit = None if oracle.power_limit_w is None else float(oracle.power_limit_w)
+        budget = float(oracle.settings.get("step_budget_s", 0.0))
         ladder_t = ladder_e = None
-        if limit is not None and oracle.energy_coef_j[0] > 0.0:
+        if (limit is not None or budget > 0.0) and oracle.energy_coef_j[0] > 0.0:
             try:
                 _, ladder_t, ladder_e = ladder(oracle)
             except ClockError:
@@ -68,54 +72,73 @@ class StepCosts:
             limit,
             ladder_t,
             ladder_e,
+            budget,
         )
 
     @property
     def _cap(self) -> float:
         return float(self.power_limit_w or 0.0)  # W; 0: no cap
 
+    def budget_for(self, queue_len: int) -> float:
+        """The controller's step budget (s) for a step or span that starts with `queue_len`
+        requests waiting: `step_budget_s` while none waits, none (full clock) while some do
+        (`sim.kernel.costs.budget`)."""
+        return self.step_budget_s if queue_len == 0 else 0.0
+
     def step(
-        self, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int
+        self, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int, budget_s: float = 0.0
     ) -> tuple[float, float, float]:
-        """Time (s, under the cap), energy (J) and `extra` (energy a lower clock saved, in step
-        constants) of one step with these summed features, the reference's way: at the highest
-        clock whose power fits the cap, tried one by one (`sim.kernel.costs.step` does the same)."""
-        lt, le, cap = self.ladder_t, self.ladder_e, self._cap
+        """Time (s), energy (J) and `extra` (energy a lower clock saved, in step constants) of one
+        step with these summed features, the reference's way, clock by clock: the highest clock
+        whose power fits the cap, then, under a controller's budget, the lowest whose time fits it
+        (`sim.kernel.costs.step` does the same)."""
+        lt, le, cap, tau = self.ladder_t, self.ladder_e, self._cap, budget_s
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
         de, dt = _step_value(self.energy_j, *x), _step_value(self.time_s, *x)
-        if cap <= 0.0 or de <= cap * dt:
+        over = cap > 0.0 and de > cap * dt
+        if not over and (tau <= 0.0 or dt > tau):
             return dt, de, 0.0
         if len(lt) == 1:
-            return de / cap, de, 0.0
-        for level in range(1, len(lt)):
-            e, t = _row_value(le[level], *x), _row_value(lt[level], *x)
-            if e <= cap * t or level == len(lt) - 1:
-                return t, e, (e - de) / float(le[0, 0])
-        return dt, de, 0.0
+            return (de / cap if over else dt), de, 0.0
+        level, last = 0, len(lt) - 1
+        if over:
+            level = 1
+            while level < last and _row_value(le[level], *x) > cap * _row_value(lt[level], *x):
+                level += 1
+        if tau > 0.0:
+            while level < last and _row_value(lt[level + 1], *x) <= tau:
+                level += 1
+        if level == 0:
+            return dt, de, 0.0
+        e = _row_value(le[level], *x)
+        return _row_value(lt[level], *x), e, (e - de) / float(le[0, 0])
 
-    def span_s(self, batch: int, ctx_sum: int, steps: int) -> float:
+    def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
-        `ctx_sum` at the first, under the power cap (`sim.kernel.costs.span_s`)."""
-        return float(kernel_costs.span_s(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, steps))
+        `ctx_sum` at the first, under the power cap and a controller's budget (s)
+        (`sim.kernel.costs.span_s`)."""
+        return float(kernel_costs.span_s(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps))
 
-    def decode(self, batch: int, ctx_sum: int, steps: int) -> tuple[float, float, float, float]:
-        """Time (s, under the power cap), energy (J), peak step power (W) and `extra` of `steps`
-        decode steps (`sim.kernel.costs.decode`)."""
-        dt, de, peak, extra = kernel_costs.decode(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, steps)
+    def decode(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> tuple[float, float, float, float]:
+        """Time (s), energy (J), peak step power (W) and `extra` of `steps` decode steps under the
+        power cap and a controller's budget (s) (`sim.kernel.costs.decode`)."""
+        dt, de, peak, extra = kernel_costs.decode(
+            self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps
+        )
         return float(dt), float(de), float(peak), float(extra)
 
     def mixed(
-        self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]]
+        self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]], budget_s: float = 0.0
     ) -> tuple[float, float, float]:
         """`step` of a step that decodes and prefills: (time s, energy J, extra)."""
         tokens, attn = prefill_sums(prefill)
-        return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn)
+        return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn, budget_s)
 
-    def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float) -> int:
-        """Smallest k ≥ 1 whose decode span, under the power cap, lasts ≥ dt_s (s)
-        (`sim.kernel.costs.steps_to_reach`)."""
-        return int(kernel_costs.steps_to_reach(self.ladder_t, self.ladder_e, self._cap, batch, ctx_sum, dt_s))
+    def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float, budget_s: float = 0.0) -> int:
+        """Smallest k ≥ 1 whose decode span, under the power cap and a controller's budget (s),
+        lasts ≥ dt_s (s) (`sim.kernel.costs.steps_to_reach`)."""
+        return int(kernel_costs.steps_to_reach(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, dt_s))
 
 
 def _row_value(c: np.ndarray, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:

@@ -86,7 +86,7 @@ class Server:
         self._timer: simpy.Event | None = None
         self._phase = _IDLE
         self._nxt: float | None = None
-        self._span: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+        self._span: tuple[int, int, float, int, float] = (0, 0, 0.0, 0, 0.0)  # ..., controller budget (s)
         self._step: tuple[Prefill, float, float, float, float] = ([], 0.0, 0.0, 0.0, 0.0)
         _urgent(env, self._start)
 
@@ -214,14 +214,14 @@ class Server:
         if self._fi < len(self._ftimes):
             self._pull(now)
         if e.can_span():
-            B, S = e.B, e.S
+            B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
             if self._exact:
                 k = 1
             else:
-                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now)
+                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now, budget)
             self._phase = _DECODE
-            self._span = (B, S, now, k)
-            self._sleep(now + self.costs.span_s(B, S, k))
+            self._span = (B, S, now, k, budget)
+            self._sleep(now + self.costs.span_s(B, S, k, budget))
         elif e.busy():
             self._start_mixed(e.form_step(now))
         else:
@@ -255,8 +255,8 @@ class Server:
                 fi += 1
             self._fi = fi
             if can_span():
-                B, S = e.B, e.S
-                end_decode(B, S, 1 if exact else span_steps(B, S, now))
+                B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
+                end_decode(B, S, 1 if exact else span_steps(B, S, now, budget), budget)
             elif e.busy():
                 work = e.form_step(now)
                 self._end_mixed(work, *self._mixed_cost(work))
@@ -281,8 +281,8 @@ class Server:
         self._waiting = False
         phase = self._phase
         if phase == _DECODE:
-            B, S, _, k = self._span
-            self._end_decode(B, S, k)
+            B, S, _, k, budget = self._span
+            self._end_decode(B, S, k, budget)
         elif phase == _MIXED:
             work, dt, de, extra, _ = self._step
             self._end_mixed(work, dt, de, extra)
@@ -297,10 +297,10 @@ class Server:
         self._waiting = self._interrupted = False
         phase = self._phase
         if phase == _DECODE:
-            B, S, t0, k = self._span
-            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0))
-            self._span = (B, S, t0, k)
-            self._sleep(t0 + self.costs.span_s(B, S, k))
+            B, S, t0, k, budget = self._span
+            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0, budget))
+            self._span = (B, S, t0, k, budget)
+            self._sleep(t0 + self.costs.span_s(B, S, k, budget))
         elif phase == _MIXED:
             self._sleep(self._step[4])  # a step is atomic: arrivals wait for its end
         else:
@@ -339,7 +339,8 @@ class Server:
         """Time (s), energy (J) and `extra` (`StepCosts.step`) of the step that prefills `work`."""
         e = self.engine
         assert e.B or work, "a step with nothing to run"
-        return self._exact_step(work) if self._exact else self.costs.mixed(e.B, e.S, work)
+        budget = self.costs.budget_for(e.queue_len)
+        return self._exact_step(work, budget) if self._exact else self.costs.mixed(e.B, e.S, work, budget)
 
     def _end_mixed(self, work: Prefill, dt: float, de: float, extra: float) -> None:
         """Close the step that prefilled `work`: engine, ledger and job times."""
@@ -358,24 +359,24 @@ class Server:
         if first or done:
             self._emit(first, done)
 
-    def _span_steps(self, B: int, S: int, t0: float) -> int:
+    def _span_steps(self, B: int, S: int, t0: float, budget: float) -> int:
         """Steps of the next plain decode span: to the engine's limit or the next feed arrival
         that could join."""
         e = self.engine
         k = e.span_limit()
         if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
-            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0)
+            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0, budget)
             if reach < k:
                 return reach
         return k
 
-    def _end_decode(self, B: int, S: int, k: int) -> None:
+    def _end_decode(self, B: int, S: int, k: int, budget: float) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
         if self._exact:
-            dt, de, extra = self._exact_step([])
+            dt, de, extra = self._exact_step([], budget)
             peak = _power(de, dt)
         else:
-            dt, de, peak, extra = self.costs.decode(B, S, k)
+            dt, de, peak, extra = self.costs.decode(B, S, k, budget)
         if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
         e = self.engine
@@ -404,7 +405,7 @@ class Server:
                 self.on_finish(j, t)
 
     # --- the reference: one step, every sequence charged explicitly ---------------------
-    def _exact_step(self, work: Prefill) -> tuple[float, float, float]:
+    def _exact_step(self, work: Prefill, budget: float) -> tuple[float, float, float]:
         """Features of the coming step from each sequence's own state; charges each its energy:
         its own terms, and an equal share of the step's constant and of the energy a power cap's
         lower clock changed (`StepCosts.step`). Returns (time s, energy J, extra)."""
@@ -413,7 +414,7 @@ class Server:
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
         assert ctx == e.S, "incremental context sum diverged from the explicit one"
-        dt, de, extra = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work))
+        dt, de, extra = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget)
         share = ce.const * (1.0 + extra) / (len(dec) + len(work))
         for j, c in dec:
             jobs.energy_j[j] += ce.decode_seqs + ce.decode_ctx * c + share

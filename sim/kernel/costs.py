@@ -16,6 +16,11 @@ clock ladder (one row) is throttled as before clocks were modelled: the step las
 Along a decode span, power at each clock is monotone in the step, so the steps throttled to each
 clock form one run (found by bisection).
 
+A frequency controller (`tau` > 0, s) lowers the clock further: each step runs at the lowest clock
+whose step time stays within `tau` (never above the cap's clock; a step slower than `tau` at full
+clock runs at full clock, or the cap's). Along a decode span that level falls as the contexts grow,
+so its runs are found the same way, and each step runs at the lower clock of the two.
+
 `sim.costs.StepCosts` calls these; the step-by-step reference (`server.exact_steps`) sums single
 steps (`step`).
 """
@@ -43,32 +48,50 @@ def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: igno
 
 
 @njit(cache=True)
-def step(lt, le, limit, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap), energy (J) and `extra` of one step with these summed features."""
+def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    """Time (s), energy (J) and `extra` of one step with these summed features, under the cap
+    `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
     de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-    if limit <= 0.0 or de <= limit * dt:
+    over = limit > 0.0 and de > limit * dt
+    if not over and (tau <= 0.0 or dt > tau):
         return dt, de, 0.0
     last = lt.shape[0] - 1
-    if last == 0:  # no clock ladder: stretched to energy / cap
-        return de / limit, de, 0.0
-    for level in range(1, last + 1):
-        e = _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-        t = _step(lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-        if e <= limit * t or level == last:  # (the lowest clock, even if it draws more)
-            return t, e, (e - de) / le[0, 0]
-    return dt, de, 0.0
+    if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
+        return (de / limit if over else dt), de, 0.0
+    level = 0
+    if over:  # the highest clock whose power fits (the lowest, if none does)
+        level = 1
+        while level < last and _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) > limit * _step(
+            lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn
+        ):
+            level += 1
+    if tau > 0.0:  # then the lowest clock whose time fits the budget
+        while level < last and _step(lt[level + 1], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) <= tau:
+            level += 1
+    if level == 0:
+        return dt, de, 0.0
+    e = _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    return _step(lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn), e, (e - de) / le[0, 0]
+
+
+@njit(cache=True)
+def budget(r):  # type: ignore[no-untyped-def]
+    """The controller's step budget (s) for what starts now: `r.tau` while nothing waits in the
+    queue, none (full clock) while requests wait: queueing is where time to first token is lost."""
+    return r.tau if r.qlen == 0 else 0.0
 
 
 @njit(cache=True)
 def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
-    """`step` of a step that decodes the decoders and prefills `r`'s work."""
+    """`step` of a step that decodes the decoders and prefills `r`'s work (formed: the queue is
+    what it leaves waiting)."""
     tokens = attn = 0
     for i in range(r.nwork):
         m, past = r.work_m[i], r.work_past[i]
         tokens += m
         attn += m * past + m * (m + 1) // 2
-    return step(r.lt, r.le, r.limit, decode_seqs, decode_ctx, r.nwork, tokens, attn)
+    return step(r.lt, r.le, r.limit, budget(r), decode_seqs, decode_ctx, r.nwork, tokens, attn)
 
 
 @njit(cache=True)
@@ -94,9 +117,11 @@ def _stretched_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyp
 
 
 @njit(cache=True)
-def _level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
+def _power_level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
     """The first ladder level (highest clock) at which a decode step of context sum ctx fits the cap."""
     last = lt.shape[0] - 1
+    if limit <= 0.0:
+        return 0
     for level in range(last):
         e = le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx
         if e <= limit * (lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx):
@@ -105,34 +130,65 @@ def _level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _laddered(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s), energy (J) and peak power (W) of a decode span whose steps each run at their
-    `_level`: the runs of one level, found by bisection, summed as series."""
+def _time_level(lt, tau, batch, ctx):  # type: ignore[no-untyped-def]
+    """The last ladder level (lowest clock) at which a decode step of context sum ctx lasts at
+    most `tau` (s; 0 when even the highest clock is slower, or no budget)."""
+    level, last = 0, lt.shape[0] - 1
+    if tau <= 0.0:
+        return 0
+    while level < last and lt[level + 1, 0] + lt[level + 1, 1] * batch + lt[level + 1, 2] * ctx <= tau:
+        level += 1
+    return level
+
+
+@njit(cache=True)
+def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ignore[no-untyped-def]
+    """The last step of the run from step i whose power (or, `by_time`, time) level is step i's:
+    along a span each level is monotone in the step, so a run is contiguous (bisection)."""
+    ctx = ctx_sum + i * batch
+    level = _time_level(lt, tau, batch, ctx) if by_time else _power_level(lt, le, limit, batch, ctx)
+    lo, hi = i, steps - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        ctx = ctx_sum + mid * batch
+        at = _time_level(lt, tau, batch, ctx) if by_time else _power_level(lt, le, limit, batch, ctx)
+        if at == level:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, level
+
+
+@njit(cache=True)
+def _laddered(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s), energy (J) and peak power (W) of a decode span whose steps each run at the lower
+    clock of their power and time levels: the segments where both are constant, summed as series."""
     dt = de = peak = 0.0
     i = 0
+    p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False)
+    t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, True)
     while i < steps:
-        level = _level(lt, le, limit, batch, ctx_sum + i * batch)
-        lo, hi = i, steps - 1  # the last step of this run: the levels along a span are monotone
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if _level(lt, le, limit, batch, ctx_sum + mid * batch) == level:
-                lo = mid
-            else:
-                hi = mid - 1
-        n, start = lo - i + 1, ctx_sum + i * batch
+        end = min(p_end, t_end)
+        level = max(p_level, t_level)
+        n, start = end - i + 1, ctx_sum + i * batch
         dt += span(lt[level], batch, start, n)
         de += span(le[level], batch, start, n)
         for ctx in (start, start + (n - 1) * batch):
             t = lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx
             if t > 0.0:
                 peak = max(peak, (le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx) / t)
-        i = lo + 1
+        i = end + 1
+        if i < steps and p_end < i:
+            p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False)
+        if i < steps and t_end < i:
+            t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, True)
     return dt, de, peak
 
 
 @njit(cache=True)
-def decode(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap), energy (J), peak step power (W) and `extra` of a decode span."""
+def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap and the controller), energy (J), peak step power (W) and `extra` of
+    a decode span."""
     ct, ce = lt[0], le[0]
     c2t, c2e = ct[2], ce[2]
     a_t = ct[0] + ct[1] * batch + c2t * ctx_sum
@@ -142,10 +198,11 @@ def decode(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def
     l_t = ct[0] + ct[1] * batch + c2t * last
     l_e = ce[0] + ce[1] * batch + c2e * last
     dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
-    if limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
-        if lt.shape[0] > 1:
-            t, e, peak = _laddered(lt, le, limit, batch, ctx_sum, steps)
-            return t, e, peak, (e - de) / ce[0]
+    over = limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0)
+    if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
+        t, e, peak = _laddered(lt, le, limit, tau, batch, ctx_sum, steps)
+        return t, e, peak, (e - de) / ce[0]
+    if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
         a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
         l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
@@ -155,12 +212,12 @@ def decode(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def
 
 
 @njit(cache=True)
-def span_s(lt, le, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s) of `steps` decode steps under the power cap."""
-    if limit <= 0.0:
+def span_s(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """Time (s) of `steps` decode steps under the power cap and the controller."""
+    if limit <= 0.0 and tau <= 0.0:
         return span(lt[0], batch, ctx_sum, steps)
     if lt.shape[0] > 1:
-        return decode(lt, le, limit, batch, ctx_sum, steps)[0]
+        return decode(lt, le, limit, tau, batch, ctx_sum, steps)[0]
     return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
 
 
@@ -200,15 +257,15 @@ def _throttled(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped
 
 
 @njit(cache=True)
-def steps_to_reach(lt, le, limit, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
-    """Smallest k ≥ 1 whose decode span, under the cap, lasts ≥ dt_s (s)."""
-    k = _reach(lt[0], batch, ctx_sum, dt_s)  # the cap only lengthens steps
-    if limit <= 0.0 or k <= 1 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k):
+def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+    """Smallest k ≥ 1 whose decode span, under the cap and the controller, lasts ≥ dt_s (s)."""
+    k = _reach(lt[0], batch, ctx_sum, dt_s)  # a lower clock only lengthens steps
+    if k <= 1 or ((limit <= 0.0 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k)) and tau <= 0.0):
         return k
     lo, hi = 1, k
     while lo < hi:
         mid = (lo + hi) // 2
-        if span_s(lt, le, limit, batch, ctx_sum, mid) >= dt_s:
+        if span_s(lt, le, limit, tau, batch, ctx_sum, mid) >= dt_s:
             hi = mid
         else:
             lo = mid + 1

@@ -154,8 +154,8 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
     if can_span(r):
         B, S = r.B, r.S
         steps = span_limit(r)
-        r.phase, r.w_B, r.w_S, r.w_t0, r.w_k = DECODE, B, S, now, steps
-        _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, B, S, steps))
+        r.phase, r.w_B, r.w_S, r.w_t0, r.w_k, r.w_tau = DECODE, B, S, now, steps, costs.budget(r)
+        _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, r.w_tau, B, S, steps))
     elif r.B or r.part_j >= 0 or r.qlen:
         dt, de, extra = open_step(r, now)
         r.phase, r.w_dt, r.w_de, r.w_extra, r.w_end = MIXED, dt, de, extra, now + dt
@@ -169,7 +169,7 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
 def _ring(f, r, k, env_now):  # type: ignore[no-untyped-def]
     """Replica k's wait ended: close its span or step, start the next."""
     if r.phase == DECODE:
-        close_span(r, r.w_B, r.w_S, r.w_k)
+        close_span(r, r.w_B, r.w_S, r.w_k, r.w_tau)
     else:
         close_step(r, r.w_dt, r.w_de, r.w_extra)
     _next(f, r, k, env_now)
@@ -181,8 +181,8 @@ def _wake(f, r, k, at, env_now):  # type: ignore[no-untyped-def]
     """A submit at `at` (s) woke replica k (`Server.wake`)."""
     r.interrupted = 0
     if r.phase == DECODE:
-        r.w_k = min(r.w_k, costs.steps_to_reach(r.lt, r.le, r.limit, r.w_B, r.w_S, at - r.w_t0))
-        _sleep(f, r, k, env_now, r.w_t0 + costs.span_s(r.lt, r.le, r.limit, r.w_B, r.w_S, r.w_k))
+        r.w_k = min(r.w_k, costs.steps_to_reach(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, at - r.w_t0))
+        _sleep(f, r, k, env_now, r.w_t0 + costs.span_s(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, r.w_k))
     elif r.phase == MIXED:
         _sleep(f, r, k, env_now, r.w_end)  # a step is atomic: arrivals wait for its end
     else:

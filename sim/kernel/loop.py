@@ -52,9 +52,10 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def close_span(r, B, S, k):  # type: ignore[no-untyped-def]
-    """Run k plain decode steps of B decoders whose contexts summed to S (`Server._end_decode`)."""
-    dt, de, peak, extra = costs.decode(r.lt, r.le, r.limit, B, S, k)
+def close_span(r, B, S, k, tau):  # type: ignore[no-untyped-def]
+    """Run k plain decode steps of B decoders whose contexts summed to S, under the controller's
+    budget `tau` (s) of when they started (`Server._end_decode`)."""
+    dt, de, peak, extra = costs.decode(r.lt, r.le, r.limit, tau, B, S, k)
     run_span(r, k, extra)
     _advance(r, dt, de, k, peak, B, B * k)
     _stamp(r, 0)
@@ -77,11 +78,11 @@ def close_step(r, dt, de, extra):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _span_steps(r, now):  # type: ignore[no-untyped-def]
+def _span_steps(r, now, tau):  # type: ignore[no-untyped-def]
     """Steps of the next decode span: to the engine's limit or the next arrival that could join."""
     k = span_limit(r)
     if k > 1 and r.fi < r.ft.size and accepts_arrivals(r):
-        reach = costs.steps_to_reach(r.lt, r.le, r.limit, r.B, r.S, r.ft[r.fi] - now)
+        reach = costs.steps_to_reach(r.lt, r.le, r.limit, tau, r.B, r.S, r.ft[r.fi] - now)
         if reach < k:
             return reach
     return k
@@ -101,7 +102,8 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
             enqueue(r, r.fj[r.fi] if r.fj.size else r.f0 + r.fi)
             r.fi += 1
         if can_span(r):
-            close_span(r, r.B, r.S, _span_steps(r, now))
+            tau = costs.budget(r)
+            close_span(r, r.B, r.S, _span_steps(r, now, tau), tau)
         elif r.B or r.part_j >= 0 or r.qlen:
             dt, de, extra = open_step(r, now)
             close_step(r, dt, de, extra)

@@ -40,7 +40,7 @@ INT_SETTINGS = (
     "sg_clip",  # SGLang: clip_max_new_tokens
     "sg_rds",  # SGLang: retract_decode_steps
 )
-FLOAT_SETTINGS = ("limit", "sg_init", "sg_min", "sg_decay")
+FLOAT_SETTINGS = ("limit", "sg_init", "sg_min", "sg_decay", "tau")  # W, SGLang's, s (a controller's step budget)
 _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
@@ -59,6 +59,7 @@ _STATE_FLOATS = (
     "w_dt",
     "w_de",
     "w_extra",
+    "w_tau",
     "w_end",
     "env_end",
 )
@@ -105,13 +106,13 @@ def new_replica(ints, floats, lt, le, seqs, log_rows, span_rows, jobs, links, fe
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
     r.requeue_front, r.admit_after, r.hooks, r.sg_clip, r.sg_rds = ints[11], ints[12], ints[13], ints[14], ints[15]
-    r.limit, r.sg_init, r.sg_min, r.sg_decay = floats[0], floats[1], floats[2], floats[3]
+    r.limit, r.sg_init, r.sg_min, r.sg_decay, r.tau = floats[0], floats[1], floats[2], floats[3], floats[4]
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
     r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
     r.idle, r.eid = 1, -1
-    r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_end = r.env_end = 0.0
+    r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_tau = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
     r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
     r.sg_r0 = r.sg_init

@@ -61,7 +61,10 @@ def test_check_fails_on_a_changed_number_and_write_restores_it(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--only", "nosuch"), "figures: error: no generator for block 'nosuch'; known: power_cap, validation,"),
+        (
+            ("--only", "nosuch"),
+            "figures: error: no generator for block 'nosuch'; known: power_cap, clock_controller, validation,",
+        ),
         (("--readme", "missing.md"), "figures: error: [Errno 2] No such file or directory: 'missing.md'"),
     ],
 )

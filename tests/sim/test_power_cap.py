@@ -42,7 +42,7 @@ def test_a_capped_step_draws_at_most_the_cap_at_the_highest_clock_that_fits(name
     cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
     costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap))
     dt, de, extra = costs.step(*x)
-    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, *x) == (dt, de, extra)
+    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, 0.0, *x) == (dt, de, extra)
     lt, le = costs.ladder_t, costs.ladder_e
     power = [(le[k] @ np.array([1, *x])) / (lt[k] @ np.array([1, *x])) for k in range(len(lt))]
     level = next((k for k, p in enumerate(power) if p <= cap), len(lt) - 1)
@@ -123,3 +123,91 @@ def test_without_clock_parameters_a_capped_step_lasts_energy_over_the_cap(llama)
     assert len(stretched.ladder_t) == 1 and len(ladder(llama)[0]) > 1
     dt, de, extra = stretched.step(0, 0, 8, 8192, 8 * 1024 * 1025 // 2)
     assert dt == de / 700.0 and extra == 0.0
+
+
+# --- the SLO-aware frequency controller (gpu.clock_policy=slo) -----------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ORACLES), st.floats(0.0, 1.0), st.floats(0.001, 0.2), steps)
+def test_a_controlled_step_runs_at_the_lowest_clock_within_its_budget(name, where, budget, x):
+    """Under a budget (s) a step runs at the lowest clock whose time fits it, never above the cap's
+    clock; a step slower than the budget at full clock keeps the cap's clock; compiled and
+    reference agree bit for bit."""
+    o = Oracle.load(name)
+    cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
+    costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap, settings={"step_budget_s": budget}))
+    dt, de, extra = costs.step(*x, budget)
+    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, budget, *x) == (dt, de, extra)
+    capped_dt, _, _ = costs.step(*x)  # the cap's clock alone
+    lt = costs.ladder_t
+    times = [float(lt[k] @ np.array([1, *x])) for k in range(len(lt))]
+    level = int(np.argmin(np.abs(np.array(times) - dt)))
+    assert dt >= capped_dt * (1 - 1e-12)
+    assert dt <= max(budget, capped_dt) * (1 + 1e-12)
+    assert level == len(lt) - 1 or times[level + 1] > budget or dt == capped_dt
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(ORACLES), st.floats(0.3, 1.0), st.floats(0.005, 0.1), st.integers(1, 256), st.integers(0, 10**6),
+    st.integers(1, 2000),
+)  # fmt: skip
+def test_a_controlled_decode_span_is_its_steps_summed(name, where, budget, batch, ctx_sum, n):
+    o = Oracle.load(name)
+    cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
+    costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap, settings={"step_budget_s": budget}))
+    dt = de = extra = 0.0
+    for i in range(n):
+        t, e, x = costs.step(batch, ctx_sum + i * batch, 0, 0, 0, budget)
+        dt, de, extra = dt + t, de + e, extra + x
+    got = costs.decode(batch, ctx_sum, n, budget)
+    assert math.isclose(got[0], dt, rel_tol=1e-9) and math.isclose(got[1], de, rel_tol=1e-9)
+    assert math.isclose(got[3], extra, rel_tol=1e-9, abs_tol=1e-9 * n)
+    k = costs.steps_to_reach(batch, ctx_sum, 0.5 * got[0], budget)
+    assert costs.span_s(batch, ctx_sum, k, budget) >= 0.5 * got[0]
+
+
+def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
+    """A server fed alone and a routed fleet, with the controller and a 450 W cap: the kernel's
+    records and span logs are the Python reference's, bit for bit."""
+    from sim.fleet import Fleet
+    from sim.run import simulate_fleet
+    from tests.sim.kernel.test_loop import assert_same, general_loop
+
+    oracle = clocked_oracle(H100, GpuConfig(clock_policy="slo", power_limit_w=450.0))
+    azure = traces.load("azure_chat").iloc[:3000]
+    azure = azure.assign(arrival_s=azure["arrival_s"] / 4)
+    for fleet in (Fleet.single(oracle, ServerConfig()), Fleet.single(oracle, ServerConfig(), 3, "least_tokens")):
+        compiled = simulate_fleet(azure, fleet)
+        with pytest.MonkeyPatch.context() as mp:
+            general_loop(mp)
+            reference = simulate_fleet(azure, fleet)
+        assert_same(compiled, reference)
+
+
+def test_issue_target_the_controller_saves_energy_at_the_same_slo_attainment(llama):
+    """azure_chat at 1.75× its rate (one server meets the SLO up to 2× and fails at 3×): the SLO
+    controller saves energy against the maximum clock, SLO attainment within 1 point."""
+    from sim.config import SloConfig
+    from sim.metrics import run_summary
+
+    azure = traces.load("azure_chat")
+    azure = azure.assign(arrival_s=azure["arrival_s"] / 1.75)
+    slo = SloConfig()
+    runs = [
+        run_summary(
+            simulate(azure, clocked_oracle(H100, GpuConfig(clock_policy=p), tpot_s=slo.tpot_s), ServerConfig()), slo
+        )
+        for p in ("static", "slo")
+    ]
+    static, controlled = runs
+    assert controlled.energy_j < 0.9 * static.energy_j
+    assert abs(controlled.slo_attainment - static.slo_attainment) <= 0.01
+
+
+def test_a_bad_clock_policy_is_one_config_error():
+    with pytest.raises(ConfigError, match="gpu.clock_policy"):
+        GpuConfig(clock_policy="turbo")
+    with pytest.raises(ConfigError, match="gpu.slo_headroom"):
+        GpuConfig(clock_policy="slo", slo_headroom=0.0)

@@ -21,7 +21,7 @@ def span(coef: StepCoef, batch: int, ctx: int, steps: int) -> float:
 
 def steps_to_reach(coef: StepCoef, batch: int, ctx: int, dt_s: float) -> int:
     """Without a power cap (0 W)."""
-    return int(costs.steps_to_reach(np.array([coef]), np.zeros((1, 6)), 0.0, batch, ctx, dt_s))
+    return int(costs.steps_to_reach(np.array([coef]), np.zeros((1, 6)), 0.0, 0.0, batch, ctx, dt_s))
 
 
 def test_span_golden():

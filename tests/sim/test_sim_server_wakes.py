@@ -96,15 +96,15 @@ class InterruptedServer(Server):
 
     def _decode(self) -> Generator[Any, Any, None]:
         e, c = self.engine, self.costs
-        B, S = e.B, e.S
+        B, S, budget = e.B, e.S, c.budget_for(e.queue_len)
         t0 = self.ledger.now
-        k = 1 if self._exact else self._span_steps(B, S, t0)
+        k = 1 if self._exact else self._span_steps(B, S, t0, budget)
         while True:
-            woke = yield from self._wait(t0 + c.span_s(B, S, k))
+            woke = yield from self._wait(t0 + c.span_s(B, S, k, budget))
             if woke is None:
                 break
-            k = min(k, c.steps_to_reach(B, S, woke - t0))
-        self._end_decode(B, S, k)
+            k = min(k, c.steps_to_reach(B, S, woke - t0, budget))
+        self._end_decode(B, S, k, budget)
 
 
 class QueueCap(Policy):

@@ -45,7 +45,7 @@ def power(c_t, c_e, batch: int, ctx: int) -> float | None:
 
 
 @st.composite
-def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float], int, int, int]:
+def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float], int, int, int]:
     """Random step coefficients (s, J), power cap (W; 0: none) and decode span (batch, context
     sum, steps). The cap is none, any, or the power at a step of the span (the span crosses it),
     or makes the step power flat along the span."""
@@ -68,10 +68,12 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float], int, i
             limit = None
     if kind == "flat":
         ce = (ce[0], ce[1], limit * ct[2], *ce[3:])  # the step power neither grows nor falls with the context
-    return (np.array([ct]), np.array([ce]), limit or 0.0), batch, ctx_sum, n
+    return (np.array([ct]), np.array([ce]), limit or 0.0, 0.0), batch, ctx_sum, n
 
 
-def stepwise(c: tuple[np.ndarray, np.ndarray, float], batch: int, ctx_sum: int, n: int) -> tuple[float, float, float]:
+def stepwise(
+    c: tuple[np.ndarray, np.ndarray, float, float], batch: int, ctx_sum: int, n: int
+) -> tuple[float, float, float]:
     """The reference: time (s), energy (J) and peak power (W) of n decode steps summed one by one,
     each throttled to energy / cap if it would draw more than the cap."""
     ct, ce, cap = c[0][0], c[1][0], c[2]
@@ -133,7 +135,7 @@ def test_steps_to_reach_is_the_first_step_boundary_past_dt(span, dt_s, of_span):
 def test_span_s_with_a_step_power_all_but_flat(ct, ce):
     """A span whose step power changes by a rounding error a step, so that the step where it would
     cross the cap is beyond 2**63 (an int64 overflow once): the steps summed one by one."""
-    c = (np.array([ct]), np.array([ce]), 300.0)
+    c = (np.array([ct]), np.array([ce]), 300.0, 0.0)
     dt, de, _ = stepwise(c, 1, 1000, 50)
     assert close(costs.span_s(*c, 1, 1000, 50), dt, 50) and close(costs.decode(*c, 1, 1000, 50)[1], de, 50)
     k = costs.steps_to_reach(*c, 1, 1000, 100.0)
@@ -156,7 +158,7 @@ prefills = st.lists(st.tuples(st.integers(1, 8192), st.integers(0, 100_000)), ma
 @given(spans(), prefills)
 def test_mixed_is_the_reference(span, prefill):
     """mixed: time and energy of a step that decodes and prefills (`StepCosts.mixed`, bit for bit)."""
-    (lt, le, cap), batch, ctx_sum, _ = span
+    (lt, le, cap, _), batch, ctx_sum, _ = span
     ct, ce = lt[0], le[0]
     reference = StepCosts(StepCoef.of(ct), StepCoef.of(ce), 60.0, cap or None)
     r = replica(ct=ct, ce=ce, limit=cap or None)
@@ -169,7 +171,7 @@ def test_mixed_is_the_reference(span, prefill):
 def test_a_capped_span_is_longer():
     """The cap lengthens the steps that draw more than it (the cases above are not all uncapped)."""
     ct, ce = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7), (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
-    free, capped = (np.array([ct]), np.array([ce]), 0.0), (np.array([ct]), np.array([ce]), 100.0)
+    free, capped = (np.array([ct]), np.array([ce]), 0.0, 0.0), (np.array([ct]), np.array([ce]), 100.0, 0.0)
     assert costs.span_s(*capped, 8, 1000, 50) > costs.span_s(*free, 8, 1000, 50)
     assert costs.steps_to_reach(*capped, 8, 1000, 1.0) < costs.steps_to_reach(*free, 8, 1000, 1.0)
     dt, de, peak, extra = costs.decode(*capped, 8, 1000, 50)
