@@ -60,15 +60,25 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
         return (de / limit if over else dt), de, 0.0
     level = 0
-    if over:  # the highest clock whose power fits (the lowest, if none does)
-        level = 1
-        while level < last and _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) > limit * _step(
-            lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn
-        ):
-            level += 1
-    if tau > 0.0:  # then the lowest clock whose time fits the budget
-        while level < last and _step(lt[level + 1], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) <= tau:
-            level += 1
+    if over:  # the highest clock whose power fits (the lowest, if none does): power falls with the clock
+        lo, hi = 1, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            e = _step(le[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+            if e <= limit * _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn):
+                hi = mid
+            else:
+                lo = mid + 1
+        level = lo
+    if tau > 0.0:  # then the lowest clock whose time fits the budget: time grows as the clock falls
+        lo, hi = level, last
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) <= tau:
+                lo = mid
+            else:
+                hi = mid - 1
+        level = lo
     if level == 0:
         return dt, de, 0.0
     e = _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
@@ -118,27 +128,36 @@ def _stretched_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyp
 
 @njit(cache=True)
 def _power_level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
-    """The first ladder level (highest clock) at which a decode step of context sum ctx fits the cap."""
-    last = lt.shape[0] - 1
+    """The first ladder level (highest clock) at which a decode step of context sum ctx fits the
+    cap (the last if none does): power falls with the clock, so by bisection."""
     if limit <= 0.0:
         return 0
-    for level in range(last):
-        e = le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx
-        if e <= limit * (lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx):
-            return level
-    return last
+    lo, hi = 0, lt.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        e = le[mid, 0] + le[mid, 1] * batch + le[mid, 2] * ctx
+        if e <= limit * (lt[mid, 0] + lt[mid, 1] * batch + lt[mid, 2] * ctx):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @njit(cache=True)
 def _time_level(lt, tau, batch, ctx):  # type: ignore[no-untyped-def]
     """The last ladder level (lowest clock) at which a decode step of context sum ctx lasts at
-    most `tau` (s; 0 when even the highest clock is slower, or no budget)."""
-    level, last = 0, lt.shape[0] - 1
+    most `tau` (s; 0 when even the highest clock is slower, or no budget): time grows as the
+    clock falls, so by bisection."""
     if tau <= 0.0:
         return 0
-    while level < last and lt[level + 1, 0] + lt[level + 1, 1] * batch + lt[level + 1, 2] * ctx <= tau:
-        level += 1
-    return level
+    lo, hi = 0, lt.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if lt[mid, 0] + lt[mid, 1] * batch + lt[mid, 2] * ctx <= tau:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @njit(cache=True)
@@ -160,9 +179,11 @@ def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ig
 
 
 @njit(cache=True)
-def _laddered(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: ignore[no-untyped-def]
     """Time (s), energy (J) and peak power (W) of a decode span whose steps each run at the lower
-    clock of their power and time levels: the segments where both are constant, summed as series."""
+    clock of their power and time levels: the segments where both are constant, summed as series.
+    With `reach_s` > 0, it stops in the segment where the time reaches it and returns, as its
+    fourth value, the steps from the span's start to that step boundary (`steps_to_reach`)."""
     dt = de = peak = 0.0
     i = 0
     p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False)
@@ -171,7 +192,10 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-unt
         end = min(p_end, t_end)
         level = max(p_level, t_level)
         n, start = end - i + 1, ctx_sum + i * batch
-        dt += span(lt[level], batch, start, n)
+        run_s = span(lt[level], batch, start, n)
+        if reach_s > 0.0 and dt + run_s >= reach_s:  # the boundary lies in this segment
+            return dt, de, peak, i + min(_reach(lt[level], batch, start, reach_s - dt), n)
+        dt += run_s
         de += span(le[level], batch, start, n)
         for ctx in (start, start + (n - 1) * batch):
             t = lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx
@@ -182,7 +206,7 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-unt
             p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False)
         if i < steps and t_end < i:
             t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, True)
-    return dt, de, peak
+    return dt, de, peak, steps
 
 
 @njit(cache=True)
@@ -200,7 +224,7 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
     over = limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0)
     if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
-        t, e, peak = _laddered(lt, le, limit, tau, batch, ctx_sum, steps)
+        t, e, peak, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
         return t, e, peak, (e - de) / ce[0]
     if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
@@ -213,12 +237,23 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
 
 @njit(cache=True)
 def span_s(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s) of `steps` decode steps under the power cap and the controller."""
+    """Time (s) of `steps` decode steps under the power cap and the controller (`decode`'s, with
+    the common case, no step over the cap and no budget to slow down to, first)."""
+    t = span(lt[0], batch, ctx_sum, steps)
     if limit <= 0.0 and tau <= 0.0:
-        return span(lt[0], batch, ctx_sum, steps)
-    if lt.shape[0] > 1:
-        return decode(lt, le, limit, tau, batch, ctx_sum, steps)[0]
-    return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
+        return t
+    if lt.shape[0] == 1:
+        return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
+    ct, ce = lt[0], le[0]
+    a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
+    if not (tau > 0.0 and a_t <= tau):
+        last = ctx_sum + (steps - 1) * batch
+        a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
+        l_t = ct[0] + ct[1] * batch + ct[2] * last
+        l_e = ce[0] + ce[1] * batch + ce[2] * last
+        if limit <= 0.0 or not (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
+            return t
+    return _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)[0]
 
 
 @njit(cache=True)
@@ -261,6 +296,13 @@ def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s):  # type: ignore[no
     """Smallest k ≥ 1 whose decode span, under the cap and the controller, lasts ≥ dt_s (s)."""
     k = _reach(lt[0], batch, ctx_sum, dt_s)  # a lower clock only lengthens steps
     if k <= 1 or ((limit <= 0.0 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k)) and tau <= 0.0):
+        return k
+    if lt.shape[0] > 1:  # walk the span's segments to the one where dt_s is reached
+        k = max(_laddered(lt, le, limit, tau, batch, ctx_sum, k, dt_s)[3], 1)
+        while k > 1 and span_s(lt, le, limit, tau, batch, ctx_sum, k - 1) >= dt_s:
+            k -= 1  # (the series of one segment and the sum over segments round apart by an ulp)
+        while span_s(lt, le, limit, tau, batch, ctx_sum, k) < dt_s:
+            k += 1
         return k
     lo, hi = 1, k
     while lo < hi:
