@@ -312,17 +312,27 @@ def _replicas(env: simpy.Environment, jobs: JobTable, fleet: Fleet) -> list[Serv
     """The fleet's servers, pool by pool; named after the pool (with -k when it has several)."""
     servers: list[Server] = []
     for pool in fleet.pools:
+        costs = StepCosts.from_oracle(pool.oracle)  # once per pool: its clock ladder takes ~2 ms
         for k in range(pool.replicas):
             name = pool.name if pool.replicas == 1 else f"{pool.name}-{k}"
-            servers.append(_server(env, jobs, pool.oracle, pool.server, len(servers), name, pool.name))
+            servers.append(_server(env, jobs, pool.oracle, pool.server, len(servers), name, pool.name, costs))
     return servers
 
 
 def _server(
-    env: simpy.Environment, jobs: JobTable, oracle: Oracle, config: ServerConfig, index: int, name: str, pool: str
+    env: simpy.Environment,
+    jobs: JobTable,
+    oracle: Oracle,
+    config: ServerConfig,
+    index: int,
+    name: str,
+    pool: str,
+    costs: StepCosts | None = None,
 ) -> Server:
+    """A server of `oracle` under `config`; `costs` its step costs if already built (`StepCosts.from_oracle`)."""
     kv = replica_kv(oracle, config)
-    return Server(env, StepCosts.from_oracle(oracle), config, jobs, kv, index=index, name=name, pool=pool)
+    costs = StepCosts.from_oracle(oracle) if costs is None else costs
+    return Server(env, costs, config, jobs, kv, index=index, name=name, pool=pool)
 
 
 @dataclass(frozen=True)
