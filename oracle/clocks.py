@@ -107,17 +107,25 @@ def coefficients_at(
 
     The clock is checked against `spec` (ClockError); at the maximum clock the inputs are returned.
     """
+    t, e, stretch, moving = _scaling(time_coef_s, energy_coef_j, spec, clock_mhz)
+    if clock_mhz == spec.max_mhz:
+        return t.copy(), e.copy()
+    static = np.minimum(idle_power_w * t, e)  # J per feature unit drawn as idle power at f_max
+    return t * stretch, static * stretch + (e - static) * moving
+
+
+def _scaling(
+    time_coef_s: np.ndarray, energy_coef_j: np.ndarray, spec: ClockSpec, clock_mhz: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficients as arrays (the clock checked), and at `clock_mhz` each feature's time
+    stretch and the factor of its above-idle energy ((1 − φ) data movement + φ switching)."""
     spec.check(clock_mhz)
     t = np.asarray(time_coef_s, dtype=float)
     e = np.asarray(energy_coef_j, dtype=float)
-    if clock_mhz == spec.max_mhz:
-        return t.copy(), e.copy()
     stretch = (1.0 - COMPUTE_SHARE) + COMPUTE_SHARE * (spec.max_mhz / clock_mhz)
-    static = np.minimum(idle_power_w * t, e)  # J per feature unit drawn as idle power at f_max
-    moved = e - static
     phi = spec.dynamic_fraction
     switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
-    return t * stretch, static * stretch + moved * ((1.0 - phi) + phi * switching)
+    return t, e, stretch, (1.0 - phi) + phi * switching
 
 
 def clock_spec(gpu: str) -> ClockSpec:
@@ -154,18 +162,12 @@ def coefficients_at_max(
     """The inverse of `coefficients_at`: (time s, energy J) coefficients at the maximum clock from
     those at `clock_mhz`. A coefficient whose energy at that clock is below its idle-power share
     kept all its energy as static (`coefficients_at`'s second case)."""
-    spec.check(clock_mhz)
-    t = np.asarray(time_coef_s, dtype=float)
-    e = np.asarray(energy_coef_j, dtype=float)
+    t, e, stretch, moving = _scaling(time_coef_s, energy_coef_j, spec, clock_mhz)
     if clock_mhz == spec.max_mhz:
         return t.copy(), e.copy()
-    stretch = (1.0 - COMPUTE_SHARE) + COMPUTE_SHARE * (spec.max_mhz / clock_mhz)
     t_max = t / stretch
-    phi = spec.dynamic_fraction
-    switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
     static = idle_power_w * t_max
-    moved = (e - static * stretch) / ((1.0 - phi) + phi * switching)
-    e_max = np.where(e >= idle_power_w * t, static + moved, e / stretch)
+    e_max = np.where(e >= idle_power_w * t, static + (e - static * stretch) / moving, e / stretch)
     return t_max, e_max
 
 
