@@ -1,13 +1,17 @@
 """The compiled replica kernel: one serving engine's rules, each written once, compiled by numba.
 
-- `state`: the replica's state as one typed record (`Replica`, a numba structref): counters, the
+- `state`: a replica's state as one typed record (`Replica`, a numba structref): counters, the
   KV block phases, the queue and running lists (linked through per-job arrays), the heaps.
-- `lists`: the queue, the running list and the lazy heaps those rules keep.
-- `costs`: time (s) and energy (J) of steps and decode spans, under a power cap.
+- `lists`: the queue, the running list, decoder slots and the lazy heaps.
+- `kv`: KV units and block phases.
+- `costs`: time (s) and energy (J) of steps and decode spans, under a power cap and a clock
+  controller, on a clock ladder.
 - `hooks`: what a scheduler plug-in decides (victim, admission headroom), by scheduler code.
 - `rules`: admission, KV accounting, preemption, decode spans, completions.
-- `loop`: the event loop of a replica fed all its jobs up front.
-- `replica`: the Python side: builds a `Replica` from a `sim.server.Server` and runs it.
+- `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
+- `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
+- `engine`: `KernelEngine`, `sim.engine.Engine`'s interface over a `Replica` (the SimPy process).
+- `replica`: the Python side of the loops: runs them and moves their buffers into the ledgers.
 
 Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of
 this package's sources (`cache_dir`): numba checks only a function's own file, so a change to any

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +20,9 @@ from numba import typed
 
 from sim.jobs import JobTable
 from sim.kernel import CACHE_DIR, state
-from sim.kernel.engine import KernelEngine, take_log
+from sim.kernel.engine import SPAN_ROWS, KernelEngine, take_log
 from sim.kernel.fleet import FINISHED as FLEET_DONE
-from sim.kernel.fleet import new_fleet, now_s, run_fleet
+from sim.kernel.fleet import new_fleet, now_s, rooms_of, run_fleet
 from sim.kernel.loop import FINISHED, run_alone
 
 if TYPE_CHECKING:
@@ -32,9 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sweetspot")
 
-SPAN_ROWS = 1024  # span rows a replica buffers before they move to its ledger
 PROGRESS_EVERY = 4096  # arrival instants between two updates of a routed fleet's progress bar
-_links: weakref.WeakKeyDictionary[JobTable, tuple[np.ndarray, ...]] = weakref.WeakKeyDictionary()
 _told: set[str] = set()
 
 
@@ -147,7 +144,7 @@ class RoutedFleet:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
         for s in self.servers:
             s._idle = s._waiting = True
-        rooms = state_rooms(self.f)
+        rooms = rooms_of(self.f)  # the per-replica span-row limits, written in place before each run
         while True:
             rooms[:] = [room(s) for s in self.servers]
             status = _compiling(run_fleet, self.f, self.reps, PROGRESS_EVERY)
@@ -158,13 +155,6 @@ class RoutedFleet:
                 bar.update(max(min(round(self.now), bar.total) - bar.n, 0))
             if status == FLEET_DONE:
                 return
-
-
-def state_rooms(f: Any) -> np.ndarray:
-    """The fleet's per-replica span-row limits (written in place before each run)."""
-    from sim.kernel.fleet import rooms_of
-
-    return rooms_of(f)  # type: ignore[no-any-return]
 
 
 def _replica(server: Server) -> state.Replica:
