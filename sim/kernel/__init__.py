@@ -21,6 +21,7 @@ file of the package must compile the whole kernel afresh.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numba
@@ -58,5 +59,21 @@ class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
 
 
 CACHE_DIR = cache_dir()
+_announced = False
+
+
+def announce_compiling() -> None:
+    """Say once per process, before the first compiled call, that the kernel is about to be
+    compiled when this version has no cached code yet (the first run after an install or change)."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    if not any(CACHE_DIR.glob("*.nbi")):
+        logging.getLogger("sweetspot").info(
+            "compiling the simulation kernel, once for this version (about 15 s on 2 cores; cached in %s)", CACHE_DIR
+        )
+
+
 if _KernelCache not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _KernelCache)

@@ -17,7 +17,7 @@ from numba import njit
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.jobs import JobTable
-from sim.kernel import rules, state
+from sim.kernel import announce_compiling, rules, state
 from sim.kv import KvLayout
 from sim.schedulers import SCHEDULERS
 from sim.schedulers.base import Scheduler
@@ -45,6 +45,7 @@ class KernelEngine:
     """A replica's batch and KV state in a compiled `Replica` (`r`), with `Engine`'s methods."""
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout, costs: StepCosts) -> None:
+        announce_compiling()
         self.jobs, self.config, self.kv = jobs, config, kv
         self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
