@@ -56,6 +56,8 @@ class KernelEngine:
         self.r = state.new_replica(
             np.array([int(s.get(k, 0)) for k in state.INT_SETTINGS], dtype=np.int64),
             np.array([float(s.get(k, 0.0)) for k in state.FLOAT_SETTINGS]),
+            np.array(s["hook_i"], dtype=np.int64).reshape(-1),
+            np.array(s["hook_f"], dtype=float).reshape(-1),
             costs.ladder_t,
             costs.ladder_e,
             seqs,

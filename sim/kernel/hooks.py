@@ -2,8 +2,9 @@
 reserve an admission must leave, requests never admitted, the steps over which those rules hold,
 and the state a preemption changes. `r.hooks` picks the implementation: `BASE` (vLLM,
 TensorRT-LLM: the most recently admitted sequence is the victim, no headroom) or `SGLANG` (see
-`sim.schedulers.sglang` for the rules and their sources). A scheduler class names its code in
-`Scheduler.kernel_hooks`.
+`sim.schedulers.sglang` for the rules and their sources). A scheduler class names its code, and
+its hooks' own settings and initial state (a replica's `hook_i`, `hook_f` arrays, laid out by the
+constants here), in `Scheduler.kernel_settings`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from sim.kernel.lists import finish_of
 BASE, SGLANG = 0, 1
 FOREVER = 1 << 62
 
+# SGLang's settings and state in a replica's `hook_f` and `hook_i` (`Sglang.kernel_settings`)
+SG_INIT, SG_MIN, SG_DECAY, SG_RATIO = 0, 1, 2, 3  # hook_f: new_token_ratio at start, floor, fall per step, set
+SG_CLIP, SG_RETRACT, SG_SET_AT = 0, 1, 2  # hook_i: clip_max_new_tokens, retract_decode_steps, step the ratio was set
+
 
 @njit(cache=True)
 def never_admitted(r, n_in, n_out):  # type: ignore[no-untyped-def]
@@ -30,7 +35,8 @@ def never_admitted(r, n_in, n_out):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _ratio(r):  # type: ignore[no-untyped-def]
     """SGLang's new_token_ratio at the next step."""
-    return max(r.sg_r0 - r.sg_decay * (r.N - r.sg_n0), r.sg_min)
+    f = r.hook_f
+    return max(f[SG_RATIO] - f[SG_DECAY] * (r.N - r.hook_i[SG_SET_AT]), f[SG_MIN])
 
 
 @njit(cache=True)
@@ -39,9 +45,9 @@ def headroom(r):  # type: ignore[no-untyped-def]
     if r.hooks != SGLANG:
         return 0
     if r.olen == 0:  # idle: SGLang re-initialises the ratio
-        r.sg_r0, r.sg_n0 = r.sg_init, r.N
+        r.hook_f[SG_RATIO], r.hook_i[SG_SET_AT] = r.hook_f[SG_INIT], r.N
         return 0
-    clip, n = r.sg_clip, r.N
+    clip, n = r.hook_i[SG_CLIP], r.N
     if r.B and r.fmax - n > clip:  # some output left is longer than the clip
         left = 0
         j = r.ohead
@@ -65,14 +71,14 @@ def reserve(r, j, chunk):  # type: ignore[no-untyped-def]
         return 0
     gen = r.generated[j]
     target = r.n_in[j] + gen
-    left = min(r.n_out[j] - gen, r.sg_clip)
+    left = min(r.n_out[j] - gen, r.hook_i[SG_CLIP])
     return units(r, target + left) - units(r, chunk)
 
 
 @njit(cache=True)
 def steady_steps(r):  # type: ignore[no-untyped-def]
     """Steps of plain decode over which `headroom` and `reserve` keep their rule."""
-    if r.hooks == SGLANG and r.qlen and _ratio(r) > r.sg_min:
+    if r.hooks == SGLANG and r.qlen and _ratio(r) > r.hook_f[SG_MIN]:
         return 1
     return FOREVER
 
@@ -109,5 +115,5 @@ def preempted(r):  # type: ignore[no-untyped-def]
             asked += r.n_out[j]
             done += r.n_out[j] - (f - n)
         j = r.nxt[j]
-    ratio = (done + r.sg_rds * r.B) / asked if asked else 1.0
-    r.sg_r0, r.sg_n0 = min(ratio, 1.0), n
+    ratio = (done + r.hook_i[SG_RETRACT] * r.B) / asked if asked else 1.0
+    r.hook_f[SG_RATIO], r.hook_i[SG_SET_AT] = min(ratio, 1.0), n

@@ -37,14 +37,12 @@ INT_SETTINGS = (
     "requeue_front",  # a preempted job goes back to the queue's front (0/1)
     "admit_after",  # admissions in a step that preempted (0/1)
     "hooks",  # the scheduler's hook code (`sim.kernel.hooks`)
-    "sg_clip",  # SGLang: clip_max_new_tokens
-    "sg_rds",  # SGLang: retract_decode_steps
 )
-FLOAT_SETTINGS = ("limit", "sg_init", "sg_min", "sg_decay", "tau")  # W, SGLang's, s (a controller's step budget)
+FLOAT_SETTINGS = ("limit", "tau")  # the power cap (W) and a clock controller's step budget (s)
 _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
-    "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi", "sg_n0",
+    "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi",
     "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0",
 )  # fmt: skip
 _STATE_FLOATS = (
@@ -54,7 +52,6 @@ _STATE_FLOATS = (
     "tc",
     "step_avg",
     "peak_w",
-    "sg_r0",
     "w_t0",
     "w_dt",
     "w_de",
@@ -71,7 +68,7 @@ _ARRAYS = (
     ("n_in", A_i32), ("n_out", A_i32), ("generated", A_i32), ("share_of", A_f64), ("status", A_i8),
     ("reason", A_i8), ("first_s", A_f64), ("finish_s", A_f64), ("admit_s", A_f64), ("chunks", A_i32),
     ("nxt", A_i32), ("prv", A_i32), ("slot", A_i32), ("dec_f", A_i64), ("dec_key", A_i64), ("dec_w", A_i64),
-    ("free", A_i64),
+    ("free", A_i64), ("hook_i", A_i64), ("hook_f", A_f64),
     ("ft", A_f64), ("fj", A_i64),
 )  # fmt: skip
 FIELDS = (
@@ -97,25 +94,26 @@ DECODER, PARTIAL, REQUEUE = 0, 1, 2
 
 
 @njit(cache=True)
-def new_replica(ints, floats, lt, le, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
-    """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), step
+def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
+    """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), its
+    scheduler hooks' own settings and state (`hook_i`, `hook_f`: `sim.kernel.hooks`), step
     coefficients `lt` (s) and `le` (J) by clock (`sim.kernel.costs`; row 0 its own clock's: `ct`,
     `ce`), room for `seqs` running sequences, the job columns `jobs`, the per-job `links` (nxt,
     prv, slot) and its feed."""
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
-    r.requeue_front, r.admit_after, r.hooks, r.sg_clip, r.sg_rds = ints[11], ints[12], ints[13], ints[14], ints[15]
-    r.limit, r.sg_init, r.sg_min, r.sg_decay, r.tau = floats[0], floats[1], floats[2], floats[3], floats[4]
+    r.requeue_front, r.admit_after, r.hooks = ints[11], ints[12], ints[13]
+    r.limit, r.tau = floats[0], floats[1]
+    r.hook_i, r.hook_f = hook_i, hook_f
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
-    r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = r.sg_n0 = 0
+    r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = 0
     r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
     r.idle, r.eid = 1, -1
     r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_tau = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
     r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
-    r.sg_r0 = r.sg_init
     r.lt, r.le, r.ct, r.ce = lt, le, lt[0], le[0]
     r.weights = np.zeros(r.bs, np.int64)
     heap = 2 * seqs + 2  # live entries are at most the decoders (stale ones are dropped when full)

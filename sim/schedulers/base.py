@@ -71,7 +71,8 @@ class Scheduler:
     def preempted(self, engine: Engine) -> None:
         """Called once a step's preemptions are done (state a scheduler keeps may change)."""
 
-    def kernel_settings(self) -> dict[str, int | float]:
-        """The compiled kernel's settings of this scheduler: its hook code (`sim.kernel.hooks`)
-        and any of its own settings the hooks read (`sim.kernel.state`'s `sg_*` names)."""
-        return {"hooks": BASE}
+    def kernel_settings(self) -> dict[str, Any]:
+        """The compiled kernel's settings of this scheduler: its hook code (`hooks`, from
+        `sim.kernel.hooks`), and the settings and initial state its compiled hooks read
+        (`hook_i`, `hook_f`: lists of ints and floats, laid out as its hooks say)."""
+        return {"hooks": BASE, "hook_i": [], "hook_f": []}

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.config import check
-from sim.kernel.hooks import SGLANG
+from sim.kernel.hooks import SG_CLIP, SG_DECAY, SG_INIT, SG_MIN, SG_RATIO, SG_RETRACT, SGLANG
 from sim.schedulers import register
 from sim.schedulers.base import Scheduler
 
@@ -73,16 +73,14 @@ class Sglang(Scheduler):
         self.decay = (o.init_new_token_ratio - self.min_ratio) / o.decay_steps  # per step
         self.set_at = (o.init_new_token_ratio, 0)  # (ratio, step it was set at)
 
-    def kernel_settings(self) -> dict[str, int | float]:
+    def kernel_settings(self) -> dict[str, Any]:
         o = self.options
-        return {
-            "hooks": SGLANG,
-            "sg_init": o.init_new_token_ratio,
-            "sg_min": self.min_ratio,
-            "sg_decay": self.decay,
-            "sg_clip": o.clip_max_new_tokens,
-            "sg_rds": o.retract_decode_steps,
-        }
+        hook_f = [0.0] * 4
+        hook_f[SG_INIT] = hook_f[SG_RATIO] = o.init_new_token_ratio  # the ratio starts at init, set at step 0
+        hook_f[SG_MIN], hook_f[SG_DECAY] = self.min_ratio, self.decay
+        hook_i = [0] * 3
+        hook_i[SG_CLIP], hook_i[SG_RETRACT] = o.clip_max_new_tokens, o.retract_decode_steps
+        return {"hooks": SGLANG, "hook_f": hook_f, "hook_i": hook_i}
 
     def ratio(self, engine: Engine) -> float:
         """`new_token_ratio` at the engine's next step."""

@@ -37,6 +37,8 @@ def replica(
     return state.new_replica(
         int_arr,
         float_arr,
+        np.zeros(0, np.int64),
+        np.zeros(0),
         np.array([ct], dtype=float),
         np.array([ce], dtype=float),
         seqs,
