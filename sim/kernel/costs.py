@@ -47,6 +47,19 @@ def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: igno
     return c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn
 
 
+@njit(cache=True, inline="always")
+def _ends(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """The first and the last step's value (time s or energy J) of a decode span."""
+    return c[0] + c[1] * batch + c[2] * ctx_sum, c[0] + c[1] * batch + c[2] * (ctx_sum + (steps - 1) * batch)
+
+
+@njit(cache=True, inline="always")
+def _over(limit, a_t, a_e, l_t, l_e):  # type: ignore[no-untyped-def]
+    """Whether the first (a) or last (l) step of a decode span draws more than the cap (step power
+    is monotone along a span: its ends decide)."""
+    return limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0)
+
+
 @njit(cache=True)
 def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
     """Time (s), energy (J) and `extra` of one step with these summed features, under the cap
@@ -59,30 +72,13 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     last = lt.shape[0] - 1
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
         return (de / limit if over else dt), de, 0.0
-    level = 0
-    if over:  # the highest clock whose power fits (the lowest, if none does): power falls with the clock
-        lo, hi = 1, last
-        while lo < hi:
-            mid = (lo + hi) // 2
-            e = _step(le[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-            if e <= limit * _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn):
-                hi = mid
-            else:
-                lo = mid + 1
-        level = lo
-    if tau > 0.0:  # then the lowest clock whose time fits the budget: time grows as the clock falls
-        lo, hi = level, last
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) <= tau:
-                lo = mid
-            else:
-                hi = mid - 1
-        level = lo
+    x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
+    level = _time_level(lt, tau, level, *x)
     if level == 0:
         return dt, de, 0.0
-    e = _step(le[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-    return _step(lt[level], decode_seqs, decode_ctx, prefill_seqs, tokens, attn), e, (e - de) / le[0, 0]
+    e = _step(le[level], *x)
+    return _step(lt[level], *x), e, (e - de) / le[0, 0]
 
 
 @njit(cache=True)
@@ -109,8 +105,7 @@ def _stretched_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyp
     """Time (s) of a decode span whose steps over the cap last energy / cap (no clock ladder):
     `span` on each side of the one step where the implied power crosses the cap."""
     t = span(ct, batch, ctx_sum, steps)
-    a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
-    a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
+    a_t, a_e = _ends(ct, batch, ctx_sum, 1)[0], _ends(ce, batch, ctx_sum, 1)[0]
     d0, d1 = a_e - limit * a_t, (ce[2] - limit * ct[2]) * batch
     if d1 == 0.0:
         lo, hi = (0, steps) if d0 > 0.0 else (0, 0)
@@ -127,16 +122,17 @@ def _stretched_s(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyp
 
 
 @njit(cache=True)
-def _power_level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
-    """The first ladder level (highest clock) at which a decode step of context sum ctx fits the
-    cap (the last if none does): power falls with the clock, so by bisection."""
+def _power_level(lt, le, limit, lo, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    """The first ladder level from `lo` (the highest clock) at which a step with these features
+    fits the cap (the last if none does; `lo` without a cap): power falls with the clock, so by
+    bisection."""
     if limit <= 0.0:
-        return 0
-    lo, hi = 0, lt.shape[0] - 1
+        return lo
+    hi = lt.shape[0] - 1
     while lo < hi:
         mid = (lo + hi) // 2
-        e = le[mid, 0] + le[mid, 1] * batch + le[mid, 2] * ctx
-        if e <= limit * (lt[mid, 0] + lt[mid, 1] * batch + lt[mid, 2] * ctx):
+        e = _step(le[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+        if e <= limit * _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn):
             hi = mid
         else:
             lo = mid + 1
@@ -144,16 +140,16 @@ def _power_level(lt, le, limit, batch, ctx):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _time_level(lt, tau, batch, ctx):  # type: ignore[no-untyped-def]
-    """The last ladder level (lowest clock) at which a decode step of context sum ctx lasts at
-    most `tau` (s; 0 when even the highest clock is slower, or no budget): time grows as the
-    clock falls, so by bisection."""
+def _time_level(lt, tau, lo, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    """The last ladder level from `lo` (the lowest clock) at which a step with these features
+    lasts at most `tau` (s; `lo` when even that clock is slower, or without a budget): time
+    grows as the clock falls, so by bisection."""
     if tau <= 0.0:
-        return 0
-    lo, hi = 0, lt.shape[0] - 1
+        return lo
+    hi = lt.shape[0] - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if lt[mid, 0] + lt[mid, 1] * batch + lt[mid, 2] * ctx <= tau:
+        if _step(lt[mid], decode_seqs, decode_ctx, prefill_seqs, tokens, attn) <= tau:
             lo = mid
         else:
             hi = mid - 1
@@ -161,17 +157,22 @@ def _time_level(lt, tau, batch, ctx):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _decode_level(lt, le, limit, tau, batch, ctx, by_time):  # type: ignore[no-untyped-def]
+    """A decode step's power level (or, `by_time`, its time level) at context sum ctx."""
+    if by_time:
+        return _time_level(lt, tau, 0, batch, ctx, 0, 0, 0)
+    return _power_level(lt, le, limit, 0, batch, ctx, 0, 0, 0)
+
+
+@njit(cache=True)
 def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ignore[no-untyped-def]
     """The last step of the run from step i whose power (or, `by_time`, time) level is step i's:
     along a span each level is monotone in the step, so a run is contiguous (bisection)."""
-    ctx = ctx_sum + i * batch
-    level = _time_level(lt, tau, batch, ctx) if by_time else _power_level(lt, le, limit, batch, ctx)
+    level = _decode_level(lt, le, limit, tau, batch, ctx_sum + i * batch, by_time)
     lo, hi = i, steps - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        ctx = ctx_sum + mid * batch
-        at = _time_level(lt, tau, batch, ctx) if by_time else _power_level(lt, le, limit, batch, ctx)
-        if at == level:
+        if _decode_level(lt, le, limit, tau, batch, ctx_sum + mid * batch, by_time) == level:
             lo = mid
         else:
             hi = mid - 1
@@ -197,10 +198,9 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: igno
             return dt, de, peak, i + min(_reach(lt[level], batch, start, reach_s - dt), n)
         dt += run_s
         de += span(le[level], batch, start, n)
-        for ctx in (start, start + (n - 1) * batch):
-            t = lt[level, 0] + lt[level, 1] * batch + lt[level, 2] * ctx
-            if t > 0.0:
-                peak = max(peak, (le[level, 0] + le[level, 1] * batch + le[level, 2] * ctx) / t)
+        t0, t1 = _ends(lt[level], batch, start, n)
+        e0, e1 = _ends(le[level], batch, start, n)
+        peak = max(peak, e0 / t0 if t0 > 0.0 else 0.0, e1 / t1 if t1 > 0.0 else 0.0)
         i = end + 1
         if i < steps and p_end < i:
             p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False)
@@ -214,15 +214,11 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     """Time (s, under the cap and the controller), energy (J), peak step power (W) and `extra` of
     a decode span."""
     ct, ce = lt[0], le[0]
-    c2t, c2e = ct[2], ce[2]
-    a_t = ct[0] + ct[1] * batch + c2t * ctx_sum
-    a_e = ce[0] + ce[1] * batch + c2e * ctx_sum
-    de = steps * a_e + c2e * batch * steps * (steps - 1) * 0.5
-    last = ctx_sum + (steps - 1) * batch  # step power is monotone along a span: the peak is at an end
-    l_t = ct[0] + ct[1] * batch + c2t * last
-    l_e = ce[0] + ce[1] * batch + c2e * last
-    dt = steps * a_t + c2t * batch * steps * (steps - 1) * 0.5
-    over = limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0)
+    a_t, l_t = _ends(ct, batch, ctx_sum, steps)
+    a_e, l_e = _ends(ce, batch, ctx_sum, steps)
+    de = steps * a_e + ce[2] * batch * steps * (steps - 1) * 0.5
+    dt = steps * a_t + ct[2] * batch * steps * (steps - 1) * 0.5
+    over = _over(limit, a_t, a_e, l_t, l_e)
     if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
         t, e, peak, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
         return t, e, peak, (e - de) / ce[0]
@@ -244,15 +240,10 @@ def span_s(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
         return t
     if lt.shape[0] == 1:
         return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
-    ct, ce = lt[0], le[0]
-    a_t = ct[0] + ct[1] * batch + ct[2] * ctx_sum
-    if not (tau > 0.0 and a_t <= tau):
-        last = ctx_sum + (steps - 1) * batch
-        a_e = ce[0] + ce[1] * batch + ce[2] * ctx_sum
-        l_t = ct[0] + ct[1] * batch + ct[2] * last
-        l_e = ce[0] + ce[1] * batch + ce[2] * last
-        if limit <= 0.0 or not (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0):
-            return t
+    a_t, l_t = _ends(lt[0], batch, ctx_sum, steps)
+    a_e, l_e = _ends(le[0], batch, ctx_sum, steps)
+    if not (_over(limit, a_t, a_e, l_t, l_e) or (tau > 0.0 and a_t <= tau)):  # `decode`'s test
+        return t
     return _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)[0]
 
 
@@ -284,11 +275,9 @@ def _reach(c, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
 def _throttled(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     """Whether any of these decode steps may draw more than the cap (power is monotone along a
     span: its ends decide; within 1e-9 counts, a false yes costs only time)."""
-    for ctx in (ctx_sum, ctx_sum + (steps - 1) * batch):
-        e = ce[0] + ce[1] * batch + ce[2] * ctx
-        if e - limit * (ct[0] + ct[1] * batch + ct[2] * ctx) > -1e-9 * abs(e):
-            return True
-    return False
+    a_t, l_t = _ends(ct, batch, ctx_sum, steps)
+    a_e, l_e = _ends(ce, batch, ctx_sum, steps)
+    return a_e - limit * a_t > -1e-9 * abs(a_e) or l_e - limit * l_t > -1e-9 * abs(l_e)
 
 
 @njit(cache=True)
