@@ -41,6 +41,15 @@ def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[s
     }
 
 
+_AT = {name: i for i, name in enumerate(state.COUNTERS)}  # a counter's place in `state.counters`
+
+
+def _counter(name: str, doc: str) -> property:
+    """A read-only property of the compiled replica's counter `name`."""
+    at = _AT[name]
+    return property(lambda self: self.counters[at], doc=doc)
+
+
 class KernelEngine:
     """A replica's batch and KV state in a compiled `Replica` (`r`), with `Engine`'s methods."""
 
@@ -109,23 +118,23 @@ class KernelEngine:
     def outstanding_tokens(self) -> int:
         """Work left (tokens): queued and prefilling jobs' n_in + n_out, the decoders' outputs owed."""
         c = self.counters
-        return c[4] + c[7] - c[0] * c[1]
+        return c[_AT["pending"]] + c[_AT["fsum"]] - c[_AT["B"]] * c[_AT["N"]]
 
     # --- counters (`state.COUNTERS`), read as of the last call ---------------------------
     @property
     def counters(self) -> tuple[Any, ...]:
         return state.counters(self.r)  # type: ignore[no-any-return]
 
-    B = property(lambda self: self.counters[0], doc="decoders")
-    N = property(lambda self: self.counters[1], doc="steps run")
-    S = property(lambda self: self.counters[2], doc="Σ the decoders' contexts at the next step (tokens)")
-    used = property(lambda self: self.counters[3], doc="KV units held")
-    queued_need = property(lambda self: self.counters[5], doc="Σ n_in + n_out of the queue (tokens)")
-    queued_prompt = property(lambda self: self.counters[6], doc="Σ n_in of the queue (tokens)")
-    preemptions = property(lambda self: self.counters[11], doc="preemptions so far")
-    prefilled = property(lambda self: self.counters[12], doc="prompts the last step finished prefilling")
-    queue_len = property(lambda self: self.counters[13], doc="queued jobs")
-    running = property(lambda self: self.counters[14], doc="running sequences (decoders and a prompt mid-prefill)")
+    B = _counter("B", "decoders")
+    N = _counter("N", "steps run")
+    S = _counter("S", "Σ the decoders' contexts at the next step (tokens)")
+    used = _counter("used", "KV units held")
+    queued_need = _counter("queued_need", "Σ n_in + n_out of the queue (tokens)")
+    queued_prompt = _counter("queued_prompt", "Σ n_in of the queue (tokens)")
+    preemptions = _counter("preemptions", "preemptions so far")
+    prefilled = _counter("prefilled", "prompts the last step finished prefilling")
+    queue_len = _counter("queue_len", "queued jobs")
+    running = _counter("running", "running sequences (decoders and a prompt mid-prefill)")
 
     @property
     def cap(self) -> int:
@@ -136,7 +145,7 @@ class KernelEngine:
     def last_finish_steps(self) -> int:
         """Steps until the last decoder finishes (0: none decoding)."""
         c = self.counters
-        return c[8] - c[1] if c[0] else 0
+        return c[_AT["fmax"]] - c[_AT["N"]] if c[_AT["B"]] else 0
 
     def busy(self) -> bool:
         """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
@@ -147,16 +156,14 @@ def take_log(jobs: JobTable, r: state.Replica) -> None:
     """Add the kernel's logged preemptions to the job table's per-job counters; clear the log."""
     plog = _log(r)
     for j, kind, tokens in plog.tolist():
-        if kind == state.DECODER:
-            jobs.extra_prefill_tokens[j] += tokens
-            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
+        if kind == state.REQUEUE:
+            jobs.preemptions[j] += 1
+            continue
+        jobs.extra_prefill_tokens[j] += tokens  # re-prefilled (a decoder) or thrown away (a partial prompt)
+        jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
+        if kind == state.DECODER:  # its re-prefill replaces the decode step at that context
             jobs.recomputed_steps[j] += 1
             jobs.recomputed_ctx[j] += tokens
-        elif kind == state.PARTIAL:
-            jobs.extra_prefill_tokens[j] += tokens
-            jobs.extra_prefill_pairs[j] += tokens * (tokens + 1) / 2
-        else:
-            jobs.preemptions[j] += 1
 
 
 def job_links(jobs: JobTable) -> tuple[np.ndarray, ...]:

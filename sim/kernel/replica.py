@@ -68,15 +68,14 @@ def room(server: Server) -> int:
 def drain(server: Server, r: state.Replica) -> bool:
     """Move the kernel's buffers into the server's ledger, the job table and the engine; whether
     its ledger's log is due to be handed over (the caller hands it over once all are drained)."""
-    t, tc, step_avg, peak_w, fi, _, nrows, _, idle = state.clock(r)
-    rows_f, rows_i, _ = state.buffers(r)
+    t, tc, step_avg, peak_w, fi, nrows, idle = state.clock(r)
     ledger = server.ledger
     take_log(server.jobs, r)
     if nrows:
-        ledger._f.frombytes(rows_f[:nrows].tobytes())
-        ledger._i.frombytes(rows_i[:nrows].tobytes())
-        ledger.steps += int(rows_i[:nrows, 0].sum())
-    state.taken(r)
+        rows_f, rows_i = state.take_rows(r)
+        ledger._f.frombytes(rows_f.tobytes())
+        ledger._i.frombytes(rows_i.tobytes())
+        ledger.steps += int(rows_i[:, 0].sum())
     ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
     server._fi, server._idle = fi, bool(idle)
     return len(ledger._i) >= ledger._full

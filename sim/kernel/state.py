@@ -138,14 +138,14 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
 
 @njit(cache=True)
 def clock(r):  # type: ignore[no-untyped-def]
-    """(clock s, its compensation, recent step time s, peak step power W, feed position,
-    preemptions, span rows and preemption-log rows waiting, idle)."""
-    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.preemptions, r.nrows, r.nlog, r.idle
+    """(clock s, its compensation, recent step time s, peak step power W, feed position, span
+    rows waiting, idle)."""
+    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.nrows, r.idle
 
 
 @njit(cache=True)
 def counters(r):  # type: ignore[no-untyped-def]
-    """The engine counters `sim.engine.Engine` keeps under the same names."""
+    """The engine counters `sim.engine.Engine` keeps, named by `COUNTERS`."""
     return (
         r.B, r.N, r.S, r.used, r.pending, r.queued_need, r.queued_prompt, r.fsum, r.fmax, r.share,
         r.share_c, r.preemptions, r.prefilled, r.qlen, r.olen,
@@ -173,13 +173,8 @@ def set_feed(r, feed_t, feed_j, first):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def taken(r):  # type: ignore[no-untyped-def]
-    """The span rows and preemption-log rows were read: clear both buffers."""
+def take_rows(r):  # type: ignore[no-untyped-def]
+    """The span rows waiting (float and integer columns), taken out of the buffer."""
+    n = r.nrows
     r.nrows = 0
-    r.nlog = 0
-
-
-@njit(cache=True)
-def buffers(r):  # type: ignore[no-untyped-def]
-    """The span-row and preemption-log buffers (read after `clock` says how many rows wait)."""
-    return r.rows_f, r.rows_i, r.plog
+    return r.rows_f[:n].copy(), r.rows_i[:n].copy()
