@@ -95,7 +95,7 @@ class StepCosts:
         lt, le, cap, tau = self.ladder_t, self.ladder_e, self._cap, budget_s
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-        de, dt = _step_value(self.energy_j, *x), _step_value(self.time_s, *x)
+        de, dt = _step_value(le[0], *x), _step_value(lt[0], *x)
         over = cap > 0.0 and de > cap * dt
         if not over and (tau <= 0.0 or dt > tau):
             return dt, de, 0.0
@@ -104,15 +104,15 @@ class StepCosts:
         level, last = 0, len(lt) - 1
         if over:
             level = 1
-            while level < last and _row_value(le[level], *x) > cap * _row_value(lt[level], *x):
+            while level < last and _step_value(le[level], *x) > cap * _step_value(lt[level], *x):
                 level += 1
         if tau > 0.0:
-            while level < last and _row_value(lt[level + 1], *x) <= tau:
+            while level < last and _step_value(lt[level + 1], *x) <= tau:
                 level += 1
         if level == 0:
             return dt, de, 0.0
-        e = _row_value(le[level], *x)
-        return _row_value(lt[level], *x), e, (e - de) / float(le[0, 0])
+        e = _step_value(le[level], *x)
+        return _step_value(lt[level], *x), e, (e - de) / float(le[0, 0])
 
     def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
@@ -141,11 +141,6 @@ class StepCosts:
         return int(kernel_costs.steps_to_reach(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, dt_s))
 
 
-def _row_value(c: np.ndarray, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:
-    """`_step_value` of a ladder row (the same float operations)."""
-    return float(c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
-
-
 def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:
     """(prompt tokens, causal attention pairs) a step's prefill chunks compute; `prefill` holds
     (job, chunk tokens, tokens already cached) per prefilling sequence."""
@@ -156,18 +151,10 @@ def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:
     return tokens, attn
 
 
-def _step_value(
-    coef: StepCoef, decode_seqs: int, decode_ctx: int, prefill_seqs: int, prefill_tokens: int, prefill_attn: int
-) -> float:
-    """Time (s) or energy (J) of one step with these summed features."""
-    return (
-        coef.const
-        + coef.decode_seqs * decode_seqs
-        + coef.decode_ctx * decode_ctx
-        + coef.prefill_seqs * prefill_seqs
-        + coef.prefill_tokens * prefill_tokens
-        + coef.prefill_attn * prefill_attn
-    )
+def _step_value(c: Any, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:
+    """Time (s) or energy (J) of one step with these summed features; `c` the six coefficients
+    (a `StepCoef` or a clock ladder's row)."""
+    return float(c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
 
 
 def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chunks: ArrayLike = 1) -> Array:
