@@ -76,6 +76,12 @@ class StepCosts:
         )
 
     @property
+    def time_row(self) -> np.ndarray:
+        """The time coefficients (s) as an array: the clock ladder's row 0 (what compiled code reads)."""
+        assert self.ladder_t is not None  # set by __post_init__
+        return self.ladder_t[0]
+
+    @property
     def _cap(self) -> float:
         return float(self.power_limit_w or 0.0)  # W; 0: no cap
 

@@ -30,10 +30,10 @@ from functools import partial
 
 import numpy as np
 
-from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
+from sim.kernel import routers as compiled
 from sim.kernel.routers import ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
 from sim.registry import Registry
 from sim.server import Server
@@ -76,45 +76,16 @@ def ttft_estimate_s(
     room = max_batch_size - state.running - state.queue_len
     if room < 1 or state.kv_free_tokens < state.queued_kv_tokens + n_in + n_out:
         return math.inf
-    return _ttft_s(
-        costs.time_s,
-        state.decoders,
-        state.decode_ctx,
-        state.queue_len,
-        state.queued_prompt_tokens,
-        n_in,
-        max_num_tokens,
-    )
-
-
-def _ttft_s(
-    c: StepCoef,
-    decoders: int,
-    decode_ctx: int,
-    queue_len: int,
-    queued_prompt: int,
-    n_in: int,
-    max_num_tokens: int | None,
-) -> float:
-    """`ttft_estimate_s` of a replica whose queue and this request all fit the next step (s)."""
-    step = c.const + c.decode_seqs * decoders + c.decode_ctx * decode_ctx
-    tokens = queued_prompt + n_in
-    steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
-    seqs = queue_len + 1
-    return (
-        step * (1 + steps) + c.prefill_seqs * seqs + c.prefill_tokens * tokens + c.prefill_attn * n_in * (n_in + 1) / 2
+    c = costs.time_row
+    q = state.queue_len
+    return float(
+        compiled.ttft_s(c, state.decoders, state.decode_ctx, q, state.queued_prompt_tokens, n_in, max_num_tokens or 0)
     )
 
 
 def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:
     """Estimated time per output token (s): a decode step with this request added to the batch."""
-    return _tpot_s(costs.time_s, state.decoders, state.decode_ctx, state.recent_step_s, n_in)
-
-
-def _tpot_s(c: StepCoef, decoders: int, decode_ctx: int, recent_step_s: float, n_in: int) -> float:
-    """`tpot_estimate_s` from the decoders, their context sum and the recent step time (s)."""
-    decode = c.const + c.decode_seqs * (decoders + 1) + c.decode_ctx * (decode_ctx + n_in + 1)
-    return max(decode, recent_step_s if decoders else 0.0)
+    return float(compiled.tpot_s(costs.time_row, state.decoders, state.decode_ctx, state.recent_step_s, n_in))
 
 
 class LoadIndex:
@@ -343,13 +314,13 @@ class EnergyAware(Router):
 def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float, tpot_s: float) -> bool:
     """Whether replica s has `tpot_estimate_s` and `ttft_estimate_s` of `s.state()` for this
     request within these bounds (s), its state read from the engine in place."""
-    e, c = s.engine, costs.time_s
-    if _tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
+    e, c = s.engine, costs.time_row
+    if compiled.tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
         return False
     cfg, queue_len = s.config, e.queue_len
     if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
         return math.inf <= ttft_s
-    return _ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens) <= ttft_s
+    return compiled.ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens or 0) <= ttft_s
 
 
 _IDLE = ServerState(0, 0, 0)  # a replica with nothing to do

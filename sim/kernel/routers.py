@@ -43,15 +43,20 @@ def _sequence_cost(c, n_in, n_out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-untyped-def]
-    """`sim.routing._tpot_s`: a decode step with this request added (s)."""
+def tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-untyped-def]
+    """Estimated time per output token (s) on a replica with `decoders` decoders whose contexts
+    sum to `decode_ctx`: a decode step with this request added, or the recent step time (s) if
+    longer (`sim.routing.tpot_estimate_s`); `c` the time coefficients."""
     decode = c[0] + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
     return max(decode, recent_step_s if decoders else 0.0)
 
 
 @njit(cache=True)
-def _ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_tokens):  # type: ignore[no-untyped-def]
-    """`sim.routing._ttft_s` (s); `max_num_tokens` 0 stands for none."""
+def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_tokens):  # type: ignore[no-untyped-def]
+    """Estimated time to first token (s) on a replica whose queue and this request all fit the
+    next step: the step under way, then prefill steps for the queued prompts and this one (one
+    step per `max_num_tokens`, 0 for none; the queued prompts' attention left out)
+    (`sim.routing.ttft_estimate_s`); `c` the time coefficients."""
     step = c[0] + c[1] * decoders + c[2] * decode_ctx
     tokens = queued_prompt + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
@@ -63,12 +68,12 @@ def _ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_tok
 def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
     """`sim.routing._meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
     c = r.ct
-    if _tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
+    if tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
         return False
     free_tokens = (r.cap - r.used) // (r.full + r.wunits) * r.bs
     if r.max_seqs - r.olen - r.qlen < 1 or free_tokens < r.queued_need + n_in + n_out:
         return math.inf <= f.ttft_s
-    return _ttft_s(c, r.B, r.S, r.qlen, r.queued_prompt, n_in, f.pool_tokens[p]) <= f.ttft_s
+    return ttft_s(c, r.B, r.S, r.qlen, r.queued_prompt, n_in, f.pool_tokens[p]) <= f.ttft_s
 
 
 @njit(cache=True)
@@ -78,7 +83,7 @@ def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
     best, best_e, best_w = -1, 0.0, 0
     for p in range(f.pool_lo.size):
         lo, hi = f.pool_lo[p], f.pool_hi[p]
-        if _tpot_s(reps[lo].ct, 0, 0, 0.0, n_in) > f.tpot_s:
+        if tpot_s(reps[lo].ct, 0, 0, 0.0, n_in) > f.tpot_s:
             continue  # too slow on this GPU even alone
         own = _sequence_cost(reps[lo].ce, n_in, n_out)
         shared = f.pool_shared_j[p]
