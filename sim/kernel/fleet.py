@@ -19,6 +19,7 @@ from numba import njit, types
 from numba.experimental import structref
 
 from sim.kernel import costs
+from sim.kernel.lists import heap_pop, heap_push
 from sim.kernel.loop import FINISHED, PAUSED, close_span, close_step, open_step
 from sim.kernel.routers import note, pick
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, span_limit
@@ -93,49 +94,24 @@ def _before(a0, a1, b0, b1):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _push(f, t, eid, k):  # type: ignore[no-untyped-def]
-    """Schedule replica k's wait ending at event time t with sequence number eid."""
+    """Schedule replica k's wait ending at event time t with sequence number eid (the wait heap
+    orders (t, eid, k) as `sim.kernel.lists`' heaps do; eids are distinct, so k never decides)."""
     if f.hn == f.hk.size:  # drop superseded waits (a wake-up scheduled their replica anew)
         n, f.hn = f.hn, 0
         hk, he, hr = f.hk.copy(), f.he.copy(), f.hr.copy()
         for x in range(n):
             if he[x] == f.live[hr[x]]:
-                _sift_in(f, hk[x], he[x], hr[x])
-    _sift_in(f, t, eid, k)
-
-
-@njit(cache=True)
-def _sift_in(f, t, eid, k):  # type: ignore[no-untyped-def]
-    """Add an entry to the wait heap (room assumed)."""
-    i = f.hn
+                heap_push(f.hk, f.he, f.hr, f.hn, hk[x], he[x], hr[x])
+                f.hn += 1
+    heap_push(f.hk, f.he, f.hr, f.hn, t, eid, k)
     f.hn += 1
-    while i > 0:
-        p = (i - 1) >> 1
-        if not _before(t, eid, f.hk[p], f.he[p]):
-            break
-        f.hk[i], f.he[i], f.hr[i] = f.hk[p], f.he[p], f.hr[p]
-        i = p
-    f.hk[i], f.he[i], f.hr[i] = t, eid, k
 
 
 @njit(cache=True)
 def _pop(f):  # type: ignore[no-untyped-def]
     """Remove the earliest wait (the caller read it)."""
+    heap_pop(f.hk, f.he, f.hr, f.hn)
     f.hn -= 1
-    n = f.hn
-    t, eid, k = f.hk[n], f.he[n], f.hr[n]
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= n:
-            break
-        if c + 1 < n and _before(f.hk[c + 1], f.he[c + 1], f.hk[c], f.he[c]):
-            c += 1
-        if not _before(f.hk[c], f.he[c], t, eid):
-            break
-        f.hk[i], f.he[i], f.hr[i] = f.hk[c], f.he[c], f.hr[c]
-        i = c
-    if n > 0:
-        f.hk[i], f.he[i], f.hr[i] = t, eid, k
 
 
 @njit(cache=True)
