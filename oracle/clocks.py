@@ -7,7 +7,8 @@ maximum f_max changes each feature's coefficient on its own. Modelling choices:
   compute-bound share (`COMPUTE_SHARE`): prefill tokens and prefill attention are compute-bound (κ = 1);
   the per-step constant (weights read once a step) and the decode context (KV reads) are memory-bound
   (κ = 0); the per-sequence terms (decode linear layers at small batch, sampling, launch) are half
-  and half (κ = 0.5). The memory clock is not changed.
+  and half (κ = 0.5); a mixture of experts' routed-expert reads (`Oracle.experts`) are memory-bound
+  (κ = 0). The memory clock is not changed.
 - Power. Static power is the oracle's idle power P_idle, the same at every clock (leakage's fall with
   voltage is neglected). The rest of a coefficient's energy, D_i = e_i − P_idle · t_i, is split with
   the GPU's `dynamic_fraction` φ: (1 − φ)·D_i is data movement (HBM, I/O), a fixed energy per unit of
@@ -122,7 +123,9 @@ def _scaling(
     spec.check(clock_mhz)
     t = np.asarray(time_coef_s, dtype=float)
     e = np.asarray(energy_coef_j, dtype=float)
-    stretch = (1.0 - COMPUTE_SHARE) + COMPUTE_SHARE * (spec.max_mhz / clock_mhz)
+    share = np.zeros(t.shape[-1])  # a seventh column (expert reads) is memory-bound
+    share[: COMPUTE_SHARE.size] = COMPUTE_SHARE
+    stretch = (1.0 - share) + share * (spec.max_mhz / clock_mhz)
     phi = spec.dynamic_fraction
     switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
     return t, e, stretch, (1.0 - phi) + phi * switching
@@ -147,13 +150,19 @@ def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
     if clock_mhz is None:
         return oracle
     spec = clock_spec(oracle.gpu)
+    x = oracle.experts
     time_coef, energy_coef = coefficients_at(
-        oracle.time_coef_s, oracle.energy_coef_j, oracle.idle_power_w, spec, clock_mhz
+        np.append(oracle.time_coef_s, 0.0 if x is None else x.time_s),
+        np.append(oracle.energy_coef_j, 0.0 if x is None else x.energy_j),
+        oracle.idle_power_w,
+        spec,
+        clock_mhz,
     )
     if clock_mhz == spec.max_mhz:
         return oracle
     settings = {**oracle.settings, "clock_mhz": float(clock_mhz)}
-    return replace(oracle, energy_coef_j=energy_coef, time_coef_s=time_coef, settings=settings)
+    experts = None if x is None else replace(x, time_s=float(time_coef[6]), energy_j=float(energy_coef[6]))
+    return replace(oracle, energy_coef_j=energy_coef[:6], time_coef_s=time_coef[:6], settings=settings, experts=experts)
 
 
 def coefficients_at_max(
@@ -174,12 +183,14 @@ def coefficients_at_max(
 def ladder(oracle: Oracle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clocks a power cap can throttle the oracle's GPU to, from its own clock (its
     `clock_mhz` setting, else the maximum) down to the lowest supported one: (clocks MHz
-    descending, time coefficients s (levels × 6), energy coefficients J (levels × 6)). Level 0 is
-    the oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
+    descending, time coefficients s (levels × 7), energy coefficients J (levels × 7): the six step
+    coefficients, then the expert reads of `Oracle.experts` (0 for a dense model)). Level 0 is the
+    oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
     spec = clock_spec(oracle.gpu)
     own = float(oracle.settings.get("clock_mhz", spec.max_mhz))
-    t0 = np.asarray(oracle.time_coef_s, dtype=float)
-    e0 = np.asarray(oracle.energy_coef_j, dtype=float)
+    x = oracle.experts
+    t0 = np.append(np.asarray(oracle.time_coef_s, dtype=float), 0.0 if x is None else x.time_s)
+    e0 = np.append(np.asarray(oracle.energy_coef_j, dtype=float), 0.0 if x is None else x.energy_j)
     t_max, e_max = coefficients_at_max(t0, e0, oracle.idle_power_w, spec, own)
     clocks = spec.supported_mhz[::-1]
     clocks = clocks[clocks <= own]

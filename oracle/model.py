@@ -90,6 +90,34 @@ class MemorySpec:
         return max(int(free // self.kv_bytes_per_token), 0)
 
 
+@dataclass(frozen=True)
+class ExpertReads:
+    """A mixture of experts' weight reads, which a step pays for the experts its tokens touch.
+
+    time_s, energy_j: reading every routed expert of every MoE layer once (s, J; the replica's
+    GPUs together); untouched: the chance that one token leaves a given expert untouched,
+    1 − top_k / experts. A step of n tokens touches an expected 1 − untouched^n of them (uniform
+    routing, each token picking top_k distinct experts per layer), so MoE decode gets cheaper per
+    token only once a batch touches most experts.
+    """
+
+    time_s: float
+    energy_j: float
+    untouched: float
+
+    def __post_init__(self) -> None:
+        for label in ("time_s", "energy_j"):
+            v = getattr(self, label)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"experts.{label} must be a finite number ≥ 0, got {v!r}")
+        if not 0.0 <= self.untouched < 1.0:
+            raise ValueError(f"experts.untouched must be in [0, 1) (1 − top_k / experts), got {self.untouched!r}")
+
+    def share(self, tokens: ArrayLike) -> np.ndarray:
+        """Expected fraction of the routed experts a step of `tokens` tokens touches."""
+        return 1.0 - self.untouched ** np.asarray(tokens, dtype=float)
+
+
 @dataclass
 class Oracle:
     """Step-level energy and time model. Coefficients are per unit of each feature in `FEATURES`.
@@ -110,8 +138,12 @@ class Oracle:
     settings: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    experts: ExpertReads | None = None  # a mixture of experts' routed-expert reads (None: dense)
+    gpus: int = 1  # GPUs of one replica (its coefficients, idle power and limit count all of them)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.gpus, int) and self.gpus >= 1):
+            raise ValueError(f"gpus must be a whole number ≥ 1, got {self.gpus!r}")
         self.energy_coef_j = _coef(self.energy_coef_j, "energy_coef_j")
         self.time_coef_s = _coef(self.time_coef_s, "time_coef_s")
         if not np.any(self.time_coef_s > 0):
@@ -138,17 +170,42 @@ class Oracle:
 
     # --- step level -----------------------------------------------------------------------
     def step_energy(self, x: ArrayLike) -> np.ndarray:
-        """Energy (J) of steps with feature vectors x (shape (..., 6))."""
-        return np.asarray(x, dtype=float) @ self.energy_coef_j
+        """Energy (J) of steps with feature vectors x (shape (..., 6)), expert reads included."""
+        x = np.asarray(x, dtype=float)
+        return x @ self.energy_coef_j + self._expert_part(x, "energy_j")
 
     def step_time(self, x: ArrayLike) -> np.ndarray:
-        """Duration (s) of steps with feature vectors x (shape (..., 6))."""
-        return np.asarray(x, dtype=float) @ self.time_coef_s
+        """Duration (s) of steps with feature vectors x (shape (..., 6)), expert reads included."""
+        x = np.asarray(x, dtype=float)
+        return x @ self.time_coef_s + self._expert_part(x, "time_s")
+
+    def _expert_part(self, x: np.ndarray, which: str) -> np.ndarray | float:
+        if self.experts is None:
+            return 0.0
+        tokens = x[..., F.DECODE_SEQS] + x[..., F.PREFILL_TOKENS]
+        reads = self.experts.energy_j if which == "energy_j" else self.experts.time_s
+        return reads * self.experts.share(tokens)
+
+    def coef_at_batch(self, which: str, batch: ArrayLike = 1) -> np.ndarray:
+        """Energy (`which`='energy') or time ('time') coefficients with the expert reads of a
+        decode step of `batch` sequences folded into the constant (shape (..., 6)): what the
+        per-request polynomial of B requests in lockstep uses (their prefill touches every expert;
+        folded at the decode batch, which most steps run)."""
+        if which not in ("energy", "time"):
+            raise ValueError(f"which must be 'energy' or 'time', got {which!r}")
+        coef = self.energy_coef_j if which == "energy" else self.time_coef_s
+        if self.experts is None:
+            return coef
+        b = np.asarray(batch, dtype=float)
+        out = np.broadcast_to(coef, (*b.shape, F.N_FEATURES)).copy()
+        reads = self.experts.energy_j if which == "energy" else self.experts.time_s
+        out[..., F.CONST] += reads * self.experts.share(b)
+        return out
 
     # --- request level (B identical requests in lockstep) ----------------------------------
     def theta(self, batch: ArrayLike = 1) -> np.ndarray:
         """θ1…θ6 (J) of the per-request energy polynomial at batch size `batch`."""
-        return F.theta_from_coef(self.energy_coef_j, batch)
+        return F.theta_from_coef(self.coef_at_batch("energy", batch), batch)
 
     def theta_time(self, batch: ArrayLike = 1) -> np.ndarray:
         """θ1…θ6 (s) of the latency polynomial at batch size `batch`.
@@ -157,7 +214,7 @@ class Oracle:
         times its share of the summed step time.
         """
         b = np.asarray(batch, dtype=float)
-        return b[..., None] * F.theta_from_coef(self.time_coef_s, batch)
+        return b[..., None] * F.theta_from_coef(self.coef_at_batch("time", batch), batch)
 
     def energy(
         self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True
@@ -257,6 +314,8 @@ class Oracle:
             "settings": self.settings,
             "fit": self.fit,
             "provenance": self.provenance,
+            **({} if self.gpus == 1 else {"gpus": self.gpus}),
+            **({} if self.experts is None else {"experts": asdict(self.experts)}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -292,6 +351,8 @@ class Oracle:
                 settings=_mapping(d.get("settings") or {}, "settings"),
                 fit=_mapping(d.get("fit") or {}, "fit"),
                 provenance=_mapping(d.get("provenance") or {}, "provenance"),
+                experts=None if d.get("experts") is None else ExpertReads(**_expert_fields(d["experts"])),
+                gpus=_whole(d.get("gpus", 1), "gpus"),
             )
         except KeyError as e:
             raise OracleFormatError(f"{source}: missing key {e.args[0]!r}") from e
@@ -478,6 +539,21 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def _expert_fields(experts: Any) -> dict[str, float]:
+    known = ("time_s", "energy_j", "untouched")
+    m = _mapping(experts, "experts")
+    unknown = sorted(set(m) - set(known))
+    if unknown or set(known) - set(m):
+        raise ValueError(f"experts needs exactly {list(known)}, got {sorted(m)}")
+    return {k: _number(m[k], f"experts.{k}") for k in known}
+
+
+def _whole(v: Any, label: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer() or v < 1:
+        raise ValueError(f"{label} must be a whole number ≥ 1, got {v!r}")
+    return int(v)
 
 
 def _memory_fields(memory: Any) -> dict[str, Any]:

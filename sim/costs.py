@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from oracle.clocks import ClockError, ladder
 from oracle.features import StepCoef
-from oracle.model import Oracle
+from oracle.model import ExpertReads, Oracle
 from sim.kernel import costs as kernel_costs
 
 Array = NDArray[np.float64]
@@ -46,11 +46,21 @@ class StepCosts:
     ladder_t: np.ndarray | None = field(default=None, repr=False, compare=False)
     ladder_e: np.ndarray | None = field(default=None, repr=False, compare=False)
     step_budget_s: float = 0.0  # a frequency controller's step-time budget (s; 0: none)
+    experts: ExpertReads | None = None  # a mixture of experts' reads (`Oracle.experts`)
 
     def __post_init__(self) -> None:
+        x = self.experts
         if self.ladder_t is None or self.ladder_e is None:
-            object.__setattr__(self, "ladder_t", np.array([self.time_s], dtype=float))
-            object.__setattr__(self, "ladder_e", np.array([self.energy_j], dtype=float))
+            object.__setattr__(self, "ladder_t", np.array([[*self.time_s, 0.0 if x is None else x.time_s]]))
+            object.__setattr__(self, "ladder_e", np.array([[*self.energy_j, 0.0 if x is None else x.energy_j]]))
+        if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
+            raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
+        untouched = 1.0 if x is None else x.untouched  # the kernel's rows: `sim.kernel.costs.COLUMNS`
+        for name in ("ladder_t", "ladder_e"):
+            rows = np.asarray(getattr(self, name), dtype=float)
+            if rows.shape[1] == kernel_costs.UNTOUCHED:
+                rows = np.column_stack([rows, np.full(len(rows), untouched)])
+            object.__setattr__(self, name, np.ascontiguousarray(rows))
 
     @classmethod
     def from_oracle(cls, oracle: Oracle) -> StepCosts:
@@ -73,6 +83,7 @@ class StepCosts:
             ladder_t,
             ladder_e,
             budget,
+            oracle.experts,
         )
 
     @property
@@ -102,11 +113,13 @@ class StepCosts:
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
         de, dt = _step_value(le[0], *x), _step_value(lt[0], *x)
+        moe = _experts_value(le[0], decode_seqs + tokens)
+        shared = moe / float(le[0, 0]) if moe != 0.0 else 0.0  # the experts' energy, in step constants
         over = cap > 0.0 and de > cap * dt
         if not over and (tau <= 0.0 or dt > tau):
-            return dt, de, 0.0
+            return dt, de, shared
         if len(lt) == 1:
-            return (de / cap if over else dt), de, 0.0
+            return (de / cap if over else dt), de, shared
         level, last = 0, len(lt) - 1
         if over:
             level = 1
@@ -116,9 +129,9 @@ class StepCosts:
             while level < last and _step_value(lt[level + 1], *x) <= tau:
                 level += 1
         if level == 0:
-            return dt, de, 0.0
+            return dt, de, shared
         e = _step_value(le[level], *x)
-        return _step_value(lt[level], *x), e, (e - de) / float(le[0, 0])
+        return _step_value(lt[level], *x), e, (e - de + moe) / float(le[0, 0])
 
     def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
@@ -158,9 +171,17 @@ def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:
 
 
 def _step_value(c: Any, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:
-    """Time (s) or energy (J) of one step with these summed features; `c` the six coefficients
-    (a `StepCoef` or a clock ladder's row)."""
-    return float(c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
+    """Time (s) or energy (J) of one step with these summed features; `c` a clock ladder's row
+    (six coefficients, then the expert reads and the untouched chance: `sim.kernel.costs`)."""
+    const = c[0] + _experts_value(c, decode_seqs + tokens)
+    return float(const + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
+
+
+def _experts_value(c: Any, tokens: int) -> float:
+    """Time (s) or energy (J) of the routed experts a step of `tokens` tokens touches (a ladder row's)."""
+    if c[kernel_costs.EXPERTS] == 0.0:
+        return 0.0
+    return float(c[kernel_costs.EXPERTS] * (1.0 - c[kernel_costs.UNTOUCHED] ** tokens))
 
 
 def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chunks: ArrayLike = 1) -> Array:

@@ -1,9 +1,16 @@
 """Time (s) and energy (J) of serving steps and decode spans, compiled.
 
-Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 6) arrays of the step
+Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 8) arrays of the step
 coefficients (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn) at the
-GPU's supported SM clocks from its own down (`oracle.clocks.ladder`); row 0 is the clock it runs at.
+GPU's supported SM clocks from its own down (`oracle.clocks.ladder`), then a mixture of experts'
+reads (`EXPERTS`: the cost of reading every routed expert once, and `UNTOUCHED`: the chance that
+one token leaves a given expert untouched, 1 − top_k / experts); row 0 is the clock it runs at.
 `limit` is the power cap (W; 0: none).
+
+A step of n tokens (decoded sequences plus prefilled prompt tokens) reads the routed experts its
+tokens touch, an expected 1 − UNTOUCHED^n of them (`experts_at`): shared by the step like its
+constant, and like a clock's saving returned in `extra` (in step constants) so that requests'
+charges add up to the step's energy. A dense model has EXPERTS = 0.
 
 A step's time and energy are linear in its features. Between two events that change the batch,
 B decoding sequences advance together and their context sum grows by B per step, so the time and
@@ -32,6 +39,22 @@ import math
 from numba import njit
 
 NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
+EXPERTS, UNTOUCHED = 6, 7  # the columns after the six step coefficients
+COLUMNS = 8
+
+
+@njit(cache=True, inline="always")
+def experts_at(c, tokens):  # type: ignore[no-untyped-def]
+    """Time (s) or energy (J) of reading the routed experts a step of `tokens` tokens touches."""
+    if c[EXPERTS] == 0.0:
+        return 0.0
+    return c[EXPERTS] * (1.0 - c[UNTOUCHED] ** tokens)
+
+
+@njit(cache=True, inline="always")
+def const_at(c, tokens):  # type: ignore[no-untyped-def]
+    """A step's shared cost: its constant plus the experts its `tokens` tokens touch."""
+    return c[0] + experts_at(c, tokens)
 
 
 @njit(cache=True)
@@ -39,18 +62,26 @@ def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     """Time (s) or energy (J) of `steps` decode steps of `batch` sequences whose contexts sum to
     `ctx_sum` at the first step (it grows by `batch` per step), coefficients `c`."""
     c2 = c[2]
-    return steps * (c[0] + c[1] * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
+    return steps * (const_at(c, batch) + c[1] * batch + c2 * ctx_sum) + c2 * batch * steps * (steps - 1) * 0.5
 
 
 @njit(cache=True)
 def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
-    return c[0] + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn
+    return (
+        const_at(c, decode_seqs + tokens)
+        + c[1] * decode_seqs
+        + c[2] * decode_ctx
+        + c[3] * prefill_seqs
+        + c[4] * tokens
+        + c[5] * attn
+    )
 
 
 @njit(cache=True, inline="always")
 def _ends(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     """The first and the last step's value (time s or energy J) of a decode span."""
-    return c[0] + c[1] * batch + c[2] * ctx_sum, c[0] + c[1] * batch + c[2] * (ctx_sum + (steps - 1) * batch)
+    a = const_at(c, batch) + c[1] * batch
+    return a + c[2] * ctx_sum, a + c[2] * (ctx_sum + (steps - 1) * batch)
 
 
 @njit(cache=True, inline="always")
@@ -66,19 +97,21 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
     de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    moe = experts_at(le[0], decode_seqs + tokens)
+    shared = moe / le[0, 0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
     over = limit > 0.0 and de > limit * dt
     if not over and (tau <= 0.0 or dt > tau):
-        return dt, de, 0.0
+        return dt, de, shared
     last = lt.shape[0] - 1
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
-        return (de / limit if over else dt), de, 0.0
+        return (de / limit if over else dt), de, shared
     x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
     level = _time_level(lt, tau, level, *x)
     if level == 0:
-        return dt, de, 0.0
+        return dt, de, shared
     e = _step(le[level], *x)
-    return _step(lt[level], *x), e, (e - de) / le[0, 0]
+    return _step(lt[level], *x), e, (e - de + moe) / le[0, 0]
 
 
 @njit(cache=True)
@@ -218,17 +251,19 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     a_e, l_e = _ends(ce, batch, ctx_sum, steps)
     de = steps * a_e + ce[2] * batch * steps * (steps - 1) * 0.5
     dt = steps * a_t + ct[2] * batch * steps * (steps - 1) * 0.5
+    moe = steps * experts_at(ce, batch)
+    shared = moe / ce[0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
     over = _over(limit, a_t, a_e, l_t, l_e)
     if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
         t, e, peak, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
-        return t, e, peak, (e - de) / ce[0]
+        return t, e, peak, (e - de + moe) / ce[0]
     if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
         a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
         l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
     p_first = a_e / a_t if a_t > 0.0 else 0.0
     p_last = l_e / l_t if l_t > 0.0 else 0.0
-    return dt, de, p_first if p_first > p_last else p_last, 0.0
+    return dt, de, p_first if p_first > p_last else p_last, shared
 
 
 @njit(cache=True)
@@ -254,7 +289,7 @@ def _reach(c, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
     then the rounding corrected with the series itself."""
     if dt_s <= 0.0:
         return 1
-    a = c[0] + c[1] * batch + c[2] * ctx_sum
+    a = const_at(c, batch) + c[1] * batch + c[2] * ctx_sum
     cb = c[2] * batch
     if cb > 0.0:
         b = a - 0.5 * cb

@@ -12,6 +12,8 @@ import math
 
 from numba import njit
 
+from sim.kernel.costs import const_at
+
 LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE = 1, 2, 3
 
 
@@ -47,7 +49,7 @@ def tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-unt
     """Estimated time per output token (s) on a replica with `decoders` decoders whose contexts
     sum to `decode_ctx`: a decode step with this request added, or the recent step time (s) if
     longer (`sim.routing.tpot_estimate_s`); `c` the time coefficients."""
-    decode = c[0] + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
+    decode = const_at(c, decoders + 1) + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
     return max(decode, recent_step_s if decoders else 0.0)
 
 
@@ -57,7 +59,7 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
     next step: the step under way, then prefill steps for the queued prompts and this one (one
     step per `max_num_tokens`, 0 for none; the queued prompts' attention left out)
     (`sim.routing.ttft_estimate_s`); `c` the time coefficients."""
-    step = c[0] + c[1] * decoders + c[2] * decode_ctx
+    step = const_at(c, decoders) + c[1] * decoders + c[2] * decode_ctx
     tokens = queued_prompt + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
     seqs = queue_len + 1

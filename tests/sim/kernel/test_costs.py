@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from numba import njit
 
 from oracle.features import StepCoef
+from oracle.model import ExpertReads
 from sim.costs import StepCosts
 from sim.kernel import costs, kv
 from sim.kv import BlockPhases, KvLayout
-from tests.sim.kernel.test_lists import replica
+from tests.sim.kernel.test_lists import replica, row
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -38,10 +39,20 @@ TIME = st.tuples(
 POWER = st.tuples(*[st.floats(50.0, 1000.0)] * 6)  # W: energy coefficients are time ones times these
 
 
+def value(c, batch: int, ctx: int) -> float:
+    """A decode step's time (s) or energy (J) from a kernel row: the six coefficients, then the
+    expert reads (the routed experts a step of `batch` tokens touches: 1 − untouched^batch)."""
+    return c[0] + c[6] * (1.0 - c[7] ** batch) + c[1] * batch + c[2] * ctx
+
+
 def power(c_t, c_e, batch: int, ctx: int) -> float | None:
     """The power (W) of a decode step of `batch` sequences of `ctx` context tokens in all."""
-    t = c_t[0] + c_t[1] * batch + c_t[2] * ctx
-    return (c_e[0] + c_e[1] * batch + c_e[2] * ctx) / t if t > 0.0 else None
+    t = value(c_t, batch, ctx)
+    return value(c_e, batch, ctx) / t if t > 0.0 else None
+
+
+# a mixture of experts' reads: none, or (s to read every routed expert once, chance a token leaves one untouched)
+EXPERTS = st.sampled_from([(0.0, 1.0)]) | st.tuples(st.floats(1e-4, 0.02), st.sampled_from([0.9375, 0.96875, 0.5]))
 
 
 @st.composite
@@ -52,6 +63,11 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float],
     ct = draw(TIME)
     ce = tuple(t * p for t, p in zip(ct, draw(POWER), strict=True))
     ce = tuple(draw(st.sampled_from([e, e, 0.0, 1.0]) if i == 2 else st.just(e)) for i, e in enumerate(ce))
+    moe_t, untouched = draw(EXPERTS)
+    moe_e = moe_t * draw(st.floats(50.0, 1000.0))
+    if moe_t and ce[0] == 0.0:
+        ce = (1e-3, *ce[1:])  # expert reads are shared in step constants: a positive one
+    ct, ce = (*ct, moe_t, untouched), (*ce, moe_e, untouched)
     batch = draw(st.integers(0, 512))
     ctx_sum = draw(st.integers(0, 4_000_000) | st.integers(0, 64))
     n = draw(st.integers(1, 5_000) | st.integers(1, 8))
@@ -68,7 +84,7 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float],
             limit = None
     if kind == "flat":
         ce = (ce[0], ce[1], limit * ct[2], *ce[3:])  # the step power neither grows nor falls with the context
-    return (np.array([ct]), np.array([ce]), limit or 0.0, 0.0), batch, ctx_sum, n
+    return (row(ct), row(ce), limit or 0.0, 0.0), batch, ctx_sum, n
 
 
 def stepwise(
@@ -80,8 +96,7 @@ def stepwise(
     dt = de = peak = 0.0
     for i in range(n):
         ctx = ctx_sum + i * batch
-        t = ct[0] + ct[1] * batch + ct[2] * ctx
-        e = ce[0] + ce[1] * batch + ce[2] * ctx
+        t, e = value(ct, batch, ctx), value(ce, batch, ctx)
         if cap > 0.0 and e > cap * t:
             t = e / cap
         dt, de = dt + t, de + e
@@ -102,7 +117,10 @@ def test_span_s_and_decode_are_the_steps_summed(span):
     dt, de, peak = stepwise(c, batch, ctx_sum, n)
     got = costs.decode(*c, batch, ctx_sum, n)
     assert close(costs.span_s(*c, batch, ctx_sum, n), dt, n) and close(got[0], dt, n)
-    assert close(got[1], de, n) and math.isclose(got[2], peak, rel_tol=1e-9) and got[3] == 0.0
+    assert close(got[1], de, n) and math.isclose(got[2], peak, rel_tol=1e-9)
+    ce = c[1][0]
+    shared = n * ce[6] * (1.0 - ce[7] ** batch) / ce[0] if ce[6] else 0.0  # the experts' energy, in step constants
+    assert math.isclose(got[3], shared, rel_tol=1e-12)
 
 
 @SETTINGS
@@ -135,7 +153,7 @@ def test_steps_to_reach_is_the_first_step_boundary_past_dt(span, dt_s, of_span):
 def test_span_s_with_a_step_power_all_but_flat(ct, ce):
     """A span whose step power changes by a rounding error a step, so that the step where it would
     cross the cap is beyond 2**63 (an int64 overflow once): the steps summed one by one."""
-    c = (np.array([ct]), np.array([ce]), 300.0, 0.0)
+    c = (row(ct), row(ce), 300.0, 0.0)
     dt, de, _ = stepwise(c, 1, 1000, 50)
     assert close(costs.span_s(*c, 1, 1000, 50), dt, 50) and close(costs.decode(*c, 1, 1000, 50)[1], de, 50)
     k = costs.steps_to_reach(*c, 1, 1000, 100.0)
@@ -160,7 +178,8 @@ def test_mixed_is_the_reference(span, prefill):
     """mixed: time and energy of a step that decodes and prefills (`StepCosts.mixed`, bit for bit)."""
     (lt, le, cap, _), batch, ctx_sum, _ = span
     ct, ce = lt[0], le[0]
-    reference = StepCosts(StepCoef.of(ct), StepCoef.of(ce), 60.0, cap or None)
+    experts = ExpertReads(ct[6], ce[6], ct[7]) if ct[6] else None
+    reference = StepCosts(StepCoef.of(ct[:6]), StepCoef.of(ce[:6]), 60.0, cap or None, experts=experts)
     r = replica(ct=ct, ce=ce, limit=cap or None)
     chunks = np.array([m for m, _ in prefill], np.int64)
     pasts = np.array([p for _, p in prefill], np.int64)
@@ -171,7 +190,7 @@ def test_mixed_is_the_reference(span, prefill):
 def test_a_capped_span_is_longer():
     """The cap lengthens the steps that draw more than it (the cases above are not all uncapped)."""
     ct, ce = (0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7), (3.0, 0.01, 3e-5, 0.001, 0.01, 4e-7)
-    free, capped = (np.array([ct]), np.array([ce]), 0.0, 0.0), (np.array([ct]), np.array([ce]), 100.0, 0.0)
+    free, capped = (row(ct), row(ce), 0.0, 0.0), (row(ct), row(ce), 100.0, 0.0)
     assert costs.span_s(*capped, 8, 1000, 50) > costs.span_s(*free, 8, 1000, 50)
     assert costs.steps_to_reach(*capped, 8, 1000, 1.0) < costs.steps_to_reach(*free, 8, 1000, 1.0)
     dt, de, peak, extra = costs.decode(*capped, 8, 1000, 50)

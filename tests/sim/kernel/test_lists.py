@@ -16,6 +16,15 @@ from sim.kernel import lists, state
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def row(c: object) -> np.ndarray:
+    """A one-level clock ladder in the kernel's layout from six step coefficients (no experts), or
+    from a full row (`sim.kernel.costs.COLUMNS` values) as it is."""
+    c = np.asarray(c, dtype=float).reshape(-1)
+    if c.size == 6:
+        c = np.append(c, [0.0, 1.0])
+    return c.reshape(1, -1)
+
+
 def replica(
     jobs: int = 16,
     seqs: int = 8,
@@ -39,8 +48,8 @@ def replica(
         float_arr,
         np.zeros(0, np.int64),
         np.zeros(0),
-        np.array([ct], dtype=float),
-        np.array([ce], dtype=float),
+        row(ct),
+        row(ce),
         seqs,
         2 * seqs + 2,
         4,
