@@ -35,6 +35,18 @@ class ModelSpec:
     sliding_window: int | None = None
     local_layers: int = 0
     source: str = ""
+    experts: int = 0  # routed experts per MoE layer (0: a dense model)
+    experts_per_token: int = 0  # top-k: routed experts each token uses per MoE layer
+    shared_experts: int = 0  # always-active experts per MoE layer
+    moe_intermediate_size: int = 0  # FFN width of one expert
+    dense_layers: int = 0  # layers of an MoE model with a dense FFN (the rest are MoE layers)
+    kv_elems_per_token_layer: float | None = None  # KV elements per token and layer (MLA); None: 2·h_kv·d_h
+    attn_dim: float | None = None  # per-head width of QKᵀ and AV (absorbed MLA); None: head_dim
+    expert_bytes_per_param: float | None = None  # bytes per routed-expert weight (mxfp4); None: bytes_per_param
+    embedding_bytes_per_param: float | None = None  # input embedding and LM head; None: bytes_per_param
+    kv_bytes_per_elem: float = 2.0  # KV-cache element (bf16)
+    fp8_compute: bool = False  # GEMMs on fp8 tensor cores (W8A8 checkpoints)
+    mamba_layers: int = 0  # Mamba layers of a hybrid (not modelled: `oracle.derive` refuses them)
 
     def __post_init__(self) -> None:
         for f in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "params"):
@@ -42,21 +54,82 @@ class ModelSpec:
                 raise ValueError(f"model {self.name}: {f} must be positive, got {getattr(self, f)}")
         if not 0 <= self.local_layers <= self.num_layers:
             raise ValueError(f"model {self.name}: local_layers must be in [0, num_layers]")
+        if self.experts:
+            if not 0 < self.experts_per_token <= self.experts or self.moe_intermediate_size <= 0:
+                raise ValueError(
+                    f"model {self.name}: an MoE model needs 0 < experts_per_token ≤ experts and a positive "
+                    f"moe_intermediate_size, got {self.experts_per_token}, {self.experts}, {self.moe_intermediate_size}"
+                )
+            if not 0 <= self.dense_layers < self.num_layers:
+                raise ValueError(f"model {self.name}: dense_layers must be in [0, num_layers)")
+        if self.expert_param_count() >= self.params:
+            raise ValueError(f"model {self.name}: its routed experts alone exceed params ({self.params:,})")
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers whose FFN is a mixture of experts."""
+        return self.num_layers - self.dense_layers if self.experts else 0
+
+    def expert_param_count(self, experts: int | None = None) -> int:
+        """Parameters of `experts` routed experts (default: all) in every MoE layer."""
+        n = self.experts if experts is None else experts
+        return self.moe_layers * n * (3 if self.gated_ffn else 2) * self.hidden_size * self.moe_intermediate_size
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding and LM head parameters (one matrix when tied)."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token uses: all but the routed experts it does not pick."""
+        return self.params - self.expert_param_count(self.experts - self.experts_per_token)
 
     @property
     def weight_params(self) -> int:
-        """Parameters read by every forward step: all but an untied input embedding (a gather)."""
-        return self.params - (0 if self.tied_embeddings else self.vocab_size * self.hidden_size)
+        """Parameters a token's forward pass reads: its active ones but an untied input embedding
+        (a gather)."""
+        return self.active_params - (0 if self.tied_embeddings else self.vocab_size * self.hidden_size)
+
+    def _extra_bytes(self, which: float | None) -> float:
+        """Bytes per parameter of a tensor kind over the layers' `bytes_per_param` (0 when equal)."""
+        return 0.0 if which is None else which - self.bytes_per_param
 
     @property
     def weight_bytes(self) -> float:
-        """Bytes of weights resident on the GPU (all parameters)."""
-        return self.params * self.bytes_per_param
+        """Bytes of weights resident on the replica's GPUs (all parameters, each at its precision)."""
+        return (
+            self.params * self.bytes_per_param
+            + self.expert_param_count() * self._extra_bytes(self.expert_bytes_per_param)
+            + self.embedding_params * self._extra_bytes(self.embedding_bytes_per_param)
+        )
+
+    @property
+    def step_weight_bytes(self) -> float:
+        """Bytes of weights every step reads whatever its tokens: all but the routed experts and an
+        untied input embedding (a gather)."""
+        untied = 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
+        head = self.vocab_size * self.hidden_size
+        read = self.params - self.expert_param_count() - untied
+        return read * self.bytes_per_param + head * self._extra_bytes(self.embedding_bytes_per_param)
+
+    @property
+    def expert_bytes(self) -> float:
+        """Bytes of every routed expert of every MoE layer (0 for a dense model)."""
+        b = self.bytes_per_param if self.expert_bytes_per_param is None else self.expert_bytes_per_param
+        return self.expert_param_count() * b
+
+    @property
+    def kv_elems_per_layer(self) -> float:
+        """KV-cache elements per token and layer: keys and values of every KV head, or MLA's latent."""
+        if self.kv_elems_per_token_layer is not None:
+            return float(self.kv_elems_per_token_layer)
+        return 2.0 * self.num_kv_heads * self.head_dim
 
     @property
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes per token: 2·L·h_kv·d_h·b (keys and values, every layer)."""
-        return 2.0 * self.num_layers * self.num_kv_heads * self.head_dim * self.bytes_per_param
+        """KV-cache bytes per token over every layer."""
+        return self.num_layers * self.kv_elems_per_layer * self.kv_bytes_per_elem
 
     @property
     def head_flops_per_seq(self) -> float:
@@ -64,12 +137,12 @@ class ModelSpec:
         return 2.0 * self.vocab_size * self.hidden_size
 
     def attn_flops_per_pair(self, layers: int) -> float:
-        """FLOPs of one (query, key) pair over `layers` layers: QKᵀ and AV, 4·h·d_h each layer."""
-        return 4.0 * layers * self.num_heads * self.head_dim
+        """FLOPs of one (query, key) pair over `layers` layers: QKᵀ and AV, 4·h·d each layer."""
+        return 4.0 * layers * self.num_heads * (self.head_dim if self.attn_dim is None else self.attn_dim)
 
     def kv_bytes_per_ctx_token(self, layers: int) -> float:
         """Bytes of KV cache read per context token over `layers` layers."""
-        return 2.0 * layers * self.num_kv_heads * self.head_dim * self.bytes_per_param
+        return layers * self.kv_elems_per_layer * self.kv_bytes_per_elem
 
 
 @dataclass(frozen=True)
@@ -85,6 +158,10 @@ class GpuSpec:
     idle_power_w: float
     source: str = ""
     notes: str = ""
+    fp8_peak_flops: float | None = None  # dense fp8 tensor-core peak (FLOP/s); None: no fp8 units
+    allreduce_bandwidth: float | None = None  # NCCL all-reduce bus bandwidth between the node's GPUs (B/s)
+    allreduce_latency_s: float | None = None  # small-message all-reduce latency (s)
+    nvlink_bandwidth: float | None = None  # NVLink bandwidth per GPU, both directions (B/s)
 
     def __post_init__(self) -> None:
         for f in ("peak_flops", "memory_bytes", "memory_bandwidth", "power_limit_w"):

@@ -1,4 +1,7 @@
-"""Build the shipped oracles: every model in `conf/model/` on every GPU in `conf/gpu/`.
+"""Build the shipped oracles: every model of `oracle/data/models/` on every GPU of
+`oracle/data/gpus/`, on every replica layout of 1, 2, 4 and 8 GPUs that can serve it (`LAYOUT_GPUS`;
+tensor parallel for dense models, expert parallel for mixtures of experts; hybrids with Mamba
+layers are not modelled and get none).
 
     python -m oracle.build [--out DIR] [--report FILE]
 
@@ -20,9 +23,57 @@ from pathlib import Path
 import pandas as pd
 
 from oracle import arch, hwcal
-from oracle.derive import HardwareConstants, derive_oracle
+from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle
+from oracle.model import Oracle, shipped_oracles
 
 CALIBRATED_ON = {"h100": "H100", "h200": "H100", "a100": "H100", "b200": "B200"}
+LAYOUT_GPUS = (1, 2, 4, 8)  # GPUs per replica shipped: one node of HGX boards
+
+
+def layouts_for(model: arch.ModelSpec, gpu: arch.GpuSpec) -> list[Layout]:
+    """The replica layouts of `LAYOUT_GPUS` GPUs that can serve `model` on `gpu` (expert parallel
+    for a mixture of experts, as the ML.ENERGY runs served them)."""
+    out = []
+    for g in LAYOUT_GPUS:
+        layout = Layout(g, expert_parallel=bool(model.experts) and g > 1)
+        try:
+            layout.check(model, gpu)
+        except LayoutError:
+            continue
+        out.append(layout)
+    return out
+
+
+def shipped_constants(gpu: arch.GpuSpec) -> tuple[HardwareConstants, dict[str, float]]:
+    """The hardware constants the shipped oracles of `gpu` were derived with, and the calibration's
+    prompt lengths (provenance keys `calibration_prompt_tokens`, `calibration_prompt_sigma`)."""
+    names = [n for n in shipped_oracles() if n.endswith(f"_{gpu.name}")]
+    if not names:
+        raise KeyError(f"no shipped oracle on {gpu.name!r} to take hardware constants from; run python -m oracle.build")
+    o = Oracle.load(names[0])
+    prompts = {k: v for k, v in o.provenance.items() if k.startswith("calibration_prompt")}
+    return HardwareConstants(**o.provenance["constants"]), prompts
+
+
+def oracle_for(model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None = None) -> Oracle:
+    """The oracle of `model` (name, HF id or a benchmark's model_id) on a replica of `gpus` `gpu`
+    (a name or a label such as 'H100'): the shipped one if there is one, else derived now with the
+    shipped hardware constants of that GPU. `expert_parallel` defaults to the model being a mixture
+    of experts. KeyError for an unknown model or GPU, LayoutError for a layout that cannot serve it."""
+    spec = arch.find_model(model)
+    card = arch.find_gpu(gpu) or (arch.load_gpu(gpu.lower()) if gpu.lower() in arch.gpu_names() else None)
+    if spec is None or card is None:
+        what = f"model {model!r}" if spec is None else f"GPU {gpu!r}"
+        raise KeyError(f"no architecture for {what} in oracle/data; known models: {', '.join(arch.model_names())}")
+    ep = bool(spec.experts) and gpus > 1 if expert_parallel is None else expert_parallel
+    layout = Layout(gpus, ep)
+    name = f"{spec.name}_{card.name}{layout.suffix}"
+    if name in shipped_oracles():
+        return Oracle.load(name)
+    k, prompts = shipped_constants(card)
+    o = derive_oracle(spec, card, k, layout=layout)
+    o.provenance.update(prompts)
+    return o
 
 
 def constants_for(gpu: arch.GpuSpec, calibrations: dict[str, hwcal.Calibration]) -> HardwareConstants:
@@ -64,17 +115,23 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
         gpu = arch.load_gpu(g)
         k = constants_for(gpu, cals)
         for m in arch.model_names():
-            o = derive_oracle(arch.load_model(m), gpu, k)
-            o.provenance["calibration_prompt_tokens"] = cals[CALIBRATED_ON[g]].prompt_tokens
-            o.provenance["calibration_prompt_sigma"] = cals[CALIBRATED_ON[g]].prompt_sigma
-            problems = o.power_violations()
-            throttled = [p for p in problems if "above the power limit" in p]
-            if throttled:  # the simulator throttles such steps to the limit (sim.costs.StepCosts.capped)
-                o.provenance["power_throttled"] = throttled
-            if len(throttled) < len(problems):
-                o.provenance["power_check"] = [p for p in problems if p not in throttled]
-            paths.append(o.save(out_dir / f"{o.name}.json"))
+            model = arch.load_model(m)
+            for layout in layouts_for(model, gpu):
+                paths.append(_write(derive_oracle(model, gpu, k, layout=layout), cals[CALIBRATED_ON[g]], out_dir))
     return paths
+
+
+def _write(o: Oracle, cal: hwcal.Calibration, out_dir: Path) -> Path:
+    """Record the calibration's prompts and the power check in `o`'s provenance; save it."""
+    o.provenance["calibration_prompt_tokens"] = cal.prompt_tokens
+    o.provenance["calibration_prompt_sigma"] = cal.prompt_sigma
+    problems = o.power_violations()
+    throttled = [p for p in problems if "above the power limit" in p]
+    if throttled:  # the simulator throttles such steps to the limit (sim.costs.StepCosts.capped)
+        o.provenance["power_throttled"] = throttled
+    if len(throttled) < len(problems):
+        o.provenance["power_check"] = [p for p in problems if p not in throttled]
+    return o.save(out_dir / f"{o.name}.json")
 
 
 def report(calibrations: dict[str, hwcal.Calibration]) -> str:

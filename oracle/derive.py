@@ -4,8 +4,16 @@ For each step feature (see `oracle.features`) the model's FLOPs and bytes of mem
 feature unit follow from its architecture. Time is an additive roofline and energy adds dynamic
 energy per FLOP and per byte to static power over the step time:
 
-    time_i   = [i = const]·t_step + [i ∈ seqs]·t_seq + flops_i / (peak·η_c) + bytes_i / (BW·η_m)
-    energy_i = P_static·time_i + e_flop·flops_i + e_byte·bytes_i
+    time_i   = [i = const]·t_step + [i ∈ seqs]·t_seq + flops_i / (g·peak·η_c) + bytes_i / (g·BW·η_m)
+               + comm_i
+    energy_i = g·P_static·time_i + e_flop·flops_i + e_byte·bytes_i
+
+for a replica of g GPUs (`Layout`: tensor parallel, experts optionally expert parallel), each
+doing 1/g of the FLOPs and bytes, in step, with comm_i the all-reduces of tensor parallelism at the
+GPU's measured collective figures. A mixture of experts computes on its activated parameters and
+reads, per step, the routed experts its tokens touch (`oracle.model.ExpertReads`, outside the six
+linear coefficients). Weights, KV cache and FLOPs take the checkpoint's precision (fp8 GEMMs at
+the fp8 peak; mxfp4 experts as bytes).
 
 Both are linear in the constants, which are calibrated on real measurements (`oracle.hwcal`).
 Sliding-window layers whose window is shorter than `LONG_WINDOW` are linearised: they read a fixed
@@ -14,15 +22,83 @@ window per decoded token (charged per sequence) and about half a window per pref
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec
-from oracle.model import CalibratedRange, MemorySpec, Oracle
+from oracle.model import CalibratedRange, ExpertReads, MemorySpec, Oracle
 
 LONG_WINDOW = 4096  # windows at least this long act as full attention over the calibrated 64–4096 range
+ALLREDUCES_PER_LAYER = 2  # tensor parallelism sums partial outputs after attention and after the FFN
+ACTIVATION_BYTES = 2.0  # bytes per element of the hidden states all-reduced (bf16)
+
+
+class LayoutError(ValueError):
+    """A replica layout that cannot serve the model: the message says why and what would."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one replica spreads a model over its GPUs (vLLM's meaning).
+
+    gpus: GPUs of the replica; attention and dense layers are tensor parallel over all of them
+    (an all-reduce of the tokens' hidden states after attention and after the FFN of every layer).
+    expert_parallel: a mixture of experts' routed experts are spread whole over the GPUs
+    (`--enable-expert-parallel`) rather than each split over all of them; either way each GPU
+    reads its share of the touched experts' bytes (load imbalance between GPUs is not modelled),
+    and the replicated tokens make the combine an all-reduce like tensor parallelism's.
+    """
+
+    gpus: int = 1
+    expert_parallel: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.gpus, int) and self.gpus >= 1):
+            raise LayoutError(f"a replica has a whole number ≥ 1 of GPUs, got {self.gpus!r}")
+
+    @property
+    def suffix(self) -> str:
+        """The oracle name's layout part: '' for one GPU, '_tp4', '_ep8'."""
+        if self.gpus == 1:
+            return ""
+        return f"_{'ep' if self.expert_parallel else 'tp'}{self.gpus}"
+
+    def check(self, model: ModelSpec, gpu: GpuSpec, memory_fraction: float = 0.9) -> None:
+        """LayoutError unless the model can be served this way on these GPUs."""
+        g = self.gpus
+        if model.mamba_layers:
+            raise LayoutError(
+                f"{model.name} is a hybrid Mamba-Transformer ({model.mamba_layers} Mamba layers): its constant "
+                "per-sequence state and scan kernels are not modelled, so no oracle is derived for it"
+            )
+        if model.num_heads % g:
+            raise LayoutError(
+                f"{model.name} on {g} GPUs: tensor parallelism must divide its {model.num_heads} attention heads "
+                f"(try {', '.join(str(d) for d in (1, 2, 4, 8) if model.num_heads % d == 0)} GPUs)"
+            )
+        if self.expert_parallel and not model.experts:
+            raise LayoutError(f"{model.name} is dense: expert parallelism needs a mixture of experts")
+        if self.expert_parallel and model.experts % g:
+            raise LayoutError(f"{model.name}: expert parallelism over {g} GPUs must divide its {model.experts} experts")
+        per_gpu = model.weight_bytes / g
+        room = gpu.memory_bytes * memory_fraction
+        if per_gpu >= room:
+            need = next((n for n in (2, 4, 8, 16, 32) if model.weight_bytes / n < room), None)
+            more = f"at least {need} GPUs" if need else "more GPUs than one node has"
+            raise LayoutError(
+                f"{model.name} does not fit on {g} {gpu.full_name}: {per_gpu / 1e9:.1f} GB of weights per GPU "
+                f"against {room / 1e9:.1f} GB usable ({memory_fraction:g} of {gpu.memory_bytes / 1e9:.1f} GB); "
+                f"it needs {more}"
+            )
+
+    def kv_replication(self, model: ModelSpec) -> float:
+        """How many times the replica stores each token's KV: tensor parallelism splits KV heads,
+        but beyond one head per GPU they are replicated, and MLA's latent is on every GPU."""
+        if model.kv_elems_per_token_layer is not None:
+            return float(self.gpus)
+        return max(1.0, self.gpus / model.num_kv_heads)
 
 
 @dataclass(frozen=True)
@@ -31,8 +107,10 @@ class HardwareConstants:
 
     inv_eff_compute, inv_eff_memory: 1 / achieved fraction of peak FLOP/s and of memory bandwidth.
     step_overhead_s: per-step launch and scheduling time; seq_overhead_s: per-sequence per-step time.
-    static_power_w: power drawn whenever a step runs (idle included); energy_per_flop_j and
-    energy_per_byte_j: dynamic energy of arithmetic and of DRAM traffic.
+    static_power_w: power each GPU draws whenever a step runs (idle included); energy_per_flop_j and
+    energy_per_byte_j: dynamic energy of arithmetic (per bf16 FLOP; an fp8 FLOP costs the same
+    tensor-core time's worth) and of DRAM traffic. comm_scale: multiplies the all-reduce times
+    of the GPU's collective figures (1: as measured).
     """
 
     inv_eff_compute: float
@@ -43,6 +121,7 @@ class HardwareConstants:
     energy_per_flop_j: float
     energy_per_byte_j: float
     source: str = ""
+    comm_scale: float = 1.0
 
     def as_dict(self) -> dict[str, float | str]:
         """Plain dict (for provenance records)."""
@@ -51,30 +130,46 @@ class HardwareConstants:
 
 @dataclass(frozen=True)
 class FeatureWork:
-    """FLOPs and bytes per unit of each step feature (arrays of shape (6,)), and overhead masks."""
+    """Work of one replica per unit of each step feature (arrays of shape (6,)): FLOPs (in bf16
+    tensor-core time's worth: fp8 FLOPs count at the ratio of the peaks), bytes of memory traffic,
+    overhead masks, and the all-reduce time at the GPU's collective figures (s). `gpus` share the
+    FLOPs and bytes; `expert_bytes` and `untouched`: a mixture of experts' routed-expert reads
+    (`oracle.model.ExpertReads`)."""
 
     flops: np.ndarray
     bytes: np.ndarray
     step_mask: np.ndarray
     seq_mask: np.ndarray
+    comm_s: np.ndarray = field(default_factory=lambda: np.zeros(F.N_FEATURES))
+    gpus: int = 1
+    expert_bytes: float = 0.0
+    untouched: float = 1.0
 
 
-def feature_work(m: ModelSpec) -> FeatureWork:
-    """FLOPs and bytes of memory traffic per unit of each step feature for model `m`."""
+def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None = None) -> FeatureWork:
+    """FLOPs, bytes and all-reduce time per unit of each step feature for model `m` on a replica
+    (`layout`, default one GPU; `gpu` gives the fp8 peak and the collective figures)."""
+    layout = layout or Layout()
+    g = layout.gpus
     local = m.local_layers if (m.sliding_window or 0) < LONG_WINDOW else 0
     glob = m.num_layers - local
     window = float(m.sliding_window or 0)
-    b = m.bytes_per_param
     head = m.head_flops_per_seq
     body_flops = 2.0 * m.weight_params - head  # linear layers of every token, LM head excluded
-    kv_write = m.kv_bytes_per_token
+    fp8 = m.fp8_compute and gpu is not None and gpu.fp8_peak_flops
+    if fp8:  # the layers' GEMMs on fp8 tensor cores: their FLOPs in bf16 time's worth
+        assert gpu is not None and gpu.fp8_peak_flops is not None
+        body_flops *= gpu.peak_flops / gpu.fp8_peak_flops
+    rep = layout.kv_replication(m)
+    kv_write = m.kv_bytes_per_token * rep
+    kv_read = m.kv_bytes_per_ctx_token
     flops = np.zeros(F.N_FEATURES)
     byts = np.zeros(F.N_FEATURES)
-    byts[F.CONST] = m.weight_params * b
+    byts[F.CONST] = m.step_weight_bytes
     flops[F.DECODE_SEQS] = body_flops + head + m.attn_flops_per_pair(local) * window
-    byts[F.DECODE_SEQS] = kv_write + m.kv_bytes_per_ctx_token(local) * window
+    byts[F.DECODE_SEQS] = kv_write + kv_read(local) * window * rep
     flops[F.DECODE_CTX] = m.attn_flops_per_pair(glob)
-    byts[F.DECODE_CTX] = m.kv_bytes_per_ctx_token(glob)
+    byts[F.DECODE_CTX] = kv_read(glob) * rep
     flops[F.PREFILL_SEQS] = head
     flops[F.PREFILL_TOKENS] = body_flops + m.attn_flops_per_pair(local) * window / 2.0
     byts[F.PREFILL_TOKENS] = kv_write
@@ -83,26 +178,57 @@ def feature_work(m: ModelSpec) -> FeatureWork:
     step[F.CONST] = 1.0
     seq = np.zeros(F.N_FEATURES)
     seq[[F.DECODE_SEQS, F.PREFILL_SEQS]] = 1.0
-    return FeatureWork(flops, byts, step, seq)
+    comm = np.zeros(F.N_FEATURES)
+    if g > 1:
+        if gpu is None or gpu.allreduce_bandwidth is None or gpu.allreduce_latency_s is None:
+            name = "no GPU" if gpu is None else gpu.full_name
+            raise LayoutError(f"a replica of {g} GPUs needs the GPU's all-reduce figures; {name} has none")
+        calls = ALLREDUCES_PER_LAYER * m.num_layers
+        comm[F.CONST] = calls * gpu.allreduce_latency_s
+        per_token = calls * m.hidden_size * ACTIVATION_BYTES * 2.0 * (g - 1) / g / gpu.allreduce_bandwidth
+        comm[F.DECODE_SEQS] = comm[F.PREFILL_TOKENS] = per_token
+    untouched = 1.0 - m.experts_per_token / m.experts if m.experts else 1.0
+    return FeatureWork(flops, byts, step, seq, comm, g, m.expert_bytes, untouched)
 
 
 def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
-    """Per-feature time (s) of each time constant at value 1: columns inv_c, inv_m, t_step, t_seq."""
+    """Per-feature time (s) of each time constant at value 1: columns inv_c, inv_m, t_step, t_seq,
+    comm_scale (each GPU does 1/gpus of the work; all run in step)."""
+    g = work.gpus
     return np.stack(
-        [work.flops / gpu.peak_flops, work.bytes / gpu.memory_bandwidth, work.step_mask, work.seq_mask],
+        [
+            work.flops / (g * gpu.peak_flops),
+            work.bytes / (g * gpu.memory_bandwidth),
+            work.step_mask,
+            work.seq_mask,
+            work.comm_s,
+        ],
         axis=-1,
     )
 
 
+def _time_constants(k: HardwareConstants) -> np.ndarray:
+    return np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s, k.comm_scale])
+
+
 def time_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
     """Step time coefficients (s per feature unit)."""
-    return time_basis(work, gpu) @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s])
+    return time_basis(work, gpu) @ _time_constants(k)
 
 
 def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
-    """Step energy coefficients (J per feature unit)."""
+    """Step energy coefficients (J per feature unit): every GPU's static power over the step."""
     t = time_coef(work, gpu, k)
-    return k.static_power_w * t + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
+    return work.gpus * k.static_power_w * t + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
+
+
+def expert_reads(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> ExpertReads | None:
+    """Time (s) and energy (J) of reading every routed expert once on the replica (None: dense)."""
+    if not work.expert_bytes:
+        return None
+    t = work.expert_bytes / (work.gpus * gpu.memory_bandwidth) * k.inv_eff_memory
+    e = work.gpus * k.static_power_w * t + k.energy_per_byte_j * work.expert_bytes
+    return ExpertReads(time_s=float(t), energy_j=float(e), untouched=float(work.untouched))
 
 
 def derive_oracle(
@@ -110,23 +236,29 @@ def derive_oracle(
     gpu: GpuSpec,
     k: HardwareConstants,
     calibrated: CalibratedRange | None = None,
+    layout: Layout | None = None,
 ) -> Oracle:
-    """An oracle for `model` on `gpu` from its architecture and calibrated hardware constants."""
-    work = feature_work(model)
+    """An oracle for `model` on a replica of `layout` (default one GPU) of `gpu` from its
+    architecture and calibrated hardware constants; LayoutError for a layout that cannot serve it."""
+    layout = layout or Layout()
+    layout.check(model, gpu)
+    work = feature_work(model, layout, gpu)
+    g = layout.gpus
+    rep = layout.kv_replication(model)
     return Oracle(
-        name=f"{model.name}_{gpu.name}",
+        name=f"{model.name}_{gpu.name}{layout.suffix}",
         model=model.hf_id,
         gpu=gpu.full_name,
         backend="derived (vLLM-calibrated constants)",
         energy_coef_j=energy_coef(work, gpu, k),
         time_coef_s=time_coef(work, gpu, k),
-        idle_power_w=gpu.idle_power_w,
-        power_limit_w=gpu.power_limit_w,
+        idle_power_w=gpu.idle_power_w * g,
+        power_limit_w=gpu.power_limit_w * g,
         calibrated=calibrated or CalibratedRange(n_in=(64, 4096), n_out=(64, 4096), batch=(1, 512)),
         memory=MemorySpec(
             weight_bytes=model.weight_bytes,
-            kv_bytes_per_token=model.kv_bytes_per_token,
-            gpu_memory_bytes=gpu.memory_bytes,
+            kv_bytes_per_token=model.kv_bytes_per_token * rep,
+            gpu_memory_bytes=gpu.memory_bytes * g,
             kv_layers=model.num_layers,
             window_layers=model.local_layers if model.sliding_window else 0,
             window_tokens=model.sliding_window or 0,
@@ -137,5 +269,8 @@ def derive_oracle(
             "model_source": model.source,
             "gpu_source": gpu.source,
             "constants": k.as_dict(),
+            **({} if g == 1 else {"layout": {"gpus": g, "expert_parallel": layout.expert_parallel}}),
         },
+        experts=expert_reads(work, gpu, k),
+        gpus=g,
     )

@@ -78,13 +78,14 @@ def load_replay_features() -> pd.DataFrame:
 
 
 def _bases(model_ids: pd.Series, gpu: GpuSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row time basis (rows, 4), FLOPs and bytes of feature vectors x (rows, 6)."""
-    tb, fl, by = np.zeros((len(x), 4)), np.zeros(len(x)), np.zeros(len(x))
+    """Per-row time basis (rows, 5: `oracle.derive.time_basis`'s columns), FLOPs and bytes of
+    feature vectors x (rows, 6); one-GPU replicas (the rows calibrated on)."""
+    tb, fl, by = np.zeros((len(x), 5)), np.zeros(len(x)), np.zeros(len(x))
     for model_id in model_ids.unique():
         spec = find_model(str(model_id))
         if spec is None:
             raise KeyError(f"no architecture in oracle data for {model_id!r}")
-        work = feature_work(spec)
+        work = feature_work(spec, gpu=gpu)
         m = (model_ids == model_id).to_numpy()
         tb[m], fl[m], by[m] = x[m] @ time_basis(work, gpu), x[m] @ work.flops, x[m] @ work.bytes
     return tb, fl, by
@@ -105,9 +106,12 @@ def fit_constants(
     if set(M_COLUMNS) <= set(df.columns):
         tb_itl = _bases(df["model_id"], gpu, df[M_COLUMNS].to_numpy())[0]
         rows, target = np.vstack([tb, tb_itl]), np.concatenate([target, df["itl_median_s"].to_numpy()])
-    # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1.
-    t = relative_bounded_lsq(rows, target, lower=[1.0, 1.0, 0.0, 0.0])
-    t_pred = tb @ t
+    # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1. The
+    # all-reduce time stays at the GPU's measured collective figures (comm_scale 1): one-GPU rows
+    # have none to fit it on.
+    own = np.ascontiguousarray(rows[:, :4])
+    t = relative_bounded_lsq(own, target - rows[:, 4], lower=[1.0, 1.0, 0.0, 0.0])
+    t_pred = np.ascontiguousarray(tb[:, :4]) @ t + tb[:, 4]
     e = df["energy_per_token_joules"].to_numpy()
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
     # measured draws at most the power limit: for every row, (energy − idle·time) / time ≤ limit − idle.
@@ -188,7 +192,7 @@ def predicted_time_s(df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, colum
     """Time (s) the constants give the feature vectors in `columns` (X_COLUMNS: per output token;
     M_COLUMNS: the median-ITL step)."""
     tb = _bases(df["model_id"], gpu, df[columns].to_numpy())[0]
-    return tb @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s])
+    return tb @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s, k.comm_scale])
 
 
 def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte") -> pd.DataFrame:
@@ -203,7 +207,7 @@ def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: 
         k, _, _ = fit_constants(train, gpu, train[X_COLUMNS].to_numpy(), energy_basis)
         spec = find_model(str(model_id))
         assert spec is not None
-        work = feature_work(spec)
+        work = feature_work(spec, gpu=gpu)
         x = calibration_rows.loc[test, X_COLUMNS].to_numpy()
         t = x @ time_coef(work, gpu, k)
         e = x @ energy_coef(work, gpu, k)

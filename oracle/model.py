@@ -110,12 +110,12 @@ class ExpertReads:
             v = getattr(self, label)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"experts.{label} must be a finite number ≥ 0, got {v!r}")
-        if not 0.0 <= self.untouched < 1.0:
-            raise ValueError(f"experts.untouched must be in [0, 1) (1 − top_k / experts), got {self.untouched!r}")
+        if not 0.0 < self.untouched < 1.0:
+            raise ValueError(f"experts.untouched must be in (0, 1) (1 − top_k / experts), got {self.untouched!r}")
 
     def share(self, tokens: ArrayLike) -> np.ndarray:
         """Expected fraction of the routed experts a step of `tokens` tokens touches."""
-        return 1.0 - self.untouched ** np.asarray(tokens, dtype=float)
+        return -np.expm1(np.asarray(tokens, dtype=float) * np.log(self.untouched))
 
 
 @dataclass

@@ -32,8 +32,9 @@ def implausible(oracle: Oracle, steps: np.ndarray) -> list[str]:
     """What is physically impossible about `oracle` on its GPU, judged at the step feature vectors
     `steps` (rows, 6: `oracle.model.representative_steps`); empty when nothing is.
 
-    The GPU is the datasheet `oracle.gpu` names; for a GPU without one, the oracle's own power
-    limit, or POWER_SLACK × the largest limit of any known GPU, bounds the power.
+    The GPU is the datasheet `oracle.gpu` names, times the replica's `oracle.gpus`; for a GPU
+    without one, the oracle's own power limit, or POWER_SLACK × the largest limit of any known GPU,
+    bounds the power.
     """
     gpu = find_gpu(oracle.gpu)
     power = oracle.step_energy(steps) / oracle.step_time(steps)
@@ -50,18 +51,18 @@ def implausible(oracle: Oracle, steps: np.ndarray) -> list[str]:
             f"implied step power down to {power.min():.3g} W, under {IDLE_SLACK:g}× {where} idle power of "
             f"{idle:.0f} W (energy in kWh or Wh instead of J?)"
         )
-    if gpu is not None and oracle.power_limit_w is not None and oracle.power_limit_w > POWER_SLACK * gpu.power_limit_w:
-        problems.append(
-            f"power_limit_w {oracle.power_limit_w:.0f} W is over {POWER_SLACK:g}× the {gpu.full_name}'s board "
-            f"limit of {gpu.power_limit_w:.0f} W"
-        )
+    g = oracle.gpus
+    board = 0.0 if gpu is None else gpu.power_limit_w * g
+    if gpu is not None and oracle.power_limit_w is not None and oracle.power_limit_w > POWER_SLACK * board:
+        whose = f"the {gpu.full_name}'s board limit" if g == 1 else f"the board limit of {g} × {gpu.full_name}"
+        problems.append(f"power_limit_w {oracle.power_limit_w:.0f} W is over {POWER_SLACK:g}× {whose} ({board:.0f} W)")
     return problems + _memory_problems(oracle, gpu)
 
 
 def _bounds(oracle: Oracle, gpu: GpuSpec | None) -> tuple[float, float]:
     """(power limit, idle power) in W to judge the oracle's steps by."""
     if gpu is not None:
-        return gpu.power_limit_w, gpu.idle_power_w
+        return gpu.power_limit_w * oracle.gpus, gpu.idle_power_w * oracle.gpus
     limit = oracle.power_limit_w or max(load_gpu(n).power_limit_w for n in gpu_names())
     return limit, oracle.idle_power_w
 
@@ -75,9 +76,10 @@ def _memory_problems(oracle: Oracle, gpu: GpuSpec | None) -> list[str]:
             f"memory.weight_bytes {memory.weight_bytes:.3g} exceed memory.gpu_memory_bytes "
             f"{memory.gpu_memory_bytes:.3g}: the model does not fit, no KV cache is left"
         ]
-    if gpu is not None and memory.gpu_memory_bytes > MEMORY_SLACK * gpu.memory_bytes:
+    if gpu is not None and memory.gpu_memory_bytes > MEMORY_SLACK * gpu.memory_bytes * oracle.gpus:
+        whose = f"the {gpu.full_name}'s" if oracle.gpus == 1 else f"{oracle.gpus} × the {gpu.full_name}'s"
         return [
-            f"memory.gpu_memory_bytes {memory.gpu_memory_bytes:.3g} is over {MEMORY_SLACK:g}× the "
-            f"{gpu.full_name}'s {gpu.memory_bytes:.3g} bytes: the KV cache would be larger than the GPU's memory"
+            f"memory.gpu_memory_bytes {memory.gpu_memory_bytes:.3g} is over {MEMORY_SLACK:g}× {whose} "
+            f"{gpu.memory_bytes * oracle.gpus:.3g} bytes: the KV cache would be larger than the GPU's memory"
         ]
     return []

@@ -197,13 +197,13 @@ def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle", tpot_
     cap = gpu.power_limit_w
     if cap is None:
         return oracle
-    board = oracle.power_limit_w
-    if cap < oracle.idle_power_w or (board is not None and cap > board):
-        bounds = f"{oracle.idle_power_w:g} W (its idle power)" + (
-            "" if board is None else f" to {board:g} W (its board limit)"
-        )
-        raise ConfigError(f"gpu.power_limit_w ({key} {oracle.name!r}): {cap:g} W is outside {bounds}")
-    return replace(oracle, power_limit_w=float(cap))
+    g = oracle.gpus  # the cap is per GPU; the oracle's idle power and limit are its replica's
+    board = None if oracle.power_limit_w is None else oracle.power_limit_w / g
+    idle = oracle.idle_power_w / g
+    if cap < idle or (board is not None and cap > board):
+        bounds = f"{idle:g} W (its idle power)" + ("" if board is None else f" to {board:g} W (its board limit)")
+        raise ConfigError(f"gpu.power_limit_w ({key} {oracle.name!r}): {cap:g} W per GPU is outside {bounds}")
+    return replace(oracle, power_limit_w=float(cap) * g)
 
 
 def prepare(config: AppConfig) -> Prepared:

@@ -16,6 +16,7 @@ per-request charges.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +56,11 @@ class StepCosts:
             object.__setattr__(self, "ladder_e", np.array([[*self.energy_j, 0.0 if x is None else x.energy_j]]))
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
             raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
-        untouched = 1.0 if x is None else x.untouched  # the kernel's rows: `sim.kernel.costs.COLUMNS`
+        log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `kernel_costs.COLUMNS`
         for name in ("ladder_t", "ladder_e"):
             rows = np.asarray(getattr(self, name), dtype=float)
-            if rows.shape[1] == kernel_costs.UNTOUCHED:
-                rows = np.column_stack([rows, np.full(len(rows), untouched)])
+            if rows.shape[1] == kernel_costs.LOG_UNTOUCHED:
+                rows = np.column_stack([rows, np.full(len(rows), log_untouched)])
             object.__setattr__(self, name, np.ascontiguousarray(rows))
 
     @classmethod
@@ -181,7 +182,7 @@ def _experts_value(c: Any, tokens: int) -> float:
     """Time (s) or energy (J) of the routed experts a step of `tokens` tokens touches (a ladder row's)."""
     if c[kernel_costs.EXPERTS] == 0.0:
         return 0.0
-    return float(c[kernel_costs.EXPERTS] * (1.0 - c[kernel_costs.UNTOUCHED] ** tokens))
+    return float(-c[kernel_costs.EXPERTS] * math.expm1(tokens * float(c[kernel_costs.LOG_UNTOUCHED])))
 
 
 def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chunks: ArrayLike = 1) -> Array:

@@ -3,12 +3,13 @@
 Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 8) arrays of the step
 coefficients (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn) at the
 GPU's supported SM clocks from its own down (`oracle.clocks.ladder`), then a mixture of experts'
-reads (`EXPERTS`: the cost of reading every routed expert once, and `UNTOUCHED`: the chance that
-one token leaves a given expert untouched, 1 − top_k / experts); row 0 is the clock it runs at.
+reads (`EXPERTS`: the cost of reading every routed expert once, and `LOG_UNTOUCHED`: the log of
+the chance that one token leaves a given expert untouched, ln(1 − top_k / experts)); row 0 is the
+clock it runs at.
 `limit` is the power cap (W; 0: none).
 
 A step of n tokens (decoded sequences plus prefilled prompt tokens) reads the routed experts its
-tokens touch, an expected 1 − UNTOUCHED^n of them (`experts_at`): shared by the step like its
+tokens touch, an expected 1 − (1 − top_k / experts)^n of them (`experts_at`): shared by the step like its
 constant, and like a clock's saving returned in `extra` (in step constants) so that requests'
 charges add up to the step's energy. A dense model has EXPERTS = 0.
 
@@ -39,7 +40,7 @@ import math
 from numba import njit
 
 NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
-EXPERTS, UNTOUCHED = 6, 7  # the columns after the six step coefficients
+EXPERTS, LOG_UNTOUCHED = 6, 7  # the columns after the six step coefficients
 COLUMNS = 8
 
 
@@ -48,7 +49,7 @@ def experts_at(c, tokens):  # type: ignore[no-untyped-def]
     """Time (s) or energy (J) of reading the routed experts a step of `tokens` tokens touches."""
     if c[EXPERTS] == 0.0:
         return 0.0
-    return c[EXPERTS] * (1.0 - c[UNTOUCHED] ** tokens)
+    return -c[EXPERTS] * math.expm1(tokens * c[LOG_UNTOUCHED])
 
 
 @njit(cache=True, inline="always")

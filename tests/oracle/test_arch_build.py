@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oracle import arch, build
-from oracle.model import Oracle
+from oracle.model import Oracle, shipped_oracles
 
 PAPER_MODELS = [
     "opt-1.3b",
@@ -63,7 +63,13 @@ def test_gqa_shrinks_kv_traffic():
 
 def test_shipped_oracles_match_a_fresh_build(tmp_path):
     paths = build.build(tmp_path)
-    assert len(paths) == len(arch.model_names()) * len(arch.gpu_names())
+    layouts = [
+        (m, g, lay)
+        for g in arch.gpu_names()
+        for m in arch.model_names()
+        for lay in build.layouts_for(arch.load_model(m), arch.load_gpu(g))
+    ]
+    assert len(paths) == len(layouts) and sorted(p.stem for p in paths) == shipped_oracles()
     for p in paths:
         shipped = Oracle.load(p.stem).to_dict()
         fresh = json.loads(p.read_text())

@@ -124,7 +124,7 @@ def test_a_prefill_step_slows_nearly_in_proportion_to_the_clock(f):
 def test_every_gpu_has_a_clock_table_and_every_shipped_oracle_finds_its_own():
     assert set(CLOCK_SPECS) == set(gpu_names())
     for name in shipped_oracles():
-        gpu = name.rsplit("_", 1)[1].removesuffix("80gb")
+        gpu = name.split("_")[1].removesuffix("80gb")
         assert clock_spec(Oracle.load(name).gpu).gpu == gpu
 
 

@@ -42,7 +42,7 @@ POWER = st.tuples(*[st.floats(50.0, 1000.0)] * 6)  # W: energy coefficients are 
 def value(c, batch: int, ctx: int) -> float:
     """A decode step's time (s) or energy (J) from a kernel row: the six coefficients, then the
     expert reads (the routed experts a step of `batch` tokens touches: 1 − untouched^batch)."""
-    return c[0] + c[6] * (1.0 - c[7] ** batch) + c[1] * batch + c[2] * ctx
+    return c[0] + c[6] * -math.expm1(batch * c[7]) + c[1] * batch + c[2] * ctx
 
 
 def power(c_t, c_e, batch: int, ctx: int) -> float | None:
@@ -53,6 +53,11 @@ def power(c_t, c_e, batch: int, ctx: int) -> float | None:
 
 # a mixture of experts' reads: none, or (s to read every routed expert once, chance a token leaves one untouched)
 EXPERTS = st.sampled_from([(0.0, 1.0)]) | st.tuples(st.floats(1e-4, 0.02), st.sampled_from([0.9375, 0.96875, 0.5]))
+
+
+def log_row(c: tuple[float, ...]) -> tuple[float, ...]:
+    """A kernel row from six coefficients, the expert reads and the untouched chance (its log)."""
+    return (*c[:7], math.log(c[7]))
 
 
 @st.composite
@@ -67,7 +72,7 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float],
     moe_e = moe_t * draw(st.floats(50.0, 1000.0))
     if moe_t and ce[0] == 0.0:
         ce = (1e-3, *ce[1:])  # expert reads are shared in step constants: a positive one
-    ct, ce = (*ct, moe_t, untouched), (*ce, moe_e, untouched)
+    ct, ce = log_row((*ct, moe_t, untouched)), log_row((*ce, moe_e, untouched))
     batch = draw(st.integers(0, 512))
     ctx_sum = draw(st.integers(0, 4_000_000) | st.integers(0, 64))
     n = draw(st.integers(1, 5_000) | st.integers(1, 8))
@@ -119,7 +124,7 @@ def test_span_s_and_decode_are_the_steps_summed(span):
     assert close(costs.span_s(*c, batch, ctx_sum, n), dt, n) and close(got[0], dt, n)
     assert close(got[1], de, n) and math.isclose(got[2], peak, rel_tol=1e-9)
     ce = c[1][0]
-    shared = n * ce[6] * (1.0 - ce[7] ** batch) / ce[0] if ce[6] else 0.0  # the experts' energy, in step constants
+    shared = n * ce[6] * -math.expm1(batch * ce[7]) / ce[0] if ce[6] else 0.0  # the experts' energy, in step constants
     assert math.isclose(got[3], shared, rel_tol=1e-12)
 
 
@@ -178,9 +183,9 @@ def test_mixed_is_the_reference(span, prefill):
     """mixed: time and energy of a step that decodes and prefills (`StepCosts.mixed`, bit for bit)."""
     (lt, le, cap, _), batch, ctx_sum, _ = span
     ct, ce = lt[0], le[0]
-    experts = ExpertReads(ct[6], ce[6], ct[7]) if ct[6] else None
+    experts = ExpertReads(ct[6], ce[6], math.exp(ct[7])) if ct[6] else None
     reference = StepCosts(StepCoef.of(ct[:6]), StepCoef.of(ce[:6]), 60.0, cap or None, experts=experts)
-    r = replica(ct=ct, ce=ce, limit=cap or None)
+    r = replica(ct=reference.ladder_t[0], ce=reference.ladder_e[0], limit=cap or None)
     chunks = np.array([m for m, _ in prefill], np.int64)
     pasts = np.array([p for _, p in prefill], np.int64)
     want = reference.mixed(batch, ctx_sum, [(i, m, p) for i, (m, p) in enumerate(prefill)])

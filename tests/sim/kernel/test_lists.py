@@ -21,7 +21,7 @@ def row(c: object) -> np.ndarray:
     from a full row (`sim.kernel.costs.COLUMNS` values) as it is."""
     c = np.asarray(c, dtype=float).reshape(-1)
     if c.size == 6:
-        c = np.append(c, [0.0, 1.0])
+        c = np.append(c, [0.0, 0.0])  # no expert reads
     return c.reshape(1, -1)
 
 

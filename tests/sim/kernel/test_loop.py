@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import traces
 from oracle.features import StepCoef
-from oracle.model import MemorySpec, Oracle
+from oracle.model import ExpertReads, MemorySpec, Oracle
 from sim.config import ServerConfig
 from sim.costs import StepCosts
 from sim.engine import Engine
@@ -62,13 +62,15 @@ def assert_same(a: SimResult, b: SimResult) -> None:
 
 @random_rejections
 @SETTINGS
-@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans())
-def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time):
-    """Preemptions, chunks, static batches, power limits and sliding windows included (and step
-    times that do not grow with the context)."""
+@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans(), st.booleans())
+def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time, moe):
+    """Preemptions, chunks, static batches, power limits, sliding windows and a mixture of
+    experts' reads included (and step times that do not grow with the context)."""
     coef_t = (*COEF_T[:2], 0.0, *COEF_T[3:]) if flat_time else COEF_T
     oracle = toy_oracle(coef_t, COEF_E, idle_power_w=60.0, kv_tokens=None)
     oracle.power_limit_w = limit_w
+    if moe:  # reading every expert costs as much again as the step constant; a token touches 1 in 16
+        oracle.experts = ExpertReads(COEF_T[0], COEF_E[0], 15 / 16)
     if layout is not None:
         layers, windowed, window = layout
         oracle.memory = MemorySpec(0.0, 1.0, 1.0, kv_layers=layers, window_layers=windowed, window_tokens=window)
@@ -99,6 +101,19 @@ def test_the_kernel_replays_sliding_windows_bit_for_bit(synthetic, scheduler, re
     long = synthetic.assign(n_in=synthetic["n_in"] * 4)  # contexts past the 4096-token window
     with rejecting(rejected):
         assert_same(*both(long, gemma, ServerConfig(scheduler=scheduler, kv_capacity_tokens=200_000)))
+
+
+@pytest.mark.parametrize("cap", [None, 2000.0])
+def test_a_mixture_of_experts_replays_bit_for_bit_and_its_charges_add_up(synthetic, cap):
+    """Expert reads in the kernel are the reference's, and requests' energy adds up to the
+    steps' (the reads are shared like the step constant), with and without a cap that throttles."""
+    moe = Oracle.load("qwen3-30b-a3b_h100_ep2")
+    assert moe.experts is not None and moe.gpus == 2
+    moe = dataclasses.replace(moe, power_limit_w=cap or moe.power_limit_w)
+    compiled, general = both(synthetic, moe, ServerConfig())
+    assert_same(compiled, general)
+    charged = compiled.requests["energy_j"].sum()
+    assert charged == pytest.approx(sum(s.span_energy_j.sum() for s in compiled.servers), rel=1e-9)
 
 
 @pytest.mark.parametrize("rate", [1e6, 12.0])
