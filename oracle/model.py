@@ -474,12 +474,40 @@ def shipped_oracles() -> list[str]:
 def _shipped_path(name: str) -> Path:
     names = shipped_oracles()
     if name not in names:
+        why = _why_not_shipped(name, names)
+        if why:
+            raise FileNotFoundError(f"no oracle file {name!r} and no shipped oracle of that name: {why}")
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise FileNotFoundError(
-            f"no oracle file {name!r} and no shipped oracle of that name.{hint} Shipped: {', '.join(names)}"
+            f"no oracle file {name!r} and no shipped oracle of that name.{hint} "
+            f"{len(names)} ship (python -m oracle.show --list)."
         )
     return Path(str(resources.files("oracle").joinpath(SHIPPED_DIR, f"{name}.json")))
+
+
+def _why_not_shipped(name: str, names: list[str]) -> str:
+    """For a name of the form MODEL_GPU[_tpN|_epN] with a known model and GPU: why no such oracle
+    ships (the layout cannot serve the model) and which layouts do; '' otherwise."""
+    from oracle.arch import gpu_names, model_names  # (specs import nothing from here)
+
+    parts = name.split("_")
+    if len(parts) not in (2, 3) or parts[0] not in model_names() or parts[1] not in gpu_names():
+        return ""
+    stem = f"{parts[0]}_{parts[1]}"
+    shipped = [n for n in names if n == stem or n.startswith(stem + "_")]
+    reason = ""
+    layout = parts[2] if len(parts) == 3 else "tp1"
+    if layout[:2] in ("tp", "ep") and layout[2:].isdigit() and int(layout[2:]) >= 1:
+        from oracle.arch import load_gpu, load_model
+        from oracle.derive import Layout, LayoutError
+
+        try:
+            Layout(int(layout[2:]), layout[:2] == "ep").check(load_model(parts[0]), load_gpu(parts[1]))
+        except LayoutError as e:
+            reason = f"{e}. "
+    where = f"shipped layouts: {', '.join(shipped)}" if shipped else "no layout of it ships on this GPU"
+    return f"{reason}{where} (a name is MODEL_GPU for one GPU, MODEL_GPU_tpN or _epN for N GPUs per replica)"
 
 
 def _coef(values: ArrayLike, label: str) -> np.ndarray:

@@ -19,7 +19,14 @@ from oracle.plots import GRID, efficiency_map, plot_efficiency_heatmap, plot_ene
 
 def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
     """A text report of the oracle at each batch size."""
-    lines = [f"oracle {oracle.name}: {oracle.model} on {oracle.gpu} ({oracle.backend})"]
+    gpus = f"{oracle.gpus} × " if oracle.gpus > 1 else ""
+    lines = [f"oracle {oracle.name}: {oracle.model} on {gpus}{oracle.gpu} ({oracle.backend})"]
+    if oracle.experts is not None:
+        x = oracle.experts
+        lines.append(
+            f"mixture of experts: reading every routed expert once takes {x.time_s * 1e3:.3g} ms and "
+            f"{x.energy_j:.3g} J; a step of n tokens reads 1 − {x.untouched:.4g}^n of them"
+        )
     if oracle.fit:
         lines.append(
             f"fit: MAPE {oracle.fit.get('mape_pct', float('nan')):.2f} %, "
@@ -53,6 +60,20 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
     return "\n".join(lines)
 
 
+def listing(names: list[str]) -> str:
+    """One line per model and GPU: its oracle name, then the other layouts that ship ('_tp2', ...)."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        parts = n.split("_")
+        groups.setdefault("_".join(parts[:2]), []).append("_" + parts[2] if len(parts) > 2 else "")
+    lines = []
+    for stem, layouts in groups.items():
+        one = stem if "" in layouts else f"({stem}: does not fit one GPU)"
+        more = [x for x in layouts if x]
+        lines.append(one + (f"  also {', '.join(stem + x for x in more)}" if more else ""))
+    return "\n".join(lines) + f"\n{len(names)} oracles: MODEL_GPU (one GPU), MODEL_GPU_tpN / _epN (N GPUs per replica)"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m oracle.show", description=__doc__.splitlines()[0])
     p.add_argument("oracle", nargs="?", help="oracle JSON path or shipped name")
@@ -61,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--list", action="store_true", help="list the shipped oracles")
     args = p.parse_args(argv)
     if args.list or not args.oracle:
-        print("\n".join(shipped_oracles()))
+        print(listing(shipped_oracles()))
         return
     try:
         oracle = Oracle.load(args.oracle)

@@ -89,8 +89,9 @@ class Capacity:
         return out
 
 
-def probe(result: SimResult, replicas: int, slo: SloConfig, cfg: CapacityConfig) -> Probe:
-    """Score one simulated fleet size against the target."""
+def probe(result: SimResult, replicas: int, slo: SloConfig, cfg: CapacityConfig, gpus: int | None = None) -> Probe:
+    """Score one simulated fleet size against the target; `gpus`: the fleet's GPUs (default one
+    per server)."""
     r = result.requests
     done = r["completed"].to_numpy()
     ttft = _percentile(r["ttft_s"].to_numpy()[done], cfg.percentile)
@@ -101,7 +102,8 @@ def probe(result: SimResult, replicas: int, slo: SloConfig, cfg: CapacityConfig)
     else:
         met = bool(done.any()) and ttft <= slo.ttft_s and (math.isnan(tpot) or tpot <= slo.tpot_s)
     energy = float(sum(s.active_energy_j for s in result.servers)) + idle_energy_j(result)
-    return Probe(replicas, len(result.servers), ttft, tpot, attainment, int((~done).sum()), energy, met)
+    gpus = len(result.servers) if gpus is None else gpus
+    return Probe(replicas, gpus, ttft, tpot, attainment, int((~done).sum()), energy, met)
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
@@ -128,8 +130,9 @@ def search_capacity(
     bar = _bar(progress)
 
     def run(n: int) -> tuple[bool, SimResult]:
-        result = simulate_fleet(requests, fleet.resized(pool, n), policy)
-        p = probes[n] = probe(result, n, slo, cfg)
+        sized = fleet.resized(pool, n)
+        result = simulate_fleet(requests, sized, policy)
+        p = probes[n] = probe(result, n, slo, cfg, sized.gpus)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(replicas=n, met=p.met)

@@ -71,15 +71,21 @@ def table(summary: Summary) -> str:
     fleet = summary.fleet
     if fleet:
         pools = ", ".join(f"{p['replicas']} × {name} ({p['oracle'] or name})" for name, p in fleet["pools"].items())
-        lines.append(f"fleet: {pools}; router {fleet['router']}")
+        lines.append(f"fleet: {pools}; {_gpus(fleet.get('gpus'))}router {fleet['router']}")
     cap = summary.capacity
     if cap:
         verdict = "meet" if cap["met"] else "still miss"
-        line = f"capacity: {cap['replicas']} replicas of pool {cap['pool']!r} {verdict} {cap['target']}"
+        line = f"capacity: {cap['replicas']} replicas ({cap['gpus']} GPUs in the fleet) of pool {cap['pool']!r} "
+        line += f"{verdict} {cap['target']}"
         if "baseline_replicas" in cap:
             line += f" (unshaped: {cap['baseline_replicas']})"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _gpus(n: int | None) -> str:
+    """'16 GPUs; ' (nothing when the summary predates GPU counts)."""
+    return "" if n is None else f"{n} GPU{'s' if n != 1 else ''}; "
 
 
 def brief(summary: Summary) -> str:

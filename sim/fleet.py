@@ -146,8 +146,13 @@ class Fleet:
 
     @property
     def replicas(self) -> int:
-        """Serving replicas (GPUs) in all pools."""
+        """Serving replicas in all pools."""
         return sum(p.replicas for p in self.pools)
+
+    @property
+    def gpus(self) -> int:
+        """GPUs in all pools (a replica has its oracle's `gpus`)."""
+        return sum(p.replicas * p.oracle.gpus for p in self.pools)
 
     @property
     def exact_steps(self) -> bool:

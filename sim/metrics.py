@@ -140,21 +140,23 @@ def fleet_summary(result: SimResult, fleet: Fleet, horizon_s: float | None = Non
     r = result.records
     served = np.bincount(r["server"].to_numpy()[r["completed"].to_numpy()], minlength=len(result.servers))
     oracles = {p.name: p.oracle.name for p in fleet.pools}
+    per_replica = {p.name: p.oracle.gpus for p in fleet.pools}
     pools: dict[str, dict[str, Any]] = {}
     for index, s in enumerate(result.servers):
         p = pools.setdefault(
             s.pool,
-            {"oracle": oracles.get(s.pool), "replicas": 0, "requests": 0,
+            {"oracle": oracles.get(s.pool), "replicas": 0, "gpus": 0, "requests": 0,
              "active_energy_j": 0.0, "idle_energy_j": 0.0, "busy_s": 0.0},
         )  # fmt: skip
         p["replicas"] += 1
+        p["gpus"] += per_replica.get(s.pool, 1)
         p["requests"] += int(served[index])
         p["active_energy_j"] += s.active_energy_j
         p["idle_energy_j"] += server_idle_energy_j(s, horizon)
         p["busy_s"] += s.busy_s
     for p in pools.values():
         p["utilization"] = p.pop("busy_s") / (p["replicas"] * horizon) if horizon > 0 else math.nan
-    return {"router": fleet.router, "replicas": fleet.replicas, "pools": pools}
+    return {"router": fleet.router, "replicas": fleet.replicas, "gpus": fleet.gpus, "pools": pools}
 
 
 def saving_pct(base: float, new: float) -> float:

@@ -183,3 +183,27 @@ def test_every_shipped_multi_gpu_oracle_loads_and_simulates(name):
     assert result.requests["energy_j"].sum() == pytest.approx(sum(s.span_energy_j.sum() for s in result.servers))
     busy = sum(s.busy_s for s in result.servers)
     assert sum(s.span_energy_j.sum() for s in result.servers) > o.idle_power_w * busy  # all GPUs' static power
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("llama-3.1-70b_h100", r"does not fit on 1 .*shipped layouts: llama-3.1-70b_h100_tp2, "),
+        ("llama-3.1-8b_h100_tp3", r"must divide its 32 attention heads"),
+        ("nemotron-nano-9b-v2_b200", r"hybrid Mamba-Transformer.*no layout of it ships"),
+    ],
+)
+def test_an_oracle_that_does_not_ship_says_why(name, why):
+    with pytest.raises(FileNotFoundError, match=why):
+        Oracle.load(name)
+
+
+def test_the_listing_groups_layouts_by_model_and_gpu():
+    from oracle.show import listing
+
+    text = listing(shipped_oracles())
+    assert "llama-3.1-8b_h100  also llama-3.1-8b_h100_tp2, llama-3.1-8b_h100_tp4, llama-3.1-8b_h100_tp8" in text
+    assert "(llama-3.1-70b_h100: does not fit one GPU)  also llama-3.1-70b_h100_tp2" in text
+    assert text.endswith(
+        f"{len(shipped_oracles())} oracles: MODEL_GPU (one GPU), MODEL_GPU_tpN / _epN (N GPUs per replica)"
+    )

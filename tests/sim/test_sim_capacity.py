@@ -74,3 +74,17 @@ def test_capacity_config_is_checked():
     ]:
         with pytest.raises(ConfigError, match=key):
             CapacityConfig(**kwargs)
+
+
+def test_a_fleet_of_multi_gpu_replicas_counts_its_gpus(busy_chat):
+    """Replicas of four GPUs (Llama-3.1-70B, tensor parallel 4): the answer and every probe count
+    four GPUs a replica, and the fleet summary says so per pool."""
+    from oracle.model import Oracle
+    from sim.metrics import fleet_summary
+
+    tp4 = Oracle.load("llama-3.1-70b_h100_tp4")
+    fleet = Fleet.single(tp4, ServerConfig(), 1, "least_tokens", SloConfig(ttft_s=2.0, tpot_s=0.2))
+    capacity, result = search_capacity(busy_chat.iloc[:400], fleet, Policy(), CapacityConfig(enabled=True))
+    assert capacity.gpus == 4 * capacity.replicas and all(p.gpus == 4 * p.replicas for p in capacity.probes)
+    summary = fleet_summary(result, fleet.resized(None, capacity.replicas))
+    assert summary["gpus"] == summary["pools"]["main"]["gpus"] == 4 * capacity.replicas
