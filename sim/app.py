@@ -321,8 +321,10 @@ def _summary(
     cfg, result = prepared.config, runs[0]
     horizon = max(r.makespan_s for r in runs)
     own = run_summary(result, cfg.slo, horizon)
-    busy = sum(s.busy_s for s in result.servers)
-    figures = planning_figures(own.energy_j, horizon, own.peak_power_w, len(result.servers), busy, cfg.planning)
+    per_replica = {p.name: p.oracle.gpus for p in fleet.pools}  # (a summarizer's own server: one GPU)
+    gpus = [per_replica.get(s.pool, 1) for s in result.servers]
+    busy = sum(s.busy_s * g for s, g in zip(result.servers, gpus, strict=True))  # GPU-seconds
+    figures = planning_figures(own.energy_j, horizon, own.peak_power_w, sum(gpus), busy, cfg.planning)
     base = run_summary(runs[-1], cfg.slo, horizon) if cfg.compare_baseline else None
     summary = Summary(
         run=own,
