@@ -340,7 +340,6 @@ energy by {-summ["energy_savings_pct"]:+.0f} %. Try `policy.factor=0.5`, heavier
 
 
 BLOCKS: dict[str, Callable[[Commands], str]] = {
-    "tensor_parallel": tensor_parallel,
     "power_cap": power_cap,
     "clock_controller": clock_controller,
     "validation": validation,
@@ -350,5 +349,6 @@ BLOCKS: dict[str, Callable[[Commands], str]] = {
     "offline_table": offline_table,
     "offline_reasons": offline_reasons,
     "default_run": default_run,
+    "tensor_parallel": tensor_parallel,
 }
 """Every generated block, by the name its README markers carry, in README order."""
