@@ -4,14 +4,23 @@
         [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
         [scheduler=vllm]
 
-Every row of the benchmark table (ML.ENERGY format; default: the shipped LM Arena chat table and
-its output-length histograms) is replayed under the benchmark's settings with the shipped oracle
-of its model × GPU and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
-another engine model, to see what the engine model is worth). Prints per row and as mean absolute
-error (all rows, per GPU, per model): average batch, output throughput, energy per output token,
+Every row of the benchmark table (ML.ENERGY format, wide or old; default: the shipped wide table
+oracle/data/mlenergy_v3_llm.csv — 21 models, three tasks, 1–8 GPUs per deployment, H100 and B200 —
+and its output-length histograms) is replayed under the benchmark's settings with the oracle of its
+model on its replica (`oracle.build.oracle_for`: the shipped one, else derived from the shipped
+hardware constants) and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
+another engine model, to see what the engine model is worth). Rows with no oracle (unknown model,
+a layout the model cannot be served with, such as the hybrid Nemotrons) are skipped with the
+reason; data-parallel rows are replayed as one tensor-parallel replica (`sim.validation.replay`).
+Prints per row and as mean absolute error (all rows; per GPU; per GPU × GPUs per replica ×
+dense/MoE; per task; per model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured; writes DIR/validation.csv and
-DIR/validation.png. prompt_mean and prompt_sigma default to the lognormal prompts each oracle was
-calibrated with (python -m sim.validation.calibrate fits them).
+DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
+oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each oracle was calibrated
+with (python -m sim.validation.calibrate), GPQA's and Sourcegraph FIM's are fitted to the batch,
+throughput and ITL of their H100 rows (python -m sim.validation.prompts); neither is measured.
+benchmark= takes either format (the old one: oracle/data/mlenergy_v3_lm_arena_chat.csv); without
+output_lengths= the shipped histograms of the table's format are used.
 """
 
 from __future__ import annotations
@@ -29,15 +38,16 @@ from oracle.model import Oracle
 from sim.notices import show_warnings_once
 from sim.schedulers import SCHEDULERS
 from sim.validation.plot import plot_validation
-from sim.validation.replay import default_prompts, mean_abs_error, validate
+from sim.validation.replay import mean_abs_error, task_prompts, validate
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
     BenchmarkTableError,
-    default_benchmark,
     default_histograms,
     read_benchmark,
     read_histograms,
+    wide_benchmark,
+    wide_histograms,
 )
 from sim.validation.workload import PROMPT_KINDS, PromptLengths
 
@@ -103,15 +113,17 @@ def _coerce(key: str, raw: str, hint: str) -> object:
 
 def run(args: ValidateArgs) -> pd.DataFrame:
     """Replay, print, write validation.csv (and the plot); return the comparison table."""
-    rows = read_benchmark(args.benchmark or default_benchmark())
-    histograms = read_histograms(args.output_lengths or default_histograms())
+    rows = read_benchmark(args.benchmark or wide_benchmark())
+    histograms = read_histograms(args.output_lengths or default_histograms_for(rows))
 
     def prompts(row: BenchmarkRow, oracle: Oracle) -> PromptLengths:
-        calibrated = default_prompts(oracle)
+        if args.prompt_mean is not None and args.prompt_sigma is not None:
+            return PromptLengths(args.prompt_kind, args.prompt_mean, args.prompt_sigma)
+        base = task_prompts(row, oracle)
         return PromptLengths(
             args.prompt_kind,
-            calibrated.mean_tokens if args.prompt_mean is None else args.prompt_mean,
-            calibrated.sigma if args.prompt_sigma is None else args.prompt_sigma,
+            base.mean_tokens if args.prompt_mean is None else args.prompt_mean,
+            base.sigma if args.prompt_sigma is None else args.prompt_sigma,
         )
 
     start = time.perf_counter()
@@ -120,6 +132,8 @@ def run(args: ValidateArgs) -> pd.DataFrame:
     print(format_rows(df))
     print(format_errors(df))
     print(f"replayed {len(df)} of {len(rows)} rows in {wall:.1f} s ({wall / max(len(df), 1):.2f} s per row)")
+    if len(df) < len(rows):
+        print(f"skipped {len(rows) - len(df)} rows (the reasons are logged above)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "validation.csv", index=False)
@@ -129,6 +143,12 @@ def run(args: ValidateArgs) -> pd.DataFrame:
     return df
 
 
+def default_histograms_for(rows: Sequence[BenchmarkRow]) -> Path:
+    """The shipped histograms of a table's format: the wide ones (keyed by config_id) for a wide
+    table, the LM Arena chat ones (keyed by model, GPU and cap) for an old-format one."""
+    return wide_histograms() if any(r.config_id is not None for r in rows) else default_histograms()
+
+
 def format_rows(df: pd.DataFrame) -> str:
     """Per row: 'measured → simulated (error %)' for every metric."""
     if df.empty:
@@ -136,7 +156,9 @@ def format_rows(df: pd.DataFrame) -> str:
     show = pd.DataFrame(
         {
             "model": df["model_id"].str.split("/").str[-1],
-            "gpu": df["gpu_model"],
+            "task": df["task"],
+            "gpu": [_replica(g, n) for g, n in zip(df["gpu_model"], df["num_gpus"], strict=True)],
+            "kind": df["kind"],
             "cap": df["max_num_seqs"],
             **{
                 m: [
@@ -147,17 +169,42 @@ def format_rows(df: pd.DataFrame) -> str:
             },
         }
     )
-    units = "batch: sequences, throughput: output tokens/s, energy_per_token: J, power: W, itl_median: ms"
+    units = "batch: sequences, throughput: output tokens/s, energy_per_token: J, power: W (all GPUs), itl_median: ms"
     return f"measured → simulated (error) per row; {units}\n{show.to_string(index=False)}"
 
 
 def format_errors(df: pd.DataFrame) -> str:
-    """Mean absolute error (%) per metric: all rows, per GPU, per model."""
+    """Mean absolute error (%) per metric, with the rows behind each figure: all rows; per GPU;
+    per GPU × GPUs per replica × dense/MoE; per task; per model."""
     if df.empty:
         return ""
-    parts = [mean_abs_error(df), mean_abs_error(df, "gpu_model"), mean_abs_error(df, "model_id")]
-    table = pd.concat(parts).rename(index=lambda s: str(s).split("/")[-1])
-    return f"\nmean absolute error (%)\n{table.to_string(float_format=lambda v: f'{v:.1f}')}"
+    fmt = {"float_format": lambda v: f"{v:.1f}"}
+    groups = [
+        ("all rows", None, lambda k: str(k)),
+        ("per GPU", "gpu_model", lambda k: str(k)),
+        (
+            "per GPU × GPUs per replica × dense/MoE",
+            ["gpu_model", "num_gpus", "kind"],
+            lambda k: f"{_replica(k[0], k[1])} {k[2]}",
+        ),
+        ("per task", "task", lambda k: str(k)),
+        ("per model", "model_id", lambda k: str(k).split("/")[-1]),
+    ]
+    parts = ["", "mean absolute error (%)"]
+    for title, by, name in groups:
+        table = mean_abs_error(df, by)
+        if by is None:
+            table.insert(0, "rows", len(df))
+        else:
+            table.insert(0, "rows", df.groupby(by).size())
+            table.index = [name(k) for k in table.index]
+        parts.append(f"{title}:\n{table.to_string(**fmt)}")
+    return "\n".join(parts)
+
+
+def _replica(gpu: object, gpus: object) -> str:
+    n = int(gpus)  # type: ignore[call-overload]
+    return f"{gpu}" if n == 1 else f"{n}×{gpu}"
 
 
 def _num(v: float) -> str:

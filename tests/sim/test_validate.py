@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sim.validate import main
-from sim.validation.replay import oracle_name, replay_row, validate
+from sim.validation.replay import COLUMNS, oracle_name, replay_row, validate
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -37,21 +37,6 @@ from sim.validation.window import (
 )
 from sim.validation.workload import MAX_MODEL_LEN, PromptLengths, build_requests, sample_output_lengths
 from tests.sim.conftest import toy_oracle, trace
-
-COLUMNS = [
-    "model_id",
-    "gpu_model",
-    "max_num_seqs",
-    *(
-        f"{m}_{s}"
-        for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")
-        for s in (
-            "measured",
-            "simulated",
-            "err_pct",
-        )
-    ),
-]
 
 
 def spans(start, duration, energy, steps, running, tokens) -> Spans:
@@ -182,7 +167,8 @@ def test_replay_saturates_the_cap_and_is_seeded():
     a = validate(rows, hists, seed=5, log=lambda s: None)
     b = validate(rows, hists, seed=5, log=lambda s: None)
     pd.testing.assert_frame_equal(a, b)
-    assert list(a.columns) == COLUMNS
+    assert list(a.columns) == list(COLUMNS)
+    assert a["config_id"].isna().all() and (a["task"] == "lm-arena-chat").all() and (a["kind"] == "dense").all()
     assert np.allclose(a["batch_simulated"], a["max_num_seqs"], rtol=0.01)
 
 
@@ -217,10 +203,14 @@ def test_command_writes_csv_and_plot_and_skips_unknown_models(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([f"benchmark={path}", f"out={out}", "progress=false"]) == 0
     printed = capsys.readouterr().out
-    assert "skipped acme/NoSuchModel-7B on H100 at max_num_seqs 8: no shipped oracle" in printed
-    assert "mean absolute error" in printed
+    assert (
+        "skipped acme/NoSuchModel-7B on H100 at max_num_seqs 8: no architecture for model 'acme/NoSuchModel-7B'"
+        in printed
+    )
+    assert "known models" not in printed  # the reason is one short line
+    assert "mean absolute error" in printed and "skipped 1 rows" in printed
     df = pd.read_csv(out / "validation.csv")
-    assert list(df.columns) == COLUMNS
+    assert list(df.columns) == list(COLUMNS)
     assert df[["max_num_seqs"]].to_numpy().ravel().tolist() == [8, 16]
     assert df["batch_measured"].tolist() == pytest.approx(table["avg_batch_size"].tolist())
     expected = (df["power_simulated"] - df["power_measured"]) / df["power_measured"] * 100
