@@ -104,34 +104,57 @@ uses {saving:.1f} % less energy than the maximum clock, with SLO attainment
 """
 
 
+OLD_TABLE = "benchmark=oracle/data/mlenergy_v3_lm_arena_chat.csv"
+"""The three one-GPU models the hardware constants were calibrated on (`sim.validation.calibrate`)."""
+
+
 def validation(c: Commands) -> str:
-    """The mean absolute errors of `python -m sim.validate`, the worst H100 row, the hardest row,
-    and the same rows under the former engine model (`scheduler=trtllm_no_evict`)."""
-    from sim.validate import format_errors
+    """The mean absolute errors of `python -m sim.validate` on the wide table by GPU × GPUs per
+    replica × dense/MoE, then on the calibration rows: the worst H100 row, the hardest row, and
+    the same rows under the former engine model (`scheduler=trtllm_no_evict`)."""
+    from sim.validation.replay import mean_abs_error
     from sim.validation.table import METRICS
 
-    df, old = c.validate(), c.validate("scheduler=trtllm_no_evict")
-    table = format_errors(df).strip().split("\n", 1)[1]
+    wide = c.validate()
+    wide = wide.assign(replica=wide["num_gpus"].astype(str) + "×" + wide["gpu_model"])
+    groups = mean_abs_error(wide, ["replica", "kind"])
+    groups.insert(0, "rows", wide.groupby(["replica", "kind"]).size())
+    groups.index = [f"{r} {k}" for r, k in groups.index]
+    every = mean_abs_error(wide)
+    every.insert(0, "rows", len(wide))
+    grouped = pd.concat([every, groups]).to_string(float_format=lambda v: f"{v:.1f}")
+    df, old = c.validate(OLD_TABLE), c.validate(OLD_TABLE, "scheduler=trtllm_no_evict")
+    parts = [mean_abs_error(df), mean_abs_error(df, "gpu_model"), mean_abs_error(df, "model_id")]
+    table = pd.concat(parts).rename(index=lambda i: str(i).split("/")[-1]).to_string(float_format=lambda v: f"{v:.1f}")
     h100 = df[df["gpu_model"] == "H100"]
     worst = h100[[f"{m}_err_pct" for m in METRICS]].abs().to_numpy().max()
     hard = h100.loc[(h100["batch_measured"] / h100["max_num_seqs"]).idxmin()]
     key = ["model_id", "gpu_model", "max_num_seqs"]
     was = old.merge(hard[key].to_frame().T.astype(old[key].dtypes.to_dict()), on=key).iloc[0]
     model = str(hard["model_id"]).split("/")[-1].removesuffix("-Instruct")
-    return f"""`python -m sim.validate` on this checkout prints (mean absolute error, %):
+    return f"""`python -m sim.validate` on this checkout replays {len(wide)} of the wide table's runs (the
+Nemotron hybrids are refused) and prints, per GPU × GPUs per replica × dense/MoE (mean absolute
+error, %):
+
+```
+{grouped}
+```
+
+`python -m sim.validate {OLD_TABLE}` replays the one-GPU LM Arena runs of the three models the
+hardware constants were calibrated on:
 
 ```
 {table}
 ```
 
-On H100 no row is off by more than {worst:.1f} % on any of batch, throughput, energy per output token,
-power and median ITL. The hardest row, {model} at cap {hard["max_num_seqs"]}, where KV memory and not the
-cap holds the batch, runs a batch of {hard["batch_simulated"]:.0f} against {hard["batch_measured"]:.0f} measured
+On H100 no row of those is off by more than {worst:.1f} % on any of batch, throughput, energy per output
+token, power and median ITL. The hardest row, {model} at cap {hard["max_num_seqs"]}, where KV memory and not
+the cap holds the batch, runs a batch of {hard["batch_simulated"]:.0f} against {hard["batch_measured"]:.0f} measured
 and a median ITL of {hard["itl_median_simulated"]:.1f} ms against {hard["itl_median_measured"]:.1f} ms.
-`python -m sim.validate scheduler=trtllm_no_evict` replays the same rows with the engine model this
-project had before (a request's n_in + n_out of KV reserved at admission): a batch of
+`python -m sim.validate {OLD_TABLE} scheduler=trtllm_no_evict` replays the same rows with the engine
+model this project had before (a request's n_in + n_out of KV reserved at admission): a batch of
 {was["batch_simulated"]:.0f} and an ITL of {was["itl_median_simulated"]:.0f} ms there
-({was["itl_median_err_pct"]:+.0f} %), {old["batch_err_pct"].abs().mean():.1f} % mean batch error over all rows
+({was["itl_median_err_pct"]:+.0f} %), {old["batch_err_pct"].abs().mean():.1f} % mean batch error over those rows
 instead of {df["batch_err_pct"].abs().mean():.1f} %.
 """
 
@@ -152,10 +175,13 @@ def tensor_parallel(c: Commands) -> str:
     h100, llama = load_gpu("h100"), load_model("llama-3.1-8b")
     overhead_ms = Oracle.load("llama-3.1-8b_h100").provenance["constants"]["step_overhead_s"] * 1e3
     assert h100.allreduce_latency_s is not None
-    # Fernandez et al. 2025 (arXiv 2504.17674), Llama-3.1-8B at batch 1 on their GPUs: 1 → 2 → 4 GPUs
+    # Fernandez et al. 2025, "Energy Considerations of LLM Inference and Efficiency Optimizations"
+    # (as issue #21 quotes it): Llama-3.1-8B at batch 1 on their GPUs, 1 → 2 → 4 GPUs, latency and energy (%)
     paper = {2: (-40, 29), 4: (-61, 55)}
-    lines = [f"| {g} | {100 * (t / t1 - 1):+.0f} % | {100 * (e / e1 - 1):+.0f} % | {paper[g][0]:+d} % | {paper[g][1]:+d} % |"
-             for g, t, e in more]  # fmt: skip
+    lines = [
+        f"| {g} | {100 * (t / t1 - 1):+.0f} % | {100 * (e / e1 - 1):+.0f} % | {paper[g][0]:+d} % | {paper[g][1]:+d} % |"
+        for g, t, e in more
+    ]
     return f"""A request of {n_in} prompt and {n_out} output tokens at batch 1 (`Oracle.time`, `Oracle.energy` of the
 shipped `llama-3.1-8b_h100`, `_tp2` and `_tp4` oracles) against one GPU: {t1:.2f} s and {e1:.0f} J there.
 
