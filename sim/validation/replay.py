@@ -97,6 +97,8 @@ class ReplayMetrics:
     wall_s: float
     features_per_token: np.ndarray | None = None  # window's summed step features / its output tokens
     median_step_features: np.ndarray | None = None  # features of the step at the median ITL
+    experts_per_token: float = 0.0  # window's expected shares of routed experts read / its output tokens
+    median_step_experts: float = 0.0  # the share of routed experts the median-ITL step reads
 
 
 def oracle_name(model_id: str, gpu_model: str) -> str | None:
@@ -226,11 +228,19 @@ def replay_row(
     sim = Metrics(w.batch, w.throughput, w.energy_per_token, w.power, itl * 1e3)
     mean_in = float(requests["n_in"].mean())
     x = x_itl = None
+    moe = moe_itl = 0.0
     if stats.span_features is not None:
-        x = window_share(spans, window)[0] @ stats.span_features / w.tokens
+        share = window_share(spans, window)[0]
+        x = share @ stats.span_features / w.tokens
         i = median_span(spans, decode_tokens)
         x_itl = None if i is None else stats.span_features[i] / spans.steps[i]
-    return ReplayMetrics(sim, window, rule, len(requests), mean_in, time.perf_counter() - t0, x, x_itl)
+        if oracle.experts is not None:  # a span's steps each run its tokens (decoded + prefilled) / steps
+            steps = np.maximum(spans.steps, 1)
+            per_step = oracle.experts.share((stats.span_features[:, 1] + stats.span_features[:, 4]) / steps)
+            moe = float(share @ (spans.steps * per_step) / w.tokens)
+            moe_itl = 0.0 if i is None else float(per_step[i])
+    wall = time.perf_counter() - t0
+    return ReplayMetrics(sim, window, rule, len(requests), mean_in, wall, x, x_itl, moe, moe_itl)
 
 
 def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) -> tuple[Window, str]:
