@@ -135,21 +135,28 @@ def _write(o: Oracle, cal: hwcal.Calibration, out_dir: Path) -> Path:
 
 
 def report(calibrations: dict[str, hwcal.Calibration]) -> str:
-    """Markdown report of the calibration: constants and per-model errors."""
-    lines = ["# Hardware-constant calibration on ML.ENERGY v3 (LM Arena chat, vLLM)", ""]
+    """Markdown report of the calibration: constants, per-model and held-out errors."""
+    lines = ["# Hardware-constant calibration on ML.ENERGY v3 (every run of mlenergy_v3_llm.csv, vLLM)", ""]
     for label, cal in calibrations.items():
         k = cal.constants
+        comm_power = "as static power" if k.comm_power_w is None else f"idle + {k.comm_power_w:.0f} W"
+        errors = cal.rows[["energy_per_token_err_pct", "time_per_token_err_pct", "itl_err_pct"]].abs().mean()
         lines += [
             f"## {label}",
             "",
-            f"Prompt lengths fitted by replaying the runs: lognormal, mean {cal.prompt_tokens:.0f} tokens, "
-            f"σ {cal.prompt_sigma:.2f} (log space).  ",
+            f"{len(cal.rows)} runs of {cal.rows['model'].nunique()} models. LM Arena prompts: lognormal, mean "
+            f"{cal.prompt_tokens:.0f} tokens, σ {cal.prompt_sigma:.2f} (log space); GPQA and Sourcegraph FIM "
+            "prompts from oracle/data/task_prompts.csv.  ",
             f"Achieved compute fraction 1/{k.inv_eff_compute:.3f}, memory-bandwidth fraction 1/{k.inv_eff_memory:.3f}, "
-            f"step overhead {k.step_overhead_s * 1e3:.3f} ms, per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, "
-            f"static power {k.static_power_w:.0f} W, {k.energy_per_flop_j * 1e12:.3f} pJ/FLOP, "
-            f"{k.energy_per_byte_j * 1e12:.2f} pJ/byte.",
+            f"step overhead {k.step_overhead_s * 1e3:.3f} ms, per-layer overhead {k.layer_overhead_s * 1e6:.1f} µs, "
+            f"per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, all-reduces × {k.comm_scale:.3f} (tensor "
+            f"parallel) and × {k.ep_comm_scale or k.comm_scale:.3f} (expert parallel) of the measured NCCL times, "
+            f"fp8 experts' reads + {k.fp8_expert_read_scale:.3f} × their read time, static power "
+            f"{k.static_power_w:.0f} W per GPU, while all-reducing {comm_power}, "
+            f"{k.energy_per_flop_j * 1e12:.3f} pJ/FLOP, {k.energy_per_byte_j * 1e12:.2f} pJ/byte.",
             "",
-            "Mean absolute error per model across batch caps (%):",
+            f"Mean absolute error over the runs (%): energy per output token {errors.iloc[0]:.1f}, time per output "
+            f"token {errors.iloc[1]:.1f}, median ITL {errors.iloc[2]:.1f}. Per model:",
             "",
             _markdown(cal.per_model().round(2).reset_index()),
             "",
@@ -158,14 +165,14 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "",
             _markdown(cal.held_out.round(2).reset_index(names="model")) if cal.held_out is not None else "(none)",
             "",
-            f"Dynamic-energy terms kept: per {cal.energy_basis}, the basis with the least mean held-out energy "
-            "error per output token (%, each column a basis):",
+            f"Energy terms kept: {cal.energy_basis}, the basis with the least mean held-out energy error per "
+            "output token (%, each column a basis):",
             "",
             _markdown(cal.held_out_energy_by_basis.round(2).reset_index(names="model"))
             if cal.held_out_energy_by_basis is not None
             else "(none)",
             "",
-            "Per batch cap:",
+            "Per run:",
             "",
             _markdown(cal.rows.round(4)),
             "",

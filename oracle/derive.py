@@ -110,7 +110,12 @@ class HardwareConstants:
     static_power_w: power each GPU draws whenever a step runs (idle included); energy_per_flop_j and
     energy_per_byte_j: dynamic energy of arithmetic (per bf16 FLOP; an fp8 FLOP costs the same
     tensor-core time's worth) and of DRAM traffic. comm_scale: multiplies the all-reduce times
-    of the GPU's collective figures (1: as measured).
+    of the GPU's collective figures (1: as measured); ep_comm_scale: the same for replicas whose
+    experts are expert parallel (None: comm_scale). layer_overhead_s: per step and layer (kernel
+    launches and gaps that grow with depth). fp8_expert_read_scale: extra time per byte of
+    block-quantized fp8 routed experts, in units of its read time at the achieved bandwidth
+    (dequantising fused-MoE kernels). comm_power_w: power each GPU draws above idle while it
+    all-reduces (None: static power, as while computing).
     """
 
     inv_eff_compute: float
@@ -122,6 +127,10 @@ class HardwareConstants:
     energy_per_byte_j: float
     source: str = ""
     comm_scale: float = 1.0
+    ep_comm_scale: float | None = None
+    layer_overhead_s: float = 0.0
+    fp8_expert_read_scale: float = 0.0
+    comm_power_w: float | None = None
 
     def as_dict(self) -> dict[str, float | str]:
         """Plain dict (for provenance records)."""
@@ -144,6 +153,9 @@ class FeatureWork:
     gpus: int = 1
     expert_bytes: float = 0.0
     untouched: float = 1.0
+    layers: int = 0  # the model's layers (per-layer step overhead)
+    expert_parallel: bool = False
+    fp8_experts: bool = False  # routed experts block-quantized to fp8, run on fp8 GEMMs
 
 
 def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None = None) -> FeatureWork:
@@ -188,12 +200,15 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
         per_token = calls * m.hidden_size * ACTIVATION_BYTES * 2.0 * (g - 1) / g / gpu.allreduce_bandwidth
         comm[F.DECODE_SEQS] = comm[F.PREFILL_TOKENS] = per_token
     untouched = 1.0 - m.experts_per_token / m.experts if m.experts else 1.0
-    return FeatureWork(flops, byts, step, seq, comm, g, m.expert_bytes, untouched)
+    fp8_experts = bool(m.experts) and m.fp8_compute
+    return FeatureWork(
+        flops, byts, step, seq, comm, g, m.expert_bytes, untouched, m.num_layers, layout.expert_parallel, fp8_experts
+    )
 
 
 def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
     """Per-feature time (s) of each time constant at value 1: columns inv_c, inv_m, t_step, t_seq,
-    comm_scale (each GPU does 1/gpus of the work; all run in step)."""
+    the all-reduces' scale, t_layer (each GPU does 1/gpus of the work; all run in step)."""
     g = work.gpus
     return np.stack(
         [
@@ -202,31 +217,61 @@ def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
             work.step_mask,
             work.seq_mask,
             work.comm_s,
+            work.step_mask * work.layers,
         ],
         axis=-1,
     )
 
 
-def _time_constants(k: HardwareConstants) -> np.ndarray:
-    return np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s, k.comm_scale])
+def comm_scale(work: FeatureWork, k: HardwareConstants) -> float:
+    """The all-reduce times' multiplier for this replica (expert parallel or not)."""
+    return k.ep_comm_scale if work.expert_parallel and k.ep_comm_scale is not None else k.comm_scale
+
+
+def time_constants(work: FeatureWork, k: HardwareConstants) -> np.ndarray:
+    """The constants `time_basis`'s columns multiply, in its order."""
+    return np.array(
+        [
+            k.inv_eff_compute,
+            k.inv_eff_memory,
+            k.step_overhead_s,
+            k.seq_overhead_s,
+            comm_scale(work, k),
+            k.layer_overhead_s,
+        ]
+    )
 
 
 def time_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
     """Step time coefficients (s per feature unit)."""
-    return time_basis(work, gpu) @ _time_constants(k)
+    return time_basis(work, gpu) @ time_constants(work, k)
+
+
+def _powered(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants, t: np.ndarray, comm_t: np.ndarray) -> np.ndarray:
+    """Static energy (J) of every GPU over time `t`, of which `comm_t` all-reducing."""
+    if k.comm_power_w is None:
+        return work.gpus * k.static_power_w * t
+    return work.gpus * (k.static_power_w * (t - comm_t) + (gpu.idle_power_w + k.comm_power_w) * comm_t)
 
 
 def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
     """Step energy coefficients (J per feature unit): every GPU's static power over the step."""
     t = time_coef(work, gpu, k)
-    return work.gpus * k.static_power_w * t + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
+    static = _powered(work, gpu, k, t, work.comm_s * comm_scale(work, k))
+    return static + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
+
+
+def expert_read_time_s(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> float:
+    """Time (s) of reading every routed expert once on the replica (fp8 experts dequantised)."""
+    scale = k.inv_eff_memory + (k.fp8_expert_read_scale if work.fp8_experts else 0.0)
+    return work.expert_bytes / (work.gpus * gpu.memory_bandwidth) * scale
 
 
 def expert_reads(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> ExpertReads | None:
     """Time (s) and energy (J) of reading every routed expert once on the replica (None: dense)."""
     if not work.expert_bytes:
         return None
-    t = work.expert_bytes / (work.gpus * gpu.memory_bandwidth) * k.inv_eff_memory
+    t = expert_read_time_s(work, gpu, k)
     e = work.gpus * k.static_power_w * t + k.energy_per_byte_j * work.expert_bytes
     return ExpertReads(time_s=float(t), energy_j=float(e), untouched=float(work.untouched))
 

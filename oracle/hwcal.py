@@ -1,21 +1,24 @@
 """Calibrate the hardware constants of `oracle.derive` on the ML.ENERGY measurements, end to end.
 
-Each ML.ENERGY row is vLLM serving LM Arena chat prompts at one batch cap. `python -m
-sim.validation.calibrate` replays every row through the simulator's `vllm` engine (KV paged in
-blocks, chunked prefill, preemption) with a fitted prompt-length distribution, and records the
-step features summed over the benchmark's steady-state window per output token
-(`data/mlenergy_v3_replay_features.csv`). With every request sent at t = 0 the engine's step
+Each ML.ENERGY row is vLLM serving one task (LM Arena chat, GPQA, Sourcegraph FIM) at one batch
+cap on a replica of 1-8 GPUs. `python -m sim.validation.calibrate` replays every row of the wide
+table through the simulator's `vllm` engine (KV paged in blocks, chunked prefill, preemption) with
+its task's prompt-length distribution, on the row's replica layout, and records the step features
+summed over the benchmark's steady-state window per output token, the expected shares of routed
+experts those steps read, and the same for the step at the replay's median ITL
+(`data/mlenergy_v3_llm_replay_features.csv`). With every request sent at t = 0 the engine's step
 sequence does not depend on the hardware constants, so given those features the measured time per
-output token (1 / throughput, s), median inter-token latency (s, the time of the replay's
-median-ITL step) and energy per output token (J) are linear in the constants: a bounded
-least-squares fit on relative error.
+output token (1 / throughput, s), median inter-token latency (s) and energy per output token (J)
+are linear in the constants: a bounded least-squares fit on relative error, one set per GPU
+generation.
 
-Which dynamic-energy terms the fit keeps (`ENERGY_BASES`: energy per FLOP, and per byte of memory
-traffic or not) is chosen per GPU by leave-one-model-out cross-validation: the constants exist to
-derive oracles for models nobody measured, so the basis is the one that predicts a left-out model
-best. On the H100 rows a fit on all three models puts no energy on bytes, while a fit on Qwen3-14B
-and Gemma-3-27B alone puts 152 pJ/byte there and misses Llama-3.1-8B by 12 %: there the byte term
-is not identified.
+Time (`oracle.derive.time_basis`): compute and memory efficiencies, per-step, per-sequence and
+per-layer overheads, the all-reduces' scale (one for tensor-parallel replicas, one for expert
+parallel ones), and the extra time of block-quantized fp8 routed experts. Energy: every GPU's
+static power over the step time, dynamic energy per FLOP and (optionally) per byte, and (optionally)
+a separate power while all-reducing. Which energy terms are kept (`ENERGY_BASES`) is chosen per GPU
+by leave-one-model-out cross-validation: the constants exist to derive oracles for models nobody
+measured, so the basis kept is the one that predicts a left-out model best.
 """
 
 from __future__ import annotations
@@ -28,23 +31,39 @@ import pandas as pd
 
 from oracle import features as F
 from oracle.arch import GpuSpec, find_model
-from oracle.derive import HardwareConstants, energy_coef, feature_work, time_basis, time_coef
+from oracle.derive import (
+    HardwareConstants,
+    Layout,
+    energy_coef,
+    expert_reads,
+    feature_work,
+    time_basis,
+    time_coef,
+)
 from oracle.regress import relative_bounded_lsq
 
-MLENERGY_FILE = "data/mlenergy_v3_lm_arena_chat.csv"
-REPLAY_FILE = "data/mlenergy_v3_replay_features.csv"
-KEY = ["model_id", "gpu_model", "max_num_seqs"]
+MLENERGY_FILE = "data/mlenergy_v3_llm.csv"
+REPLAY_FILE = "data/mlenergy_v3_llm_replay_features.csv"
+KEY = ["config_id"]
 X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
 M_COLUMNS = [f"m_{name}" for name in F.FEATURES]  # features of the step at the median inter-token latency
-# Dynamic-energy terms beside static power × time, by name: which ones a fit may use.
-ENERGY_BASES: dict[str, tuple[str, ...]] = {"flop": ("flop",), "flop+byte": ("flop", "byte")}
-SOURCE = "ML.ENERGY Benchmark v3, LM Arena chat, vLLM bf16 (oracle/data/PROVENANCE.md)"
+X_EXPERTS, M_EXPERTS = "x_experts", "m_experts"  # shares of routed experts read: per output token, median step
+TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts")
+"""The fitted time constants, in the order of `_bases`' columns."""
+# Energy terms beside every GPU's static power × time, by name: which ones a fit may use.
+ENERGY_BASES: dict[str, tuple[str, ...]] = {
+    "flop": ("flop",),
+    "flop+byte": ("flop", "byte"),
+    "flop+comm": ("flop", "comm"),
+    "flop+byte+comm": ("flop", "byte", "comm"),
+}
+SOURCE = "ML.ENERGY Benchmark v3, vLLM, every run of mlenergy_v3_llm.csv (oracle/data/PROVENANCE.md)"
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Constants fitted for one GPU, the prompt-length distribution (lognormal mean, tokens, and
-    log-space σ) the replay was fitted with, and per-row errors."""
+    """Constants fitted for one GPU, the LM Arena prompt-length distribution (lognormal mean,
+    tokens, and log-space σ) the replay used, and per-row errors."""
 
     constants: HardwareConstants
     prompt_tokens: float
@@ -55,13 +74,13 @@ class Calibration:
     held_out_energy_by_basis: pd.DataFrame | None = None  # per model × basis, held-out J/token error (%)
 
     def per_model(self) -> pd.DataFrame:
-        """Mean absolute percentage errors per model across batch caps."""
-        cols = ["energy_per_token_err_pct", "time_per_token_err_pct"]
+        """Mean absolute percentage errors per model across its runs."""
+        cols = ["energy_per_token_err_pct", "time_per_token_err_pct", "itl_err_pct"]
         return self.rows.assign(**{c: self.rows[c].abs() for c in cols}).groupby("model")[cols].mean()
 
 
 def load_mlenergy() -> pd.DataFrame:
-    """The shipped ML.ENERGY rows with derived targets: time per output token and median ITL (s)."""
+    """The shipped wide ML.ENERGY table with derived targets: time per output token and median ITL (s)."""
     with resources.files("oracle").joinpath(MLENERGY_FILE).open() as f:
         df = pd.read_csv(f)
     return df.assign(
@@ -77,57 +96,85 @@ def load_replay_features() -> pd.DataFrame:
         return pd.read_csv(f)
 
 
-def _bases(model_ids: pd.Series, gpu: GpuSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row time basis (rows, 5: `oracle.derive.time_basis`'s columns), FLOPs and bytes of
-    feature vectors x (rows, 6); one-GPU replicas (the rows calibrated on)."""
-    tb, fl, by = np.zeros((len(x), 5)), np.zeros(len(x)), np.zeros(len(x))
-    for model_id in model_ids.unique():
+@dataclass(frozen=True)
+class _Bases:
+    """Per row: time of each `TIME_TERMS` constant at 1 (s), FLOPs, bytes, GPUs, all-reduce
+    time at scale 1 (s; tensor-parallel and expert-parallel replicas apart)."""
+
+    time: np.ndarray
+    flops: np.ndarray
+    bytes: np.ndarray
+    gpus: np.ndarray
+
+
+def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> _Bases:
+    """The bases of the feature vectors `columns` (X_COLUMNS or M_COLUMNS) and expert shares
+    `experts` of each row on its replica (`num_gpus`, `expert_parallel`)."""
+    n = len(df)
+    tb, fl, by = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n)
+    layout_of = df[["model_id", "num_gpus", "expert_parallel"]].astype({"num_gpus": int, "expert_parallel": int})
+    for (model_id, g, ep), idx in layout_of.groupby(["model_id", "num_gpus", "expert_parallel"]).groups.items():
         spec = find_model(str(model_id))
         if spec is None:
             raise KeyError(f"no architecture in oracle data for {model_id!r}")
-        work = feature_work(spec, gpu=gpu)
-        m = (model_ids == model_id).to_numpy()
-        tb[m], fl[m], by[m] = x[m] @ time_basis(work, gpu), x[m] @ work.flops, x[m] @ work.bytes
-    return tb, fl, by
+        work = feature_work(spec, Layout(int(g), ep > 1 and bool(spec.experts)), gpu)
+        rows = df.index.get_indexer(idx)
+        x, share = df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+        base = x @ time_basis(work, gpu)  # inv_c, inv_m, t_step, t_seq, comm, t_layer
+        reads = share * work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
+        tb[rows, 0], tb[rows, 1] = base[:, 0], base[:, 1] + reads
+        tb[rows, 2], tb[rows, 3] = base[:, 2], base[:, 3]
+        tb[rows, 5 if work.expert_parallel else 4] = base[:, 4]
+        tb[rows, 6] = base[:, 5]
+        if work.fp8_experts:
+            tb[rows, 7] = reads
+        fl[rows], by[rows] = x @ work.flops, x @ work.bytes + share * work.expert_bytes
+    return _Bases(tb, fl, by, df["num_gpus"].to_numpy(float))
+
+
+def _comm_time(b: _Bases, t: np.ndarray) -> np.ndarray:
+    """All-reduce time (s) of each row at the fitted scales."""
+    return b.time[:, 4] * t[4] + b.time[:, 5] * t[5]
 
 
 def fit_constants(
-    df: pd.DataFrame, gpu: GpuSpec, x: np.ndarray, energy_basis: str = "flop+byte"
-) -> tuple[HardwareConstants, np.ndarray, np.ndarray]:
-    """Constants whose features-per-output-token `x` (rows, 6) reproduce the rows' measured time
-    (s, 1 / throughput) and energy (J) per output token; returns them with both predictions.
-    `energy_basis` (an `ENERGY_BASES` key) names the dynamic-energy terms fitted; a term left out
-    is zero. With
-    `M_COLUMNS` in `df` (the features of the replayed run's median-ITL step), the time fit also
-    matches the measured median ITL (s): throughput pins the sum of prefill and decode time, the
-    ITL of a decode step splits it."""
-    tb, flops, byts = _bases(df["model_id"], gpu, x)
-    rows, target = tb, df["time_per_token_s"].to_numpy()
-    if set(M_COLUMNS) <= set(df.columns):
-        tb_itl = _bases(df["model_id"], gpu, df[M_COLUMNS].to_numpy())[0]
-        rows, target = np.vstack([tb, tb_itl]), np.concatenate([target, df["itl_median_s"].to_numpy()])
-    # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1. The
-    # all-reduce time stays at the GPU's measured collective figures (comm_scale 1): one-GPU rows
-    # have none to fit it on.
-    own = np.ascontiguousarray(rows[:, :4])
-    t = relative_bounded_lsq(own, target - rows[:, 4], lower=[1.0, 1.0, 0.0, 0.0])
-    t_pred = np.ascontiguousarray(tb[:, :4]) @ t + tb[:, 4]
-    e = df["energy_per_token_joules"].to_numpy()
-    # Static power is at least idle power (fit the excess over idle), and the serving these rows
-    # measured draws at most the power limit: for every row, (energy − idle·time) / time ≤ limit − idle.
+    df: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte"
+) -> tuple[HardwareConstants, np.ndarray, np.ndarray, np.ndarray]:
+    """Constants whose replayed features (`X_COLUMNS`, `M_COLUMNS`, expert shares) reproduce the
+    rows' measured time per output token (s), median ITL (s) and energy per output token (J);
+    returns them with the three predictions. `energy_basis` (an `ENERGY_BASES` key) names the
+    energy terms fitted; a term left out is zero (or, for `comm`, the static power)."""
     if energy_basis not in ENERGY_BASES:
         raise ValueError(f"energy_basis must be one of {sorted(ENERGY_BASES)}, got {energy_basis!r}")
-    terms = {"flop": flops, "byte": byts}
+    b, bm = _bases(df, gpu, X_COLUMNS, X_EXPERTS), _bases(df, gpu, M_COLUMNS, M_EXPERTS)
+    rows = np.vstack([b.time, bm.time])
+    target = np.concatenate([df["time_per_token_s"].to_numpy(), df["itl_median_s"].to_numpy()])
+    # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1. A
+    # term no row exercises (no multi-GPU rows, no fp8 experts) stays at its neutral value.
+    used = np.any(rows != 0.0, axis=0)
+    neutral = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    lower = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    t = neutral.copy()
+    fixed = rows[:, ~used] @ neutral[~used]
+    t[used] = relative_bounded_lsq(np.ascontiguousarray(rows[:, used]), target - fixed, lower=lower[used])
+    t_pred, itl_pred = b.time @ t, bm.time @ t
+    # Static power is at least idle power (fit the excess over idle), and the serving these rows
+    # measured draws at most the power limit per GPU.
     kept = ENERGY_BASES[energy_basis]
+    g, comm = b.gpus, _comm_time(b, t)
+    columns = {"static": g * (t_pred - comm) if "comm" in kept else g * t_pred, "comm": g * comm}
+    columns |= {"flop": b.flops, "byte": b.bytes}
+    names = ["static", *kept]
+    basis = np.column_stack([columns[n] for n in names])
     head = gpu.power_limit_w - gpu.idle_power_w
-    basis = np.column_stack([t_pred, *(terms[name] for name in kept)])
+    e = df["energy_per_token_joules"].to_numpy()
     fitted = relative_bounded_lsq(
         basis,
-        e - gpu.idle_power_w * t_pred,
+        e - g * gpu.idle_power_w * t_pred,
         lower=np.zeros(basis.shape[1]),
-        constraints=(basis / t_pred[:, None], np.full(len(t_pred), head)),
+        constraints=(basis / (g * t_pred)[:, None], np.full(len(t_pred), head)),
     )
-    excess = dict(zip(("static", *kept), fitted.tolist(), strict=True))
+    excess = dict(zip(names, fitted.tolist(), strict=True))
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
         inv_eff_memory=float(t[1]),
@@ -137,62 +184,101 @@ def fit_constants(
         energy_per_flop_j=float(excess.get("flop", 0.0)),
         energy_per_byte_j=float(excess.get("byte", 0.0)),
         source=f"{SOURCE}; {gpu.full_name}",
+        comm_scale=float(t[4]),
+        ep_comm_scale=float(t[5]),
+        layer_overhead_s=float(t[6]),
+        fp8_expert_read_scale=float(t[7]),
+        comm_power_w=float(excess["comm"]) if "comm" in kept else None,
     )
-    e_pred = k.static_power_w * t_pred + k.energy_per_flop_j * flops + k.energy_per_byte_j * byts
-    return k, t_pred, e_pred
+    return k, t_pred, itl_pred, predicted_energy_j(df, gpu, k)
 
 
-def calibrate(
-    gpu: GpuSpec, gpu_label: str, data: pd.DataFrame | None = None, replay: pd.DataFrame | None = None
-) -> Calibration:
-    """Fit hardware constants for the rows of `gpu_label` (the file's gpu_model, e.g. 'H100') on
-    their replayed window features (default: the shipped ones)."""
-    df = load_mlenergy() if data is None else data
-    df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
-    if df.empty:
-        raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
-    feats = load_replay_features() if replay is None else replay
-    merged = df.merge(feats, on=KEY, how="left", validate="one_to_one")
-    missing = merged[merged[X_COLUMNS[0]].isna()]
-    if not missing.empty:
-        raise ValueError(
-            f"no replay features for {missing[KEY].to_dict('records')}: rerun python -m sim.validation.calibrate"
-        )
-    by_basis = {basis: held_out_errors(merged, gpu, basis) for basis in ENERGY_BASES}
-    basis = min(by_basis, key=lambda b: float(by_basis[b]["energy_per_token_err_pct"].mean()))
-    k, t_pred, e_pred = fit_constants(merged, gpu, merged[X_COLUMNS].to_numpy(), basis)
-    rows = pd.DataFrame(
-        {
-            "model": merged["model"],
-            "batch_cap": merged["max_num_seqs"],
-            "energy_per_token_j": merged["energy_per_token_joules"],
-            "pred_energy_per_token_j": e_pred,
-            "throughput_tok_s": merged["output_throughput_tokens_per_sec"],
-            "pred_throughput_tok_s": 1.0 / t_pred,
-        }
-    )
-    rows["energy_per_token_err_pct"] = _err(rows["pred_energy_per_token_j"], rows["energy_per_token_j"])
-    rows["time_per_token_err_pct"] = _err(1.0 / rows["pred_throughput_tok_s"], 1.0 / rows["throughput_tok_s"])
-    prompt = float(merged["prompt_mean_tokens"].iloc[0])
-    sigma = float(merged["prompt_sigma"].iloc[0])
-    k = replace(
-        k,
-        source=f"{k.source}; replayed with lognormal prompts of mean {prompt:.0f} tokens, σ {sigma:.2f}; "
-        f"dynamic energy per {basis} (chosen by leave-one-model-out error)",
-    )
-    energy_by_basis = pd.DataFrame({b: t["energy_per_token_err_pct"] for b, t in by_basis.items()})
-    return Calibration(k, prompt, rows, sigma, by_basis[basis], basis, energy_by_basis)
-
-
-def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
-    return (pred - true) / true * 100.0
+def predicted_energy_j(df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
+    """Energy per output token (J) the constants give the rows' replayed features: the derived
+    oracle's coefficients and expert reads applied to them."""
+    return _predict(df, gpu, k)[1]
 
 
 def predicted_time_s(df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, columns: list[str]) -> np.ndarray:
     """Time (s) the constants give the feature vectors in `columns` (X_COLUMNS: per output token;
     M_COLUMNS: the median-ITL step)."""
-    tb = _bases(df["model_id"], gpu, df[columns].to_numpy())[0]
-    return tb @ np.array([k.inv_eff_compute, k.inv_eff_memory, k.step_overhead_s, k.seq_overhead_s, k.comm_scale])
+    return _predict(df, gpu, k, columns)[0]
+
+
+def _predict(
+    df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, columns: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(time s, energy J) of each row's features through the derived oracle's own coefficients."""
+    columns = columns or X_COLUMNS
+    experts = X_EXPERTS if columns == X_COLUMNS else M_EXPERTS
+    t, e = np.zeros(len(df)), np.zeros(len(df))
+    layout_of = df[["model_id", "num_gpus", "expert_parallel"]].astype({"num_gpus": int, "expert_parallel": int})
+    for (model_id, g, ep), idx in layout_of.groupby(["model_id", "num_gpus", "expert_parallel"]).groups.items():
+        spec = find_model(str(model_id))
+        assert spec is not None
+        work = feature_work(spec, Layout(int(g), ep > 1 and bool(spec.experts)), gpu)
+        rows = df.index.get_indexer(idx)
+        x, share = df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+        reads = expert_reads(work, gpu, k)
+        t[rows] = x @ time_coef(work, gpu, k) + (0.0 if reads is None else share * reads.time_s)
+        e[rows] = x @ energy_coef(work, gpu, k) + (0.0 if reads is None else share * reads.energy_j)
+    return t, e
+
+
+def calibrate(
+    gpu: GpuSpec, gpu_label: str, data: pd.DataFrame | None = None, replay: pd.DataFrame | None = None
+) -> Calibration:
+    """Fit hardware constants for the rows of `gpu_label` (the table's gpu_model, e.g. 'H100') on
+    their replayed window features (default: the shipped ones)."""
+    merged = _merged(gpu_label, data, replay)
+    by_basis = {basis: held_out_errors(merged, gpu, basis) for basis in ENERGY_BASES}
+    basis = min(by_basis, key=lambda b: float(by_basis[b]["energy_per_token_err_pct"].mean()))
+    k, t_pred, itl_pred, e_pred = fit_constants(merged, gpu, basis)
+    rows = pd.DataFrame(
+        {
+            "model": merged["model"],
+            "task": merged["task"],
+            "gpus": merged["num_gpus"],
+            "batch_cap": merged["max_num_seqs"],
+            "energy_per_token_j": merged["energy_per_token_joules"],
+            "pred_energy_per_token_j": e_pred,
+            "throughput_tok_s": merged["output_throughput_tokens_per_sec"],
+            "pred_throughput_tok_s": 1.0 / t_pred,
+            "itl_ms": merged["itl_median_s"] * 1e3,
+            "pred_itl_ms": itl_pred * 1e3,
+        }
+    )
+    rows["energy_per_token_err_pct"] = _err(rows["pred_energy_per_token_j"], rows["energy_per_token_j"])
+    rows["time_per_token_err_pct"] = _err(1.0 / rows["pred_throughput_tok_s"], 1.0 / rows["throughput_tok_s"])
+    rows["itl_err_pct"] = _err(rows["pred_itl_ms"], rows["itl_ms"])
+    arena = merged[merged["task"] == "lm-arena-chat"]
+    prompt = float(arena["prompt_mean_tokens"].iloc[0])
+    sigma = float(arena["prompt_sigma"].iloc[0])
+    k = replace(
+        k,
+        source=f"{k.source}; replayed with each task's prompts (LM Arena: lognormal of mean {prompt:.0f} tokens, "
+        f"σ {sigma:.2f}); energy terms {basis} (chosen by leave-one-model-out error)",
+    )
+    energy_by_basis = pd.DataFrame({b: t["energy_per_token_err_pct"] for b, t in by_basis.items()})
+    return Calibration(k, prompt, rows, sigma, by_basis[basis], basis, energy_by_basis)
+
+
+def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
+    """The measured rows of one GPU with their replay features (ValueError naming rows without)."""
+    df = load_mlenergy() if data is None else data
+    df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
+    feats = load_replay_features() if replay is None else replay
+    feats = feats[[*KEY, "prompt_mean_tokens", "prompt_sigma", *X_COLUMNS, *M_COLUMNS, X_EXPERTS, M_EXPERTS]]
+    merged = df.merge(feats, on=KEY, how="inner", validate="one_to_one")
+    if merged.empty:
+        raise ValueError(f"no replay features for the {gpu_label} rows: rerun python -m sim.validation.calibrate")
+    return merged
+
+
+def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
+    return (pred - true) / true * 100.0
 
 
 def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte") -> pd.DataFrame:
@@ -204,14 +290,9 @@ def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: 
     for model_id in calibration_rows["model_id"].unique():
         test = (calibration_rows["model_id"] == model_id).to_numpy()
         train = calibration_rows[~test].reset_index(drop=True)
-        k, _, _ = fit_constants(train, gpu, train[X_COLUMNS].to_numpy(), energy_basis)
-        spec = find_model(str(model_id))
-        assert spec is not None
-        work = feature_work(spec, gpu=gpu)
-        x = calibration_rows.loc[test, X_COLUMNS].to_numpy()
-        t = x @ time_coef(work, gpu, k)
-        e = x @ energy_coef(work, gpu, k)
-        rows = calibration_rows[test]
+        k = fit_constants(train, gpu, energy_basis)[0]
+        rows = calibration_rows[test].reset_index(drop=True)
+        t, e = _predict(rows, gpu, k)
         out[str(model_id).split("/")[-1]] = {
             "energy_per_token_err_pct": float(np.mean(np.abs(e / rows["energy_per_token_joules"] - 1.0)) * 100.0),
             "time_per_token_err_pct": float(np.mean(np.abs(t / rows["time_per_token_s"] - 1.0)) * 100.0),
