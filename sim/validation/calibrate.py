@@ -47,12 +47,14 @@ COLUMNS = [
 ]
 
 
-def replay_features(seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """One line per replayable row of the shipped wide table: its key and layout, the prompts it
-    was replayed with, its window features per output token and its median-ITL step's."""
+def replay_features(seed: int = 0, progress: bool = True, only: set[str] | None = None) -> pd.DataFrame:
+    """One line per replayable row of the shipped wide table (or of its `only` config_ids): its
+    key and layout, the prompts it was replayed with, its window features per output token and
+    its median-ITL step's."""
     from sim.progress import progress_bar
 
     rows, hists = read_benchmark(wide_benchmark()), read_histograms(wide_histograms())
+    rows = [r for r in rows if only is None or r.config_id in only]
     lines = []
     for row in progress_bar(progress, iterable=rows, desc="replaying", unit="row"):
         reason = unresolved_reason(row)

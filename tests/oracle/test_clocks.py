@@ -99,16 +99,18 @@ def test_energy_per_decode_token_is_u_shaped_with_its_minimum_inside_the_clock_r
 
 def test_half_clock_decode_saves_energy_for_a_small_slowdown():
     """The model's figures at 990 of 1980 MHz (batch-64 decode, context 1,280): about −42 % energy per
-    token for +10 % step time; Maliakel et al. (arXiv 2501.08219) report −42 % for +1-6 %. So the
-    saving is at the published figure and the slowdown a little above it."""
+    token for +14 % step time with the constants calibrated on every ML.ENERGY run (+10 % with the
+    former three-model ones: the per-sequence overhead, half compute-bound, now carries more of a
+    decode step); Maliakel et al. (arXiv 2501.08219) report −42 % for +1-6 %. So the saving is at
+    the published figure and the slowdown above it."""
     slow, fast = at_clock(H100, 990), H100
     saving = 1 - slow.step_energy(DECODE_64) / fast.step_energy(DECODE_64)
     slowdown = slow.step_time(DECODE_64) / fast.step_time(DECODE_64) - 1
     assert 0.15 <= saving <= 0.45
-    assert 0 < slowdown < 0.12
+    assert 0 < slowdown < 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="the model gives −42.2 % energy for +10.3 % time at 990 MHz: just outside")
+@pytest.mark.xfail(strict=True, reason="the model gives −41.8 % energy for +13.8 % time at 990 MHz: outside")
 def test_issue_target_half_clock_decode_saves_15_to_40_pct_for_under_10_pct_time():
     saving = 1 - at_clock(H100, 990).step_energy(DECODE_64) / H100.step_energy(DECODE_64)
     slowdown = at_clock(H100, 990).step_time(DECODE_64) / H100.step_time(DECODE_64) - 1

@@ -228,7 +228,7 @@ SMALL_KV = ServerConfig(kv_capacity_tokens=12_000)  # preempts: the loads also c
         ("length_aware", 6, 30.0, None, SMALL_KV, False),
         ("energy_aware", 6, 12.0, None, None, False),
         ("energy_aware", 24, 60.0, None, None, False),
-        ("energy_aware", 256, 200.0, None, None, False),
+        ("energy_aware", 256, 400.0, None, None, False),
         ("energy_aware", 24, 60.0, SloConfig(ttft_s=0.3, tpot_s=0.012), None, False),  # the SLO turns some down
         ("energy_aware", 6, 30.0, None, SMALL_KV, True),
     ],

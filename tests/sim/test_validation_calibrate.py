@@ -1,4 +1,5 @@
-"""The replay calibration: shipped features are reproducible, and the kept prompt lengths fit best."""
+"""The replay behind the calibration: shipped features are reproducible, refused models are left
+out, and expert shares are recorded for mixtures of experts only."""
 
 from __future__ import annotations
 
@@ -7,37 +8,33 @@ import pytest
 
 from oracle import arch, hwcal
 from sim.validation import calibrate
-from sim.validation.table import default_benchmark, default_histograms, read_benchmark, read_histograms
-from sim.validation.workload import PromptLengths
 
 
-@pytest.fixture(scope="module")
-def h100_rows():
-    rows = [r for r in read_benchmark(default_benchmark()) if r.gpu_model == "H100"]
-    return rows, read_histograms(default_histograms())
+def test_shipped_features_come_from_a_fresh_replay():
+    """A one-GPU dense run, a multi-GPU MoE run and an fp8 MoE run replayed again give the shipped
+    features."""
+    shipped = hwcal.load_replay_features()
+    picked = set()
+    for query in (
+        "num_gpus == 1 and model_id == 'meta-llama/Llama-3.1-8B-Instruct' and max_num_seqs == 8",
+        "num_gpus == 8 and model_id == 'Qwen/Qwen3-235B-A22B-Instruct-2507' and max_num_seqs == 64",
+        "model_id == 'Qwen/Qwen3-235B-A22B-Instruct-2507-FP8' and gpu_model == 'H100' and max_num_seqs == 32",
+    ):
+        picked |= set(shipped.query(query)["config_id"].iloc[:1])
+    assert len(picked) == 3
+    fresh = calibrate.replay_features(progress=False, only=picked).set_index("config_id").sort_index()
+    kept = shipped.set_index("config_id").loc[fresh.index]
+    columns = [*hwcal.X_COLUMNS, *hwcal.M_COLUMNS, hwcal.X_EXPERTS, hwcal.M_EXPERTS]
+    np.testing.assert_allclose(fresh[columns].to_numpy(), kept[columns].to_numpy(), rtol=1e-8)
 
 
-def shipped_prompts(gpu_model: str) -> PromptLengths:
+def test_refused_models_are_left_out_and_expert_shares_belong_to_moe():
     feats = hwcal.load_replay_features()
-    row = feats[feats.gpu_model == gpu_model].iloc[0]
-    return PromptLengths("lognormal", float(row.prompt_mean_tokens), float(row.prompt_sigma))
-
-
-def test_shipped_features_come_from_a_fresh_replay(h100_rows):
-    rows, hists = h100_rows
-    picked = [r for r in rows if r.max_num_seqs in (8, 768)]
-    fresh = calibrate.replay_features(picked, hists, shipped_prompts("H100"), seed=0)
-    shipped = hwcal.load_replay_features().merge(fresh[hwcal.KEY], on=hwcal.KEY)
-    assert len(shipped) == len(picked)
-    np.testing.assert_allclose(fresh[hwcal.X_COLUMNS].to_numpy(), shipped[hwcal.X_COLUMNS].to_numpy(), rtol=1e-8)
-
-
-def test_the_kept_prompt_lengths_score_better_than_long_prompts(h100_rows):
-    rows, hists = h100_rows
-    gpu = arch.load_gpu("h100")
-    kept = calibrate.score(calibrate.replay_features(rows, hists, shipped_prompts("H100"), 0), gpu)
-    long = calibrate.score(calibrate.replay_features(rows, hists, PromptLengths("lognormal", 880.0, 1.0), 0), gpu)
-    assert kept < long
+    assert not feats["model_id"].str.contains("Nemotron").any()
+    moe = np.array([bool(arch.find_model(m).experts) for m in feats["model_id"]])
+    assert (feats.loc[moe, hwcal.X_EXPERTS] > 0).all() and (feats.loc[~moe, hwcal.X_EXPERTS] == 0).all()
+    # a step touches at most every expert: per output token, at most one full read per decode step
+    assert (feats[hwcal.M_EXPERTS] <= 1.0).all()
 
 
 @pytest.mark.parametrize("argv", [["seeed=1"], ["out"], ["seed=x"], ["progress=yes"]])
