@@ -61,6 +61,7 @@ def test_gqa_shrinks_kv_traffic():
     assert e3.energy(2048, 1024, 32) < e2.energy(2048, 1024, 32)
 
 
+@pytest.mark.slow  # the calibration behind it fits every GPU's constants with each model held out (minutes)
 def test_shipped_oracles_match_a_fresh_build(tmp_path):
     paths = build.build(tmp_path)
     layouts = [
