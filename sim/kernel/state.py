@@ -100,6 +100,8 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     coefficients `lt` (s) and `le` (J) by clock (`sim.kernel.costs`; row 0 its own clock's: `ct`,
     `ce`), room for `seqs` running sequences, the job columns `jobs`, the per-job `links` (nxt,
     prv, slot) and its feed."""
+    if lt.shape[1] != 8 or le.shape[1] != 8:  # `sim.kernel.costs.COLUMNS`: six coefficients, then expert reads
+        raise ValueError("step coefficient rows need 8 columns (sim.kernel.costs.COLUMNS; build them with StepCosts)")
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]

@@ -11,17 +11,18 @@ from oracle import features as F
 from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_energy_j
 from sim.kernel import costs
+from tests.sim.kernel.test_lists import row
 
 COEF = StepCoef(0.5, 0.01, 0.001, 0.02, 0.003, 1e-5)
 
 
 def span(coef: StepCoef, batch: int, ctx: int, steps: int) -> float:
-    return float(costs.span(np.array(coef), batch, ctx, steps))
+    return float(costs.span(row(coef)[0], batch, ctx, steps))
 
 
 def steps_to_reach(coef: StepCoef, batch: int, ctx: int, dt_s: float) -> int:
     """Without a power cap (0 W)."""
-    return int(costs.steps_to_reach(np.array([coef]), np.zeros((1, 6)), 0.0, 0.0, batch, ctx, dt_s))
+    return int(costs.steps_to_reach(row(coef), row(np.zeros(6)), 0.0, 0.0, batch, ctx, dt_s))
 
 
 def test_span_golden():
