@@ -35,10 +35,12 @@ Array = NDArray[np.float64]
 class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
     the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
-    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 6, row 0 these ones;
-    `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap.
+    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 8 in the kernel's layout,
+    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads; row 0 these
+    ones; `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap.
     `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
-    keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting)."""
+    keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `experts`: the
+    oracle's expert reads (`Oracle.experts`)."""
 
     time_s: StepCoef
     energy_j: StepCoef
