@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oracle.arch import find_gpu, find_model
 from oracle.build import oracle_for
 from oracle.derive import LayoutError
-from oracle.model import Oracle, shipped_oracles
+from oracle.model import Oracle
 from sim.config import ServerConfig
 from sim.run import simulate
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
@@ -99,21 +98,6 @@ class ReplayMetrics:
     median_step_features: np.ndarray | None = None  # features of the step at the median ITL
     experts_per_token: float = 0.0  # window's expected shares of routed experts read / its output tokens
     median_step_experts: float = 0.0  # the share of routed experts the median-ITL step reads
-
-
-def oracle_name(model_id: str, gpu_model: str) -> str | None:
-    """Name of the shipped oracle for an HF model id and a GPU label, or None if none ships."""
-    model, gpu = find_model(model_id), find_gpu(gpu_model)
-    if model is None or gpu is None:
-        return None
-    name = f"{model.name}_{gpu.name}"
-    return name if name in shipped_oracles() else None
-
-
-@functools.cache
-def shipped_oracle(name: str) -> Oracle:
-    """A shipped oracle, read once per process (replays and calibration grids reuse it)."""
-    return Oracle.load(name)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sim.validate import main
-from sim.validation.replay import COLUMNS, oracle_name, replay_row, validate
+from sim.validation.replay import COLUMNS, replay_row, row_oracle, unresolved_reason, validate
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -157,8 +157,9 @@ def shipped(n: int = 2) -> pd.DataFrame:
 def test_shipped_tables_read_and_every_row_has_a_histogram_and_an_oracle():
     rows, hists = read_benchmark(default_benchmark()), read_histograms(default_histograms())
     assert len(rows) == 46
-    assert all(r.key in hists and oracle_name(r.model_id, r.gpu_model) for r in rows)
-    assert oracle_name("meta-llama/Llama-3.1-8B-Instruct", "H100") == "llama-3.1-8b_h100"
+    assert all(r.key in hists and unresolved_reason(r) is None for r in rows)
+    llama = next(r for r in rows if r.model_id == "meta-llama/Llama-3.1-8B-Instruct" and r.gpu_model == "H100")
+    assert row_oracle(llama).name == "llama-3.1-8b_h100"
     assert hists[("meta-llama/Llama-3.1-8B-Instruct", "H100", 768)].total == 3 * 1024
 
 
