@@ -23,6 +23,7 @@ measured, so the basis kept is the one that predicts a left-out model best.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from importlib import resources
 
@@ -32,6 +33,7 @@ import pandas as pd
 from oracle import features as F
 from oracle.arch import GpuSpec, find_model
 from oracle.derive import (
+    FeatureWork,
     HardwareConstants,
     Layout,
     energy_coef,
@@ -98,8 +100,7 @@ def load_replay_features() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _Bases:
-    """Per row: time of each `TIME_TERMS` constant at 1 (s), FLOPs, bytes, GPUs, all-reduce
-    time at scale 1 (s; tensor-parallel and expert-parallel replicas apart)."""
+    """Per row: time of each `TIME_TERMS` constant at 1 (s), FLOPs, bytes and GPUs."""
 
     time: np.ndarray
     flops: np.ndarray
@@ -107,19 +108,26 @@ class _Bases:
     gpus: np.ndarray
 
 
-def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> _Bases:
-    """The bases of the feature vectors `columns` (X_COLUMNS or M_COLUMNS) and expert shares
-    `experts` of each row on its replica (`num_gpus`, `expert_parallel`)."""
-    n = len(df)
-    tb, fl, by = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n)
+def _replicas(
+    df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str
+) -> Iterator[tuple[np.ndarray, FeatureWork, np.ndarray, np.ndarray]]:
+    """Per (model, GPUs, expert parallel) of the rows: their positions, the work of their replica,
+    their feature vectors `columns` (X_COLUMNS or M_COLUMNS) and expert shares `experts`."""
     layout_of = df[["model_id", "num_gpus", "expert_parallel"]].astype({"num_gpus": int, "expert_parallel": int})
     for (model_id, g, ep), idx in layout_of.groupby(["model_id", "num_gpus", "expert_parallel"]).groups.items():
         spec = find_model(str(model_id))
         if spec is None:
             raise KeyError(f"no architecture in oracle data for {model_id!r}")
         work = feature_work(spec, Layout(int(g), ep > 1 and bool(spec.experts)), gpu)
-        rows = df.index.get_indexer(idx)
-        x, share = df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+        yield df.index.get_indexer(idx), work, df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+
+
+def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> _Bases:
+    """The bases of the feature vectors `columns` and expert shares `experts` of each row on its
+    replica (`num_gpus`, `expert_parallel`)."""
+    n = len(df)
+    tb, fl, by = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n)
+    for rows, work, x, share in _replicas(df, gpu, columns, experts):
         base = x @ time_basis(work, gpu)  # inv_c, inv_m, t_step, t_seq, comm, t_layer
         reads = share * work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
         tb[rows, 0], tb[rows, 1] = base[:, 0], base[:, 1] + reads
@@ -212,13 +220,7 @@ def _predict(
     columns = columns or X_COLUMNS
     experts = X_EXPERTS if columns == X_COLUMNS else M_EXPERTS
     t, e = np.zeros(len(df)), np.zeros(len(df))
-    layout_of = df[["model_id", "num_gpus", "expert_parallel"]].astype({"num_gpus": int, "expert_parallel": int})
-    for (model_id, g, ep), idx in layout_of.groupby(["model_id", "num_gpus", "expert_parallel"]).groups.items():
-        spec = find_model(str(model_id))
-        assert spec is not None
-        work = feature_work(spec, Layout(int(g), ep > 1 and bool(spec.experts)), gpu)
-        rows = df.index.get_indexer(idx)
-        x, share = df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+    for rows, work, x, share in _replicas(df, gpu, columns, experts):
         reads = expert_reads(work, gpu, k)
         t[rows] = x @ time_coef(work, gpu, k) + (0.0 if reads is None else share * reads.time_s)
         e[rows] = x @ energy_coef(work, gpu, k) + (0.0 if reads is None else share * reads.energy_j)
