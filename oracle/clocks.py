@@ -32,7 +32,7 @@ from typing import Final
 import numpy as np
 
 from oracle.arch import find_gpu
-from oracle.model import Oracle
+from oracle.model import Oracle, with_reads
 
 COMPUTE_SHARE: Final = np.array([0.0, 0.5, 0.0, 0.5, 1.0, 1.0])
 """κ_i: the share of each feature's time that scales with f_max / f (order of `features.FEATURES`)."""
@@ -152,11 +152,7 @@ def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
     spec = clock_spec(oracle.gpu)
     x = oracle.experts
     time_coef, energy_coef = coefficients_at(
-        np.append(oracle.time_coef_s, 0.0 if x is None else x.time_s),
-        np.append(oracle.energy_coef_j, 0.0 if x is None else x.energy_j),
-        oracle.idle_power_w,
-        spec,
-        clock_mhz,
+        *with_reads(oracle.time_coef_s, oracle.energy_coef_j, x), oracle.idle_power_w, spec, clock_mhz
     )
     if clock_mhz == spec.max_mhz:
         return oracle
@@ -188,9 +184,7 @@ def ladder(oracle: Oracle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
     spec = clock_spec(oracle.gpu)
     own = float(oracle.settings.get("clock_mhz", spec.max_mhz))
-    x = oracle.experts
-    t0 = np.append(np.asarray(oracle.time_coef_s, dtype=float), 0.0 if x is None else x.time_s)
-    e0 = np.append(np.asarray(oracle.energy_coef_j, dtype=float), 0.0 if x is None else x.energy_j)
+    t0, e0 = with_reads(oracle.time_coef_s, oracle.energy_coef_j, oracle.experts)
     t_max, e_max = coefficients_at_max(t0, e0, oracle.idle_power_w, spec, own)
     clocks = spec.supported_mhz[::-1]
     clocks = clocks[clocks <= own]

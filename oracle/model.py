@@ -118,6 +118,16 @@ class ExpertReads:
         return -np.expm1(np.asarray(tokens, dtype=float) * np.log(self.untouched))
 
 
+def with_reads(
+    time_coef: ArrayLike, energy_coef: ArrayLike, experts: ExpertReads | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The six step coefficients (s, J) with the expert reads appended as a seventh (0 for a
+    dense model): the layout of a clock ladder's rows (`oracle.clocks.ladder`)."""
+    t = np.append(np.asarray(time_coef, dtype=float), 0.0 if experts is None else experts.time_s)
+    e = np.append(np.asarray(energy_coef, dtype=float), 0.0 if experts is None else experts.energy_j)
+    return t, e
+
+
 @dataclass
 class Oracle:
     """Step-level energy and time model. Coefficients are per unit of each feature in `FEATURES`.

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from oracle.clocks import ClockError, ladder
 from oracle.features import StepCoef
-from oracle.model import ExpertReads, Oracle
+from oracle.model import ExpertReads, Oracle, with_reads
 from sim.kernel import costs as kernel_costs
 
 Array = NDArray[np.float64]
@@ -54,8 +54,9 @@ class StepCosts:
     def __post_init__(self) -> None:
         x = self.experts
         if self.ladder_t is None or self.ladder_e is None:
-            object.__setattr__(self, "ladder_t", np.array([[*self.time_s, 0.0 if x is None else x.time_s]]))
-            object.__setattr__(self, "ladder_e", np.array([[*self.energy_j, 0.0 if x is None else x.energy_j]]))
+            t, e = with_reads(self.time_s, self.energy_j, x)
+            object.__setattr__(self, "ladder_t", t[None, :])
+            object.__setattr__(self, "ladder_e", e[None, :])
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
             raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
         log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `kernel_costs.COLUMNS`
