@@ -17,6 +17,7 @@ oracle's provenance); GPQA's and Sourcegraph FIM's are fitted by `python -m sim.
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib import resources
 from pathlib import Path
@@ -26,9 +27,8 @@ import pandas as pd
 
 from oracle import hwcal
 from sim.notices import show_warnings_once
-from sim.validation.replay import replay_row, row_oracle, task_prompts, unresolved_reason
+from sim.validation.replay import replays
 from sim.validation.table import read_benchmark, read_histograms, wide_benchmark, wide_histograms
-from sim.validation.window import EmptyWindowError
 
 COLUMNS = [
     *hwcal.KEY,
@@ -51,23 +51,11 @@ def replay_features(seed: int = 0, progress: bool = True, only: set[str] | None 
     """One line per replayable row of the shipped wide table (or of its `only` config_ids): its
     key and layout, the prompts it was replayed with, its window features per output token and
     its median-ITL step's."""
-    from sim.progress import progress_bar
-
     rows, hists = read_benchmark(wide_benchmark()), read_histograms(wide_histograms())
     rows = [r for r in rows if only is None or r.config_id in only]
     lines = []
-    for row in progress_bar(progress, iterable=rows, desc="replaying", unit="row"):
-        reason = unresolved_reason(row)
-        if reason is not None or row.hist_key not in hists:
-            print(f"skipped {row.label}: {reason or 'no output-length histogram'}", file=sys.stderr)
-            continue
-        oracle = row_oracle(row)
-        prompts = task_prompts(row, oracle)
-        try:
-            r = replay_row(row, oracle, prompts, histogram=hists[row.hist_key], seed=seed, record_features=True)
-        except EmptyWindowError as e:
-            print(f"skipped {row.label}: no steady-state window ({e})", file=sys.stderr)
-            continue
+    log = functools.partial(print, file=sys.stderr)
+    for row, _, prompts, r in replays(rows, hists, seed=seed, progress=progress, log=log, record_features=True):
         if r.features_per_token is None or r.median_step_features is None:
             continue
         lines.append(

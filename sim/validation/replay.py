@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,7 +239,7 @@ def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) ->
         return steady_window(first, finish, cap, opened_by=peak_batch), "peak batch"
 
 
-def validate(
+def replays(
     rows: list[BenchmarkRow],
     histograms: Mapping[HistKey, OutputHistogram],
     prompts: Prompts = None,
@@ -248,15 +248,15 @@ def validate(
     progress: bool = False,
     log: Callable[[str], None] = print,
     scheduler: str = "vllm",
-) -> pd.DataFrame:
+    record_features: bool = False,
+) -> Iterator[tuple[BenchmarkRow, Oracle, PromptLengths, ReplayMetrics]]:
     """Replay every row that has an oracle (`row_oracle`), a histogram (`row.hist_key`) and known
-    prompts; one line per replayed row with the `ID_COLUMNS`, then `m_measured, m_simulated,
-    m_err_pct` per metric. `prompts`: one distribution, one per gpu_model, a function of (row,
-    oracle), or None (`task_prompts`: the task's fitted prompts, or each oracle's calibration
-    prompts for LM Arena chat). Every skipped row is logged once with the reason; the first
-    data-parallel row replayed logs how it is approximated (`DATA_PARALLEL_NOTE`)."""
+    prompts, yielding (row, its oracle, its prompts, what the replay measured). `prompts`: one
+    distribution, one per gpu_model, a function of (row, oracle), or None (`task_prompts`: the
+    task's fitted prompts, or each oracle's calibration prompts for LM Arena chat). Every skipped
+    row is logged once with the reason; the first data-parallel row replayed logs how it is
+    approximated (`DATA_PARALLEL_NOTE`)."""
     bar = _bar(len(rows), progress)
-    out = []
     noted_dp = False
     for row in rows:
         bar.update(1)
@@ -283,14 +283,42 @@ def validate(
             log(f"note: {what} is data-parallel ({row.data_parallel} ranks); {DATA_PARALLEL_NOTE} (said once)")
             noted_dp = True
         try:
-            r = replay_row(row, oracle, chosen, histogram=histograms[row.hist_key], seed=seed, scheduler=scheduler)
+            r = replay_row(
+                row,
+                oracle,
+                chosen,
+                histogram=histograms[row.hist_key],
+                seed=seed,
+                scheduler=scheduler,
+                record_features=record_features,
+            )
         except EmptyWindowError as e:
             log(f"skipped {what}: the simulated run has no steady-state window ({e})")
             continue
         if r.window_rule != "max_num_seqs":
             log(f"note: {what}: simulated batch peaked below the cap; window opened by the {r.window_rule}")
-        out.append(comparison(row, r.metrics, kind=model_kind(row, oracle), prompt_mean_tokens=r.prompt_mean_tokens))
+        yield row, oracle, chosen, r
     bar.close()
+
+
+def validate(
+    rows: list[BenchmarkRow],
+    histograms: Mapping[HistKey, OutputHistogram],
+    prompts: Prompts = None,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    scheduler: str = "vllm",
+) -> pd.DataFrame:
+    """`replays`, one line per replayed row with the `ID_COLUMNS`, then `m_measured,
+    m_simulated, m_err_pct` per metric."""
+    out = [
+        comparison(row, r.metrics, kind=model_kind(row, oracle), prompt_mean_tokens=r.prompt_mean_tokens)
+        for row, oracle, _, r in replays(
+            rows, histograms, prompts, seed=seed, progress=progress, log=log, scheduler=scheduler
+        )
+    ]
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
