@@ -38,7 +38,10 @@ class ServerConfig:
     empty and runs it until its longest request finishes.
     max_batch_size: sequences per step. max_num_tokens: tokens per step (decodes count one
     each; null: no limit). chunked_prefill: split prompts to fit the token budget (null: the
-    scheduler's default, on for vllm, off for the TensorRT-LLM schedulers).
+    scheduler's default, on for vllm, off for the TensorRT-LLM schedulers). prefix_caching: reuse
+    the KV of cached prompt prefix blocks when the trace has `hash_ids` (`sim.kernel.prefix`;
+    null: the scheduler's default, on as vLLM, SGLang and TensorRT-LLM ship it, off where it is
+    not modelled).
     kv_memory_fraction: share of GPU memory usable for weights + KV cache;
     kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
     exact_steps: advance one step per event (the slow reference mode).
@@ -57,6 +60,7 @@ class ServerConfig:
     max_batch_size: int = 256
     max_num_tokens: int | None = 8192
     chunked_prefill: bool | None = None
+    prefix_caching: bool | None = None
     kv_memory_fraction: float = 0.9
     kv_capacity_tokens: int | None = None
     exact_steps: bool = False

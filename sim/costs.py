@@ -213,6 +213,12 @@ def recompute_cost(c: StepCoef, tokens: Any, pairs: Any, steps: Any, ctx: Any) -
     return c.prefill_tokens * tokens + c.prefill_attn * pairs - c.decode_seqs * steps - c.decode_ctx * ctx
 
 
+def cached_cost(c: StepCoef, tokens: Any, pairs: Any) -> Any:
+    """Cost of the prompt tokens a prefix cache spared (and their attention pairs): what prefilling
+    them would have cost, in the unit of `c` (J or s)."""
+    return c.prefill_tokens * tokens + c.prefill_attn * pairs
+
+
 def request_energy_j(
     coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chunks: ArrayLike, share: ArrayLike
 ) -> Array:

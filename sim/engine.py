@@ -25,6 +25,14 @@ phase fixed while it decodes, so the blocks a span allocates are a sum over a ta
 phase; `span_limit` is the number of steps until the next completion, sliding-window saturation or
 the first step whose blocks would not fit.
 
+Prefix cache (vLLM V1's automatic prefix caching, when `pc`): a prompt's full blocks of `hb`
+tokens (`sim.prefix.PrefixBlocks`) are cached once its prefill is done, shared by every running
+sequence that references them and counted once in `used` (`bu` units each); with no reference
+left a block stays cached, idle, and counts as free memory: an allocation that needs it evicts
+idle blocks, least recently used first. An admission references its prompt's longest cached
+run of leading blocks (never its last token) and prefills from there. `sim.kernel.prefix` says
+the rules in full; a span stops before an eviction that could change the queue head's admission.
+
 Convention (oracle.features): the prefill step emits a token, then decode steps read contexts
 n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
@@ -61,19 +69,26 @@ class Engine:
         "_bs",
         "_fit",
         "_heap",
+        "_idle",
+        "_refs",
         "_sat",
+        "blocks_cached",
+        "bu",
         "cap",
         "chunked",
         "config",
         "decoders",
+        "evicted",
         "fmax",
         "fsum",
         "jobs",
         "kv",
         "max_seqs",
+        "hb",
         "max_tokens",
         "order",
         "partial",
+        "pc",
         "pending",
         "phases",
         "preemptions",
@@ -91,7 +106,7 @@ class Engine:
     )
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
-        from sim.kernel.engine import settings  # it imports this package's schedulers
+        from sim.kernel.engine import prefix_settings, settings  # it imports this package's schedulers
 
         self.jobs, self.config, self.kv = jobs, config, kv
         self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
@@ -115,6 +130,12 @@ class Engine:
         self.share = self.share_c = 0.0  # Σ 1/(sequences in step), with its Neumaier compensation
         self.preemptions = 0
         self.prefilled = 0  # prompts whose prefill the last step completed (each emitted a token)
+        p = prefix_settings(self.scheduler, config, kv, jobs)
+        self.pc, self.hb, self.bu = bool(p["pc"]), p["hb"], p["bu"]  # prefix cache on; tokens, units a block
+        self.blocks_cached: dict[int, int] = {}  # cached block → sequences referencing it
+        self._idle: dict[int, None] = {}  # cached blocks no one references, least recently used first
+        self._refs: dict[int, int] = {}  # job → its leading blocks it references
+        self.evicted = 0
 
     # --- queue ---------------------------------------------------------------------------
     def enqueue(self, j: int) -> bool:
@@ -169,11 +190,13 @@ class Engine:
         jobs = self.jobs
         n_in = jobs.n_in[j]
         target = n_in + jobs.generated[j]
-        if target > budget:
+        hits, idle = self._lookup(j, target)
+        past = hits * self.hb
+        if target - past > budget:
             if not self.chunked:
                 return False
-            target = budget
-        need = self.units(n_in + jobs.n_out[j] if self.reserve else target)
+            target = past + budget
+        need = self.units(n_in + jobs.n_out[j]) if self.reserve else self.units(target) - (hits - idle) * self.bu
         return need + self.scheduler.reserve(self, j, target) <= free - self.scheduler.headroom(self)
 
     @property
@@ -211,6 +234,8 @@ class Engine:
                 k = sat[0][0] - self.N
         k = min(k, self.scheduler.steady_steps(self))
         phases = self.phases
+        if phases.total and self._head_idle():  # no eviction within a span that could change the head's admission
+            k = max(1, phases.steps_within(self.N, k, self.cap - self.used - len(self._idle) * self.bu))
         if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
             return k  # the cache holds whole cycles of allocations past k
         return phases.steps_within(self.N, k, self.cap - self.used)
@@ -220,6 +245,7 @@ class Engine:
         coefficients' by `extra` step constants (a power cap's lower clock, `sim.kernel.costs`);
         returns the jobs that finished."""
         self.used += self.phases.over(self.N, steps)
+        self._evict(self.cap - self.used)
         self.share, self.share_c = compensated_add(self.share, self.share_c, (steps + extra) / self.B)
         n = self.N = self.N + steps
         self.S += self.B * steps
@@ -262,6 +288,7 @@ class Engine:
         # no admission beside a prompt that stays mid-prefill (one partial prompt at a time: a
         # preemption can leave token budget that its chunk, sized before, did not take)
         settled = part is None or part[1] + m >= part[2]
+        self._evict(free - demand)  # the running sequences allocate first
         if self.queue and settled and (not preempted or self.scheduler.admit_after_preemption):
             demand += self._admit(work, budget, free - demand, now_s)
         self.used += demand
@@ -279,11 +306,13 @@ class Engine:
         while q and len(order) < cap and budget > 0:
             j = q[0]
             target = n_in[j] + generated[j]
-            m = target if target <= budget else budget
-            if m < target and not self.chunked:
+            hits, idle = self._lookup(j, target)
+            past = hits * self.hb
+            m = min(target - past, budget)
+            if past + m < target and not self.chunked:
                 break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
-            need = units(n_in[j] + n_out[j] if self.reserve else m)
-            aside = sched.reserve(self, j, m)
+            need = units(n_in[j] + n_out[j]) if self.reserve else units(past + m) - (hits - idle) * self.bu
+            aside = sched.reserve(self, j, past + m)
             if need + aside > room - taken:
                 break
             room -= aside
@@ -292,7 +321,10 @@ class Engine:
             self._count_queued(j, -1)
             budget -= m
             taken += need
-            work.append((j, m, 0))
+            work.append((j, m, past))
+            if hits:
+                self._take(j, hits)
+            self._evict(free - taken)
             if jobs.chunks[j] == 0:
                 jobs.admit_s[j] = now_s
             jobs.share[j] -= share
@@ -319,6 +351,7 @@ class Engine:
                 self.partial = (j, past + m, target)
                 continue
             prefilled += 1
+            self._register(j)
             if gen == 0:
                 first.append(j)
             generated[j] = gen = gen + 1
@@ -393,8 +426,7 @@ class Engine:
     def _finish(self, j: int, kv_tokens: int) -> None:
         jobs = self.jobs
         del self.order[j]
-        held = jobs.n_in[j] + jobs.n_out[j] if self.reserve else kv_tokens
-        self.used -= self.units(held)
+        self.used -= self.units(jobs.n_in[j] + jobs.n_out[j]) if self.reserve else self._drop(j, kv_tokens)
         jobs.share[j] += self.share + self.share_c
         jobs.status[j] = DONE
 
@@ -414,7 +446,7 @@ class Engine:
         jobs.extra_prefill_pairs[j] += t * (t + 1) / 2
         jobs.recomputed_steps[j] += 1
         jobs.recomputed_ctx[j] += t
-        held = self.kv.units(ctx - 1)
+        held = self._drop(j, ctx - 1)
         self.used -= held
         return need, held
 
@@ -425,7 +457,7 @@ class Engine:
         self.partial = None
         self.jobs.extra_prefill_tokens[j] += done
         self.jobs.extra_prefill_pairs[j] += done * (done + 1) / 2
-        held = 0 if self.reserve else self.kv.units(done)
+        held = 0 if self.reserve else self._drop(j, done)
         self.used -= held
         self.pending -= self.jobs.n_in[j] + self.jobs.n_out[j]
         return held
@@ -443,6 +475,77 @@ class Engine:
         self.pending += jobs.n_in[j] + jobs.n_out[j]
         self._count_queued(j, 1)
 
+    # --- prefix cache ------------------------------------------------------------------------
+    def _blocks(self, j: int, tokens: int) -> list[int]:
+        """Job j's prompt blocks within its first `tokens` tokens (none without a prefix cache)."""
+        b = self.jobs.prefix
+        if not self.pc or b is None:
+            return []
+        start = int(b.starts[j])
+        n = min(int(b.counts[j]), self.jobs.n_in[j] // self.hb, tokens // self.hb)
+        return b.ids[start : start + n].tolist()  # type: ignore[no-any-return]
+
+    def _lookup(self, j: int, target: int) -> tuple[int, int]:
+        """(leading blocks of job j found cached, of them idle) for a prefill to `target` tokens
+        (its last token is always computed)."""
+        hits = idle = 0
+        for h in self._blocks(j, target - 1):
+            if h not in self.blocks_cached:
+                break
+            hits += 1
+            idle += h in self._idle
+        return hits, idle
+
+    def _take(self, j: int, hits: int) -> None:
+        """Job j references its first `hits` blocks, found cached."""
+        for h in self._blocks(j, hits * self.hb):
+            self._idle.pop(h, None)
+            self.blocks_cached[h] += 1
+        self._refs[j] = hits
+        h = hits * self.hb
+        self.jobs.cached_tokens[j] += h
+        self.jobs.cached_pairs[j] += h * (h + 1) / 2
+
+    def _register(self, j: int) -> None:
+        """Job j's prefill is done: its prompt's full blocks are cached (a block another job
+        cached meanwhile is shared, j's own copy freed)."""
+        blocks = self._blocks(j, self.jobs.n_in[j])
+        for h in blocks[self._refs.get(j, 0) :]:
+            if h in self._idle:
+                del self._idle[h]  # the idle copy is used again, j's own is freed: no change in units
+            elif h in self.blocks_cached:
+                self.used -= self.bu  # shared with the sequences holding it: j's own copy is freed
+            self.blocks_cached[h] = self.blocks_cached.get(h, 0) + 1
+        if blocks:
+            self._refs[j] = len(blocks)
+
+    def _drop(self, j: int, tokens: int) -> int:
+        """Job j, holding KV for `tokens` tokens, leaves: the units freed (its own, and the
+        blocks no one references any more, which stay cached, idle, its last ones first)."""
+        refs = self._refs.pop(j, 0)
+        held = self.units(tokens) - refs * self.bu
+        for h in reversed(self._blocks(j, refs * self.hb)):
+            self.blocks_cached[h] -= 1
+            if not self.blocks_cached[h]:
+                self._idle[h] = None
+                held += self.bu
+        return held
+
+    def _evict(self, free: int) -> None:
+        """Evict idle blocks, least recently used first, until the rest fit in `free` units."""
+        idle = self._idle
+        while len(idle) * self.bu > free:
+            h = next(iter(idle))
+            del idle[h], self.blocks_cached[h]
+            self.evicted += 1
+
+    def _head_idle(self) -> bool:
+        """Whether the queue's head would find idle cached blocks (an eviction could change its admission)."""
+        if not self._idle or not self.queue:
+            return False
+        j = self.queue[0]
+        return self._lookup(j, self.jobs.n_in[j] + self.jobs.generated[j])[1] > 0
+
     # --- bookkeeping -------------------------------------------------------------------------
     def decoder_contexts(self) -> list[tuple[int, int]]:
         """(job, context of its next decode step) of every decoder (the exact-steps reference)."""
@@ -454,10 +557,11 @@ class Engine:
         jobs, kv = self.jobs, self.kv
         if self.reserve:
             return sum(kv.units(jobs.n_in[j] + jobs.n_out[j]) for j in self.order)
-        total = sum(kv.units(c - 1) for _, c in self.decoder_contexts())
+        own = {j: kv.units(c - 1) for j, c in self.decoder_contexts()}
         if self.partial is not None:
-            total += kv.units(self.partial[1])
-        return total
+            own[self.partial[0]] = kv.units(self.partial[1])
+        shared = sum(1 for refs in self.blocks_cached.values() if refs)
+        return sum(units - self._refs.get(j, 0) * self.bu for j, units in own.items()) + shared * self.bu
 
     @property
     def last_finish_steps(self) -> int:

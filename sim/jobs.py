@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from sim.prefix import PrefixBlocks
+
 PENDING, DONE, REJECTED = 0, 1, 2
 # Why a job was rejected (JobTable.reason): codes and the words records and summaries use.
 REJECT_NONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECT_SUMMARY = 0, 1, 2, 3
@@ -105,6 +107,9 @@ class JobTable:
         self.recomputed_steps = Counts()  # decode steps a re-prefill replaced
         self.recomputed_ctx = Counts()  # Σ the contexts of those decode steps
         self.kernel_links: tuple[np.ndarray, ...] | None = None  # the compiled kernel's (`sim.kernel.engine.job_links`)
+        self.prefix: PrefixBlocks | None = None  # prompt prefix blocks, for the prefix cache (`sim.prefix`)
+        self.cached_tokens = np.zeros(n, dtype=np.int64)  # prompt tokens its prefills found in the prefix cache
+        self.cached_pairs = np.zeros(n)  # their causal attention pairs (Σ h(h+1)/2 over its prefills)
 
     def __len__(self) -> int:
         return len(self.n_in)

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.costs import StepCosts, recompute_cost, request_energy_j
+from sim.costs import StepCoef, StepCosts, cached_cost, recompute_cost, request_energy_j
 from sim.jobs import DONE, REJECT_REASONS, REJECTED, JobTable
 from tracking.files import temporary, write_error
 
@@ -28,8 +28,9 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
     """Energy (J) charged to jobs `ids` (default: all; 0 for jobs not served).
 
     Fast mode: own sequence costs plus share × the step constant of the job's server, plus what
-    preemptions added (recomputed prefills less the decode steps they replaced). Exact mode: what
-    the engine accumulated step by step.
+    preemptions added (recomputed prefills less the decode steps they replaced), less the prefill
+    of the prompt tokens found in the prefix cache. Exact mode: what the engine accumulated step
+    by step.
     """
     ids = np.arange(len(jobs)) if ids is None else ids
     done = jobs.status[ids] == DONE
@@ -38,6 +39,7 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
     n_in, n_out = jobs.lengths_of(ids)
     server, chunks, share = jobs.server[ids], jobs.chunks[ids], jobs.share[ids]
     preempted = jobs.preemptions.dense(ids, np.int32) > 0
+    cached = jobs.cached_tokens[ids]
     out = np.zeros(ids.size)
     for index, c in enumerate(costs):
         m = (server == index) & done
@@ -52,6 +54,9 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
                 jobs.recomputed_steps.dense(e, np.int32),
                 jobs.recomputed_ctx.dense(e, np.int64),
             )
+        hit = m & (cached > 0)
+        if hit.any():
+            out[hit] -= cached_cost(StepCoef.of(c.energy_j), cached[hit], jobs.cached_pairs[ids[hit]])
     return out
 
 
@@ -247,6 +252,7 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
             "output_tokens_cut": n_out - served_out,
             "preemptions": jobs.preemptions.dense(ids, np.int32),
             "recomputed_tokens": jobs.extra_prefill_tokens.dense(ids, np.int64),
+            "cached_tokens": jobs.cached_tokens[ids],
             "reject_reason": pd.Categorical.from_codes(jobs.reason[rows], categories=_REASONS),
         }
     )

@@ -35,10 +35,12 @@ from sim.jobs import REJECT_REASONS, REJECT_SUMMARY, REJECTED, JobTable
 from sim.kernel.replica import RoutedFleet, fleet_fits
 from sim.kv import replica_kv
 from sim.policies.base import Policy, Request, Shaping, unshaped
+from sim.prefix import PrefixBlocks
 from sim.records import RecordsFile, RecordsWriter, Requests
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 from sim.spans import StreamedSpans
+from traces.jsonl import BLOCK_TOKENS
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ def simulate_fleet(
     for oracle in {id(p.oracle): p.oracle for p in fleet.pools}.values():  # one warning per run and oracle
         warn_outside_range(oracle, shaping.n_in, shaping.n_out, what="this run")
     jobs = _job_table(shaping, n_in, parents)
+    if "hash_ids" in requests.columns:
+        size = int(requests.attrs.get("hash_block_tokens", BLOCK_TOKENS))  # the trace's prefix block (tokens)
+        blocks = PrefixBlocks.from_lists(requests["hash_ids"], shaping.n_in, shaping.kept_prefix, size)
+        jobs.prefix = blocks.extended(parents, n_in[parents]) if parents.size else blocks
     del shaping  # the job table holds the served lengths
     if records_path is not None and any(p.server.record_features for p in fleet.pools):
         raise ValueError("server.record_features needs the whole span log: run without records_path")
@@ -427,6 +433,8 @@ class _Dispatcher:
             if d.summary_tokens:
                 raise ValueError(f"dynamic policy {self.policy.name!r} cannot add summarization requests")
             jobs.n_in[i], jobs.n_out[i] = d.n_in, d.n_out
+            if d.kept_prefix is not None and jobs.prefix is not None:
+                jobs.prefix.keep(i, d.kept_prefix)
             self._submit(server, i, t)
         elif i in self.summary_of:
             job = self.summary_of[i]

@@ -9,12 +9,13 @@ or routed (`sim.kernel.fleet`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from numba import njit
 
-from sim.config import ServerConfig
+from sim.config import ConfigError, ServerConfig
 from sim.costs import StepCosts
 from sim.jobs import JobTable
 from sim.kernel import announce_compiling, rules, state
@@ -41,6 +42,39 @@ def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[s
     }
 
 
+class PrefixCachingOffWarning(UserWarning):
+    """Prefix caching, on by the scheduler's default, is off because this replica cannot model it."""
+
+
+def prefix_settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout, jobs: JobTable) -> dict[str, int]:
+    """The prefix cache's settings (`sim.kernel.prefix`): on (`pc`) when the scheduler's default or
+    `server.prefix_caching` says so and the jobs have prompt blocks; tokens (`hb`) and KV units
+    (`bu`) per prompt block. A layout it cannot model is refused when asked for, else warned of."""
+    cls = type(scheduler)
+    asked = config.prefix_caching
+    on = cls.prefix_caching if asked is None else asked
+    blocks = jobs.prefix
+    if not on or blocks is None:
+        return {"pc": 0, "hb": 1, "bu": 0}
+    why = ""
+    if cls.reserve_full:
+        why = f"the {cls.name} scheduler reserves whole requests; block reuse beside that is not modelled"
+    elif kv.window_units:
+        why = "this model has sliding-window layers; prefix caching is modelled for full attention only"
+    elif blocks.block_tokens % kv.block_size:
+        why = (
+            f"server.block_size ({kv.block_size} tokens) does not divide the trace's prefix blocks "
+            f"({blocks.block_tokens} tokens); choose a block size that does"
+        )
+    if why:
+        if asked:
+            raise ConfigError(f"server.prefix_caching=true cannot be served: {why} (set it to false)")
+        warnings.warn(f"prefix caching is off: {why}", PrefixCachingOffWarning, stacklevel=2)
+        return {"pc": 0, "hb": 1, "bu": 0}
+    hb = blocks.block_tokens
+    return {"pc": 1, "hb": hb, "bu": kv.full_units * (hb // kv.block_size)}
+
+
 _AT = {name: i for i, name in enumerate(state.COUNTERS)}  # a counter's place in `state.counters`
 
 
@@ -60,6 +94,7 @@ class KernelEngine:
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
         s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
         s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s}  # W (0: no cap), s (0: none)
+        s |= prefix_settings(self.scheduler, config, kv, jobs)
         self.static, self.max_seqs = bool(s["static"]), int(s["max_seqs"])
         seqs = max(1, min(config.max_batch_size, len(jobs)))
         self.r = state.new_replica(
@@ -74,6 +109,7 @@ class KernelEngine:
             SPAN_ROWS,
             job_columns(jobs),
             job_links(jobs),
+            job_prefix(jobs),
             np.zeros(0),
             np.zeros(0, np.int64),
         )
@@ -173,6 +209,20 @@ def job_links(jobs: JobTable) -> tuple[np.ndarray, ...]:
     if links is None:
         links = jobs.kernel_links = tuple(np.full(len(jobs), -1, np.int32) for _ in range(3))
     return links
+
+
+def job_prefix(jobs: JobTable) -> tuple[Any, ...]:
+    """The jobs' prompt blocks as the kernel reads them (`state.new_replica`'s `prefix`): block
+    start, count and ids, the blocks each job references (shared by the replicas, as the links)
+    and its cached tokens and their attention pairs; empty arrays when the jobs have none."""
+    blocks = jobs.prefix
+    if blocks is None:
+        none = np.zeros(0, np.int32)
+        return np.zeros(0, np.int64), none, none, none, jobs.cached_tokens, jobs.cached_pairs, 0
+    if blocks.refs is None:
+        blocks.refs = np.zeros(len(jobs), np.int32)
+    cached = jobs.cached_tokens, jobs.cached_pairs
+    return blocks.starts, blocks.counts, blocks.ids, blocks.refs, *cached, blocks.unique
 
 
 def job_columns(jobs: JobTable) -> tuple[np.ndarray, ...]:

@@ -8,7 +8,9 @@ requests' charges add up to the steps' energy.
 A step's prefill work is `r.work_j`, `r.work_m`, `r.work_past` (job, chunk tokens, tokens of the
 prefill already computed; `r.nwork` of them); the jobs a step or span completed are `r.done`
 (`r.ndone`) and the prompts that emitted their first token `r.first` (`r.nfirst`). Preemptions
-are logged in `r.plog` as (job, kind, tokens) rows for the job table's per-job counters.
+are logged in `r.plog` as (job, kind, tokens) rows for the job table's per-job counters. A
+prefix cache (`sim.kernel.prefix`, on when `r.pc`) lets an admission skip the prefill of its
+prompt's cached leading blocks: its work starts at that many tokens already computed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from numba import njit
 
 from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED
-from sim.kernel import hooks
+from sim.kernel import hooks, prefix
 from sim.kernel.kv import over, phase_add, step_need, steps_within, units
 from sim.kernel.lists import (
     decoder_free,
@@ -85,11 +87,13 @@ def _head_fits(r, free):  # type: ignore[no-untyped-def]
         return False
     j = r.qhead
     target = r.n_in[j] + r.generated[j]
-    if target > budget:
+    hits, idle = prefix.lookup(r, j, target)
+    past = hits * r.hb
+    if target - past > budget:
         if not r.chunked:
             return False
-        target = budget
-    need = units(r, r.n_in[j] + r.n_out[j] if r.reserve else target)
+        target = past + budget
+    need = units(r, r.n_in[j] + r.n_out[j]) if r.reserve else prefix.need(r, hits, idle, target)
     return need + hooks.reserve(r, j, target) <= free - hooks.headroom(r)
 
 
@@ -122,6 +126,8 @@ def span_limit(r):  # type: ignore[no-untyped-def]
         k = r.ss[0] - r.N
     k = min(k, hooks.steady_steps(r))
     free = r.cap - r.used
+    if r.ptotal and prefix.head_idle(r):  # no eviction within a span that could change the head's admission
+        k = max(1, steps_within(r, k, free - r.cidle * r.bu))
     if not r.ptotal or free // r.ptotal * r.bs >= k:
         return k  # the cache holds whole cycles of allocations past k
     return steps_within(r, k, free)
@@ -132,6 +138,8 @@ def run_span(r, steps, extra):  # type: ignore[no-untyped-def]
     """Advance the decoders `steps` plain decode steps whose energy differs from the coefficients'
     by `extra` step constants (`sim.kernel.costs`); the jobs that finished are `r.done`."""
     r.used += over(r, steps)
+    if r.pc:
+        prefix.evict(r, r.cap - r.used)
     _add_share(r, (steps + extra) / r.B)
     r.N += steps
     r.S += r.B * steps
@@ -176,6 +184,8 @@ def form_step(r, now_s):  # type: ignore[no-untyped-def]
         budget -= m
     # no admission beside a prompt that stays mid-prefill (one partial prompt at a time)
     settled = part < 0 or r.part_done + m >= r.part_target
+    if r.pc:
+        prefix.evict(r, free - demand)  # the running sequences allocate first
     if r.qlen and settled and (not preempted or r.admit_after):
         demand += _admit(r, budget, free - demand, now_s)
     r.used += demand
@@ -199,11 +209,13 @@ def _admit(r, budget, free, now_s):  # type: ignore[no-untyped-def]
     while r.qlen and r.olen < r.max_seqs and budget > 0:
         j = r.qhead
         target = r.n_in[j] + r.generated[j]
-        m = target if target <= budget else budget
-        if m < target and not r.chunked:
+        hits, idle = prefix.lookup(r, j, target)
+        past = hits * r.hb
+        m = target - past if target - past <= budget else budget
+        if past + m < target and not r.chunked:
             break  # `enqueue` rejected any request whose (re)prefill could exceed the whole budget
-        need = units(r, r.n_in[j] + r.n_out[j] if r.reserve else m)
-        aside = hooks.reserve(r, j, m)
+        need = units(r, r.n_in[j] + r.n_out[j]) if r.reserve else prefix.need(r, hits, idle, past + m)
+        aside = hooks.reserve(r, j, past + m)
         if need + aside > room - taken:
             break
         room -= aside
@@ -212,7 +224,11 @@ def _admit(r, budget, free, now_s):  # type: ignore[no-untyped-def]
         _count_queued(r, j, -1)
         budget -= m
         taken += need
-        _add_work(r, j, m, 0)
+        _add_work(r, j, m, past)
+        if hits:
+            prefix.take(r, j, hits)
+        if r.pc:
+            prefix.evict(r, free - taken)
         if r.chunks[j] == 0:
             r.admit_s[j] = now_s
         r.share_of[j] -= share
@@ -244,6 +260,7 @@ def finish_step(r, extra):  # type: ignore[no-untyped-def]
             r.part_j, r.part_done, r.part_target = j, past + m, target
             continue
         prefilled += 1
+        prefix.register(r, j)
         if gen == 0:
             r.first[r.nfirst] = j
             r.nfirst += 1
@@ -325,7 +342,7 @@ def _complete(r):  # type: ignore[no-untyped-def]
         length = r.n_in[j] + r.n_out[j]
         r.generated[j] = r.n_out[j]
         run_remove(r, j)
-        r.used -= units(r, length if r.reserve else length - 1)
+        r.used -= units(r, length) if r.reserve else prefix.drop(r, j, length - 1)
         r.share_of[j] += share
         r.status[j] = DONE
         r.done[r.ndone] = j
@@ -336,7 +353,7 @@ def _complete(r):  # type: ignore[no-untyped-def]
 def _finish(r, j, kv_tokens):  # type: ignore[no-untyped-def]
     """Job j emitted its last token in a prefill step."""
     run_remove(r, j)
-    r.used -= units(r, r.n_in[j] + r.n_out[j] if r.reserve else kv_tokens)
+    r.used -= units(r, r.n_in[j] + r.n_out[j]) if r.reserve else prefix.drop(r, j, kv_tokens)
     r.share_of[j] += r.share + r.share_c
     r.status[j] = DONE
     r.done[r.ndone] = j
@@ -367,7 +384,7 @@ def _preempt_decoder(r, j):  # type: ignore[no-untyped-def]
     gen = r.n_out[j] - (f - n)
     r.generated[j] = gen
     _log(r, j, DECODER, r.n_in[j] + gen)  # it re-prefills its prompt and the tokens it generated
-    held = units(r, ctx - 1)
+    held = prefix.drop(r, j, ctx - 1)
     r.used -= held
     return need, held
 
@@ -378,7 +395,7 @@ def _preempt_partial(r):  # type: ignore[no-untyped-def]
     j, done = r.part_j, r.part_done
     r.part_j = -1
     _log(r, j, PARTIAL, done)
-    held = 0 if r.reserve else units(r, done)
+    held = 0 if r.reserve else prefix.drop(r, j, done)
     r.used -= held
     r.pending -= r.n_in[j] + r.n_out[j]
     return held

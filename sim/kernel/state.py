@@ -37,13 +37,17 @@ INT_SETTINGS = (
     "requeue_front",  # a preempted job goes back to the queue's front (0/1)
     "admit_after",  # admissions in a step that preempted (0/1)
     "hooks",  # the scheduler's hook code (`sim.kernel.hooks`)
+    "pc",  # prefix caching (0/1, `sim.kernel.prefix`)
+    "hb",  # tokens per prefix block (a multiple of bs)
+    "bu",  # KV units per prefix block
 )
 FLOAT_SETTINGS = ("limit", "tau")  # the power cap (W) and a clock controller's step budget (s)
 _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
     "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi",
-    "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0",
+    "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0", "cidle", "lru_h", "lru_t",
+    "evicted",
 )  # fmt: skip
 _STATE_FLOATS = (
     "share",
@@ -69,7 +73,8 @@ _ARRAYS = (
     ("reason", A_i8), ("first_s", A_f64), ("finish_s", A_f64), ("admit_s", A_f64), ("chunks", A_i32),
     ("nxt", A_i32), ("prv", A_i32), ("slot", A_i32), ("dec_f", A_i64), ("dec_key", A_i64), ("dec_w", A_i64),
     ("free", A_i64), ("hook_i", A_i64), ("hook_f", A_f64),
-    ("ft", A_f64), ("fj", A_i64),
+    ("ft", A_f64), ("fj", A_i64), ("b_start", A_i64), ("b_count", A_i32), ("b_ids", A_i32), ("refs", A_i32),
+    ("cached", A_i64), ("cached_pairs", A_f64), ("c_ref", A_i32), ("c_in", A_i8), ("c_prev", A_i32), ("c_next", A_i32),
 )  # fmt: skip
 FIELDS = (
     [(n, i64) for n in INT_SETTINGS + _STATE_INTS] + [(n, f64) for n in FLOAT_SETTINGS + _STATE_FLOATS] + list(_ARRAYS)
@@ -94,18 +99,20 @@ DECODER, PARTIAL, REQUEUE = 0, 1, 2
 
 
 @njit(cache=True)
-def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows, jobs, links, feed_t, feed_j):  # type: ignore[no-untyped-def]
+def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows, jobs, links, prefix, feed_t, feed_j):  # type: ignore[no-untyped-def]
     """A replica with settings `ints` and `floats` (`INT_SETTINGS`, `FLOAT_SETTINGS`), its
     scheduler hooks' own settings and state (`hook_i`, `hook_f`: `sim.kernel.hooks`), step
     coefficients `lt` (s) and `le` (J) by clock (`sim.kernel.costs`; row 0 its own clock's: `ct`,
     `ce`), room for `seqs` running sequences, the job columns `jobs`, the per-job `links` (nxt,
-    prv, slot) and its feed."""
+    prv, slot), the jobs' prompt blocks `prefix` (start, count and ids, references and cached
+    tokens and their attention pairs per job, distinct blocks: `sim.kernel.prefix`) and its feed."""
     if lt.shape[1] != 8 or le.shape[1] != 8:  # `sim.kernel.costs.COLUMNS`: six coefficients, then expert reads
         raise ValueError("step coefficient rows need 8 columns (sim.kernel.costs.COLUMNS; build them with StepCosts)")
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
     r.requeue_front, r.admit_after, r.hooks = ints[11], ints[12], ints[13]
+    r.pc, r.hb, r.bu = ints[14], ints[15], ints[16]
     r.limit, r.tau = floats[0], floats[1]
     r.hook_i, r.hook_f = hook_i, hook_f
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
@@ -135,6 +142,12 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.free = np.arange(seqs + 1)  # decoder slots not held, a stack
     r.nfree = seqs + 1
     r.ft, r.fj = feed_t, feed_j
+    r.b_start, r.b_count, r.b_ids, r.refs, r.cached, r.cached_pairs, unique = prefix
+    blocks = unique if r.pc else 0
+    r.c_ref, r.c_in = np.zeros(blocks, np.int32), np.zeros(blocks, np.int8)
+    r.c_prev, r.c_next = np.full(blocks, -1, np.int32), np.full(blocks, -1, np.int32)
+    r.cidle = r.evicted = 0
+    r.lru_h = r.lru_t = -1
     return r
 
 

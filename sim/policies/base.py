@@ -2,7 +2,9 @@
 
 A policy sees one request (and, if it is `dynamic`, a snapshot of the server when the request
 arrives) and returns the lengths to serve and whether to summarise the prompt first. The quality
-cost is what the decision removed: input tokens dropped, output tokens cut. No SimPy here.
+cost is what the decision removed: input tokens dropped, output tokens cut. A policy that changes
+the prompt also says how many of its original leading tokens the served prompt keeps as they were
+(`kept_prefix`): only those can hit the engine's prefix cache (`sim.prefix`). No SimPy here.
 """
 
 from __future__ import annotations
@@ -29,20 +31,25 @@ class Request:
 
 @dataclass(frozen=True)
 class Decision:
-    """Lengths to serve (tokens); summary_tokens > 0: summarise the prompt to that many first."""
+    """Lengths to serve (tokens); summary_tokens > 0: summarise the prompt to that many first.
+    kept_prefix: leading tokens of the original prompt the served one keeps unchanged (None: the
+    served prompt is the original's start, all n_in of them)."""
 
     n_in: int
     n_out: int
     summary_tokens: int = 0
+    kept_prefix: int | None = None
 
 
 @dataclass(frozen=True)
 class Shaping:
-    """Decisions for a whole trace, as arrays (tokens)."""
+    """Decisions for a whole trace, as arrays (tokens). kept_prefix (int64): leading tokens of
+    each original prompt the served one keeps unchanged (None: all of the served n_in)."""
 
     n_in: np.ndarray
     n_out: np.ndarray
     summary_tokens: np.ndarray
+    kept_prefix: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,14 @@ class Policy:
             self.decide(Request(0.0, int(i), int(o)))
             for i, o in zip(np.asarray(n_in).tolist(), np.asarray(n_out).tolist(), strict=True)
         ]
+        kept = None
+        if any(d.kept_prefix is not None for d in decisions):
+            kept = np.array([d.n_in if d.kept_prefix is None else d.kept_prefix for d in decisions], dtype=np.int64)
         return Shaping(
             np.array([d.n_in for d in decisions], dtype=np.int64),
             np.array([d.n_out for d in decisions], dtype=np.int64),
             np.array([d.summary_tokens for d in decisions], dtype=np.int64),
+            kept,
         )
 
     def describe(self) -> str:

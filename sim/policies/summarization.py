@@ -3,7 +3,8 @@
 The summarization request (the original prompt in, summary_tokens out) runs on the summarizer's
 own oracle, on a separate GPU (`placement: separate`, the default) or queued on the main server
 (`placement: same`, which needs the summarizer to be the main model). Its energy and latency are
-charged to the user's request; the main request then runs on the summary.
+charged to the user's request; the main request then runs on the summary, a new prompt that keeps
+none of the original's leading tokens (`kept_prefix` 0: no prefix-cache hits of its own prompt).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class Summarization(Policy):
 
     def decide(self, request: Request, state: ServerState | None = None) -> Decision:
         if request.n_in <= self.min_input_tokens:
-            return Decision(request.n_in, request.n_out)
-        return Decision(self.summary_tokens, request.n_out, self.summary_tokens)
+            return Decision(request.n_in, request.n_out, kept_prefix=request.n_in)
+        return Decision(self.summary_tokens, request.n_out, self.summary_tokens, kept_prefix=0)
 
     def shape(self, n_in: ArrayLike, n_out: ArrayLike) -> Shaping:
         i = np.asarray(n_in, dtype=np.int64)
@@ -77,6 +78,7 @@ class Summarization(Policy):
             np.where(long, self.summary_tokens, i),
             np.asarray(n_out, dtype=np.int64).copy(),
             summary,
+            np.where(long, 0, i).astype(np.int64),  # a summary is a new prompt: none of the original's start
         )
 
     def describe(self) -> str:

@@ -39,6 +39,7 @@ class Scheduler:
     admit_after_preemption: ClassVar[bool] = False  # admit waiting requests in a step that preempted one
     chunked_prefill: ClassVar[bool] = True  # default when server.chunked_prefill is null
     requeue_front: ClassVar[bool] = True  # a preempted sequence goes back to the queue's front (else its end)
+    prefix_caching: ClassVar[bool] = True  # default when server.prefix_caching is null (vLLM V1: on)
 
     def __init__(self, options: Any = None) -> None:
         self.options = self.Options() if options is None else options

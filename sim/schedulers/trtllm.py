@@ -29,5 +29,6 @@ class TrtllmNoEvict(Scheduler):
     name = "trtllm_no_evict"
     description = "TensorRT-LLM GUARANTEED_NO_EVICT: reserve n_in + n_out"
     reserve_full = True
+    prefix_caching = False  # TensorRT-LLM reuses blocks here too; reuse beside a whole reservation is not modelled
     admit_after_preemption = True
     chunked_prefill = False

@@ -55,6 +55,7 @@ def replica(
         4,
         columns,
         links,
+        (np.zeros(0, np.int64), *(np.zeros(0, np.int32) for _ in range(3)), np.zeros(jobs, np.int64), f64(), 0),
         np.zeros(0),
         np.zeros(0, np.int64),
     )
