@@ -69,7 +69,6 @@ class Engine:
         "_bs",
         "_fit",
         "_heap",
-        "_idle",
         "_refs",
         "_sat",
         "blocks_cached",
@@ -85,6 +84,7 @@ class Engine:
         "kv",
         "max_seqs",
         "hb",
+        "idle_blocks",
         "max_tokens",
         "order",
         "partial",
@@ -133,7 +133,7 @@ class Engine:
         p = prefix_settings(self.scheduler, config, kv, jobs)
         self.pc, self.hb, self.bu = bool(p["pc"]), p["hb"], p["bu"]  # prefix cache on; tokens, units a block
         self.blocks_cached: dict[int, int] = {}  # cached block → sequences referencing it
-        self._idle: dict[int, None] = {}  # cached blocks no one references, least recently used first
+        self.idle_blocks: dict[int, None] = {}  # cached blocks no one references, least recently used first
         self._refs: dict[int, int] = {}  # job → its leading blocks it references
         self.evicted = 0
 
@@ -235,7 +235,7 @@ class Engine:
         k = min(k, self.scheduler.steady_steps(self))
         phases = self.phases
         if phases.total and self._head_idle():  # no eviction within a span that could change the head's admission
-            k = max(1, phases.steps_within(self.N, k, self.cap - self.used - len(self._idle) * self.bu))
+            k = max(1, phases.steps_within(self.N, k, self.cap - self.used - len(self.idle_blocks) * self.bu))
         if not phases.total or (self.cap - self.used) // phases.total * self._bs >= k:
             return k  # the cache holds whole cycles of allocations past k
         return phases.steps_within(self.N, k, self.cap - self.used)
@@ -493,13 +493,13 @@ class Engine:
             if h not in self.blocks_cached:
                 break
             hits += 1
-            idle += h in self._idle
+            idle += h in self.idle_blocks
         return hits, idle
 
     def _take(self, j: int, hits: int) -> None:
         """Job j references its first `hits` blocks, found cached."""
         for h in self._blocks(j, hits * self.hb):
-            self._idle.pop(h, None)
+            self.idle_blocks.pop(h, None)
             self.blocks_cached[h] += 1
         self._refs[j] = hits
         h = hits * self.hb
@@ -511,8 +511,8 @@ class Engine:
         cached meanwhile is shared, j's own copy freed)."""
         blocks = self._blocks(j, self.jobs.n_in[j])
         for h in blocks[self._refs.get(j, 0) :]:
-            if h in self._idle:
-                del self._idle[h]  # the idle copy is used again, j's own is freed: no change in units
+            if h in self.idle_blocks:
+                del self.idle_blocks[h]  # the idle copy is used again, j's own is freed: no change in units
             elif h in self.blocks_cached:
                 self.used -= self.bu  # shared with the sequences holding it: j's own copy is freed
             self.blocks_cached[h] = self.blocks_cached.get(h, 0) + 1
@@ -527,13 +527,13 @@ class Engine:
         for h in reversed(self._blocks(j, refs * self.hb)):
             self.blocks_cached[h] -= 1
             if not self.blocks_cached[h]:
-                self._idle[h] = None
+                self.idle_blocks[h] = None
                 held += self.bu
         return held
 
     def _evict(self, free: int) -> None:
         """Evict idle blocks, least recently used first, until the rest fit in `free` units."""
-        idle = self._idle
+        idle = self.idle_blocks
         while len(idle) * self.bu > free:
             h = next(iter(idle))
             del idle[h], self.blocks_cached[h]
@@ -541,7 +541,7 @@ class Engine:
 
     def _head_idle(self) -> bool:
         """Whether the queue's head would find idle cached blocks (an eviction could change its admission)."""
-        if not self._idle or not self.queue:
+        if not self.idle_blocks or not self.queue:
             return False
         j = self.queue[0]
         return self._lookup(j, self.jobs.n_in[j] + self.jobs.generated[j])[1] > 0

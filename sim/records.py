@@ -1,7 +1,9 @@
 """Per-request records: the job table folded back onto the user's requests.
 
 A user's request is its main job plus, if a policy summarised its prompt, the summarization job.
-Latencies run from the user's arrival; energies (J) add both jobs' charges. Records are computed a
+Latencies run from the user's arrival; energies (J) add both jobs' charges, and so do the prompt
+tokens found in the prefix cache (`cached_tokens`) and the prefill energy that spared
+(`cache_saved_j`, J: what prefilling them would have cost, already left out of `energy_j`). Records are computed a
 range of rows at a time: in memory for a small run, or written to Parquet one row group at a time
 (`RecordsWriter`: during the run, each row group as soon as all its rows are final) and read back
 a column at a time (`RecordsFile`).
@@ -39,11 +41,10 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
     n_in, n_out = jobs.lengths_of(ids)
     server, chunks, share = jobs.server[ids], jobs.chunks[ids], jobs.share[ids]
     preempted = jobs.preemptions.dense(ids, np.int32) > 0
-    cached = jobs.cached_tokens[ids]
-    out = np.zeros(ids.size)
+    out = np.where(done, -cache_saved_j(jobs, costs, ids), 0.0)
     for index, c in enumerate(costs):
         m = (server == index) & done
-        out[m] = request_energy_j(c.energy_j, n_in[m], n_out[m], chunks[m], share[m])
+        out[m] += request_energy_j(c.energy_j, n_in[m], n_out[m], chunks[m], share[m])
         extra = m & preempted
         if extra.any():
             e = ids[extra]
@@ -54,9 +55,19 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
                 jobs.recomputed_steps.dense(e, np.int32),
                 jobs.recomputed_ctx.dense(e, np.int64),
             )
-        hit = m & (cached > 0)
-        if hit.any():
-            out[hit] -= cached_cost(StepCoef.of(c.energy_j), cached[hit], jobs.cached_pairs[ids[hit]])
+    return out
+
+
+def cache_saved_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -> np.ndarray:
+    """Energy (J) of the prefill that the prefix cache spared jobs `ids`: their cached prompt
+    tokens and attention pairs at their server's coefficients (0 for jobs without hits)."""
+    out = np.zeros(ids.size)
+    cached, server = jobs.cached_tokens[ids], jobs.server[ids]
+    hit = cached > 0
+    for index, c in enumerate(costs):
+        m = hit & (server == index)
+        if m.any():
+            out[m] = cached_cost(StepCoef.of(c.energy_j), cached[m], jobs.cached_pairs[ids[m]])
     return out
 
 
@@ -216,10 +227,14 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
     parents = r.parents[lo:hi] - start
     summaries = n + np.arange(lo, hi)
     ids = np.arange(start, stop)
-    energy = job_energy_j(jobs, r.costs, r.exact, np.concatenate([ids, summaries]))
+    both = np.concatenate([ids, summaries])
+    energy = job_energy_j(jobs, r.costs, r.exact, both)
     served_in, served_out = jobs.lengths_of(rows)
     summary_energy = np.zeros(ids.size)
     summary_energy[parents] = energy[ids.size :]
+    cached, saved = jobs.cached_tokens[both], cache_saved_j(jobs, r.costs, both)  # a summary's hits are its request's
+    cached[parents] += cached[ids.size :]
+    saved[parents] += saved[ids.size :]
     summary_tokens = np.zeros(ids.size, dtype=np.int64)
     summary_tokens[parents] = jobs.lengths_of(summaries)[1]
     arrival_s, n_in, n_out = r.arrival_s[rows], r.n_in[rows].astype(np.int64), r.n_out[rows].astype(np.int64)
@@ -252,7 +267,8 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
             "output_tokens_cut": n_out - served_out,
             "preemptions": jobs.preemptions.dense(ids, np.int32),
             "recomputed_tokens": jobs.extra_prefill_tokens.dense(ids, np.int64),
-            "cached_tokens": jobs.cached_tokens[ids],
+            "cached_tokens": cached[: ids.size],
+            "cache_saved_j": saved[: ids.size],
             "reject_reason": pd.Categorical.from_codes(jobs.reason[rows], categories=_REASONS),
         }
     )

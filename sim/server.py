@@ -393,6 +393,7 @@ class Server:
         e = self.engine
         assert isinstance(e, Engine)
         assert e.kv_units_explicit() == e.used, "incremental KV count diverged from the explicit one"
+        assert e.used + len(e.idle_blocks) * e.bu <= e.cap, "cached blocks and KV held exceed the cache"
 
     def _emit(self, first: list[int], done: list[int]) -> None:
         """Stamp first tokens and completions with the clock; tell the fleet."""

@@ -4,6 +4,8 @@ finds every repeated leading block; the cache never changes what a request gener
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 import traces
 from sim.config import ServerConfig
+from sim.run import simulate
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import random_rejections, toy_oracle, trace
 from tests.sim.kernel.test_loop import assert_same, both
@@ -127,3 +130,19 @@ def test_random_runs_with_shared_prefixes_replay_bit_for_bit(rows, scheduler, kv
     compiled, general = both(frame, oracle, config)
     assert_same(compiled, general)
     event("hits" if compiled.requests["cached_tokens"].sum() else "no hits")
+    exact = simulate(frame, oracle, dataclasses.replace(config, exact_steps=True)).requests  # checks KV every step
+    for column in ("completed", "n_out_served", "cached_tokens", "preemptions"):
+        assert exact[column].tolist() == compiled.requests[column].tolist(), column
+
+
+@pytest.mark.parametrize("router", ["least_tokens", "energy_aware"])
+def test_a_routed_fleet_with_prefix_caches_replays_bit_for_bit(llama, mooncake, router):
+    """Each replica has its own cache (the SimPy process on the reference engine, or the compiled fleet)."""
+    from sim.fleet import Fleet
+    from tests.sim.kernel.test_fleet import both as both_routed
+
+    fast = mooncake.assign(arrival_s=mooncake["arrival_s"] * 0.5)
+    fleet = Fleet.single(llama, ServerConfig(kv_capacity_tokens=200_000), 3, router)
+    compiled, general = both_routed(fast, fleet)
+    assert_same(compiled, general)
+    assert compiled.requests["cached_tokens"].sum() > 0
