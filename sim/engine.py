@@ -539,6 +539,10 @@ class Engine:
             del idle[h], self.blocks_cached[h]
             self.evicted += 1
 
+    def cached_tokens(self, j: int) -> int:
+        """Tokens of job j's prompt this replica holds cached, as an admission now would find them."""
+        return self._lookup(j, self.jobs.n_in[j] + self.jobs.generated[j])[0] * self.hb
+
     def _head_idle(self) -> bool:
         """Whether the queue's head would find idle cached blocks (an eviction could change its admission)."""
         if not self.idle_blocks or not self.queue:

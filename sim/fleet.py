@@ -42,12 +42,14 @@ class FleetConfig:
     router: str = "round_robin"
     pools: tuple[PoolConfig, ...] = ()
     slo_headroom: float = 0.8
+    cache_balance: float = 1.0
 
     def __post_init__(self) -> None:
         from sim.routing import ROUTERS  # it imports this module's Fleet
 
         check(self.router in ROUTERS, "fleet.router", f"must be one of {tuple(ROUTERS)}, got {self.router!r}")
         check(0 < self.slo_headroom <= 1, "fleet.slo_headroom", f"must be in (0, 1], got {self.slo_headroom}")
+        check(self.cache_balance >= 0, "fleet.cache_balance", f"must be ≥ 0, got {self.cache_balance}")
         check(self.replicas >= 1, "fleet.replicas", f"must be ≥ 1, got {self.replicas}")
         check(
             not self.pools or self.replicas == 1,
@@ -113,12 +115,15 @@ class Pool:
 @dataclass(frozen=True)
 class Fleet:
     """Pools behind a router. The `energy_aware` router keeps its TTFT and TPOT estimates within
-    `slo_headroom` × the `slo` targets (estimates miss prefill interference and later arrivals)."""
+    `slo_headroom` × the `slo` targets (estimates miss prefill interference and later arrivals);
+    the `cache_aware` router weighs a replica's load above the mean by `cache_balance` against
+    the share of the prompt it holds cached."""
 
     pools: tuple[Pool, ...]
     router: str = "round_robin"
     slo: SloConfig = SloConfig()
     slo_headroom: float = 0.8
+    cache_balance: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -187,7 +192,13 @@ def build_fleet(
     """Resolve a FleetConfig: pools without an oracle use `oracle`; pool server keys override
     the top-level `server`. `load_oracle(name, key)` loads an oracle, naming the config key."""
     if not config.pools:
-        return Fleet((Pool("main", oracle, server, config.replicas),), config.router, slo, config.slo_headroom)
+        return Fleet(
+            (Pool("main", oracle, server, config.replicas),),
+            config.router,
+            slo,
+            config.slo_headroom,
+            config.cache_balance,
+        )
     pools = []
     for i, p in enumerate(config.pools):
         key = f"fleet.pools[{i}]"
@@ -195,4 +206,4 @@ def build_fleet(
         merged = {**asdict(server), **p.server}
         srv = build(ServerConfig, merged, f"{key}.server")
         pools.append(Pool(p.name, pool_oracle, srv, p.replicas, p.max_input_tokens, p.max_output_tokens))
-    return Fleet(tuple(pools), config.router, slo, config.slo_headroom)
+    return Fleet(tuple(pools), config.router, slo, config.slo_headroom, config.cache_balance)

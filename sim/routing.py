@@ -8,6 +8,11 @@
   least tokens within the pool.
 - `energy_aware`: among the replicas whose estimated TTFT and TPOT stay within `slo_headroom` × the
   SLO, the one where the request adds the least energy; if none qualifies, least tokens.
+- `cache_aware`: the replica with the best score, the share of the prompt it holds in its prefix
+  cache less `cache_balance` × (its outstanding tokens − the mean) / max(1, the mean): the vLLM
+  production stack's load-aware KV-cache routing (docs.vllm.ai/projects/production-stack,
+  "Load Aware Routing"; its load counts requests in flight, this one tokens), reading each
+  replica's cache as it is (an ideal index of it, as llm-d and SGLang's router approximate).
 
 Each router is a `Router` subclass registered by name with `@register` (`ROUTERS`, what
 `fleet.router` names); config validation, `--help` and the tests read the registry.
@@ -34,7 +39,7 @@ from sim.costs import StepCosts, sequence_cost
 from sim.fleet import Fleet
 from sim.jobs import ServerState
 from sim.kernel import routers as compiled
-from sim.kernel.routers import ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
+from sim.kernel.routers import CACHE_AWARE, ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
 from sim.registry import Registry
 from sim.server import Server
 
@@ -177,8 +182,9 @@ class Router:
         if len(self.servers) == 1:
             self.static = True
 
-    def pick(self, n_in: int, n_out: int) -> Server:
-        """The server that takes a request of these (served) lengths, now."""
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
+        """The server that takes a request of these (served) lengths, now (`job`: its job id, for
+        routers that read the replicas' prefix caches; −1 when unknown)."""
         raise NotImplementedError
 
     def assign(self, n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
@@ -199,7 +205,7 @@ class RoundRobin(Router):
         super().__init__(fleet, servers)
         self._next = 0
 
-    def pick(self, n_in: int, n_out: int) -> Server:
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
         s = self.servers[self._next]
         self._next = (self._next + 1) % len(self.servers)
         return s
@@ -223,7 +229,7 @@ class LeastTokens(Router):
         self._index = LoadIndex(self.servers)
         self.load_indexes = [self._index]
 
-    def pick(self, n_in: int, n_out: int) -> Server:
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
         return self._index.least()
 
 
@@ -247,7 +253,7 @@ class LengthAware(Router):
             out[np.broadcast_to(self.fleet.pools[k].admits(i, o), i.shape)] = k
         return out
 
-    def pick(self, n_in: int, n_out: int) -> Server:
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
         for p, index in zip(self.fleet.pools, self._indexes, strict=True):
             if p.admits(n_in, n_out):
                 return index.least()
@@ -275,7 +281,7 @@ class EnergyAware(Router):
         ]
         self.load_indexes = [index for _, _, index in self._groups]
 
-    def pick(self, n_in: int, n_out: int) -> Server:
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
         """The replica that adds the least energy (then the least outstanding work, then the
         first) among those meeting the SLO; least tokens if none does.
 
@@ -309,6 +315,37 @@ class EnergyAware(Router):
             return best
         least = [index.least() for _, _, index in self._groups]
         return min(least, key=lambda s: (s.engine.outstanding_tokens(), s.index))
+
+
+@register
+class CacheAware(Router):
+    """The most of the prompt cached, weighed against load (see the module docstring)."""
+
+    name = "cache_aware"
+    kernel_code = CACHE_AWARE
+
+    def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
+        super().__init__(fleet, servers)
+        self._index = LoadIndex(self.servers)
+        self.load_indexes = [self._index]
+
+    def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
+        """Score = cached share of the prompt − cache_balance × (load − mean) / max(1, mean);
+        the best, then the least loaded, then the first."""
+        index = self._index
+        if job < 0:
+            return index.least()
+        index.refresh()
+        loads = index.tokens
+        mean = sum(loads) / len(loads)
+        scale = max(1.0, mean)
+        beta = self.fleet.cache_balance
+        best, best_s, best_w = 0, 0.0, 0
+        for k, (s, w) in enumerate(zip(self.servers, loads, strict=True)):
+            score = s.engine.cached_tokens(job) / n_in - beta * ((w - mean) / scale)
+            if k == 0 or score > best_s or (score == best_s and w < best_w):
+                best, best_s, best_w = k, score, w
+        return self.servers[best]
 
 
 def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float, tpot_s: float) -> bool:

@@ -354,7 +354,7 @@ class _Summaries:
         """A summary is ready: the user's request (now on the summary) goes to a replica."""
         if job >= self.n:
             parent = self.parents[job - self.n]
-            self.router.pick(self.jobs.n_in[parent], self.jobs.n_out[parent]).submit(parent, t)
+            self.router.pick(self.jobs.n_in[parent], self.jobs.n_out[parent], parent).submit(parent, t)
 
     def rejected(self, job: int, t: float) -> None:
         """A prompt too long for the summarizer: its user's request is rejected too."""
@@ -428,7 +428,7 @@ class _Dispatcher:
     def _route(self, i: int, t: float) -> None:
         jobs, router = self.jobs, self.router
         if self.policy.dynamic:
-            server = router.pick(self.n_in[i], self.n_out[i])
+            server = router.pick(self.n_in[i], self.n_out[i], i)
             d = self.policy.decide(Request(t, self.n_in[i], self.n_out[i]), server.state())
             if d.summary_tokens:
                 raise ValueError(f"dynamic policy {self.policy.name!r} cannot add summarization requests")
@@ -438,9 +438,9 @@ class _Dispatcher:
             self._submit(server, i, t)
         elif i in self.summary_of:
             job = self.summary_of[i]
-            self._submit(self.summarizer or router.pick(jobs.n_in[job], jobs.n_out[job]), job, t)
+            self._submit(self.summarizer or router.pick(jobs.n_in[job], jobs.n_out[job], job), job, t)
         else:
-            self._submit(router.pick(jobs.n_in[i], jobs.n_out[i]), i, t)
+            self._submit(router.pick(jobs.n_in[i], jobs.n_out[i], i), i, t)
 
 
 def _progress(horizon_s: float, enabled: bool) -> Any:

@@ -18,7 +18,7 @@ from numba import njit
 from sim.config import ConfigError, ServerConfig
 from sim.costs import StepCosts
 from sim.jobs import JobTable
-from sim.kernel import announce_compiling, rules, state
+from sim.kernel import announce_compiling, prefix, rules, state
 from sim.kv import KvLayout
 from sim.schedulers import SCHEDULERS
 from sim.schedulers.base import Scheduler
@@ -151,6 +151,10 @@ class KernelEngine:
         first, done = _first_done(self.r)
         return first.tolist(), done.tolist()
 
+    def cached_tokens(self, j: int) -> int:
+        """Tokens of job j's prompt this replica holds cached, as an admission now would find them."""
+        return int(_cached_tokens(self.r, j))
+
     def outstanding_tokens(self) -> int:
         """Work left (tokens): queued and prefilling jobs' n_in + n_out, the decoders' outputs owed."""
         c = self.counters
@@ -229,6 +233,11 @@ def job_columns(jobs: JobTable) -> tuple[np.ndarray, ...]:
     """The job table's columns the kernel reads and writes, as numpy views of its buffers."""
     as32 = [np.frombuffer(a, dtype=np.int32) for a in (jobs.n_in, jobs.n_out, jobs.generated)]
     return (*as32, jobs.share, jobs.status, jobs.reason, jobs.first_s, jobs.finish_s, jobs.admit_s, jobs.chunks)
+
+
+@njit(cache=True)
+def _cached_tokens(r, j):  # type: ignore[no-untyped-def]
+    return prefix.lookup(r, j, r.n_in[j] + r.generated[j])[0] * r.hb
 
 
 @njit(cache=True)

@@ -31,6 +31,7 @@ _FIELDS = [
     ("router", types.int64), ("i", types.int64), ("eid", types.int64), ("arr_eid", types.int64),
     ("has_arrival", types.int64), ("hn", types.int64), ("nwoken", types.int64), ("started", types.int64),
     ("now", types.float64), ("arr_env", types.float64), ("ttft_s", types.float64), ("tpot_s", types.float64),
+    ("cache_balance", types.float64),
     ("times", types.float64[::1]), ("server_of", types.int16[::1]), ("hk", types.float64[::1]),
     ("he", types.int64[::1]), ("hr", types.int64[::1]), ("woken", types.int64[::1]), ("woken_at", types.float64[::1]),
     ("pool_lo", types.int64[::1]), ("pool_hi", types.int64[::1]), ("pool_in", types.int64[::1]),
@@ -55,12 +56,14 @@ FLEET = FleetType(_FIELDS)
 
 
 @njit(cache=True)
-def new_fleet(router, times, server_of, replicas, pools, ttft_s, tpot_s):  # type: ignore[no-untyped-def]
+def new_fleet(router, times, server_of, replicas, pools, ttft_s, tpot_s, cache_balance):  # type: ignore[no-untyped-def]
     """A fleet of `replicas` with `router` (`sim.kernel.routers`) over arrivals at `times` (s;
     arrival i is job i); `pools` = (first replica, end, max input tokens, max output tokens,
-    max_num_tokens (0: none), shared step energy above idle (J)) per pool; SLO bounds (s)."""
+    max_num_tokens (0: none), shared step energy above idle (J)) per pool; SLO bounds (s); the
+    cache-aware router's weight of load against cached share."""
     f = structref.new(FLEET)
     f.router, f.times, f.server_of, f.ttft_s, f.tpot_s = router, times, server_of, ttft_s, tpot_s
+    f.cache_balance = cache_balance
     f.pool_lo, f.pool_hi, f.pool_in, f.pool_out, f.pool_tokens, f.pool_shared_j = pools
     f.i = f.eid = f.arr_eid = f.hn = f.nwoken = f.started = 0
     f.has_arrival = 1 if times.size else 0
@@ -176,7 +179,7 @@ def _arrive(f, reps):  # type: ignore[no-untyped-def]
     while f.i < times.size and times[f.i] <= now:
         j = f.i
         r0 = reps[0]
-        k = pick(f, reps, r0.n_in[j], r0.n_out[j])
+        k = pick(f, reps, j, r0.n_in[j], r0.n_out[j])
         r = reps[k]
         f.server_of[j] = k
         room = accepts_arrivals(r)

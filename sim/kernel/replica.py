@@ -131,7 +131,14 @@ class RoutedFleet:
         h = fleet.slo_headroom
         times = np.ascontiguousarray(times_s, dtype=float)
         self.f = new_fleet(
-            router.kernel_code, times, jobs.server, len(self.servers), pools, h * fleet.slo.ttft_s, h * fleet.slo.tpot_s
+            router.kernel_code,
+            times,
+            jobs.server,
+            len(self.servers),
+            pools,
+            h * fleet.slo.ttft_s,
+            h * fleet.slo.tpot_s,
+            fleet.cache_balance,
         )
 
     @property

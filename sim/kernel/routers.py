@@ -1,6 +1,6 @@
 """Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.routing` says
-the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`
-or `ENERGY_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
+the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`,
+`ENERGY_AWARE` or `CACHE_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
 order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`. The fleet keeps each
 replica's outstanding tokens (`f.load`) and steps until its last decoder finishes (`f.finish`)
 up to date (`note`), so that a pick scans two arrays and reads a replica only to check its SLO.
@@ -12,9 +12,10 @@ import math
 
 from numba import njit
 
+from sim.kernel import prefix
 from sim.kernel.costs import const_at
 
-LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE = 1, 2, 3
+LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE, CACHE_AWARE = 1, 2, 3, 4
 
 
 @njit(cache=True)
@@ -101,8 +102,28 @@ def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def pick(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
-    """The replica that takes a request of these lengths (tokens), now."""
+def _cache_aware(f, reps, j, n_in):  # type: ignore[no-untyped-def]
+    """The replica with the best score: the share of job j's prompt it holds cached, less
+    `f.cache_balance` × its load above the mean over the mean; then the least loaded, then the
+    first (`sim.routing.CacheAware.pick`)."""
+    load = f.load
+    mean = load.sum() / load.size
+    scale = max(1.0, mean)
+    best, best_s, best_w = -1, 0.0, 0
+    for k in range(load.size):
+        r = reps[k]
+        cached = prefix.lookup(r, j, r.n_in[j] + r.generated[j])[0] * r.hb
+        s = cached / n_in - f.cache_balance * ((load[k] - mean) / scale)
+        if best < 0 or s > best_s or (s == best_s and load[k] < best_w):
+            best, best_s, best_w = k, s, load[k]
+    return best
+
+
+@njit(cache=True)
+def pick(f, reps, j, n_in, n_out):  # type: ignore[no-untyped-def]
+    """The replica that takes job j, a request of these lengths (tokens), now."""
+    if f.router == CACHE_AWARE:
+        return _cache_aware(f, reps, j, n_in)
     if f.router == ENERGY_AWARE:
         return _energy_aware(f, reps, n_in, n_out)
     if f.router == LENGTH_AWARE:

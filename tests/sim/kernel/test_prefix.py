@@ -135,7 +135,7 @@ def test_random_runs_with_shared_prefixes_replay_bit_for_bit(rows, scheduler, kv
         assert exact[column].tolist() == compiled.requests[column].tolist(), column
 
 
-@pytest.mark.parametrize("router", ["least_tokens", "energy_aware"])
+@pytest.mark.parametrize("router", ["least_tokens", "energy_aware", "cache_aware"])
 def test_a_routed_fleet_with_prefix_caches_replays_bit_for_bit(llama, mooncake, router):
     """Each replica has its own cache (the SimPy process on the reference engine, or the compiled fleet)."""
     from sim.fleet import Fleet
