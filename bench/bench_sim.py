@@ -1,6 +1,7 @@
-"""Simulator loop speed: azure_chat, and a synthetic trace fully busy and at a fraction of capacity.
+"""Simulator loop speed: azure_chat, mooncake_conversation with the prefix cache on and off, and a
+synthetic trace fully busy and at a fraction of capacity.
 
-    python bench/bench_sim.py [--requests 1000000] [--busy 0.7] [--repeat 3] [--rate R] [--no-azure]
+    python bench/bench_sim.py [--requests 1000000] [--busy 0.7] [--repeat 3] [--rate R] [--no-azure] [--no-mooncake]
 
 Times the simulation loop (`SimResult.wall_s`: the SimPy run, not the interpreter start-up, the
 trace load, shaping, records or MLflow) and the whole `simulate` call, and prints the min and
@@ -15,7 +16,8 @@ median over `--repeat` repeats, the configurations interleaved (one of each per 
 Peak memory is the process's peak resident set size (interpreter and libraries included). The
 compiled kernel (`sim.kernel`) is loaded from its cache (or compiled) by a first small simulation,
 timed and printed apart.
-Targets (issue 12): ≥ 150,000 requests/s at 70 % busy and ≥ 200,000 fully busy on 1M requests.
+Targets (issue 12): ≥ 150,000 requests/s at 70 % busy and ≥ 200,000 fully busy on 1M requests;
+(issue 23) the Mooncake replay with the prefix cache at ≥ 50 % of the speed without it.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ class Case:
 
     label: str
     requests: pd.DataFrame
+    config: ServerConfig | None = None  # None: the command's
     loop_s: list[float] = field(default_factory=list)
     call_s: list[float] = field(default_factory=list)
     last: SimResult | None = None
 
     def run(self, oracle: Oracle, config: ServerConfig) -> SimResult:
         start = time.perf_counter()
-        result = simulate(self.requests, oracle, config)
+        result = simulate(self.requests, oracle, self.config or config)
         self.call_s.append(time.perf_counter() - start)
         self.loop_s.append(result.wall_s)
         self.last = result
@@ -90,11 +93,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every configuration once)")
     parser.add_argument("--scheduler", default="vllm", help="engine model (server.scheduler)")
     parser.add_argument("--no-azure", action="store_true", help="skip the azure_chat replay")
+    parser.add_argument("--no-mooncake", action="store_true", help="skip the mooncake_conversation replays")
     args = parser.parse_args()
     warnings.simplefilter("ignore", OracleRangeWarning)
     oracle = Oracle.load(args.oracle)
     config = ServerConfig(scheduler=args.scheduler)
     cases = [] if args.no_azure else [Case("azure_chat", traces.load("azure_chat"))]
+    if not args.no_mooncake:
+        mooncake = traces.load("mooncake_conversation")
+        for on in (True, False):
+            on_off = ServerConfig(scheduler=args.scheduler, prefix_caching=on)
+            cases.append(Case(f"mooncake_conversation, prefix cache {'on' if on else 'off'}", mooncake, on_off))
     full = Case("synthetic fully busy", _synthetic(args.requests, SATURATED_RATE))
     cases.append(full)
     start = time.perf_counter()  # the compiled kernel loads (or compiles) once per process: not timed below

@@ -163,18 +163,18 @@ def least_tokens(servers):
     return best
 
 
-def brute_least_tokens(self, n_in, n_out):
+def brute_least_tokens(self, n_in, n_out, job=-1):
     return least_tokens(self.servers)
 
 
-def brute_length_aware(self, n_in, n_out):
+def brute_length_aware(self, n_in, n_out, job=-1):
     for p, group in zip(self.fleet.pools, self.by_pool, strict=True):
         if p.admits(n_in, n_out):
             return least_tokens(group)
     return least_tokens(self.by_pool[-1])
 
 
-def brute_energy_aware(self, n_in, n_out):
+def brute_energy_aware(self, n_in, n_out, job=-1):
     """Every replica's full snapshot, SLO estimates and marginal energy; the least energy, then work."""
     h = self.fleet.slo_headroom
     ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
@@ -196,7 +196,20 @@ def brute_energy_aware(self, n_in, n_out):
     return best if best is not None else least_tokens(self.servers)
 
 
+def brute_cache_aware(self, n_in, n_out, job=-1):
+    """Every replica's cached share of the prompt less the balance × its relative load; the best, then the least load."""
+    loads = [s.outstanding_tokens() for s in self.servers]
+    mean = sum(loads) / len(loads)
+    scores = [
+        s.engine.cached_tokens(job) / n_in - self.fleet.cache_balance * ((w - mean) / max(1.0, mean))
+        for s, w in zip(self.servers, loads, strict=True)
+    ]
+    k = min(range(len(scores)), key=lambda i: (-scores[i], loads[i], i))
+    return self.servers[k]
+
+
 BRUTE_FORCE = {
+    "cache_aware": (routing.CacheAware, brute_cache_aware),
     "least_tokens": (routing.LeastTokens, brute_least_tokens),
     "length_aware": (routing.LengthAware, brute_length_aware),
     "energy_aware": (routing.EnergyAware, brute_energy_aware),
@@ -227,6 +240,7 @@ SMALL_KV = ServerConfig(kv_capacity_tokens=12_000)  # preempts: the loads also c
         ("length_aware", 24, 30.0, None, None, False),
         ("length_aware", 6, 30.0, None, SMALL_KV, False),
         ("energy_aware", 6, 12.0, None, None, False),
+        ("cache_aware", 6, 30.0, None, SMALL_KV, False),
         ("energy_aware", 24, 60.0, None, None, False),
         ("energy_aware", 256, 400.0, None, None, False),
         ("energy_aware", 24, 60.0, SloConfig(ttft_s=0.3, tpot_s=0.012), None, False),  # the SLO turns some down
@@ -253,6 +267,20 @@ def test_router_picks_equal_the_brute_force_definition(
     monkeypatch.setattr(cls, "pick", brute_force)
     reference = simulate_fleet(requests, fleet, policy).requests
     assert fast["server"].nunique() > min(replicas // 2, 16)
+    assert fast["server"].tolist() == reference["server"].tolist()
+    assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
+
+
+def test_cache_aware_picks_equal_the_brute_force_definition_with_prefix_caches(llama, monkeypatch):
+    """On Mooncake prompts with shared prefixes (and a small cache that preempts), the compiled
+    picks equal a pass over every replica at every arrival under SimPy."""
+    requests = traces.load("mooncake_conversation", max_requests=1500)
+    fleet = many_replicas(llama, "cache_aware", 6, server=ServerConfig(kv_capacity_tokens=150_000))
+    fast = simulate_fleet(requests, fleet).requests
+    assert fast["cached_tokens"].sum() > 0 and fast["preemptions"].sum() > 0
+    monkeypatch.setattr(routing.CacheAware, "pick", brute_cache_aware)
+    monkeypatch.setattr(routing.CacheAware, "kernel_code", None)  # the SimPy process, asking `pick`
+    reference = simulate_fleet(requests, fleet).requests
     assert fast["server"].tolist() == reference["server"].tolist()
     assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
 
