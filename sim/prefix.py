@@ -83,10 +83,19 @@ class PrefixBlocks:
 
 
 def _as_list_array(hash_ids: pd.Series) -> pa.Array:
-    """The column as one Arrow list array (it is stored as one, `traces.jsonl.HASH_IDS_DTYPE`)."""
+    """The column as one Arrow list array of int64 (it is stored as one,
+    `traces.jsonl.HASH_IDS_DTYPE`); anything but lists of integers (or empty rows) is refused."""
+    why = "hash_ids must hold one list of integer block hashes per request"
     try:
         if isinstance(hash_ids.dtype, pd.ArrowDtype):
-            return pa.chunked_array(hash_ids).combine_chunks().cast(pa.list_(pa.int64()))
-        return pa.array(list(hash_ids), type=pa.list_(pa.int64()))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise ValueError(f"hash_ids must hold one list of integer block hashes per request: {error}") from None
+            values = pa.chunked_array(hash_ids).combine_chunks()
+        else:
+            values = pa.array(list(hash_ids))
+    except pa.ArrowException as error:
+        raise ValueError(f"{why}: {error}") from None
+    kind = values.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
+        pa.types.is_integer(kind.value_type) or pa.types.is_null(kind.value_type)
+    ):
+        raise ValueError(f"{why}, got a column of {kind}")
+    return values.cast(pa.list_(pa.int64()))

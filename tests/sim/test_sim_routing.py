@@ -197,7 +197,7 @@ def brute_energy_aware(self, n_in, n_out, job=-1):
 
 
 def brute_cache_aware(self, n_in, n_out, job=-1):
-    """Every replica's cached share of the prompt less the balance × its relative load; the best, then the least load."""
+    """Every replica's cached share of the prompt less the balance × its relative load; best, then least load."""
     loads = [s.outstanding_tokens() for s in self.servers]
     mean = sum(loads) / len(loads)
     scores = [
