@@ -35,7 +35,7 @@ from sim.plots import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.summary import Summary, split_wall_clock, unit
+from sim.summary import SAME_RUN, Summary, split_wall_clock, unit
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -331,7 +331,7 @@ def _summary(
         planning=figures.to_dict(),
         fleet=fleet_summary(result, fleet, horizon),
         baseline=base,
-        baseline_source=source or ("same run" if base is not None else ""),
+        baseline_source=source or (SAME_RUN if base is not None else ""),
         capacity=_capacity(prepared, capacity) if capacity is not None else None,
         arrivals_note=_arrivals_note(cfg.trace) if base is not None and source else "",  # not of a run against itself
     )

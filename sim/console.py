@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sim.policies.base import Policy
-from sim.summary import Summary, unit
+from sim.summary import SAME_RUN, Summary, unit
 from tracking.text_table import text_table
 
 ROWS = (
@@ -40,7 +40,8 @@ def _fmt(fmt: str, value: float) -> str:
 
 def table(summary: Summary) -> str:
     """The policy's summary against its baseline (if any): an aligned table, then a line each for
-    the quality cost, the savings, the fleet and the capacity search."""
+    the quality cost, the prefix cache (when a run found prompt tokens cached), the savings, the
+    fleet and the capacity search."""
     base = summary.baseline is not None
     header = ["", summary.run.policy, *(["none", "change"] if base else [])]
     rows = []
@@ -61,6 +62,9 @@ def table(summary: Summary) -> str:
         f"quality cost: {r.quality_cost_pct:.2f}% of tokens ({r.input_tokens_dropped:,} input dropped, "
         f"{r.output_tokens_cut:,} output cut), {r.requests_shaped:,} of {r.requests:,} requests shaped"
     )
+    cache = prefix_cache(summary)
+    if cache:
+        lines.append(cache)
     if summary.energy_savings_pct is not None:
         lines.append(f"energy savings vs none: {summary.energy_savings_pct:.2f}% ({summary.baseline_source})")
         if summary.comparison_note:
@@ -83,6 +87,35 @@ def table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+def prefix_cache(summary: Summary) -> str | None:
+    """'prefix cache: …': the share of prompt tokens found cached, how many, and the prefill energy
+    that spared, of the policy's run and then the baseline's (unless it is the same run); None
+    when neither found any."""
+    runs = [summary.run]
+    if summary.baseline is not None and summary.baseline_source != SAME_RUN:
+        runs.append(summary.baseline)
+    if not any(r.cached_tokens for r in runs):
+        return None
+    first, *rest = runs
+    named = f"{first.policy} " if rest else ""
+    line = (f"prefix cache: {named}{100 * first.prefix_hit_rate:.1f}% of prompt tokens found cached "
+            f"({first.cached_tokens:,} tokens), {_joules(first.cache_saved_j)} of prefill spared")  # fmt: skip
+    for r in rest:
+        line += f"; {r.policy} {100 * r.prefix_hit_rate:.1f}% ({r.cached_tokens:,} tokens), {_joules(r.cache_saved_j)}"
+    return line
+
+
+def _joules(value: float) -> str:
+    """'677 J', '14.1 kJ', '4.5 MJ': three significant digits and an SI prefix."""
+    text, prefix = f"{value:.3g}", ""
+    for bigger in ("k", "M", "G", "T"):
+        if abs(float(text)) < 1e3:
+            break
+        value /= 1e3
+        text, prefix = f"{value:.3g}", bigger
+    return f"{text} {prefix}J"
+
+
 def _gpus(n: int | None) -> str:
     """'16 GPUs; ' (nothing when the summary predates GPU counts)."""
     return "" if n is None else f"{n} GPU{'s' if n != 1 else ''}; "
@@ -94,8 +127,10 @@ def brief(summary: Summary) -> str:
     parts = [f"energy {summary.value('energy_j') / 1e3:.4g} kJ"]
     if summary.energy_savings_pct is not None:
         parts.append(f"saved {summary.energy_savings_pct:.2f}%")
+    parts.append(f"quality cost {summary.run.quality_cost_pct:.2f}%")
+    if summary.run.cached_tokens:
+        parts.append(f"prefix hits {100 * summary.run.prefix_hit_rate:.1f}%")
     parts += [
-        f"quality cost {summary.run.quality_cost_pct:.2f}%",
         f"p99 TTFT {summary.value('ttft_s.p99'):.3g} s",
         f"p99 TPOT {summary.value('tpot_s.p99'):.3g} s",
         f"SLO attainment {summary.value('slo_attainment'):.3f}",

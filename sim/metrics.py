@@ -77,6 +77,20 @@ def slo_attainment(records: pd.DataFrame | RecordsFile, slo: SloConfig) -> float
     return float(ok.mean())
 
 
+def prefill_tokens(records: pd.DataFrame | RecordsFile) -> int:
+    """Prompt tokens the run's prefills needed, cached or computed: the served prompts of the
+    completed requests (n_in_served), the original prompts (n_in) of the summarization requests
+    served (those of requests with a summary not rejected) and the tokens preemptions made
+    prefill again or threw away (recomputed_tokens). `prefix_hit_rate`'s denominator."""
+    done = records["completed"].to_numpy()
+    tokens = int(records["n_in_served"].to_numpy()[done].sum()) + int(records["recomputed_tokens"].sum())
+    summarised = records["summary_tokens"].to_numpy() > 0
+    if summarised.any():
+        summarised &= (records["reject_reason"] != REJECT_REASONS[REJECT_SUMMARY]).to_numpy()
+        tokens += int(records["n_in"].to_numpy()[summarised].sum())
+    return tokens
+
+
 def summarize(result: SimResult, slo: SloConfig, horizon_s: float | None = None) -> dict[str, Any]:
     """`run_summary` as a plain dict (the summary.json keys of one run)."""
     return run_summary(result, slo, horizon_s).to_dict()
@@ -97,6 +111,7 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
     dropped, cut = int(r["input_tokens_dropped"].sum()), int(r["output_tokens_cut"].sum())
     asked = in_tokens + out_tokens + dropped + cut
     lat = {key: Latency(**percentiles(r[key].to_numpy()[done])) for key in LATENCIES}
+    cached, prompts = int(r["cached_tokens"].sum()), prefill_tokens(r)
     return RunSummary(
         policy=result.policy,
         requests=len(r),
@@ -107,6 +122,9 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         rejected_summary=int((reasons == REJECT_REASONS[REJECT_SUMMARY]).sum()),
         preemptions=int(r["preemptions"].sum()),
         recomputed_tokens=int(r["recomputed_tokens"].sum()),
+        cached_tokens=cached,
+        prefix_hit_rate=cached / prompts if prompts else math.nan,
+        cache_saved_j=float(r["cache_saved_j"].sum()),
         input_tokens=in_tokens,
         output_tokens=out_tokens,
         energy_j=energy,

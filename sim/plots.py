@@ -1,7 +1,9 @@
 """Plots of a run, policy against baseline: power over time (and its difference), CDFs of latency
 (with the SLO) and per-request energy, batch size and KV-cache use over time; and from
 `sim.plots_load`: queue length and throughput over time, per-replica power and batch of a fleet,
-the capacity search. A Perfetto trace of one replica's steps: `sim.perfetto`.
+the capacity search; and from `sim.plots_energy`, for a run whose prefills found prompt tokens in
+the prefix cache, its energy and the prefill the cache spared. A Perfetto trace of one replica's
+steps: `sim.perfetto`.
 
 The plots are drawn from the run's folder alone (`plot_folder`): its summary.json, its
 resolved_config.yaml (the SLO), its records' plotted columns and the binned timelines the run
@@ -27,6 +29,7 @@ import yaml
 
 from sim.config import ConfigError, SloConfig, build
 from sim.figures import PlotRun, figure, line_style, log_ticks, save
+from sim.plots_energy import ENERGY_PLOT, cache_hits, plot_energy_breakdown
 from sim.plots_load import CAPACITY_PLOT, LOAD_PLOT, REPLICAS_PLOT, plot_capacity, plot_load, plot_replicas
 from sim.timelines import REPLICAS_FILE, TIMELINES_FILE
 
@@ -58,6 +61,8 @@ def plot_folder(folder: Path) -> list[str]:
         paths.append(plot_load(runs, folder / LOAD_PLOT))
     if (folder / REPLICAS_FILE).exists():
         paths.append(plot_replicas(pd.read_parquet(folder / REPLICAS_FILE), folder / REPLICAS_PLOT))
+    if cache_hits(summary):
+        paths.append(plot_energy_breakdown(summary, folder / ENERGY_PLOT))
     if summary.get("capacity") is not None:
         paths.append(plot_capacity(summary["capacity"], slo, folder / CAPACITY_PLOT))
     return [p.name for p in paths]

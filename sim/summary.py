@@ -42,6 +42,13 @@ class RunSummary:
     rejected_summary: int = _m("requests", "rejected: their summarization request was rejected")
     preemptions: int = _m("preemptions", "times a running request was preempted (recomputed later)")
     recomputed_tokens: int = _m("tokens", "prompt tokens prefilled again, or thrown away, by preemptions")
+    cached_tokens: int = _m("tokens", "prompt tokens the prefills found in the prefix cache (re-prefills included)")
+    prefix_hit_rate: float = _m(
+        "share",
+        "cached_tokens / the prompt tokens the prefills needed, cached or computed: the served prompts of the "
+        "completed requests, the prompts of the summarization requests served and recomputed_tokens",
+    )
+    cache_saved_j: float = _m("J", "prefill energy the prefix cache spared (not in energy_j)")
     input_tokens: int = _m("tokens", "input tokens served (completed requests)")
     output_tokens: int = _m("tokens", "output tokens served (completed requests)")
     energy_j: float = _m("J", "GPU energy, idle included")
@@ -116,6 +123,9 @@ class Summary:
             node = node.get(part) if isinstance(node, dict) else None
         return math.nan if node is None else float(node)
 
+
+SAME_RUN = "same run"
+"""`Summary.baseline_source` of a policy=none run: its baseline is the run itself."""
 
 WALL_CLOCK = ("sim_wall_s", "sim_requests_per_s")
 """RunSummary keys measured on the wall clock: they differ between runs of one seed, so they go

@@ -1,4 +1,5 @@
-"""Savings against the baseline compare the requests both runs served, and say what they left out."""
+"""Savings against the baseline compare the requests both runs served, and say what they left out;
+the prefix cache's figures add up from the records."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import traces
+from oracle.model import Oracle
 from sim.app import app_config, execute, prepare
-from sim.metrics import saving_pct
+from sim.config import ServerConfig, SloConfig
+from sim.metrics import run_summary, saving_pct
+from sim.policies.base import Summarizer
+from sim.policies.summarization import Summarization
+from sim.run import simulate
 from tests.sim.conftest import rejecting
 
 
@@ -51,3 +58,33 @@ def test_runs_that_served_the_same_requests_compare_their_totals(tmp_path, capsy
     assert summary.compared_requests == summary.run.completed == summary.baseline.completed == 10
     assert summary.energy_savings_pct == saving_pct(summary.baseline.energy_j, summary.run.energy_j)
     assert "left out" not in capsys.readouterr().out
+
+
+def _prompt_tokens(r: pd.DataFrame) -> int:
+    """What the prefills needed, cached or computed: served prompts, re-prefills, summarised originals."""
+    assert r["completed"].all()
+    return int(r["n_in_served"].sum() + r["recomputed_tokens"].sum() + r.loc[r["summary_tokens"] > 0, "n_in"].sum())
+
+
+@pytest.mark.parametrize("summarised", [False, True])
+def test_the_prefix_cache_figures_add_up_from_the_records(llama, summarised):
+    """Mooncake prompts share leading blocks: hits; long prompts preempt (re-prefills count as
+    prompt tokens needed); summarization requests read the original prompts (and find them cached)."""
+    summarizer = Summarizer(Oracle.load("llama-3.2-1b_h100"), "separate")
+    policy = Summarization(8192, 256, summarizer) if summarised else None
+    result = simulate(traces.load("mooncake_conversation").iloc[:300], llama, ServerConfig(), policy)
+    s, r = run_summary(result, SloConfig()), result.requests
+    assert s.cached_tokens == r["cached_tokens"].sum() > 0 and s.cache_saved_j == pytest.approx(
+        r["cache_saved_j"].sum()
+    )
+    assert s.cache_saved_j > 0 and 0 < s.prefix_hit_rate < 1
+    assert s.prefix_hit_rate == s.cached_tokens / _prompt_tokens(r)
+    if summarised:
+        assert (r["summary_tokens"] > 0).any() and r.loc[r["summary_tokens"] > 0, "cached_tokens"].sum() > 0
+    else:
+        assert r["recomputed_tokens"].sum() > 0
+
+
+def test_a_trace_without_prefix_blocks_has_no_hits(llama):
+    s = run_summary(simulate(traces.load("azure_chat").iloc[:300], llama, ServerConfig()), SloConfig())
+    assert (s.cached_tokens, s.prefix_hit_rate, s.cache_saved_j) == (0, 0.0, 0.0)

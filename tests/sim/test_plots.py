@@ -9,12 +9,14 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sim import plots, plots_load
+from sim import plots, plots_energy, plots_load
 from sim.app import app_config, execute, prepare
 from sim.config import SloConfig
 from sim.figures import PlotRun
 from sim.plots import PLOT_FILES, main
+from sim.plots_energy import ENERGY_PLOT, SEGMENTS
 from sim.plots_load import LOAD_PLOT, REPLICAS_PLOT
+from sim.summary import SAME_RUN
 from sim.timelines import REPLICAS_FILE, TIMELINES_FILE, timelines
 
 
@@ -97,6 +99,33 @@ def test_a_single_server_run_writes_no_replica_view(tmp_path):
     _run(tmp_path, "compare_baseline=false")
     assert (tmp_path / LOAD_PLOT).stat().st_size > 0
     assert not (tmp_path / REPLICAS_FILE).exists() and not (tmp_path / REPLICAS_PLOT).exists()
+    assert not (tmp_path / ENERGY_PLOT).exists()  # azure_chat has no prefix blocks: no hits
+
+
+def test_a_run_with_prefix_cache_hits_draws_its_energy_breakdown(tmp_path, capsys):
+    summary = _run(tmp_path, "trace=mooncake_conversation", "policy=truncation")
+    assert summary.run.cached_tokens > 0 and (tmp_path / ENERGY_PLOT).stat().st_size > 0
+    assert "prefix cache: truncation" in capsys.readouterr().out
+    (tmp_path / ENERGY_PLOT).unlink()
+    assert main([str(tmp_path)]) == 0 and (tmp_path / ENERGY_PLOT).exists()  # drawn again from the folder
+
+
+def test_the_energy_breakdown_stacks_steps_idle_and_the_spared_prefill(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch, plots_energy)
+    run = {"policy": "truncation", "active_energy_j": 3000.0, "idle_energy_j": 1000.0, "cache_saved_j": 500.0,
+           "cached_tokens": 10, "prefix_hit_rate": 0.25}  # fmt: skip
+    base = {**run, "policy": "none", "active_energy_j": 5000.0, "cache_saved_j": 0.0, "prefix_hit_rate": 0.0}
+    plots_energy.plot_energy_breakdown({**run, "baseline": base, "baseline_source": "simulated"}, tmp_path / "e.png")
+    ax = figures[0].axes[0]
+    bars = [(p.get_x(), p.get_y(), p.get_height(), p.get_hatch()) for p in ax.patches]
+    policy, baseline = ([b for b in bars if b[0] < 0.5], [b for b in bars if b[0] > 0.5])
+    assert [b[1:] for b in policy] == [(0.0, 3.0, None), (3.0, 1.0, None), (4.0, 0.5, "///")]  # kJ, bottom up
+    assert [b[1:] for b in baseline] == [(0.0, 5.0, None), (5.0, 1.0, None), (6.0, 0.0, "///")]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [label for _, label, _ in SEGMENTS] and legend[-1] == "spared by the prefix cache (not spent)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["truncation", "none (baseline)"]
+    plots_energy.plot_energy_breakdown({**run, "baseline": run, "baseline_source": SAME_RUN}, tmp_path / "e.png")
+    assert len(figures[1].axes[0].patches) == len(SEGMENTS)  # a run that is its own baseline: one bar
 
 
 def _drawn(monkeypatch, module) -> list:
