@@ -367,6 +367,89 @@ energy by {-summ["energy_savings_pct"]:+.0f} %. Try `policy.factor=0.5`, heavier
 """
 
 
+MOONCAKE = ("trace=mooncake_conversation", "fleet.replicas=8")
+"""The prefix-cache study: the Mooncake conversation hour on 8 Llama-3.1-8B / H100 replicas."""
+MOONCAKE_POLICIES = (
+    ("truncation to 16,384 tokens, `keep=suffix`", ("policy=truncation", "policy.max_input_tokens=16384")),
+    ("truncation to 16,384 tokens, `keep=prefix`", ("policy=truncation", "policy.max_input_tokens=16384", "policy.keep=prefix")),
+    ("summarization over 32,768 tokens", ("policy=summarization", "policy.min_input_tokens=32768")),
+    ("adaptive_gen, `factor=0.5`", ("policy=adaptive_gen", "policy.factor=0.5")),
+)
+
+
+def prefix_cache(c: Commands) -> str:
+    """The Mooncake conversation trace with and without the prefix cache: routers, an unbounded
+    cache on one replica, and the policies with the cache on and off."""
+    rows, found = [], {}
+    for router, extra in (
+        ("least_tokens", ("server.prefix_caching=false",)),
+        ("least_tokens", ()),
+        ("cache_aware", ()),
+        ("cache_aware", ("fleet.cache_balance=0.25",)),
+    ):
+        s = c.sim(*MOONCAKE, f"fleet.router={router}", *extra)
+        cache = "off" if extra and extra[0].endswith("false") else "on"
+        found[router, extra] = s["prefix_hit_rate"]
+        shown = f"`{router}`" + (" (`cache_balance=0.25`)" if "fleet.cache_balance=0.25" in extra else "")
+        rows.append(
+            f"| {shown} | {cache} | {s['energy_j'] / 1e6:.2f} | {100 * s['prefix_hit_rate']:.1f} % "
+            f"| {s['cache_saved_j'] / 1e6:.2f} | {s['ttft_s']['p50']:.3f} | {s['ttft_s']['p99']:.2f} "
+            f"| {s['slo_attainment']:.3f} |"
+        )
+    unbounded = c.sim("trace=mooncake_conversation", "trace.rate_scale=0.01", "server.kv_capacity_tokens=1000000000")
+    on_off = {}
+    for cache in ("true", "false"):
+        for label, policy in MOONCAKE_POLICIES:
+            on_off[label, cache] = c.sim(*MOONCAKE, "fleet.router=cache_aware", f"server.prefix_caching={cache}", *policy)
+    policy_rows = []
+    for label, _ in MOONCAKE_POLICIES:
+        on, off = on_off[label, "true"], on_off[label, "false"]
+        policy_rows.append(
+            f"| {label} | {on['quality_cost_pct']:.1f} % | {on['energy_j'] / 1e6:.2f} ({on['energy_savings_pct']:+.1f} %) "
+            f"| {100 * on['prefix_hit_rate']:.1f} % | {off['energy_j'] / 1e6:.2f} ({off['energy_savings_pct']:+.1f} %) "
+            f"| {on['slo_attainment']:.3f} / {off['slo_attainment']:.3f} |"
+        )
+    gain = found["cache_aware", ()] / found["least_tokens", ()]
+    best_on = min(MOONCAKE_POLICIES, key=lambda p: on_off[p[0], "true"]["energy_j"])[0]
+    best_off = min(MOONCAKE_POLICIES, key=lambda p: on_off[p[0], "false"]["energy_j"])[0]
+    none_on, none_off = (on_off[MOONCAKE_POLICIES[0][0], x]["baseline"] for x in ("true", "false"))
+    return f"""`python -m sim trace=mooncake_conversation fleet.replicas=8 fleet.router=ROUTER` (the hour of
+{unbounded["requests"]:,} Kimi conversation requests on 8 Llama-3.1-8B / H100 replicas, 8 GPUs, each with a
+KV cache of {_kv_tokens(c)} tokens; add `server.prefix_caching=false` for the rows without the cache):
+
+| router | prefix cache | energy (MJ) | prompt tokens found cached | prefill spared (MJ) | p50 TTFT (s) | p99 TTFT (s) | SLO attainment |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+An unbounded cache on one replica with the requests 100 times further apart, so that none overlaps
+another (`python -m sim trace=mooncake_conversation trace.rate_scale=0.01
+server.kv_capacity_tokens=1000000000`), finds {100 * unbounded["prefix_hit_rate"]:.1f} % of the prompt tokens cached:
+the trace's own reuse of leading blocks. A GPU's KV memory holds a few dozen of these prompts, and a
+conversation's next turn usually comes after many other requests, so a replica's cache finds a
+small part of that (the reason Mooncake itself keeps KV in a pool of CPU memory and SSD across the
+cluster); sending each request where its prefix is cached finds {gain:.1f} times as much as
+`least_tokens`. Policies on the `cache_aware` fleet, each against `policy=none`
+on the same fleet and cache setting ({none_on["energy_j"] / 1e6:.2f} MJ with the cache,
+{none_off["energy_j"] / 1e6:.2f} MJ without; `python -m sim trace=mooncake_conversation fleet.replicas=8
+fleet.router=cache_aware POLICY [server.prefix_caching=false]`):
+
+| policy | quality cost | energy with the cache, MJ (saving) | found cached | energy without the cache, MJ (saving) | SLO attainment (with / without) |
+|---|---|---|---|---|---|
+{chr(10).join(policy_rows)}
+
+The least energy: {best_on} with the cache; {best_off} without.
+"""
+
+
+def _kv_tokens(c: Commands) -> str:
+    """KV-cache tokens of one replica of the study (`ServerConfig()`'s defaults on its oracle)."""
+    from oracle.model import Oracle
+    from sim.config import ServerConfig
+    from sim.kv import replica_kv
+
+    return f"{replica_kv(Oracle.load(ORACLE), ServerConfig()).capacity_tokens:,}"
+
+
 BLOCKS: dict[str, Callable[[Commands], str]] = {
     "power_cap": power_cap,
     "clock_controller": clock_controller,
@@ -378,5 +461,6 @@ BLOCKS: dict[str, Callable[[Commands], str]] = {
     "offline_reasons": offline_reasons,
     "default_run": default_run,
     "tensor_parallel": tensor_parallel,
+    "prefix_cache": prefix_cache,
 }
 """Every generated block, by the name its README markers carry, in README order."""
