@@ -125,6 +125,7 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         cached_tokens=cached,
         prefix_hit_rate=cached / prompts if prompts else math.nan,
         cache_saved_j=float(r["cache_saved_j"].sum()),
+        prefill_energy_j=float(r["prefill_energy_j"].sum()),
         input_tokens=in_tokens,
         output_tokens=out_tokens,
         energy_j=energy,

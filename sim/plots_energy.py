@@ -1,13 +1,11 @@
 """The energy breakdown of a run whose prefills found prompt tokens in the prefix cache
 (energy_breakdown.png, drawn only then): one stacked bar per run (the policy's, then the
-baseline's) of the energy spent, the steps' and idle (over the paired horizon, as summary.json
-has them), and on top, hatched, the prefill energy the cache spared: energy not spent.
-
-The bar does not split the steps' energy into prefill and decode: the run's folder keeps each
-step's energy whole (a step that prefills some sequences while it decodes others shares its
-constant cost between them), and a request's own prefill terms would need its prefill chunks and
-its server's step coefficients (a fleet's pools, a power cap's clocks), which the folder does not
-keep. Drawn from summary.json alone, so `python -m sim.plots` draws it again.
+baseline's) of the energy spent: the requests' own prefill terms (per chunk, prompt token and
+attention pair: what the cache shrinks), the rest of the steps' energy (decode terms and the
+steps' shared costs, which a step that prefills some sequences while it decodes others shares
+between them), idle (over the paired horizon, as summary.json has them); and on top, hatched, the
+prefill energy the cache spared: energy not spent. Drawn from summary.json alone, so
+`python -m sim.plots` draws it again.
 """
 
 from __future__ import annotations
@@ -23,7 +21,8 @@ from sim.summary import SAME_RUN
 
 ENERGY_PLOT = "energy_breakdown.png"
 SEGMENTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("active_energy_j", "steps (prefill and decode)", {"color": "C0"}),
+    ("prefill_energy_j", "prefill (the requests' own terms)", {"color": "C1"}),
+    ("decode_and_shared_j", "decode and the steps' shared costs", {"color": "C0"}),
     ("idle_energy_j", "idle", {"color": "0.75"}),
     (
         "cache_saved_j",
@@ -51,7 +50,7 @@ def plot_energy_breakdown(summary: Mapping[str, Any], path: Path) -> Path:
     ax = fig.subplots()
     x, top = np.arange(len(runs)), np.zeros(len(runs))
     for key, label, style in SEGMENTS:
-        kj = np.array([float(r[key]) / 1e3 for r in runs])
+        kj = np.array([_segment(r, key) / 1e3 for r in runs])
         ax.bar(x, kj, 0.6, bottom=top, label=label, **style)
         top += kj
     for i, r in enumerate(runs):
@@ -64,3 +63,11 @@ def plot_energy_breakdown(summary: Mapping[str, Any], path: Path) -> Path:
     ax.set(ylabel="energy (kJ)", title="Energy, and the prefill the prefix cache spared")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.03, 1.0), frameon=False)
     return save(fig, path)
+
+
+def _segment(run: Mapping[str, Any], key: str) -> float:
+    """A segment's energy (J) in one run's summary: the steps' energy less their prefill terms for
+    `decode_and_shared_j` (all of it, with no prefill split, in a summary written before it was)."""
+    if key == "decode_and_shared_j":
+        return float(run["active_energy_j"]) - float(run.get("prefill_energy_j", 0.0))
+    return float(run.get(key, 0.0))

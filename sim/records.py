@@ -3,7 +3,8 @@
 A user's request is its main job plus, if a policy summarised its prompt, the summarization job.
 Latencies run from the user's arrival; energies (J) add both jobs' charges, and so do the prompt
 tokens found in the prefix cache (`cached_tokens`) and the prefill energy that spared
-(`cache_saved_j`, J: what prefilling them would have cost, already left out of `energy_j`). Records are computed a
+(`cache_saved_j`, J: what prefilling them would have cost, already left out of `energy_j`).
+`prefill_energy_j` is the part of `energy_j` that is the requests' own prefill terms. Records are computed a
 range of rows at a time: in memory for a small run, or written to Parquet one row group at a time
 (`RecordsWriter`: during the run, each row group as soon as all its rows are final) and read back
 a column at a time (`RecordsFile`).
@@ -56,6 +57,25 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
                 jobs.recomputed_ctx.dense(e, np.int64),
             )
     return out
+
+
+def prefill_energy_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -> np.ndarray:
+    """Energy (J) of the done jobs `ids`' own prefill terms: per chunk, per prompt token and per
+    attention pair, the prompt tokens preemptions made prefill again included and those found in
+    the prefix cache left out, at their server's coefficients (the rest of a job's charge is its
+    decode terms and its share of the steps' constants, which also carries what a power cap's
+    lower clock changed in a throttled step's energy)."""
+    out = np.zeros(ids.size)
+    done, server = jobs.status[ids] == DONE, jobs.server[ids]
+    n_in = jobs.lengths_of(ids)[0].astype(float)
+    extra, pairs = jobs.extra_prefill_tokens.dense(ids, np.int64), jobs.extra_prefill_pairs.dense(ids)
+    for index, c in enumerate(costs):
+        m = done & (server == index)
+        if m.any():
+            k = StepCoef.of(c.energy_j)
+            own = k.prefill_seqs * jobs.chunks[ids][m] + cached_cost(k, n_in[m], n_in[m] * (n_in[m] + 1) / 2)
+            out[m] = own + cached_cost(k, extra[m], pairs[m])
+    return out - np.where(done, cache_saved_j(jobs, costs, ids), 0.0)
 
 
 def cache_saved_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -> np.ndarray:
@@ -233,8 +253,9 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
     summary_energy = np.zeros(ids.size)
     summary_energy[parents] = energy[ids.size :]
     cached, saved = jobs.cached_tokens[both], cache_saved_j(jobs, r.costs, both)  # a summary's hits are its request's
-    cached[parents] += cached[ids.size :]
-    saved[parents] += saved[ids.size :]
+    prefill = prefill_energy_j(jobs, r.costs, both)
+    for column in (cached, saved, prefill):
+        column[parents] += column[ids.size :]
     summary_tokens = np.zeros(ids.size, dtype=np.int64)
     summary_tokens[parents] = jobs.lengths_of(summaries)[1]
     arrival_s, n_in, n_out = r.arrival_s[rows], r.n_in[rows].astype(np.int64), r.n_out[rows].astype(np.int64)
@@ -269,6 +290,7 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
             "recomputed_tokens": jobs.extra_prefill_tokens.dense(ids, np.int64),
             "cached_tokens": cached[: ids.size],
             "cache_saved_j": saved[: ids.size],
+            "prefill_energy_j": prefill[: ids.size],
             "reject_reason": pd.Categorical.from_codes(jobs.reason[rows], categories=_REASONS),
         }
     )

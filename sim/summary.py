@@ -53,6 +53,9 @@ class RunSummary:
     output_tokens: int = _m("tokens", "output tokens served (completed requests)")
     energy_j: float = _m("J", "GPU energy, idle included")
     active_energy_j: float = _m("J", "energy of the steps")
+    prefill_energy_j: float = _m(
+        "J", "the requests' own prefill terms in active_energy_j (the rest: decode terms and steps' shared costs)"
+    )
     idle_energy_j: float = _m("J", "idle power outside steps")
     energy_per_request_j: float = _m("J", "energy / completed requests")
     energy_per_output_token_j: float = _m("J", "energy / output tokens")

@@ -110,17 +110,17 @@ def test_a_run_with_prefix_cache_hits_draws_its_energy_breakdown(tmp_path, capsy
     assert main([str(tmp_path)]) == 0 and (tmp_path / ENERGY_PLOT).exists()  # drawn again from the folder
 
 
-def test_the_energy_breakdown_stacks_steps_idle_and_the_spared_prefill(tmp_path, monkeypatch):
+def test_the_energy_breakdown_stacks_prefill_the_rest_idle_and_the_spared_prefill(tmp_path, monkeypatch):
     figures = _drawn(monkeypatch, plots_energy)
-    run = {"policy": "truncation", "active_energy_j": 3000.0, "idle_energy_j": 1000.0, "cache_saved_j": 500.0,
-           "cached_tokens": 10, "prefix_hit_rate": 0.25}  # fmt: skip
+    run = {"policy": "truncation", "active_energy_j": 3000.0, "prefill_energy_j": 1000.0, "idle_energy_j": 1000.0,
+           "cache_saved_j": 500.0, "cached_tokens": 10, "prefix_hit_rate": 0.25}  # fmt: skip
     base = {**run, "policy": "none", "active_energy_j": 5000.0, "cache_saved_j": 0.0, "prefix_hit_rate": 0.0}
     plots_energy.plot_energy_breakdown({**run, "baseline": base, "baseline_source": "simulated"}, tmp_path / "e.png")
     ax = figures[0].axes[0]
     bars = [(p.get_x(), p.get_y(), p.get_height(), p.get_hatch()) for p in ax.patches]
     policy, baseline = ([b for b in bars if b[0] < 0.5], [b for b in bars if b[0] > 0.5])
-    assert [b[1:] for b in policy] == [(0.0, 3.0, None), (3.0, 1.0, None), (4.0, 0.5, "///")]  # kJ, bottom up
-    assert [b[1:] for b in baseline] == [(0.0, 5.0, None), (5.0, 1.0, None), (6.0, 0.0, "///")]
+    assert [b[1:] for b in policy] == [(0.0, 1.0, None), (1.0, 2.0, None), (3.0, 1.0, None), (4.0, 0.5, "///")]  # kJ
+    assert [b[1:] for b in baseline] == [(0.0, 1.0, None), (1.0, 4.0, None), (5.0, 1.0, None), (6.0, 0.0, "///")]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == [label for _, label, _ in SEGMENTS] and legend[-1] == "spared by the prefix cache (not spent)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["truncation", "none (baseline)"]

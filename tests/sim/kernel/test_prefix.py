@@ -146,3 +146,15 @@ def test_a_routed_fleet_with_prefix_caches_replays_bit_for_bit(llama, mooncake, 
     compiled, general = both_routed(fast, fleet)
     assert_same(compiled, general)
     assert compiled.requests["cached_tokens"].sum() > 0
+
+
+def test_the_prefill_the_cache_spares_is_what_the_prefills_no_longer_cost(llama, mooncake):
+    """Requests far apart, one chunk each: a request's own prefill energy without the cache less
+    with it is what the cache spared it."""
+    apart = mooncake.assign(arrival_s=np.arange(len(mooncake)) * 1000.0)
+    on, off = (
+        both(apart, llama, ServerConfig(prefix_caching=pc, max_num_tokens=1 << 17))[0].requests for pc in (True, False)
+    )
+    spared = off["prefill_energy_j"] - on["prefill_energy_j"]
+    np.testing.assert_allclose(spared, on["cache_saved_j"], rtol=1e-9, atol=1e-9)
+    assert on["cache_saved_j"].sum() > 0 and (on["prefill_energy_j"] > 0).all()
