@@ -371,7 +371,10 @@ MOONCAKE = ("trace=mooncake_conversation", "fleet.replicas=8")
 """The prefix-cache study: the Mooncake conversation hour on 8 Llama-3.1-8B / H100 replicas."""
 MOONCAKE_POLICIES = (
     ("truncation to 16,384 tokens, `keep=suffix`", ("policy=truncation", "policy.max_input_tokens=16384")),
-    ("truncation to 16,384 tokens, `keep=prefix`", ("policy=truncation", "policy.max_input_tokens=16384", "policy.keep=prefix")),
+    (
+        "truncation to 16,384 tokens, `keep=prefix`",
+        ("policy=truncation", "policy.max_input_tokens=16384", "policy.keep=prefix"),
+    ),
     ("summarization over 32,768 tokens", ("policy=summarization", "policy.min_input_tokens=32768")),
     ("adaptive_gen, `factor=0.5`", ("policy=adaptive_gen", "policy.factor=0.5")),
 )
@@ -400,12 +403,14 @@ def prefix_cache(c: Commands) -> str:
     on_off = {}
     for cache in ("true", "false"):
         for label, policy in MOONCAKE_POLICIES:
-            on_off[label, cache] = c.sim(*MOONCAKE, "fleet.router=cache_aware", f"server.prefix_caching={cache}", *policy)
+            setting = ("fleet.router=cache_aware", f"server.prefix_caching={cache}")
+            on_off[label, cache] = c.sim(*MOONCAKE, *setting, *policy)
     policy_rows = []
     for label, _ in MOONCAKE_POLICIES:
         on, off = on_off[label, "true"], on_off[label, "false"]
         policy_rows.append(
-            f"| {label} | {on['quality_cost_pct']:.1f} % | {on['energy_j'] / 1e6:.2f} ({on['energy_savings_pct']:+.1f} %) "
+            f"| {label} | {on['quality_cost_pct']:.1f} % "
+            f"| {on['energy_j'] / 1e6:.2f} ({on['energy_savings_pct']:+.1f} %) "
             f"| {100 * on['prefix_hit_rate']:.1f} % | {off['energy_j'] / 1e6:.2f} ({off['energy_savings_pct']:+.1f} %) "
             f"| {on['slo_attainment']:.3f} / {off['slo_attainment']:.3f} |"
         )
@@ -417,8 +422,7 @@ def prefix_cache(c: Commands) -> str:
 {unbounded["requests"]:,} Kimi conversation requests on 8 Llama-3.1-8B / H100 replicas, 8 GPUs, each with a
 KV cache of {_kv_tokens(c)} tokens; add `server.prefix_caching=false` for the rows without the cache):
 
-| router | prefix cache | energy (MJ) | prompt tokens found cached | prefill spared (MJ) | p50 TTFT (s) | p99 TTFT (s) | SLO attainment |
-|---|---|---|---|---|---|---|---|
+{_table_head(ROUTER_COLUMNS)}
 {chr(10).join(rows)}
 
 An unbounded cache on one replica with the requests 100 times further apart, so that none overlaps
@@ -433,12 +437,26 @@ on the same fleet and cache setting ({none_on["energy_j"] / 1e6:.2f} MJ with the
 {none_off["energy_j"] / 1e6:.2f} MJ without; `python -m sim trace=mooncake_conversation fleet.replicas=8
 fleet.router=cache_aware POLICY [server.prefix_caching=false]`):
 
-| policy | quality cost | energy with the cache, MJ (saving) | found cached | energy without the cache, MJ (saving) | SLO attainment (with / without) |
-|---|---|---|---|---|---|
+{_table_head(POLICY_COLUMNS)}
 {chr(10).join(policy_rows)}
 
 The least energy: {best_on} with the cache; {best_off} without.
 """
+
+
+ROUTER_COLUMNS = (
+    "router", "prefix cache", "energy (MJ)", "prompt tokens found cached", "prefill spared (MJ)", "p50 TTFT (s)",
+    "p99 TTFT (s)", "SLO attainment",
+)  # fmt: skip
+POLICY_COLUMNS = (
+    "policy", "quality cost", "energy with the cache, MJ (saving)", "found cached",
+    "energy without the cache, MJ (saving)", "SLO attainment (with / without)",
+)  # fmt: skip
+
+
+def _table_head(columns: tuple[str, ...]) -> str:
+    """A Markdown table's header and rule."""
+    return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
 
 
 def _kv_tokens(c: Commands) -> str:

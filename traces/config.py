@@ -28,7 +28,10 @@ OPEN_LOOP_OPTIONS = {"start_s": 0.0, "duration_s": None, "sample_frac": 1.0, "ra
 
 ARRIVALS = ("poisson", "gamma")
 ONLY_FOR = {
-    **dict.fromkeys(("rate_per_s", "arrival", "cv"), ("synthetic",)),
+    **dict.fromkeys(
+        ("rate_per_s", "arrival", "cv", "turns", "open_conversations", "shared_prefix_tokens", "hash_block_tokens"),
+        ("synthetic",),
+    ),
     **dict.fromkeys(("num_requests", "n_in", "n_out", "lengths_from"), ("synthetic", "closed_loop")),
     **dict.fromkeys(("concurrency", "think_s", "think"), ("closed_loop",)),
     **dict.fromkeys(("file", "keep_failed"), ("burstgpt",)),
@@ -45,6 +48,19 @@ class TraceConfig:
     from its first request), random sampling (`sample_frac`), rate scaling (`rate_scale` > 1
     compresses inter-arrival times: heavier load), then `max_requests`. The result always
     starts at 0.0 s.
+
+    Prefix sharing (synthetic only; `traces.synthetic.conversations`): `turns` is the mean number
+    of turns of a conversation (geometric draws; 1: every request is its own conversation). Each
+    arrival goes to one of `open_conversations` open conversations picked at random (seeded), a
+    finished one replaced by a new one, so a conversation's turns arrive in order, interleaved
+    with the others' (about `open_conversations` arrivals apart). Turn k's prompt is turn k−1's
+    prompt, its output, and a new message of the drawn `n_in` tokens, so prompts grow along a
+    conversation (past `n_in` or the fitted trace's maximum). Every prompt starts with a system
+    prompt of `shared_prefix_tokens` tokens (counted in `n_in`). With `turns` > 1 or a shared
+    prefix the trace gets `conversation`, `turn` (1-based) and `hash_ids` columns: each prompt's
+    blocks of `hash_block_tokens` tokens, a full block's id fixed by the content up to its end
+    (the system prompt's, or its conversation's), the last, partial block's unique; and
+    `attrs["hash_block_tokens"]`.
     """
 
     name: str = "azure_chat"
@@ -65,6 +81,11 @@ class TraceConfig:
     n_in: int | None = None
     n_out: int | None = None
     lengths_from: str | None = "azure_chat"
+    # synthetic prefix sharing: multi-turn conversations, a shared system prompt, `hash_ids` blocks
+    turns: float = 1.0
+    open_conversations: int = 64
+    shared_prefix_tokens: int = 0
+    hash_block_tokens: int = 512
     # BurstGPT (model also filters any trace that has a `model` column)
     file: int = 1
     keep_failed: bool = False
@@ -131,6 +152,14 @@ def _check_synthetic(c: TraceConfig) -> None:
         _check(value is None or value >= 1, key, value, "null or an integer >= 1 (tokens)")
     named = tuple(n for n in NAMED_TRACES if n not in GENERATED)
     _check(c.lengths_from is None or c.lengths_from in named, "lengths_from", c.lengths_from, f"null or one of {named}")
+    _check(_number(c.turns) and c.turns >= 1, "turns", c.turns, "a number >= 1 (mean turns per conversation)")
+    for key, low, unit in (
+        ("open_conversations", 1, "conversations"),
+        ("shared_prefix_tokens", 0, "tokens"),
+        ("hash_block_tokens", 1, "tokens"),
+    ):
+        value = getattr(c, key)
+        _check(_whole(value) and value >= low, key, value, f"an integer >= {low} ({unit})")
     if c.name in GENERATED:
         _check(
             c.lengths_from is not None or (c.n_in is not None and c.n_out is not None),
@@ -140,9 +169,16 @@ def _check_synthetic(c: TraceConfig) -> None:
         )
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_closed_loop(c: TraceConfig) -> None:
-    whole = isinstance(c.concurrency, int) and not isinstance(c.concurrency, bool)
-    _check(whole and c.concurrency >= 1, "concurrency", c.concurrency, "an integer >= 1 (clients)")
+    _check(_whole(c.concurrency) and c.concurrency >= 1, "concurrency", c.concurrency, "an integer >= 1 (clients)")
     _check(math.isfinite(c.think_s) and c.think_s >= 0, "think_s", c.think_s, "a number >= 0 (s)")
     _check(c.think in THINKS, "think", c.think, f"one of {THINKS}")
     if c.name == "closed_loop":

@@ -32,7 +32,8 @@ def load(name_or_path: str | Path, **options: Any) -> pd.DataFrame:
 
     Returns `arrival_s` (float64 s from the first request, sorted), `n_in`, `n_out` (int32
     tokens >= 1) and the source's extras (`model`, `log_type`; `hash_ids`, lists of prompt block
-    hashes, from JSON lines). `df.attrs["load_summary"]` is the
+    hashes, from JSON lines; synthetic conversations add `conversation`, `turn` and `hash_ids`, their
+    block size in `df.attrs["hash_block_tokens"]`). `df.attrs["load_summary"]` is the
     one-line report of what was dropped or fixed (also logged on logger `traces`). A closed loop
     (`closed_loop`) has `think_s` too, and `df.attrs["clients"]`, its concurrency: the simulator
     replays it with that many clients, its `arrival_s` (0.0) set as the clients send.
@@ -80,7 +81,13 @@ def _base(cfg: TraceConfig, rng: np.random.Generator):
             label = f"closed loop ({cfg.concurrency} clients, think {cfg.think} {cfg.think_s:g} s)"
             return synthetic.closed_loop(cfg, rng, fit), label, [], {"clients": cfg.concurrency}
         frame = synthetic.generate(cfg, rng, fit)
-        return frame, f"synthetic ({cfg.arrival}, {cfg.rate_per_s:g}/s)", [], {}
+        label = f"synthetic ({cfg.arrival}, {cfg.rate_per_s:g}/s)"
+        if "hash_ids" not in frame.columns:
+            return frame, label, [], {}
+        prefix = [f"conversations of {cfg.turns:g} turns on average, {cfg.open_conversations} open"] * (cfg.turns > 1)
+        prefix += [f"{cfg.shared_prefix_tokens:,}-token shared prefix"] * (cfg.shared_prefix_tokens > 0)
+        label = f"synthetic ({cfg.arrival}, {cfg.rate_per_s:g}/s; {', '.join(prefix)})"
+        return frame, label, [], {"hash_block_tokens": cfg.hash_block_tokens}
     if cfg.name == "file":
         assert cfg.path is not None
         parsed = parse_file(Path(cfg.path).expanduser())

@@ -45,7 +45,8 @@ class BlockReuse:
 @dataclass(frozen=True)
 class TraceStats:
     """Request count, time span (s), mean and peak-minute arrival rates (requests/s), lengths,
-    and the prompt blocks' reuse when the trace has `hash_ids` (else None)."""
+    and the prompt blocks' reuse when the trace has `hash_ids` (else None), blocks of
+    `block_tokens` tokens (the frame's `attrs["hash_block_tokens"]`, else the Mooncake traces' 512)."""
 
     requests: int
     span_s: float
@@ -54,6 +55,7 @@ class TraceStats:
     n_in: LengthStats
     n_out: LengthStats
     blocks: BlockReuse | None = None
+    block_tokens: int = BLOCK_TOKENS
 
 
 def length_stats(values: np.ndarray) -> LengthStats:
@@ -88,6 +90,7 @@ def trace_stats(frame: pd.DataFrame) -> TraceStats:
         length_stats(frame["n_in"].to_numpy()),
         length_stats(frame["n_out"].to_numpy()),
         block_reuse(frame),
+        int(frame.attrs.get("hash_block_tokens", BLOCK_TOKENS)),
     )
 
 
@@ -102,5 +105,5 @@ def format_stats(name: str, s: TraceStats) -> str:
     for label, ls in (("input", s.n_in), ("output", s.n_out)):
         rows.append(f"{label:<8}{f'{ls.mean:.2f} ± {ls.std:.2f}':>22}{ls.median:>10.0f}{ls.p99:>10.0f}{ls.max:>10,}")
     if s.blocks is not None:
-        rows.append(f"prefix blocks ({BLOCK_TOKENS} tokens): {s.blocks.describe()}")
+        rows.append(f"prefix blocks ({s.block_tokens} tokens): {s.blocks.describe()}")
     return "\n".join(rows)

@@ -27,6 +27,12 @@ FIELDS = [f.name for f in dataclasses.fields(TraceConfig)]
         ("name", "azure"),
         ("lengths_from", "synthetic"),
         ("duration_s", 0.0),
+        ("turns", 0.5),
+        ("turns", float("nan")),
+        ("open_conversations", 0),
+        ("shared_prefix_tokens", -1),
+        ("shared_prefix_tokens", 10.5),
+        ("hash_block_tokens", 0),
     ],
 )
 def test_bad_values_are_named(key, value):
@@ -95,7 +101,7 @@ def test_hydra_burstgpt_and_file(tmp_path, fixtures):
 def test_each_trace_reads_its_own_options_only():
     assert set(TraceConfig().unused_keys()) == {
         "rate_per_s", "num_requests", "arrival", "cv", "n_in", "n_out", "lengths_from", "file", "keep_failed",
-        "concurrency", "think_s", "think",
+        "concurrency", "think_s", "think", "turns", "open_conversations", "shared_prefix_tokens", "hash_block_tokens",
     }  # fmt: skip
     assert set(TraceConfig(name="synthetic").unused_keys()) == {
         "file",
@@ -105,6 +111,7 @@ def test_each_trace_reads_its_own_options_only():
         "think",
     }
     closed = set(TraceConfig(name="closed_loop").unused_keys())
-    assert closed == {"rate_per_s", "arrival", "cv", "file", "keep_failed"}
+    prefixes = {"turns", "open_conversations", "shared_prefix_tokens", "hash_block_tokens"}
+    assert closed == {"rate_per_s", "arrival", "cv", "file", "keep_failed", *prefixes}
     assert "rate_per_s" in TraceConfig(name="burstgpt").unused_keys()
     assert "file" not in TraceConfig(name="burstgpt").unused_keys()
