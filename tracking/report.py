@@ -35,10 +35,16 @@ OPTIONAL = (
     "energy_savings_pct", "ttft_s.p50", "tpot_s.p50", "e2e_s.p50", "e2e_s.p99", "input_tokens_dropped",
     "output_tokens_cut", "requests_shaped", "gpus", "annual_energy_mwh", "facility_power_avg_kw",
     "facility_power_peak_kw", "annual_co2e_t", "annual_cost", "capacity.replicas", "capacity.baseline_replicas",
+    "prefix_hit_rate", "cache_saved_j",
 )  # fmt: skip
 METRICS = (*REQUIRED, *OPTIONAL)
 UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
-PARAMS = {"policy": "policy.name", "trace": "trace.name", "router": "fleet.router"}
+PARAMS = {
+    "policy": "policy.name",
+    "trace": "trace.name",
+    "router": "fleet.router",
+    "prefix_caching": "server.prefix_caching",
+}
 CONSOLE = (
     ("energy (kJ)", "energy_j", 1e-3), ("saved (%)", "energy_savings_pct", 1.0),
     ("quality cost (%)", "quality_cost_pct", 1.0), ("p99 TTFT (s)", "ttft_s.p99", 1.0),
