@@ -318,16 +318,12 @@ class EnergyAware(Router):
 
 
 @register
-class CacheAware(Router):
-    """The most of the prompt cached, weighed against load (see the module docstring)."""
+class CacheAware(LeastTokens):
+    """The most of the prompt cached, weighed against load (see the module docstring); least
+    tokens for a request whose job is not known."""
 
     name = "cache_aware"
     kernel_code = CACHE_AWARE
-
-    def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
-        super().__init__(fleet, servers)
-        self._index = LoadIndex(self.servers)
-        self.load_indexes = [self._index]
 
     def pick(self, n_in: int, n_out: int, job: int = -1) -> Server:
         """Score = cached share of the prompt − cache_balance × (load − mean) / max(1, mean);

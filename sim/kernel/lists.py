@@ -12,20 +12,36 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _link_after(r, j, tail):  # type: ignore[no-untyped-def]
-    r.prv[j] = tail
-    r.nxt[j] = -1
+def append(prv, nxt, j, head, tail):  # type: ignore[no-untyped-def]
+    """Link j at the end of a doubly linked list over `prv`, `nxt`; returns its new (head, tail)."""
+    prv[j] = tail
+    nxt[j] = -1
     if tail >= 0:
-        r.nxt[tail] = j
+        nxt[tail] = j
+    else:
+        head = j
+    return head, j
+
+
+@njit(cache=True, inline="always")
+def unlink(prv, nxt, j, head, tail):  # type: ignore[no-untyped-def]
+    """Take j out of a doubly linked list over `prv`, `nxt`; returns its new (head, tail)."""
+    p, n = prv[j], nxt[j]
+    if p >= 0:
+        nxt[p] = n
+    else:
+        head = n
+    if n >= 0:
+        prv[n] = p
+    else:
+        tail = p
+    return head, tail
 
 
 @njit(cache=True)
 def queue_push(r, j):  # type: ignore[no-untyped-def]
     """Job j joins the back of the queue."""
-    _link_after(r, j, r.qtail)
-    if r.qtail < 0:
-        r.qhead = j
-    r.qtail = j
+    r.qhead, r.qtail = append(r.prv, r.nxt, j, r.qhead, r.qtail)
     r.qlen += 1
 
 
@@ -58,25 +74,14 @@ def queue_pop(r):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def run_add(r, j):  # type: ignore[no-untyped-def]
     """Job j joins the running list (admitted last)."""
-    _link_after(r, j, r.otail)
-    if r.otail < 0:
-        r.ohead = j
-    r.otail = j
+    r.ohead, r.otail = append(r.prv, r.nxt, j, r.ohead, r.otail)
     r.olen += 1
 
 
 @njit(cache=True)
 def run_remove(r, j):  # type: ignore[no-untyped-def]
     """Job j leaves the running list."""
-    p, n = r.prv[j], r.nxt[j]
-    if p >= 0:
-        r.nxt[p] = n
-    else:
-        r.ohead = n
-    if n >= 0:
-        r.prv[n] = p
-    else:
-        r.otail = p
+    r.ohead, r.otail = unlink(r.prv, r.nxt, j, r.ohead, r.otail)
     r.olen -= 1
 
 

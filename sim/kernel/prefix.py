@@ -18,6 +18,7 @@ from __future__ import annotations
 from numba import njit
 
 from sim.kernel.kv import units
+from sim.kernel.lists import append, unlink
 
 
 @njit(cache=True)
@@ -128,25 +129,13 @@ def head_idle(r):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _unlink(r, h):  # type: ignore[no-untyped-def]
-    p, n = r.c_prev[h], r.c_next[h]
-    if p >= 0:
-        r.c_next[p] = n
-    else:
-        r.lru_h = n
-    if n >= 0:
-        r.c_prev[n] = p
-    else:
-        r.lru_t = p
+    """Block h is no longer idle (taken out of the LRU list)."""
+    r.lru_h, r.lru_t = unlink(r.c_prev, r.c_next, h, r.lru_h, r.lru_t)
     r.cidle -= 1
 
 
 @njit(cache=True, inline="always")
 def _append(r, h):  # type: ignore[no-untyped-def]
-    t = r.lru_t
-    r.c_prev[h], r.c_next[h] = t, -1
-    if t >= 0:
-        r.c_next[t] = h
-    else:
-        r.lru_h = h
-    r.lru_t = h
+    """Block h becomes idle: the most recently used end of the LRU list."""
+    r.lru_h, r.lru_t = append(r.c_prev, r.c_next, h, r.lru_h, r.lru_t)
     r.cidle += 1
