@@ -133,6 +133,8 @@ def test_random_runs_with_shared_prefixes_replay_bit_for_bit(rows, scheduler, kv
     exact = simulate(frame, oracle, dataclasses.replace(config, exact_steps=True)).requests  # checks KV every step
     for column in ("completed", "n_out_served", "cached_tokens", "preemptions"):
         assert exact[column].tolist() == compiled.requests[column].tolist(), column
+    # each request's charge, summed step by step, is the fast mode's formula less what the cache spared
+    np.testing.assert_allclose(exact["energy_j"], compiled.requests["energy_j"], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("router", ["least_tokens", "energy_aware", "cache_aware"])
