@@ -106,8 +106,9 @@ def fit(seed: int = 0, every: int = 1, progress: bool = True) -> pd.DataFrame:
             "prompt_sigma": float("nan"),
             "rows_used": len(df),
             "score_pct": score(df),
-            "how": "from the oracle's calibration: each oracle's calibration_prompt_tokens and "
-            "calibration_prompt_sigma (sim.validation.calibrate, fitted on the one-GPU LM Arena chat rows); "
+            "how": "the oracles' calibration prompts: each oracle's calibration_prompt_tokens and "
+            "calibration_prompt_sigma (the lognormal sim.validation.calibrate replays LM Arena chat with, "
+            "chosen by the former prompt grid on the H100 one-GPU rows); "
             f"not refitted here, score over the {REFERENCE} rows",
         }
     )
