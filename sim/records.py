@@ -1,13 +1,14 @@
 """Per-request records: the job table folded back onto the user's requests.
 
 A user's request is its main job plus, if a policy summarised its prompt, the summarization job.
-Latencies run from the user's arrival; energies (J) add both jobs' charges, and so do the prompt
-tokens found in the prefix cache (`cached_tokens`) and the prefill energy that spared
-(`cache_saved_j`, J: what prefilling them would have cost, already left out of `energy_j`).
-`prefill_energy_j` is the part of `energy_j` that is the requests' own prefill terms. Records are computed a
-range of rows at a time: in memory for a small run, or written to Parquet one row group at a time
-(`RecordsWriter`: during the run, each row group as soon as all its rows are final) and read back
-a column at a time (`RecordsFile`).
+Latencies run from the user's arrival; energies (J) add both jobs' charges, and so do the
+preemptions and the tokens they made prefill again, the prompt tokens found in the prefix cache
+(`cached_tokens`) and the prefill energy that spared (`cache_saved_j`, J: what prefilling them
+would have cost, already left out of `energy_j`); `prefill_energy_j` is the part of `energy_j`
+that is the requests' own prefill terms. Records are computed a range of rows at a time: in
+memory for a small run, or written to Parquet one row group at a time (`RecordsWriter`: during
+the run, each row group as soon as all its rows are final) and read back a column at a time
+(`RecordsFile`).
 """
 
 from __future__ import annotations
@@ -254,7 +255,9 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
     summary_energy[parents] = energy[ids.size :]
     cached, saved = jobs.cached_tokens[both], cache_saved_j(jobs, r.costs, both)  # a summary's hits are its request's
     prefill = prefill_energy_j(jobs, r.costs, both)
-    for column in (cached, saved, prefill):
+    preempted = jobs.preemptions.dense(both, np.int32)
+    recomputed = jobs.extra_prefill_tokens.dense(both, np.int64)
+    for column in (cached, saved, prefill, preempted, recomputed):
         column[parents] += column[ids.size :]
     summary_tokens = np.zeros(ids.size, dtype=np.int64)
     summary_tokens[parents] = jobs.lengths_of(summaries)[1]
@@ -286,8 +289,8 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
             "summary_energy_j": summary_energy,
             "input_tokens_dropped": n_in - served_in,
             "output_tokens_cut": n_out - served_out,
-            "preemptions": jobs.preemptions.dense(ids, np.int32),
-            "recomputed_tokens": jobs.extra_prefill_tokens.dense(ids, np.int64),
+            "preemptions": preempted[: ids.size],
+            "recomputed_tokens": recomputed[: ids.size],
             "cached_tokens": cached[: ids.size],
             "cache_saved_j": saved[: ids.size],
             "prefill_energy_j": prefill[: ids.size],
