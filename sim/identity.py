@@ -1,6 +1,6 @@
 """What identifies a run in MLflow: tags (package version, source command and git commit,
 overrides, sweep) and the trace as a data set (name and checksum of the arrivals and lengths
-simulated)."""
+simulated, and of the prompts' prefix blocks when the trace has them)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from sim.capacity import CapacityConfig
+from sim.prefix import PrefixBlocks
 from sim.windows import ExecutionConfig
 from traces.config import TraceConfig
+from traces.jsonl import BLOCK_TOKENS
 from tracking import DatasetRef
 from tracking.source import source_tags
 
@@ -47,10 +49,17 @@ def unused_params(trace: TraceConfig, capacity: CapacityConfig, execution: Execu
 
 
 def trace_digest(requests: pd.DataFrame) -> str:
-    """sha256 (first 16 hex digits) of the arrival times and lengths."""
+    """sha256 (first 16 hex digits) of the arrival times and lengths, and of a trace's prefix
+    blocks when it has them (`hash_ids` as the prefix cache reads them: which blocks are the same,
+    and their size)."""
     h = hashlib.sha256()
     for col in ("arrival_s", "n_in", "n_out"):
         h.update(np.ascontiguousarray(requests[col].to_numpy()).tobytes())
+    if "hash_ids" in requests.columns:
+        blocks = PrefixBlocks.from_lists(requests["hash_ids"], requests["n_in"].to_numpy(), None, 1)
+        h.update(str(requests.attrs.get("hash_block_tokens", BLOCK_TOKENS)).encode())
+        for values in (blocks.lengths, blocks.ids):
+            h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()[:16]
 
 
