@@ -2,7 +2,7 @@
 
     python -m sim.validate [benchmark=FILE] [output_lengths=FILE] [out=DIR] [seed=0]
         [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
-        [scheduler=vllm]
+        [scheduler=vllm] [prefill=true]
 
 Every row of the benchmark table (ML.ENERGY format, wide or old; default: the shipped wide table
 oracle/data/mlenergy_v3_llm.csv — 21 models, three tasks, 1–8 GPUs per deployment, H100 and B200 —
@@ -20,7 +20,9 @@ oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each ora
 with (python -m sim.validation.calibrate), GPQA's and Sourcegraph FIM's are fitted to the batch,
 throughput and ITL of their H100 rows (python -m sim.validation.prompts); neither is measured.
 benchmark= takes either format (the old one: oracle/data/mlenergy_v3_lm_arena_chat.csv); without
-output_lengths= the shipped histograms of the table's format are used.
+output_lengths= the shipped histograms of the table's format are used. With prefill=true (the
+default) a prefill section follows: Splitwise's measured prompt times of Llama-2-70B on H100s
+replayed (`sim.validation.prefill`), written to DIR/prefill.csv.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class ValidateArgs:
     plot: bool = True
     progress: bool = True
     scheduler: str = "vllm"
+    prefill: bool = True
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -138,9 +141,24 @@ def run(args: ValidateArgs) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "validation.csv", index=False)
     print(f"wrote {out / 'validation.csv'}")
+    if args.prefill:
+        _prefill_section(out)
     if args.plot and not df.empty:
         print(f"wrote {plot_validation(df, out / 'validation.png')}")
     return df
+
+
+def _prefill_section(out: Path) -> None:
+    """Print the prefill comparison (`sim.validation.prefill`) and write DIR/prefill.csv."""
+    from sim.validation import prefill
+
+    df, err, why = prefill.compare()
+    print("\nprefill: Splitwise's measured prompt times (Llama-2-70B, H100, TP 2-8) against the simulator")
+    for line in why:
+        print(f"  left out: {line}")
+    print(err.round(1).to_string(index=False))
+    df.to_csv(out / "prefill.csv", index=False)
+    print(f"wrote {out / 'prefill.csv'}")
 
 
 def default_histograms_for(rows: Sequence[BenchmarkRow]) -> Path:
