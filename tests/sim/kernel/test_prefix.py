@@ -160,3 +160,28 @@ def test_the_prefill_the_cache_spares_is_what_the_prefills_no_longer_cost(llama,
     spared = off["prefill_energy_j"] - on["prefill_energy_j"]
     np.testing.assert_allclose(spared, on["cache_saved_j"], rtol=1e-9, atol=1e-9)
     assert on["cache_saved_j"].sum() > 0 and (on["prefill_energy_j"] > 0).all()
+
+
+def test_a_sliding_window_model_runs_without_the_cache_unless_it_is_asked_for(mooncake):
+    """The schedulers ship with the switch null (their default): a model the cache is not
+    modelled for warns and runs without it; asking for it is a clear error."""
+    from oracle.model import Oracle
+    from sim.config import ConfigError
+    from sim.kernel.engine import PrefixCachingOffWarning
+
+    gemma = Oracle.load("gemma-2-9b_h100")
+    short = mooncake[mooncake["n_in"] < 4000].iloc[:50]
+    with pytest.warns(PrefixCachingOffWarning, match="sliding-window layers"):
+        r = simulate(short, gemma, ServerConfig()).requests
+    assert (r["cached_tokens"] == 0).all()
+    with pytest.raises(ConfigError, match="server.prefix_caching=true cannot be served"):
+        simulate(short, gemma, ServerConfig(prefix_caching=True))
+
+
+def test_the_shipped_engine_configs_leave_the_switch_to_the_scheduler():
+    from pathlib import Path
+
+    import yaml
+
+    for path in sorted(Path("conf/server/scheduler").glob("*.yaml")):
+        assert yaml.safe_load(path.read_text())["prefix_caching"] is None, path.name
