@@ -45,6 +45,8 @@ PARAMS = {
     "router": "fleet.router",
     "prefix_caching": "server.prefix_caching",
 }
+UNSET = {"prefix_caching": "default"}
+"""What a parameter's column says for a run that did not set it (a null is not logged) where "?" would mislead."""
 CONSOLE = (
     ("energy (kJ)", "energy_j", 1e-3), ("saved (%)", "energy_savings_pct", 1.0),
     ("quality cost (%)", "quality_cost_pct", 1.0), ("p99 TTFT (s)", "ttft_s.p99", 1.0),
@@ -119,7 +121,8 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         )
     table = pd.DataFrame({"run_id": runs["run_id"], "run_name": _column(runs, "tags.mlflow.runName", "")})
     for name, key in {**PARAMS, **GROUP}.items():
-        table[name] = _column(runs, f"params.{key}", "?").fillna("?").astype(str).map(_number)
+        unset = UNSET.get(name, "?")
+        table[name] = _column(runs, f"params.{key}", unset).fillna(unset).astype(str).map(_number)
     table["group"] = _groups(table)
     for key in METRICS:
         table[key] = _column(runs, f"metrics.{key}", np.nan).astype(float)
