@@ -207,16 +207,16 @@ def sequence_cost(c: StepCoef, n_in: Any, n_out: Any, chunks: Any = 1) -> Any:
     return prefill + decode
 
 
+def prefill_cost(c: StepCoef, tokens: Any, pairs: Any) -> Any:
+    """Cost of prefilling `tokens` prompt tokens with `pairs` causal attention pairs, per-chunk term
+    aside, in the unit of `c` (J or s): what preemptions add, what a prefix cache spares."""
+    return c.prefill_tokens * tokens + c.prefill_attn * pairs
+
+
 def recompute_cost(c: StepCoef, tokens: Any, pairs: Any, steps: Any, ctx: Any) -> Any:
     """Extra cost of preemptions: prompt tokens prefilled again or thrown away (and their attention
     pairs), less the decode steps (and their contexts) that re-prefills replaced."""
-    return c.prefill_tokens * tokens + c.prefill_attn * pairs - c.decode_seqs * steps - c.decode_ctx * ctx
-
-
-def cached_cost(c: StepCoef, tokens: Any, pairs: Any) -> Any:
-    """Cost of the prompt tokens a prefix cache spared (and their attention pairs): what prefilling
-    them would have cost, in the unit of `c` (J or s)."""
-    return c.prefill_tokens * tokens + c.prefill_attn * pairs
+    return prefill_cost(c, tokens, pairs) - c.decode_seqs * steps - c.decode_ctx * ctx
 
 
 def request_energy_j(

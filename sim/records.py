@@ -23,18 +23,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.costs import StepCoef, StepCosts, cached_cost, recompute_cost, request_energy_j
+from sim.costs import StepCoef, StepCosts, prefill_cost, recompute_cost, request_energy_j
 from sim.jobs import DONE, REJECT_REASONS, REJECTED, JobTable
 from tracking.files import temporary, write_error
 
 
-def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: np.ndarray | None = None) -> np.ndarray:
+def job_energy_j(
+    jobs: JobTable,
+    costs: Sequence[StepCosts],
+    exact: bool,
+    ids: np.ndarray | None = None,
+    saved: np.ndarray | None = None,
+) -> np.ndarray:
     """Energy (J) charged to jobs `ids` (default: all; 0 for jobs not served).
 
     Fast mode: own sequence costs plus share × the step constant of the job's server, plus what
     preemptions added (recomputed prefills less the decode steps they replaced), less the prefill
-    of the prompt tokens found in the prefix cache. Exact mode: what the engine accumulated step
-    by step.
+    of the prompt tokens found in the prefix cache (`saved`: `cache_saved_j` of `ids`, computed
+    here if not given). Exact mode: what the engine accumulated step by step.
     """
     ids = np.arange(len(jobs)) if ids is None else ids
     done = jobs.status[ids] == DONE
@@ -43,7 +49,7 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
     n_in, n_out = jobs.lengths_of(ids)
     server, chunks, share = jobs.server[ids], jobs.chunks[ids], jobs.share[ids]
     preempted = jobs.preemptions.dense(ids, np.int32) > 0
-    out = np.where(done, -cache_saved_j(jobs, costs, ids), 0.0)
+    out = np.where(done, -(cache_saved_j(jobs, costs, ids) if saved is None else saved), 0.0)
     for index, c in enumerate(costs):
         m = (server == index) & done
         out[m] += request_energy_j(c.energy_j, n_in[m], n_out[m], chunks[m], share[m])
@@ -60,12 +66,12 @@ def job_energy_j(jobs: JobTable, costs: Sequence[StepCosts], exact: bool, ids: n
     return out
 
 
-def prefill_energy_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -> np.ndarray:
+def prefill_energy_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray, saved: np.ndarray) -> np.ndarray:
     """Energy (J) of the done jobs `ids`' own prefill terms: per chunk, per prompt token and per
     attention pair, the prompt tokens preemptions made prefill again included and those found in
-    the prefix cache left out, at their server's coefficients (the rest of a job's charge is its
-    decode terms and its share of the steps' constants, which also carries what a power cap's
-    lower clock changed in a throttled step's energy)."""
+    the prefix cache (`saved`: `cache_saved_j` of `ids`) left out, at their server's coefficients
+    (the rest of a job's charge is its decode terms and its share of the steps' constants, which
+    also carries what a power cap's lower clock changed in a throttled step's energy)."""
     out = np.zeros(ids.size)
     done, server = jobs.status[ids] == DONE, jobs.server[ids]
     n_in = jobs.lengths_of(ids)[0].astype(float)
@@ -74,9 +80,9 @@ def prefill_energy_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray
         m = done & (server == index)
         if m.any():
             k = StepCoef.of(c.energy_j)
-            own = k.prefill_seqs * jobs.chunks[ids][m] + cached_cost(k, n_in[m], n_in[m] * (n_in[m] + 1) / 2)
-            out[m] = own + cached_cost(k, extra[m], pairs[m])
-    return out - np.where(done, cache_saved_j(jobs, costs, ids), 0.0)
+            own = k.prefill_seqs * jobs.chunks[ids][m] + prefill_cost(k, n_in[m], n_in[m] * (n_in[m] + 1) / 2)
+            out[m] = own + prefill_cost(k, extra[m], pairs[m])
+    return out - np.where(done, saved, 0.0)
 
 
 def cache_saved_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -> np.ndarray:
@@ -88,7 +94,7 @@ def cache_saved_j(jobs: JobTable, costs: Sequence[StepCosts], ids: np.ndarray) -
     for index, c in enumerate(costs):
         m = hit & (server == index)
         if m.any():
-            out[m] = cached_cost(StepCoef.of(c.energy_j), cached[m], jobs.cached_pairs[ids[m]])
+            out[m] = prefill_cost(StepCoef.of(c.energy_j), cached[m], jobs.cached_pairs[ids[m]])
     return out
 
 
@@ -249,15 +255,16 @@ def _records(r: Requests, start: int, stop: int) -> pd.DataFrame:
     summaries = n + np.arange(lo, hi)
     ids = np.arange(start, stop)
     both = np.concatenate([ids, summaries])
-    energy = job_energy_j(jobs, r.costs, r.exact, both)
+    saved = cache_saved_j(jobs, r.costs, both)
+    energy = job_energy_j(jobs, r.costs, r.exact, both, saved)
     served_in, served_out = jobs.lengths_of(rows)
     summary_energy = np.zeros(ids.size)
     summary_energy[parents] = energy[ids.size :]
-    cached, saved = jobs.cached_tokens[both], cache_saved_j(jobs, r.costs, both)  # a summary's hits are its request's
-    prefill = prefill_energy_j(jobs, r.costs, both)
+    cached = jobs.cached_tokens[both]
+    prefill = prefill_energy_j(jobs, r.costs, both, saved)
     preempted = jobs.preemptions.dense(both, np.int32)
     recomputed = jobs.extra_prefill_tokens.dense(both, np.int64)
-    for column in (cached, saved, prefill, preempted, recomputed):
+    for column in (cached, saved, prefill, preempted, recomputed):  # a summary's are its request's
         column[parents] += column[ids.size :]
     summary_tokens = np.zeros(ids.size, dtype=np.int64)
     summary_tokens[parents] = jobs.lengths_of(summaries)[1]
