@@ -15,7 +15,7 @@ from sim.capacity import CapacityConfig
 from sim.prefix import PrefixBlocks
 from sim.windows import ExecutionConfig
 from traces.config import TraceConfig
-from traces.jsonl import BLOCK_TOKENS
+from traces.jsonl import block_tokens
 from tracking import DatasetRef
 from tracking.source import source_tags
 
@@ -57,7 +57,7 @@ def trace_digest(requests: pd.DataFrame) -> str:
         h.update(np.ascontiguousarray(requests[col].to_numpy()).tobytes())
     if "hash_ids" in requests.columns:
         blocks = PrefixBlocks.from_lists(requests["hash_ids"], requests["n_in"].to_numpy(), None, 1)
-        h.update(str(requests.attrs.get("hash_block_tokens", BLOCK_TOKENS)).encode())
+        h.update(str(block_tokens(requests)).encode())
         for values in (blocks.lengths, blocks.ids):
             h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()[:16]

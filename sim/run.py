@@ -40,7 +40,7 @@ from sim.records import RecordsFile, RecordsWriter, Requests
 from sim.routing import Router, make_router
 from sim.server import Server, ServerStats
 from sim.spans import StreamedSpans
-from traces.jsonl import BLOCK_TOKENS
+from traces.jsonl import block_tokens
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def simulate_fleet(
         warn_outside_range(oracle, shaping.n_in, shaping.n_out, what="this run")
     jobs = _job_table(shaping, n_in, parents)
     if "hash_ids" in requests.columns:
-        size = int(requests.attrs.get("hash_block_tokens", BLOCK_TOKENS))  # the trace's prefix block (tokens)
+        size = block_tokens(requests)
         blocks = PrefixBlocks.from_lists(requests["hash_ids"], shaping.n_in, shaping.kept_prefix, size)
         jobs.prefix = blocks.extended(parents, n_in[parents]) if parents.size else blocks
     del shaping  # the job table holds the served lengths

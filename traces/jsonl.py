@@ -27,6 +27,14 @@ BLOCK_TOKENS = 512
 KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
 HASH_IDS_DTYPE = pd.ArrowDtype(pa.list_(pa.int64()))
 """dtype of the `hash_ids` column: one list of int64 block hashes per request."""
+
+
+def block_tokens(frame: pd.DataFrame) -> int:
+    """Tokens per prefix block of a trace's `hash_ids`: its `attrs["hash_block_tokens"]` (a
+    synthetic trace's), else the Mooncake traces' `BLOCK_TOKENS`."""
+    return int(frame.attrs.get("hash_block_tokens", BLOCK_TOKENS))
+
+
 _INT64 = np.iinfo(np.int64)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from traces.jsonl import BLOCK_TOKENS
+from traces.jsonl import BLOCK_TOKENS, block_tokens
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def trace_stats(frame: pd.DataFrame) -> TraceStats:
         length_stats(frame["n_in"].to_numpy()),
         length_stats(frame["n_out"].to_numpy()),
         block_reuse(frame),
-        int(frame.attrs.get("hash_block_tokens", BLOCK_TOKENS)),
+        block_tokens(frame),
     )
 
 
