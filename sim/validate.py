@@ -152,13 +152,8 @@ def _prefill_section(out: Path) -> None:
     """Print the prefill comparison (`sim.validation.prefill`) and write DIR/prefill.csv."""
     from sim.validation import prefill
 
-    df, err, why = prefill.compare()
     print("\nprefill: Splitwise's measured prompt times (Llama-2-70B, H100, TP 2-8) against the simulator")
-    for line in why:
-        print(f"  left out: {line}")
-    print(err.round(1).to_string(index=False))
-    df.to_csv(out / "prefill.csv", index=False)
-    print(f"wrote {out / 'prefill.csv'}")
+    prefill.report(out, rows=False)
 
 
 def default_histograms_for(rows: Sequence[BenchmarkRow]) -> Path:

@@ -103,6 +103,22 @@ def compare() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return df, errors(df), why
 
 
+def report(out: Path, *, rows: bool = True) -> Path:
+    """Print the comparison (the rows left out and why, each row replayed if `rows`, the errors)
+    and write it to OUT/prefill.csv; that path."""
+    df, err, why = compare()
+    for line in why:
+        print(f"left out: {line}")
+    if rows:
+        print(df.round(2).to_string(index=False))
+    print(err.round(1).to_string(index=False))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "prefill.csv"
+    df.to_csv(path, index=False)
+    print(f"wrote {path}")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     out = Path("validation")
@@ -112,14 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sim.validation.prefill: error: the only argument is out=DIR, got {arg!r}", file=sys.stderr)
             return 2
         out = Path(value)
-    df, err, why = compare()
-    for line in why:
-        print(f"left out: {line}")
-    print(df.round(2).to_string(index=False))
-    print(err.round(1).to_string(index=False))
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "prefill.csv", index=False)
-    print(f"wrote {out / 'prefill.csv'}")
+    report(out)
     return 0
 
 
