@@ -74,6 +74,7 @@ class Calibration:
     held_out: pd.DataFrame | None = None  # per model, errors when it is left out of the fit (%)
     energy_basis: str = "flop+byte"  # the ENERGY_BASES entry kept (the best held-out energy error)
     held_out_energy_by_basis: pd.DataFrame | None = None  # per model × basis, held-out J/token error (%)
+    held_out_rows: pd.DataFrame | None = None  # per row, measured / held-out predicted time and energy per token
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""
@@ -233,7 +234,8 @@ def calibrate(
     """Fit hardware constants for the rows of `gpu_label` (the table's gpu_model, e.g. 'H100') on
     their replayed window features (default: the shipped ones)."""
     merged = _merged(gpu_label, data, replay)
-    by_basis = {basis: held_out_errors(merged, gpu, basis) for basis in ENERGY_BASES}
+    rows_by_basis = {basis: held_out_rows(merged, gpu, basis) for basis in ENERGY_BASES}
+    by_basis = {basis: held_out_errors(r) for basis, r in rows_by_basis.items()}
     basis = min(by_basis, key=lambda b: float(by_basis[b]["energy_per_token_err_pct"].mean()))
     k, t_pred, itl_pred, e_pred = fit_constants(merged, gpu, basis)
     rows = pd.DataFrame(
@@ -262,7 +264,7 @@ def calibrate(
         f"σ {sigma:.2f}); energy terms {basis} (chosen by leave-one-model-out error)",
     )
     energy_by_basis = pd.DataFrame({b: t["energy_per_token_err_pct"] for b, t in by_basis.items()})
-    return Calibration(k, prompt, rows, sigma, by_basis[basis], basis, energy_by_basis)
+    return Calibration(k, prompt, rows, sigma, by_basis[basis], basis, energy_by_basis, rows_by_basis[basis])
 
 
 def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
@@ -283,20 +285,41 @@ def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
     return (pred - true) / true * 100.0
 
 
-def held_out_errors(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte") -> pd.DataFrame:
-    """Leave one model out: per model, mean absolute errors (%) of time and energy per output token
-    predicted by constants fitted (with `energy_basis`) on the other models' rows: how the
-    constants carry to models nobody measured. `calibration_rows`: measured rows merged with their
-    replay features."""
-    out = {}
+def held_out_rows(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte") -> pd.DataFrame:
+    """Leave one model out, per row: its measured time and energy per output token over what
+    constants fitted (with `energy_basis`) on the other models' rows predict (`time_ratio`,
+    `energy_ratio`, measured / predicted): how the constants carry to a model nobody measured,
+    row by row (`oracle.errors` draws the simulator's bands from them). `calibration_rows`:
+    measured rows merged with their replay features."""
+    parts = []
     for model_id in calibration_rows["model_id"].unique():
         test = (calibration_rows["model_id"] == model_id).to_numpy()
         train = calibration_rows[~test].reset_index(drop=True)
         k = fit_constants(train, gpu, energy_basis)[0]
         rows = calibration_rows[test].reset_index(drop=True)
         t, e = _predict(rows, gpu, k)
-        out[str(model_id).split("/")[-1]] = {
-            "energy_per_token_err_pct": float(np.mean(np.abs(e / rows["energy_per_token_joules"] - 1.0)) * 100.0),
-            "time_per_token_err_pct": float(np.mean(np.abs(t / rows["time_per_token_s"] - 1.0)) * 100.0),
+        parts.append(
+            pd.DataFrame(
+                {
+                    "model": str(model_id).split("/")[-1],
+                    "config_id": rows["config_id"],
+                    "task": rows["task"],
+                    "time_ratio": rows["time_per_token_s"] / t,
+                    "energy_ratio": rows["energy_per_token_joules"] / e,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def held_out_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model of `held_out_rows`' output, the mean absolute errors (%) of the held-out
+    predictions of energy and time per output token."""
+    err = pd.DataFrame(
+        {
+            "model": rows["model"],
+            "energy_per_token_err_pct": (1.0 / rows["energy_ratio"] - 1.0).abs() * 100.0,
+            "time_per_token_err_pct": (1.0 / rows["time_ratio"] - 1.0).abs() * 100.0,
         }
-    return pd.DataFrame(out).T
+    )
+    return err.groupby("model", sort=False).mean().rename_axis(None)

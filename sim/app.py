@@ -11,7 +11,7 @@ table), then logs the folder to MLflow and returns the typed summary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from sim.plots import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.summary import SAME_RUN, Summary, split_wall_clock, unit
+from sim.summary import BANDED, SAME_RUN, Summary, split_wall_clock, unit
+from sim.uncertainty import BANDS_FILE, UncertaintyConfig, bands, calibration_errors, replay_bands
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -68,6 +69,7 @@ class AppConfig:
     background: bool = True
     objective: tuple[str, ...] = ("energy_savings_pct",)
     execution: ExecutionConfig = ExecutionConfig()
+    uncertainty: UncertaintyConfig = UncertaintyConfig()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -94,7 +96,7 @@ class Prepared:
 TOP_KEYS = {
     "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
     "compare_baseline", "progress", "plots", "background", "planning", "fleet", "capacity", "objective",
-    "execution", "gpu",
+    "execution", "gpu", "uncertainty",
 }  # fmt: skip
 FLAGS = ("compare_baseline", "progress", "plots", "background")
 
@@ -145,6 +147,7 @@ def app_config(values: Mapping[str, Any]) -> AppConfig:
         background=values.get("background", True),
         objective=_objective(values.get("objective", "energy_savings_pct")),
         execution=execution,
+        uncertainty=build(UncertaintyConfig, values.get("uncertainty"), "uncertainty"),
         raw=values,
     )
 
@@ -222,6 +225,8 @@ def prepare(config: AppConfig) -> Prepared:
             raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
     if config.capacity.enabled:
         fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
+    if config.uncertainty.enabled and config.uncertainty.calibration:
+        calibration_errors(fleet)  # an oracle no calibration covers fails before any run
     try:
         requests = traces.load_config(config.trace)
     except ConfigError:
@@ -268,8 +273,17 @@ def execute(
         runs.append(base)
         log.info("baseline %s (key %s)", source, key)
     summary = _summary(prepared, fleet, capacity, runs, source)
+    samples = None
+    if cfg.uncertainty.enabled:
+        samples, describe = replay_bands(
+            prepared.requests, fleet, cfg.uncertainty, cfg.seed, _replayer(prepared, capacity), progress=cfg.progress
+        )
+        summary = replace(summary, bands=bands(samples, cfg.uncertainty, describe))
     text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
     names = write_outputs(out, cfg.raw, summary, runs, text)
+    if samples is not None:
+        samples.to_csv(out / BANDS_FILE, index=False, float_format="%.10g")
+        names.append(BANDS_FILE)
     ended = now_ms()
     sweep = context.sweep
     name = cfg.tracking.run_name or run_name(result.policy, context.overrides, sweep.swept if sweep else None)
@@ -293,7 +307,7 @@ def execute(
         timing=split_wall_clock(summary.to_dict())[1],
         start_ms=started,
         end_ms=ended,
-        unused_params=unused_params(cfg.trace, cfg.capacity, cfg.execution),
+        unused_params=unused_params(cfg.trace, cfg.capacity, cfg.execution, cfg.uncertainty),
         series=TIMELINES_FILE,
     )
     record.write(out)
@@ -336,6 +350,36 @@ def _summary(
         arrivals_note=_arrivals_note(cfg.trace) if base is not None and source else "",  # not of a run against itself
     )
     return summary if base is None else with_savings(summary, result, runs[-1])
+
+
+def _replayer(prepared: Prepared, capacity: Capacity | None) -> Callable[[pd.DataFrame, Fleet], dict[str, float]]:
+    """One replay of the bands (`sim.uncertainty`): the policy (at its own capacity, searched from
+    the point answer, when the run searched one) and the baseline on the same draw; its figures by
+    `BANDED` name."""
+    cfg = prepared.config
+
+    def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        if capacity is not None:
+            cap, result = search_capacity(requests, fleet, prepared.policy, cfg.capacity, start=capacity.replicas)
+            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus}
+            fleet = fleet.resized(cap.pool, cap.replicas)
+        else:
+            result = simulate_fleet(requests, fleet, prepared.policy)
+        runs = [result]
+        if cfg.compare_baseline and prepared.policy.name != "none":
+            runs.append(simulate_fleet(requests, fleet, Policy()))
+        horizon = max(r.makespan_s for r in runs)
+        base = run_summary(runs[-1], cfg.slo, horizon) if len(runs) > 1 else None
+        summary = Summary(run_summary(result, cfg.slo, horizon), {}, {}, baseline=base)
+        if base is not None:
+            summary = with_savings(summary, result, runs[-1])
+        keys = {name: key for name, key in BANDED.items() if not key.startswith("capacity.")}
+        if base is None:
+            keys.pop("energy_savings_pct")
+        return figures | {name: summary.value(key) for name, key in keys.items()}
+
+    return replay
 
 
 def _arrivals_note(trace: traces.TraceConfig) -> str:

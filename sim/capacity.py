@@ -1,9 +1,11 @@
 """Capacity search: the smallest fleet that meets a latency SLO for a trace at its load.
 
 One pool is sized (the only one, or `capacity.pool`); the others keep their replicas. The search
-doubles the replica count from 1 until the target is met, then bisects between the last size that
-missed and the first that met it. It assumes more replicas never make latency worse (true of the
-load-balancing routers up to noise); every probe is reported so a non-monotone case shows.
+gallops from its start (1 replica: 2, 4, 8, … ; up from a size that misses, down from one that
+meets, the step doubling each time) until it brackets the answer, then bisects between the last
+size that missed and the first that met it. It assumes more replicas never make latency worse
+(true of the load-balancing routers up to noise); every probe is reported so a non-monotone case
+shows.
 
 Targets: `percentiles`: the `percentile`-th TTFT ≤ slo.ttft_s and TPOT ≤ slo.tpot_s over the
 completed requests; `attainment`: at least `attainment` of all requests (rejected ones fail)
@@ -118,8 +120,11 @@ def search_capacity(
     cfg: CapacityConfig,
     *,
     progress: bool = False,
+    start: int = 1,
 ) -> tuple[Capacity, SimResult]:
     """The smallest size of the sized pool that meets the target, and the simulation at that size.
+    The search starts at `start` replicas (a size near the answer saves probes: the bands' replays
+    start at the point estimate's).
 
     The SLO is the fleet's (`fleet.slo`). If `max_replicas` misses the target too, the answer is
     `max_replicas` with `met=False` and a warning.
@@ -139,10 +144,19 @@ def search_capacity(
         log.info("capacity probe: %s=%d → TTFT %.3g s, TPOT %.3g s, met=%s", pool, n, p.ttft_s, p.tpot_s, p.met)
         return p.met, result
 
-    lo, hi = 0, 1  # lo: largest size known to miss; hi: size tried last (unmet) or smallest met
+    # lo: the largest size known to miss (0 serves no one); hi: the size tried last, or the smallest met
+    lo, hi = 0, min(max(start, 1), cfg.max_replicas)
     met, result = run(hi)
-    while not met and hi < cfg.max_replicas:
-        lo, hi = hi, min(2 * hi, cfg.max_replicas)
+    step = 1
+    if met:  # gallop down until a size misses
+        while hi - step >= 1:
+            ok, trial = run(hi - step)
+            if not ok:
+                lo = hi - step
+                break
+            hi, result, step = hi - step, trial, 2 * step
+    while not met and hi < cfg.max_replicas:  # gallop up (from 1: 2, 4, 8, …) until a size meets
+        lo, hi, step = hi, min(hi + step, cfg.max_replicas), 2 * step
         met, result = run(hi)
     while met and hi - lo > 1:  # result stays the simulation at hi
         mid = (lo + hi) // 2

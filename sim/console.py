@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sim.policies.base import Policy
-from sim.summary import SAME_RUN, Summary, unit
+from sim.summary import BANDED, SAME_RUN, Summary, unit
 from tracking.text_table import text_table
 
 ROWS = (
@@ -43,13 +43,19 @@ def table(summary: Summary) -> str:
     the quality cost, the prefix cache (when a run found prompt tokens cached), the savings, the
     fleet and the capacity search."""
     base = summary.baseline is not None
-    header = ["", summary.run.policy, *(["none", "change"] if base else [])]
+    bands = summary.bands or {}
+    banded = {key: name for name, key in BANDED.items() if name in bands}
+    level = f"{100 * bands['level']:g} % band" if bands else ""
+    header = ["", summary.run.policy, *([level] if bands else []), *(["none", "change"] if base else [])]
     rows = []
     for label, key, scale, prefix, fmt in ROWS:
         u = unit(key)
         name = f"{label} ({prefix}{u})" if u not in ("requests", "share", "tokens/J") else label
         p = summary.value(key) * scale
         row = [name, _fmt(fmt, p)]
+        if bands:
+            band = bands[banded[key]] if key in banded else None
+            row.append("" if band is None else f"{_fmt(fmt, band['low'] * scale)}-{_fmt(fmt, band['high'] * scale)}")
         if base:
             b = summary.value(f"baseline.{key}") * scale
             change = f"{100 * (p - b) / b:+.1f}%" if b and math.isfinite(b) else "n/a"
@@ -70,6 +76,10 @@ def table(summary: Summary) -> str:
         if summary.comparison_note:
             both = f"{summary.compared_requests:,} requests both served"
             lines[-1] += f", on the step energy of the {both}; {summary.comparison_note}"
+        saving = bands.get("energy_savings_pct")
+        if saving:
+            verdict = "significant" if saving["significant"] else "not significant: the band includes 0"
+            lines[-1] += f"; {level} {saving['low']:.2f} to {saving['high']:.2f}%, {verdict}"
     if summary.arrivals_note:
         lines.append(summary.arrivals_note)
     fleet = summary.fleet
@@ -79,12 +89,27 @@ def table(summary: Summary) -> str:
     cap = summary.capacity
     if cap:
         verdict = "meet" if cap["met"] else "still miss"
-        line = f"capacity: {cap['replicas']} replicas ({cap['gpus']} GPUs in the fleet) of pool {cap['pool']!r} "
-        line += f"{verdict} {cap['target']}"
+        size = f"{cap['replicas']} replicas ({cap['gpus']} GPUs in the fleet)"
+        if "capacity_replicas" in bands:
+            r, g = bands["capacity_replicas"], bands["capacity_gpus"]
+            size = (f"{cap['replicas']} replicas ({level} {r['low']:.0f}-{r['high']:.0f}; {cap['gpus']} GPUs in "
+                    f"the fleet, band {g['low']:.0f}-{g['high']:.0f})")  # fmt: skip
+        line = f"capacity: {size} of pool {cap['pool']!r} {verdict} {cap['target']}"
         if "baseline_replicas" in cap:
             line += f" (unshaped: {cap['baseline_replicas']})"
         lines.append(line)
+    if bands:
+        lines.append(_bands_line(bands))
     return "\n".join(lines)
+
+
+def _bands_line(bands: dict) -> str:
+    """What the bands are: their level, the replays and what each drew."""
+    what = {"calibration": "the oracle's step time and energy scaled by an error drawn from the calibration's "
+            "held-out models", "workload": "a bootstrap of the trace"}  # fmt: skip
+    drawn = " and ".join(what[s] for s in bands["sources"].split("+"))
+    return (f"bands: the central {100 * bands['level']:g} % of {bands['samples']} replays, each with {drawn} "
+            f"(bands.csv; uncertainty.samples=0 for none)")  # fmt: skip
 
 
 def prefix_cache(summary: Summary) -> str | None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from sim.capacity import CapacityConfig
 from sim.prefix import PrefixBlocks
+from sim.uncertainty import UncertaintyConfig
 from sim.windows import ExecutionConfig
 from traces.config import TraceConfig
 from traces.jsonl import block_tokens
@@ -37,14 +38,21 @@ def run_tags(overrides: Sequence[str], sweep_id: str | None, baseline_source: st
     return tags
 
 
-def unused_params(trace: TraceConfig, capacity: CapacityConfig, execution: ExecutionConfig) -> tuple[str, ...]:
+def unused_params(
+    trace: TraceConfig, capacity: CapacityConfig, execution: ExecutionConfig, uncertainty: UncertaintyConfig
+) -> tuple[str, ...]:
     """The config keys a run does not read, left out of its MLflow params: another trace's options,
-    the capacity search's settings when it is off, the windows' when the run is one piece."""
+    the capacity search's settings when it is off, the windows' when the run is one piece, the
+    bands' when there are none (and the bootstrap's without a workload band)."""
     unused = [f"trace.{key}" for key in trace.unused_keys()]
     if not capacity.enabled:
         unused += [f"capacity.{f}" for f in CapacityConfig.__dataclass_fields__ if f != "enabled"]
     if execution.mode == "single":
         unused += [f"execution.{f}" for f in ExecutionConfig.__dataclass_fields__ if f != "mode"]
+    if not uncertainty.enabled:
+        unused += [f"uncertainty.{f}" for f in UncertaintyConfig.__dataclass_fields__ if f != "samples"]
+    elif not uncertainty.workload:
+        unused.append("uncertainty.windows")
     return tuple(unused)
 
 

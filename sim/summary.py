@@ -97,6 +97,7 @@ class Summary:
     compared_requests: int | None = _m("requests", "requests both runs served: what the savings compare", None)
     comparison_note: str = field(default="", metadata={"unit": "", "doc": "requests left out of the comparison"})
     arrivals_note: str = field(default="", metadata={"unit": "", "doc": "closed loop: each run has its own arrivals"})
+    bands: dict[str, Any] | None = None  # the headline figures' bands over replays (sim.uncertainty)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json layout: run keys at top level, then the rest."""
@@ -116,6 +117,8 @@ class Summary:
                 out[key] = getattr(self, key)
             if self.arrivals_note:
                 out["arrivals_note"] = self.arrivals_note
+        if self.bands is not None:
+            out["bands"] = self.bands
         return out
 
     def value(self, key: str) -> float:
@@ -169,14 +172,43 @@ CAPACITY_UNITS = {
     "capacity.replicas": "replicas",
     "capacity.baseline_replicas": "replicas",
     "capacity.gpus_saved": "GPUs",
+    "capacity.gpus": "GPUs",
 }
-METRICS: dict[str, str] = {
+BANDED: dict[str, str] = {
+    "energy_j": "energy_j",
+    "energy_per_output_token_j": "energy_per_output_token_j",
+    "output_tokens_per_j": "output_tokens_per_j",
+    "ttft_p99_s": "ttft_s.p99",
+    "tpot_p99_s": "tpot_s.p99",
+    "slo_attainment": "slo_attainment",
+    "energy_savings_pct": "energy_savings_pct",
+    "capacity_replicas": "capacity.replicas",
+    "capacity_gpus": "capacity.gpus",
+}
+"""The figures `sim.uncertainty` bands: name in summary.json's `bands` → the summary key."""
+SIGNIFICANT = ("energy_savings_pct",)
+"""Bands that say whether they exclude zero."""
+
+
+def _band_units(units: dict[str, str]) -> dict[str, str]:
+    """The `bands` section's numeric keys (`sim.uncertainty.bands`) with the units of the figures
+    they band."""
+    out = {"bands.level": "share", "bands.samples": "replays"}
+    for name, key in BANDED.items():
+        out |= {f"bands.{name}.{end}": units[key] for end in ("low", "high", "median")}
+        if name in SIGNIFICANT:
+            out[f"bands.{name}.significant"] = "bool"
+    return out
+
+
+_FIGURES: dict[str, str] = {
     **_units(RunSummary),
     **{f"baseline.{k}": u for k, u in _units(RunSummary).items()},
     **PLANNING_UNITS,
     **CAPACITY_UNITS,
     **_units(Summary),
 }
+METRICS: dict[str, str] = {**_FIGURES, **_band_units(_FIGURES)}
 """Every numeric summary key (dotted, as MLflow metrics are named) → its unit."""
 
 

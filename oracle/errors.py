@@ -1,0 +1,145 @@
+"""How far a derived oracle is off on a model nobody measured: the calibration's leave-one-model-out
+errors, row by row, and the bands they give.
+
+`python -m oracle.build` writes `data/held_out_errors.csv`: for every ML.ENERGY run the shipped
+constants were fitted on, its measured time and energy per output token over the prediction of
+constants fitted without its model (`oracle.hwcal.held_out_rows`; the energy terms the calibration
+kept). The simulator's calibration band (`sim.uncertainty`) replays a trace with an oracle's step
+times and energies scaled by ratios drawn from these rows: a model first (each equally likely,
+whatever its number of runs), then one of its runs, so a time and an energy error that go together
+are drawn together. `coverage` checks that the band means what it says: each model left out in turn,
+the share of its runs whose measured energy per token lies inside the band drawn from the other
+models' errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from oracle import arch
+from oracle.build import CALIBRATED_ON
+from oracle.model import Oracle
+
+HELD_OUT_FILE = "data/held_out_errors.csv"
+COLUMNS = ["gpu", "model", "config_id", "task", "time_ratio", "energy_ratio"]
+
+
+class NoHeldOutErrorsError(ValueError):
+    """No calibration errors apply to an oracle (a GPU no calibration covers)."""
+
+
+@dataclass(frozen=True)
+class HeldOutErrors:
+    """Leave-one-model-out ratios (measured / predicted) of time and energy per output token, one
+    row per run (`COLUMNS`), of one calibration (`gpu`: the measured GPU label)."""
+
+    gpu: str
+    rows: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        if self.rows.empty:
+            raise NoHeldOutErrorsError(f"no held-out errors for {self.gpu}")
+        ratios = self.rows[["time_ratio", "energy_ratio"]].to_numpy()
+        if not np.all(np.isfinite(ratios) & (ratios > 0)):
+            raise ValueError(f"held-out ratios of {self.gpu} must be finite and > 0")
+
+    @property
+    def models(self) -> int:
+        """Models the errors come from."""
+        return int(self.rows["model"].nunique())
+
+    def describe(self) -> str:
+        """Where the errors come from, in words."""
+        return (
+            f"leave-one-model-out errors of {len(self.rows)} {self.gpu} runs of {self.models} models "
+            f"(ML.ENERGY v3, {HELD_OUT_FILE})"
+        )
+
+    def weights(self) -> np.ndarray:
+        """Each run's probability: models equally likely, then their runs."""
+        size = self.rows.groupby("model")["model"].transform("size").to_numpy(float)
+        return 1.0 / (size * self.models)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """`n` (time ratio, energy ratio) pairs: a model, then one of its runs."""
+        i = rng.choice(len(self.rows), size=n, p=self.weights())
+        return self.rows["time_ratio"].to_numpy()[i], self.rows["energy_ratio"].to_numpy()[i]
+
+    def without(self, model: str) -> HeldOutErrors:
+        """The errors of the other models."""
+        return HeldOutErrors(self.gpu, self.rows[self.rows["model"] != model].reset_index(drop=True))
+
+    def interval(self, column: str, level: float) -> tuple[float, float]:
+        """The central `level` interval of the ratios in `column` ('time_ratio' or
+        'energy_ratio'), models weighted equally."""
+        values = self.rows[column].to_numpy()
+        order = np.argsort(values)
+        cdf = np.cumsum(self.weights()[order])
+        tail = (1.0 - level) / 2.0
+        pick = np.searchsorted(cdf, [tail, 1.0 - tail])
+        return float(values[order][pick[0]]), float(values[order][min(pick[1], len(values) - 1)])
+
+
+def load_held_out(path: str | None = None) -> pd.DataFrame:
+    """The shipped per-run held-out errors of every calibration (or those of `path`)."""
+    source = resources.files("oracle").joinpath(HELD_OUT_FILE) if path is None else path
+    with open(str(source)) as f:
+        df = pd.read_csv(f)
+    missing = sorted(set(COLUMNS) - set(df.columns))
+    if missing:
+        raise ValueError(f"{source}: columns {missing} missing; rerun python -m oracle.build")
+    return df[COLUMNS]
+
+
+def calibration_of(oracle: Oracle) -> str:
+    """The measured GPU label whose calibration an oracle's GPU rests on (`CALIBRATED_ON`).
+    NoHeldOutErrorsError for a GPU no calibration covers."""
+    for name in arch.gpu_names():
+        if arch.load_gpu(name).full_name == oracle.gpu and name in CALIBRATED_ON:
+            return CALIBRATED_ON[name]
+    known = ", ".join(arch.load_gpu(n).full_name for n in arch.gpu_names() if n in CALIBRATED_ON)
+    raise NoHeldOutErrorsError(
+        f"oracle {oracle.name!r} runs on {oracle.gpu!r}, which no calibration covers (known: {known})"
+    )
+
+
+def held_out_for(oracle: Oracle, table: pd.DataFrame | None = None) -> HeldOutErrors:
+    """The held-out errors of the calibration `oracle`'s GPU rests on."""
+    label = calibration_of(oracle)
+    df = load_held_out() if table is None else table
+    return HeldOutErrors(label, df[df["gpu"] == label].reset_index(drop=True))
+
+
+def scaled(oracle: Oracle, time_scale: float, energy_scale: float) -> Oracle:
+    """The oracle with every step's time × `time_scale` and energy × `energy_scale` (its expert
+    reads included; idle power, a measured figure, unchanged)."""
+    if not (time_scale > 0 and energy_scale > 0 and np.isfinite(time_scale) and np.isfinite(energy_scale)):
+        raise ValueError(f"scales must be finite and > 0, got time {time_scale}, energy {energy_scale}")
+    x = oracle.experts
+    experts = None if x is None else replace(x, time_s=x.time_s * time_scale, energy_j=x.energy_j * energy_scale)
+    return replace(
+        oracle,
+        time_coef_s=oracle.time_coef_s * time_scale,
+        energy_coef_j=oracle.energy_coef_j * energy_scale,
+        experts=experts,
+    )
+
+
+def coverage(errors: HeldOutErrors, level: float = 0.9) -> pd.DataFrame:
+    """Each model left out in turn: the share of its runs whose measured energy (and time) per
+    output token lies inside the central `level` band of the other models' held-out ratios. One
+    row per model: runs, energy_covered, time_covered (shares)."""
+    out = {}
+    for model in errors.rows["model"].unique():
+        own = errors.rows[errors.rows["model"] == model]
+        others = errors.without(str(model))
+        shares = {}
+        for column in ("energy_ratio", "time_ratio"):
+            lo, hi = others.interval(column, level)
+            shares[column.replace("_ratio", "_covered")] = float(own[column].between(lo, hi).mean())
+        out[str(model)] = {"runs": len(own), **shares}
+    return pd.DataFrame(out).T.astype({"runs": int})

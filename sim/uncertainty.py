@@ -1,0 +1,195 @@
+"""Bands on a run's headline figures: how far to trust the answer, by replaying it with what is
+not known drawn at random.
+
+Two sources, each switchable (`uncertainty.sources`):
+- **calibration**: a derived oracle is off by as much as the calibration is on a model it never saw.
+  Each replay scales every step's time and energy by a (time, energy) ratio pair drawn from the
+  leave-one-model-out errors of the calibration the oracle's GPU rests on (`oracle.errors`; a model
+  first, then one of its runs, so errors that go together are drawn together). Pools on GPUs of
+  one calibration share the draw.
+- **workload**: the trace is one sample of its traffic. Each replay serves a block bootstrap of it
+  (`traces.bootstrap`: `windows` windows of arrival time drawn with replacement).
+
+Every replay runs the policy and (with `compare_baseline`) the baseline on the same draw, so a
+saving's band is of paired differences; with `capacity.enabled`, each replay searches its own
+capacity, starting at the point answer. The band of a figure is the central `level` interval of its
+replays (percentiles of `samples` replays); the point estimate stays the run on the trace and
+oracle as given, which need not lie at the band's centre (the calibration's errors are not
+centred on 1). A saving whose band includes zero is marked not significant. The draws come from
+their own random stream of the run's seed: the same seed, the same bands. Not perturbed: a
+summarization policy's own summarizer, and the policy's choices (made from the trace as given).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from oracle.errors import HeldOutErrors, NoHeldOutErrorsError, calibration_of, held_out_for, scaled
+from oracle.model import OracleRangeWarning
+from sim.config import ConfigError, check
+from sim.fleet import Fleet
+from sim.progress import progress_bar
+from sim.summary import BANDED, SIGNIFICANT
+from traces.bootstrap import resample_windows
+
+BANDS_FILE = "bands.csv"
+"""Each replay's draw and figures, in the run's folder."""
+SOURCES = ("calibration+workload", "calibration", "workload")
+STREAM = 26
+"""The draws' random stream beside the run's seed (the trace's sampling uses the seed alone)."""
+
+
+@dataclass(frozen=True)
+class UncertaintyConfig:
+    """The `uncertainty:` section: how many replays (0: no bands), the bands' level, what is drawn,
+    and the bootstrap's windows."""
+
+    samples: int = 32
+    level: float = 0.9
+    sources: str = "calibration+workload"
+    windows: int = 20
+
+    def __post_init__(self) -> None:
+        check(self.samples >= 0, "uncertainty.samples", f"must be ≥ 0 (0: no bands), got {self.samples}")
+        check(0 < self.level < 1, "uncertainty.level", f"must be in (0, 1), e.g. 0.9, got {self.level}")
+        check(self.sources in SOURCES, "uncertainty.sources", f"must be one of {SOURCES}, got {self.sources!r}")
+        check(self.windows >= 1, "uncertainty.windows", f"must be ≥ 1, got {self.windows}")
+        if 0 < self.samples < 10:
+            check(False, "uncertainty.samples", f"must be 0 or at least 10 for a band to mean anything, "
+                  f"got {self.samples}")  # fmt: skip
+
+    @property
+    def enabled(self) -> bool:
+        return self.samples > 0
+
+    @property
+    def calibration(self) -> bool:
+        return "calibration" in self.sources
+
+    @property
+    def workload(self) -> bool:
+        return "workload" in self.sources
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One replay's unknowns: per calibration (measured GPU label) the (time, energy) ratios its
+    oracles are scaled by, and the requests it serves."""
+
+    scales: dict[str, tuple[float, float]]
+    requests: pd.DataFrame
+
+
+def calibration_errors(fleet: Fleet) -> dict[str, HeldOutErrors]:
+    """The held-out errors of every calibration the fleet's oracles rest on, by label; a
+    ConfigError naming the oracle and the way out when one has none."""
+    out: dict[str, HeldOutErrors] = {}
+    for pool in fleet.pools:
+        try:
+            label = calibration_of(pool.oracle)
+            if label not in out:
+                out[label] = held_out_for(pool.oracle)
+        except NoHeldOutErrorsError as e:
+            raise ConfigError(
+                f"uncertainty.sources: {e}, so no calibration band can be drawn; set "
+                "uncertainty.sources=workload (or uncertainty.samples=0)"
+            ) from e
+    return out
+
+
+def draws(
+    requests: pd.DataFrame, errors: dict[str, HeldOutErrors], cfg: UncertaintyConfig, seed: int
+) -> Iterator[Draw]:
+    """`cfg.samples` draws, from the stream (seed, STREAM)."""
+    rng = np.random.default_rng((seed, STREAM))
+    for _ in range(cfg.samples):
+        scales = {}
+        if cfg.calibration:
+            for label, e in sorted(errors.items()):
+                t, en = e.draw(rng, 1)
+                scales[label] = (float(t[0]), float(en[0]))
+        trace = resample_windows(requests, cfg.windows, rng) if cfg.workload else requests
+        yield Draw(scales, trace)
+
+
+def drawn_fleet(fleet: Fleet, draw: Draw) -> Fleet:
+    """The fleet with each pool's oracle scaled by its calibration's drawn ratios."""
+    if not draw.scales:
+        return fleet
+    pools = tuple(replace(p, oracle=scaled(p.oracle, *draw.scales[calibration_of(p.oracle)])) for p in fleet.pools)
+    return replace(fleet, pools=pools)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A figure's central `level` interval over the replays, and their median."""
+
+    low: float
+    high: float
+    median: float
+
+    @classmethod
+    def of(cls, values: np.ndarray, level: float) -> Band:
+        v = values[np.isfinite(values)]
+        if not v.size:
+            return cls(math.nan, math.nan, math.nan)
+        tail = 100.0 * (1.0 - level) / 2.0
+        lo, med, hi = np.percentile(v, [tail, 50.0, 100.0 - tail])
+        return cls(float(lo), float(hi), float(med))
+
+    def includes_zero(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+
+def bands(samples: pd.DataFrame, cfg: UncertaintyConfig, describe: str) -> dict[str, Any]:
+    """The summary.json `bands` section from the replays' figures (one row per replay, a column
+    per `BANDED` name present): level, samples, sources, where the calibration errors come from,
+    then a {low, high, median} per figure (`significant` for a saving: its band excludes zero)."""
+    out: dict[str, Any] = {"level": cfg.level, "samples": len(samples), "sources": cfg.sources}
+    if describe:
+        out["calibration"] = describe
+    for name in BANDED:
+        if name not in samples.columns:
+            continue
+        band = Band.of(samples[name].to_numpy(dtype=float), cfg.level)
+        entry: dict[str, Any] = {"low": band.low, "high": band.high, "median": band.median}
+        if name in SIGNIFICANT:
+            entry["significant"] = not band.includes_zero() and math.isfinite(band.low)
+        out[name] = entry
+    return out
+
+
+def replay_bands(
+    requests: pd.DataFrame,
+    fleet: Fleet,
+    cfg: UncertaintyConfig,
+    seed: int,
+    replay: Callable[[pd.DataFrame, Fleet], dict[str, float]],
+    *,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, str]:
+    """Run `replay(requests, fleet)` (the figures of one replay, by `BANDED` name) on every draw;
+    the replays' figures (one row each, with the draw's ratios) and where the calibration errors
+    come from ("" without that source)."""
+    errors = calibration_errors(fleet) if cfg.calibration else {}
+    describe = "; ".join(e.describe() for _, e in sorted(errors.items()))
+    rows = []
+    bar = progress_bar(progress, total=cfg.samples, desc="bands", unit="replay", leave=False)
+    with warnings.catch_warnings():  # the run on the trace as given warned already
+        warnings.simplefilter("ignore", OracleRangeWarning)
+        for i, draw in enumerate(draws(requests, errors, cfg, seed)):
+            row: dict[str, float] = {"replay": i, "requests": len(draw.requests)}
+            for label, (t, e) in sorted(draw.scales.items()):
+                row[f"{label}_time_ratio"], row[f"{label}_energy_ratio"] = t, e
+            row |= replay(draw.requests, drawn_fleet(fleet, draw))
+            rows.append(row)
+            bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows), describe
