@@ -11,7 +11,7 @@ table), then logs the folder to MLflow and returns the typed summary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from sim.plots import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
-from sim.summary import BANDED, SAME_RUN, Summary, split_wall_clock, unit
-from sim.uncertainty import BANDS_FILE, UncertaintyConfig, bands, calibration_errors, replay_bands
+from sim.summary import SAME_RUN, Summary, split_wall_clock, unit
+from sim.uncertainty import BANDS_FILE, UncertaintyConfig, bands, calibration_errors, replay_bands, replay_figures
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -276,7 +276,14 @@ def execute(
     samples = None
     if cfg.uncertainty.enabled:
         samples, describe = replay_bands(
-            prepared.requests, fleet, cfg.uncertainty, cfg.seed, _replayer(prepared, capacity), progress=cfg.progress
+            prepared.requests,
+            fleet,
+            cfg.uncertainty,
+            cfg.seed,
+            replay_figures(
+                prepared.policy, cfg.slo, cfg.capacity if capacity else None, capacity, cfg.compare_baseline
+            ),
+            progress=cfg.progress,
         )
         summary = replace(summary, bands=bands(samples, cfg.uncertainty, describe))
     text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
@@ -350,36 +357,6 @@ def _summary(
         arrivals_note=_arrivals_note(cfg.trace) if base is not None and source else "",  # not of a run against itself
     )
     return summary if base is None else with_savings(summary, result, runs[-1])
-
-
-def _replayer(prepared: Prepared, capacity: Capacity | None) -> Callable[[pd.DataFrame, Fleet], dict[str, float]]:
-    """One replay of the bands (`sim.uncertainty`): the policy (at its own capacity, searched from
-    the point answer, when the run searched one) and the baseline on the same draw; its figures by
-    `BANDED` name."""
-    cfg = prepared.config
-
-    def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
-        figures: dict[str, float] = {}
-        if capacity is not None:
-            cap, result = search_capacity(requests, fleet, prepared.policy, cfg.capacity, start=capacity.replicas)
-            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus}
-            fleet = fleet.resized(cap.pool, cap.replicas)
-        else:
-            result = simulate_fleet(requests, fleet, prepared.policy)
-        runs = [result]
-        if cfg.compare_baseline and prepared.policy.name != "none":
-            runs.append(simulate_fleet(requests, fleet, Policy()))
-        horizon = max(r.makespan_s for r in runs)
-        base = run_summary(runs[-1], cfg.slo, horizon) if len(runs) > 1 else None
-        summary = Summary(run_summary(result, cfg.slo, horizon), {}, {}, baseline=base)
-        if base is not None:
-            summary = with_savings(summary, result, runs[-1])
-        keys = {name: key for name, key in BANDED.items() if not key.startswith("capacity.")}
-        if base is None:
-            keys.pop("energy_savings_pct")
-        return figures | {name: summary.value(key) for name, key in keys.items()}
-
-    return replay
 
 
 def _arrivals_note(trace: traces.TraceConfig) -> str:

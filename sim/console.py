@@ -149,9 +149,14 @@ def _gpus(n: int | None) -> str:
 def brief(summary: Summary) -> str:
     """The table's main figures on one line: what a sweep's job prints (its table is in table.txt),
     so that the jobs' lines never interleave."""
+    bands = summary.bands or {}
     parts = [f"energy {summary.value('energy_j') / 1e3:.4g} kJ"]
+    if "energy_j" in bands:
+        parts[-1] += f" (band {bands['energy_j']['low'] / 1e3:.4g}-{bands['energy_j']['high'] / 1e3:.4g})"
     if summary.energy_savings_pct is not None:
         parts.append(f"saved {summary.energy_savings_pct:.2f}%")
+        if "energy_savings_pct" in bands and not bands["energy_savings_pct"]["significant"]:
+            parts[-1] += " (not significant)"
     parts.append(f"quality cost {summary.run.quality_cost_pct:.2f}%")
     if summary.run.cached_tokens:
         parts.append(f"prefix hits {100 * summary.run.prefix_hit_rate:.1f}%")

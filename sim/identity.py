@@ -52,7 +52,7 @@ def unused_params(
     if not uncertainty.enabled:
         unused += [f"uncertainty.{f}" for f in UncertaintyConfig.__dataclass_fields__ if f != "samples"]
     elif not uncertainty.workload:
-        unused.append("uncertainty.windows")
+        unused += ["uncertainty.windows", "uncertainty.reach"]
     return tuple(unused)
 
 

@@ -29,9 +29,11 @@ import yaml
 
 from sim.config import ConfigError, SloConfig, build
 from sim.figures import PlotRun, figure, line_style, log_ticks, save
+from sim.plots_bands import BANDS_PLOT, plot_bands
 from sim.plots_energy import ENERGY_PLOT, cache_hits, plot_energy_breakdown
 from sim.plots_load import CAPACITY_PLOT, LOAD_PLOT, REPLICAS_PLOT, plot_capacity, plot_load, plot_replicas
 from sim.timelines import REPLICAS_FILE, TIMELINES_FILE
+from sim.uncertainty import BANDS_FILE
 
 CDF_POINTS = 1000
 """Most points drawn per CDF line: the ranks are evenly spaced, the first and last always kept."""
@@ -65,6 +67,8 @@ def plot_folder(folder: Path) -> list[str]:
         paths.append(plot_energy_breakdown(summary, folder / ENERGY_PLOT))
     if summary.get("capacity") is not None:
         paths.append(plot_capacity(summary["capacity"], slo, folder / CAPACITY_PLOT))
+    if summary.get("bands") and (folder / BANDS_FILE).exists():
+        paths.append(plot_bands(summary, pd.read_csv(folder / BANDS_FILE), folder / BANDS_PLOT))
     return [p.name for p in paths]
 
 

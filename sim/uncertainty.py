@@ -7,17 +7,19 @@ Two sources, each switchable (`uncertainty.sources`):
   leave-one-model-out errors of the calibration the oracle's GPU rests on (`oracle.errors`; a model
   first, then one of its runs, so errors that go together are drawn together). Pools on GPUs of
   one calibration share the draw.
-- **workload**: the trace is one sample of its traffic. Each replay serves a block bootstrap of it
-  (`traces.bootstrap`: `windows` windows of arrival time drawn with replacement).
+- **workload**: the trace is one sample of its traffic. Each replay serves a local block bootstrap
+  of it (`traces.bootstrap`: `windows` windows of arrival time, each position drawing one of the
+  windows within `reach` of it, so a peak stays where it was).
 
 Every replay runs the policy and (with `compare_baseline`) the baseline on the same draw, so a
 saving's band is of paired differences; with `capacity.enabled`, each replay searches its own
 capacity, starting at the point answer. The band of a figure is the central `level` interval of its
-replays (percentiles of `samples` replays); the point estimate stays the run on the trace and
-oracle as given, which need not lie at the band's centre (the calibration's errors are not
-centred on 1). A saving whose band includes zero is marked not significant. The draws come from
-their own random stream of the run's seed: the same seed, the same bands. Not perturbed: a
-summarization policy's own summarizer, and the policy's choices (made from the trace as given).
+replays (their empirical quantiles, so a band's ends are replays' values: whole replicas stay
+whole); the point estimate stays the run on the trace and oracle as given, which need not lie at
+the band's centre (the calibration's errors are not centred on 1). A saving whose band includes
+zero is marked not significant. The draws come from their own random stream of the run's seed:
+the same seed, the same bands. Not perturbed: a summarization policy's own summarizer, and the
+policy's choices (made from the trace as given).
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ import pandas as pd
 
 from oracle.errors import HeldOutErrors, NoHeldOutErrorsError, calibration_of, held_out_for, scaled
 from oracle.model import OracleRangeWarning
-from sim.config import ConfigError, check
+from sim.capacity import Capacity, CapacityConfig, search_capacity
+from sim.config import ConfigError, SloConfig, check
 from sim.fleet import Fleet
+from sim.metrics import run_summary, with_savings
+from sim.policies.base import Policy
 from sim.progress import progress_bar
-from sim.summary import BANDED, SIGNIFICANT
+from sim.run import RejectedRequestsWarning, simulate_fleet
+from sim.summary import BANDED, SIGNIFICANT, Summary
 from traces.bootstrap import resample_windows
 
 BANDS_FILE = "bands.csv"
@@ -49,18 +55,20 @@ STREAM = 26
 @dataclass(frozen=True)
 class UncertaintyConfig:
     """The `uncertainty:` section: how many replays (0: no bands), the bands' level, what is drawn,
-    and the bootstrap's windows."""
+    the bootstrap's windows and how far (in windows) a position's draw may reach."""
 
     samples: int = 32
     level: float = 0.9
     sources: str = "calibration+workload"
     windows: int = 20
+    reach: int = 1
 
     def __post_init__(self) -> None:
         check(self.samples >= 0, "uncertainty.samples", f"must be ≥ 0 (0: no bands), got {self.samples}")
         check(0 < self.level < 1, "uncertainty.level", f"must be in (0, 1), e.g. 0.9, got {self.level}")
         check(self.sources in SOURCES, "uncertainty.sources", f"must be one of {SOURCES}, got {self.sources!r}")
         check(self.windows >= 1, "uncertainty.windows", f"must be ≥ 1, got {self.windows}")
+        check(self.reach >= 1, "uncertainty.reach", f"must be ≥ 1 (windows either side), got {self.reach}")
         if 0 < self.samples < 10:
             check(False, "uncertainty.samples", f"must be 0 or at least 10 for a band to mean anything, "
                   f"got {self.samples}")  # fmt: skip
@@ -115,7 +123,7 @@ def draws(
             for label, e in sorted(errors.items()):
                 t, en = e.draw(rng, 1)
                 scales[label] = (float(t[0]), float(en[0]))
-        trace = resample_windows(requests, cfg.windows, rng) if cfg.workload else requests
+        trace = resample_windows(requests, cfg.windows, rng, cfg.reach) if cfg.workload else requests
         yield Draw(scales, trace)
 
 
@@ -141,7 +149,7 @@ class Band:
         if not v.size:
             return cls(math.nan, math.nan, math.nan)
         tail = 100.0 * (1.0 - level) / 2.0
-        lo, med, hi = np.percentile(v, [tail, 50.0, 100.0 - tail])
+        lo, med, hi = np.percentile(v, [tail, 50.0, 100.0 - tail], method="inverted_cdf")  # replays' own values
         return cls(float(lo), float(hi), float(med))
 
     def includes_zero(self) -> bool:
@@ -166,6 +174,42 @@ def bands(samples: pd.DataFrame, cfg: UncertaintyConfig, describe: str) -> dict[
     return out
 
 
+def replay_figures(
+    policy: Policy,
+    slo: SloConfig,
+    capacity_cfg: CapacityConfig | None = None,
+    capacity: Capacity | None = None,
+    compare_baseline: bool = True,
+) -> Callable[[pd.DataFrame, Fleet], dict[str, float]]:
+    """One replay of the bands, as `replay_bands` calls it: the policy (at its own capacity,
+    searched from the point answer `capacity` under `capacity_cfg`, when the run searched one)
+    and, with `compare_baseline`, the baseline on the same draw and fleet; its figures by `BANDED`
+    name."""
+
+    def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        if capacity is not None and capacity_cfg is not None:
+            cap, result = search_capacity(requests, fleet, policy, capacity_cfg, start=capacity.replicas)
+            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus}
+            fleet = fleet.resized(cap.pool, cap.replicas)
+        else:
+            result = simulate_fleet(requests, fleet, policy)
+        runs = [result]
+        if compare_baseline and policy.name != "none":
+            runs.append(simulate_fleet(requests, fleet, Policy()))
+        horizon = max(r.makespan_s for r in runs)
+        base = run_summary(runs[-1], slo, horizon) if len(runs) > 1 else None
+        summary = Summary(run_summary(result, slo, horizon), {}, {}, baseline=base)
+        if base is not None:
+            summary = with_savings(summary, result, runs[-1])
+        keys = {name: key for name, key in BANDED.items() if not key.startswith("capacity.")}
+        if base is None:
+            keys.pop("energy_savings_pct")
+        return figures | {name: summary.value(key) for name, key in keys.items()}
+
+    return replay
+
+
 def replay_bands(
     requests: pd.DataFrame,
     fleet: Fleet,
@@ -174,16 +218,22 @@ def replay_bands(
     replay: Callable[[pd.DataFrame, Fleet], dict[str, float]],
     *,
     progress: bool = True,
+    errors: dict[str, HeldOutErrors] | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """Run `replay(requests, fleet)` (the figures of one replay, by `BANDED` name) on every draw;
-    the replays' figures (one row each, with the draw's ratios) and where the calibration errors
-    come from ("" without that source)."""
-    errors = calibration_errors(fleet) if cfg.calibration else {}
+    """Run `replay(requests, fleet)` (the figures of one replay, by `BANDED` name; `replay_figures`)
+    on every draw; the replays' figures (one row each, with the draw's ratios) and where the
+    calibration errors come from ("" without that source). `errors`: the calibrations' held-out
+    errors by label (default: the shipped ones of the fleet's oracles)."""
+    if not cfg.calibration:
+        errors = {}
+    elif errors is None:
+        errors = calibration_errors(fleet)
     describe = "; ".join(e.describe() for _, e in sorted(errors.items()))
     rows = []
     bar = progress_bar(progress, total=cfg.samples, desc="bands", unit="replay", leave=False)
     with warnings.catch_warnings():  # the run on the trace as given warned already
         warnings.simplefilter("ignore", OracleRangeWarning)
+        warnings.simplefilter("ignore", RejectedRequestsWarning)
         for i, draw in enumerate(draws(requests, errors, cfg, seed)):
             row: dict[str, float] = {"replay": i, "requests": len(draw.requests)}
             for label, (t, e) in sorted(draw.scales.items()):

@@ -208,6 +208,6 @@ def test_the_printed_table_is_saved_in_the_run_folder_as_an_artifact(tmp_path, c
     saved = (out / "table.txt").read_text()
     assert capsys.readouterr().out == f"{saved}results in {out}\n"  # printed whole, then where the files are
     header, rule, first = saved.splitlines()[:3]
-    assert header.split() == ["truncation", "none", "change"] and set(rule) == {"─"}
+    assert header.split() == ["truncation", "90", "%", "band", "none", "change"] and set(rule) == {"─"}
     assert first.startswith("energy (kJ)") and "\x1b" not in saved  # plain text: no colour codes in the file
     assert "table.txt" in json.loads((out / "run.json").read_text())["artifacts"]

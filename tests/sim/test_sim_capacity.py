@@ -88,3 +88,17 @@ def test_a_fleet_of_multi_gpu_replicas_counts_its_gpus(busy_chat):
     assert capacity.gpus == 4 * capacity.replicas and all(p.gpus == 4 * p.replicas for p in capacity.probes)
     summary = fleet_summary(result, fleet.resized(None, capacity.replicas))
     assert summary["gpus"] == summary["pools"]["main"]["gpus"] == 4 * capacity.replicas
+
+
+@pytest.mark.parametrize("offset", [-3, -1, 0, 2, 9])
+def test_a_search_started_near_its_answer_finds_the_same_answer_with_fewer_probes(busy_chat, llama, offset):
+    fleet = Fleet.single(llama, ServerConfig(), 1, "least_tokens", SloConfig(ttft_s=1.0, tpot_s=0.1))
+    cfg = CapacityConfig(enabled=True)
+    from_one, _ = search_capacity(busy_chat, fleet, Policy(), cfg)
+    n = from_one.replicas
+    near, result = search_capacity(busy_chat, fleet, Policy(), cfg, start=max(n + offset, 1))
+    assert near.replicas == n and near.met and len(result.servers) == n
+    tried = {p.replicas: p.met for p in near.probes}
+    assert tried[n] and (n == 1 or not tried[n - 1])  # both neighbours probed, as from 1
+    if abs(offset) <= 1:
+        assert len(near.probes) <= 3 < len(from_one.probes)
