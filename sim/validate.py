@@ -22,7 +22,9 @@ throughput and ITL of their H100 rows (python -m sim.validation.prompts); neithe
 benchmark= takes either format (the old one: oracle/data/mlenergy_v3_lm_arena_chat.csv); without
 output_lengths= the shipped histograms of the table's format are used. With prefill=true (the
 default) a prefill section follows: Splitwise's measured prompt times of Llama-2-70B on H100s
-replayed (`sim.validation.prefill`), written to DIR/prefill.csv.
+replayed (`sim.validation.prefill`), written to DIR/prefill.csv, and LLMServingSim's measured H100
+kernel times of a prefill step carried over to a fused engine (`sim.validation.layers`), written
+to DIR/layers.csv.
 """
 
 from __future__ import annotations
@@ -149,11 +151,14 @@ def run(args: ValidateArgs) -> pd.DataFrame:
 
 
 def _prefill_section(out: Path) -> None:
-    """Print the prefill comparison (`sim.validation.prefill`) and write DIR/prefill.csv."""
-    from sim.validation import prefill
+    """Print the prefill comparisons (`sim.validation.prefill`, `sim.validation.layers`) and write
+    DIR/prefill.csv and DIR/layers.csv."""
+    from sim.validation import layers, prefill
 
     print("\nprefill: Splitwise's measured prompt times (Llama-2-70B, H100, TP 2-8) against the simulator")
     prefill.report(out, rows=False)
+    print("\nprefill: LLMServingSim's measured H100 kernels (Llama-3.1-8B, 70B), carried over, against the simulator")
+    layers.report(out, rows=False)
 
 
 def default_histograms_for(rows: Sequence[BenchmarkRow]) -> Path:

@@ -35,7 +35,8 @@ OPTIONAL = (
     "energy_savings_pct", "ttft_s.p50", "tpot_s.p50", "e2e_s.p50", "e2e_s.p99", "input_tokens_dropped",
     "output_tokens_cut", "requests_shaped", "gpus", "annual_energy_mwh", "facility_power_avg_kw",
     "facility_power_peak_kw", "annual_co2e_t", "annual_cost", "capacity.replicas", "capacity.baseline_replicas",
-    "prefix_hit_rate", "cache_saved_j",
+    "prefix_hit_rate", "cache_saved_j", "bands.energy_j.low", "bands.energy_j.high",
+    "bands.energy_savings_pct.low", "bands.energy_savings_pct.high",
 )  # fmt: skip
 METRICS = (*REQUIRED, *OPTIONAL)
 UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import

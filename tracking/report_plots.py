@@ -75,8 +75,16 @@ def pareto_panel(ax, key, rows: pd.DataFrame, front: pd.DataFrame) -> None:
 
 
 def _savings(ax, table: pd.DataFrame) -> None:
-    ax.bar(table["label"], table["energy_savings_pct"].fillna(0.0))
-    ax.set(ylabel="energy saved vs. no policy (%)", title="Savings per run")
+    """Each run's saving, and its band (`sim.uncertainty`) as an error bar where the run has one."""
+    saved = table["energy_savings_pct"].fillna(0.0).to_numpy()
+    low, high = (table.get(f"bands.energy_savings_pct.{end}") for end in ("low", "high"))
+    bars = None
+    if low is not None and high is not None and low.notna().any():
+        bars = np.vstack([np.clip(saved - low.to_numpy(), 0, None), np.clip(high.to_numpy() - saved, 0, None)])
+        bars = np.nan_to_num(bars)
+    ax.bar(table["label"], saved, yerr=bars, capsize=3, ecolor="0.3")
+    title = "Savings per run" + (" (bars: their bands, uncertainty.level)" if bars is not None else "")
+    ax.set(ylabel="energy saved vs. no policy (%)", title=title)
     _rotate(ax)
 
 
