@@ -7,7 +7,9 @@ dataclasses and derives FLOPs and bytes per token.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
@@ -193,6 +195,13 @@ def _read(group: str, name: str) -> dict[str, Any]:
 
 
 def _read_raw(group: str, name: str) -> dict[str, Any]:
+    """A spec file's mapping (a copy: the parsed files are cached, as a run's oracles look their
+    GPU up once per simulation)."""
+    return copy.deepcopy(_parsed(group, name))
+
+
+@functools.cache
+def _parsed(group: str, name: str) -> dict[str, Any]:
     text = resources.files("oracle").joinpath(DATA, GROUPS[group], f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
 

@@ -85,7 +85,24 @@ def test_the_mlflow_run_has_the_runs_own_times_its_source_and_only_the_params_th
         params
     )  # a synthetic trace's, BurstGPT's, the capacity search's (off), the windows' (one piece)
     assert "None" not in params.values() and "trace.model" not in params
+    assert params["uncertainty.samples"] == "32" and "uncertainty.windows" in params
+    summary = json.loads((out / "summary.json").read_text())
+    assert run.data.metrics["bands.energy_j.high"] == summary["bands"]["energy_j"]["high"]  # the bands as metrics
     assert len(mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "timeline.power_w")) == 500
+
+
+def test_a_run_without_bands_logs_none_of_their_params(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    execute(prepare(config(tmp_path, "trace.max_requests=50", "plots=false", "uncertainty.samples=0",
+                           f"tracking.uri={uri}")))  # fmt: skip
+    out = tmp_path / "out"
+    import mlflow
+
+    run = mlflow.MlflowClient(uri).get_run(record_run_id(out))
+    assert run.data.params["uncertainty.samples"] == "0"
+    assert not [k for k in run.data.params if k.startswith("uncertainty.") and k != "uncertainty.samples"]
+    assert not [k for k in run.data.metrics if k.startswith("bands.")]
+    assert "bands" not in json.loads((out / "summary.json").read_text()) and not (out / "bands.csv").exists()
 
 
 def record_run_id(out):
