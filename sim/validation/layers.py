@@ -300,17 +300,10 @@ def errors(df: pd.DataFrame) -> pd.DataFrame:
 def report(out: Path, *, rows: bool = True) -> Path:
     """Print the comparison (notes, each row if `rows`, the errors) and write it to
     OUT/layers.csv; that path."""
+    from sim.validation.prefill import show
+
     df, err, notes = compare()
-    for line in notes:
-        print(line)
-    if rows:
-        print(df.drop(columns="oracle").round(2).to_string(index=False))
-    print(err.round(1).to_string(index=False))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "layers.csv"
-    df.to_csv(path, index=False)
-    print(f"wrote {path}")
-    return path
+    return show(df, err, notes, out / "layers.csv", rows=rows)
 
 
 def _fail(message: str) -> int:

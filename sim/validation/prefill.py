@@ -107,13 +107,18 @@ def report(out: Path, *, rows: bool = True) -> Path:
     """Print the comparison (the rows left out and why, each row replayed if `rows`, the errors)
     and write it to OUT/prefill.csv; that path."""
     df, err, why = compare()
-    for line in why:
-        print(f"left out: {line}")
+    return show(df, err, [f"left out: {line}" for line in why], out / "prefill.csv", rows=rows)
+
+
+def show(df: pd.DataFrame, err: pd.DataFrame, notes: list[str], path: Path, *, rows: bool = True) -> Path:
+    """Print a prefill comparison (its notes, each row if `rows`, its errors) and write its rows
+    to `path` (CSV); that path."""
+    for line in notes:
+        print(line)
     if rows:
         print(df.round(2).to_string(index=False))
     print(err.round(1).to_string(index=False))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "prefill.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     print(f"wrote {path}")
     return path
