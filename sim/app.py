@@ -227,6 +227,9 @@ def prepare(config: AppConfig) -> Prepared:
         fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
     if config.uncertainty.enabled and config.uncertainty.calibration:
         calibration_errors(fleet)  # an oracle no calibration covers fails before any run
+    thin = config.uncertainty.thin_tails()
+    if thin:
+        log.warning(thin)
     try:
         requests = traces.load_config(config.trace)
     except ConfigError:

@@ -77,6 +77,18 @@ class UncertaintyConfig:
     def enabled(self) -> bool:
         return self.samples > 0
 
+    def thin_tails(self) -> str | None:
+        """Why the band's ends would rest on fewer than one replay each (`level` too high for
+        `samples`), or None."""
+        tail = (1.0 - self.level) / 2.0
+        if not self.enabled or tail * self.samples >= 1.0:
+            return None
+        need = math.ceil(1.0 / tail)
+        return (
+            f"uncertainty.level={self.level:g} with {self.samples} replays: each end of a band is the most "
+            f"extreme replay, not a {100 * tail:g} % tail; set uncertainty.samples to at least {need}"
+        )
+
     @property
     def calibration(self) -> bool:
         return "calibration" in self.sources

@@ -121,6 +121,15 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
     assert f"{data['capacity']['replicas']} replicas (90 % band" in text
 
 
+def test_a_sweep_can_tune_for_a_band_s_end(tmp_path):
+    cfg = run_config(tmp_path, "policy=truncation", "uncertainty.samples=10", "objective=bands.energy_savings_pct.low")
+    summary = execute(prepare(cfg))
+    from sim.app import objective
+
+    low = objective(summary, cfg.objective)
+    assert isinstance(low, float) and np.isfinite(low) and low == summary.bands["energy_savings_pct"]["low"]
+
+
 def test_a_workload_band_needs_no_calibration_but_a_calibration_band_does(tmp_path, llama):
     table = tmp_path / "other.json"
     llama.save(table)
@@ -136,3 +145,10 @@ def test_every_band_key_has_the_unit_of_its_figure():
     assert unit("bands.energy_j.high") == "J" and unit("bands.ttft_p99_s.low") == "s"
     assert unit("bands.capacity_gpus.median") == "GPUs"
     assert {"bands.level", "bands.samples", "bands.energy_savings_pct.significant"} <= set(METRICS)
+
+
+def test_a_level_too_high_for_the_replays_says_how_many_it_needs():
+    assert UncertaintyConfig(samples=32, level=0.9).thin_tails() is None
+    message = UncertaintyConfig(samples=32, level=0.99).thin_tails()
+    assert message is not None and "at least 200" in message
+    assert UncertaintyConfig(samples=0, level=0.99).thin_tails() is None
