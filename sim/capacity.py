@@ -121,13 +121,15 @@ def search_capacity(
     *,
     progress: bool = False,
     start: int = 1,
+    quiet: bool = False,
 ) -> tuple[Capacity, SimResult]:
     """The smallest size of the sized pool that meets the target, and the simulation at that size.
     The search starts at `start` replicas (a size near the answer saves probes: the bands' replays
     start at the point estimate's).
 
     The SLO is the fleet's (`fleet.slo`). If `max_replicas` misses the target too, the answer is
-    `max_replicas` with `met=False` and a warning.
+    `max_replicas` with `met=False` and a warning. `quiet`: probes logged at debug level and no
+    warning (the bands' replays: their caller counts the answers not met).
     """
     pool = fleet.pool(cfg.pool).name
     slo = fleet.slo
@@ -141,7 +143,8 @@ def search_capacity(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(replicas=n, met=p.met)
-        log.info("capacity probe: %s=%d → TTFT %.3g s, TPOT %.3g s, met=%s", pool, n, p.ttft_s, p.tpot_s, p.met)
+        log.log(logging.DEBUG if quiet else logging.INFO, "capacity probe: %s=%d → TTFT %.3g s, TPOT %.3g s, met=%s",
+                pool, n, p.ttft_s, p.tpot_s, p.met)  # fmt: skip
         return p.met, result
 
     # lo: the largest size known to miss (0 serves no one); hi: the size tried last, or the smallest met
@@ -168,7 +171,7 @@ def search_capacity(
     if bar is not None:
         bar.close()
     answer = probes[hi]
-    if not met:
+    if not met and not quiet:
         log.warning(
             "capacity: %d replicas of pool %r do not meet %s (p%g TTFT %.3g s, TPOT %.3g s, attainment %.3f, "
             "%d rejected); raise capacity.max_replicas or relax the SLO",

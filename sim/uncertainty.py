@@ -18,12 +18,14 @@ replays (their empirical quantiles, so a band's ends are replays' values: whole 
 whole); the point estimate stays the run on the trace and oracle as given, which need not lie at
 the band's centre (the calibration's errors are not centred on 1). A saving whose band includes
 zero is marked not significant. The draws come from their own random stream of the run's seed:
-the same seed, the same bands. Not perturbed: a summarization policy's own summarizer, and the
-policy's choices (made from the trace as given).
+the same seed, the same bands. The replays run in this process, one after another, whatever
+`execution.mode` splits the run itself into. Not perturbed: a summarization policy's own
+summarizer, and the policy's choices (made from the trace as given).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -44,6 +46,8 @@ from sim.progress import progress_bar
 from sim.run import RejectedRequestsWarning, simulate_fleet
 from sim.summary import BANDED, SIGNIFICANT, Summary
 from traces.bootstrap import resample_windows
+
+log = logging.getLogger(__name__)
 
 BANDS_FILE = "bands.csv"
 """Each replay's draw and figures, in the run's folder."""
@@ -69,9 +73,8 @@ class UncertaintyConfig:
         check(self.sources in SOURCES, "uncertainty.sources", f"must be one of {SOURCES}, got {self.sources!r}")
         check(self.windows >= 1, "uncertainty.windows", f"must be ≥ 1, got {self.windows}")
         check(self.reach >= 1, "uncertainty.reach", f"must be ≥ 1 (windows either side), got {self.reach}")
-        if 0 < self.samples < 10:
-            check(False, "uncertainty.samples", f"must be 0 or at least 10 for a band to mean anything, "
-                  f"got {self.samples}")  # fmt: skip
+        check(not 0 < self.samples < 10, "uncertainty.samples",
+              f"must be 0 or at least 10 for a band to mean anything, got {self.samples}")  # fmt: skip
 
     @property
     def enabled(self) -> bool:
@@ -201,8 +204,8 @@ def replay_figures(
     def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
         figures: dict[str, float] = {}
         if capacity is not None and capacity_cfg is not None:
-            cap, result = search_capacity(requests, fleet, policy, capacity_cfg, start=capacity.replicas)
-            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus}
+            cap, result = search_capacity(requests, fleet, policy, capacity_cfg, start=capacity.replicas, quiet=True)
+            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus, "capacity_met": cap.met}
             fleet = fleet.resized(cap.pool, cap.replicas)
         else:
             result = simulate_fleet(requests, fleet, policy)
@@ -254,4 +257,11 @@ def replay_bands(
             rows.append(row)
             bar.update(1)
     bar.close()
-    return pd.DataFrame(rows), describe
+    frame = pd.DataFrame(rows)
+    if "capacity_met" in frame and not frame["capacity_met"].all():
+        log.warning(
+            "bands: %d of %d replays met the capacity target at no size up to capacity.max_replicas: their "
+            "capacity counts as that ceiling, so the band's top end is a lower bound (bands.csv, capacity_met)",
+            int((~frame["capacity_met"].astype(bool)).sum()), len(frame),
+        )  # fmt: skip
+    return frame, describe

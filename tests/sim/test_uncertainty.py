@@ -152,3 +152,15 @@ def test_a_level_too_high_for_the_replays_says_how_many_it_needs():
     message = UncertaintyConfig(samples=32, level=0.99).thin_tails()
     assert message is not None and "at least 200" in message
     assert UncertaintyConfig(samples=0, level=0.99).thin_tails() is None
+
+
+def test_replays_whose_capacity_hits_the_ceiling_are_counted_once_not_logged_per_probe(tmp_path, caplog):
+    cfg = run_config(tmp_path, "uncertainty.samples=10", "capacity.enabled=true", "capacity.max_replicas=1",
+                     "trace.rate_scale=20", "trace.max_requests=1000")  # fmt: skip
+    with caplog.at_level("INFO"):
+        execute(prepare(cfg))
+    probes = [r for r in caplog.records if r.getMessage().startswith("capacity probe")]
+    assert len(probes) == 1  # the point search's; the replays' probes are debug lines
+    counted = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bands:")]
+    assert len(counted) == 1 and "of 10 replays met the capacity target at no size" in counted[0]
+    assert not pd.read_csv(tmp_path / "out" / "bands.csv")["capacity_met"].all()
