@@ -257,7 +257,7 @@ spreading a load over many replicas pays every replica's per-step fixed cost.
 
 def band_coverage(c: Commands) -> str:
     """The shipped held-out errors' 90 % intervals and how often a left-out model lands inside."""
-    from oracle.errors import HeldOutErrors, coverage, load_held_out
+    from oracle.errors import HeldOutErrors, corrected_level, coverage, load_held_out
 
     shipped, rows = load_held_out(), []
     for gpu in sorted(set(shipped["gpu"]), reverse=True):
@@ -265,14 +265,16 @@ def band_coverage(c: Commands) -> str:
         cov = coverage(errors, 0.9)
         runs = cov["runs"].to_numpy()
         inside = {k: float((cov[k] * runs).sum() / runs.sum()) for k in ("energy_covered", "time_covered")}
-        (elo, ehi), (tlo, thi) = errors.interval("energy_ratio", 0.9), errors.interval("time_ratio", 0.9)
+        spanned = corrected_level(0.9, errors.models)
+        (elo, ehi), (tlo, thi) = errors.interval("energy_ratio", spanned), errors.interval("time_ratio", spanned)
         worst = ", ".join(cov.sort_values("energy_covered").index[:2])
         rows.append(
-            f"| {gpu} | {len(errors.rows)} of {errors.models} | {elo:.2f}–{ehi:.2f} | {tlo:.2f}–{thi:.2f} | "
-            f"{100 * inside['energy_covered']:.1f} % | {100 * inside['time_covered']:.1f} % | {worst} |"
+            f"| {gpu} | {len(errors.rows)} of {errors.models} | {100 * spanned:.1f} % | {elo:.2f}–{ehi:.2f} | "
+            f"{tlo:.2f}–{thi:.2f} | {100 * inside['energy_covered']:.1f} % | {100 * inside['time_covered']:.1f} % | "
+            f"{worst} |"
         )
-    head = ("calibration", "runs of models", "energy per token, measured / predicted (90 %)", "time per token (90 %)",
-            "runs inside, energy", "runs inside, time", "least covered")  # fmt: skip
+    head = ("calibration", "runs of models", "a 90 % band spans", "energy per token, measured / predicted",
+            "time per token", "runs inside, energy", "runs inside, time", "least covered")  # fmt: skip
     return f"""| {" | ".join(head)} |
 |{"---|" * len(head)}
 {chr(10).join(rows)}

@@ -7,9 +7,12 @@ constants fitted without its model (`oracle.hwcal.held_out_rows`; the energy ter
 kept). The simulator's calibration band (`sim.uncertainty`) replays a trace with an oracle's step
 times and energies scaled by ratios drawn from these rows: a model first (each equally likely,
 whatever its number of runs), then one of its runs, so a time and an energy error that go together
-are drawn together. `coverage` checks that the band means what it says: each model left out in turn,
-the share of its runs whose measured energy per token lies inside the band drawn from the other
-models' errors.
+are drawn together. A band meant to hold a `level` share of what a model nobody measured does is
+taken at the wider `corrected_level` of the errors of m models: the finite-sample correction of
+conformal prediction, level·(m+1)/m (a new model is one more draw from where the m came from, so
+its rank among m + 1 is uniform), applied to the central level. `coverage` checks that the band
+means what it says: each model left out in turn, the share of its runs whose measured energy per
+token lies inside the band drawn from the other models' errors.
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ class HeldOutErrors:
         return float(values[order][pick[0]]), float(values[order][min(pick[1], len(values) - 1)])
 
 
+def corrected_level(level: float, models: int) -> float:
+    """The central share of `models` models' errors to span so that a band holds about `level` of
+    a new model's: level·(m+1)/m, at most 1."""
+    if models < 1:
+        raise ValueError(f"models must be ≥ 1, got {models}")
+    return min(level * (models + 1) / models, 1.0)
+
+
 def load_held_out(path: str | None = None) -> pd.DataFrame:
     """The shipped per-run held-out errors of every calibration (or those of `path`)."""
     source = resources.files("oracle").joinpath(HELD_OUT_FILE) if path is None else path
@@ -131,15 +142,15 @@ def scaled(oracle: Oracle, time_scale: float, energy_scale: float) -> Oracle:
 
 def coverage(errors: HeldOutErrors, level: float = 0.9) -> pd.DataFrame:
     """Each model left out in turn: the share of its runs whose measured energy (and time) per
-    output token lies inside the central `level` band of the other models' held-out ratios. One
-    row per model: runs, energy_covered, time_covered (shares)."""
+    output token lies inside the `level` band of the other models' held-out ratios (their central
+    `corrected_level`). One row per model: runs, energy_covered, time_covered (shares)."""
     out = {}
     for model in errors.rows["model"].unique():
         own = errors.rows[errors.rows["model"] == model]
         others = errors.without(str(model))
         shares = {}
         for column in ("energy_ratio", "time_ratio"):
-            lo, hi = others.interval(column, level)
+            lo, hi = others.interval(column, corrected_level(level, others.models))
             shares[column.replace("_ratio", "_covered")] = float(own[column].between(lo, hi).mean())
         out[str(model)] = {"runs": len(own), **shares}
     return pd.DataFrame(out).T.astype({"runs": int})

@@ -225,9 +225,11 @@ def prepare(config: AppConfig) -> Prepared:
             raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
     if config.capacity.enabled:
         fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
+    models = None
     if config.uncertainty.enabled and config.uncertainty.calibration:
-        calibration_errors(fleet)  # an oracle no calibration covers fails before any run
-    thin = config.uncertainty.thin_tails()
+        errors = calibration_errors(fleet)  # an oracle no calibration covers fails before any run
+        models = min(e.models for e in errors.values())
+    thin = config.uncertainty.thin_tails(models)
     if thin:
         log.warning(thin)
     try:
@@ -278,7 +280,7 @@ def execute(
     summary = _summary(prepared, fleet, capacity, runs, source)
     samples = None
     if cfg.uncertainty.enabled:
-        samples, describe = replay_bands(
+        samples, describe, models = replay_bands(
             prepared.requests,
             fleet,
             cfg.uncertainty,
@@ -288,7 +290,7 @@ def execute(
             ),
             progress=cfg.progress,
         )
-        summary = replace(summary, bands=bands(samples, cfg.uncertainty, describe))
+        summary = replace(summary, bands=bands(samples, cfg.uncertainty, describe, models))
     text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
     names = write_outputs(out, cfg.raw, summary, runs, text)
     if samples is not None:

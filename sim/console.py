@@ -104,11 +104,13 @@ def table(summary: Summary) -> str:
 
 
 def _bands_line(bands: dict) -> str:
-    """What the bands are: their level, the replays and what each drew."""
+    """What the bands are: their level, the replays, the share of them spanned and what each drew."""
     what = {"calibration": "the oracle's step time and energy scaled by an error drawn from the calibration's "
             "held-out models", "workload": "a bootstrap of the trace"}  # fmt: skip
     drawn = " and ".join(what[s] for s in bands["sources"].split("+"))
-    return (f"bands: the central {100 * bands['level']:g} % of {bands['samples']} replays, each with {drawn} "
+    level, spanned = 100 * bands["level"], 100 * bands.get("spanned", bands["level"])
+    share = f"the central {spanned:.3g} % of them" + (", for models nobody measured" if spanned > level else "")
+    return (f"bands: {level:g} % bands from {bands['samples']} replays ({share}), each with {drawn} "
             f"(bands.csv; uncertainty.samples=0 for none)")  # fmt: skip
 
 

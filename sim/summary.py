@@ -193,7 +193,7 @@ SIGNIFICANT = ("energy_savings_pct",)
 def _band_units(units: dict[str, str]) -> dict[str, str]:
     """The `bands` section's numeric keys (`sim.uncertainty.bands`) with the units of the figures
     they band."""
-    out = {"bands.level": "share", "bands.samples": "replays"}
+    out = {"bands.level": "share", "bands.spanned": "share", "bands.samples": "replays"}
     for name, key in BANDED.items():
         out |= {f"bands.{name}.{end}": units[key] for end in ("low", "high", "median")}
         if name in SIGNIFICANT:

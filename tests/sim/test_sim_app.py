@@ -85,7 +85,7 @@ def test_the_mlflow_run_has_the_runs_own_times_its_source_and_only_the_params_th
         params
     )  # a synthetic trace's, BurstGPT's, the capacity search's (off), the windows' (one piece)
     assert "None" not in params.values() and "trace.model" not in params
-    assert params["uncertainty.samples"] == "32" and "uncertainty.windows" in params
+    assert params["uncertainty.samples"] == "64" and "uncertainty.windows" in params
     summary = json.loads((out / "summary.json").read_text())
     assert run.data.metrics["bands.energy_j.high"] == summary["bands"]["energy_j"]["high"]  # the bands as metrics
     assert len(mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "timeline.power_w")) == 500

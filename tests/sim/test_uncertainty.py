@@ -37,7 +37,7 @@ def exact(label: str = "H100") -> dict[str, HeldOutErrors]:
 def test_bands_have_zero_width_when_the_constants_are_known_exactly(chat, llama):
     fleet = Fleet.single(llama, ServerConfig())
     cfg = UncertaintyConfig(samples=10, sources="calibration")
-    samples, _ = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()), errors=exact())
+    samples, _, _ = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()), errors=exact())
     point = run_summary(simulate_fleet(chat, fleet), SloConfig())
     out = bands(samples, cfg, "")
     for name, value in (("energy_j", point.energy_j), ("ttft_p99_s", point.ttft_s.p99)):
@@ -47,13 +47,15 @@ def test_bands_have_zero_width_when_the_constants_are_known_exactly(chat, llama)
 def test_calibration_errors_widen_the_energy_band_by_their_spread(chat, llama):
     fleet = Fleet.single(llama, ServerConfig())
     cfg = UncertaintyConfig(samples=40, sources="calibration")
-    samples, describe = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()))
+    samples, describe, models = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()))
     assert "leave-one-model-out errors" in describe and "H100" in describe
     point = run_summary(simulate_fleet(chat, fleet), SloConfig()).energy_j
     ratio = samples["energy_j"] / point
     # the steps' energy scales with the drawn energy ratio; idle energy (a fifth here) does not
     assert np.corrcoef(ratio, samples["H100_energy_ratio"])[0, 1] > 0.8
-    assert bands(samples, cfg, describe)["energy_j"]["high"] > 1.1 * point
+    assert models == 14  # H100's calibrated models: the band spans 0.9·15/14 of the replays
+    out = bands(samples, cfg, describe, models)
+    assert out["spanned"] == pytest.approx(0.9 * 15 / 14) and out["energy_j"]["high"] > 1.1 * point
 
 
 def test_the_same_seed_gives_the_same_bands_and_another_seed_others(chat, llama):
@@ -78,6 +80,8 @@ def test_the_band_is_the_central_share_of_the_replays():
     cfg = UncertaintyConfig(samples=100, level=0.9)
     out = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg, "")["energy_j"]
     assert (out["low"], out["median"], out["high"]) == (5.0, 50.0, 95.0)
+    wider = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg, "", models=9)  # 0.9 · 10/9 = 1
+    assert (wider["energy_j"]["low"], wider["energy_j"]["high"]) == (1.0, 100.0)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +121,7 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
     samples = pd.read_csv(out / "bands.csv")
     assert len(samples) == 12 and {"H100_time_ratio", "H100_energy_ratio", "requests"} <= set(samples.columns)
     text = capsys.readouterr().out
-    assert "90 % band" in text and "bands: the central 90 % of 12 replays" in text
+    assert "90 % band" in text and "bands: 90 % bands from 12 replays (the central 96.4 % of them" in text
     assert f"{data['capacity']['replicas']} replicas (90 % band" in text
 
 
@@ -152,6 +156,8 @@ def test_a_level_too_high_for_the_replays_says_how_many_it_needs():
     message = UncertaintyConfig(samples=32, level=0.99).thin_tails()
     assert message is not None and "at least 200" in message
     assert UncertaintyConfig(samples=0, level=0.99).thin_tails() is None
+    assert UncertaintyConfig(samples=64).thin_tails(models=14) is None  # the default: 2 replays a tail
+    assert "at least 57" in (UncertaintyConfig(samples=32).thin_tails(models=14) or "")
 
 
 def test_replays_whose_capacity_hits_the_ceiling_are_counted_once_not_logged_per_probe(tmp_path, caplog):
