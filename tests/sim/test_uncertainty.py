@@ -170,3 +170,15 @@ def test_replays_whose_capacity_hits_the_ceiling_are_counted_once_not_logged_per
     counted = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bands:")]
     assert len(counted) == 1 and "of 10 replays met the capacity target at no size" in counted[0]
     assert not pd.read_csv(tmp_path / "out" / "bands.csv")["capacity_met"].all()
+
+
+def test_the_bands_plot_is_drawn_with_the_run_and_again_from_its_folder(tmp_path):
+    from sim.plots import plot_folder
+
+    cfg = run_config(tmp_path, "policy=truncation", "uncertainty.samples=10", "plots=true", "background=false")
+    execute(prepare(cfg))
+    out = tmp_path / "out"
+    first = (out / "bands.png").stat().st_mtime_ns
+    assert "bands.png" in plot_folder(out) and (out / "bands.png").stat().st_mtime_ns >= first
+    (out / "bands.csv").unlink()
+    assert "bands.png" not in plot_folder(out)  # no replays to draw: no bands plot, and no error
