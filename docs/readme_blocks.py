@@ -20,6 +20,8 @@ import pandas as pd
 
 QUIET = ("tracking.enabled=false", "plots=false", "background=false", "progress=false")
 """Overrides added to every documented `python -m sim` command: they change no figure."""
+NO_BANDS = "uncertainty.samples=0"
+"""Added to the commands whose blocks print no band: the replays change no point figure."""
 ORACLE = "llama-3.1-8b_h100"
 LOAD = "trace.rate_scale=20"
 ROUTERS = ("round_robin", "least_tokens", "energy_aware")
@@ -58,9 +60,9 @@ class Commands:
             return (*QUIET, f"hydra.run.dir={out}")
         return (f"out={out}", "plot=false", "progress=false")
 
-    def sim(self, *overrides: str) -> dict[str, Any]:
-        """summary.json of `python -m sim OVERRIDES`."""
-        key = ("sim", *overrides)
+    def sim(self, *overrides: str, bands: bool = False) -> dict[str, Any]:
+        """summary.json of `python -m sim OVERRIDES` (without its bands' replays unless `bands`)."""
+        key = ("sim", *overrides, *(() if bands else (NO_BANDS,)))
         if key not in self._done:
             out = self._run(key)
             self._done[key] = json.loads((out / "summary.json").read_text())
@@ -284,9 +286,9 @@ def band_coverage(c: Commands) -> str:
 def planning_bands(c: Commands) -> str:
     """The 20× capacity answer with its bands, drawn from both unknowns and from each alone."""
     runs = {
-        "both (the default)": c.sim(*CAPACITY),
-        "the calibration's errors only": c.sim(*CAPACITY, "uncertainty.sources=calibration"),
-        "the trace's bootstrap only": c.sim(*CAPACITY, "uncertainty.sources=workload"),
+        "both (the default)": c.sim(*CAPACITY, bands=True),
+        "the calibration's errors only": c.sim(*CAPACITY, "uncertainty.sources=calibration", bands=True),
+        "the trace's bootstrap only": c.sim(*CAPACITY, "uncertainty.sources=workload", bands=True),
     }
 
     def band(s: dict[str, Any], name: str, fmt: str, scale: float = 1.0) -> str:
