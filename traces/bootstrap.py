@@ -79,7 +79,7 @@ def _renamed(column: pd.Series, window: np.ndarray, take: np.ndarray, copy: np.n
     only shifted past every id by its row's `copy` number (0: unchanged)."""
     is_list = not pd.api.types.is_integer_dtype(column.dtype)
     if is_list:
-        lists = pa.array(column.array) if not isinstance(column.dtype, pd.ArrowDtype) else column.array._pa_array
+        lists = pa.array(column.array)  # Arrow list columns and lists in object columns alike
         lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
         ids = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
         parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
