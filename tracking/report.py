@@ -50,6 +50,7 @@ UNSET = {"prefix_caching": "default"}
 """What a parameter's column says for a run that did not set it (a null is not logged) where "?" would mislead."""
 CONSOLE = (
     ("energy (kJ)", "energy_j", 1e-3), ("saved (%)", "energy_savings_pct", 1.0),
+    ("saved, band low (%)", "bands.energy_savings_pct.low", 1.0),
     ("quality cost (%)", "quality_cost_pct", 1.0), ("p99 TTFT (s)", "ttft_s.p99", 1.0),
     ("p99 TPOT (s)", "tpot_s.p99", 1.0), ("SLO attainment", "slo_attainment", 1.0),
 )  # fmt: skip

@@ -241,3 +241,15 @@ def test_router_sweep_experiment_composes_and_every_router_is_valid() -> None:
     assert set(swept) <= set(ROUTERS)
     for router in swept:
         FleetConfig.from_mapping({"replicas": cfg.fleet.replicas, "router": router})
+
+
+def test_the_console_table_shows_a_saving_s_band_low_end_and_n_a_for_runs_without_bands():
+    from tracking.report import CONSOLE, console_table
+
+    rows = pd.DataFrame({"label": ["a", "b"], "group": ["g", "g"], **{key: [1.0, 2.0] for _, key, _ in CONSOLE}})
+    rows.loc[1, "bands.energy_savings_pct.low"] = float("nan")  # a run logged without bands
+    rows.loc[0, "bands.energy_savings_pct.low"] = 0.25
+    lines = console_table(rows).splitlines()
+    assert "saved, band low (%)" in lines[1]
+    assert lines[3].split()[:4] == ["a", "0.001", "1", "0.25"]
+    assert lines[4].split()[:4] == ["b", "0.002", "2", "2"]  # no band: the column is blank, quality cost follows
