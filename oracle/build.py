@@ -68,7 +68,7 @@ def oracle_for(model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None
         raise KeyError(f"no architecture for {what} in oracle/data; known models: {', '.join(arch.model_names())}")
     ep = bool(spec.experts) and gpus > 1 if expert_parallel is None else expert_parallel
     layout = Layout(gpus, ep)
-    name = f"{spec.name}_{card.name}{layout.suffix}"
+    name = layout.oracle_name(spec, card)
     if name in shipped_oracles():
         return Oracle.load(name)
     k, prompts = shipped_constants(card)

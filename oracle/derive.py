@@ -65,6 +65,10 @@ class Layout:
             return ""
         return f"_{'ep' if self.expert_parallel else 'tp'}{self.gpus}"
 
+    def oracle_name(self, model: ModelSpec, gpu: GpuSpec) -> str:
+        """The name of `model`'s oracle on this layout of `gpu`s, e.g. 'llama-3.1-70b_h100_tp4'."""
+        return f"{model.name}_{gpu.name}{self.suffix}"
+
     def check(self, model: ModelSpec, gpu: GpuSpec, memory_fraction: float = 0.9) -> None:
         """LayoutError unless the model can be served this way on these GPUs."""
         g = self.gpus
@@ -291,7 +295,7 @@ def derive_oracle(
     g = layout.gpus
     rep = layout.kv_replication(model)
     return Oracle(
-        name=f"{model.name}_{gpu.name}{layout.suffix}",
+        name=layout.oracle_name(model, gpu),
         model=model.hf_id,
         gpu=gpu.full_name,
         backend="derived (vLLM-calibrated constants)",

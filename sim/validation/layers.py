@@ -53,7 +53,6 @@ layers would need their own carry-over.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from collections.abc import Sequence
@@ -67,6 +66,7 @@ from oracle import arch
 from oracle.build import shipped_constants
 from oracle.derive import Layout, LayoutError, comm_scale, feature_work
 from oracle.model import Oracle, shipped_oracles
+from traces.download import sha256_of
 
 SOURCE_MODELS = ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B")
 """The source's models shipped (`<org>/<model>` folders; their HF ids)."""
@@ -132,11 +132,6 @@ def sources(src_dir: str | Path) -> list[tuple[str, int, Path]]:
             raise FileNotFoundError(f"no {model}/tp<k>/layers.csv under {root}")
         out += [(model, tp, p / "layers.csv") for tp, p in folders]
     return out
-
-
-def sha256(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build(src_dir: str | Path) -> pd.DataFrame:
@@ -216,14 +211,6 @@ def carried(frame: pd.DataFrame, gpu: arch.GpuSpec | None = None) -> pd.DataFram
     return pd.concat(out, ignore_index=True)
 
 
-def oracle_name(model: str, tp: int) -> str:
-    """The shipped oracle's name for `model` on `tp` H100s (which may not exist)."""
-    spec = arch.find_model(model)
-    if spec is None:
-        raise KeyError(f"no architecture shipped for {model}")
-    return f"{spec.name}_{GPU}{Layout(tp).suffix}"
-
-
 def step_features(tokens: int) -> np.ndarray:
     """The feature vector of a step prefilling one sequence of `tokens` prompt tokens."""
     n = float(tokens)
@@ -242,7 +229,7 @@ def compare() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     for (model, tp), part in carried(frame, gpu).groupby(["model", "tp"], sort=False):
         spec = arch.find_model(str(model))
         assert spec is not None  # carried() found it
-        name = oracle_name(str(model), int(tp))
+        name = Layout(int(tp)).oracle_name(spec, gpu)
         if name not in names:
             try:
                 Layout(int(tp)).check(spec, gpu)
@@ -332,7 +319,7 @@ def _build_main(args: list[str]) -> int:
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     for _, _, path in used:
-        print(f"read {path.relative_to(src)} (sha256 {sha256(path)})")
+        print(f"read {path.relative_to(src)} (sha256 {sha256_of(path)})")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     print(f"wrote {out} ({len(frame)} rows)")
