@@ -259,20 +259,17 @@ spreading a load over many replicas pays every replica's per-step fixed cost.
 
 def band_coverage(c: Commands) -> str:
     """The shipped held-out errors' 90 % intervals and how often a left-out model lands inside."""
-    from oracle.errors import HeldOutErrors, corrected_level, coverage, load_held_out
+    from oracle.errors import HeldOutErrors, band_check, load_held_out
 
     shipped, rows = load_held_out(), []
     for gpu in sorted(set(shipped["gpu"]), reverse=True):
-        errors = HeldOutErrors(gpu, shipped[shipped["gpu"] == gpu].reset_index(drop=True))
-        cov = coverage(errors, 0.9)
-        runs = cov["runs"].to_numpy()
-        inside = {k: float((cov[k] * runs).sum() / runs.sum()) for k in ("energy_covered", "time_covered")}
-        spanned = corrected_level(0.9, errors.models)
-        (elo, ehi), (tlo, thi) = errors.interval("energy_ratio", spanned), errors.interval("time_ratio", spanned)
-        worst = ", ".join(cov.sort_values("energy_covered").index[:2])
+        errors = HeldOutErrors.of(gpu, shipped)
+        check = band_check(errors, 0.9)
+        (elo, ehi), (tlo, thi) = check.energy_interval, check.time_interval
+        worst = ", ".join(check.per_model.sort_values("energy_covered").index[:2])
         rows.append(
-            f"| {gpu} | {len(errors.rows)} of {errors.models} | {100 * spanned:.1f} % | {elo:.2f}–{ehi:.2f} | "
-            f"{tlo:.2f}–{thi:.2f} | {100 * inside['energy_covered']:.1f} % | {100 * inside['time_covered']:.1f} % | "
+            f"| {gpu} | {len(errors.rows)} of {errors.models} | {100 * check.spanned:.1f} % | {elo:.2f}–{ehi:.2f} | "
+            f"{tlo:.2f}–{thi:.2f} | {100 * check.energy_covered:.1f} % | {100 * check.time_covered:.1f} % | "
             f"{worst} |"
         )
     head = ("calibration", "runs of models", "a 90 % band spans", "energy per token, measured / predicted",

@@ -192,18 +192,14 @@ def held_out_table(calibrations: dict[str, hwcal.Calibration]) -> pd.DataFrame:
 
 def _coverage(label: str, cal: hwcal.Calibration) -> list[str]:
     """The report's lines on the bands the held-out errors give (`oracle.errors.coverage`)."""
-    from oracle.errors import HeldOutErrors, corrected_level, coverage
+    from oracle.errors import HeldOutErrors, band_check
 
     if cal.held_out_rows is None:
         return []
     errors = HeldOutErrors(label, cal.held_out_rows.assign(gpu=label))
-    cov = coverage(errors, BAND_LEVEL)
-    runs = cov["runs"].to_numpy()
-    energy = float((cov["energy_covered"] * runs).sum() / runs.sum())
-    time = float((cov["time_covered"] * runs).sum() / runs.sum())
-    spanned = corrected_level(BAND_LEVEL, errors.models)
-    lo, hi = errors.interval("energy_ratio", spanned)
-    tlo, thi = errors.interval("time_ratio", spanned)
+    check = band_check(errors, BAND_LEVEL)
+    spanned, energy, time = check.spanned, check.energy_covered, check.time_covered
+    (lo, hi), (tlo, thi) = check.energy_interval, check.time_interval
     return [
         f"Bands (`oracle.errors`, what `python -m sim` reports with `uncertainty.samples`): a {BAND_LEVEL:.0%} band "
         f"spans the central {spanned:.1%} of the {errors.models} models' held-out ratios ({BAND_LEVEL:.0%} × "
@@ -212,7 +208,7 @@ def _coverage(label: str, cal: hwcal.Calibration) -> list[str]:
         f"Each model left out in turn, {energy:.1%} of the runs' measured energy per token (time: {time:.1%}) lie "
         "inside the band drawn from the other models' errors (the target: at least 85 % for energy). Per model:",
         "",
-        _markdown(cov.round(3).reset_index(names="model")),
+        _markdown(check.per_model.round(3).reset_index(names="model")),
         "",
     ]
 

@@ -72,6 +72,12 @@ class HeldOutErrors:
         i = rng.choice(len(self.rows), size=n, p=self.weights())
         return self.rows["time_ratio"].to_numpy()[i], self.rows["energy_ratio"].to_numpy()[i]
 
+    @classmethod
+    def of(cls, gpu: str, table: pd.DataFrame | None = None) -> HeldOutErrors:
+        """The errors of calibration `gpu` ('H100', 'B200') in `table` (default: the shipped ones)."""
+        df = load_held_out() if table is None else table
+        return cls(gpu, df[df["gpu"] == gpu].reset_index(drop=True))
+
     def without(self, model: str) -> HeldOutErrors:
         """The errors of the other models."""
         return HeldOutErrors(self.gpu, self.rows[self.rows["model"] != model].reset_index(drop=True))
@@ -120,9 +126,7 @@ def calibration_of(oracle: Oracle) -> str:
 
 def held_out_for(oracle: Oracle, table: pd.DataFrame | None = None) -> HeldOutErrors:
     """The held-out errors of the calibration `oracle`'s GPU rests on."""
-    label = calibration_of(oracle)
-    df = load_held_out() if table is None else table
-    return HeldOutErrors(label, df[df["gpu"] == label].reset_index(drop=True))
+    return HeldOutErrors.of(calibration_of(oracle), table)
 
 
 def scaled(oracle: Oracle, time_scale: float, energy_scale: float) -> Oracle:
@@ -154,3 +158,33 @@ def coverage(errors: HeldOutErrors, level: float = 0.9) -> pd.DataFrame:
             shares[column.replace("_ratio", "_covered")] = float(own[column].between(lo, hi).mean())
         out[str(model)] = {"runs": len(own), **shares}
     return pd.DataFrame(out).T.astype({"runs": int})
+
+
+@dataclass(frozen=True)
+class BandCheck:
+    """What a `level` band of one calibration's errors spans and how often it holds a model left
+    out: the share of the errors spanned (`corrected_level`), the measured / predicted intervals
+    of energy and time per output token, and the shares of all runs inside (`per_model`:
+    `coverage`)."""
+
+    spanned: float
+    energy_interval: tuple[float, float]
+    time_interval: tuple[float, float]
+    energy_covered: float
+    time_covered: float
+    per_model: pd.DataFrame
+
+
+def band_check(errors: HeldOutErrors, level: float = 0.9) -> BandCheck:
+    """The band of `errors` at `level` and its leave-one-model-out coverage, runs weighted alike."""
+    cov = coverage(errors, level)
+    runs = cov["runs"].to_numpy()
+    spanned = corrected_level(level, errors.models)
+    return BandCheck(
+        spanned,
+        errors.interval("energy_ratio", spanned),
+        errors.interval("time_ratio", spanned),
+        float((cov["energy_covered"] * runs).sum() / runs.sum()),
+        float((cov["time_covered"] * runs).sum() / runs.sum()),
+        cov,
+    )
