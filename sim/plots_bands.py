@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sim.figures import figure, save
-from sim.summary import BANDED, SIGNIFICANT, unit
+from sim.summary import BANDED, SIGNIFICANT, lookup, unit
 
 BANDS_PLOT = "bands.png"
 LABELS = {
@@ -43,7 +43,6 @@ def plot_bands(summary: Mapping[str, Any], samples: pd.DataFrame, path: Path) ->
     fig = figure(3.2 * COLUMNS, 1.9 * rows + 0.6, left_in=0.3, right_in=0.3, top_in=0.75, hspace=1.0, wspace=0.12)
     axes = np.atleast_1d(fig.subplots(rows, COLUMNS)).ravel()
     rng = np.random.default_rng(0)  # the dots' jitter only
-    point = _points(summary)
     for ax, name in zip(axes, names, strict=False):
         title, scale, shown = LABELS[name]
         values = samples[name].to_numpy(dtype=float) * scale
@@ -51,8 +50,9 @@ def plot_bands(summary: Mapping[str, Any], samples: pd.DataFrame, path: Path) ->
         ax.axvspan(band["low"] * scale, band["high"] * scale, color="C0", alpha=0.15, lw=0)
         ax.scatter(values, rng.uniform(-0.3, 0.3, values.size), s=10, color="C0", alpha=0.7, zorder=3)
         ax.axvline(band["median"] * scale, color="C0", ls="--", lw=1)
-        if np.isfinite(point.get(name, np.nan)):
-            ax.axvline(point[name] * scale, color="k", lw=1.5, zorder=4)
+        point = lookup(summary, BANDED[name])
+        if np.isfinite(point):
+            ax.axvline(point * scale, color="k", lw=1.5, zorder=4)
         if name in SIGNIFICANT:
             ax.axvline(0.0, color="C3", lw=1, ls=":")
             title += " (significant)" if band.get("significant") else " (not significant)"
@@ -70,14 +70,3 @@ def plot_bands(summary: Mapping[str, Any], samples: pd.DataFrame, path: Path) ->
         fontsize=9,
     )
     return save(fig, path)
-
-
-def _points(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The point estimate of each banded figure in a summary.json (NaN where it has none)."""
-    out = {}
-    for name, key in BANDED.items():
-        node: Any = summary
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        out[name] = float(node) if isinstance(node, (int, float)) else np.nan
-    return out

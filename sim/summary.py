@@ -8,6 +8,7 @@ so a renamed field fails loudly where a name is looked up (`unit`) instead of re
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -124,10 +125,15 @@ class Summary:
     def value(self, key: str) -> float:
         """A numeric key of summary.json (dotted, e.g. 'ttft_s.p99', 'baseline.energy_j'); unit() checks it."""
         unit(key)
-        node: Any = self.to_dict()
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return math.nan if node is None else float(node)
+        return lookup(self.to_dict(), key)
+
+
+def lookup(data: Mapping[str, Any], key: str) -> float:
+    """The number at dotted `key` of a summary.json mapping (NaN where there is none)."""
+    node: Any = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return math.nan if node is None else float(node)
 
 
 SAME_RUN = "same run"
