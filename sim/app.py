@@ -20,6 +20,7 @@ import pandas as pd
 
 import traces
 from oracle.clocks import ClockError, at_clock, clock_spec
+from oracle.errors import HeldOutErrors
 from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
@@ -36,7 +37,15 @@ from sim.policies import PolicyContext, build_policy, policy_config
 from sim.policies.base import Policy
 from sim.run import SimResult, simulate_fleet
 from sim.summary import SAME_RUN, Summary, split_wall_clock, unit
-from sim.uncertainty import BANDS_FILE, UncertaintyConfig, bands, calibration_errors, replay_bands, replay_figures
+from sim.uncertainty import (
+    BANDS_FILE,
+    UncertaintyConfig,
+    bands,
+    calibration_errors,
+    fewest_models,
+    replay_bands,
+    replay_figures,
+)
 from sim.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
@@ -91,6 +100,7 @@ class Prepared:
     requests: pd.DataFrame
     policy: Policy
     fleet: Fleet
+    errors: dict[str, HeldOutErrors] = field(default_factory=dict)  # the bands' calibrations, by label
 
 
 TOP_KEYS = {
@@ -225,11 +235,10 @@ def prepare(config: AppConfig) -> Prepared:
             raise ConfigError(f"fleet.pools[{i}] ({pool.name}): {e}" if config.fleet.pools else str(e)) from e
     if config.capacity.enabled:
         fleet.pool(config.capacity.pool)  # an unknown or missing pool name fails before any run
-    models = None
+    errors: dict[str, HeldOutErrors] = {}
     if config.uncertainty.enabled and config.uncertainty.calibration:
         errors = calibration_errors(fleet)  # an oracle no calibration covers fails before any run
-        models = min(e.models for e in errors.values())
-    thin = config.uncertainty.thin_tails(models)
+    thin = config.uncertainty.thin_tails(fewest_models(errors))
     if thin:
         log.warning(thin)
     try:
@@ -240,7 +249,7 @@ def prepare(config: AppConfig) -> Prepared:
         raise ConfigError(f"trace {config.trace.name!r}: {e}") from e
     context = PolicyContext(oracle, requests["n_in"].to_numpy(), requests["n_out"].to_numpy())
     policy = build_policy(config.policy, config.policy_params, context)
-    return Prepared(config, oracle, requests, policy, fleet)
+    return Prepared(config, oracle, requests, policy, fleet, errors)
 
 
 def execute(
@@ -280,7 +289,7 @@ def execute(
     summary = _summary(prepared, fleet, capacity, runs, source)
     samples = None
     if cfg.uncertainty.enabled:
-        samples, describe, models = replay_bands(
+        samples = replay_bands(
             prepared.requests,
             fleet,
             cfg.uncertainty,
@@ -289,8 +298,9 @@ def execute(
                 prepared.policy, cfg.slo, cfg.capacity if capacity else None, capacity, cfg.compare_baseline
             ),
             progress=cfg.progress,
+            errors=prepared.errors,
         )
-        summary = replace(summary, bands=bands(samples, cfg.uncertainty, describe, models))
+        summary = replace(summary, bands=bands(samples, cfg.uncertainty, prepared.errors))
     text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
     names = write_outputs(out, cfg.raw, summary, runs, text)
     if samples is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -137,7 +137,7 @@ def calibration_errors(fleet: Fleet) -> dict[str, HeldOutErrors]:
 
 
 def draws(
-    requests: pd.DataFrame, errors: dict[str, HeldOutErrors], cfg: UncertaintyConfig, seed: int
+    requests: pd.DataFrame, errors: Mapping[str, HeldOutErrors], cfg: UncertaintyConfig, seed: int
 ) -> Iterator[Draw]:
     """`cfg.samples` draws, from the stream (seed, STREAM)."""
     rng = np.random.default_rng((seed, STREAM))
@@ -180,15 +180,24 @@ class Band:
         return self.low <= 0.0 <= self.high
 
 
+def fewest_models(errors: Mapping[str, HeldOutErrors]) -> int | None:
+    """The fewest models one of the calibrations' errors come from (None: no calibration drawn):
+    what the bands' level is corrected by (`UncertaintyConfig.quantile_level`)."""
+    return min((e.models for e in errors.values()), default=None)
+
+
 def bands(
-    samples: pd.DataFrame, cfg: UncertaintyConfig, describe: str = "", models: int | None = None
+    samples: pd.DataFrame, cfg: UncertaintyConfig, errors: Mapping[str, HeldOutErrors] | None = None
 ) -> dict[str, Any]:
     """The summary.json `bands` section from the replays' figures (one row per replay, a column
-    per `BANDED` name present): level, the central share of the replays spanned
-    (`cfg.quantile_level(models)`, `models`: the fewest models a drawn calibration's errors come
-    from), samples, sources, where the calibration errors come from, then a {low, high, median}
-    per figure (`significant` for a saving: its band excludes zero)."""
-    spanned = cfg.quantile_level(models)
+    per `BANDED` name present) and the calibrations' errors they drew from (read only with a
+    calibration source): level, the central share of the replays spanned
+    (`cfg.quantile_level(fewest_models(errors))`), samples, sources, where the calibration errors
+    come from, then a {low, high, median} per figure (`significant` for a saving: its band
+    excludes zero)."""
+    errors = (errors or {}) if cfg.calibration else {}
+    describe = "; ".join(e.describe() for _, e in sorted(errors.items()))
+    spanned = cfg.quantile_level(fewest_models(errors))
     out: dict[str, Any] = {"level": cfg.level, "spanned": spanned, "samples": len(samples), "sources": cfg.sources}
     if describe:
         out["calibration"] = describe
@@ -247,18 +256,14 @@ def replay_bands(
     replay: Callable[[pd.DataFrame, Fleet], dict[str, float]],
     *,
     progress: bool = True,
-    errors: dict[str, HeldOutErrors] | None = None,
-) -> tuple[pd.DataFrame, str, int | None]:
+    errors: Mapping[str, HeldOutErrors] | None = None,
+) -> pd.DataFrame:
     """Run `replay(requests, fleet)` (the figures of one replay, by `BANDED` name; `replay_figures`)
-    on every draw; the replays' figures (one row each, with the draw's ratios), where the
-    calibration errors come from ("" without that source) and the fewest models a calibration's
-    errors come from (None without that source: what `bands` corrects the level by). `errors`:
-    the calibrations' held-out errors by label (default: the shipped ones of the fleet's oracles)."""
-    if not cfg.calibration:
-        errors = {}
-    elif errors is None:
-        errors = calibration_errors(fleet)
-    describe = "; ".join(e.describe() for _, e in sorted(errors.items()))
+    on every draw; the replays' figures, one row each with the draw's ratios. `errors`: the
+    calibrations' held-out errors by label (default: the shipped ones of the fleet's oracles;
+    unread without a calibration source)."""
+    if errors is None:
+        errors = calibration_errors(fleet) if cfg.calibration else {}
     rows = []
     bar = progress_bar(progress, total=cfg.samples, desc="bands", unit="replay", leave=False)
     with warnings.catch_warnings():  # the run on the trace as given warned already
@@ -279,5 +284,4 @@ def replay_bands(
             "capacity counts as that ceiling, so the band's top end is a lower bound (bands.csv, capacity_met)",
             int((~frame["capacity_met"].astype(bool)).sum()), len(frame),
         )  # fmt: skip
-    models = min((e.models for e in errors.values()), default=None)
-    return frame, describe, models
+    return frame

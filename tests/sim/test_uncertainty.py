@@ -20,7 +20,7 @@ from sim.metrics import run_summary
 from sim.policies.base import Policy
 from sim.run import simulate_fleet
 from sim.summary import METRICS, unit
-from sim.uncertainty import UncertaintyConfig, bands, replay_bands, replay_figures
+from sim.uncertainty import UncertaintyConfig, bands, calibration_errors, fewest_models, replay_bands, replay_figures
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +28,18 @@ def chat():
     return traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=300))
 
 
-def exact(label: str = "H100") -> dict[str, HeldOutErrors]:
-    """Held-out errors of a calibration that predicted every run exactly."""
-    rows = pd.DataFrame([[label, m, f"{m}|0", "chat", 1.0, 1.0] for m in ("a", "b", "c")], columns=COLUMNS)
+def exact(label: str = "H100", models: int = 3) -> dict[str, HeldOutErrors]:
+    """Held-out errors of a calibration that predicted every run of `models` models exactly."""
+    rows = pd.DataFrame([[label, f"m{m}", f"m{m}|0", "chat", 1.0, 1.0] for m in range(models)], columns=COLUMNS)
     return {label: HeldOutErrors(label, rows)}
 
 
 def test_bands_have_zero_width_when_the_constants_are_known_exactly(chat, llama):
     fleet = Fleet.single(llama, ServerConfig())
     cfg = UncertaintyConfig(samples=10, sources="calibration")
-    samples, _, _ = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()), errors=exact())
+    samples = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()), errors=exact())
     point = run_summary(simulate_fleet(chat, fleet), SloConfig())
-    out = bands(samples, cfg, "")
+    out = bands(samples, cfg, exact())
     for name, value in (("energy_j", point.energy_j), ("ttft_p99_s", point.ttft_s.p99)):
         assert out[name]["low"] == out[name]["high"] == pytest.approx(value, rel=1e-12)
 
@@ -47,14 +47,17 @@ def test_bands_have_zero_width_when_the_constants_are_known_exactly(chat, llama)
 def test_calibration_errors_widen_the_energy_band_by_their_spread(chat, llama):
     fleet = Fleet.single(llama, ServerConfig())
     cfg = UncertaintyConfig(samples=40, sources="calibration")
-    samples, describe, models = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()))
+    errors = calibration_errors(fleet)
+    describe = errors["H100"].describe()
+    samples = replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig()))
     assert "leave-one-model-out errors" in describe and "H100" in describe
     point = run_summary(simulate_fleet(chat, fleet), SloConfig()).energy_j
     ratio = samples["energy_j"] / point
     # the steps' energy scales with the drawn energy ratio; idle energy (a fifth here) does not
     assert np.corrcoef(ratio, samples["H100_energy_ratio"])[0, 1] > 0.8
-    assert models == 14  # H100's calibrated models: the band spans 0.9·15/14 of the replays
-    out = bands(samples, cfg, describe, models)
+    assert fewest_models(errors) == 14  # H100's calibrated models: the band spans 0.9·15/14 of the replays
+    out = bands(samples, cfg, errors)
+    assert out["calibration"] == describe
     assert out["spanned"] == pytest.approx(0.9 * 15 / 14) and out["energy_j"]["high"] > 1.1 * point
 
 
@@ -62,9 +65,9 @@ def test_the_same_seed_gives_the_same_bands_and_another_seed_others(chat, llama)
     fleet = Fleet.single(llama, ServerConfig())
     cfg = UncertaintyConfig(samples=10)
     replay = replay_figures(Policy(), SloConfig())
-    a, b = (replay_bands(chat, fleet, cfg, 3, replay, progress=False)[0] for _ in range(2))
+    a, b = (replay_bands(chat, fleet, cfg, 3, replay, progress=False) for _ in range(2))
     pd.testing.assert_frame_equal(a, b)
-    c = replay_bands(chat, fleet, cfg, 4, replay, progress=False)[0]
+    c = replay_bands(chat, fleet, cfg, 4, replay, progress=False)
     assert not np.allclose(a["energy_j"], c["energy_j"])
 
 
@@ -72,15 +75,15 @@ def test_a_saving_whose_band_spans_zero_is_not_significant():
     cfg = UncertaintyConfig(samples=20)
     across = pd.DataFrame({"energy_savings_pct": np.linspace(-1.0, 3.0, 20)})
     above = pd.DataFrame({"energy_savings_pct": np.linspace(0.5, 3.0, 20)})
-    assert bands(across, cfg, "")["energy_savings_pct"]["significant"] is False
-    assert bands(above, cfg, "")["energy_savings_pct"]["significant"] is True
+    assert bands(across, cfg)["energy_savings_pct"]["significant"] is False
+    assert bands(above, cfg)["energy_savings_pct"]["significant"] is True
 
 
 def test_the_band_is_the_central_share_of_the_replays():
     cfg = UncertaintyConfig(samples=100, level=0.9)
-    out = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg, "")["energy_j"]
+    out = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg)["energy_j"]
     assert (out["low"], out["median"], out["high"]) == (5.0, 50.0, 95.0)
-    wider = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg, "", models=9)  # 0.9 · 10/9 = 1
+    wider = bands(pd.DataFrame({"energy_j": np.arange(1.0, 101.0)}), cfg, exact(models=9))  # 0.9 · 10/9 = 1
     assert (wider["energy_j"]["low"], wider["energy_j"]["high"]) == (1.0, 100.0)
 
 
