@@ -294,9 +294,7 @@ def execute(
             fleet,
             cfg.uncertainty,
             cfg.seed,
-            replay_figures(
-                prepared.policy, cfg.slo, cfg.capacity if capacity else None, capacity, cfg.compare_baseline
-            ),
+            replay_figures(prepared.policy, cfg.slo, cfg.capacity, capacity, cfg.compare_baseline),
             progress=cfg.progress,
             errors=prepared.errors,
         )

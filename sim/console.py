@@ -108,7 +108,7 @@ def _bands_line(bands: dict) -> str:
     what = {"calibration": "the oracle's step time and energy scaled by an error drawn from the calibration's "
             "held-out models", "workload": "a bootstrap of the trace"}  # fmt: skip
     drawn = " and ".join(what[s] for s in bands["sources"].split("+"))
-    level, spanned = 100 * bands["level"], 100 * bands.get("spanned", bands["level"])
+    level, spanned = 100 * bands["level"], 100 * bands["spanned"]
     share = f"the central {spanned:.3g} % of them" + (", for models nobody measured" if spanned > level else "")
     return (f"bands: {level:g} % bands from {bands['samples']} replays ({share}), each with {drawn} "
             f"(bands.csv; uncertainty.samples=0 for none)")  # fmt: skip

@@ -219,15 +219,17 @@ def replay_figures(
     capacity: Capacity | None = None,
     compare_baseline: bool = True,
 ) -> Callable[[pd.DataFrame, Fleet], dict[str, float]]:
-    """One replay of the bands, as `replay_bands` calls it: the policy (at its own capacity,
-    searched from the point answer `capacity` under `capacity_cfg`, when the run searched one)
-    and, with `compare_baseline`, the baseline on the same draw and fleet; its figures by `BANDED`
-    name."""
+    """One replay of the bands, as `replay_bands` calls it: the policy (at its own capacity under
+    `capacity_cfg`, default `CapacityConfig()`, searched from the point answer `capacity`, when
+    the run searched one) and, with `compare_baseline`, the baseline on the same draw and fleet;
+    its figures by `BANDED` name."""
 
     def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
         figures: dict[str, float] = {}
-        if capacity is not None and capacity_cfg is not None:
-            cap, result = search_capacity(requests, fleet, policy, capacity_cfg, start=capacity.replicas, quiet=True)
+        if capacity is not None:
+            cap, result = search_capacity(
+                requests, fleet, policy, capacity_cfg or CapacityConfig(), start=capacity.replicas, quiet=True
+            )
             figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus, "capacity_met": cap.met}
             fleet = fleet.resized(cap.pool, cap.replicas)
         else:
