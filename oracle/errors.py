@@ -113,11 +113,12 @@ def load_held_out(path: str | None = None) -> pd.DataFrame:
 
 
 def calibration_of(oracle: Oracle) -> str:
-    """The measured GPU label whose calibration an oracle's GPU rests on (`CALIBRATED_ON`).
-    NoHeldOutErrorsError for a GPU no calibration covers."""
-    for name in arch.gpu_names():
-        if arch.load_gpu(name).full_name == oracle.gpu and name in CALIBRATED_ON:
-            return CALIBRATED_ON[name]
+    """The measured GPU label whose calibration an oracle's GPU rests on (`CALIBRATED_ON`), the
+    GPU found as `oracle.clocks.clock_spec` finds it (`arch.find_gpu`). NoHeldOutErrorsError for
+    a GPU no calibration covers."""
+    found = arch.find_gpu(oracle.gpu)
+    if found is not None and found.name in CALIBRATED_ON:
+        return CALIBRATED_ON[found.name]
     known = ", ".join(arch.load_gpu(n).full_name for n in arch.gpu_names() if n in CALIBRATED_ON)
     raise NoHeldOutErrorsError(
         f"oracle {oracle.name!r} runs on {oracle.gpu!r}, which no calibration covers (known: {known})"
