@@ -4,16 +4,18 @@ For each step feature (see `oracle.features`) the model's FLOPs and bytes of mem
 feature unit follow from its architecture. Time is an additive roofline and energy adds dynamic
 energy per FLOP and per byte to static power over the step time:
 
-    time_i   = [i = const]·t_step + [i ∈ seqs]·t_seq + flops_i / (g·peak·η_c) + bytes_i / (g·BW·η_m)
-               + comm_i
+    time_i   = [i = const]·(t_step + L·t_layer) + [i ∈ seqs]·t_seq + flops_i / (g·peak·η_i)
+               + bytes_i / (g·BW·η_m) + comm_i
     energy_i = g·P_static·time_i + e_flop·flops_i + e_byte·bytes_i
 
-for a replica of g GPUs (`Layout`: tensor parallel, experts optionally expert parallel), each
-doing 1/g of the FLOPs and bytes, in step, with comm_i the all-reduces of tensor parallelism at the
-GPU's measured collective figures. A mixture of experts computes on its activated parameters and
-reads, per step, the routed experts its tokens touch (`oracle.model.ExpertReads`, outside the six
-linear coefficients). Weights, KV cache and FLOPs take the checkpoint's precision (fp8 GEMMs at
-the fp8 peak; mxfp4 experts as bytes).
+for a replica of g GPUs (`Layout`: tensor parallel, experts optionally expert parallel), each doing
+1/g of the FLOPs and bytes, in step, with comm_i the all-reduces of tensor parallelism at the GPU's
+measured collective figures, L the model's layers, and η_i the achieved fraction of peak FLOP/s: η_a
+for the causal attention of prefilled tokens (FlashAttention-style kernels, far below the GEMMs'
+fraction on measured H100 kernels, `oracle.kernels`), η_c for the rest. A mixture of experts
+computes on its activated parameters and reads, per step, the routed experts its tokens touch
+(`oracle.model.ExpertReads`, outside the six linear coefficients). Weights, KV cache and FLOPs take
+the checkpoint's precision (fp8 GEMMs at the fp8 peak; mxfp4 experts as bytes).
 
 Both are linear in the constants, which are calibrated on real measurements (`oracle.hwcal`).
 Sliding-window layers whose window is shorter than `LONG_WINDOW` are linearised: they read a fixed
@@ -110,6 +112,8 @@ class HardwareConstants:
     """Efficiency and energy constants of one GPU family running one serving engine.
 
     inv_eff_compute, inv_eff_memory: 1 / achieved fraction of peak FLOP/s and of memory bandwidth.
+    inv_eff_attention: 1 / achieved fraction of peak FLOP/s of prefill attention (the
+    `prefill_attn` FLOPs; None: as inv_eff_compute).
     step_overhead_s: per-step launch and scheduling time; seq_overhead_s: per-sequence per-step time.
     static_power_w: power each GPU draws whenever a step runs (idle included); energy_per_flop_j and
     energy_per_byte_j: dynamic energy of arithmetic (per bf16 FLOP; an fp8 FLOP costs the same
@@ -135,6 +139,12 @@ class HardwareConstants:
     layer_overhead_s: float = 0.0
     fp8_expert_read_scale: float = 0.0
     comm_power_w: float | None = None
+    inv_eff_attention: float | None = None
+
+    @property
+    def attention(self) -> float:
+        """1 / achieved fraction of peak FLOP/s of prefill attention."""
+        return self.inv_eff_compute if self.inv_eff_attention is None else self.inv_eff_attention
 
     def as_dict(self) -> dict[str, float | str]:
         """Plain dict (for provenance records)."""
@@ -212,16 +222,20 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
 
 def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
     """Per-feature time (s) of each time constant at value 1: columns inv_c, inv_m, t_step, t_seq,
-    the all-reduces' scale, t_layer (each GPU does 1/gpus of the work; all run in step)."""
+    the all-reduces' scale, t_layer, inv_attention (each GPU does 1/gpus of the work; all run in
+    step)."""
     g = work.gpus
+    attention = np.zeros(F.N_FEATURES)
+    attention[F.PREFILL_ATTN] = work.flops[F.PREFILL_ATTN]
     return np.stack(
         [
-            work.flops / (g * gpu.peak_flops),
+            (work.flops - attention) / (g * gpu.peak_flops),
             work.bytes / (g * gpu.memory_bandwidth),
             work.step_mask,
             work.seq_mask,
             work.comm_s,
             work.step_mask * work.layers,
+            attention / (g * gpu.peak_flops),
         ],
         axis=-1,
     )
@@ -234,14 +248,20 @@ def comm_scale(work: FeatureWork, k: HardwareConstants) -> float:
 
 def time_constants(work: FeatureWork, k: HardwareConstants) -> np.ndarray:
     """The constants `time_basis`'s columns multiply, in its order."""
+    return constant_vector(k, comm_scale(work, k))
+
+
+def constant_vector(k: HardwareConstants, comm: float) -> np.ndarray:
+    """`time_basis`'s constants with the all-reduces' scale `comm`."""
     return np.array(
         [
             k.inv_eff_compute,
             k.inv_eff_memory,
             k.step_overhead_s,
             k.seq_overhead_s,
-            comm_scale(work, k),
+            comm,
             k.layer_overhead_s,
+            k.attention,
         ]
     )
 

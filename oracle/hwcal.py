@@ -23,7 +23,7 @@ measured, so the basis kept is the one that predicts a left-out model best.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 
@@ -36,12 +36,14 @@ from oracle.derive import (
     FeatureWork,
     HardwareConstants,
     Layout,
+    constant_vector,
     energy_coef,
     expert_reads,
     feature_work,
     time_basis,
     time_coef,
 )
+from oracle.kernels import KernelRows, kernel_rows
 from oracle.regress import relative_bounded_lsq
 
 MLENERGY_FILE = "data/mlenergy_v3_llm.csv"
@@ -50,8 +52,22 @@ KEY = ["config_id"]
 X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
 M_COLUMNS = [f"m_{name}" for name in F.FEATURES]  # features of the step at the median inter-token latency
 X_EXPERTS, M_EXPERTS = "x_experts", "m_experts"  # shares of routed experts read: per output token, median step
-TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts")
+TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts", "inv_attn")
 """The fitted time constants, in the order of `_bases`' columns."""
+NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+"""Each time constant's value when no row exercises it."""
+LOWER = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+"""No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1."""
+KERNEL_WEIGHTS = (0.5, 1.0, 2.0)
+"""Weights of a measured prefill kernel row (`oracle.kernels`) against one ML.ENERGY target that
+the calibration report tries (`prefill_sensitivity`). The shipped constants are fitted on the
+ML.ENERGY runs alone (weight 0): at every weight tried the kernel rows' prefill errors shrink but
+the held-out ML.ENERGY time errors grow (the report's table), because the additive step time
+(compute + memory) cannot hold both: the kernels' time grows faster than linearly in the step's
+tokens (the roofline's knee, which an additive form misses, and attention at a small fraction of
+peak), and the only convex term, prefill attention, then overcharges the long-prompt serving runs."""
+
+
 # Energy terms beside every GPU's static power × time, by name: which ones a fit may use.
 ENERGY_BASES: dict[str, tuple[str, ...]] = {
     "flop": ("flop",),
@@ -123,18 +139,23 @@ def _replicas(
         yield df.index.get_indexer(idx), work, df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
 
 
+def _terms(base: np.ndarray, expert_parallel: bool) -> np.ndarray:
+    """`oracle.derive.time_basis` columns (rows of summed features) as `TIME_TERMS` columns."""
+    tb = np.zeros((len(base), len(TIME_TERMS)))
+    tb[:, [0, 1, 2, 3, 6, 8]] = base[:, [0, 1, 2, 3, 5, 6]]
+    tb[:, 5 if expert_parallel else 4] = base[:, 4]
+    return tb
+
+
 def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> _Bases:
     """The bases of the feature vectors `columns` and expert shares `experts` of each row on its
     replica (`num_gpus`, `expert_parallel`)."""
     n = len(df)
     tb, fl, by = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n)
     for rows, work, x, share in _replicas(df, gpu, columns, experts):
-        base = x @ time_basis(work, gpu)  # inv_c, inv_m, t_step, t_seq, comm, t_layer
         reads = share * work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
-        tb[rows, 0], tb[rows, 1] = base[:, 0], base[:, 1] + reads
-        tb[rows, 2], tb[rows, 3] = base[:, 2], base[:, 3]
-        tb[rows, 5 if work.expert_parallel else 4] = base[:, 4]
-        tb[rows, 6] = base[:, 5]
+        tb[rows] = _terms(x @ time_basis(work, gpu), work.expert_parallel)
+        tb[rows, 1] += reads
         if work.fp8_experts:
             tb[rows, 7] = reads
         fl[rows], by[rows] = x @ work.flops, x @ work.bytes + share * work.expert_bytes
@@ -146,26 +167,60 @@ def _comm_time(b: _Bases, t: np.ndarray) -> np.ndarray:
     return b.time[:, 4] * t[4] + b.time[:, 5] * t[5]
 
 
+def fit_time(
+    rows: np.ndarray, target: np.ndarray, kernels: KernelRows | None = None, held: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """The `TIME_TERMS` constants (bounded below by `LOWER`) whose bases `rows` reproduce
+    `target` (s), relative error, with `kernels`' rows beside them (each of its weight); a term
+    no row exercises (no multi-GPU rows, no fp8 experts) stays at its `NEUTRAL` value, one in
+    `held` at that value. Without kernel rows prefill attention is not told apart from the other
+    FLOPs: it is fitted with them (its constant returned equal to inv_c)."""
+    held = dict(held or {})
+    weights = np.ones(len(rows))
+    rows = rows.copy()
+    separate = (kernels is not None and len(kernels.frame) > 0) or "inv_attn" in held
+    if not separate:
+        rows[:, 0] += rows[:, 8]
+        rows[:, 8] = 0.0
+    if kernels is not None and len(kernels.frame):
+        rows = np.vstack([rows, _terms(kernels.basis, expert_parallel=False)])
+        target = np.concatenate([target, kernels.kernel_s])
+        weights = np.concatenate([weights, np.full(len(kernels.frame), kernels.weight)])
+    t = NEUTRAL.copy()
+    for name, value in held.items():
+        t[TIME_TERMS.index(name)] = value
+    free = np.any(rows != 0.0, axis=0) & ~np.isin(TIME_TERMS, list(held))
+    fixed = rows[:, ~free] @ t[~free]
+    t[free] = relative_bounded_lsq(
+        np.ascontiguousarray(rows[:, free]), target - fixed, lower=LOWER[free], weights=weights
+    )
+    if not separate:
+        t[8] = t[0]
+    return t
+
+
 def fit_constants(
-    df: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte"
+    df: pd.DataFrame,
+    gpu: GpuSpec,
+    energy_basis: str = "flop+byte",
+    kernels: KernelRows | None = None,
+    held: Mapping[str, float] | None = None,
 ) -> tuple[HardwareConstants, np.ndarray, np.ndarray, np.ndarray]:
     """Constants whose replayed features (`X_COLUMNS`, `M_COLUMNS`, expert shares) reproduce the
     rows' measured time per output token (s), median ITL (s) and energy per output token (J);
     returns them with the three predictions. `energy_basis` (an `ENERGY_BASES` key) names the
-    energy terms fitted; a term left out is zero (or, for `comm`, the static power)."""
+    energy terms fitted; a term left out is zero (or, for `comm`, the static power). `kernels`:
+    measured prefill kernel times fitted beside them (`fit_time`); `held`: time constants
+    (`TIME_TERMS` names) held at a value instead of fitted."""
     if energy_basis not in ENERGY_BASES:
         raise ValueError(f"energy_basis must be one of {sorted(ENERGY_BASES)}, got {energy_basis!r}")
     b, bm = _bases(df, gpu, X_COLUMNS, X_EXPERTS), _bases(df, gpu, M_COLUMNS, M_EXPERTS)
-    rows = np.vstack([b.time, bm.time])
-    target = np.concatenate([df["time_per_token_s"].to_numpy(), df["itl_median_s"].to_numpy()])
-    # No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1. A
-    # term no row exercises (no multi-GPU rows, no fp8 experts) stays at its neutral value.
-    used = np.any(rows != 0.0, axis=0)
-    neutral = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    lower = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    t = neutral.copy()
-    fixed = rows[:, ~used] @ neutral[~used]
-    t[used] = relative_bounded_lsq(np.ascontiguousarray(rows[:, used]), target - fixed, lower=lower[used])
+    t = fit_time(
+        np.vstack([b.time, bm.time]),
+        np.concatenate([df["time_per_token_s"].to_numpy(), df["itl_median_s"].to_numpy()]),
+        kernels,
+        held,
+    )
     t_pred, itl_pred = b.time @ t, bm.time @ t
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
     # measured draws at most the power limit per GPU.
@@ -186,6 +241,7 @@ def fit_constants(
     excess = dict(zip(names, fitted.tolist(), strict=True))
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
+        inv_eff_attention=float(t[8]) if kernels is not None or "inv_attn" in (held or {}) else None,
         inv_eff_memory=float(t[1]),
         step_overhead_s=float(t[2]),
         seq_overhead_s=float(t[3]),
@@ -285,23 +341,72 @@ def _err(pred: pd.Series, true: pd.Series) -> pd.Series:
     return (pred - true) / true * 100.0
 
 
-def held_out_rows(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: str = "flop+byte") -> pd.DataFrame:
+def _architecture(model_id: str) -> str:
+    """The shipped architecture's name of a model id (the same model in either set)."""
+    spec = find_model(model_id)
+    return model_id if spec is None else spec.name
+
+
+def _lomo(
+    calibration_rows: pd.DataFrame,
+    gpu: GpuSpec,
+    energy_basis: str,
+    kernels: KernelRows | None,
+    held: Mapping[str, float] | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, HardwareConstants]]:
+    """Per measured model (`model_id`), then per architecture only the kernel rows have: the
+    masks of its measured rows and of the kernel rows of its architecture, and the constants
+    fitted without both."""
+    ids = calibration_rows["model_id"].to_numpy()
+    kernel_arch = None if kernels is None else np.array([_architecture(m) for m in kernels.models()])
+    folds = [(ids == m, _architecture(str(m))) for m in dict.fromkeys(ids)]
+    if kernel_arch is not None:
+        measured = {name for _, name in folds}
+        folds += [(np.zeros(len(ids), bool), str(a)) for a in dict.fromkeys(kernel_arch) if a not in measured]
+    for test, name in folds:
+        ktest = None if kernel_arch is None else kernel_arch == name
+        kept = None if kernels is None or ktest is None else kernels.subset(~ktest)
+        train = calibration_rows[~test].reset_index(drop=True)
+        yield test, ktest, fit_constants(train, gpu, energy_basis, kept, held)[0]
+
+
+def held_out_rows(
+    calibration_rows: pd.DataFrame,
+    gpu: GpuSpec,
+    energy_basis: str = "flop+byte",
+    kernels: KernelRows | None = None,
+    held: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """Leave one model out, per row: its measured time and energy per output token over what
     constants fitted (with `energy_basis`) on the other models' rows predict (`time_ratio`,
     `energy_ratio`, measured / predicted): how the constants carry to a model nobody measured,
     row by row (`oracle.errors` draws the simulator's bands from them). `calibration_rows`:
-    measured rows merged with their replay features."""
+    measured rows merged with their replay features; a model's `kernels` rows leave with it."""
+    return _held_out(calibration_rows, gpu, energy_basis, kernels, held)[0]
+
+
+def _held_out(
+    calibration_rows: pd.DataFrame,
+    gpu: GpuSpec,
+    energy_basis: str,
+    kernels: KernelRows | None,
+    held: Mapping[str, float] | None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """`held_out_rows`, and each kernel row's time (s) with its architecture left out (each
+    measured model of that architecture left out in turn: the last such fold's)."""
     parts = []
-    for model_id in calibration_rows["model_id"].unique():
-        test = (calibration_rows["model_id"] == model_id).to_numpy()
-        train = calibration_rows[~test].reset_index(drop=True)
-        k = fit_constants(train, gpu, energy_basis)[0]
+    kernel_s = np.zeros(0 if kernels is None else len(kernels.frame))
+    for test, ktest, k in _lomo(calibration_rows, gpu, energy_basis, kernels, held):
+        if kernels is not None and ktest is not None and ktest.any():
+            kernel_s[ktest] = kernel_time_s(kernels.subset(ktest), k)
+        if not test.any():
+            continue
         rows = calibration_rows[test].reset_index(drop=True)
         t, e = _predict(rows, gpu, k)
         parts.append(
             pd.DataFrame(
                 {
-                    "model": str(model_id).split("/")[-1],
+                    "model": rows["model_id"].str.split("/").str[-1],
                     "config_id": rows["config_id"],
                     "task": rows["task"],
                     "time_ratio": rows["time_per_token_s"] / t,
@@ -309,7 +414,62 @@ def held_out_rows(calibration_rows: pd.DataFrame, gpu: GpuSpec, energy_basis: st
                 }
             )
         )
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True), kernel_s
+
+
+def prefill_sensitivity(
+    gpu: GpuSpec, gpu_label: str, weights: tuple[float, ...] = (0.0, *KERNEL_WEIGHTS), energy_basis: str = "flop+byte"
+) -> pd.DataFrame:
+    """What fitting the constants beside the measured prefill kernels (`oracle.kernels`) would do,
+    per kernel-row weight (0: the ML.ENERGY runs alone, as shipped): the fitted compute and
+    prefill-attention constants, mean absolute errors (%) of the kernel rows of 128-2,048 tokens
+    fitted and with their model left out, and of the ML.ENERGY time and energy per output token
+    with each model left out (all tasks, and the long-prompt Sourcegraph FIM runs alone)."""
+    merged = _merged(gpu_label, None, None)
+    out = []
+    for w in weights:
+        kernels = kernel_rows(gpu, weight=w)
+        fitted_with = kernels if w > 0 else None
+        k = fit_constants(merged, gpu, energy_basis, fitted_with)[0]
+        rows, held_s = _held_out(merged, gpu, energy_basis, fitted_with, None)
+        if fitted_with is None:  # the kernels' model left out of a fit that never saw them
+            held_s = kernel_time_s(kernels, k)
+        big = (kernels.frame["tokens"] >= 128).to_numpy()
+        err = pd.DataFrame(
+            {
+                "held": (held_s / kernels.kernel_s - 1) * 100,
+                "fitted": (kernel_time_s(kernels, k) / kernels.kernel_s - 1) * 100,
+            }
+        )
+        time_err = (1.0 / rows["time_ratio"] - 1.0).abs() * 100
+        energy_err = (1.0 / rows["energy_ratio"] - 1.0).abs() * 100
+        fim = (rows["task"] == "sourcegraph-fim").to_numpy()
+        out.append(
+            {
+                "kernel_weight": w,
+                "inv_eff_compute": k.inv_eff_compute,
+                "inv_eff_attention": k.attention,
+                "kernels_fitted_mae_pct": err.loc[big, "fitted"].abs().mean(),
+                "kernels_held_out_mae_pct": err.loc[big, "held"].abs().mean(),
+                "mlenergy_held_out_time_mae_pct": time_err.mean(),
+                "mlenergy_held_out_energy_mae_pct": energy_err.mean(),
+                "fim_held_out_time_mae_pct": time_err[fim].mean(),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def kernel_errors(gpu: GpuSpec, k: HardwareConstants, kernels: KernelRows) -> pd.DataFrame:
+    """Per kernel row: its measured kernel time (ms) and what constants `k` give it (ms, error %)."""
+    fitted = 1e3 * kernel_time_s(kernels, k)
+    return kernels.frame[["model", "tp", "tokens", "kernel_ms"]].assign(
+        fitted_ms=fitted, error_pct=100 * (fitted / kernels.frame["kernel_ms"].to_numpy() - 1)
+    )
+
+
+def kernel_time_s(kernels: KernelRows, k: HardwareConstants) -> np.ndarray:
+    """The kernel time (s) constants `k` give each kernel row (dense, tensor parallel)."""
+    return kernels.basis @ constant_vector(k, k.comm_scale)
 
 
 def held_out_errors(rows: pd.DataFrame) -> pd.DataFrame:

@@ -47,8 +47,10 @@ def relative_bounded_lsq(
     constraints: tuple[np.ndarray, np.ndarray] | None = None,
     max_iter: int = MAX_ITER,
     time_limit_s: float = TIME_LIMIT_S,
+    weights: ArrayLike | None = None,
 ) -> np.ndarray:
-    """Coefficients c ≥ lower minimising Σ ((X·c − y) / y)², optionally with G·c ≤ h.
+    """Coefficients c ≥ lower minimising Σ (w·(X·c − y) / y)², optionally with G·c ≤ h
+    (`weights` w: 1 for every row unless given).
 
     For small physical fits (a handful of constants) where bounds and linear inequalities encode
     what hardware can do. Solved with SLSQP (trust-constr if that fails) from the bounded
@@ -59,12 +61,13 @@ def relative_bounded_lsq(
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
-    A = X / y[:, None]
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    A = X / y[:, None] * w[:, None]
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0
     As = A / scale
     lo = np.asarray(lower, dtype=float) * scale
-    start = lsq_linear(As, np.ones_like(y), bounds=(lo, np.inf)).x
+    start = lsq_linear(As, w, bounds=(lo, np.inf)).x
     if constraints is None:
         return start / scale
     G, h = (np.asarray(a, dtype=float) for a in constraints)
@@ -73,7 +76,7 @@ def relative_bounded_lsq(
     Gs, h = Gs / norm[:, None], h / norm
     if np.all(Gs @ start - h <= 1e-12):
         return start / scale
-    H, g = As.T @ As, As.T @ np.ones_like(y)  # Σ (As·c − 1)² = cᵀHc − 2gᵀc + rows
+    H, g = As.T @ As, As.T @ w  # Σ (As·c − w)² = cᵀHc − 2gᵀc + Σ w²
     res = minimize(
         lambda c: float(c @ H @ c - 2.0 * g @ c),
         start,

@@ -3,52 +3,21 @@
     python -m sim.validation.layers [out=DIR]
     python -m sim.validation.layers build SRC=DIR [out=FILE]
 
-Why: the ML.ENERGY runs that calibrate the hardware constants are decode-dominated, so prefill is
-pinned loosely (`sim.validation.prefill` checks it against Splitwise's Llama-2-70B prompt times).
-This is a second check, kernel by kernel: LLMServingSim's profiler (LLMServingSim 2.0, ISPASS
-2026, arXiv 2602.23036; MIT) timed every layer of vLLM's model code on one H100 with the PyTorch
-profiler, at 1-2,048 tokens in the step (kv_cache 0: one sequence's prefill). Each latency (ns) is
-one layer instance on one GPU of a tensor-parallel group: kernel time only, no launch or CPU
-overhead between kernels and no all-reduce. `oracle/data/llmservingsim_h100_layers.csv` ships the
-part used (`build` makes it from the source tree; oracle/data/PROVENANCE.md).
+The measured kernels of a prefill step, carried over to a fused engine as `oracle.kernels` says,
+set against the shipped oracles' step time. The H100 constants are fitted on the ML.ENERGY runs
+alone, so these rows are out of sample; the calibration report (`oracle/data/calibration_report.md`)
+says what fitting on them too would do, and why the shipped constants do not
+(`oracle.hwcal.KERNEL_WEIGHTS`).
 
-A step prefilling one sequence of N prompt tokens on a replica of `tp` H100s is summed as a fused
-serving engine (vLLM) would run it:
-
-- carried over as measured: the GEMMs (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
-  down_proj) and `attn`, each times the model's layers (`ModelSpec.num_layers`); `embedding` at N
-  tokens; `lm_head` at 1 token (vLLM computes the logits of the last prompt token only; the
-  profiler computed them for all N).
-- not carried over as measured: the profiler's unfused elementwise kernels (input_layernorm,
-  post_layernorm, rope, act_fn, final_layernorm: several PyTorch kernels each), which an engine
-  runs as one fused kernel each. Each is replaced by an estimate, not a measurement: the bytes it
-  must read and write (bf16, 2 bytes an element) over the H100's datasheet memory bandwidth
-  (`GpuSpec.memory_bandwidth`, 3.35 TB/s), per layer instance on one GPU (h: hidden size,
-  I: intermediate size, H and H_kv: attention and KV heads, d: head dim):
-    a norm (input_layernorm, post_layernorm; final_layernorm once):  reads N·h·2, writes N·h·2;
-    act_fn (SiLU and multiply):  reads 2·N·(I/tp)·2, writes N·(I/tp)·2;
-    rope:  reads and writes the q and k heads, 2 · N·(H/tp + max(1, H_kv/tp))·d·2
-  (the norm weight, the rotary cos/sin cache and the residual add are left out).
-- not in the tables: the all-reduces of tensor parallelism. For tp > 1 the simulator's own
-  all-reduce time of the step is added (`oracle.derive.feature_work`'s `comm_s`: 2 all-reduces a
-  layer, each the collective latency plus N·h·2 bytes·2(tp−1)/tp at the GPU's all-reduce bus
-  bandwidth, times the calibrated `comm_scale`), so the TP rows check everything but the all-reduce.
-- the engine's overhead on top of kernels: the calibrated H100 `step_overhead_s` (≈ 0 s) plus
-  `seq_overhead_s` (≈ 43 µs, the step's one sequence), from `oracle.build.shipped_constants`. The
-  calibrated `layer_overhead_s` (≈ 63 µs a layer) is not added: at small steps it stands for
-  kernel time the roofline misses, which the measured kernels already hold (at 1 token Llama-3.1-8B's
-  measured GEMMs take ≈ 180 µs a layer against ≈ 130 µs of reading its weights at 3.35 TB/s).
-
-engine_ms = kernel_ms + allreduce_ms + overhead_ms is set against the shipped oracle's step time
-for that step, `Oracle.step_time([1, 0, 0, 1, N, N(N+1)/2])` (`oracle.features`; no power cap);
-error_pct = 100·(simulated/engine − 1). Errors are summarised for 128-2,048 tokens and, apart,
-below 128.
-
-Rows: Llama-3.1-8B (TP 1, 2) and Llama-3.1-70B (TP 1, 2, 4) at powers of two 1-2,048 and
-multiples of 128 up to 2,048 tokens. Llama-3.1-70B TP 1 is shipped but not compared: it does not fit
-one H100, so no oracle exists. Mixtral-8x7B-v0.1 (also in the source) is left out: no architecture
-for it is shipped (oracle/data/hardware_model_architectures.csv) and so no oracle, and its expert
-layers would need their own carry-over.
+What the kernels do not hold is added from the simulator's own figures: for tp > 1 the step's
+all-reduce time (`oracle.derive.feature_work`'s `comm_s`: 2 all-reduces a layer, each the
+collective latency plus N·h·2 bytes·2(tp−1)/tp at the GPU's all-reduce bus bandwidth, times the
+calibrated `comm_scale`), and the engine's overhead on top of kernels, the calibrated H100
+`step_overhead_s` plus `seq_overhead_s` (the step's one sequence), from
+`oracle.build.shipped_constants`. engine_ms = kernel_ms + allreduce_ms + overhead_ms is set
+against the shipped oracle's step time for that step, `Oracle.step_time([1, 0, 0, 1, N,
+N(N+1)/2])` (`oracle.features`; no power cap); error_pct = 100·(simulated/engine − 1). Errors are
+summarised for 128-2,048 tokens and, apart, below 128.
 """
 
 from __future__ import annotations
@@ -56,15 +25,14 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from oracle import arch
 from oracle.build import shipped_constants
-from oracle.derive import Layout, LayoutError, comm_scale, feature_work
+from oracle.derive import Layout, comm_scale, feature_work
+from oracle.kernels import GPU, LAYERS, TOKENS, col, kernel_rows, table
 from oracle.model import Oracle, shipped_oracles
 from traces.download import sha256_of
 
@@ -74,47 +42,9 @@ LEFT_OUT_MODELS = {
     "mistralai/Mixtral-8x7B-v0.1": "no architecture shipped (so no oracle), and its expert layers need their own "
     "carry-over",
 }
-LAYERS = (
-    "embedding",
-    "input_layernorm",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "rope",
-    "attn",
-    "o_proj",
-    "post_layernorm",
-    "gate_proj",
-    "up_proj",
-    "act_fn",
-    "down_proj",
-    "final_layernorm",
-    "lm_head",
-)
-"""The source's layer names (one shipped column each, `<layer>_ns`)."""
-PER_LAYER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "attn")
-"""Carried over as measured, once per decoder layer."""
-NORMS_PER_LAYER = ("input_layernorm", "post_layernorm")
-FUSED = ("input_layernorm", "post_layernorm", "rope", "act_fn", "final_layernorm")
-"""Replaced by a memory-bound estimate (`fused_ns`)."""
-TOKENS = tuple(sorted({2**i for i in range(12)} | set(range(128, 2049, 128))))
-"""Tokens in the step of the shipped rows: powers of two 1-2,048 and multiples of 128 up to 2,048."""
 SMALL_TOKENS = 128
 """Rows below this many tokens are summarised apart."""
-GPU = "h100"
-ACT_BYTES = 2.0
-"""Bytes of a bf16 activation element."""
 SOURCE_COLUMNS = ("layer_name", "input", "kv_cache", "tp_size", "latency(ns)")
-
-
-def table() -> Path:
-    """The shipped per-layer latency table (ns per layer instance on one GPU)."""
-    return Path(str(resources.files("oracle").joinpath("data", "llmservingsim_h100_layers.csv")))
-
-
-def col(layer: str) -> str:
-    """The shipped column of a layer's latency (ns)."""
-    return f"{layer}_ns"
 
 
 def sources(src_dir: str | Path) -> list[tuple[str, int, Path]]:
@@ -161,90 +91,29 @@ def build(src_dir: str | Path) -> pd.DataFrame:
     return out[["model", "tp", "tokens", *(col(c) for c in LAYERS)]]
 
 
-def fused_bytes(layer: str, spec: arch.ModelSpec, tp: int, tokens: int) -> float:
-    """Bytes one fused `layer` kernel reads and writes on one GPU for a step of `tokens` tokens."""
-    n, h = float(tokens), spec.hidden_size
-    if layer in (*NORMS_PER_LAYER, "final_layernorm"):
-        return 2 * n * h * ACT_BYTES  # read and write the hidden states
-    if layer == "act_fn":
-        return 3 * n * spec.intermediate_size / tp * ACT_BYTES  # read gate and up, write their product
-    if layer == "rope":
-        heads = spec.num_heads / tp + max(1.0, spec.num_kv_heads / tp)
-        return 2 * n * heads * spec.head_dim * ACT_BYTES  # read and write the q and k heads
-    raise ValueError(f"no memory-bound estimate for layer {layer!r}; estimated: {', '.join(FUSED)}")
-
-
-def fused_ns(layer: str, spec: arch.ModelSpec, tp: int, tokens: int, gpu: arch.GpuSpec) -> float:
-    """Estimated time (ns) of one fused `layer` kernel: its bytes at the GPU's datasheet bandwidth."""
-    return 1e9 * fused_bytes(layer, spec, tp, tokens) / gpu.memory_bandwidth
-
-
-def carried(frame: pd.DataFrame, gpu: arch.GpuSpec | None = None) -> pd.DataFrame:
-    """Rows of the shipped table (`frame`) with the kernel time of the whole step in a fused engine
-    (ms): measured_ms (GEMMs and attn × layers, lm_head at 1 token, embedding), elementwise_ms
-    (the fused kernels' memory-bound estimate, all layers) and kernel_ms, their sum."""
-    gpu = gpu or arch.load_gpu(GPU)
-    out = []
-    for (model, tp), part in frame.groupby(["model", "tp"], sort=False):
-        spec = arch.find_model(str(model))
-        if spec is None:
-            raise KeyError(f"no architecture shipped for {model}")
-        one = part.loc[part["tokens"] == 1, col("lm_head")]
-        if len(one) != 1:
-            raise ValueError(f"{model} TP {tp}: no lm_head latency at 1 token")
-        layers = spec.num_layers
-        body = part[[col(c) for c in PER_LAYER]].sum(axis=1) * layers
-        measured_ns = body + float(one.iloc[0]) + part[col("embedding")]
-        per_layer = [
-            sum(fused_ns(c, spec, int(tp), int(n), gpu) for c in (*NORMS_PER_LAYER, "rope", "act_fn"))
-            for n in part["tokens"]
-        ]
-        final = [fused_ns("final_layernorm", spec, int(tp), int(n), gpu) for n in part["tokens"]]
-        elementwise_ns = np.asarray(per_layer) * layers + np.asarray(final)
-        out.append(
-            part[["model", "tp", "tokens"]].assign(
-                measured_ms=measured_ns / 1e6,
-                elementwise_ms=elementwise_ns / 1e6,
-                kernel_ms=(measured_ns + elementwise_ns) / 1e6,
-            )
-        )
-    return pd.concat(out, ignore_index=True)
-
-
-def step_features(tokens: int) -> np.ndarray:
-    """The feature vector of a step prefilling one sequence of `tokens` prompt tokens."""
-    n = float(tokens)
-    return np.array([1.0, 0.0, 0.0, 1.0, n, n * (n + 1) / 2])
-
-
 def compare() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(rows compared, errors, notes: the rows left out and why, and the constants used) of the
     shipped table."""
     gpu = arch.load_gpu(GPU)
     k, _ = shipped_constants(gpu)
-    frame = pd.read_csv(table())
+    rows = kernel_rows(gpu)
     notes = [f"left out: {m}: {why}" for m, why in LEFT_OUT_MODELS.items()]
+    notes += [f"left out: {m} TP {tp}: no oracle: {why}" for m, tp, why in rows.skipped]
     names = set(shipped_oracles())
     kept = []
-    for (model, tp), part in carried(frame, gpu).groupby(["model", "tp"], sort=False):
+    for (model, tp), part in rows.frame.groupby(["model", "tp"], sort=False):
         spec = arch.find_model(str(model))
-        assert spec is not None  # carried() found it
+        assert spec is not None  # kernel_rows() found it
         name = Layout(int(tp)).oracle_name(spec, gpu)
         if name not in names:
-            try:
-                Layout(int(tp)).check(spec, gpu)
-                why = f"no shipped oracle {name}"
-            except LayoutError as e:
-                why = f"no oracle: {e}"
-            notes.append(f"left out: {model} TP {tp}: {why}")
+            notes.append(f"left out: {model} TP {tp}: no shipped oracle {name}")
             continue
-        oracle = Oracle.load(name)
         work = feature_work(spec, Layout(int(tp)), gpu)
-        x = np.stack([step_features(int(n)) for n in part["tokens"]])
+        x = rows.features[part.index]
         allreduce_ms = 1e3 * (x @ work.comm_s) * comm_scale(work, k)
         overhead_ms = 1e3 * (k.step_overhead_s + k.seq_overhead_s)
         engine_ms = part["kernel_ms"].to_numpy() + allreduce_ms + overhead_ms
-        simulated_ms = 1e3 * oracle.step_time(x)
+        simulated_ms = 1e3 * Oracle.load(name).step_time(x)
         kept.append(
             part.assign(
                 oracle=name,
@@ -256,9 +125,11 @@ def compare() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
             )
         )
     notes.append(
-        f"H100 constants: step_overhead {1e3 * k.step_overhead_s:.3f} ms + seq_overhead {1e3 * k.seq_overhead_s:.3f} "
-        f"ms a step (added); comm_scale {k.comm_scale:.3f} (TP rows: all-reduce from the simulator); "
-        f"layer_overhead {1e3 * k.layer_overhead_s:.3f} ms a layer (not added: the measured kernels hold it)"
+        "H100 constants (fitted on the ML.ENERGY runs, not on these rows): "
+        f"step_overhead {1e3 * k.step_overhead_s:.3f} ms + seq_overhead {1e3 * k.seq_overhead_s:.3f} ms a step "
+        f"(added); comm_scale {k.comm_scale:.3f} (TP rows: all-reduce from the simulator); "
+        f"layer_overhead {1e3 * k.layer_overhead_s:.3f} ms a layer (not added: the measured kernels hold it); "
+        f"prefill attention at 1/{k.attention:.2f} of peak FLOP/s"
     )
     notes.append(
         "elementwise_ms is an estimate (fused norms, rope, SiLU-and-mul at datasheet bandwidth), not a measurement"
