@@ -102,10 +102,17 @@ def constants_for(gpu: arch.GpuSpec, calibrations: dict[str, hwcal.Calibration])
 
 
 def calibrate_all() -> dict[str, hwcal.Calibration]:
-    """Calibrations per measured GPU label ('H100', 'B200')."""
-    return {
-        label: hwcal.calibrate(arch.load_gpu(label.lower()), label) for label in sorted(set(CALIBRATED_ON.values()))
-    }
+    """Calibrations per measured GPU label ('H100', 'B200'). The GPU of the measured prefill
+    kernels (`oracle.kernels`, H100) is fitted with them; the others hold its prompt-GEMM and
+    prefill-attention fractions of peak (no prefill of theirs is measured on its own)."""
+    measured = kernels.GPU.upper()
+    gpu = arch.load_gpu(kernels.GPU)
+    out = {measured: hwcal.calibrate(gpu, measured, kernels=kernels.kernel_rows(gpu))}
+    k = out[measured].constants
+    held = {"inv_p": k.prefill, "inv_attn": k.attention}
+    for label in sorted(set(CALIBRATED_ON.values()) - {measured}):
+        out[label] = hwcal.calibrate(arch.load_gpu(label.lower()), label, held=held)
+    return dict(sorted(out.items()))
 
 
 def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = None) -> list[Path]:
@@ -174,7 +181,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             else "(none)",
             "",
             *_coverage(label, cal),
-            *_prefill(label, k),
+            *_prefill(label, cal),
             "Per run:",
             "",
             _markdown(cal.rows.round(4)),
@@ -214,50 +221,63 @@ def _coverage(label: str, cal: hwcal.Calibration) -> list[str]:
     ]
 
 
-def _prefill(label: str, k: HardwareConstants) -> list[str]:
-    """The report's lines on prefill steps: the measured kernels (`oracle.kernels`, on their GPU
-    only) against constants `k`, and what fitting beside them would do (`hwcal.prefill_sensitivity`)."""
-    if label.lower() != kernels.GPU:
-        return []
-    gpu = arch.load_gpu(kernels.GPU)
-    rows = hwcal.kernel_errors(gpu, k, kernels.kernel_rows(gpu))
-    small = rows["tokens"] < 128
-    per = [
-        {
-            "model": str(m).split("/")[-1],
-            "tp": tp,
-            "rows": int((~small[part.index]).sum()),
-            "mae_pct_128_2048": part.loc[~small[part.index], "error_pct"].abs().mean(),
-            "bias_pct_128_2048": part.loc[~small[part.index], "error_pct"].mean(),
-            "mae_pct_below_128": part.loc[small[part.index], "error_pct"].abs().mean(),
-        }
-        for (m, tp), part in rows.groupby(["model", "tp"], sort=False)
+def _prefill(label: str, cal: hwcal.Calibration) -> list[str]:
+    """The report's lines on prefill steps: the measured kernels (`oracle.kernels`) fitted and
+    with their model left out, and how their weight was chosen; or the fractions held."""
+    k = cal.constants
+    lines = [
+        f"Prefill: prompt GEMMs at 1/{k.prefill:.3f} of peak FLOP/s, prefill attention at 1/{k.attention:.3f}; "
+        "a step that prefills hides the shorter of its weights' read (dense weights and every routed expert) and "
+        "its prompt GEMMs behind the longer (`oracle.model.Overlap`).",
+        "",
     ]
-    sensitivity = hwcal.prefill_sensitivity(gpu, label)
+    if cal.held:
+        fixed = ", ".join(f"{name} {value:.3f}" for name, value in cal.held.items())
+        return [
+            *lines[:-1],
+            f"Held, not fitted ({fixed}): no prefill of this GPU is measured on its own, so it "
+            f"takes the {kernels.GPU.upper()} fit's fractions of peak.",
+            "",
+        ]
+    if cal.kernels is None or cal.prefill_sensitivity is None:
+        return lines
+    rows = cal.kernels.assign(
+        fitted_err=100 * (cal.kernels["fitted_ms"] / cal.kernels["kernel_ms"] - 1),
+        held_err=100 * (cal.kernels["held_out_ms"] / cal.kernels["kernel_ms"] - 1),
+    )
+    per = []
+    for (m, tp), part in rows.groupby(["model", "tp"], sort=False):
+        big, small = part[part["tokens"] >= 128], part[part["tokens"] < 128]
+        per.append(
+            {
+                "model": str(m).split("/")[-1],
+                "tp": tp,
+                "rows": len(big),
+                "fitted_mae_pct": big["fitted_err"].abs().mean(),
+                "fitted_bias_pct": big["fitted_err"].mean(),
+                "held_out_mae_pct": big["held_err"].abs().mean(),
+                "held_out_bias_pct": big["held_err"].mean(),
+                "held_out_mae_pct_below_128": small["held_err"].abs().mean(),
+            }
+        )
     return [
-        "Prefill, apart: the errors above are of serving runs whose time is mostly decode (the ML.ENERGY runs "
-        "publish no time to first token). Prefill steps measured kernel by kernel (LLMServingSim's H100 "
-        "layer latencies carried over to a fused engine, `oracle.kernels`: one prompt of N tokens a step, "
-        "kernel time only) against these constants, which were not fitted on them (error % = kernel time the "
-        "constants give / measured − 1):",
+        *lines,
+        "Prefill and decode apart: the errors above are of serving runs whose time is mostly decode (the "
+        "ML.ENERGY runs publish no time to first token). Prefill steps measured kernel by kernel "
+        "(LLMServingSim's H100 layer latencies carried over to a fused engine, `oracle.kernels`: one prompt of "
+        "N tokens a step, kernel time only, so the per-step and per-sequence overheads and the all-reduces are "
+        "left out of their model) are fitted beside them. Their errors (%) at 128-2,048 tokens with these "
+        "constants, and with each model left out of the fit (its kernel rows and its ML.ENERGY runs):",
         "",
         _markdown(pd.DataFrame(per).round(1)),
         "",
-        "What fitting the constants on these kernel rows beside the ML.ENERGY runs would do, per weight of a "
-        "kernel row against one ML.ENERGY target (0: as shipped; `oracle.hwcal.prefill_sensitivity`): the "
-        "fitted compute and prefill-attention constants, the kernel rows' mean absolute error (%) at 128-2,048 "
-        "tokens fitted and with their model left out (its ML.ENERGY runs too), and the ML.ENERGY runs' "
-        "held-out mean absolute errors (%) of time and energy per output token, all runs and the long-prompt "
-        "Sourcegraph FIM runs (one model, Qwen3-Coder-30B-A3B) alone:",
+        f"A kernel row weighs {cal.kernel_weight:g} of one ML.ENERGY target (time per output token or median "
+        "ITL) in the fit: of the weights tried, the one with the least sum of the two held-out time errors "
+        "(`oracle.hwcal.kernel_weight`; 0: the runs alone, prompt GEMMs and attention at the other FLOPs' "
+        "fraction). Per weight: the fitted constants, the kernels' mean absolute errors (%) fitted and held out, "
+        "and the runs' held-out errors (%), all runs and the long-prompt Sourcegraph FIM runs (one model) alone:",
         "",
-        _markdown(sensitivity.round(2)),
-        "",
-        "The shipped constants keep weight 0: every positive weight shrinks the kernels' errors and grows the "
-        "held-out serving errors. The kernels' time grows faster than linearly in the step's tokens (the "
-        "roofline's knee, which the additive compute + memory step time misses, and attention kernels far "
-        "below peak); the step time's only convex term is prefill attention, and charging it as the kernels "
-        "want overcharges the one long-prompt serving model when it is left out. Both sets agree only "
-        "through a step time with compute and memory overlapped, which the simulator does not yet have.",
+        _markdown(cal.prefill_sensitivity.round(3)),
         "",
     ]
 

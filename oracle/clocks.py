@@ -8,7 +8,9 @@ maximum f_max changes each feature's coefficient on its own. Modelling choices:
   the per-step constant (weights read once a step) and the decode context (KV reads) are memory-bound
   (κ = 0); the per-sequence terms (decode linear layers at small batch, sampling, launch) are half
   and half (κ = 0.5); a mixture of experts' routed-expert reads (`Oracle.experts`) are memory-bound
-  (κ = 0). The memory clock is not changed.
+  (κ = 0); of the prefill overlap (`Oracle.overlap`) the weights' read is memory-bound (κ = 0) and
+  a prompt token's compute compute-bound (κ = 1), so at a lower clock a prefill hides all of its
+  weights' read from fewer tokens on. The memory clock is not changed.
 - Power. Static power is the oracle's idle power P_idle, the same at every clock (leakage's fall with
   voltage is neglected). The rest of a coefficient's energy, D_i = e_i − P_idle · t_i, is split with
   the GPU's `dynamic_fraction` φ: (1 − φ)·D_i is data movement (HBM, I/O), a fixed energy per unit of
@@ -32,10 +34,12 @@ from typing import Final
 import numpy as np
 
 from oracle.arch import find_gpu
-from oracle.model import Oracle, with_reads
+from oracle.model import Oracle, Overlap, with_reads
 
 COMPUTE_SHARE: Final = np.array([0.0, 0.5, 0.0, 0.5, 1.0, 1.0])
 """κ_i: the share of each feature's time that scales with f_max / f (order of `features.FEATURES`)."""
+OVERLAP_TOKEN: Final = 8
+"""The column of `with_reads`' layout holding the prefill overlap's prompt-token compute."""
 
 
 class ClockError(ValueError):
@@ -123,8 +127,10 @@ def _scaling(
     spec.check(clock_mhz)
     t = np.asarray(time_coef_s, dtype=float)
     e = np.asarray(energy_coef_j, dtype=float)
-    share = np.zeros(t.shape[-1])  # a seventh column (expert reads) is memory-bound
+    share = np.zeros(t.shape[-1])  # the expert reads and the overlap's weights are memory-bound
     share[: COMPUTE_SHARE.size] = COMPUTE_SHARE
+    if share.size > OVERLAP_TOKEN:
+        share[OVERLAP_TOKEN] = 1.0  # the overlap's prompt token is compute
     stretch = (1.0 - share) + share * (spec.max_mhz / clock_mhz)
     phi = spec.dynamic_fraction
     switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
@@ -150,15 +156,25 @@ def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
     if clock_mhz is None:
         return oracle
     spec = clock_spec(oracle.gpu)
-    x = oracle.experts
+    x, o = oracle.experts, oracle.overlap
     time_coef, energy_coef = coefficients_at(
-        *with_reads(oracle.time_coef_s, oracle.energy_coef_j, x), oracle.idle_power_w, spec, clock_mhz
+        *with_reads(oracle.time_coef_s, oracle.energy_coef_j, x, o), oracle.idle_power_w, spec, clock_mhz
     )
     if clock_mhz == spec.max_mhz:
         return oracle
     settings = {**oracle.settings, "clock_mhz": float(clock_mhz)}
     experts = None if x is None else replace(x, time_s=float(time_coef[6]), energy_j=float(energy_coef[6]))
-    return replace(oracle, energy_coef_j=energy_coef[:6], time_coef_s=time_coef[:6], settings=settings, experts=experts)
+    hide = None
+    if o is not None:
+        hide = Overlap(float(time_coef[7]), float(time_coef[8]), float(energy_coef[7]), float(energy_coef[8]))
+    return replace(
+        oracle,
+        energy_coef_j=energy_coef[:6],
+        time_coef_s=time_coef[:6],
+        settings=settings,
+        experts=experts,
+        overlap=hide,
+    )
 
 
 def coefficients_at_max(
@@ -179,12 +195,13 @@ def coefficients_at_max(
 def ladder(oracle: Oracle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clocks a power cap can throttle the oracle's GPU to, from its own clock (its
     `clock_mhz` setting, else the maximum) down to the lowest supported one: (clocks MHz
-    descending, time coefficients s (levels × 7), energy coefficients J (levels × 7): the six step
-    coefficients, then the expert reads of `Oracle.experts` (0 for a dense model)). Level 0 is the
+    descending, time coefficients s (levels × 9), energy coefficients J (levels × 9): the six step
+    coefficients, then the expert reads of `Oracle.experts` (0 for a dense model) and the prefill
+    overlap's weights and prompt token (`Oracle.overlap`; 0 without one)). Level 0 is the
     oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
     spec = clock_spec(oracle.gpu)
     own = float(oracle.settings.get("clock_mhz", spec.max_mhz))
-    t0, e0 = with_reads(oracle.time_coef_s, oracle.energy_coef_j, oracle.experts)
+    t0, e0 = with_reads(oracle.time_coef_s, oracle.energy_coef_j, oracle.experts, oracle.overlap)
     t_max, e_max = coefficients_at_max(t0, e0, oracle.idle_power_w, spec, own)
     clocks = spec.supported_mhz[::-1]
     clocks = clocks[clocks <= own]

@@ -30,7 +30,7 @@ import numpy as np
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec
-from oracle.model import CalibratedRange, ExpertReads, MemorySpec, Oracle
+from oracle.model import CalibratedRange, ExpertReads, MemorySpec, Oracle, Overlap
 
 LONG_WINDOW = 4096  # windows at least this long act as full attention over the calibrated 64–4096 range
 ALLREDUCES_PER_LAYER = 2  # tensor parallelism sums partial outputs after attention and after the FFN
@@ -113,7 +113,10 @@ class HardwareConstants:
 
     inv_eff_compute, inv_eff_memory: 1 / achieved fraction of peak FLOP/s and of memory bandwidth.
     inv_eff_attention: 1 / achieved fraction of peak FLOP/s of prefill attention (the
-    `prefill_attn` FLOPs; None: as inv_eff_compute).
+    `prefill_attn` FLOPs; None: as inv_eff_compute). inv_eff_prefill: the same of the prompt
+    tokens' other FLOPs (`prefill_tokens`: the large GEMMs; None: as inv_eff_compute).
+    prefill_overlap: a step that prefills hides the shorter of its weights' read and its prompt
+    tokens' compute behind the longer (`oracle.model.Overlap`; False: both are paid, added).
     step_overhead_s: per-step launch and scheduling time; seq_overhead_s: per-sequence per-step time.
     static_power_w: power each GPU draws whenever a step runs (idle included); energy_per_flop_j and
     energy_per_byte_j: dynamic energy of arithmetic (per bf16 FLOP; an fp8 FLOP costs the same
@@ -140,11 +143,18 @@ class HardwareConstants:
     fp8_expert_read_scale: float = 0.0
     comm_power_w: float | None = None
     inv_eff_attention: float | None = None
+    inv_eff_prefill: float | None = None
+    prefill_overlap: bool = False
 
     @property
     def attention(self) -> float:
         """1 / achieved fraction of peak FLOP/s of prefill attention."""
         return self.inv_eff_compute if self.inv_eff_attention is None else self.inv_eff_attention
+
+    @property
+    def prefill(self) -> float:
+        """1 / achieved fraction of peak FLOP/s of the prompt tokens' GEMMs."""
+        return self.inv_eff_compute if self.inv_eff_prefill is None else self.inv_eff_prefill
 
     def as_dict(self) -> dict[str, float | str]:
         """Plain dict (for provenance records)."""
@@ -222,23 +232,51 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
 
 def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
     """Per-feature time (s) of each time constant at value 1: columns inv_c, inv_m, t_step, t_seq,
-    the all-reduces' scale, t_layer, inv_attention (each GPU does 1/gpus of the work; all run in
-    step)."""
+    the all-reduces' scale, t_layer, inv_attention, inv_prefill (each GPU does 1/gpus of the
+    work; all run in step; no prefill overlap: `overlap` gives it)."""
     g = work.gpus
-    attention = np.zeros(F.N_FEATURES)
+    attention, prompt = np.zeros(F.N_FEATURES), np.zeros(F.N_FEATURES)
     attention[F.PREFILL_ATTN] = work.flops[F.PREFILL_ATTN]
+    prompt[F.PREFILL_TOKENS] = work.flops[F.PREFILL_TOKENS]
     return np.stack(
         [
-            (work.flops - attention) / (g * gpu.peak_flops),
+            (work.flops - attention - prompt) / (g * gpu.peak_flops),
             work.bytes / (g * gpu.memory_bandwidth),
             work.step_mask,
             work.seq_mask,
             work.comm_s,
             work.step_mask * work.layers,
             attention / (g * gpu.peak_flops),
+            prompt / (g * gpu.peak_flops),
         ],
         axis=-1,
     )
+
+
+def roofline_parts(work: FeatureWork, gpu: GpuSpec) -> tuple[float, float, float]:
+    """(s) What a prefill step overlaps (`overlap`), on the replica at the datasheet's bandwidth
+    and peak: one step's read of its dense weights, one prompt token's GEMMs, and the read of every
+    routed expert (0 for a dense model)."""
+    g = work.gpus
+    return (
+        float(work.bytes[F.CONST]) / (g * gpu.memory_bandwidth),
+        float(work.flops[F.PREFILL_TOKENS]) / (g * gpu.peak_flops),
+        work.expert_bytes / (g * gpu.memory_bandwidth),
+    )
+
+
+def overlap(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> Overlap | None:
+    """What a prefill step hides of its weights' read (None unless `k.prefill_overlap`): the read
+    (its dense weights and every routed expert: a prompt of more than a few tokens touches them
+    all) and a prompt token's compute at the fitted fractions, and every GPU's static power over
+    each."""
+    if not k.prefill_overlap:
+        return None
+    weights, token, _ = roofline_parts(work, gpu)
+    weights_s = weights * k.inv_eff_memory + (expert_read_time_s(work, gpu, k) if work.expert_bytes else 0.0)
+    token_s = token * k.prefill
+    power = work.gpus * k.static_power_w
+    return Overlap(weights_s, token_s, power * weights_s, power * token_s)
 
 
 def comm_scale(work: FeatureWork, k: HardwareConstants) -> float:
@@ -262,6 +300,7 @@ def constant_vector(k: HardwareConstants, comm: float) -> np.ndarray:
             comm,
             k.layer_overhead_s,
             k.attention,
+            k.prefill,
         ]
     )
 
@@ -342,4 +381,5 @@ def derive_oracle(
         },
         experts=expert_reads(work, gpu, k),
         gpus=g,
+        overlap=overlap(work, gpu, k),
     )

@@ -25,7 +25,7 @@ import pandas as pd
 
 from oracle import arch
 from oracle.build import CALIBRATED_ON
-from oracle.model import Oracle
+from oracle.model import Oracle, Overlap
 
 HELD_OUT_FILE = "data/held_out_errors.csv"
 COLUMNS = ["gpu", "model", "config_id", "task", "time_ratio", "energy_ratio"]
@@ -132,16 +132,21 @@ def held_out_for(oracle: Oracle, table: pd.DataFrame | None = None) -> HeldOutEr
 
 def scaled(oracle: Oracle, time_scale: float, energy_scale: float) -> Oracle:
     """The oracle with every step's time × `time_scale` and energy × `energy_scale` (its expert
-    reads included; idle power, a measured figure, unchanged)."""
+    reads and prefill overlap included; idle power, a measured figure, unchanged)."""
     if not (time_scale > 0 and energy_scale > 0 and np.isfinite(time_scale) and np.isfinite(energy_scale)):
         raise ValueError(f"scales must be finite and > 0, got time {time_scale}, energy {energy_scale}")
-    x = oracle.experts
+    x, o = oracle.experts, oracle.overlap
     experts = None if x is None else replace(x, time_s=x.time_s * time_scale, energy_j=x.energy_j * energy_scale)
+    hide = None
+    if o is not None:
+        t, e = time_scale, energy_scale
+        hide = Overlap(o.weights_s * t, o.per_token_s * t, o.weights_j * e, o.per_token_j * e)
     return replace(
         oracle,
         time_coef_s=oracle.time_coef_s * time_scale,
         energy_coef_j=oracle.energy_coef_j * energy_scale,
         experts=experts,
+        overlap=hide,
     )
 
 

@@ -5,16 +5,21 @@ cap on a replica of 1-8 GPUs. `python -m sim.validation.calibrate` replays every
 table through the simulator's `vllm` engine (KV paged in blocks, chunked prefill, preemption) with
 its task's prompt-length distribution, on the row's replica layout, and records the step features
 summed over the benchmark's steady-state window per output token, the expected shares of routed
-experts those steps read, and the same for the step at the replay's median ITL
-(`data/mlenergy_v3_llm_replay_features.csv`). With every request sent at t = 0 the engine's step
-sequence does not depend on the hardware constants, so given those features the measured time per
-output token (1 / throughput, s), median inter-token latency (s) and energy per output token (J)
-are linear in the constants: a bounded least-squares fit on relative error, one set per GPU
-generation.
+experts those steps read, the same for the step at the replay's median ITL, and the window's prompt
+tokens below each knee of `oracle.overlap.KNEES` (`data/mlenergy_v3_llm_replay_features.csv`).
+With every request sent at t = 0 the engine's step sequence does not depend on the hardware
+constants, so given those features the measured time per output token (1 / throughput, s), median
+inter-token latency (s) and energy per output token (J) are linear in the constants once the
+prefill knees are known: a bounded least-squares fit on relative error, refitted while the knees
+move (`fit_time`), one set per GPU generation.
 
-Time (`oracle.derive.time_basis`): compute and memory efficiencies, per-step, per-sequence and
-per-layer overheads, the all-reduces' scale (one for tensor-parallel replicas, one for expert
-parallel ones), and the extra time of block-quantized fp8 routed experts. Energy: every GPU's
+Time (`oracle.derive.time_basis`): compute and memory efficiencies (the prompt GEMMs' and prefill
+attention's apart), per-step, per-sequence and per-layer overheads, the all-reduces' scale (one
+for tensor-parallel replicas, one for expert parallel ones), and the extra time of
+block-quantized fp8 routed experts; a step that prefills hides the shorter of its weights' read and
+its prompt GEMMs (`oracle.model.Overlap`). The H100 fit also reproduces measured prefill kernels
+(`oracle.kernels`), which alone see prefill steps on their own; the other GPUs hold its prompt and
+attention fractions of peak. Energy: every GPU's
 static power over the step time, dynamic energy per FLOP and (optionally) per byte, and (optionally)
 a separate power while all-reducing. Which energy terms are kept (`ENERGY_BASES`) is chosen per GPU
 by leave-one-model-out cross-validation: the constants exist to derive oracles for models nobody
@@ -40,10 +45,13 @@ from oracle.derive import (
     energy_coef,
     expert_reads,
     feature_work,
+    overlap,
+    roofline_parts,
     time_basis,
     time_coef,
 )
-from oracle.kernels import KernelRows, kernel_rows
+from oracle.kernels import KernelRows
+from oracle.overlap import KNEE_COLUMNS, PromptSteps
 from oracle.regress import relative_bounded_lsq
 
 MLENERGY_FILE = "data/mlenergy_v3_llm.csv"
@@ -52,20 +60,18 @@ KEY = ["config_id"]
 X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
 M_COLUMNS = [f"m_{name}" for name in F.FEATURES]  # features of the step at the median inter-token latency
 X_EXPERTS, M_EXPERTS = "x_experts", "m_experts"  # shares of routed experts read: per output token, median step
-TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts", "inv_attn")
+TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts", "inv_attn", "inv_p")
 """The fitted time constants, in the order of `_bases`' columns."""
-NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
 """Each time constant's value when no row exercises it."""
-LOWER = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+LOWER = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
 """No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1."""
-KERNEL_WEIGHTS = (0.5, 1.0, 2.0)
-"""Weights of a measured prefill kernel row (`oracle.kernels`) against one ML.ENERGY target that
-the calibration report tries (`prefill_sensitivity`). The shipped constants are fitted on the
-ML.ENERGY runs alone (weight 0): at every weight tried the kernel rows' prefill errors shrink but
-the held-out ML.ENERGY time errors grow (the report's table), because the additive step time
-(compute + memory) cannot hold both: the kernels' time grows faster than linearly in the step's
-tokens (the roofline's knee, which an additive form misses, and attention at a small fraction of
-peak), and the only convex term, prefill attention, then overcharges the long-prompt serving runs."""
+KERNEL_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
+"""Weights of a measured prefill kernel row (`oracle.kernels`) against one ML.ENERGY target (time
+per output token or median ITL) that a calibration with kernel rows tries beside 0 (the runs
+alone); it keeps the one with the least held-out time errors (`kernel_weight`). The kernel rows
+are the only ones that see prefill steps on their own, so they pin the prompt GEMMs' fraction of
+peak and the knee of the prefill overlap that the decode-dominated ML.ENERGY runs leave loose."""
 
 
 # Energy terms beside every GPU's static power × time, by name: which ones a fit may use.
@@ -91,6 +97,10 @@ class Calibration:
     energy_basis: str = "flop+byte"  # the ENERGY_BASES entry kept (the best held-out energy error)
     held_out_energy_by_basis: pd.DataFrame | None = None  # per model × basis, held-out J/token error (%)
     held_out_rows: pd.DataFrame | None = None  # per row, measured / held-out predicted time and energy per token
+    kernels: pd.DataFrame | None = None  # per measured prefill kernel row: kernel_ms, fitted_ms, held_out_ms
+    kernel_weight: float = 0.0  # the weight of a kernel row in the fit (`KERNEL_WEIGHTS`, chosen)
+    prefill_sensitivity: pd.DataFrame | None = None  # `prefill_sensitivity`'s table (the choice)
+    held: dict[str, float] | None = None  # time constants held at a value, not fitted (from another GPU)
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""
@@ -117,12 +127,61 @@ def load_replay_features() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _Bases:
-    """Per row: time of each `TIME_TERMS` constant at 1 (s), FLOPs, bytes and GPUs."""
+    """Per row: time of each `TIME_TERMS` constant at 1 (s; no prefill overlap), FLOPs, bytes,
+    GPUs, its replica's `roofline_parts` (s) and whether its experts are fp8, and its prompt
+    steps (`oracle.overlap`)."""
 
     time: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
     gpus: np.ndarray
+    roofline: np.ndarray
+    prompts: PromptSteps
+
+
+@dataclass(frozen=True)
+class TimeRows:
+    """Rows of a time fit: their `_Bases` time, roofline parts and prompt steps, measured time
+    (s) and weight."""
+
+    time: np.ndarray
+    roofline: np.ndarray
+    prompts: PromptSteps
+    target: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def concat(cls, *parts: TimeRows) -> TimeRows:
+        """The rows of `parts`, in order."""
+        return cls(
+            np.vstack([p.time for p in parts]),
+            np.vstack([p.roofline for p in parts]),
+            PromptSteps.concat(*(p.prompts for p in parts)),
+            np.concatenate([p.target for p in parts]),
+            np.concatenate([p.weights for p in parts]),
+        )
+
+    def at_knee(self, knee: np.ndarray) -> np.ndarray:
+        """`time` with the prompt GEMMs' column charging only the tokens past each row's knee
+        (a prefill step hides the shorter of its weights' read and its GEMMs)."""
+        out = self.time.copy()
+        out[:, 9] -= self.roofline[:, 1] * self.prompts.below(knee)
+        return out
+
+    def knee(self, t: np.ndarray) -> np.ndarray:
+        """Each row's knee (tokens) at the constants `t`: its weights' read (dense and every routed
+        expert, fp8 experts dequantised) over a token's GEMMs."""
+        dense, token, experts, fp8 = self.roofline.T
+        return (t[1] * dense + (t[1] + t[7] * fp8) * experts) / (t[9] * token)
+
+    def predict(self, t: np.ndarray) -> np.ndarray:
+        """Each row's time (s) at the constants `t`, its prefill steps overlapped."""
+        return self.at_knee(self.knee(t)) @ t
+
+    @classmethod
+    def of(cls, b: _Bases, target: np.ndarray, weight: float = 1.0) -> TimeRows:
+        """The rows of `b` with their measured time (s), each of `weight`."""
+        return cls(b.time, b.roofline, b.prompts, np.asarray(target, dtype=float), np.full(len(b.time), weight))
 
 
 def _replicas(
@@ -142,7 +201,7 @@ def _replicas(
 def _terms(base: np.ndarray, expert_parallel: bool) -> np.ndarray:
     """`oracle.derive.time_basis` columns (rows of summed features) as `TIME_TERMS` columns."""
     tb = np.zeros((len(base), len(TIME_TERMS)))
-    tb[:, [0, 1, 2, 3, 6, 8]] = base[:, [0, 1, 2, 3, 5, 6]]
+    tb[:, [0, 1, 2, 3, 6, 8, 9]] = base[:, [0, 1, 2, 3, 5, 6, 7]]
     tb[:, 5 if expert_parallel else 4] = base[:, 4]
     return tb
 
@@ -151,7 +210,7 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> 
     """The bases of the feature vectors `columns` and expert shares `experts` of each row on its
     replica (`num_gpus`, `expert_parallel`)."""
     n = len(df)
-    tb, fl, by = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n)
+    tb, fl, by, roof = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n), np.zeros((n, 4))
     for rows, work, x, share in _replicas(df, gpu, columns, experts):
         reads = share * work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
         tb[rows] = _terms(x @ time_basis(work, gpu), work.expert_parallel)
@@ -159,7 +218,30 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> 
         if work.fp8_experts:
             tb[rows, 7] = reads
         fl[rows], by[rows] = x @ work.flops, x @ work.bytes + share * work.expert_bytes
-    return _Bases(tb, fl, by, df["num_gpus"].to_numpy(float))
+        roof[rows] = (*roofline_parts(work, gpu), float(work.fp8_experts))
+    return _Bases(tb, fl, by, df["num_gpus"].to_numpy(float), roof, _prompt_steps(df, columns))
+
+
+def _prompt_steps(df: pd.DataFrame, columns: list[str]) -> PromptSteps:
+    """The rows' prompt steps: the window's knees (`X_COLUMNS`) or the median-ITL step's tokens."""
+    if columns == X_COLUMNS:
+        missing = [c for c in KNEE_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError("the replay features have no prompt-step knees: rerun python -m sim.validation.calibrate")
+        return PromptSteps.of_grid(df[KNEE_COLUMNS].to_numpy(float))
+    return PromptSteps.of_steps(df[M_COLUMNS[F.PREFILL_TOKENS]].to_numpy(float))
+
+
+def _kernel_rows(kernels: KernelRows) -> TimeRows:
+    """The time fit's rows of measured prefill kernels, each of their weight."""
+    n = len(kernels.frame)
+    return TimeRows(
+        _terms(kernels.basis, expert_parallel=False),
+        kernels.roofline,
+        PromptSteps.of_steps(kernels.features[:, F.PREFILL_TOKENS]),
+        kernels.kernel_s,
+        np.full(n, kernels.weight),
+    )
 
 
 def _comm_time(b: _Bases, t: np.ndarray) -> np.ndarray:
@@ -167,35 +249,39 @@ def _comm_time(b: _Bases, t: np.ndarray) -> np.ndarray:
     return b.time[:, 4] * t[4] + b.time[:, 5] * t[5]
 
 
-def fit_time(
-    rows: np.ndarray, target: np.ndarray, kernels: KernelRows | None = None, held: Mapping[str, float] | None = None
-) -> np.ndarray:
-    """The `TIME_TERMS` constants (bounded below by `LOWER`) whose bases `rows` reproduce
-    `target` (s), relative error, with `kernels`' rows beside them (each of its weight); a term
-    no row exercises (no multi-GPU rows, no fp8 experts) stays at its `NEUTRAL` value, one in
-    `held` at that value. Without kernel rows prefill attention is not told apart from the other
-    FLOPs: it is fitted with them (its constant returned equal to inv_c)."""
+KNEE_ITERATIONS = 50
+"""Most refits of the time constants while the prefill knees move (`fit_time`)."""
+
+
+def fit_time(rows: TimeRows, held: Mapping[str, float] | None = None, separate: bool = True) -> np.ndarray:
+    """The `TIME_TERMS` constants (bounded below by `LOWER`) with which `rows` reproduce their
+    measured time (s), relative error, each row of its weight; a term no row exercises (no
+    multi-GPU rows, no fp8 experts) stays at its `NEUTRAL` value, one in `held` at that value.
+    A prefill step hides the shorter of its weights' read and its prompt GEMMs, whose crossing
+    (the knee) moves with the constants: refitted until the knees stop moving. `separate` False
+    (no rows see prefill steps on their own): prefill attention and GEMMs are fitted with the
+    other FLOPs (their constants returned equal to inv_c)."""
     held = dict(held or {})
-    weights = np.ones(len(rows))
-    rows = rows.copy()
-    separate = (kernels is not None and len(kernels.frame) > 0) or "inv_attn" in held
-    if not separate:
-        rows[:, 0] += rows[:, 8]
-        rows[:, 8] = 0.0
-    if kernels is not None and len(kernels.frame):
-        rows = np.vstack([rows, _terms(kernels.basis, expert_parallel=False)])
-        target = np.concatenate([target, kernels.kernel_s])
-        weights = np.concatenate([weights, np.full(len(kernels.frame), kernels.weight)])
+    base = rows.time.copy()
+    tied = [] if separate else [i for i in (8, 9) if TIME_TERMS[i] not in held]
     t = NEUTRAL.copy()
     for name, value in held.items():
         t[TIME_TERMS.index(name)] = value
-    free = np.any(rows != 0.0, axis=0) & ~np.isin(TIME_TERMS, list(held))
-    fixed = rows[:, ~free] @ t[~free]
-    t[free] = relative_bounded_lsq(
-        np.ascontiguousarray(rows[:, free]), target - fixed, lower=LOWER[free], weights=weights
-    )
-    if not separate:
-        t[8] = t[0]
+    knee = rows.knee(t)
+    for _ in range(KNEE_ITERATIONS):
+        x = replace(rows, time=base).at_knee(knee)
+        for i in tied:
+            x[:, 0] += x[:, i]
+            x[:, i] = 0.0
+        free = np.any(x != 0.0, axis=0) & ~np.isin(TIME_TERMS, list(held))
+        fixed = x[:, ~free] @ t[~free]
+        t[free] = relative_bounded_lsq(
+            np.ascontiguousarray(x[:, free]), rows.target - fixed, lower=LOWER[free], weights=rows.weights
+        )
+        t[tied] = t[0]
+        moved, knee = knee, rows.knee(t)
+        if np.allclose(moved, knee, rtol=1e-9, atol=0.0):
+            break
     return t
 
 
@@ -215,13 +301,14 @@ def fit_constants(
     if energy_basis not in ENERGY_BASES:
         raise ValueError(f"energy_basis must be one of {sorted(ENERGY_BASES)}, got {energy_basis!r}")
     b, bm = _bases(df, gpu, X_COLUMNS, X_EXPERTS), _bases(df, gpu, M_COLUMNS, M_EXPERTS)
-    t = fit_time(
-        np.vstack([b.time, bm.time]),
-        np.concatenate([df["time_per_token_s"].to_numpy(), df["itl_median_s"].to_numpy()]),
-        kernels,
-        held,
-    )
-    t_pred, itl_pred = b.time @ t, bm.time @ t
+    windows, medians = TimeRows.of(b, df["time_per_token_s"]), TimeRows.of(bm, df["itl_median_s"])
+    rows = TimeRows.concat(windows, medians)
+    separate = kernels is not None and len(kernels.frame) > 0
+    if separate:
+        assert kernels is not None
+        rows = TimeRows.concat(rows, _kernel_rows(kernels))
+    t = fit_time(rows, held, separate)
+    t_pred, itl_pred = windows.predict(t), medians.predict(t)
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
     # measured draws at most the power limit per GPU.
     kept = ENERGY_BASES[energy_basis]
@@ -241,7 +328,9 @@ def fit_constants(
     excess = dict(zip(names, fitted.tolist(), strict=True))
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
-        inv_eff_attention=float(t[8]) if kernels is not None or "inv_attn" in (held or {}) else None,
+        inv_eff_attention=float(t[8]) if separate or "inv_attn" in (held or {}) else None,
+        inv_eff_prefill=float(t[9]) if separate or "inv_p" in (held or {}) else None,
+        prefill_overlap=True,
         inv_eff_memory=float(t[1]),
         step_overhead_s=float(t[2]),
         seq_overhead_s=float(t[3]),
@@ -277,23 +366,44 @@ def _predict(
     columns = columns or X_COLUMNS
     experts = X_EXPERTS if columns == X_COLUMNS else M_EXPERTS
     t, e = np.zeros(len(df)), np.zeros(len(df))
+    prompts = _prompt_steps(df, columns)
     for rows, work, x, share in _replicas(df, gpu, columns, experts):
         reads = expert_reads(work, gpu, k)
         t[rows] = x @ time_coef(work, gpu, k) + (0.0 if reads is None else share * reads.time_s)
         e[rows] = x @ energy_coef(work, gpu, k) + (0.0 if reads is None else share * reads.energy_j)
+        o = overlap(work, gpu, k)
+        if o is not None:
+            below = prompts.take(rows).below(np.full(len(rows), o.weights_s / o.per_token_s))
+            t[rows] -= o.per_token_s * below
+            e[rows] -= o.per_token_j * below
     return t, e
 
 
 def calibrate(
-    gpu: GpuSpec, gpu_label: str, data: pd.DataFrame | None = None, replay: pd.DataFrame | None = None
+    gpu: GpuSpec,
+    gpu_label: str,
+    data: pd.DataFrame | None = None,
+    replay: pd.DataFrame | None = None,
+    kernels: KernelRows | None = None,
+    held: Mapping[str, float] | None = None,
 ) -> Calibration:
     """Fit hardware constants for the rows of `gpu_label` (the table's gpu_model, e.g. 'H100') on
-    their replayed window features (default: the shipped ones)."""
+    their replayed window features (default: the shipped ones), with measured prefill `kernels`
+    beside them (weighted as `kernel_weight` chooses) and time constants `held` at a value."""
     merged = _merged(gpu_label, data, replay)
-    rows_by_basis = {basis: held_out_rows(merged, gpu, basis) for basis in ENERGY_BASES}
+    sensitivity = None
+    if kernels is not None:
+        sensitivity = prefill_sensitivity(merged, gpu, kernels, held=held)
+        weight = kernel_weight(sensitivity)
+        kernels = replace(kernels, weight=weight) if weight > 0 else None
+    fits = {basis: _held_out(merged, gpu, basis, kernels, held) for basis in ENERGY_BASES}
+    rows_by_basis = {basis: fit[0] for basis, fit in fits.items()}
     by_basis = {basis: held_out_errors(r) for basis, r in rows_by_basis.items()}
     basis = min(by_basis, key=lambda b: float(by_basis[b]["energy_per_token_err_pct"].mean()))
-    k, t_pred, itl_pred, e_pred = fit_constants(merged, gpu, basis)
+    k, t_pred, itl_pred, e_pred = fit_constants(merged, gpu, basis, kernels, held)
+    kernel_table = None
+    if kernels is not None:
+        kernel_table = kernel_errors(k, kernels).assign(held_out_ms=1e3 * fits[basis][1])
     rows = pd.DataFrame(
         {
             "model": merged["model"],
@@ -320,7 +430,20 @@ def calibrate(
         f"σ {sigma:.2f}); energy terms {basis} (chosen by leave-one-model-out error)",
     )
     energy_by_basis = pd.DataFrame({b: t["energy_per_token_err_pct"] for b, t in by_basis.items()})
-    return Calibration(k, prompt, rows, sigma, by_basis[basis], basis, energy_by_basis, rows_by_basis[basis])
+    return Calibration(
+        k,
+        prompt,
+        rows,
+        sigma,
+        by_basis[basis],
+        basis,
+        energy_by_basis,
+        rows_by_basis[basis],
+        kernel_table,
+        0.0 if kernels is None else kernels.weight,
+        sensitivity,
+        None if held is None else dict(held),
+    )
 
 
 def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
@@ -330,7 +453,12 @@ def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | No
     if df.empty:
         raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
     feats = load_replay_features() if replay is None else replay
-    feats = feats[[*KEY, "prompt_mean_tokens", "prompt_sigma", *X_COLUMNS, *M_COLUMNS, X_EXPERTS, M_EXPERTS]]
+    missing = [c for c in KNEE_COLUMNS if c not in feats.columns]
+    if missing:
+        raise ValueError("the replay features have no prompt-step knees: rerun python -m sim.validation.calibrate")
+    feats = feats[
+        [*KEY, "prompt_mean_tokens", "prompt_sigma", *X_COLUMNS, *M_COLUMNS, X_EXPERTS, M_EXPERTS, *KNEE_COLUMNS]
+    ]
     merged = df.merge(feats, on=KEY, how="inner", validate="one_to_one")
     if merged.empty:
         raise ValueError(f"no replay features for the {gpu_label} rows: rerun python -m sim.validation.calibrate")
@@ -418,39 +546,39 @@ def _held_out(
 
 
 def prefill_sensitivity(
-    gpu: GpuSpec, gpu_label: str, weights: tuple[float, ...] = (0.0, *KERNEL_WEIGHTS), energy_basis: str = "flop+byte"
+    merged: pd.DataFrame,
+    gpu: GpuSpec,
+    kernels: KernelRows,
+    weights: tuple[float, ...] = (0.0, *KERNEL_WEIGHTS),
+    energy_basis: str = "flop+byte",
+    held: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """What fitting the constants beside the measured prefill kernels (`oracle.kernels`) would do,
-    per kernel-row weight (0: the ML.ENERGY runs alone, as shipped): the fitted compute and
-    prefill-attention constants, mean absolute errors (%) of the kernel rows of 128-2,048 tokens
-    fitted and with their model left out, and of the ML.ENERGY time and energy per output token
-    with each model left out (all tasks, and the long-prompt Sourcegraph FIM runs alone)."""
-    merged = _merged(gpu_label, None, None)
+    """What fitting the constants on measured runs (`merged`) beside the measured prefill
+    `kernels` does, per weight of a kernel row (0: the runs alone, prompt GEMMs and attention at
+    the other FLOPs' fraction): the fitted prompt-GEMM and prefill-attention constants, mean
+    absolute errors (%) of the kernel rows of 128-2,048 tokens fitted and with their model left
+    out, and of the runs' time and energy per output token with each model left out (all tasks,
+    and the long-prompt Sourcegraph FIM runs alone)."""
     out = []
+    big = (kernels.frame["tokens"] >= 128).to_numpy()
     for w in weights:
-        kernels = kernel_rows(gpu, weight=w)
-        fitted_with = kernels if w > 0 else None
-        k = fit_constants(merged, gpu, energy_basis, fitted_with)[0]
-        rows, held_s = _held_out(merged, gpu, energy_basis, fitted_with, None)
-        if fitted_with is None:  # the kernels' model left out of a fit that never saw them
+        fitted_with = replace(kernels, weight=w) if w > 0 else None
+        k = fit_constants(merged, gpu, energy_basis, fitted_with, held)[0]
+        rows, held_s = _held_out(merged, gpu, energy_basis, fitted_with, held)
+        if fitted_with is None:  # a fit that never saw the kernels: the fit is their held-out one
             held_s = kernel_time_s(kernels, k)
-        big = (kernels.frame["tokens"] >= 128).to_numpy()
-        err = pd.DataFrame(
-            {
-                "held": (held_s / kernels.kernel_s - 1) * 100,
-                "fitted": (kernel_time_s(kernels, k) / kernels.kernel_s - 1) * 100,
-            }
-        )
+        fitted = 100 * (kernel_time_s(kernels, k) / kernels.kernel_s - 1)
+        held_out = 100 * (held_s / kernels.kernel_s - 1)
         time_err = (1.0 / rows["time_ratio"] - 1.0).abs() * 100
         energy_err = (1.0 / rows["energy_ratio"] - 1.0).abs() * 100
         fim = (rows["task"] == "sourcegraph-fim").to_numpy()
         out.append(
             {
                 "kernel_weight": w,
-                "inv_eff_compute": k.inv_eff_compute,
+                "inv_eff_prefill": k.prefill,
                 "inv_eff_attention": k.attention,
-                "kernels_fitted_mae_pct": err.loc[big, "fitted"].abs().mean(),
-                "kernels_held_out_mae_pct": err.loc[big, "held"].abs().mean(),
+                "kernels_fitted_mae_pct": np.abs(fitted[big]).mean(),
+                "kernels_held_out_mae_pct": np.abs(held_out[big]).mean(),
                 "mlenergy_held_out_time_mae_pct": time_err.mean(),
                 "mlenergy_held_out_energy_mae_pct": energy_err.mean(),
                 "fim_held_out_time_mae_pct": time_err[fim].mean(),
@@ -459,7 +587,15 @@ def prefill_sensitivity(
     return pd.DataFrame(out)
 
 
-def kernel_errors(gpu: GpuSpec, k: HardwareConstants, kernels: KernelRows) -> pd.DataFrame:
+def kernel_weight(sensitivity: pd.DataFrame) -> float:
+    """The weight of `prefill_sensitivity`'s table with the least sum of the two held-out time
+    errors (the kernels' and the runs'): the constants exist for models nobody measured, so the
+    weight kept is the one that predicts a left-out model's prefill and serving time best."""
+    total = sensitivity["kernels_held_out_mae_pct"] + sensitivity["mlenergy_held_out_time_mae_pct"]
+    return float(sensitivity.loc[total.idxmin(), "kernel_weight"])
+
+
+def kernel_errors(k: HardwareConstants, kernels: KernelRows) -> pd.DataFrame:
     """Per kernel row: its measured kernel time (ms) and what constants `k` give it (ms, error %)."""
     fitted = 1e3 * kernel_time_s(kernels, k)
     return kernels.frame[["model", "tp", "tokens", "kernel_ms"]].assign(
@@ -468,8 +604,13 @@ def kernel_errors(gpu: GpuSpec, k: HardwareConstants, kernels: KernelRows) -> pd
 
 
 def kernel_time_s(kernels: KernelRows, k: HardwareConstants) -> np.ndarray:
-    """The kernel time (s) constants `k` give each kernel row (dense, tensor parallel)."""
-    return kernels.basis @ constant_vector(k, k.comm_scale)
+    """The kernel time (s) constants `k` give each kernel row (dense, tensor parallel), its
+    prefill overlapped where `k` says so."""
+    linear = kernels.basis @ constant_vector(k, k.comm_scale)
+    if not k.prefill_overlap:
+        return linear
+    weights_s, token_s = k.inv_eff_memory * kernels.roofline[:, 0], k.prefill * kernels.roofline[:, 1]  # dense
+    return linear - np.minimum(weights_s, token_s * kernels.features[:, F.PREFILL_TOKENS])
 
 
 def held_out_errors(rows: pd.DataFrame) -> pd.DataFrame:

@@ -7,9 +7,8 @@ step (kv_cache 0: one sequence's prefill). Each latency (ns) is one layer instan
 tensor-parallel group: kernel time only, no launch or CPU overhead between kernels and no
 all-reduce. `oracle/data/llmservingsim_h100_layers.csv` ships the part used (built by
 `python -m sim.validation.layers build`; oracle/data/PROVENANCE.md). `sim.validation.layers`
-compares them with the shipped oracles; `oracle.hwcal.prefill_sensitivity` fits the H100 constants
-on them beside the ML.ENERGY runs, for the calibration report (the shipped constants are not:
-`oracle.hwcal.KERNEL_WEIGHTS` says why).
+compares them with the shipped oracles; `oracle.hwcal` fits the H100 constants on them beside the
+ML.ENERGY runs (each row weighted as `oracle.hwcal.kernel_weight` chooses).
 
 A step prefilling one sequence of N prompt tokens on a replica of `tp` H100s is summed as a fused
 serving engine (vLLM) would run it:
@@ -50,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import arch
-from oracle.derive import Layout, LayoutError, feature_work, time_basis
+from oracle.derive import Layout, LayoutError, feature_work, roofline_parts, time_basis
 
 LAYERS = (
     "embedding",
@@ -155,13 +154,15 @@ KERNEL_ONLY = (2, 3, 4)
 @dataclass(frozen=True)
 class KernelRows:
     """Carried-over prefill steps (`carried`'s rows whose replica fits its GPUs) with, per row,
-    its feature vector and the time of each `oracle.derive.time_basis` constant at 1 (s;
-    `KERNEL_ONLY` columns zero); `skipped`: (model, tp, why) left out; `weight`: of each row in
-    a fit beside measured serving runs (`oracle.hwcal.fit_time`; 1: as much as one run's target)."""
+    its feature vector, the time of each `oracle.derive.time_basis` constant at 1 (s;
+    `KERNEL_ONLY` columns zero) and its `oracle.derive.roofline_parts` (s) and fp8 experts (none); `skipped`: (model,
+    tp, why) left out; `weight`: of each row in a fit beside measured serving runs
+    (`oracle.hwcal.fit_time`; 1: as much as one run's target)."""
 
     frame: pd.DataFrame
     features: np.ndarray
     basis: np.ndarray
+    roofline: np.ndarray
     skipped: tuple[tuple[str, int, str], ...] = ()
     weight: float = 1.0
 
@@ -177,7 +178,9 @@ class KernelRows:
     def subset(self, mask: np.ndarray) -> KernelRows:
         """The rows where `mask` holds."""
         frame = self.frame[mask].reset_index(drop=True)
-        return replace(self, frame=frame, features=self.features[mask], basis=self.basis[mask])
+        return replace(
+            self, frame=frame, features=self.features[mask], basis=self.basis[mask], roofline=self.roofline[mask]
+        )
 
 
 def kernel_rows(gpu: arch.GpuSpec | None = None, frame: pd.DataFrame | None = None, weight: float = 1.0) -> KernelRows:
@@ -185,7 +188,7 @@ def kernel_rows(gpu: arch.GpuSpec | None = None, frame: pd.DataFrame | None = No
     (default H100, the GPU they were measured on), each of `weight` in a fit."""
     gpu = gpu or arch.load_gpu(GPU)
     table_rows = carried(pd.read_csv(table()) if frame is None else frame, gpu)
-    keep, bases, feats, skipped = [], [], [], []
+    keep, bases, feats, roofs, skipped = [], [], [], [], []
     for (model, tp), part in table_rows.groupby(["model", "tp"], sort=False):
         spec = arch.find_model(str(model))
         assert spec is not None  # carried() found it
@@ -196,10 +199,12 @@ def kernel_rows(gpu: arch.GpuSpec | None = None, frame: pd.DataFrame | None = No
             skipped.append((str(model), int(tp), str(e)))
             continue
         x = np.stack([step_features(int(n)) for n in part["tokens"]])
-        basis = x @ time_basis(feature_work(spec, layout, gpu), gpu)
+        work = feature_work(spec, layout, gpu)
+        basis = x @ time_basis(work, gpu)
         basis[:, list(KERNEL_ONLY)] = 0.0
+        roofs.append(np.tile([*roofline_parts(work, gpu), 0.0], (len(x), 1)))  # dense: no experts, not fp8
         keep.append(part)
         bases.append(basis)
         feats.append(x)
     frame_kept = pd.concat(keep, ignore_index=True)
-    return KernelRows(frame_kept, np.vstack(feats), np.vstack(bases), tuple(skipped), weight)
+    return KernelRows(frame_kept, np.vstack(feats), np.vstack(bases), np.vstack(roofs), tuple(skipped), weight)

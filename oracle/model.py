@@ -118,13 +118,53 @@ class ExpertReads:
         return -np.expm1(np.asarray(tokens, dtype=float) * np.log(self.untouched))
 
 
+@dataclass(frozen=True)
+class Overlap:
+    """A step that prefills reads its weights while it computes its prompt tokens: the shorter of
+    the two is hidden behind the longer (the roofline), so such a step costs less than its linear
+    coefficients say.
+
+    weights_s, weights_j: the weights' read of one step (s; J: the replica's static power over it),
+    the part of the constant coefficient a prefill can hide; per_token_s, per_token_j: the prefill
+    compute of one prompt token (s; J: static power over it). A step prefilling n tokens costs
+    min(weights, per_token·n) less, time and energy each (`hidden`). Decode steps are unchanged
+    (their overlap is in the fitted constants).
+    """
+
+    weights_s: float
+    per_token_s: float
+    weights_j: float
+    per_token_j: float
+
+    def __post_init__(self) -> None:
+        for label in ("weights_s", "per_token_s", "weights_j", "per_token_j"):
+            v = getattr(self, label)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"overlap.{label} must be a finite number ≥ 0, got {v!r}")
+
+    def hidden(self, tokens: ArrayLike, which: str) -> np.ndarray:
+        """Time (`which`='time', s) or energy ('energy', J) a step prefilling `tokens` tokens hides."""
+        n = np.asarray(tokens, dtype=float)
+        if which == "time":
+            return np.minimum(self.weights_s, self.per_token_s * n)
+        return np.minimum(self.weights_j, self.per_token_j * n)
+
+
 def with_reads(
-    time_coef: ArrayLike, energy_coef: ArrayLike, experts: ExpertReads | None
+    time_coef: ArrayLike, energy_coef: ArrayLike, experts: ExpertReads | None, overlap: Overlap | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The six step coefficients (s, J) with the expert reads appended as a seventh (0 for a
-    dense model): the layout of a clock ladder's rows (`oracle.clocks.ladder`)."""
-    t = np.append(np.asarray(time_coef, dtype=float), 0.0 if experts is None else experts.time_s)
-    e = np.append(np.asarray(energy_coef, dtype=float), 0.0 if experts is None else experts.energy_j)
+    dense model) and the prefill overlap's weights and per-token parts as an eighth and ninth (0
+    without one): the layout of a clock ladder's rows (`oracle.clocks.ladder`)."""
+    x, o = experts, overlap
+    t = np.append(
+        np.asarray(time_coef, dtype=float),
+        [0.0 if x is None else x.time_s, 0.0 if o is None else o.weights_s, 0.0 if o is None else o.per_token_s],
+    )
+    e = np.append(
+        np.asarray(energy_coef, dtype=float),
+        [0.0 if x is None else x.energy_j, 0.0 if o is None else o.weights_j, 0.0 if o is None else o.per_token_j],
+    )
     return t, e
 
 
@@ -150,6 +190,7 @@ class Oracle:
     provenance: dict[str, Any] = field(default_factory=dict)
     experts: ExpertReads | None = None  # a mixture of experts' routed-expert reads (None: dense)
     gpus: int = 1  # GPUs of one replica (its coefficients, idle power and limit count all of them)
+    overlap: Overlap | None = None  # what a prefill step hides of its weights' read (None: nothing)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.gpus, int) and self.gpus >= 1):
@@ -180,14 +221,22 @@ class Oracle:
 
     # --- step level -----------------------------------------------------------------------
     def step_energy(self, x: ArrayLike) -> np.ndarray:
-        """Energy (J) of steps with feature vectors x (shape (..., 6)), expert reads included."""
+        """Energy (J) of steps with feature vectors x (shape (..., 6)), expert reads and the
+        prefill overlap included."""
         x = np.asarray(x, dtype=float)
-        return x @ self.energy_coef_j + self._expert_part(x, "energy_j")
+        return (
+            x @ self.energy_coef_j + self._expert_part(x, "energy_j") - self._hidden(x[..., F.PREFILL_TOKENS], "energy")
+        )
 
     def step_time(self, x: ArrayLike) -> np.ndarray:
-        """Duration (s) of steps with feature vectors x (shape (..., 6)), expert reads included."""
+        """Duration (s) of steps with feature vectors x (shape (..., 6)), expert reads and the
+        prefill overlap included."""
         x = np.asarray(x, dtype=float)
-        return x @ self.time_coef_s + self._expert_part(x, "time_s")
+        return x @ self.time_coef_s + self._expert_part(x, "time_s") - self._hidden(x[..., F.PREFILL_TOKENS], "time")
+
+    def _hidden(self, tokens: ArrayLike, which: str) -> np.ndarray | float:
+        """What a step prefilling `tokens` tokens hides (`Overlap.hidden`; 0 without an overlap)."""
+        return 0.0 if self.overlap is None else self.overlap.hidden(tokens, which)
 
     def _expert_part(self, x: np.ndarray, which: str) -> np.ndarray | float:
         if self.experts is None:
@@ -214,8 +263,23 @@ class Oracle:
 
     # --- request level (B identical requests in lockstep) ----------------------------------
     def theta(self, batch: ArrayLike = 1) -> np.ndarray:
-        """θ1…θ6 (J) of the per-request energy polynomial at batch size `batch`."""
+        """θ1…θ6 (J) of the per-request energy polynomial at batch size `batch` (without the
+        prefill overlap, which is not polynomial in n_in: `energy` adds it)."""
         return F.theta_from_coef(self.coef_at_batch("energy", batch), batch)
+
+    def _theta_at(self, which: str, n_in: ArrayLike, batch: ArrayLike) -> np.ndarray:
+        """θ (energy J per request, or time s of the batch) with the overlap of the batch's one
+        prefill step of batch·n_in tokens in θ5 (shape: n_in and batch broadcast, then 6)."""
+        theta = self.theta(batch) if which == "energy" else self.theta_time(batch)
+        if self.overlap is None:
+            return theta
+        b = np.asarray(batch, dtype=float)
+        i = np.asarray(n_in, dtype=float)
+        hidden = self.overlap.hidden(b * i, which)
+        share = hidden / b if which == "energy" else hidden  # a request's share; time: the batch waits for all
+        out = np.broadcast_to(theta, (*np.broadcast_shapes(i.shape, b.shape), F.N_FEATURES)).copy()
+        out[..., 4] -= share
+        return out
 
     def theta_time(self, batch: ArrayLike = 1) -> np.ndarray:
         """θ1…θ6 (s) of the latency polynomial at batch size `batch`.
@@ -236,13 +300,13 @@ class Oracle:
         """
         if check_range:
             self._check_range(n_in, n_out, batch)
-        return F.polynomial(self.theta(batch), n_in, n_out)
+        return F.polynomial(self._theta_at("energy", n_in, batch), n_in, n_out)
 
     def time(self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True) -> np.ndarray:
         """End-to-end latency (s) of one request run in a lockstep batch of `batch`."""
         if check_range:
             self._check_range(n_in, n_out, batch)
-        return F.polynomial(self.theta_time(batch), n_in, n_out)
+        return F.polynomial(self._theta_at("time", n_in, batch), n_in, n_out)
 
     def efficiency(
         self, n_in: ArrayLike, n_out: ArrayLike, batch: ArrayLike = 1, *, check_range: bool = True
@@ -254,7 +318,7 @@ class Oracle:
         """n_out* (tokens): the output length that minimises energy per output token."""
         if check_range:
             self._check_range(n_in, None, batch)
-        return F.optimal_output(self.theta(batch), n_in)
+        return F.optimal_output(self._theta_at("energy", n_in, batch), n_in)
 
     def power_violations(self, max_batch: int | None = None) -> list[str]:
         """Steps over the calibrated range whose implied power (W) leaves [idle, limit]."""
@@ -326,6 +390,7 @@ class Oracle:
             "provenance": self.provenance,
             **({} if self.gpus == 1 else {"gpus": self.gpus}),
             **({} if self.experts is None else {"experts": asdict(self.experts)}),
+            **({} if self.overlap is None else {"overlap": asdict(self.overlap)}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -363,6 +428,7 @@ class Oracle:
                 provenance=_mapping(d.get("provenance") or {}, "provenance"),
                 experts=None if d.get("experts") is None else ExpertReads(**_expert_fields(d["experts"])),
                 gpus=_whole(d.get("gpus", 1), "gpus"),
+                overlap=None if d.get("overlap") is None else Overlap(**_overlap_fields(d["overlap"])),
             )
         except KeyError as e:
             raise OracleFormatError(f"{source}: missing key {e.args[0]!r}") from e
@@ -586,6 +652,14 @@ def _expert_fields(experts: Any) -> dict[str, float]:
     if unknown or set(known) - set(m):
         raise ValueError(f"experts needs exactly {list(known)}, got {sorted(m)}")
     return {k: _number(m[k], f"experts.{k}") for k in known}
+
+
+def _overlap_fields(overlap: Any) -> dict[str, float]:
+    known = ("weights_s", "per_token_s", "weights_j", "per_token_j")
+    m = _mapping(overlap, "overlap")
+    if set(m) != set(known):
+        raise ValueError(f"overlap needs exactly {list(known)}, got {sorted(m)}")
+    return {k: _number(m[k], f"overlap.{k}") for k in known}
 
 
 def _whole(v: Any, label: str) -> int:

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from oracle.clocks import ClockError, ladder
 from oracle.features import StepCoef
-from oracle.model import ExpertReads, Oracle, with_reads
+from oracle.model import ExpertReads, Oracle, Overlap, with_reads
 from sim.kernel import costs as kernel_costs
 
 Array = NDArray[np.float64]
@@ -35,12 +35,13 @@ Array = NDArray[np.float64]
 class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
     the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
-    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 8 in the kernel's layout,
-    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads; row 0 these
-    ones; `oracle.clocks.ladder`). Without a ladder (one row) a throttled step lasts energy / cap.
+    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 10 in the kernel's layout,
+    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads and the
+    prefill overlap; row 0 these ones; `oracle.clocks.ladder`). Without a ladder (one row) a
+    throttled step lasts energy / cap.
     `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
     keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `experts`: the
-    oracle's expert reads (`Oracle.experts`)."""
+    oracle's expert reads (`Oracle.experts`); `overlap`: its prefill overlap (`Oracle.overlap`)."""
 
     time_s: StepCoef
     energy_j: StepCoef
@@ -50,11 +51,12 @@ class StepCosts:
     ladder_e: np.ndarray | None = field(default=None, repr=False, compare=False)
     step_budget_s: float = 0.0  # a frequency controller's step-time budget (s; 0: none)
     experts: ExpertReads | None = None  # a mixture of experts' reads (`Oracle.experts`)
+    overlap: Overlap | None = None  # what a prefill step hides (`Oracle.overlap`)
 
     def __post_init__(self) -> None:
         x = self.experts
         if self.ladder_t is None or self.ladder_e is None:
-            t, e = with_reads(self.time_s, self.energy_j, x)
+            t, e = with_reads(self.time_s, self.energy_j, x, self.overlap)
             object.__setattr__(self, "ladder_t", t[None, :])
             object.__setattr__(self, "ladder_e", e[None, :])
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
@@ -88,6 +90,7 @@ class StepCosts:
             ladder_e,
             budget,
             oracle.experts,
+            oracle.overlap,
         )
 
     @property
@@ -117,8 +120,8 @@ class StepCosts:
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
         de, dt = _step_value(le[0], *x), _step_value(lt[0], *x)
-        moe = _experts_value(le[0], decode_seqs + tokens)
-        shared = moe / float(le[0, 0]) if moe != 0.0 else 0.0  # the experts' energy, in step constants
+        apart = _experts_value(le[0], decode_seqs + tokens) - _hidden_value(le[0], tokens)  # shared, beside c0
+        shared = apart / float(le[0, 0]) if apart != 0.0 else 0.0  # in step constants
         over = cap > 0.0 and de > cap * dt
         if not over and (tau <= 0.0 or dt > tau):
             return dt, de, shared
@@ -135,7 +138,7 @@ class StepCosts:
         if level == 0:
             return dt, de, shared
         e = _step_value(le[level], *x)
-        return _step_value(lt[level], *x), e, (e - de + moe) / float(le[0, 0])
+        return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0])
 
     def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
@@ -176,9 +179,15 @@ def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:
 
 def _step_value(c: Any, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int) -> float:
     """Time (s) or energy (J) of one step with these summed features; `c` a clock ladder's row
-    (six coefficients, then the expert reads and the untouched chance: `sim.kernel.costs`)."""
-    const = c[0] + _experts_value(c, decode_seqs + tokens)
+    (six coefficients, then the expert reads, the prefill overlap and the untouched chance:
+    `sim.kernel.costs`)."""
+    const = c[0] + _experts_value(c, decode_seqs + tokens) - _hidden_value(c, tokens)
     return float(const + c[1] * decode_seqs + c[2] * decode_ctx + c[3] * prefill_seqs + c[4] * tokens + c[5] * attn)
+
+
+def _hidden_value(c: Any, tokens: int) -> float:
+    """Time (s) or energy (J) a step prefilling `tokens` prompt tokens hides of its weights' read."""
+    return float(min(c[kernel_costs.HIDE_WEIGHTS], c[kernel_costs.HIDE_TOKEN] * tokens))
 
 
 def _experts_value(c: Any, tokens: int) -> float:

@@ -1,17 +1,20 @@
 """Time (s) and energy (J) of serving steps and decode spans, compiled.
 
-Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 8) arrays of the step
+Coefficients come as a clock ladder: `lt` (s) and `le` (J) are (levels × 10) arrays of the step
 coefficients (const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn) at the
 GPU's supported SM clocks from its own down (`oracle.clocks.ladder`), then a mixture of experts'
-reads (`EXPERTS`: the cost of reading every routed expert once, and `LOG_UNTOUCHED`: the log of
-the chance that one token leaves a given expert untouched, ln(1 − top_k / experts)); row 0 is the
-clock it runs at.
+reads (`EXPERTS`: the cost of reading every routed expert once), the prefill overlap
+(`oracle.model.Overlap`: `HIDE_WEIGHTS`, the weights' read a prefill can hide, and `HIDE_TOKEN`,
+one prompt token's compute) and `LOG_UNTOUCHED` (the log of the chance that one token leaves a
+given expert untouched, ln(1 − top_k / experts)); row 0 is the clock it runs at.
 `limit` is the power cap (W; 0: none).
 
 A step of n tokens (decoded sequences plus prefilled prompt tokens) reads the routed experts its
 tokens touch, an expected 1 − (1 − top_k / experts)^n of them (`experts_at`): shared by the step like its
 constant, and like a clock's saving returned in `extra` (in step constants) so that requests'
-charges add up to the step's energy. A dense model has EXPERTS = 0.
+charges add up to the step's energy. A dense model has EXPERTS = 0. A step prefilling n prompt
+tokens hides min(HIDE_WEIGHTS, HIDE_TOKEN · n) of its shared cost (`hidden_at`: its weights are
+read while its prompt computes), returned in `extra` the same way; without an overlap both are 0.
 
 A step's time and energy are linear in its features. Between two events that change the batch,
 B decoding sequences advance together and their context sum grows by B per step, so the time and
@@ -40,8 +43,8 @@ import math
 from numba import njit
 
 NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
-EXPERTS, LOG_UNTOUCHED = 6, 7  # the columns after the six step coefficients
-COLUMNS = 8
+EXPERTS, HIDE_WEIGHTS, HIDE_TOKEN, LOG_UNTOUCHED = 6, 7, 8, 9  # the columns after the six step coefficients
+COLUMNS = 10
 
 
 @njit(cache=True, inline="always")
@@ -58,6 +61,12 @@ def const_at(c, tokens):  # type: ignore[no-untyped-def]
     return c[0] + experts_at(c, tokens)
 
 
+@njit(cache=True, inline="always")
+def hidden_at(c, tokens):  # type: ignore[no-untyped-def]
+    """What a step prefilling `tokens` prompt tokens hides of its weights' read (s or J)."""
+    return min(c[HIDE_WEIGHTS], c[HIDE_TOKEN] * tokens)
+
+
 @njit(cache=True)
 def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     """Time (s) or energy (J) of `steps` decode steps of `batch` sequences whose contexts sum to
@@ -70,6 +79,7 @@ def span(c, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
 def _step(c, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
     return (
         const_at(c, decode_seqs + tokens)
+        - hidden_at(c, tokens)
         + c[1] * decode_seqs
         + c[2] * decode_ctx
         + c[3] * prefill_seqs
@@ -98,8 +108,8 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
     de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-    moe = experts_at(le[0], decode_seqs + tokens)
-    shared = moe / le[0, 0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
+    apart = experts_at(le[0], decode_seqs + tokens) - hidden_at(le[0], tokens)  # the shared cost beside c0
+    shared = apart / le[0, 0] if apart != 0.0 else 0.0  # in step constants
     over = limit > 0.0 and de > limit * dt
     if not over and (tau <= 0.0 or dt > tau):
         return dt, de, shared
@@ -112,7 +122,7 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     if level == 0:
         return dt, de, shared
     e = _step(le[level], *x)
-    return _step(lt[level], *x), e, (e - de + moe) / le[0, 0]
+    return _step(lt[level], *x), e, (e - de + apart) / le[0, 0]
 
 
 @njit(cache=True)

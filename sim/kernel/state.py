@@ -18,6 +18,8 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
+from sim.kernel.costs import COLUMNS
+
 i64, f64, i32, i8 = types.int64, types.float64, types.int32, types.int8
 A_i64, A_f64, A_i32, A_i8 = i64[::1], f64[::1], i32[::1], i8[::1]
 
@@ -106,8 +108,10 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     `ce`), room for `seqs` running sequences, the job columns `jobs`, the per-job `links` (nxt,
     prv, slot), the jobs' prompt blocks `prefix` (start, count and ids, references and cached
     tokens and their attention pairs per job, distinct blocks: `sim.kernel.prefix`) and its feed."""
-    if lt.shape[1] != 8 or le.shape[1] != 8:  # `sim.kernel.costs.COLUMNS`: six coefficients, then expert reads
-        raise ValueError("step coefficient rows need 8 columns (sim.kernel.costs.COLUMNS; build them with StepCosts)")
+    if lt.shape[1] != COLUMNS or le.shape[1] != COLUMNS:  # six coefficients, expert reads, prefill overlap
+        raise ValueError(
+            f"step coefficient rows need {COLUMNS} columns (sim.kernel.costs.COLUMNS; build them with StepCosts)"
+        )
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]

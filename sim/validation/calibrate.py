@@ -7,7 +7,8 @@ Every row with an oracle (`sim.validation.replay.row_oracle`: its model on its r
 hybrid Nemotrons are refused) is replayed through the `vllm` engine (all requests at t = 0,
 outputs from the run's histogram, prompts of its task: `sim.validation.replay.task_prompts`), and
 its steady-state window's step features per output token, the expected shares of routed experts
-its steps read, and the same for its median-ITL step are written (default
+its steps read, the same for its median-ITL step, and the window's prompt tokens below each knee
+of `oracle.overlap.KNEES` per output token (the prefill overlap's sums) are written (default
 `oracle/data/mlenergy_v3_llm_replay_features.csv`) for `python -m oracle.build`. The engine's
 step sequence does not depend on the hardware constants (every request is sent at t = 0), so the
 features are replayed once. Prompt lengths are not published: LM Arena's are the lognormal the
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import hwcal
+from oracle.overlap import KNEE_COLUMNS
 from sim.notices import show_warnings_once
 from sim.validation.replay import replays
 from sim.validation.table import read_benchmark, read_histograms, wide_benchmark, wide_histograms
@@ -44,6 +46,7 @@ COLUMNS = [
     hwcal.X_EXPERTS,
     hwcal.M_EXPERTS,
     "sim_batch",
+    *KNEE_COLUMNS,
 ]
 
 
@@ -56,7 +59,7 @@ def replay_features(seed: int = 0, progress: bool = True, only: set[str] | None 
     lines = []
     log = functools.partial(print, file=sys.stderr)
     for row, _, prompts, r in replays(rows, hists, seed=seed, progress=progress, log=log, record_features=True):
-        if r.features_per_token is None or r.median_step_features is None:
+        if r.features_per_token is None or r.median_step_features is None or r.prompt_knees is None:
             continue
         lines.append(
             {
@@ -73,6 +76,7 @@ def replay_features(seed: int = 0, progress: bool = True, only: set[str] | None 
                 hwcal.X_EXPERTS: r.experts_per_token,
                 hwcal.M_EXPERTS: r.median_step_experts,
                 "sim_batch": r.metrics.batch,
+                **dict(zip(KNEE_COLUMNS, np.asarray(r.prompt_knees).tolist(), strict=True)),
             }
         )
     return pd.DataFrame(lines, columns=COLUMNS)

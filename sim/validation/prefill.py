@@ -103,6 +103,18 @@ def compare() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return df, errors(df), why
 
 
+def agreement(splitwise: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
+    """The two measured sets on the same work: per tensor-parallel degree and prompt of the
+    Splitwise batch-1 rows (`replay`'s output) that LLMServingSim's Llama-3.1-70B kernels also
+    time (`sim.validation.layers.compare`'s rows, engine_ms: kernels, all-reduce and overhead),
+    both times (ms) and their ratio. Llama-2-70B and Llama-3.1-70B share their layers' shapes."""
+    one = splitwise[splitwise["batch_size"] == 1].rename(columns={"tensor_parallel": "tp", "prompt_size": "tokens"})
+    seventy = kernels[kernels["model"].str.endswith("Llama-3.1-70B")][["tp", "tokens", "engine_ms"]]
+    both = one[["tp", "tokens", "measured_ms"]].merge(seventy, on=["tp", "tokens"], how="inner")
+    both = both.rename(columns={"measured_ms": "splitwise_ms", "engine_ms": "llmservingsim_ms"})
+    return both.assign(ratio=both["splitwise_ms"] / both["llmservingsim_ms"])
+
+
 def report(out: Path, *, rows: bool = True) -> Path:
     """Print the comparison (the rows left out and why, each row replayed if `rows`, the errors)
     and write it to OUT/prefill.csv; that path."""

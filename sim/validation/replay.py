@@ -27,6 +27,7 @@ import pandas as pd
 from oracle.build import oracle_for
 from oracle.derive import LayoutError
 from oracle.model import Oracle
+from oracle.overlap import below_knees
 from sim.config import ServerConfig
 from sim.run import simulate
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
@@ -98,6 +99,7 @@ class ReplayMetrics:
     median_step_features: np.ndarray | None = None  # features of the step at the median ITL
     experts_per_token: float = 0.0  # window's expected shares of routed experts read / its output tokens
     median_step_experts: float = 0.0  # the share of routed experts the median-ITL step reads
+    prompt_knees: np.ndarray | None = None  # window's Σ min(prompt tokens a step, knee) / output tokens at `KNEES`
 
 
 @functools.cache
@@ -211,20 +213,21 @@ def replay_row(
     itl = median_itl_s(spans, decode_tokens)
     sim = Metrics(w.batch, w.throughput, w.energy_per_token, w.power, itl * 1e3)
     mean_in = float(requests["n_in"].mean())
-    x = x_itl = None
+    x = x_itl = knees = None
     moe = moe_itl = 0.0
     if stats.span_features is not None:
         share = window_share(spans, window)[0]
         x = share @ stats.span_features / w.tokens
         i = median_span(spans, decode_tokens)
         x_itl = None if i is None else stats.span_features[i] / spans.steps[i]
-        if oracle.experts is not None:  # a span's steps each run its tokens (decoded + prefilled) / steps
-            steps = np.maximum(spans.steps, 1)
+        steps = np.maximum(spans.steps, 1)  # a span's steps each run its tokens / steps
+        knees = below_knees(stats.span_features[:, 4] / steps, spans.steps, share) / w.tokens
+        if oracle.experts is not None:
             per_step = oracle.experts.share((stats.span_features[:, 1] + stats.span_features[:, 4]) / steps)
             moe = float(share @ (spans.steps * per_step) / w.tokens)
             moe_itl = 0.0 if i is None else float(per_step[i])
     wall = time.perf_counter() - t0
-    return ReplayMetrics(sim, window, rule, len(requests), mean_in, wall, x, x_itl, moe, moe_itl)
+    return ReplayMetrics(sim, window, rule, len(requests), mean_in, wall, x, x_itl, moe, moe_itl, knees)
 
 
 def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) -> tuple[Window, str]:

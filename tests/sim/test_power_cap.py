@@ -33,6 +33,13 @@ steps = st.tuples(
 )
 
 
+def value(c: np.ndarray, x: tuple[int, ...]) -> float:
+    """A dense step's time (s) or energy (J) from a ladder row: its linear part less what a prefill
+    of x[3] prompt tokens hides of the weights' read."""
+    hidden = min(c[kernel_costs.HIDE_WEIGHTS], c[kernel_costs.HIDE_TOKEN] * x[3])
+    return float(c[:6] @ np.array([1, *x])) - hidden
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(ORACLES), st.floats(0.0, 1.0), steps)
 def test_a_capped_step_draws_at_most_the_cap_at_the_highest_clock_that_fits(name, where, x):
@@ -44,11 +51,11 @@ def test_a_capped_step_draws_at_most_the_cap_at_the_highest_clock_that_fits(name
     dt, de, extra = costs.step(*x)
     assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, 0.0, *x) == (dt, de, extra)
     lt, le = costs.ladder_t, costs.ladder_e
-    power = [(le[k][:6] @ np.array([1, *x])) / (lt[k][:6] @ np.array([1, *x])) for k in range(len(lt))]
+    power = [value(le[k], x) / value(lt[k], x) for k in range(len(lt))]
     level = next((k for k, p in enumerate(power) if p <= cap), len(lt) - 1)
-    assert math.isclose(dt, float(lt[level][:6] @ np.array([1, *x])), rel_tol=1e-12)
+    assert math.isclose(dt, value(lt[level], x), rel_tol=1e-12)
     assert level == len(lt) - 1 or de <= cap * dt
-    e0 = float(le[0][:6] @ np.array([1, *x]))
+    e0 = float(le[0][:6] @ np.array([1, *x]))  # the linear part, which the requests' own terms and c0 charge
     assert math.isclose(extra, (de - e0) / le[0, 0], rel_tol=1e-9, abs_tol=1e-9)
 
 
@@ -141,7 +148,7 @@ def test_a_controlled_step_runs_at_the_lowest_clock_within_its_budget(name, wher
     assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, budget, *x) == (dt, de, extra)
     capped_dt, _, _ = costs.step(*x)  # the cap's clock alone
     lt = costs.ladder_t
-    times = [float(lt[k][:6] @ np.array([1, *x])) for k in range(len(lt))]
+    times = [value(lt[k], x) for k in range(len(lt))]
     level = int(np.argmin(np.abs(np.array(times) - dt)))
     assert dt >= capped_dt * (1 - 1e-12)
     assert dt <= max(budget, capped_dt) * (1 + 1e-12)

@@ -15,7 +15,7 @@ from sim.run import simulate
 def test_mean_wait_matches_pollaczek_khinchine(llama):
     llama = dataclasses.replace(llama, power_limit_w=None)  # service time straight from the polynomial
     n_in, n_out, rho, n = 512, 64, 0.7, 200_000
-    service_s = float(F.lockstep_features(n_in, n_out, 1) @ llama.time_coef_s)
+    service_s = float(llama.time(n_in, n_out, 1, check_range=False))
     rate = rho / service_s
     rng = np.random.default_rng(7)
     arrival = np.concatenate([[0.0], np.cumsum(rng.exponential(1 / rate, n - 1))])

@@ -117,7 +117,7 @@ def test_a_too_short_warm_up_misses_work_and_is_reported(oracle, caplog):
     assert "warmup_s=1 s is too short" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sim.windows"):
-        warm = simulate_windows(requests, fleet, windows=8, warmup_s=60.0)
+        warm = simulate_windows(requests, fleet, windows=8, warmup_s=120.0)
     assert not caplog.records
     cold_j, warm_j = (summarize(r, SLO)["active_energy_j"] for r in (cold, warm))
     assert relative(warm_j, base) < 0.005 < relative(cold_j, base)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from oracle.features import StepCoef
-from oracle.model import ExpertReads
+from oracle.model import ExpertReads, Overlap
 from sim.costs import StepCosts
 from sim.kernel import costs, kv
 from sim.kv import BlockPhases, KvLayout
@@ -41,8 +41,9 @@ POWER = st.tuples(*[st.floats(50.0, 1000.0)] * 6)  # W: energy coefficients are 
 
 def value(c, batch: int, ctx: int) -> float:
     """A decode step's time (s) or energy (J) from a kernel row: the six coefficients, then the
-    expert reads (the routed experts a step of `batch` tokens touches: 1 − untouched^batch)."""
-    return c[0] + c[6] * -math.expm1(batch * c[7]) + c[1] * batch + c[2] * ctx
+    expert reads (the routed experts a step of `batch` tokens touches: 1 − untouched^batch); a
+    decode step prefills nothing, so it hides nothing."""
+    return c[0] + c[6] * -math.expm1(batch * c[costs.LOG_UNTOUCHED]) + c[1] * batch + c[2] * ctx
 
 
 def power(c_t, c_e, batch: int, ctx: int) -> float | None:
@@ -55,9 +56,14 @@ def power(c_t, c_e, batch: int, ctx: int) -> float | None:
 EXPERTS = st.sampled_from([(0.0, 1.0)]) | st.tuples(st.floats(1e-4, 0.02), st.sampled_from([0.9375, 0.96875, 0.5]))
 
 
+# a prefill overlap: none, or (share of the constant that is the weights' read, s of one prompt token's compute)
+OVERLAP = st.sampled_from([(0.0, 0.0)]) | st.tuples(st.floats(0.0, 1.0), st.floats(1e-7, 1e-4))
+
+
 def log_row(c: tuple[float, ...]) -> tuple[float, ...]:
-    """A kernel row from six coefficients, the expert reads and the untouched chance (its log)."""
-    return (*c[:7], math.log(c[7]))
+    """A kernel row from six coefficients, the expert reads, the overlap's weights and prompt
+    token, and the untouched chance (its log)."""
+    return (*c[:9], math.log(c[9]))
 
 
 @st.composite
@@ -72,7 +78,10 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float],
     moe_e = moe_t * draw(st.floats(50.0, 1000.0))
     if moe_t and ce[0] == 0.0:
         ce = (1e-3, *ce[1:])  # expert reads are shared in step constants: a positive one
-    ct, ce = log_row((*ct, moe_t, untouched)), log_row((*ce, moe_e, untouched))
+    share, token_t = draw(OVERLAP)
+    token_e = token_t * draw(st.floats(50.0, 1000.0))
+    ct = log_row((*ct, moe_t, share * ct[0], token_t, untouched))
+    ce = log_row((*ce, moe_e, share * ce[0], token_e, untouched))
     batch = draw(st.integers(0, 512))
     ctx_sum = draw(st.integers(0, 4_000_000) | st.integers(0, 64))
     n = draw(st.integers(1, 5_000) | st.integers(1, 8))
@@ -124,7 +133,7 @@ def test_span_s_and_decode_are_the_steps_summed(span):
     assert close(costs.span_s(*c, batch, ctx_sum, n), dt, n) and close(got[0], dt, n)
     assert close(got[1], de, n) and math.isclose(got[2], peak, rel_tol=1e-9)
     ce = c[1][0]
-    shared = n * ce[6] * -math.expm1(batch * ce[7]) / ce[0] if ce[6] else 0.0  # the experts' energy, in step constants
+    shared = n * ce[6] * -math.expm1(batch * ce[costs.LOG_UNTOUCHED]) / ce[0] if ce[6] else 0.0  # in step constants
     assert math.isclose(got[3], shared, rel_tol=1e-12)
 
 
@@ -183,8 +192,9 @@ def test_mixed_is_the_reference(span, prefill):
     """mixed: time and energy of a step that decodes and prefills (`StepCosts.mixed`, bit for bit)."""
     (lt, le, cap, _), batch, ctx_sum, _ = span
     ct, ce = lt[0], le[0]
-    experts = ExpertReads(ct[6], ce[6], math.exp(ct[7])) if ct[6] else None
-    reference = StepCosts(StepCoef.of(ct[:6]), StepCoef.of(ce[:6]), 60.0, cap or None, experts=experts)
+    experts = ExpertReads(ct[6], ce[6], math.exp(ct[costs.LOG_UNTOUCHED])) if ct[6] else None
+    hide = Overlap(ct[7], ct[8], ce[7], ce[8]) if ct[8] else None
+    reference = StepCosts(StepCoef.of(ct[:6]), StepCoef.of(ce[:6]), 60.0, cap or None, experts=experts, overlap=hide)
     r = replica(ct=reference.ladder_t[0], ce=reference.ladder_e[0], limit=cap or None)
     chunks = np.array([m for m, _ in prefill], np.int64)
     pasts = np.array([p for _, p in prefill], np.int64)

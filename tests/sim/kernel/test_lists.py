@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from sim.kernel import lists, state
+from sim.kernel.costs import COLUMNS
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -21,7 +22,7 @@ def row(c: object) -> np.ndarray:
     from a full row (`sim.kernel.costs.COLUMNS` values) as it is."""
     c = np.asarray(c, dtype=float).reshape(-1)
     if c.size == 6:
-        c = np.append(c, [0.0, 0.0])  # no expert reads
+        c = np.append(c, np.zeros(COLUMNS - 6))  # no expert reads, no prefill overlap
     return c.reshape(1, -1)
 
 
