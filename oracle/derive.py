@@ -1,7 +1,8 @@
 """Step coefficients for models nobody measured: architecture + GPU datasheet + a few constants.
 
 For each step feature (see `oracle.features`) the model's FLOPs and bytes of memory traffic per
-feature unit follow from its architecture. Time is an additive roofline and energy adds dynamic
+feature unit follow from its architecture. Time adds compute and memory time (but a step that
+prefills overlaps its weights' read with its prompt's GEMMs: `overlap`) and energy adds dynamic
 energy per FLOP and per byte to static power over the step time:
 
     time_i   = [i = const]·(t_step + L·t_layer) + [i ∈ seqs]·t_seq + flops_i / (g·peak·η_i)

@@ -179,6 +179,17 @@ class TimeRows:
         return self.at_knee(self.knee(t)) @ t
 
     @classmethod
+    def of_kernels(cls, kernels: KernelRows) -> TimeRows:
+        """The rows of measured prefill kernels (their kernel time), each of their weight."""
+        return cls(
+            _terms(kernels.basis, expert_parallel=False),
+            kernels.roofline,
+            PromptSteps.of_steps(kernels.features[:, F.PREFILL_TOKENS]),
+            kernels.kernel_s,
+            np.full(len(kernels.frame), kernels.weight),
+        )
+
+    @classmethod
     def of(cls, b: _Bases, target: np.ndarray, weight: float = 1.0) -> TimeRows:
         """The rows of `b` with their measured time (s), each of `weight`."""
         return cls(b.time, b.roofline, b.prompts, np.asarray(target, dtype=float), np.full(len(b.time), weight))
@@ -232,18 +243,6 @@ def _prompt_steps(df: pd.DataFrame, columns: list[str]) -> PromptSteps:
     return PromptSteps.of_steps(df[M_COLUMNS[F.PREFILL_TOKENS]].to_numpy(float))
 
 
-def _kernel_rows(kernels: KernelRows) -> TimeRows:
-    """The time fit's rows of measured prefill kernels, each of their weight."""
-    n = len(kernels.frame)
-    return TimeRows(
-        _terms(kernels.basis, expert_parallel=False),
-        kernels.roofline,
-        PromptSteps.of_steps(kernels.features[:, F.PREFILL_TOKENS]),
-        kernels.kernel_s,
-        np.full(n, kernels.weight),
-    )
-
-
 def _comm_time(b: _Bases, t: np.ndarray) -> np.ndarray:
     """All-reduce time (s) of each row at the fitted scales."""
     return b.time[:, 4] * t[4] + b.time[:, 5] * t[5]
@@ -276,7 +275,11 @@ def fit_time(rows: TimeRows, held: Mapping[str, float] | None = None, separate: 
         free = np.any(x != 0.0, axis=0) & ~np.isin(TIME_TERMS, list(held))
         fixed = x[:, ~free] @ t[~free]
         t[free] = relative_bounded_lsq(
-            np.ascontiguousarray(x[:, free]), rows.target - fixed, lower=LOWER[free], weights=rows.weights
+            np.ascontiguousarray(x[:, free]),
+            rows.target - fixed,
+            lower=LOWER[free],
+            weights=rows.weights,
+            relative_to=rows.target,
         )
         t[tied] = t[0]
         moved, knee = knee, rows.knee(t)
@@ -306,7 +309,7 @@ def fit_constants(
     separate = kernels is not None and len(kernels.frame) > 0
     if separate:
         assert kernels is not None
-        rows = TimeRows.concat(rows, _kernel_rows(kernels))
+        rows = TimeRows.concat(rows, TimeRows.of_kernels(kernels))
     t = fit_time(rows, held, separate)
     t_pred, itl_pred = windows.predict(t), medians.predict(t)
     # Static power is at least idle power (fit the excess over idle), and the serving these rows

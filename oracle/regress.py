@@ -48,9 +48,11 @@ def relative_bounded_lsq(
     max_iter: int = MAX_ITER,
     time_limit_s: float = TIME_LIMIT_S,
     weights: ArrayLike | None = None,
+    relative_to: ArrayLike | None = None,
 ) -> np.ndarray:
-    """Coefficients c ≥ lower minimising Σ (w·(X·c − y) / y)², optionally with G·c ≤ h
-    (`weights` w: 1 for every row unless given).
+    """Coefficients c ≥ lower minimising Σ (w·(X·c − y) / r)², optionally with G·c ≤ h
+    (`weights` w: 1 for every row unless given; `relative_to` r: y unless given, e.g. a measured
+    total of which y is what is left once held terms are taken out).
 
     For small physical fits (a handful of constants) where bounds and linear inequalities encode
     what hardware can do. Solved with SLSQP (trust-constr if that fails) from the bounded
@@ -62,12 +64,14 @@ def relative_bounded_lsq(
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    A = X / y[:, None] * w[:, None]
+    r = y if relative_to is None else np.asarray(relative_to, dtype=float)
+    A = X / r[:, None] * w[:, None]
+    b = y / r * w
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0
     As = A / scale
     lo = np.asarray(lower, dtype=float) * scale
-    start = lsq_linear(As, w, bounds=(lo, np.inf)).x
+    start = lsq_linear(As, b, bounds=(lo, np.inf)).x
     if constraints is None:
         return start / scale
     G, h = (np.asarray(a, dtype=float) for a in constraints)
@@ -76,7 +80,7 @@ def relative_bounded_lsq(
     Gs, h = Gs / norm[:, None], h / norm
     if np.all(Gs @ start - h <= 1e-12):
         return start / scale
-    H, g = As.T @ As, As.T @ w  # Σ (As·c − w)² = cᵀHc − 2gᵀc + Σ w²
+    H, g = As.T @ As, As.T @ b  # Σ (As·c − b)² = cᵀHc − 2gᵀc + Σ b²
     res = minimize(
         lambda c: float(c @ H @ c - 2.0 * g @ c),
         start,

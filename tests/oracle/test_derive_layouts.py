@@ -32,6 +32,30 @@ def test_one_gpu_is_the_single_gpu_model_bit_for_bit():
             assert np.array_equal(o.time_coef_s, shipped.time_coef_s), name
             assert np.array_equal(o.energy_coef_j, shipped.energy_coef_j), name
             assert o.memory == shipped.memory and o.gpus == 1 and o.experts == shipped.experts
+            assert o.overlap == shipped.overlap
+
+
+def test_the_prefill_overlap_worked_by_hand():
+    """What a prefill hides: one step's read of the dense weights and every routed expert at the
+    achieved bandwidth, against a prompt token's GEMMs at the prompt GEMMs' fraction of peak; each
+    at every GPU's static power for energy; nothing unless the constants say so."""
+    from dataclasses import replace
+
+    k = replace(PLAIN, inv_eff_memory=1.25, inv_eff_prefill=1.5, prefill_overlap=True)
+    m, h100 = arch.load_model("llama-3.1-8b"), arch.load_gpu("h100")
+    work = feature_work(m, Layout(2), h100)
+    o = derive_oracle(m, h100, k, layout=Layout(2))
+    assert o.overlap is not None
+    assert o.overlap.weights_s == pytest.approx(1.25 * m.step_weight_bytes / (2 * h100.memory_bandwidth), rel=1e-12)
+    assert o.overlap.per_token_s == pytest.approx(1.5 * work.flops[F.PREFILL_TOKENS] / (2 * h100.peak_flops))
+    assert o.overlap.weights_j == pytest.approx(2 * 100.0 * o.overlap.weights_s)
+    assert o.overlap.per_token_j == pytest.approx(2 * 100.0 * o.overlap.per_token_s)
+    assert derive_oracle(m, h100, PLAIN).overlap is None
+    moe = arch.load_model("qwen3-30b-a3b")
+    with_experts = derive_oracle(moe, h100, k)
+    assert with_experts.overlap is not None and with_experts.experts is not None
+    dense_s = 1.25 * moe.step_weight_bytes / h100.memory_bandwidth
+    assert with_experts.overlap.weights_s == pytest.approx(dense_s + with_experts.experts.time_s, rel=1e-12)
 
 
 def test_a_tensor_parallel_2_step_worked_by_hand():

@@ -14,6 +14,7 @@ from oracle.model import (
     Oracle,
     OracleFormatError,
     OracleRangeWarning,
+    Overlap,
     shipped_oracles,
 )
 
@@ -32,6 +33,29 @@ def _oracle(**kw):
     )
     args.update(kw)
     return Oracle(**args)
+
+
+HIDE = {"weights_s": 4e-3, "per_token_s": 2e-5, "weights_j": 0.24, "per_token_j": 1.2e-3}
+"""A prefill overlap (the weights' read of a step, one prompt token's GEMMs; s, and J at 60 W)."""
+
+
+def test_a_prefill_step_costs_the_longer_of_its_weights_read_and_its_gemms(tmp_path):
+    """With an overlap, a step prefilling n tokens costs its linear coefficients less
+    min(weights, per_token · n), time and energy apart; decode steps are unchanged; the request
+    polynomial's lockstep batch pays it once; it survives a save and load."""
+    plain, o = _oracle(), _oracle(overlap=Overlap(**HIDE))
+    for n in (0, 10, 200, 4000):  # the knee: 4e-3 / 2e-5 = 200 tokens
+        x = np.array([1.0, 8, 8000, 1, n, n * (n + 1) / 2])
+        hidden_s, hidden_j = min(4e-3, 2e-5 * n), min(0.24, 1.2e-3 * n)
+        assert o.step_time(x) == pytest.approx(plain.step_time(x) - hidden_s, rel=1e-12)
+        assert o.step_energy(x) == pytest.approx(plain.step_energy(x) - hidden_j, rel=1e-12)
+    b, n_in, n_out = 8, 100, 50
+    assert o.energy(n_in, n_out, b) == pytest.approx(plain.energy(n_in, n_out, b) - min(0.24, 1.2e-3 * b * n_in) / b)
+    assert o.time(n_in, n_out, b) == pytest.approx(plain.time(n_in, n_out, b) - min(4e-3, 2e-5 * b * n_in))
+    grid = np.arange(1, 5000)
+    assert o.optimal_output(n_in, b) == pytest.approx(grid[np.argmin(o.energy(n_in, grid, b) / grid)], abs=1.0)
+    back = Oracle.load(o.save(tmp_path / "o.json"))
+    assert back.overlap == o.overlap and back.energy(n_in, n_out, b) == o.energy(n_in, n_out, b)
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -64,6 +88,8 @@ def test_save_load_roundtrip(tmp_path):
         (lambda d: d["calibrated"].update(batch=[1]), "'calibrated.batch' must be a \\[low, high\\] pair"),
         (lambda d: d.update(power_limit_w=50.0), "power_limit_w .* at least idle_power_w"),
         (lambda d: d.update(name=7), "'name' must be a non-empty string"),
+        (lambda d: d.update(overlap={"weights_s": 1e-3}), "overlap needs exactly"),
+        (lambda d: d.update(overlap={**HIDE, "per_token_j": -1.0}), "overlap.per_token_j must be a finite number"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, mutate, message):

@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from oracle import features as F
 from sim.config import ServerConfig
 from sim.run import simulate
 

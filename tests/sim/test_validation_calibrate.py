@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from oracle import arch, hwcal
+from oracle.overlap import KNEE_COLUMNS, KNEES
 from sim.validation import calibrate
 
 
@@ -25,7 +26,7 @@ def test_shipped_features_come_from_a_fresh_replay():
     assert len(picked) == 3
     fresh = calibrate.replay_features(progress=False, only=picked).set_index("config_id").sort_index()
     kept = shipped.set_index("config_id").loc[fresh.index]
-    columns = [*hwcal.X_COLUMNS, *hwcal.M_COLUMNS, hwcal.X_EXPERTS, hwcal.M_EXPERTS]
+    columns = [*hwcal.X_COLUMNS, *hwcal.M_COLUMNS, hwcal.X_EXPERTS, hwcal.M_EXPERTS, *KNEE_COLUMNS]
     np.testing.assert_allclose(fresh[columns].to_numpy(), kept[columns].to_numpy(), rtol=1e-8)
 
 
@@ -37,6 +38,20 @@ def test_refused_models_are_left_out_and_expert_shares_belong_to_moe():
     assert (feats.loc[moe, hwcal.X_EXPERTS] > 0).all() and (feats.loc[~moe, hwcal.X_EXPERTS] == 0).all()
     # a step touches at most every expert: per output token, at most one full read per decode step
     assert (feats[hwcal.M_EXPERTS] <= 1.0).all()
+
+
+def test_the_prompt_tokens_below_each_knee_add_up():
+    """Per output token, the window's prompt tokens below a knee: all of them past the largest
+    prompt step, none at 0, more with a higher knee but never more per knee token (min(n, k) is
+    concave in k)."""
+    feats = hwcal.load_replay_features()
+    s = feats[KNEE_COLUMNS].to_numpy()
+    np.testing.assert_allclose(s[:, -1], feats["x_prefill_tokens"], rtol=1e-8)
+    per_knee = s / KNEES
+    assert (np.diff(s, axis=1) >= -1e-8 * s[:, 1:]).all()  # the file keeps 10 significant digits
+    assert (np.diff(per_knee, axis=1) <= 1e-8 * per_knee[:, :-1]).all()
+    # at a knee of 1 token, one token a prefill step: at most one a prefilling sequence
+    assert (s[:, 0] > 0).all() and (s[:, 0] <= feats["x_prefill_seqs"] * (1 + 1e-8)).all()
 
 
 @pytest.mark.parametrize("argv", [["seeed=1"], ["out"], ["seed=x"], ["progress=yes"]])
