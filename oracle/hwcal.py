@@ -236,10 +236,7 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> 
 def _prompt_steps(df: pd.DataFrame, columns: list[str]) -> PromptSteps:
     """The rows' prompt steps: the window's knees (`X_COLUMNS`) or the median-ITL step's tokens."""
     if columns == X_COLUMNS:
-        missing = [c for c in KNEE_COLUMNS if c not in df.columns]
-        if missing:
-            raise ValueError("the replay features have no prompt-step knees: rerun python -m sim.validation.calibrate")
-        return PromptSteps.of_grid(df[KNEE_COLUMNS].to_numpy(float))
+        return PromptSteps.of_grid(_with_knees(df)[KNEE_COLUMNS].to_numpy(float))
     return PromptSteps.of_steps(df[M_COLUMNS[F.PREFILL_TOKENS]].to_numpy(float))
 
 
@@ -261,14 +258,13 @@ def fit_time(rows: TimeRows, held: Mapping[str, float] | None = None, separate: 
     (no rows see prefill steps on their own): prefill attention and GEMMs are fitted with the
     other FLOPs (their constants returned equal to inv_c)."""
     held = dict(held or {})
-    base = rows.time.copy()
     tied = [] if separate else [i for i in (8, 9) if TIME_TERMS[i] not in held]
     t = NEUTRAL.copy()
     for name, value in held.items():
         t[TIME_TERMS.index(name)] = value
     knee = rows.knee(t)
     for _ in range(KNEE_ITERATIONS):
-        x = replace(rows, time=base).at_knee(knee)
+        x = rows.at_knee(knee)
         for i in tied:
             x[:, 0] += x[:, i]
             x[:, i] = 0.0
@@ -455,10 +451,7 @@ def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | No
     df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
-    feats = load_replay_features() if replay is None else replay
-    missing = [c for c in KNEE_COLUMNS if c not in feats.columns]
-    if missing:
-        raise ValueError("the replay features have no prompt-step knees: rerun python -m sim.validation.calibrate")
+    feats = _with_knees(load_replay_features() if replay is None else replay)
     feats = feats[
         [*KEY, "prompt_mean_tokens", "prompt_sigma", *X_COLUMNS, *M_COLUMNS, X_EXPERTS, M_EXPERTS, *KNEE_COLUMNS]
     ]
@@ -466,6 +459,16 @@ def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | No
     if merged.empty:
         raise ValueError(f"no replay features for the {gpu_label} rows: rerun python -m sim.validation.calibrate")
     return merged
+
+
+def _with_knees(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame`, which must hold the replay's prompt-step knees (ValueError saying how to get them)."""
+    if any(c not in frame.columns for c in KNEE_COLUMNS):
+        raise ValueError(
+            "the replay features have no prompt-step knees (s_knee_*, written since the prefill overlap): "
+            "rerun python -m sim.validation.calibrate"
+        )
+    return frame
 
 
 def _err(pred: pd.Series, true: pd.Series) -> pd.Series:

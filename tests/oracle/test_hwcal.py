@@ -111,3 +111,11 @@ def test_an_unknown_energy_basis_is_an_error():
 def test_rows_without_replay_features_are_an_error():
     with pytest.raises(ValueError, match="sim.validation.calibrate"):
         hwcal.calibrate(arch.load_gpu("h100"), "H100", replay=hwcal.load_replay_features().iloc[:0])
+
+
+def test_replay_features_from_before_the_prefill_overlap_are_an_error():
+    """A features file without the prompt-step knees (written before the overlap) says how to
+    make a new one rather than failing deep in pandas."""
+    old = hwcal.load_replay_features().drop(columns=["s_knee_3"])
+    with pytest.raises(ValueError, match="prompt-step knees.*rerun python -m sim.validation.calibrate"):
+        hwcal.calibrate(arch.load_gpu("h100"), "H100", replay=old)
