@@ -11,16 +11,18 @@ energy per FLOP and per byte to static power over the step time:
 
 for a replica of g GPUs (`Layout`: tensor parallel, experts optionally expert parallel), each doing
 1/g of the FLOPs and bytes, in step, with comm_i the all-reduces of tensor parallelism at the GPU's
-measured collective figures, L the model's layers, and η_i the achieved fraction of peak FLOP/s: η_a
-for the causal attention of prefilled tokens (FlashAttention-style kernels, far below the GEMMs'
-fraction on measured H100 kernels, `oracle.kernels`), η_c for the rest. A mixture of experts
-computes on its activated parameters and reads, per step, the routed experts its tokens touch
-(`oracle.model.ExpertReads`, outside the six linear coefficients). Weights, KV cache and FLOPs take
-the checkpoint's precision (fp8 GEMMs at the fp8 peak; mxfp4 experts as bytes).
+measured collective figures, L the model's layers, and η_i the achieved fraction of peak FLOP/s: η_p
+for the prompt tokens' GEMMs, η_a for their causal attention, η_c for the rest (each fitted:
+`oracle.hwcal`; the prompt's fitted on measured prefill kernels, `oracle.kernels`). A step that
+prefills n tokens then costs min(weights' read, n · a token's GEMMs) less (`overlap`). A mixture of
+experts computes on its activated parameters and reads, per step, the routed experts its tokens
+touch (`oracle.model.ExpertReads`, outside the six linear coefficients). Weights, KV cache and FLOPs
+take the checkpoint's precision (fp8 GEMMs at the fp8 peak; mxfp4 experts as bytes).
 
-Both are linear in the constants, which are calibrated on real measurements (`oracle.hwcal`).
-Sliding-window layers whose window is shorter than `LONG_WINDOW` are linearised: they read a fixed
-window per decoded token (charged per sequence) and about half a window per prefilled token.
+Both are linear in the constants (given the overlap's knees), which are calibrated on real
+measurements (`oracle.hwcal`). Sliding-window layers whose window is shorter than `LONG_WINDOW` are
+linearised: they read a fixed window per decoded token (charged per sequence) and about half a
+window per prefilled token.
 """
 
 from __future__ import annotations
