@@ -289,18 +289,13 @@ def comm_scale(work: FeatureWork, k: HardwareConstants) -> float:
 
 def time_constants(work: FeatureWork, k: HardwareConstants) -> np.ndarray:
     """The constants `time_basis`'s columns multiply, in its order."""
-    return constant_vector(k, comm_scale(work, k))
-
-
-def constant_vector(k: HardwareConstants, comm: float) -> np.ndarray:
-    """`time_basis`'s constants with the all-reduces' scale `comm`."""
     return np.array(
         [
             k.inv_eff_compute,
             k.inv_eff_memory,
             k.step_overhead_s,
             k.seq_overhead_s,
-            comm,
+            comm_scale(work, k),
             k.layer_overhead_s,
             k.attention,
             k.prefill,

@@ -41,7 +41,6 @@ from oracle.derive import (
     FeatureWork,
     HardwareConstants,
     Layout,
-    constant_vector,
     energy_coef,
     expert_reads,
     feature_work,
@@ -282,6 +281,25 @@ def fit_time(rows: TimeRows, held: Mapping[str, float] | None = None, separate: 
         if np.allclose(moved, knee, rtol=1e-9, atol=0.0):
             break
     return t
+
+
+def time_terms(k: HardwareConstants) -> np.ndarray:
+    """The `TIME_TERMS` vector of constants `k` (the inverse of how `fit_constants` reads them)."""
+    ep_comm = k.comm_scale if k.ep_comm_scale is None else k.ep_comm_scale
+    return np.array(
+        [
+            k.inv_eff_compute,
+            k.inv_eff_memory,
+            k.step_overhead_s,
+            k.seq_overhead_s,
+            k.comm_scale,
+            ep_comm,
+            k.layer_overhead_s,
+            k.fp8_expert_read_scale,
+            k.attention,
+            k.prefill,
+        ]
+    )
 
 
 def fit_constants(
@@ -611,12 +629,9 @@ def kernel_errors(k: HardwareConstants, kernels: KernelRows) -> pd.DataFrame:
 
 def kernel_time_s(kernels: KernelRows, k: HardwareConstants) -> np.ndarray:
     """The kernel time (s) constants `k` give each kernel row (dense, tensor parallel), its
-    prefill overlapped where `k` says so."""
-    linear = kernels.basis @ constant_vector(k, k.comm_scale)
-    if not k.prefill_overlap:
-        return linear
-    weights_s, token_s = k.inv_eff_memory * kernels.roofline[:, 0], k.prefill * kernels.roofline[:, 1]  # dense
-    return linear - np.minimum(weights_s, token_s * kernels.features[:, F.PREFILL_TOKENS])
+    prefill overlapped where `k` says so: what the time fit reproduces (`TimeRows`)."""
+    rows, t = TimeRows.of_kernels(kernels), time_terms(k)
+    return rows.predict(t) if k.prefill_overlap else rows.time @ t
 
 
 def held_out_errors(rows: pd.DataFrame) -> pd.DataFrame:

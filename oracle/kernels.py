@@ -155,8 +155,9 @@ KERNEL_ONLY = (2, 3, 4)
 class KernelRows:
     """Carried-over prefill steps (`carried`'s rows whose replica fits its GPUs) with, per row,
     its feature vector, the time of each `oracle.derive.time_basis` constant at 1 (s;
-    `KERNEL_ONLY` columns zero) and its `oracle.derive.roofline_parts` (s) and fp8 experts (none); `skipped`: (model,
-    tp, why) left out; `weight`: of each row in a fit beside measured serving runs
+    `KERNEL_ONLY` columns zero), and its `oracle.derive.roofline_parts` (s) with a last column
+    for fp8 experts (0: dense models), the layout `oracle.hwcal.TimeRows` reads; `skipped`:
+    (model, tp, why) left out; `weight`: of each row in a fit beside measured serving runs
     (`oracle.hwcal.fit_time`; 1: as much as one run's target)."""
 
     frame: pd.DataFrame

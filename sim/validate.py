@@ -156,12 +156,9 @@ def _prefill_section(out: Path) -> None:
     from sim.validation import layers, prefill
 
     print("\nprefill: Splitwise's measured prompt times (Llama-2-70B, H100, TP 2-8) against the simulator")
-    split, split_err, why = prefill.compare()
-    prefill.show(split, split_err, [f"left out: {line}" for line in why], out / "prefill.csv", rows=False)
+    split = prefill.report(out, rows=False)
     print("\nprefill: LLMServingSim's measured H100 kernels (Llama-3.1-8B, 70B), carried over, against the simulator")
-    kernels, kernel_err, notes = layers.compare()
-    prefill.show(kernels, kernel_err, notes, out / "layers.csv", rows=False)
-    both = prefill.agreement(split, kernels)
+    both = prefill.agreement(split, layers.report(out, rows=False))
     print(
         "\nprefill: the two measured sets on the same work (a 70B Llama prompt at batch 1 on H100s): Splitwise's "
         f"prompt time is {both['ratio'].min():.2f}-{both['ratio'].max():.2f}x LLMServingSim's kernels + all-reduce "

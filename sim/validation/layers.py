@@ -155,13 +155,14 @@ def errors(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(groups)
 
 
-def report(out: Path, *, rows: bool = True) -> Path:
+def report(out: Path, *, rows: bool = True) -> pd.DataFrame:
     """Print the comparison (notes, each row if `rows`, the errors) and write it to
-    OUT/layers.csv; that path."""
+    OUT/layers.csv; the rows compared."""
     from sim.validation.prefill import show
 
     df, err, notes = compare()
-    return show(df, err, notes, out / "layers.csv", rows=rows)
+    show(df, err, notes, out / "layers.csv", rows=rows)
+    return df
 
 
 def _fail(message: str) -> int:

@@ -115,11 +115,12 @@ def agreement(splitwise: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     return both.assign(ratio=both["splitwise_ms"] / both["llmservingsim_ms"])
 
 
-def report(out: Path, *, rows: bool = True) -> Path:
+def report(out: Path, *, rows: bool = True) -> pd.DataFrame:
     """Print the comparison (the rows left out and why, each row replayed if `rows`, the errors)
-    and write it to OUT/prefill.csv; that path."""
+    and write it to OUT/prefill.csv; the rows replayed."""
     df, err, why = compare()
-    return show(df, err, [f"left out: {line}" for line in why], out / "prefill.csv", rows=rows)
+    show(df, err, [f"left out: {line}" for line in why], out / "prefill.csv", rows=rows)
+    return df
 
 
 def show(df: pd.DataFrame, err: pd.DataFrame, notes: list[str], path: Path, *, rows: bool = True) -> Path:
