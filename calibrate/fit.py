@@ -2,6 +2,12 @@
 
     python -m calibrate.fit measurements=FILE out=ORACLE.json [name=...] [idle_power_w=...]
 
+Runs at a locked SM clock or under a power cap (columns `clock_mhz`, `power_limit_w`, what
+`grid=dvfs` measures) are set apart: the step model is fitted on the runs at the GPU's default
+settings, then the clock parameters on the others (`calibrate.clock_fit`), kept in the oracle
+(`clock`) for the simulator's `gpu.clock_mhz`, `gpu.power_limit_w` and clock controller. Without
+such runs the GPU's default clock parameters apply, and the report says so.
+
 Prints coefficients, θ at batch 1, n_out* for a few n_in, in-sample and 5-fold CV MAPE of the
 oracle and of the baselines on the same rows, and what keeping the implied step power between idle
 power and the power limit cost in MAPE; writes ORACLE.json (with `fit.mape_pct`,
@@ -21,12 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from calibrate.clock_fit import ClockEstimator
 from calibrate.table import MeasurementTableError, read_table
 from oracle import features as F
-from oracle.fit import fit_oracle
+from oracle.clocks import ClockError, clock_spec
+from oracle.fit import default_settings, fit_oracle
+from oracle.model import Oracle
 from oracle.plots import plot_efficiency_heatmap, plot_energy_per_token
 from oracle.regress import FitNotConvergedError
 
@@ -61,7 +71,16 @@ def fit_measurements(
 ) -> dict[str, Any]:
     """Fit the table at `table_path`, write the oracle JSON and plots; return the fit report dict."""
     table = read_table(table_path)
-    oracle, report = fit_oracle(table, name=name, idle_power_w=idle_power_w, folds=folds, seed=seed)
+    at_default = default_settings(table, str(table["gpu"].iloc[0]))
+    if not at_default.any():
+        raise ValueError(
+            f"{table_path}: every run was measured at a locked SM clock or a power cap; the step model needs runs "
+            "at the GPU's default settings (clock_mhz and power_limit_w empty) to fit on"
+        )
+    oracle, report = fit_oracle(
+        table[at_default].reset_index(drop=True), name=name, idle_power_w=idle_power_w, folds=folds, seed=seed
+    )
+    clock_text = _fit_clock(oracle, table[~at_default].reset_index(drop=True))
     out_path = Path(out_path)
     oracle.provenance.update(
         {
@@ -77,14 +96,37 @@ def fit_measurements(
         f"  {f:<15} energy {e:.4e} J   time {t:.4e} s"
         for f, e, t in zip(F.FEATURES, oracle.energy_coef_j, oracle.time_coef_s, strict=True)
     )
-    print(f"step coefficients (per feature unit):\n{coefs}\n{report.text()}")
+    print(f"step coefficients (per feature unit):\n{coefs}\n{report.text()}\n{clock_text}")
     if plots:
         stem = out_path.with_suffix("")
         batch = int(oracle.fitted_batch or 1)  # a one-batch oracle is plotted where it was measured
         plot_efficiency_heatmap(oracle, f"{stem}.heatmap.png", batch=batch)
         plot_energy_per_token(oracle, f"{stem}.energy_per_token.png", batch=batch)
     print(f"wrote {out_path}")
-    return report.as_dict()
+    return {**report.as_dict(), "clock": oracle.fit["clock"]}
+
+
+def _fit_clock(oracle: Oracle, rows: pd.DataFrame) -> str:
+    """Fit the clock parameters on the runs at other settings into `oracle` (its `clock` and
+    `fit["clock"]`); the report's text. Without such runs the GPU's defaults stay."""
+    if rows.empty:
+        oracle.fit["clock"] = None
+        return (
+            "clock parameters: no runs at a locked clock or a power cap, so the GPU's defaults apply "
+            "(oracle/clock_specs.py; most of their figures are ASSUMED): measure with grid=dvfs to fit them"
+        )
+    try:
+        clock_spec(oracle.gpu)
+    except ClockError as e:
+        raise ValueError(
+            f"{len(rows)} runs were measured at a locked clock or a power cap, but their GPU has no clock table to "
+            f"fit clock parameters within ({e}); leave those runs out or add the GPU to oracle/clock_specs.py"
+        ) from None
+    est = ClockEstimator(oracle).fit(rows)
+    assert est.spec_ is not None and est.report_ is not None
+    oracle.clock = est.spec_
+    oracle.fit["clock"] = est.report_.as_dict()
+    return est.report_.text()
 
 
 ConfigStore.instance().store(name="fit_schema", node=FitConfig)

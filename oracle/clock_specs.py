@@ -1,4 +1,6 @@
-"""Clock parameters of the GPUs in `oracle/data/gpus/`, each figure with its source or marked ASSUMED.
+"""Clock parameters of a GPU (`ClockSpec`) and the defaults of the GPUs in `oracle/data/gpus/`, each
+figure with its source or marked ASSUMED. An oracle fitted on measurements at several clocks carries its
+own (`Oracle.clock`, fitted by `calibrate.clock_fit`), which take the place of these defaults.
 
 Sources read for this table (2025):
 - [H100-SMI] `nvidia-smi -q` of 8× "NVIDIA H100 80GB HBM3" (SXM, 700 W), driver 565.57.01, repository
@@ -18,7 +20,79 @@ falling, the share of power that scales with f·V², and the clock-switch latenc
 
 from __future__ import annotations
 
-from oracle.clocks import ClockSpec
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ClockError(ValueError):
+    """A clock the GPU does not support, or a GPU without clock parameters; the message says which."""
+
+
+@dataclass(frozen=True)
+class ClockSpec:
+    """Clock parameters of one GPU (MHz, s, fractions); sources in `oracle.clock_specs`.
+
+    min_mhz, max_mhz, step_mhz: the supported SM clocks are max_mhz, max_mhz − step_mhz, … min_mhz.
+    voltage_floor_mhz: below it the core voltage stays at `floor_voltage_ratio` × its value at max_mhz.
+    dynamic_fraction: the share of above-idle power that scales with f · V(f)².
+    switch_latency_s: time to change the clock (for controllers that switch it at run time).
+    """
+
+    gpu: str
+    min_mhz: int
+    max_mhz: int
+    step_mhz: int
+    voltage_floor_mhz: int
+    floor_voltage_ratio: float
+    dynamic_fraction: float
+    switch_latency_s: float
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.min_mhz <= self.max_mhz:
+            problems.append(f"needs 0 < min_mhz ≤ max_mhz, got {self.min_mhz}, {self.max_mhz}")
+        if self.step_mhz <= 0 or (self.max_mhz - self.min_mhz) % self.step_mhz:
+            problems.append(f"step_mhz {self.step_mhz} must be positive and divide max_mhz − min_mhz")
+        if not self.min_mhz <= self.voltage_floor_mhz <= self.max_mhz:
+            problems.append(f"voltage_floor_mhz {self.voltage_floor_mhz} lies outside [min_mhz, max_mhz]")
+        if not 0 < self.floor_voltage_ratio <= 1:
+            problems.append(f"floor_voltage_ratio must be in (0, 1], got {self.floor_voltage_ratio}")
+        if not 0 <= self.dynamic_fraction <= 1:
+            problems.append(f"dynamic_fraction must be in [0, 1], got {self.dynamic_fraction}")
+        if not self.switch_latency_s >= 0:
+            problems.append(f"switch_latency_s must be ≥ 0, got {self.switch_latency_s}")
+        if problems:
+            raise ValueError(f"clock parameters of {self.gpu!r}: {'; '.join(problems)}")
+
+    @property
+    def supported_mhz(self) -> np.ndarray:
+        """Every supported SM clock (MHz), ascending."""
+        return np.arange(self.min_mhz, self.max_mhz + 1, self.step_mhz)
+
+    def describe(self) -> str:
+        """'345-1980 MHz in steps of 15 MHz'."""
+        return f"{self.min_mhz}-{self.max_mhz} MHz in steps of {self.step_mhz} MHz"
+
+    def check(self, clock_mhz: float | np.ndarray) -> None:
+        """Raise ClockError unless every clock in `clock_mhz` is one of the supported clocks."""
+        for f in np.asarray(clock_mhz, dtype=float).ravel():
+            if not (self.min_mhz <= f <= self.max_mhz and float(self.max_mhz - f) % self.step_mhz == 0):
+                raise ClockError(f"{f:g} MHz is not a supported SM clock of {self.gpu} ({self.describe()})")
+
+    def voltage_ratio(self, clock_mhz: float | np.ndarray) -> np.ndarray:
+        """V(f) / V(f_max): flat below the voltage floor, linear from there up to the maximum clock
+        (elementwise over an array of clocks)."""
+        f = np.asarray(clock_mhz, dtype=float)
+        if self.voltage_floor_mhz == self.max_mhz:
+            return np.full_like(f, self.floor_voltage_ratio)
+        rise = (f - self.voltage_floor_mhz) / (self.max_mhz - self.voltage_floor_mhz)
+        return np.where(
+            f <= self.voltage_floor_mhz,
+            self.floor_voltage_ratio,
+            self.floor_voltage_ratio + (1.0 - self.floor_voltage_ratio) * rise,
+        )
+
 
 CLOCK_SPECS: dict[str, ClockSpec] = {
     "h100": ClockSpec(

@@ -28,12 +28,13 @@ At f_max the oracle's coefficients are returned unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
 
 from oracle.arch import find_gpu
+from oracle.clock_specs import CLOCK_SPECS, ClockError, ClockSpec
 from oracle.model import Oracle, Overlap, with_reads
 
 COMPUTE_SHARE: Final = np.array([0.0, 0.5, 0.0, 0.5, 1.0, 1.0])
@@ -42,85 +43,23 @@ OVERLAP_TOKEN: Final = 8
 """The column of `with_reads`' layout holding the prefill overlap's prompt-token compute."""
 
 
-class ClockError(ValueError):
-    """A clock the GPU does not support, or a GPU without clock parameters; the message says which."""
-
-
-@dataclass(frozen=True)
-class ClockSpec:
-    """Clock parameters of one GPU (MHz, s, fractions); sources in `oracle.clock_specs`.
-
-    min_mhz, max_mhz, step_mhz: the supported SM clocks are max_mhz, max_mhz − step_mhz, … min_mhz.
-    voltage_floor_mhz: below it the core voltage stays at `floor_voltage_ratio` × its value at max_mhz.
-    dynamic_fraction: the share of above-idle power that scales with f · V(f)².
-    switch_latency_s: time to change the clock (for controllers that switch it at run time).
-    """
-
-    gpu: str
-    min_mhz: int
-    max_mhz: int
-    step_mhz: int
-    voltage_floor_mhz: int
-    floor_voltage_ratio: float
-    dynamic_fraction: float
-    switch_latency_s: float
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 < self.min_mhz <= self.max_mhz:
-            problems.append(f"needs 0 < min_mhz ≤ max_mhz, got {self.min_mhz}, {self.max_mhz}")
-        if self.step_mhz <= 0 or (self.max_mhz - self.min_mhz) % self.step_mhz:
-            problems.append(f"step_mhz {self.step_mhz} must be positive and divide max_mhz − min_mhz")
-        if not self.min_mhz <= self.voltage_floor_mhz <= self.max_mhz:
-            problems.append(f"voltage_floor_mhz {self.voltage_floor_mhz} lies outside [min_mhz, max_mhz]")
-        if not 0 < self.floor_voltage_ratio <= 1:
-            problems.append(f"floor_voltage_ratio must be in (0, 1], got {self.floor_voltage_ratio}")
-        if not 0 <= self.dynamic_fraction <= 1:
-            problems.append(f"dynamic_fraction must be in [0, 1], got {self.dynamic_fraction}")
-        if not self.switch_latency_s >= 0:
-            problems.append(f"switch_latency_s must be ≥ 0, got {self.switch_latency_s}")
-        if problems:
-            raise ValueError(f"clock parameters of {self.gpu!r}: {'; '.join(problems)}")
-
-    @property
-    def supported_mhz(self) -> np.ndarray:
-        """Every supported SM clock (MHz), ascending."""
-        return np.arange(self.min_mhz, self.max_mhz + 1, self.step_mhz)
-
-    def describe(self) -> str:
-        """'345-1980 MHz in steps of 15 MHz'."""
-        return f"{self.min_mhz}-{self.max_mhz} MHz in steps of {self.step_mhz} MHz"
-
-    def check(self, clock_mhz: float) -> None:
-        """Raise ClockError unless `clock_mhz` is one of the supported clocks."""
-        ok = self.min_mhz <= clock_mhz <= self.max_mhz and float(self.max_mhz - clock_mhz) % self.step_mhz == 0
-        if not ok:
-            raise ClockError(f"{clock_mhz:g} MHz is not a supported SM clock of {self.gpu} ({self.describe()})")
-
-    def voltage_ratio(self, clock_mhz: float) -> float:
-        """V(f) / V(f_max): flat below the voltage floor, linear from there up to the maximum clock."""
-        if clock_mhz <= self.voltage_floor_mhz or self.voltage_floor_mhz == self.max_mhz:
-            return self.floor_voltage_ratio
-        rise = (clock_mhz - self.voltage_floor_mhz) / (self.max_mhz - self.voltage_floor_mhz)
-        return self.floor_voltage_ratio + (1.0 - self.floor_voltage_ratio) * rise
-
-
 def coefficients_at(
     time_coef_s: np.ndarray, energy_coef_j: np.ndarray, idle_power_w: float, spec: ClockSpec, clock_mhz: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(time s, energy J) coefficients at SM clock `clock_mhz` from those at the maximum clock; pure.
 
     The clock is checked against `spec` (ClockError); at the maximum clock the inputs are returned.
+    `clock_mhz` may be an array of clocks (shape (L, 1)): then the coefficients at each, (L, columns).
     """
     t, e, stretch, moving = _scaling(time_coef_s, energy_coef_j, spec, clock_mhz)
-    if clock_mhz == spec.max_mhz:
+    if np.ndim(clock_mhz) == 0 and clock_mhz == spec.max_mhz:
         return t.copy(), e.copy()
     static = np.minimum(idle_power_w * t, e)  # J per feature unit drawn as idle power at f_max
     return t * stretch, static * stretch + (e - static) * moving
 
 
 def _scaling(
-    time_coef_s: np.ndarray, energy_coef_j: np.ndarray, spec: ClockSpec, clock_mhz: float
+    time_coef_s: np.ndarray, energy_coef_j: np.ndarray, spec: ClockSpec, clock_mhz: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The coefficients as arrays (the clock checked), and at `clock_mhz` each feature's time
     stretch and the factor of its above-idle energy ((1 − φ) data movement + φ switching)."""
@@ -131,21 +70,25 @@ def _scaling(
     share[: COMPUTE_SHARE.size] = COMPUTE_SHARE
     if share.size > OVERLAP_TOKEN:
         share[OVERLAP_TOKEN] = 1.0  # the overlap's prompt token is compute
-    stretch = (1.0 - share) + share * (spec.max_mhz / clock_mhz)
+    f = np.asarray(clock_mhz, dtype=float)
+    stretch = (1.0 - share) + share * (spec.max_mhz / f)
     phi = spec.dynamic_fraction
-    switching = (clock_mhz / spec.max_mhz) * spec.voltage_ratio(clock_mhz) ** 2 * stretch
+    switching = (f / spec.max_mhz) * spec.voltage_ratio(f) ** 2 * stretch
     return t, e, stretch, (1.0 - phi) + phi * switching
 
 
 def clock_spec(gpu: str) -> ClockSpec:
-    """The clock parameters of a GPU named as an oracle names it ('NVIDIA H100 SXM5 80GB' or 'h100')."""
-    from oracle.clock_specs import CLOCK_SPECS  # the table builds ClockSpecs: imported here, not in a cycle
-
+    """The default clock parameters of a GPU named as an oracle names it ('NVIDIA H100 SXM5 80GB' or 'h100')."""
     found = find_gpu(gpu)
     spec = CLOCK_SPECS.get(found.name) if found is not None else None
     if spec is None:
         raise ClockError(f"no clock parameters for GPU {gpu!r}; known: {', '.join(sorted(CLOCK_SPECS))}")
     return spec
+
+
+def clock_spec_of(oracle: Oracle) -> ClockSpec:
+    """The clock parameters an oracle runs with: those fitted with it (`Oracle.clock`), else its GPU's."""
+    return oracle.clock if oracle.clock is not None else clock_spec(oracle.gpu)
 
 
 def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
@@ -155,7 +98,7 @@ def at_clock(oracle: Oracle, clock_mhz: float | None) -> Oracle:
     """
     if clock_mhz is None:
         return oracle
-    spec = clock_spec(oracle.gpu)
+    spec = clock_spec_of(oracle)
     x, o = oracle.experts, oracle.overlap
     time_coef, energy_coef = coefficients_at(
         *with_reads(oracle.time_coef_s, oracle.energy_coef_j, x, o), oracle.idle_power_w, spec, clock_mhz
@@ -199,11 +142,11 @@ def ladder(oracle: Oracle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     coefficients, then the expert reads of `Oracle.experts` (0 for a dense model) and the prefill
     overlap's weights and prompt token (`Oracle.overlap`; 0 without one)). Level 0 is the
     oracle's own coefficients, unchanged. ClockError for a GPU without clock parameters."""
-    spec = clock_spec(oracle.gpu)
+    spec = clock_spec_of(oracle)
     own = float(oracle.settings.get("clock_mhz", spec.max_mhz))
     t0, e0 = with_reads(oracle.time_coef_s, oracle.energy_coef_j, oracle.experts, oracle.overlap)
     t_max, e_max = coefficients_at_max(t0, e0, oracle.idle_power_w, spec, own)
     clocks = spec.supported_mhz[::-1]
     clocks = clocks[clocks <= own]
-    levels = [(t0, e0)] + [coefficients_at(t_max, e_max, oracle.idle_power_w, spec, float(f)) for f in clocks[1:]]
-    return clocks.astype(float), np.array([t for t, _ in levels]), np.array([e for _, e in levels])
+    t, e = coefficients_at(t_max, e_max, oracle.idle_power_w, spec, clocks[1:, None].astype(float))
+    return clocks.astype(float), np.vstack([t0, t]), np.vstack([e0, e])

@@ -9,7 +9,9 @@ linear inequalities of the least squares. A table of one batch size is fitted wi
 step cost merged into the per-sequence ones (`oracle.identify`): exact at that batch, its batch
 scaling undetermined, which the report and the oracle say. A table that cannot determine the
 coefficients (too few distinct points, or points that never vary what separates two features) is
-refused.
+refused. It is fitted on the runs at the GPU's default settings (no clock locked below the
+maximum, no power cap below the board limit, `default_settings`); runs at other settings fit the
+clock parameters (`calibrate.clock_fit`), and a table of them is refused here with that pointer.
 Baselines, fitted and scored on the same rows: the linear per-request model a·n_in + b·n_out + c,
 a FLOPs-only model (energy proportional to linear-layer and attention FLOPs), and the ideal bound
 FLOPs × TDP / peak FLOP/s.
@@ -27,6 +29,7 @@ import pandas as pd
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
+from oracle.clocks import ClockError, clock_spec
 from oracle.identify import (
     batch_note,
     fitted_batch,
@@ -39,6 +42,23 @@ from oracle.regress import ConstrainedRelativeLSQ, NotFittedError, RelativeNNLS,
 from oracle.run_power import check_run_power
 
 log = logging.getLogger(__name__)
+
+
+def default_settings(table: pd.DataFrame, gpu: str) -> np.ndarray:
+    """Which runs were measured at the GPU's default settings: `clock_mhz` empty or the GPU's
+    maximum SM clock (`oracle.clock_specs`), `power_limit_w` empty or at least its board limit
+    (`oracle/data/gpus/`). A GPU without clock parameters has default runs only where `clock_mhz`
+    is empty; one without a known board limit, only where `power_limit_w` is empty."""
+    n = len(table)
+    clock = table["clock_mhz"].to_numpy(float) if "clock_mhz" in table else np.full(n, np.nan)
+    cap = table["power_limit_w"].to_numpy(float) if "power_limit_w" in table else np.full(n, np.nan)
+    try:
+        top = float(clock_spec(gpu).max_mhz)
+    except ClockError:
+        top = np.inf
+    spec = find_gpu(gpu)
+    board = np.inf if spec is None else spec.power_limit_w
+    return (np.isnan(clock) | (clock >= top)) & (np.isnan(cap) | (cap >= board))
 
 
 def power_limits(
@@ -322,6 +342,13 @@ def fit_oracle(
                 f"the table mixes several values of {col!r} ({sorted(table[col].unique())}); fit one at a time"
             )
     model_name, gpu_name, backend = (str(table[c].iloc[0]) for c in ("model", "gpu", "backend"))
+    other = int((~default_settings(table, gpu_name)).sum())
+    if other:
+        raise ValueError(
+            f"{other} of {len(table)} runs were measured at a locked SM clock or a power cap (columns clock_mhz, "
+            "power_limit_w): the step model is fitted on runs at the GPU's default settings only; "
+            "`python -m calibrate.fit` fits both (`oracle.fit.default_settings` selects the rows)"
+        )
     model, gpu = find_model(model_name), find_gpu(gpu_name)
     idle, limit = _idle_power(table, gpu, idle_power_w), _power_limit(table, gpu)
     if limit is not None and not 0 <= idle < limit:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle import features as F
+from oracle.clock_specs import ClockSpec
 from oracle.files import NotARegularFileError, require_regular_file
 from oracle.identify import batch_note
 
@@ -191,6 +192,7 @@ class Oracle:
     experts: ExpertReads | None = None  # a mixture of experts' routed-expert reads (None: dense)
     gpus: int = 1  # GPUs of one replica (its coefficients, idle power and limit count all of them)
     overlap: Overlap | None = None  # what a prefill step hides of its weights' read (None: nothing)
+    clock: ClockSpec | None = None  # clock parameters fitted with it (None: its GPU's, `oracle.clock_specs`)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.gpus, int) and self.gpus >= 1):
@@ -391,6 +393,7 @@ class Oracle:
             **({} if self.gpus == 1 else {"gpus": self.gpus}),
             **({} if self.experts is None else {"experts": asdict(self.experts)}),
             **({} if self.overlap is None else {"overlap": asdict(self.overlap)}),
+            **({} if self.clock is None else {"clock": asdict(self.clock)}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -429,6 +432,7 @@ class Oracle:
                 experts=None if d.get("experts") is None else ExpertReads(**_expert_fields(d["experts"])),
                 gpus=_whole(d.get("gpus", 1), "gpus"),
                 overlap=None if d.get("overlap") is None else Overlap(**_overlap_fields(d["overlap"])),
+                clock=None if d.get("clock") is None else ClockSpec(**_clock_fields(d["clock"])),
             )
         except KeyError as e:
             raise OracleFormatError(f"{source}: missing key {e.args[0]!r}") from e
@@ -660,6 +664,19 @@ def _overlap_fields(overlap: Any) -> dict[str, float]:
     if set(m) != set(known):
         raise ValueError(f"overlap needs exactly {list(known)}, got {sorted(m)}")
     return {k: _number(m[k], f"overlap.{k}") for k in known}
+
+
+def _clock_fields(clock: Any) -> dict[str, Any]:
+    """The `clock` object's fields (`ClockSpec` checks their ranges)."""
+    known = [f.name for f in fields(ClockSpec)]
+    m = _mapping(clock, "clock")
+    if set(m) != set(known):
+        raise ValueError(f"clock needs exactly {known}, got {sorted(m)}")
+    out: dict[str, Any] = {"gpu": _text(m, "gpu")}
+    for k in known[1:]:
+        v = _number(m[k], f"clock.{k}")
+        out[k] = _whole(v, f"clock.{k}") if k.endswith("_mhz") else v
+    return out
 
 
 def _whole(v: Any, label: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 import traces
-from oracle.clocks import ClockError, at_clock, clock_spec
+from oracle.clocks import ClockError, at_clock, clock_spec_of
 from oracle.errors import HeldOutErrors
 from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
@@ -202,7 +202,7 @@ def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle", tpot_
         raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
     if gpu.clock_policy == "slo":
         try:
-            clock_spec(oracle.gpu)
+            clock_spec_of(oracle)
         except ClockError as e:
             raise ConfigError(f"gpu.clock_policy=slo ({key} {oracle.name!r}): {e}") from e
         budget = gpu.slo_headroom * tpot_s
