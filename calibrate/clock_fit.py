@@ -148,7 +148,9 @@ class ClockEstimator:
         self.report_: ClockFitReport | None = None
 
     def _spec(self, default: ClockSpec, p: np.ndarray) -> ClockSpec:
-        return replace(default, **dict(zip(FITTED, map(float, p), strict=True)))
+        return replace(
+            default, dynamic_fraction=float(p[0]), floor_voltage_ratio=float(p[1]), voltage_floor_mhz=float(p[2])
+        )
 
     def fit(self, rows: pd.DataFrame) -> ClockEstimator:
         """Fit on runs at locked clocks or caps (columns of `calibrate.table`); ValueError when
@@ -172,9 +174,8 @@ class ClockEstimator:
         free = ~_flat(residuals, best, lower, upper)
         if not free.all():  # refit the others with those at their defaults
             best = self._least_squares(residuals, start, free, lower, upper)
-        best[2] = round(best[2])  # a whole MHz, as `ClockSpec` keeps it
+        best[2] = round(best[2])  # a whole MHz, as the clock tables give it
         spec = self._spec(default, best)
-        spec = replace(spec, voltage_floor_mhz=int(spec.voltage_floor_mhz))
         t, e = predict_runs(replace(self.oracle, clock=spec), rows)
         t0, e0 = predict_runs(replace(self.oracle, clock=default), rows)
         clock, cap = settings_of(rows)

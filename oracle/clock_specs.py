@@ -43,7 +43,7 @@ class ClockSpec:
     min_mhz: int
     max_mhz: int
     step_mhz: int
-    voltage_floor_mhz: int
+    voltage_floor_mhz: float
     floor_voltage_ratio: float
     dynamic_fraction: float
     switch_latency_s: float

@@ -44,7 +44,11 @@ OVERLAP_TOKEN: Final = 8
 
 
 def coefficients_at(
-    time_coef_s: np.ndarray, energy_coef_j: np.ndarray, idle_power_w: float, spec: ClockSpec, clock_mhz: float
+    time_coef_s: np.ndarray,
+    energy_coef_j: np.ndarray,
+    idle_power_w: float,
+    spec: ClockSpec,
+    clock_mhz: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(time s, energy J) coefficients at SM clock `clock_mhz` from those at the maximum clock; pure.
 

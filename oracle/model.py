@@ -675,7 +675,7 @@ def _clock_fields(clock: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"gpu": _text(m, "gpu")}
     for k in known[1:]:
         v = _number(m[k], f"clock.{k}")
-        out[k] = _whole(v, f"clock.{k}") if k.endswith("_mhz") else v
+        out[k] = _whole(v, f"clock.{k}") if k in ("min_mhz", "max_mhz", "step_mhz") else v
     return out
 
 
