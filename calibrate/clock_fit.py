@@ -81,9 +81,9 @@ def _run(costs: StepCosts, n_in: int, n_out: int, batch_size: int, num_requests:
     for b, count in ((cap, full), (rest, 1 if rest else 0)):
         if count == 0:
             continue
-        t, e, _ = costs.step(0, 0, b, b * n_in, b * n_in * (n_in + 1) // 2)
+        t, e, _, _ = costs.step(0, 0, b, b * n_in, b * n_in * (n_in + 1) // 2)
         if n_out > 1:
-            dt, de, _, _ = costs.decode(b, b * (n_in + 1), n_out - 1)
+            dt, de, _, _, _ = costs.decode(b, b * (n_in + 1), n_out - 1)
             t, e = t + dt, e + de
         time_s += count * t
         energy_j += count * e

@@ -25,7 +25,7 @@ from oracle.model import Oracle, OracleFormatError
 from sim.baseline import baseline_key, cached_baseline
 from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, GpuConfig, ServerConfig, SloConfig, build, check
-from sim.console import brief, explain, table
+from sim.console import brief, clock_line, explain, table
 from sim.fleet import Fleet, FleetConfig, build_fleet
 from sim.identity import run_tags, trace_dataset, unused_params
 from sim.kv import replica_kv
@@ -299,7 +299,13 @@ def execute(
             errors=prepared.errors,
         )
         summary = replace(summary, bands=bands(samples, cfg.uncertainty, prepared.errors))
-    text = "\n".join(filter(None, [table(summary), explain(prepared.policy, prepared.requests, summary)])) + "\n"
+    clocked = cfg.gpu.clock_mhz is not None or cfg.gpu.power_limit_w is not None or cfg.gpu.clock_policy != "static"
+    lines = [
+        table(summary),
+        clock_line(summary) if clocked else None,
+        explain(prepared.policy, prepared.requests, summary),
+    ]
+    text = "\n".join(filter(None, lines)) + "\n"
     names = write_outputs(out, cfg.raw, summary, runs, text)
     if samples is not None:
         samples.to_csv(out / BANDS_FILE, index=False, float_format="%.10g")

@@ -132,6 +132,18 @@ def prefix_cache(summary: Summary) -> str | None:
     return line
 
 
+def clock_line(summary: Summary) -> str | None:
+    """'GPU clock: …': the SM clock averaged over busy time, of the run and of its baseline (unless
+    the same run); None when unknown (a GPU without clock parameters)."""
+    runs = [summary.run]
+    if summary.baseline is not None and summary.baseline_source != SAME_RUN:
+        runs.append(summary.baseline)
+    if any(math.isnan(r.mean_clock_mhz) for r in runs):
+        return None
+    parts = [f"{r.policy} {r.mean_clock_mhz:.0f} MHz" if len(runs) > 1 else f"{r.mean_clock_mhz:.0f} MHz" for r in runs]
+    return f"GPU clock: {'; '.join(parts)} on average over busy time (clock.png draws it over time when it moves)"
+
+
 def _joules(value: float) -> str:
     """'677 J', '14.1 kJ', '4.5 MJ': three significant digits and an SI prefix."""
     text, prefix = f"{value:.3g}", ""

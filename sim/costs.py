@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from oracle.clocks import ClockError, ladder
+from oracle.clocks import ClockError, clock_spec_of, ladder
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, Oracle, Overlap, with_reads
 from sim.kernel import costs as kernel_costs
@@ -35,9 +35,10 @@ Array = NDArray[np.float64]
 class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
     the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
-    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 10 in the kernel's layout,
-    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads and the
-    prefill overlap; row 0 these ones; `oracle.clocks.ladder`). Without a ladder (one row) a
+    the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 11 in the kernel's layout,
+    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads, the
+    prefill overlap, the experts' untouched chance and the level's SM clock, `ladder_mhz`, MHz, 0
+    where unknown; row 0 these ones; `oracle.clocks.ladder`). Without a ladder (one row) a
     throttled step lasts energy / cap.
     `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
     keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `experts`: the
@@ -52,6 +53,7 @@ class StepCosts:
     step_budget_s: float = 0.0  # a frequency controller's step-time budget (s; 0: none)
     experts: ExpertReads | None = None  # a mixture of experts' reads (`Oracle.experts`)
     overlap: Overlap | None = None  # what a prefill step hides (`Oracle.overlap`)
+    ladder_mhz: np.ndarray | None = field(default=None, repr=False, compare=False)  # each level's clock (MHz)
 
     def __post_init__(self) -> None:
         x = self.experts
@@ -62,25 +64,32 @@ class StepCosts:
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
             raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
         log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `kernel_costs.COLUMNS`
+        levels = len(np.asarray(self.ladder_t))
+        mhz = np.zeros(levels) if self.ladder_mhz is None else np.asarray(self.ladder_mhz, dtype=float)
+        if mhz.shape != (levels,):
+            raise ValueError(f"ladder_mhz needs one clock per ladder level ({levels}), got shape {mhz.shape}")
         for name in ("ladder_t", "ladder_e"):
             rows = np.asarray(getattr(self, name), dtype=float)
             if rows.shape[1] == kernel_costs.LOG_UNTOUCHED:
                 rows = np.column_stack([rows, np.full(len(rows), log_untouched)])
+            if rows.shape[1] == kernel_costs.CLOCK:
+                rows = np.column_stack([rows, mhz])
             object.__setattr__(self, name, np.ascontiguousarray(rows))
 
     @classmethod
     def from_oracle(cls, oracle: Oracle) -> StepCosts:
         """Plain-float copy of an oracle's step model, with its clock ladder under a power cap
         (none for a GPU without clock parameters, or coefficients without a constant energy to
-        split a clock's saving by)."""
+        split a clock's saving by) and the SM clock of each level (0 where unknown)."""
         limit = None if oracle.power_limit_w is None else float(oracle.power_limit_w)
         budget = float(oracle.settings.get("step_budget_s", 0.0))
         ladder_t = ladder_e = None
-        if (limit is not None or budget > 0.0) and oracle.energy_coef_j[0] > 0.0:
-            try:
-                _, ladder_t, ladder_e = ladder(oracle)
-            except ClockError:
-                pass
+        try:
+            mhz = np.array([float(oracle.settings.get("clock_mhz", clock_spec_of(oracle).max_mhz))])
+            if (limit is not None or budget > 0.0) and oracle.energy_coef_j[0] > 0.0:
+                mhz, ladder_t, ladder_e = ladder(oracle)
+        except ClockError:
+            mhz = np.zeros(1)
         return cls(
             StepCoef.of(oracle.time_coef_s),
             StepCoef.of(oracle.energy_coef_j),
@@ -91,6 +100,7 @@ class StepCosts:
             budget,
             oracle.experts,
             oracle.overlap,
+            mhz,
         )
 
     @property
@@ -111,22 +121,23 @@ class StepCosts:
 
     def step(
         self, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int, budget_s: float = 0.0
-    ) -> tuple[float, float, float]:
-        """Time (s), energy (J) and `extra` (energy a lower clock saved, in step constants) of one
-        step with these summed features, the reference's way, clock by clock: the highest clock
-        whose power fits the cap, then, under a controller's budget, the lowest whose time fits it
-        (`sim.kernel.costs.step` does the same)."""
+    ) -> tuple[float, float, float, float]:
+        """Time (s), energy (J), `extra` (energy a lower clock saved, in step constants) and SM
+        clock (MHz) of one step with these summed features, the reference's way, clock by clock:
+        the highest clock whose power fits the cap, then, under a controller's budget, the lowest
+        whose time fits it (`sim.kernel.costs.step` does the same)."""
         lt, le, cap, tau = self.ladder_t, self.ladder_e, self._cap, budget_s
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
         de, dt = _step_value(le[0], *x), _step_value(lt[0], *x)
         apart = _experts_value(le[0], decode_seqs + tokens) - _hidden_value(le[0], tokens)  # shared, beside c0
         shared = apart / float(le[0, 0]) if apart != 0.0 else 0.0  # in step constants
+        clock = float(lt[0, kernel_costs.CLOCK])
         over = cap > 0.0 and de > cap * dt
         if not over and (tau <= 0.0 or dt > tau):
-            return dt, de, shared
+            return dt, de, shared, clock
         if len(lt) == 1:
-            return (de / cap if over else dt), de, shared
+            return (de / cap if over else dt), de, shared, clock
         level, last = 0, len(lt) - 1
         if over:
             level = 1
@@ -136,9 +147,9 @@ class StepCosts:
             while level < last and _step_value(lt[level + 1], *x) <= tau:
                 level += 1
         if level == 0:
-            return dt, de, shared
+            return dt, de, shared, clock
         e = _step_value(le[level], *x)
-        return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0])
+        return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0]), float(lt[level, kernel_costs.CLOCK])
 
     def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
@@ -146,18 +157,20 @@ class StepCosts:
         (`sim.kernel.costs.span_s`)."""
         return float(kernel_costs.span_s(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps))
 
-    def decode(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> tuple[float, float, float, float]:
-        """Time (s), energy (J), peak step power (W) and `extra` of `steps` decode steps under the
-        power cap and a controller's budget (s) (`sim.kernel.costs.decode`)."""
-        dt, de, peak, extra = kernel_costs.decode(
+    def decode(
+        self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0
+    ) -> tuple[float, float, float, float, float]:
+        """Time (s), energy (J), peak step power (W), `extra` and clock time (MHz·s) of `steps`
+        decode steps under the power cap and a controller's budget (s) (`sim.kernel.costs.decode`)."""
+        dt, de, peak, extra, mhz_s = kernel_costs.decode(
             self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps
         )
-        return float(dt), float(de), float(peak), float(extra)
+        return float(dt), float(de), float(peak), float(extra), float(mhz_s)
 
     def mixed(
         self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]], budget_s: float = 0.0
-    ) -> tuple[float, float, float]:
-        """`step` of a step that decodes and prefills: (time s, energy J, extra)."""
+    ) -> tuple[float, float, float, float]:
+        """`step` of a step that decodes and prefills: (time s, energy J, extra, clock MHz)."""
         tokens, attn = prefill_sums(prefill)
         return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn, budget_s)
 

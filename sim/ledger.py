@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RECENT = 0.95  # weight of the past in the moving average of step time, per step
+SPAN_FLOATS = 6  # float columns of a span row: start, time, energy, peak power, KV share, MHz·s
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class ServerStats:
     preemptions: int = 0
     span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
     span_bin_s: float = 0.0  # 0: one row per span; > 0: spans aggregated into time bins this wide (s)
+    span_mhz_s: np.ndarray | None = None  # SM clock × time of each span (MHz·s; 0 where the clock is unknown)
+
+    def mean_clock_mhz(self) -> float:
+        """The SM clock (MHz) averaged over busy time; NaN when unknown (no clock log, or a GPU
+        without clock parameters) or never busy."""
+        if self.span_mhz_s is None or not self.busy_s > 0 or not np.all(self.span_mhz_s[self.span_s > 0] > 0):
+            return math.nan
+        return float(np.sum(self.span_mhz_s) / self.busy_s)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class SpanChunk:
     running: np.ndarray
     tokens: np.ndarray
     kv_used: np.ndarray
+    mhz_s: np.ndarray  # SM clock × time (MHz·s)
 
 
 def compensated_add(total: float, compensation: float, x: float) -> tuple[float, float]:
@@ -73,7 +83,7 @@ class Ledger:
         self.step_avg = 0.0  # recent step time (s)
         self.peak_w = 0.0
         self.steps = 0
-        self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share
+        self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share, MHz·s
         self._i = array("q")  # per span: steps, sequences per step, tokens emitted
         self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
         self._full, self._on_full = 1 << 62, _nothing  # `hand_over`: len(self._i) that calls _on_full
@@ -98,12 +108,21 @@ class Ledger:
         self._x.extend(features)
 
     def advance(
-        self, dt: float, de: float, steps: int, peak_w: float, running: int, tokens: int, kv_used: float
+        self,
+        dt: float,
+        de: float,
+        steps: int,
+        peak_w: float,
+        running: int,
+        tokens: int,
+        kv_used: float,
+        mhz_s: float,
     ) -> None:
         """Log a span of `steps` steps taking dt s and de J, `running` sequences per step emitting
-        `tokens` output tokens in all, and move the clock past it."""
+        `tokens` output tokens in all, at SM clocks summing to `mhz_s` (MHz·s), and move the
+        clock past it."""
         t, tc = self.t, self.tc
-        self._f.extend((t + tc, dt, de, peak_w, kv_used))
+        self._f.extend((t + tc, dt, de, peak_w, kv_used, mhz_s))
         self._i.extend((steps, running, tokens))
         self.t, self.tc = compensated_add(t, tc, dt)
         self.steps += steps
@@ -115,10 +134,10 @@ class Ledger:
 
     def take(self) -> SpanChunk:
         """The spans logged since the last `take`, handed over and forgotten (streamed runs)."""
-        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5).T.copy()
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, SPAN_FLOATS).T.copy()
         i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3).T.copy()
         self._f, self._i = array("d"), array("q")
-        return SpanChunk(f[0], f[1], f[2], f[3], i[0], i[1], i[2], f[4])
+        return SpanChunk(f[0], f[1], f[2], f[3], i[0], i[1], i[2], f[4], f[5])
 
     @property
     def first_pending_s(self) -> float:
@@ -131,7 +150,7 @@ class Ledger:
 
     def stats(self, name: str, pool: str, idle_power_w: float, kv_tokens: int, preemptions: int) -> ServerStats:
         """Totals and span log so far."""
-        f = np.frombuffer(self._f, dtype=float).reshape(-1, 5)
+        f = np.frombuffer(self._f, dtype=float).reshape(-1, SPAN_FLOATS)
         i = np.frombuffer(self._i, dtype=np.int64).reshape(-1, 3)
         dt, e = f[:, 1].copy(), f[:, 2].copy()
         return ServerStats(
@@ -153,6 +172,7 @@ class Ledger:
             f[:, 4].copy(),
             preemptions,
             np.frombuffer(self._x, dtype=float).reshape(-1, 6).copy() if len(self._x) else None,
+            span_mhz_s=f[:, 5].copy(),
         )
 
 

@@ -48,6 +48,16 @@ def server_idle_energy_j(server: ServerStats, horizon_s: float) -> float:
     return server.idle_power_w * max(horizon_s - server.busy_s, 0.0)
 
 
+def mean_clock_mhz(servers: Sequence[ServerStats]) -> float:
+    """The SM clock (MHz) averaged over all servers' busy time; NaN if any busy server's clock is
+    unknown (`ServerStats.mean_clock_mhz`) or none was busy."""
+    busy = [s for s in servers if s.busy_s > 0]
+    clocks = [s.mean_clock_mhz() for s in busy]
+    if not busy or any(math.isnan(c) for c in clocks):
+        return math.nan
+    return sum(c * s.busy_s for c, s in zip(clocks, busy, strict=True)) / sum(s.busy_s for s in busy)
+
+
 def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
     """Highest total power (W) of all servers at any instant, idle power included.
 
@@ -136,6 +146,7 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         output_tokens_per_j=out_tokens / energy if energy else math.nan,
         avg_power_w=energy / horizon if horizon else math.nan,
         peak_power_w=fleet_peak_power_w(result.servers) if result.peak_power_w is None else result.peak_power_w,
+        mean_clock_mhz=mean_clock_mhz(result.servers),
         makespan_s=result.makespan_s,
         ttft_s=lat["ttft_s"],
         tpot_s=lat["tpot_s"],

@@ -31,7 +31,17 @@ from sim.config import ConfigError, SloConfig, build
 from sim.figures import PlotRun, figure, line_style, log_ticks, save
 from sim.plots_bands import BANDS_PLOT, plot_bands
 from sim.plots_energy import ENERGY_PLOT, cache_hits, plot_energy_breakdown
-from sim.plots_load import CAPACITY_PLOT, LOAD_PLOT, REPLICAS_PLOT, plot_capacity, plot_load, plot_replicas
+from sim.plots_load import (
+    CAPACITY_PLOT,
+    CLOCK_PLOT,
+    LOAD_PLOT,
+    REPLICAS_PLOT,
+    clock_moves,
+    plot_capacity,
+    plot_clock,
+    plot_load,
+    plot_replicas,
+)
 from sim.timelines import REPLICAS_FILE, TIMELINES_FILE
 from sim.uncertainty import BANDS_FILE
 
@@ -61,6 +71,8 @@ def plot_folder(folder: Path) -> list[str]:
     ]
     if {"queued", "tokens_per_s"} <= set(lines.columns):  # runs before these columns: no load.png
         paths.append(plot_load(runs, folder / LOAD_PLOT))
+    if clock_moves(runs):
+        paths.append(plot_clock(runs, folder / CLOCK_PLOT))
     if (folder / REPLICAS_FILE).exists():
         paths.append(plot_replicas(pd.read_parquet(folder / REPLICAS_FILE), folder / REPLICAS_PLOT))
     if cache_hits(summary):

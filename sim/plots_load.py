@@ -1,6 +1,7 @@
-"""Plots of load and fleet size: queue length and throughput over time (load.png), each replica's
-power and batch size (replicas.png, a fleet of more than one server) and the capacity search
-(capacity.png: probes that meet the SLO and probes that miss it in two colours)."""
+"""Plots of load and fleet size: queue length and throughput over time (load.png), the SM clock
+over time (clock.png, when a power cap or a clock controller moves it), each replica's power and
+batch size (replicas.png, a fleet of more than one server) and the capacity search (capacity.png:
+probes that meet the SLO and probes that miss it in two colours)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 LOAD_PLOT = "load.png"
+CLOCK_PLOT = "clock.png"
 REPLICAS_PLOT = "replicas.png"
 CAPACITY_PLOT = "capacity.png"
 OVERLAID = 8
@@ -37,6 +39,29 @@ def plot_load(runs: Sequence[PlotRun], path: Path) -> Path:
     queue.set(ylabel="requests queued\n(not yet started)", title="Queue length and throughput over time")
     rate.set(xlabel="simulated time (min)", ylabel="throughput\n(output tokens/s)")
     queue.legend(loc="upper right")
+    return save(fig, path)
+
+
+def clock_moves(runs: Sequence[PlotRun]) -> bool:
+    """Whether any run's SM clock is known and not the same all along (a flat line says nothing)."""
+    values = [run.timelines["clock_mhz"].to_numpy(float) for run in runs if "clock_mhz" in run.timelines]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    return bool(finite.size) and float(finite.max() - finite.min()) > 0.5
+
+
+def plot_clock(runs: Sequence[PlotRun], path: Path) -> Path:
+    """The SM clock (MHz, averaged over each time bin's busy GPU time) over simulated time, one
+    line per run: where a power cap or a clock controller lowered it. Idle bins are gaps."""
+    fig = figure(9, 3.5, left_in=1.0)
+    ax = fig.subplots()
+    for k, run in enumerate(runs):
+        ax.plot(run.timelines["t_s"] / 60.0, run.timelines["clock_mhz"], label=run.label, **line_style(k))
+    ax.set(
+        xlabel="simulated time (min)",
+        ylabel="SM clock (MHz)",
+        title="GPU clock over time (mean over busy time per bin)",
+    )
+    ax.legend(loc="lower right")
     return save(fig, path)
 
 

@@ -87,7 +87,7 @@ class Server:
         self._phase = _IDLE
         self._nxt: float | None = None
         self._span: tuple[int, int, float, int, float] = (0, 0, 0.0, 0, 0.0)  # ..., controller budget (s)
-        self._step: tuple[Prefill, float, float, float, float] = ([], 0.0, 0.0, 0.0, 0.0)
+        self._step: tuple[Prefill, float, float, float, float, float] = ([], 0.0, 0.0, 0.0, 0.0, 0.0)
         _urgent(env, self._start)
 
     @property
@@ -284,8 +284,8 @@ class Server:
             B, S, _, k, budget = self._span
             self._end_decode(B, S, k, budget)
         elif phase == _MIXED:
-            work, dt, de, extra, _ = self._step
-            self._end_mixed(work, dt, de, extra)
+            work, dt, de, extra, mhz, _ = self._step
+            self._end_mixed(work, dt, de, extra, mhz)
         else:
             self._resume_idle(self._nxt)
         self._next()
@@ -302,7 +302,7 @@ class Server:
             self._span = (B, S, t0, k, budget)
             self._sleep(t0 + self.costs.span_s(B, S, k, budget))
         elif phase == _MIXED:
-            self._sleep(self._step[4])  # a step is atomic: arrivals wait for its end
+            self._sleep(self._step[5])  # a step is atomic: arrivals wait for its end
         else:
             self._timer = None
             self._resume_idle(t_s)
@@ -329,21 +329,23 @@ class Server:
         """One step that prefills `work` (and decodes the running decoders)."""
         if self.on_change is not None:
             self.on_change()  # form_step may have preempted
-        dt, de, extra = self._mixed_cost(work)
+        dt, de, extra, mhz = self._mixed_cost(work)
         self._phase = _MIXED
         end = self.ledger.now + dt
-        self._step = (work, dt, de, extra, end)
+        self._step = (work, dt, de, extra, mhz, end)
         self._sleep(end)
 
-    def _mixed_cost(self, work: Prefill) -> tuple[float, float, float]:
-        """Time (s), energy (J) and `extra` (`StepCosts.step`) of the step that prefills `work`."""
+    def _mixed_cost(self, work: Prefill) -> tuple[float, float, float, float]:
+        """Time (s), energy (J), `extra` and SM clock (MHz) (`StepCosts.step`) of the step that
+        prefills `work`."""
         e = self.engine
         assert e.B or work, "a step with nothing to run"
         budget = self.costs.budget_for(e.queue_len)
         return self._exact_step(work, budget) if self._exact else self.costs.mixed(e.B, e.S, work, budget)
 
-    def _end_mixed(self, work: Prefill, dt: float, de: float, extra: float) -> None:
-        """Close the step that prefilled `work`: engine, ledger and job times."""
+    def _end_mixed(self, work: Prefill, dt: float, de: float, extra: float, mhz: float) -> None:
+        """Close the step that prefilled `work`, of dt s and de J at `mhz` MHz: engine, ledger and
+        job times."""
         e = self.engine
         B = e.B
         running = B + len(work)
@@ -351,7 +353,7 @@ class Server:
             tokens, attn = prefill_sums(work)
             self.ledger.record((1, B, e.S, len(work), tokens, attn))
         first, done = e.finish_step(work, extra)
-        self.ledger.advance(dt, de, 1, _power(de, dt), running, B + e.prefilled, e.used / e.cap)
+        self.ledger.advance(dt, de, 1, _power(de, dt), running, B + e.prefilled, e.used / e.cap, mhz * dt)
         if self.on_change is not None:
             self.on_change()
         if self._exact:
@@ -373,15 +375,15 @@ class Server:
     def _end_decode(self, B: int, S: int, k: int, budget: float) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
         if self._exact:
-            dt, de, extra = self._exact_step([], budget)
-            peak = _power(de, dt)
+            dt, de, extra, mhz = self._exact_step([], budget)
+            peak, mhz_s = _power(de, dt), mhz * dt
         else:
-            dt, de, peak, extra = self.costs.decode(B, S, k, budget)
+            dt, de, peak, extra, mhz_s = self.costs.decode(B, S, k, budget)
         if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
         e = self.engine
         done = e.run_span(k, extra)
-        self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap)
+        self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap, mhz_s)
         if self.on_change is not None:
             self.on_change()
         if self._exact:
@@ -406,23 +408,23 @@ class Server:
                 self.on_finish(j, t)
 
     # --- the reference: one step, every sequence charged explicitly ---------------------
-    def _exact_step(self, work: Prefill, budget: float) -> tuple[float, float, float]:
+    def _exact_step(self, work: Prefill, budget: float) -> tuple[float, float, float, float]:
         """Features of the coming step from each sequence's own state; charges each its energy:
         its own terms, and an equal share of the step's constant and of the energy a power cap's
-        lower clock changed (`StepCosts.step`). Returns (time s, energy J, extra)."""
+        lower clock changed (`StepCosts.step`). Returns (time s, energy J, extra, clock MHz)."""
         jobs, e, ce = self.jobs, self.engine, self.costs.energy_j
         assert isinstance(e, Engine)
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
         assert ctx == e.S, "incremental context sum diverged from the explicit one"
-        dt, de, extra = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget)
+        dt, de, extra, mhz = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget)
         share = ce.const * (1.0 + extra) / (len(dec) + len(work))
         for j, c in dec:
             jobs.energy_j[j] += ce.decode_seqs + ce.decode_ctx * c + share
         for j, m, past in work:
             attn = m * past + m * (m + 1) // 2
             jobs.energy_j[j] += ce.prefill_seqs + ce.prefill_tokens * m + ce.prefill_attn * attn + share
-        return dt, de, extra
+        return dt, de, extra, mhz
 
 
 def _power(energy_j: float, time_s: float) -> float:

@@ -23,7 +23,7 @@ from sim.ledger import Ledger, ServerStats, SpanChunk
 
 BINS = 4096  # time bins per server; the width doubles whenever the run outgrows them
 FIRST_BIN_S = 1.0 / 64  # initial bin width (s)
-_SUMS = ("busy_s", "energy_j", "steps", "tokens", "running_s", "kv_s")
+_SUMS = ("busy_s", "energy_j", "steps", "tokens", "running_s", "kv_s", "mhz_s")
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Timeline:
             "tokens": c.tokens[span] * share,
             "running_s": c.running[span] * overlap,
             "kv_s": c.kv_used[span] * overlap,
+            "mhz_s": c.mhz_s[span] * share,
         }
         for name, values in add.items():
             self.sums[name] += np.bincount(b, weights=values, minlength=self.bins)
@@ -79,8 +80,8 @@ class Timeline:
 
     def as_spans(self) -> SpanChunk:
         """One pseudo-span per bin with activity: starting at the bin's start, lasting its busy
-        time, with its energy, peak power, steps and tokens (rounded), and time-averaged running
-        sequences and KV use."""
+        time, with its energy, peak power, steps and tokens (rounded), time-averaged running
+        sequences and KV use, and its clock time (MHz·s)."""
         s = self.sums
         keep = np.flatnonzero((s["busy_s"] > 0) | (s["steps"] > 0))
         busy = s["busy_s"][keep]
@@ -94,6 +95,7 @@ class Timeline:
             s["running_s"][keep] / per_s,
             np.rint(s["tokens"][keep]).astype(np.int64),
             s["kv_s"][keep] / per_s,
+            s["mhz_s"][keep],
         )
 
 
@@ -204,7 +206,7 @@ class StreamedSpans:
                     s, busy_s=self.busy_s[i], active_energy_j=self.energy_j[i],
                     span_start_s=c.start_s, span_s=c.span_s, span_energy_j=c.energy_j, span_peak_w=c.peak_w,
                     span_steps=c.steps, span_running=c.running, span_tokens=c.tokens, span_kv_used=c.kv_used,
-                    span_features=None, span_bin_s=t.width_s,
+                    span_features=None, span_bin_s=t.width_s, span_mhz_s=c.mhz_s,
                 )
             )  # fmt: skip
         return tuple(out), self.sweep.finish()

@@ -63,6 +63,7 @@ class RunSummary:
     output_tokens_per_j: float = _m("tokens/J", "output tokens / energy")
     avg_power_w: float = _m("W", "energy / horizon, all GPUs")
     peak_power_w: float = _m("W", "highest total power of all GPUs")
+    mean_clock_mhz: float = _m("MHz", "SM clock averaged over the GPUs' busy time (NaN: the GPU's clocks unknown)")
     makespan_s: float = _m("s", "simulated time to the last finish")
     ttft_s: Latency = _m("s", "time to first token")
     tpot_s: Latency = _m("s", "time per output token")

@@ -1,4 +1,4 @@
-"""A run's timelines: power, batch, KV-cache use, queue length and throughput binned over
+"""A run's timelines: power, batch, KV-cache use, queue length, throughput and SM clock binned over
 simulated time, for the whole fleet (timelines.parquet) and, for a fleet of more than one server,
 per replica (replicas.parquet). The plots (`sim.plots`) are drawn from these files alone.
 
@@ -28,8 +28,9 @@ REPLICAS_FILE = "replicas.parquet"
 def timelines(run: SimResult, horizon_s: float | None = None, bins: int = TIMELINE_BINS) -> pd.DataFrame:
     """A run's timelines over [0, horizon] in `bins` bins: t_s (bin centre, s), power_w (W of all
     GPUs, idle included), running (sequences per step, mean per GPU, idle GPUs 0), kv_used (share
-    of the KV cache held, mean per GPU), tokens_per_s (output tokens per second, all GPUs) and
-    queued (requests arrived and not yet started, mean over the bin)."""
+    of the KV cache held, mean per GPU), tokens_per_s (output tokens per second, all GPUs),
+    clock_mhz (the SM clock averaged over the bin's busy GPU time; NaN while idle or where the
+    GPU's clocks are unknown) and queued (requests arrived and not yet started, mean over the bin)."""
     edges = _edges(run, horizon_s, bins)
     frame = _server_lines(run.servers, edges)
     frame["queued"] = _queued(run, edges)
@@ -52,9 +53,11 @@ def _edges(run: SimResult, horizon_s: float | None, bins: int) -> np.ndarray:
 
 
 def _server_lines(servers: Sequence[ServerStats], edges: np.ndarray) -> pd.DataFrame:
-    """t_s, power_w, running, kv_used and tokens_per_s of `servers` together, per bin of `edges`."""
+    """t_s, power_w, running, kv_used, tokens_per_s and clock_mhz of `servers` together, per bin of
+    `edges`."""
     width = np.diff(edges)
-    power, running, kv, tokens = (np.zeros(width.size) for _ in range(4))
+    power, running, kv, tokens, busy_all, mhz_s = (np.zeros(width.size) for _ in range(6))
+    known = True  # every busy server logged its clock
     for s in servers:
         if not s.span_s.size:
             power += s.idle_power_w
@@ -69,12 +72,21 @@ def _server_lines(servers: Sequence[ServerStats], edges: np.ndarray) -> pd.DataF
         running += _per_bin(edges, ends, order, s.span_running * s.span_s)
         kv += _per_bin(edges, ends, order, s.span_kv_used * s.span_s)
         tokens += _per_bin(edges, ends, order, s.span_tokens.astype(float))
+        busy_all += busy
+        if s.span_mhz_s is None or np.any(s.span_mhz_s[s.span_s > 0] <= 0):
+            known = False
+        else:
+            mhz_s += _per_bin(edges, ends, order, s.span_mhz_s)
     gpus = max(len(servers), 1)
+    on = busy_all > 1e-12 * width  # (per-bin sums are cumulative differences: rounding is not busy time)
+    clock = np.full(width.size, np.nan)
+    if known:
+        clock[on] = mhz_s[on] / busy_all[on]
     # per-bin sums are differences of cumulative sums: clip their rounding (±1e-20) at 0
     running, kv = np.maximum(running, 0.0), np.clip(kv / width / gpus, 0.0, 1.0)
     return pd.DataFrame(
         {"t_s": 0.5 * (edges[1:] + edges[:-1]), "power_w": power, "running": running / width / gpus,
-         "kv_used": kv, "tokens_per_s": tokens / width}
+         "kv_used": kv, "tokens_per_s": tokens / width, "clock_mhz": clock}
     )  # fmt: skip
 
 

@@ -6,7 +6,8 @@ GPU's supported SM clocks from its own down (`oracle.clocks.ladder`), then a mix
 reads (`EXPERTS`: the cost of reading every routed expert once), the prefill overlap
 (`oracle.model.Overlap`: `HIDE_WEIGHTS`, the weights' read a prefill can hide, and `HIDE_TOKEN`,
 one prompt token's compute) and `LOG_UNTOUCHED` (the log of the chance that one token leaves a
-given expert untouched, ln(1 − top_k / experts)); row 0 is the clock it runs at.
+given expert untouched, ln(1 − top_k / experts)) and `CLOCK`, the level's SM clock (MHz; 0 where
+the GPU's clocks are unknown); row 0 is the clock it runs at.
 `limit` is the power cap (W; 0: none).
 
 A step of n tokens (decoded sequences plus prefilled prompt tokens) reads the routed experts its
@@ -43,8 +44,8 @@ import math
 from numba import njit
 
 NEVER = (1 << 63) - 1  # steps that take no time never reach a duration
-EXPERTS, HIDE_WEIGHTS, HIDE_TOKEN, LOG_UNTOUCHED = 6, 7, 8, 9  # the columns after the six step coefficients
-COLUMNS = 10
+EXPERTS, HIDE_WEIGHTS, HIDE_TOKEN, LOG_UNTOUCHED, CLOCK = 6, 7, 8, 9, 10  # the columns after the six coefficients
+COLUMNS = 11
 
 
 @njit(cache=True, inline="always")
@@ -104,25 +105,25 @@ def _over(limit, a_t, a_e, l_t, l_e):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
-    """Time (s), energy (J) and `extra` of one step with these summed features, under the cap
-    `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
+    """Time (s), energy (J), `extra` and SM clock (MHz) of one step with these summed features,
+    under the cap `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
     de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     apart = experts_at(le[0], decode_seqs + tokens) - hidden_at(le[0], tokens)  # the shared cost beside c0
     shared = apart / le[0, 0] if apart != 0.0 else 0.0  # in step constants
     over = limit > 0.0 and de > limit * dt
     if not over and (tau <= 0.0 or dt > tau):
-        return dt, de, shared
+        return dt, de, shared, lt[0, CLOCK]
     last = lt.shape[0] - 1
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
-        return (de / limit if over else dt), de, shared
+        return (de / limit if over else dt), de, shared, lt[0, CLOCK]
     x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
     level = _time_level(lt, tau, level, *x)
     if level == 0:
-        return dt, de, shared
+        return dt, de, shared, lt[0, CLOCK]
     e = _step(le[level], *x)
-    return _step(lt[level], *x), e, (e - de + apart) / le[0, 0]
+    return _step(lt[level], *x), e, (e - de + apart) / le[0, 0], lt[level, CLOCK]
 
 
 @njit(cache=True)
@@ -225,11 +226,12 @@ def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ig
 
 @njit(cache=True)
 def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: ignore[no-untyped-def]
-    """Time (s), energy (J) and peak power (W) of a decode span whose steps each run at the lower
-    clock of their power and time levels: the segments where both are constant, summed as series.
-    With `reach_s` > 0, it stops in the segment where the time reaches it and returns, as its
-    fourth value, the steps from the span's start to that step boundary (`steps_to_reach`)."""
-    dt = de = peak = 0.0
+    """Time (s), energy (J), peak power (W) and clock time (MHz·s: each segment's clock times its
+    time) of a decode span whose steps each run at the lower clock of their power and time levels:
+    the segments where both are constant, summed as series. With `reach_s` > 0, it stops in the
+    segment where the time reaches it and returns, as its fifth value, the steps from the span's
+    start to that step boundary (`steps_to_reach`)."""
+    dt = de = peak = mhz_s = 0.0
     i = 0
     p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False)
     t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, True)
@@ -239,8 +241,9 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: igno
         n, start = end - i + 1, ctx_sum + i * batch
         run_s = span(lt[level], batch, start, n)
         if reach_s > 0.0 and dt + run_s >= reach_s:  # the boundary lies in this segment
-            return dt, de, peak, i + min(_reach(lt[level], batch, start, reach_s - dt), n)
+            return dt, de, peak, mhz_s, i + min(_reach(lt[level], batch, start, reach_s - dt), n)
         dt += run_s
+        mhz_s += lt[level, CLOCK] * run_s
         de += span(le[level], batch, start, n)
         t0, t1 = _ends(lt[level], batch, start, n)
         e0, e1 = _ends(le[level], batch, start, n)
@@ -250,13 +253,13 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: igno
             p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False)
         if i < steps and t_end < i:
             t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, True)
-    return dt, de, peak, steps
+    return dt, de, peak, mhz_s, steps
 
 
 @njit(cache=True)
 def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap and the controller), energy (J), peak step power (W) and `extra` of
-    a decode span."""
+    """Time (s, under the cap and the controller), energy (J), peak step power (W), `extra` and
+    clock time (MHz·s, the steps' SM clocks weighted by their times) of a decode span."""
     ct, ce = lt[0], le[0]
     a_t, l_t = _ends(ct, batch, ctx_sum, steps)
     a_e, l_e = _ends(ce, batch, ctx_sum, steps)
@@ -266,15 +269,15 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     shared = moe / ce[0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
     over = _over(limit, a_t, a_e, l_t, l_e)
     if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
-        t, e, peak, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
-        return t, e, peak, (e - de + moe) / ce[0]
+        t, e, peak, mhz_s, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
+        return t, e, peak, (e - de + moe) / ce[0], mhz_s
     if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
         a_t = a_e / limit if a_e - limit * a_t > 0.0 else a_t
         l_t = l_e / limit if l_e - limit * l_t > 0.0 else l_t
     p_first = a_e / a_t if a_t > 0.0 else 0.0
     p_last = l_e / l_t if l_t > 0.0 else 0.0
-    return dt, de, p_first if p_first > p_last else p_last, shared
+    return dt, de, p_first if p_first > p_last else p_last, shared, ct[CLOCK] * dt
 
 
 @njit(cache=True)
@@ -333,7 +336,7 @@ def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s):  # type: ignore[no
     if k <= 1 or ((limit <= 0.0 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k)) and tau <= 0.0):
         return k
     if lt.shape[0] > 1:  # walk the span's segments to the one where dt_s is reached
-        k = max(_laddered(lt, le, limit, tau, batch, ctx_sum, k, dt_s)[3], 1)
+        k = max(_laddered(lt, le, limit, tau, batch, ctx_sum, k, dt_s)[4], 1)
         while k > 1 and span_s(lt, le, limit, tau, batch, ctx_sum, k - 1) >= dt_s:
             k -= 1  # (the series of one segment and the sum over segments round apart by an ulp)
         while span_s(lt, le, limit, tau, batch, ctx_sum, k) < dt_s:

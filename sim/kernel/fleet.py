@@ -136,8 +136,8 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
         r.phase, r.w_B, r.w_S, r.w_t0, r.w_k, r.w_tau = DECODE, B, S, now, steps, costs.budget(r)
         _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, r.w_tau, B, S, steps))
     elif r.B or r.part_j >= 0 or r.qlen:
-        dt, de, extra = open_step(r, now)
-        r.phase, r.w_dt, r.w_de, r.w_extra, r.w_end = MIXED, dt, de, extra, now + dt
+        dt, de, extra, mhz = open_step(r, now)
+        r.phase, r.w_dt, r.w_de, r.w_extra, r.w_mhz, r.w_end = MIXED, dt, de, extra, mhz, now + dt
         _sleep(f, r, k, env_now, r.w_end)
     else:
         r.phase, r.idle, r.eid = IDLE, 1, -1
@@ -150,7 +150,7 @@ def _ring(f, r, k, env_now):  # type: ignore[no-untyped-def]
     if r.phase == DECODE:
         close_span(r, r.w_B, r.w_S, r.w_k, r.w_tau)
     else:
-        close_step(r, r.w_dt, r.w_de, r.w_extra)
+        close_step(r, r.w_dt, r.w_de, r.w_extra, r.w_mhz)
     _next(f, r, k, env_now)
     note(f, r, k)
 

@@ -26,11 +26,11 @@ PAUSED, FINISHED = 0, 1
 
 
 @njit(cache=True)
-def _advance(r, dt, de, steps, peak_w, running, tokens):  # type: ignore[no-untyped-def]
+def _advance(r, dt, de, steps, peak_w, running, tokens, mhz_s):  # type: ignore[no-untyped-def]
     """Log a span and move the clock past it (`sim.ledger.Ledger.advance`)."""
     t, tc, i = r.t, r.tc, r.nrows
     r.rows_f[i, 0], r.rows_f[i, 1], r.rows_f[i, 2], r.rows_f[i, 3] = t + tc, dt, de, peak_w
-    r.rows_f[i, 4] = r.used / r.cap
+    r.rows_f[i, 4], r.rows_f[i, 5] = r.used / r.cap, mhz_s
     r.rows_i[i, 0], r.rows_i[i, 1], r.rows_i[i, 2] = steps, running, tokens
     r.nrows = i + 1
     v = t + dt
@@ -55,25 +55,27 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 def close_span(r, B, S, k, tau):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S, under the controller's
     budget `tau` (s) of when they started (`Server._end_decode`)."""
-    dt, de, peak, extra = costs.decode(r.lt, r.le, r.limit, tau, B, S, k)
+    dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k)
     run_span(r, k, extra)
-    _advance(r, dt, de, k, peak, B, B * k)
+    _advance(r, dt, de, k, peak, B, B * k, mhz_s)
     _stamp(r, 0)
 
 
 @njit(cache=True)
 def open_step(r, now):  # type: ignore[no-untyped-def]
-    """Form the next step at clock `now` (s); its time (s), energy (J) and `extra` (`costs.step`)."""
+    """Form the next step at clock `now` (s); its time (s), energy (J), `extra` and SM clock (MHz)
+    (`costs.step`)."""
     form_step(r, now)
     return costs.mixed(r, r.B, r.S)
 
 
 @njit(cache=True)
-def close_step(r, dt, de, extra):  # type: ignore[no-untyped-def]
-    """Run the step `open_step` formed, of time dt (s) and energy de (J) (`Server._end_mixed`)."""
+def close_step(r, dt, de, extra, mhz):  # type: ignore[no-untyped-def]
+    """Run the step `open_step` formed, of time dt (s), energy de (J) at SM clock `mhz` (MHz)
+    (`Server._end_mixed`)."""
     B = r.B
     finish_step(r, extra)
-    _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled)
+    _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled, mhz * dt)
     _stamp(r, r.nfirst)
 
 
@@ -105,8 +107,8 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
             tau = costs.budget(r)
             close_span(r, r.B, r.S, _span_steps(r, now, tau), tau)
         elif r.B or r.part_j >= 0 or r.qlen:
-            dt, de, extra = open_step(r, now)
-            close_step(r, dt, de, extra)
+            dt, de, extra, mhz = open_step(r, now)
+            close_step(r, dt, de, extra, mhz)
         elif r.fi < n:
             if ft[r.fi] > now:
                 r.t, r.tc = ft[r.fi], 0.0

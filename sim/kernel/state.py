@@ -9,7 +9,7 @@ The finish heap (`hf`, `hj`) and the window-saturation heap (`ss`, `sf`, `sj`) a
 entry whose job no longer decodes with that finish step is stale and skipped. In a routed fleet
 (`sim.kernel.fleet`) the `w_*` fields hold the wait under way (`phase`: a decode span of `w_B`
 decoders whose contexts summed to `w_S` from clock `w_t0`, `w_k` steps; or a step of `w_dt` s and
-`w_de` J ending at `w_end`), `env_end` and `eid` its end on the event clock and its sequence number.
+`w_de` J at SM clock `w_mhz` ending at `w_end`), `env_end` and `eid` its end on the event clock and its sequence number.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ _STATE_FLOATS = (
     "w_dt",
     "w_de",
     "w_extra",
+    "w_mhz",
     "w_tau",
     "w_end",
     "env_end",
@@ -124,7 +125,7 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = 0
     r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
     r.idle, r.eid = 1, -1
-    r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_tau = r.w_end = r.env_end = 0.0
+    r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_mhz = r.w_tau = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
     r.share = r.share_c = r.t = r.tc = r.step_avg = r.peak_w = 0.0
     r.lt, r.le, r.ct, r.ce = lt, le, lt[0], le[0]
@@ -136,7 +137,7 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.work_past = np.zeros(seqs + 1, np.int64)
     r.done, r.first = np.zeros(seqs + 1, np.int64), np.zeros(seqs + 1, np.int64)
     r.plog = np.zeros((log_rows, 3), np.int64)
-    r.rows_f, r.rows_i = np.zeros((span_rows, 5)), np.zeros((span_rows, 3), np.int64)
+    r.rows_f, r.rows_i = np.zeros((span_rows, 6)), np.zeros((span_rows, 3), np.int64)
     n_in, n_out, generated, share_of, status, reason, first_s, finish_s, admit_s, chunks = jobs
     r.n_in, r.n_out, r.generated, r.share_of, r.status, r.reason = n_in, n_out, generated, share_of, status, reason
     r.first_s, r.finish_s, r.admit_s, r.chunks = first_s, finish_s, admit_s, chunks

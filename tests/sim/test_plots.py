@@ -15,7 +15,7 @@ from sim.config import SloConfig
 from sim.figures import PlotRun
 from sim.plots import PLOT_FILES, main
 from sim.plots_energy import ENERGY_PLOT, SEGMENTS
-from sim.plots_load import LOAD_PLOT, REPLICAS_PLOT
+from sim.plots_load import CLOCK_PLOT, LOAD_PLOT, REPLICAS_PLOT
 from sim.summary import SAME_RUN
 from sim.timelines import REPLICAS_FILE, TIMELINES_FILE, timelines
 
@@ -36,6 +36,7 @@ def test_the_folder_holds_what_the_plots_draw_and_they_can_be_drawn_again(tmp_pa
         "running",
         "kv_used",
         "tokens_per_s",
+        "clock_mhz",
         "queued",
         "run",
     ]
@@ -179,3 +180,27 @@ def test_the_policy_power_line_is_drawn_over_the_baseline(tmp_path, monkeypatch)
     policy, baseline = figures[0].axes[0].lines
     assert policy.get_label() == "truncation" and policy.get_zorder() > baseline.get_zorder()
     assert baseline.get_alpha() < 1.0
+
+
+def test_a_clock_controlled_run_logs_its_clock_over_time_and_draws_it(tmp_path, capsys):
+    """The SLO controller lowers the SM clock: the timelines carry it (MHz, busy-time weighted, NaN
+    while idle), the summary its busy-time mean, the console says it, and clock.png draws it."""
+    summary = _run(tmp_path, "gpu.clock_policy=slo", "compare_baseline=false", "uncertainty.samples=0")
+    lines = pd.read_parquet(tmp_path / TIMELINES_FILE)
+    clock = lines["clock_mhz"].to_numpy()
+    busy = lines["tokens_per_s"].to_numpy() > 0
+    assert np.all(np.isfinite(clock[busy])) and np.isnan(clock[lines["power_w"] == lines["power_w"].min()]).any()
+    assert 345 - 1e-6 <= np.nanmin(clock) < np.nanmax(clock) <= 1980 + 1e-6  # the H100's clock table (bins round)
+    assert 345 < summary.run.mean_clock_mhz < 1980
+    assert f"GPU clock: {summary.run.mean_clock_mhz:.0f} MHz on average over busy time" in capsys.readouterr().out
+    assert (tmp_path / CLOCK_PLOT).stat().st_size > 0
+
+
+def test_without_clock_settings_the_console_is_quiet_and_the_board_limit_alone_moves_the_clock(tmp_path, capsys):
+    """No `gpu.*` clock setting: no clock line; the clock drops only where a step would draw more
+    than the board's 700 W (long prefills), and clock.png is drawn exactly when it moved."""
+    summary = _run(tmp_path, "compare_baseline=false", "uncertainty.samples=0")
+    clock = pd.read_parquet(tmp_path / TIMELINES_FILE)["clock_mhz"].to_numpy()
+    assert np.nanmax(clock) <= 1980 + 1e-6 and 1500 < summary.run.mean_clock_mhz <= 1980
+    assert "GPU clock" not in capsys.readouterr().out
+    assert (tmp_path / CLOCK_PLOT).exists() == (np.nanmax(clock) - np.nanmin(clock) > 0.5)

@@ -48,25 +48,26 @@ def test_a_capped_step_draws_at_most_the_cap_at_the_highest_clock_that_fits(name
     o = Oracle.load(name)
     cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
     costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap))
-    dt, de, extra = costs.step(*x)
-    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, 0.0, *x) == (dt, de, extra)
+    dt, de, extra, mhz = costs.step(*x)
+    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, 0.0, *x) == (dt, de, extra, mhz)
     lt, le = costs.ladder_t, costs.ladder_e
     power = [value(le[k], x) / value(lt[k], x) for k in range(len(lt))]
     level = next((k for k, p in enumerate(power) if p <= cap), len(lt) - 1)
     assert math.isclose(dt, value(lt[level], x), rel_tol=1e-12)
+    assert mhz == ladder(o)[0][level]  # the clock it runs at
     assert level == len(lt) - 1 or de <= cap * dt
     e0 = float(le[0][:6] @ np.array([1, *x]))  # the linear part, which the requests' own terms and c0 charge
     assert math.isclose(extra, (de - e0) / le[0, 0], rel_tol=1e-9, abs_tol=1e-9)
 
 
-def stepwise(costs: StepCosts, batch: int, ctx_sum: int, n: int) -> tuple[float, float, float, float]:
-    """The reference: n decode steps one by one (`StepCosts.step`), their time, energy, peak power
-    and extra summed."""
-    dt = de = peak = extra = 0.0
+def stepwise(costs: StepCosts, batch: int, ctx_sum: int, n: int) -> tuple[float, float, float, float, float]:
+    """The reference: n decode steps one by one (`StepCosts.step`), their time, energy, peak power,
+    extra and clock time (MHz·s) summed."""
+    dt = de = peak = extra = mhz_s = 0.0
     for i in range(n):
-        t, e, x = costs.step(batch, ctx_sum + i * batch, 0, 0, 0)
-        dt, de, extra, peak = dt + t, de + e, extra + x, max(peak, e / t)
-    return dt, de, peak, extra
+        t, e, x, mhz = costs.step(batch, ctx_sum + i * batch, 0, 0, 0)
+        dt, de, extra, peak, mhz_s = dt + t, de + e, extra + x, max(peak, e / t), mhz_s + mhz * t
+    return dt, de, peak, extra, mhz_s
 
 
 @settings(max_examples=150, deadline=None)
@@ -83,6 +84,7 @@ def test_a_capped_decode_span_is_its_steps_summed(name, where, batch, ctx_sum, n
     got = costs.decode(batch, ctx_sum, n)
     for a, b in zip(got, want, strict=True):
         assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9 * n)
+    assert got[4] <= got[0] * o.settings.get("clock_mhz", ladder(o)[0][0]) * (1 + 1e-12)  # never above its clock
     assert costs.span_s(batch, ctx_sum, n) == got[0]
     half = 0.5 * got[0]
     k = costs.steps_to_reach(batch, ctx_sum, half)
@@ -128,8 +130,8 @@ def test_without_clock_parameters_a_capped_step_lasts_energy_over_the_cap(llama)
     base = StepCosts.from_oracle(dataclasses.replace(llama, power_limit_w=None))
     stretched = StepCosts(base.time_s, base.energy_j, base.idle_power_w, 700.0)
     assert len(stretched.ladder_t) == 1 and len(ladder(llama)[0]) > 1
-    dt, de, extra = stretched.step(0, 0, 8, 8192, 8 * 1024 * 1025 // 2)
-    assert dt == de / 700.0 and extra == 0.0
+    dt, de, extra, mhz = stretched.step(0, 0, 8, 8192, 8 * 1024 * 1025 // 2)
+    assert dt == de / 700.0 and extra == 0.0 and mhz == 0.0  # (its clock unknown)
 
 
 # --- the SLO-aware frequency controller (gpu.clock_policy=slo) -----------------------------------
@@ -144,9 +146,10 @@ def test_a_controlled_step_runs_at_the_lowest_clock_within_its_budget(name, wher
     o = Oracle.load(name)
     cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
     costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap, settings={"step_budget_s": budget}))
-    dt, de, extra = costs.step(*x, budget)
-    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, budget, *x) == (dt, de, extra)
-    capped_dt, _, _ = costs.step(*x)  # the cap's clock alone
+    dt, de, extra, mhz = costs.step(*x, budget)
+    assert kernel_costs.step(costs.ladder_t, costs.ladder_e, cap, budget, *x) == (dt, de, extra, mhz)
+    capped_dt, _, _, capped_mhz = costs.step(*x)  # the cap's clock alone
+    assert mhz <= capped_mhz
     lt = costs.ladder_t
     times = [value(lt[k], x) for k in range(len(lt))]
     level = int(np.argmin(np.abs(np.array(times) - dt)))
@@ -164,12 +167,13 @@ def test_a_controlled_decode_span_is_its_steps_summed(name, where, budget, batch
     o = Oracle.load(name)
     cap = o.idle_power_w + where * (o.power_limit_w - o.idle_power_w)
     costs = StepCosts.from_oracle(dataclasses.replace(o, power_limit_w=cap, settings={"step_budget_s": budget}))
-    dt = de = extra = 0.0
+    dt = de = extra = mhz_s = 0.0
     for i in range(n):
-        t, e, x = costs.step(batch, ctx_sum + i * batch, 0, 0, 0, budget)
-        dt, de, extra = dt + t, de + e, extra + x
+        t, e, x, mhz = costs.step(batch, ctx_sum + i * batch, 0, 0, 0, budget)
+        dt, de, extra, mhz_s = dt + t, de + e, extra + x, mhz_s + mhz * t
     got = costs.decode(batch, ctx_sum, n, budget)
     assert math.isclose(got[0], dt, rel_tol=1e-9) and math.isclose(got[1], de, rel_tol=1e-9)
+    assert math.isclose(got[4], mhz_s, rel_tol=1e-9)  # the clock time, segment by segment
     assert math.isclose(got[3], extra, rel_tol=1e-9, abs_tol=1e-9 * n)
     k = costs.steps_to_reach(batch, ctx_sum, 0.5 * got[0], budget)
     assert costs.span_s(batch, ctx_sum, k, budget) >= 0.5 * got[0]

@@ -52,8 +52,8 @@ def test_a_mixed_step_matches_its_feature_vector():
         prefill_tokens=150,
         prefill_attn=float(F.attn_pairs(100) + F.attn_pairs(50, 30)),
     )
-    dt, de, extra = StepCosts(COEF, COEF, 0.0).mixed(3, 900, prefill)  # no cap: the coefficients' values
-    assert np.isclose(dt, x @ np.array(COEF), rtol=1e-14) and dt == de and extra == 0.0
+    dt, de, extra, mhz = StepCosts(COEF, COEF, 0.0).mixed(3, 900, prefill)  # no cap: the coefficients' values
+    assert np.isclose(dt, x @ np.array(COEF), rtol=1e-14) and dt == de and extra == 0.0 and mhz == 0.0
 
 
 def test_sequence_energy_sums_to_lockstep_polynomial():

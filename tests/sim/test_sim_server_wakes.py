@@ -88,11 +88,11 @@ class InterruptedServer(Server):
     def _mixed(self, work: Prefill) -> Generator[Any, Any, None]:
         if self.on_change is not None:
             self.on_change()
-        dt, de, extra = self._mixed_cost(work)
+        dt, de, extra, mhz = self._mixed_cost(work)
         end = self.ledger.now + dt
         while (yield from self._wait(end)) is not None:
             pass
-        self._end_mixed(work, dt, de, extra)
+        self._end_mixed(work, dt, de, extra, mhz)
 
     def _decode(self) -> Generator[Any, Any, None]:
         e, c = self.engine, self.costs

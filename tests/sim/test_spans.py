@@ -55,9 +55,9 @@ def test_a_lone_server_peaks_at_its_highest_step_power_or_idle():
     assert idle_only.finish() == 150.0
 
 
-def _chunk(t0, dt, e, peak, steps, running, tokens, kv) -> SpanChunk:
+def _chunk(t0, dt, e, peak, steps, running, tokens, kv, mhz=1980.0) -> SpanChunk:
     f, i = (lambda x: np.asarray(x, dtype=float)), (lambda x: np.asarray(x, dtype=np.int64))
-    return SpanChunk(f(t0), f(dt), f(e), f(peak), i(steps), i(running), i(tokens), f(kv))
+    return SpanChunk(f(t0), f(dt), f(e), f(peak), i(steps), i(running), i(tokens), f(kv), mhz * f(dt))
 
 
 def test_bins_keep_the_totals_and_split_a_span_by_time():
@@ -69,6 +69,7 @@ def test_bins_keep_the_totals_and_split_a_span_by_time():
     assert s["steps"][:3].tolist() == [2.0, 2.0, 1.0]
     assert s["running_s"][:2].tolist() == [1.0, 1.0]
     assert timeline.peak_w[:3].tolist() == [200.0, 200.0, 90.0]
+    assert s["mhz_s"][:2].tolist() == [990.0, 990.0]  # 1,980 MHz over each bin's half second
 
 
 def test_bins_double_their_width_when_the_run_outgrows_them_and_keep_every_sum():
@@ -79,7 +80,9 @@ def test_bins_double_their_width_when_the_run_outgrows_them_and_keep_every_sum()
     timeline = Timeline(bins=16, width_s=0.5)
     for a in range(0, 500, 100):
         sl = slice(a, a + 100)
-        timeline.add(SpanChunk(t0[sl], dt[sl], 2 * dt[sl], 100 + dt[sl], ones[sl], ones[sl], ones[sl], dt[sl]))
+        timeline.add(
+            SpanChunk(t0[sl], dt[sl], 2 * dt[sl], 100 + dt[sl], ones[sl], ones[sl], ones[sl], dt[sl], 1410 * dt[sl])
+        )
     assert timeline.width_s == 0.5 * 2**7  # 16 bins of 64 s cover the last end (< 1001 s)
     assert timeline.sums["busy_s"].sum() == pytest.approx(dt.sum(), rel=1e-12)
     assert timeline.sums["energy_j"].sum() == pytest.approx(2 * dt.sum(), rel=1e-12)
@@ -87,6 +90,7 @@ def test_bins_double_their_width_when_the_run_outgrows_them_and_keep_every_sum()
     assert timeline.peak_w.max() == (100 + dt).max()
     spans = timeline.as_spans()
     assert spans.span_s.sum() == pytest.approx(dt.sum(), rel=1e-12)
+    np.testing.assert_allclose(spans.mhz_s / spans.span_s, 1410.0, rtol=1e-12)  # the clock, bin by bin
     assert np.all(spans.start_s % timeline.width_s == 0)
 
 

@@ -98,7 +98,8 @@ def spans(draw: st.DrawFn) -> tuple[tuple[np.ndarray, np.ndarray, float, float],
             limit = None
     if kind == "flat":
         ce = (ce[0], ce[1], limit * ct[2], *ce[3:])  # the step power neither grows nor falls with the context
-    return (row(ct), row(ce), limit or 0.0, 0.0), batch, ctx_sum, n
+    clock = draw(st.sampled_from([0.0, 1980.0, 1410.0]))  # MHz (0: unknown)
+    return (row((*ct, clock)), row((*ce, clock)), limit or 0.0, 0.0), batch, ctx_sum, n
 
 
 def stepwise(
@@ -135,6 +136,7 @@ def test_span_s_and_decode_are_the_steps_summed(span):
     ce = c[1][0]
     shared = n * ce[6] * -math.expm1(batch * ce[costs.LOG_UNTOUCHED]) / ce[0] if ce[6] else 0.0  # in step constants
     assert math.isclose(got[3], shared, rel_tol=1e-12)
+    assert got[4] == ce[costs.CLOCK] * got[0]  # one clock: its MHz times the span's time
 
 
 @SETTINGS
@@ -208,8 +210,8 @@ def test_a_capped_span_is_longer():
     free, capped = (row(ct), row(ce), 0.0, 0.0), (row(ct), row(ce), 100.0, 0.0)
     assert costs.span_s(*capped, 8, 1000, 50) > costs.span_s(*free, 8, 1000, 50)
     assert costs.steps_to_reach(*capped, 8, 1000, 1.0) < costs.steps_to_reach(*free, 8, 1000, 1.0)
-    dt, de, peak, extra = costs.decode(*capped, 8, 1000, 50)
-    assert dt == costs.span_s(*capped, 8, 1000, 50) and peak == 100.0 and extra == 0.0
+    dt, de, peak, extra, mhz_s = costs.decode(*capped, 8, 1000, 50)
+    assert dt == costs.span_s(*capped, 8, 1000, 50) and peak == 100.0 and extra == 0.0 and mhz_s == 0.0
 
 
 # --- KV units and block phases -------------------------------------------------------------------

@@ -18,11 +18,12 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
 
 
 def row(c: object) -> np.ndarray:
-    """A one-level clock ladder in the kernel's layout from six step coefficients (no experts), or
-    from a full row (`sim.kernel.costs.COLUMNS` values) as it is."""
+    """A one-level clock ladder in the kernel's layout from its first values (six step coefficients,
+    then any of the expert reads, the overlap, the untouched chance's log and the clock), the rest
+    0 (no expert reads, no prefill overlap, clock unknown)."""
     c = np.asarray(c, dtype=float).reshape(-1)
-    if c.size == 6:
-        c = np.append(c, np.zeros(COLUMNS - 6))  # no expert reads, no prefill overlap
+    if c.size < COLUMNS:
+        c = np.append(c, np.zeros(COLUMNS - c.size))
     return c.reshape(1, -1)
 
 
