@@ -53,7 +53,7 @@ def plot_clock(runs: Sequence[PlotRun], path: Path) -> Path:
     """The SM clock (MHz, averaged over each time bin's busy GPU time) over simulated time, one
     line per run: where a power cap or a clock controller lowered it. Idle bins are gaps."""
     fig = figure(9, 3.5, left_in=1.0)
-    ax = fig.subplots()
+    ax = fig.subplots(1, 1, squeeze=False)[0, 0]
     for k, run in enumerate(runs):
         ax.plot(run.timelines["t_s"] / 60.0, run.timelines["clock_mhz"], label=run.label, **line_style(k))
     ax.set(
