@@ -174,6 +174,11 @@ class StepCosts:
         tokens, attn = prefill_sums(prefill)
         return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn, budget_s)
 
+    def missed(self, batch: int, ctx_sum: int, steps: int, budget_s: float) -> int:
+        """How many of `steps` decode steps take longer than a controller's budget (s) even at
+        full clock (`sim.kernel.costs.missed`)."""
+        return int(kernel_costs.missed(self.ladder_t, budget_s, batch, ctx_sum, steps))
+
     def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float, budget_s: float = 0.0) -> int:
         """Smallest k ≥ 1 whose decode span, under the power cap and a controller's budget (s),
         lasts ≥ dt_s (s) (`sim.kernel.costs.steps_to_reach`)."""

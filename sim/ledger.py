@@ -44,6 +44,7 @@ class ServerStats:
     span_features: np.ndarray | None = None  # (spans, 6) summed step features, if recorded
     span_bin_s: float = 0.0  # 0: one row per span; > 0: spans aggregated into time bins this wide (s)
     span_mhz_s: np.ndarray | None = None  # SM clock × time of each span (MHz·s; 0 where the clock is unknown)
+    missed_budget_steps: int = 0  # decode steps slower than a clock controller's budget even at full clock
 
     def mean_clock_mhz(self) -> float:
         """The SM clock (MHz) averaged over busy time; NaN when unknown (no clock log, or a GPU
@@ -83,6 +84,7 @@ class Ledger:
         self.step_avg = 0.0  # recent step time (s)
         self.peak_w = 0.0
         self.steps = 0
+        self.missed = 0  # decode steps slower than a clock controller's budget even at full clock
         self._f = array("d")  # per span: start (s), time (s), energy (J), peak power (W), KV share, MHz·s
         self._i = array("q")  # per span: steps, sequences per step, tokens emitted
         self._x = array("d")  # summed step features of each span, 6 per span (if recorded)
@@ -173,6 +175,7 @@ class Ledger:
             preemptions,
             np.frombuffer(self._x, dtype=float).reshape(-1, 6).copy() if len(self._x) else None,
             span_mhz_s=f[:, 5].copy(),
+            missed_budget_steps=self.missed,
         )
 
 

@@ -147,6 +147,7 @@ def run_summary(result: SimResult, slo: SloConfig, horizon_s: float | None = Non
         avg_power_w=energy / horizon if horizon else math.nan,
         peak_power_w=fleet_peak_power_w(result.servers) if result.peak_power_w is None else result.peak_power_w,
         mean_clock_mhz=mean_clock_mhz(result.servers),
+        clock_budget_missed_steps=sum(s.missed_budget_steps for s in result.servers),
         makespan_s=result.makespan_s,
         ttft_s=lat["ttft_s"],
         tpot_s=lat["tpot_s"],

@@ -16,7 +16,7 @@ import gc
 import heapq
 import time
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,7 @@ def simulate_fleet(
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
     _warn_rejected(jobs.reason[: arrival.size])
+    _warn_missed_budget(stats, servers)
     if writer is not None:
         del made, jobs, servers, env, finish, writer  # the job table, the largest thing left, is held in
         gc.collect()  # reference cycles of the SimPy processes: free it before anything reads the file
@@ -259,6 +260,28 @@ def _warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
         "server.chunked_prefill=true or a shaping policy serves them)",
         RejectedRequestsWarning,
         stacklevel=stacklevel,
+    )
+
+
+class ClockBudgetWarning(UserWarning):
+    """Steps of a run that no SM clock keeps within the clock controller's budget."""
+
+
+def _warn_missed_budget(stats: Sequence[ServerStats], servers: Sequence[Server]) -> None:
+    """One warning per run with the decode steps slower than the clock controller's budget even at
+    full clock (`gpu.clock_policy=slo`): those ran at full clock, saving nothing."""
+    missed, steps = sum(s.missed_budget_steps for s in stats), sum(s.steps for s in stats)
+    if not missed:
+        return
+    budgets = sorted({s.costs.step_budget_s for s in servers if s.costs.step_budget_s > 0})
+    warnings.warn(
+        f"{missed:,} decode steps ({100 * missed / max(steps, 1):.1f} % of {steps:,} steps) took longer than the clock "
+        f"controller's step budget ({', '.join(f'{1000 * b:g} ms' for b in budgets)}: gpu.slo_headroom × "
+        "slo.tpot_s) even at full clock, so no clock met it and they ran at full clock (summary.json: "
+        "clock_budget_missed_steps); a larger gpu.slo_headroom or slo.tpot_s, or a smaller batch, lets the "
+        "controller act there",
+        ClockBudgetWarning,
+        stacklevel=3,
     )
 
 

@@ -381,6 +381,7 @@ class Server:
             dt, de, peak, extra, mhz_s = self.costs.decode(B, S, k, budget)
         if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
+        self.ledger.missed += self.costs.missed(B, S, k, budget)
         e = self.engine
         done = e.run_span(k, extra)
         self.ledger.advance(dt, de, k, peak, B, B * k, e.used / e.cap, mhz_s)

@@ -64,6 +64,9 @@ class RunSummary:
     avg_power_w: float = _m("W", "energy / horizon, all GPUs")
     peak_power_w: float = _m("W", "highest total power of all GPUs")
     mean_clock_mhz: float = _m("MHz", "SM clock averaged over the GPUs' busy time (NaN: the GPU's clocks unknown)")
+    clock_budget_missed_steps: int = _m(
+        "steps", "decode steps slower than the clock controller's budget even at full clock (no clock met it)"
+    )
     makespan_s: float = _m("s", "simulated time to the last finish")
     ttft_s: Latency = _m("s", "time to first token")
     tpot_s: Latency = _m("s", "time per output token")

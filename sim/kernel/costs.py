@@ -127,6 +127,29 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
 
 
 @njit(cache=True)
+def missed(lt, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+    """How many of `steps` decode steps (a span, contexts summing to `ctx_sum` at the first) take
+    longer than the controller's budget `tau` (s) even at full clock (ladder row 0): steps whose
+    budget no clock meets. Time grows along the span, so they are its last ones. (Steps that
+    prefill are not counted: the budget is a decode step's, and they run at full clock anyway.)"""
+    if tau <= 0.0:
+        return 0
+    c = lt[0]
+    a = const_at(c, batch) + c[1] * batch + c[2] * ctx_sum
+    cb = c[2] * batch
+    if a > tau:
+        return steps
+    if cb <= 0.0:
+        return 0
+    first = math.floor((tau - a) / cb) + 1  # the first step i with a + cb·i > tau
+    while first > 0 and a + cb * (first - 1) > tau:  # (the division rounds: the series decides)
+        first -= 1
+    while first < steps and not a + cb * first > tau:
+        first += 1
+    return max(steps - first, 0)
+
+
+@njit(cache=True)
 def budget(r):  # type: ignore[no-untyped-def]
     """The controller's step budget (s) for what starts now: `r.tau` while nothing waits in the
     queue, none (full clock) while requests wait: queueing is where time to first token is lost."""

@@ -56,6 +56,7 @@ def close_span(r, B, S, k, tau):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S, under the controller's
     budget `tau` (s) of when they started (`Server._end_decode`)."""
     dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k)
+    r.missed += costs.missed(r.lt, tau, B, S, k)
     run_span(r, k, extra)
     _advance(r, dt, de, k, peak, B, B * k, mhz_s)
     _stamp(r, 0)

@@ -68,7 +68,7 @@ def room(server: Server) -> int:
 def drain(server: Server, r: state.Replica) -> bool:
     """Move the kernel's buffers into the server's ledger, the job table and the engine; whether
     its ledger's log is due to be handed over (the caller hands it over once all are drained)."""
-    t, tc, step_avg, peak_w, fi, nrows, idle = state.clock(r)
+    t, tc, step_avg, peak_w, fi, nrows, idle, missed = state.clock(r)
     ledger = server.ledger
     take_log(server.jobs, r)
     if nrows:
@@ -77,6 +77,7 @@ def drain(server: Server, r: state.Replica) -> bool:
         ledger._i.frombytes(rows_i.tobytes())
         ledger.steps += int(rows_i[:, 0].sum())
     ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
+    ledger.missed += missed
     server._fi, server._idle = fi, bool(idle)
     return len(ledger._i) >= ledger._full
 

@@ -49,7 +49,7 @@ _STATE_INTS = (
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
     "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi",
     "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0", "cidle", "lru_h", "lru_t",
-    "evicted",
+    "evicted", "missed",
 )  # fmt: skip
 _STATE_FLOATS = (
     "share",
@@ -123,7 +123,7 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = 0
-    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = 0
+    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = r.missed = 0
     r.idle, r.eid = 1, -1
     r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_mhz = r.w_tau = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1
@@ -159,8 +159,9 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
 @njit(cache=True)
 def clock(r):  # type: ignore[no-untyped-def]
     """(clock s, its compensation, recent step time s, peak step power W, feed position, span
-    rows waiting, idle)."""
-    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.nrows, r.idle
+    rows waiting, idle, steps over the controller's budget since the last call (then cleared))."""
+    missed, r.missed = r.missed, 0
+    return r.t, r.tc, r.step_avg, r.peak_w, r.fi, r.nrows, r.idle, missed
 
 
 @njit(cache=True)

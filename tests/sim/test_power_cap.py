@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from sim.app import clocked_oracle
 from sim.config import ConfigError, GpuConfig, ServerConfig
 from sim.costs import StepCosts
 from sim.kernel import costs as kernel_costs
-from sim.run import simulate
+from sim.run import ClockBudgetWarning, simulate
 
 H100 = "llama-3.1-8b_h100"
 ORACLES = ["llama-3.1-8b_h100", "qwen3-14b_b200", "mistral-7b_a100", "qwen3-32b_h200"]
@@ -186,15 +187,57 @@ def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
     from sim.run import simulate_fleet
     from tests.sim.kernel.test_loop import assert_same, general_loop
 
-    oracle = clocked_oracle(H100, GpuConfig(clock_policy="slo", power_limit_w=450.0))
     azure = traces.load("azure_chat").iloc[:3000]
     azure = azure.assign(arrival_s=azure["arrival_s"] / 4)
-    for fleet in (Fleet.single(oracle, ServerConfig()), Fleet.single(oracle, ServerConfig(), 3, "least_tokens")):
-        compiled = simulate_fleet(azure, fleet)
-        with pytest.MonkeyPatch.context() as mp:
-            general_loop(mp)
-            reference = simulate_fleet(azure, fleet)
-        assert_same(compiled, reference)
+    missed = []
+    for tpot_s in (0.1, 0.02):  # the second budget (10 ms) is below many decode steps' time at full clock
+        oracle = clocked_oracle(H100, GpuConfig(clock_policy="slo", power_limit_w=450.0), tpot_s=tpot_s)
+        for fleet in (Fleet.single(oracle, ServerConfig()), Fleet.single(oracle, ServerConfig(), 3, "least_tokens")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ClockBudgetWarning)
+                compiled = simulate_fleet(azure, fleet)
+                with pytest.MonkeyPatch.context() as mp:
+                    general_loop(mp)
+                    reference = simulate_fleet(azure, fleet)
+            assert_same(compiled, reference)  # the steps over the budget (missed_budget_steps) included
+            missed.append(sum(s.missed_budget_steps for s in compiled.servers))
+    assert missed[0] < missed[2] and missed[1] < missed[3]  # a tighter budget: more steps no clock meets
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(ORACLES),
+    st.floats(0.001, 0.1),
+    st.integers(1, 512),
+    st.integers(0, 3_000_000),
+    st.integers(1, 3000),
+)
+def test_missed_counts_the_decode_steps_slower_than_the_budget_at_full_clock(name, budget, batch, ctx_sum, n):
+    """The closed form against the steps one by one: a step misses when even the full clock
+    (ladder row 0) is slower than the budget."""
+    costs = StepCosts.from_oracle(dataclasses.replace(Oracle.load(name), settings={"step_budget_s": budget}))
+    times = np.array([value(costs.ladder_t[0], (batch, ctx_sum + i * batch, 0, 0, 0)) for i in range(n)])
+    near = np.abs(times / budget - 1) < 1e-9  # a step at the budget to rounding: either way is right
+    assert abs(costs.missed(batch, ctx_sum, n, budget) - int((times > budget).sum())) <= int(near.sum())
+    assert costs.missed(batch, ctx_sum, n, 0.0) == 0  # no controller, no budget to miss
+
+
+def test_a_run_whose_controller_budget_no_clock_meets_warns_once_and_counts_the_steps(llama):
+    from sim.config import SloConfig
+    from sim.metrics import run_summary
+
+    azure = traces.load("azure_chat").iloc[:2000]
+    slo = SloConfig(tpot_s=0.012)  # a 6 ms budget: below a decode step of any batch at full clock
+    tight = clocked_oracle(H100, GpuConfig(clock_policy="slo"), tpot_s=slo.tpot_s)
+    with pytest.warns(
+        ClockBudgetWarning, match=r"decode steps \(.*%.*\) took longer than the clock controller's step budget \(6 ms"
+    ):
+        summary = run_summary(simulate(azure, tight, ServerConfig()), slo)
+    assert 0 < summary.clock_budget_missed_steps <= summary.output_tokens  # a decode step emits ≥ 1 token
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ClockBudgetWarning)
+        plain = run_summary(simulate(azure, clocked_oracle(H100, GpuConfig()), ServerConfig()), slo)
+    assert plain.clock_budget_missed_steps == 0
 
 
 def test_issue_target_the_controller_saves_energy_at_the_same_slo_attainment(llama):
