@@ -202,11 +202,12 @@ def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle", tpot_
         raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
     if gpu.clock_policy == "slo":
         try:
-            clock_spec_of(oracle)
+            spec = clock_spec_of(oracle)
         except ClockError as e:
             raise ConfigError(f"gpu.clock_policy=slo ({key} {oracle.name!r}): {e}") from e
         budget = gpu.slo_headroom * tpot_s
-        oracle = replace(oracle, settings={**oracle.settings, "step_budget_s": budget})
+        switch = spec.switch_latency_s if gpu.clock_switch_s is None else gpu.clock_switch_s
+        oracle = replace(oracle, settings={**oracle.settings, "step_budget_s": budget, "clock_switch_s": switch})
     cap = gpu.power_limit_w
     if cap is None:
         return oracle

@@ -134,12 +134,15 @@ class GpuConfig:
     power_limit_w caps every GPU's power (W; null: the board's own limit, the oracle's
     `power_limit_w`): a step that would draw more runs at the highest clock whose power fits.
     clock_policy: `static` (that clock) or `slo`, an SLO-aware frequency controller that runs each
-    step at the lowest clock keeping it within `slo_headroom` × slo.tpot_s (s)."""
+    step at the lowest clock keeping it within `slo_headroom` × slo.tpot_s (s). clock_switch_s:
+    the controller's clock-switch latency (s; null: the GPU's, `oracle.clock_specs`; 0: it switches
+    at every step): it holds a clock it set for that long before it may set another."""
 
     clock_mhz: int | None = None
     power_limit_w: float | None = None
     clock_policy: str = "static"
     slo_headroom: float = 0.5  # steps with prefill chunks run at full clock between them: leave room
+    clock_switch_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.clock_mhz is not None:
@@ -158,6 +161,12 @@ class GpuConfig:
             f"must be one of {CLOCK_POLICIES}, got {self.clock_policy!r}",
         )
         check(0 < self.slo_headroom <= 1, "gpu.slo_headroom", f"must be in (0, 1], got {self.slo_headroom}")
+        if self.clock_switch_s is not None:
+            check(
+                math.isfinite(self.clock_switch_s) and 0 <= self.clock_switch_s <= 60,
+                "gpu.clock_switch_s",
+                f"must be null (the GPU's) or a number of s in [0, 60], got {self.clock_switch_s}",
+            )
 
 
 def build(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:

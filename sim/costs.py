@@ -41,7 +41,9 @@ class StepCosts:
     where unknown; row 0 these ones; `oracle.clocks.ladder`). Without a ladder (one row) a
     throttled step lasts energy / cap.
     `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
-    keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `experts`: the
+    keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `switch_s`: its
+    clock-switch latency (s; 0: it switches at every step; the oracle's `clock_switch_s`), during
+    which it holds the clock it set (`sim.kernel.costs.hold`); `experts`: the
     oracle's expert reads (`Oracle.experts`); `overlap`: its prefill overlap (`Oracle.overlap`)."""
 
     time_s: StepCoef
@@ -54,6 +56,7 @@ class StepCosts:
     experts: ExpertReads | None = None  # a mixture of experts' reads (`Oracle.experts`)
     overlap: Overlap | None = None  # what a prefill step hides (`Oracle.overlap`)
     ladder_mhz: np.ndarray | None = field(default=None, repr=False, compare=False)  # each level's clock (MHz)
+    switch_s: float = 0.0  # the controller's clock-switch latency (s; 0: it switches at every step)
 
     def __post_init__(self) -> None:
         x = self.experts
@@ -101,6 +104,7 @@ class StepCosts:
             oracle.experts,
             oracle.overlap,
             mhz,
+            float(oracle.settings.get("clock_switch_s", 0.0)),
         )
 
     @property
@@ -120,12 +124,20 @@ class StepCosts:
         return self.step_budget_s if queue_len == 0 else 0.0
 
     def step(
-        self, decode_seqs: int, decode_ctx: int, prefill_seqs: int, tokens: int, attn: int, budget_s: float = 0.0
+        self,
+        decode_seqs: int,
+        decode_ctx: int,
+        prefill_seqs: int,
+        tokens: int,
+        attn: int,
+        budget_s: float = 0.0,
+        floor: int = -1,
     ) -> tuple[float, float, float, float]:
         """Time (s), energy (J), `extra` (energy a lower clock saved, in step constants) and SM
         clock (MHz) of one step with these summed features, the reference's way, clock by clock:
         the highest clock whose power fits the cap, then, under a controller's budget, the lowest
-        whose time fits it (`sim.kernel.costs.step` does the same)."""
+        whose time fits it; held at ladder level `floor` (≥ 0), that clock or the highest below it
+        whose power fits the cap (`sim.kernel.costs.step` does the same)."""
         lt, le, cap, tau = self.ladder_t, self.ladder_e, self._cap, budget_s
         assert lt is not None and le is not None
         x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
@@ -134,16 +146,16 @@ class StepCosts:
         shared = apart / float(le[0, 0]) if apart != 0.0 else 0.0  # in step constants
         clock = float(lt[0, kernel_costs.CLOCK])
         over = cap > 0.0 and de > cap * dt
-        if not over and (tau <= 0.0 or dt > tau):
+        if not over and (floor == 0 or (floor < 0 and (tau <= 0.0 or dt > tau))):
             return dt, de, shared, clock
         if len(lt) == 1:
             return (de / cap if over else dt), de, shared, clock
-        level, last = 0, len(lt) - 1
-        if over:
-            level = 1
-            while level < last and _step_value(le[level], *x) > cap * _step_value(lt[level], *x):
+        level, last = max(floor, 0), len(lt) - 1
+        if over or floor > 0:
+            level = max(level, 1)
+            while level < last and cap > 0.0 and _step_value(le[level], *x) > cap * _step_value(lt[level], *x):
                 level += 1
-        if tau > 0.0:
+        if tau > 0.0 and floor < 0:
             while level < last and _step_value(lt[level + 1], *x) <= tau:
                 level += 1
         if level == 0:
@@ -151,38 +163,58 @@ class StepCosts:
         e = _step_value(le[level], *x)
         return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0]), float(lt[level, kernel_costs.CLOCK])
 
-    def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0) -> float:
+    def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0, floor: int = -1) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
-        `ctx_sum` at the first, under the power cap and a controller's budget (s)
-        (`sim.kernel.costs.span_s`)."""
-        return float(kernel_costs.span_s(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps))
+        `ctx_sum` at the first, under the power cap and a controller's budget (s) or the ladder
+        level it holds (`floor`) (`sim.kernel.costs.span_s`)."""
+        lt, le = self.ladder_t, self.ladder_e
+        return float(kernel_costs.span_s(lt, le, self._cap, budget_s, batch, ctx_sum, steps, floor))
 
     def decode(
-        self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0
+        self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0, floor: int = -1
     ) -> tuple[float, float, float, float, float]:
         """Time (s), energy (J), peak step power (W), `extra` and clock time (MHz·s) of `steps`
-        decode steps under the power cap and a controller's budget (s) (`sim.kernel.costs.decode`)."""
+        decode steps under the power cap and a controller's budget (s) or held level
+        (`sim.kernel.costs.decode`)."""
         dt, de, peak, extra, mhz_s = kernel_costs.decode(
-            self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps
+            self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, steps, floor
         )
         return float(dt), float(de), float(peak), float(extra), float(mhz_s)
 
     def mixed(
-        self, decode_seqs: int, decode_ctx: int, prefill: list[tuple[int, int, int]], budget_s: float = 0.0
+        self,
+        decode_seqs: int,
+        decode_ctx: int,
+        prefill: list[tuple[int, int, int]],
+        budget_s: float = 0.0,
+        floor: int = -1,
     ) -> tuple[float, float, float, float]:
         """`step` of a step that decodes and prefills: (time s, energy J, extra, clock MHz)."""
         tokens, attn = prefill_sums(prefill)
-        return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn, budget_s)
+        return self.step(decode_seqs, decode_ctx, len(prefill), tokens, attn, budget_s, floor)
+
+    def wanted_level(self, budget_s: float, *x: int) -> int:
+        """The ladder level of the lowest clock at which a step with features `x` (decode
+        sequences, their contexts, prefilling sequences, prompt tokens, attention pairs) lasts at
+        most `budget_s` (s); 0 (full clock) when none does or without a budget."""
+        lt = self.ladder_t
+        assert lt is not None
+        level = 0
+        if budget_s > 0.0:
+            while level < len(lt) - 1 and _step_value(lt[level + 1], *x) <= budget_s:
+                level += 1
+        return level
 
     def missed(self, batch: int, ctx_sum: int, steps: int, budget_s: float) -> int:
         """How many of `steps` decode steps take longer than a controller's budget (s) even at
         full clock (`sim.kernel.costs.missed`)."""
         return int(kernel_costs.missed(self.ladder_t, budget_s, batch, ctx_sum, steps))
 
-    def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float, budget_s: float = 0.0) -> int:
-        """Smallest k ≥ 1 whose decode span, under the power cap and a controller's budget (s),
-        lasts ≥ dt_s (s) (`sim.kernel.costs.steps_to_reach`)."""
-        return int(kernel_costs.steps_to_reach(self.ladder_t, self.ladder_e, self._cap, budget_s, batch, ctx_sum, dt_s))
+    def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float, budget_s: float = 0.0, floor: int = -1) -> int:
+        """Smallest k ≥ 1 whose decode span, under the power cap and a controller's budget (s) or
+        held level, lasts ≥ dt_s (s) (`sim.kernel.costs.steps_to_reach`)."""
+        lt, le = self.ladder_t, self.ladder_e
+        return int(kernel_costs.steps_to_reach(lt, le, self._cap, budget_s, batch, ctx_sum, dt_s, floor))
 
 
 def prefill_sums(prefill: list[tuple[int, int, int]]) -> tuple[int, int]:

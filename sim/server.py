@@ -86,7 +86,8 @@ class Server:
         self._timer: simpy.Event | None = None
         self._phase = _IDLE
         self._nxt: float | None = None
-        self._span: tuple[int, int, float, int, float] = (0, 0, 0.0, 0, 0.0)  # ..., controller budget (s)
+        self._span: tuple[int, int, float, int, float, int] = (0, 0, 0.0, 0, 0.0, -1)  # ..., budget (s), held level
+        self._held: tuple[int, float] = (0, 0.0)  # the clock controller's held ladder level, and until when (s)
         self._step: tuple[Prefill, float, float, float, float, float] = ([], 0.0, 0.0, 0.0, 0.0, 0.0)
         _urgent(env, self._start)
 
@@ -215,13 +216,14 @@ class Server:
             self._pull(now)
         if e.can_span():
             B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
+            floor = self._hold(now, B, S, 0, 0, 0)
             if self._exact:
                 k = 1
             else:
-                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now, budget)
+                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now, budget, floor)
             self._phase = _DECODE
-            self._span = (B, S, now, k, budget)
-            self._sleep(now + self.costs.span_s(B, S, k, budget))
+            self._span = (B, S, now, k, budget, floor)
+            self._sleep(now + self.costs.span_s(B, S, k, budget, floor))
         elif e.busy():
             self._start_mixed(e.form_step(now))
         else:
@@ -256,7 +258,8 @@ class Server:
             self._fi = fi
             if can_span():
                 B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
-                end_decode(B, S, 1 if exact else span_steps(B, S, now, budget), budget)
+                floor = self._hold(now, B, S, 0, 0, 0)
+                end_decode(B, S, 1 if exact else span_steps(B, S, now, budget, floor), budget, floor)
             elif e.busy():
                 work = e.form_step(now)
                 self._end_mixed(work, *self._mixed_cost(work))
@@ -281,8 +284,8 @@ class Server:
         self._waiting = False
         phase = self._phase
         if phase == _DECODE:
-            B, S, _, k, budget = self._span
-            self._end_decode(B, S, k, budget)
+            B, S, _, k, budget, floor = self._span
+            self._end_decode(B, S, k, budget, floor)
         elif phase == _MIXED:
             work, dt, de, extra, mhz, _ = self._step
             self._end_mixed(work, dt, de, extra, mhz)
@@ -297,10 +300,10 @@ class Server:
         self._waiting = self._interrupted = False
         phase = self._phase
         if phase == _DECODE:
-            B, S, t0, k, budget = self._span
-            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0, budget))
-            self._span = (B, S, t0, k, budget)
-            self._sleep(t0 + self.costs.span_s(B, S, k, budget))
+            B, S, t0, k, budget, floor = self._span
+            k = min(k, self.costs.steps_to_reach(B, S, t_s - t0, budget, floor))
+            self._span = (B, S, t0, k, budget, floor)
+            self._sleep(t0 + self.costs.span_s(B, S, k, budget, floor))
         elif phase == _MIXED:
             self._sleep(self._step[5])  # a step is atomic: arrivals wait for its end
         else:
@@ -341,7 +344,22 @@ class Server:
         e = self.engine
         assert e.B or work, "a step with nothing to run"
         budget = self.costs.budget_for(e.queue_len)
-        return self._exact_step(work, budget) if self._exact else self.costs.mixed(e.B, e.S, work, budget)
+        floor = self._hold(self.ledger.now, e.B, e.S, len(work), *prefill_sums(work))
+        return self._exact_step(work, budget, floor) if self._exact else self.costs.mixed(e.B, e.S, work, budget, floor)
+
+    def _hold(self, now: float, *x: int) -> int:
+        """The ladder level the clock controller holds for a step or span with features `x` that
+        starts at `now` (s): the one it wants (`StepCosts.wanted_level`), switched to only when the
+        last switch is at least `StepCosts.switch_s` old; −1 (it switches at every step) without a
+        switch latency or a controller (`sim.kernel.costs.hold`)."""
+        c = self.costs
+        if c.switch_s <= 0.0 or c.step_budget_s <= 0.0:
+            return -1
+        level, until = self._held
+        want = c.wanted_level(c.budget_for(self.engine.queue_len), *x)
+        if want != level and now >= until:
+            level, until = self._held = (want, now + c.switch_s)
+        return level
 
     def _end_mixed(self, work: Prefill, dt: float, de: float, extra: float, mhz: float) -> None:
         """Close the step that prefilled `work`, of dt s and de J at `mhz` MHz: engine, ledger and
@@ -361,24 +379,24 @@ class Server:
         if first or done:
             self._emit(first, done)
 
-    def _span_steps(self, B: int, S: int, t0: float, budget: float) -> int:
+    def _span_steps(self, B: int, S: int, t0: float, budget: float, floor: int) -> int:
         """Steps of the next plain decode span: to the engine's limit or the next feed arrival
         that could join."""
         e = self.engine
         k = e.span_limit()
         if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
-            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0, budget)
+            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0, budget, floor)
             if reach < k:
                 return reach
         return k
 
-    def _end_decode(self, B: int, S: int, k: int, budget: float) -> None:
+    def _end_decode(self, B: int, S: int, k: int, budget: float, floor: int) -> None:
         """Close a span of k plain decode steps of B decoders whose contexts summed to S."""
         if self._exact:
-            dt, de, extra, mhz = self._exact_step([], budget)
+            dt, de, extra, mhz = self._exact_step([], budget, floor)
             peak, mhz_s = _power(de, dt), mhz * dt
         else:
-            dt, de, peak, extra, mhz_s = self.costs.decode(B, S, k, budget)
+            dt, de, peak, extra, mhz_s = self.costs.decode(B, S, k, budget, floor)
         if self._record:
             self.ledger.record((k, B * k, k * S + B * k * (k - 1) // 2, 0, 0, 0))
         self.ledger.missed += self.costs.missed(B, S, k, budget)
@@ -409,7 +427,7 @@ class Server:
                 self.on_finish(j, t)
 
     # --- the reference: one step, every sequence charged explicitly ---------------------
-    def _exact_step(self, work: Prefill, budget: float) -> tuple[float, float, float, float]:
+    def _exact_step(self, work: Prefill, budget: float, floor: int = -1) -> tuple[float, float, float, float]:
         """Features of the coming step from each sequence's own state; charges each its energy:
         its own terms, and an equal share of the step's constant and of the energy a power cap's
         lower clock changed (`StepCosts.step`). Returns (time s, energy J, extra, clock MHz)."""
@@ -418,7 +436,7 @@ class Server:
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
         assert ctx == e.S, "incremental context sum diverged from the explicit one"
-        dt, de, extra, mhz = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget)
+        dt, de, extra, mhz = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget, floor)
         share = ce.const * (1.0 + extra) / (len(dec) + len(work))
         for j, c in dec:
             jobs.energy_j[j] += ce.decode_seqs + ce.decode_ctx * c + share

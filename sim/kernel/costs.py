@@ -31,7 +31,10 @@ clock form one run (found by bisection).
 A frequency controller (`tau` > 0, s) lowers the clock further: each step runs at the lowest clock
 whose step time stays within `tau` (never above the cap's clock; a step slower than `tau` at full
 clock runs at full clock, or the cap's). Along a decode span that level falls as the contexts grow,
-so its runs are found the same way, and each step runs at the lower clock of the two.
+so its runs are found the same way, and each step runs at the lower clock of the two. A controller
+that cannot switch at every step holds a clock instead (`floor` ≥ 0, a ladder level; −1: switch
+freely): then each step runs at the held clock, or lower where the cap needs it, and `tau` is not
+read (`hold` chooses the held level).
 
 `sim.costs.StepCosts` calls these; the step-by-step reference (`server.exact_steps`) sums single
 steps (`step`).
@@ -104,22 +107,26 @@ def _over(limit, a_t, a_e, l_t, l_e):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn, floor=-1):  # type: ignore[no-untyped-def]
     """Time (s), energy (J), `extra` and SM clock (MHz) of one step with these summed features,
-    under the cap `limit` (W) and the controller's step-time budget `tau` (s; 0: none)."""
+    under the cap `limit` (W) and the controller's step-time budget `tau` (s; 0: none), or at
+    the held ladder level `floor` (≥ 0)."""
     de = _step(le[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     dt = _step(lt[0], decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
     apart = experts_at(le[0], decode_seqs + tokens) - hidden_at(le[0], tokens)  # the shared cost beside c0
     shared = apart / le[0, 0] if apart != 0.0 else 0.0  # in step constants
     over = limit > 0.0 and de > limit * dt
-    if not over and (tau <= 0.0 or dt > tau):
+    if not over and floor <= 0 and (floor == 0 or tau <= 0.0 or dt > tau):
         return dt, de, shared, lt[0, CLOCK]
     last = lt.shape[0] - 1
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
         return (de / limit if over else dt), de, shared, lt[0, CLOCK]
     x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-    level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
-    level = _time_level(lt, tau, level, *x)
+    if floor >= 0:  # held: that clock, or lower where the cap needs it
+        level = _power_level(lt, le, limit, floor, *x) if floor > 0 else _power_level(lt, le, limit, 1, *x)
+    else:
+        level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
+        level = _time_level(lt, tau, level, *x)
     if level == 0:
         return dt, de, shared, lt[0, CLOCK]
     e = _step(le[level], *x)
@@ -150,6 +157,21 @@ def missed(lt, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def hold(r, now, decode_seqs, decode_ctx, prefill_seqs, tokens, attn):  # type: ignore[no-untyped-def]
+    """The controller's ladder level for what starts at `now` (s) with these features, when it
+    cannot switch freely (`r.switch` > 0 s, its switch latency): the level whose clock is the
+    lowest keeping this step within the budget (full clock while requests wait), switched to only
+    when the last switch is at least `r.switch` old; otherwise the clock it holds. −1 (switch
+    freely, `tau` decides per step) without a switch latency or a controller."""
+    if r.switch <= 0.0 or r.tau <= 0.0:
+        return -1
+    want = _time_level(r.lt, budget(r), 0, decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
+    if want != r.held and now >= r.held_until:
+        r.held, r.held_until = want, now + r.switch
+    return r.held
+
+
+@njit(cache=True)
 def budget(r):  # type: ignore[no-untyped-def]
     """The controller's step budget (s) for what starts now: `r.tau` while nothing waits in the
     queue, none (full clock) while requests wait: queueing is where time to first token is lost."""
@@ -157,15 +179,17 @@ def budget(r):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def mixed(r, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
+def mixed(r, now, decode_seqs, decode_ctx):  # type: ignore[no-untyped-def]
     """`step` of a step that decodes the decoders and prefills `r`'s work (formed: the queue is
-    what it leaves waiting)."""
+    what it leaves waiting), starting at `now` (s), at the clock the controller holds then
+    (`hold`) or under its budget."""
     tokens = attn = 0
     for i in range(r.nwork):
         m, past = r.work_m[i], r.work_past[i]
         tokens += m
         attn += m * past + m * (m + 1) // 2
-    return step(r.lt, r.le, r.limit, budget(r), decode_seqs, decode_ctx, r.nwork, tokens, attn)
+    floor = hold(r, now, decode_seqs, decode_ctx, r.nwork, tokens, attn)
+    return step(r.lt, r.le, r.limit, budget(r), decode_seqs, decode_ctx, r.nwork, tokens, attn, floor)
 
 
 @njit(cache=True)
@@ -225,22 +249,23 @@ def _time_level(lt, tau, lo, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
 
 
 @njit(cache=True)
-def _decode_level(lt, le, limit, tau, batch, ctx, by_time):  # type: ignore[no-untyped-def]
-    """A decode step's power level (or, `by_time`, its time level) at context sum ctx."""
+def _decode_level(lt, le, limit, tau, batch, ctx, by_time, floor):  # type: ignore[no-untyped-def]
+    """A decode step's power level from ladder level `floor` (or, `by_time`, its time level) at
+    context sum ctx."""
     if by_time:
         return _time_level(lt, tau, 0, batch, ctx, 0, 0, 0)
-    return _power_level(lt, le, limit, 0, batch, ctx, 0, 0, 0)
+    return _power_level(lt, le, limit, floor, batch, ctx, 0, 0, 0)
 
 
 @njit(cache=True)
-def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ignore[no-untyped-def]
+def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time, floor):  # type: ignore[no-untyped-def]
     """The last step of the run from step i whose power (or, `by_time`, time) level is step i's:
     along a span each level is monotone in the step, so a run is contiguous (bisection)."""
-    level = _decode_level(lt, le, limit, tau, batch, ctx_sum + i * batch, by_time)
+    level = _decode_level(lt, le, limit, tau, batch, ctx_sum + i * batch, by_time, floor)
     lo, hi = i, steps - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _decode_level(lt, le, limit, tau, batch, ctx_sum + mid * batch, by_time) == level:
+        if _decode_level(lt, le, limit, tau, batch, ctx_sum + mid * batch, by_time, floor) == level:
             lo = mid
         else:
             hi = mid - 1
@@ -248,16 +273,18 @@ def _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, by_time):  # type: ig
 
 
 @njit(cache=True)
-def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: ignore[no-untyped-def]
+def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s, floor):  # type: ignore[no-untyped-def]
     """Time (s), energy (J), peak power (W) and clock time (MHz·s: each segment's clock times its
     time) of a decode span whose steps each run at the lower clock of their power and time levels:
     the segments where both are constant, summed as series. With `reach_s` > 0, it stops in the
     segment where the time reaches it and returns, as its fifth value, the steps from the span's
-    start to that step boundary (`steps_to_reach`)."""
+    start to that step boundary (`steps_to_reach`). Held at ladder level `floor` (≥ 0), the time
+    levels are not read (`tau` is 0) and the power levels start there."""
     dt = de = peak = mhz_s = 0.0
     i = 0
-    p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False)
-    t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, True)
+    floor = max(floor, 0)
+    p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False, floor)
+    t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, True, floor)
     while i < steps:
         end = min(p_end, t_end)
         level = max(p_level, t_level)
@@ -273,16 +300,17 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s):  # type: igno
         peak = max(peak, e0 / t0 if t0 > 0.0 else 0.0, e1 / t1 if t1 > 0.0 else 0.0)
         i = end + 1
         if i < steps and p_end < i:
-            p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False)
+            p_end, p_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, False, floor)
         if i < steps and t_end < i:
-            t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, True)
+            t_end, t_level = _run_end(lt, le, limit, tau, batch, ctx_sum, i, steps, True, floor)
     return dt, de, peak, mhz_s, steps
 
 
 @njit(cache=True)
-def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
-    """Time (s, under the cap and the controller), energy (J), peak step power (W), `extra` and
-    clock time (MHz·s, the steps' SM clocks weighted by their times) of a decode span."""
+def decode(lt, le, limit, tau, batch, ctx_sum, steps, floor=-1):  # type: ignore[no-untyped-def]
+    """Time (s, under the cap and the controller: its budget `tau`, or the ladder level `floor` it
+    holds), energy (J), peak step power (W), `extra` and clock time (MHz·s, the steps' SM clocks
+    weighted by their times) of a decode span."""
     ct, ce = lt[0], le[0]
     a_t, l_t = _ends(ct, batch, ctx_sum, steps)
     a_e, l_e = _ends(ce, batch, ctx_sum, steps)
@@ -291,8 +319,8 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     moe = steps * experts_at(ce, batch)
     shared = moe / ce[0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
     over = _over(limit, a_t, a_e, l_t, l_e)
-    if lt.shape[0] > 1 and (over or (tau > 0.0 and a_t <= tau)):  # (time grows along the span)
-        t, e, peak, mhz_s, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)
+    if lt.shape[0] > 1 and (over or _slowed(tau, a_t, floor)):
+        t, e, peak, mhz_s, _ = _laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, steps, 0.0, floor)
         return t, e, peak, (e - de + moe) / ce[0], mhz_s
     if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
@@ -303,20 +331,33 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untype
     return dt, de, p_first if p_first > p_last else p_last, shared, ct[CLOCK] * dt
 
 
+@njit(cache=True, inline="always")
+def _slowed(tau, first_s, floor):  # type: ignore[no-untyped-def]
+    """Whether the controller slows a decode span: it holds a level below full clock, or, free to
+    switch, its budget leaves room at the span's first step (time grows along a span)."""
+    return floor > 0 or (floor < 0 and tau > 0.0 and first_s <= tau)
+
+
+@njit(cache=True, inline="always")
+def _free(tau, floor):  # type: ignore[no-untyped-def]
+    """The budget the step-by-step time levels read: none while the controller holds a level."""
+    return tau if floor < 0 else 0.0
+
+
 @njit(cache=True)
-def span_s(lt, le, limit, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
+def span_s(lt, le, limit, tau, batch, ctx_sum, steps, floor=-1):  # type: ignore[no-untyped-def]
     """Time (s) of `steps` decode steps under the power cap and the controller (`decode`'s, with
     the common case, no step over the cap and no budget to slow down to, first)."""
     t = span(lt[0], batch, ctx_sum, steps)
-    if limit <= 0.0 and tau <= 0.0:
+    if limit <= 0.0 and tau <= 0.0 and floor <= 0:
         return t
     if lt.shape[0] == 1:
         return _stretched_s(lt[0], le[0], limit, batch, ctx_sum, steps)
     a_t, l_t = _ends(lt[0], batch, ctx_sum, steps)
     a_e, l_e = _ends(le[0], batch, ctx_sum, steps)
-    if not (_over(limit, a_t, a_e, l_t, l_e) or (tau > 0.0 and a_t <= tau)):  # `decode`'s test
+    if not (_over(limit, a_t, a_e, l_t, l_e) or _slowed(tau, a_t, floor)):  # `decode`'s test
         return t
-    return _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0)[0]
+    return _laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, steps, 0.0, floor)[0]
 
 
 @njit(cache=True)
@@ -353,22 +394,23 @@ def _throttled(ct, ce, limit, batch, ctx_sum, steps):  # type: ignore[no-untyped
 
 
 @njit(cache=True)
-def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s):  # type: ignore[no-untyped-def]
+def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s, floor=-1):  # type: ignore[no-untyped-def]
     """Smallest k ≥ 1 whose decode span, under the cap and the controller, lasts ≥ dt_s (s)."""
     k = _reach(lt[0], batch, ctx_sum, dt_s)  # a lower clock only lengthens steps
-    if k <= 1 or ((limit <= 0.0 or not _throttled(lt[0], le[0], limit, batch, ctx_sum, k)) and tau <= 0.0):
+    capped = limit > 0.0 and _throttled(lt[0], le[0], limit, batch, ctx_sum, k)
+    if k <= 1 or (not capped and tau <= 0.0 and floor <= 0):
         return k
     if lt.shape[0] > 1:  # walk the span's segments to the one where dt_s is reached
-        k = max(_laddered(lt, le, limit, tau, batch, ctx_sum, k, dt_s)[4], 1)
-        while k > 1 and span_s(lt, le, limit, tau, batch, ctx_sum, k - 1) >= dt_s:
+        k = max(_laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, k, dt_s, floor)[4], 1)
+        while k > 1 and span_s(lt, le, limit, tau, batch, ctx_sum, k - 1, floor) >= dt_s:
             k -= 1  # (the series of one segment and the sum over segments round apart by an ulp)
-        while span_s(lt, le, limit, tau, batch, ctx_sum, k) < dt_s:
+        while span_s(lt, le, limit, tau, batch, ctx_sum, k, floor) < dt_s:
             k += 1
         return k
     lo, hi = 1, k
     while lo < hi:
         mid = (lo + hi) // 2
-        if span_s(lt, le, limit, tau, batch, ctx_sum, mid) >= dt_s:
+        if span_s(lt, le, limit, tau, batch, ctx_sum, mid, floor) >= dt_s:
             hi = mid
         else:
             lo = mid + 1

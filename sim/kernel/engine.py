@@ -93,7 +93,7 @@ class KernelEngine:
         self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
         s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
-        s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s}  # W (0: no cap), s (0: none)
+        s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s, "switch": costs.switch_s}
         s |= prefix_settings(self.scheduler, config, kv, jobs)
         self.static, self.max_seqs = bool(s["static"]), int(s["max_seqs"])
         seqs = max(1, min(config.max_batch_size, len(jobs)))

@@ -134,7 +134,8 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
         B, S = r.B, r.S
         steps = span_limit(r)
         r.phase, r.w_B, r.w_S, r.w_t0, r.w_k, r.w_tau = DECODE, B, S, now, steps, costs.budget(r)
-        _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, r.w_tau, B, S, steps))
+        r.w_floor = costs.hold(r, now, B, S, 0, 0, 0)
+        _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, r.w_tau, B, S, steps, r.w_floor))
     elif r.B or r.part_j >= 0 or r.qlen:
         dt, de, extra, mhz = open_step(r, now)
         r.phase, r.w_dt, r.w_de, r.w_extra, r.w_mhz, r.w_end = MIXED, dt, de, extra, mhz, now + dt
@@ -148,7 +149,7 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
 def _ring(f, r, k, env_now):  # type: ignore[no-untyped-def]
     """Replica k's wait ended: close its span or step, start the next."""
     if r.phase == DECODE:
-        close_span(r, r.w_B, r.w_S, r.w_k, r.w_tau)
+        close_span(r, r.w_B, r.w_S, r.w_k, r.w_tau, r.w_floor)
     else:
         close_step(r, r.w_dt, r.w_de, r.w_extra, r.w_mhz)
     _next(f, r, k, env_now)
@@ -160,8 +161,9 @@ def _wake(f, r, k, at, env_now):  # type: ignore[no-untyped-def]
     """A submit at `at` (s) woke replica k (`Server.wake`)."""
     r.interrupted = 0
     if r.phase == DECODE:
-        r.w_k = min(r.w_k, costs.steps_to_reach(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, at - r.w_t0))
-        _sleep(f, r, k, env_now, r.w_t0 + costs.span_s(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, r.w_k))
+        reach = costs.steps_to_reach(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, at - r.w_t0, r.w_floor)
+        r.w_k = min(r.w_k, reach)
+        _sleep(f, r, k, env_now, r.w_t0 + costs.span_s(r.lt, r.le, r.limit, r.w_tau, r.w_B, r.w_S, r.w_k, r.w_floor))
     elif r.phase == MIXED:
         _sleep(f, r, k, env_now, r.w_end)  # a step is atomic: arrivals wait for its end
     else:

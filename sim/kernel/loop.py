@@ -52,10 +52,11 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def close_span(r, B, S, k, tau):  # type: ignore[no-untyped-def]
+def close_span(r, B, S, k, tau, floor):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S, under the controller's
-    budget `tau` (s) of when they started (`Server._end_decode`)."""
-    dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k)
+    budget `tau` (s) or at the ladder level it held (`floor`), as when they started
+    (`Server._end_decode`)."""
+    dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k, floor)
     r.missed += costs.missed(r.lt, tau, B, S, k)
     run_span(r, k, extra)
     _advance(r, dt, de, k, peak, B, B * k, mhz_s)
@@ -67,7 +68,7 @@ def open_step(r, now):  # type: ignore[no-untyped-def]
     """Form the next step at clock `now` (s); its time (s), energy (J), `extra` and SM clock (MHz)
     (`costs.step`)."""
     form_step(r, now)
-    return costs.mixed(r, r.B, r.S)
+    return costs.mixed(r, now, r.B, r.S)
 
 
 @njit(cache=True)
@@ -81,11 +82,11 @@ def close_step(r, dt, de, extra, mhz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _span_steps(r, now, tau):  # type: ignore[no-untyped-def]
+def _span_steps(r, now, tau, floor):  # type: ignore[no-untyped-def]
     """Steps of the next decode span: to the engine's limit or the next arrival that could join."""
     k = span_limit(r)
     if k > 1 and r.fi < r.ft.size and accepts_arrivals(r):
-        reach = costs.steps_to_reach(r.lt, r.le, r.limit, tau, r.B, r.S, r.ft[r.fi] - now)
+        reach = costs.steps_to_reach(r.lt, r.le, r.limit, tau, r.B, r.S, r.ft[r.fi] - now, floor)
         if reach < k:
             return reach
     return k
@@ -105,8 +106,8 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
             enqueue(r, r.fj[r.fi] if r.fj.size else r.f0 + r.fi)
             r.fi += 1
         if can_span(r):
-            tau = costs.budget(r)
-            close_span(r, r.B, r.S, _span_steps(r, now, tau), tau)
+            tau, floor = costs.budget(r), costs.hold(r, now, r.B, r.S, 0, 0, 0)
+            close_span(r, r.B, r.S, _span_steps(r, now, tau, floor), tau, floor)
         elif r.B or r.part_j >= 0 or r.qlen:
             dt, de, extra, mhz = open_step(r, now)
             close_step(r, dt, de, extra, mhz)

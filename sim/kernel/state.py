@@ -9,7 +9,8 @@ The finish heap (`hf`, `hj`) and the window-saturation heap (`ss`, `sf`, `sj`) a
 entry whose job no longer decodes with that finish step is stale and skipped. In a routed fleet
 (`sim.kernel.fleet`) the `w_*` fields hold the wait under way (`phase`: a decode span of `w_B`
 decoders whose contexts summed to `w_S` from clock `w_t0`, `w_k` steps; or a step of `w_dt` s and
-`w_de` J at SM clock `w_mhz` ending at `w_end`), `env_end` and `eid` its end on the event clock and its sequence number.
+`w_de` J at SM clock `w_mhz` ending at `w_end`; `w_floor` the ladder level a clock controller
+held for the span, −1 if none), `env_end` and `eid` its end on the event clock and its sequence number.
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ INT_SETTINGS = (
     "hb",  # tokens per prefix block (a multiple of bs)
     "bu",  # KV units per prefix block
 )
-FLOAT_SETTINGS = ("limit", "tau")  # the power cap (W) and a clock controller's step budget (s)
+FLOAT_SETTINGS = (
+    "limit",
+    "tau",
+    "switch",
+)  # the power cap (W), a clock controller's step budget and switch latency (s)
 _STATE_INTS = (
     "B", "N", "S", "used", "pending", "queued_need", "queued_prompt", "fsum", "fmax", "preemptions",
     "prefilled", "qhead", "qtail", "qlen", "ohead", "otail", "olen", "part_j", "part_done",
     "part_target", "ptotal", "hn", "sn", "nwork", "ndone", "nfirst", "nlog", "nrows", "fi",
     "phase", "w_B", "w_S", "w_k", "eid", "idle", "interrupted", "nfree", "f0", "cidle", "lru_h", "lru_t",
-    "evicted", "missed",
+    "evicted", "missed", "held", "w_floor",
 )  # fmt: skip
 _STATE_FLOATS = (
     "share",
@@ -64,6 +69,7 @@ _STATE_FLOATS = (
     "w_extra",
     "w_mhz",
     "w_tau",
+    "held_until",
     "w_end",
     "env_end",
 )
@@ -118,12 +124,14 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
     r.requeue_front, r.admit_after, r.hooks = ints[11], ints[12], ints[13]
     r.pc, r.hb, r.bu = ints[14], ints[15], ints[16]
-    r.limit, r.tau = floats[0], floats[1]
+    r.limit, r.tau, r.switch = floats[0], floats[1], floats[2]
     r.hook_i, r.hook_f = hook_i, hook_f
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0
     r.preemptions = r.prefilled = r.qlen = r.olen = r.part_done = r.part_target = r.ptotal = 0
     r.hn = r.sn = r.nwork = r.ndone = r.nfirst = r.nlog = r.nrows = r.fi = 0
-    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = r.missed = 0
+    r.phase = r.w_B = r.w_S = r.w_k = r.interrupted = r.f0 = r.missed = r.held = 0
+    r.w_floor = -1
+    r.held_until = 0.0
     r.idle, r.eid = 1, -1
     r.w_t0 = r.w_dt = r.w_de = r.w_extra = r.w_mhz = r.w_tau = r.w_end = r.env_end = 0.0
     r.qhead = r.qtail = r.ohead = r.otail = r.part_j = -1

@@ -190,8 +190,9 @@ def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
     azure = traces.load("azure_chat").iloc[:3000]
     azure = azure.assign(arrival_s=azure["arrival_s"] / 4)
     missed = []
-    for tpot_s in (0.1, 0.02):  # the second budget (10 ms) is below many decode steps' time at full clock
-        oracle = clocked_oracle(H100, GpuConfig(clock_policy="slo", power_limit_w=450.0), tpot_s=tpot_s)
+    for tpot_s, switch_s in ((0.1, None), (0.1, 0.0), (0.02, None), (0.02, 0.0)):  # 10 ms: below many decode steps
+        gpu = GpuConfig(clock_policy="slo", power_limit_w=450.0, clock_switch_s=switch_s)  # held 20 ms, or free
+        oracle = clocked_oracle(H100, gpu, tpot_s=tpot_s)
         for fleet in (Fleet.single(oracle, ServerConfig()), Fleet.single(oracle, ServerConfig(), 3, "least_tokens")):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ClockBudgetWarning)
@@ -201,7 +202,7 @@ def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
                     reference = simulate_fleet(azure, fleet)
             assert_same(compiled, reference)  # the steps over the budget (missed_budget_steps) included
             missed.append(sum(s.missed_budget_steps for s in compiled.servers))
-    assert missed[0] < missed[2] and missed[1] < missed[3]  # a tighter budget: more steps no clock meets
+    assert missed[0] < missed[4] and missed[2] < missed[6]  # a tighter budget: more steps no clock meets
 
 
 @settings(max_examples=150, deadline=None)
@@ -265,3 +266,28 @@ def test_a_bad_clock_policy_is_one_config_error():
         GpuConfig(clock_policy="turbo")
     with pytest.raises(ConfigError, match="gpu.slo_headroom"):
         GpuConfig(clock_policy="slo", slo_headroom=0.0)
+
+
+@pytest.mark.parametrize("switch_s", [0.02, 0.25])
+def test_a_controller_with_a_switch_latency_changes_the_clock_at_most_once_per_latency(switch_s):
+    """Without a cap, a span's clock is the controller's: from one clock change to the next, at
+    least `gpu.clock_switch_s` passes (span starts, where it decides); switching freely it
+    changes more often."""
+    azure = traces.load("azure_chat").iloc[:4000]
+    azure = azure.assign(arrival_s=azure["arrival_s"] / 2)
+
+    def changes(switch: float) -> np.ndarray:
+        gpu = GpuConfig(clock_policy="slo", clock_switch_s=switch)
+        stats = simulate(azure, dataclasses.replace(clocked_oracle(H100, gpu), power_limit_w=None), ServerConfig())
+        s = stats.servers[0]
+        clock = s.span_mhz_s / np.where(s.span_s > 0, s.span_s, 1.0)
+        return s.span_start_s[1:][np.abs(np.diff(clock)) > 1e-6]
+
+    held = changes(switch_s)
+    assert held.size > 10 and np.diff(held).min() >= switch_s * (1 - 1e-12)
+    assert changes(0.0).size > held.size
+
+
+def test_a_bad_switch_latency_is_one_config_error():
+    with pytest.raises(ConfigError, match="gpu.clock_switch_s"):
+        GpuConfig(clock_policy="slo", clock_switch_s=-0.01)

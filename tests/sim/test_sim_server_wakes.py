@@ -98,13 +98,14 @@ class InterruptedServer(Server):
         e, c = self.engine, self.costs
         B, S, budget = e.B, e.S, c.budget_for(e.queue_len)
         t0 = self.ledger.now
-        k = 1 if self._exact else self._span_steps(B, S, t0, budget)
+        floor = self._hold(t0, B, S, 0, 0, 0)
+        k = 1 if self._exact else self._span_steps(B, S, t0, budget, floor)
         while True:
-            woke = yield from self._wait(t0 + c.span_s(B, S, k, budget))
+            woke = yield from self._wait(t0 + c.span_s(B, S, k, budget, floor))
             if woke is None:
                 break
-            k = min(k, c.steps_to_reach(B, S, woke - t0, budget))
-        self._end_decode(B, S, k, budget)
+            k = min(k, c.steps_to_reach(B, S, woke - t0, budget, floor))
+        self._end_decode(B, S, k, budget, floor)
 
 
 class QueueCap(Policy):

@@ -182,7 +182,7 @@ def _mixed(r, chunks, pasts, decode_seqs, decode_ctx):  # type: ignore[no-untype
     r.nwork = chunks.size
     for i in range(chunks.size):
         r.work_j[i], r.work_m[i], r.work_past[i] = i, chunks[i], pasts[i]
-    return costs.mixed(r, decode_seqs, decode_ctx)
+    return costs.mixed(r, 0.0, decode_seqs, decode_ctx)
 
 
 prefills = st.lists(st.tuples(st.integers(1, 8192), st.integers(0, 100_000)), max_size=8)
