@@ -117,6 +117,39 @@ a clock set for a small batch is still held when the batch grows.
 """
 
 
+SWEPT_MHZ = (495, 690, 990, 1290, 1590, 1980)
+"""Locked SM clocks of the README's clock sweep (H100 clocks, `oracle/clock_specs.py`)."""
+
+
+def clock_sweep(c: Commands) -> str:
+    """What `python -m sim -m gpu.clock_mhz=...` and `python -m sim.report` find on azure_chat:
+    energy per output token and TPOT by clock, and the sweet spots (`tracking.clock_sweep`)."""
+    from tracking.clock_sweep import describe
+
+    runs = {mhz: c.sim("trace=azure_chat", f"gpu.clock_mhz={mhz}") for mhz in SWEPT_MHZ}
+    sweep = pd.DataFrame(
+        [
+            {"label": f"gpu.clock_mhz={mhz}", "clock_mhz": s["mean_clock_mhz"],
+             "energy_per_output_token_j": s["energy_per_output_token_j"], "tpot_s.p50": s["tpot_s"]["p50"],
+             "tpot_s.p99": s["tpot_s"]["p99"], "slo_attainment": s["slo_attainment"]}
+            for mhz, s in runs.items()
+        ]
+    )  # fmt: skip
+    rows = "\n".join(
+        f"| {mhz} | {r.clock_mhz:.0f} | {1e3 * r.energy_per_output_token_j:.0f} | {1e3 * r['tpot_s.p50']:.1f} | "
+        f"{1e3 * r['tpot_s.p99']:.1f} | {r.slo_attainment:.4f} |"
+        for mhz, (_, r) in zip(SWEPT_MHZ, sweep.iterrows(), strict=True)
+    )
+    head = _table_head(("gpu.clock_mhz", "mean clock (MHz)", "mJ per output token", "median TPOT (ms)",
+                        "p99 TPOT (ms)", "SLO attainment"))  # fmt: skip
+    return f"""{head}
+{rows}
+
+On azure_chat at one H100's load (`trace=azure_chat`), {describe(sweep)}. Over a run at a given load
+the idle power is paid either way, so energy per token falls with the clock until the GPU saturates.
+"""
+
+
 OLD_TABLE = "benchmark=oracle/data/mlenergy_v3_lm_arena_chat.csv"
 """The three one-GPU models the hardware constants were calibrated on (`sim.validation.calibrate`)."""
 
@@ -626,6 +659,7 @@ def _kv_tokens(c: Commands) -> str:
 BLOCKS: dict[str, Callable[[Commands], str]] = {
     "power_cap": power_cap,
     "clock_controller": clock_controller,
+    "clock_sweep": clock_sweep,
     "validation": validation,
     "planning_example": planning_example,
     "router_table": router_table,

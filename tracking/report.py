@@ -10,6 +10,8 @@ a front never mixes two groups. Points are labelled by their run names, built fr
 that vary in the sweep. Metric names come from the summary type (sim.summary): a renamed metric
 fails here, and runs that lack a required metric are refused by name instead of reading NaN.
 Runs not FINISHED (a logging killed mid-way, or one that failed) are skipped and named in one line.
+Runs that differ only in their locked SM clock form clock sweeps (`tracking.clock_sweep`): their
+energy-latency curve and its sweet spots, in the report and clocks.png.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sim.summary import unit
+from tracking import clock_sweep
 from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
 from tracking.text_table import text_table
@@ -36,7 +39,7 @@ OPTIONAL = (
     "output_tokens_cut", "requests_shaped", "gpus", "annual_energy_mwh", "facility_power_avg_kw",
     "facility_power_peak_kw", "annual_co2e_t", "annual_cost", "capacity.replicas", "capacity.baseline_replicas",
     "prefix_hit_rate", "cache_saved_j", "bands.energy_j.low", "bands.energy_j.high",
-    "bands.energy_savings_pct.low", "bands.energy_savings_pct.high",
+    "bands.energy_savings_pct.low", "bands.energy_savings_pct.high", "energy_per_output_token_j", "mean_clock_mhz",
 )  # fmt: skip
 METRICS = (*REQUIRED, *OPTIONAL)
 UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
@@ -45,8 +48,11 @@ PARAMS = {
     "trace": "trace.name",
     "router": "fleet.router",
     "prefix_caching": "server.prefix_caching",
+    "clock_mhz": "gpu.clock_mhz",
+    "power_limit_w": "gpu.power_limit_w",
+    "clock_policy": "gpu.clock_policy",
 }
-UNSET = {"prefix_caching": "default"}
+UNSET = {"prefix_caching": "default", "clock_mhz": "max", "power_limit_w": "board", "clock_policy": "static"}
 """What a parameter's column says for a run that did not set it (a null is not logged) where "?" would mislead."""
 CONSOLE = (
     ("energy (kJ)", "energy_j", 1e-3), ("saved (%)", "energy_savings_pct", 1.0),
@@ -184,17 +190,25 @@ def fronts_markdown(table: pd.DataFrame) -> str:
 
 
 def write_report(table: pd.DataFrame, out_dir: str | Path, title: str = "Policy comparison") -> list[Path]:
-    """Write comparison.md (table and fronts), comparison.csv, pareto.md and the plots; the paths."""
+    """Write comparison.md (table, fronts and clock sweeps), comparison.csv, pareto.md and the
+    plots (clocks.png with any clock sweep); the paths."""
     from tracking.report_plots import write_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv, pareto = out / "comparison.md", out / "comparison.csv", out / "pareto.md"
     front = fronts_markdown(table)
-    md.write_text(f"# {title}\n\n{to_markdown(table)}\n## Pareto fronts (energy saved against quality cost)\n\n{front}")
+    sweeps = clock_sweep.clock_sweeps(table)
+    clocks = f"\n## Clock sweeps (energy against latency)\n\n{clock_sweep.markdown(table)}" if sweeps else ""
+    md.write_text(
+        f"# {title}\n\n{to_markdown(table)}\n## Pareto fronts (energy saved against quality cost)\n\n{front}{clocks}"
+    )
     pareto.write_text(front)
     table.to_csv(csv, index=False)
-    return [md, csv, pareto, *write_plots(table, fronts(table), out)]
+    plots = write_plots(table, fronts(table), out)
+    if sweeps:
+        plots.append(clock_sweep.plot(sweeps, out / "clocks.png"))
+    return [md, csv, pareto, *plots]
 
 
 def _column(runs: pd.DataFrame, name: str, default: object) -> pd.Series:
@@ -248,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     paths = write_report(table, args.out, title=f"Policy comparison: {args.experiment}")
     print(fronts_markdown(table))
+    for name, sweep in clock_sweep.clock_sweeps(table).items():
+        print(f"clock sweep ({name}): {clock_sweep.describe(sweep)}")
     print(f"{len(runs)} runs compared in {table['group'].nunique()} group(s); wrote {', '.join(str(x) for x in paths)}")
     return 0
 
