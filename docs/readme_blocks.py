@@ -117,6 +117,38 @@ a clock set for a small batch is still held when the batch grows.
 """
 
 
+THRESHOLDS = {
+    "adaptive_gen": ("factor", (2.0, 1.3, 0.95, 0.8, 0.4, 0.22, 0.19, 0.09)),
+    "truncation": ("max_input_tokens", (8020, 6422, 4393, 3849, 3220, 830, 291)),
+}
+"""The thresholds of the tuning studies' grids (`conf/experiment/tune_*.yaml`'s ranges)."""
+
+
+def threshold_fronts(c: Commands) -> str:
+    """Energy saved and quality cost along each tuning study's threshold, on its workload (the
+    first 3,000 requests of azure_chat), one `python -m sim` per point."""
+    parts = []
+    for policy, (key, values) in THRESHOLDS.items():
+        runs = [(v, c.sim("trace.max_requests=3000", f"policy={policy}", f"policy.{key}={v}")) for v in values]
+        rows = "\n".join(f"| {v:g} | {s['energy_savings_pct']:.3g} | {s['quality_cost_pct']:.3g} |" for v, s in runs)
+        parts.append(f"{_table_head((f'{policy} `{key}`', 'energy saved (%)', 'quality cost (%)'))}\n{rows}")
+    best = {
+        p: c.sim("trace.max_requests=3000", f"policy={p}", f"policy.{k}={v[-1]}") for p, (k, v) in THRESHOLDS.items()
+    }
+    a, t = best["adaptive_gen"], best["truncation"]
+    return (
+        "\n\n".join(parts)
+        + f"""
+
+At this load (one H100, azure_chat's own rate) idle power dominates, so shaping saves little until
+the caps bite hard: adaptive_gen saves {a["energy_savings_pct"]:.1f} % of the energy at a
+{a["quality_cost_pct"]:.1f} % token cost with `factor={THRESHOLDS["adaptive_gen"][1][-1]:g}`; truncation
+to {THRESHOLDS["truncation"][1][-1]} input tokens saves {t["energy_savings_pct"]:.1f} % but drops
+{t["quality_cost_pct"]:.1f} % of the tokens.
+"""
+    )
+
+
 SWEPT_MHZ = (495, 690, 990, 1290, 1590, 1980)
 """Locked SM clocks of the README's clock sweep (H100 clocks, `oracle/clock_specs.py`)."""
 
@@ -660,6 +692,7 @@ BLOCKS: dict[str, Callable[[Commands], str]] = {
     "power_cap": power_cap,
     "clock_controller": clock_controller,
     "clock_sweep": clock_sweep,
+    "threshold_fronts": threshold_fronts,
     "validation": validation,
     "planning_example": planning_example,
     "router_table": router_table,
