@@ -3,7 +3,8 @@ multirun's jobs start, in the launching process, create the MLflow store and exp
 the sweep's parent run and write `sweep.json` into the sweep folder; at the end, write the report
 comparing the sweep's runs (tracking.report) into `<sweep>/report`, attach it to the parent run
 (artifacts `report/`), close the parent run, and print the runs' combined table and the command
-that writes the report again (the jobs print one line each: see sim.app). `Redaction`: Hydra's
+that writes the report again (the jobs print one line each: see sim.app). With tracking off, the
+report and the table come from the jobs' own folders (`tracking.report.load_folders`). `Redaction`: Hydra's
 own copies of the config and the overrides (.hydra/*.yaml, multirun.yaml) and its log lines hold
 URIs without their credentials, like every other file and line of a run.
 
@@ -65,9 +66,15 @@ class SweepTracking(Callback):
         tracking = _tracking(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         info = SweepInfo.read(sweep_dir)
-        if tracking is None or info.parent_run_id is None:
-            return
         out, table = sweep_dir / REPORT_DIR, None
+        if tracking is None:  # no MLflow: the report from the jobs' folders
+            table = folder_report(sweep_dir, out)
+            if table is not None:
+                print(sweep_console(table, shell_command("python", "-m", "sim.report", "--folders", sweep_dir,
+                                                         "--out", out), out), flush=True)  # fmt: skip
+            return
+        if info.parent_run_id is None:
+            return
         try:
             from mlflow import MlflowClient
 
@@ -80,7 +87,11 @@ class SweepTracking(Callback):
         except Exception as e:  # noqa: BLE001
             log.warning("MLflow: could not close the sweep's parent run (%s)", failure(e))
         if table is not None:
-            print(sweep_console(table, tracking, info.parent_run_id, out), flush=True)
+            command = shell_command(
+                "python", "-m", "sim.report", "--tracking-uri", tracking.shown_uri, "--experiment",
+                tracking.experiment, "--parent", info.parent_run_id, "--out", out,
+            )  # fmt: skip
+            print(sweep_console(table, command, out, "also the sweep's parent run's artifacts; "), flush=True)
 
 
 class Redaction(Callback):
@@ -117,19 +128,30 @@ def sweep_report(tracking: TrackingConfig, parent_run_id: str, out: Path) -> pd.
     return table
 
 
-def sweep_console(table: pd.DataFrame, tracking: TrackingConfig, parent_run_id: str, out: Path) -> str:
-    """What a sweep prints at its end: the combined table of its runs, where the full report is,
-    and the command (quoted for a shell) that writes it again."""
+def folder_report(sweep_dir: Path, out: Path) -> pd.DataFrame | None:
+    """Write the comparison of the runs in the sweep's job folders into `out` (a sweep with tracking
+    off); its table, or None after one warning when there is nothing to compare."""
+    from tracking.report import ReportError, comparison_table, load_folders, write_report
+
+    try:
+        table = comparison_table(load_folders(sweep_dir))
+    except ReportError as e:
+        log.warning("no report for the sweep (%s)", redact(str(e)))
+        return None
+    write_report(table, out, title=f"Sweep {out.parent.name}")
+    return table
+
+
+def sweep_console(table: pd.DataFrame, command: str, out: Path, also: str = "") -> str:
+    """What a sweep prints at its end: the combined table of its runs, where the full report is
+    (`also`: where else), and the command (quoted for a shell) that writes it again."""
+    from tracking.clock_sweep import clock_sweeps, describe
     from tracking.report import console_table
 
-    command = shell_command(
-        "python", "-m", "sim.report", "--tracking-uri", tracking.shown_uri, "--experiment", tracking.experiment,
-        "--parent", parent_run_id, "--out", out,
-    )  # fmt: skip
+    clocks = "".join(f"clock sweep ({name}): {describe(s)}\n" for name, s in clock_sweeps(table).items())
     return (
-        f"sweep of {len(table)} runs ({out.parent}):\n{console_table(table)}\n"
-        f"full report (comparison.md, pareto.md, plots) in {out}, also the sweep's parent run's artifacts; "
-        f"to write it again:\n{command}"
+        f"sweep of {len(table)} runs ({out.parent}):\n{console_table(table)}\n{clocks}"
+        f"full report (comparison.md, pareto.md, plots) in {out}, {also}to write it again:\n{command}"
     )
 
 

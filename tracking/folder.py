@@ -122,10 +122,16 @@ def log_folder(
         return None
 
 
+def contents(folder: Path, record: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params (resolved_config.yaml and the record's extra ones) and metrics (summary.json and
+    the record's timing) the folder's run logs, nested as in those files."""
+    params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
+    return params, {**json.loads((folder / SUMMARY_FILE).read_text()), **record.timing}
+
+
 def _log_claimed(folder: Path, record: RunRecord, tracking: TrackingConfig, raise_errors: bool) -> str | None:
     """Log the folder's run (its claim held) and write its tracking.json; the run id, or None."""
-    params: dict[str, Any] = {**(yaml.safe_load((folder / PARAMS_FILE).read_text()) or {}), **record.extra_params}
-    metrics = {**json.loads((folder / SUMMARY_FILE).read_text()), **record.timing}
+    params, metrics = contents(folder, record)
     series = folder / record.series if record.series else None
     steps = step_points(series, record.start_ms or now_ms()) if series and series.exists() else []
     run_id = log_run(

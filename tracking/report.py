@@ -3,6 +3,7 @@
     python -m sim.report --experiment sweetspot-sim --out report
     python -m sim.report --sweep multirun/tune_adaptive_gen/2026-01-01_12-00-00.000000
     python -m sim.report --parent RUN_ID
+    python -m sim.report --folders multirun/2026-01-01/12-00-00   # the run folders, without MLflow
 
 Runs are selected by experiment, sweep folder or parent run (sweep parents themselves are left
 out), grouped by trace and load (trace, rate scale, request count, fleet size, capacity search):
@@ -98,6 +99,35 @@ def load_runs(
         which = f" matching {where!r}" if where else ""
         raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no runs{which}; run `python -m sim` first")
     return finished(runs).reset_index(drop=True)
+
+
+def load_folders(root: str | Path) -> pd.DataFrame:
+    """The runs whose output folders lie under `root` (a sweep's folder, or one run's), read from
+    their files as MLflow would have logged them (`tracking.folder.contents`), in the layout of
+    `load_runs`: for sweeps and runs with tracking off. Folders of runs that did not complete are
+    named in one warning (`finished`)."""
+    from tracking.folder import RUN_FILE, RunRecord, contents, run_state
+    from tracking.log import applicable_params, numeric_metrics
+
+    root = Path(root)
+    folders = sorted(
+        {p.parent for p in root.rglob(RUN_FILE)}, key=lambda p: [(not x.isdigit(), x.zfill(9)) for x in p.parts]
+    )
+    if not folders:
+        raise ReportError(f"no run folders (with a {RUN_FILE}) under {root}")
+    rows = []
+    for folder in folders:
+        name = str(folder.relative_to(root)) if folder != root else folder.name
+        state = run_state(folder)
+        row: dict[str, object] = {"run_id": name, "status": "FINISHED" if state is None else "FAILED"}
+        if state is None:
+            record = RunRecord.read(folder)
+            params, metrics = contents(folder, record)
+            row["tags.mlflow.runName"] = record.run_name or ""
+            row |= {f"params.{k}": v for k, v in applicable_params(params, record.unused_params).items()}
+            row |= {f"metrics.{k}": v for k, v in numeric_metrics(metrics).items()}
+        rows.append(row)
+    return finished(pd.DataFrame(rows)).reset_index(drop=True)
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -251,16 +281,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--experiment", default="sweetspot-sim", help="MLflow experiment name")
     p.add_argument("--sweep", default=None, help="only the runs of this sweep folder (as Hydra printed it)")
     p.add_argument("--parent", default=None, help="only the runs nested under this parent run id")
+    p.add_argument("--folders", default=None, help="read the run folders under this folder instead of MLflow")
     p.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.trace.name = 'azure_chat'\"")
     p.add_argument("--out", default="report", help="output folder")
     args = p.parse_args(argv)
     try:
-        runs = load_runs(args.tracking_uri, args.experiment, args.filter, sweep=args.sweep, parent=args.parent)
+        if args.folders:
+            runs = load_folders(args.folders)
+        else:
+            runs = load_runs(args.tracking_uri, args.experiment, args.filter, sweep=args.sweep, parent=args.parent)
         table = comparison_table(runs)
     except ReportError as e:
         print(f"sim.report: {redact(str(e))}")
         return 1
-    paths = write_report(table, args.out, title=f"Policy comparison: {args.experiment}")
+    paths = write_report(table, args.out, title=f"Policy comparison: {args.folders or args.experiment}")
     print(fronts_markdown(table))
     for name, sweep in clock_sweep.clock_sweeps(table).items():
         print(f"clock sweep ({name}): {clock_sweep.describe(sweep)}")
