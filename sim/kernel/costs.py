@@ -122,8 +122,8 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
         return (de / limit if over else dt), de, shared, lt[0, CLOCK]
     x = (decode_seqs, decode_ctx, prefill_seqs, tokens, attn)
-    if floor >= 0:  # held: that clock, or lower where the cap needs it
-        level = _power_level(lt, le, limit, floor, *x) if floor > 0 else _power_level(lt, le, limit, 1, *x)
+    if floor >= 0:  # held: that clock, or lower where the cap needs it (at level 0 it did not fit)
+        level = _power_level(lt, le, limit, max(floor, 1), *x)
     else:
         level = _power_level(lt, le, limit, 1, *x) if over else 0  # level 0 draws more than the cap
         level = _time_level(lt, tau, level, *x)
