@@ -3,7 +3,7 @@
 A step's time (s) and energy (J) are linear in its features (`oracle.features.FEATURES`):
 `[const, decode_seqs, decode_ctx, prefill_seqs, prefill_tokens, prefill_attn]`. Between two
 events that change the batch, B decoding sequences advance together and their context sum grows
-by B per step, so the time and energy of k steps are arithmetic series (`sim.kernel.costs.span`). The per-sequence
+by B per step, so the time and energy of k steps are arithmetic series (`sim.kernel.linear.span`). The per-sequence
 part of a request's energy depends only on its own lengths (`sequence_energy_j`); the shared
 `const` part is split equally between the sequences of each step, which the engine tracks as a
 running sum of 1/(sequences in the step) (`share`).
@@ -27,6 +27,7 @@ from oracle.clocks import ClockError, clock_spec_of, ladder
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, Oracle, Overlap, with_reads
 from sim.kernel import costs as kernel_costs
+from sim.kernel import levels, linear
 
 Array = NDArray[np.float64]
 
@@ -36,14 +37,14 @@ class StepCosts:
     """Step coefficients of one (model, GPU) by feature name: s and J per unit, idle power (W),
     the power limit (W; None: no cap) at which the GPU throttles a step, and the coefficients at
     the clocks it can throttle to (`ladder_t` s, `ladder_e` J: levels × 11 in the kernel's layout,
-    `sim.kernel.costs.COLUMNS`: the six coefficients, then a mixture of experts' reads, the
+    `sim.kernel.linear.COLUMNS`: the six coefficients, then a mixture of experts' reads, the
     prefill overlap, the experts' untouched chance and the level's SM clock, `ladder_mhz`, MHz, 0
     where unknown; row 0 these ones; `oracle.clocks.ladder`). Without a ladder (one row) a
     throttled step lasts energy / cap.
     `step_budget_s`: an SLO-aware frequency controller runs each step at the lowest clock that
     keeps it within this time (s; 0: none; the oracle's `step_budget_s` setting); `switch_s`: its
     clock-switch latency (s; 0: it switches at every step; the oracle's `clock_switch_s`), during
-    which it holds the clock it set (`sim.kernel.costs.hold`); `experts`: the
+    which it holds the clock it set (`sim.kernel.levels.hold`); `experts`: the
     oracle's expert reads (`Oracle.experts`); `overlap`: its prefill overlap (`Oracle.overlap`)."""
 
     time_s: StepCoef
@@ -66,16 +67,16 @@ class StepCosts:
             object.__setattr__(self, "ladder_e", e[None, :])
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
             raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
-        log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `kernel_costs.COLUMNS`
+        log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `linear.COLUMNS`
         levels = len(np.asarray(self.ladder_t))
         mhz = np.zeros(levels) if self.ladder_mhz is None else np.asarray(self.ladder_mhz, dtype=float)
         if mhz.shape != (levels,):
             raise ValueError(f"ladder_mhz needs one clock per ladder level ({levels}), got shape {mhz.shape}")
         for name in ("ladder_t", "ladder_e"):
             rows = np.asarray(getattr(self, name), dtype=float)
-            if rows.shape[1] == kernel_costs.LOG_UNTOUCHED:
+            if rows.shape[1] == linear.LOG_UNTOUCHED:
                 rows = np.column_stack([rows, np.full(len(rows), log_untouched)])
-            if rows.shape[1] == kernel_costs.CLOCK:
+            if rows.shape[1] == linear.CLOCK:
                 rows = np.column_stack([rows, mhz])
             object.__setattr__(self, name, np.ascontiguousarray(rows))
 
@@ -120,7 +121,7 @@ class StepCosts:
     def budget_for(self, queue_len: int) -> float:
         """The controller's step budget (s) for a step or span that starts with `queue_len`
         requests waiting: `step_budget_s` while none waits, none (full clock) while some do
-        (`sim.kernel.costs.budget`)."""
+        (`sim.kernel.levels.budget`)."""
         return self.step_budget_s if queue_len == 0 else 0.0
 
     def step(
@@ -144,7 +145,7 @@ class StepCosts:
         de, dt = _step_value(le[0], *x), _step_value(lt[0], *x)
         apart = _experts_value(le[0], decode_seqs + tokens) - _hidden_value(le[0], tokens)  # shared, beside c0
         shared = apart / float(le[0, 0]) if apart != 0.0 else 0.0  # in step constants
-        clock = float(lt[0, kernel_costs.CLOCK])
+        clock = float(lt[0, linear.CLOCK])
         over = cap > 0.0 and de > cap * dt
         if not over and (floor == 0 or (floor < 0 and (tau <= 0.0 or dt > tau))):
             return dt, de, shared, clock
@@ -161,7 +162,7 @@ class StepCosts:
         if level == 0:
             return dt, de, shared, clock
         e = _step_value(le[level], *x)
-        return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0]), float(lt[level, kernel_costs.CLOCK])
+        return _step_value(lt[level], *x), e, (e - de + apart) / float(le[0, 0]), float(lt[level, linear.CLOCK])
 
     def span_s(self, batch: int, ctx_sum: int, steps: int, budget_s: float = 0.0, floor: int = -1) -> float:
         """Time (s) of `steps` decode steps of `batch` sequences whose contexts summed to
@@ -207,8 +208,8 @@ class StepCosts:
 
     def missed(self, batch: int, ctx_sum: int, steps: int, budget_s: float) -> int:
         """How many of `steps` decode steps take longer than a controller's budget (s) even at
-        full clock (`sim.kernel.costs.missed`)."""
-        return int(kernel_costs.missed(self.ladder_t, budget_s, batch, ctx_sum, steps))
+        full clock (`sim.kernel.levels.missed`)."""
+        return int(levels.missed(self.ladder_t, budget_s, batch, ctx_sum, steps))
 
     def steps_to_reach(self, batch: int, ctx_sum: int, dt_s: float, budget_s: float = 0.0, floor: int = -1) -> int:
         """Smallest k ≥ 1 whose decode span, under the power cap and a controller's budget (s) or
@@ -237,14 +238,14 @@ def _step_value(c: Any, decode_seqs: int, decode_ctx: int, prefill_seqs: int, to
 
 def _hidden_value(c: Any, tokens: int) -> float:
     """Time (s) or energy (J) a step prefilling `tokens` prompt tokens hides of its weights' read."""
-    return float(min(c[kernel_costs.HIDE_WEIGHTS], c[kernel_costs.HIDE_TOKEN] * tokens))
+    return float(min(c[linear.HIDE_WEIGHTS], c[linear.HIDE_TOKEN] * tokens))
 
 
 def _experts_value(c: Any, tokens: int) -> float:
     """Time (s) or energy (J) of the routed experts a step of `tokens` tokens touches (a ladder row's)."""
-    if c[kernel_costs.EXPERTS] == 0.0:
+    if c[linear.EXPERTS] == 0.0:
         return 0.0
-    return float(-c[kernel_costs.EXPERTS] * math.expm1(tokens * float(c[kernel_costs.LOG_UNTOUCHED])))
+    return float(-c[linear.EXPERTS] * math.expm1(tokens * float(c[linear.LOG_UNTOUCHED])))
 
 
 def sequence_energy_j(coef_j: ArrayLike, n_in: ArrayLike, n_out: ArrayLike, chunks: ArrayLike = 1) -> Array:

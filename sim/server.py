@@ -5,7 +5,7 @@ Batch formation (admission, KV accounting, preemption) is `sim.engine.Engine`; t
 of steps are `sim.costs`; the clock and span log are `sim.ledger.Ledger`. Only batch-changing
 events wake the server: a step that prefills or preempts, the next completion, a window that
 fills, a KV shortage, and an arrival that could join. Between them the decoders advance k steps
-at once, their time and energy being arithmetic series (`sim.costs.span`). A request's share of
+at once, their time and energy being arithmetic series (`sim.kernel.linear.span`). A request's share of
 the shared step cost is the difference of one running sum taken when it joins and leaves the
 batch. `exact_steps=True` runs one step per event and charges every sequence explicitly: the
 reference the fast mode is tested against.
@@ -351,7 +351,7 @@ class Server:
         """The ladder level the clock controller holds for a step or span with features `x` that
         starts at `now` (s): the one it wants (`StepCosts.wanted_level`), switched to only when the
         last switch is at least `StepCosts.switch_s` old; −1 (it switches at every step) without a
-        switch latency or a controller (`sim.kernel.costs.hold`)."""
+        switch latency or a controller (`sim.kernel.levels.hold`)."""
         c = self.costs
         if c.switch_s <= 0.0 or c.step_budget_s <= 0.0:
             return -1

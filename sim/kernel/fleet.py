@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
-from sim.kernel import costs
+from sim.kernel import costs, levels
 from sim.kernel.lists import heap_pop, heap_push
 from sim.kernel.loop import FINISHED, PAUSED, close_span, close_step, open_step
 from sim.kernel.routers import note, pick
@@ -133,8 +133,8 @@ def _next(f, r, k, env_now):  # type: ignore[no-untyped-def]
     if can_span(r):
         B, S = r.B, r.S
         steps = span_limit(r)
-        r.phase, r.w_B, r.w_S, r.w_t0, r.w_k, r.w_tau = DECODE, B, S, now, steps, costs.budget(r)
-        r.w_floor = costs.hold(r, now, B, S, 0, 0, 0)
+        r.phase, r.w_B, r.w_S, r.w_t0, r.w_k, r.w_tau = DECODE, B, S, now, steps, levels.budget(r)
+        r.w_floor = levels.hold(r, now, B, S, 0, 0, 0)
         _sleep(f, r, k, env_now, now + costs.span_s(r.lt, r.le, r.limit, r.w_tau, B, S, steps, r.w_floor))
     elif r.B or r.part_j >= 0 or r.qlen:
         dt, de, extra, mhz = open_step(r, now)

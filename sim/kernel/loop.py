@@ -17,7 +17,7 @@ import math
 
 from numba import njit
 
-from sim.kernel import costs
+from sim.kernel import costs, levels
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, finish_step, form_step, run_span, span_limit
 from sim.kernel.state import log_full
 from sim.ledger import RECENT
@@ -57,7 +57,7 @@ def close_span(r, B, S, k, tau, floor):  # type: ignore[no-untyped-def]
     budget `tau` (s) or at the ladder level it held (`floor`), as when they started
     (`Server._end_decode`)."""
     dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k, floor)
-    r.missed += costs.missed(r.lt, tau, B, S, k)
+    r.missed += levels.missed(r.lt, tau, B, S, k)
     run_span(r, k, extra)
     _advance(r, dt, de, k, peak, B, B * k, mhz_s)
     _stamp(r, 0)
@@ -106,7 +106,7 @@ def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
             enqueue(r, r.fj[r.fi] if r.fj.size else r.f0 + r.fi)
             r.fi += 1
         if can_span(r):
-            tau, floor = costs.budget(r), costs.hold(r, now, r.B, r.S, 0, 0, 0)
+            tau, floor = levels.budget(r), levels.hold(r, now, r.B, r.S, 0, 0, 0)
             close_span(r, r.B, r.S, _span_steps(r, now, tau, floor), tau, floor)
         elif r.B or r.part_j >= 0 or r.qlen:
             dt, de, extra, mhz = open_step(r, now)

@@ -13,7 +13,7 @@ import math
 from numba import njit
 
 from sim.kernel import prefix
-from sim.kernel.costs import const_at
+from sim.kernel.linear import const_at
 
 LEAST_TOKENS, LENGTH_AWARE, ENERGY_AWARE, CACHE_AWARE = 1, 2, 3, 4
 

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
-from sim.kernel.costs import COLUMNS
+from sim.kernel.linear import COLUMNS
 
 i64, f64, i32, i8 = types.int64, types.float64, types.int32, types.int8
 A_i64, A_f64, A_i32, A_i8 = i64[::1], f64[::1], i32[::1], i8[::1]
@@ -117,7 +117,7 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     tokens and their attention pairs per job, distinct blocks: `sim.kernel.prefix`) and its feed."""
     if lt.shape[1] != COLUMNS or le.shape[1] != COLUMNS:  # six coefficients, expert reads, prefill overlap
         raise ValueError(
-            f"step coefficient rows need {COLUMNS} columns (sim.kernel.costs.COLUMNS; build them with StepCosts)"
+            f"step coefficient rows need {COLUMNS} columns (sim.kernel.linear.COLUMNS; build them with StepCosts)"
         )
     r = structref.new(REPLICA)
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]

@@ -20,6 +20,7 @@ from sim.app import clocked_oracle
 from sim.config import ConfigError, GpuConfig, ServerConfig
 from sim.costs import StepCosts
 from sim.kernel import costs as kernel_costs
+from sim.kernel import linear
 from sim.run import ClockBudgetWarning, simulate
 
 H100 = "llama-3.1-8b_h100"
@@ -37,7 +38,7 @@ steps = st.tuples(
 def value(c: np.ndarray, x: tuple[int, ...]) -> float:
     """A dense step's time (s) or energy (J) from a ladder row: its linear part less what a prefill
     of x[3] prompt tokens hides of the weights' read."""
-    hidden = min(c[kernel_costs.HIDE_WEIGHTS], c[kernel_costs.HIDE_TOKEN] * x[3])
+    hidden = min(c[linear.HIDE_WEIGHTS], c[linear.HIDE_TOKEN] * x[3])
     return float(c[:6] @ np.array([1, *x])) - hidden
 
 

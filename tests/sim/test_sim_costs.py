@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 from oracle import features as F
 from oracle.features import StepCoef
 from sim.costs import StepCosts, sequence_energy_j
-from sim.kernel import costs
+from sim.kernel import costs, linear
 from tests.sim.kernel.test_lists import row
 
 COEF = StepCoef(0.5, 0.01, 0.001, 0.02, 0.003, 1e-5)
 
 
 def span(coef: StepCoef, batch: int, ctx: int, steps: int) -> float:
-    return float(costs.span(row(coef)[0], batch, ctx, steps))
+    return float(linear.span(row(coef)[0], batch, ctx, steps))
 
 
 def steps_to_reach(coef: StepCoef, batch: int, ctx: int, dt_s: float) -> int:

@@ -15,7 +15,7 @@ from numba import njit
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, Overlap
 from sim.costs import StepCosts
-from sim.kernel import costs, kv
+from sim.kernel import costs, kv, linear
 from sim.kv import BlockPhases, KvLayout
 from tests.sim.kernel.test_lists import replica, row
 
@@ -43,7 +43,7 @@ def value(c, batch: int, ctx: int) -> float:
     """A decode step's time (s) or energy (J) from a kernel row: the six coefficients, then the
     expert reads (the routed experts a step of `batch` tokens touches: 1 − untouched^batch); a
     decode step prefills nothing, so it hides nothing."""
-    return c[0] + c[6] * -math.expm1(batch * c[costs.LOG_UNTOUCHED]) + c[1] * batch + c[2] * ctx
+    return c[0] + c[6] * -math.expm1(batch * c[linear.LOG_UNTOUCHED]) + c[1] * batch + c[2] * ctx
 
 
 def power(c_t, c_e, batch: int, ctx: int) -> float | None:
@@ -134,9 +134,9 @@ def test_span_s_and_decode_are_the_steps_summed(span):
     assert close(costs.span_s(*c, batch, ctx_sum, n), dt, n) and close(got[0], dt, n)
     assert close(got[1], de, n) and math.isclose(got[2], peak, rel_tol=1e-9)
     ce = c[1][0]
-    shared = n * ce[6] * -math.expm1(batch * ce[costs.LOG_UNTOUCHED]) / ce[0] if ce[6] else 0.0  # in step constants
+    shared = n * ce[6] * -math.expm1(batch * ce[linear.LOG_UNTOUCHED]) / ce[0] if ce[6] else 0.0  # in step constants
     assert math.isclose(got[3], shared, rel_tol=1e-12)
-    assert got[4] == ce[costs.CLOCK] * got[0]  # one clock: its MHz times the span's time
+    assert got[4] == ce[linear.CLOCK] * got[0]  # one clock: its MHz times the span's time
 
 
 @SETTINGS
@@ -148,7 +148,7 @@ def test_steps_to_reach_is_the_first_step_boundary_past_dt(span, dt_s, of_span):
     if of_span is not None:
         dt_s = costs.span_s(*c, batch, ctx_sum, n) * of_span
     k = costs.steps_to_reach(*c, batch, ctx_sum, dt_s)
-    if k == costs.NEVER:  # steps that take no time
+    if k == linear.NEVER:  # steps that take no time
         assert costs.span_s(*c, batch, ctx_sum, 1_000) == 0.0 < dt_s
         return
     assert k >= 1 and costs.span_s(*c, batch, ctx_sum, k) >= dt_s
@@ -194,7 +194,7 @@ def test_mixed_is_the_reference(span, prefill):
     """mixed: time and energy of a step that decodes and prefills (`StepCosts.mixed`, bit for bit)."""
     (lt, le, cap, _), batch, ctx_sum, _ = span
     ct, ce = lt[0], le[0]
-    experts = ExpertReads(ct[6], ce[6], math.exp(ct[costs.LOG_UNTOUCHED])) if ct[6] else None
+    experts = ExpertReads(ct[6], ce[6], math.exp(ct[linear.LOG_UNTOUCHED])) if ct[6] else None
     hide = Overlap(ct[7], ct[8], ce[7], ce[8]) if ct[8] else None
     reference = StepCosts(StepCoef.of(ct[:6]), StepCoef.of(ce[:6]), 60.0, cap or None, experts=experts, overlap=hide)
     r = replica(ct=reference.ladder_t[0], ce=reference.ladder_e[0], limit=cap or None)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from sim.kernel import lists, state
-from sim.kernel.costs import COLUMNS
+from sim.kernel.linear import COLUMNS
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
