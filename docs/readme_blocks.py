@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,72 @@ costs {100 * saving:.1f} % less energy per token for {100 * slowdown:.1f} % more
 2501.08219: −42 % for +1-6 %), an 8 × 1,024-token prefill step takes {stretch:.2f}× as long, and energy
 per decode token is lowest at {best} MHz, inside the range.
 """
+
+
+WINDOW_CASES = (
+    ("azure_chat as shipped (one hour)", 1, 1.0, 2, 300.0),
+    ("the same at 3× the rate", 1, 3.0, 2, 300.0),
+    ("the same", 1, 3.0, 8, 300.0),
+    ("the same, 60 s warm-up", 1, 3.0, 8, 60.0),
+    ("at 4× the rate (one H100 overloaded)", 1, 4.0, 2, 300.0),
+    ("a day: 24 copies, one an hour", 24, 1.0, 2, 300.0),
+)
+"""(row, copies of the hour, rate scale, windows, warm-up and cool-down s) of the windows' check."""
+
+
+def windows_accuracy(c: Commands) -> str:
+    """`sim.windows.simulate_windows` (executor 'local', the code Ray runs) against one process, on
+    one Llama-3.1-8B / H100 replica: merged minus one process, %, and the largest boundary drift
+    (`sim.windows.boundary_drift`: > 1 % is `simulate_windows`' warning that the warm-up is too short)."""
+    import traces
+    from oracle.model import Oracle, OracleRangeWarning
+    from sim.config import ServerConfig, SloConfig
+    from sim.fleet import Fleet
+    from sim.metrics import summarize
+    from sim.policies.base import Policy
+    from sim.run import simulate_fleet
+    from sim.windows import boundary_drift, merge, plan_windows, simulate_window
+
+    hour, fleet, slo = traces.load("azure_chat"), Fleet.single(Oracle.load(ORACLE), ServerConfig()), SloConfig()
+    warnings.simplefilter("ignore", OracleRangeWarning)  # the trace's long requests: said in the README already
+
+    def pct(new: float, old: float) -> str:
+        return f"{100.0 * (new / old - 1.0):+.3f}"
+
+    rows = []
+    for label, copies, scale, windows, warmup in WINDOW_CASES:
+        shift = np.repeat(np.arange(copies) * 3600.0, len(hour))
+        requests = pd.DataFrame(
+            {"arrival_s": (np.tile(hour["arrival_s"].to_numpy(float), copies) + shift) / scale,
+             "n_in": np.tile(hour["n_in"].to_numpy(), copies), "n_out": np.tile(hour["n_out"].to_numpy(), copies)}
+        )  # fmt: skip
+        one = simulate_fleet(requests, fleet)
+        arrival = requests["arrival_s"].to_numpy(float)
+        plan = plan_windows(arrival, windows, warmup, warmup)
+        parts = [
+            simulate_window(requests.iloc[w.first : w.last].reset_index(drop=True), fleet, Policy(), w) for w in plan
+        ]
+        merged = merge(parts, "none", float(arrival[-1]), 0.0)
+        a, b = summarize(merged, slo), summarize(one, slo)
+        lat = " | ".join(
+            f"{pct(a[k]['p50'], b[k]['p50'])} / {pct(a[k]['p99'], b[k]['p99'])}" for k in ("ttft_s", "tpot_s", "e2e_s")
+        )
+        sums = pct(merged.requests["energy_j"].sum(), one.requests["energy_j"].sum())
+        energy, drift = pct(a["energy_j"], b["energy_j"]), 100 * max(boundary_drift(parts))
+        rows.append(
+            f"| {label} | {len(requests):,} | {windows} | {warmup:.0f} s | {energy} | {sums} | {lat} | {drift:.1f} % |"
+        )
+    head = _table_head(("trace", "requests", "windows", "warm-up", "energy", "Σ request energy", "TTFT p50 / p99",
+                        "TPOT p50 / p99", "e2e p50 / p99", "largest drift"))  # fmt: skip
+    return (
+        f"""Merged minus one process, % (one Llama-3.1-8B / H100 replica; `executor="local"`, the code the Ray
+tasks run; the last column is the boundary drift that warns above 1 %):
+
+{head}
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 THRESHOLDS = {
@@ -719,6 +786,7 @@ BLOCKS: dict[str, Callable[[Commands], str]] = {
     "clock_controller": clock_controller,
     "clock_sweep": clock_sweep,
     "half_clock": half_clock,
+    "windows_accuracy": windows_accuracy,
     "threshold_fronts": threshold_fronts,
     "validation": validation,
     "planning_example": planning_example,

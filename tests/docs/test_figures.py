@@ -64,7 +64,7 @@ def test_check_fails_on_a_changed_number_and_write_restores_it(tmp_path: Path) -
         (
             ("--only", "nosuch"),
             "figures: error: no generator for block 'nosuch'; known: power_cap, clock_controller, clock_sweep, "
-            "half_clock, threshold_fronts, validation,",
+            "half_clock, windows_accuracy, threshold_fronts, validation,",
         ),
         (("--readme", "missing.md"), "figures: error: [Errno 2] No such file or directory: 'missing.md'"),
     ],
