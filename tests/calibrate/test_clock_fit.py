@@ -81,6 +81,7 @@ def test_a_capped_run_draws_at_most_its_cap_unless_no_clock_fits(cap, n_in, n_ou
     assert e[0] / t[0] <= max(cap, floor_w) * (1 + 1e-9)
 
 
+@pytest.mark.slow  # several seconds: CI runs it, the quick set does not
 def test_the_fit_recovers_known_clock_parameters_within_2_pct():
     table = measured(runs((690.0, 990.0, 1200.0, 1410.0, 1755.0, None), (None, 250.0, 400.0)))
     table = table[~default_settings(table, TRUTH.gpu)]

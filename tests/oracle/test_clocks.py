@@ -165,6 +165,7 @@ def summary(tmp: Path, *args: str) -> dict:
     return data
 
 
+@pytest.mark.slow  # several seconds: CI runs it, the quick set does not
 def test_python_m_sim_at_the_maximum_clock_matches_the_default_and_a_lower_clock_saves_energy(tmp_path):
     runs = {}
     for name, clock in (("default", None), ("max", 1980), ("half", 990)):

@@ -72,6 +72,7 @@ def stepwise(costs: StepCosts, batch: int, ctx_sum: int, n: int) -> tuple[float,
     return dt, de, peak, extra, mhz_s
 
 
+@pytest.mark.slow  # several seconds: CI runs it, the quick set does not
 @settings(max_examples=150, deadline=None)
 @given(
     st.sampled_from(ORACLES), st.floats(0.0, 1.0), st.integers(1, 512), st.integers(0, 3_000_000), st.integers(1, 3000)
@@ -160,6 +161,7 @@ def test_a_controlled_step_runs_at_the_lowest_clock_within_its_budget(name, wher
     assert level == len(lt) - 1 or times[level + 1] > budget or dt == capped_dt
 
 
+@pytest.mark.slow  # several seconds: CI runs it, the quick set does not
 @settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(ORACLES), st.floats(0.3, 1.0), st.floats(0.005, 0.1), st.integers(1, 256), st.integers(0, 10**6),
@@ -181,6 +183,7 @@ def test_a_controlled_decode_span_is_its_steps_summed(name, where, budget, batch
     assert costs.span_s(batch, ctx_sum, k, budget) >= 0.5 * got[0]
 
 
+@pytest.mark.slow  # several seconds: CI runs it, the quick set does not
 def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
     """A server fed alone and a routed fleet, with the controller and a 450 W cap: the kernel's
     records and span logs are the Python reference's, bit for bit."""

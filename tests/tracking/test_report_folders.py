@@ -16,6 +16,7 @@ from tracking import report
 from tracking.folder import RUN_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # a sweep of three runs in a subprocess: CI runs these, the quick set does not
 
 
 @pytest.fixture(scope="module")
