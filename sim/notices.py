@@ -3,11 +3,11 @@
 Library code warns with `warnings.warn` (so Python callers can filter or catch each category);
 the command-line entry points call `show_warnings_once()`. From then on a warning is logged on
 the `sweetspot` logger as one line, `warning (Category): text`, without Python's echo of the
-source line, and only the first time its category and text, figures aside, are seen in this
-process: a capacity search or a validation that simulates many workloads says it once, and at
-the process's (or a sweep job's) end a line per category counts the repeats that differed only in their
-figures. A progress bar on the terminal is cleared while a line is written, so the two never
-share a line.
+source line, and only the first time its category and text, figures and quoted names aside, are
+seen in this process: a capacity search or a validation that simulates many workloads on many
+oracles says it once, and at the process's (or a sweep job's) end a line per category counts the
+repeats that differed only in their figures or names. A progress bar on the terminal is cleared
+while a line is written, so the two never share a line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tqdm import tqdm
 log = logging.getLogger("sweetspot")
 
 _FIGURES = re.compile(r"\d[\d,.]*")
+_NAMES = re.compile(r"'[^'\n]*'")  # quoted names (an oracle's, a file's): a validation warns the same of 40 oracles
 _seen: set[tuple[str, str]] = set()  # (category, text) shown or counted, and their figure-free forms
 _repeats: Counter[tuple[str, str]] = Counter()
 
@@ -51,7 +52,7 @@ def _log_once(
 ) -> None:
     """`warnings.showwarning`'s replacement (same signature): log the warning if it is new."""
     text = str(message)
-    key = (category.__name__, _FIGURES.sub("#", text))
+    key = (category.__name__, _FIGURES.sub("#", _NAMES.sub("'…'", text)))
     if key in _seen:
         if (category.__name__, text) not in _seen:  # the same warning again is not news
             _seen.add((category.__name__, text))
@@ -69,7 +70,7 @@ def count_repeats() -> None:
     for (category, _), n in _repeats.items():
         counts[category] += n
     for category, n in sorted(counts.items()):
-        _say("warning (%s): %s more like the one above, with other figures, not shown", category, f"{n:,}")
+        _say("warning (%s): %s more like the one above, with other figures or names, not shown", category, f"{n:,}")
     _repeats.clear()
 
 

@@ -33,12 +33,15 @@ def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, capl
         warnings.warn("1,013 requests outside the range (10.25 %)", OracleRangeWarning, stacklevel=1)
         warnings.warn("12 requests outside the range (4.5 %)", RejectedRequestsWarning, stacklevel=1)
         warnings.warn("an oracle without figures", OracleRangeWarning, stacklevel=1)
+        warnings.warn("oracle 'qwen3-14b_b200' asked outside", OracleRangeWarning, stacklevel=1)
+        warnings.warn("oracle 'llama-3.1-8b_h100' asked outside", OracleRangeWarning, stacklevel=1)  # a name apart
         notices.count_repeats()
     assert [r.getMessage() for r in caplog.records] == [
         "warning (OracleRangeWarning): 12 requests outside the range (4.5 %)",
         "warning (RejectedRequestsWarning): 12 requests outside the range (4.5 %)",
         "warning (OracleRangeWarning): an oracle without figures",
-        "warning (OracleRangeWarning): 1 more like the one above, with other figures, not shown",
+        "warning (OracleRangeWarning): oracle 'qwen3-14b_b200' asked outside",
+        "warning (OracleRangeWarning): 2 more like the one above, with other figures or names, not shown",
     ]
 
 
