@@ -26,6 +26,7 @@ from scipy.optimize import least_squares
 
 from oracle.clock_specs import ClockSpec
 from oracle.clocks import at_clock, clock_spec_of
+from oracle.fit import run_settings
 from oracle.model import Oracle
 from oracle.regress import mape_pct
 from sim.costs import StepCosts
@@ -38,21 +39,13 @@ MOVES: Final = 1e-6
 is not determined by the runs."""
 
 
-def settings_of(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's locked SM clock (MHz) and power cap (W per GPU); NaN where not set."""
-    n = len(rows)
-    clock = rows["clock_mhz"].to_numpy(float) if "clock_mhz" in rows else np.full(n, np.nan)
-    cap = rows["power_limit_w"].to_numpy(float) if "power_limit_w" in rows else np.full(n, np.nan)
-    return clock, cap
-
-
 def predict_runs(oracle: Oracle, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Time (s) and energy (J) of each measured run at its clock and cap, as the simulator serves
     it: `num_requests` identical requests in lockstep batches of `batch_size`, each batch one
     prefill step then `n_out` − 1 decode steps (`oracle.features.run_features`' shape), with the
     oracle's clock parameters (`Oracle.clock`, else its GPU's). A cap above the oracle's board
     limit is the board limit; a run without a cap is throttled only by the board limit."""
-    clock, cap = settings_of(rows)
+    clock, cap = run_settings(rows)
     lengths = rows[["n_in", "n_out", "batch_size", "num_requests"]].to_numpy(np.int64)
     costs: dict[tuple[float, float], StepCosts] = {}
     time_s, energy_j = np.empty(len(rows)), np.empty(len(rows))
@@ -178,7 +171,7 @@ class ClockEstimator:
         spec = self._spec(default, best)
         t, e = predict_runs(replace(self.oracle, clock=spec), rows)
         t0, e0 = predict_runs(replace(self.oracle, clock=default), rows)
-        clock, cap = settings_of(rows)
+        clock, cap = run_settings(rows)
         self.spec_ = spec
         self.report_ = ClockFitReport(
             runs=len(rows),
@@ -200,11 +193,11 @@ class ClockEstimator:
         """The best of `starts` bounded least-squares fits of the `free` parameters (the others at
         `start`): from `start`, then from points spread inside the bounds."""
         spread = [lower + (upper - lower) * q for q in np.linspace(0.25, 0.75, max(self.starts - 1, 0))]
+        if not free.any():
+            return start
         best, best_cost = start, math.inf
         for x0 in (start, *spread):
             x0 = np.where(free, x0, start)
-            if not free.any():
-                return x0
             fit = least_squares(
                 lambda q, x0=x0: residuals(_put(x0, free, q)),
                 x0[free],

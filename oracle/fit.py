@@ -44,14 +44,20 @@ from oracle.run_power import check_run_power
 log = logging.getLogger(__name__)
 
 
+def run_settings(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's locked SM clock (MHz) and power cap (W per GPU); NaN where not set."""
+    n = len(table)
+    clock = table["clock_mhz"].to_numpy(float) if "clock_mhz" in table else np.full(n, np.nan)
+    cap = table["power_limit_w"].to_numpy(float) if "power_limit_w" in table else np.full(n, np.nan)
+    return clock, cap
+
+
 def default_settings(table: pd.DataFrame, gpu: str) -> np.ndarray:
     """Which runs were measured at the GPU's default settings: `clock_mhz` empty or the GPU's
     maximum SM clock (`oracle.clock_specs`), `power_limit_w` empty or at least its board limit
     (`oracle/data/gpus/`). A GPU without clock parameters has default runs only where `clock_mhz`
     is empty; one without a known board limit, only where `power_limit_w` is empty."""
-    n = len(table)
-    clock = table["clock_mhz"].to_numpy(float) if "clock_mhz" in table else np.full(n, np.nan)
-    cap = table["power_limit_w"].to_numpy(float) if "power_limit_w" in table else np.full(n, np.nan)
+    clock, cap = run_settings(table)
     try:
         top = float(clock_spec(gpu).max_mhz)
     except ClockError:

@@ -52,6 +52,21 @@ def _over(limit, a_t, a_e, l_t, l_e):  # type: ignore[no-untyped-def]
     return limit > 0.0 and (a_e - limit * a_t > 0.0 or l_e - limit * l_t > 0.0)
 
 
+@njit(cache=True, inline="always")
+def _slowed(tau, first_s, floor):  # type: ignore[no-untyped-def]
+    """Whether the controller slows a step, or a decode span whose first step takes `first_s` (s) at
+    full clock: it holds a level below full clock, or, free to switch, its budget leaves room there
+    (time grows along a span)."""
+    return floor > 0 or (floor < 0 and tau > 0.0 and first_s <= tau)
+
+
+@njit(cache=True, inline="always")
+def _free(tau, floor):  # type: ignore[no-untyped-def]
+    """The budget the step-by-step time levels read: none while the controller holds a level
+    (`_laddered`)."""
+    return tau if floor < 0 else 0.0
+
+
 @njit(cache=True)
 def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn, floor=-1):  # type: ignore[no-untyped-def]
     """Time (s), energy (J), `extra` and SM clock (MHz) of one step with these summed features,
@@ -62,7 +77,7 @@ def step(lt, le, limit, tau, decode_seqs, decode_ctx, prefill_seqs, tokens, attn
     apart = experts_at(le[0], decode_seqs + tokens) - hidden_at(le[0], tokens)  # the shared cost beside c0
     shared = apart / le[0, 0] if apart != 0.0 else 0.0  # in step constants
     over = limit > 0.0 and de > limit * dt
-    if not over and floor <= 0 and (floor == 0 or tau <= 0.0 or dt > tau):
+    if not over and not _slowed(tau, dt, floor):
         return dt, de, shared, lt[0, CLOCK]
     last = lt.shape[0] - 1
     if last == 0:  # no clock ladder: stretched to energy / cap (no controller)
@@ -121,10 +136,10 @@ def _laddered(lt, le, limit, tau, batch, ctx_sum, steps, reach_s, floor):  # typ
     the segments where both are constant, summed as series. With `reach_s` > 0, it stops in the
     segment where the time reaches it and returns, as its fifth value, the steps from the span's
     start to that step boundary (`steps_to_reach`). Held at ladder level `floor` (≥ 0), the time
-    levels are not read (`tau` is 0) and the power levels start there."""
+    levels are not read and the power levels start there."""
     dt = de = peak = mhz_s = 0.0
     i = 0
-    floor = max(floor, 0)
+    tau, floor = _free(tau, floor), max(floor, 0)
     p_end, p_level = run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, False, floor)
     t_end, t_level = run_end(lt, le, limit, tau, batch, ctx_sum, 0, steps, True, floor)
     while i < steps:
@@ -162,7 +177,7 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps, floor=-1):  # type: ignore
     shared = moe / ce[0] if moe != 0.0 else 0.0  # the experts' energy, in step constants
     over = _over(limit, a_t, a_e, l_t, l_e)
     if lt.shape[0] > 1 and (over or _slowed(tau, a_t, floor)):
-        t, e, peak, mhz_s, _ = _laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, steps, 0.0, floor)
+        t, e, peak, mhz_s, _ = _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0, floor)
         return t, e, peak, (e - de + moe) / ce[0], mhz_s
     if over:
         dt = _stretched_s(ct, ce, limit, batch, ctx_sum, steps)
@@ -171,19 +186,6 @@ def decode(lt, le, limit, tau, batch, ctx_sum, steps, floor=-1):  # type: ignore
     p_first = a_e / a_t if a_t > 0.0 else 0.0
     p_last = l_e / l_t if l_t > 0.0 else 0.0
     return dt, de, p_first if p_first > p_last else p_last, shared, ct[CLOCK] * dt
-
-
-@njit(cache=True, inline="always")
-def _slowed(tau, first_s, floor):  # type: ignore[no-untyped-def]
-    """Whether the controller slows a decode span: it holds a level below full clock, or, free to
-    switch, its budget leaves room at the span's first step (time grows along a span)."""
-    return floor > 0 or (floor < 0 and tau > 0.0 and first_s <= tau)
-
-
-@njit(cache=True, inline="always")
-def _free(tau, floor):  # type: ignore[no-untyped-def]
-    """The budget the step-by-step time levels read: none while the controller holds a level."""
-    return tau if floor < 0 else 0.0
 
 
 @njit(cache=True)
@@ -199,7 +201,7 @@ def span_s(lt, le, limit, tau, batch, ctx_sum, steps, floor=-1):  # type: ignore
     a_e, l_e = span_ends(le[0], batch, ctx_sum, steps)
     if not (_over(limit, a_t, a_e, l_t, l_e) or _slowed(tau, a_t, floor)):  # `decode`'s test
         return t
-    return _laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, steps, 0.0, floor)[0]
+    return _laddered(lt, le, limit, tau, batch, ctx_sum, steps, 0.0, floor)[0]
 
 
 @njit(cache=True)
@@ -219,7 +221,7 @@ def steps_to_reach(lt, le, limit, tau, batch, ctx_sum, dt_s, floor=-1):  # type:
     if k <= 1 or (not capped and tau <= 0.0 and floor <= 0):
         return k
     if lt.shape[0] > 1:  # walk the span's segments to the one where dt_s is reached
-        k = max(_laddered(lt, le, limit, _free(tau, floor), batch, ctx_sum, k, dt_s, floor)[4], 1)
+        k = max(_laddered(lt, le, limit, tau, batch, ctx_sum, k, dt_s, floor)[4], 1)
         while k > 1 and span_s(lt, le, limit, tau, batch, ctx_sum, k - 1, floor) >= dt_s:
             k -= 1  # (the series of one segment and the sum over segments round apart by an ulp)
         while span_s(lt, le, limit, tau, batch, ctx_sum, k, floor) < dt_s:

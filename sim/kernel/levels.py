@@ -14,7 +14,7 @@ import math
 
 from numba import njit
 
-from sim.kernel.linear import const_at, step_value
+from sim.kernel.linear import span_ends, step_value
 
 
 @njit(cache=True)
@@ -106,9 +106,8 @@ def missed(lt, tau, batch, ctx_sum, steps):  # type: ignore[no-untyped-def]
     prefill are not counted: the budget is a decode step's, and they run at full clock anyway.)"""
     if tau <= 0.0:
         return 0
-    c = lt[0]
-    a = const_at(c, batch) + c[1] * batch + c[2] * ctx_sum
-    cb = c[2] * batch
+    a = span_ends(lt[0], batch, ctx_sum, 1)[0]  # the span's first step
+    cb = lt[0, 2] * batch
     if a > tau:
         return steps
     if cb <= 0.0:
