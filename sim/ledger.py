@@ -46,12 +46,12 @@ class ServerStats:
     span_mhz_s: np.ndarray | None = None  # SM clock × time of each span (MHz·s; 0 where the clock is unknown)
     missed_budget_steps: int = 0  # decode steps slower than a clock controller's budget even at full clock
 
-    def mean_clock_mhz(self) -> float:
-        """The SM clock (MHz) averaged over busy time; NaN when unknown (no clock log, or a GPU
-        without clock parameters) or never busy."""
-        if self.span_mhz_s is None or not self.busy_s > 0 or not np.all(self.span_mhz_s[self.span_s > 0] > 0):
-            return math.nan
-        return float(np.sum(self.span_mhz_s) / self.busy_s)
+    @property
+    def known_mhz_s(self) -> np.ndarray | None:
+        """`span_mhz_s` if every span that took time logged its SM clock; None when the clock is
+        unknown (no clock log, or a GPU without clock parameters, whose spans log 0)."""
+        m = self.span_mhz_s
+        return m if m is not None and np.all(m[self.span_s > 0] > 0) else None
 
 
 @dataclass(frozen=True)

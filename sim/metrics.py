@@ -50,12 +50,12 @@ def server_idle_energy_j(server: ServerStats, horizon_s: float) -> float:
 
 def mean_clock_mhz(servers: Sequence[ServerStats]) -> float:
     """The SM clock (MHz) averaged over all servers' busy time; NaN if any busy server's clock is
-    unknown (`ServerStats.mean_clock_mhz`) or none was busy."""
+    unknown (`ServerStats.known_mhz_s`) or none was busy."""
     busy = [s for s in servers if s.busy_s > 0]
-    clocks = [s.mean_clock_mhz() for s in busy]
-    if not busy or any(math.isnan(c) for c in clocks):
+    logs = [s.known_mhz_s for s in busy]
+    if not busy or any(m is None for m in logs):
         return math.nan
-    return sum(c * s.busy_s for c, s in zip(clocks, busy, strict=True)) / sum(s.busy_s for s in busy)
+    return sum(float(np.sum(m)) for m in logs if m is not None) / sum(s.busy_s for s in busy)
 
 
 def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:

@@ -73,10 +73,11 @@ def _server_lines(servers: Sequence[ServerStats], edges: np.ndarray) -> pd.DataF
         kv += _per_bin(edges, ends, order, s.span_kv_used * s.span_s)
         tokens += _per_bin(edges, ends, order, s.span_tokens.astype(float))
         busy_all += busy
-        if s.span_mhz_s is None or np.any(s.span_mhz_s[s.span_s > 0] <= 0):
+        logged = s.known_mhz_s
+        if logged is None:
             known = False
         else:
-            mhz_s += _per_bin(edges, ends, order, s.span_mhz_s)
+            mhz_s += _per_bin(edges, ends, order, logged)
     gpus = max(len(servers), 1)
     on = busy_all > 1e-12 * width  # (per-bin sums are cumulative differences: rounding is not busy time)
     clock = np.full(width.size, np.nan)
