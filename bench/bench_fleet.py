@@ -29,7 +29,6 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 import pandas as pd
 from bench_sim import peak_rss_mb  # this script's folder is on sys.path when run as a script
 
@@ -41,24 +40,15 @@ from sim.fleet import Fleet, Pool
 from sim.metrics import summarize
 from sim.policies.base import Policy
 from sim.run import simulate_fleet
+from traces.tile import tile
 
 PERIOD_S = 3600.0  # one copy of the trace per hour
 
 
 def day_of_traffic(hours: int, rate_scale: float) -> pd.DataFrame:
     """azure_chat tiled `hours` times, copy k shifted by k × PERIOD_S, arrivals divided by `rate_scale`."""
-    hour = traces.load("azure_chat")
-    if hour["arrival_s"].iloc[-1] >= PERIOD_S:
-        raise ValueError(f"azure_chat spans {hour['arrival_s'].iloc[-1]:.0f} s, more than the {PERIOD_S:.0f} s period")
-    n = len(hour)
-    shift = np.repeat(np.arange(hours) * PERIOD_S, n)
-    return pd.DataFrame(
-        {
-            "arrival_s": (np.tile(hour["arrival_s"].to_numpy(float), hours) + shift) / rate_scale,
-            "n_in": np.tile(hour["n_in"].to_numpy(), hours),
-            "n_out": np.tile(hour["n_out"].to_numpy(), hours),
-        }
-    )
+    day = tile(traces.load("azure_chat"), hours, PERIOD_S)
+    return day.assign(arrival_s=day["arrival_s"] / rate_scale)
 
 
 def make_fleet(oracle: Oracle, router: str, replicas: int, slo: SloConfig) -> Fleet:

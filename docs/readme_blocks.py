@@ -167,6 +167,7 @@ def windows_accuracy(c: Commands) -> str:
     from sim.policies.base import Policy
     from sim.run import simulate_fleet
     from sim.windows import boundary_drift, merge, plan_windows, simulate_window
+    from traces.tile import tile
 
     hour, fleet, slo = traces.load("azure_chat"), Fleet.single(Oracle.load(ORACLE), ServerConfig()), SloConfig()
 
@@ -175,11 +176,8 @@ def windows_accuracy(c: Commands) -> str:
 
     rows = []
     for label, copies, scale, windows, warmup in WINDOW_CASES:
-        shift = np.repeat(np.arange(copies) * 3600.0, len(hour))
-        requests = pd.DataFrame(
-            {"arrival_s": (np.tile(hour["arrival_s"].to_numpy(float), copies) + shift) / scale,
-             "n_in": np.tile(hour["n_in"].to_numpy(), copies), "n_out": np.tile(hour["n_out"].to_numpy(), copies)}
-        )  # fmt: skip
+        day = tile(hour, copies)
+        requests = day.assign(arrival_s=day["arrival_s"] / scale)
         arrival = requests["arrival_s"].to_numpy(float)
         plan = plan_windows(arrival, windows, warmup, warmup)
         with warnings.catch_warnings():  # the trace's long requests: the README says so already

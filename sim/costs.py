@@ -68,10 +68,10 @@ class StepCosts:
         if x is not None and x.energy_j > 0.0 and not self.energy_j.const > 0.0:
             raise ValueError("an oracle with expert reads needs a positive constant step energy to share them by")
         log_untouched = 0.0 if x is None else math.log(x.untouched)  # the kernel's rows: `linear.COLUMNS`
-        levels = len(np.asarray(self.ladder_t))
-        mhz = np.zeros(levels) if self.ladder_mhz is None else np.asarray(self.ladder_mhz, dtype=float)
-        if mhz.shape != (levels,):
-            raise ValueError(f"ladder_mhz needs one clock per ladder level ({levels}), got shape {mhz.shape}")
+        n_levels = len(np.asarray(self.ladder_t))  # (not `levels`: the module sim.kernel.levels)
+        mhz = np.zeros(n_levels) if self.ladder_mhz is None else np.asarray(self.ladder_mhz, dtype=float)
+        if mhz.shape != (n_levels,):
+            raise ValueError(f"ladder_mhz needs one clock per ladder level ({n_levels}), got shape {mhz.shape}")
         for name in ("ladder_t", "ladder_e"):
             rows = np.asarray(getattr(self, name), dtype=float)
             if rows.shape[1] == linear.LOG_UNTOUCHED:
