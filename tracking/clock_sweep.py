@@ -84,11 +84,11 @@ def describe(sweep: pd.DataFrame) -> str:
     )
 
 
-def markdown(table: pd.DataFrame) -> str:
+def markdown(sweeps: dict[str, pd.DataFrame]) -> str:
     """The report's clock-sweep section: each sweep's runs by clock and its sweet spots ('' if none)."""
     from tracking.report import to_markdown
 
-    parts = [f"### {name}\n\n{to_markdown(s)}\n{describe(s)}.\n" for name, s in clock_sweeps(table).items()]
+    parts = [f"### {name}\n\n{to_markdown(s)}\n{describe(s)}.\n" for name, s in sweeps.items()]
     return "\n".join(parts)
 
 

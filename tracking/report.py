@@ -229,7 +229,7 @@ def write_report(table: pd.DataFrame, out_dir: str | Path, title: str = "Policy 
     md, csv, pareto = out / "comparison.md", out / "comparison.csv", out / "pareto.md"
     front = fronts_markdown(table)
     sweeps = clock_sweep.clock_sweeps(table)
-    clocks = f"\n## Clock sweeps (energy against latency)\n\n{clock_sweep.markdown(table)}" if sweeps else ""
+    clocks = f"\n## Clock sweeps (energy against latency)\n\n{clock_sweep.markdown(sweeps)}" if sweeps else ""
     md.write_text(
         f"# {title}\n\n{to_markdown(table)}\n## Pareto fronts (energy saved against quality cost)\n\n{front}{clocks}"
     )
