@@ -34,12 +34,12 @@ from bench_sim import peak_rss_mb  # this script's folder is on sys.path when ru
 
 import traces
 from oracle.model import Oracle, OracleRangeWarning
-from sim.capacity import CapacityConfig, search_capacity
 from sim.config import ServerConfig, SloConfig
-from sim.fleet import Fleet, Pool
-from sim.metrics import summarize
+from sim.planning.capacity import CapacityConfig, search_capacity
 from sim.policies.base import Policy
-from sim.run import simulate_fleet
+from sim.results.metrics import summarize
+from sim.serving.fleet import Fleet, Pool
+from sim.serving.run import simulate_fleet
 from traces.tile import tile
 
 PERIOD_S = 3600.0  # one copy of the trace per hour

@@ -41,9 +41,9 @@ def child(n: int, rate: float, oracle_name: str, folder: str) -> dict[str, float
     import traces
     from oracle.model import Oracle, OracleRangeWarning
     from sim.config import ServerConfig, SloConfig
-    from sim.fleet import Fleet
-    from sim.metrics import run_summary
-    from sim.run import simulate_fleet
+    from sim.results.metrics import run_summary
+    from sim.serving.fleet import Fleet
+    from sim.serving.run import simulate_fleet
 
     warnings.simplefilter("ignore", OracleRangeWarning)
     fleet = Fleet.single(Oracle.load(oracle_name), ServerConfig())

@@ -35,7 +35,7 @@ import pandas as pd
 import traces
 from oracle.model import Oracle, OracleRangeWarning
 from sim.config import ServerConfig
-from sim.run import SimResult, simulate
+from sim.serving.run import SimResult, simulate
 
 SATURATED_RATE = 1e6  # arrivals per s: a million requests arrive within a second
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE_ROW = "energy (kJ)"  # the table's first row (sim/console.py)
+TABLE_ROW = "energy (kJ)"  # the table's first row (sim/console/table.py)
 FLOORS = {
     "python -c pass": ["-c", "pass"],
     "import mlflow": ["-c", "import mlflow"],

@@ -1,4 +1,4 @@
-"""One trace split into time windows (`sim.windows.simulate_windows`) against the single-process run:
+"""One trace split into time windows (`sim.serving.windows.simulate_windows`) against the single-process run:
 accuracy of the merge and speed-up with Ray tasks.
 
     python bench/bench_windows.py [--hours 1] [--rate-scale 1] [--windows 2] [--warmup-s 300]
@@ -33,11 +33,11 @@ from bench_fleet import day_of_traffic  # this script's folder is on sys.path wh
 
 from oracle.model import Oracle, OracleRangeWarning
 from sim.config import ServerConfig, SloConfig
-from sim.fleet import Fleet
-from sim.metrics import summarize
 from sim.policies.base import Policy
-from sim.run import simulate_fleet
-from sim.windows import Part, merge, plan_windows, simulate_window, simulate_windows
+from sim.results.metrics import summarize
+from sim.serving.fleet import Fleet
+from sim.serving.run import simulate_fleet
+from sim.serving.windows import Part, merge, plan_windows, simulate_window, simulate_windows
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 

@@ -3,7 +3,7 @@
 The step model is fitted on the runs at the GPU's default settings (`oracle.fit.default_settings`)
 and held fixed here. A run at SM clock f under a power cap P (W per GPU) is then predicted as the
 simulator would serve it (`predict_runs`): the oracle at clock f (`oracle.clocks.at_clock`), each step
-at the highest clock whose power fits the cap (`sim.costs.StepCosts`, the engine's own rule), one
+at the highest clock whose power fits the cap (`sim.engine.costs.StepCosts`, the engine's own rule), one
 prefill step and one decode span per lockstep batch. Those predictions depend on three of the GPU's
 `ClockSpec` parameters (`FITTED`): the share φ of above-idle power that scales with f·V(f)², the clock
 below which the voltage stops falling, and the voltage there over the voltage at the maximum clock.
@@ -29,7 +29,7 @@ from oracle.clocks import at_clock, clock_spec_of
 from oracle.fit import run_settings
 from oracle.model import Oracle
 from oracle.regress import mape_pct
-from sim.costs import StepCosts
+from sim.engine.costs import StepCosts
 
 FITTED: Final = ("dynamic_fraction", "floor_voltage_ratio", "voltage_floor_mhz")
 """The `ClockSpec` fields a clock fit estimates."""

@@ -31,7 +31,7 @@ from calibrate.nvml import NvmlError
 from calibrate.prompts import make_prompts, point_rng
 from calibrate.signals import sigterm_raises
 from calibrate.table import MeasurementTableError, append_row, read_table, set_aside_partial_lines
-from sim.progress import progress_bar
+from sim.console.progress import progress_bar
 
 KEY_COLUMNS = (
     "model",

@@ -18,8 +18,8 @@ import argparse
 import traces
 from oracle.model import Oracle
 from sim.config import ServerConfig, SloConfig
-from sim.metrics import run_summary
-from sim.run import simulate
+from sim.results.metrics import run_summary
+from sim.serving.run import simulate
 
 HEADER = (
     "| concurrency | requests | requests/s | output tokens/s | TTFT p50 (s) | TTFT p99 (s) "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from readme_blocks import BLOCKS, Commands, FigureError
 
-from sim.notices import show_warnings_once
+from sim.console.notices import show_warnings_once
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = re.compile(r"`[^`]*`")

@@ -3,7 +3,7 @@ renders the block's Markdown (see docs/figures.py, which writes and checks them)
 
 `python -m sim` runs go through `Commands.sim` in a subprocess (tracking, plots, background and the
 progress bar off: none of them changes a figure), each distinct command once; the offline
-estimate calls the functions `python -m sim.offline` prints.
+estimate calls the functions `python -m sim.planning.offline` prints.
 """
 
 from __future__ import annotations
@@ -156,17 +156,17 @@ WINDOW_CASES = (
 
 
 def windows_accuracy(c: Commands) -> str:
-    """`sim.windows.simulate_windows` (executor 'local', the code Ray runs) against one process, on
+    """`sim.serving.windows.simulate_windows` (executor 'local', the code Ray runs) against one process, on
     one Llama-3.1-8B / H100 replica: merged minus one process, %, and the largest boundary drift
-    (`sim.windows.boundary_drift`: > 1 % is `simulate_windows`' warning that the warm-up is too short)."""
+    (`sim.serving.windows.boundary_drift`: > 1 % is `simulate_windows`' warning that the warm-up is too short)."""
     import traces
     from oracle.model import Oracle, OracleRangeWarning
     from sim.config import ServerConfig, SloConfig
-    from sim.fleet import Fleet
-    from sim.metrics import summarize
     from sim.policies.base import Policy
-    from sim.run import simulate_fleet
-    from sim.windows import boundary_drift, merge, plan_windows, simulate_window
+    from sim.results.metrics import summarize
+    from sim.serving.fleet import Fleet
+    from sim.serving.run import simulate_fleet
+    from sim.serving.windows import boundary_drift, merge, plan_windows, simulate_window
     from traces.tile import tile
 
     hour, fleet, slo = traces.load("azure_chat"), Fleet.single(Oracle.load(ORACLE), ServerConfig()), SloConfig()
@@ -506,8 +506,8 @@ def _meets(s: dict[str, Any]) -> bool:
 
 
 def offline_table(c: Commands) -> str:
-    """The two documented `python -m sim.offline` commands, the ideal bound and the simulated run."""
-    from sim.offline import PAPER_OUT_TOKENS, WIDE_OUT_TOKENS, ideal_lower_bound, offline_estimate, specs_for
+    """The two documented `python -m sim.planning.offline` commands, the ideal bound and the simulated run."""
+    from sim.planning.offline import PAPER_OUT_TOKENS, WIDE_OUT_TOKENS, ideal_lower_bound, offline_estimate, specs_for
 
     requests, oracle = _azure_chat()
     paper = offline_estimate(requests, oracle, 256, out_tokens=PAPER_OUT_TOKENS)
@@ -546,7 +546,7 @@ def offline_reasons(c: Commands) -> str:
     """The figures behind each reason the offline estimate and the simulator differ."""
     import numpy as np
 
-    from sim.offline import bucket_table, offline_estimate
+    from sim.planning.offline import bucket_table, offline_estimate
 
     requests, oracle = _azure_chat()
     sim = c.sim()
@@ -587,7 +587,7 @@ def offline_reasons(c: Commands) -> str:
 
 
 def _azure_chat() -> tuple[pd.DataFrame, Any]:
-    """The trace and oracle of `python -m sim.offline --trace azure_chat --oracle llama-3.1-8b_h100`."""
+    """The trace and oracle of `python -m sim.planning.offline --trace azure_chat --oracle llama-3.1-8b_h100`."""
     import traces
     from oracle.model import Oracle
 
@@ -774,7 +774,7 @@ def _kv_tokens(c: Commands) -> str:
     """KV-cache tokens of one replica of the study (`ServerConfig()`'s defaults on its oracle)."""
     from oracle.model import Oracle
     from sim.config import ServerConfig
-    from sim.kv import replica_kv
+    from sim.engine.kv import replica_kv
 
     return f"{replica_kv(Oracle.load(ORACLE), ServerConfig()).capacity_tokens:,}"
 

@@ -135,7 +135,7 @@ def _write(o: Oracle, cal: hwcal.Calibration, out_dir: Path) -> Path:
     o.provenance["calibration_prompt_sigma"] = cal.prompt_sigma
     problems = o.power_violations()
     throttled = [p for p in problems if "above the power limit" in p]
-    if throttled:  # the simulator throttles such steps to the limit (sim.costs.StepCosts.capped)
+    if throttled:  # the simulator throttles such steps to the limit (sim.engine.costs.StepCosts.capped)
         o.provenance["power_throttled"] = throttled
     if len(throttled) < len(problems):
         o.provenance["power_check"] = [p for p in problems if p not in throttled]

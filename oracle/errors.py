@@ -4,7 +4,7 @@ errors, row by row, and the bands they give.
 `python -m oracle.build` writes `data/held_out_errors.csv`: for every ML.ENERGY run the shipped
 constants were fitted on, its measured time and energy per output token over the prediction of
 constants fitted without its model (`oracle.hwcal.held_out_rows`; the energy terms the calibration
-kept). The simulator's calibration band (`sim.uncertainty`) replays a trace with an oracle's step
+kept). The simulator's calibration band (`sim.planning.uncertainty`) replays a trace with an oracle's step
 times and energies scaled by ratios drawn from these rows: a model first (each equally likely,
 whatever its number of runs), then one of its runs, so a time and an energy error that go together
 are drawn together. A band meant to hold a `level` share of what a model nobody measured does is

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from calibrate.signals import Terminated, sigterm_raises
-from sim.notices import count_repeats, show_warnings_once
+from sim.console.notices import count_repeats, show_warnings_once
 from tracking.background import BackgroundTracking
 from tracking.files import WriteError
 from tracking.folder import FAILED, INTERRUPTED
@@ -76,11 +76,11 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 def stopped(cfg: DictConfig, status: str, reason: str) -> str:
-    """Mark the run's folder `status` if this run claimed it (sim.output.stopped); what was kept."""
+    """Mark the run's folder `status` if this run claimed it (sim.results.output.stopped); what was kept."""
     folder = Path(str(cfg.get("output_dir") or "."))
-    if "sim.output" not in sys.modules:  # stopped before the simulator loaded: nothing claimed
+    if "sim.results.output" not in sys.modules:  # stopped before the simulator loaded: nothing claimed
         return f"nothing was written to {folder}"
-    from sim.output import stopped as mark
+    from sim.results.output import stopped as mark
 
     return mark(folder, status, reason)
 

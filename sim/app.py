@@ -22,22 +22,12 @@ import traces
 from oracle.clocks import ClockError, at_clock, clock_spec_of
 from oracle.errors import HeldOutErrors
 from oracle.model import Oracle, OracleFormatError
-from sim.baseline import baseline_key, cached_baseline
-from sim.capacity import Capacity, CapacityConfig, search_capacity
 from sim.config import ConfigError, GpuConfig, ServerConfig, SloConfig, build, check
-from sim.console import brief, clock_line, explain, table
-from sim.fleet import Fleet, FleetConfig, build_fleet
-from sim.identity import run_tags, trace_dataset, unused_params
-from sim.kv import replica_kv
-from sim.metrics import fleet_summary, run_summary, with_savings
-from sim.output import RECORDS_FILES, check_output, claim_output, write_outputs
-from sim.planning import PlanningConfig, planning_figures
-from sim.plots import TIMELINES_FILE, plot_folder
-from sim.policies import PolicyContext, build_policy, policy_config
-from sim.policies.base import Policy
-from sim.run import SimResult, simulate_fleet
-from sim.summary import SAME_RUN, Summary, split_wall_clock, unit
-from sim.uncertainty import (
+from sim.console.table import brief, clock_line, explain, table
+from sim.engine.kv import replica_kv
+from sim.planning.capacity import Capacity, CapacityConfig, search_capacity
+from sim.planning.facility import PlanningConfig, planning_figures
+from sim.planning.uncertainty import (
     BANDS_FILE,
     UncertaintyConfig,
     bands,
@@ -46,7 +36,17 @@ from sim.uncertainty import (
     replay_bands,
     replay_figures,
 )
-from sim.windows import ExecutionConfig
+from sim.plots.compare import TIMELINES_FILE, plot_folder
+from sim.policies import PolicyContext, build_policy, policy_config
+from sim.policies.base import Policy
+from sim.results.identity import run_tags, trace_dataset, unused_params
+from sim.results.metrics import fleet_summary, run_summary, with_savings
+from sim.results.output import RECORDS_FILES, check_output, claim_output, write_outputs
+from sim.results.summary import SAME_RUN, Summary, split_wall_clock, unit
+from sim.serving.baseline import baseline_key, cached_baseline
+from sim.serving.fleet import Fleet, FleetConfig, build_fleet
+from sim.serving.run import SimResult, simulate_fleet
+from sim.serving.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
 from tracking.folder import RunRecord, log_folder, now_ms

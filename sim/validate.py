@@ -39,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from oracle.model import Oracle
-from sim.notices import show_warnings_once
+from sim.console.notices import show_warnings_once
 from sim.schedulers import SCHEDULERS
 from sim.validation.plot import plot_validation
 from sim.validation.replay import mean_abs_error, task_prompts, validate

@@ -2,7 +2,7 @@
 
 Each check returns the position of the first bad value and what is wrong with it, so that the
 caller names it in its own terms: a file's column and line (`traces.parse`), a DataFrame's
-request (`sim.run`).
+request (`sim.serving.run`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import platformdirs
 
-from sim.progress import progress_bar
+from sim.console.progress import progress_bar
 from traces.sources import Source
 
 log = logging.getLogger("traces")

@@ -178,7 +178,7 @@ def closed_loop(cfg: TraceConfig, rng: np.random.Generator, fit: LengthFit | Non
     """The requests of a closed loop, in the order the clients send them: lengths drawn as
     `generate` draws them, then `think_s`, the time (s) its client waits after it finishes before
     sending its next request (`cfg.think_s`, or exponential draws of that mean). `arrival_s` is
-    0.0 here: the simulation sets each request's when its client sends it (`sim.clients`)."""
+    0.0 here: the simulation sets each request's when its client sends it (`sim.serving.clients`)."""
     n = cfg.num_requests
     n_in, n_out = lengths(cfg, rng, fit)
     think = rng.exponential(cfg.think_s, size=n) if cfg.think == "exponential" else np.full(n, cfg.think_s)

@@ -9,7 +9,7 @@ When the run's folder is written (run.json included), either
 
 - `finish` hands the helper the folder and returns at once (`background=true`, the default): the
   helper, in its own session so that closing the terminal does not stop it, draws the plots from
-  the folder (`sim.plots.plot_folder`), adds them to run.json's artifacts, logs the run and writes
+  the folder (`sim.plots.compare.plot_folder`), adds them to run.json's artifacts, logs the run and writes
   the outcome to the folder's tracking.json (`TRACKED_FILE`): the run id, or the error, which it
   also prints to the terminal with the command that logs the folder later; or
 - `log` hands it the folder and waits for the run id.
@@ -189,7 +189,7 @@ def _draw_plots(folder: Path) -> str | None:
     from tracking.folder import RunRecord
 
     try:
-        from sim.plots import plot_folder
+        from sim.plots.compare import plot_folder
 
         names = tuple(plot_folder(folder))
     except Exception as e:  # noqa: BLE001 - the run is logged without plots, and the failure said

@@ -18,7 +18,7 @@ MLFLOW_TRACKING_PASSWORD, or with --uri. Logging holds the folder's claim (track
 folder is one run, however many loggers race for it.
 
 Until the run's files are complete, run.json is a claim, {"status": "running", "pid": N} (see
-sim.output), then "interrupted" or "failed" if the run stopped: such a folder is not logged
+sim.results.output), then "interrupted" or "failed" if the run stopped: such a folder is not logged
 (`run_state` says why); a claim whose process is gone is reported as killed.
 """
 

@@ -8,7 +8,7 @@
 Runs are selected by experiment, sweep folder or parent run (sweep parents themselves are left
 out), grouped by trace and load (trace, rate scale, request count, fleet size, capacity search):
 a front never mixes two groups. Points are labelled by their run names, built from the overrides
-that vary in the sweep. Metric names come from the summary type (sim.summary): a renamed metric
+that vary in the sweep. Metric names come from the summary type (sim.results.summary): a renamed metric
 fails here, and runs that lack a required metric are refused by name instead of reading NaN.
 Runs not FINISHED (a logging killed mid-way, or one that failed) are skipped and named in one line.
 Runs that differ only in their locked SM clock form clock sweeps (`tracking.clock_sweep`): their
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.summary import unit
+from sim.results.summary import unit
 from tracking import clock_sweep
 from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
@@ -43,7 +43,7 @@ OPTIONAL = (
     "bands.energy_savings_pct.low", "bands.energy_savings_pct.high", "energy_per_output_token_j", "mean_clock_mhz",
 )  # fmt: skip
 METRICS = (*REQUIRED, *OPTIONAL)
-UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.summary fails at import
+UNITS = {key: unit(key) for key in METRICS}  # a metric renamed in sim.results.summary fails at import
 PARAMS = {
     "policy": "policy.name",
     "trace": "trace.name",

@@ -75,7 +75,7 @@ def pareto_panel(ax, key, rows: pd.DataFrame, front: pd.DataFrame) -> None:
 
 
 def _savings(ax, table: pd.DataFrame) -> None:
-    """Each run's saving, and its band (`sim.uncertainty`) as an error bar where the run has one."""
+    """Each run's saving, and its band (`sim.planning.uncertainty`) as an error bar where the run has one."""
     saved = table["energy_savings_pct"].fillna(0.0).to_numpy()
     low, high = (table.get(f"bands.energy_savings_pct.{end}") for end in ("low", "high"))
     bars = None

@@ -10,7 +10,7 @@
 - `rules`: admission, KV accounting, preemption, decode spans, completions.
 - `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
 - `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
-- `engine`: `KernelEngine`, `sim.engine.Engine`'s interface over a `Replica` (the SimPy process).
+- `engine`: `KernelEngine`, `sim.engine.reference.Engine`'s interface over a `Replica` (the SimPy process).
 - `replica`: the Python side of the loops: runs them and moves their buffers into the ledgers.
 
 Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of

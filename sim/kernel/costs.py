@@ -23,7 +23,7 @@ held clock, or lower where the cap needs it, and `tau` is not read. Which level 
 `sim.kernel.levels`. Along a decode span the levels are monotone in the step, so the span is a few
 runs of one clock, each an arithmetic series (`sim.kernel.linear.span`).
 
-`sim.costs.StepCosts` calls these; the step-by-step reference (`server.exact_steps`) sums single
+`sim.engine.costs.StepCosts` calls these; the step-by-step reference (`server.exact_steps`) sums single
 steps (`step`).
 """
 

@@ -1,7 +1,7 @@
-"""`KernelEngine`: `sim.engine.Engine`'s interface over a compiled `Replica`, so that the SimPy
-process (`sim.server.Server` in the fast mode: dynamic policies, summaries, closed loops, users'
+"""`KernelEngine`: `sim.engine.reference.Engine`'s interface over a compiled `Replica`, so that the SimPy
+process (`sim.serving.server.Server` in the fast mode: dynamic policies, summaries, closed loops, users'
 own SimPy processes) runs the kernel's rules, not copies of them. Each call is one compiled
-call; `sim.engine.Engine` stays as the step-by-step reference (the exact-steps mode).
+call; `sim.engine.reference.Engine` stays as the step-by-step reference (the exact-steps mode).
 
 The same `Replica` serves the compiled loops when its server is fed alone (`sim.kernel.replica`)
 or routed (`sim.kernel.fleet`).
@@ -16,10 +16,10 @@ import numpy as np
 from numba import njit
 
 from sim.config import ConfigError, ServerConfig
-from sim.costs import StepCosts
-from sim.jobs import JobTable
+from sim.engine.costs import StepCosts
+from sim.engine.jobs import JobTable
+from sim.engine.kv import KvLayout
 from sim.kernel import announce_compiling, prefix, rules, state
-from sim.kv import KvLayout
 from sim.schedulers import SCHEDULERS
 from sim.schedulers.base import Scheduler
 

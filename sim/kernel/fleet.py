@@ -1,5 +1,5 @@
 """The event loop of a routed fleet: arrivals routed one instant at a time to replicas whose
-waits end on one event clock, as under SimPy (`sim.run._Dispatcher` and `sim.server.Server`).
+waits end on one event clock, as under SimPy (`sim.serving.run._Dispatcher` and `sim.serving.server.Server`).
 
 Events are ordered as SimPy orders its timeouts: by time, then by the order they were scheduled
 (a sequence number, `eid`), their times computed with SimPy's arithmetic (`now + max(until −
@@ -25,7 +25,7 @@ from sim.kernel.routers import note, pick
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, span_limit
 from sim.kernel.state import log_full
 
-IDLE, DECODE, MIXED = 0, 1, 2  # what a replica's wait ends (`sim.server`'s phases)
+IDLE, DECODE, MIXED = 0, 1, 2  # what a replica's wait ends (`sim.serving.server`'s phases)
 
 _FIELDS = [
     ("router", types.int64), ("i", types.int64), ("eid", types.int64), ("arr_eid", types.int64),

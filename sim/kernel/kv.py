@@ -1,4 +1,4 @@
-"""KV units and block phases of a replica, compiled (`sim.kv.KvLayout.units`, `BlockPhases`)."""
+"""KV units and block phases of a replica, compiled (`sim.engine.kv.KvLayout.units`, `BlockPhases`)."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ An event is a plain decode span (to the next completion, window saturation, KV s
 arrival that could join), a step that prefills (or preempts), or an idle wait for the next
 arrival. A span's steps run when it closes (`close_span`); a step is formed when it opens
 (`open_step`: admissions and preemptions happen then) and run when it closes (`close_step`).
-Closing logs one span row in `r.rows_f` / `r.rows_i` (`sim.ledger.Ledger.advance`'s values),
+Closing logs one span row in `r.rows_f` / `r.rows_i` (`sim.engine.ledger.Ledger.advance`'s values),
 moves the clock with Neumaier compensation and stamps first tokens and completions.
 
-`run_alone` runs the events of a replica fed alone (`sim.server.Server.feed(alone=True)`) as
+`run_alone` runs the events of a replica fed alone (`sim.serving.server.Server.feed(alone=True)`) as
 `Server._replay` does; `sim.kernel.fleet` runs a routed fleet's.
 """
 
@@ -17,17 +17,17 @@ import math
 
 from numba import njit
 
+from sim.engine.ledger import RECENT
 from sim.kernel import costs, levels
 from sim.kernel.rules import accepts_arrivals, can_span, enqueue, finish_step, form_step, run_span, span_limit
 from sim.kernel.state import log_full
-from sim.ledger import RECENT
 
 PAUSED, FINISHED = 0, 1
 
 
 @njit(cache=True)
 def _advance(r, dt, de, steps, peak_w, running, tokens, mhz_s):  # type: ignore[no-untyped-def]
-    """Log a span and move the clock past it (`sim.ledger.Ledger.advance`)."""
+    """Log a span and move the clock past it (`sim.engine.ledger.Ledger.advance`)."""
     t, tc, i = r.t, r.tc, r.nrows
     r.rows_f[i, 0], r.rows_f[i, 1], r.rows_f[i, 2], r.rows_f[i, 3] = t + tc, dt, de, peak_w
     r.rows_f[i, 4], r.rows_f[i, 5] = r.used / r.cap, mhz_s

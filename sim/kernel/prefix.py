@@ -1,6 +1,6 @@
 """A replica's prefix cache, compiled: vLLM V1's automatic prefix caching in hashed blocks.
 
-A prompt's full blocks of `r.hb` tokens (`sim.prefix.PrefixBlocks`: dense ids per job) are cached
+A prompt's full blocks of `r.hb` tokens (`sim.engine.prefix.PrefixBlocks`: dense ids per job) are cached
 once its prefill has computed them. A cached block is held by the running jobs that reference it
 (`r.c_ref`) and counted once in `r.used` (`r.bu` units); with no reference left it stays cached,
 idle, in LRU order (`r.c_prev`, `r.c_next`, head `r.lru_h`, tail `r.lru_t`; `r.cidle` of them), and
@@ -10,7 +10,7 @@ references the longest run of its leading blocks that is cached (`lookup`, at mo
 (target − 1) // hb blocks: its last token is always computed) and prefills from there; a job's
 own KV is its `units` less the blocks it references (`r.refs[j]` of them). A job that leaves
 drops its references in reverse order, so that its last blocks are evicted first (vLLM's free
-order). The same rules in plain Python are `sim.engine.Engine`'s; `r.pc` 0 turns all of them off.
+order). The same rules in plain Python are `sim.engine.reference.Engine`'s; `r.pc` 0 turns all of them off.
 """
 
 from __future__ import annotations

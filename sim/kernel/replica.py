@@ -1,6 +1,6 @@
 """The Python side of the kernel: servers run by compiled loops, their results moved back.
 
-`AloneReplica` runs a `sim.server.Server` fed alone (`sim.kernel.loop.run_alone`); `RoutedFleet`
+`AloneReplica` runs a `sim.serving.server.Server` fed alone (`sim.kernel.loop.run_alone`); `RoutedFleet`
 runs a fleet whose router decides per arrival (`sim.kernel.fleet.run_fleet`). Each runs the
 compiled `Replica` of each server's engine (`sim.kernel.engine.KernelEngine`), and after each run
 moves what the kernel buffered into the Python objects (`drain`): span rows and the clock into
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import typed
 
-from sim.jobs import JobTable
+from sim.engine.jobs import JobTable
 from sim.kernel import CACHE_DIR, state
 from sim.kernel.engine import SPAN_ROWS, KernelEngine, take_log
 from sim.kernel.fleet import FINISHED as FLEET_DONE
@@ -26,8 +26,8 @@ from sim.kernel.fleet import new_fleet, now_s, rooms_of, run_fleet
 from sim.kernel.loop import FINISHED, run_alone
 
 if TYPE_CHECKING:
-    from sim.routing import Router
-    from sim.server import Server
+    from sim.serving.routing import Router
+    from sim.serving.server import Server
 
 log = logging.getLogger("sweetspot")
 
@@ -45,7 +45,7 @@ def fleet_fits(servers: Sequence[Server], router: Router) -> bool:
     """Whether `RoutedFleet` can run these replicas: a router with compiled picks (it reads the
     replicas itself, so their `on_change` is not called), plain `Server`s (a subclass may change
     its events) in the fast mode with no other listener, nothing fed to them."""
-    from sim.server import Server
+    from sim.serving.server import Server
 
     return router.kernel_code is not None and all(
         type(s) is Server and _fast(s) and not (s.alone or len(s._ftimes)) for s in servers
@@ -114,7 +114,7 @@ class RoutedFleet:
 
     def __init__(self, servers: Sequence[Server], router: Router, times_s: np.ndarray, jobs: JobTable) -> None:
         assert fleet_fits(servers, router) and [s.index for s in servers] == list(range(len(servers)))
-        from sim.routing import shared_above_idle_j  # it imports sim.server
+        from sim.serving.routing import shared_above_idle_j  # it imports sim.serving.server
 
         self.servers = list(servers)
         self.reps = typed.List([_replica(s) for s in self.servers])

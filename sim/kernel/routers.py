@@ -1,4 +1,4 @@
-"""Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.routing` says
+"""Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.serving.routing` says
 the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`,
 `ENERGY_AWARE` or `CACHE_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
 order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`. The fleet keeps each
@@ -38,7 +38,7 @@ def _least(f, lo, hi):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _sequence_cost(c, n_in, n_out):  # type: ignore[no-untyped-def]
-    """A request's own cost of one prefill chunk and its decode steps (`sim.costs.sequence_cost`)."""
+    """A request's own cost of one prefill chunk and its decode steps (`sim.engine.costs.sequence_cost`)."""
     k = n_out - 1
     prefill = c[3] * 1 + c[4] * n_in + c[5] * n_in * (n_in + 1) / 2
     decode = k * (c[1] + c[2] * n_in) + c[2] * k * (k + 1) / 2
@@ -49,7 +49,7 @@ def _sequence_cost(c, n_in, n_out):  # type: ignore[no-untyped-def]
 def tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-untyped-def]
     """Estimated time per output token (s) on a replica with `decoders` decoders whose contexts
     sum to `decode_ctx`: a decode step with this request added, or the recent step time (s) if
-    longer (`sim.routing.tpot_estimate_s`); `c` the time coefficients."""
+    longer (`sim.serving.routing.tpot_estimate_s`); `c` the time coefficients."""
     decode = const_at(c, decoders + 1) + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
     return max(decode, recent_step_s if decoders else 0.0)
 
@@ -59,7 +59,7 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
     """Estimated time to first token (s) on a replica whose queue and this request all fit the
     next step: the step under way, then prefill steps for the queued prompts and this one (one
     step per `max_num_tokens`, 0 for none; the queued prompts' attention left out)
-    (`sim.routing.ttft_estimate_s`); `c` the time coefficients."""
+    (`sim.serving.routing.ttft_estimate_s`); `c` the time coefficients."""
     step = const_at(c, decoders) + c[1] * decoders + c[2] * decode_ctx
     tokens = queued_prompt + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
@@ -69,7 +69,7 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
 
 @njit(cache=True)
 def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
-    """`sim.routing._meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
+    """`sim.serving.routing._meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
     c = r.ct
     if tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
         return False
@@ -82,7 +82,7 @@ def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
     """The replica that adds the least energy, then the least outstanding work, then the first,
-    among those meeting the SLO; least tokens if none does (`sim.routing.EnergyAware.pick`)."""
+    among those meeting the SLO; least tokens if none does (`sim.serving.routing.EnergyAware.pick`)."""
     best, best_e, best_w = -1, 0.0, 0
     for p in range(f.pool_lo.size):
         lo, hi = f.pool_lo[p], f.pool_hi[p]
@@ -105,7 +105,7 @@ def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
 def _cache_aware(f, reps, j, n_in):  # type: ignore[no-untyped-def]
     """The replica with the best score: the share of job j's prompt it holds cached, less
     `f.cache_balance` × its load above the mean over the mean; then the least loaded, then the
-    first (`sim.routing.CacheAware.pick`)."""
+    first (`sim.serving.routing.CacheAware.pick`)."""
     load = f.load
     mean = load.sum() / load.size
     scale = max(1.0, mean)

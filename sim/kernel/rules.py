@@ -1,6 +1,6 @@
 """A replica's engine rules, compiled: admission, KV accounting, preemption, decode spans and
 completions, on a `sim.kernel.state.Replica`. The rules and their conventions are those of
-`sim.engine.Engine` (its docstring says them); the results are the same bits. A request's share of
+`sim.engine.reference.Engine` (its docstring says them); the results are the same bits. A request's share of
 the steps' constant energy is a running sum of 1/(sequences in the step), each step's term scaled
 by 1 + its `extra` (the energy a power cap's lower clock saved, in step constants), so that the
 requests' charges add up to the steps' energy.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from sim.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED
+from sim.engine.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED
 from sim.kernel import hooks, prefix
 from sim.kernel.kv import over, phase_add, step_need, steps_within, units
 from sim.kernel.lists import (
@@ -38,7 +38,7 @@ from sim.kernel.state import DECODER, PARTIAL, REQUEUE
 
 @njit(cache=True, inline="always")
 def _add_share(r, x):  # type: ignore[no-untyped-def]
-    """r.share += x with Neumaier compensation (`sim.ledger.compensated_add`)."""
+    """r.share += x with Neumaier compensation (`sim.engine.ledger.compensated_add`)."""
     total = r.share
     v = total + x
     r.share_c += (total - v) + x if total >= x else (x - v) + total

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike
 
 from oracle.model import Oracle
 from sim.config import check
-from sim.jobs import ServerState
+from sim.engine.jobs import ServerState
 from sim.policies.base import Decision, Policy, PolicyContext, Request, Shaping
 
 

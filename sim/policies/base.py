@@ -4,7 +4,7 @@ A policy sees one request (and, if it is `dynamic`, a snapshot of the server whe
 arrives) and returns the lengths to serve and whether to summarise the prompt first. The quality
 cost is what the decision removed: input tokens dropped, output tokens cut. A policy that changes
 the prompt also says how many of its original leading tokens the served prompt keeps as they were
-(`kept_prefix`): only those can hit the engine's prefix cache (`sim.prefix`). No SimPy here.
+(`kept_prefix`): only those can hit the engine's prefix cache (`sim.engine.prefix`). No SimPy here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle.model import Oracle
-from sim.jobs import ServerState
+from sim.engine.jobs import ServerState
 
 PLACEMENTS = ("separate", "same")
 

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 
 from oracle.model import Oracle, OracleFormatError
 from sim.config import ConfigError, check
-from sim.jobs import ServerState
+from sim.engine.jobs import ServerState
 from sim.policies.base import (
     PLACEMENTS,
     Decision,

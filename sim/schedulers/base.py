@@ -1,4 +1,4 @@
-"""What a serving engine's scheduler decides, as a plug-in of `sim.engine.Engine`.
+"""What a serving engine's scheduler decides, as a plug-in of `sim.engine.reference.Engine`.
 
 A scheduler is one class: its rules as class attributes (what the engine reads at every step)
 and hooks the engine calls at the rare decisions (which sequence to preempt, how much KV cache
@@ -21,7 +21,7 @@ import numpy as np
 from sim.kernel.hooks import BASE
 
 if TYPE_CHECKING:
-    from sim.engine import Engine
+    from sim.engine.reference import Engine
 
 
 @dataclass(frozen=True)

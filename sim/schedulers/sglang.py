@@ -35,8 +35,8 @@ from sim.schedulers import register
 from sim.schedulers.base import Scheduler
 
 if TYPE_CHECKING:
-    from sim.engine import Engine
-    from sim.kv import KvLayout
+    from sim.engine.kv import KvLayout
+    from sim.engine.reference import Engine
 
 
 @dataclass(frozen=True)

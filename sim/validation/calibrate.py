@@ -28,7 +28,7 @@ import pandas as pd
 
 from oracle import hwcal
 from oracle.overlap import KNEE_COLUMNS
-from sim.notices import show_warnings_once
+from sim.console.notices import show_warnings_once
 from sim.validation.replay import replays
 from sim.validation.table import read_benchmark, read_histograms, wide_benchmark, wide_histograms
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from oracle.model import Oracle, OracleRangeWarning
 from sim.config import ServerConfig
-from sim.run import simulate
+from sim.serving.run import simulate
 
 MODEL, HARDWARE = "llama2-70b", "h100-80gb"
 PROXY = "llama-3.1-70b_h100_tp{tp}"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.notices import show_warnings_once
+from sim.console.notices import show_warnings_once
 from sim.validation.replay import default_prompts, mean_abs_error, unresolved_reason, validate
 from sim.validation.table import (
     BenchmarkRow,
@@ -81,7 +81,7 @@ def fit_task(
     """(best mean, its score %, rows scored, scores per mean) over `MEANS` for one task's rows;
     rows are scored only where every grid point replayed them (a run with no steady-state window
     at some mean drops out of all)."""
-    from sim.progress import progress_bar
+    from sim.console.progress import progress_bar
 
     frames = {}
     for mean in progress_bar(progress, iterable=MEANS, desc=f"prompt means ({len(rows)} rows)", leave=False):

@@ -1,4 +1,4 @@
-"""Replay benchmark rows through `sim.run.simulate` with the row's oracle, and compare.
+"""Replay benchmark rows through `sim.serving.run.simulate` with the row's oracle, and compare.
 
 Engine settings are the benchmark's (oracle/data/PROVENANCE.md): `max_batch_size = max_num_seqs`,
 8192 batched tokens, chunked prefill, 0.9 of GPU memory, the `vllm` scheduler with 16-token blocks.
@@ -29,7 +29,7 @@ from oracle.derive import LayoutError
 from oracle.model import Oracle
 from oracle.overlap import below_knees
 from sim.config import ServerConfig
-from sim.run import simulate
+from sim.serving.run import simulate
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
 from sim.validation.window import (
     EmptyWindowError,
@@ -368,6 +368,6 @@ def _prompts_for(prompts: Prompts, row: BenchmarkRow, oracle: Oracle) -> PromptL
 
 
 def _bar(total: int, enabled: bool) -> Any:
-    from sim.progress import progress_bar
+    from sim.console.progress import progress_bar
 
     return progress_bar(enabled, total=total, unit="row", desc="replaying", leave=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.server import ServerStats
+from sim.serving.server import ServerStats
 
 
 @dataclass(frozen=True)

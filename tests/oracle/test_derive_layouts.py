@@ -13,7 +13,7 @@ from oracle import features as F
 from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle, feature_work
 from oracle.model import Oracle, shipped_oracles
 from sim.config import ServerConfig
-from sim.run import simulate
+from sim.serving.run import simulate
 
 # Round constants so that a step's cost can be worked out by hand: datasheet rates achieved in
 # full, no overheads, the all-reduces as measured, 100 W static per GPU, no dynamic energy.

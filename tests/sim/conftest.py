@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from oracle.model import MemorySpec, Oracle, OracleRangeWarning
-from sim.kv import KvLayout
-from sim.run import RejectedRequestsWarning
+from sim.engine.kv import KvLayout
+from sim.serving.run import RejectedRequestsWarning
 
 # For property tests: their random requests and servers may make requests no server can ever hold,
 # which the servers reject and warn about (test_every_request_finishes_once_or_is_rejected checks
 # the rejections; `rejecting` asserts the warning where a test rejects requests on purpose).
-random_rejections = pytest.mark.filterwarnings("ignore::sim.run.RejectedRequestsWarning")
+random_rejections = pytest.mark.filterwarnings("ignore::sim.serving.run.RejectedRequestsWarning")
 
 
 def toy_oracle(

@@ -40,8 +40,8 @@ def test_every_python_m_entry_point_has_a_console_script():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     targets = {v.split(":")[0] for v in scripts.values()}
-    assert {"sim.__main__", "tracking.report", "tracking.folder", "sim.offline", "traces.cli", "calibrate.measure",
-            "calibrate.fit", "oracle.show", "oracle.build"} <= targets  # fmt: skip
+    assert {"sim.__main__", "tracking.report", "tracking.folder", "sim.planning.offline", "traces.cli",
+            "calibrate.measure", "calibrate.fit", "oracle.show", "oracle.build"} <= targets  # fmt: skip
     import importlib
 
     for value in scripts.values():

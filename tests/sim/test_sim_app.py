@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from sim.app import app_config, execute, prepare
 from sim.config import ConfigError
-from sim.summary import WALL_CLOCK, RunSummary
+from sim.results.summary import WALL_CLOCK, RunSummary
 
 RUN_KEYS = set(RunSummary.__dataclass_fields__) - set(WALL_CLOCK)  # summary.json's; the wall clock is in run.json
 REQUIRED = RUN_KEYS | {"baseline", "energy_savings_pct", "gpus", "fleet"}
@@ -209,7 +209,7 @@ def test_execution_splits_the_trace_into_windows_and_the_engine_is_chosen_by_nam
 
 
 def test_console_columns_stay_aligned_for_huge_values(tmp_path):
-    from sim.console import table
+    from sim.console.table import table
 
     summary = execute(prepare(config(tmp_path, "tracking.enabled=false", "plots=false", "policy=truncation")))
     huge = dataclasses.replace(summary.run, energy_j=7.5e16, energy_per_output_token_j=4.2e11)

@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import ServerConfig, SloConfig
-from sim.engine import Engine
-from sim.jobs import JobTable
-from sim.metrics import idle_energy_j, summarize
-from sim.run import simulate
+from sim.engine.jobs import JobTable
+from sim.engine.reference import Engine
+from sim.results.metrics import idle_energy_j, summarize
 from sim.schedulers import SCHEDULERS
+from sim.serving.run import simulate
 from tests.sim.conftest import flat_kv, random_rejections, toy_oracle, trace
 
 pytestmark = random_rejections

@@ -7,7 +7,7 @@ import pytest
 
 import traces
 from sim.config import ServerConfig
-from sim.run import simulate
+from sim.serving.run import simulate
 
 
 @pytest.mark.parametrize(

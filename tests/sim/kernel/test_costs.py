@@ -1,6 +1,6 @@
 """The kernel's step costs and KV arithmetic on random inputs: decode spans' closed forms against
-the steps summed one by one, a mixed step and KV units bit for bit against `sim.costs.StepCosts`
-and `sim.kv.KvLayout` / `BlockPhases` (the step-by-step reference's)."""
+the steps summed one by one, a mixed step and KV units bit for bit against `sim.engine.costs.StepCosts`
+and `sim.engine.kv.KvLayout` / `BlockPhases` (the step-by-step reference's)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from numba import njit
 
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, Overlap
-from sim.costs import StepCosts
+from sim.engine.costs import StepCosts
+from sim.engine.kv import BlockPhases, KvLayout
 from sim.kernel import costs, kv, linear
-from sim.kv import BlockPhases, KvLayout
 from tests.sim.kernel.test_lists import replica, row
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

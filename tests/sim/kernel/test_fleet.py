@@ -1,5 +1,5 @@
 """The routed fleet's compiled loop (`sim.kernel.fleet`) gives the SimPy run's results bit for bit, that run
-on the step-by-step Python `sim.engine.Engine`."""
+on the step-by-step Python `sim.engine.reference.Engine`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 import traces
 from oracle.model import MemorySpec, Oracle
 from sim.config import ServerConfig, SloConfig
-from sim.fleet import Fleet, Pool
 from sim.kernel import replica
-from sim.run import SimResult, simulate_fleet
 from sim.schedulers import SCHEDULERS
+from sim.serving.fleet import Fleet, Pool
+from sim.serving.run import SimResult, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
 from tests.sim.kernel.test_loop import LAYOUTS, assert_same, general_loop
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
@@ -123,7 +123,7 @@ def test_the_compiled_fleet_replays_a_streamed_run_bit_for_bit(llama, tmp_path: 
     azure = traces.load("azure_chat").iloc[:6000]
     fleet = Fleet.single(llama, ServerConfig(), 8, "least_tokens")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.run.DRAIN_SPANS", 2048)  # each of 8 ledgers hands over every 1024 spans
+        mp.setattr("sim.serving.run.DRAIN_SPANS", 2048)  # each of 8 ledgers hands over every 1024 spans
         compiled, simpy_run = both(azure, fleet, records_path=tmp_path / "a.parquet")
     assert_same(compiled, simpy_run)
     assert all(s.span_bin_s > 0 for s in compiled.servers) and compiled.peak_power_w is not None

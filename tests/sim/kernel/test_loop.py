@@ -1,5 +1,5 @@
 """The compiled kernel (`sim.kernel`) gives the Python reference's results bit for bit: `Server._replay`
-on the step-by-step `sim.engine.Engine`."""
+on the step-by-step `sim.engine.reference.Engine`."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import traces
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, MemorySpec, Oracle
 from sim.config import ServerConfig
-from sim.costs import StepCosts
-from sim.engine import Engine
-from sim.jobs import JobTable
-from sim.run import SimResult, simulate
+from sim.engine.costs import StepCosts
+from sim.engine.jobs import JobTable
+from sim.engine.reference import Engine
 from sim.schedulers import SCHEDULERS
-from sim.server import Server
+from sim.serving.run import SimResult, simulate
+from sim.serving.server import Server
 from tests.sim.conftest import flat_kv, random_rejections, rejecting, toy_oracle, trace
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
 
@@ -42,9 +42,9 @@ def both(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig, **kw: obj
 def general_loop(mp: pytest.MonkeyPatch) -> None:
     """Servers run the reference: `Server._replay` (servers fed alone) or SimPy (routed), on the
     step-by-step Python `Engine`, not the kernel."""
-    mp.setattr("sim.server.fits", lambda server: False)
-    mp.setattr("sim.run.fleet_fits", lambda servers, router: False)
-    mp.setattr("sim.server.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
+    mp.setattr("sim.serving.server.fits", lambda server: False)
+    mp.setattr("sim.serving.run.fleet_fits", lambda servers, router: False)
+    mp.setattr("sim.serving.server.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
 
 
 def assert_same(a: SimResult, b: SimResult) -> None:
@@ -131,7 +131,7 @@ def test_the_kernel_replays_azure_chat_and_a_streamed_run_bit_for_bit(llama, tmp
     azure = traces.load("azure_chat").iloc[:5000]
     assert_same(*both(azure, llama, ServerConfig()))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.run.DRAIN_SPANS", 1024)  # hand the span log over every 1024 spans
+        mp.setattr("sim.serving.run.DRAIN_SPANS", 1024)  # hand the span log over every 1024 spans
         compiled = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "a.parquet")
         general_loop(mp)
         general = simulate(azure, llama, ServerConfig(), records_path=tmp_path / "b.parquet")
@@ -174,7 +174,7 @@ def test_the_kernel_leaves_the_engine_and_ledger_as_the_general_loop_does(schedu
 @given(requests, servers, st.integers(1, 7), st.booleans())
 def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every, compiled):
     """`Server.replay(events)` stops between two events and goes on from there: the fleet's
-    plain loop (`sim.run._replay_alone`) interleaves servers so."""
+    plain loop (`sim.serving.run._replay_alone`) interleaves servers so."""
     oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
     config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
     requests = trace(sorted(rows))
@@ -182,5 +182,5 @@ def test_a_replay_paused_every_few_events_gives_the_same_run(rows, server, every
         if not compiled:
             general_loop(mp)
         whole = simulate(requests, oracle, config)
-        mp.setattr("sim.run.REPLAY_EVENTS", every)
+        mp.setattr("sim.serving.run.REPLAY_EVENTS", every)
         assert_same(simulate(requests, oracle, config), whole)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import traces
 from sim.config import ServerConfig
-from sim.run import simulate
 from sim.schedulers import SCHEDULERS
+from sim.serving.run import simulate
 from tests.sim.conftest import random_rejections, toy_oracle, trace
 from tests.sim.kernel.test_loop import assert_same, both
 from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS
@@ -140,7 +140,7 @@ def test_random_runs_with_shared_prefixes_replay_bit_for_bit(rows, scheduler, kv
 @pytest.mark.parametrize("router", ["least_tokens", "energy_aware", "cache_aware"])
 def test_a_routed_fleet_with_prefix_caches_replays_bit_for_bit(llama, mooncake, router):
     """Each replica has its own cache (the SimPy process on the reference engine, or the compiled fleet)."""
-    from sim.fleet import Fleet
+    from sim.serving.fleet import Fleet
     from tests.sim.kernel.test_fleet import both as both_routed
 
     fast = mooncake.assign(arrival_s=mooncake["arrival_s"] * 0.5)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.config import ConfigError
-from sim.jobs import ServerState
+from sim.engine.jobs import ServerState
 from sim.policies import Decision, Policy, PolicyContext, Request, build_policy, policy_config, unshaped
 from sim.policies.base import Summarizer
 from sim.policies.summarization import Summarization

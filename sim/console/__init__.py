@@ -1,0 +1,1 @@
+"""What a command prints: the closing table, warnings once per process, progress bars."""

@@ -1,0 +1,1 @@
+"""Planning answers: capacity search, facility figures, uncertainty bands, offline energy bounds."""

@@ -1,0 +1,1 @@
+"""A run's plots: policy against baseline, load and clock, energy breakdown, bands."""
