@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import arch
-from oracle.build import CALIBRATED_ON
+from oracle.hwcal import CALIBRATED_ON
 from oracle.model import Oracle, Overlap
 
 HELD_OUT_FILE = "data/held_out_errors.csv"

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tracking.text_table import to_markdown
+
 SWEEP_KEYS = ("group", "policy", "power_limit_w", "clock_policy")
 """Runs that share these and differ in `clock_mhz` form one sweep."""
 MIN_CLOCKS = 3
@@ -86,8 +88,6 @@ def describe(sweep: pd.DataFrame) -> str:
 
 def markdown(sweeps: dict[str, pd.DataFrame]) -> str:
     """The report's clock-sweep section: each sweep's runs by clock and its sweet spots ('' if none)."""
-    from tracking.report import to_markdown
-
     parts = [f"### {name}\n\n{to_markdown(s)}\n{describe(s)}.\n" for name, s in sweeps.items()]
     return "\n".join(parts)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from sim.results.summary import unit
 from tracking import clock_sweep
 from tracking.safe_text import redact
 from tracking.store import DEFAULT_URI
-from tracking.text_table import text_table
+from tracking.text_table import cell, text_table, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -190,22 +189,13 @@ def fronts(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def to_markdown(table: pd.DataFrame, cols: Sequence[str] | None = None) -> str:
-    """A Markdown table (numbers to 4 significant digits)."""
-    cols = list(cols or [c for c in table.columns if c not in ("run_id", "run_name")])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def console_table(table: pd.DataFrame) -> str:
     """The comparison's main columns (CONSOLE) as aligned plain text: one table per group, under a
     line naming the group."""
     parts = []
     for group, rows in table.groupby("group", sort=True):
         cells = (
-            [str(row["label"]), *(_cell(row[key] * scale) for _, key, scale in CONSOLE)] for _, row in rows.iterrows()
+            [str(row["label"]), *(cell(row[key] * scale) for _, key, scale in CONSOLE)] for _, row in rows.iterrows()
         )
         parts.append(f"{group}:\n{text_table(['run', *(name for name, _, _ in CONSOLE)], cells)}")
     return "\n\n".join(parts)
@@ -266,12 +256,6 @@ def _number(text: str) -> str:
         return f"{float(text):g}"
     except ValueError:
         return text
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value).replace("|", "\\|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
