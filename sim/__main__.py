@@ -87,8 +87,9 @@ def stopped(cfg: DictConfig, status: str, reason: str) -> str:
 
 def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[float, ...]:
     """Validate, load, simulate, write and track; the objective."""
-    from sim.app import app_config, execute, objective, prepare
+    from sim.app import execute, prepare
     from sim.config import ConfigError
+    from sim.run_config import app_config, objective
 
     context = run_context()
     try:

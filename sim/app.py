@@ -1,17 +1,16 @@
 """The composition root: typed config → oracle, trace, policies → paired runs → files, MLflow.
 
-`app_config` validates the composed Hydra tree (as a plain mapping) into `AppConfig`; `prepare`
-loads and builds everything that can fail on bad input (so errors come before any simulation);
-`execute` claims `output_dir`, runs the policy and the baseline (once per sweep), writes
-summary.json, per-request Parquet files, plots, the resolved config and run.json, prints the
-table (and saves it, table.txt; a sweep's job prints one line and its sweep's end the combined
-table), then logs the folder to MLflow and returns the typed summary.
+`sim.run_config.app_config` validates the composed Hydra tree into `AppConfig`; `prepare` loads
+and builds everything that can fail on bad input (so errors come before any simulation; the
+oracles through `sim.oracles`); `execute` claims `output_dir`, runs the policy and the baseline
+(once per sweep), writes summary.json, per-request Parquet files, plots, the resolved config and
+run.json, prints the table (and saves it, table.txt; a sweep's job prints one line and its
+sweep's end the combined table), then logs the folder to MLflow and returns the typed summary.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,16 @@ from typing import Any
 import pandas as pd
 
 import traces
-from oracle.clocks import ClockError, at_clock, clock_spec_of
 from oracle.errors import HeldOutErrors
-from oracle.model import Oracle, OracleFormatError
-from sim.config import ConfigError, GpuConfig, ServerConfig, SloConfig, build, check
+from oracle.model import Oracle
+from sim.config import ConfigError
 from sim.console.table import brief, clock_line, explain, table
 from sim.engine.kv import replica_kv
-from sim.planning.capacity import Capacity, CapacityConfig, search_capacity
-from sim.planning.facility import PlanningConfig, planning_figures
+from sim.oracles import clocked_oracle
+from sim.planning.capacity import Capacity, search_capacity
+from sim.planning.facility import planning_figures
 from sim.planning.uncertainty import (
     BANDS_FILE,
-    UncertaintyConfig,
     bands,
     calibration_errors,
     fewest_models,
@@ -37,49 +35,21 @@ from sim.planning.uncertainty import (
     replay_figures,
 )
 from sim.plots.compare import TIMELINES_FILE, plot_folder
-from sim.policies import PolicyContext, build_policy, policy_config
+from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Policy
 from sim.results.identity import run_tags, trace_dataset, unused_params
 from sim.results.metrics import fleet_summary, run_summary, with_savings
 from sim.results.output import RECORDS_FILES, check_output, claim_output, write_outputs
-from sim.results.summary import SAME_RUN, Summary, split_wall_clock, unit
+from sim.results.summary import SAME_RUN, Summary, split_wall_clock
+from sim.run_config import AppConfig
 from sim.serving.baseline import baseline_key, cached_baseline
-from sim.serving.fleet import Fleet, FleetConfig, build_fleet
+from sim.serving.fleet import Fleet, build_fleet
 from sim.serving.run import SimResult, simulate_fleet
-from sim.serving.windows import ExecutionConfig
-from tracking import TrackingConfig, TrackingError
 from tracking.background import BackgroundTracking
 from tracking.folder import RunRecord, log_folder, now_ms
 from tracking.sweep import SweepInfo, run_name
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """Everything one `python -m sim` run needs, validated (see conf/sim.yaml)."""
-
-    oracle: str
-    output_dir: str
-    trace: traces.TraceConfig
-    server: ServerConfig
-    policy: str
-    policy_params: dict[str, Any]
-    slo: SloConfig = SloConfig()
-    gpu: GpuConfig = GpuConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    planning: PlanningConfig = PlanningConfig()
-    fleet: FleetConfig = FleetConfig()
-    capacity: CapacityConfig = CapacityConfig()
-    seed: int = 0
-    compare_baseline: bool = True
-    progress: bool = True
-    plots: bool = True
-    background: bool = True
-    objective: tuple[str, ...] = ("energy_savings_pct",)
-    execution: ExecutionConfig = ExecutionConfig()
-    uncertainty: UncertaintyConfig = UncertaintyConfig()
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -101,123 +71,6 @@ class Prepared:
     policy: Policy
     fleet: Fleet
     errors: dict[str, HeldOutErrors] = field(default_factory=dict)  # the bands' calibrations, by label
-
-
-TOP_KEYS = {
-    "oracle", "output_dir", "trace", "server", "policy", "slo", "tracking", "seed",
-    "compare_baseline", "progress", "plots", "background", "planning", "fleet", "capacity", "objective",
-    "execution", "gpu", "uncertainty",
-}  # fmt: skip
-FLAGS = ("compare_baseline", "progress", "plots", "background")
-
-
-def app_config(values: Mapping[str, Any]) -> AppConfig:
-    """Validate a composed config (plain mapping, interpolations resolved)."""
-    values = dict(values)
-    unknown = sorted(set(values) - TOP_KEYS)
-    check(not unknown, unknown[0] if unknown else "", f"is not a known key; known: {sorted(TOP_KEYS)}")
-    policy = dict(values.get("policy") or {})
-    name = policy.pop("name", None)
-    check(isinstance(name, str), "policy.name", f"must name a policy, got {name!r}")
-    policy_config(name, policy)
-    try:
-        trace = traces.TraceConfig.from_mapping(values.get("trace") or {})
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"trace: {e}") from e
-    check(isinstance(values.get("seed", 0), int) and not isinstance(values.get("seed", 0), bool), "seed",
-          f"must be an int, got {values.get('seed')!r}")  # fmt: skip
-    for key in FLAGS:
-        check(isinstance(values.get(key, True), bool), key, f"must be true or false, got {values.get(key)!r}")
-    try:
-        tracking = build(TrackingConfig, values.get("tracking"), "tracking")
-    except TrackingError as e:
-        raise ConfigError(str(e)) from e
-    execution = build(ExecutionConfig, values.get("execution"), "execution")
-    whole = "must be 'single' for trace=closed_loop (its arrivals depend on completions)"
-    check(
-        trace.name != "closed_loop" or execution.mode == "single", "execution.mode", f"{whole}, got {execution.mode!r}"
-    )
-    return AppConfig(
-        oracle=str(values.get("oracle")),
-        output_dir=str(values.get("output_dir") or "."),
-        trace=trace,
-        server=build(ServerConfig, values.get("server"), "server"),
-        policy=name,
-        policy_params=policy,
-        slo=build(SloConfig, values.get("slo"), "slo"),
-        gpu=build(GpuConfig, values.get("gpu"), "gpu"),
-        tracking=tracking,
-        planning=build(PlanningConfig, values.get("planning"), "planning"),
-        fleet=FleetConfig.from_mapping(values.get("fleet")),
-        capacity=build(CapacityConfig, values.get("capacity"), "capacity"),
-        seed=int(values.get("seed", 0)),
-        compare_baseline=values.get("compare_baseline", True),
-        progress=values.get("progress", True),
-        plots=values.get("plots", True),
-        background=values.get("background", True),
-        objective=_objective(values.get("objective", "energy_savings_pct")),
-        execution=execution,
-        uncertainty=build(UncertaintyConfig, values.get("uncertainty"), "uncertainty"),
-        raw=values,
-    )
-
-
-def _objective(value: Any) -> tuple[str, ...]:
-    """One summary metric or a list of them (a multi-objective study); each must exist."""
-    keys = [value] if isinstance(value, str) else value
-    check(isinstance(keys, list) and bool(keys) and all(isinstance(k, str) for k in keys), "objective",
-          f"must be a summary metric or a list of them, got {value!r}")  # fmt: skip
-    for key in keys:
-        try:
-            unit(key)
-        except KeyError as e:
-            raise ConfigError(f"objective: {e.args[0]}") from e
-    return tuple(keys)
-
-
-def objective(summary: Summary, keys: tuple[str, ...]) -> float | tuple[float, ...]:
-    """What a Hydra sweeper optimises: the configured summary metric(s) (NaN when undefined)."""
-    values = tuple(summary.value(k) for k in keys)
-    return values[0] if len(values) == 1 else values
-
-
-def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:
-    """An oracle by shipped name or path; errors name the config key."""
-    try:
-        return Oracle.load(name_or_path)
-    except (FileNotFoundError, OracleFormatError) as e:
-        raise ConfigError(f"{key}: {e}") from e
-
-
-def clocked_oracle(name_or_path: str, gpu: GpuConfig, key: str = "oracle", tpot_s: float = 0.1) -> Oracle:
-    """`load_oracle`, then the SM clock `gpu.clock_mhz` (`oracle.clocks`), the power cap
-    `gpu.power_limit_w` and, with `gpu.clock_policy=slo`, the controller's step budget
-    (`gpu.slo_headroom` × `tpot_s`, s) applied; a clock the oracle's GPU does not support, a cap
-    below its idle power or above its board limit, or a controller on a GPU without clock
-    parameters, fails naming the key."""
-    oracle = load_oracle(name_or_path, key)
-    try:
-        oracle = at_clock(oracle, gpu.clock_mhz)
-    except ClockError as e:
-        raise ConfigError(f"gpu.clock_mhz ({key} {oracle.name!r}): {e}") from e
-    if gpu.clock_policy == "slo":
-        try:
-            spec = clock_spec_of(oracle)
-        except ClockError as e:
-            raise ConfigError(f"gpu.clock_policy=slo ({key} {oracle.name!r}): {e}") from e
-        budget = gpu.slo_headroom * tpot_s
-        switch = spec.switch_latency_s if gpu.clock_switch_s is None else gpu.clock_switch_s
-        oracle = replace(oracle, settings={**oracle.settings, "step_budget_s": budget, "clock_switch_s": switch})
-    cap = gpu.power_limit_w
-    if cap is None:
-        return oracle
-    g = oracle.gpus  # the cap is per GPU; the oracle's idle power and limit are its replica's
-    board = None if oracle.power_limit_w is None else oracle.power_limit_w / g
-    idle = oracle.idle_power_w / g
-    if cap < idle or (board is not None and cap > board):
-        bounds = f"{idle:g} W (its idle power)" + ("" if board is None else f" to {board:g} W (its board limit)")
-        raise ConfigError(f"gpu.power_limit_w ({key} {oracle.name!r}): {cap:g} W per GPU is outside {bounds}")
-    return replace(oracle, power_limit_w=float(cap) * g)
 
 
 def prepare(config: AppConfig) -> Prepared:

@@ -11,9 +11,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.config import ConfigError
 from sim.results.summary import WALL_CLOCK, RunSummary
+from sim.run_config import app_config
 
 RUN_KEYS = set(RunSummary.__dataclass_fields__) - set(WALL_CLOCK)  # summary.json's; the wall clock is in run.json
 REQUIRED = RUN_KEYS | {"baseline", "energy_savings_pct", "gpus", "fleet"}

@@ -10,8 +10,9 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sim.app import app_config, prepare
+from sim.app import prepare
 from sim.config import ConfigError, ServerConfig
+from sim.run_config import app_config
 
 CONF = Path(__file__).parents[2] / "conf"
 POLICIES = sorted(p.stem for p in (CONF / "policy").glob("*.yaml"))

@@ -8,7 +8,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sim.app import app_config, prepare
+from sim.app import prepare
+from sim.run_config import app_config
 from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 import traces
 from oracle.clocks import ladder
 from oracle.model import Oracle
-from sim.app import clocked_oracle
 from sim.config import ConfigError, GpuConfig, ServerConfig
 from sim.engine.costs import StepCosts
 from sim.kernel import costs as kernel_costs
 from sim.kernel import linear
+from sim.oracles import clocked_oracle
 from sim.serving.run import ClockBudgetWarning, simulate
 
 H100 = "llama-3.1-8b_h100"

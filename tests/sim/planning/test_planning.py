@@ -93,7 +93,8 @@ def test_bad_inputs_name_the_argument(args: tuple, name: str) -> None:
 
 
 def test_app_summary_carries_planning_figures(tmp_path):
-    from sim.app import app_config, execute, prepare
+    from sim.app import execute, prepare
+    from sim.run_config import app_config
 
     values = {
         "oracle": "llama-3.2-1b_h100",
@@ -116,8 +117,8 @@ def test_app_summary_carries_planning_figures(tmp_path):
 
 
 def test_app_rejects_bad_planning_key():
-    from sim.app import app_config
     from sim.config import ConfigError
+    from sim.run_config import app_config
 
     with pytest.raises(ConfigError, match="planning.pue"):
         app_config({"oracle": "x", "policy": {"name": "none"}, "planning": {"pue": 0.5}})

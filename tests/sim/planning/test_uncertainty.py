@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import traces
 from oracle.errors import COLUMNS, HeldOutErrors
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.config import ConfigError, ServerConfig, SloConfig
 from sim.planning.uncertainty import (
     UncertaintyConfig,
@@ -26,6 +26,7 @@ from sim.planning.uncertainty import (
 from sim.policies.base import Policy
 from sim.results.metrics import run_summary
 from sim.results.summary import METRICS, unit
+from sim.run_config import app_config
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate_fleet
 
@@ -138,7 +139,7 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
 def test_a_sweep_can_tune_for_a_band_s_end(tmp_path):
     cfg = run_config(tmp_path, "policy=truncation", "uncertainty.samples=10", "objective=bands.energy_savings_pct.low")
     summary = execute(prepare(cfg))
-    from sim.app import objective
+    from sim.run_config import objective
 
     low = objective(summary, cfg.objective)
     assert isinstance(low, float) and np.isfinite(low) and low == summary.bands["energy_savings_pct"]["low"]

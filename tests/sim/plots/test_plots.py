@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.config import SloConfig
 from sim.plots import compare as plots
 from sim.plots import energy as plots_energy
@@ -20,6 +20,7 @@ from sim.plots.figure import PlotRun
 from sim.plots.load import CLOCK_PLOT, LOAD_PLOT, REPLICAS_PLOT
 from sim.results.summary import SAME_RUN
 from sim.results.timelines import REPLICAS_FILE, TIMELINES_FILE, timelines
+from sim.run_config import app_config
 
 
 def _run(tmp_path, *overrides):

@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 
 import traces
 from oracle.model import Oracle
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.config import ServerConfig, SloConfig
 from sim.policies.base import Summarizer
 from sim.policies.summarization import Summarization
 from sim.results.metrics import run_summary, saving_pct
+from sim.run_config import app_config
 from sim.serving.run import simulate
 from tests.sim.conftest import rejecting
 

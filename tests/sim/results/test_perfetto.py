@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from oracle.model import OracleRangeWarning
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.plots.compare import main
 from sim.results.perfetto import parse_window
+from sim.run_config import app_config
 
 
 @pytest.fixture(scope="module")

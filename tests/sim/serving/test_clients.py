@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import traces
-from sim.app import app_config, execute, prepare
+from sim.app import execute, prepare
 from sim.config import ConfigError, ServerConfig
 from sim.policies import PolicyContext, build_policy
+from sim.run_config import app_config
 from sim.serving.fleet import Fleet
 from sim.serving.run import RejectedRequestsWarning, simulate, simulate_fleet
 from sim.serving.windows import simulate_windows
