@@ -281,7 +281,7 @@ def validation(c: Commands) -> str:
     """The mean absolute errors of `python -m sim.validate` on the wide table by GPU × GPUs per
     replica × dense/MoE, then on the calibration rows: the worst H100 row, the hardest row, and
     the same rows under the former engine model (`scheduler=trtllm_no_evict`)."""
-    from sim.validation.replay import mean_abs_error
+    from sim.validation.compare import mean_abs_error
     from sim.validation.table import METRICS
 
     wide = c.validate()

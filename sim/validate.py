@@ -41,8 +41,9 @@ import pandas as pd
 from oracle.model import Oracle
 from sim.console.notices import show_warnings_once
 from sim.schedulers import SCHEDULERS
+from sim.validation.compare import mean_abs_error, validate
 from sim.validation.plot import plot_validation
-from sim.validation.replay import mean_abs_error, task_prompts, validate
+from sim.validation.row_setup import task_prompts
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,

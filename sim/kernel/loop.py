@@ -55,7 +55,7 @@ def _stamp(r, first):  # type: ignore[no-untyped-def]
 def close_span(r, B, S, k, tau, floor):  # type: ignore[no-untyped-def]
     """Run k plain decode steps of B decoders whose contexts summed to S, under the controller's
     budget `tau` (s) or at the ladder level it held (`floor`), as when they started
-    (`Server._end_decode`)."""
+    (`sim.serving.steps.Steps.end_decode`)."""
     dt, de, peak, extra, mhz_s = costs.decode(r.lt, r.le, r.limit, tau, B, S, k, floor)
     r.missed += levels.missed(r.lt, tau, B, S, k)
     run_span(r, k, extra)
@@ -74,7 +74,7 @@ def open_step(r, now):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def close_step(r, dt, de, extra, mhz):  # type: ignore[no-untyped-def]
     """Run the step `open_step` formed, of time dt (s), energy de (J) at SM clock `mhz` (MHz)
-    (`Server._end_mixed`)."""
+    (`sim.serving.steps.Steps.end_mixed`)."""
     B = r.B
     finish_step(r, extra)
     _advance(r, dt, de, 1, de / dt if dt > 0.0 else 0.0, B + r.nwork, B + r.prefilled, mhz * dt)

@@ -3,9 +3,9 @@ constants on.
 
     python -m sim.validation.calibrate [out=FILE] [seed=0] [progress=true]
 
-Every row with an oracle (`sim.validation.replay.row_oracle`: its model on its replica layout; the
+Every row with an oracle (`sim.validation.row_setup.row_oracle`: its model on its replica layout; the
 hybrid Nemotrons are refused) is replayed through the `vllm` engine (all requests at t = 0,
-outputs from the run's histogram, prompts of its task: `sim.validation.replay.task_prompts`), and
+outputs from the run's histogram, prompts of its task: `sim.validation.row_setup.task_prompts`), and
 its steady-state window's step features per output token, the expected shares of routed experts
 its steps read, the same for its median-ITL step, and the window's prompt tokens below each knee
 of `oracle.overlap.KNEES` per output token (the prefill overlap's sums) are written (default

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from sim.console.notices import show_warnings_once
-from sim.validation.replay import default_prompts, mean_abs_error, unresolved_reason, validate
+from sim.validation.compare import mean_abs_error, validate
+from sim.validation.row_setup import default_prompts, unresolved_reason
 from sim.validation.table import (
     BenchmarkRow,
     HistKey,

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from sim.validate import main
-from sim.validation.replay import COLUMNS, replay_row, row_oracle, unresolved_reason, validate
+from sim.validation.compare import COLUMNS, validate
+from sim.validation.replay import replay_row
+from sim.validation.row_setup import row_oracle, unresolved_reason
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,

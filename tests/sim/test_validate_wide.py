@@ -9,15 +9,9 @@ import pytest
 
 from sim.validate import format_errors, main
 from sim.validation import prompts as fit_prompts
-from sim.validation.replay import (
-    COLUMNS,
-    DATA_PARALLEL_NOTE,
-    default_prompts,
-    model_kind,
-    row_oracle,
-    task_prompts,
-    validate,
-)
+from sim.validation.compare import COLUMNS, model_kind, validate
+from sim.validation.replay import DATA_PARALLEL_NOTE
+from sim.validation.row_setup import default_prompts, row_oracle, task_prompts
 from sim.validation.table import (
     BenchmarkRow,
     BenchmarkTableError,

@@ -44,7 +44,7 @@ def general_loop(mp: pytest.MonkeyPatch) -> None:
     step-by-step Python `Engine`, not the kernel."""
     mp.setattr("sim.serving.server.fits", lambda server: False)
     mp.setattr("sim.serving.run.fleet_fits", lambda servers, router: False)
-    mp.setattr("sim.serving.server.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
+    mp.setattr("sim.serving.server_base.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
 
 
 def assert_same(a: SimResult, b: SimResult) -> None:

@@ -88,24 +88,24 @@ class InterruptedServer(Server):
     def _mixed(self, work: Prefill) -> Generator[Any, Any, None]:
         if self.on_change is not None:
             self.on_change()
-        dt, de, extra, mhz = self._mixed_cost(work)
+        dt, de, extra, mhz = self.steps.mixed_cost(work)
         end = self.ledger.now + dt
         while (yield from self._wait(end)) is not None:
             pass
-        self._end_mixed(work, dt, de, extra, mhz)
+        self._closed(*self.steps.end_mixed(work, dt, de, extra, mhz))
 
     def _decode(self) -> Generator[Any, Any, None]:
         e, c = self.engine, self.costs
         B, S, budget = e.B, e.S, c.budget_for(e.queue_len)
         t0 = self.ledger.now
-        floor = self._hold(t0, B, S, 0, 0, 0)
+        floor = self.steps.hold(t0, B, S, 0, 0, 0)
         k = 1 if self._exact else self._span_steps(B, S, t0, budget, floor)
         while True:
             woke = yield from self._wait(t0 + c.span_s(B, S, k, budget, floor))
             if woke is None:
                 break
             k = min(k, c.steps_to_reach(B, S, woke - t0, budget, floor))
-        self._end_decode(B, S, k, budget, floor)
+        self._closed(*self.steps.end_decode(B, S, k, budget, floor))
 
 
 class QueueCap(Policy):
