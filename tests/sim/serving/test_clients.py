@@ -18,7 +18,8 @@ from sim.app import app_config, execute, prepare
 from sim.config import ConfigError, ServerConfig
 from sim.policies import PolicyContext, build_policy
 from sim.serving.fleet import Fleet
-from sim.serving.run import RejectedRequestsWarning, simulate, simulate_fleet
+from sim.serving.run import simulate, simulate_fleet
+from sim.serving.run_warnings import RejectedRequestsWarning
 from sim.serving.windows import simulate_windows
 from tests import subprocess_env
 from tests.sim.conftest import toy_oracle
