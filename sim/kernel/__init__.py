@@ -11,7 +11,8 @@
 - `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
 - `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
 - `engine`: `KernelEngine`, `sim.engine.reference.Engine`'s interface over a `Replica` (the SimPy process).
-- `replica`: the Python side of the loops: runs them and moves their buffers into the ledgers.
+- `replica`: the Python side of the loops: runs a server fed alone, and moves the buffers of either
+  loop into the ledgers (`sim.serving.routed` runs a routed fleet with it).
 
 Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of
 this package's sources (`cache_dir`): numba checks only a function's own file, so a change to any

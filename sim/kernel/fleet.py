@@ -1,5 +1,5 @@
 """The event loop of a routed fleet: arrivals routed one instant at a time to replicas whose
-waits end on one event clock, as under SimPy (`sim.serving.run._Dispatcher` and `sim.serving.server.Server`).
+waits end on one event clock, as under SimPy (`sim.serving.wiring._Dispatcher` and `sim.serving.server.Server`).
 
 Events are ordered as SimPy orders its timeouts: by time, then by the order they were scheduled
 (a sequence number, `eid`), their times computed with SimPy's arithmetic (`now + max(until −

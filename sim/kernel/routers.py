@@ -49,7 +49,7 @@ def _sequence_cost(c, n_in, n_out):  # type: ignore[no-untyped-def]
 def tpot_s(c, decoders, decode_ctx, recent_step_s, n_in):  # type: ignore[no-untyped-def]
     """Estimated time per output token (s) on a replica with `decoders` decoders whose contexts
     sum to `decode_ctx`: a decode step with this request added, or the recent step time (s) if
-    longer (`sim.serving.routing.tpot_estimate_s`); `c` the time coefficients."""
+    longer (`sim.serving.estimates.tpot_estimate_s`); `c` the time coefficients."""
     decode = const_at(c, decoders + 1) + c[1] * (decoders + 1) + c[2] * (decode_ctx + n_in + 1)
     return max(decode, recent_step_s if decoders else 0.0)
 
@@ -59,7 +59,7 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
     """Estimated time to first token (s) on a replica whose queue and this request all fit the
     next step: the step under way, then prefill steps for the queued prompts and this one (one
     step per `max_num_tokens`, 0 for none; the queued prompts' attention left out)
-    (`sim.serving.routing.ttft_estimate_s`); `c` the time coefficients."""
+    (`sim.serving.estimates.ttft_estimate_s`); `c` the time coefficients."""
     step = const_at(c, decoders) + c[1] * decoders + c[2] * decode_ctx
     tokens = queued_prompt + n_in
     steps = 1 if not max_num_tokens else max(1, math.ceil(tokens / max(max_num_tokens - decoders, 1)))
@@ -69,7 +69,7 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
 
 @njit(cache=True)
 def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
-    """`sim.serving.routing._meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
+    """`sim.serving.estimates.meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
     c = r.ct
     if tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
         return False

@@ -47,7 +47,8 @@ from sim.policies.base import Policy
 from sim.results.metrics import run_summary, with_savings
 from sim.results.summary import BANDED, SIGNIFICANT, Summary
 from sim.serving.fleet import Fleet
-from sim.serving.run import RejectedRequestsWarning, simulate_fleet
+from sim.serving.run import simulate_fleet
+from sim.serving.run_warnings import RejectedRequestsWarning
 from traces.bootstrap import resample_windows
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 `clients` clients each send a request, wait for it to finish, wait their think time and send the
 next, until every request of the trace is sent.
 
-Arrivals then depend on completions: the requests are routed one by one (`sim.serving.run`'s dispatcher,
+Arrivals then depend on completions: the requests are routed one by one (`sim.serving.wiring`'s dispatcher,
 which also applies a dynamic policy or sends a summarization job first) and the clients listen to
 the servers' outcomes (`Server.on_finish`, `Server.on_reject`). Requests go out in the trace's
 order, the first `clients` at 0.0 s; a send is its request's arrival, so TTFT and latency run
@@ -70,7 +70,7 @@ class Clients:
 
 
 class Outcomes(Protocol):
-    """What the summaries of a run (`sim.serving.run._Summaries`) do with a job's outcome."""
+    """What the summaries of a run (`sim.serving.wiring._Summaries`) do with a job's outcome."""
 
     @property
     def n(self) -> int: ...  # user requests; jobs from n on are summaries

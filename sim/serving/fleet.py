@@ -14,6 +14,7 @@ from typing import Any
 
 from oracle.model import Oracle
 from sim.config import ConfigError, ServerConfig, SloConfig, build, check
+from sim.serving.routing import ROUTERS
 
 MAX_SERVERS = 30_000  # the job table stores a server index as int16
 
@@ -45,8 +46,6 @@ class FleetConfig:
     cache_balance: float = 1.0
 
     def __post_init__(self) -> None:
-        from sim.serving.routing import ROUTERS  # it imports this module's Fleet
-
         check(self.router in ROUTERS, "fleet.router", f"must be one of {tuple(ROUTERS)}, got {self.router!r}")
         check(0 < self.slo_headroom <= 1, "fleet.slo_headroom", f"must be in (0, 1], got {self.slo_headroom}")
         check(self.cache_balance >= 0, "fleet.cache_balance", f"must be ≥ 0, got {self.cache_balance}")
@@ -128,8 +127,6 @@ class Fleet:
     def __post_init__(self) -> None:
         if not self.pools:
             raise ValueError("a fleet needs at least one pool")
-        from sim.serving.routing import ROUTERS
-
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {tuple(ROUTERS)}, got {self.router!r}")
         if not 0 < self.slo_headroom <= 1:

@@ -17,147 +17,30 @@
 Each router is a `Router` subclass registered by name with `@register` (`ROUTERS`, what
 `fleet.router` names); config validation, `--help` and the tests read the registry.
 
-The estimates (`marginal_energy_j`, `ttft_estimate_s`, `tpot_estimate_s`) are pure functions of
-a replica's step costs and its state at the last step boundary. A router that can decide without
+The estimates `energy_aware` reads are `sim.serving.estimates`. A router that can decide without
 server state (`static`) assigns the whole trace up front, and the servers read it with no events.
-The others keep a `LoadIndex` per pool, told by each replica when its engine changed, so that a
-pick re-reads the few replicas that changed since the last one instead of every replica; the
-picks are those of the definitions above (tested against a pass over every replica).
+The others keep a `LoadIndex` (`sim.serving.load_index`) per pool, told by each replica when its
+engine changed, so that a pick re-reads the few replicas that changed since the last one instead
+of every replica; the picks are those of the definitions above (tested against a pass over every
+replica).
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
-import math
 from collections.abc import Sequence
-from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.engine.costs import StepCosts, sequence_cost
-from sim.engine.jobs import ServerState
-from sim.kernel import routers as compiled
+from sim.engine.costs import sequence_cost
 from sim.kernel.routers import CACHE_AWARE, ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
 from sim.registry import Registry
-from sim.serving.fleet import Fleet
+from sim.serving.estimates import IDLE, added_energy_j, meets_slo, shared_above_idle_j, tpot_estimate_s
+from sim.serving.load_index import LoadIndex
 from sim.serving.server import Server
 
-
-def marginal_energy_j(costs: StepCosts, state: ServerState, n_in: int, n_out: int, own_j: float | None = None) -> float:
-    """Energy (J) a replica spends because it also serves this request.
-
-    Its own sequence cost, plus the shared step cost (above idle power) of every step it keeps
-    the replica busy beyond the decoders already running: all n_out steps on an idle replica,
-    max(0, n_out − steps until the last decoder finishes) on a busy one.
-    """
-    own = sequence_cost(costs.energy_j, n_in, n_out) if own_j is None else own_j
-    busy_for = state.last_finish_steps if state.decoders else 0
-    return _added_energy_j(own, n_out, busy_for, shared_above_idle_j(costs))
-
-
-def _added_energy_j(own_j: float, n_out: int, busy_for: int, shared_j: float) -> float:
-    """A request's own cost plus the shared cost of the steps it keeps a replica busy beyond the
-    `busy_for` steps its decoders already will (J)."""
-    return own_j + max(0, n_out - busy_for) * shared_j
-
-
-def shared_above_idle_j(costs: StepCosts) -> float:
-    """Energy (J) of one step's shared cost above what the idle GPU would draw over it anyway."""
-    return max(costs.energy_j.const - costs.idle_power_w * costs.time_s.const, 0.0)
-
-
-def ttft_estimate_s(
-    costs: StepCosts, state: ServerState, n_in: int, n_out: int, max_batch_size: int, max_num_tokens: int | None
-) -> float:
-    """Estimated time to first token (s) on a replica: the step under way, then prefill steps for
-    the queued prompts and this one (one step per `max_num_tokens`; the queued prompts' attention
-    is left out).
-
-    Infinite when the queue and this request would not all be admitted at the next step boundary
-    (batch full, or too little free KV cache): that wait depends on completions the state does
-    not predict well, so the router treats it as an SLO risk.
-    """
-    room = max_batch_size - state.running - state.queue_len
-    if room < 1 or state.kv_free_tokens < state.queued_kv_tokens + n_in + n_out:
-        return math.inf
-    c = costs.time_row
-    q = state.queue_len
-    return float(
-        compiled.ttft_s(c, state.decoders, state.decode_ctx, q, state.queued_prompt_tokens, n_in, max_num_tokens or 0)
-    )
-
-
-def tpot_estimate_s(costs: StepCosts, state: ServerState, n_in: int) -> float:
-    """Estimated time per output token (s): a decode step with this request added to the batch."""
-    return float(compiled.tpot_s(costs.time_row, state.decoders, state.decode_ctx, state.recent_step_s, n_in))
-
-
-class LoadIndex:
-    """The replicas of one group by load, re-read only for those whose engine changed.
-
-    Each replica's `Server.on_change` marks it; a query first re-reads the marked replicas (their
-    outstanding tokens and, with `by_finish`, the steps until their last decoder finishes), so it
-    costs O(changed × log n) rather than a pass over all n. `least()` keeps a heap of
-    (tokens, position) with lazy deletion; `order` is a list sorted by (−finish steps, tokens,
-    position). Positions are indices into `servers`, which are in index order.
-    """
-
-    def __init__(self, servers: Sequence[Server], by_finish: bool = False) -> None:
-        self.servers = list(servers)
-        self._engines = [s.engine for s in self.servers]
-        self.tokens = [e.outstanding_tokens() for e in self._engines]
-        self._heap = [(w, i) for i, w in enumerate(self.tokens)]
-        heapq.heapify(self._heap)
-        self._by_finish = by_finish
-        self._keys = [
-            (-e.last_finish_steps, w, i) for i, (e, w) in enumerate(zip(self._engines, self.tokens, strict=True))
-        ]
-        self.order = sorted(self._keys) if by_finish else []
-        self._changed: set[int] = set()
-        for i, s in enumerate(self.servers):
-            assert s.on_change is None, f"replica {s.name} already reports to another index"
-            s.on_change = partial(self._changed.add, i)
-
-    def refresh(self) -> None:
-        """Re-read the replicas that reported a change since the last refresh."""
-        changed = self._changed
-        if not changed:
-            return
-        engines, tokens, heap, push = self._engines, self.tokens, self._heap, heapq.heappush
-        for i in changed:
-            e = engines[i]
-            w = e.outstanding_tokens()
-            if w != tokens[i]:
-                tokens[i] = w
-                push(heap, (w, i))
-        if self._by_finish:
-            keys, order = self._keys, self.order
-            for i in changed:
-                key = (-engines[i].last_finish_steps, tokens[i], i)
-                if key != keys[i]:
-                    del order[bisect.bisect_left(order, keys[i])]
-                    bisect.insort(order, key)
-                    keys[i] = key
-        changed.clear()
-        self._trim()
-
-    def _trim(self) -> None:
-        """With more stale heap entries than live ones by far, start the heap afresh."""
-        heap, tokens = self._heap, self.tokens
-        if len(heap) > 4 * len(tokens) + 64:
-            heap[:] = [(w, i) for i, w in enumerate(tokens)]
-            heapq.heapify(heap)
-
-    def least(self) -> Server:
-        """The replica with the least outstanding tokens (the first of equals)."""
-        heap, tokens = self._heap, self.tokens
-        if self._changed:
-            self.refresh()
-        while heap[0][0] != tokens[heap[0][1]]:
-            heapq.heappop(heap)
-        return self.servers[heap[0][1]]
-
+if TYPE_CHECKING:
+    from sim.serving.fleet import Fleet  # for hints only: fleet.py checks router names against ROUTERS
 
 ROUTERS: Registry[type[Router]] = Registry("router")  # name → its class
 register = ROUTERS.register
@@ -295,20 +178,20 @@ class EnergyAware(Router):
         ttft_s, tpot_s = h * self.fleet.slo.ttft_s, h * self.fleet.slo.tpot_s
         best, best_e, best_w, best_i = None, 0.0, 0, 0
         for costs, shared, index in self._groups:
-            if tpot_estimate_s(costs, _IDLE, n_in) > tpot_s:
+            if tpot_estimate_s(costs, IDLE, n_in) > tpot_s:
                 continue  # too slow on this GPU even alone
             own = sequence_cost(costs.energy_j, n_in, n_out)
             index.refresh()
             servers = index.servers
             for neg_finish, w, i in index.order:
-                e = _added_energy_j(own, n_out, -neg_finish, shared)
+                e = added_energy_j(own, n_out, -neg_finish, shared)
                 s = servers[i]
                 if best is not None:
                     if e > best_e:
                         break  # every replica further down adds at least as much
                     if e == best_e and (w > best_w or (w == best_w and s.index > best_i)):
                         continue
-                if not _meets_slo(costs, s, n_in, n_out, ttft_s, tpot_s):
+                if not meets_slo(costs, s, n_in, n_out, ttft_s, tpot_s):
                     continue
                 best, best_e, best_w, best_i = s, e, w, s.index
         if best is not None:
@@ -342,21 +225,6 @@ class CacheAware(LeastTokens):
             if k == 0 or score > best_s or (score == best_s and w < best_w):
                 best, best_s, best_w = k, score, w
         return self.servers[best]
-
-
-def _meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float, tpot_s: float) -> bool:
-    """Whether replica s has `tpot_estimate_s` and `ttft_estimate_s` of `s.state()` for this
-    request within these bounds (s), its state read from the engine in place."""
-    e, c = s.engine, costs.time_row
-    if compiled.tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
-        return False
-    cfg, queue_len = s.config, e.queue_len
-    if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
-        return math.inf <= ttft_s
-    return compiled.ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens or 0) <= ttft_s
-
-
-_IDLE = ServerState(0, 0, 0)  # a replica with nothing to do
 
 
 def make_router(fleet: Fleet, servers: Sequence[Server]) -> Router:

@@ -12,12 +12,12 @@ import pytest
 
 from oracle.model import MemorySpec, Oracle, OracleRangeWarning
 from sim.engine.kv import KvLayout
-from sim.serving.run import RejectedRequestsWarning
+from sim.serving.run_warnings import RejectedRequestsWarning
 
 # For property tests: their random requests and servers may make requests no server can ever hold,
 # which the servers reject and warn about (test_every_request_finishes_once_or_is_rejected checks
 # the rejections; `rejecting` asserts the warning where a test rejects requests on purpose).
-random_rejections = pytest.mark.filterwarnings("ignore::sim.serving.run.RejectedRequestsWarning")
+random_rejections = pytest.mark.filterwarnings("ignore::sim.serving.run_warnings.RejectedRequestsWarning")
 
 
 def toy_oracle(

@@ -11,7 +11,7 @@ import pytest
 
 from oracle.model import OracleRangeWarning
 from sim.console import notices
-from sim.serving.run import RejectedRequestsWarning
+from sim.serving.run_warnings import RejectedRequestsWarning
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from sim.engine.costs import StepCosts
 from sim.kernel import costs as kernel_costs
 from sim.kernel import linear
 from sim.oracles import clocked_oracle
-from sim.serving.run import ClockBudgetWarning, simulate
+from sim.serving.run import simulate
+from sim.serving.run_warnings import ClockBudgetWarning
 
 H100 = "llama-3.1-8b_h100"
 ORACLES = ["llama-3.1-8b_h100", "qwen3-14b_b200", "mistral-7b_a100", "qwen3-32b_h200"]

@@ -180,7 +180,7 @@ def test_without_chunked_prefill_a_preempted_request_must_be_able_to_recompute(s
 def test_unservable_requests_are_warned_about_and_counted(llama):
     from sim.config import SloConfig
     from sim.results.metrics import run_summary
-    from sim.serving.run import RejectedRequestsWarning
+    from sim.serving.run_warnings import RejectedRequestsWarning
 
     rows = [(0.0, 10**9, 100), (0.5, 300, 200), (1.0, 9000, 100), (1.5, 200, 100)]
     server = ServerConfig(scheduler="trtllm_no_evict", max_num_tokens=8192)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 import traces
 from oracle.model import MemorySpec, Oracle
 from sim.config import ServerConfig, SloConfig
-from sim.kernel import replica
 from sim.schedulers import SCHEDULERS
+from sim.serving import routed
 from sim.serving.fleet import Fleet, Pool
 from sim.serving.run import SimResult, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
@@ -31,7 +31,7 @@ def both(requests: pd.DataFrame, fleet: Fleet, **kw: object) -> tuple[SimResult,
     """The run in `RoutedFleet`, and the same run under SimPy; the first checked to be the kernel's."""
     runs = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.kernel.replica.RoutedFleet.run", counted(replica.RoutedFleet.run, runs))
+        mp.setattr("sim.serving.routed.RoutedFleet.run", counted(routed.RoutedFleet.run, runs))
         compiled = simulate_fleet(requests, fleet, **kw)  # type: ignore[arg-type]
         assert runs, "the fleet did not run in RoutedFleet"
         general_loop(mp)
@@ -135,7 +135,7 @@ def test_fits_only_the_plain_server_in_the_fast_mode(llama):
     for config in (ServerConfig(exact_steps=True), ServerConfig(record_features=True)):
         runs: list = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("sim.kernel.replica.RoutedFleet.run", counted(replica.RoutedFleet.run, runs))
+            mp.setattr("sim.serving.routed.RoutedFleet.run", counted(routed.RoutedFleet.run, runs))
             result = simulate_fleet(requests, Fleet.single(llama, config, 2, "least_tokens"))
         assert not runs and result.requests["completed"].all()
 

@@ -43,7 +43,7 @@ def general_loop(mp: pytest.MonkeyPatch) -> None:
     """Servers run the reference: `Server._replay` (servers fed alone) or SimPy (routed), on the
     step-by-step Python `Engine`, not the kernel."""
     mp.setattr("sim.serving.server.fits", lambda server: False)
-    mp.setattr("sim.serving.run.fleet_fits", lambda servers, router: False)
+    mp.setattr("sim.serving.wiring.fleet_fits", lambda servers, router: False)
     mp.setattr("sim.serving.server_base.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
 
 

@@ -19,7 +19,8 @@ from sim.config import ConfigError, ServerConfig
 from sim.policies import PolicyContext, build_policy
 from sim.run_config import app_config
 from sim.serving.fleet import Fleet
-from sim.serving.run import RejectedRequestsWarning, simulate, simulate_fleet
+from sim.serving.run import simulate, simulate_fleet
+from sim.serving.run_warnings import RejectedRequestsWarning
 from sim.serving.windows import simulate_windows
 from tests import subprocess_env
 from tests.sim.conftest import toy_oracle

@@ -15,9 +15,9 @@ from sim.engine.costs import StepCosts, sequence_cost, sequence_energy_j
 from sim.engine.jobs import JobTable, ServerState
 from sim.policies import PolicyContext, build_policy
 from sim.results.metrics import summarize
-from sim.serving import routing
+from sim.serving import estimates, load_index, routing
+from sim.serving.estimates import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.serving.fleet import Fleet, Pool
-from sim.serving.routing import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.serving.run import simulate_fleet
 from sim.serving.server import Server
 from tests.sim.conftest import flat_kv, toy_oracle, trace
@@ -181,7 +181,7 @@ def brute_energy_aware(self, n_in, n_out, job=-1):
     best, best_e, best_w = None, 0.0, 0
     for group in self.by_pool:
         costs = group[0].costs
-        if tpot_estimate_s(costs, routing._IDLE, n_in) > tpot_s:
+        if tpot_estimate_s(costs, estimates.IDLE, n_in) > tpot_s:
             continue
         for s in group:
             st = s.state()
@@ -307,7 +307,7 @@ def test_load_index_keeps_the_order_a_full_pass_gives(n, changes):
     """Random load changes, each reported or followed by a query: the index's least-loaded replica and
     its order by (−finish steps, tokens, position) are those of sorting every replica afresh."""
     servers = [FakeServer(i) for i in range(n)]
-    index = routing.LoadIndex(servers, by_finish=True)
+    index = load_index.LoadIndex(servers, by_finish=True)
     for i, tokens, finish, query in changes:
         s = servers[i % n]
         s.engine.tokens, s.engine.last_finish_steps = tokens, finish
@@ -326,13 +326,13 @@ def test_load_index_heap_stays_bounded_however_it_is_told(llama):
     for router in ("energy_aware", "least_tokens"):
         made = []
         with pytest.MonkeyPatch.context() as mp:
-            real = routing.LoadIndex.__init__
+            real = load_index.LoadIndex.__init__
 
             def init(self, *args, real=real, made=made, **kwargs):  # type: ignore[no-untyped-def]
                 real(self, *args, **kwargs)
                 made.append(self)
 
-            mp.setattr(routing.LoadIndex, "__init__", init)
+            mp.setattr(load_index.LoadIndex, "__init__", init)
             requests = traces.load("synthetic", num_requests=3000, rate_per_s=40.0, seed=5)
             simulate_fleet(requests, Fleet.single(llama, ServerConfig(), 3, router))
         assert made and all(len(index._heap) < 1000 for index in made), router

@@ -123,7 +123,7 @@ def both(requests: pd.DataFrame, fleet: Fleet, policy: Policy | None = None) -> 
     """The run with `Server`, and with the reference `InterruptedServer` in its place."""
     new = simulate_fleet(requests, fleet, policy)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sim.serving.run.Server", InterruptedServer)
+        patch.setattr("sim.serving.wiring.Server", InterruptedServer)
         old = simulate_fleet(requests, fleet, policy)
     return new, old
 
