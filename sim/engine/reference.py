@@ -37,10 +37,11 @@ Convention (oracle.features): the prefill step emits a token, then decode steps 
 n_in + 1, n_in + 2, …; a request resumed after g tokens re-prefills n_in + g tokens and the
 re-prefill emits token g + 1 (replacing the decode step at context n_in + g).
 
-The compiled kernel (`sim.kernel.rules`) runs these rules for servers fed alone, with the same
-results bit for bit (tests/sim/kernel/test_loop.py), and for routed fleets (`sim.kernel.fleet`,
-tests/sim/kernel/test_fleet.py); this class serves the SimPy process (dynamic policies,
-summaries, closed loops) and the exact-steps reference: a change here goes there too.
+The compiled kernel (`sim.kernel.admission`, `sim.kernel.decoding`) runs these rules for servers
+fed alone, with the same results bit for bit (tests/sim/kernel/test_loop.py), and for routed
+fleets (`sim.kernel.fleet`, tests/sim/kernel/test_fleet.py); this class serves the SimPy process
+(dynamic policies, summaries, closed loops) and the exact-steps reference: a change here goes
+there too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from sim.config import ConfigError, ServerConfig
 from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
-from sim.kernel import announce_compiling, prefix, rules, state
+from sim.kernel import admission, announce_compiling, decoding, prefix, state
 from sim.schedulers import SCHEDULERS
 from sim.schedulers.base import Scheduler
 
@@ -117,29 +117,29 @@ class KernelEngine:
     # --- Engine's methods ----------------------------------------------------------------
     def enqueue(self, j: int) -> bool:
         """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
-        return bool(rules.enqueue(self.r, j))
+        return bool(admission.enqueue(self.r, j))
 
     def can_span(self) -> bool:
         """Whether the next step is a plain decode of the running decoders."""
-        return bool(rules.can_span(self.r))
+        return bool(admission.can_span(self.r))
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step."""
-        return bool(rules.accepts_arrivals(self.r))
+        return bool(admission.accepts_arrivals(self.r))
 
     def span_limit(self) -> int:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
-        return int(rules.span_limit(self.r))
+        return int(decoding.span_limit(self.r))
 
     def run_span(self, steps: int, extra: float = 0.0) -> list[int]:
         """Advance the decoders `steps` plain decode steps (energy `extra` step constants off the
         coefficients', `sim.kernel.costs`); returns the jobs that finished."""
-        rules.run_span(self.r, steps, extra)
+        decoding.run_span(self.r, steps, extra)
         return _done(self.r).tolist()  # type: ignore[no-any-return]
 
     def form_step(self, now_s: float) -> list[tuple[int, int, int]]:
         """Schedule the next step; returns its prefill work (job, chunk tokens, tokens computed)."""
-        rules.form_step(self.r, now_s)
+        admission.form_step(self.r, now_s)
         take_log(self.jobs, self.r)
         j, m, past = _work(self.r)
         return list(zip(j.tolist(), m.tolist(), past.tolist(), strict=True))
@@ -147,7 +147,7 @@ class KernelEngine:
     def finish_step(self, work: list[tuple[int, int, int]], extra: float = 0.0) -> tuple[list[int], list[int]]:
         """Close the step `form_step` formed (its `work`; energy `extra` step constants off the
         coefficients'): (first tokens, finished)."""
-        rules.finish_step(self.r, extra)
+        decoding.finish_step(self.r, extra)
         first, done = _first_done(self.r)
         return first.tolist(), done.tolist()
 
@@ -189,7 +189,7 @@ class KernelEngine:
 
     def busy(self) -> bool:
         """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
-        return bool(rules.busy(self.r))
+        return bool(admission.busy(self.r))
 
 
 def take_log(jobs: JobTable, r: state.Replica) -> None:
