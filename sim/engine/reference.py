@@ -53,6 +53,7 @@ from sim.config import ServerConfig
 from sim.engine.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECTED, JobTable
 from sim.engine.kv import BlockPhases, KvLayout
 from sim.engine.ledger import compensated_add
+from sim.engine.settings import prefix_settings, settings
 from sim.schedulers import SCHEDULERS
 
 Prefill = list[tuple[int, int, int]]  # (job, chunk tokens, tokens of this prefill already computed)
@@ -107,8 +108,6 @@ class Engine:
     )
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
-        from sim.kernel.engine import prefix_settings, settings  # it imports this package's schedulers
-
         self.jobs, self.config, self.kv = jobs, config, kv
         self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
         s = settings(self.scheduler, config, kv)
