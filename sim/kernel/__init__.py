@@ -7,7 +7,8 @@
 - `costs`: time (s) and energy (J) of steps and decode spans, under a power cap and a clock
   controller, on a clock ladder.
 - `hooks`: what a scheduler plug-in decides (victim, admission headroom), by scheduler code.
-- `rules`: admission, KV accounting, preemption, decode spans, completions.
+- `admission`: forming a step: the queue, admission and the preemptions that make room.
+- `decoding`: running steps: decode spans, closing a step, the decoders and their completions.
 - `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
 - `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
 - `engine`: `KernelEngine`, `sim.engine.reference.Engine`'s interface over a `Replica` (the SimPy process).

@@ -9,70 +9,20 @@ or routed (`sim.kernel.fleet`).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 from numba import njit
 
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
-from sim.kernel import announce_compiling, prefix, rules, state
+from sim.engine.settings import prefix_settings, settings
+from sim.kernel import admission, announce_compiling, decoding, prefix, state
 from sim.schedulers import SCHEDULERS
-from sim.schedulers.base import Scheduler
 
 SPAN_ROWS = 1024  # span rows a replica buffers in the compiled loops before they move to its ledger
-
-
-def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[str, Any]:
-    """A replica's engine settings, resolved from its config and scheduler (`Engine` reads the same)."""
-    cls = type(scheduler)
-    return {
-        "cap": kv.capacity_units,
-        "fit": kv.max_tokens(kv.capacity_units),  # the longest sequence the cache holds (tokens)
-        "max_seqs": config.max_batch_size,
-        "max_tokens": config.max_num_tokens or 1 << 62,
-        "chunked": cls.chunked_prefill if config.chunked_prefill is None else config.chunked_prefill,
-        "reserve": cls.reserve_full,
-        "static": config.mode == "static",
-        "requeue_front": cls.requeue_front,
-        "admit_after": cls.admit_after_preemption,
-    }
-
-
-class PrefixCachingOffWarning(UserWarning):
-    """Prefix caching, on by the scheduler's default, is off because this replica cannot model it."""
-
-
-def prefix_settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout, jobs: JobTable) -> dict[str, int]:
-    """The prefix cache's settings (`sim.kernel.prefix`): on (`pc`) when the scheduler's default or
-    `server.prefix_caching` says so and the jobs have prompt blocks; tokens (`hb`) and KV units
-    (`bu`) per prompt block. A layout it cannot model is refused when asked for, else warned of."""
-    cls = type(scheduler)
-    asked = config.prefix_caching
-    on = cls.prefix_caching if asked is None else asked
-    blocks = jobs.prefix
-    if not on or blocks is None:
-        return {"pc": 0, "hb": 1, "bu": 0}
-    why = ""
-    if cls.reserve_full:
-        why = f"the {cls.name} scheduler reserves whole requests; block reuse beside that is not modelled"
-    elif kv.window_units:
-        why = "this model has sliding-window layers; prefix caching is modelled for full attention only"
-    elif blocks.block_tokens % kv.block_size:
-        why = (
-            f"server.block_size ({kv.block_size} tokens) does not divide the trace's prefix blocks "
-            f"({blocks.block_tokens} tokens); choose a block size that does"
-        )
-    if why:
-        if asked:
-            raise ConfigError(f"server.prefix_caching=true cannot be served: {why} (set it to false)")
-        warnings.warn(f"prefix caching is off: {why}", PrefixCachingOffWarning, stacklevel=2)
-        return {"pc": 0, "hb": 1, "bu": 0}
-    hb = blocks.block_tokens
-    return {"pc": 1, "hb": hb, "bu": kv.full_units * (hb // kv.block_size)}
 
 
 _AT = {name: i for i, name in enumerate(state.COUNTERS)}  # a counter's place in `state.counters`
@@ -117,29 +67,29 @@ class KernelEngine:
     # --- Engine's methods ----------------------------------------------------------------
     def enqueue(self, j: int) -> bool:
         """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
-        return bool(rules.enqueue(self.r, j))
+        return bool(admission.enqueue(self.r, j))
 
     def can_span(self) -> bool:
         """Whether the next step is a plain decode of the running decoders."""
-        return bool(rules.can_span(self.r))
+        return bool(admission.can_span(self.r))
 
     def accepts_arrivals(self) -> bool:
         """Whether an arrival now could join the next step."""
-        return bool(rules.accepts_arrivals(self.r))
+        return bool(admission.accepts_arrivals(self.r))
 
     def span_limit(self) -> int:
         """Steps of plain decode from now: to the next completion, window saturation or KV shortage."""
-        return int(rules.span_limit(self.r))
+        return int(decoding.span_limit(self.r))
 
     def run_span(self, steps: int, extra: float = 0.0) -> list[int]:
         """Advance the decoders `steps` plain decode steps (energy `extra` step constants off the
         coefficients', `sim.kernel.costs`); returns the jobs that finished."""
-        rules.run_span(self.r, steps, extra)
+        decoding.run_span(self.r, steps, extra)
         return _done(self.r).tolist()  # type: ignore[no-any-return]
 
     def form_step(self, now_s: float) -> list[tuple[int, int, int]]:
         """Schedule the next step; returns its prefill work (job, chunk tokens, tokens computed)."""
-        rules.form_step(self.r, now_s)
+        admission.form_step(self.r, now_s)
         take_log(self.jobs, self.r)
         j, m, past = _work(self.r)
         return list(zip(j.tolist(), m.tolist(), past.tolist(), strict=True))
@@ -147,7 +97,7 @@ class KernelEngine:
     def finish_step(self, work: list[tuple[int, int, int]], extra: float = 0.0) -> tuple[list[int], list[int]]:
         """Close the step `form_step` formed (its `work`; energy `extra` step constants off the
         coefficients'): (first tokens, finished)."""
-        rules.finish_step(self.r, extra)
+        decoding.finish_step(self.r, extra)
         first, done = _first_done(self.r)
         return first.tolist(), done.tolist()
 
@@ -189,7 +139,7 @@ class KernelEngine:
 
     def busy(self) -> bool:
         """Whether a step has work: decoders, a prompt mid-prefill or a queue."""
-        return bool(rules.busy(self.r))
+        return bool(admission.busy(self.r))
 
 
 def take_log(jobs: JobTable, r: state.Replica) -> None:

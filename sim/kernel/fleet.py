@@ -19,10 +19,11 @@ from numba import njit, types
 from numba.experimental import structref
 
 from sim.kernel import costs, levels
+from sim.kernel.admission import accepts_arrivals, can_span, enqueue
+from sim.kernel.decoding import span_limit
 from sim.kernel.lists import heap_pop, heap_push
 from sim.kernel.loop import FINISHED, PAUSED, close_span, close_step, open_step
 from sim.kernel.routers import note, pick
-from sim.kernel.rules import accepts_arrivals, can_span, enqueue, span_limit
 from sim.kernel.state import log_full
 
 IDLE, DECODE, MIXED = 0, 1, 2  # what a replica's wait ends (`sim.serving.server`'s phases)

@@ -19,7 +19,8 @@ from numba import njit
 
 from sim.engine.ledger import RECENT
 from sim.kernel import costs, levels
-from sim.kernel.rules import accepts_arrivals, can_span, enqueue, finish_step, form_step, run_span, span_limit
+from sim.kernel.admission import accepts_arrivals, can_span, enqueue, form_step
+from sim.kernel.decoding import finish_step, run_span, span_limit
 from sim.kernel.state import log_full
 
 PAUSED, FINISHED = 0, 1

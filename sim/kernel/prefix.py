@@ -10,7 +10,8 @@ references the longest run of its leading blocks that is cached (`lookup`, at mo
 (target − 1) // hb blocks: its last token is always computed) and prefills from there; a job's
 own KV is its `units` less the blocks it references (`r.refs[j]` of them). A job that leaves
 drops its references in reverse order, so that its last blocks are evicted first (vLLM's free
-order). The same rules in plain Python are `sim.engine.reference.Engine`'s; `r.pc` 0 turns all of them off.
+order). The same rules in plain Python are `sim.engine.prefix_cache.PrefixCache`'s; `r.pc` 0
+turns all of them off.
 """
 
 from __future__ import annotations

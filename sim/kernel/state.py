@@ -190,7 +190,7 @@ COUNTERS = (
 @njit(cache=True, inline="always")
 def log_full(r):  # type: ignore[no-untyped-def]
     """Whether the preemption log may not hold another step's: a step preempts at most every
-    running sequence, logging two rows each (`sim.kernel.rules._requeue` and the preemption)."""
+    running sequence, logging two rows each (`sim.kernel.admission._requeue` and the preemption)."""
     return r.nlog > r.plog.shape[0] - 2 * r.work_j.size
 
 

@@ -14,14 +14,35 @@ exact-steps reference call these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from sim.kernel.hooks import BASE
 
 if TYPE_CHECKING:
-    from sim.engine.reference import Engine
+    from collections import deque
+
+    from sim.engine.jobs import JobTable
+    from sim.engine.kv import KvLayout
+
+
+class EngineView(Protocol):
+    """What the hooks read of the engine that calls them (`sim.engine.reference.Engine`, whose
+    attributes these are): a plug-in needs the engine's state, not its module, which imports the
+    plug-ins."""
+
+    jobs: JobTable
+    kv: KvLayout
+    cap: int  # KV units of the cache
+    N: int  # steps run
+    B: int  # decoders
+    fsum: int  # Σ the decoders' finish steps
+    fmax: int  # max of the decoders' finish steps
+    order: dict[int, None]  # running sequences, admission order
+    decoders: dict[int, tuple[int, int, int]]  # job → (finish step, phase key, block weight)
+    partial: tuple[int, int, int] | None  # the prompt mid-prefill: (job, tokens computed, prefill target)
+    queue: deque[int]
 
 
 @dataclass(frozen=True)
@@ -44,32 +65,32 @@ class Scheduler:
     def __init__(self, options: Any = None) -> None:
         self.options = self.Options() if options is None else options
 
-    def victim(self, engine: Engine) -> int:
+    def victim(self, engine: EngineView) -> int:
         """The running sequence to preempt when the next step's KV does not fit: the most
         recently admitted (vLLM V1, TensorRT-LLM's MAX_UTILIZATION)."""
         return next(reversed(engine.order))
 
-    def never_admitted(self, engine: Engine, n_in: Any, n_out: Any) -> Any:
+    def never_admitted(self, engine: EngineView, n_in: Any, n_out: Any) -> Any:
         """Whether requests of these lengths (tokens; ints or arrays) could not be admitted even
         alone, under this scheduler's own admission rule: `Engine.enqueue` rejects them on
         arrival (beside the engine's own checks, which cover the base rule)."""
         return np.zeros(np.shape(n_in), dtype=bool)
 
-    def headroom(self, engine: Engine) -> int:
+    def headroom(self, engine: EngineView) -> int:
         """KV units an admission must leave free for the running sequences' growth."""
         return 0
 
-    def reserve(self, engine: Engine, job: int, chunk: int) -> int:
+    def reserve(self, engine: EngineView, job: int, chunk: int) -> int:
         """KV units an admission of `job` sets aside beyond what its prefill chunk of `chunk`
         tokens allocates."""
         return 0
 
-    def steady_steps(self, engine: Engine) -> int:
+    def steady_steps(self, engine: EngineView) -> int:
         """Steps of plain decode from now over which `headroom` and `reserve` keep their rule
         (a span of decode steps runs no longer, so that an admission they allow is not missed)."""
         return 1 << 62
 
-    def preempted(self, engine: Engine) -> None:
+    def preempted(self, engine: EngineView) -> None:
         """Called once a step's preemptions are done (state a scheduler keeps may change)."""
 
     def kernel_settings(self) -> dict[str, Any]:

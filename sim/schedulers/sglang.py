@@ -32,11 +32,10 @@ import numpy as np
 from sim.config import check
 from sim.kernel.hooks import SG_CLIP, SG_DECAY, SG_INIT, SG_MIN, SG_RATIO, SG_RETRACT, SGLANG
 from sim.schedulers import register
-from sim.schedulers.base import Scheduler
+from sim.schedulers.base import EngineView, Scheduler
 
 if TYPE_CHECKING:
     from sim.engine.kv import KvLayout
-    from sim.engine.reference import Engine
 
 
 @dataclass(frozen=True)
@@ -82,17 +81,17 @@ class Sglang(Scheduler):
         hook_i[SG_CLIP], hook_i[SG_RETRACT] = o.clip_max_new_tokens, o.retract_decode_steps
         return {"hooks": SGLANG, "hook_f": hook_f, "hook_i": hook_i}
 
-    def ratio(self, engine: Engine) -> float:
+    def ratio(self, engine: EngineView) -> float:
         """`new_token_ratio` at the engine's next step."""
         r0, n0 = self.set_at
         return max(r0 - self.decay * (engine.N - n0), self.min_ratio)
 
-    def never_admitted(self, engine: Engine, n_in: Any, n_out: Any) -> Any:
+    def never_admitted(self, engine: EngineView, n_in: Any, n_out: Any) -> Any:
         """A request whose prompt and output together exceed the whole cache: SGLang reserves
         them both (its output clipped, less what a resumed request has generated) to admit it."""
         return _units(engine.kv, np.asarray(n_in) + n_out) > engine.cap
 
-    def headroom(self, engine: Engine) -> int:
+    def headroom(self, engine: EngineView) -> int:
         if not engine.order:  # idle: SGLang re-initialises the ratio
             self.set_at = (self.options.init_new_token_ratio, engine.N)
             return 0
@@ -106,7 +105,7 @@ class Sglang(Scheduler):
             left += min(int(jobs.n_out[j] - jobs.generated[j]), clip)
         return engine.kv.units(math.ceil(left * self.ratio(engine)))
 
-    def reserve(self, engine: Engine, job: int, chunk: int) -> int:
+    def reserve(self, engine: EngineView, job: int, chunk: int) -> int:
         """The whole prompt (or re-prefill) and the output left, clipped, less the chunk's KV."""
         jobs = engine.jobs
         gen = int(jobs.generated[job])
@@ -114,11 +113,11 @@ class Sglang(Scheduler):
         left = min(int(jobs.n_out[job]) - gen, self.options.clip_max_new_tokens)
         return engine.kv.units(target + left) - engine.kv.units(chunk)
 
-    def steady_steps(self, engine: Engine) -> int:
+    def steady_steps(self, engine: EngineView) -> int:
         """One step while the ratio still falls and a request waits (each step may admit it)."""
         return 1 if engine.queue and self.ratio(engine) > self.min_ratio else 1 << 62
 
-    def victim(self, engine: Engine) -> int:
+    def victim(self, engine: EngineView) -> int:
         """The running request with the fewest output tokens, then the longest prompt; among
         equals the most recently admitted (the last of SGLang's stable descending sort)."""
         jobs, n, dec = engine.jobs, engine.N, engine.decoders
@@ -134,7 +133,7 @@ class Sglang(Scheduler):
                 best, key = j, k
         return best
 
-    def preempted(self, engine: Engine) -> None:
+    def preempted(self, engine: EngineView) -> None:
         """The ratio after a retraction: outputs generated plus headroom over outputs asked."""
         jobs, n = engine.jobs, engine.N
         asked = sum(int(jobs.n_out[j]) for j in engine.decoders)

@@ -55,7 +55,12 @@ def _kernel_cache(r):  # type: ignore[no-untyped-def]
 def cache_of(engine: Engine | KernelEngine) -> tuple[dict[int, int], list[int], int, int]:
     """({cached block: references}, idle blocks LRU first, units a block, blocks evicted so far)."""
     if isinstance(engine, Engine):
-        return dict(sorted(engine.blocks_cached.items())), list(engine.idle_blocks), engine.bu, engine.evicted
+        return (
+            dict(sorted(engine.cache.blocks_cached.items())),
+            list(engine.idle_blocks),
+            engine.bu,
+            engine.cache.evicted,
+        )
     c_in, c_ref, c_next, h, cidle, bu, evicted = _kernel_cache(engine.r)
     idle = []
     while h >= 0:
@@ -121,7 +126,7 @@ def replay(
         for n, (got, want) in enumerate(zip(log, expected, strict=True)):
             assert got == want, f"{type(e).__name__} step {n + 1}"
         assert not e.busy()
-    assert cache_of(kernel)[3] == engine.evicted
+    assert cache_of(kernel)[3] == engine.cache.evicted
     for name in ("generated", "status", "cached_tokens", "chunks"):
         assert list(getattr(jobs, name)) == list(getattr(kjobs, name)), name
     for name in ("preemptions", "extra_prefill_tokens"):
@@ -209,7 +214,7 @@ def test_an_allocation_evicts_idle_blocks_least_recently_used_first():
     ]
     engine, jobs = replay(rows, config, flat_kv(20, 4), {0: [0], 2: [1], 3: [2], 6: [3]}, expected)
     assert jobs.cached_tokens.tolist() == [0, 0, 0, 8]
-    assert engine.evicted == 5  # a2, a1, b8, b7, a2
+    assert engine.cache.evicted == 5  # a2, a1, b8, b7, a2
 
 
 def test_preempting_a_sequence_whose_blocks_are_shared_frees_only_its_own():
@@ -307,12 +312,12 @@ def check_references(engine: Engine, jobs: JobTable) -> None:
     assert b is not None
     counts: dict[int, int] = {}
     for j in engine.order:
-        refs = engine._refs.get(j, 0)
+        refs = engine.cache.refs.get(j, 0)
         assert refs * engine.hb <= jobs.n_in[j]
         for h in b.ids[b.starts[j] : b.starts[j] + refs].tolist():
             counts[h] = counts.get(h, 0) + 1
-    assert all(j not in engine._refs for j in engine.queue)
-    assert {h: n for h, n in engine.blocks_cached.items() if n} == counts
+    assert all(j not in engine.cache.refs for j in engine.queue)
+    assert {h: n for h, n in engine.cache.blocks_cached.items() if n} == counts
 
 
 prompts = st.lists(
@@ -378,7 +383,7 @@ def test_random_prefix_chains_keep_the_kv_books_and_change_no_output(
     prefills = np.array([1 + jobs.preemptions[j] for j in range(len(jobs))])
     assert (jobs.cached_tokens <= prefills * (np.frombuffer(jobs.n_in, np.int32) // hb * hb)).all()
     event("hits" if jobs.cached_tokens.sum() else "no hits")
-    event("evictions" if on.evicted else "no evictions")
+    event("evictions" if on.cache.evicted else "no evictions")
     event("preemptions" if on.preemptions else "no preemptions")
 
 

@@ -167,7 +167,7 @@ def test_a_sliding_window_model_runs_without_the_cache_unless_it_is_asked_for(mo
     modelled for warns and runs without it; asking for it is a clear error."""
     from oracle.model import Oracle
     from sim.config import ConfigError
-    from sim.kernel.engine import PrefixCachingOffWarning
+    from sim.engine.settings import PrefixCachingOffWarning
 
     gemma = Oracle.load("gemma-2-9b_h100")
     short = mooncake[mooncake["n_in"] < 4000].iloc[:50]
