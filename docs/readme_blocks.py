@@ -774,7 +774,7 @@ def _kv_tokens(c: Commands) -> str:
     """KV-cache tokens of one replica of the study (`ServerConfig()`'s defaults on its oracle)."""
     from oracle.model import Oracle
     from sim.config import ServerConfig
-    from sim.engine.kv import replica_kv
+    from sim.engine.kv_sizing import replica_kv
 
     return f"{replica_kv(Oracle.load(ORACLE), ServerConfig()).capacity_tokens:,}"
 

@@ -88,8 +88,8 @@ def stopped(cfg: DictConfig, status: str, reason: str) -> str:
 def run(cfg: DictConfig, tracking: BackgroundTracking | None) -> float | tuple[float, ...]:
     """Validate, load, simulate, write and track; the objective."""
     from sim.app import execute, prepare
-    from sim.config import ConfigError
     from sim.run_config import app_config, objective
+    from sim.schema import ConfigError
 
     context = run_context()
     try:

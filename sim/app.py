@@ -20,9 +20,8 @@ import pandas as pd
 import traces
 from oracle.errors import HeldOutErrors
 from oracle.model import Oracle
-from sim.config import ConfigError
 from sim.console.table import brief, clock_line, explain, table
-from sim.engine.kv import replica_kv
+from sim.engine.kv_sizing import replica_kv
 from sim.oracles import clocked_oracle
 from sim.planning.capacity import Capacity, search_capacity
 from sim.planning.facility import planning_figures
@@ -42,8 +41,10 @@ from sim.results.metrics import fleet_summary, run_summary, with_savings
 from sim.results.output import RECORDS_FILES, check_output, claim_output, write_outputs
 from sim.results.summary import SAME_RUN, Summary, split_wall_clock
 from sim.run_config import AppConfig
+from sim.schema import ConfigError
 from sim.serving.baseline import baseline_key, cached_baseline
-from sim.serving.fleet import Fleet, build_fleet
+from sim.serving.fleet import Fleet
+from sim.serving.fleet_config import build_fleet
 from sim.serving.run import SimResult, simulate_fleet
 from tracking.background import BackgroundTracking
 from tracking.folder import RunRecord, log_folder, now_ms

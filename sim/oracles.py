@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from oracle.clocks import ClockError, at_clock, clock_spec_of
 from oracle.model import Oracle, OracleFormatError
-from sim.config import ConfigError, GpuConfig
+from sim.config import GpuConfig
+from sim.schema import ConfigError
 
 
 def load_oracle(name_or_path: str, key: str = "oracle") -> Oracle:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import traces
-from sim.config import ConfigError, GpuConfig, ServerConfig, SloConfig, build, check
+from sim.config import GpuConfig, ServerConfig, SloConfig
 from sim.planning.capacity import CapacityConfig
 from sim.planning.facility import PlanningConfig
 from sim.planning.uncertainty import UncertaintyConfig
 from sim.policies import policy_config
 from sim.results.summary import Summary, unit
-from sim.serving.fleet import FleetConfig
+from sim.schema import ConfigError, build, check
+from sim.serving.fleet_config import FleetConfig
 from sim.serving.windows import ExecutionConfig
 from tracking import TrackingConfig, TrackingError
 

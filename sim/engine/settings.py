@@ -8,10 +8,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
 from sim.schedulers.base import Scheduler
+from sim.schema import ConfigError
 
 
 def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import SloConfig, check
+from sim.config import SloConfig
 from sim.policies.base import Policy
 from sim.results.metrics import idle_energy_j, slo_attainment
+from sim.schema import check
 from sim.serving.fleet import Fleet
 from sim.serving.run import SimResult, simulate_fleet
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from sim.config import ConfigError
+from sim.schema import ConfigError
 
 KWH_PER_MWH = 1000.0
 G_PER_T = 1e6

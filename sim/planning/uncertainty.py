@@ -40,12 +40,13 @@ import pandas as pd
 
 from oracle.errors import HeldOutErrors, NoHeldOutErrorsError, calibration_of, corrected_level, held_out_for, scaled
 from oracle.model import OracleRangeWarning
-from sim.config import ConfigError, SloConfig, check
+from sim.config import SloConfig
 from sim.console.progress import progress_bar
 from sim.planning.capacity import Capacity, CapacityConfig, search_capacity
 from sim.policies.base import Policy
 from sim.results.metrics import run_summary, with_savings
 from sim.results.summary import BANDED, SIGNIFICANT, Summary
+from sim.schema import ConfigError, check
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate_fleet
 from sim.serving.run_warnings import RejectedRequestsWarning

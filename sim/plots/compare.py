@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.config import ConfigError, SloConfig, build
+from sim.config import SloConfig
 from sim.planning.uncertainty import BANDS_FILE
 from sim.plots.bands import BANDS_PLOT, plot_bands
 from sim.plots.energy import ENERGY_PLOT, cache_hits, plot_energy_breakdown
@@ -44,6 +44,7 @@ from sim.plots.load import (
     plot_replicas,
 )
 from sim.results.timelines import REPLICAS_FILE, TIMELINES_FILE
+from sim.schema import ConfigError, build
 
 CDF_POINTS = 1000
 """Most points drawn per CDF line: the ranks are evenly spaced, the first and last always kept."""

@@ -16,7 +16,6 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from sim.config import ConfigError, build
 from sim.policies.base import (
     Decision,
     Policy,
@@ -26,6 +25,7 @@ from sim.policies.base import (
     Summarizer,
     unshaped,
 )
+from sim.schema import ConfigError, build
 
 _NOT_POLICIES = {"base"}
 ENTRY_POINTS = "sweetspot_sim.policies"

@@ -14,9 +14,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle.model import Oracle
-from sim.config import check
 from sim.engine.jobs import ServerState
 from sim.policies.base import Decision, Policy, PolicyContext, Request, Shaping
+from sim.schema import check
 
 
 @dataclass(frozen=True)

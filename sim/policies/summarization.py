@@ -15,7 +15,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle.model import Oracle, OracleFormatError
-from sim.config import ConfigError, check
 from sim.engine.jobs import ServerState
 from sim.policies.base import (
     PLACEMENTS,
@@ -26,6 +25,7 @@ from sim.policies.base import (
     Shaping,
     Summarizer,
 )
+from sim.schema import ConfigError, check
 
 
 @dataclass(frozen=True)

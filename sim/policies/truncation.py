@@ -19,9 +19,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from oracle.model import Oracle
-from sim.config import check
 from sim.engine.jobs import ServerState
 from sim.policies.base import Decision, Policy, PolicyContext, Request, Shaping
+from sim.schema import check
 
 KEEPS = ("prefix", "suffix", "middle")
 """What a cut prompt keeps: its first tokens, its last ones, or both ends (`Config.keep`)."""

@@ -20,11 +20,11 @@ from typing import Any
 
 import yaml
 
-from sim.config import ConfigError
 from sim.plots.compare import RECORDS_FILES
 from sim.results.records import RecordsFile
 from sim.results.summary import Summary, split_wall_clock
 from sim.results.timelines import REPLICAS_FILE, TIMELINES_FILE, write_timelines
+from sim.schema import ConfigError
 from sim.serving.run import SimResult
 from tracking.files import replacing, write_text
 from tracking.folder import PARAMS_FILE, RUN_FILE, RUNNING, SUMMARY_FILE, retry_hint

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.config import check
 from sim.kernel.hooks import SG_CLIP, SG_DECAY, SG_INIT, SG_MIN, SG_RATIO, SG_RETRACT, SGLANG
 from sim.schedulers import register
 from sim.schedulers.base import EngineView, Scheduler
+from sim.schema import check
 
 if TYPE_CHECKING:
     from sim.engine.kv import KvLayout

@@ -28,7 +28,6 @@ replica).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,11 +35,9 @@ from sim.engine.costs import sequence_cost
 from sim.kernel.routers import CACHE_AWARE, ENERGY_AWARE, LEAST_TOKENS, LENGTH_AWARE
 from sim.registry import Registry
 from sim.serving.estimates import IDLE, added_energy_j, meets_slo, shared_above_idle_j, tpot_estimate_s
+from sim.serving.fleet import Fleet
 from sim.serving.load_index import LoadIndex
 from sim.serving.server import Server
-
-if TYPE_CHECKING:
-    from sim.serving.fleet import Fleet  # for hints only: fleet.py checks router names against ROUTERS
 
 ROUTERS: Registry[type[Router]] = Registry("router")  # name → its class
 register = ROUTERS.register
@@ -229,4 +226,6 @@ class CacheAware(LeastTokens):
 
 def make_router(fleet: Fleet, servers: Sequence[Server]) -> Router:
     """The fleet's router over its serving replicas (in pool order)."""
+    if fleet.router not in ROUTERS:
+        raise ValueError(f"router must be one of {tuple(ROUTERS)}, got {fleet.router!r}")
     return ROUTERS[fleet.router](fleet, servers)

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import ConfigError, check
 from sim.engine.checks import checked_arrays
 from sim.policies.base import Policy
+from sim.schema import ConfigError, check
 from sim.serving.fleet import Fleet
 from sim.serving.run import SimResult, simulate_fleet
 from sim.serving.server import ServerStats

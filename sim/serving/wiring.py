@@ -14,7 +14,7 @@ from oracle.model import Oracle
 from sim.config import ServerConfig
 from sim.engine.costs import StepCosts
 from sim.engine.jobs import REJECT_SUMMARY, REJECTED, JobTable
-from sim.engine.kv import replica_kv
+from sim.engine.kv_sizing import replica_kv
 from sim.policies.base import Policy, Request
 from sim.serving.clients import Clients, listen
 from sim.serving.fleet import Fleet

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import execute, prepare
-from sim.config import ConfigError
 from sim.results.summary import WALL_CLOCK, RunSummary
 from sim.run_config import app_config
+from sim.schema import ConfigError
 
 RUN_KEYS = set(RunSummary.__dataclass_fields__) - set(WALL_CLOCK)  # summary.json's; the wall clock is in run.json
 REQUIRED = RUN_KEYS | {"baseline", "energy_savings_pct", "gpus", "fleet"}
@@ -185,7 +185,7 @@ def test_capacity_search_lands_in_the_summary_with_the_baselines_size(tmp_path):
 
 
 def test_bad_fleet_and_capacity_settings_name_the_key(tmp_path):
-    from sim.config import ConfigError
+    from sim.schema import ConfigError
 
     with pytest.raises(ConfigError, match="fleet.router"):
         config(tmp_path, "fleet.router=random")

@@ -11,8 +11,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import prepare
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.run_config import app_config
+from sim.schema import ConfigError
 
 CONF = Path(__file__).parents[2] / "conf"
 POLICIES = sorted(p.stem for p in (CONF / "policy").glob("*.yaml"))

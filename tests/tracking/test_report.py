@@ -232,7 +232,7 @@ def test_cluster_launchers_compose(launchers: None, launcher: str, target: str, 
 
 
 def test_router_sweep_experiment_composes_and_every_router_is_valid() -> None:
-    from sim.serving.fleet import FleetConfig
+    from sim.serving.fleet_config import FleetConfig
     from sim.serving.routing import ROUTERS
 
     cfg = _compose(["+experiment=router_sweep"])

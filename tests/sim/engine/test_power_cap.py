@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 import traces
 from oracle.clocks import ladder
 from oracle.model import Oracle
-from sim.config import ConfigError, GpuConfig, ServerConfig
+from sim.config import GpuConfig, ServerConfig
 from sim.engine.costs import StepCosts
 from sim.kernel import costs as kernel_costs
 from sim.kernel import linear
 from sim.oracles import clocked_oracle
+from sim.schema import ConfigError
 from sim.serving.run import simulate
 from sim.serving.run_warnings import ClockBudgetWarning
 

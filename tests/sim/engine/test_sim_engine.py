@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from oracle.model import MemorySpec
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.engine.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, JobTable
-from sim.engine.kv import KvLayout, kv_layout
+from sim.engine.kv import KvLayout
+from sim.engine.kv_sizing import kv_layout
 from sim.engine.reference import Engine
 from sim.schedulers import SCHEDULERS
+from sim.schema import ConfigError
 from sim.serving.run import simulate
 from tests.sim.conftest import flat_kv, rejecting, toy_oracle, trace
 from tests.sim.serving.test_sim_server import event_log

@@ -166,8 +166,8 @@ def test_a_sliding_window_model_runs_without_the_cache_unless_it_is_asked_for(mo
     """The schedulers ship with the switch null (their default): a model the cache is not
     modelled for warns and runs without it; asking for it is a clear error."""
     from oracle.model import Oracle
-    from sim.config import ConfigError
     from sim.engine.settings import PrefixCachingOffWarning
+    from sim.schema import ConfigError
 
     gemma = Oracle.load("gemma-2-9b_h100")
     short = mooncake[mooncake["n_in"] < 4000].iloc[:50]

@@ -117,8 +117,8 @@ def test_app_summary_carries_planning_figures(tmp_path):
 
 
 def test_app_rejects_bad_planning_key():
-    from sim.config import ConfigError
     from sim.run_config import app_config
+    from sim.schema import ConfigError
 
     with pytest.raises(ConfigError, match="planning.pue"):
         app_config({"oracle": "x", "policy": {"name": "none"}, "planning": {"pue": 0.5}})

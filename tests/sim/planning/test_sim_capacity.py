@@ -7,9 +7,10 @@ import logging
 import pytest
 
 import traces
-from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.config import ServerConfig, SloConfig
 from sim.planning.capacity import CapacityConfig, probe, search_capacity
 from sim.policies.base import Policy
+from sim.schema import ConfigError
 from sim.serving.fleet import Fleet, Pool
 from sim.serving.run import simulate_fleet
 

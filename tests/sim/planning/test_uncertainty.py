@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import traces
 from oracle.errors import COLUMNS, HeldOutErrors
 from sim.app import execute, prepare
-from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.config import ServerConfig, SloConfig
 from sim.planning.uncertainty import (
     UncertaintyConfig,
     bands,
@@ -27,6 +27,7 @@ from sim.policies.base import Policy
 from sim.results.metrics import run_summary
 from sim.results.summary import METRICS, unit
 from sim.run_config import app_config
+from sim.schema import ConfigError
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate_fleet
 

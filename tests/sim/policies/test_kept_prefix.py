@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.config import ConfigError
 from sim.engine.jobs import ServerState
 from sim.policies import Decision, Policy, PolicyContext, Request, build_policy, policy_config, unshaped
 from sim.policies.base import Summarizer
 from sim.policies.summarization import Summarization
 from sim.policies.truncation import KEEPS, Truncation
+from sim.schema import ConfigError
 from tests.sim.conftest import toy_oracle
 
 N_IN = np.array([1, 10, 511, 512, 513, 900, 5000])

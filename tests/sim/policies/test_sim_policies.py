@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from oracle.model import OracleRangeWarning
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.engine.jobs import ServerState
 from sim.policies import PolicyContext, Request, build_policy, known_policies, policy_config
 from sim.policies.truncation import efficiency_cap
+from sim.schema import ConfigError
 from sim.serving.run import simulate
 from tests.sim.conftest import trace
 

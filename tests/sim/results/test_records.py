@@ -26,7 +26,7 @@ from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Decision, Policy
 from sim.results.metrics import fleet_peak_power_w, run_summary
 from sim.results.records import RecordsWriter, Requests, partial
-from sim.serving.fleet import FleetConfig, build_fleet
+from sim.serving.fleet_config import FleetConfig, build_fleet
 from sim.serving.run import simulate_fleet
 from tests.sim.conftest import toy_oracle
 

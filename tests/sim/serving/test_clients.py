@@ -15,9 +15,10 @@ from omegaconf import OmegaConf
 
 import traces
 from sim.app import execute, prepare
-from sim.config import ConfigError, ServerConfig
+from sim.config import ServerConfig
 from sim.policies import PolicyContext, build_policy
 from sim.run_config import app_config
+from sim.schema import ConfigError
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate, simulate_fleet
 from sim.serving.run_warnings import RejectedRequestsWarning

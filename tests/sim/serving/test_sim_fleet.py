@@ -8,9 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import traces
-from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.config import ServerConfig, SloConfig
 from sim.results.metrics import fleet_peak_power_w, idle_energy_j, summarize
-from sim.serving.fleet import Fleet, FleetConfig, Pool, build_fleet
+from sim.schema import ConfigError
+from sim.serving.fleet import Fleet, Pool
+from sim.serving.fleet_config import FleetConfig, build_fleet
 from sim.serving.routing import ROUTERS, RoundRobin
 from sim.serving.run import simulate, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace

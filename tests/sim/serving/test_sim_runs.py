@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sim.app import RunContext, execute, prepare
-from sim.config import ConfigError
 from sim.results.summary import METRICS, unit
 from sim.run_config import app_config, objective
+from sim.schema import ConfigError
 from tests import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[3]

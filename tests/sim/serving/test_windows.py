@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 
 from oracle.model import Oracle, OracleRangeWarning
-from sim.config import ConfigError, ServerConfig, SloConfig
+from sim.config import ServerConfig, SloConfig
 from sim.policies import PolicyContext, build_policy
 from sim.results.metrics import summarize
+from sim.schema import ConfigError
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate_fleet
 from sim.serving.windows import ExecutionConfig, clip, plan_windows, simulate_windows

@@ -1,0 +1,52 @@
+"""How much KV cache a replica holds: its GPU memory times `server.kv_memory_fraction` less the
+weights, in units of `sim.engine.kv.KvLayout` (or `server.kv_capacity_tokens` when given)."""
+
+from __future__ import annotations
+
+from oracle.model import MemorySpec, Oracle
+from sim.config import ServerConfig
+from sim.engine.kv import KvLayout
+from sim.schema import ConfigError
+
+
+def replica_kv(oracle: Oracle, config: ServerConfig) -> KvLayout:
+    """The KV layout of a replica serving `oracle` under engine `config` (ConfigError if none fits)."""
+    return kv_layout(
+        oracle.memory,
+        block_size=config.block_size,
+        memory_fraction=config.kv_memory_fraction,
+        capacity_tokens=config.kv_capacity_tokens,
+        name=oracle.name,
+    )
+
+
+def kv_layout(
+    memory: MemorySpec | None,
+    *,
+    block_size: int,
+    memory_fraction: float,
+    capacity_tokens: int | None,
+    name: str,
+) -> KvLayout:
+    """The layout of a replica: from the oracle's memory spec, or `capacity_tokens` if given."""
+    windowed = memory is not None and memory.window_layers > 0 and memory.window_tokens > 0
+    if windowed:
+        assert memory is not None
+        full, window = memory.kv_layers - memory.window_layers, memory.window_layers
+        window_blocks = -(-(memory.window_tokens - 1) // block_size) + 1
+    else:
+        full, window, window_blocks = 1, 0, 0
+    if capacity_tokens is not None:
+        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window))
+    if memory is None:
+        raise ConfigError(
+            f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
+        )
+    free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
+    unit_bytes = block_size * memory.kv_bytes_per_token / ((full + window) if windowed else 1)
+    capacity = int(free // unit_bytes) if free > 0 else 0
+    if capacity < full + window:
+        raise ConfigError(
+            f"oracle {name!r}: the weights leave no KV-cache room at server.kv_memory_fraction={memory_fraction}"
+        )
+    return KvLayout(block_size, full, window, window_blocks, capacity)
