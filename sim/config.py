@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.schema import build, check
+
+if TYPE_CHECKING:
+    from sim.schedulers.base import Scheduler
 
 SERVER_MODES = ("continuous", "static")
 
@@ -96,6 +99,12 @@ class ServerConfig:
         from sim.schedulers import SCHEDULERS
 
         return build(SCHEDULERS[self.scheduler].Options, self.scheduler_options, "server.scheduler_options")
+
+    def make_scheduler(self) -> Scheduler:
+        """The scheduler an engine under this config runs: its plug-in with its checked `Options`."""
+        from sim.schedulers import SCHEDULERS
+
+        return SCHEDULERS[self.scheduler](self.scheduler_settings())
 
 
 @dataclass(frozen=True)

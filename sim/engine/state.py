@@ -16,7 +16,6 @@ from sim.engine.jobs import DONE, JobTable
 from sim.engine.kv import BlockPhases, KvLayout
 from sim.engine.prefix_cache import PrefixCache
 from sim.engine.settings import prefix_settings, settings
-from sim.schedulers import SCHEDULERS
 
 
 class EngineState:
@@ -33,7 +32,7 @@ class EngineState:
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
         self.jobs, self.config, self.kv = jobs, config, kv
-        self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
+        self.scheduler = config.make_scheduler()
         s = settings(self.scheduler, config, kv)
         self.chunked, self.static, self.reserve = bool(s["chunked"]), bool(s["static"]), bool(s["reserve"])
         self.max_tokens, self.max_seqs, self.cap, self._fit = s["max_tokens"], s["max_seqs"], s["cap"], s["fit"]

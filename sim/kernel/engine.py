@@ -20,7 +20,6 @@ from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
 from sim.engine.settings import prefix_settings, settings
 from sim.kernel import admission, announce_compiling, decoding, prefix, state
-from sim.schedulers import SCHEDULERS
 
 SPAN_ROWS = 1024  # span rows a replica buffers in the compiled loops before they move to its ledger
 
@@ -40,7 +39,7 @@ class KernelEngine:
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout, costs: StepCosts) -> None:
         announce_compiling()
         self.jobs, self.config, self.kv = jobs, config, kv
-        self.scheduler = SCHEDULERS[config.scheduler](config.scheduler_settings())
+        self.scheduler = config.make_scheduler()
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
         s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
         s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s, "switch": costs.switch_s}

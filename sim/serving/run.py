@@ -36,7 +36,7 @@ from sim.results.records import RecordsFile, RecordsWriter, Requests
 from sim.serving.clients import closed_loop
 from sim.serving.fleet import Fleet
 from sim.serving.routed import RoutedFleet
-from sim.serving.run_warnings import warn_missed_budget, warn_rejected_codes
+from sim.serving.run_warnings import warn_missed_budget, warn_rejected
 from sim.serving.server import Server, ServerStats
 from sim.serving.wiring import wire
 from traces.jsonl import block_tokens
@@ -138,7 +138,7 @@ def simulate_fleet(
     finish = jobs.finish_s[: arrival.size]
     makespan = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     makespan = max(makespan, float(arrival[-1]) if arrival.size else 0.0)
-    warn_rejected_codes(jobs.reason[: arrival.size])
+    warn_rejected(jobs.reason[: arrival.size])
     warn_missed_budget(stats, servers)
     if writer is not None:
         del made, jobs, servers, env, finish, writer  # the job table, the largest thing left, is held in

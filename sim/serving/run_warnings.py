@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from sim.engine.jobs import REJECT_REASONS
 from sim.engine.ledger import ServerStats
@@ -18,13 +17,9 @@ class RejectedRequestsWarning(UserWarning):
     """Requests of a run that no server could ever serve."""
 
 
-def warn_rejected(records: pd.DataFrame) -> None:
-    """One warning per run with the count of rejected requests by reason (records keep each one's)."""
-    warn_rejected_codes(records["reject_reason"].cat.codes.to_numpy(), stacklevel=4)
-
-
-def warn_rejected_codes(reason: np.ndarray, stacklevel: int = 3) -> None:
-    """The warning of `warn_rejected`, from the requests' REJECT_* codes."""
+def warn_rejected(reason: np.ndarray, stacklevel: int = 3) -> None:
+    """One warning per run with the count of rejected requests by reason, from their REJECT_* codes
+    (the records keep each one's)."""
     counts = np.bincount(reason, minlength=len(REJECT_REASONS))[1:]
     if not counts.any():
         return
