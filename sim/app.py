@@ -22,6 +22,7 @@ from oracle.errors import HeldOutErrors
 from oracle.model import Oracle
 from sim.console.table import brief, clock_line, explain, table
 from sim.engine.kv_sizing import replica_kv
+from sim.identity import run_tags, trace_dataset, unused_params
 from sim.oracles import clocked_oracle
 from sim.planning.capacity import Capacity, search_capacity
 from sim.planning.facility import planning_figures
@@ -36,7 +37,6 @@ from sim.planning.uncertainty import (
 from sim.plots.compare import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Policy
-from sim.results.identity import run_tags, trace_dataset, unused_params
 from sim.results.metrics import fleet_summary, run_summary, with_savings
 from sim.results.output import RECORDS_FILES, check_output, claim_output, write_outputs
 from sim.results.summary import SAME_RUN, Summary, split_wall_clock

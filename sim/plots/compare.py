@@ -43,12 +43,12 @@ from sim.plots.load import (
     plot_load,
     plot_replicas,
 )
+from sim.results.records import RECORDS_FILES
 from sim.results.timelines import REPLICAS_FILE, TIMELINES_FILE
 from sim.schema import ConfigError, build
 
 CDF_POINTS = 1000
 """Most points drawn per CDF line: the ranks are evenly spaced, the first and last always kept."""
-RECORDS_FILES = ("requests.parquet", "requests_baseline.parquet")  # the run's, the baseline's
 PLOTTED = ["completed", "ttft_s", "tpot_s", "e2e_s", "energy_j"]  # the per-request columns the plots read
 PLOT_FILES = ("power.png", "energy_per_request.png", "cdf.png", "batch.png")
 

@@ -1,2 +1,2 @@
 """What a run produces: per-request records, metrics, the typed summary, timelines, the output
-folder, MLflow identity and a Perfetto trace."""
+folder and a Perfetto trace."""

@@ -20,8 +20,7 @@ from typing import Any
 
 import yaml
 
-from sim.plots.compare import RECORDS_FILES
-from sim.results.records import RecordsFile
+from sim.results.records import RECORDS_FILES, RecordsFile
 from sim.results.summary import Summary, split_wall_clock
 from sim.results.timelines import REPLICAS_FILE, TIMELINES_FILE, write_timelines
 from sim.schema import ConfigError

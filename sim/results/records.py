@@ -29,6 +29,7 @@ from sim.results.job_energy import cache_saved_j, job_energy_j, prefill_energy_j
 from tracking.files import temporary, write_error
 
 _REASONS = [REJECT_REASONS[k] for k in sorted(REJECT_REASONS)]
+RECORDS_FILES = ("requests.parquet", "requests_baseline.parquet")  # in a run's folder: the run's, the baseline's
 CHUNK_ROWS = 1 << 14  # rows per Parquet row group of a streamed run (~6 MB of records at a time)
 
 

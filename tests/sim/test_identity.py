@@ -1,10 +1,10 @@
-"""A trace's data-set digest (`sim.results.identity.trace_digest`)."""
+"""A trace's data-set digest (`sim.identity.trace_digest`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from sim.results.identity import trace_digest
+from sim.identity import trace_digest
 from tests.sim.conftest import trace
 
 
