@@ -216,6 +216,12 @@ def model_names() -> list[str]:
     return _names("model")
 
 
+# The measured GPU whose fitted constants each GPU's oracles use (`oracle.build`, `oracle.errors`): H200
+# and A100 have no measured rows, so they take the H100's (same or older software stack), with their own
+# peaks and bandwidths.
+CALIBRATED_ON = {"h100": "H100", "h200": "H100", "a100": "H100", "b200": "B200"}
+
+
 def gpu_names() -> list[str]:
     """Names of the GPUs in `oracle/data/gpus/`."""
     return _names("gpu")

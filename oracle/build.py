@@ -78,9 +78,9 @@ def oracle_for(model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None
 
 def constants_for(gpu: arch.GpuSpec, calibrations: dict[str, hwcal.Calibration]) -> HardwareConstants:
     """Hardware constants for `gpu` from the calibration of its family."""
-    label = hwcal.CALIBRATED_ON.get(gpu.name)
+    label = arch.CALIBRATED_ON.get(gpu.name)
     if label is None:
-        raise KeyError(f"no calibration family for GPU {gpu.name!r}; add it to hwcal.CALIBRATED_ON")
+        raise KeyError(f"no calibration family for GPU {gpu.name!r}; add it to arch.CALIBRATED_ON")
     k = calibrations[label].constants
     ref = arch.load_gpu(label.lower())
     if ref.name == gpu.name:
@@ -109,7 +109,7 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
     out = {measured: hwcal.calibrate(gpu, measured, kernels=kernels.kernel_rows(gpu))}
     k = out[measured].constants
     held = {"inv_p": k.prefill, "inv_attn": k.attention}
-    for label in sorted(set(hwcal.CALIBRATED_ON.values()) - {measured}):
+    for label in sorted(set(arch.CALIBRATED_ON.values()) - {measured}):
         out[label] = hwcal.calibrate(arch.load_gpu(label.lower()), label, held=held)
     return dict(sorted(out.items()))
 
@@ -124,7 +124,7 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
         for m in arch.model_names():
             model = arch.load_model(m)
             for layout in layouts_for(model, gpu):
-                paths.append(_write(derive_oracle(model, gpu, k, layout=layout), cals[hwcal.CALIBRATED_ON[g]], out_dir))
+                paths.append(_write(derive_oracle(model, gpu, k, layout=layout), cals[arch.CALIBRATED_ON[g]], out_dir))
     return paths
 
 

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from oracle import arch
-from oracle.hwcal import CALIBRATED_ON
 from oracle.model import Oracle, Overlap
 
 HELD_OUT_FILE = "data/held_out_errors.csv"
@@ -113,13 +112,13 @@ def load_held_out(path: str | None = None) -> pd.DataFrame:
 
 
 def calibration_of(oracle: Oracle) -> str:
-    """The measured GPU label whose calibration an oracle's GPU rests on (`CALIBRATED_ON`), the
+    """The measured GPU label whose calibration an oracle's GPU rests on (`arch.CALIBRATED_ON`), the
     GPU found as `oracle.clocks.clock_spec` finds it (`arch.find_gpu`). NoHeldOutErrorsError for
     a GPU no calibration covers."""
     found = arch.find_gpu(oracle.gpu)
-    if found is not None and found.name in CALIBRATED_ON:
-        return CALIBRATED_ON[found.name]
-    known = ", ".join(arch.load_gpu(n).full_name for n in arch.gpu_names() if n in CALIBRATED_ON)
+    if found is not None and found.name in arch.CALIBRATED_ON:
+        return arch.CALIBRATED_ON[found.name]
+    known = ", ".join(arch.load_gpu(n).full_name for n in arch.gpu_names() if n in arch.CALIBRATED_ON)
     raise NoHeldOutErrorsError(
         f"oracle {oracle.name!r} runs on {oracle.gpu!r}, which no calibration covers (known: {known})"
     )

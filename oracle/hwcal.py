@@ -53,9 +53,6 @@ from oracle.kernels import KernelRows
 from oracle.overlap import KNEE_COLUMNS, PromptSteps
 from oracle.regress import relative_bounded_lsq
 
-# The measured GPU whose fitted constants each GPU's oracles use: H200 and A100 have no measured rows, so
-# they take the H100's (same or older software stack), with their own peaks and bandwidths (oracle.arch).
-CALIBRATED_ON = {"h100": "H100", "h200": "H100", "a100": "H100", "b200": "B200"}
 MLENERGY_FILE = "data/mlenergy_v3_llm.csv"
 REPLAY_FILE = "data/mlenergy_v3_llm_replay_features.csv"
 KEY = ["config_id"]
