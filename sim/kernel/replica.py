@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sim.config import ServerConfig
 from sim.engine.jobs import JobTable
 from sim.engine.ledger import Ledger
 from sim.kernel import CACHE_DIR, state
@@ -33,21 +34,19 @@ class Fed(Protocol):
     """What the kernel's glue reads and writes of a server (`sim.serving.server.Server`)."""
 
     ledger: Ledger
-    _fi: int
-    _idle: bool
+    feed_next: int
+    idle: bool
 
     @property
     def jobs(self) -> JobTable: ...
     @property
     def engine(self) -> object: ...
     @property
-    def _ftimes(self) -> Sequence[float]: ...
+    def feed_times(self) -> Sequence[float]: ...
     @property
-    def _fjobs(self) -> Sequence[int]: ...
+    def feed_jobs(self) -> Sequence[int]: ...
     @property
-    def _exact(self) -> bool: ...
-    @property
-    def _record(self) -> bool: ...
+    def config(self) -> ServerConfig: ...
     @property
     def on_finish(self) -> object: ...
     @property
@@ -64,7 +63,11 @@ def fits(server: Fed) -> bool:
 
 def fast(server: Fed) -> bool:
     """The fast mode (no exact steps, no recorded features) and no completion or reject callback."""
-    return not (server._exact or server._record) and server.on_finish is None and server.on_reject is None
+    return (
+        not (server.config.exact_steps or server.config.record_features)
+        and server.on_finish is None
+        and server.on_reject is None
+    )
 
 
 def room(server: Fed) -> int:
@@ -88,7 +91,7 @@ def drain(server: Fed, r: state.Replica) -> bool:
         ledger.steps += int(rows_i[:, 0].sum())
     ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
     ledger.missed += missed
-    server._fi, server._idle = fi, bool(idle)
+    server.feed_next, server.idle = fi, bool(idle)
     return len(ledger._i) >= ledger._full
 
 
@@ -97,8 +100,8 @@ class AloneReplica:
 
     def __init__(self, server: Fed) -> None:
         self.server = server
-        feed_t = np.asarray(server._ftimes, dtype=float)  # the feed's buffers, not copies
-        fj = server._fjobs
+        feed_t = np.asarray(server.feed_times, dtype=float)  # the feed's buffers, not copies
+        fj = server.feed_jobs
         self.r = replica_of(server)
         if isinstance(fj, range):  # consecutive jobs: no array of them
             assert fj.step == 1

@@ -17,12 +17,12 @@ import pandas as pd
 
 from sim.config import SloConfig
 from sim.engine.jobs import REJECT_KV, REJECT_REASONS, REJECT_SUMMARY, REJECT_TOKEN_BUDGET
+from sim.engine.ledger import ServerStats
 from sim.engine.spans import PeakSweep
 from sim.results.records import RecordsFile
 from sim.results.summary import Latency, RunSummary, Summary
 from sim.serving.fleet import Fleet
 from sim.serving.run import SimResult
-from sim.serving.server import ServerStats
 
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
 

@@ -26,7 +26,7 @@ def fleet_fits(servers: Sequence[Server], router: Router) -> bool:
     replicas itself, so their `on_change` is not called), plain `Server`s (a subclass may change
     its events) in the fast mode with no other listener, nothing fed to them."""
     return router.kernel_code is not None and all(
-        type(s) is Server and fast(s) and not (s.alone or len(s._ftimes)) for s in servers
+        type(s) is Server and fast(s) and not (s.alone or len(s.feed_times)) for s in servers
     )
 
 
@@ -70,7 +70,7 @@ class RoutedFleet:
     def run(self, bar: Any = None) -> None:
         """Every event to the last: arrivals at their times, the replicas' steps and spans."""
         for s in self.servers:
-            s._idle = s._waiting = True
+            s.idle = s._waiting = True
         rooms = rooms_of(self.f)  # the per-replica span-row limits, written in place before each run
         while True:
             rooms[:] = [room(s) for s in self.servers]

@@ -29,6 +29,7 @@ from oracle.model import Oracle, warn_outside_range
 from sim.config import ServerConfig
 from sim.engine.checks import checked_arrays
 from sim.engine.jobs import JobTable
+from sim.engine.ledger import ServerStats
 from sim.engine.prefix import PrefixBlocks
 from sim.engine.spans import StreamedSpans
 from sim.policies.base import Policy, Shaping, unshaped
@@ -37,7 +38,7 @@ from sim.serving.clients import closed_loop
 from sim.serving.fleet import Fleet
 from sim.serving.routed import RoutedFleet
 from sim.serving.run_warnings import warn_missed_budget, warn_rejected
-from sim.serving.server import Server, ServerStats
+from sim.serving.server import Server
 from sim.serving.wiring import wire
 from traces.jsonl import block_tokens
 

@@ -30,14 +30,11 @@ from sim.config import ServerConfig
 from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
-from sim.engine.ledger import ServerStats
 from sim.engine.reference import Prefill
 from sim.kernel.replica import AloneReplica, fits
 from sim.serving.server_base import Callback, ServerBase
 
 _IDLE, _DECODE, _MIXED = 0, 1, 2  # what a server's wait ends
-
-__all__ = ["Server", "ServerStats"]
 
 
 class Server(ServerBase):
@@ -87,12 +84,12 @@ class Server(ServerBase):
         the caller does once its event has made all its submits (before any other event)."""
         if self._alone:
             raise RuntimeError(f"{self.name} was fed alone=True: nothing may submit jobs to it")
-        if self._fi < len(self._ftimes):
+        if self.feed_next < len(self.feed_times):
             self._pull(t_s)
         room = self.engine.accepts_arrivals()
         if not self._enqueue(job, t_s) or not self._waiting or self._interrupted:
             return False
-        self._interrupted = self._idle or room
+        self._interrupted = self.idle or room
         return self._interrupted
 
     # --- the state machine -------------------------------------------------------------
@@ -108,7 +105,7 @@ class Server(ServerBase):
         """Start what comes next at the server's clock: a decode span, a mixed step or a wait."""
         e, ledger = self.engine, self.ledger
         now = ledger.now
-        if self._fi < len(self._ftimes):
+        if self.feed_next < len(self.feed_times):
             self._pull(now)
         if e.can_span():
             B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
@@ -116,7 +113,11 @@ class Server(ServerBase):
             if self._exact:
                 k = 1
             else:
-                k = e.span_limit() if self._fi == len(self._ftimes) else self._span_steps(B, S, now, budget, floor)
+                k = (
+                    e.span_limit()
+                    if self.feed_next == len(self.feed_times)
+                    else self._span_steps(B, S, now, budget, floor)
+                )
             self._phase = _DECODE
             self._span = (B, S, now, k, budget, floor)
             self._sleep(now + self.costs.span_s(B, S, k, budget, floor))
@@ -140,7 +141,7 @@ class Server(ServerBase):
         """The feed's events, one after the other, without SimPy (the server is alone), up to
         `events` of them; whether it has run them all."""
         e, ledger, exact, steps, closed = self.engine, self.ledger, self._exact, self.steps, self._closed
-        ft, fj, n, fi = self._ftimes, self._fjobs, len(self._ftimes), self._fi
+        ft, fj, n, fi = self.feed_times, self.feed_jobs, len(self.feed_times), self.feed_next
         can_span, enqueue, end_decode, span_steps = e.can_span, e.enqueue, steps.end_decode, self._span_steps
         while True:
             if events <= 0:
@@ -151,7 +152,7 @@ class Server(ServerBase):
                 if not enqueue(fj[fi]) and self.on_reject is not None:
                     self.on_reject(fj[fi], ft[fi])
                 fi += 1
-            self._fi = fi
+            self.feed_next = fi
             if can_span():
                 B, S, budget = e.B, e.S, self.costs.budget_for(e.queue_len)
                 floor = steps.hold(now, B, S, 0, 0, 0)
@@ -209,9 +210,9 @@ class Server(ServerBase):
 
     def _start_idle(self) -> None:
         """Wait for work: to the feed's next arrival, or until a submit wakes the server."""
-        self._idle = True
+        self.idle = True
         self._phase = _IDLE
-        nxt = self._nxt = self._ftimes[self._fi] if self._fi < len(self._ftimes) else None
+        nxt = self._nxt = self.feed_times[self.feed_next] if self.feed_next < len(self.feed_times) else None
         if nxt is None:
             self._waiting = True
         else:
@@ -219,7 +220,7 @@ class Server(ServerBase):
 
     def _resume_idle(self, start: float | None) -> None:
         """Leave the idle wait at time `start` (s): move the clock there and take the arrivals."""
-        self._idle = False
+        self.idle = False
         assert start is not None
         self.ledger.jump(start)
         self._pull(start)
@@ -239,8 +240,8 @@ class Server(ServerBase):
         that could join."""
         e = self.engine
         k = e.span_limit()
-        if k > 1 and self._fi < len(self._ftimes) and e.accepts_arrivals():
-            reach = self.costs.steps_to_reach(B, S, self._ftimes[self._fi] - t0, budget, floor)
+        if k > 1 and self.feed_next < len(self.feed_times) and e.accepts_arrivals():
+            reach = self.costs.steps_to_reach(B, S, self.feed_times[self.feed_next] - t0, budget, floor)
             if reach < k:
                 return reach
         return k

@@ -56,10 +56,13 @@ class ServerBase:
         self.steps = Steps(costs, self.engine, self.ledger, jobs, exact=self._exact, record=self._record)
         self.on_finish, self.on_reject = on_finish, on_reject
         self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
-        self._ftimes: Sequence[float] = ()
-        self._fjobs: Sequence[int] = ()
-        self._fi = 0
-        self._idle = self._alone = False
+        # the feed (`feed`): arrival times (s) and jobs, and the index of the next one not yet queued;
+        # the compiled replica's glue reads them and hands `feed_next` and `idle` back after a run
+        self.feed_times: Sequence[float] = ()
+        self.feed_jobs: Sequence[int] = ()
+        self.feed_next = 0
+        self.idle = False  # waits for work: no step in progress
+        self._alone = False
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -70,11 +73,6 @@ class ServerBase:
     def alone(self) -> bool:
         """Whether it was fed alone (runs ahead of the SimPy clock; see `feed`)."""
         return self._alone
-
-    @property
-    def idle(self) -> bool:
-        """Whether it waits for work (no step in progress)."""
-        return self._idle
 
     # --- inputs ------------------------------------------------------------------------
     def feed(
@@ -95,9 +93,9 @@ class ServerBase:
         if times.shape != (len(ids),) or np.any(np.diff(times) < 0):
             raise ValueError("a feed needs as many sorted arrival times as jobs")
         # read in place: item reads give Python floats and ints, with no per-job list of objects
-        self._ftimes = times.data
-        self._fjobs = ids if isinstance(ids, range) else ids.data
-        self._fi = 0
+        self.feed_times = times.data
+        self.feed_jobs = ids if isinstance(ids, range) else ids.data
+        self.feed_next = 0
         self._alone = alone
         if alone:  # what `_enqueue` writes, for the whole feed at once
             self.jobs.server[slice(ids.start, ids.stop) if isinstance(ids, range) else ids] = self.index
@@ -114,11 +112,11 @@ class ServerBase:
 
     def _pull(self, limit: float) -> None:
         """Move feed arrivals up to time `limit` into the queue."""
-        ft, i, n = self._ftimes, self._fi, len(self._ftimes)
+        ft, i, n = self.feed_times, self.feed_next, len(self.feed_times)
         while i < n and ft[i] <= limit:
-            self._enqueue(self._fjobs[i], ft[i])
+            self._enqueue(self.feed_jobs[i], ft[i])
             i += 1
-        self._fi = i
+        self.feed_next = i
 
     # --- outputs -----------------------------------------------------------------------
     def _closed(self, first: list[int], done: list[int]) -> None:

@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.checks import checked_arrays
+from sim.engine.ledger import ServerStats
 from sim.policies.base import Policy
 from sim.schema import ConfigError, check
 from sim.serving.fleet import Fleet
 from sim.serving.run import SimResult, simulate_fleet
-from sim.serving.server import ServerStats
 
 EXECUTORS = ("local", "ray")
 COUNTS = ("span_steps", "span_tokens")  # per-span counts split (rounded) with the span's time, like its energy

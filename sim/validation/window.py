@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.serving.server import ServerStats
+from sim.engine.ledger import ServerStats
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def test_the_kernel_leaves_the_engine_and_ledger_as_the_general_loop_does(schedu
         ends.append(
             (
                 {k: getattr(e, k) for k in ("B", "N", "S", "used", "queued_need", "queued_prompt", "preemptions")},
-                (ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w, server._fi, env.now),
+                (ledger.t, ledger.tc, ledger.steps, ledger.step_avg, ledger.peak_w, server.feed_next, env.now),
                 server.state(),
             )
         )

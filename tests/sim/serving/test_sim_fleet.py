@@ -240,7 +240,7 @@ def test_servers_fed_alone_take_turns_the_one_furthest_behind_first(llama, monke
     def watched(self: Server, events: int = 1 << 62) -> bool:
         if self not in servers:
             servers.append(self)
-        others = [s.ledger.now for s in servers if s is not self and s._fi < len(s._ftimes)]
+        others = [s.ledger.now for s in servers if s is not self and s.feed_next < len(s.feed_times)]
         turns.append((self.ledger.now, min(others, default=float("inf"))))
         return replay(self, events)
 

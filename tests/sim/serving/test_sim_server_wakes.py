@@ -76,10 +76,10 @@ class InterruptedServer(Server):
         return woke
 
     def _wait_idle(self) -> Generator[Any, Any, None]:
-        self._idle = True
-        nxt = self._ftimes[self._fi] if self._fi < len(self._ftimes) else None
+        self.idle = True
+        nxt = self.feed_times[self.feed_next] if self.feed_next < len(self.feed_times) else None
         woke = yield from self._wait(nxt)
-        self._idle = False
+        self.idle = False
         start = woke if woke is not None else nxt
         assert start is not None
         self.ledger.jump(start)
