@@ -32,7 +32,7 @@ from sim.kernel.engine import KernelEngine
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import flat_kv, toy_oracle, trace
 from tests.sim.kernel.test_loop import assert_same, both
-from tests.sim.test_sim_properties import SETTINGS
+from tests.sim.serving.test_sim_properties import SETTINGS
 
 Record = tuple[list[tuple[int, int, int]] | None, list[int], int, dict[int, int], list[int]]
 PREFIX_SCHEDULERS = sorted(name for name, cls in SCHEDULERS.items() if cls.prefix_caching)

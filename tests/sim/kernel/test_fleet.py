@@ -21,7 +21,7 @@ from sim.serving.fleet import Fleet, Pool
 from sim.serving.run import SimResult, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
 from tests.sim.kernel.test_loop import LAYOUTS, assert_same, general_loop
-from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
+from tests.sim.serving.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
 ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])
 DYADIC_T = (0.25, 0.0, 0.0, 0.125, 0.0, 0.0)  # step times (s) that fall on the arrivals' grid

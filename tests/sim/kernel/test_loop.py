@@ -24,7 +24,7 @@ from sim.schedulers import SCHEDULERS
 from sim.serving.run import SimResult, simulate
 from sim.serving.server import Server
 from tests.sim.conftest import flat_kv, random_rejections, rejecting, toy_oracle, trace
-from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
+from tests.sim.serving.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
 
 # (layers, windowed layers, window tokens): none, Gemma-like halves, mostly windowed
 LAYOUTS = st.sampled_from([None, (4, 2, 40), (6, 5, 9)])

@@ -18,7 +18,7 @@ from sim.schedulers import SCHEDULERS
 from sim.serving.run import simulate
 from tests.sim.conftest import random_rejections, toy_oracle, trace
 from tests.sim.kernel.test_loop import assert_same, both
-from tests.sim.test_sim_properties import COEF_E, COEF_T, SETTINGS
+from tests.sim.serving.test_sim_properties import COEF_E, COEF_T, SETTINGS
 
 PAGED = sorted(name for name, cls in SCHEDULERS.items() if cls.prefix_caching)
 
