@@ -9,7 +9,8 @@ C = TypeVar("C", bound=type[Any])
 
 
 class Registry(dict[str, T]):
-    """Plug-in classes keyed by their `name` attribute; `register` is the decorator that adds one."""
+    """Plug-in classes keyed by their `name` attribute, in the order of their names (not of their
+    import); `register` is the decorator that adds one."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
@@ -20,4 +21,7 @@ class Registry(dict[str, T]):
         if cls.name in self:
             raise ValueError(f"{self.kind} {cls.name!r} is registered twice ({self[cls.name]} and {cls})")
         self[cls.name] = cls  # type: ignore[assignment]  # a subclass of T, as its use asserts
+        entries = sorted(self.items())
+        self.clear()
+        self.update(entries)
         return cls

@@ -1,4 +1,4 @@
-"""Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.serving.routing` says
+"""Routers' picks, compiled: which replica of a routed fleet takes a request (`sim.serving.routers` says
 the rules; the picks are the same). `f.router` picks the rule: `LEAST_TOKENS`, `LENGTH_AWARE`,
 `ENERGY_AWARE` or `CACHE_AWARE`; a router class names its code in `Router.kernel_code`. Replicas are in pool
 order, pool p being replicas `f.pool_lo[p]` to `f.pool_hi[p] − 1`. The fleet keeps each
@@ -82,7 +82,7 @@ def _meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
     """The replica that adds the least energy, then the least outstanding work, then the first,
-    among those meeting the SLO; least tokens if none does (`sim.serving.routing.EnergyAware.pick`)."""
+    among those meeting the SLO; least tokens if none does (`sim.serving.routers.energy_aware.EnergyAware.pick`)."""
     best, best_e, best_w = -1, 0.0, 0
     for p in range(f.pool_lo.size):
         lo, hi = f.pool_lo[p], f.pool_hi[p]
@@ -105,7 +105,7 @@ def _energy_aware(f, reps, n_in, n_out):  # type: ignore[no-untyped-def]
 def _cache_aware(f, reps, j, n_in):  # type: ignore[no-untyped-def]
     """The replica with the best score: the share of job j's prompt it holds cached, less
     `f.cache_balance` × its load above the mean over the mean; then the least loaded, then the
-    first (`sim.serving.routing.CacheAware.pick`)."""
+    first (`sim.serving.routers.cache_aware.CacheAware.pick`)."""
     load = f.load
     mean = load.sum() / load.size
     scale = max(1.0, mean)

@@ -1,7 +1,7 @@
 """A fleet: pools of identical serving replicas (one model on one GPU kind each) behind a router.
 
 `Fleet` is what the simulator and the routers take: oracles resolved, server configs built, the
-router named (`sim.serving.routing.make_router` checks the name). Its configured form, the `fleet:`
+router named (`sim.serving.routers.make_router` checks the name). Its configured form, the `fleet:`
 section, is `sim.serving.fleet_config`.
 """
 

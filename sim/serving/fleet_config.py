@@ -3,7 +3,7 @@ into a `Fleet` (`build_fleet`).
 
 Either `replicas` copies of the top-level `oracle` and `server`, or explicit `pools`, each with its
 own oracle, replica count, server overrides and (for the `length_aware` router) length bounds; the
-router is a name of `sim.serving.routing.ROUTERS`.
+router is a name of `sim.serving.routers.ROUTERS`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from oracle.model import Oracle
 from sim.config import ServerConfig, SloConfig
 from sim.schema import build, check
 from sim.serving.fleet import MAX_SERVERS, Fleet, Pool
-from sim.serving.routing import ROUTERS
+from sim.serving.routers import ROUTERS
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """`LoadIndex`: the replicas of one group ordered by load (outstanding tokens, steps until the
-last decoder finishes), kept by the routers that read load (`sim.serving.routing`) so that a pick
+last decoder finishes), kept by the routers that read load (`sim.serving.routers`) so that a pick
 re-reads only the replicas whose engine changed since the last one.
 """
 

@@ -15,7 +15,7 @@ from sim.kernel.fleet import FINISHED as FLEET_DONE
 from sim.kernel.fleet import new_fleet, now_s, rooms_of, run_fleet
 from sim.kernel.replica import compiling, drain, fast, replica_of, room
 from sim.serving.estimates import shared_above_idle_j
-from sim.serving.routing import Router
+from sim.serving.routers.base import Router
 from sim.serving.server import Server
 
 PROGRESS_EVERY = 4096  # arrival instants between two updates of a routed fleet's progress bar

@@ -19,7 +19,8 @@ from sim.policies.base import Policy, Request
 from sim.serving.clients import Clients, listen
 from sim.serving.fleet import Fleet
 from sim.serving.routed import RoutedFleet, fleet_fits
-from sim.serving.routing import Router, make_router
+from sim.serving.routers import make_router
+from sim.serving.routers.base import Router
 from sim.serving.server import Server
 
 

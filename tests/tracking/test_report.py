@@ -233,7 +233,7 @@ def test_cluster_launchers_compose(launchers: None, launcher: str, target: str, 
 
 def test_router_sweep_experiment_composes_and_every_router_is_valid() -> None:
     from sim.serving.fleet_config import FleetConfig
-    from sim.serving.routing import ROUTERS
+    from sim.serving.routers import ROUTERS
 
     cfg = _compose(["+experiment=router_sweep"])
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.fleet.replicas == 6

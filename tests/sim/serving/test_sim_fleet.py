@@ -13,7 +13,8 @@ from sim.results.metrics import fleet_peak_power_w, idle_energy_j, summarize
 from sim.schema import ConfigError
 from sim.serving.fleet import Fleet, Pool
 from sim.serving.fleet_config import FleetConfig, build_fleet
-from sim.serving.routing import ROUTERS, RoundRobin
+from sim.serving.routers import ROUTERS
+from sim.serving.routers.round_robin import RoundRobin
 from sim.serving.run import simulate, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
 

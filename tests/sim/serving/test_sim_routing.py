@@ -15,9 +15,13 @@ from sim.engine.costs import StepCosts, sequence_cost, sequence_energy_j
 from sim.engine.jobs import JobTable, ServerState
 from sim.policies import PolicyContext, build_policy
 from sim.results.metrics import summarize
-from sim.serving import estimates, load_index, routing
+from sim.serving import estimates, load_index
 from sim.serving.estimates import marginal_energy_j, tpot_estimate_s, ttft_estimate_s
 from sim.serving.fleet import Fleet, Pool
+from sim.serving.routers.cache_aware import CacheAware
+from sim.serving.routers.energy_aware import EnergyAware
+from sim.serving.routers.least_tokens import LeastTokens
+from sim.serving.routers.length_aware import LengthAware
 from sim.serving.run import simulate_fleet
 from sim.serving.server import Server
 from tests.sim.conftest import flat_kv, toy_oracle, trace
@@ -209,10 +213,10 @@ def brute_cache_aware(self, n_in, n_out, job=-1):
 
 
 BRUTE_FORCE = {
-    "cache_aware": (routing.CacheAware, brute_cache_aware),
-    "least_tokens": (routing.LeastTokens, brute_least_tokens),
-    "length_aware": (routing.LengthAware, brute_length_aware),
-    "energy_aware": (routing.EnergyAware, brute_energy_aware),
+    "cache_aware": (CacheAware, brute_cache_aware),
+    "least_tokens": (LeastTokens, brute_least_tokens),
+    "length_aware": (LengthAware, brute_length_aware),
+    "energy_aware": (EnergyAware, brute_energy_aware),
 }
 
 
@@ -278,8 +282,8 @@ def test_cache_aware_picks_equal_the_brute_force_definition_with_prefix_caches(l
     fleet = many_replicas(llama, "cache_aware", 6, server=ServerConfig(kv_capacity_tokens=150_000))
     fast = simulate_fleet(requests, fleet).requests
     assert fast["cached_tokens"].sum() > 0 and fast["preemptions"].sum() > 0
-    monkeypatch.setattr(routing.CacheAware, "pick", brute_cache_aware)
-    monkeypatch.setattr(routing.CacheAware, "kernel_code", None)  # the SimPy process, asking `pick`
+    monkeypatch.setattr(CacheAware, "pick", brute_cache_aware)
+    monkeypatch.setattr(CacheAware, "kernel_code", None)  # the SimPy process, asking `pick`
     reference = simulate_fleet(requests, fleet).requests
     assert fast["server"].tolist() == reference["server"].tolist()
     assert fast["energy_j"].tolist() == reference["energy_j"].tolist()

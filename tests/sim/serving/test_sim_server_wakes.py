@@ -28,7 +28,7 @@ from sim.policies.base import Decision, Policy, Request, Summarizer
 from sim.policies.summarization import Summarization
 from sim.schedulers import SCHEDULERS
 from sim.serving.fleet import Fleet, Pool
-from sim.serving.routing import ROUTERS
+from sim.serving.routers import ROUTERS
 from sim.serving.run import SimResult, simulate_fleet
 from sim.serving.server import Server
 from tests.sim.conftest import flat_kv, toy_oracle, trace
