@@ -52,8 +52,8 @@ class ServerBase:
             Engine(jobs, config, kv) if exact else KernelEngine(jobs, config, kv, costs)
         )
         self.ledger = Ledger()
-        self._exact, self._record = config.exact_steps, config.record_features
-        self.steps = Steps(costs, self.engine, self.ledger, jobs, exact=self._exact, record=self._record)
+        self._exact = config.exact_steps
+        self.steps = Steps(costs, self.engine, self.ledger, jobs, exact=self._exact, record=config.record_features)
         self.on_finish, self.on_reject = on_finish, on_reject
         self.on_change: Notify | None = None  # after the engine's load changes (a router's index listens)
         # the feed (`feed`): arrival times (s) and jobs, and the index of the next one not yet queued;
