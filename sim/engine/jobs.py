@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 from sim.engine.prefix import PrefixBlocks
 
 PENDING, DONE, REJECTED = 0, 1, 2
+Prefill = list[tuple[int, int, int]]  # a step's prompt work: (job, chunk tokens, tokens already prefilled)
 # Why a job was rejected (JobTable.reason): codes and the words records and summaries use.
 REJECT_NONE, REJECT_KV, REJECT_TOKEN_BUDGET, REJECT_SUMMARY = 0, 1, 2, 3
 REJECT_REASONS = {
@@ -35,7 +36,7 @@ class ServerState:
     """What a policy or a router may see of a server when a request arrives (requests, tokens, s).
 
     decoders and decode_ctx: sequences decoding and the sum of their contexts (tokens);
-    outstanding_tokens: work left (`Engine.outstanding_tokens`); queued_kv_tokens and
+    outstanding_tokens: work left (`SimpleEngine.outstanding_tokens`); queued_kv_tokens and
     queued_prompt_tokens: Σ n_in + n_out and Σ n_in of the queued requests; last_finish_steps:
     steps until the last decoder finishes (0: none decoding); recent_step_s: moving average of its
     step time (s), prefills included.

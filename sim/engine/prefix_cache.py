@@ -1,4 +1,4 @@
-"""A replica's prefix cache as plain Python, the reference `sim.engine.reference.Engine` owns.
+"""A replica's prefix cache as plain Python, the one the simple reference `sim.engine.simple.SimpleEngine` owns.
 
 vLLM V1's automatic prefix caching (when `pc`): a prompt's full blocks of `hb` tokens
 (`sim.engine.prefix.PrefixBlocks`) are cached once its prefill is done, shared by every running

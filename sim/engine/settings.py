@@ -1,5 +1,5 @@
-"""A replica's engine settings, resolved from its config and scheduler: what the reference
-`sim.engine.reference.Engine` and the compiled kernel's `sim.kernel.engine.KernelEngine` both
+"""A replica's engine settings, resolved from its config and scheduler: what the simple reference
+`sim.engine.simple.SimpleEngine` and the compiled kernel's `sim.kernel.engine.KernelEngine` both
 read, so that the two engines run under the same settings.
 """
 
@@ -16,7 +16,7 @@ from sim.schema import ConfigError
 
 
 def settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout) -> dict[str, Any]:
-    """A replica's engine settings, resolved from its config and scheduler (`Engine` reads the same)."""
+    """A replica's engine settings, resolved from its config and scheduler (both engines read these)."""
     cls = type(scheduler)
     return {
         "cap": kv.capacity_units,

@@ -11,7 +11,8 @@
 - `decoding`: running steps: decode spans, closing a step, the decoders and their completions.
 - `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
 - `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
-- `engine`: `KernelEngine`, `sim.engine.reference.Engine`'s interface over a `Replica` (the SimPy process).
+- `engine`: `KernelEngine`, the engine interface (`sim.engine.simple.SimpleEngine`'s) over a `Replica`
+  (the SimPy process).
 - `replica`: the Python side of the loops: runs a server fed alone, and moves the buffers of either
   loop into the ledgers (`sim.serving.routed` runs a routed fleet with it).
 

@@ -1,7 +1,7 @@
 """Forming a replica's next step, compiled: the queue, admission, and the preemptions that make
-room, on a `sim.kernel.state.Replica`. The rules and their conventions are those of
-`sim.engine.reference.Engine` (its docstring says them); the results are the same bits. The
-steps themselves run in `sim.kernel.decoding`.
+room, on a `sim.kernel.state.Replica`. The rules and their conventions are those of the simple
+reference `sim.engine.simple.SimpleEngine` (its docstring says them in plain words); the results
+agree to 1e-9 relative. The steps themselves run in `sim.kernel.decoding`.
 
 A step's prefill work is `r.work_j`, `r.work_m`, `r.work_past` (job, chunk tokens, tokens of the
 prefill already computed; `r.nwork` of them). Preemptions are logged in `r.plog` as (job, kind,

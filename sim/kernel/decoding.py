@@ -1,7 +1,15 @@
 """Running a replica's steps, compiled: decode spans, closing a step, the decoders and their
-completions, on a `sim.kernel.state.Replica`. The rules and their conventions are those of
-`sim.engine.reference.Engine` (its docstring says them); the results are the same bits. The
-steps are formed in `sim.kernel.admission`.
+completions, on a `sim.kernel.state.Replica`. The rules and their conventions are those of the
+simple reference `sim.engine.simple.SimpleEngine` (its docstring says them in plain words),
+which runs one step at a time; the results agree to 1e-9 relative (tests/sim/engine/test_simple.py).
+The steps are formed in `sim.kernel.admission`.
+
+Fast spans: while no prompt is being prefilled and the queue cannot be admitted, every step is a
+plain decode step of the same sequences. A decoder needs a new block every `block_size` steps, at a
+phase fixed while it decodes, so the blocks a span allocates are a sum over a table of weights by
+phase (`sim.kernel.kv`); `span_limit` is the number of steps until the next completion,
+sliding-window saturation, the first step whose blocks would not fit, the scheduler's
+`steady_steps`, or an eviction from the prefix cache that could change the queue head's admission.
 
 A request's share of the steps' constant energy is a running sum of 1/(sequences in the step),
 each step's term scaled by 1 + its `extra` (the energy a power cap's lower clock saved, in step

@@ -1,7 +1,8 @@
-"""`KernelEngine`: `sim.engine.reference.Engine`'s interface over a compiled `Replica`, so that the SimPy
-process (`sim.serving.server.Server` in the fast mode: dynamic policies, summaries, closed loops, users'
-own SimPy processes) runs the kernel's rules, not copies of them. Each call is one compiled
-call; `sim.engine.reference.Engine` stays as the step-by-step reference (the exact-steps mode).
+"""`KernelEngine`: a server's engine interface over a compiled `Replica`, so that the SimPy process
+(`sim.serving.server.Server` in the fast mode: dynamic policies, summaries, closed loops, recorded
+step features, users' own SimPy processes) runs the kernel's rules, not copies of them. Each call
+is one compiled call; `sim.engine.simple.SimpleEngine`, with the same interface, is the
+deliberately simple reference the exact-steps mode runs.
 
 The same `Replica` serves the compiled loops when its server is fed alone (`sim.kernel.replica`)
 or routed (`sim.kernel.fleet`).
@@ -34,7 +35,7 @@ def _counter(name: str, doc: str) -> property:
 
 
 class KernelEngine:
-    """A replica's batch and KV state in a compiled `Replica` (`r`), with `Engine`'s methods."""
+    """A replica's batch and KV state in a compiled `Replica` (`r`), with `SimpleEngine`'s methods."""
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout, costs: StepCosts) -> None:
         announce_compiling()
@@ -63,7 +64,7 @@ class KernelEngine:
             np.zeros(0, np.int64),
         )
 
-    # --- Engine's methods ----------------------------------------------------------------
+    # --- the engine interface (`SimpleEngine`'s) --------------------------------------------
     def enqueue(self, j: int) -> bool:
         """Queue job j, or reject it (status and reason set) if this engine can never serve it."""
         return bool(admission.enqueue(self.r, j))

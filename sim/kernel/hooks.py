@@ -77,8 +77,10 @@ def reserve(r, j, chunk):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def steady_steps(r):  # type: ignore[no-untyped-def]
-    """Steps of plain decode over which `headroom` and `reserve` keep their rule."""
-    if r.hooks == SGLANG and r.qlen and _ratio(r) > r.hook_f[SG_MIN]:
+    """Steps of plain decode over which `headroom` and `reserve` keep their rule. SGLang's headroom
+    falls at every step while a request waits (the running requests' outputs left shrink, and its
+    ratio falls to its floor), so each step may admit it: spans of one step then."""
+    if r.hooks == SGLANG and r.qlen:
         return 1
     return FOREVER
 

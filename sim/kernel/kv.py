@@ -1,4 +1,10 @@
-"""KV units and block phases of a replica, compiled (`sim.engine.kv.KvLayout.units`, `BlockPhases`)."""
+"""KV units and block phases of a replica, compiled (`sim.engine.kv.KvLayout.units`).
+
+A decoder allocates a block every `block_size` steps, at a phase (step number modulo the block)
+that stays fixed while it decodes, so the units all decoders allocate at step n are the weights
+summed at phase −n mod block (`r.weights`, total `r.ptotal`): any span of steps costs whole cycles
+of the total plus fewer than `block_size` table reads.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ def phase_add(r, key, weight):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def over(r, steps):  # type: ignore[no-untyped-def]
-    """Units the decoders allocate in the next `steps` steps (`BlockPhases.over`)."""
+    """Units the decoders allocate in the next `steps` steps."""
     bs, w = r.bs, r.weights
     cycles, rest = divmod(steps, bs)
     out = cycles * r.ptotal
@@ -39,7 +45,7 @@ def over(r, steps):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def steps_within(r, limit, free):  # type: ignore[no-untyped-def]
-    """The most steps ≤ limit from now whose allocations fit in `free` units (`BlockPhases.steps_within`)."""
+    """The most steps ≤ limit from now whose allocations fit in `free` units."""
     if r.ptotal == 0:
         return limit
     cycles = free // r.ptotal

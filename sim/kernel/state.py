@@ -174,7 +174,7 @@ def clock(r):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def counters(r):  # type: ignore[no-untyped-def]
-    """The engine counters `sim.engine.reference.Engine` keeps, named by `COUNTERS`."""
+    """The replica's engine counters, named by `COUNTERS`."""
     return (
         r.B, r.N, r.S, r.used, r.pending, r.queued_need, r.queued_prompt, r.fsum, r.fmax, r.share,
         r.share_c, r.preemptions, r.prefilled, r.qlen, r.olen,

@@ -1,4 +1,4 @@
-"""What a serving engine's scheduler decides, as a plug-in of `sim.engine.reference.Engine`.
+"""What a serving engine's scheduler decides, as a plug-in of the engine (`sim.engine.simple`, `sim.kernel`).
 
 A scheduler is one class: its rules as class attributes (what the engine reads at every step)
 and hooks the engine calls at the rare decisions (which sequence to preempt, how much KV cache
@@ -7,8 +7,8 @@ an admission must leave free), with a frozen dataclass `Options` of its own sett
 sequence preempted, preempted sequences back at the front of the queue, no admission headroom.
 
 The compiled kernel (`sim.kernel`: servers fed alone and routed fleets) runs the same hooks
-compiled, chosen by `kernel_settings` (`sim.kernel.hooks`); the SimPy process and the
-exact-steps reference call these.
+compiled, chosen by `kernel_settings` (`sim.kernel.hooks`); the exact-steps reference
+(`sim.engine.simple`) calls these.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class EngineView(Protocol):
-    """What the hooks read of the engine that calls them (`sim.engine.reference.Engine`, whose
+    """What the hooks read of the engine that calls them (`sim.engine.simple.SimpleEngine`, whose
     attributes these are): a plug-in needs the engine's state, not its module, which imports the
     plug-ins."""
 
@@ -36,13 +36,21 @@ class EngineView(Protocol):
     kv: KvLayout
     cap: int  # KV units of the cache
     N: int  # steps run
-    B: int  # decoders
-    fsum: int  # Σ the decoders' finish steps
-    fmax: int  # max of the decoders' finish steps
     order: dict[int, None]  # running sequences, admission order
-    decoders: dict[int, tuple[int, int, int]]  # job → (finish step, phase key, block weight)
     partial: tuple[int, int, int] | None  # the prompt mid-prefill: (job, tokens computed, prefill target)
     queue: deque[int]
+
+    @property
+    def B(self) -> int: ...  # decoders
+
+    @property
+    def decoders(self) -> dict[int, int]: ...  # job → the step after which it is done
+
+    @property
+    def fsum(self) -> int: ...  # Σ the decoders' finish steps
+
+    @property
+    def fmax(self) -> int: ...  # max of the decoders' finish steps
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class Scheduler:
 
     def never_admitted(self, engine: EngineView, n_in: Any, n_out: Any) -> Any:
         """Whether requests of these lengths (tokens; ints or arrays) could not be admitted even
-        alone, under this scheduler's own admission rule: `Engine.enqueue` rejects them on
+        alone, under this scheduler's own admission rule: `SimpleEngine.enqueue` rejects them on
         arrival (beside the engine's own checks, which cover the base rule)."""
         return np.zeros(np.shape(n_in), dtype=bool)
 
@@ -84,11 +92,6 @@ class Scheduler:
         """KV units an admission of `job` sets aside beyond what its prefill chunk of `chunk`
         tokens allocates."""
         return 0
-
-    def steady_steps(self, engine: EngineView) -> int:
-        """Steps of plain decode from now over which `headroom` and `reserve` keep their rule
-        (a span of decode steps runs no longer, so that an admission they allow is not missed)."""
-        return 1 << 62
 
     def preempted(self, engine: EngineView) -> None:
         """Called once a step's preemptions are done (state a scheduler keeps may change)."""

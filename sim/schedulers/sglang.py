@@ -97,7 +97,7 @@ class Sglang(Scheduler):
             return 0
         clip, jobs, n = self.options.clip_max_new_tokens, engine.jobs, engine.N
         if engine.B and engine.fmax - n > clip:  # some output left is longer than the clip
-            left = sum(min(f - n, clip) for f, _, _ in engine.decoders.values())
+            left = sum(min(f - n, clip) for f in engine.decoders.values())
         else:  # none is (`fmax` bounds the decoders' finish steps): the engine's running sum
             left = engine.fsum - engine.B * n
         if engine.partial is not None:
@@ -113,10 +113,6 @@ class Sglang(Scheduler):
         left = min(int(jobs.n_out[job]) - gen, self.options.clip_max_new_tokens)
         return engine.kv.units(target + left) - engine.kv.units(chunk)
 
-    def steady_steps(self, engine: EngineView) -> int:
-        """One step while the ratio still falls and a request waits (each step may admit it)."""
-        return 1 if engine.queue and self.ratio(engine) > self.min_ratio else 1 << 62
-
     def victim(self, engine: EngineView) -> int:
         """The running request with the fewest output tokens, then the longest prompt; among
         equals the most recently admitted (the last of SGLang's stable descending sort)."""
@@ -125,10 +121,10 @@ class Sglang(Scheduler):
             return next(reversed(engine.order))  # only the prompt mid-prefill runs
         best, key = -1, (0, 0)
         for j in engine.order:
-            entry = dec.get(j)
-            if entry is None:
+            f = dec.get(j)
+            if f is None:
                 continue
-            k = (int(jobs.n_out[j]) - (entry[0] - n), -int(jobs.n_in[j]))
+            k = (int(jobs.n_out[j]) - (f - n), -int(jobs.n_in[j]))
             if best < 0 or k <= key:
                 best, key = j, k
         return best
@@ -137,7 +133,7 @@ class Sglang(Scheduler):
         """The ratio after a retraction: outputs generated plus headroom over outputs asked."""
         jobs, n = engine.jobs, engine.N
         asked = sum(int(jobs.n_out[j]) for j in engine.decoders)
-        done = sum(int(jobs.n_out[j]) - (f - n) for j, (f, _, _) in engine.decoders.items())
+        done = sum(int(jobs.n_out[j]) - (f - n) for j, f in engine.decoders.items())
         ratio = (done + self.options.retract_decode_steps * len(engine.decoders)) / asked if asked else 1.0
         self.set_at = (min(ratio, 1.0), n)
 

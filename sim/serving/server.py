@@ -2,7 +2,8 @@
 and moves the clock.
 
 What the server holds, takes in and shows is `sim.serving.server_base.ServerBase`; batch formation
-(admission, KV accounting, preemption) is `sim.engine.reference.Engine`; the price of steps and their
+(admission, KV accounting, preemption) is the compiled kernel's (`sim.kernel.engine.KernelEngine`;
+in the exact-steps mode the simple reference `sim.engine.simple.SimpleEngine`); the price of steps and their
 closing are `sim.serving.steps.Steps`; the clock and span log are `sim.engine.ledger.Ledger`. Only
 batch-changing events wake the server: a step that prefills or preempts, the next completion, a
 window that fills, a KV shortage, and an arrival that could join. Between them the decoders advance
@@ -28,9 +29,8 @@ from simpy.events import URGENT, Timeout
 
 from sim.config import ServerConfig
 from sim.engine.costs import StepCosts
-from sim.engine.jobs import JobTable
+from sim.engine.jobs import JobTable, Prefill
 from sim.engine.kv import KvLayout
-from sim.engine.reference import Prefill
 from sim.kernel.replica import AloneReplica, fits
 from sim.serving.server_base import Callback, ServerBase
 

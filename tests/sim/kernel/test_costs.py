@@ -1,6 +1,6 @@
 """The kernel's step costs and KV arithmetic on random inputs: decode spans' closed forms against
 the steps summed one by one, a mixed step and KV units bit for bit against `sim.engine.costs.StepCosts`
-and `sim.engine.kv.KvLayout` / `BlockPhases` (the step-by-step reference's)."""
+and `sim.engine.kv.KvLayout`, block phases against the decoders' allocations step by step."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from numba import njit
 from oracle.features import StepCoef
 from oracle.model import ExpertReads, Overlap
 from sim.engine.costs import StepCosts
-from sim.engine.kv import BlockPhases, KvLayout
+from sim.engine.kv import KvLayout
 from sim.kernel import costs, kv, linear
 from tests.sim.kernel.test_lists import replica, row
 
@@ -261,17 +261,24 @@ def _phases(r, keys, weights, n, steps, limits, frees):  # type: ignore[no-untyp
     st.lists(st.integers(0, 200) | st.integers(0, 10**5), min_size=1, max_size=10),
     st.lists(st.tuples(st.integers(0, 200) | st.integers(0, 10**5), st.integers(0, 10**4)), min_size=1, max_size=10),
 )
-def test_block_phases_are_the_reference(bs, decoders, n, steps, queries):
-    """over and steps_within: units the decoders allocate in the next steps, steps that fit in free units."""
+def test_block_phases_sum_the_decoders_allocations_step_by_step(bs, decoders, n, steps, queries):
+    """over and steps_within: units the decoders allocate in the next steps, steps that fit in free
+    units; a decoder of phase key allocates its weight in the step after m completed steps when
+    −m ≡ key (mod block)."""
     keys = np.array([k % bs for k, _ in decoders], np.int64)
     weights = np.array([w for _, w in decoders], np.int64)
-    phases = BlockPhases(bs)
-    for key, weight in zip(keys.tolist(), weights.tolist(), strict=True):
-        phases.add(key, weight)
+    table = np.bincount(keys, weights, minlength=bs).astype(np.int64)  # units allocated at each phase
+
+    def per_step(m: int, count: int) -> np.ndarray:  # units allocated by the `count` steps after m completed ones
+        return table[-(m + np.arange(count)) % bs]
+
+    def within(limit: int, free: int) -> int:
+        return int(np.searchsorted(np.cumsum(per_step(n, limit)), free, side="right"))
+
     r = layout_replica(KvLayout(bs, 1, 0, 0, 1))
     limits = np.array([q[0] for q in queries], np.int64)
     frees = np.array([q[1] for q in queries], np.int64)
-    over, within, total, need = _phases(r, keys, weights, n, np.array(steps, np.int64), limits, frees)
-    assert total == phases.total and need == phases.at(n)
-    assert over.tolist() == [phases.over(n, s) for s in steps]
-    assert within.tolist() == [phases.steps_within(n, lim, free) for lim, free in queries]
+    over, within_k, total, need = _phases(r, keys, weights, n, np.array(steps, np.int64), limits, frees)
+    assert total == weights.sum() and need == per_step(n, 1)[0]
+    assert over.tolist() == [int(per_step(n, s).sum()) for s in steps]
+    assert within_k.tolist() == [within(lim, free) for lim, free in queries]

@@ -1,5 +1,6 @@
 """The routed fleet's compiled loop (`sim.kernel.fleet`) gives the SimPy run's results bit for bit, that run
-on the step-by-step Python `sim.engine.reference.Engine`."""
+driving the same compiled rules one call per event (`KernelEngine`): SimPy's event order is what is
+held here; the rules are held to the simple reference in tests/sim/engine/test_simple.py."""
 
 from __future__ import annotations
 

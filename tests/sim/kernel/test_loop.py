@@ -1,5 +1,7 @@
-"""The compiled kernel (`sim.kernel`) gives the Python reference's results bit for bit: `Server._replay`
-on the step-by-step `sim.engine.reference.Engine`."""
+"""The compiled loop of a server fed alone (`sim.kernel.loop`) gives the results of the Python loop
+(`Server._replay`) that drives the same compiled rules one call per event (`KernelEngine`), bit for
+bit: span logs, counters and ledgers included. The rules themselves are held to the simple
+reference engine in tests/sim/engine/test_simple.py."""
 
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from oracle.model import ExpertReads, MemorySpec, Oracle
 from sim.config import ServerConfig
 from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable
-from sim.engine.reference import Engine
 from sim.schedulers import SCHEDULERS
 from sim.serving.run import SimResult, simulate
 from sim.serving.server import Server
@@ -31,7 +32,7 @@ LAYOUTS = st.sampled_from([None, (4, 2, 40), (6, 5, 9)])
 
 
 def both(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig, **kw: object) -> tuple[SimResult, SimResult]:
-    """The run with the compiled kernel, and with the general `Server._replay`."""
+    """The run in the compiled loops, and in the Python loops (`Server._replay`, SimPy)."""
     compiled = simulate(requests, oracle, config, **kw)  # type: ignore[arg-type]
     with pytest.MonkeyPatch.context() as mp:
         general_loop(mp)
@@ -40,11 +41,10 @@ def both(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig, **kw: obj
 
 
 def general_loop(mp: pytest.MonkeyPatch) -> None:
-    """Servers run the reference: `Server._replay` (servers fed alone) or SimPy (routed), on the
-    step-by-step Python `Engine`, not the kernel."""
+    """Servers run in the Python loops: `Server._replay` (servers fed alone) or SimPy (routed),
+    each event one call of the compiled rules (`KernelEngine`), not the compiled loops."""
     mp.setattr("sim.serving.server.fits", lambda server: False)
     mp.setattr("sim.serving.wiring.fleet_fits", lambda servers, router: False)
-    mp.setattr("sim.serving.server_base.KernelEngine", lambda jobs, config, kv, costs: Engine(jobs, config, kv))
 
 
 def assert_same(a: SimResult, b: SimResult) -> None:

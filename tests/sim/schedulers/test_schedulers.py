@@ -6,7 +6,7 @@ import pytest
 
 from sim.config import ServerConfig
 from sim.engine.jobs import JobTable
-from sim.engine.reference import Engine
+from sim.engine.simple import SimpleEngine
 from sim.schedulers import SCHEDULERS, register
 from sim.schedulers.base import Scheduler
 from sim.schedulers.sglang import Sglang
@@ -18,11 +18,11 @@ from tests.sim.conftest import flat_kv, toy_oracle, trace
 VICTIM = {"vllm": "C", "trtllm_max_utilization": "C", "trtllm_no_evict": "C", "sglang": "B"}
 
 
-def three_decoders(scheduler: str = "vllm") -> Engine:
+def three_decoders(scheduler: str = "vllm") -> SimpleEngine:
     """A (8 in) admitted at step 1; B (7 in), then C (5 in), at step 3; after step 4 A has
     generated 4 tokens, B and C 2 each (KV large enough that nothing waits or is preempted)."""
     jobs = JobTable([8, 7, 5], [50, 50, 50])
-    engine = Engine(jobs, ServerConfig(scheduler=scheduler, block_size=1, max_batch_size=8), flat_kv(10_000))
+    engine = SimpleEngine(jobs, ServerConfig(scheduler=scheduler, block_size=1, max_batch_size=8), flat_kv(10_000))
     engine.enqueue(0)
     for step in range(4):
         if step == 2:
@@ -39,7 +39,7 @@ def test_every_registered_scheduler_has_its_victim_pinned():
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_each_scheduler_preempts_its_engine_s_victim(name):
     engine = three_decoders()
-    assert [engine.N, *(engine.jobs.n_out[j] - (engine.decoders[j][0] - engine.N) for j in range(3))] == [4, 4, 2, 2]
+    assert [engine.N, *(engine.jobs.n_out[j] - (engine.decoders[j] - engine.N) for j in range(3))] == [4, 4, 2, 2]
     victim = SCHEDULERS[name]().victim(engine)
     assert "ABC"[victim] == VICTIM[name]
 
@@ -102,7 +102,7 @@ def test_a_preempted_request_is_requeued_at_the_front_or_for_sglang_at_the_back(
     for name in SCHEDULERS:
         engine = three_decoders(name)
         engine.queue.append(0)  # a request already waiting
-        engine._requeue(1)
+        engine._preempt(1)
         assert list(engine.queue) == ([1, 0] if SCHEDULERS[name].requeue_front else [0, 1]), name
         assert engine.jobs.preemptions[1] == 1
     assert not SCHEDULERS["sglang"].requeue_front

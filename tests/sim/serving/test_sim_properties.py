@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sim.config import ServerConfig, SloConfig
 from sim.engine.jobs import JobTable
-from sim.engine.reference import Engine
+from sim.engine.simple import SimpleEngine
 from sim.results.metrics import idle_energy_j, summarize
 from sim.schedulers import SCHEDULERS
 from sim.serving.run import simulate
@@ -73,7 +73,7 @@ def test_every_request_finishes_once_or_is_rejected(rows, server):
     if server.max_num_tokens is not None and not chunked:
         # a paged engine's preempted request re-prefills its prompt and up to n_out − 1 tokens
         too_big |= (r["n_in"] if SCHEDULERS[server.scheduler].reserve_full else peak) > server.max_num_tokens
-    engine = Engine(JobTable([1], [1]), server, flat_kv(cap, server.block_size))
+    engine = SimpleEngine(JobTable([1], [1]), server, flat_kv(cap, server.block_size))
     too_big |= engine.scheduler.never_admitted(engine, r["n_in"].to_numpy(), r["n_out"].to_numpy())  # its own rule
     assert (~done == too_big).all()  # only requests that can never fit are rejected
     assert (r.loc[~done, "reject_reason"] != "").all() and (r.loc[done, "reject_reason"] == "").all()

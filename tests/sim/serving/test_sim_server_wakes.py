@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from oracle.features import StepCoef
 from sim.config import ServerConfig, SloConfig
 from sim.engine.costs import StepCosts
-from sim.engine.jobs import JobTable, ServerState
-from sim.engine.reference import Prefill
+from sim.engine.jobs import JobTable, Prefill, ServerState
 from sim.policies.base import Decision, Policy, Request, Summarizer
 from sim.policies.summarization import Summarization
 from sim.schedulers import SCHEDULERS
