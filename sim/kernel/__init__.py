@@ -17,8 +17,9 @@
   loop into the ledgers (`sim.serving.routed` runs a routed fleet with it).
 
 Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of
-this package's sources (`cache_dir`): numba checks only a function's own file, so a change to any
-file of the package must compile the whole kernel afresh.
+this package's sources and the scheduler plug-ins' (`cache_dir`: their compiled hooks are part of
+the kernel, `hooks`): numba checks only a function's own file, so a change to any of those files
+must compile the whole kernel afresh.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import platformdirs
 from numba.core import caching
 
 HERE = Path(__file__).resolve().parent
+SCHEDULERS_DIR = HERE.parent / "schedulers"  # the plug-ins whose compiled hooks the kernel calls
 
 
 def cache_dir() -> Path:
     """The folder of this version of the kernel's compiled code."""
     digest = hashlib.sha256()
-    for path in sorted(HERE.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted([*HERE.glob("*.py"), *SCHEDULERS_DIR.glob("*.py")]):
+        digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
     root = Path(platformdirs.user_cache_dir("sweetspot-sim")) / "kernel"
     return root / f"{digest.hexdigest()[:16]}-numba-{numba.__version__}"
 
@@ -56,7 +58,7 @@ class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
 
     @classmethod
     def from_function(cls, py_func: object, py_file: str) -> _KernelCache | None:
-        if Path(py_file).resolve().parent != HERE:
+        if Path(py_file).resolve().parent not in (HERE, SCHEDULERS_DIR, CACHE_DIR.resolve()):
             return None
         return super().from_function(py_func, py_file)  # None if the folder is not writable
 

@@ -20,7 +20,7 @@ from sim.engine.costs import StepCosts
 from sim.engine.jobs import JobTable
 from sim.engine.kv import KvLayout
 from sim.engine.settings import prefix_settings, settings
-from sim.kernel import admission, announce_compiling, decoding, prefix, state
+from sim.kernel import admission, announce_compiling, decoding, hooks, prefix, state
 
 SPAN_ROWS = 1024  # span rows a replica buffers in the compiled loops before they move to its ledger
 
@@ -42,6 +42,7 @@ class KernelEngine:
         self.jobs, self.config, self.kv = jobs, config, kv
         self.scheduler = config.make_scheduler()
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
+        s["hooks"] = hooks.code(self.scheduler)
         s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
         s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s, "switch": costs.switch_s}
         s |= prefix_settings(self.scheduler, config, kv, jobs)

@@ -39,7 +39,7 @@ INT_SETTINGS = (
     "static",  # static batching (0/1)
     "requeue_front",  # a preempted job goes back to the queue's front (0/1)
     "admit_after",  # admissions in a step that preempted (0/1)
-    "hooks",  # the scheduler's hook code (`sim.kernel.hooks`)
+    "hooks",  # the scheduler's code in the compiled hooks' dispatch (`sim.kernel.hooks.code`)
     "pc",  # prefix caching (0/1, `sim.kernel.prefix`)
     "hb",  # tokens per prefix block (a multiple of bs)
     "bu",  # KV units per prefix block

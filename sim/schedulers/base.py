@@ -6,19 +6,23 @@ an admission must leave free), with a frozen dataclass `Options` of its own sett
 (`server.scheduler_options`). The base class is vLLM-like: paged KV, the most recently admitted
 sequence preempted, preempted sequences back at the front of the queue, no admission headroom.
 
-The compiled kernel (`sim.kernel`: servers fed alone and routed fleets) runs the same hooks
-compiled, chosen by `kernel_settings` (`sim.kernel.hooks`); the exact-steps reference
-(`sim.engine.simple`) calls these.
+The exact-steps reference (`sim.engine.simple`) calls these methods. The compiled kernel
+(`sim.kernel`: servers fed alone, routed fleets, the SimPy process) runs the same rules compiled,
+written in the scheduler's own module as numba functions of a replica `r`
+(`sim.kernel.state.Replica`) and named by the class's `compiled` (`CompiledHooks`);
+`sim.kernel.hooks` dispatches to them by the replica's scheduler, so a new scheduler touches no
+kernel file. The base rules below are the kernel's default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+from numba import njit
 
-from sim.kernel.hooks import BASE
+import sim.kernel  # noqa: F401  (first: its cache folder holds the compiled hooks below, `sim.kernel._KernelCache`)
 
 if TYPE_CHECKING:
     from collections import deque
@@ -53,6 +57,66 @@ class EngineView(Protocol):
     def fmax(self) -> int: ...  # max of the decoders' finish steps
 
 
+FOREVER = 1 << 62  # steps: no limit
+
+
+@njit(cache=True)
+def kernel_never_admitted(r, n_in, n_out):  # type: ignore[no-untyped-def]
+    """Whether a request of these lengths (tokens) could not be admitted even alone: the engine's
+    own checks cover the base rule."""
+    return False
+
+
+@njit(cache=True)
+def kernel_headroom(r):  # type: ignore[no-untyped-def]
+    """KV units an admission must leave free for the running sequences' growth: none."""
+    return 0
+
+
+@njit(cache=True)
+def kernel_reserve(r, j, chunk):  # type: ignore[no-untyped-def]
+    """KV units an admission of job j sets aside beyond its chunk's: none."""
+    return 0
+
+
+@njit(cache=True)
+def kernel_steady_steps(r):  # type: ignore[no-untyped-def]
+    """Steps of plain decode over which `headroom` and `reserve` keep their rule: any."""
+    return FOREVER
+
+
+@njit(cache=True)
+def kernel_victim(r):  # type: ignore[no-untyped-def]
+    """The running sequence to preempt: the most recently admitted."""
+    return r.otail
+
+
+@njit(cache=True)
+def kernel_preempted(r):  # type: ignore[no-untyped-def]
+    """A step's preemptions are done: the base rules keep no state."""
+    return
+
+
+@dataclass(frozen=True)
+class CompiledHooks:
+    """A scheduler's rules for the compiled kernel: numba functions (`@njit(cache=True)`, defined at
+    the top level of the scheduler's module) of a replica `r`, with the signatures of the base
+    ones: never_admitted(r, n_in, n_out), headroom(r), reserve(r, j, chunk), steady_steps(r) (the
+    steps of plain decode over which headroom and reserve keep their rule: decode spans run no
+    longer), victim(r) and preempted(r). A scheduler's own settings and state are the replica's
+    `hook_i` and `hook_f` arrays (`Scheduler.kernel_settings`)."""
+
+    never_admitted: Any = kernel_never_admitted
+    headroom: Any = kernel_headroom
+    reserve: Any = kernel_reserve
+    steady_steps: Any = kernel_steady_steps
+    victim: Any = kernel_victim
+    preempted: Any = kernel_preempted
+
+
+HOOK_NAMES = tuple(f.name for f in fields(CompiledHooks))
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """A scheduler without settings of its own."""
@@ -69,6 +133,7 @@ class Scheduler:
     chunked_prefill: ClassVar[bool] = True  # default when server.chunked_prefill is null
     requeue_front: ClassVar[bool] = True  # a preempted sequence goes back to the queue's front (else its end)
     prefix_caching: ClassVar[bool] = True  # default when server.prefix_caching is null (vLLM V1: on)
+    compiled: ClassVar[CompiledHooks] = CompiledHooks()  # the same rules for the compiled kernel
 
     def __init__(self, options: Any = None) -> None:
         self.options = self.Options() if options is None else options
@@ -97,7 +162,6 @@ class Scheduler:
         """Called once a step's preemptions are done (state a scheduler keeps may change)."""
 
     def kernel_settings(self) -> dict[str, Any]:
-        """The compiled kernel's settings of this scheduler: its hook code (`hooks`, from
-        `sim.kernel.hooks`), and the settings and initial state its compiled hooks read
-        (`hook_i`, `hook_f`: lists of ints and floats, laid out as its hooks say)."""
-        return {"hooks": BASE, "hook_i": [], "hook_f": []}
+        """The settings and initial state this scheduler's compiled hooks read (`hook_i`,
+        `hook_f`: lists of ints and floats, laid out as its hooks say)."""
+        return {"hook_i": [], "hook_f": []}

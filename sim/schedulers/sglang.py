@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numba import njit
 
-from sim.kernel.hooks import SG_CLIP, SG_DECAY, SG_INIT, SG_MIN, SG_RATIO, SG_RETRACT, SGLANG
+from sim.kernel.kv import units
+from sim.kernel.lists import finish_of
 from sim.schedulers import register
-from sim.schedulers.base import EngineView, Scheduler
+from sim.schedulers.base import FOREVER, CompiledHooks, EngineView, Scheduler
 from sim.schema import check
 
 if TYPE_CHECKING:
@@ -57,6 +59,96 @@ class SglangOptions:
         check(self.retract_decode_steps >= 0, f"{key}.retract_decode_steps", "must be ≥ 0 (tokens)")
 
 
+# SGLang's settings and state in a replica's `hook_f` and `hook_i` (`Sglang.kernel_settings`)
+SG_INIT, SG_MIN, SG_DECAY, SG_RATIO = 0, 1, 2, 3  # hook_f: new_token_ratio at start, floor, fall per step, set
+SG_CLIP, SG_RETRACT, SG_SET_AT = 0, 1, 2  # hook_i: clip_max_new_tokens, retract_decode_steps, step the ratio was set
+
+
+@njit(cache=True)
+def kernel_never_admitted(r, n_in, n_out):  # type: ignore[no-untyped-def]
+    """`Sglang.never_admitted`, compiled."""
+    return units(r, n_in + n_out) > r.cap
+
+
+@njit(cache=True)
+def _ratio(r):  # type: ignore[no-untyped-def]
+    """`Sglang.ratio`, compiled."""
+    f = r.hook_f
+    return max(f[SG_RATIO] - f[SG_DECAY] * (r.N - r.hook_i[SG_SET_AT]), f[SG_MIN])
+
+
+@njit(cache=True)
+def kernel_headroom(r):  # type: ignore[no-untyped-def]
+    """`Sglang.headroom`, compiled."""
+    if r.olen == 0:  # idle: SGLang re-initialises the ratio
+        r.hook_f[SG_RATIO], r.hook_i[SG_SET_AT] = r.hook_f[SG_INIT], r.N
+        return 0
+    clip, n = r.hook_i[SG_CLIP], r.N
+    if r.B and r.fmax - n > clip:  # some output left is longer than the clip
+        left = 0
+        j = r.ohead
+        while j >= 0:
+            f = finish_of(r, j)
+            if f >= 0:
+                left += min(f - n, clip)
+            j = r.nxt[j]
+    else:  # none is (`fmax` bounds the decoders' finish steps): the running sum
+        left = r.fsum - r.B * n
+    if r.part_j >= 0:
+        j = r.part_j
+        left += min(r.n_out[j] - r.generated[j], clip)
+    return units(r, math.ceil(left * _ratio(r)))
+
+
+@njit(cache=True)
+def kernel_reserve(r, j, chunk):  # type: ignore[no-untyped-def]
+    """`Sglang.reserve`, compiled."""
+    gen = r.generated[j]
+    target = r.n_in[j] + gen
+    left = min(r.n_out[j] - gen, r.hook_i[SG_CLIP])
+    return units(r, target + left) - units(r, chunk)
+
+
+@njit(cache=True)
+def kernel_steady_steps(r):  # type: ignore[no-untyped-def]
+    """While a request waits, the headroom falls at every step (the running requests' outputs
+    left shrink, and the ratio falls to its floor), so each step may admit it: spans of one step."""
+    return 1 if r.qlen else FOREVER
+
+
+@njit(cache=True)
+def kernel_victim(r):  # type: ignore[no-untyped-def]
+    """`Sglang.victim`, compiled."""
+    if r.B == 0:
+        return r.otail  # only the prompt mid-prefill runs
+    best, k0, k1, n = -1, 0, 0, r.N
+    j = r.ohead
+    while j >= 0:
+        f = finish_of(r, j)
+        if f >= 0:
+            a, b = r.n_out[j] - (f - n), -r.n_in[j]
+            if best < 0 or a < k0 or (a == k0 and b <= k1):
+                best, k0, k1 = j, a, b
+        j = r.nxt[j]
+    return best
+
+
+@njit(cache=True)
+def kernel_preempted(r):  # type: ignore[no-untyped-def]
+    """`Sglang.preempted`, compiled."""
+    asked = done = 0
+    n = r.N
+    j = r.ohead
+    while j >= 0:
+        f = finish_of(r, j)
+        if f >= 0:
+            asked += r.n_out[j]
+            done += r.n_out[j] - (f - n)
+        j = r.nxt[j]
+    ratio = (done + r.hook_i[SG_RETRACT] * r.B) / asked if asked else 1.0
+    r.hook_f[SG_RATIO], r.hook_i[SG_SET_AT] = min(ratio, 1.0), n
+
+
 @register
 class Sglang(Scheduler):
     name = "sglang"
@@ -64,6 +156,9 @@ class Sglang(Scheduler):
     Options = SglangOptions
     admit_after_preemption = True
     requeue_front = False
+    compiled = CompiledHooks(
+        kernel_never_admitted, kernel_headroom, kernel_reserve, kernel_steady_steps, kernel_victim, kernel_preempted
+    )
 
     def __init__(self, options: SglangOptions | None = None) -> None:
         super().__init__(options)
@@ -79,7 +174,7 @@ class Sglang(Scheduler):
         hook_f[SG_MIN], hook_f[SG_DECAY] = self.min_ratio, self.decay
         hook_i = [0] * 3
         hook_i[SG_CLIP], hook_i[SG_RETRACT] = o.clip_max_new_tokens, o.retract_decode_steps
-        return {"hooks": SGLANG, "hook_f": hook_f, "hook_i": hook_i}
+        return {"hook_f": hook_f, "hook_i": hook_i}
 
     def ratio(self, engine: EngineView) -> float:
         """`new_token_ratio` at the engine's next step."""

@@ -8,7 +8,7 @@ from sim.config import ServerConfig
 from sim.engine.jobs import JobTable
 from sim.engine.simple import SimpleEngine
 from sim.schedulers import SCHEDULERS, register
-from sim.schedulers.base import Scheduler
+from sim.schedulers.base import HOOK_NAMES, Scheduler
 from sim.schedulers.sglang import Sglang
 from sim.serving.run import simulate
 from tests.sim.conftest import flat_kv, toy_oracle, trace
@@ -54,13 +54,29 @@ def test_register_refuses_a_second_scheduler_of_the_same_name():
 
 
 def test_every_scheduler_names_its_compiled_hooks():
-    """A scheduler whose hooks differ from the base class's must name compiled ones of its own."""
-    from sim.kernel.hooks import BASE
+    """A scheduler whose hooks differ from the base class's must name compiled ones of its own,
+    in its own module, and the kernel's dispatch calls them."""
+    from sim.kernel import hooks
 
     for name, cls in SCHEDULERS.items():
-        own = any(getattr(cls, h) is not getattr(Scheduler, h) for h in ("victim", "headroom", "reserve"))
-        code = cls().kernel_settings()["hooks"]
-        assert (code != BASE) == own, name
+        own = [h for h in ("never_admitted", "victim", "headroom", "reserve", "preempted") if h in vars(cls)]
+        compiled = [h for h in HOOK_NAMES if getattr(cls.compiled, h) is not getattr(Scheduler.compiled, h)]
+        assert set(own) <= set(compiled), name
+        for h in compiled:
+            assert getattr(cls.compiled, h).py_func.__module__ == cls.__module__, (name, h)
+        assert (hooks.code(cls()) != 0) == bool(compiled), name
+
+
+def test_the_hook_dispatch_is_written_from_the_registry():
+    """Each scheduler with compiled hooks of its own is one branch of every hook's dispatch."""
+    from sim.kernel import hooks
+
+    source = hooks.dispatch_source(hooks._DISTINCT)
+    for hook in HOOK_NAMES:
+        assert f"def {hook}(" in source
+    assert source.count("if r.hooks == 1:") == len(HOOK_NAMES)
+    assert "from sim.schedulers.sglang import kernel_headroom" in source
+    compile(source, "hook_dispatch.py", "exec")
 
 
 def test_sglang_s_ratio_falls_to_its_floor_resets_when_idle_and_follows_a_retraction():
