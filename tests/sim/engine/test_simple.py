@@ -16,13 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import traces
-from oracle.model import ExpertReads, MemorySpec
 from sim.config import ServerConfig
 from sim.schedulers import SCHEDULERS
 from sim.serving.fleet import Fleet
 from sim.serving.run import SimResult, simulate, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
-from tests.sim.kernel.test_loop import LAYOUTS
+from tests.sim.kernel.test_loop import LAYOUTS, random_oracle
 from tests.sim.serving.test_sim_properties import COEF_E, COEF_T, SETTINGS, requests, servers
 
 SAME = ("completed", "preemptions", "n_out_served", "server", "reject_reason")  # equal, request by request
@@ -52,13 +51,7 @@ def both(run, config: ServerConfig) -> tuple[SimResult, SimResult]:  # type: ign
 @SETTINGS
 @given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans())
 def test_the_kernel_runs_random_servers_as_the_simple_reference(rows, server, limit_w, layout, moe):
-    oracle = toy_oracle(COEF_T, COEF_E, idle_power_w=60.0, kv_tokens=None)
-    oracle.power_limit_w = limit_w
-    if moe:  # reading every expert costs as much again as the step constant; a token touches 1 in 16
-        oracle.experts = ExpertReads(COEF_T[0], COEF_E[0], 15 / 16)
-    if layout is not None:
-        layers, windowed, window = layout
-        oracle.memory = MemorySpec(0.0, 1.0, 1.0, kv_layers=layers, window_layers=windowed, window_tokens=window)
+    oracle = random_oracle(limit_w, layout, moe)
     config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
     agree(*both(lambda c: simulate(trace(sorted(rows)), oracle, c), config))
 

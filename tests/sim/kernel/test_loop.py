@@ -60,12 +60,11 @@ def assert_same(a: SimResult, b: SimResult) -> None:
                 assert u == v, f.name
 
 
-@random_rejections
-@SETTINGS
-@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans(), st.booleans())
-def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time, moe):
-    """Preemptions, chunks, static batches, power limits, sliding windows and a mixture of
-    experts' reads included (and step times that do not grow with the context)."""
+def random_oracle(
+    limit_w: float | None, layout: tuple[int, int, int] | None, moe: bool, flat_time: bool = False
+) -> Oracle:
+    """The toy oracle with a power limit (W), sliding-window layers (layers, windowed, window
+    tokens), a mixture of experts' reads and step times that do not grow with the context, as drawn."""
     coef_t = (*COEF_T[:2], 0.0, *COEF_T[3:]) if flat_time else COEF_T
     oracle = toy_oracle(coef_t, COEF_E, idle_power_w=60.0, kv_tokens=None)
     oracle.power_limit_w = limit_w
@@ -74,6 +73,16 @@ def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layou
     if layout is not None:
         layers, windowed, window = layout
         oracle.memory = MemorySpec(0.0, 1.0, 1.0, kv_layers=layers, window_layers=windowed, window_tokens=window)
+    return oracle
+
+
+@random_rejections
+@SETTINGS
+@given(requests, servers, st.sampled_from([None, 60.0, 150.0]), LAYOUTS, st.booleans(), st.booleans())
+def test_the_kernel_replays_random_runs_bit_for_bit(rows, server, limit_w, layout, flat_time, moe):
+    """Preemptions, chunks, static batches, power limits, sliding windows and a mixture of
+    experts' reads included (and step times that do not grow with the context)."""
+    oracle = random_oracle(limit_w, layout, moe, flat_time)
     config = dataclasses.replace(server, kv_capacity_tokens=server.kv_capacity_tokens or 10_000)
     assert_same(*both(trace(sorted(rows)), oracle, config))
 
