@@ -71,10 +71,21 @@ def fleet_peak_power_w(servers: Sequence[ServerStats]) -> float:
             f"server(s) {binned} keep their spans in time bins (a streamed run): their fleet peak is "
             "SimResult.peak_power_w, computed as the run went"
         )
+    if len(servers) == 1:
+        return lone_peak_power_w(servers[0])
     sweep = PeakSweep([s.idle_power_w for s in servers])  # the same sweep a streamed run does as it goes
     for i, s in enumerate(servers):
         sweep.add(i, s.span_start_s, s.span_s, s.span_peak_w)
     return sweep.finish()
+
+
+def lone_peak_power_w(s: ServerStats) -> float:
+    """`fleet_peak_power_w` of one server, without the sweep's sort: its spans never overlap, so its
+    power peaks in its highest span that lasts (clipped to the next span's start), or at idle."""
+    start = s.span_start_s
+    end = np.minimum(start + s.span_s, np.append(start[1:], np.inf))
+    lift = np.maximum(s.span_peak_w - s.idle_power_w, 0.0)[end > start]
+    return float(s.idle_power_w) + (float(lift.max()) if lift.size else 0.0)
 
 
 def slo_attainment(records: pd.DataFrame | RecordsFile, slo: SloConfig) -> float:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sim.engine.ledger import ServerStats, SpanChunk
 from sim.engine.spans import PeakSweep, Timeline
-from sim.results.metrics import fleet_peak_power_w
+from sim.results.metrics import fleet_peak_power_w, lone_peak_power_w
 
 
 def _server(name: str, idle_w: float, t0: np.ndarray, dt: np.ndarray, peak: np.ndarray) -> ServerStats:
@@ -45,6 +45,18 @@ def test_the_streamed_fleet_peak_equals_the_one_from_whole_span_logs(seed, serve
         horizon = min((log[0][c] if c < log[0].size else np.inf) for log, c in zip(logs, cursor, strict=True))
         sweep.drain(horizon)
     assert sweep.finish() == expected  # same events, same order, same running sum: bit for bit
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40))
+def test_a_lone_server_s_peak_is_the_sweep_s(seed, n):
+    """Gaps, abutting spans and zero-length ones (which the sweep never counts), bit for bit."""
+    rng = np.random.default_rng(seed)
+    t0, dt, peak = _spans(rng, n)
+    idle = float(rng.integers(50, 100))
+    sweep = PeakSweep([idle])
+    sweep.add(0, t0, dt, peak)
+    assert lone_peak_power_w(_server("s", idle, t0, dt, peak)) == sweep.finish()
 
 
 def test_a_lone_server_peaks_at_its_highest_step_power_or_idle():
