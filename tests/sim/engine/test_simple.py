@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import traces
+from oracle.model import Oracle
 from sim.config import ServerConfig
 from sim.schedulers import SCHEDULERS
 from sim.serving.fleet import Fleet
@@ -88,3 +89,18 @@ def test_the_simple_reference_reads_nothing_of_the_kernel():
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [m for m in imported if m.startswith("sim.kernel")], name
+
+
+@pytest.mark.slow  # about 10 s: CI runs it, the quick set does not
+@pytest.mark.parametrize("scheduler", sorted(n for n, cls in SCHEDULERS.items() if cls.prefix_caching))
+def test_a_real_trace_with_a_small_prefix_cache_runs_as_the_simple_reference(scheduler):
+    """1,200 Mooncake conversation turns on a cache that both hits and preempts."""
+    requests = traces.load("mooncake_conversation").iloc[2000:3200].copy()
+    requests["arrival_s"] -= requests["arrival_s"].min()
+    llama = Oracle.load("llama-3.1-8b_h100")
+    config = ServerConfig(scheduler=scheduler, block_size=32, kv_capacity_tokens=30_000, max_batch_size=64)
+    with rejecting("of 1,200 requests were rejected, never served: .*longer than the KV cache holds"):
+        fast, exact = both(lambda c: simulate(requests, llama, c), config)
+    agree(fast, exact)
+    assert fast.requests["cached_tokens"].tolist() == exact.requests["cached_tokens"].tolist()
+    assert fast.requests["cached_tokens"].sum() > 0 and fast.requests["preemptions"].sum() > 0
