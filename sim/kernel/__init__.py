@@ -24,8 +24,11 @@ must compile the whole kernel afresh.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numba
@@ -46,7 +49,10 @@ def cache_dir() -> Path:
 
 
 class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
-    """numba's cache locator for this package's functions (`cache_dir`); the others keep numba's."""
+    """numba's cache locator for the kernel's functions (this package's, the schedulers' compiled
+    hooks, the hooks' dispatch): `cache_dir`, or where that cannot be created a temporary folder of
+    this process (`fallback_dir`), never numba's own places, whose stamps see only a function's
+    own file and could serve code compiled against an older callee. Other functions keep numba's."""
 
     def __init__(self, py_func: object, py_file: str) -> None:
         self._py_file = py_file
@@ -58,13 +64,28 @@ class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
 
     @classmethod
     def from_function(cls, py_func: object, py_file: str) -> _KernelCache | None:
-        if Path(py_file).resolve().parent not in (HERE, SCHEDULERS_DIR, CACHE_DIR.resolve()):
+        if Path(py_file).resolve().parent not in (HERE, SCHEDULERS_DIR, CACHE_DIR.resolve(), _fallback):
             return None
-        return super().from_function(py_func, py_file)  # None if the folder is not writable
+        found = super().from_function(py_func, py_file)  # None if the folder cannot be created or written
+        if found is None:
+            found = cls(py_func, py_file)
+            found._cache_path = str(fallback_dir())
+        return found
 
 
 CACHE_DIR = cache_dir()
 _announced = False
+_fallback: Path | None = None
+
+
+def fallback_dir() -> Path:
+    """A temporary folder of this process, for the kernel's compiled code and hook dispatch when
+    `CACHE_DIR` cannot be created (they are then compiled afresh in every process)."""
+    global _fallback
+    if _fallback is None:
+        _fallback = Path(tempfile.mkdtemp(prefix="sweetspot-kernel-")).resolve()
+        atexit.register(shutil.rmtree, _fallback, ignore_errors=True)
+    return _fallback
 
 
 def announce_compiling() -> None:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-import tempfile
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sim.kernel import CACHE_DIR
+from sim.kernel import CACHE_DIR, fallback_dir
 from sim.schedulers import SCHEDULERS
 from sim.schedulers.base import HOOK_NAMES, Scheduler
 
@@ -58,15 +56,15 @@ def dispatch_source(distinct: list[Any]) -> str:
 
 
 def _load(source: str) -> ModuleType:
-    """The dispatch module, written into the kernel's cache folder (a temporary one if that is
-    not writable: it then compiles afresh in every process) and imported."""
+    """The dispatch module, written into the kernel's cache folder (`sim.kernel.fallback_dir` if
+    that cannot be created: it then compiles afresh in every process) and imported."""
     try:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         path = CACHE_DIR / "hook_dispatch.py"
         if not path.exists() or path.read_text() != source:  # an unchanged file keeps numba's cache valid
             path.write_text(source)
     except OSError:
-        path = Path(tempfile.mkdtemp(prefix="sweetspot-hooks-")) / "hook_dispatch.py"
+        path = fallback_dir() / "hook_dispatch.py"
         path.write_text(source)
     spec = importlib.util.spec_from_file_location(MODULE, path)
     assert spec is not None and spec.loader is not None
