@@ -179,7 +179,6 @@ class SimpleEngine(SimpleState):
             self.partial = None
             jobs.extra_prefill_tokens[j] += done
             jobs.extra_prefill_pairs[j] += done * (done + 1) / 2
-            freed = 0 if self.reserve else self.cache.drop(j, held)
         else:  # it re-prefills its prompt and the tokens it generated, replacing one decode step
             del self.decoding[j]
             t = jobs.n_in[j] + jobs.generated[j]
@@ -187,7 +186,7 @@ class SimpleEngine(SimpleState):
             jobs.extra_prefill_pairs[j] += t * (t + 1) / 2
             jobs.recomputed_steps[j] += 1
             jobs.recomputed_ctx[j] += t
-            freed = self.cache.drop(j, held)
+        freed = 0 if self.reserve else self.cache.drop(j, held)  # a reserving engine never preempts
         jobs.preemptions[j] += 1
         self.preemptions += 1
         if self.scheduler.requeue_front:

@@ -93,6 +93,7 @@ class SimpleState:
 
     @property
     def queue_len(self) -> int:
+        """Queued jobs."""
         return len(self.queue)
 
     @property
@@ -122,7 +123,7 @@ class SimpleState:
         """Work left (tokens): n_in + n_out of queued and prefilling jobs, and the output tokens
         the decoders still owe."""
         jobs = self.jobs
-        prefilling = [j for j in self.order if j not in self.decoding]  # admitted, first token not yet out
+        prefilling = [j for j in self.order if j not in self.decoding]  # admitted, (re)prefill not done
         owed = sum(jobs.n_out[j] - jobs.generated[j] for j in self.decoding)
         return self.queued_need + sum(jobs.n_in[j] + jobs.n_out[j] for j in prefilling) + owed
 
