@@ -204,13 +204,11 @@ class SimpleEngine(SimpleState):
         return self.finish_step([], extra)[1]
 
     def finish_step(self, work: Prefill, extra: float = 0.0) -> tuple[list[int], list[int]]:
-        """Close a step that decoded the decoders and prefilled `work`, its energy `extra` step
-        constants off the coefficients' (a power cap's lower clock, `sim.kernel.costs`): (first
-        tokens, finished). Each sequence of the step takes an equal share of its constant."""
+        """Close a step that decoded the decoders and prefilled `work`: (first tokens, finished).
+        `extra` (the step constants a power cap's lower clock changed) is the interface's: the
+        exact-steps mode charges each sequence its energy as the step is priced
+        (`sim.serving.steps.Steps.exact_step`)."""
         jobs = self.jobs
-        running = [*self.decoding, *(j for j, _, _ in work)]
-        for j in running:
-            jobs.share[j] += (1.0 + extra) / len(running)
         self.N += 1
         done = []
         for j in sorted(self.decoding):  # each emits a token; those with all their tokens leave

@@ -20,7 +20,7 @@ class SimpleState:
     into `jobs`); `SimpleEngine` advances them."""
 
     def __init__(self, jobs: JobTable, config: ServerConfig, kv: KvLayout) -> None:
-        self.jobs, self.config, self.kv = jobs, config, kv
+        self.jobs, self.kv = jobs, kv
         self.scheduler = config.make_scheduler()
         s = settings(self.scheduler, config, kv)
         self.chunked, self.static, self.reserve = bool(s["chunked"]), bool(s["static"]), bool(s["reserve"])
