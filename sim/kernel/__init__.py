@@ -10,16 +10,18 @@
 - `admission`: forming a step: the queue, admission and the preemptions that make room.
 - `decoding`: running steps: decode spans, closing a step, the decoders and their completions.
 - `loop`: a replica's events, and the loop of a replica fed all its jobs up front.
-- `fleet`, `routers`: the loop of a routed fleet, in SimPy's event order, and the routers' picks.
+- `fleet`: the loop of a routed fleet, in SimPy's event order; `picks`: the routers' compiled picks,
+  by router code; `routers`: what the picks read of the fleet and its replicas.
+- `generated`: the dispatch to plug-ins' compiled rules (`hooks`, `picks`), written from their registries.
 - `engine`: `KernelEngine`, the engine interface (`sim.engine.simple.SimpleEngine`'s) over a `Replica`
   (the SimPy process).
 - `replica`: the Python side of the loops: runs a server fed alone, and moves the buffers of either
   loop into the ledgers (`sim.serving.routed` runs a routed fleet with it).
 
 Compiled code is cached on disk (`cache=True`) in a user cache folder named after a digest of
-this package's sources and the scheduler plug-ins' (`cache_dir`: their compiled hooks are part of
-the kernel, `hooks`): numba checks only a function's own file, so a change to any of those files
-must compile the whole kernel afresh.
+this package's sources and the scheduler and router plug-ins' (`cache_dir`: their compiled hooks
+and picks are part of the kernel, `hooks`, `picks`): numba checks only a function's own file, so a
+change to any of those files must compile the whole kernel afresh.
 """
 
 from __future__ import annotations
@@ -37,22 +39,25 @@ from numba.core import caching
 
 HERE = Path(__file__).resolve().parent
 SCHEDULERS_DIR = HERE.parent / "schedulers"  # the plug-ins whose compiled hooks the kernel calls
+ROUTERS_DIR = HERE.parent / "serving" / "routers"  # the plug-ins whose compiled picks the kernel calls
+PLUGIN_DIRS = (SCHEDULERS_DIR, ROUTERS_DIR)
 
 
 def cache_dir() -> Path:
     """The folder of this version of the kernel's compiled code."""
     digest = hashlib.sha256()
-    for path in sorted([*HERE.glob("*.py"), *SCHEDULERS_DIR.glob("*.py")]):
+    for path in sorted([*HERE.glob("*.py"), *(p for d in PLUGIN_DIRS for p in d.glob("*.py"))]):
         digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
     root = Path(platformdirs.user_cache_dir("sweetspot-sim")) / "kernel"
     return root / f"{digest.hexdigest()[:16]}-numba-{numba.__version__}"
 
 
 class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
-    """numba's cache locator for the kernel's functions (this package's, the schedulers' compiled
-    hooks, the hooks' dispatch): `cache_dir`, or where that cannot be created a temporary folder of
-    this process (`fallback_dir`), never numba's own places, whose stamps see only a function's
-    own file and could serve code compiled against an older callee. Other functions keep numba's."""
+    """numba's cache locator for the kernel's functions (this package's, the plug-ins' compiled
+    hooks and picks, their dispatch): `cache_dir`, or where that cannot be created a temporary
+    folder of this process (`fallback_dir`), never numba's own places, whose stamps see only a
+    function's own file and could serve code compiled against an older callee. Other functions
+    keep numba's."""
 
     def __init__(self, py_func: object, py_file: str) -> None:
         self._py_file = py_file
@@ -64,7 +69,7 @@ class _KernelCache(caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
 
     @classmethod
     def from_function(cls, py_func: object, py_file: str) -> _KernelCache | None:
-        if Path(py_file).resolve().parent not in (HERE, SCHEDULERS_DIR, CACHE_DIR.resolve(), _fallback):
+        if Path(py_file).resolve().parent not in (HERE, *PLUGIN_DIRS, CACHE_DIR.resolve(), _fallback):
             return None
         found = super().from_function(py_func, py_file)  # None if the folder cannot be created or written
         if found is None:

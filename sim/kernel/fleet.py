@@ -4,7 +4,7 @@ waits end on one event clock, as under SimPy (`sim.serving.wiring._Dispatcher` a
 Events are ordered as SimPy orders its timeouts: by time, then by the order they were scheduled
 (a sequence number, `eid`), their times computed with SimPy's arithmetic (`now + max(until −
 now, 0)`), so that events of the same instant come in the same order and the same arrivals join
-the same steps. At an arrival instant every arrival due is routed (`routers.pick`) and offered
+the same steps. At an arrival instant every arrival due is routed (`picks.pick`) and offered
 (`Server.offer`): queued, or rejected; a replica that is idle, or could have admitted it at its
 next step boundary, is woken once the instant's arrivals are all routed and the next arrival is
 scheduled (`Server.wake`): an idle one starts at the arrival's time, a decode span is cut at the
@@ -23,7 +23,8 @@ from sim.kernel.admission import accepts_arrivals, can_span, enqueue
 from sim.kernel.decoding import span_limit
 from sim.kernel.lists import heap_pop, heap_push
 from sim.kernel.loop import FINISHED, PAUSED, close_span, close_step, open_step
-from sim.kernel.routers import note, pick
+from sim.kernel.picks import pick
+from sim.kernel.routers import note
 from sim.kernel.state import log_full
 
 IDLE, DECODE, MIXED = 0, 1, 2  # what a replica's wait ends (`sim.serving.server`'s phases)
@@ -58,7 +59,7 @@ FLEET = FleetType(_FIELDS)
 
 @njit(cache=True)
 def new_fleet(router, times, server_of, replicas, pools, ttft_s, tpot_s, cache_balance):  # type: ignore[no-untyped-def]
-    """A fleet of `replicas` with `router` (`sim.kernel.routers`) over arrivals at `times` (s;
+    """A fleet of `replicas` with `router` (its code in `sim.kernel.picks`) over arrivals at `times` (s;
     arrival i is job i); `pools` = (first replica, end, max input tokens, max output tokens,
     max_num_tokens (0: none), shared step energy above idle (J)) per pool; SLO bounds (s); the
     cache-aware router's weight of load against cached share."""

@@ -11,6 +11,7 @@ import numpy as np
 from numba import typed
 
 from sim.engine.jobs import JobTable
+from sim.kernel import picks
 from sim.kernel.fleet import FINISHED as FLEET_DONE
 from sim.kernel.fleet import new_fleet, now_s, rooms_of, run_fleet
 from sim.kernel.replica import compiling, drain, fast, replica_of, room
@@ -25,7 +26,7 @@ def fleet_fits(servers: Sequence[Server], router: Router) -> bool:
     """Whether `RoutedFleet` can run these replicas: a router with compiled picks (it reads the
     replicas itself, so their `on_change` is not called), plain `Server`s (a subclass may change
     its events) in the fast mode with no other listener, nothing fed to them."""
-    return router.kernel_code is not None and all(
+    return router.kernel_pick is not None and all(
         type(s) is Server and fast(s) and not (s.alone or len(s.feed_times)) for s in servers
     )
 
@@ -52,7 +53,7 @@ class RoutedFleet:
         h = fleet.slo_headroom
         times = np.ascontiguousarray(times_s, dtype=float)
         self.f = new_fleet(
-            router.kernel_code,
+            picks.code(router),
             times,
             jobs.server,
             len(self.servers),

@@ -8,10 +8,11 @@
 
 Each router is one module of this package, named as the router, whose docstring says its rule in
 full: a `Router` subclass (`sim.serving.routers.base`) registered by name with `@register`
-(`ROUTERS`, what `fleet.router` names). Every module here is imported below, so a new router is one
-module here; config validation, `--help` and the tests read the registry. A router with a compiled
-pick (`kernel_code`, `sim.kernel.routers`) runs a fleet in the compiled loop; the others run it
-under SimPy.
+(`ROUTERS`, what `fleet.router` names), and beside its `pick` the same rule compiled (`kernel_pick`,
+a numba function of the compiled fleet; what it may read is `sim.kernel.routers`). Every module
+here is imported below, so a new router is one module here; config validation, `--help`, the
+kernel's dispatch to compiled picks (`sim.kernel.picks`) and the tests read the registry. A router
+with a compiled pick runs a fleet in the compiled loop; one without runs it under SimPy.
 
 The estimates `energy_aware` reads are `sim.serving.estimates`. A router that can decide without
 server state (`static`) assigns the whole trace up front, and the servers read it with no events.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,14 +15,16 @@ from sim.serving.server import Server
 class Router:
     """Picks a server for each request; `static` routers can also assign a whole trace.
 
-    `kernel_code`: the router's compiled picks (`sim.kernel.routers`), which run a fleet with no
-    dynamic policy and no summaries in the compiled loop (`sim.kernel.fleet`); without one, the
-    fleet runs under SimPy.
+    `kernel_pick`: the router's pick compiled, a numba function `(f, reps, j, n_in, n_out)`
+    of the fleet `f` (`sim.kernel.fleet`) and its replicas, returning the index of the replica
+    that takes job j (the same rule as `pick`; it reads what `sim.kernel.routers` keeps), which
+    runs a fleet with no dynamic policy and no summaries in the compiled loop; without one, the
+    fleet runs under SimPy. Written in the router's module, wrapped in `staticmethod`.
     """
 
     name: str
     static = False
-    kernel_code: int | None = None
+    kernel_pick: Any = None
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)

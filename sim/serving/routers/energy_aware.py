@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from numba import njit
+
 from sim.engine.costs import sequence_cost
-from sim.kernel.routers import ENERGY_AWARE
+from sim.kernel import routers as compiled
 from sim.serving.estimates import IDLE, added_energy_j, meets_slo, shared_above_idle_j, tpot_estimate_s
 from sim.serving.fleet import Fleet
 from sim.serving.load_index import LoadIndex
@@ -16,12 +18,35 @@ from sim.serving.routers.base import Router
 from sim.serving.server import Server
 
 
+@njit(cache=True)
+def kernel_pick(f, reps, j, n_in, n_out):  # type: ignore[no-untyped-def]
+    """`EnergyAware.pick` compiled: the replica that adds the least energy, then the least
+    outstanding work, then the first, among those meeting the SLO; least tokens if none does.
+    It scans every replica of a pool (two arrays) and reads one only to check its SLO."""
+    best, best_e, best_w = -1, 0.0, 0
+    for p in range(f.pool_lo.size):
+        lo, hi = f.pool_lo[p], f.pool_hi[p]
+        if compiled.tpot_s(reps[lo].ct, 0, 0, 0.0, n_in) > f.tpot_s:
+            continue  # too slow on this GPU even alone
+        own = compiled.sequence_cost(reps[lo].ce, n_in, n_out)
+        shared = f.pool_shared_j[p]
+        for k in range(lo, hi):
+            beyond = n_out - f.finish[k]
+            e = own + (beyond if beyond > 0 else 0) * shared
+            w = f.load[k]
+            if best >= 0 and (e > best_e or (e == best_e and w >= best_w)):
+                continue  # (k > best: an equal w loses to the earlier replica)
+            if compiled.meets_slo(f, reps[k], p, n_in, n_out):
+                best, best_e, best_w = k, e, w
+    return best if best >= 0 else compiled.least(f, 0, f.load.size)
+
+
 @register
 class EnergyAware(Router):
     """Least marginal energy among replicas whose estimated TTFT and TPOT meet the SLO."""
 
     name = "energy_aware"
-    kernel_code = ENERGY_AWARE
+    kernel_pick = staticmethod(kernel_pick)
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)

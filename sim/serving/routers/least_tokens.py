@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sim.kernel.routers import LEAST_TOKENS
+from numba import njit
+
+from sim.kernel.routers import least
 from sim.serving.fleet import Fleet
 from sim.serving.load_index import LoadIndex
 from sim.serving.routers import register
@@ -13,12 +15,18 @@ from sim.serving.routers.base import Router
 from sim.serving.server import Server
 
 
+@njit(cache=True)
+def kernel_pick(f, reps, j, n_in, n_out):  # type: ignore[no-untyped-def]
+    """The replica with the least outstanding tokens, the first of equals (compiled `pick`)."""
+    return least(f, 0, f.load.size)
+
+
 @register
 class LeastTokens(Router):
     """The replica with the least outstanding work (tokens)."""
 
     name = "least_tokens"
-    kernel_code = LEAST_TOKENS
+    kernel_pick = staticmethod(kernel_pick)
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)

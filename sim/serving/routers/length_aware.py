@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
-from sim.kernel.routers import LENGTH_AWARE
+from sim.kernel.routers import least
 from sim.serving.fleet import Fleet
 from sim.serving.load_index import LoadIndex
 from sim.serving.routers import register
@@ -16,12 +17,23 @@ from sim.serving.routers.base import Router
 from sim.serving.server import Server
 
 
+@njit(cache=True)
+def kernel_pick(f, reps, j, n_in, n_out):  # type: ignore[no-untyped-def]
+    """The least loaded replica of the first pool whose bounds (`f.pool_in`, `f.pool_out`; −1:
+    none) admit the request, the last pool's if none does (compiled `pick`)."""
+    last = f.pool_lo.size - 1
+    for p in range(last):
+        if (f.pool_in[p] < 0 or n_in <= f.pool_in[p]) and (f.pool_out[p] < 0 or n_out <= f.pool_out[p]):
+            return least(f, f.pool_lo[p], f.pool_hi[p])
+    return least(f, f.pool_lo[last], f.pool_hi[last])
+
+
 @register
 class LengthAware(Router):
     """The first pool whose bounds admit the request, least tokens within it."""
 
     name = "length_aware"
-    kernel_code = LENGTH_AWARE
+    kernel_pick = staticmethod(kernel_pick)
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         super().__init__(fleet, servers)

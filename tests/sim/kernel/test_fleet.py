@@ -19,12 +19,14 @@ from sim.config import ServerConfig, SloConfig
 from sim.schedulers import SCHEDULERS
 from sim.serving import routed
 from sim.serving.fleet import Fleet, Pool
+from sim.serving.routers import ROUTERS
 from sim.serving.run import SimResult, simulate_fleet
 from tests.sim.conftest import random_rejections, rejecting, toy_oracle, trace
 from tests.sim.kernel.test_loop import LAYOUTS, assert_same, general_loop
 from tests.sim.serving.test_sim_properties import COEF_E, COEF_T, SETTINGS, servers
 
-ROUTERS = st.sampled_from(["least_tokens", "energy_aware", "length_aware"])
+COMPILED = sorted(name for name, cls in ROUTERS.items() if cls.kernel_pick is not None)  # every compiled pick
+
 DYADIC_T = (0.25, 0.0, 0.0, 0.125, 0.0, 0.0)  # step times (s) that fall on the arrivals' grid
 
 
@@ -65,7 +67,7 @@ REQUESTS = st.lists(st.tuples(ARRIVALS, st.integers(1, 400), st.integers(1, 60))
 @given(
     REQUESTS,
     servers,
-    ROUTERS,
+    st.sampled_from(COMPILED),
     st.integers(2, 4),
     st.sampled_from([None, 60.0, 150.0]),
     LAYOUTS,
@@ -95,7 +97,7 @@ def busy() -> pd.DataFrame:
     return traces.load("synthetic", num_requests=3000, rate_per_s=60.0, seed=4)
 
 
-@pytest.mark.parametrize("router", ["least_tokens", "energy_aware", "length_aware"])
+@pytest.mark.parametrize("router", COMPILED)
 @pytest.mark.parametrize("scheduler", ["vllm", "trtllm_no_evict"])
 def test_the_compiled_fleet_replays_a_small_cache_and_a_power_limit_bit_for_bit(llama, busy, router, scheduler):
     """Preemptions on a small cache, and decode spans at a power limit low enough to throttle."""

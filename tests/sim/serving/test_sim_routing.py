@@ -283,7 +283,7 @@ def test_cache_aware_picks_equal_the_brute_force_definition_with_prefix_caches(l
     fast = simulate_fleet(requests, fleet).requests
     assert fast["cached_tokens"].sum() > 0 and fast["preemptions"].sum() > 0
     monkeypatch.setattr(CacheAware, "pick", brute_cache_aware)
-    monkeypatch.setattr(CacheAware, "kernel_code", None)  # the SimPy process, asking `pick`
+    monkeypatch.setattr(CacheAware, "kernel_pick", None)  # the SimPy process, asking `pick`
     reference = simulate_fleet(requests, fleet).requests
     assert fast["server"].tolist() == reference["server"].tolist()
     assert fast["energy_j"].tolist() == reference["energy_j"].tolist()
