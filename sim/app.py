@@ -24,16 +24,10 @@ from sim.console.table import brief, clock_line, explain, table
 from sim.engine.kv_sizing import replica_kv
 from sim.identity import run_tags, trace_dataset, unused_params
 from sim.oracles import clocked_oracle
+from sim.planning.band_replays import replay_bands, replay_figures
 from sim.planning.capacity import Capacity, search_capacity
 from sim.planning.facility import planning_figures
-from sim.planning.uncertainty import (
-    BANDS_FILE,
-    bands,
-    calibration_errors,
-    fewest_models,
-    replay_bands,
-    replay_figures,
-)
+from sim.planning.uncertainty import BANDS_FILE, bands, calibration_errors, fewest_models
 from sim.plots.compare import TIMELINES_FILE, plot_folder
 from sim.policies import PolicyContext, build_policy
 from sim.policies.base import Policy

@@ -218,7 +218,7 @@ def _full(f, r, k):  # type: ignore[no-untyped-def]
     return r.nrows >= f.rooms[k] or log_full(r)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_fleet(f, reps, instants):  # type: ignore[no-untyped-def]
     """Run the fleet's events up to `instants` arrival instants; PAUSED early when a replica's
     span rows reach `f.rooms` or its preemption log may not hold another step's; FINISHED at

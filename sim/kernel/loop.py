@@ -93,7 +93,7 @@ def _span_steps(r, now, tau, floor):  # type: ignore[no-untyped-def]
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_alone(r, events, rows):  # type: ignore[no-untyped-def]
     """Run up to `events` events of the feed; returns (FINISHED or PAUSED, the events left). It
     pauses early when `rows` span rows wait or the preemption log may not hold another step's."""

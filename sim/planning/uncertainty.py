@@ -21,17 +21,17 @@ band from H100's 14 models), so that a model nobody measured lands inside about 
 time; the point estimate stays the run on the trace and oracle as given, which need not lie at
 the band's centre (the calibration's errors are not centred on 1). A saving whose band includes
 zero is marked not significant. The draws come from their own random stream of the run's seed:
-the same seed, the same bands. The replays run in this process, one after another, whatever
-`execution.mode` splits the run itself into. Not perturbed: a summarization policy's own
-summarizer, and the policy's choices (made from the trace as given).
+the same seed, the same bands. The replays (`sim.planning.band_replays`) run in this process, on
+`threads` threads (the bands do not depend on how many), whatever `execution.mode` splits the run
+itself into. Not perturbed: a summarization policy's own summarizer, and the policy's choices
+(made from the trace as given).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,20 +39,10 @@ import numpy as np
 import pandas as pd
 
 from oracle.errors import HeldOutErrors, NoHeldOutErrorsError, calibration_of, corrected_level, held_out_for, scaled
-from oracle.model import OracleRangeWarning
-from sim.config import SloConfig
-from sim.console.progress import progress_bar
-from sim.planning.capacity import Capacity, CapacityConfig, search_capacity
-from sim.policies.base import Policy
-from sim.results.metrics import run_summary, with_savings
-from sim.results.summary import BANDED, SIGNIFICANT, Summary
+from sim.results.summary import BANDED, SIGNIFICANT
 from sim.schema import ConfigError, check
 from sim.serving.fleet import Fleet
-from sim.serving.run import simulate_fleet
-from sim.serving.run_warnings import RejectedRequestsWarning
 from traces.bootstrap import resample_windows
-
-log = logging.getLogger(__name__)
 
 BANDS_FILE = "bands.csv"
 """Each replay's draw and figures, in the run's folder."""
@@ -64,13 +54,15 @@ STREAM = 26
 @dataclass(frozen=True)
 class UncertaintyConfig:
     """The `uncertainty:` section: how many replays (0: no bands), the bands' level, what is drawn,
-    the bootstrap's windows and how far (in windows) a position's draw may reach."""
+    the bootstrap's windows, how far (in windows) a position's draw may reach, and the threads the
+    replays run on (0: one per CPU core this process may use)."""
 
     samples: int = 64
     level: float = 0.9
     sources: str = "calibration+workload"
     windows: int = 20
     reach: int = 1
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check(self.samples >= 0, "uncertainty.samples", f"must be ≥ 0 (0: no bands), got {self.samples}")
@@ -78,12 +70,20 @@ class UncertaintyConfig:
         check(self.sources in SOURCES, "uncertainty.sources", f"must be one of {SOURCES}, got {self.sources!r}")
         check(self.windows >= 1, "uncertainty.windows", f"must be ≥ 1, got {self.windows}")
         check(self.reach >= 1, "uncertainty.reach", f"must be ≥ 1 (windows either side), got {self.reach}")
+        check(self.threads >= 0, "uncertainty.threads", f"must be ≥ 0 (0: one per CPU core), got {self.threads}")
         check(not 0 < self.samples < 10, "uncertainty.samples",
               f"must be 0 or at least 10 for a band to mean anything, got {self.samples}")  # fmt: skip
 
     @property
     def enabled(self) -> bool:
         return self.samples > 0
+
+    @property
+    def workers(self) -> int:
+        """Threads the replays run on: `threads`, or one per CPU core this process may use."""
+        if self.threads:
+            return self.threads
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def quantile_level(self, models: int | None = None) -> float:
         """The central share of the replays a band spans: `level`, or with a calibration band drawn
@@ -212,80 +212,3 @@ def bands(
             entry["significant"] = not band.includes_zero() and math.isfinite(band.low)
         out[name] = entry
     return out
-
-
-def replay_figures(
-    policy: Policy,
-    slo: SloConfig,
-    capacity_cfg: CapacityConfig | None = None,
-    capacity: Capacity | None = None,
-    compare_baseline: bool = True,
-) -> Callable[[pd.DataFrame, Fleet], dict[str, float]]:
-    """One replay of the bands, as `replay_bands` calls it: the policy (at its own capacity under
-    `capacity_cfg`, default `CapacityConfig()`, searched from the point answer `capacity`, when
-    the run searched one) and, with `compare_baseline`, the baseline on the same draw and fleet;
-    its figures by `BANDED` name."""
-
-    def replay(requests: pd.DataFrame, fleet: Fleet) -> dict[str, float]:
-        figures: dict[str, float] = {}
-        if capacity is not None:
-            cap, result = search_capacity(
-                requests, fleet, policy, capacity_cfg or CapacityConfig(), start=capacity.replicas, quiet=True
-            )
-            figures |= {"capacity_replicas": cap.replicas, "capacity_gpus": cap.gpus, "capacity_met": cap.met}
-            fleet = fleet.resized(cap.pool, cap.replicas)
-        else:
-            result = simulate_fleet(requests, fleet, policy)
-        runs = [result]
-        if compare_baseline and policy.name != "none":
-            runs.append(simulate_fleet(requests, fleet, Policy()))
-        horizon = max(r.makespan_s for r in runs)
-        base = run_summary(runs[-1], slo, horizon) if len(runs) > 1 else None
-        summary = Summary(run_summary(result, slo, horizon), {}, {}, baseline=base)
-        if base is not None:
-            summary = with_savings(summary, result, runs[-1])
-        keys = {name: key for name, key in BANDED.items() if not key.startswith("capacity.")}
-        if base is None:
-            keys.pop("energy_savings_pct")
-        return figures | {name: summary.value(key) for name, key in keys.items()}
-
-    return replay
-
-
-def replay_bands(
-    requests: pd.DataFrame,
-    fleet: Fleet,
-    cfg: UncertaintyConfig,
-    seed: int,
-    replay: Callable[[pd.DataFrame, Fleet], dict[str, float]],
-    *,
-    progress: bool = True,
-    errors: Mapping[str, HeldOutErrors] | None = None,
-) -> pd.DataFrame:
-    """Run `replay(requests, fleet)` (the figures of one replay, by `BANDED` name; `replay_figures`)
-    on every draw; the replays' figures, one row each with the draw's ratios. `errors`: the
-    calibrations' held-out errors by label (default: the shipped ones of the fleet's oracles;
-    unread without a calibration source)."""
-    if errors is None:
-        errors = calibration_errors(fleet) if cfg.calibration else {}
-    rows = []
-    bar = progress_bar(progress, total=cfg.samples, desc="bands", unit="replay", leave=False)
-    with warnings.catch_warnings():  # the run on the trace as given warned already
-        warnings.simplefilter("ignore", OracleRangeWarning)
-        warnings.simplefilter("ignore", RejectedRequestsWarning)
-        for i, draw in enumerate(draws(requests, errors, cfg, seed)):
-            row: dict[str, float] = {"replay": i, "requests": len(draw.requests)}
-            for label, (t, e) in sorted(draw.scales.items()):
-                row[f"{label}_time_ratio"], row[f"{label}_energy_ratio"] = t, e
-            row |= replay(draw.requests, drawn_fleet(fleet, draw))
-            rows.append(row)
-            bar.update(1)
-    bar.close()
-    frame = pd.DataFrame(rows)
-    if "capacity_met" in frame and not frame["capacity_met"].all():
-        log.warning(
-            "bands: %d of %d replays met the capacity target at no size up to capacity.max_replicas: their "
-            "capacity counts as that ceiling, so the band's top end is a lower bound (bands.csv, capacity_met)",
-            int((~frame["capacity_met"].astype(bool)).sum()), len(frame),
-        )  # fmt: skip
-    return frame

@@ -4,6 +4,8 @@ savings whose band spans zero called so, and where users see them."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -15,14 +17,9 @@ import traces
 from oracle.errors import COLUMNS, HeldOutErrors
 from sim.app import execute, prepare
 from sim.config import ServerConfig, SloConfig
-from sim.planning.uncertainty import (
-    UncertaintyConfig,
-    bands,
-    calibration_errors,
-    fewest_models,
-    replay_bands,
-    replay_figures,
-)
+from sim.planning.band_replays import in_order, replay_bands, replay_figures
+from sim.planning.uncertainty import UncertaintyConfig, bands, calibration_errors, fewest_models
+from sim.policies.adaptive_gen import AdaptiveGen, Config
 from sim.policies.base import Policy
 from sim.results.metrics import run_summary
 from sim.results.summary import METRICS, unit
@@ -80,6 +77,44 @@ def test_the_same_seed_gives_the_same_bands_and_another_seed_others(chat, llama)
     assert not np.allclose(a["energy_j"], c["energy_j"])
 
 
+def test_the_bands_do_not_depend_on_the_threads_the_replays_run_on(chat, llama):
+    """Replays on one thread and on three (each a fleet of two replicas behind least tokens, with
+    the baseline) give the same figures, in the same order."""
+    fleet = Fleet.single(llama, ServerConfig(), 2, "least_tokens")
+    replay = replay_figures(AdaptiveGen(llama, Config(factor=0.3)), SloConfig())
+    one, three = (
+        replay_bands(chat, fleet, UncertaintyConfig(samples=12, threads=t), 5, replay, progress=False) for t in (1, 3)
+    )
+    pd.testing.assert_frame_equal(one, three)
+    assert one["energy_savings_pct"].nunique() > 1
+
+
+def test_in_order_keeps_the_order_and_at_most_twice_the_workers_under_way():
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow(i: int, wait: float) -> dict[str, float]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(wait)
+        with lock:
+            running[0] -= 1
+        return {"i": i}
+
+    submitted = []
+
+    def args():
+        for i in range(12):
+            submitted.append(i)
+            yield i, 0.02 * ((7 * i) % 5)  # later ones often finish first
+
+    out = []
+    for row in in_order(slow, args(), workers=2):
+        out.append(row["i"])
+        assert len(submitted) - len(out) <= 3  # no more than 2 × 2 drawn ahead of what was handed out
+    assert out == list(range(12)) and most[0] == 2
+
+
 def test_a_saving_whose_band_spans_zero_is_not_significant():
     cfg = UncertaintyConfig(samples=20)
     across = pd.DataFrame({"energy_savings_pct": np.linspace(-1.0, 3.0, 20)})
@@ -104,6 +139,7 @@ def test_the_band_is_the_central_share_of_the_replays():
         ("level", 1.0, r"\(0, 1\)"),
         ("sources", "trace", "must be one of"),
         ("windows", 0, "≥ 1"),
+        ("threads", -1, "≥ 0"),
     ],
 )
 def test_bad_uncertainty_settings_name_the_key(key, value, message):
