@@ -17,6 +17,7 @@ token lies inside the band drawn from the other models' errors.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from importlib import resources
 
@@ -61,10 +62,17 @@ class HeldOutErrors:
             f"(ML.ENERGY v3, {HELD_OUT_FILE})"
         )
 
-    def weights(self) -> np.ndarray:
-        """Each run's probability: models equally likely, then their runs."""
+    @functools.cached_property
+    def _weights(self) -> np.ndarray:
         size = self.rows.groupby("model")["model"].transform("size").to_numpy(float)
-        return 1.0 / (size * self.models)
+        weights = 1.0 / (size * self.models)
+        weights.flags.writeable = False
+        return weights
+
+    def weights(self) -> np.ndarray:
+        """Each run's probability: models equally likely, then their runs (computed once: every
+        replay of the bands draws from it)."""
+        return self._weights
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """`n` (time ratio, energy ratio) pairs: a model, then one of its runs."""

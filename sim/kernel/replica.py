@@ -85,9 +85,9 @@ def drain(server: Fed, r: state.Replica) -> bool:
     ledger = server.ledger
     take_log(server.jobs, r)
     if nrows:
-        rows_f, rows_i = state.take_rows(r)
-        ledger._f.frombytes(rows_f.tobytes())
-        ledger._i.frombytes(rows_i.tobytes())
+        rows_f, rows_i = state.take_rows(r)  # views of the kernel's buffer, copied once here
+        ledger._f.frombytes(memoryview(rows_f).cast("B"))
+        ledger._i.frombytes(memoryview(rows_i).cast("B"))
         ledger.steps += int(rows_i[:, 0].sum())
     ledger.t, ledger.tc, ledger.step_avg, ledger.peak_w = t, tc, step_avg, peak_w
     ledger.missed += missed

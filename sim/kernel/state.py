@@ -203,7 +203,8 @@ def set_feed(r, feed_t, feed_j, first):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def take_rows(r):  # type: ignore[no-untyped-def]
-    """The span rows waiting (float and integer columns), taken out of the buffer."""
+    """The span rows waiting (float and integer columns), taken out of the buffer: views of it,
+    to be copied out before the replica runs again."""
     n = r.nrows
     r.nrows = 0
-    return r.rows_f[:n].copy(), r.rows_i[:n].copy()
+    return r.rows_f[:n], r.rows_i[:n]

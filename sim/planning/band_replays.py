@@ -23,7 +23,7 @@ from sim.planning.capacity import Capacity, CapacityConfig, search_capacity
 from sim.planning.uncertainty import Draw, UncertaintyConfig, calibration_errors, drawn_fleet, draws
 from sim.policies.base import Policy
 from sim.results.metrics import run_summary, with_savings
-from sim.results.summary import BANDED, Summary
+from sim.results.summary import BANDED, Summary, lookup
 from sim.serving.fleet import Fleet
 from sim.serving.run import simulate_fleet
 from sim.serving.run_warnings import RejectedRequestsWarning
@@ -64,7 +64,8 @@ def replay_figures(
         keys = {name: key for name, key in BANDED.items() if not key.startswith("capacity.")}
         if base is None:
             keys.pop("energy_savings_pct")
-        return figures | {name: summary.value(key) for name, key in keys.items()}
+        data = summary.to_dict()  # once: every figure is read from it
+        return figures | {name: lookup(data, key) for name, key in keys.items()}
 
     return replay
 
