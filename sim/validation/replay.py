@@ -148,30 +148,32 @@ def replays(
     prompts, yielding (row, its oracle, its prompts, what the replay measured). `prompts`: one
     distribution, one per gpu_model, a function of (row, oracle), or None (`task_prompts`: the
     task's fitted prompts, or each oracle's calibration prompts for LM Arena chat). Every skipped
-    row is logged once with the reason; the first data-parallel row replayed logs how it is
-    approximated (`DATA_PARALLEL_NOTE`)."""
+    row is logged with the reason, once the rows are done, rows skipped for the same reason (and
+    rows noted alike) in one line; the first data-parallel row replayed logs how it is approximated
+    (`DATA_PARALLEL_NOTE`)."""
     bar = _bar(len(rows), progress)
     noted_dp = False
+    said = _Said()
     for row in rows:
         bar.update(1)
         what = row.label
         reason = unresolved_reason(row)
         if reason is not None:
-            log(f"skipped {what}: {reason}")
+            said.add("skipped", row, reason)
             continue
         if row.hist_key not in histograms:
-            log(f"skipped {what}: no output-length histogram for this run")
+            said.add("skipped", row, "no output-length histogram for this run")
             continue
         try:
             workload_for(row)
         except KeyError as e:
-            log(f"skipped {what}: {e.args[0]}")
+            said.add("skipped", row, e.args[0])
             continue
         oracle = row_oracle(row)
         try:
             chosen = prompts_for(prompts, row, oracle)
         except MissingPromptsError as e:
-            log(f"skipped {what}: {e}")
+            said.add("skipped", row, str(e))
             continue
         if row.data_parallel > 1 and not noted_dp:
             log(f"note: {what} is data-parallel ({row.data_parallel} ranks); {DATA_PARALLEL_NOTE} (said once)")
@@ -187,12 +189,35 @@ def replays(
                 record_features=record_features,
             )
         except EmptyWindowError as e:
-            log(f"skipped {what}: the simulated run has no steady-state window ({e})")
+            said.add("skipped", row, f"the simulated run has no steady-state window ({e})")
             continue
         if r.window_rule != "max_num_seqs":
-            log(f"note: {what}: simulated batch peaked below the cap; window opened by the {r.window_rule}")
+            said.add("note", row, f"simulated batch peaked below the cap; window opened by the {r.window_rule}")
         yield row, oracle, chosen, r
     bar.close()
+    said.log(log)
+
+
+class _Said:
+    """What the replay says of rows (skipped, or a note), grouped by what is said: one line per
+    reason, naming the row, or the rows by model, task and GPUs with their caps."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], list[BenchmarkRow]] = {}
+
+    def add(self, kind: str, row: BenchmarkRow, reason: str) -> None:
+        self.rows.setdefault((kind, reason), []).append(row)
+
+    def log(self, log: Callable[[str], None]) -> None:
+        for (kind, reason), rows in self.rows.items():
+            if len(rows) == 1:
+                log(f"{kind} {rows[0].label}: {reason}")
+                continue
+            caps: dict[str, list[int]] = {}
+            for r in rows:
+                caps.setdefault(r.label.rsplit(" at max_num_seqs ", 1)[0], []).append(r.max_num_seqs)
+            runs = "; ".join(f"{what} at max_num_seqs {', '.join(map(str, sorted(c)))}" for what, c in caps.items())
+            log(f"{kind} {len(rows)} rows, {reason}: {runs}")
 
 
 def _bar(total: int, enabled: bool) -> Any:

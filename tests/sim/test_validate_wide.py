@@ -133,6 +133,22 @@ def test_multi_gpu_and_moe_rows_replay_end_to_end(wide, hists):
     assert df["prompt_mean_tokens"][2] == pytest.approx(fitted["sourcegraph-fim"].prompts.mean_tokens, rel=0.05)
 
 
+def test_rows_skipped_for_one_reason_are_said_in_one_line_with_their_caps(wide, hists):
+    table = pick(wide, HYBRID, HYBRID, HYBRID, MOE_EP2)
+    table.loc[1, ["max_num_seqs", "config_id"]] = [64, "hybrid|64"]
+    table.loc[2, ["max_num_seqs", "config_id", "task"]] = [16, "hybrid|16", "gpqa"]
+    hists = {**hists, "hybrid|64": hists[HYBRID], "hybrid|16": hists[HYBRID]}
+    logged: list[str] = []
+    df = validate(parse_benchmark(table), hists, log=logged.append)
+    assert df["config_id"].tolist() == [MOE_EP2]
+    assert len(logged) == 1
+    assert logged[0].startswith("skipped 3 rows, nemotron-nano-9b-v2 is a hybrid Mamba-Transformer")
+    assert logged[0].endswith(
+        ": nvidia/NVIDIA-Nemotron-Nano-9B-v2 on H100 at max_num_seqs 8, 64; "
+        "nvidia/NVIDIA-Nemotron-Nano-9B-v2 (gpqa) on H100 at max_num_seqs 16"
+    )
+
+
 def test_rows_without_an_oracle_are_skipped_with_the_reason(wide, hists):
     table = pick(wide, HYBRID, MOE_EP2)
     unknown = table.iloc[[1]].assign(model_id="acme/NoSuchMoE", config_id="acme|x")
