@@ -41,7 +41,7 @@ def test_each_distinct_warning_is_logged_once_and_its_repeats_counted(once, capl
         "warning (RejectedRequestsWarning): 12 requests outside the range (4.5 %)",
         "warning (OracleRangeWarning): an oracle without figures",
         "warning (OracleRangeWarning): oracle 'qwen3-14b_b200' asked outside",
-        "warning (OracleRangeWarning): 2 more like the one above, with other figures or names, not shown",
+        "warning (OracleRangeWarning): 2 more like the one shown earlier, with other figures or names, not shown",
     ]
 
 
