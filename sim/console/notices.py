@@ -70,7 +70,11 @@ def count_repeats() -> None:
     for (category, _), n in _repeats.items():
         counts[category] += n
     for category, n in sorted(counts.items()):
-        _say("warning (%s): %s more like the one shown earlier, with other figures or names, not shown", category, f"{n:,}")
+        _say(
+            "warning (%s): %s more like the one shown earlier, with other figures or names, not shown",
+            category,
+            f"{n:,}",
+        )
     _repeats.clear()
 
 
