@@ -115,6 +115,16 @@ def test_in_order_keeps_the_order_and_at_most_twice_the_workers_under_way():
     assert out == list(range(12)) and most[0] == 2
 
 
+def test_in_order_raises_a_replay_s_error():
+    def failing(i: int) -> dict[str, float]:
+        if i == 3:
+            raise ValueError("replay 3 failed")
+        return {"i": i}
+
+    with pytest.raises(ValueError, match="replay 3 failed"):
+        list(in_order(failing, ((i,) for i in range(8)), workers=2))
+
+
 def test_a_saving_whose_band_spans_zero_is_not_significant():
     cfg = UncertaintyConfig(samples=20)
     across = pd.DataFrame({"energy_savings_pct": np.linspace(-1.0, 3.0, 20)})
