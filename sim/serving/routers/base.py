@@ -19,12 +19,20 @@ class Router:
     of the fleet `f` (`sim.kernel.fleet`) and its replicas, returning the index of the replica
     that takes job j (the same rule as `pick`; it reads what `sim.kernel.routers` keeps), which
     runs a fleet with no dynamic policy and no summaries in the compiled loop; without one, the
-    fleet runs under SimPy. Written in the router's module, wrapped in `staticmethod`.
+    fleet runs under SimPy. Written in the router's module, wrapped in `staticmethod`; a subclass
+    that writes its own `pick` must write its own `kernel_pick` too, or it runs under SimPy.
     """
 
     name: str
     static = False
     kernel_pick: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass with a `pick` of its own and no `kernel_pick` of its own runs under SimPy:
+        the compiled pick it would inherit says another rule."""
+        super().__init_subclass__(**kwargs)
+        if "pick" in cls.__dict__ and "kernel_pick" not in cls.__dict__:
+            cls.kernel_pick = None
 
     def __init__(self, fleet: Fleet, servers: Sequence[Server]) -> None:
         self.fleet, self.servers = fleet, list(servers)

@@ -34,3 +34,16 @@ def test_a_router_registered_after_the_dispatch_was_written_is_refused_with_what
     with pytest.raises(ValueError, match=r"router 'late' has no compiled pick.*sim/serving/routers/"):
         picks.code(object.__new__(Late))
     assert picks.code(object.__new__(LeastTokens)) == picks.CODES["least_tokens"]
+
+
+def test_a_subclass_with_its_own_pick_does_not_inherit_a_compiled_one():
+    class Mine(LeastTokens):
+        name = "mine"
+
+        def pick(self, n_in, n_out, job=-1):  # type: ignore[no-untyped-def]
+            return self.servers[-1]
+
+    class Same(LeastTokens):
+        name = "same"
+
+    assert Mine.kernel_pick is None and Same.kernel_pick is LeastTokens.kernel_pick

@@ -254,8 +254,9 @@ SMALL_KV = ServerConfig(kv_capacity_tokens=12_000)  # preempts: the loads also c
 def test_router_picks_equal_the_brute_force_definition(
     llama, monkeypatch, router, replicas, rate_scale, slo, server, summaries
 ):
-    """The routers keep an index of the replicas' loads updated as engines change; their picks
-    must be those of evaluating every replica in full at every arrival, on a real trace."""
+    """The routers' picks (compiled, or with summaries the Python ones over their index of the
+    replicas' loads) must be those of evaluating every replica in full at every arrival, under
+    SimPy, on a real trace."""
     size = 3000 if replicas < 100 else 1000  # the brute force reads every replica at every arrival
     requests = traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=size, rate_scale=rate_scale))
     fleet = many_replicas(llama, router, replicas, slo, server)
@@ -269,6 +270,7 @@ def test_router_picks_equal_the_brute_force_definition(
         assert fast["preemptions"].sum() > 0
     cls, brute_force = BRUTE_FORCE[router]
     monkeypatch.setattr(cls, "pick", brute_force)
+    monkeypatch.setattr(cls, "kernel_pick", None)  # under SimPy, asking the brute force
     reference = simulate_fleet(requests, fleet, policy).requests
     assert fast["server"].nunique() > min(replicas // 2, 16)
     assert fast["server"].tolist() == reference["server"].tolist()
