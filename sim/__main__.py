@@ -39,7 +39,24 @@ def run_context() -> RunContext:
     if hc.mode != RunMode.MULTIRUN:
         return RunContext(overrides)
     sweep_dir = Path(str(hc.sweep.dir))
-    return RunContext(overrides, sweep_dir, SweepInfo.read(sweep_dir))
+    return RunContext(overrides, sweep_dir, SweepInfo.read(sweep_dir), job_cores(hc.launcher))
+
+
+def job_cores(launcher: DictConfig) -> int | None:
+    """CPU cores one job of a sweep may use when the launcher runs jobs side by side on this
+    machine: this machine's cores over joblib's `n_jobs` (-1: one job per core), or a Ray task's
+    `num_cpus`; None for launchers that run one job at a time or give each its own cores (SLURM
+    jobs see theirs through the CPU affinity)."""
+    from sim.planning.uncertainty import available_cores
+
+    target = str(launcher.get("_target_", ""))
+    if "hydra_joblib_launcher" in target:
+        n_jobs = int(launcher.get("n_jobs") or -1)
+        return 1 if n_jobs < 1 else max(1, available_cores() // n_jobs)
+    if "hydra_ray_launcher" in target:
+        cpus = OmegaConf.select(launcher, "ray.remote.num_cpus")
+        return max(1, int(cpus)) if cpus else None
+    return None
 
 
 def background_tracking(cfg: DictConfig) -> BackgroundTracking | None:

@@ -54,6 +54,7 @@ class RunContext:
     overrides: tuple[str, ...] = ()
     sweep_dir: Path | None = None
     sweep: SweepInfo | None = None
+    cores: int | None = None  # CPU cores for this job where its sweep runs jobs side by side here; None: all
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,9 @@ def execute(
         samples = replay_bands(
             prepared.requests,
             fleet,
-            cfg.uncertainty,
+            cfg.uncertainty
+            if cfg.uncertainty.threads or not context.cores
+            else replace(cfg.uncertainty, threads=context.cores),
             cfg.seed,
             replay_figures(prepared.policy, cfg.slo, cfg.capacity, capacity, cfg.compare_baseline),
             progress=cfg.progress,

@@ -51,11 +51,17 @@ STREAM = 26
 """The draws' random stream beside the run's seed (the trace's sampling uses the seed alone)."""
 
 
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class UncertaintyConfig:
     """The `uncertainty:` section: how many replays (0: no bands), the bands' level, what is drawn,
     the bootstrap's windows, how far (in windows) a position's draw may reach, and the threads the
-    replays run on (0: one per CPU core this process may use)."""
+    replays run on (0: one per CPU core this process may use, or in a sweep that runs jobs side by
+    side the job's share, `sim.app.RunContext.cores`)."""
 
     samples: int = 64
     level: float = 0.9
@@ -81,9 +87,7 @@ class UncertaintyConfig:
     @property
     def workers(self) -> int:
         """Threads the replays run on: `threads`, or one per CPU core this process may use."""
-        if self.threads:
-            return self.threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.threads or available_cores()
 
     def quantile_level(self, models: int | None = None) -> float:
         """The central share of the replays a band spans: `level`, or with a calibration band drawn

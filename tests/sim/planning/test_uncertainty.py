@@ -15,10 +15,11 @@ from omegaconf import OmegaConf
 
 import traces
 from oracle.errors import COLUMNS, HeldOutErrors
-from sim.app import execute, prepare
+from sim.__main__ import job_cores
+from sim.app import RunContext, execute, prepare
 from sim.config import ServerConfig, SloConfig
 from sim.planning.band_replays import in_order, replay_bands, replay_figures
-from sim.planning.uncertainty import UncertaintyConfig, bands, calibration_errors, fewest_models
+from sim.planning.uncertainty import UncertaintyConfig, available_cores, bands, calibration_errors, fewest_models
 from sim.policies.adaptive_gen import AdaptiveGen, Config
 from sim.policies.base import Policy
 from sim.results.metrics import run_summary
@@ -162,6 +163,42 @@ def run_config(tmp_path, *overrides):
         cfg = compose("sim", overrides=[f"output_dir={tmp_path / 'out'}", "trace.max_requests=300", "progress=false",
                                         "tracking.enabled=false", "plots=false", *overrides])  # fmt: skip
     return app_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_sweep_job_s_share_of_the_cores_sets_the_bands_threads_unless_given(tmp_path, monkeypatch):
+    seen = []
+
+    def replays(requests, fleet, cfg, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(cfg.threads)
+        return replay_bands(requests, fleet, cfg, *args, **kwargs)
+
+    monkeypatch.setattr("sim.app.replay_bands", replays)
+    for folder, threads in (("a", 0), ("b", 3)):
+        cfg = run_config(tmp_path / folder, "uncertainty.samples=10", f"uncertainty.threads={threads}")
+        execute(prepare(cfg), RunContext(cores=1))
+    execute(prepare(run_config(tmp_path / "c", "uncertainty.samples=10")))
+    assert seen == [1, 3, 0]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "cores"),
+    [
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1}, "all"),
+        (
+            {
+                "_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                "ray": {"remote": {"num_cpus": 2}},
+            },
+            2,
+        ),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, None),
+        ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}, None),
+    ],
+)
+def test_a_sweep_job_gets_this_machine_s_cores_over_the_jobs_run_side_by_side(launcher, cores):
+    expected = available_cores() if cores == "all" else cores
+    assert job_cores(OmegaConf.create(launcher)) == expected
 
 
 def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, capsys):
