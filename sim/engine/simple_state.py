@@ -82,11 +82,6 @@ class SimpleState:
         return {j: n + jobs.n_out[j] - jobs.generated[j] for j in self.decoding}
 
     @property
-    def fsum(self) -> int:
-        """Σ the decoders' finish steps."""
-        return sum(self.decoders.values())
-
-    @property
     def fmax(self) -> int:
         """The last of the decoders' finish steps (0: none decoding)."""
         return max(self.decoders.values(), default=0)

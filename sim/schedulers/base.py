@@ -50,12 +50,6 @@ class EngineView(Protocol):
     @property
     def decoders(self) -> dict[int, int]: ...  # job → the step after which it is done
 
-    @property
-    def fsum(self) -> int: ...  # Σ the decoders' finish steps
-
-    @property
-    def fmax(self) -> int: ...  # max of the decoders' finish steps
-
 
 FOREVER = 1 << 62  # steps: no limit
 

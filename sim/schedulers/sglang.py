@@ -191,10 +191,7 @@ class Sglang(Scheduler):
             self.set_at = (self.options.init_new_token_ratio, engine.N)
             return 0
         clip, jobs, n = self.options.clip_max_new_tokens, engine.jobs, engine.N
-        if engine.B and engine.fmax - n > clip:  # some output left is longer than the clip
-            left = sum(min(f - n, clip) for f in engine.decoders.values())
-        else:  # none is (`fmax` bounds the decoders' finish steps): the engine's running sum
-            left = engine.fsum - engine.B * n
+        left = sum(min(f - n, clip) for f in engine.decoders.values())  # the decoders' outputs left, clipped
         if engine.partial is not None:
             j = engine.partial[0]
             left += min(int(jobs.n_out[j] - jobs.generated[j]), clip)

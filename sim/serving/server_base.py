@@ -47,8 +47,7 @@ class ServerBase:
         self.costs, self.config, self.jobs = costs, config, jobs
         self.index, self.name, self.pool = index, name, pool
         self.kv = kv
-        # the deliberately simple reference (exact steps), the Python twin of the kernel (recorded
-        # features: spans step by step) or the compiled kernel's rules
+        # the deliberately simple reference (exact steps) or the compiled kernel's rules
         self.engine: KernelEngine | SimpleEngine = (
             SimpleEngine(jobs, config, kv) if config.exact_steps else KernelEngine(jobs, config, kv, costs)
         )

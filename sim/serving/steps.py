@@ -98,7 +98,6 @@ class Steps:
         assert isinstance(e, SimpleEngine)
         dec = e.decoder_contexts()
         ctx = sum(c for _, c in dec)
-        assert ctx == e.S, "incremental context sum diverged from the explicit one"
         dt, de, extra, mhz = self.costs.step(len(dec), ctx, len(work), *prefill_sums(work), budget, floor)
         share = ce.const * (1.0 + extra) / (len(dec) + len(work))
         for j, c in dec:
