@@ -16,17 +16,19 @@ oracle's provenance).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-from oracle import arch, hwcal, kernels
+from oracle import arch, hwcal, kernels, refine
 from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle
 from oracle.model import Oracle, shipped_oracles
 
 BAND_LEVEL = 0.9  # the level of the bands the calibration report checks
+FAMILY_KEY = "gpu_constants"  # a refined oracle's provenance: its GPU family's constants (`oracle.refine`)
 LAYOUT_GPUS = (1, 2, 4, 8)  # GPUs per replica shipped: one node of HGX boards
 
 
@@ -44,6 +46,22 @@ def layouts_for(model: arch.ModelSpec, gpu: arch.GpuSpec) -> list[Layout]:
     return out
 
 
+def measured_layouts(
+    model: arch.ModelSpec, gpu: arch.GpuSpec, refined: Mapping[str, HardwareConstants]
+) -> list[Layout]:
+    """The layouts of `model` on `gpu` beside `layouts_for`'s that were measured and refined
+    (`refined`, by oracle name): a mixture of experts served tensor parallel, as gpt-oss was."""
+    usual = {layout.oracle_name(model, gpu) for layout in layouts_for(model, gpu)}
+    out: dict[str, Layout] = {}
+    for g in LAYOUT_GPUS:
+        for ep in (False, True):
+            layout = Layout(g, ep)
+            name = layout.oracle_name(model, gpu)
+            if name in refined and name not in usual:
+                out.setdefault(name, layout)
+    return list(out.values())
+
+
 def shipped_constants(gpu: arch.GpuSpec) -> tuple[HardwareConstants, dict[str, float]]:
     """The hardware constants the shipped oracles of `gpu` were derived with, and the calibration's
     prompt lengths (provenance keys `calibration_prompt_tokens`, `calibration_prompt_sigma`)."""
@@ -52,14 +70,18 @@ def shipped_constants(gpu: arch.GpuSpec) -> tuple[HardwareConstants, dict[str, f
         raise KeyError(f"no shipped oracle on {gpu.name!r} to take hardware constants from; run python -m oracle.build")
     o = Oracle.load(names[0])
     prompts = {k: v for k, v in o.provenance.items() if k.startswith("calibration_prompt")}
-    return HardwareConstants(**o.provenance["constants"]), prompts
+    return HardwareConstants(**o.provenance.get(FAMILY_KEY, o.provenance["constants"])), prompts
 
 
-def oracle_for(model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None = None) -> Oracle:
+def oracle_for(
+    model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None = None, family: bool = False
+) -> Oracle:
     """The oracle of `model` (name, HF id or a benchmark's model_id) on a replica of `gpus` `gpu`
     (a name or a label such as 'H100'): the shipped one if there is one, else derived now with the
     shipped hardware constants of that GPU. `expert_parallel` defaults to the model being a mixture
-    of experts. KeyError for an unknown model or GPU, LayoutError for a layout that cannot serve it."""
+    of experts. `family`: derived with the GPU family's constants even where the shipped oracle is
+    refined on its configuration's measured runs (`oracle.refine`): what a configuration nobody
+    measured gets. KeyError for an unknown model or GPU, LayoutError for a layout that cannot serve it."""
     spec = arch.find_model(model)
     card = arch.find_gpu(gpu) or (arch.load_gpu(gpu.lower()) if gpu.lower() in arch.gpu_names() else None)
     if spec is None or card is None:
@@ -69,7 +91,9 @@ def oracle_for(model: str, gpu: str, gpus: int = 1, expert_parallel: bool | None
     layout = Layout(gpus, ep)
     name = layout.oracle_name(spec, card)
     if name in shipped_oracles():
-        return Oracle.load(name)
+        shipped = Oracle.load(name)
+        if not family or FAMILY_KEY not in shipped.provenance:
+            return shipped
     k, prompts = shipped_constants(card)
     o = derive_oracle(spec, card, k, layout=layout)
     o.provenance.update(prompts)
@@ -111,7 +135,13 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
     held = {"inv_p": k.prefill, "inv_attn": k.attention}
     for label in sorted(set(arch.CALIBRATED_ON.values()) - {measured}):
         out[label] = hwcal.calibrate(arch.load_gpu(label.lower()), label, held=held)
-    return dict(sorted(out.items()))
+    return {label: _refined(label, cal) for label, cal in sorted(out.items())}
+
+
+def _refined(label: str, cal: hwcal.Calibration) -> hwcal.Calibration:
+    """`cal` with its measured configurations refined on their own runs (`oracle.refine`)."""
+    r = refine.refine_all(hwcal.measured_rows(label, None, None), arch.load_gpu(label.lower()), cal.constants)
+    return replace(cal, refined=dict(r.constants), refinement_checks=r.checks)
 
 
 def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = None) -> list[Path]:
@@ -121,10 +151,15 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
     for g in arch.gpu_names():
         gpu = arch.load_gpu(g)
         k = constants_for(gpu, cals)
+        cal = cals[arch.CALIBRATED_ON[g]]
         for m in arch.model_names():
             model = arch.load_model(m)
-            for layout in layouts_for(model, gpu):
-                paths.append(_write(derive_oracle(model, gpu, k, layout=layout), cals[arch.CALIBRATED_ON[g]], out_dir))
+            for layout in layouts_for(model, gpu) + measured_layouts(model, gpu, cal.refined or {}):
+                own = (cal.refined or {}).get(layout.oracle_name(model, gpu))
+                o = derive_oracle(model, gpu, k if own is None else own, layout=layout)
+                if own is not None:
+                    o.provenance[FAMILY_KEY] = k.as_dict()
+                paths.append(_write(o, cal, out_dir))
     return paths
 
 
@@ -180,6 +215,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             else "(none)",
             "",
             *_coverage(label, cal),
+            *_refinements(cal),
             *_prefill(label, cal),
             "Per run:",
             "",
@@ -216,6 +252,34 @@ def _coverage(label: str, cal: hwcal.Calibration) -> list[str]:
         "inside the band drawn from the other models' errors (the target: at least 85 % for energy). Per model:",
         "",
         _markdown(check.per_model.round(3).reset_index(names="model")),
+        "",
+    ]
+
+
+def _refinements(cal: hwcal.Calibration) -> list[str]:
+    """The report's lines on the measured configurations refined on their own runs (`oracle.refine`)."""
+    checks = cal.refinement_checks
+    if checks is None or checks.empty:
+        return []
+    runs = checks["runs"]
+
+    def mean(column: str) -> float:
+        held = checks[column].notna()
+        return float((checks.loc[held, column] * runs[held]).sum() / runs[held].sum())
+
+    return [
+        f"Measured configurations (`oracle.refine`): the oracle of each of these {len(checks)} (a model on a replica "
+        f"layout, with at least {refine.MIN_RUNS} runs) is derived with the constants above, its work, overheads and "
+        f"all-reduces scaled and its energy terms ({refine.ENERGY_BASIS}) refitted on its own runs; every other "
+        "oracle keeps the constants above. Mean absolute errors (%) of energy and time per output token with the "
+        "constants above, refined, and refined without the run (each run left out in turn: how the refinement "
+        "carries to a batch cap or task not measured on that configuration), weighted by runs: energy "
+        f"{mean('family_energy_mae_pct'):.1f} / {mean('refined_energy_mae_pct'):.1f} / "
+        f"{mean('held_out_energy_mae_pct'):.1f}, time {mean('family_time_mae_pct'):.1f} / "
+        f"{mean('refined_time_mae_pct'):.1f} / {mean('held_out_time_mae_pct'):.1f} (the last over the "
+        f"configurations of more than {refine.MIN_RUNS} runs). Per configuration:",
+        "",
+        _markdown(checks.round(2).astype(object).where(checks.notna(), "–")),
         "",
     ]
 

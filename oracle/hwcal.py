@@ -100,6 +100,8 @@ class Calibration:
     kernel_weight: float = 0.0  # the weight of a kernel row in the fit (`KERNEL_WEIGHTS`, chosen)
     prefill_sensitivity: pd.DataFrame | None = None  # `prefill_sensitivity`'s table (the choice)
     held: dict[str, float] | None = None  # time constants held at a value, not fitted (from another GPU)
+    refined: Mapping[str, HardwareConstants] | None = None  # per measured configuration (oracle name): `oracle.refine`
+    refinement_checks: pd.DataFrame | None = None  # `oracle.refine.Refinement.checks`
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""
@@ -326,23 +328,6 @@ def fit_constants(
         rows = TimeRows.concat(rows, TimeRows.of_kernels(kernels))
     t = fit_time(rows, held, separate)
     t_pred, itl_pred = windows.predict(t), medians.predict(t)
-    # Static power is at least idle power (fit the excess over idle), and the serving these rows
-    # measured draws at most the power limit per GPU.
-    kept = ENERGY_BASES[energy_basis]
-    g, comm = b.gpus, _comm_time(b, t)
-    columns = {"static": g * (t_pred - comm) if "comm" in kept else g * t_pred, "comm": g * comm}
-    columns |= {"flop": b.flops, "byte": b.bytes}
-    names = ["static", *kept]
-    basis = np.column_stack([columns[n] for n in names])
-    head = gpu.power_limit_w - gpu.idle_power_w
-    e = df["energy_per_token_joules"].to_numpy()
-    fitted = relative_bounded_lsq(
-        basis,
-        e - g * gpu.idle_power_w * t_pred,
-        lower=np.zeros(basis.shape[1]),
-        constraints=(basis / (g * t_pred)[:, None], np.full(len(t_pred), head)),
-    )
-    excess = dict(zip(names, fitted.tolist(), strict=True))
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
         inv_eff_attention=float(t[8]) if separate or "inv_attn" in (held or {}) else None,
@@ -351,17 +336,62 @@ def fit_constants(
         inv_eff_memory=float(t[1]),
         step_overhead_s=float(t[2]),
         seq_overhead_s=float(t[3]),
-        static_power_w=float(gpu.idle_power_w + excess["static"]),
-        energy_per_flop_j=float(excess.get("flop", 0.0)),
-        energy_per_byte_j=float(excess.get("byte", 0.0)),
+        static_power_w=gpu.idle_power_w,
+        energy_per_flop_j=0.0,
+        energy_per_byte_j=0.0,
         source=f"{SOURCE}; {gpu.full_name}",
         comm_scale=float(t[4]),
         ep_comm_scale=float(t[5]),
         layer_overhead_s=float(t[6]),
         fp8_expert_read_scale=float(t[7]),
-        comm_power_w=float(excess["comm"]) if "comm" in kept else None,
     )
+    k = fit_energy(df, gpu, k, energy_basis, b, t_pred)
     return k, t_pred, itl_pred, predicted_energy_j(df, gpu, k)
+
+
+def fit_energy(
+    df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str, b: _Bases, t_pred: np.ndarray
+) -> HardwareConstants:
+    """`k` with its energy terms (`energy_basis`) fitted to the rows' measured energy per output
+    token (J), given their bases `b` (`X_COLUMNS`) and the time per output token `k` gives them
+    (`t_pred`, s): every GPU's static power over that time (all-reducing apart if the basis says
+    so and a row all-reduces), energy per FLOP and per byte."""
+    # Static power is at least idle power (fit the excess over idle), and the serving these rows
+    # measured draws at most the power limit per GPU.
+    kept = ENERGY_BASES[energy_basis]
+    g, comm = b.gpus, _comm_time(b, time_terms(k))
+    apart = "comm" in kept and np.any(comm != 0.0)
+    columns = {"static": g * (t_pred - comm) if apart else g * t_pred, "comm": g * comm}
+    columns |= {"flop": b.flops, "byte": b.bytes}
+    names = ["static", *(n for n in kept if np.any(columns[n] != 0.0))]  # a term no row exercises stays out
+    basis = np.column_stack([columns[n] for n in names])
+    head = gpu.power_limit_w - gpu.idle_power_w
+    e = df["energy_per_token_joules"].to_numpy()
+    # Nor does any part of a step: static power, the power while all-reducing, and arithmetic or
+    # memory traffic at the achieved rates each stay within it.
+    per_term = {
+        "static": head,
+        "comm": head,
+        "flop": head * k.inv_eff_compute / gpu.peak_flops,
+        "byte": head * k.inv_eff_memory / gpu.memory_bandwidth,
+    }
+    fitted = relative_bounded_lsq(
+        basis,
+        e - g * gpu.idle_power_w * t_pred,
+        lower=np.zeros(basis.shape[1]),
+        constraints=(
+            np.vstack([basis / (g * t_pred)[:, None], np.eye(len(names))]),
+            np.concatenate([np.full(len(t_pred), head), [per_term[n] for n in names]]),
+        ),
+    )
+    excess = dict(zip(names, fitted.tolist(), strict=True))
+    return replace(
+        k,
+        static_power_w=float(gpu.idle_power_w + excess["static"]),
+        energy_per_flop_j=float(excess.get("flop", 0.0)),
+        energy_per_byte_j=float(excess.get("byte", 0.0)),
+        comm_power_w=float(excess["comm"]) if "comm" in excess else None,
+    )
 
 
 def predicted_energy_j(df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
@@ -407,7 +437,7 @@ def calibrate(
     """Fit hardware constants for the rows of `gpu_label` (the table's gpu_model, e.g. 'H100') on
     their replayed window features (default: the shipped ones), with measured prefill `kernels`
     beside them (weighted as `kernel_weight` chooses) and time constants `held` at a value."""
-    merged = _merged(gpu_label, data, replay)
+    merged = measured_rows(gpu_label, data, replay)
     sensitivity = None
     if kernels is not None:
         sensitivity = prefill_sensitivity(merged, gpu, kernels, held=held)
@@ -463,7 +493,7 @@ def calibrate(
     )
 
 
-def _merged(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
+def measured_rows(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
     """The measured rows of one GPU with their replay features (ValueError naming rows without)."""
     df = load_mlenergy() if data is None else data
     df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)

@@ -1,0 +1,187 @@
+"""Constants of a measured configuration: its GPU family's, refined on its own runs.
+
+A GPU family's constants (`oracle.hwcal`) are fitted on every model measured on that GPU, so that
+they carry to models nobody measured; the leave-one-model-out error of the calibration report is
+what they are worth there. A configuration that was measured (a model on a replica layout of the
+GPU) can do better with its own runs: its kernels may be faster or slower than the family's
+average, its overheads longer, its GPUs may wait more or less. `refine` scales three groups of the
+family's time constants by multipliers fitted on the configuration's runs (time per output token
+and median ITL): its work (compute and memory efficiencies, the fp8 experts' dequantisation and the
+prefill fractions together, so that the prefill knee stays where the family puts it and the fit
+stays linear), its per-step, per-sequence and per-layer overheads, and its all-reduces. It then
+refits the family's energy terms (the same basis) on the refined times. The shipped oracle of each
+measured configuration on its measured GPU is derived with them (`oracle.build`); every other
+oracle keeps its family's constants.
+
+The refinement is judged by leaving each run of a configuration out in turn (`Refinement.checks`):
+how it carries to a batch cap or task that was not measured on that configuration. Refining a
+model on one layout and carrying the multipliers to another layout was tried and is not done: with
+the runs shipped it predicted the other layout worse than the family's constants about as often as
+better (the multipliers of a layout trade off against one another).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from oracle import hwcal
+from oracle.arch import GpuSpec, find_model
+from oracle.derive import HardwareConstants, Layout
+from oracle.regress import relative_bounded_lsq
+
+GROUPS: dict[str, tuple[int, ...]] = {
+    "work": (0, 1, 7, 8, 9),  # inv_c, inv_m, fp8_experts, inv_attn, inv_p
+    "overhead": (2, 3, 6),  # t_step, t_seq, t_layer
+    "comm": (4, 5),  # comm, ep_comm
+}
+"""The `hwcal.TIME_TERMS` each multiplier scales, by name."""
+BOUNDS = (1.0 / 3.0, 3.0)
+"""A configuration's multipliers stay within these: its engine may be slower or faster than its
+GPU family's average, not by more (and no achieved fraction of peak above 1: `hwcal.LOWER`)."""
+ENERGY_BASIS = "flop+byte+comm"
+"""The energy terms a configuration's runs refit (`hwcal.ENERGY_BASES`): of the four, the one with
+the least error on runs left out of their configuration's refinement, on H100 and B200 alike."""
+MIN_RUNS = 4
+"""Fewest runs of a configuration for constants of its own (six numbers are fitted: three time
+multipliers and up to three energy terms); with fewer it keeps its family's."""
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A GPU's refined configurations: the constants of each (by oracle name, e.g.
+    'llama-3.1-70b_h100_tp4'), and per configuration its runs, multipliers of the family's time
+    constants (`GROUPS`) and mean absolute errors (%) of energy and time per output token with
+    the family's constants, refined, and refined without the run (`checks`)."""
+
+    constants: Mapping[str, HardwareConstants]
+    checks: pd.DataFrame
+
+
+def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
+    """Each measured run's configuration: the name of its model's oracle on its replica layout of
+    `gpu` (KeyError for a model with no shipped architecture)."""
+    names = {}
+    for model_id, g, ep in rows[["model_id", "num_gpus", "expert_parallel"]].drop_duplicates().itertuples(index=False):
+        spec = find_model(str(model_id))
+        if spec is None:
+            raise KeyError(f"no architecture in oracle data for {model_id!r}")
+        names[(model_id, g, ep)] = Layout(int(g), int(ep) > 1 and bool(spec.experts)).oracle_name(spec, gpu)
+    keys = zip(rows["model_id"], rows["num_gpus"], rows["expert_parallel"], strict=True)
+    return pd.Series([names[key] for key in keys], index=rows.index, name="configuration")
+
+
+def scaled(k: HardwareConstants, work: float, overhead: float, comm: float) -> HardwareConstants:
+    """`k` with the time of its work, its overheads and its all-reduces scaled (`GROUPS`)."""
+    return replace(
+        k,
+        inv_eff_compute=k.inv_eff_compute * work,
+        inv_eff_memory=k.inv_eff_memory * work,
+        fp8_expert_read_scale=k.fp8_expert_read_scale * work,
+        inv_eff_attention=None if k.inv_eff_attention is None else k.inv_eff_attention * work,
+        inv_eff_prefill=None if k.inv_eff_prefill is None else k.inv_eff_prefill * work,
+        step_overhead_s=k.step_overhead_s * overhead,
+        seq_overhead_s=k.seq_overhead_s * overhead,
+        layer_overhead_s=k.layer_overhead_s * overhead,
+        comm_scale=k.comm_scale * comm,
+        ep_comm_scale=None if k.ep_comm_scale is None else k.ep_comm_scale * comm,
+    )
+
+
+def _group_times(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
+    """Per run, the time (s) of each `GROUPS` at the constants `k`: its time per output token's
+    (the first len(rows) rows) and its median-ITL step's (the next len(rows)). Scaling a group's
+    constants scales its column: the prefill knee is a ratio of work terms, so it does not move."""
+    t = hwcal.time_terms(k)
+    parts = []
+    for columns, experts, target in (
+        (hwcal.X_COLUMNS, hwcal.X_EXPERTS, "time_per_token_s"),
+        (hwcal.M_COLUMNS, hwcal.M_EXPERTS, "itl_median_s"),
+    ):
+        tr = hwcal.TimeRows.of(hwcal._bases(rows, gpu, columns, experts), rows[target])
+        x = tr.at_knee(tr.knee(t)) * t
+        parts.append(np.column_stack([x[:, list(i)].sum(axis=1) for i in GROUPS.values()]))
+    return np.vstack(parts)
+
+
+def refine(
+    rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str = ENERGY_BASIS
+) -> tuple[HardwareConstants, dict[str, float]]:
+    """The constants of the configuration whose measured runs (merged with their replay features,
+    as `hwcal.measured_rows` gives them) are `rows`: the family's `k` with its `GROUPS` scaled to
+    fit their time per output token and median ITL (relative error), and the energy terms of
+    `energy_basis` refitted on them; with the multipliers. A group no run exercises (all-reduces
+    of a one-GPU replica) keeps 1."""
+    x = _group_times(rows, gpu, k)
+    y = np.concatenate([rows["time_per_token_s"].to_numpy(), rows["itl_median_s"].to_numpy()])
+    used = np.any(x > 0.0, axis=0)
+    lo, hi = np.full(len(GROUPS), BOUNDS[0]), np.full(len(GROUPS), BOUNDS[1])
+    work = list(GROUPS).index("work")
+    fractions = [f for f in hwcal.time_terms(k)[[0, 1, 8, 9]] if f > 0.0]
+    lo[work] = max(lo[work], 1.0 / min(fractions))  # no engine beats the datasheet
+    m = np.ones(len(GROUPS))
+    n = int(used.sum())
+    m[used] = relative_bounded_lsq(x[:, used], y, lower=lo[used], constraints=(np.eye(n), hi[used]))
+    scales = dict(zip(GROUPS, m.tolist(), strict=True))
+    refined = scaled(k, **scales)
+    b = hwcal._bases(rows, gpu, hwcal.X_COLUMNS, hwcal.X_EXPERTS)
+    t_pred = hwcal.predicted_time_s(rows, gpu, refined, hwcal.X_COLUMNS)
+    refined = hwcal.fit_energy(rows, gpu, refined, energy_basis, b, t_pred)
+    runs = len(rows)
+    return replace(refined, source=f"{k.source}; refined on this configuration's {runs} runs (oracle.refine)"), scales
+
+
+def refine_all(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str = ENERGY_BASIS) -> Refinement:
+    """Every configuration of the measured `rows` (merged, of one GPU) with at least `MIN_RUNS`
+    runs, refined from the family's constants `k`, and the checks (`Refinement`)."""
+    config = configurations(rows, gpu)
+    constants: dict[str, HardwareConstants] = {}
+    checks = []
+    for name, idx in config.groupby(config, sort=True).groups.items():
+        part = rows.loc[idx].reset_index(drop=True)
+        if len(part) < MIN_RUNS:
+            continue
+        refined, scales = refine(part, gpu, k, energy_basis)
+        constants[str(name)] = refined
+        held = _without_each(part, gpu, k, energy_basis)
+        checks.append(
+            {
+                "configuration": str(name),
+                "runs": len(part),
+                **{key: round(v, 3) for key, v in scales.items()},
+                **_mae("family", part, gpu, k),
+                **_mae("refined", part, gpu, refined),
+                **({} if held is None else _mae("held_out", part, gpu, held)),
+            }
+        )
+    return Refinement(constants, pd.DataFrame(checks))
+
+
+def _without_each(
+    part: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str
+) -> list[HardwareConstants] | None:
+    """Per run of a configuration, its constants refined on its other runs (None when those are
+    fewer than `MIN_RUNS`)."""
+    if len(part) <= MIN_RUNS:
+        return None
+    return [refine(part.drop(index=i).reset_index(drop=True), gpu, k, energy_basis)[0] for i in range(len(part))]
+
+
+def _mae(
+    label: str, part: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants | list[HardwareConstants]
+) -> dict[str, float]:
+    """Mean absolute errors (%) of the runs' energy and time per output token with constants `k`
+    (one set, or one a run)."""
+    each = k if isinstance(k, list) else [k] * len(part)
+    e, t = np.zeros(len(part)), np.zeros(len(part))
+    for i, ki in enumerate(each):
+        one = part.iloc[[i]].reset_index(drop=True)
+        e[i] = hwcal.predicted_energy_j(one, gpu, ki)[0] / one["energy_per_token_joules"].iloc[0] - 1
+        t[i] = hwcal.predicted_time_s(one, gpu, ki, hwcal.X_COLUMNS)[0] / one["time_per_token_s"].iloc[0] - 1
+    return {
+        f"{label}_energy_mae_pct": 100 * float(np.mean(np.abs(e))),
+        f"{label}_time_mae_pct": 100 * float(np.mean(np.abs(t))),
+    }
