@@ -102,6 +102,7 @@ class Calibration:
     held: dict[str, float] | None = None  # time constants held at a value, not fitted (from another GPU)
     refined: Mapping[str, HardwareConstants] | None = None  # per measured configuration (oracle name): `oracle.refine`
     refinement_checks: pd.DataFrame | None = None  # `oracle.refine.Refinement.checks`
+    refinement_transfer: pd.DataFrame | None = None  # `oracle.refine.Refinement.transfer`
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""

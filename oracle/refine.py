@@ -14,10 +14,11 @@ measured configuration on its measured GPU is derived with them (`oracle.build`)
 oracle keeps its family's constants.
 
 The refinement is judged by leaving each run of a configuration out in turn (`Refinement.checks`):
-how it carries to a batch cap or task that was not measured on that configuration. Refining a
-model on one layout and carrying the multipliers to another layout was tried and is not done: with
-the runs shipped it predicted the other layout worse than the family's constants about as often as
-better (the multipliers of a layout trade off against one another).
+how it carries to a batch cap or task that was not measured on that configuration. Carrying a
+model's refinement to a layout of it that nobody measured is not done: `Refinement.transfer`
+refines each model on its other measured layouts and predicts the one left out, and with the runs
+shipped that is better than the family's constants on some layouts and much worse on others (the
+multipliers of a layout trade off against one another).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import hwcal
-from oracle.arch import GpuSpec, find_model
+from oracle.arch import GpuSpec, ModelSpec, find_model
 from oracle.derive import HardwareConstants, Layout
 from oracle.regress import relative_bounded_lsq
 
@@ -55,10 +56,12 @@ class Refinement:
     """A GPU's refined configurations: the constants of each (by oracle name, e.g.
     'llama-3.1-70b_h100_tp4'), and per configuration its runs, multipliers of the family's time
     constants (`GROUPS`) and mean absolute errors (%) of energy and time per output token with
-    the family's constants, refined, and refined without the run (`checks`)."""
+    the family's constants, refined, and refined without the run (`checks`); and `transfer`'s
+    table (`layout_transfer`)."""
 
     constants: Mapping[str, HardwareConstants]
     checks: pd.DataFrame
+    transfer: pd.DataFrame
 
 
 def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
@@ -66,12 +69,18 @@ def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
     `gpu` (KeyError for a model with no shipped architecture)."""
     names = {}
     for model_id, g, ep in rows[["model_id", "num_gpus", "expert_parallel"]].drop_duplicates().itertuples(index=False):
-        spec = find_model(str(model_id))
-        if spec is None:
-            raise KeyError(f"no architecture in oracle data for {model_id!r}")
+        spec = _spec(str(model_id))
         names[(model_id, g, ep)] = Layout(int(g), int(ep) > 1 and bool(spec.experts)).oracle_name(spec, gpu)
     keys = zip(rows["model_id"], rows["num_gpus"], rows["expert_parallel"], strict=True)
     return pd.Series([names[key] for key in keys], index=rows.index, name="configuration")
+
+
+def _spec(model_id: str) -> ModelSpec:
+    """The shipped architecture of a benchmark's model id (KeyError if none ships)."""
+    spec = find_model(model_id)
+    if spec is None:
+        raise KeyError(f"no architecture in oracle data for {model_id!r}")
+    return spec
 
 
 def scaled(k: HardwareConstants, work: float, overhead: float, comm: float) -> HardwareConstants:
@@ -157,7 +166,29 @@ def refine_all(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_ba
                 **({} if held is None else _mae("held_out", part, gpu, held)),
             }
         )
-    return Refinement(constants, pd.DataFrame(checks))
+    return Refinement(constants, pd.DataFrame(checks), layout_transfer(rows, gpu, k, energy_basis))
+
+
+def layout_transfer(
+    rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str = ENERGY_BASIS
+) -> pd.DataFrame:
+    """Each measured configuration of a model measured on other layouts of `gpu` too (with at
+    least `MIN_RUNS` runs there): its runs' mean absolute errors (%) of energy and time per output
+    token with the family's constants and with the model refined on its other layouts instead."""
+    config = configurations(rows, gpu)
+    model = rows["model_id"].map(lambda m: _spec(str(m)).name)
+    out = []
+    for name in sorted(config.unique()):
+        test = config == name
+        train = (model == model[test].iloc[0]) & ~test
+        if train.sum() < MIN_RUNS:
+            continue
+        carried, _ = refine(rows[train].reset_index(drop=True), gpu, k, energy_basis)
+        part = rows[test].reset_index(drop=True)
+        trained = ", ".join(sorted(config[train].unique()))
+        row = {"configuration": str(name), "runs": len(part), "refined_on": trained}
+        out.append(row | _mae("family", part, gpu, k) | _mae("carried", part, gpu, carried))
+    return pd.DataFrame(out)
 
 
 def _without_each(

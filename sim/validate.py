@@ -2,14 +2,18 @@
 
     python -m sim.validate [benchmark=FILE] [output_lengths=FILE] [out=DIR] [seed=0]
         [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
-        [scheduler=vllm] [prefill=true]
+        [scheduler=vllm] [prefill=true] [constants=shipped]
 
 Every row of the benchmark table (ML.ENERGY format, wide or old; default: the shipped wide table
 oracle/data/mlenergy_v3_llm.csv — 21 models, three tasks, 1–8 GPUs per deployment, H100 and B200 —
 and its output-length histograms) is replayed under the benchmark's settings with the oracle of its
 model on its replica (`oracle.build.oracle_for`: the shipped one, else derived from the shipped
 hardware constants) and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
-another engine model, to see what the engine model is worth). Rows with no oracle (unknown model,
+another engine model, to see what the engine model is worth). A configuration that was measured
+(a model on a replica layout of a GPU, 4 runs or more) ships an oracle refined on those runs
+(`oracle.refine`), so its rows are fitted, not predicted; constants=family replays every row with
+its GPU family's constants instead, what a configuration nobody measured gets (the calibration
+report gives each model's errors with the model left out of that fit too). Rows with no oracle (unknown model,
 a layout the model cannot be served with, such as the hybrid Nemotrons) are skipped with the
 reason; data-parallel rows are replayed as one tensor-parallel replica (`sim.validation.replay`).
 Prints per row and as mean absolute error (all rows; per GPU; per GPU × GPUs per replica ×
@@ -57,6 +61,7 @@ from sim.validation.table import (
 from sim.validation.workload import PROMPT_KINDS, PromptLengths
 
 PROG = "sim.validate"
+CONSTANTS = ("shipped", "family")  # the shipped oracles (measured configurations refined), or every row's GPU family's
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,13 @@ class ValidateArgs:
     progress: bool = True
     scheduler: str = "vllm"
     prefill: bool = True
+    constants: str = "shipped"
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.constants not in CONSTANTS:
+            raise ValueError(f"constants must be one of {CONSTANTS}, got {self.constants!r}")
         if self.prompt_kind not in PROMPT_KINDS:
             raise ValueError(f"prompt_kind must be one of {PROMPT_KINDS}, got {self.prompt_kind!r}")
         if self.prompt_sigma is not None and not self.prompt_sigma >= 0:
@@ -133,7 +141,15 @@ def run(args: ValidateArgs) -> pd.DataFrame:
         )
 
     start = time.perf_counter()
-    df = validate(rows, histograms, prompts, seed=args.seed, progress=args.progress, scheduler=args.scheduler)
+    df = validate(
+        rows,
+        histograms,
+        prompts,
+        seed=args.seed,
+        progress=args.progress,
+        scheduler=args.scheduler,
+        family=args.constants == "family",
+    )
     wall = time.perf_counter() - start
     print(format_rows(df))
     print(format_errors(df))
@@ -201,7 +217,7 @@ def format_rows(df: pd.DataFrame) -> str:
 
 def format_errors(df: pd.DataFrame) -> str:
     """Mean absolute error (%) per metric, with the rows behind each figure: all rows; per GPU;
-    per GPU × GPUs per replica × dense/MoE; per task; per model."""
+    per GPU × GPUs per replica × dense/MoE; per GPU × the oracles' constants; per task; per model."""
     if df.empty:
         return ""
     fmt = {"float_format": lambda v: f"{v:.1f}"}
@@ -212,6 +228,11 @@ def format_errors(df: pd.DataFrame) -> str:
             "per GPU × GPUs per replica × dense/MoE",
             ["gpu_model", "num_gpus", "kind"],
             lambda k: f"{_replica(k[0], k[1])} {k[2]}",
+        ),
+        (
+            "per GPU × oracle constants (refined on the configuration's runs, or the GPU family's)",
+            ["gpu_model", "constants"],
+            lambda k: f"{k[0]} {k[1]}",
         ),
         ("per task", "task", lambda k: str(k)),
         ("per model", "model_id", lambda k: str(k).split("/")[-1]),

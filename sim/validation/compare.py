@@ -8,12 +8,14 @@ from collections.abc import Callable, Mapping
 
 import pandas as pd
 
+from oracle.build import FAMILY_KEY
 from oracle.model import Oracle
 from sim.validation.replay import replays
 from sim.validation.row_setup import Prompts
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
 
-# Columns of `validate`'s table before the metrics: the run, its layout, its model's kind.
+# Columns of `validate`'s table before the metrics: the run, its layout, its model's kind, the
+# constants its oracle was derived with ('refined' on the run's configuration, or its GPU 'family's).
 ID_COLUMNS = (
     "config_id",
     "model_id",
@@ -24,6 +26,7 @@ ID_COLUMNS = (
     "data_parallel",
     "weight_precision",
     "kind",
+    "constants",
     "max_num_seqs",
     "prompt_mean_tokens",
 )
@@ -52,20 +55,38 @@ def validate(
     progress: bool = False,
     log: Callable[[str], None] = print,
     scheduler: str = "vllm",
+    family: bool = False,
 ) -> pd.DataFrame:
     """`replays`, one line per replayed row with the `ID_COLUMNS`, then `m_measured,
-    m_simulated, m_err_pct` per metric."""
+    m_simulated, m_err_pct` per metric (`family`: every row with its GPU family's constants)."""
     out = [
-        comparison(row, r.metrics, kind=model_kind(row, oracle), prompt_mean_tokens=r.prompt_mean_tokens)
+        comparison(
+            row,
+            r.metrics,
+            kind=model_kind(row, oracle),
+            prompt_mean_tokens=r.prompt_mean_tokens,
+            constants=oracle_constants(oracle),
+        )
         for row, oracle, _, r in replays(
-            rows, histograms, prompts, seed=seed, progress=progress, log=log, scheduler=scheduler
+            rows, histograms, prompts, seed=seed, progress=progress, log=log, scheduler=scheduler, family=family
         )
     ]
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
+def oracle_constants(oracle: Oracle) -> str:
+    """'refined' for an oracle derived with constants refined on its configuration's measured runs
+    (`oracle.refine`), else 'family' (its GPU family's, or measured on its own)."""
+    return "refined" if FAMILY_KEY in oracle.provenance else "family"
+
+
 def comparison(
-    row: BenchmarkRow, simulated: Metrics, *, kind: str | None = None, prompt_mean_tokens: float = float("nan")
+    row: BenchmarkRow,
+    simulated: Metrics,
+    *,
+    kind: str | None = None,
+    prompt_mean_tokens: float = float("nan"),
+    constants: str = "family",
 ) -> dict[str, object]:
     """One output line: the run's `ID_COLUMNS`, then measured, simulated and error (%) of every metric."""
     line: dict[str, object] = {
@@ -78,6 +99,7 @@ def comparison(
         "data_parallel": row.data_parallel,
         "weight_precision": row.weight_precision,
         "kind": model_kind(row) if kind is None else kind,
+        "constants": constants,
         "max_num_seqs": row.max_num_seqs,
         "prompt_mean_tokens": prompt_mean_tokens,
     }

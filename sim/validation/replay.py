@@ -143,6 +143,7 @@ def replays(
     log: Callable[[str], None] = print,
     scheduler: str = "vllm",
     record_features: bool = False,
+    family: bool = False,
 ) -> Iterator[tuple[BenchmarkRow, Oracle, PromptLengths, ReplayMetrics]]:
     """Replay every row that has an oracle (`row_oracle`), a histogram (`row.hist_key`) and known
     prompts, yielding (row, its oracle, its prompts, what the replay measured). `prompts`: one
@@ -150,7 +151,7 @@ def replays(
     task's fitted prompts, or each oracle's calibration prompts for LM Arena chat). Every skipped
     row is logged with the reason, once the rows are done, rows skipped for the same reason (and
     rows noted alike) in one line; the first data-parallel row replayed logs how it is approximated
-    (`DATA_PARALLEL_NOTE`)."""
+    (`DATA_PARALLEL_NOTE`). `family`: every row with its GPU family's constants (`row_oracle`)."""
     bar = _bar(len(rows), progress)
     noted_dp = False
     said = _Said()
@@ -169,7 +170,7 @@ def replays(
         except KeyError as e:
             said.add("skipped", row, e.args[0])
             continue
-        oracle = row_oracle(row)
+        oracle = row_oracle(row, family)
         try:
             chosen = prompts_for(prompts, row, oracle)
         except MissingPromptsError as e:

@@ -37,16 +37,17 @@ class MissingPromptsError(ValueError):
 
 
 @functools.cache
-def layout_oracle(model_id: str, gpu_model: str, gpus: int, expert_parallel: bool) -> Oracle:
-    """`oracle.build.oracle_for`, once per process per (model, GPU, GPUs, expert parallel):
-    KeyError for an unknown model or GPU, `oracle.derive.LayoutError` for a refused layout."""
-    return oracle_for(model_id, gpu_model, gpus, expert_parallel)
+def layout_oracle(model_id: str, gpu_model: str, gpus: int, expert_parallel: bool, family: bool = False) -> Oracle:
+    """`oracle.build.oracle_for`, once per process per (model, GPU, GPUs, expert parallel,
+    family): KeyError for an unknown model or GPU, `oracle.derive.LayoutError` for a refused layout."""
+    return oracle_for(model_id, gpu_model, gpus, expert_parallel, family=family)
 
 
-def row_oracle(row: BenchmarkRow) -> Oracle:
+def row_oracle(row: BenchmarkRow, family: bool = False) -> Oracle:
     """The oracle of a row's replica: its model on `num_gpus` of its GPU, experts expert parallel
-    where the row's `expert_parallel` > 1 (see `layout_oracle` for the errors)."""
-    return layout_oracle(row.model_id, row.gpu_model, row.num_gpus, row.expert_parallel > 1)
+    where the row's `expert_parallel` > 1 (see `layout_oracle` for the errors); `family`: with
+    its GPU family's constants even where the shipped oracle is refined on its measured runs."""
+    return layout_oracle(row.model_id, row.gpu_model, row.num_gpus, row.expert_parallel > 1, family)
 
 
 def unresolved_reason(row: BenchmarkRow) -> str | None:

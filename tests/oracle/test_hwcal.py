@@ -17,7 +17,7 @@ def h100() -> hwcal.Calibration:
 
 
 def h100_rows() -> pd.DataFrame:
-    return hwcal._merged("H100", None, None)
+    return hwcal.measured_rows("H100", None, None)
 
 
 def test_shipped_measurements_are_the_published_rows():

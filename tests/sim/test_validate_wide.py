@@ -238,18 +238,43 @@ def test_command_on_a_wide_table_prints_grouped_errors_and_writes_the_plot(wide,
     assert (out / "validation.png").stat().st_size > 10_000
 
 
+def test_measured_configurations_replay_refined_and_constants_family_replays_them_unrefined(wide, hists, tmp_path):
+    """Llama-3.1-70B on 4 H100s was measured 12 times: its shipped oracle is refined on those runs
+    and fits its cap-8 run closer than the H100 family's constants, which `constants=family` uses."""
+    rows = parse_benchmark(pick(wide, DENSE_TP4))
+    shipped = validate(rows, hists, log=lambda _: None)
+    family = validate(rows, hists, log=lambda _: None, family=True)
+    assert shipped["constants"].tolist() == ["refined"] and family["constants"].tolist() == ["family"]
+    assert shipped["energy_per_token_err_pct"].abs()[0] < family["energy_per_token_err_pct"].abs()[0]
+    path = tmp_path / "one.csv"
+    pick(wide, DENSE_TP4).to_csv(path, index=False)
+    argv = [f"benchmark={path}", "progress=false", "plot=false", "prefill=false", "constants=family"]
+    assert main([*argv, f"out={tmp_path / 'family'}"]) == 0
+    csv = pd.read_csv(tmp_path / "family" / "validation.csv")
+    assert csv["energy_per_token_simulated"][0] == pytest.approx(family["energy_per_token_simulated"][0], rel=1e-9)
+
+
+def test_an_unknown_constants_choice_is_refused_with_the_choices(capsys):
+    assert main(["constants=mine"]) == 1
+    assert "constants must be one of ('shipped', 'family'), got 'mine'" in capsys.readouterr().err
+
+
 def test_format_errors_groups_and_counts_rows():
-    def line(gpu, n, kind, task, model, err):
-        return {"gpu_model": gpu, "num_gpus": n, "kind": kind, "task": task, "model_id": model} | {
-            f"{m}_err_pct": err for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")
-        }
+    def line(gpu, n, kind, task, model, err, constants="refined"):
+        return (
+            {"gpu_model": gpu, "num_gpus": n, "kind": kind, "task": task, "model_id": model}
+            | {f"{m}_err_pct": err for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")}
+            | {"constants": constants}
+        )
 
     df = pd.DataFrame(
-        [line("H100", 1, "dense", "gpqa", "a/A", 10.0), line("H100", 8, "moe", "gpqa", "b/B", -30.0)]
+        [line("H100", 1, "dense", "gpqa", "a/A", 10.0, "family"), line("H100", 8, "moe", "gpqa", "b/B", -30.0)]
         + [line("B200", 8, "moe", "lm-arena-chat", "b/B", 20.0)]
     )
     text = format_errors(df)
-    groups = text.split("per GPU × GPUs per replica × dense/MoE:")[1].split("per task:")[0]
+    groups = text.split("per GPU × GPUs per replica × dense/MoE:")[1].split("per GPU × oracle constants")[0]
     assert "H100 dense" in groups and "8×H100 moe" in groups and "8×B200 moe" in groups
+    constants = text.split("per GPU × oracle constants")[1].split("per task:")[0]
+    assert "H100 family" in constants and "H100 refined" in constants and "B200 refined" in constants
     per_model = text.split("per model:")[1]
     assert "B  " in per_model and "25.0" in per_model  # (30 + 20) / 2, two rows
