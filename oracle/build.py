@@ -264,22 +264,21 @@ def _refinements(cal: hwcal.Calibration) -> list[str]:
     runs = checks["runs"]
 
     def mean(column: str) -> float:
-        held = checks[column].notna()
-        return float((checks.loc[held, column] * runs[held]).sum() / runs[held].sum())
+        return float((checks[column] * runs).sum() / runs.sum())
 
     return [
         f"Measured configurations (`oracle.refine`): the oracle of each of these {len(checks)} (a model on a replica "
-        f"layout, with at least {refine.MIN_RUNS} runs) is derived with the constants above, its work, overheads and "
-        f"all-reduces scaled and its energy terms ({refine.ENERGY_BASIS}) refitted on its own runs; every other "
+        f"layout, with at least {refine.MIN_RUNS} runs) is derived with the constants above, its work, per-sequence "
+        "overhead, per-step and per-layer overheads and all-reduces scaled and its energy terms "
+        f"({refine.ENERGY_BASIS}) refitted on its own runs; every other "
         "oracle keeps the constants above. Mean absolute errors (%) of energy and time per output token with the "
         "constants above, refined, and refined without the run (each run left out in turn: how the refinement "
         "carries to a batch cap or task not measured on that configuration), weighted by runs: energy "
         f"{mean('family_energy_mae_pct'):.1f} / {mean('refined_energy_mae_pct'):.1f} / "
         f"{mean('held_out_energy_mae_pct'):.1f}, time {mean('family_time_mae_pct'):.1f} / "
-        f"{mean('refined_time_mae_pct'):.1f} / {mean('held_out_time_mae_pct'):.1f} (the last over the "
-        f"configurations of more than {refine.MIN_RUNS} runs). Per configuration:",
+        f"{mean('refined_time_mae_pct'):.1f} / {mean('held_out_time_mae_pct'):.1f}. Per configuration:",
         "",
-        _markdown(checks.round(2).astype(object).where(checks.notna(), "–")),
+        _markdown(checks.round(2)),
         "",
         *_transfer(cal),
     ]

@@ -11,9 +11,11 @@ its steps read, the same for its median-ITL step, and the window's prompt tokens
 of `oracle.overlap.KNEES` per output token (the prefill overlap's sums) are written (default
 `oracle/data/mlenergy_v3_llm_replay_features.csv`) for `python -m oracle.build`. The engine's
 step sequence does not depend on the hardware constants (every request is sent at t = 0), so the
-features are replayed once. Prompt lengths are not published: LM Arena's are the lognormal the
-former prompt grid chose on the H100 one-GPU rows (mean 350 tokens, σ 0.5, recorded in every
-oracle's provenance); GPQA's and Sourcegraph FIM's are fitted by `python -m sim.validation.prompts`.
+features are replayed once (with each GPU family's constants, not a measured configuration's refined
+ones: the median-ITL step is picked by step time, and the family fit reads it). Prompt lengths are
+not published: LM Arena's are the lognormal the former prompt grid chose on the H100 one-GPU rows
+(mean 350 tokens, σ 0.5, recorded in every oracle's provenance); GPQA's and Sourcegraph FIM's are
+fitted by `python -m sim.validation.prompts`.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def replay_features(seed: int = 0, progress: bool = True, only: set[str] | None 
     rows = [r for r in rows if only is None or r.config_id in only]
     lines = []
     log = functools.partial(print, file=sys.stderr)
-    for row, _, prompts, r in replays(rows, hists, seed=seed, progress=progress, log=log, record_features=True):
+    runs = replays(rows, hists, seed=seed, progress=progress, log=log, record_features=True, family=True)
+    for row, _, prompts, r in runs:
         if r.features_per_token is None or r.median_step_features is None or r.prompt_knees is None:
             continue
         lines.append(

@@ -6,8 +6,9 @@ The ML.ENERGY runs do not publish their prompt lengths. LM Arena chat's are the 
 hardware constants were calibrated with (`sim.validation.calibrate`, in each oracle's provenance),
 so that task is not refitted: its line says so and gives the score of those prompts. For GPQA and
 Sourcegraph FIM, lognormal prompts of σ = `SIGMA` are tried at the means of `MEANS` (a geometric
-grid): every H100 row of the task that has an oracle (the shipped one of its layout, else one
-derived from the shipped constants) is replayed with the `vllm` engine, and the mean kept is the
+grid): every H100 row of the task that has an oracle (its model on its layout with the H100
+family's constants: a measured configuration's refined oracle is fitted given these prompts, so it
+does not choose them) is replayed with the `vllm` engine, and the mean kept is the
 one with the least mean absolute error of average batch, output throughput and median ITL (the mean
 of the three metrics' mean absolute errors, over the rows replayed at every grid point). Energy per
 token and power are left out on purpose: they are what `sim.validate` validates, and fitting the
@@ -86,7 +87,9 @@ def fit_task(
 
     frames = {}
     for mean in progress_bar(progress, iterable=MEANS, desc=f"prompt means ({len(rows)} rows)", leave=False):
-        frames[mean] = validate(rows, hists, PromptLengths("lognormal", mean, SIGMA), seed=seed, log=lambda _: None)
+        frames[mean] = validate(
+            rows, hists, PromptLengths("lognormal", mean, SIGMA), seed=seed, log=lambda _: None, family=True
+        )
     common = set.intersection(*(set(df["config_id"].astype(str)) for df in frames.values()))
     scores = pd.Series({m: score(df[df["config_id"].astype(str).isin(common)]) for m, df in frames.items()})
     best = float(scores.idxmin())
@@ -99,7 +102,7 @@ def fit(seed: int = 0, every: int = 1, progress: bool = True) -> pd.DataFrame:
     rows, hists = read_benchmark(wide_benchmark()), read_histograms(wide_histograms())
     lines = []
     arena = reference_rows(rows, CALIBRATED_TASK, every)
-    df = validate(arena, hists, lambda row, oracle: default_prompts(oracle), seed=seed, log=lambda _: None)
+    df = validate(arena, hists, lambda row, oracle: default_prompts(oracle), seed=seed, log=lambda _: None, family=True)
     lines.append(
         {
             "task": CALIBRATED_TASK,
