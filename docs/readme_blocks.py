@@ -281,17 +281,22 @@ def validation(c: Commands) -> str:
     """The mean absolute errors of `python -m sim.validate` on the wide table by GPU × GPUs per
     replica × dense/MoE, then on the calibration rows: the worst H100 row, the hardest row, and
     the same rows under the former engine model (`scheduler=trtllm_no_evict`)."""
+    from oracle.refine import MIN_RUNS
     from sim.validation.compare import mean_abs_error
     from sim.validation.table import METRICS
 
     wide, family = c.validate(), c.validate("constants=family")
     grouped = _grouped(wide)
-    per_gpu = pd.concat(
-        [
-            mean_abs_error(frame, "gpu_model").rename(index=lambda g, label=label: f"{g} {label}")
-            for label, frame in (("shipped", wide), ("family", family))
-        ]
-    ).sort_index()
+    per_gpu = (
+        pd.concat(
+            [
+                mean_abs_error(frame, "gpu_model").rename(index=lambda g, label=label: f"{g} {label}")
+                for label, frame in (("shipped", wide), ("family", family))
+            ]
+        )
+        .sort_index()
+        .rename_axis(None)
+    )
     per_gpu.insert(0, "rows", [int((wide["gpu_model"] == str(i).split()[0]).sum()) for i in per_gpu.index])
     per_gpu_text = per_gpu.to_string(float_format=lambda v: f"{v:.1f}")
     held = _held_out_energy()
@@ -314,7 +319,7 @@ error, %):
 {grouped}
 ```
 
-{refined} of those rows belong to a measured configuration (a model on a replica layout, 4 runs or
+{refined} of those rows belong to a measured configuration (a model on a replica layout, {MIN_RUNS} runs or
 more) whose shipped oracle is refined on its own runs (`oracle.refine`): for them these figures are
 a fit, and the calibration report's "refined without the run" column says how a refined oracle
 carries to a batch cap or task not measured. `python -m sim.validate constants=family` replays
