@@ -515,8 +515,9 @@ def band_coverage(c: Commands) -> str:
             f"{tlo:.2f}–{thi:.2f} | {100 * check.energy_covered:.1f} % | {100 * check.time_covered:.1f} % | "
             f"{worst} |"
         )
-    head = ("calibration", "runs of models", "a 90 % band spans", "energy per token, measured / predicted",
-            "time per token", "runs inside, energy", "runs inside, time", "least covered")  # fmt: skip
+    head = ("calibration", "runs of models (refined: of configurations)", "a 90 % band spans",
+            "energy per token, measured / predicted", "time per token", "runs inside, energy", "runs inside, time",
+            "least covered")  # fmt: skip
     return f"""| {" | ".join(head)} |
 |{"---|" * len(head)}
 {chr(10).join(rows)}

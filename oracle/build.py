@@ -25,10 +25,9 @@ import pandas as pd
 
 from oracle import arch, hwcal, kernels, refine
 from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle
-from oracle.model import Oracle, shipped_oracles
+from oracle.model import FAMILY_KEY, Oracle, shipped_oracles
 
 BAND_LEVEL = 0.9  # the level of the bands the calibration report checks
-FAMILY_KEY = "gpu_constants"  # a refined oracle's provenance: its GPU family's constants (`oracle.refine`)
 LAYOUT_GPUS = (1, 2, 4, 8)  # GPUs per replica shipped: one node of HGX boards
 
 
@@ -141,7 +140,13 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
 def _refined(label: str, cal: hwcal.Calibration) -> hwcal.Calibration:
     """`cal` with its measured configurations refined on their own runs (`oracle.refine`)."""
     r = refine.refine_all(hwcal.measured_rows(label, None, None), arch.load_gpu(label.lower()), cal.constants)
-    return replace(cal, refined=dict(r.constants), refinement_checks=r.checks, refinement_transfer=r.transfer)
+    return replace(
+        cal,
+        refined=dict(r.constants),
+        refinement_checks=r.checks,
+        refinement_transfer=r.transfer,
+        refined_held_out_rows=r.held_out_rows,
+    )
 
 
 def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = None) -> list[Path]:
@@ -215,7 +220,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             else "(none)",
             "",
             *_coverage(label, cal),
-            *_refinements(cal),
+            *_refinements(label, cal),
             *_prefill(label, cal),
             "Per run:",
             "",
@@ -227,9 +232,14 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
 
 def held_out_table(calibrations: dict[str, hwcal.Calibration]) -> pd.DataFrame:
     """Every calibration's per-run held-out ratios (`oracle.errors.COLUMNS`), for the bands."""
-    from oracle.errors import COLUMNS
+    from oracle.errors import COLUMNS, refined_label
 
     parts = [c.held_out_rows.assign(gpu=label) for label, c in calibrations.items() if c.held_out_rows is not None]
+    parts += [
+        c.refined_held_out_rows.assign(gpu=refined_label(label))
+        for label, c in calibrations.items()
+        if c.refined_held_out_rows is not None and not c.refined_held_out_rows.empty
+    ]
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
@@ -256,11 +266,17 @@ def _coverage(label: str, cal: hwcal.Calibration) -> list[str]:
     ]
 
 
-def _refinements(cal: hwcal.Calibration) -> list[str]:
-    """The report's lines on the measured configurations refined on their own runs (`oracle.refine`)."""
+def _refinements(label: str, cal: hwcal.Calibration) -> list[str]:
+    """The report's lines on the measured configurations refined on their own runs (`oracle.refine`)
+    and the bands of their oracles."""
+    from oracle.errors import HeldOutErrors, band_check, refined_label
+
     checks = cal.refinement_checks
-    if checks is None or checks.empty:
+    if checks is None or checks.empty or cal.refined_held_out_rows is None:
         return []
+    name = refined_label(label)
+    check = band_check(HeldOutErrors(name, cal.refined_held_out_rows.assign(gpu=name)), BAND_LEVEL)
+    (lo, hi), (tlo, thi) = check.energy_interval, check.time_interval
     runs = checks["runs"]
 
     def mean(column: str) -> float:
@@ -279,6 +295,12 @@ def _refinements(cal: hwcal.Calibration) -> list[str]:
         f"{mean('refined_time_mae_pct'):.1f} / {mean('held_out_time_mae_pct'):.1f}. Per configuration:",
         "",
         _markdown(checks.round(2)),
+        "",
+        f"A refined oracle's bands draw from those runs left out ('{name}' in held_out_errors.csv, configurations "
+        f"equally likely): a {BAND_LEVEL:.0%} band spans measured / predicted energy per output token "
+        f"{lo:.2f}-{hi:.2f} and time per output token {tlo:.2f}-{thi:.2f}. Each configuration left out in turn, "
+        f"{check.energy_covered:.1%} of its runs' energy per token (time: {check.time_covered:.1%}) lie inside "
+        "the band drawn from the other configurations' (the target: at least 85 % for energy).",
         "",
         *_transfer(cal),
     ]

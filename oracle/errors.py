@@ -13,6 +13,11 @@ conformal prediction, level·(m+1)/m (a new model is one more draw from where th
 its rank among m + 1 is uniform), applied to the central level. `coverage` checks that the band
 means what it says: each model left out in turn, the share of its runs whose measured energy per
 token lies inside the band drawn from the other models' errors.
+
+An oracle refined on its own configuration's runs (`oracle.refine`, `Oracle.refined`) draws from
+its GPU's refined configurations instead (their calibration label `refined_label`, e.g.
+'H100_refined'): each run's ratios to its configuration refined without it, configurations each equally
+likely, so the band says how the refinement carries to a batch cap or task not measured on it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from oracle import arch
 from oracle.model import Oracle, Overlap
 
 HELD_OUT_FILE = "data/held_out_errors.csv"
+REFINED = "_refined"  # the suffix of a GPU label whose errors are its refined configurations' (`refined_label`)
 COLUMNS = ["gpu", "model", "config_id", "task", "time_ratio", "energy_ratio"]
 
 
@@ -57,6 +63,11 @@ class HeldOutErrors:
 
     def describe(self) -> str:
         """Where the errors come from, in words."""
+        if self.gpu.endswith(REFINED):
+            return (
+                f"leave-one-run-out errors of {len(self.rows)} {self.gpu.removesuffix(REFINED)} runs of "
+                f"{self.models} configurations refined on their own runs (ML.ENERGY v3, {HELD_OUT_FILE})"
+            )
         return (
             f"leave-one-model-out errors of {len(self.rows)} {self.gpu} runs of {self.models} models "
             f"(ML.ENERGY v3, {HELD_OUT_FILE})"
@@ -119,13 +130,19 @@ def load_held_out(path: str | None = None) -> pd.DataFrame:
     return df[COLUMNS]
 
 
+def refined_label(label: str) -> str:
+    """The calibration label of a GPU's refined configurations ('H100' → 'H100_refined')."""
+    return f"{label}{REFINED}"
+
+
 def calibration_of(oracle: Oracle) -> str:
     """The measured GPU label whose calibration an oracle's GPU rests on (`arch.CALIBRATED_ON`), the
-    GPU found as `oracle.clocks.clock_spec` finds it (`arch.find_gpu`). NoHeldOutErrorsError for
-    a GPU no calibration covers."""
+    GPU found as `oracle.clocks.clock_spec` finds it (`arch.find_gpu`); `refined_label` of it for
+    an oracle refined on its own runs. NoHeldOutErrorsError for a GPU no calibration covers."""
     found = arch.find_gpu(oracle.gpu)
     if found is not None and found.name in arch.CALIBRATED_ON:
-        return arch.CALIBRATED_ON[found.name]
+        label = arch.CALIBRATED_ON[found.name]
+        return refined_label(label) if oracle.refined else label
     known = ", ".join(arch.load_gpu(n).full_name for n in arch.gpu_names() if n in arch.CALIBRATED_ON)
     raise NoHeldOutErrorsError(
         f"oracle {oracle.name!r} runs on {oracle.gpu!r}, which no calibration covers (known: {known})"

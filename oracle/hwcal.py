@@ -103,6 +103,7 @@ class Calibration:
     refined: Mapping[str, HardwareConstants] | None = None  # per measured configuration (oracle name): `oracle.refine`
     refinement_checks: pd.DataFrame | None = None  # `oracle.refine.Refinement.checks`
     refinement_transfer: pd.DataFrame | None = None  # `oracle.refine.Refinement.transfer`
+    refined_held_out_rows: pd.DataFrame | None = None  # `oracle.refine.Refinement.held_out_rows`
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""

@@ -169,6 +169,10 @@ def with_reads(
     return t, e
 
 
+FAMILY_KEY = "gpu_constants"
+"""A refined oracle's provenance: its GPU family's hardware constants, beside its own (`constants`)."""
+
+
 @dataclass
 class Oracle:
     """Step-level energy and time model. Coefficients are per unit of each feature in `FEATURES`.
@@ -335,6 +339,12 @@ class Oracle:
                 f"implied step power up to {power.max():.0f} W, above the power limit {self.power_limit_w:.0f} W"
             )
         return out
+
+    @property
+    def refined(self) -> bool:
+        """Whether its constants were refined on its own configuration's measured runs
+        (`oracle.refine`): its provenance then keeps its GPU family's beside them (`FAMILY_KEY`)."""
+        return FAMILY_KEY in self.provenance
 
     @property
     def fitted_batch(self) -> float | None:

@@ -49,6 +49,7 @@ GPU family's average, not by more (and no achieved fraction of peak above 1: `hw
 ENERGY_BASIS = "flop+byte+comm"
 """The energy terms a configuration's runs refit (`hwcal.ENERGY_BASES`): of the four, the one with
 the least error on runs left out of their configuration's refinement, on H100 and B200 alike."""
+RATIO_COLUMNS = ["model", "config_id", "task", "time_ratio", "energy_ratio"]
 MIN_RUNS = 5
 """Fewest runs of a configuration for constants of its own (up to four time multipliers and four
 energy terms are fitted, each run giving two times and one energy); with fewer it keeps its
@@ -60,12 +61,15 @@ class Refinement:
     """A GPU's refined configurations: the constants of each (by oracle name, e.g.
     'llama-3.1-70b_h100_tp4'), and per configuration its runs, multipliers of the family's time
     constants (`GROUPS`) and mean absolute errors (%) of energy and time per output token with
-    the family's constants, refined, and refined without the run (`checks`); and `transfer`'s
-    table (`layout_transfer`)."""
+    the family's constants, refined, and refined without the run (`checks`); `transfer`'s table
+    (`layout_transfer`); and per run its measured time and energy per output token over what its
+    configuration refined without it predicts (`held_out_rows`, `oracle.errors.COLUMNS` less
+    `gpu`, the configuration as `model`: what a refined oracle's bands draw from)."""
 
     constants: Mapping[str, HardwareConstants]
     checks: pd.DataFrame
     transfer: pd.DataFrame
+    held_out_rows: pd.DataFrame
 
 
 def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
@@ -153,7 +157,7 @@ def refine_all(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_ba
     runs, refined from the family's constants `k`, and the checks (`Refinement`)."""
     config = configurations(rows, gpu)
     constants: dict[str, HardwareConstants] = {}
-    checks = []
+    checks, ratios = [], []
     for name, idx in config.groupby(config, sort=True).groups.items():
         part = rows.loc[idx].reset_index(drop=True)
         if len(part) < MIN_RUNS:
@@ -161,6 +165,18 @@ def refine_all(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_ba
         refined, scales = refine(part, gpu, k, energy_basis)
         constants[str(name)] = refined
         held = _without_each(part, gpu, k, energy_basis)
+        time_ratio, energy_ratio = _ratios(part, gpu, held)
+        ratios.append(
+            pd.DataFrame(
+                {
+                    "model": str(name),
+                    "config_id": part["config_id"],
+                    "task": part["task"],
+                    "time_ratio": time_ratio,
+                    "energy_ratio": energy_ratio,
+                }
+            )
+        )
         checks.append(
             {
                 "configuration": str(name),
@@ -171,7 +187,8 @@ def refine_all(rows: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_ba
                 **_mae("held_out", part, gpu, held),
             }
         )
-    return Refinement(constants, pd.DataFrame(checks), layout_transfer(rows, gpu, k, energy_basis))
+    held_out = pd.concat(ratios, ignore_index=True) if ratios else pd.DataFrame(columns=RATIO_COLUMNS)
+    return Refinement(constants, pd.DataFrame(checks), layout_transfer(rows, gpu, k, energy_basis), held_out)
 
 
 def layout_transfer(
@@ -206,13 +223,22 @@ def _mae(
 ) -> dict[str, float]:
     """Mean absolute errors (%) of the runs' energy and time per output token with constants `k`
     (one set, or one a run)."""
+    time_ratio, energy_ratio = _ratios(part, gpu, k)
+    return {
+        f"{label}_energy_mae_pct": 100 * float(np.mean(np.abs(1.0 / energy_ratio - 1.0))),
+        f"{label}_time_mae_pct": 100 * float(np.mean(np.abs(1.0 / time_ratio - 1.0))),
+    }
+
+
+def _ratios(
+    part: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants | list[HardwareConstants]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' measured over predicted time and energy per output token with constants `k`
+    (one set, or one a run)."""
     each = k if isinstance(k, list) else [k] * len(part)
-    e, t = np.zeros(len(part)), np.zeros(len(part))
+    t, e = np.zeros(len(part)), np.zeros(len(part))
     for i, ki in enumerate(each):
         one = part.iloc[[i]].reset_index(drop=True)
-        e[i] = hwcal.predicted_energy_j(one, gpu, ki)[0] / one["energy_per_token_joules"].iloc[0] - 1
-        t[i] = hwcal.predicted_time_s(one, gpu, ki, hwcal.X_COLUMNS)[0] / one["time_per_token_s"].iloc[0] - 1
-    return {
-        f"{label}_energy_mae_pct": 100 * float(np.mean(np.abs(e))),
-        f"{label}_time_mae_pct": 100 * float(np.mean(np.abs(t))),
-    }
+        t[i] = hwcal.predicted_time_s(one, gpu, ki, hwcal.X_COLUMNS)[0]
+        e[i] = hwcal.predicted_energy_j(one, gpu, ki)[0]
+    return part["time_per_token_s"].to_numpy() / t, part["energy_per_token_joules"].to_numpy() / e

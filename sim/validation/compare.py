@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 
 import pandas as pd
 
-from oracle.build import FAMILY_KEY
 from oracle.model import Oracle
 from sim.validation.replay import replays
 from sim.validation.row_setup import Prompts
@@ -77,7 +76,7 @@ def validate(
 def oracle_constants(oracle: Oracle) -> str:
     """'refined' for an oracle derived with constants refined on its configuration's measured runs
     (`oracle.refine`), else 'family' (its GPU family's, or measured on its own)."""
-    return "refined" if FAMILY_KEY in oracle.provenance else "family"
+    return "refined" if oracle.refined else "family"
 
 
 def comparison(

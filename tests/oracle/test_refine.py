@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import arch, hwcal, refine
-from oracle.build import FAMILY_KEY, oracle_for, shipped_constants
+from oracle.build import oracle_for, shipped_constants
 from oracle.derive import HardwareConstants
-from oracle.model import Oracle, shipped_oracles
+from oracle.model import FAMILY_KEY, Oracle, shipped_oracles
 
 H100 = arch.load_gpu("h100")
 CONFIG = "llama-3.1-70b_h100_tp4"  # a measured configuration: 12 LM Arena runs on 4 H100s

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import traces
+from oracle.build import oracle_for
 from oracle.errors import COLUMNS, HeldOutErrors
 from sim.__main__ import job_cores
 from sim.app import RunContext, execute, prepare
@@ -35,7 +36,7 @@ def chat():
     return traces.load_config(traces.TraceConfig(name="azure_chat", max_requests=300))
 
 
-def exact(label: str = "H100", models: int = 3) -> dict[str, HeldOutErrors]:
+def exact(label: str = "H100_refined", models: int = 3) -> dict[str, HeldOutErrors]:
     """Held-out errors of a calibration that predicted every run of `models` models exactly."""
     rows = pd.DataFrame([[label, f"m{m}", f"m{m}|0", "chat", 1.0, 1.0] for m in range(models)], columns=COLUMNS)
     return {label: HeldOutErrors(label, rows)}
@@ -51,8 +52,10 @@ def test_bands_have_zero_width_when_the_constants_are_known_exactly(chat, llama)
         assert out[name]["low"] == out[name]["high"] == pytest.approx(value, rel=1e-12)
 
 
-def test_calibration_errors_widen_the_energy_band_by_their_spread(chat, llama):
-    fleet = Fleet.single(llama, ServerConfig())
+def test_calibration_errors_widen_the_energy_band_by_their_spread(chat):
+    """With the H100 family's constants (what a model nobody measured gets), the bands draw from
+    the leave-one-model-out errors, and the energy follows the drawn energy ratio."""
+    fleet = Fleet.single(oracle_for("llama-3.1-8b", "h100", family=True), ServerConfig())
     cfg = UncertaintyConfig(samples=40, sources="calibration")
     errors = calibration_errors(fleet)
     describe = errors["H100"].describe()
@@ -66,6 +69,22 @@ def test_calibration_errors_widen_the_energy_band_by_their_spread(chat, llama):
     out = bands(samples, cfg, errors)
     assert out["calibration"] == describe
     assert out["spanned"] == pytest.approx(0.9 * 15 / 14) and out["energy_j"]["high"] > 1.1 * point
+
+
+def test_a_refined_oracle_draws_from_its_gpus_refined_configurations(chat, llama):
+    """Llama-3.1-8B on one H100 was measured, so its shipped oracle is refined: its bands draw
+    each run left out of its own configuration, a narrower band than a model nobody measured gets."""
+    refined = Fleet.single(llama, ServerConfig())
+    errors = calibration_errors(refined)
+    assert list(errors) == ["H100_refined"] and "leave-one-run-out errors" in errors["H100_refined"].describe()
+    cfg = UncertaintyConfig(samples=20, sources="calibration")
+    family = Fleet.single(oracle_for("llama-3.1-8b", "h100", family=True), ServerConfig())
+    width = {}
+    for name, fleet in (("refined", refined), ("family", family)):
+        errs = calibration_errors(fleet)
+        out = bands(replay_bands(chat, fleet, cfg, 0, replay_figures(Policy(), SloConfig())), cfg, errs)
+        width[name] = out["energy_j"]["high"] / out["energy_j"]["low"]
+    assert 1.0 < width["refined"] < width["family"]
 
 
 def test_the_same_seed_gives_the_same_bands_and_another_seed_others(chat, llama):
@@ -214,7 +233,9 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
     assert isinstance(b["energy_savings_pct"]["significant"], bool)
     assert summary.value("bands.energy_j.low") == b["energy_j"]["low"]
     samples = pd.read_csv(out / "bands.csv")
-    assert len(samples) == 12 and {"H100_time_ratio", "H100_energy_ratio", "requests"} <= set(samples.columns)
+    assert len(samples) == 12 and {"H100_refined_time_ratio", "H100_refined_energy_ratio", "requests"} <= set(
+        samples.columns
+    )
     text = capsys.readouterr().out
     assert "90 % band" in text and "bands: 90 % bands from 12 replays (the central 96.4 % of them" in text
     assert f"{data['capacity']['replicas']} replicas (90 % band" in text
