@@ -10,7 +10,9 @@ vLLM engine (`oracle.hwcal`, features from `python -m sim.validation.calibrate`)
 the Hopper GPUs (H100, H200: same GH100 compute die), B200 rows for the B200. No A100 or H200
 measurement is shipped, so they take the H100 efficiencies with static power scaled by the ratio of
 power limits and dynamic energies clamped to the power limit (assumptions recorded in each
-oracle's provenance).
+oracle's provenance). A configuration that was measured (a model on a replica layout of H100 or
+B200, `oracle.refine.MIN_RUNS` runs or more) gets those constants refined on its own runs
+(`oracle.refine`), its oracle shipped even where the layout is not one of `layouts_for`'s.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def oracle_for(
     name = layout.oracle_name(spec, card)
     if name in shipped_oracles():
         shipped = Oracle.load(name)
-        if not family or FAMILY_KEY not in shipped.provenance:
+        if not (family and shipped.refined):
             return shipped
     k, prompts = shipped_constants(card)
     o = derive_oracle(spec, card, k, layout=layout)
@@ -164,6 +166,7 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
                 o = derive_oracle(model, gpu, k if own is None else own, layout=layout)
                 if own is not None:
                     o.provenance[FAMILY_KEY] = k.as_dict()
+                    o.backend = "derived (vLLM-calibrated constants, refined on this configuration's measured runs)"
                 paths.append(_write(o, cal, out_dir))
     return paths
 
