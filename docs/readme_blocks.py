@@ -405,20 +405,20 @@ def _b200_outliers(wide: pd.DataFrame) -> str:
 
 
 def tensor_parallel(c: Commands) -> str:
-    """Llama-3.1-8B at batch 1 on 1, 2 and 4 H100s (the shipped `_tp2`, `_tp4` oracles) against
+    """Llama-3.1-8B at batch 1 on 1, 2 and 4 H100s, all three with the H100 family's constants
+    (only the one-GPU layout was measured, and its shipped oracle is refined on those runs), against
     Fernandez et al. 2025's measured change."""
-    from oracle.model import Oracle
+    from oracle.arch import load_gpu, load_model
+    from oracle.build import oracle_for, shipped_constants
 
     n_in, n_out = 512, 256
     rows = []
-    for name in ("llama-3.1-8b_h100", "llama-3.1-8b_h100_tp2", "llama-3.1-8b_h100_tp4"):
-        o = Oracle.load(name)
+    for gpus in (1, 2, 4):
+        o = oracle_for("llama-3.1-8b", "h100", gpus, family=True)
         rows.append((o.gpus, float(o.time(n_in, n_out, 1)), float(o.energy(n_in, n_out, 1))))
     (_, t1, e1), *more = rows
-    from oracle.arch import load_gpu, load_model
-
     h100, llama = load_gpu("h100"), load_model("llama-3.1-8b")
-    k = Oracle.load("llama-3.1-8b_h100").provenance["constants"]
+    k = shipped_constants(h100)[0].as_dict()
     overhead_ms = (k["step_overhead_s"] + llama.num_layers * k["layer_overhead_s"]) * 1e3
     assert h100.allreduce_latency_s is not None
     allreduce_us = h100.allreduce_latency_s * k["comm_scale"] * 1e6
@@ -429,8 +429,10 @@ def tensor_parallel(c: Commands) -> str:
         f"| {g} | {100 * (t / t1 - 1):+.0f} % | {100 * (e / e1 - 1):+.0f} % | {paper[g][0]:+d} % | {paper[g][1]:+d} % |"
         for g, t, e in more
     ]
-    return f"""A request of {n_in} prompt and {n_out} output tokens at batch 1 (`Oracle.time`, `Oracle.energy` of the
-shipped `llama-3.1-8b_h100`, `_tp2` and `_tp4` oracles) against one GPU: {t1:.2f} s and {e1:.0f} J there.
+    return f"""A request of {n_in} prompt and {n_out} output tokens at batch 1 (`Oracle.time`, `Oracle.energy` of
+`llama-3.1-8b` on 1, 2 and 4 H100s with the H100 family's constants, `oracle_for(..., family=True)`:
+only the one-GPU layout was measured, so the same constants serve all three) against one GPU:
+{t1:.2f} s and {e1:.0f} J there.
 
 | GPUs | latency (simulator) | energy (simulator) | latency (Fernandez et al.) | energy (Fernandez et al.) |
 |---|---|---|---|---|
