@@ -550,14 +550,25 @@ def planning_bands(c: Commands) -> str:
         e = s["bands"]["energy_j"]
         return (e["high"] - e["low"]) / s["energy_j"]
 
+    from oracle.model import Oracle
+
     wider = "the calibration" if width(cal) > width(work) else "the workload"
-    narrow = (
-        "a measurement of this model on this GPU (its throughput and energy per output token at this load: a "
-        "`python -m calibrate.measure` run fitted with `calibrate.fit`, or one ML.ENERGY row of it), which would "
-        "replace the errors of models the calibration never saw by this model's own; a longer trace would not"
-        if wider == "the calibration"
-        else "a longer trace (more hours of this traffic); a measurement of the model would not"
-    )
+    measured = Oracle.load("llama-3.1-8b_h100").refined  # the default oracle, refined on its ML.ENERGY runs
+    if wider == "the workload":
+        narrow = "a longer trace (more hours of this traffic); a measurement of the model would not"
+    elif measured:
+        narrow = (
+            "a measurement at this load (its throughput and energy per output token on this traffic: a `python -m "
+            "calibrate.measure` run fitted with `calibrate.fit`): the oracle is already refined on this model's "
+            "ML.ENERGY runs, and its band is how that refinement carries to caps and tasks it was not measured at; "
+            "a longer trace would not"
+        )
+    else:
+        narrow = (
+            "a measurement of this model on this GPU (its throughput and energy per output token at this load: a "
+            "`python -m calibrate.measure` run fitted with `calibrate.fit`, or one ML.ENERGY row of it), which would "
+            "replace the errors of models the calibration never saw by this model's own; a longer trace would not"
+        )
     verdict = "significant: its band excludes zero"
     if not b["energy_savings_pct"]["significant"]:
         verdict = "not significant: its band includes zero"
