@@ -418,10 +418,10 @@ def tensor_parallel(c: Commands) -> str:
         rows.append((o.gpus, float(o.time(n_in, n_out, 1)), float(o.energy(n_in, n_out, 1))))
     (_, t1, e1), *more = rows
     h100, llama = load_gpu("h100"), load_model("llama-3.1-8b")
-    k = shipped_constants(h100)[0].as_dict()
-    overhead_ms = (k["step_overhead_s"] + llama.num_layers * k["layer_overhead_s"]) * 1e3
+    k = shipped_constants(h100)[0]
+    overhead_ms = (k.step_overhead_s + llama.num_layers * k.layer_overhead_s) * 1e3
     assert h100.allreduce_latency_s is not None
-    allreduce_us = h100.allreduce_latency_s * k["comm_scale"] * 1e6
+    allreduce_us = h100.allreduce_latency_s * k.comm_scale * 1e6
     # Fernandez et al. 2025, "Energy Considerations of LLM Inference and Efficiency Optimizations"
     # (as issue #21 quotes it): Llama-3.1-8B at batch 1 on their GPUs, 1 → 2 → 4 GPUs, latency and energy (%)
     paper = {2: (-40, 29), 4: (-61, 55)}

@@ -352,12 +352,18 @@ def fit_constants(
 
 
 def fit_energy(
-    df: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants, energy_basis: str, b: _Bases, t_pred: np.ndarray
+    df: pd.DataFrame,
+    gpu: GpuSpec,
+    k: HardwareConstants,
+    energy_basis: str,
+    b: _Bases,
+    t_pred: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> HardwareConstants:
     """`k` with its energy terms (`energy_basis`) fitted to the rows' measured energy per output
     token (J), given their bases `b` (`X_COLUMNS`) and the time per output token `k` gives them
     (`t_pred`, s): every GPU's static power over that time (all-reducing apart if the basis says
-    so and a row all-reduces), energy per FLOP and per byte."""
+    so and a row all-reduces), energy per FLOP and per byte; each row of `weights` (default 1)."""
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
     # measured draws at most the power limit per GPU.
     kept = ENERGY_BASES[energy_basis]
@@ -381,6 +387,7 @@ def fit_energy(
         basis,
         e - g * gpu.idle_power_w * t_pred,
         lower=np.zeros(basis.shape[1]),
+        weights=weights,
         constraints=(
             np.vstack([basis / (g * t_pred)[:, None], np.eye(len(names))]),
             np.concatenate([np.full(len(t_pred), head), [per_term[n] for n in names]]),
