@@ -41,8 +41,9 @@ GROUPS: dict[str, tuple[int, ...]] = {
     "comm": (4, 5),  # comm, ep_comm
 }
 """The `hwcal.TIME_TERMS` each multiplier scales, by name. Four groups, not three with the
-overheads together: the runs left out of their configuration's refinement come out closer
-(`Refinement.checks`; energy per output token 8.6 → 7.2 %, time 7.3 → 6.7 % on H100)."""
+overheads together: the runs left out of their configuration's refinement come out closer (the
+calibration reports of commits 929aff1, three groups, and 37a7a28, four and `MIN_RUNS` 5: H100
+energy per output token 8.6 → 7.2 %, time 7.3 → 6.7 %)."""
 BOUNDS = (1.0 / 3.0, 3.0)
 """A configuration's multipliers stay within these: its engine may be slower or faster than its
 GPU family's average, not by more (and no achieved fraction of peak above 1: `hwcal.LOWER`)."""
@@ -51,12 +52,13 @@ ENERGY_BASIS = "flop+byte+comm"
 the least error on runs left out of their configuration's refinement, on H100 and B200 alike."""
 ROBUST_PASSES = 1
 """Refits of a configuration's time and energy with Huber weights (`_robust_weights`): with one,
-its runs left out come out closer than with plain least squares (H100 energy per output token
-7.2 → 7.1 %, time 6.7 → 6.5 %; B200 13.6 → 13.2 %, 16.1 → 15.8 %), and Qwen3-14B's LM Arena runs
-on H100 from 5.2 % to 3.2 % energy error."""
+its runs left out come out closer than with plain least squares (the calibration reports of
+commits 37a7a28 and 1b84e0c: H100 energy per output token 7.2 → 7.1 %, time 6.7 → 6.5 %; B200
+13.6 → 13.2 %, 16.0 → 15.8 %)."""
 ROBUST_SCALE = 2.0
 """Huber's threshold, in medians of a fit's absolute relative residuals."""
 RATIO_COLUMNS = ["model", "config_id", "task", "time_ratio", "energy_ratio"]
+"""`Refinement.held_out_rows`' columns (`model`: the configuration)."""
 MIN_RUNS = 5
 """Fewest runs of a configuration for constants of its own (up to four time multipliers and four
 energy terms are fitted, each run giving two times and one energy); with fewer it keeps its
@@ -140,7 +142,7 @@ def refine(
     fit their time per output token and median ITL (relative error), and the energy terms of
     `energy_basis` refitted on them; with the multipliers. Each fit is refitted `ROBUST_PASSES`
     times with Huber weights (`_robust_weights`), so that one run out of line with the others
-    (Qwen3-14B's GPQA run at cap 64, 34 % slower than its neighbours say) does not pull the rest.
+    (such as Qwen3-14B's GPQA run at cap 64 on H100) does not pull the rest.
     A group no run exercises (all-reduces of a one-GPU replica) keeps 1."""
     x = _group_times(rows, gpu, k)
     y = np.concatenate([rows["time_per_token_s"].to_numpy(), rows["itl_median_s"].to_numpy()])
