@@ -321,8 +321,8 @@ error, %):
 
 {refined} of those rows belong to a measured configuration (a model on a replica layout, {MIN_RUNS} runs or
 more) whose shipped oracle is refined on its own runs (`oracle.refine`): for them these figures are
-a fit, and the calibration report's "refined without the run" column says how a refined oracle
-carries to a batch cap or task not measured. `python -m sim.validate constants=family` replays
+a fit, and the calibration report, which refits each of them with each run left out, says how a
+refined oracle carries to a batch cap or task not measured. `python -m sim.validate constants=family` replays
 every row with its GPU family's constants, what a configuration nobody measured gets; per GPU,
 shipped against family (mean absolute error, %):
 

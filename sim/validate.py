@@ -10,10 +10,11 @@ and its output-length histograms) is replayed under the benchmark's settings wit
 model on its replica (`oracle.build.oracle_for`: the shipped one, else derived from the shipped
 hardware constants) and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
 another engine model, to see what the engine model is worth). A configuration that was measured
-(a model on a replica layout of a GPU, 4 runs or more) ships an oracle refined on those runs
-(`oracle.refine`), so its rows are fitted, not predicted; constants=family replays every row with
-its GPU family's constants instead, what a configuration nobody measured gets (the calibration
-report gives each model's errors with the model left out of that fit too). Rows with no oracle (unknown model,
+(a model on a replica layout of a GPU, `oracle.refine.MIN_RUNS` runs or more) ships an oracle
+refined on those runs (`oracle.refine`), so its rows are fitted, not predicted; constants=family
+replays every row with its GPU family's constants instead, what a configuration nobody measured
+gets (the calibration report gives each model's errors with the model left out of that fit too).
+Rows with no oracle (unknown model,
 a layout the model cannot be served with, such as the hybrid Nemotrons) are skipped with the
 reason; data-parallel rows are replayed as one tensor-parallel replica (`sim.validation.replay`).
 Prints per row and as mean absolute error (all rows; per GPU; per GPU × GPUs per replica ×
