@@ -57,13 +57,18 @@ class HeldOutErrors:
             raise ValueError(f"held-out ratios of {self.gpu} must be finite and > 0")
 
     @property
+    def refined(self) -> bool:
+        """Whether these are the errors of a GPU's refined configurations (`refined_label`)."""
+        return self.gpu.endswith(REFINED)
+
+    @property
     def models(self) -> int:
         """Models the errors come from."""
         return int(self.rows["model"].nunique())
 
     def describe(self) -> str:
         """Where the errors come from, in words."""
-        if self.gpu.endswith(REFINED):
+        if self.refined:
             return (
                 f"leave-one-run-out errors of {len(self.rows)} {self.gpu.removesuffix(REFINED)} runs of "
                 f"{self.models} configurations refined on their own runs (ML.ENERGY v3, {HELD_OUT_FILE})"

@@ -105,11 +105,18 @@ def table(summary: Summary) -> str:
 
 def _bands_line(bands: dict) -> str:
     """What the bands are: their level, the replays, the share of them spanned and what each drew."""
-    what = {"calibration": "the oracle's step time and energy scaled by an error drawn from the calibration's "
-            "held-out models", "workload": "a bootstrap of the trace"}  # fmt: skip
+    refined = bands.get("refined", False)
+    held_out = (
+        "the measured configurations' runs, each predicted by its configuration refined without it"
+        if refined
+        else "the calibration's held-out models"
+    )
+    what = {"calibration": f"the oracle's step time and energy scaled by an error drawn from {held_out}",
+            "workload": "a bootstrap of the trace"}  # fmt: skip
     drawn = " and ".join(what[s] for s in bands["sources"].split("+"))
     level, spanned = 100 * bands["level"], 100 * bands["spanned"]
-    share = f"the central {spanned:.3g} % of them" + (", for models nobody measured" if spanned > level else "")
+    beyond = ", for caps and tasks not measured" if refined else ", for models nobody measured"
+    share = f"the central {spanned:.3g} % of them" + (beyond if spanned > level else "")
     return (f"bands: {level:g} % bands from {bands['samples']} replays ({share}), each with {drawn} "
             f"(bands.csv; uncertainty.samples=0 for none)")  # fmt: skip
 

@@ -199,14 +199,15 @@ def bands(
     per `BANDED` name present) and the calibrations' errors they drew from (read only with a
     calibration source): level, the central share of the replays spanned
     (`cfg.quantile_level(fewest_models(errors))`), samples, sources, where the calibration errors
-    come from, then a {low, high, median} per figure (`significant` for a saving: its band
-    excludes zero)."""
+    come from and whether all of them are refined configurations' (`HeldOutErrors.refined`), then
+    a {low, high, median} per figure (`significant` for a saving: its band excludes zero)."""
     errors = (errors or {}) if cfg.calibration else {}
     describe = "; ".join(e.describe() for _, e in sorted(errors.items()))
     spanned = cfg.quantile_level(fewest_models(errors))
     out: dict[str, Any] = {"level": cfg.level, "spanned": spanned, "samples": len(samples), "sources": cfg.sources}
     if describe:
         out["calibration"] = describe
+        out["refined"] = all(e.refined for e in errors.values())  # every oracle drawn for was refined on its runs
     for name in BANDED:
         if name not in samples.columns:
             continue

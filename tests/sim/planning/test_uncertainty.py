@@ -238,6 +238,8 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
     )
     text = capsys.readouterr().out
     assert "90 % band" in text and "bands: 90 % bands from 12 replays (the central 96.4 % of them" in text
+    # the default llama-3.1-8b_h100 is refined on its measured runs: its bands say what they draw from
+    assert b["refined"] and "for caps and tasks not measured" in text and "refined without it" in text
     assert f"{data['capacity']['replicas']} replicas (90 % band" in text
 
 
