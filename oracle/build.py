@@ -141,14 +141,8 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
 
 def _refined(label: str, cal: hwcal.Calibration) -> hwcal.Calibration:
     """`cal` with its measured configurations refined on their own runs (`oracle.refine`)."""
-    r = refine.refine_all(hwcal.measured_rows(label, None, None), arch.load_gpu(label.lower()), cal.constants)
-    return replace(
-        cal,
-        refined=dict(r.constants),
-        refinement_checks=r.checks,
-        refinement_transfer=r.transfer,
-        refined_held_out_rows=r.held_out_rows,
-    )
+    rows = hwcal.measured_rows(label, None, None)
+    return replace(cal, refinement=refine.refine_all(rows, arch.load_gpu(label.lower()), cal.constants))
 
 
 def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = None) -> list[Path]:
@@ -159,10 +153,11 @@ def build(out_dir: Path, calibrations: dict[str, hwcal.Calibration] | None = Non
         gpu = arch.load_gpu(g)
         k = constants_for(gpu, cals)
         cal = cals[arch.CALIBRATED_ON[g]]
+        refined = {} if cal.refinement is None else cal.refinement.constants
         for m in arch.model_names():
             model = arch.load_model(m)
-            for layout in layouts_for(model, gpu) + measured_layouts(model, gpu, cal.refined or {}):
-                own = (cal.refined or {}).get(layout.oracle_name(model, gpu))
+            for layout in layouts_for(model, gpu) + measured_layouts(model, gpu, refined):
+                own = refined.get(layout.oracle_name(model, gpu))
                 o = derive_oracle(model, gpu, k if own is None else own, layout=layout)
                 if own is not None:
                     o.provenance[FAMILY_KEY] = k.as_dict()
@@ -239,9 +234,9 @@ def held_out_table(calibrations: dict[str, hwcal.Calibration]) -> pd.DataFrame:
 
     parts = [c.held_out_rows.assign(gpu=label) for label, c in calibrations.items() if c.held_out_rows is not None]
     parts += [
-        c.refined_held_out_rows.assign(gpu=refined_label(label))
+        c.refinement.held_out_rows.assign(gpu=refined_label(label))
         for label, c in calibrations.items()
-        if c.refined_held_out_rows is not None and not c.refined_held_out_rows.empty
+        if c.refinement is not None and not c.refinement.held_out_rows.empty
     ]
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
@@ -274,11 +269,11 @@ def _refinements(label: str, cal: hwcal.Calibration) -> list[str]:
     and the bands of their oracles."""
     from oracle.errors import HeldOutErrors, band_check, refined_label
 
-    checks = cal.refinement_checks
-    if checks is None or checks.empty or cal.refined_held_out_rows is None:
+    if cal.refinement is None or cal.refinement.checks.empty:
         return []
+    checks = cal.refinement.checks
     name = refined_label(label)
-    check = band_check(HeldOutErrors(name, cal.refined_held_out_rows.assign(gpu=name)), BAND_LEVEL)
+    check = band_check(HeldOutErrors(name, cal.refinement.held_out_rows.assign(gpu=name)), BAND_LEVEL)
     (lo, hi), (tlo, thi) = check.energy_interval, check.time_interval
     runs = checks["runs"]
 
@@ -305,14 +300,13 @@ def _refinements(label: str, cal: hwcal.Calibration) -> list[str]:
         f"{check.energy_covered:.1%} of its runs' energy per token (time: {check.time_covered:.1%}) lie inside "
         "the band drawn from the other configurations' (the target: at least 85 % for energy).",
         "",
-        *_transfer(cal),
+        *_transfer(cal.refinement.transfer),
     ]
 
 
-def _transfer(cal: hwcal.Calibration) -> list[str]:
+def _transfer(t: pd.DataFrame) -> list[str]:
     """The report's lines on carrying a model's refinement to a layout of it left out (why it is not done)."""
-    t = cal.refinement_transfer
-    if t is None or t.empty:
+    if t.empty:
         return []
     better = int((t["carried_energy_mae_pct"] < t["family_energy_mae_pct"]).sum())
     return [

@@ -31,12 +31,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from oracle import features as F
-from oracle.arch import GpuSpec, find_model
+from oracle.arch import GpuSpec, ModelSpec, find_model
 from oracle.derive import (
     FeatureWork,
     HardwareConstants,
@@ -52,6 +53,9 @@ from oracle.derive import (
 from oracle.kernels import KernelRows
 from oracle.overlap import KNEE_COLUMNS, PromptSteps
 from oracle.regress import relative_bounded_lsq
+
+if TYPE_CHECKING:  # oracle.refine builds on this module
+    from oracle.refine import Refinement
 
 MLENERGY_FILE = "data/mlenergy_v3_llm.csv"
 REPLAY_FILE = "data/mlenergy_v3_llm_replay_features.csv"
@@ -100,10 +104,7 @@ class Calibration:
     kernel_weight: float = 0.0  # the weight of a kernel row in the fit (`KERNEL_WEIGHTS`, chosen)
     prefill_sensitivity: pd.DataFrame | None = None  # `prefill_sensitivity`'s table (the choice)
     held: dict[str, float] | None = None  # time constants held at a value, not fitted (from another GPU)
-    refined: Mapping[str, HardwareConstants] | None = None  # per measured configuration (oracle name): `oracle.refine`
-    refinement_checks: pd.DataFrame | None = None  # `oracle.refine.Refinement.checks`
-    refinement_transfer: pd.DataFrame | None = None  # `oracle.refine.Refinement.transfer`
-    refined_held_out_rows: pd.DataFrame | None = None  # `oracle.refine.Refinement.held_out_rows`
+    refinement: Refinement | None = None  # its measured configurations refined on their own runs
 
     def per_model(self) -> pd.DataFrame:
         """Mean absolute percentage errors per model across its runs."""
@@ -205,11 +206,17 @@ def _replicas(
     their feature vectors `columns` (X_COLUMNS or M_COLUMNS) and expert shares `experts`."""
     layout_of = df[["model_id", "num_gpus", "expert_parallel"]].astype({"num_gpus": int, "expert_parallel": int})
     for (model_id, g, ep), idx in layout_of.groupby(["model_id", "num_gpus", "expert_parallel"]).groups.items():
-        spec = find_model(str(model_id))
-        if spec is None:
-            raise KeyError(f"no architecture in oracle data for {model_id!r}")
+        spec = model_spec(str(model_id))
         work = feature_work(spec, Layout(int(g), ep > 1 and bool(spec.experts)), gpu)
         yield df.index.get_indexer(idx), work, df.loc[idx, columns].to_numpy(), df.loc[idx, experts].to_numpy()
+
+
+def model_spec(model_id: str) -> ModelSpec:
+    """The shipped architecture of a benchmark's model id (KeyError if none ships)."""
+    spec = find_model(model_id)
+    if spec is None:
+        raise KeyError(f"no architecture in oracle data for {model_id!r}")
+    return spec
 
 
 def _terms(base: np.ndarray, expert_parallel: bool) -> np.ndarray:

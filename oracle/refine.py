@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from oracle import hwcal
-from oracle.arch import GpuSpec, ModelSpec, find_model
+from oracle.arch import GpuSpec
 from oracle.derive import HardwareConstants, Layout
 from oracle.regress import relative_bounded_lsq
 
@@ -86,18 +86,10 @@ def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
     `gpu` (KeyError for a model with no shipped architecture)."""
     names = {}
     for model_id, g, ep in rows[["model_id", "num_gpus", "expert_parallel"]].drop_duplicates().itertuples(index=False):
-        spec = _spec(str(model_id))
+        spec = hwcal.model_spec(str(model_id))
         names[(model_id, g, ep)] = Layout(int(g), int(ep) > 1 and bool(spec.experts)).oracle_name(spec, gpu)
     keys = zip(rows["model_id"], rows["num_gpus"], rows["expert_parallel"], strict=True)
     return pd.Series([names[key] for key in keys], index=rows.index, name="configuration")
-
-
-def _spec(model_id: str) -> ModelSpec:
-    """The shipped architecture of a benchmark's model id (KeyError if none ships)."""
-    spec = find_model(model_id)
-    if spec is None:
-        raise KeyError(f"no architecture in oracle data for {model_id!r}")
-    return spec
 
 
 def scaled(k: HardwareConstants, work: float, sequence: float, step: float, comm: float) -> HardwareConstants:
@@ -225,7 +217,7 @@ def layout_transfer(
     least `MIN_RUNS` runs there): its runs' mean absolute errors (%) of energy and time per output
     token with the family's constants and with the model refined on its other layouts instead."""
     config = configurations(rows, gpu)
-    model = rows["model_id"].map(lambda m: _spec(str(m)).name)
+    model = rows["model_id"].map(lambda m: hwcal.model_spec(str(m)).name)
     out = []
     for name in sorted(config.unique()):
         test = config == name
@@ -261,11 +253,14 @@ def _ratios(
     part: pd.DataFrame, gpu: GpuSpec, k: HardwareConstants | list[HardwareConstants]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The runs' measured over predicted time and energy per output token with constants `k`
-    (one set, or one a run)."""
-    each = k if isinstance(k, list) else [k] * len(part)
-    t, e = np.zeros(len(part)), np.zeros(len(part))
-    for i, ki in enumerate(each):
-        one = part.iloc[[i]].reset_index(drop=True)
-        t[i] = hwcal.predicted_time_s(one, gpu, ki, hwcal.X_COLUMNS)[0]
-        e[i] = hwcal.predicted_energy_j(one, gpu, ki)[0]
+    (one set, all runs at once; or one a run)."""
+    if isinstance(k, list):
+        t, e = np.zeros(len(part)), np.zeros(len(part))
+        for i, ki in enumerate(k):
+            one = part.iloc[[i]].reset_index(drop=True)
+            t[i] = hwcal.predicted_time_s(one, gpu, ki, hwcal.X_COLUMNS)[0]
+            e[i] = hwcal.predicted_energy_j(one, gpu, ki)[0]
+    else:
+        t = hwcal.predicted_time_s(part, gpu, k, hwcal.X_COLUMNS)
+        e = hwcal.predicted_energy_j(part, gpu, k)
     return part["time_per_token_s"].to_numpy() / t, part["energy_per_token_joules"].to_numpy() / e
