@@ -563,10 +563,8 @@ def planning_bands(c: Commands) -> str:
         e = s["bands"]["energy_j"]
         return (e["high"] - e["low"]) / s["energy_j"]
 
-    from oracle.model import Oracle
-
     wider = "the calibration" if width(cal) > width(work) else "the workload"
-    measured = Oracle.load("llama-3.1-8b_h100").refined  # the default oracle, refined on its ML.ENERGY runs
+    measured = cal["bands"]["refined"]  # the run's oracle is refined on its configuration's measured runs
     if wider == "the workload":
         narrow = "a longer trace (more hours of this traffic); a measurement of the model would not"
     elif measured:
