@@ -28,6 +28,7 @@ import pandas as pd
 from oracle import arch, hwcal, kernels, refine
 from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle
 from oracle.model import FAMILY_KEY, Oracle, shipped_oracles
+from oracle.screen import screen
 
 BAND_LEVEL = 0.9  # the level of the bands the calibration report checks
 LAYOUT_GPUS = (1, 2, 4, 8)  # GPUs per replica shipped: one node of HGX boards
@@ -217,6 +218,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             if cal.held_out_energy_by_basis is not None
             else "(none)",
             "",
+            *_screened(label),
             *_coverage(label, cal),
             *_refinements(label, cal),
             *_prefill(label, cal),
@@ -226,6 +228,25 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _screened(label: str) -> list[str]:
+    """The runs of GPU `label` that no fit here stands on (`oracle.screen`), grouped, with the caps."""
+    table = hwcal.load_mlenergy()
+    table = table.assign(reason=screen(table))
+    out = table[(table["gpu_model"] == label) & (table["reason"] != "")]
+    if out.empty:
+        return []
+    groups = out.groupby(["reason", "model", "task", "num_gpus"])["max_num_seqs"].apply(
+        lambda caps: ", ".join(map(str, sorted(caps)))
+    )
+    return [
+        f"Runs the calibration leaves out ({len(out)}; `oracle/screen.py` says why), in no fit above or below "
+        "and in no held-out error, though `python -m sim.validate` replays them:",
+        "",
+        _markdown(groups.rename("batch caps").reset_index()),
+        "",
+    ]
 
 
 def held_out_table(calibrations: dict[str, hwcal.Calibration]) -> pd.DataFrame:

@@ -53,6 +53,7 @@ from oracle.derive import (
 from oracle.kernels import KernelRows
 from oracle.overlap import KNEE_COLUMNS, PromptSteps
 from oracle.regress import relative_bounded_lsq
+from oracle.screen import screen
 
 if TYPE_CHECKING:  # oracle.refine builds on this module
     from oracle.refine import Refinement
@@ -510,9 +511,10 @@ def calibrate(
 
 
 def measured_rows(gpu_label: str, data: pd.DataFrame | None, replay: pd.DataFrame | None) -> pd.DataFrame:
-    """The measured rows of one GPU with their replay features (ValueError naming rows without)."""
+    """The measured rows of one GPU that the screen keeps (`oracle.screen`: what the calibration
+    does not fit on), with their replay features (ValueError naming rows without)."""
     df = load_mlenergy() if data is None else data
-    df = df[df["gpu_model"] == gpu_label].reset_index(drop=True)
+    df = df[(df["gpu_model"] == gpu_label) & (screen(df) == "")].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no ML.ENERGY rows for gpu_model {gpu_label!r}")
     feats = _with_knees(load_replay_features() if replay is None else replay)

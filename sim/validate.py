@@ -218,7 +218,8 @@ def format_rows(df: pd.DataFrame) -> str:
 
 def format_errors(df: pd.DataFrame) -> str:
     """Mean absolute error (%) per metric, with the rows behind each figure: all rows; per GPU;
-    per GPU × GPUs per replica × dense/MoE; per GPU × the oracles' constants; per task; per model."""
+    per GPU × GPUs per replica × dense/MoE; per GPU × the oracles' constants; per GPU × the
+    calibration's screen; per task; per model."""
     if df.empty:
         return ""
     fmt = {"float_format": lambda v: f"{v:.1f}"}
@@ -235,9 +236,16 @@ def format_errors(df: pd.DataFrame) -> str:
             ["gpu_model", "constants"],
             lambda k: f"{k[0]} {k[1]}",
         ),
+        (
+            "per GPU × the calibration's screen (fitted: it fits on the row; screened: `oracle.screen` leaves it out)",
+            ["gpu_model", "fitted"],
+            lambda k: f"{k[0]} {k[1]}",
+        ),
         ("per task", "task", lambda k: str(k)),
         ("per model", "model_id", lambda k: str(k).split("/")[-1]),
     ]
+    kept = df["screen"].fillna("").eq("") if "screen" in df.columns else pd.Series(True, index=df.index)
+    df = df.assign(fitted=kept.map({True: "fitted", False: "screened"}))
     parts = ["", "mean absolute error (%)"]
     for title, by, name in groups:
         table = mean_abs_error(df, by)

@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from oracle.model import Oracle
+from oracle.screen import THROUGHPUT, screen
 from sim.validation.replay import replays
 from sim.validation.row_setup import Prompts
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
 
 # Columns of `validate`'s table before the metrics: the run, its layout, its model's kind, the
-# constants its oracle was derived with ('refined' on the run's configuration, or its GPU 'family's).
+# constants its oracle was derived with ('refined' on the run's configuration, or its GPU 'family's),
+# why the calibration's screen leaves the run out ('' where it fits on it; `oracle.screen`).
 ID_COLUMNS = (
     "config_id",
     "model_id",
@@ -26,6 +28,7 @@ ID_COLUMNS = (
     "weight_precision",
     "kind",
     "constants",
+    "screen",
     "max_num_seqs",
     "prompt_mean_tokens",
 )
@@ -58,6 +61,7 @@ def validate(
 ) -> pd.DataFrame:
     """`replays`, one line per replayed row with the `ID_COLUMNS`, then `m_measured,
     m_simulated, m_err_pct` per metric (`family`: every row with its GPU family's constants)."""
+    reasons = screened(rows)
     out = [
         comparison(
             row,
@@ -65,12 +69,32 @@ def validate(
             kind=model_kind(row, oracle),
             prompt_mean_tokens=r.prompt_mean_tokens,
             constants=oracle_constants(oracle),
+            screen_reason=reasons[id(row)],
         )
         for row, oracle, _, r in replays(
             rows, histograms, prompts, seed=seed, progress=progress, log=log, scheduler=scheduler, family=family
         )
     ]
     return pd.DataFrame(out, columns=list(COLUMNS))
+
+
+def screened(rows: list[BenchmarkRow]) -> dict[int, str]:
+    """Per row (by `id`): why the calibration's screen leaves it out, or '' (`oracle.screen`, each
+    row against its twins among `rows`)."""
+    table = pd.DataFrame(
+        {
+            "model_id": [r.model_id for r in rows],
+            "weight_precision": [r.weight_precision for r in rows],
+            "task": [r.task for r in rows],
+            "num_gpus": [r.num_gpus for r in rows],
+            "expert_parallel": [r.expert_parallel for r in rows],
+            "data_parallel": [r.data_parallel for r in rows],
+            "max_num_seqs": [r.max_num_seqs for r in rows],
+            "gpu_model": [r.gpu_model for r in rows],
+            THROUGHPUT: [r.measured.throughput for r in rows],
+        }
+    )
+    return dict(zip(map(id, rows), screen(table), strict=True))
 
 
 def oracle_constants(oracle: Oracle) -> str:
@@ -86,6 +110,7 @@ def comparison(
     kind: str | None = None,
     prompt_mean_tokens: float = float("nan"),
     constants: str = "family",
+    screen_reason: str = "",
 ) -> dict[str, object]:
     """One output line: the run's `ID_COLUMNS`, then measured, simulated and error (%) of every metric."""
     line: dict[str, object] = {
@@ -99,6 +124,7 @@ def comparison(
         "weight_precision": row.weight_precision,
         "kind": model_kind(row) if kind is None else kind,
         "constants": constants,
+        "screen": screen_reason,
         "max_num_seqs": row.max_num_seqs,
         "prompt_mean_tokens": prompt_mean_tokens,
     }

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from oracle import screen
 from sim.validate import format_errors, main
 from sim.validation import prompts as fit_prompts
 from sim.validation.compare import COLUMNS, model_kind, validate
@@ -172,6 +173,20 @@ def test_data_parallel_rows_replay_as_one_replica_with_one_note(wide, hists):
     assert df["config_id"].tolist() == ids and (df["data_parallel"] == 4).all()
     assert np.allclose(df["batch_simulated"], df["max_num_seqs"], rtol=0.05)  # the whole cap on one replica
     assert len(logged) == 1 and DATA_PARALLEL_NOTE in logged[0]
+    assert (df["screen"] == screen.DATA_PARALLEL).all()  # marked, and counted in the all-rows means
+
+
+def test_a_b200_row_slower_than_its_h100_twin_is_marked_by_the_screen(wide, hists):
+    """Qwen3-14B's GPQA run at cap 8 is slower on B200 than on H100: with its twin in the table it
+    is marked; alone, with nothing to compare it with, it is not."""
+    b200 = "Qwen/Qwen3-14B|gpqa|B200|1gpu|tp1|ep1|seqs8"
+    both = validate(parse_benchmark(pick(wide, b200, b200.replace("B200", "H100"))), hists, log=lambda _: None)
+    assert both.set_index("config_id")["screen"].fillna("").to_dict() == {
+        b200: screen.NOT_GPU_BOUND,
+        b200.replace("B200", "H100"): "",
+    }
+    alone = validate(parse_benchmark(pick(wide, b200)), hists, log=lambda _: None)
+    assert alone["screen"].tolist() == [""]
 
 
 def test_rows_of_an_unknown_task_or_without_prompts_are_skipped(wide, hists):
@@ -260,21 +275,29 @@ def test_an_unknown_constants_choice_is_refused_with_the_choices(capsys):
 
 
 def test_format_errors_groups_and_counts_rows():
-    def line(gpu, n, kind, task, model, err, constants="refined"):
+    def line(gpu, n, kind, task, model, err, constants="refined", why=""):
         return (
             {"gpu_model": gpu, "num_gpus": n, "kind": kind, "task": task, "model_id": model}
             | {f"{m}_err_pct": err for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")}
-            | {"constants": constants}
+            | {"constants": constants, "screen": why}
         )
 
     df = pd.DataFrame(
         [line("H100", 1, "dense", "gpqa", "a/A", 10.0, "family"), line("H100", 8, "moe", "gpqa", "b/B", -30.0)]
         + [line("B200", 8, "moe", "lm-arena-chat", "b/B", 20.0)]
+        + [line("B200", 1, "moe", "lm-arena-chat", "b/B", 60.0, why=screen.NOT_GPU_BOUND)]
     )
     text = format_errors(df)
     groups = text.split("per GPU × GPUs per replica × dense/MoE:")[1].split("per GPU × oracle constants")[0]
     assert "H100 dense" in groups and "8×H100 moe" in groups and "8×B200 moe" in groups
     constants = text.split("per GPU × oracle constants")[1].split("per task:")[0]
     assert "H100 family" in constants and "H100 refined" in constants and "B200 refined" in constants
+    fitted = text.split("the calibration's screen")[1].split("per task:")[0].splitlines()[2:]
+    rows_and_batch = {" ".join(f[:2]): (f[2], f[3]) for f in map(str.split, fitted)}
+    assert rows_and_batch == {
+        "B200 fitted": ("1", "20.0"),
+        "B200 screened": ("1", "60.0"),
+        "H100 fitted": ("2", "20.0"),
+    }
     per_model = text.split("per model:")[1]
-    assert "B  " in per_model and "25.0" in per_model  # (30 + 20) / 2, two rows
+    assert "B  " in per_model and "36.7" in per_model  # (30 + 20 + 60) / 3, three rows
