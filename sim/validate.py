@@ -2,14 +2,17 @@
 
     python -m sim.validate [benchmark=FILE] [output_lengths=FILE] [out=DIR] [seed=0]
         [prompt_kind=lognormal] [prompt_mean=TOKENS] [prompt_sigma=SIGMA] [plot=true] [progress=true]
-        [scheduler=vllm] [prefill=true] [constants=shipped]
+        [scheduler=vllm] [prefill=true] [constants=shipped] [prefix_caching=true]
 
 Every row of the benchmark table (ML.ENERGY format, wide or old; default: the shipped wide table
 oracle/data/mlenergy_v3_llm.csv — 21 models, three tasks, 1–8 GPUs per deployment, H100 and B200 —
 and its output-length histograms) is replayed under the benchmark's settings with the oracle of its
 model on its replica (`oracle.build.oracle_for`: the shipped one, else derived from the shipped
 hardware constants) and the `vllm` scheduler (`sim.validation`; `scheduler=` replays it with
-another engine model, to see what the engine model is worth). A configuration that was measured
+another engine model, to see what the engine model is worth). The benchmark resent each task's
+prompts `num_request_repeats` times, and its vLLM's prefix cache shared their KV blocks: the replay
+does too (`sim.validation.workload`; prefix_caching=false replays without, to see what it is
+worth; sliding-window models replay without, with a warning). A configuration that was measured
 (a model on a replica layout of a GPU, `oracle.refine.MIN_RUNS` runs or more) ships an oracle
 refined on those runs (`oracle.refine`), so its rows are fitted, not predicted; constants=family
 replays every row with its GPU family's constants instead, what a configuration nobody measured
@@ -81,6 +84,7 @@ class ValidateArgs:
     scheduler: str = "vllm"
     prefill: bool = True
     constants: str = "shipped"
+    prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -150,6 +154,7 @@ def run(args: ValidateArgs) -> pd.DataFrame:
         progress=args.progress,
         scheduler=args.scheduler,
         family=args.constants == "family",
+        prefix_caching=args.prefix_caching,
     )
     wall = time.perf_counter() - start
     print(format_rows(df))

@@ -58,9 +58,11 @@ def validate(
     log: Callable[[str], None] = print,
     scheduler: str = "vllm",
     family: bool = False,
+    prefix_caching: bool = True,
 ) -> pd.DataFrame:
     """`replays`, one line per replayed row with the `ID_COLUMNS`, then `m_measured,
-    m_simulated, m_err_pct` per metric (`family`: every row with its GPU family's constants)."""
+    m_simulated, m_err_pct` per metric (`family`: every row with its GPU family's constants;
+    `prefix_caching` false: no resent prompt hits the prefix cache)."""
     reasons = screened(rows)
     out = [
         comparison(
@@ -72,7 +74,15 @@ def validate(
             screen_reason=reasons[id(row)],
         )
         for row, oracle, _, r in replays(
-            rows, histograms, prompts, seed=seed, progress=progress, log=log, scheduler=scheduler, family=family
+            rows,
+            histograms,
+            prompts,
+            seed=seed,
+            progress=progress,
+            log=log,
+            scheduler=scheduler,
+            family=family,
+            prefix_caching=prefix_caching,
         )
     ]
     return pd.DataFrame(out, columns=list(COLUMNS))

@@ -46,6 +46,10 @@ from sim.validation.window import (
 )
 from sim.validation.workload import PromptLengths, build_requests
 
+SLIDING_WINDOW_NOTE = (
+    "replayed without prefix caching: the engine models it for full-attention layers only, and this "
+    "model has sliding-window layers"
+)
 DATA_PARALLEL_NOTE = (
     "data-parallel rows are replayed as one replica of num_gpus GPUs running the whole max_num_seqs: "
     "vLLM ran them with data-parallel attention and expert-parallel experts, which the model "
@@ -82,17 +86,21 @@ def replay_row(
     requests: pd.DataFrame | None = None,
     record_features: bool = False,
     scheduler: str = "vllm",
+    prefix_caching: bool = True,
 ) -> ReplayMetrics:
     """Simulate one row (its `requests`, or ones built from `histogram` and `prompts`) and
     measure the simulated run as the benchmark measured the real one (with `record_features`,
     also the window's step features per output token, for calibration). Requests built here
-    follow the row's task (`workload_for`: distinct prompts, output cap, max-model-len)."""
+    follow the row's task (`workload_for`: distinct prompts, output cap, max-model-len); their
+    resent prompts hit the prefix cache unless `prefix_caching` is false (`server_config`)."""
     if requests is None:
         if histogram is None:
             raise ValueError("replay_row needs the row's output-length histogram or its requests")
         requests = build_requests(histogram, prompts, seed=seed, task=workload_for(row))
     t0 = time.perf_counter()
-    config = server_config(row.max_num_seqs, scheduler=scheduler, record_features=record_features)
+    config = server_config(
+        row.max_num_seqs, scheduler=scheduler, record_features=record_features, prefix_caching=prefix_caching
+    )
     result = simulate(requests, oracle, config)
     (stats,) = result.servers
     records = result.requests
@@ -144,6 +152,7 @@ def replays(
     scheduler: str = "vllm",
     record_features: bool = False,
     family: bool = False,
+    prefix_caching: bool = True,
 ) -> Iterator[tuple[BenchmarkRow, Oracle, PromptLengths, ReplayMetrics]]:
     """Replay every row that has an oracle (`row_oracle`), a histogram (`row.hist_key`) and known
     prompts, yielding (row, its oracle, its prompts, what the replay measured). `prompts`: one
@@ -151,7 +160,9 @@ def replays(
     task's fitted prompts, or each oracle's calibration prompts for LM Arena chat). Every skipped
     row is logged with the reason, once the rows are done, rows skipped for the same reason (and
     rows noted alike) in one line; the first data-parallel row replayed logs how it is approximated
-    (`DATA_PARALLEL_NOTE`). `family`: every row with its GPU family's constants (`row_oracle`)."""
+    (`DATA_PARALLEL_NOTE`). `family`: every row with its GPU family's constants (`row_oracle`).
+    `prefix_caching`: resent prompts hit the prefix cache, except a sliding-window model's (noted,
+    `SLIDING_WINDOW_NOTE`: the engine would warn and turn it off)."""
     bar = _bar(len(rows), progress)
     noted_dp = False
     said = _Said()
@@ -179,6 +190,9 @@ def replays(
         if row.data_parallel > 1 and not noted_dp:
             log(f"note: {what} is data-parallel ({row.data_parallel} ranks); {DATA_PARALLEL_NOTE} (said once)")
             noted_dp = True
+        cached = prefix_caching and not (oracle.memory is not None and oracle.memory.window_layers)
+        if prefix_caching and not cached:
+            said.add("note", row, SLIDING_WINDOW_NOTE)
         try:
             r = replay_row(
                 row,
@@ -188,6 +202,7 @@ def replays(
                 seed=seed,
                 scheduler=scheduler,
                 record_features=record_features,
+                prefix_caching=cached,
             )
         except EmptyWindowError as e:
             said.add("skipped", row, f"the simulated run has no steady-state window ({e})")

@@ -68,11 +68,15 @@ def workload_for(row: BenchmarkRow) -> TaskWorkload:
     return TASKS[row.task]
 
 
-def server_config(max_num_seqs: int, *, scheduler: str = "vllm", record_features: bool = False) -> ServerConfig:
-    """The benchmark's engine settings at one batch cap (chunked prefill, as vLLM V1 runs)."""
+def server_config(
+    max_num_seqs: int, *, scheduler: str = "vllm", record_features: bool = False, prefix_caching: bool = True
+) -> ServerConfig:
+    """The benchmark's engine settings at one batch cap (chunked prefill, as vLLM V1 runs; prefix
+    caching as the scheduler has it by default, vLLM's on, or off where `prefix_caching` is false)."""
     return ServerConfig(
         record_features=record_features,
         scheduler=scheduler,
+        prefix_caching=None if prefix_caching else False,
         block_size=16,
         mode="continuous",
         max_batch_size=int(max_num_seqs),

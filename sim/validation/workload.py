@@ -8,6 +8,13 @@ up to 4096 tokens, 20480; GPQA Diamond: 198 questions, reasoning outputs up to 3
 Sourcegraph FIM: 1024, 2048, 20480). The prompt lengths are not published: `PromptLengths` is a
 fitted quantity (LM Arena chat: `sim.validation.calibrate`, recorded in each shipped oracle's
 provenance; the other tasks: `sim.validation.prompts`, oracle/data/task_prompts.csv).
+
+A resent prompt is the same prompt: the benchmark's vLLM (v0.11.1, automatic prefix caching on by
+default, not switched off by any of its configs) finds its KV blocks cached while an earlier copy's
+are, prefills only the rest and holds the shared blocks once. So each request names its prompt's
+full blocks of `PREFIX_BLOCK_TOKENS` (`hash_ids`, as a Mooncake trace does): the same names for
+every copy of a prompt, none shared between distinct prompts (distinct GPQA questions, LM Arena
+conversations or FIM files share at most the chat template's first few tokens, under one block).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from sim.validation.table import OutputHistogram
 MAX_MODEL_LEN = 20480  # tokens, prompt + output (benchmark's vLLM `max-model-len`)
 MAX_OUTPUT_TOKENS = 4096  # benchmark's `--max-output-tokens`
 UNIQUE_PROMPTS = 1024  # benchmark's `--workload.num-requests`; repeats resend the same prompts
+PREFIX_BLOCK_TOKENS = 16  # vLLM's default KV block (tokens): the unit its prefix cache shares
+_BLOCK_BITS = 20  # a block's name: its prompt's index << _BLOCK_BITS | its index in the prompt
 PROMPT_KINDS = ("lognormal", "constant")
 TASK_PROMPTS_FILE = "data/task_prompts.csv"  # in package `oracle`; written by `python -m sim.validation.prompts`
 TASK_PROMPTS_COLUMNS = ("task", "prompt_mean_tokens", "prompt_sigma", "rows_used", "score_pct", "how")
@@ -104,10 +113,12 @@ def build_requests(
     n_requests: int | None = None,
     task: TaskWorkload = DEFAULT_WORKLOAD,
 ) -> pd.DataFrame:
-    """Requests (arrival_s = 0, n_in, n_out) of one run of `task`; `n_requests` defaults to the
-    histogram's total (the run's prompts × num_request_repeats). The task's distinct prompts repeat
-    in order; every request draws its own output length (at most the task's output cap); a prompt
-    is clipped to [1, max_model_len − n_out]."""
+    """Requests (arrival_s = 0, n_in, n_out, hash_ids) of one run of `task`; `n_requests`
+    defaults to the histogram's total (the run's prompts × num_request_repeats). The task's
+    distinct prompts repeat in order; every request draws its own output length (at most the task's
+    output cap); a prompt is clipped to [1, max_model_len − n_out]. `hash_ids` names the full
+    `PREFIX_BLOCK_TOKENS`-token blocks of a request's prompt, the same for every copy of a prompt
+    (`attrs["hash_block_tokens"]` says the block size)."""
     n = hist.total if n_requests is None else int(n_requests)
     if n < 1:
         raise ValueError(f"n_requests must be ≥ 1, got {n}")
@@ -116,7 +127,14 @@ def build_requests(
     unique = prompts.sample(min(n, task.unique_prompts), rng)
     raw = np.resize(unique, n)
     n_in = np.clip(np.rint(raw), 1, task.max_model_len - n_out).astype(np.int64)
-    return pd.DataFrame({"arrival_s": np.zeros(n), "n_in": n_in, "n_out": n_out})
+    prompt = np.arange(n) % unique.size
+    hashes = [
+        (p << _BLOCK_BITS) + np.arange(k, dtype=np.int64)
+        for p, k in zip(prompt, n_in // PREFIX_BLOCK_TOKENS, strict=True)
+    ]
+    requests = pd.DataFrame({"arrival_s": np.zeros(n), "n_in": n_in, "n_out": n_out, "hash_ids": hashes})
+    requests.attrs["hash_block_tokens"] = PREFIX_BLOCK_TOKENS
+    return requests
 
 
 @dataclass(frozen=True)

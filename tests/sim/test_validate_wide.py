@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from oracle import screen
-from sim.validate import format_errors, main
+from sim.validate import format_errors, main, parse_args
 from sim.validation import prompts as fit_prompts
 from sim.validation.compare import COLUMNS, model_kind, validate
 from sim.validation.replay import DATA_PARALLEL_NOTE
-from sim.validation.row_setup import default_prompts, row_oracle, task_prompts
+from sim.validation.row_setup import default_prompts, row_oracle, server_config, task_prompts
 from sim.validation.table import (
     BenchmarkRow,
     BenchmarkTableError,
@@ -26,7 +26,7 @@ from sim.validation.table import (
     wide_benchmark,
     wide_histograms,
 )
-from sim.validation.workload import TASKS, PromptLengths, build_requests, read_task_prompts
+from sim.validation.workload import PREFIX_BLOCK_TOKENS, TASKS, PromptLengths, build_requests, read_task_prompts
 
 DENSE_TP4 = "meta-llama/Llama-3.1-70B-Instruct|lm-arena-chat|H100|4gpu|tp4|ep1|seqs8"
 MOE_EP2 = "Qwen/Qwen3-30B-A3B-Instruct-2507|lm-arena-chat|H100|2gpu|tp1|ep2|seqs8"
@@ -219,6 +219,30 @@ def test_task_workloads_and_prompts():
     assert model_kind(row, oracle) == "dense"
 
 
+def test_a_resent_prompt_names_the_same_prefix_blocks_and_distinct_prompts_share_none():
+    hist = OutputHistogram(np.array([10.0]), np.array([500.0]), np.array([3000]))
+    df = build_requests(hist, PromptLengths("lognormal", 400.0, 0.5), seed=2)  # LM Arena: 1,024 prompts
+    assert df.attrs["hash_block_tokens"] == PREFIX_BLOCK_TOKENS == server_config(8).block_size
+    assert [len(h) for h in df["hash_ids"]] == (df["n_in"] // PREFIX_BLOCK_TOKENS).tolist()
+    for i in (0, 5, 1023):
+        copies = [df["hash_ids"][j].tolist() for j in (i, i + 1024, i + 2048) if j < len(df)]
+        assert all(c == copies[0] for c in copies)
+    first = np.concatenate(df["hash_ids"][:1024].to_list())
+    assert np.unique(first).size == first.size  # no block of one prompt names another's
+
+
+def test_prefix_caching_lets_a_kv_bound_run_hold_more_of_its_resent_prompts(wide, hists):
+    """Llama-3.1-405B on 8 B200s at cap 4096 (7,168 requests of 1,024 LM Arena prompts): without the
+    prefix cache its KV holds fewer sequences than vLLM ran; with it, the copies of a prompt share
+    their blocks and the simulated batch is the measured one within 10 %."""
+    row = "meta-llama/Llama-3.1-405B-Instruct|lm-arena-chat|B200|8gpu|tp8|ep1|seqs4096"
+    rows = parse_benchmark(pick(wide, row))
+    on = validate(rows, hists, log=lambda _: None)
+    off = validate(rows, hists, log=lambda _: None, prefix_caching=False)
+    assert off["batch_simulated"].iloc[0] < 0.8 * off["batch_measured"].iloc[0]
+    assert abs(on["batch_err_pct"].iloc[0]) < 10.0
+
+
 def test_prompt_fit_scores_batch_throughput_and_itl_only(hists):
     rows = read_benchmark(wide_benchmark())
     ref = fit_prompts.reference_rows(rows, "sourcegraph-fim")
@@ -267,6 +291,12 @@ def test_measured_configurations_replay_refined_and_constants_family_replays_the
     assert main([*argv, f"out={tmp_path / 'family'}"]) == 0
     csv = pd.read_csv(tmp_path / "family" / "validation.csv")
     assert csv["energy_per_token_simulated"][0] == pytest.approx(family["energy_per_token_simulated"][0], rel=1e-9)
+
+
+def test_prefix_caching_is_a_switch_of_the_command(capsys):
+    assert parse_args(["prefix_caching=false"]).prefix_caching is False and parse_args([]).prefix_caching is True
+    assert main(["prefix_caching=maybe"]) == 1
+    assert "prefix_caching must be true or false, got 'maybe'" in capsys.readouterr().err
 
 
 def test_an_unknown_constants_choice_is_refused_with_the_choices(capsys):

@@ -115,7 +115,7 @@ def test_merged_windows_count_each_request_once_and_match_one_process(oracle, re
 def test_a_too_short_warm_up_misses_work_and_is_reported(oracle, caplog):
     """Windows started nearly cold lose the work of requests running at their start, and the
     boundary check (the cool-down's requests served by both windows) says so."""
-    requests, fleet = busy_trace(rate_per_s=20.0), Fleet.single(oracle, ServerConfig())
+    requests, fleet = busy_trace(rate_per_s=16.0), Fleet.single(oracle, ServerConfig())
     base = summarize(simulate_fleet(requests, fleet), SLO)["active_energy_j"]
     with caplog.at_level(logging.WARNING, logger="sim.serving.windows"):
         cold = simulate_windows(requests, fleet, windows=8, warmup_s=1.0, cooldown_s=60.0)
