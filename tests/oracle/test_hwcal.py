@@ -83,10 +83,13 @@ def test_batch_is_the_largest_lever_until_the_kv_cache_binds(h100):
     rows = h100.rows[(h100.rows.model == "Llama-3.1-8B-Instruct") & (h100.rows.gpus == 1)].sort_values("batch_cap")
     up_to_512 = rows[rows.batch_cap <= 512].pred_energy_per_token_j.to_numpy()
     assert np.all(np.diff(up_to_512) < 0)
-    # at cap 768 the measured batch (691) is held by KV memory, not by the cap: no further gain,
-    # in the measurements (0.0713 J against 0.0702 J at 512) as in the fit
+    # at cap 768 the measured batch (691) is held by KV memory, not by the cap: no further gain in
+    # the measurements (0.0713 J against 0.0702 J at 512), under 2 % in the fit, whose replay holds
+    # a batch of 747 there (copies of a prompt share their cached blocks; vLLM's own activation
+    # reserve, which the replay does not count, leaves it less room)
     j768 = rows[rows.batch_cap == 768].pred_energy_per_token_j.item()
-    assert j768 >= 0.99 * up_to_512[-1]
+    assert j768 >= 0.98 * up_to_512[-1]
+    assert up_to_512[-1] < 0.98 * up_to_512[-3]  # from 256 to 512 the fit still gains more than that
 
 
 def test_the_energy_basis_is_the_one_that_predicts_a_left_out_model_best(h100):
