@@ -95,9 +95,9 @@ compute-bound prefills, changes by {change("tpot_s", "p99"):+.0f} %.
 
 
 def clock_controller(c: Commands) -> str:
-    """What `python -m sim trace=azure_chat trace.rate_scale=1.4 gpu.clock_policy=slo` prints
+    """What `python -m sim trace=azure_chat trace.rate_scale=1.25 gpu.clock_policy=slo` prints
     against the same at the maximum clock, and with other clock-switch latencies."""
-    load = ("trace=azure_chat", "trace.rate_scale=1.4")
+    load = ("trace=azure_chat", "trace.rate_scale=1.25")
     static, controlled = c.sim(*load), c.sim(*load, "gpu.clock_policy=slo")
     free, slow = (c.sim(*load, "gpu.clock_policy=slo", f"gpu.clock_switch_s={s}") for s in (0, 0.1))
 
@@ -107,7 +107,7 @@ def clock_controller(c: Commands) -> str:
     def tpot(run: dict) -> str:
         return f"{run['tpot_s']['p99'] * 1e3:.1f} ms"
 
-    return f"""On azure_chat at 1.4× its rate (`python -m sim trace=azure_chat trace.rate_scale=1.4
+    return f"""On azure_chat at 1.25× its rate (`python -m sim trace=azure_chat trace.rate_scale=1.25
 gpu.clock_policy=slo`; about as much as one H100 server serves within the SLO at its maximum clock), the controller
 uses {saving(controlled)} less energy than the maximum clock, with SLO attainment
 {static["slo_attainment"]:.4f} → {controlled["slo_attainment"]:.4f} and p99 TPOT {tpot(static)} → {tpot(controlled)},

@@ -108,10 +108,10 @@ def test_refine_all_refines_configurations_of_enough_runs_and_checks_them(family
     rows = hwcal.measured_rows("H100", None, None)
     config = refine.configurations(rows, H100)
     counts = config.value_counts()
-    assert counts["qwen3-coder-30b-a3b_h100"] == refine.MIN_RUNS and counts["gpt-oss-120b_h100"] == refine.MIN_RUNS - 1
-    part = rows[config.isin([CONFIG, "qwen3-coder-30b-a3b_h100", "gpt-oss-120b_h100"])].reset_index(drop=True)
+    assert counts["gpt-oss-120b_h100"] == refine.MIN_RUNS and counts["gemma-3-27b_h100"] == refine.MIN_RUNS - 1
+    part = rows[config.isin([CONFIG, "gpt-oss-120b_h100", "gemma-3-27b_h100"])].reset_index(drop=True)
     r = refine.refine_all(part, H100, family)
-    assert set(r.constants) == {CONFIG, "qwen3-coder-30b-a3b_h100"}  # gpt-oss on one GPU: too few runs
+    assert set(r.constants) == {CONFIG, "gpt-oss-120b_h100"}  # gemma on one GPU: too few runs
     checks = r.checks.set_index("configuration")
     assert checks["held_out_energy_mae_pct"].notna().all()  # each refined one checked with a run left out
     row = checks.loc[CONFIG]

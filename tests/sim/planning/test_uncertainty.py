@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import traces
 from oracle.build import oracle_for
-from oracle.errors import COLUMNS, HeldOutErrors
+from oracle.errors import COLUMNS, HeldOutErrors, corrected_level, load_held_out
 from sim.__main__ import job_cores
 from sim.app import RunContext, execute, prepare
 from sim.config import ServerConfig, SloConfig
@@ -237,7 +237,9 @@ def test_a_run_reports_its_bands_in_the_summary_the_table_and_a_file(tmp_path, c
         samples.columns
     )
     text = capsys.readouterr().out
-    assert "90 % band" in text and "bands: 90 % bands from 12 replays (the central 96.4 % of them" in text
+    configurations = load_held_out().query("gpu == 'H100_refined'")["model"].nunique()  # 15 refined on H100
+    central = 100 * corrected_level(0.9, configurations)
+    assert "90 % band" in text and f"bands: 90 % bands from 12 replays (the central {central:.3g} % of them" in text
     # the default llama-3.1-8b_h100 is refined on its measured runs: its bands say what they draw from
     assert b["refined"] and "for caps and tasks not measured" in text and "refined without it" in text
     assert f"{data['capacity']['replicas']} replicas (90 % band" in text
