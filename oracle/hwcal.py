@@ -85,7 +85,10 @@ ENERGY_BASES: dict[str, tuple[str, ...]] = {
     "flop+comm": ("flop", "comm"),
     "flop+byte+comm": ("flop", "byte", "comm"),
 }
-SOURCE = "ML.ENERGY Benchmark v3, vLLM, every run of mlenergy_v3_llm.csv (oracle/data/PROVENANCE.md)"
+SOURCE = (
+    "ML.ENERGY Benchmark v3, vLLM, every run of mlenergy_v3_llm.csv that oracle/screen.py keeps "
+    "(oracle/data/PROVENANCE.md)"
+)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ constants on.
 
 Every row with an oracle (`sim.validation.row_setup.row_oracle`: its model on its replica layout; the
 hybrid Nemotrons are refused) is replayed through the `vllm` engine (all requests at t = 0,
-outputs from the run's histogram, prompts of its task: `sim.validation.row_setup.task_prompts`), and
-its steady-state window's step features per output token, the expected shares of routed experts
+outputs from the run's histogram, prompts of its task: `sim.validation.row_setup.task_prompts`,
+resent prompts hitting the prefix cache as the benchmark's vLLM let them: `sim.validation.workload`),
+and its steady-state window's step features per output token, the expected shares of routed experts
 its steps read, the same for its median-ITL step, and the window's prompt tokens below each knee
 of `oracle.overlap.KNEES` per output token (the prefill overlap's sums) are written (default
 `oracle/data/mlenergy_v3_llm_replay_features.csv`) for `python -m oracle.build`. The engine's
