@@ -12,7 +12,7 @@ hardware constants) and the `vllm` scheduler (`sim.validation`; `scheduler=` rep
 another engine model, to see what the engine model is worth). The benchmark resent each task's
 prompts `num_request_repeats` times, and its vLLM's prefix cache shared their KV blocks: the replay
 does too (`sim.validation.workload`; prefix_caching=false replays without, to see what it is
-worth; sliding-window models replay without, with a warning). A configuration that was measured
+worth; sliding-window models replay without, as it says). A configuration that was measured
 (a model on a replica layout of a GPU, `oracle.refine.MIN_RUNS` runs or more) ships an oracle
 refined on those runs (`oracle.refine`), so its rows are fitted, not predicted; constants=family
 replays every row with its GPU family's constants instead, what a configuration nobody measured
