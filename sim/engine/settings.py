@@ -35,6 +35,21 @@ class PrefixCachingOffWarning(UserWarning):
     """Prefix caching, on by the scheduler's default, is off because this replica cannot model it."""
 
 
+def prefix_cache_refusal(scheduler: type[Scheduler], kv: KvLayout, block_tokens: int) -> str:
+    """Why a replica of this scheduler and KV layout cannot model prefix caching of a trace's
+    prefix blocks of `block_tokens` tokens ('' where it can)."""
+    if scheduler.reserve_full:
+        return f"the {scheduler.name} scheduler reserves whole requests; block reuse beside that is not modelled"
+    if kv.window_units:
+        return "this model has sliding-window layers; prefix caching is modelled for full attention only"
+    if block_tokens % kv.block_size:
+        return (
+            f"server.block_size ({kv.block_size} tokens) does not divide the trace's prefix blocks "
+            f"({block_tokens} tokens); choose a block size that does"
+        )
+    return ""
+
+
 def prefix_settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout, jobs: JobTable) -> dict[str, int]:
     """The prefix cache's settings (`sim.kernel.prefix`): on (`pc`) when the scheduler's default or
     `server.prefix_caching` says so and the jobs have prompt blocks; tokens (`hb`) and KV units
@@ -45,16 +60,7 @@ def prefix_settings(scheduler: Scheduler, config: ServerConfig, kv: KvLayout, jo
     blocks = jobs.prefix
     if not on or blocks is None:
         return {"pc": 0, "hb": 1, "bu": 0}
-    why = ""
-    if cls.reserve_full:
-        why = f"the {cls.name} scheduler reserves whole requests; block reuse beside that is not modelled"
-    elif kv.window_units:
-        why = "this model has sliding-window layers; prefix caching is modelled for full attention only"
-    elif blocks.block_tokens % kv.block_size:
-        why = (
-            f"server.block_size ({kv.block_size} tokens) does not divide the trace's prefix blocks "
-            f"({blocks.block_tokens} tokens); choose a block size that does"
-        )
+    why = prefix_cache_refusal(cls, kv, blocks.block_tokens)
     if why:
         if asked:
             raise ConfigError(f"server.prefix_caching=true cannot be served: {why} (set it to false)")

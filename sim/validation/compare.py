@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from oracle.model import Oracle
-from oracle.screen import THROUGHPUT, screen
+from oracle.screen import THROUGHPUT, TWIN, screen
 from sim.validation.replay import replays
 from sim.validation.row_setup import Prompts
 from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, OutputHistogram
@@ -91,19 +91,8 @@ def validate(
 def screened(rows: list[BenchmarkRow]) -> dict[int, str]:
     """Per row (by `id`): why the calibration's screen leaves it out, or '' (`oracle.screen`, each
     row against its twins among `rows`)."""
-    table = pd.DataFrame(
-        {
-            "model_id": [r.model_id for r in rows],
-            "weight_precision": [r.weight_precision for r in rows],
-            "task": [r.task for r in rows],
-            "num_gpus": [r.num_gpus for r in rows],
-            "expert_parallel": [r.expert_parallel for r in rows],
-            "data_parallel": [r.data_parallel for r in rows],
-            "max_num_seqs": [r.max_num_seqs for r in rows],
-            "gpu_model": [r.gpu_model for r in rows],
-            THROUGHPUT: [r.measured.throughput for r in rows],
-        }
-    )
+    table = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in (*TWIN, "gpu_model")})  # a row's fields
+    table[THROUGHPUT] = [r.measured.throughput for r in rows]
     return dict(zip(map(id, rows), screen(table), strict=True))
 
 

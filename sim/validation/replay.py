@@ -22,6 +22,9 @@ import pandas as pd
 
 from oracle.model import Oracle
 from oracle.overlap import below_knees
+from sim.config import ServerConfig
+from sim.engine.kv_sizing import replica_kv
+from sim.engine.settings import prefix_cache_refusal
 from sim.serving.run import simulate
 from sim.validation.row_setup import (
     MissingPromptsError,
@@ -45,11 +48,8 @@ from sim.validation.window import (
     window_share,
 )
 from sim.validation.workload import PromptLengths, build_requests
+from traces.jsonl import block_tokens
 
-SLIDING_WINDOW_NOTE = (
-    "replayed without prefix caching: the engine models it for full-attention layers only, and this "
-    "model has sliding-window layers"
-)
 DATA_PARALLEL_NOTE = (
     "data-parallel rows are replayed as one replica of num_gpus GPUs running the whole max_num_seqs: "
     "vLLM ran them with data-parallel attention and expert-parallel experts, which the model "
@@ -74,6 +74,7 @@ class ReplayMetrics:
     experts_per_token: float = 0.0  # window's expected shares of routed experts read / its output tokens
     median_step_experts: float = 0.0  # the share of routed experts the median-ITL step reads
     prompt_knees: np.ndarray | None = None  # window's Σ min(prompt tokens a step, knee) / output tokens at `KNEES`
+    prefix_cache_off: str = ""  # why the replay ran without the prefix cache its scheduler keeps ('' if it did not)
 
 
 def replay_row(
@@ -92,7 +93,9 @@ def replay_row(
     measure the simulated run as the benchmark measured the real one (with `record_features`,
     also the window's step features per output token, for calibration). Requests built here
     follow the row's task (`workload_for`: distinct prompts, output cap, max-model-len); their
-    resent prompts hit the prefix cache unless `prefix_caching` is false (`server_config`)."""
+    resent prompts hit the prefix cache unless `prefix_caching` is false (`server_config`) or the
+    engine cannot model it on this replica (`prefix_cache_off` says why, and the engine's warning
+    is not raised)."""
     if requests is None:
         if histogram is None:
             raise ValueError("replay_row needs the row's output-length histogram or its requests")
@@ -101,6 +104,11 @@ def replay_row(
     config = server_config(
         row.max_num_seqs, scheduler=scheduler, record_features=record_features, prefix_caching=prefix_caching
     )
+    off = _prefix_cache_refusal(requests, oracle, config) if prefix_caching else ""
+    if off:
+        config = server_config(
+            row.max_num_seqs, scheduler=scheduler, record_features=record_features, prefix_caching=False
+        )
     result = simulate(requests, oracle, config)
     (stats,) = result.servers
     records = result.requests
@@ -126,7 +134,16 @@ def replay_row(
             moe = float(share @ (spans.steps * per_step) / w.tokens)
             moe_itl = 0.0 if i is None else float(per_step[i])
     wall = time.perf_counter() - t0
-    return ReplayMetrics(sim, window, rule, len(requests), mean_in, wall, x, x_itl, moe, moe_itl, knees)
+    return ReplayMetrics(sim, window, rule, len(requests), mean_in, wall, x, x_itl, moe, moe_itl, knees, off)
+
+
+def _prefix_cache_refusal(requests: pd.DataFrame, oracle: Oracle, config: ServerConfig) -> str:
+    """Why the engine would turn off the prefix cache `config`'s scheduler keeps for these requests'
+    prompt blocks on this replica (`sim.engine.settings.prefix_cache_refusal`; '' where it would not)."""
+    scheduler = type(config.make_scheduler())
+    if not scheduler.prefix_caching or "hash_ids" not in requests.columns:
+        return ""
+    return prefix_cache_refusal(scheduler, replica_kv(oracle, config), block_tokens(requests))
 
 
 def _window(first: np.ndarray, finish: np.ndarray, cap: int, peak_batch: int) -> tuple[Window, str]:
@@ -161,8 +178,8 @@ def replays(
     row is logged with the reason, once the rows are done, rows skipped for the same reason (and
     rows noted alike) in one line; the first data-parallel row replayed logs how it is approximated
     (`DATA_PARALLEL_NOTE`). `family`: every row with its GPU family's constants (`row_oracle`).
-    `prefix_caching`: resent prompts hit the prefix cache, except a sliding-window model's (noted,
-    `SLIDING_WINDOW_NOTE`: the engine would warn and turn it off)."""
+    `prefix_caching`: resent prompts hit the prefix cache where the engine can model it (where it
+    cannot, such as a sliding-window model, the row is noted with the engine's reason)."""
     bar = _bar(len(rows), progress)
     noted_dp = False
     said = _Said()
@@ -190,9 +207,6 @@ def replays(
         if row.data_parallel > 1 and not noted_dp:
             log(f"note: {what} is data-parallel ({row.data_parallel} ranks); {DATA_PARALLEL_NOTE} (said once)")
             noted_dp = True
-        cached = prefix_caching and not (oracle.memory is not None and oracle.memory.window_layers)
-        if prefix_caching and not cached:
-            said.add("note", row, SLIDING_WINDOW_NOTE)
         try:
             r = replay_row(
                 row,
@@ -202,11 +216,13 @@ def replays(
                 seed=seed,
                 scheduler=scheduler,
                 record_features=record_features,
-                prefix_caching=cached,
+                prefix_caching=prefix_caching,
             )
         except EmptyWindowError as e:
             said.add("skipped", row, f"the simulated run has no steady-state window ({e})")
             continue
+        if r.prefix_cache_off:
+            said.add("note", row, f"replayed without prefix caching: {r.prefix_cache_off}")
         if r.window_rule != "max_num_seqs":
             said.add("note", row, f"simulated batch peaked below the cap; window opened by the {r.window_rule}")
         yield row, oracle, chosen, r
