@@ -48,6 +48,7 @@ class ModelSpec:
     embedding_bytes_per_param: float | None = None  # input embedding and LM head; None: bytes_per_param
     kv_bytes_per_elem: float = 2.0  # KV-cache element (bf16)
     fp8_compute: bool = False  # GEMMs on fp8 tensor cores (W8A8 checkpoints)
+    fp8_block_scales: bool = False  # fp8 weights with a scale per 128×128 block (dequantising MoE kernels)
     mamba_layers: int = 0  # Mamba layers of a hybrid (not modelled: `oracle.derive` refuses them)
 
     def __post_init__(self) -> None:

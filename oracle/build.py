@@ -186,6 +186,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
     for label, cal in calibrations.items():
         k = cal.constants
         comm_power = "as static power" if k.comm_power_w is None else f"idle + {k.comm_power_w:.0f} W"
+        fp8_power = "as static power" if k.fp8_expert_power_w is None else f"idle + {k.fp8_expert_power_w:.0f} W"
         errors = cal.rows[["energy_per_token_err_pct", "time_per_token_err_pct", "itl_err_pct"]].abs().mean()
         lines += [
             f"## {label}",
@@ -197,8 +198,9 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             f"step overhead {k.step_overhead_s * 1e3:.3f} ms, per-layer overhead {k.layer_overhead_s * 1e6:.1f} µs, "
             f"per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, all-reduces × {k.comm_scale:.3f} (tensor "
             f"parallel) and × {k.ep_comm_scale or k.comm_scale:.3f} (expert parallel) of the measured NCCL times, "
-            f"fp8 experts' reads + {k.fp8_expert_read_scale:.3f} × their read time, static power "
-            f"{k.static_power_w:.0f} W per GPU, while all-reducing {comm_power}, "
+            f"block-scaled fp8 experts' reads + {k.fp8_expert_read_scale:.3f} × their read time, static power "
+            f"{k.static_power_w:.0f} W per GPU, while all-reducing {comm_power}, while dequantising "
+            f"block-scaled fp8 experts {fp8_power}, "
             f"{k.energy_per_flop_j * 1e12:.3f} pJ/FLOP, {k.energy_per_byte_j * 1e12:.2f} pJ/byte.",
             "",
             f"Mean absolute error over the runs (%): energy per output token {errors.iloc[0]:.1f}, time per output "

@@ -129,7 +129,9 @@ class HardwareConstants:
     launches and gaps that grow with depth). fp8_expert_read_scale: extra time per byte of
     block-quantized fp8 routed experts, in units of its read time at the achieved bandwidth
     (dequantising fused-MoE kernels). comm_power_w: power each GPU draws above idle while it
-    all-reduces (None: static power, as while computing).
+    all-reduces (None: static power, as while computing). fp8_expert_power_w: power each GPU draws
+    above idle while it dequantises fp8 experts, the time `fp8_expert_read_scale` adds (None:
+    static power).
     """
 
     inv_eff_compute: float
@@ -145,6 +147,7 @@ class HardwareConstants:
     layer_overhead_s: float = 0.0
     fp8_expert_read_scale: float = 0.0
     comm_power_w: float | None = None
+    fp8_expert_power_w: float | None = None
     inv_eff_attention: float | None = None
     inv_eff_prefill: float | None = None
     prefill_overlap: bool = False
@@ -227,7 +230,7 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
         per_token = calls * m.hidden_size * ACTIVATION_BYTES * 2.0 * (g - 1) / g / gpu.allreduce_bandwidth
         comm[F.DECODE_SEQS] = comm[F.PREFILL_TOKENS] = per_token
     untouched = 1.0 - m.experts_per_token / m.experts if m.experts else 1.0
-    fp8_experts = bool(m.experts) and m.fp8_compute
+    fp8_experts = bool(m.experts) and m.fp8_compute and m.fp8_block_scales
     return FeatureWork(
         flops, byts, step, seq, comm, g, m.expert_bytes, untouched, m.num_layers, layout.expert_parallel, fp8_experts
     )
@@ -276,10 +279,14 @@ def overlap(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> Overlap | 
     if not k.prefill_overlap:
         return None
     weights, token, _ = roofline_parts(work, gpu)
-    weights_s = weights * k.inv_eff_memory + (expert_read_time_s(work, gpu, k) if work.expert_bytes else 0.0)
-    token_s = token * k.prefill
+    dense_s = weights * k.inv_eff_memory
     power = work.gpus * k.static_power_w
-    return Overlap(weights_s, token_s, power * weights_s, power * token_s)
+    weights_s, weights_j = dense_s, power * dense_s
+    if work.expert_bytes:
+        weights_s += expert_read_time_s(work, gpu, k)
+        weights_j += _expert_read_power_j(work, gpu, k)
+    token_s = token * k.prefill
+    return Overlap(weights_s, token_s, weights_j, power * token_s)
 
 
 def comm_scale(work: FeatureWork, k: HardwareConstants) -> float:
@@ -324,8 +331,22 @@ def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.nda
 
 def expert_read_time_s(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> float:
     """Time (s) of reading every routed expert once on the replica (fp8 experts dequantised)."""
-    scale = k.inv_eff_memory + (k.fp8_expert_read_scale if work.fp8_experts else 0.0)
-    return work.expert_bytes / (work.gpus * gpu.memory_bandwidth) * scale
+    return sum(_expert_read_parts(work, gpu, k))
+
+
+def _expert_read_parts(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> tuple[float, float]:
+    """(s) Reading every routed expert once on the replica: the read at the achieved bandwidth,
+    and the time fp8 experts' dequantisation adds to it."""
+    read = work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
+    return read * k.inv_eff_memory, read * k.fp8_expert_read_scale if work.fp8_experts else 0.0
+
+
+def _expert_read_power_j(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> float:
+    """Every GPU's power (J) over one read of every routed expert: static while reading, and the
+    dequantisation's own power over the time it adds (`HardwareConstants.fp8_expert_power_w`)."""
+    read, dequant = _expert_read_parts(work, gpu, k)
+    power = k.static_power_w if k.fp8_expert_power_w is None else gpu.idle_power_w + k.fp8_expert_power_w
+    return work.gpus * (k.static_power_w * read + power * dequant)
 
 
 def expert_reads(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> ExpertReads | None:
@@ -333,7 +354,7 @@ def expert_reads(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> Exper
     if not work.expert_bytes:
         return None
     t = expert_read_time_s(work, gpu, k)
-    e = work.gpus * k.static_power_w * t + k.energy_per_byte_j * work.expert_bytes
+    e = _expert_read_power_j(work, gpu, k) + k.energy_per_byte_j * work.expert_bytes
     return ExpertReads(time_s=float(t), energy_j=float(e), untouched=float(work.untouched))
 
 

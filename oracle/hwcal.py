@@ -21,7 +21,9 @@ its prompt GEMMs (`oracle.model.Overlap`). The H100 fit also reproduces measured
 (`oracle.kernels`), which alone see prefill steps on their own; the other GPUs hold its prompt and
 attention fractions of peak. Energy: every GPU's
 static power over the step time, dynamic energy per FLOP and (optionally) per byte, and (optionally)
-a separate power while all-reducing. Which energy terms are kept (`ENERGY_BASES`) is chosen per GPU
+a separate power while all-reducing and another while block-scaled fp8 experts dequantise (the time
+their extra read term adds: those fused-MoE kernels draw more than static power; the calibration
+report's table of bases gives, per model left out, what each term is worth). Which energy terms are kept (`ENERGY_BASES`) is chosen per GPU
 by leave-one-model-out cross-validation: the constants exist to derive oracles for models nobody
 measured, so the basis kept is the one that predicts a left-out model best.
 """
@@ -78,12 +80,15 @@ are the only ones that see prefill steps on their own, so they pin the prompt GE
 peak and the knee of the prefill overlap that the decode-dominated ML.ENERGY runs leave loose."""
 
 
-# Energy terms beside every GPU's static power × time, by name: which ones a fit may use.
+# Energy terms beside every GPU's static power × time, by name: which ones a fit may use ("comm":
+# its own power while all-reducing; "fp8": while block-scaled fp8 experts dequantise).
 ENERGY_BASES: dict[str, tuple[str, ...]] = {
     "flop": ("flop",),
     "flop+byte": ("flop", "byte"),
     "flop+comm": ("flop", "comm"),
     "flop+byte+comm": ("flop", "byte", "comm"),
+    "flop+byte+fp8": ("flop", "byte", "fp8"),
+    "flop+byte+comm+fp8": ("flop", "byte", "comm", "fp8"),
 }
 SOURCE = (
     "ML.ENERGY Benchmark v3, vLLM, every run of mlenergy_v3_llm.csv that oracle/screen.py keeps "
@@ -378,11 +383,16 @@ def fit_energy(
     # Static power is at least idle power (fit the excess over idle), and the serving these rows
     # measured draws at most the power limit per GPU.
     kept = ENERGY_BASES[energy_basis]
-    g, comm = b.gpus, _comm_time(b, time_terms(k))
-    apart = "comm" in kept and np.any(comm != 0.0)
-    columns = {"static": g * (t_pred - comm) if apart else g * t_pred, "comm": g * comm}
-    columns |= {"flop": b.flops, "byte": b.bytes}
-    names = ["static", *(n for n in kept if np.any(columns[n] != 0.0))]  # a term no row exercises stays out
+    terms = time_terms(k)
+    g, comm, dequant = b.gpus, _comm_time(b, terms), b.time[:, 7] * terms[7]
+    apart = {"comm": comm, "fp8": dequant}
+    apart = {n: v for n, v in apart.items() if n in kept and np.any(v != 0.0)}
+    columns = {"static": g * (t_pred - sum(apart.values(), np.zeros(len(t_pred))))}
+    columns |= {n: g * v for n, v in apart.items()} | {"flop": b.flops, "byte": b.bytes}
+    names = [
+        "static",
+        *(n for n in kept if n in columns and np.any(columns[n] != 0.0)),
+    ]  # a term no row exercises stays out
     basis = np.column_stack([columns[n] for n in names])
     head = gpu.power_limit_w - gpu.idle_power_w
     e = df["energy_per_token_joules"].to_numpy()
@@ -391,6 +401,7 @@ def fit_energy(
     per_term = {
         "static": head,
         "comm": head,
+        "fp8": head,
         "flop": head * k.inv_eff_compute / gpu.peak_flops,
         "byte": head * k.inv_eff_memory / gpu.memory_bandwidth,
     }
@@ -411,6 +422,7 @@ def fit_energy(
         energy_per_flop_j=float(excess.get("flop", 0.0)),
         energy_per_byte_j=float(excess.get("byte", 0.0)),
         comm_power_w=float(excess["comm"]) if "comm" in excess else None,
+        fp8_expert_power_w=float(excess["fp8"]) if "fp8" in excess else None,
     )
 
 

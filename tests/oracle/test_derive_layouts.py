@@ -4,13 +4,15 @@ capacity against memory arithmetic, one GPU equal to the single-GPU model, bad l
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from oracle import arch, build
 from oracle import features as F
-from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle, feature_work
+from oracle.derive import HardwareConstants, Layout, LayoutError, derive_oracle, expert_reads, feature_work
 from oracle.model import Oracle, shipped_oracles
 from sim.config import ServerConfig
 from sim.serving.run import simulate
@@ -161,6 +163,28 @@ def test_fp8_checkpoints_read_fewer_bytes_and_use_the_fp8_peak():
     )
     # no fp8 tensor cores on an A100: its GEMMs run at the bf16 rate
     assert feature_work(fp8, lay, a100).flops[F.PREFILL_TOKENS] == feature_work(bf16, lay, a100).flops[F.PREFILL_TOKENS]
+
+
+def test_only_block_scaled_fp8_experts_dequantise_at_their_own_power():
+    """Qwen3's fp8 checkpoint scales each 128×128 block (fused MoE kernels dequantise them), Llama 4
+    Maverick's each row (FBGEMM): only the first pays the extra read time, and over that time its
+    GPUs draw idle plus `fp8_expert_power_w` where set, static power otherwise. Worked by hand."""
+    h100, lay = arch.load_gpu("h100"), Layout(8, True)
+    qwen = feature_work(arch.load_model("qwen3-235b-a22b-fp8"), lay, h100)
+    maverick = feature_work(arch.load_model("llama-4-maverick-fp8"), lay, h100)
+    assert qwen.fp8_experts and not maverick.fp8_experts
+    k = dataclasses.replace(PLAIN, fp8_expert_read_scale=0.5, energy_per_byte_j=1e-11)
+    read = qwen.expert_bytes / (8 * h100.memory_bandwidth)  # s, at the datasheet bandwidth
+    plain = expert_reads(qwen, h100, k)
+    assert plain is not None and plain.time_s == pytest.approx(1.5 * read, rel=1e-12)
+    assert plain.energy_j == pytest.approx(8 * 100.0 * 1.5 * read + 1e-11 * qwen.expert_bytes, rel=1e-12)
+    hot = expert_reads(qwen, h100, dataclasses.replace(k, fp8_expert_power_w=400.0))
+    assert hot is not None and hot.time_s == plain.time_s
+    dequant_j = 8 * (h100.idle_power_w + 400.0) * 0.5 * read
+    assert hot.energy_j == pytest.approx(8 * 100.0 * read + dequant_j + 1e-11 * qwen.expert_bytes, rel=1e-12)
+    row_wise = expert_reads(maverick, h100, dataclasses.replace(k, fp8_expert_power_w=400.0))
+    assert row_wise is not None
+    assert row_wise.time_s == pytest.approx(maverick.expert_bytes / (8 * h100.memory_bandwidth), rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,25 @@ def test_refine_recovers_the_constants_that_made_its_targets(family, runs):
     assert "refined on this configuration's 12 runs" in refined.source
 
 
+def test_refine_recovers_the_power_of_dequantising_fp8_experts(family):
+    """A configuration of block-scaled fp8 experts (Qwen3-235B-A22B-FP8 on 8 H100s) refits the
+    power its GPUs draw while dequantising them, beside static, all-reduce, FLOP and byte terms."""
+    rows = hwcal.measured_rows("H100", None, None)
+    fp8 = rows[refine.configurations(rows, H100) == "qwen3-235b-a22b-fp8_h100_ep8"].reset_index(drop=True)
+    truth = dataclasses.replace(
+        refine.scaled(family, 1.1, 0.9, 1.2, 1.3),
+        static_power_w=420.0,
+        comm_power_w=50.0,
+        fp8_expert_power_w=300.0,
+        energy_per_flop_j=0.3e-12,
+        energy_per_byte_j=5e-12,
+    )
+    refined, _ = refine.refine(_with_targets(fp8, truth), H100, family)
+    assert refined.fp8_expert_power_w == pytest.approx(300.0, rel=1e-3)
+    e = hwcal.predicted_energy_j(fp8, H100, refined)
+    np.testing.assert_allclose(e, hwcal.predicted_energy_j(fp8, H100, truth), rtol=1e-4)
+
+
 def test_multipliers_stay_in_bounds_and_no_fraction_of_peak_above_one(family, runs):
     """Targets 10× slower than any multiplier reaches: the multipliers stop at their bounds; a
     work multiplier below 1 would put the family's full-bandwidth H100 above its datasheet."""

@@ -296,6 +296,21 @@ def test_measured_configurations_replay_refined_and_constants_family_replays_the
     assert csv["energy_per_token_simulated"][0] == pytest.approx(family["energy_per_token_simulated"][0], rel=1e-9)
 
 
+def test_the_three_models_of_the_former_calibration_do_not_get_worse(wide, hists):
+    """#21's target, as `python -m sim.validate` measures it: the one-GPU LM Arena runs on H100 of
+    Llama-3.1-8B, Qwen3-14B and Gemma-3-27B, which alone made the former calibration, replay within
+    its 4.4 % mean energy error per output token."""
+    three = "Llama-3.1-8B-Instruct|Qwen3-14B|gemma-3-27b-it"
+    old = wide[
+        (wide.gpu_model == "H100")
+        & (wide.num_gpus == 1)
+        & (wide.task == "lm-arena-chat")
+        & wide.model_id.str.contains(three, regex=True)
+    ]
+    df = validate(parse_benchmark(old), hists, log=lambda _: None)
+    assert len(df) == 22 and df["energy_per_token_err_pct"].abs().mean() <= 4.4
+
+
 def test_prefix_caching_is_a_switch_of_the_command(capsys):
     assert parse_args(["prefix_caching=false"]).prefix_caching is False and parse_args([]).prefix_caching is True
     assert main(["prefix_caching=maybe"]) == 1
