@@ -18,14 +18,15 @@ attention's apart), per-step, per-sequence and per-layer overheads, the all-redu
 for tensor-parallel replicas, one for expert parallel ones), and the extra time of
 block-quantized fp8 routed experts; a step that prefills hides the shorter of its weights' read and
 its prompt GEMMs (`oracle.model.Overlap`). The H100 fit also reproduces measured prefill kernels
-(`oracle.kernels`), which alone see prefill steps on their own; the other GPUs hold its prompt and
-attention fractions of peak. Energy: every GPU's
+(`oracle.kernels`), which alone see prefill steps on their own; the other GPUs hold its prefill
+attention fraction of peak and fit their prompt GEMMs' on their runs. Energy: every GPU's
 static power over the step time, dynamic energy per FLOP and (optionally) per byte, and (optionally)
 a separate power while all-reducing and another while block-scaled fp8 experts dequantise (the time
 their extra read term adds: those fused-MoE kernels draw more than static power; the calibration
-report's table of bases gives, per model left out, what each term is worth). Which energy terms are kept (`ENERGY_BASES`) is chosen per GPU
-by leave-one-model-out cross-validation: the constants exist to derive oracles for models nobody
-measured, so the basis kept is the one that predicts a left-out model best.
+report's table of bases gives, per model left out, what each term is worth). Which energy terms
+are kept (`ENERGY_BASES`) is chosen per GPU by leave-one-model-out cross-validation: the constants
+exist to derive oracles for models nobody measured, so the basis kept is the one that predicts a
+left-out model best.
 """
 
 from __future__ import annotations
@@ -340,16 +341,19 @@ def fit_constants(
     b, bm = _bases(df, gpu, X_COLUMNS, X_EXPERTS), _bases(df, gpu, M_COLUMNS, M_EXPERTS)
     windows, medians = TimeRows.of(b, df["time_per_token_s"]), TimeRows.of(bm, df["itl_median_s"])
     rows = TimeRows.concat(windows, medians)
-    separate = kernels is not None and len(kernels.frame) > 0
-    if separate:
+    measured = kernels is not None and len(kernels.frame) > 0
+    if measured:
         assert kernels is not None
         rows = TimeRows.concat(rows, TimeRows.of_kernels(kernels))
+    # Prefill's fractions apart from the decode GEMMs' where its kernels were measured or one of
+    # them is held at another GPU's (the rows then pin the other); otherwise tied to inv_c.
+    separate = measured or any(n in (held or {}) for n in ("inv_p", "inv_attn"))
     t = fit_time(rows, held, separate)
     t_pred, itl_pred = windows.predict(t), medians.predict(t)
     k = HardwareConstants(
         inv_eff_compute=float(t[0]),
-        inv_eff_attention=float(t[8]) if separate or "inv_attn" in (held or {}) else None,
-        inv_eff_prefill=float(t[9]) if separate or "inv_p" in (held or {}) else None,
+        inv_eff_attention=float(t[8]) if separate else None,
+        inv_eff_prefill=float(t[9]) if separate else None,
         prefill_overlap=True,
         inv_eff_memory=float(t[1]),
         step_overhead_s=float(t[2]),

@@ -123,3 +123,16 @@ def test_replay_features_from_before_the_prefill_overlap_are_an_error():
     old = hwcal.load_replay_features().drop(columns=["s_knee_3"])
     with pytest.raises(ValueError, match="prompt-step knees.*rerun python -m sim.validation.calibrate"):
         hwcal.calibrate(arch.load_gpu("h100"), "H100", replay=old)
+
+
+def test_a_gpu_without_measured_kernels_fits_its_prompt_gemms_and_holds_prefill_attention():
+    """B200 (no prefill kernel of it measured) holds H100's prefill-attention fraction of peak and
+    fits its prompt GEMMs' own on its serving runs, apart from the decode GEMMs' fraction."""
+    b200 = arch.load_gpu("b200")
+    rows = hwcal.measured_rows("B200", None, None)
+    k = hwcal.fit_constants(rows, b200, "flop+byte", held={"inv_attn": 7.0})[0]
+    assert k.inv_eff_attention == 7.0
+    assert k.inv_eff_prefill is not None and k.inv_eff_prefill >= 1.0
+    assert k.inv_eff_prefill != pytest.approx(k.inv_eff_compute, rel=1e-3)
+    tied = hwcal.fit_constants(rows, b200, "flop+byte")[0]  # nothing held, no kernels: tied to decode's
+    assert tied.inv_eff_prefill is None and tied.inv_eff_attention is None
