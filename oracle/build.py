@@ -130,9 +130,10 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
     """Calibrations per measured GPU label ('H100', 'B200'). The GPU of the measured prefill
     kernels (`oracle.kernels`, H100) is fitted with them; the others hold its prefill-attention
     fraction of peak (no prefill of theirs is measured on its own, and their serving runs leave it
-    loose) and fit their prompt GEMMs' own: B200's come out at 1/2.14 of peak where H100's kernels
-    give 1/1.35, and B200's leave-one-model-out energy error per output token falls from 14.6 to
-    14.2 % (the calibration reports of commits 8670360 and 03640c2; a trial
+    loose) and fit their prompt GEMMs' own: B200's come out near 1/2.4 of peak where H100's kernels
+    give 1/1.35 (1/2.14, 2.28, 2.33, 2.36 over four rounds of calibrate → build, the replays' prefill
+    steps moving with it), and B200's leave-one-model-out energy error per output token falls from
+    14.6 to 14.1 % (the calibration reports of commits 8670360 and the fourth round's; a trial
     fitting prefill attention too put it at 1/14 of peak and that error at 14.8 %)."""
     measured = kernels.GPU.upper()
     gpu = arch.load_gpu(kernels.GPU)
