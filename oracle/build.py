@@ -133,7 +133,7 @@ def calibrate_all() -> dict[str, hwcal.Calibration]:
     loose) and fit their prompt GEMMs' own: B200's come out near 1/2.4 of peak where H100's kernels
     give 1/1.35 (1/2.14, 2.28, 2.33, 2.36 over four rounds of calibrate → build, the replays' prefill
     steps moving with it), and B200's leave-one-model-out energy error per output token falls from
-    14.6 to 14.1 % (the calibration reports of commits 8670360 and the fourth round's; a trial
+    14.6 to 14.1 % (the calibration reports of commits 8670360 and 3925d25; a trial
     fitting prefill attention too put it at 1/14 of peak and that error at 14.8 %)."""
     measured = kernels.GPU.upper()
     gpu = arch.load_gpu(kernels.GPU)

@@ -338,7 +338,7 @@ def _expert_read_parts(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) ->
     """(s) Reading every routed expert once on the replica: the read at the achieved bandwidth,
     and the time fp8 experts' dequantisation adds to it."""
     read = work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
-    return read * k.inv_eff_memory, read * k.fp8_expert_read_scale if work.fp8_experts else 0.0
+    return read * k.inv_eff_memory, (read * k.fp8_expert_read_scale if work.fp8_experts else 0.0)
 
 
 def _expert_read_power_j(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> float:

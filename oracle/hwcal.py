@@ -389,14 +389,13 @@ def fit_energy(
     kept = ENERGY_BASES[energy_basis]
     terms = time_terms(k)
     g, comm, dequant = b.gpus, _comm_time(b, terms), b.time[:, 7] * terms[7]
-    apart = {"comm": comm, "fp8": dequant}
-    apart = {n: v for n, v in apart.items() if n in kept and np.any(v != 0.0)}
+    # The times with a power of their own (where the basis keeps it and some row spends any), the
+    # static power over the rest.
+    apart = {n: v for n, v in (("comm", comm), ("fp8", dequant)) if n in kept and np.any(v != 0.0)}
     columns = {"static": g * (t_pred - sum(apart.values(), np.zeros(len(t_pred))))}
     columns |= {n: g * v for n, v in apart.items()} | {"flop": b.flops, "byte": b.bytes}
-    names = [
-        "static",
-        *(n for n in kept if n in columns and np.any(columns[n] != 0.0)),
-    ]  # a term no row exercises stays out
+    # A term no row exercises stays out.
+    names = ["static", *(n for n in kept if n in columns and np.any(columns[n] != 0.0))]
     basis = np.column_stack([columns[n] for n in names])
     head = gpu.power_limit_w - gpu.idle_power_w
     e = df["energy_per_token_joules"].to_numpy()
