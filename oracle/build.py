@@ -185,13 +185,17 @@ def _write(o: Oracle, cal: hwcal.Calibration, out_dir: Path) -> Path:
     return o.save(out_dir / f"{o.name}.json")
 
 
+def _power_text(above_idle_w: float | None) -> str:
+    """A power the fit gave a time of its own (W above idle), or 'as static power' where it gave none."""
+    return "as static power" if above_idle_w is None else f"idle + {above_idle_w:.0f} W"
+
+
 def report(calibrations: dict[str, hwcal.Calibration]) -> str:
     """Markdown report of the calibration: constants, per-model and held-out errors."""
     lines = ["# Hardware-constant calibration on ML.ENERGY v3 (every run of mlenergy_v3_llm.csv, vLLM)", ""]
     for label, cal in calibrations.items():
         k = cal.constants
-        comm_power = "as static power" if k.comm_power_w is None else f"idle + {k.comm_power_w:.0f} W"
-        fp8_power = "as static power" if k.fp8_expert_power_w is None else f"idle + {k.fp8_expert_power_w:.0f} W"
+        comm_power, fp8_power = _power_text(k.comm_power_w), _power_text(k.fp8_expert_power_w)
         errors = cal.rows[["energy_per_token_err_pct", "time_per_token_err_pct", "itl_err_pct"]].abs().mean()
         lines += [
             f"## {label}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -106,9 +106,7 @@ def replay_row(
     )
     off = _prefix_cache_refusal(requests, oracle, config) if prefix_caching else ""
     if off:
-        config = server_config(
-            row.max_num_seqs, scheduler=scheduler, record_features=record_features, prefix_caching=False
-        )
+        config = replace(config, prefix_caching=False)
     result = simulate(requests, oracle, config)
     (stats,) = result.servers
     records = result.requests
