@@ -313,9 +313,8 @@ def validation(c: Commands) -> str:
     key = ["model_id", "gpu_model", "max_num_seqs"]
     was = old.merge(hard[key].to_frame().T.astype(old[key].dtypes.to_dict()), on=key).iloc[0]
     model = str(hard["model_id"]).split("/")[-1].removesuffix("-Instruct")
-    return f"""`python -m sim.validate` on this checkout replays {len(wide)} of the wide table's runs (the
-Nemotron hybrids are refused) and prints, per GPU × GPUs per replica × dense/MoE (mean absolute
-error, %):
+    return f"""`python -m sim.validate` on this checkout replays {len(wide)} of the wide table's runs and prints,
+per GPU × GPUs per replica × dense/MoE/hybrid (mean absolute error, %):
 
 ```
 {grouped}

@@ -49,7 +49,9 @@ class ModelSpec:
     kv_bytes_per_elem: float = 2.0  # KV-cache element (bf16)
     fp8_compute: bool = False  # GEMMs on fp8 tensor cores (W8A8 checkpoints)
     fp8_block_scales: bool = False  # fp8 weights with a scale per 128×128 block (dequantising MoE kernels)
-    mamba_layers: int = 0  # Mamba layers of a hybrid (not modelled: `oracle.derive` refuses them)
+    mamba_layers: int = 0  # Mamba layers of a hybrid (each block one mixer or FFN; `num_layers` counts blocks)
+    attention_layers: int | None = None  # layers with attention and a KV cache (a hybrid's); None: every layer
+    mamba_state_bytes: float = 0.0  # recurrent state one sequence holds over every Mamba layer, as served (bytes)
 
     def __post_init__(self) -> None:
         for f in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "params"):
@@ -65,6 +67,14 @@ class ModelSpec:
                 )
             if not 0 <= self.dense_layers < self.num_layers:
                 raise ValueError(f"model {self.name}: dense_layers must be in [0, num_layers)")
+        if self.mamba_layers and not (
+            0 < (self.attention_layers or 0) < self.num_layers and self.mamba_state_bytes > 0
+        ):
+            raise ValueError(
+                f"model {self.name}: a hybrid with {self.mamba_layers} Mamba layers needs attention_layers in "
+                f"(0, num_layers) and a positive mamba_state_bytes, "
+                f"got {self.attention_layers}, {self.mamba_state_bytes}"
+            )
         if self.expert_param_count() >= self.params:
             raise ValueError(f"model {self.name}: its routed experts alone exceed params ({self.params:,})")
 
@@ -123,6 +133,11 @@ class ModelSpec:
         return self.expert_param_count() * b
 
     @property
+    def attn_layers(self) -> int:
+        """Layers with attention (and a KV cache): a hybrid's `attention_layers`, else every layer."""
+        return self.num_layers if self.attention_layers is None else self.attention_layers
+
+    @property
     def kv_elems_per_layer(self) -> float:
         """KV-cache elements per token and layer: keys and values of every KV head, or MLA's latent."""
         if self.kv_elems_per_token_layer is not None:
@@ -132,7 +147,7 @@ class ModelSpec:
     @property
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes per token over every layer."""
-        return self.num_layers * self.kv_elems_per_layer * self.kv_bytes_per_elem
+        return self.attn_layers * self.kv_elems_per_layer * self.kv_bytes_per_elem
 
     @property
     def head_flops_per_seq(self) -> float:

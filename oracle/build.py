@@ -205,8 +205,10 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "prompts from oracle/data/task_prompts.csv.  ",
             f"Achieved compute fraction 1/{k.inv_eff_compute:.3f}, memory-bandwidth fraction 1/{k.inv_eff_memory:.3f}, "
             f"step overhead {k.step_overhead_s * 1e3:.3f} ms, per-layer overhead {k.layer_overhead_s * 1e6:.1f} µs, "
-            f"per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, all-reduces × {k.comm_scale:.3f} (tensor "
-            f"parallel) and × {k.ep_comm_scale or k.comm_scale:.3f} (expert parallel) of the measured NCCL times, "
+            f"per-sequence overhead {k.seq_overhead_s * 1e6:.2f} µs, a hybrid's prefill "
+            f"{k.mamba_prefill_s * 1e6:.0f} µs per Mamba layer and prefilling sequence, "
+            f"all-reduces × {k.comm_scale:.3f} (tensor parallel) and × {k.ep_comm_scale or k.comm_scale:.3f} "
+            "(expert parallel) of the measured NCCL times, "
             f"block-scaled fp8 experts' reads + {k.fp8_expert_read_scale:.3f} × their read time, static power "
             f"{k.static_power_w:.0f} W per GPU, while all-reducing {comm_power}, while dequantising "
             f"block-scaled fp8 experts {fp8_power}, "

@@ -22,7 +22,10 @@ take the checkpoint's precision (fp8 GEMMs at the fp8 peak; mxfp4 experts as byt
 Both are linear in the constants (given the overlap's knees), which are calibrated on real
 measurements (`oracle.hwcal`). Sliding-window layers whose window is shorter than `LONG_WINDOW` are
 linearised: they read a fixed window per decoded token (charged per sequence) and about half a
-window per prefilled token.
+window per prefilled token. A hybrid Mamba-Transformer (Nemotron-H) keeps a KV cache in its attention
+layers only, and every sequence a step decodes or prefills reads and writes its Mamba layers'
+recurrent state (charged per sequence, beside the KV a sequence holds: `MemorySpec.seq_state_bytes`);
+its blocks each end in one all-reduce under tensor parallelism.
 """
 
 from __future__ import annotations
@@ -77,11 +80,6 @@ class Layout:
     def check(self, model: ModelSpec, gpu: GpuSpec, memory_fraction: float = 0.9) -> None:
         """LayoutError unless the model can be served this way on these GPUs."""
         g = self.gpus
-        if model.mamba_layers:
-            raise LayoutError(
-                f"{model.name} is a hybrid Mamba-Transformer ({model.mamba_layers} Mamba layers): its constant "
-                "per-sequence state and scan kernels are not modelled, so no oracle is derived for it"
-            )
         if model.num_heads % g:
             raise LayoutError(
                 f"{model.name} on {g} GPUs: tensor parallelism must divide its {model.num_heads} attention heads "
@@ -131,7 +129,9 @@ class HardwareConstants:
     (dequantising fused-MoE kernels). comm_power_w: power each GPU draws above idle while it
     all-reduces (None: static power, as while computing). fp8_expert_power_w: power each GPU draws
     above idle while it dequantises fp8 experts, the time `fp8_expert_read_scale` adds (None:
-    static power).
+    static power). mamba_prefill_s: per Mamba layer of each sequence a step prefills (a hybrid's
+    prefill runs its Mamba mixers' many small kernels outside CUDA graphs; ML.ENERGY's H100 chat
+    runs of the Nemotrons show it as a p99 ITL some 40 ms above the median at batch 8).
     """
 
     inv_eff_compute: float
@@ -151,6 +151,7 @@ class HardwareConstants:
     inv_eff_attention: float | None = None
     inv_eff_prefill: float | None = None
     prefill_overlap: bool = False
+    mamba_prefill_s: float = 0.0
 
     @property
     def attention(self) -> float:
@@ -186,6 +187,7 @@ class FeatureWork:
     layers: int = 0  # the model's layers (per-layer step overhead)
     expert_parallel: bool = False
     fp8_experts: bool = False  # routed experts block-quantized to fp8, run on fp8 GEMMs
+    mamba_layers: int = 0  # a hybrid's Mamba layers (their prefill time per sequence)
 
 
 def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None = None) -> FeatureWork:
@@ -194,7 +196,7 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
     layout = layout or Layout()
     g = layout.gpus
     local = m.local_layers if (m.sliding_window or 0) < LONG_WINDOW else 0
-    glob = m.num_layers - local
+    glob = m.attn_layers - local
     window = float(m.sliding_window or 0)
     head = m.head_flops_per_seq
     body_flops = 2.0 * m.weight_params - head  # linear layers of every token, LM head excluded
@@ -213,6 +215,10 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
     flops[F.DECODE_CTX] = m.attn_flops_per_pair(glob)
     byts[F.DECODE_CTX] = kv_read(glob) * rep
     flops[F.PREFILL_SEQS] = head
+    # A hybrid's Mamba layers: every step a sequence takes part in reads and writes its recurrent
+    # state once (its scan's arithmetic, about 1 % of the projections', is left out).
+    byts[F.DECODE_SEQS] += 2.0 * m.mamba_state_bytes
+    byts[F.PREFILL_SEQS] = 2.0 * m.mamba_state_bytes
     flops[F.PREFILL_TOKENS] = body_flops + m.attn_flops_per_pair(local) * window / 2.0
     byts[F.PREFILL_TOKENS] = kv_write
     flops[F.PREFILL_ATTN] = m.attn_flops_per_pair(glob)
@@ -225,14 +231,25 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
         if gpu is None or gpu.allreduce_bandwidth is None or gpu.allreduce_latency_s is None:
             name = "no GPU" if gpu is None else gpu.full_name
             raise LayoutError(f"a replica of {g} GPUs needs the GPU's all-reduce figures; {name} has none")
-        calls = ALLREDUCES_PER_LAYER * m.num_layers
+        calls = m.num_layers if m.mamba_layers else ALLREDUCES_PER_LAYER * m.num_layers  # a hybrid: one per block
         comm[F.CONST] = calls * gpu.allreduce_latency_s
         per_token = calls * m.hidden_size * ACTIVATION_BYTES * 2.0 * (g - 1) / g / gpu.allreduce_bandwidth
         comm[F.DECODE_SEQS] = comm[F.PREFILL_TOKENS] = per_token
     untouched = 1.0 - m.experts_per_token / m.experts if m.experts else 1.0
     fp8_experts = bool(m.experts) and m.fp8_compute and m.fp8_block_scales
     return FeatureWork(
-        flops, byts, step, seq, comm, g, m.expert_bytes, untouched, m.num_layers, layout.expert_parallel, fp8_experts
+        flops,
+        byts,
+        step,
+        seq,
+        comm,
+        g,
+        m.expert_bytes,
+        untouched,
+        m.num_layers,
+        layout.expert_parallel,
+        fp8_experts,
+        m.mamba_layers,
     )
 
 
@@ -241,9 +258,10 @@ def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
     the all-reduces' scale, t_layer, inv_attention, inv_prefill (each GPU does 1/gpus of the
     work; all run in step; no prefill overlap: `overlap` gives it)."""
     g = work.gpus
-    attention, prompt = np.zeros(F.N_FEATURES), np.zeros(F.N_FEATURES)
+    attention, prompt, mamba = np.zeros(F.N_FEATURES), np.zeros(F.N_FEATURES), np.zeros(F.N_FEATURES)
     attention[F.PREFILL_ATTN] = work.flops[F.PREFILL_ATTN]
     prompt[F.PREFILL_TOKENS] = work.flops[F.PREFILL_TOKENS]
+    mamba[F.PREFILL_SEQS] = work.mamba_layers
     return np.stack(
         [
             (work.flops - attention - prompt) / (g * gpu.peak_flops),
@@ -254,6 +272,7 @@ def time_basis(work: FeatureWork, gpu: GpuSpec) -> np.ndarray:
             work.step_mask * work.layers,
             attention / (g * gpu.peak_flops),
             prompt / (g * gpu.peak_flops),
+            mamba,
         ],
         axis=-1,
     )
@@ -306,6 +325,7 @@ def time_constants(work: FeatureWork, k: HardwareConstants) -> np.ndarray:
             k.layer_overhead_s,
             k.attention,
             k.prefill,
+            k.mamba_prefill_s,
         ]
     )
 
@@ -386,9 +406,10 @@ def derive_oracle(
             weight_bytes=model.weight_bytes,
             kv_bytes_per_token=model.kv_bytes_per_token * rep,
             gpu_memory_bytes=gpu.memory_bytes * g,
-            kv_layers=model.num_layers,
+            kv_layers=model.attn_layers,
             window_layers=model.local_layers if model.sliding_window else 0,
             window_tokens=model.sliding_window or 0,
+            seq_state_bytes=model.mamba_state_bytes,
         ),
         settings={"dtype_bytes": model.bytes_per_param},
         provenance={

@@ -67,11 +67,23 @@ KEY = ["config_id"]
 X_COLUMNS = [f"x_{name}" for name in F.FEATURES]  # summed step features per output token
 M_COLUMNS = [f"m_{name}" for name in F.FEATURES]  # features of the step at the median inter-token latency
 X_EXPERTS, M_EXPERTS = "x_experts", "m_experts"  # shares of routed experts read: per output token, median step
-TIME_TERMS = ("inv_c", "inv_m", "t_step", "t_seq", "comm", "ep_comm", "t_layer", "fp8_experts", "inv_attn", "inv_p")
+TIME_TERMS = (
+    "inv_c",
+    "inv_m",
+    "t_step",
+    "t_seq",
+    "comm",
+    "ep_comm",
+    "t_layer",
+    "fp8_experts",
+    "inv_attn",
+    "inv_p",
+    "t_mamba",
+)
 """The fitted time constants, in the order of `_bases`' columns."""
-NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
 """Each time constant's value when no row exercises it."""
-LOWER = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+LOWER = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
 """No engine beats the datasheet: achieved fractions of peak FLOP/s and bandwidth are ≤ 1."""
 KERNEL_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 """Weights of a measured prefill kernel row (`oracle.kernels`) against one ML.ENERGY target (time
@@ -232,7 +244,7 @@ def model_spec(model_id: str) -> ModelSpec:
 def _terms(base: np.ndarray, expert_parallel: bool) -> np.ndarray:
     """`oracle.derive.time_basis` columns (rows of summed features) as `TIME_TERMS` columns."""
     tb = np.zeros((len(base), len(TIME_TERMS)))
-    tb[:, [0, 1, 2, 3, 6, 8, 9]] = base[:, [0, 1, 2, 3, 5, 6, 7]]
+    tb[:, [0, 1, 2, 3, 6, 8, 9, 10]] = base[:, [0, 1, 2, 3, 5, 6, 7, 8]]
     tb[:, 5 if expert_parallel else 4] = base[:, 4]
     return tb
 
@@ -319,6 +331,7 @@ def time_terms(k: HardwareConstants) -> np.ndarray:
             k.fp8_expert_read_scale,
             k.attention,
             k.prefill,
+            k.mamba_prefill_s,
         ]
     )
 
@@ -366,6 +379,7 @@ def fit_constants(
         ep_comm_scale=float(t[5]),
         layer_overhead_s=float(t[6]),
         fp8_expert_read_scale=float(t[7]),
+        mamba_prefill_s=float(t[10]),
     )
     k = fit_energy(df, gpu, k, energy_basis, b, t_pred)
     return k, t_pred, itl_pred, predicted_energy_j(df, gpu, k)

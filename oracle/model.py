@@ -62,6 +62,7 @@ class MemorySpec:
 
     kv_bytes_per_token counts every layer. With sliding-window attention, `window_layers` of the
     `kv_layers` layers keep at most `window_tokens` tokens of KV (0: no such layers).
+    seq_state_bytes: what every sequence holds whatever its length (a hybrid's Mamba state; 0: none).
     """
 
     weight_bytes: float
@@ -70,9 +71,15 @@ class MemorySpec:
     kv_layers: int = 0
     window_layers: int = 0
     window_tokens: int = 0
+    seq_state_bytes: float = 0.0
 
     def __post_init__(self) -> None:
-        for label, positive in (("weight_bytes", False), ("kv_bytes_per_token", True), ("gpu_memory_bytes", True)):
+        for label, positive in (
+            ("weight_bytes", False),
+            ("kv_bytes_per_token", True),
+            ("gpu_memory_bytes", True),
+            ("seq_state_bytes", False),
+        ):
             v = getattr(self, label)
             if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
                 need = "positive" if positive else "non-negative"

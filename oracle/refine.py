@@ -36,7 +36,7 @@ from oracle.regress import relative_bounded_lsq
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "work": (0, 1, 7, 8, 9),  # inv_c, inv_m, fp8_experts, inv_attn, inv_p
-    "sequence": (3,),  # t_seq
+    "sequence": (3, 10),  # t_seq, t_mamba
     "step": (2, 6),  # t_step, t_layer
     "comm": (4, 5),  # comm, ep_comm
 }
@@ -110,6 +110,7 @@ def scaled(k: HardwareConstants, work: float, sequence: float, step: float, comm
         inv_eff_prefill=None if k.inv_eff_prefill is None else k.inv_eff_prefill * work,
         step_overhead_s=k.step_overhead_s * step,
         seq_overhead_s=k.seq_overhead_s * sequence,
+        mamba_prefill_s=k.mamba_prefill_s * sequence,
         layer_overhead_s=k.layer_overhead_s * step,
         comm_scale=k.comm_scale * comm,
         ep_comm_scale=None if k.ep_comm_scale is None else k.ep_comm_scale * comm,

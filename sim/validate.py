@@ -18,10 +18,10 @@ refined on those runs (`oracle.refine`), so its rows are fitted, not predicted; 
 replays every row with its GPU family's constants instead, what a configuration nobody measured
 gets (the calibration report gives each model's errors with the model left out of that fit too).
 Rows with no oracle (unknown model,
-a layout the model cannot be served with, such as the hybrid Nemotrons) are skipped with the
-reason; data-parallel rows are replayed as one tensor-parallel replica (`sim.validation.replay`).
-Prints per row and as mean absolute error (all rows; per GPU; per GPU × GPUs per replica ×
-dense/MoE; per task; per model): average batch, output throughput, energy per output token,
+a layout the model cannot be served with) are skipped with the reason; data-parallel rows are
+replayed as one tensor-parallel replica (`sim.validation.replay`). Prints per row and as mean
+absolute error (all rows; per GPU; per GPU × GPUs per replica × dense/MoE/hybrid; per task; per
+model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured; writes DIR/validation.csv and
 DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
 oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each oracle was calibrated
@@ -223,7 +223,7 @@ def format_rows(df: pd.DataFrame) -> str:
 
 def format_errors(df: pd.DataFrame) -> str:
     """Mean absolute error (%) per metric, with the rows behind each figure: all rows; per GPU;
-    per GPU × GPUs per replica × dense/MoE; per GPU × the oracles' constants; per GPU × the
+    per GPU × GPUs per replica × dense/MoE/hybrid; per GPU × the oracles' constants; per GPU × the
     calibration's screen; per task; per model."""
     if df.empty:
         return ""
@@ -232,7 +232,7 @@ def format_errors(df: pd.DataFrame) -> str:
         ("all rows", None, lambda k: str(k)),
         ("per GPU", "gpu_model", lambda k: str(k)),
         (
-            "per GPU × GPUs per replica × dense/MoE",
+            "per GPU × GPUs per replica × dense/MoE/hybrid",
             ["gpu_model", "num_gpus", "kind"],
             lambda k: f"{_replica(k[0], k[1])} {k[2]}",
         ),

@@ -7,7 +7,9 @@ layers a unit is one block of every layer. A sequence of c tokens holds
 
 units: full-attention layers keep every token, sliding-window layers (Gemma 2/3 local layers,
 Mistral) keep at most the blocks that cover their window, as vLLM's sliding-window manager does
-(⌈(W − 1) / block⌉ + 1 blocks). How many units a replica holds: `sim.engine.kv_sizing`.
+(⌈(W − 1) / block⌉ + 1 blocks). A hybrid Mamba-Transformer's sequence also holds `state_units`
+from its first token to its last, whatever its length (its Mamba layers' recurrent state). How many
+units a replica holds: `sim.engine.kv_sizing`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class KvLayout:
-    """Block size (tokens), units per block of full and of windowed layers, window (blocks), capacity (units)."""
+    """Block size (tokens), units per block of full and of windowed layers, window (blocks), capacity
+    (units), units of state every sequence holds."""
 
     block_size: int
     full_units: int
     window_units: int
     window_blocks: int
     capacity_units: int
+    state_units: int = 0
 
     def __post_init__(self) -> None:
         if (
@@ -32,6 +36,7 @@ class KvLayout:
             or self.full_units < 0
             or self.window_units < 0
             or self.full_units + self.window_units < 1
+            or self.state_units < 0
         ):
             raise ValueError(f"invalid KV layout {self}")
 
@@ -48,12 +53,13 @@ class KvLayout:
     def units(self, tokens: int) -> int:
         """Units held by a sequence with KV for `tokens` tokens."""
         blocks = -(-tokens // self.block_size)
-        return self.full_units * blocks + self.window_units * min(blocks, self.window_blocks)
+        state = self.state_units if tokens > 0 else 0
+        return state + self.full_units * blocks + self.window_units * min(blocks, self.window_blocks)
 
     def units_fn(self) -> Callable[[int], int]:
         """`units` as the cheapest function for this layout (the engine calls it per admission)."""
         bs, full = self.block_size, self.full_units
-        if self.window_units == 0:
+        if self.window_units == 0 and self.state_units == 0:
             return lambda tokens: -(-tokens // bs) * full
         return self.units
 

@@ -1,7 +1,10 @@
 """How much KV cache a replica holds: its GPU memory times `server.kv_memory_fraction` less the
-weights, in units of `sim.engine.kv.KvLayout` (or `server.kv_capacity_tokens` when given)."""
+weights, in units of `sim.engine.kv.KvLayout` (or `server.kv_capacity_tokens` when given), and the
+units of a hybrid's per-sequence Mamba state."""
 
 from __future__ import annotations
+
+import math
 
 from oracle.model import MemorySpec, Oracle
 from sim.config import ServerConfig
@@ -36,17 +39,20 @@ def kv_layout(
         window_blocks = -(-(memory.window_tokens - 1) // block_size) + 1
     else:
         full, window, window_blocks = 1, 0, 0
-    if capacity_tokens is not None:
-        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window))
     if memory is None:
-        raise ConfigError(
-            f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
-        )
-    free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
+        if capacity_tokens is None:
+            raise ConfigError(
+                f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
+            )
+        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window))
     unit_bytes = block_size * memory.kv_bytes_per_token / ((full + window) if windowed else 1)
+    state = math.ceil(memory.seq_state_bytes / unit_bytes)  # a hybrid's Mamba state, in whole units
+    if capacity_tokens is not None:
+        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window), state)
+    free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
     capacity = int(free // unit_bytes) if free > 0 else 0
-    if capacity < full + window:
+    if capacity < full + window + state:
         raise ConfigError(
             f"oracle {name!r}: the weights leave no KV-cache room at server.kv_memory_fraction={memory_fraction}"
         )
-    return KvLayout(block_size, full, window, window_blocks, capacity)
+    return KvLayout(block_size, full, window, window_blocks, capacity, state)

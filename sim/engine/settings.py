@@ -42,6 +42,8 @@ def prefix_cache_refusal(scheduler: type[Scheduler], kv: KvLayout, block_tokens:
         return f"the {scheduler.name} scheduler reserves whole requests; block reuse beside that is not modelled"
     if kv.window_units:
         return "this model has sliding-window layers; prefix caching is modelled for full attention only"
+    if kv.state_units:
+        return "this model keeps a Mamba state per sequence, which the prefix cache does not model"
     if block_tokens % kv.block_size:
         return (
             f"server.block_size ({kv.block_size} tokens) does not divide the trace's prefix blocks "

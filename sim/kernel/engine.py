@@ -44,6 +44,7 @@ class KernelEngine:
         s = settings(self.scheduler, config, kv) | self.scheduler.kernel_settings()
         s["hooks"] = hooks.code(self.scheduler)
         s |= {"bs": kv.block_size, "full": kv.full_units, "wunits": kv.window_units, "wblocks": kv.window_blocks}
+        s["sunits"] = kv.state_units
         s |= {"limit": costs.power_limit_w or 0.0, "tau": costs.step_budget_s, "switch": costs.switch_s}
         s |= prefix_settings(self.scheduler, config, kv, jobs)
         self.static, self.max_seqs = bool(s["static"]), int(s["max_seqs"])

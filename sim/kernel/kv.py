@@ -13,9 +13,9 @@ from numba import njit
 
 @njit(cache=True)
 def units(r, tokens):  # type: ignore[no-untyped-def]
-    """KV units held by a sequence with KV for `tokens` tokens."""
+    """KV units held by a sequence with KV for `tokens` tokens (its state's from the first token on)."""
     blocks = -(-tokens // r.bs)
-    return r.full * blocks + r.wunits * min(blocks, r.wblocks)
+    return (r.sunits if tokens > 0 else 0) + r.full * blocks + r.wunits * min(blocks, r.wblocks)
 
 
 @njit(cache=True)

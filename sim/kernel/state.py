@@ -43,6 +43,7 @@ INT_SETTINGS = (
     "pc",  # prefix caching (0/1, `sim.kernel.prefix`)
     "hb",  # tokens per prefix block (a multiple of bs)
     "bu",  # KV units per prefix block
+    "sunits",  # units of state every sequence holds whatever its length (a hybrid's Mamba state)
 )
 FLOAT_SETTINGS = (
     "limit",
@@ -123,7 +124,7 @@ def new_replica(ints, floats, hook_i, hook_f, lt, le, seqs, log_rows, span_rows,
     r.cap, r.bs, r.full, r.wunits, r.wblocks, r.fit = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
     r.max_seqs, r.max_tokens, r.chunked, r.reserve, r.static = ints[6], ints[7], ints[8], ints[9], ints[10]
     r.requeue_front, r.admit_after, r.hooks = ints[11], ints[12], ints[13]
-    r.pc, r.hb, r.bu = ints[14], ints[15], ints[16]
+    r.pc, r.hb, r.bu, r.sunits = ints[14], ints[15], ints[16], ints[17]
     r.limit, r.tau, r.switch = floats[0], floats[1], floats[2]
     r.hook_i, r.hook_f = hook_i, hook_f
     r.B = r.N = r.S = r.used = r.pending = r.queued_need = r.queued_prompt = r.fsum = r.fmax = 0

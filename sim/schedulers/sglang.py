@@ -195,7 +195,8 @@ class Sglang(Scheduler):
         if engine.partial is not None:
             j = engine.partial[0]
             left += min(int(jobs.n_out[j] - jobs.generated[j]), clip)
-        return engine.kv.units(math.ceil(left * self.ratio(engine)))
+        grow = math.ceil(left * self.ratio(engine))
+        return engine.kv.units(grow) - (engine.kv.state_units if grow > 0 else 0)  # running: no new state
 
     def reserve(self, engine: EngineView, job: int, chunk: int) -> int:
         """The whole prompt (or re-prefill) and the output left, clipped, less the chunk's KV."""
@@ -232,5 +233,7 @@ class Sglang(Scheduler):
 
 def _units(kv: KvLayout, tokens: Any) -> Any:
     """`KvLayout.units` of token counts given as ints or arrays."""
-    blocks = -(-np.asarray(tokens) // kv.block_size)
-    return kv.full_units * blocks + kv.window_units * np.minimum(blocks, kv.window_blocks)
+    tokens = np.asarray(tokens)
+    blocks = -(-tokens // kv.block_size)
+    state = np.where(tokens > 0, kv.state_units, 0)
+    return state + kv.full_units * blocks + kv.window_units * np.minimum(blocks, kv.window_blocks)

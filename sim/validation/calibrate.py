@@ -3,8 +3,8 @@ constants on.
 
     python -m sim.validation.calibrate [out=FILE] [seed=0] [progress=true]
 
-Every row with an oracle (`sim.validation.row_setup.row_oracle`: its model on its replica layout; the
-hybrid Nemotrons are refused) is replayed through the `vllm` engine (all requests at t = 0,
+Every row with an oracle (`sim.validation.row_setup.row_oracle`: its model on its replica layout) is
+replayed through the `vllm` engine (all requests at t = 0,
 outputs from the run's histogram, prompts of its task: `sim.validation.row_setup.task_prompts`,
 resent prompts hitting the prefix cache as the benchmark's vLLM let them: `sim.validation.workload`),
 and its steady-state window's step features per output token, the expected shares of routed experts

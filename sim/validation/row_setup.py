@@ -7,8 +7,8 @@ Engine settings are the benchmark's (oracle/data/PROVENANCE.md): `max_batch_size
 A row's oracle is `oracle.build.oracle_for(model_id, gpu_model, num_gpus, expert_parallel > 1)`:
 the shipped oracle of that replica layout, or one derived from the shipped hardware constants.
 Rows it cannot give an oracle for (a model with no architecture; a layout that cannot serve the
-model, such as the hybrid Mamba-Transformer Nemotrons or a model too large for its GPUs) have a
-reason (`unresolved_reason`) and are skipped with it (`sim.validation.replay.replays`).
+model, such as a model too large for its GPUs) have a reason (`unresolved_reason`) and are skipped
+with it (`sim.validation.replay.replays`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 
 from oracle import arch, hwcal
 
-pytestmark = pytest.mark.slow  # the fixture fits 6 energy bases × 14 held-out models (about a minute)
+pytestmark = pytest.mark.slow  # the fixture fits 6 energy bases × 16 held-out models (about a minute)
 
 OLD_THREE = {"Llama-3.1-8B-Instruct", "Qwen3-14B", "gemma-3-27b-it"}
 
@@ -33,7 +33,7 @@ def test_shipped_measurements_are_the_published_rows():
 
 
 def test_h100_errors_over_every_run_and_the_three_models_calibrated_before(h100):
-    """One set of constants for 14 models on 1-8 H100s: the figures `oracle/data/calibration_report.md`
+    """One set of constants for 16 models on 1-8 H100s: the figures `oracle/data/calibration_report.md`
     gives; the one-GPU LM Arena runs of the three models of the former calibration stay near its
     energy error (4.4 % mean over their H100 rows; the simulator serves two of them with refined
     oracles, and `tests/sim/test_validate_wide.py` holds its replay of those rows to 4.4 %)."""
@@ -59,15 +59,18 @@ def test_the_fit_recovers_constants_from_their_own_predictions(h100):
     np.testing.assert_allclose(e2, e, rtol=1e-5)
     assert k2.layer_overhead_s == pytest.approx(k.layer_overhead_s, rel=1e-3, abs=1e-9)
     assert k2.static_power_w == pytest.approx(k.static_power_w, rel=1e-3)
+    assert k.mamba_prefill_s > 0 and k2.mamba_prefill_s == pytest.approx(k.mamba_prefill_s, rel=1e-3)
 
 
 def test_terms_no_row_exercises_stay_neutral():
-    """Fitted on one-GPU dense runs only, the all-reduce scales stay at the measured NCCL times (1)
-    and fp8 experts get no extra read time: nothing in those rows determines them."""
+    """Fitted on one-GPU Transformer runs only, the all-reduce scales stay at the measured NCCL
+    times (1), fp8 experts get no extra read time and Mamba layers no prefill time: nothing in those
+    rows determines them."""
     df = h100_rows()
-    dense = df[(df.num_gpus == 1) & ~df.model_id.str.contains("A3B|A22B|A35B|gpt-oss|DeepSeek|Maverick")]
+    dense = df[(df.num_gpus == 1) & ~df.model_id.str.contains("A3B|A22B|A35B|gpt-oss|DeepSeek|Maverick|Nemotron")]
     k = hwcal.fit_constants(dense.reset_index(drop=True), arch.load_gpu("h100"), "flop")[0]
     assert k.comm_scale == 1.0 and k.ep_comm_scale == 1.0 and k.fp8_expert_read_scale == 0.0
+    assert k.mamba_prefill_s == 0.0
 
 
 def test_constants_are_physical(h100):

@@ -137,16 +137,19 @@ def test_multi_gpu_and_moe_rows_replay_end_to_end(wide, hists):
     assert df["prompt_mean_tokens"][2] == pytest.approx(fitted["sourcegraph-fim"].prompts.mean_tokens, rel=0.05)
 
 
-def test_rows_skipped_for_one_reason_are_said_in_one_line_with_their_caps(wide, hists):
+def test_rows_noted_for_one_reason_are_said_in_one_line_with_their_caps(wide, hists):
+    """A hybrid Mamba-Transformer replays (its state beside its KV) without the prefix cache, and
+    its rows are noted so in one line."""
     table = pick(wide, HYBRID, HYBRID, HYBRID, MOE_EP2)
     table.loc[1, ["max_num_seqs", "config_id"]] = [64, "hybrid|64"]
     table.loc[2, ["max_num_seqs", "config_id", "task"]] = [16, "hybrid|16", "gpqa"]
     hists = {**hists, "hybrid|64": hists[HYBRID], "hybrid|16": hists[HYBRID]}
     logged: list[str] = []
     df = validate(parse_benchmark(table), hists, log=logged.append)
-    assert df["config_id"].tolist() == [MOE_EP2]
+    assert df["config_id"].tolist() == [HYBRID, "hybrid|64", "hybrid|16", MOE_EP2]
+    assert df["kind"].tolist() == ["hybrid"] * 3 + ["moe"]
     assert len(logged) == 1
-    assert logged[0].startswith("skipped 3 rows, nemotron-nano-9b-v2 is a hybrid Mamba-Transformer")
+    assert logged[0].startswith("note 3 rows, replayed without prefix caching: this model keeps a Mamba state")
     assert logged[0].endswith(
         ": nvidia/NVIDIA-Nemotron-Nano-9B-v2 on H100 at max_num_seqs 8, 64; "
         "nvidia/NVIDIA-Nemotron-Nano-9B-v2 (gpqa) on H100 at max_num_seqs 16"
@@ -154,16 +157,17 @@ def test_rows_skipped_for_one_reason_are_said_in_one_line_with_their_caps(wide, 
 
 
 def test_rows_without_an_oracle_are_skipped_with_the_reason(wide, hists):
-    table = pick(wide, HYBRID, MOE_EP2)
+    table = pick(wide, DENSE_TP4, MOE_EP2)
+    table.loc[0, ["num_gpus", "tensor_parallel", "config_id"]] = [1, 1, "llama|1gpu"]
     unknown = table.iloc[[1]].assign(model_id="acme/NoSuchMoE", config_id="acme|x")
     rows = parse_benchmark(pd.concat([table, unknown], ignore_index=True))
-    hists = {**hists, "acme|x": hists[MOE_EP2]}
+    hists = {**hists, "llama|1gpu": hists[DENSE_TP4], "acme|x": hists[MOE_EP2]}
     logged: list[str] = []
     df = validate(rows, hists, log=logged.append)
     assert df["config_id"].tolist() == [MOE_EP2]
     assert len(logged) == 2
-    assert logged[0].startswith("skipped nvidia/NVIDIA-Nemotron-Nano-9B-v2 on H100 at max_num_seqs 8: ")
-    assert "hybrid Mamba-Transformer" in logged[0] and "not modelled" in logged[0]
+    assert logged[0].startswith("skipped meta-llama/Llama-3.1-70B-Instruct on H100 at max_num_seqs 8: ")
+    assert "does not fit on 1" in logged[0]
     assert logged[1] == (
         "skipped acme/NoSuchMoE on 2× H100 at max_num_seqs 8: no architecture for model 'acme/NoSuchMoE' in oracle/data"
     )
@@ -271,12 +275,12 @@ def test_command_on_a_wide_table_prints_grouped_errors_and_writes_the_plot(wide,
     out = tmp_path / "out"
     assert main([f"benchmark={path}", f"out={out}", "progress=false"]) == 0
     printed = capsys.readouterr().out
-    for title in ("all rows:", "per GPU:", "per GPU × GPUs per replica × dense/MoE:", "per task:", "per model:"):
+    for title in ("all rows:", "per GPU:", "per GPU × GPUs per replica × dense/MoE/hybrid:", "per task:", "per model:"):
         assert title in printed
-    assert "4×H100 dense" in printed and "2×H100 moe" in printed
-    assert "replayed 3 of 4 rows" in printed and "skipped 1 rows" in printed
+    assert "4×H100 dense" in printed and "2×H100 moe" in printed and "H100 hybrid" in printed
+    assert "replayed 4 of 4 rows" in printed and "skipped" not in printed
     df = pd.read_csv(out / "validation.csv")
-    assert df["config_id"].tolist() == [DENSE_TP4, MOE_EP2, FIM_EP2]
+    assert df["config_id"].tolist() == [DENSE_TP4, MOE_EP2, FIM_EP2, HYBRID]
     assert (out / "validation.png").stat().st_size > 10_000
 
 
@@ -332,12 +336,12 @@ def test_format_errors_groups_and_counts_rows():
 
     df = pd.DataFrame(
         [line("H100", 1, "dense", "gpqa", "a/A", 10.0, "family"), line("H100", 8, "moe", "gpqa", "b/B", -30.0)]
-        + [line("B200", 8, "moe", "lm-arena-chat", "b/B", 20.0)]
+        + [line("B200", 8, "moe", "lm-arena-chat", "b/B", 20.0), line("H100", 1, "hybrid", "gpqa", "c/C", 5.0)]
         + [line("B200", 1, "moe", "lm-arena-chat", "b/B", 60.0, why=screen.NOT_GPU_BOUND)]
     )
     text = format_errors(df)
-    groups = text.split("per GPU × GPUs per replica × dense/MoE:")[1].split("per GPU × oracle constants")[0]
-    assert "H100 dense" in groups and "8×H100 moe" in groups and "8×B200 moe" in groups
+    groups = text.split("per GPU × GPUs per replica × dense/MoE/hybrid:")[1].split("per GPU × oracle constants")[0]
+    assert "H100 dense" in groups and "8×H100 moe" in groups and "8×B200 moe" in groups and "H100 hybrid" in groups
     constants = text.split("per GPU × oracle constants")[1].split("per task:")[0]
     assert "H100 family" in constants and "H100 refined" in constants and "B200 refined" in constants
     fitted = text.split("the calibration's screen")[1].split("per task:")[0].splitlines()[2:]
@@ -345,7 +349,7 @@ def test_format_errors_groups_and_counts_rows():
     assert rows_and_batch == {
         "B200 fitted": ("1", "20.0"),
         "B200 screened": ("1", "60.0"),
-        "H100 fitted": ("2", "20.0"),
+        "H100 fitted": ("3", "15.0"),
     }
     per_model = text.split("per model:")[1]
     assert "B  " in per_model and "36.7" in per_model  # (30 + 20 + 60) / 3, three rows
