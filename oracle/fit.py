@@ -151,7 +151,7 @@ def run_flops(table: pd.DataFrame, m: ModelSpec) -> tuple[np.ndarray, np.ndarray
     tokens = table["num_requests"].to_numpy(float) * (table["n_in"] + table["n_out"]).to_numpy(float)
     linear = 2.0 * m.weight_params * tokens
     pairs = F.attn_pairs(table["n_in"] + table["n_out"])
-    attn = m.attn_flops_per_pair(m.num_layers) * pairs * table["num_requests"].to_numpy(float)
+    attn = m.attn_flops_per_pair(m.attn_layers) * pairs * table["num_requests"].to_numpy(float)
     return linear, attn
 
 

@@ -28,6 +28,11 @@ def check(ok: bool, key: str, message: str) -> None:
 
 def build(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
     """Build dataclass `cls` from a plain mapping; unknown keys and wrong types name the key."""
+    check(
+        values is None or isinstance(values, Mapping),
+        prefix,
+        f"is a section of keys (set one as {prefix}.KEY=VALUE), not the value {values!r}",
+    )
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))

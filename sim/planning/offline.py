@@ -149,7 +149,7 @@ def sequence_flops(n_in: ArrayLike, n_out: ArrayLike, model: ModelSpec) -> np.nd
     n = np.asarray(n_in, dtype=float) + np.asarray(n_out, dtype=float)
     dense = 2.0 * model.weight_params * n
     local = model.local_layers if model.sliding_window else 0
-    attn = model.attn_flops_per_pair(model.num_layers - local) * F.attn_pairs(n)
+    attn = model.attn_flops_per_pair(model.attn_layers - local) * F.attn_pairs(n)
     if local and model.sliding_window:
         attn = attn + model.attn_flops_per_pair(local) * np.asarray(windowed_pairs(n, model.sliding_window))
     return dense + attn

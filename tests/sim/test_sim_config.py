@@ -88,6 +88,8 @@ def test_root_seed_reaches_the_trace():
         ("+server.max_batch=3", "server.max_batch"),
         ("policy=truncation policy.max_input_tokens=-10", "policy.max_input_tokens"),
         ("policy=adaptive_gen policy.factor=-1", "policy.factor"),
+        ("tracking=none", "tracking is a section of keys"),
+        ("slo=7", "slo is a section of keys"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key):

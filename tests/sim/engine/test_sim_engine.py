@@ -109,6 +109,25 @@ def test_windowed_decoders_agree_between_fast_and_exact_modes():
         assert runs[0][col].to_numpy() == pytest.approx(runs[1][col].to_numpy(), rel=1e-9)
 
 
+def test_hybrid_sequences_hold_their_state_alike_in_fast_and_exact_modes():
+    """A hybrid's state takes KV-cache room from a sequence's first token: a cache of 240 units and
+    100 per sequence's state holds two sequences only while they are short, so they queue and
+    preempt, and the compiled kernel and the reference engine serve them alike."""
+    memory = MemorySpec(0.0, 4.0, 32 * 240, kv_layers=4, seq_state_bytes=32 * 100)  # a unit: 8 tokens × 4 B
+    kv = kv_layout(memory, block_size=8, memory_fraction=1.0, capacity_tokens=None, name="hybrid-like")
+    assert (kv.state_units, kv.capacity_units) == (100, 240) and kv.units(1) == 101
+    oracle = toy_oracle(time_coef=(0.01, 0.001, 1e-5, 0.002, 1e-4, 1e-7))
+    oracle.memory = memory
+    rows = [(0.1 * i, 20 + 7 * i, 40 + 13 * i) for i in range(8)]
+    runs = [
+        simulate(trace(rows), oracle, ServerConfig(block_size=8, kv_memory_fraction=1.0, exact_steps=e))
+        for e in (False, True)
+    ]
+    assert runs[0].requests["completed"].all() and runs[0].requests["preemptions"].sum() > 0
+    for col in ("energy_j", "e2e_s", "ttft_s"):
+        assert runs[0].requests[col].to_numpy() == pytest.approx(runs[1].requests[col].to_numpy(), rel=1e-9)
+
+
 @pytest.mark.parametrize(
     ("values", "key"),
     [

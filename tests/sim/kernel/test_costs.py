@@ -221,12 +221,17 @@ def test_a_capped_span_is_longer():
 def layouts(draw: st.DrawFn) -> KvLayout:
     full = draw(st.integers(0, 8))
     window = draw(st.integers(0 if full else 1, 8))
-    return KvLayout(draw(st.sampled_from([1, 2, 16]) | st.integers(1, 64)), full, window, draw(st.integers(0, 20)), 1)
+    block = draw(st.sampled_from([1, 2, 16]) | st.integers(1, 64))
+    return KvLayout(block, full, window, draw(st.integers(0, 20)), 1, draw(st.sampled_from([0, 0, 1, 37])))
 
 
 def layout_replica(layout: KvLayout) -> object:
     return replica(
-        bs=layout.block_size, full=layout.full_units, wunits=layout.window_units, wblocks=layout.window_blocks
+        bs=layout.block_size,
+        full=layout.full_units,
+        wunits=layout.window_units,
+        wblocks=layout.window_blocks,
+        sunits=layout.state_units,
     )
 
 
