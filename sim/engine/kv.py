@@ -17,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 
 @dataclass(frozen=True)
 class KvLayout:
@@ -55,6 +58,13 @@ class KvLayout:
         blocks = -(-tokens // self.block_size)
         state = self.state_units if tokens > 0 else 0
         return state + self.full_units * blocks + self.window_units * min(blocks, self.window_blocks)
+
+    def units_of(self, tokens: ArrayLike) -> np.ndarray:
+        """`units` of many token counts at once (an array of them)."""
+        tokens = np.asarray(tokens)
+        blocks = -(-tokens // self.block_size)
+        state = np.where(tokens > 0, self.state_units, 0)
+        return state + self.full_units * blocks + self.window_units * np.minimum(blocks, self.window_blocks)
 
     def units_fn(self) -> Callable[[int], int]:
         """`units` as the cheapest function for this layout (the engine calls it per admission)."""

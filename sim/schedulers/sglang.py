@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -35,9 +35,6 @@ from sim.kernel.lists import finish_of
 from sim.schedulers import register
 from sim.schedulers.base import FOREVER, CompiledHooks, EngineView, Scheduler
 from sim.schema import check
-
-if TYPE_CHECKING:
-    from sim.engine.kv import KvLayout
 
 
 @dataclass(frozen=True)
@@ -184,7 +181,7 @@ class Sglang(Scheduler):
     def never_admitted(self, engine: EngineView, n_in: Any, n_out: Any) -> Any:
         """A request whose prompt and output together exceed the whole cache: SGLang reserves
         them both (its output clipped, less what a resumed request has generated) to admit it."""
-        return _units(engine.kv, np.asarray(n_in) + n_out) > engine.cap
+        return engine.kv.units_of(np.asarray(n_in) + n_out) > engine.cap
 
     def headroom(self, engine: EngineView) -> int:
         if not engine.order:  # idle: SGLang re-initialises the ratio
@@ -229,11 +226,3 @@ class Sglang(Scheduler):
         done = sum(int(jobs.n_out[j]) - (f - n) for j, f in engine.decoders.items())
         ratio = (done + self.options.retract_decode_steps * len(engine.decoders)) / asked if asked else 1.0
         self.set_at = (min(ratio, 1.0), n)
-
-
-def _units(kv: KvLayout, tokens: Any) -> Any:
-    """`KvLayout.units` of token counts given as ints or arrays."""
-    tokens = np.asarray(tokens)
-    blocks = -(-tokens // kv.block_size)
-    state = np.where(tokens > 0, kv.state_units, 0)
-    return state + kv.full_units * blocks + kv.window_units * np.minimum(blocks, kv.window_blocks)

@@ -241,6 +241,7 @@ def test_units_are_the_reference(layout, tokens):
     """units: the KV units a sequence of so many tokens holds."""
     r = layout_replica(layout)
     assert [kv.units(r, t) for t in tokens] == [layout.units(t) for t in tokens]
+    assert layout.units_of(tokens).tolist() == [layout.units(t) for t in tokens]
 
 
 @njit
