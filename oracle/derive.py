@@ -132,6 +132,8 @@ class HardwareConstants:
     static power). mamba_prefill_s: per Mamba layer of each sequence a step prefills (a hybrid's
     prefill runs its Mamba mixers' many small kernels outside CUDA graphs; ML.ENERGY's H100 chat
     runs of the Nemotrons show it as a p99 ITL some 40 ms above the median at batch 8).
+    mamba_state_power_w: power each GPU draws above idle while it reads and writes Mamba states
+    (`state_time_s`; None: static power).
     """
 
     inv_eff_compute: float
@@ -152,6 +154,7 @@ class HardwareConstants:
     inv_eff_prefill: float | None = None
     prefill_overlap: bool = False
     mamba_prefill_s: float = 0.0
+    mamba_state_power_w: float | None = None
 
     @property
     def attention(self) -> float:
@@ -188,6 +191,7 @@ class FeatureWork:
     expert_parallel: bool = False
     fp8_experts: bool = False  # routed experts block-quantized to fp8, run on fp8 GEMMs
     mamba_layers: int = 0  # a hybrid's Mamba layers (their prefill time per sequence)
+    state_bytes: np.ndarray = field(default_factory=lambda: np.zeros(F.N_FEATURES))  # of `bytes`: Mamba states'
 
 
 def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None = None) -> FeatureWork:
@@ -217,8 +221,9 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
     flops[F.PREFILL_SEQS] = head
     # A hybrid's Mamba layers: every step a sequence takes part in reads and writes its recurrent
     # state once (its scan's arithmetic, about 1 % of the projections', is left out).
-    byts[F.DECODE_SEQS] += 2.0 * m.mamba_state_bytes
-    byts[F.PREFILL_SEQS] = 2.0 * m.mamba_state_bytes
+    state = np.zeros(F.N_FEATURES)
+    state[[F.DECODE_SEQS, F.PREFILL_SEQS]] = 2.0 * m.mamba_state_bytes
+    byts += state
     flops[F.PREFILL_TOKENS] = body_flops + m.attn_flops_per_pair(local) * window / 2.0
     byts[F.PREFILL_TOKENS] = kv_write
     flops[F.PREFILL_ATTN] = m.attn_flops_per_pair(glob)
@@ -250,6 +255,7 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
         layout.expert_parallel,
         fp8_experts,
         m.mamba_layers,
+        state,
     )
 
 
@@ -335,17 +341,33 @@ def time_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarr
     return time_basis(work, gpu) @ time_constants(work, k)
 
 
-def _powered(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants, t: np.ndarray, comm_t: np.ndarray) -> np.ndarray:
-    """Static energy (J) of every GPU over time `t`, of which `comm_t` all-reducing."""
-    if k.comm_power_w is None:
-        return work.gpus * k.static_power_w * t
-    return work.gpus * (k.static_power_w * (t - comm_t) + (gpu.idle_power_w + k.comm_power_w) * comm_t)
+def state_time_s(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
+    """Per feature unit (s): reading and writing a hybrid's Mamba states at the achieved bandwidth."""
+    return work.state_bytes * k.inv_eff_memory / (work.gpus * gpu.memory_bandwidth)
+
+
+def _powered(
+    work: FeatureWork,
+    gpu: GpuSpec,
+    k: HardwareConstants,
+    t: np.ndarray,
+    apart: tuple[tuple[np.ndarray, float | None], ...],
+) -> np.ndarray:
+    """Every GPU's energy (J) at static power over time `t`, but for the parts of it in `apart`:
+    (time, the power above idle drawn over it; None: static power)."""
+    out = k.static_power_w * t
+    for part, above_idle in apart:
+        if above_idle is not None:
+            out = out + (gpu.idle_power_w + above_idle - k.static_power_w) * part
+    return work.gpus * out
 
 
 def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
-    """Step energy coefficients (J per feature unit): every GPU's static power over the step."""
+    """Step energy coefficients (J per feature unit): every GPU's static power over the step, but
+    while it all-reduces or moves Mamba states where the constants give those a power of their own."""
     t = time_coef(work, gpu, k)
-    static = _powered(work, gpu, k, t, work.comm_s * comm_scale(work, k))
+    comm = work.comm_s * comm_scale(work, k)
+    static = _powered(work, gpu, k, t, ((comm, k.comm_power_w), (state_time_s(work, gpu, k), k.mamba_state_power_w)))
     return static + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
 
 

@@ -94,7 +94,8 @@ peak and the knee of the prefill overlap that the decode-dominated ML.ENERGY run
 
 
 # Energy terms beside every GPU's static power × time, by name: which ones a fit may use ("comm":
-# its own power while all-reducing; "fp8": while block-scaled fp8 experts dequantise).
+# its own power while all-reducing; "fp8": while block-scaled fp8 experts dequantise; "state":
+# while a hybrid's Mamba states are read and written).
 ENERGY_BASES: dict[str, tuple[str, ...]] = {
     "flop": ("flop",),
     "flop+byte": ("flop", "byte"),
@@ -102,6 +103,8 @@ ENERGY_BASES: dict[str, tuple[str, ...]] = {
     "flop+byte+comm": ("flop", "byte", "comm"),
     "flop+byte+fp8": ("flop", "byte", "fp8"),
     "flop+byte+comm+fp8": ("flop", "byte", "comm", "fp8"),
+    "flop+byte+fp8+state": ("flop", "byte", "fp8", "state"),
+    "flop+byte+comm+fp8+state": ("flop", "byte", "comm", "fp8", "state"),
 }
 SOURCE = (
     "ML.ENERGY Benchmark v3, vLLM, every run of mlenergy_v3_llm.csv that oracle/screen.py keeps "
@@ -160,6 +163,7 @@ class _Bases:
     time: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
+    state: np.ndarray  # reading and writing Mamba states at the datasheet's bandwidth (s)
     gpus: np.ndarray
     roofline: np.ndarray
     prompts: PromptSteps
@@ -253,7 +257,7 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> 
     """The bases of the feature vectors `columns` and expert shares `experts` of each row on its
     replica (`num_gpus`, `expert_parallel`)."""
     n = len(df)
-    tb, fl, by, roof = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n), np.zeros((n, 4))
+    tb, fl, by, st, roof = np.zeros((n, len(TIME_TERMS))), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, 4))
     for rows, work, x, share in _replicas(df, gpu, columns, experts):
         reads = share * work.expert_bytes / (work.gpus * gpu.memory_bandwidth)
         tb[rows] = _terms(x @ time_basis(work, gpu), work.expert_parallel)
@@ -261,8 +265,9 @@ def _bases(df: pd.DataFrame, gpu: GpuSpec, columns: list[str], experts: str) -> 
         if work.fp8_experts:
             tb[rows, 7] = reads
         fl[rows], by[rows] = x @ work.flops, x @ work.bytes + share * work.expert_bytes
+        st[rows] = x @ work.state_bytes / (work.gpus * gpu.memory_bandwidth)
         roof[rows] = (*roofline_parts(work, gpu), float(work.fp8_experts))
-    return _Bases(tb, fl, by, df["num_gpus"].to_numpy(float), roof, _prompt_steps(df, columns))
+    return _Bases(tb, fl, by, st, df["num_gpus"].to_numpy(float), roof, _prompt_steps(df, columns))
 
 
 def _prompt_steps(df: pd.DataFrame, columns: list[str]) -> PromptSteps:
@@ -402,10 +407,11 @@ def fit_energy(
     # measured draws at most the power limit per GPU.
     kept = ENERGY_BASES[energy_basis]
     terms = time_terms(k)
-    g, comm, dequant = b.gpus, _comm_time(b, terms), b.time[:, 7] * terms[7]
+    g, comm, dequant, state = b.gpus, _comm_time(b, terms), b.time[:, 7] * terms[7], b.state * terms[1]
     # The times with a power of their own (where the basis keeps it and some row spends any), the
     # static power over the rest.
-    apart = {n: v for n, v in (("comm", comm), ("fp8", dequant)) if n in kept and np.any(v != 0.0)}
+    times = (("comm", comm), ("fp8", dequant), ("state", state))
+    apart = {n: v for n, v in times if n in kept and np.any(v != 0.0)}
     columns = {"static": g * (t_pred - sum(apart.values(), np.zeros(len(t_pred))))}
     columns |= {n: g * v for n, v in apart.items()} | {"flop": b.flops, "byte": b.bytes}
     # A term no row exercises stays out.
@@ -419,6 +425,7 @@ def fit_energy(
         "static": head,
         "comm": head,
         "fp8": head,
+        "state": head,
         "flop": head * k.inv_eff_compute / gpu.peak_flops,
         "byte": head * k.inv_eff_memory / gpu.memory_bandwidth,
     }
@@ -440,6 +447,7 @@ def fit_energy(
         energy_per_byte_j=float(excess.get("byte", 0.0)),
         comm_power_w=float(excess["comm"]) if "comm" in excess else None,
         fp8_expert_power_w=float(excess["fp8"]) if "fp8" in excess else None,
+        mamba_state_power_w=float(excess["state"]) if "state" in excess else None,
     )
 
 

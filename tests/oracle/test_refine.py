@@ -101,6 +101,26 @@ def test_refine_recovers_the_power_of_dequantising_fp8_experts(family):
     np.testing.assert_allclose(e, hwcal.predicted_energy_j(fp8, H100, truth), rtol=1e-4)
 
 
+def test_refine_recovers_a_hybrids_mamba_prefill_time_and_state_power(family):
+    """A hybrid Mamba-Transformer (Nemotron-Nano-9B-v2 on one H100) refits its Mamba prefill time
+    with its per-sequence overhead and the power its GPU draws while its states move."""
+    rows = hwcal.measured_rows("H100", None, None)
+    hybrid = rows[refine.configurations(rows, H100) == "nemotron-nano-9b-v2_h100"].reset_index(drop=True)
+    truth = dataclasses.replace(
+        refine.scaled(family, 1.1, 0.8, 1.2, 1.0),
+        static_power_w=380.0,
+        mamba_state_power_w=450.0,
+        energy_per_flop_j=0.4e-12,
+        energy_per_byte_j=2e-12,
+    )
+    refined, scales = refine.refine(_with_targets(hybrid, truth), H100, family)
+    assert scales["sequence"] == pytest.approx(0.8, rel=1e-3)
+    assert refined.mamba_prefill_s == pytest.approx(0.8 * family.mamba_prefill_s, rel=1e-3)
+    assert refined.mamba_state_power_w == pytest.approx(450.0, rel=1e-3)
+    e = hwcal.predicted_energy_j(hybrid, H100, refined)
+    np.testing.assert_allclose(e, hwcal.predicted_energy_j(hybrid, H100, truth), rtol=1e-4)
+
+
 def test_multipliers_stay_in_bounds_and_no_fraction_of_peak_above_one(family, runs):
     """Targets 10× slower than any multiplier reaches: the multipliers stop at their bounds; a
     work multiplier below 1 would put the family's full-bandwidth H100 above its datasheet."""
