@@ -82,11 +82,23 @@ def test_refine_recovers_the_constants_that_made_its_targets(family, runs):
     assert "refined on this configuration's 12 runs" in refined.source
 
 
+def _refit_on(
+    configuration: str, truth: HardwareConstants, family: HardwareConstants
+) -> tuple[HardwareConstants, dict[str, float]]:
+    """One measured H100 configuration's rows, given the targets `truth` makes, refined from
+    `family`: (refined constants, multipliers), after checking that the refined constants give the
+    rows the energy `truth` does."""
+    rows = hwcal.measured_rows("H100", None, None)
+    mine = rows[refine.configurations(rows, H100) == configuration].reset_index(drop=True)
+    refined, scales = refine.refine(_with_targets(mine, truth), H100, family)
+    e = hwcal.predicted_energy_j(mine, H100, refined)
+    np.testing.assert_allclose(e, hwcal.predicted_energy_j(mine, H100, truth), rtol=1e-4)
+    return refined, scales
+
+
 def test_refine_recovers_the_power_of_dequantising_fp8_experts(family):
     """A configuration of block-scaled fp8 experts (Qwen3-235B-A22B-FP8 on 8 H100s) refits the
     power its GPUs draw while dequantising them, beside static, all-reduce, FLOP and byte terms."""
-    rows = hwcal.measured_rows("H100", None, None)
-    fp8 = rows[refine.configurations(rows, H100) == "qwen3-235b-a22b-fp8_h100_ep8"].reset_index(drop=True)
     truth = dataclasses.replace(
         refine.scaled(family, 1.1, 0.9, 1.2, 1.3),
         static_power_w=420.0,
@@ -95,17 +107,13 @@ def test_refine_recovers_the_power_of_dequantising_fp8_experts(family):
         energy_per_flop_j=0.3e-12,
         energy_per_byte_j=5e-12,
     )
-    refined, _ = refine.refine(_with_targets(fp8, truth), H100, family)
+    refined, _ = _refit_on("qwen3-235b-a22b-fp8_h100_ep8", truth, family)
     assert refined.fp8_expert_power_w == pytest.approx(300.0, rel=1e-3)
-    e = hwcal.predicted_energy_j(fp8, H100, refined)
-    np.testing.assert_allclose(e, hwcal.predicted_energy_j(fp8, H100, truth), rtol=1e-4)
 
 
 def test_refine_recovers_a_hybrids_mamba_prefill_time_and_state_power(family):
     """A hybrid Mamba-Transformer (Nemotron-Nano-9B-v2 on one H100) refits its Mamba prefill time
     with its per-sequence overhead and the power its GPU draws while its states move."""
-    rows = hwcal.measured_rows("H100", None, None)
-    hybrid = rows[refine.configurations(rows, H100) == "nemotron-nano-9b-v2_h100"].reset_index(drop=True)
     truth = dataclasses.replace(
         refine.scaled(family, 1.1, 0.8, 1.2, 1.0),
         static_power_w=380.0,
@@ -113,12 +121,10 @@ def test_refine_recovers_a_hybrids_mamba_prefill_time_and_state_power(family):
         energy_per_flop_j=0.4e-12,
         energy_per_byte_j=2e-12,
     )
-    refined, scales = refine.refine(_with_targets(hybrid, truth), H100, family)
+    refined, scales = _refit_on("nemotron-nano-9b-v2_h100", truth, family)
     assert scales["sequence"] == pytest.approx(0.8, rel=1e-3)
     assert refined.mamba_prefill_s == pytest.approx(0.8 * family.mamba_prefill_s, rel=1e-3)
     assert refined.mamba_state_power_w == pytest.approx(450.0, rel=1e-3)
-    e = hwcal.predicted_energy_j(hybrid, H100, refined)
-    np.testing.assert_allclose(e, hwcal.predicted_energy_j(hybrid, H100, truth), rtol=1e-4)
 
 
 def test_multipliers_stay_in_bounds_and_no_fraction_of_peak_above_one(family, runs):
