@@ -39,7 +39,8 @@ class ServerState:
     outstanding_tokens: work left (`SimpleEngine.outstanding_tokens`); queued_kv_tokens and
     queued_prompt_tokens: Σ n_in + n_out and Σ n_in of the queued requests; last_finish_steps:
     steps until the last decoder finishes (0: none decoding); recent_step_s: moving average of its
-    step time (s), prefills included.
+    step time (s), prefills included; state_kv_tokens: the KV tokens' worth of cache each request's
+    state takes besides (a hybrid's Mamba state; `KvLayout.state_tokens`).
     """
 
     queue_len: int
@@ -52,6 +53,7 @@ class ServerState:
     queued_prompt_tokens: int = 0
     last_finish_steps: int = 0
     recent_step_s: float = 0.0
+    state_kv_tokens: int = 0
 
 
 class Counts(dict[int, float]):

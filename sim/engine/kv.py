@@ -49,6 +49,11 @@ class KvLayout:
         return self.full_units + self.window_units
 
     @property
+    def state_tokens(self) -> int:
+        """Tokens of full-length KV that take as much of the cache as one sequence's state."""
+        return -(-self.state_units // self.units_per_block) * self.block_size
+
+    @property
     def capacity_tokens(self) -> int:
         """Tokens of full-length KV the cache holds (units over the units of one token's block)."""
         return self.capacity_units // self.units_per_block * self.block_size

@@ -69,7 +69,9 @@ def meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
     c = r.ct
     if tpot_s(c, r.B, r.S, r.step_avg, n_in) > f.tpot_s:
         return False
-    free_tokens = (r.cap - r.used) // (r.full + r.wunits) * r.bs
-    if r.max_seqs - r.olen - r.qlen < 1 or free_tokens < r.queued_need + n_in + n_out:
+    per_block = r.full + r.wunits
+    free_tokens = (r.cap - r.used) // per_block * r.bs
+    need = r.queued_need + n_in + n_out + (r.qlen + 1) * (-(-r.sunits // per_block) * r.bs)  # states too
+    if r.max_seqs - r.olen - r.qlen < 1 or free_tokens < need:
         return math.inf <= f.ttft_s
     return ttft_s(c, r.B, r.S, r.qlen, r.queued_prompt, n_in, f.pool_tokens[p]) <= f.ttft_s

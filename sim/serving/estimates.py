@@ -46,11 +46,13 @@ def ttft_estimate_s(
     is left out).
 
     Infinite when the queue and this request would not all be admitted at the next step boundary
-    (batch full, or too little free KV cache): that wait depends on completions the state does
-    not predict well, so the router treats it as an SLO risk.
+    (batch full, or too little free KV cache for their tokens and, a hybrid's, their states): that
+    wait depends on completions the state does not predict well, so the router treats it as an SLO
+    risk.
     """
     room = max_batch_size - state.running - state.queue_len
-    if room < 1 or state.kv_free_tokens < state.queued_kv_tokens + n_in + n_out:
+    need = state.queued_kv_tokens + n_in + n_out + (state.queue_len + 1) * state.state_kv_tokens
+    if room < 1 or state.kv_free_tokens < need:
         return math.inf
     c = costs.time_row
     q = state.queue_len
@@ -71,7 +73,8 @@ def meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float,
     if compiled.tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
         return False
     cfg, queue_len = s.config, e.queue_len
-    if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < e.queued_need + n_in + n_out:
+    need = e.queued_need + n_in + n_out + (queue_len + 1) * s.kv.state_tokens
+    if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < need:
         return math.inf <= ttft_s
     return compiled.ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens or 0) <= ttft_s
 

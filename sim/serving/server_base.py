@@ -153,6 +153,7 @@ class ServerBase:
             queued_prompt_tokens=e.queued_prompt,
             last_finish_steps=e.last_finish_steps,
             recent_step_s=self.ledger.step_avg,
+            state_kv_tokens=self.kv.state_tokens,
         )
 
     def kv_free_tokens(self) -> int:

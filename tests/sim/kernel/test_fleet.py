@@ -121,6 +121,16 @@ def test_the_compiled_fleet_replays_sliding_windows_bit_for_bit(busy):
     assert_same(*both(long, fleet))
 
 
+@pytest.mark.parametrize("router", COMPILED)
+def test_the_compiled_fleet_replays_a_hybrid_bit_for_bit(busy, router):
+    """A hybrid Mamba-Transformer's state takes cache from every sequence: the kernel's admission
+    and its routers' KV checks count it as the SimPy servers and routers do."""
+    nemotron = Oracle.load("nemotron-nano-9b-v2_h100")
+    config = ServerConfig(kv_capacity_tokens=150_000)
+    fleet = fleet_of(nemotron, config, router, 3, SloConfig(ttft_s=2.0, tpot_s=0.1))
+    assert_same(*both(busy, fleet))
+
+
 def test_the_compiled_fleet_replays_a_streamed_run_bit_for_bit(llama, tmp_path: Path):
     """Records and span logs handed over every few spans: the same file, bins and fleet peak."""
     azure = traces.load("azure_chat").iloc[:6000]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import simpy
@@ -56,6 +58,10 @@ def test_latency_estimates_rise_with_load_and_refuse_a_full_server():
     assert ttft_estimate_s(costs, queued, 100, 10, 256, 8192) > ttft_estimate_s(costs, calm, 100, 10, 256, 8192)
     assert ttft_estimate_s(costs, calm, 100, 10, 2, 8192) == np.inf  # batch full
     assert ttft_estimate_s(costs, calm, 9_000, 1_500, 256, 8192) == np.inf  # KV cache short
+    # a hybrid's queued requests and this one each need their state's worth of cache too
+    fits = dataclasses.replace(queued, state_kv_tokens=2_000)  # 600 + 110 + 4 × 2,000 ≤ 10,000 free
+    assert ttft_estimate_s(costs, fits, 100, 10, 256, 8192) < np.inf
+    assert ttft_estimate_s(costs, dataclasses.replace(queued, state_kv_tokens=2_500), 100, 10, 256, 8192) == np.inf
     more = ServerState(0, 9, 10_000, decoders=9, decode_ctx=9000)
     assert tpot_estimate_s(costs, more, 100) > tpot_estimate_s(costs, calm, 100)
     slow = ServerState(0, 2, 10_000, decoders=2, decode_ctx=1000, recent_step_s=0.5)
