@@ -219,14 +219,14 @@ def feature_work(m: ModelSpec, layout: Layout | None = None, gpu: GpuSpec | None
     flops[F.DECODE_CTX] = m.attn_flops_per_pair(glob)
     byts[F.DECODE_CTX] = kv_read(glob) * rep
     flops[F.PREFILL_SEQS] = head
+    flops[F.PREFILL_TOKENS] = body_flops + m.attn_flops_per_pair(local) * window / 2.0
+    byts[F.PREFILL_TOKENS] = kv_write
+    flops[F.PREFILL_ATTN] = m.attn_flops_per_pair(glob)
     # A hybrid's Mamba layers: every step a sequence takes part in reads and writes its recurrent
     # state once (its scan's arithmetic, about 1 % of the projections', is left out).
     state = np.zeros(F.N_FEATURES)
     state[[F.DECODE_SEQS, F.PREFILL_SEQS]] = 2.0 * m.mamba_state_bytes
     byts += state
-    flops[F.PREFILL_TOKENS] = body_flops + m.attn_flops_per_pair(local) * window / 2.0
-    byts[F.PREFILL_TOKENS] = kv_write
-    flops[F.PREFILL_ATTN] = m.attn_flops_per_pair(glob)
     step = np.zeros(F.N_FEATURES)
     step[F.CONST] = 1.0
     seq = np.zeros(F.N_FEATURES)

@@ -39,16 +39,17 @@ def kv_layout(
         window_blocks = -(-(memory.window_tokens - 1) // block_size) + 1
     else:
         full, window, window_blocks = 1, 0, 0
-    if memory is None:
-        if capacity_tokens is None:
-            raise ConfigError(
-                f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
-            )
-        return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window))
-    unit_bytes = block_size * memory.kv_bytes_per_token / ((full + window) if windowed else 1)
-    state = math.ceil(memory.seq_state_bytes / unit_bytes)  # a hybrid's Mamba state, in whole units
+    if memory is None and capacity_tokens is None:
+        raise ConfigError(
+            f"oracle {name!r} has no memory spec, so the KV-cache size is unknown: set server.kv_capacity_tokens"
+        )
+    unit_bytes = (
+        0.0 if memory is None else block_size * memory.kv_bytes_per_token / ((full + window) if windowed else 1)
+    )
+    state = 0 if memory is None else math.ceil(memory.seq_state_bytes / unit_bytes)  # a hybrid's Mamba state
     if capacity_tokens is not None:
         return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window), state)
+    assert memory is not None
     free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
     capacity = int(free // unit_bytes) if free > 0 else 0
     if capacity < full + window + state:

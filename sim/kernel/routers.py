@@ -64,6 +64,14 @@ def ttft_s(c, decoders, decode_ctx, queue_len, queued_prompt, n_in, max_num_toke
 
 
 @njit(cache=True)
+def kv_holds(free, queued, queue_len, state, n_in, n_out):  # type: ignore[no-untyped-def]
+    """Whether `free` tokens of KV cache hold the queue's tokens (`queued`, Σ n_in + n_out of its
+    `queue_len` requests), this request's, and, a hybrid's, each of those requests' state (`state`
+    tokens' worth each; `sim.engine.kv.KvLayout.state_tokens`)."""
+    return free >= queued + n_in + n_out + (queue_len + 1) * state
+
+
+@njit(cache=True)
 def meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
     """`sim.serving.estimates.meets_slo`: this request's TPOT and TTFT estimates on replica r within the bounds."""
     c = r.ct
@@ -71,7 +79,7 @@ def meets_slo(f, r, p, n_in, n_out):  # type: ignore[no-untyped-def]
         return False
     per_block = r.full + r.wunits
     free_tokens = (r.cap - r.used) // per_block * r.bs
-    need = r.queued_need + n_in + n_out + (r.qlen + 1) * (-(-r.sunits // per_block) * r.bs)  # states too
-    if r.max_seqs - r.olen - r.qlen < 1 or free_tokens < need:
+    state_tokens = -(-r.sunits // per_block) * r.bs
+    if r.max_seqs - r.olen - r.qlen < 1 or not kv_holds(free_tokens, r.queued_need, r.qlen, state_tokens, n_in, n_out):
         return math.inf <= f.ttft_s
     return ttft_s(c, r.B, r.S, r.qlen, r.queued_prompt, n_in, f.pool_tokens[p]) <= f.ttft_s

@@ -51,8 +51,8 @@ def ttft_estimate_s(
     risk.
     """
     room = max_batch_size - state.running - state.queue_len
-    need = state.queued_kv_tokens + n_in + n_out + (state.queue_len + 1) * state.state_kv_tokens
-    if room < 1 or state.kv_free_tokens < need:
+    kv = (state.kv_free_tokens, state.queued_kv_tokens, state.queue_len, state.state_kv_tokens)
+    if room < 1 or not compiled.kv_holds(*kv, n_in, n_out):
         return math.inf
     c = costs.time_row
     q = state.queue_len
@@ -73,8 +73,8 @@ def meets_slo(costs: StepCosts, s: Server, n_in: int, n_out: int, ttft_s: float,
     if compiled.tpot_s(c, e.B, e.S, s.ledger.step_avg, n_in) > tpot_s:
         return False
     cfg, queue_len = s.config, e.queue_len
-    need = e.queued_need + n_in + n_out + (queue_len + 1) * s.kv.state_tokens
-    if cfg.max_batch_size - e.running - queue_len < 1 or s.kv_free_tokens() < need:
+    kv = (s.kv_free_tokens(), e.queued_need, queue_len, s.kv.state_tokens)
+    if cfg.max_batch_size - e.running - queue_len < 1 or not compiled.kv_holds(*kv, n_in, n_out):
         return math.inf <= ttft_s
     return compiled.ttft_s(c, e.B, e.S, queue_len, e.queued_prompt, n_in, cfg.max_num_tokens or 0) <= ttft_s
 
