@@ -16,6 +16,15 @@ from typing import Any
 
 import yaml
 
+# Sampler working memory per logit (bytes) that an engine holds back from the KV cache for each
+# sequence of a full batch. vLLM V1 sizes its KV cache after a start-up profile run that samples
+# max_num_seqs dummy requests with top-k and top-p set (gpu_model_runner.profile_run →
+# _dummy_sampler_run); its V1 sampler takes FlashInfer's top-k/top-p kernel when FlashInfer is
+# installed (VLLM_USE_FLASHINFER_SAMPLER unset), which holds the model's bf16 logits (2), their
+# fp32 copy (4), the top-k-masked fp32 logits (4) and fp32 probabilities (4). PyTorch's fallback
+# sorts the vocabulary and holds about 23.
+SAMPLER_BYTES_PER_LOGIT = 14.0
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -148,6 +157,12 @@ class ModelSpec:
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes per token over every layer."""
         return self.attn_layers * self.kv_elems_per_layer * self.kv_bytes_per_elem
+
+    @property
+    def sampler_bytes_per_seq(self) -> float:
+        """Sampler memory one sequence of a full batch takes on each GPU (every GPU samples the
+        whole vocabulary): V · SAMPLER_BYTES_PER_LOGIT bytes."""
+        return self.vocab_size * SAMPLER_BYTES_PER_LOGIT
 
     @property
     def head_flops_per_seq(self) -> float:

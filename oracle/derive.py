@@ -432,6 +432,7 @@ def derive_oracle(
             window_layers=model.local_layers if model.sliding_window else 0,
             window_tokens=model.sliding_window or 0,
             seq_state_bytes=model.mamba_state_bytes,
+            sampler_bytes_per_seq=model.sampler_bytes_per_seq * g,
         ),
         settings={"dtype_bytes": model.bytes_per_param},
         provenance={

@@ -383,7 +383,12 @@ def fit_oracle(
         calibrated=calibrated_range(table),
         memory=None
         if model is None or gpu is None
-        else MemorySpec(model.weight_bytes, model.kv_bytes_per_token, gpu.memory_bytes),
+        else MemorySpec(
+            model.weight_bytes,
+            model.kv_bytes_per_token,
+            gpu.memory_bytes,
+            sampler_bytes_per_seq=model.sampler_bytes_per_seq,
+        ),
     )
     report = FitReport(
         rows=len(table),

@@ -63,6 +63,9 @@ class MemorySpec:
     kv_bytes_per_token counts every layer. With sliding-window attention, `window_layers` of the
     `kv_layers` layers keep at most `window_tokens` tokens of KV (0: no such layers).
     seq_state_bytes: what every sequence holds whatever its length (a hybrid's Mamba state; 0: none).
+    sampler_bytes_per_seq: the sampler's working memory per sequence of a full batch, over every GPU
+    of the replica: an engine holds it back from the KV cache (vLLM measures it at start-up by
+    sampling `max_num_seqs` dummy requests; 0: none).
     """
 
     weight_bytes: float
@@ -72,6 +75,7 @@ class MemorySpec:
     window_layers: int = 0
     window_tokens: int = 0
     seq_state_bytes: float = 0.0
+    sampler_bytes_per_seq: float = 0.0
 
     def __post_init__(self) -> None:
         for label, positive in (
@@ -79,6 +83,7 @@ class MemorySpec:
             ("kv_bytes_per_token", True),
             ("gpu_memory_bytes", True),
             ("seq_state_bytes", False),
+            ("sampler_bytes_per_seq", False),
         ):
             v = getattr(self, label)
             if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
@@ -92,10 +97,14 @@ class MemorySpec:
         if self.window_layers > self.kv_layers:
             raise ValueError(f"memory.window_layers ({self.window_layers}) exceeds memory.kv_layers ({self.kv_layers})")
 
-    def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
-        """Tokens of KV cache that fit in `utilization` of GPU memory after the weights."""
-        free = self.gpu_memory_bytes * utilization - self.weight_bytes
-        return max(int(free // self.kv_bytes_per_token), 0)
+    def kv_free_bytes(self, utilization: float = 0.9, max_seqs: int = 0) -> float:
+        """Bytes left for the KV cache in `utilization` of GPU memory after the weights and the
+        sampler's working memory for a batch of `max_seqs` sequences (can be negative)."""
+        return self.gpu_memory_bytes * utilization - self.weight_bytes - max_seqs * self.sampler_bytes_per_seq
+
+    def kv_capacity_tokens(self, utilization: float = 0.9, max_seqs: int = 0) -> int:
+        """Tokens of KV cache that fit in `kv_free_bytes(utilization, max_seqs)`."""
+        return max(int(self.kv_free_bytes(utilization, max_seqs) // self.kv_bytes_per_token), 0)
 
 
 @dataclass(frozen=True)

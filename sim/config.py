@@ -31,7 +31,8 @@ class ServerConfig:
     the KV of cached prompt prefix blocks when the trace has `hash_ids` (`sim.kernel.prefix`;
     null: the scheduler's default, on as vLLM, SGLang and TensorRT-LLM ship it, off where it is
     not modelled).
-    kv_memory_fraction: share of GPU memory usable for weights + KV cache;
+    kv_memory_fraction: share of GPU memory usable for weights, the sampler's memory for a batch of
+    max_batch_size and the KV cache;
     kv_capacity_tokens overrides the KV size derived from the oracle's memory spec.
     exact_steps: advance one step per event (the slow reference mode).
     scheduler: how batches form and KV cache is managed: a name of `sim.schedulers.SCHEDULERS`

@@ -1,6 +1,6 @@
 """How much KV cache a replica holds: its GPU memory times `server.kv_memory_fraction` less the
-weights, in units of `sim.engine.kv.KvLayout` (or `server.kv_capacity_tokens` when given), and the
-units of a hybrid's per-sequence Mamba state."""
+weights and the sampler's working memory for a full batch, in units of `sim.engine.kv.KvLayout`
+(or `server.kv_capacity_tokens` when given), and the units of a hybrid's per-sequence Mamba state."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def replica_kv(oracle: Oracle, config: ServerConfig) -> KvLayout:
         memory_fraction=config.kv_memory_fraction,
         capacity_tokens=config.kv_capacity_tokens,
         name=oracle.name,
+        max_seqs=config.max_batch_size,
     )
 
 
@@ -30,8 +31,10 @@ def kv_layout(
     memory_fraction: float,
     capacity_tokens: int | None,
     name: str,
+    max_seqs: int = 0,
 ) -> KvLayout:
-    """The layout of a replica: from the oracle's memory spec, or `capacity_tokens` if given."""
+    """The layout of a replica: from the oracle's memory spec (holding back sampler memory for
+    `max_seqs` sequences), or `capacity_tokens` if given."""
     windowed = memory is not None and memory.window_layers > 0 and memory.window_tokens > 0
     if windowed:
         assert memory is not None
@@ -50,10 +53,12 @@ def kv_layout(
     if capacity_tokens is not None:
         return KvLayout(block_size, full, window, window_blocks, capacity_tokens // block_size * (full + window), state)
     assert memory is not None
-    free = memory.gpu_memory_bytes * memory_fraction - memory.weight_bytes
+    free = memory.kv_free_bytes(memory_fraction, max_seqs)
     capacity = int(free // unit_bytes) if free > 0 else 0
     if capacity < full + window + state:
         raise ConfigError(
-            f"oracle {name!r}: the weights leave no KV-cache room at server.kv_memory_fraction={memory_fraction}"
+            f"oracle {name!r}: the weights and the sampler's memory for {max_seqs} sequences leave no "
+            f"KV-cache room at server.kv_memory_fraction={memory_fraction}: lower server.max_batch_size "
+            "or raise server.kv_memory_fraction"
         )
     return KvLayout(block_size, full, window, window_blocks, capacity, state)

@@ -109,7 +109,7 @@ def offline_estimate(
     n_in, n_out = _lengths(requests)
     if max_batch < 1:
         raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
-    kv = _kv_capacity(oracle, kv_capacity_tokens)
+    kv = _kv_capacity(oracle, kv_capacity_tokens, max_batch)
     i_bucket, clamped_in = pow2_buckets(n_in, *_pow2_range(in_tokens, "in_tokens"))
     o_bucket, clamped_out = pow2_buckets(n_out, *_pow2_range(out_tokens, "out_tokens"))
     table = bucket_table(i_bucket, o_bucket, oracle, max_batch, kv)
@@ -191,14 +191,14 @@ def _lengths(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return requests["n_in"].to_numpy(np.int64), requests["n_out"].to_numpy(np.int64)
 
 
-def _kv_capacity(oracle: Oracle, kv_capacity_tokens: int | None) -> int:
+def _kv_capacity(oracle: Oracle, kv_capacity_tokens: int | None, max_batch: int) -> int:
     if kv_capacity_tokens is not None:
         if kv_capacity_tokens < 1:
             raise ValueError(f"kv_capacity_tokens must be ≥ 1, got {kv_capacity_tokens}")
         return int(kv_capacity_tokens)
     if oracle.memory is None:
         raise ValueError(f"oracle {oracle.name!r} has no memory spec: pass kv_capacity_tokens")
-    return oracle.memory.kv_capacity_tokens()
+    return oracle.memory.kv_capacity_tokens(max_seqs=max_batch)
 
 
 def _pow2_range(bounds: tuple[int, int], name: str) -> tuple[int, int]:

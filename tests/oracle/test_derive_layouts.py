@@ -143,6 +143,27 @@ def test_kv_capacity_is_memory_arithmetic():
     assert o.memory.kv_capacity_tokens(0.9) == int((4 * h100.memory_bytes * 0.9 - weights) // kv_per_token)
 
 
+def test_the_sampler_memory_of_a_full_batch_comes_out_of_the_kv_cache():
+    """Every GPU of a replica samples the whole vocabulary: a 1,024-sequence batch of Llama-3.1-70B
+    on four H100s holds back 1,024 · 128,256 logits · 14 B on each GPU, and the engine's KV layout
+    holds it back for `server.max_batch_size` sequences."""
+    from sim.engine.kv_sizing import replica_kv
+
+    o = Oracle.load("llama-3.1-70b_h100_tp4")
+    assert o.memory is not None
+    h100 = arch.load_gpu("h100")
+    weights = 70_553_706_496 * 2.0
+    kv_per_token = 80 * 2 * 8 * 128 * 2.0
+    sampler = 4 * 128_256 * 14.0  # bytes per sequence over the replica
+    assert o.memory.sampler_bytes_per_seq == sampler
+    free = 4 * h100.memory_bytes * 0.9 - weights - 1024 * sampler
+    assert o.memory.kv_capacity_tokens(0.9, max_seqs=1024) == int(free // kv_per_token)
+    kv = replica_kv(o, ServerConfig(max_batch_size=1024, max_num_tokens=8192))
+    assert kv.capacity_units == int(free // (16 * kv_per_token))
+    more = replica_kv(o, ServerConfig(max_batch_size=4096, max_num_tokens=None))
+    assert more.capacity_units == int((4 * h100.memory_bytes * 0.9 - weights - 4096 * sampler) // (16 * kv_per_token))
+
+
 def test_a_hybrid_mamba_transformer_step_worked_by_hand():
     """Nemotron-Nano-9B-v2 on two H100s: KV in its 4 attention layers only, every sequence a step
     decodes or prefills reads and writes its 27 Mamba layers' state (fp32 SSM, bf16 conv), and each
