@@ -196,6 +196,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
     for label, cal in calibrations.items():
         k = cal.constants
         comm_power, fp8_power = _power_text(k.comm_power_w), _power_text(k.fp8_expert_power_w)
+        mamba_power = _power_text(k.mamba_power_w)
         errors = cal.rows[["energy_per_token_err_pct", "time_per_token_err_pct", "itl_err_pct"]].abs().mean()
         lines += [
             f"## {label}",
@@ -211,7 +212,7 @@ def report(calibrations: dict[str, hwcal.Calibration]) -> str:
             "(expert parallel) of the measured NCCL times, "
             f"block-scaled fp8 experts' reads + {k.fp8_expert_read_scale:.3f} × their read time, static power "
             f"{k.static_power_w:.0f} W per GPU, while all-reducing {comm_power}, while dequantising "
-            f"block-scaled fp8 experts {fp8_power}, "
+            f"block-scaled fp8 experts {fp8_power}, while a hybrid's Mamba layers move states or scan {mamba_power}, "
             f"{k.energy_per_flop_j * 1e12:.3f} pJ/FLOP, {k.energy_per_byte_j * 1e12:.2f} pJ/byte.",
             "",
             f"Mean absolute error over the runs (%): energy per output token {errors.iloc[0]:.1f}, time per output "

@@ -41,6 +41,7 @@ from oracle.model import CalibratedRange, ExpertReads, MemorySpec, Oracle, Overl
 LONG_WINDOW = 4096  # windows at least this long act as full attention over the calibrated 64–4096 range
 ALLREDUCES_PER_LAYER = 2  # tensor parallelism sums partial outputs after attention and after the FFN
 ACTIVATION_BYTES = 2.0  # bytes per element of the hidden states all-reduced (bf16)
+MAMBA_COLUMN = 8  # `time_basis`'s column of a hybrid's prefill per Mamba layer
 
 
 class LayoutError(ValueError):
@@ -132,8 +133,9 @@ class HardwareConstants:
     static power). mamba_prefill_s: per Mamba layer of each sequence a step prefills (a hybrid's
     prefill runs its Mamba mixers' many small kernels outside CUDA graphs; ML.ENERGY's H100 chat
     runs of the Nemotrons show it as a p99 ITL some 40 ms above the median at batch 8).
-    mamba_state_power_w: power each GPU draws above idle while it reads and writes Mamba states
-    (`state_time_s`; None: static power).
+    mamba_power_w: power each GPU draws above idle while a hybrid's Mamba layers work apart from
+    its GEMMs, reading and writing their states and scanning a prefill (`mamba_time_s`; None:
+    static power).
     """
 
     inv_eff_compute: float
@@ -154,7 +156,7 @@ class HardwareConstants:
     inv_eff_prefill: float | None = None
     prefill_overlap: bool = False
     mamba_prefill_s: float = 0.0
-    mamba_state_power_w: float | None = None
+    mamba_power_w: float | None = None
 
     @property
     def attention(self) -> float:
@@ -341,9 +343,11 @@ def time_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarr
     return time_basis(work, gpu) @ time_constants(work, k)
 
 
-def state_time_s(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
-    """Per feature unit (s): reading and writing a hybrid's Mamba states at the achieved bandwidth."""
-    return work.state_bytes * k.inv_eff_memory / (work.gpus * gpu.memory_bandwidth)
+def mamba_time_s(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
+    """Per feature unit (s): a hybrid's Mamba layers at their own work, reading and writing states
+    at the achieved bandwidth and a prefilling sequence's scan (`mamba_prefill_s` per layer)."""
+    scan = time_basis(work, gpu)[:, MAMBA_COLUMN] * k.mamba_prefill_s
+    return work.state_bytes * k.inv_eff_memory / (work.gpus * gpu.memory_bandwidth) + scan
 
 
 def _powered(
@@ -364,10 +368,10 @@ def _powered(
 
 def energy_coef(work: FeatureWork, gpu: GpuSpec, k: HardwareConstants) -> np.ndarray:
     """Step energy coefficients (J per feature unit): every GPU's static power over the step, but
-    while it all-reduces or moves Mamba states where the constants give those a power of their own."""
+    while it all-reduces or its Mamba layers work where the constants give those a power of their own."""
     t = time_coef(work, gpu, k)
     comm = work.comm_s * comm_scale(work, k)
-    static = _powered(work, gpu, k, t, ((comm, k.comm_power_w), (state_time_s(work, gpu, k), k.mamba_state_power_w)))
+    static = _powered(work, gpu, k, t, ((comm, k.comm_power_w), (mamba_time_s(work, gpu, k), k.mamba_power_w)))
     return static + k.energy_per_flop_j * work.flops + k.energy_per_byte_j * work.bytes
 
 

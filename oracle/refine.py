@@ -4,14 +4,14 @@ A GPU family's constants (`oracle.hwcal`) are fitted on every model measured on 
 they carry to models nobody measured; the leave-one-model-out error of the calibration report is
 what they are worth there. A configuration that was measured (a model on a replica layout of the
 GPU) can do better with its own runs: its kernels may be faster or slower than the family's
-average, its overheads longer, its GPUs may wait more or less. `refine` scales four groups of the
+average, its overheads longer, its GPUs may wait more or less. `refine` scales groups of the
 family's time constants by multipliers fitted on the configuration's runs (time per output token
 and median ITL): its work (compute and memory efficiencies, the fp8 experts' dequantisation and the
 prefill fractions together, so that the prefill knee stays where the family puts it and the fit
-stays linear), its per-sequence overhead, its per-step and per-layer overheads, and its
-all-reduces. It then refits energy terms (`ENERGY_BASIS`) on the refined times. The shipped oracle of each
-measured configuration on its measured GPU is derived with them (`oracle.build`); every other
-oracle keeps its family's constants.
+stays linear), its per-sequence overhead, its per-step and per-layer overheads, its all-reduces,
+and a hybrid's Mamba prefill. It then refits energy terms (`ENERGY_BASIS`) on the refined times.
+The shipped oracle of each measured configuration on its measured GPU is derived with them
+(`oracle.build`); every other oracle keeps its family's constants.
 
 The refinement is judged by leaving each run of a configuration out in turn (`Refinement.checks`):
 how it carries to a batch cap or task that was not measured on that configuration. Carrying a
@@ -36,24 +36,30 @@ from oracle.regress import relative_bounded_lsq
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "work": (0, 1, 7, 8, 9),  # inv_c, inv_m, fp8_experts, inv_attn, inv_p
-    "sequence": (3, 10),  # t_seq, t_mamba
+    "sequence": (3,),  # t_seq
     "step": (2, 6),  # t_step, t_layer
     "comm": (4, 5),  # comm, ep_comm
+    "mamba": (10,),  # t_mamba: a hybrid's prefill per Mamba layer
 }
-"""The `hwcal.TIME_TERMS` each multiplier scales, by name. Four groups, not three with the
-overheads together: the runs left out of their configuration's refinement come out closer (the
-calibration reports of commits 929aff1, three groups, and 37a7a28, four and `MIN_RUNS` 5: H100
-energy per output token 8.6 → 7.2 %, time 7.3 → 6.7 %)."""
+"""The `hwcal.TIME_TERMS` each multiplier scales, by name. The overheads apart, not together: the
+runs left out of their configuration's refinement come out closer (the calibration reports of
+commits 929aff1, three groups, and 37a7a28, four and `MIN_RUNS` 5: H100 energy per output token
+8.6 → 7.2 %, time 7.3 → 6.7 %). A hybrid's Mamba prefill apart from its per-sequence overhead, not
+with it: the Nemotrons' chat runs prefill far more than their GPQA runs, and with one multiplier for
+both their H100 runs left out came out at 9.0 and 10.6 % energy, 4.4 and 3.6 % time per output
+token; with two, 5.6 and 8.7 %, 1.8 and 2.2 % (every H100 configuration: energy 6.3 → 5.9 %, time
+4.8 → 4.5 %). Only hybrids exercise it; every other configuration keeps its multiplier at 1."""
 BOUNDS = (1.0 / 3.0, 3.0)
 """A configuration's multipliers stay within these: its engine may be slower or faster than its
 GPU family's average, not by more (and no achieved fraction of peak above 1: `hwcal.LOWER`)."""
-ENERGY_BASIS = "flop+byte+comm+fp8+state"
+ENERGY_BASIS = "flop+byte+comm+fp8+mamba"
 """The energy terms a configuration's runs refit (`hwcal.ENERGY_BASES`): of the bases tried, the one
 with the least error on runs left out of their configuration's refinement, on H100 and B200 alike.
 Before the hybrids: energy per output token H100 5.7 %, B200 5.8 %, where flop+byte+comm gives 5.9
 and 5.9 % (the calibration reports of commits 8670360 and 2805bb8) and flop+byte+fp8 7.7 and 6.8 %.
-With them, the Mamba states' own power ("state", which only hybrids exercise) takes B200 from 5.6 to
-5.3 % and leaves H100 at 6.4 % (this set to flop+byte+comm+fp8 and back, `python -m oracle.build`)."""
+With them, the Mamba layers' own power ("mamba", which only hybrids exercise: while their states
+move and while a prefill scans) takes B200 from 5.6 to 5.4 % and H100 from 6.1 to 5.3 % (this set to
+flop+byte+comm+fp8 and back, `python -m oracle.build --out`)."""
 ROBUST_PASSES = 1
 """Refits of a configuration's time and energy with Huber weights (`_robust_weights`): with one,
 its runs left out come out closer than with plain least squares (the calibration reports of
@@ -64,7 +70,7 @@ ROBUST_SCALE = 2.0
 RATIO_COLUMNS = ["model", "config_id", "task", "time_ratio", "energy_ratio"]
 """`Refinement.held_out_rows`' columns (`model`: the configuration)."""
 MIN_RUNS = 4
-"""Fewest runs of a configuration for constants of its own (up to four time multipliers, each run
+"""Fewest runs of a configuration for constants of its own (up to four time multipliers, five for a hybrid, each run
 giving two times, and four bounded energy terms); with fewer it keeps its family's. Every refined
 configuration is checked with one run left out: at 4 (gpt-oss-120b on one H100, the one H100
 configuration it adds to those of 5 or more) its runs left out come out at 4.1 % energy and 2.2 %
@@ -99,7 +105,9 @@ def configurations(rows: pd.DataFrame, gpu: GpuSpec) -> pd.Series:
     return pd.Series([names[key] for key in keys], index=rows.index, name="configuration")
 
 
-def scaled(k: HardwareConstants, work: float, sequence: float, step: float, comm: float) -> HardwareConstants:
+def scaled(
+    k: HardwareConstants, work: float, sequence: float, step: float, comm: float, mamba: float = 1.0
+) -> HardwareConstants:
     """`k` with the time of its work, its per-sequence overhead, its per-step and per-layer
     overheads and its all-reduces scaled (`GROUPS`)."""
     return replace(
@@ -111,7 +119,7 @@ def scaled(k: HardwareConstants, work: float, sequence: float, step: float, comm
         inv_eff_prefill=None if k.inv_eff_prefill is None else k.inv_eff_prefill * work,
         step_overhead_s=k.step_overhead_s * step,
         seq_overhead_s=k.seq_overhead_s * sequence,
-        mamba_prefill_s=k.mamba_prefill_s * sequence,
+        mamba_prefill_s=k.mamba_prefill_s * mamba,
         layer_overhead_s=k.layer_overhead_s * step,
         comm_scale=k.comm_scale * comm,
         ep_comm_scale=None if k.ep_comm_scale is None else k.ep_comm_scale * comm,

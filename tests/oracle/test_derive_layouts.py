@@ -181,18 +181,23 @@ def test_a_hybrid_mamba_transformer_step_worked_by_hand():
     assert work.comm_s[F.CONST] == pytest.approx(56 * h100.allreduce_latency_s, rel=1e-12)
     o = derive_oracle(m, h100, PLAIN, layout=Layout(2))
     assert o.memory is not None and o.memory.seq_state_bytes == state and o.memory.kv_layers == 4
-    # while its states move, the replica draws idle + mamba_state_power_w per GPU instead of static
+    # while its states move, the replica draws idle + mamba_power_w per GPU instead of static
     state_s = 2 * state / (2 * 3.35e12)
-    hot = derive_oracle(m, h100, dataclasses.replace(PLAIN, mamba_state_power_w=300.0), layout=Layout(2))
+    hot = derive_oracle(m, h100, dataclasses.replace(PLAIN, mamba_power_w=300.0), layout=Layout(2))
     assert (hot.energy_coef_j - o.energy_coef_j)[F.DECODE_SEQS] == pytest.approx(
         2 * (h100.idle_power_w + 300.0 - 100.0) * state_s, rel=1e-9
     )
     assert hot.energy_coef_j[F.CONST] == o.energy_coef_j[F.CONST] and np.array_equal(hot.time_coef_s, o.time_coef_s)
-    # a prefilling sequence's Mamba layers each take mamba_prefill_s more
-    slow = derive_oracle(m, h100, dataclasses.replace(PLAIN, mamba_prefill_s=1e-3), layout=Layout(2))
+    # a prefilling sequence's Mamba layers each take mamba_prefill_s more, at the Mamba power too
+    scanning = dataclasses.replace(PLAIN, mamba_prefill_s=1e-3)
+    slow = derive_oracle(m, h100, scanning, layout=Layout(2))
     extra = slow.time_coef_s - o.time_coef_s
     assert extra[F.PREFILL_SEQS] == pytest.approx(27 * 1e-3, rel=1e-12)
     assert np.delete(extra, F.PREFILL_SEQS) == pytest.approx(0.0, abs=1e-15)
+    hot_scan = derive_oracle(m, h100, dataclasses.replace(scanning, mamba_power_w=300.0), layout=Layout(2))
+    assert (hot_scan.energy_coef_j - slow.energy_coef_j)[F.PREFILL_SEQS] == pytest.approx(
+        2 * (h100.idle_power_w + 300.0 - 100.0) * (state_s + 27 * 1e-3), rel=1e-9
+    )
 
 
 def test_a_hybrid_sequence_holds_its_state_beside_its_kv():

@@ -56,15 +56,16 @@ def test_unit_multipliers_are_the_family(family):
     sequence=st.floats(1 / 3, 3.0),
     step=st.floats(1 / 3, 3.0),
     comm=st.floats(1 / 3, 3.0),
+    mamba=st.floats(1 / 3, 3.0),
 )
-def test_a_multiplier_scales_its_group_of_time_exactly(family, runs, work, sequence, step, comm):
+def test_a_multiplier_scales_its_group_of_time_exactly(family, runs, work, sequence, step, comm, mamba):
     """The prefill knee is a ratio of work terms, so scaling them keeps it: a run's time is linear
-    in the three multipliers, which is what lets `refine` fit them by least squares."""
+    in the multipliers, which is what lets `refine` fit them by least squares."""
     groups = refine._group_times(runs, H100, family)
-    scaled = refine.scaled(family, work, sequence, step, comm)
+    scaled = refine.scaled(family, work, sequence, step, comm, mamba)
     t = hwcal.predicted_time_s(runs, H100, scaled, hwcal.X_COLUMNS)
     itl = hwcal.predicted_time_s(runs, H100, scaled, hwcal.M_COLUMNS)
-    np.testing.assert_allclose(np.concatenate([t, itl]), groups @ [work, sequence, step, comm], rtol=1e-9)
+    np.testing.assert_allclose(np.concatenate([t, itl]), groups @ [work, sequence, step, comm, mamba], rtol=1e-9)
 
 
 def test_refine_recovers_the_constants_that_made_its_targets(family, runs):
@@ -76,7 +77,7 @@ def test_refine_recovers_the_constants_that_made_its_targets(family, runs):
         energy_per_byte_j=5e-12,
     )
     refined, scales = refine.refine(_with_targets(runs, truth), H100, family)
-    assert scales == pytest.approx({"work": 1.2, "sequence": 0.8, "step": 1.4, "comm": 1.5}, rel=1e-4)
+    assert scales == pytest.approx({"work": 1.2, "sequence": 0.8, "step": 1.4, "comm": 1.5, "mamba": 1.0}, rel=1e-4)
     e = hwcal.predicted_energy_j(runs, H100, refined)
     np.testing.assert_allclose(e, hwcal.predicted_energy_j(runs, H100, truth), rtol=1e-4)
     assert "refined on this configuration's 12 runs" in refined.source
@@ -111,20 +112,21 @@ def test_refine_recovers_the_power_of_dequantising_fp8_experts(family):
     assert refined.fp8_expert_power_w == pytest.approx(300.0, rel=1e-3)
 
 
-def test_refine_recovers_a_hybrids_mamba_prefill_time_and_state_power(family):
+def test_refine_recovers_a_hybrids_mamba_prefill_time_and_power(family):
     """A hybrid Mamba-Transformer (Nemotron-Nano-9B-v2 on one H100) refits its Mamba prefill time
-    with its per-sequence overhead and the power its GPU draws while its states move."""
+    apart from its per-sequence overhead, and the power its GPU draws while its Mamba layers work."""
     truth = dataclasses.replace(
-        refine.scaled(family, 1.1, 0.8, 1.2, 1.0),
+        refine.scaled(family, 1.1, 0.8, 1.2, 1.0, 1.5),
         static_power_w=380.0,
-        mamba_state_power_w=450.0,
+        mamba_power_w=450.0,
         energy_per_flop_j=0.4e-12,
         energy_per_byte_j=2e-12,
     )
     refined, scales = _refit_on("nemotron-nano-9b-v2_h100", truth, family)
-    assert scales["sequence"] == pytest.approx(0.8, rel=1e-3)
-    assert refined.mamba_prefill_s == pytest.approx(0.8 * family.mamba_prefill_s, rel=1e-3)
-    assert refined.mamba_state_power_w == pytest.approx(450.0, rel=1e-3)
+    assert scales["sequence"] == pytest.approx(0.8, rel=1e-3) and scales["mamba"] == pytest.approx(1.5, rel=1e-3)
+    assert refined.mamba_prefill_s == pytest.approx(1.5 * family.mamba_prefill_s, rel=1e-3)
+    assert refined.seq_overhead_s == pytest.approx(0.8 * family.seq_overhead_s, rel=1e-3)
+    assert refined.mamba_power_w == pytest.approx(450.0, rel=1e-3)
 
 
 def test_multipliers_stay_in_bounds_and_no_fraction_of_peak_above_one(family, runs):
