@@ -14,6 +14,7 @@ E = FLOPs · TDP / peak FLOP/s. It ignores memory traffic and static power, so i
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -198,7 +199,13 @@ def _kv_capacity(oracle: Oracle, kv_capacity_tokens: int | None, max_batch: int)
         return int(kv_capacity_tokens)
     if oracle.memory is None:
         raise ValueError(f"oracle {oracle.name!r} has no memory spec: pass kv_capacity_tokens")
-    return oracle.memory.kv_capacity_tokens(max_seqs=max_batch)
+    kv = oracle.memory.kv_capacity_tokens(max_seqs=max_batch)
+    if kv < 1:
+        raise ValueError(
+            f"oracle {oracle.name!r}: its weights and the sampler's memory for a batch of {max_batch} leave no "
+            "KV cache in 0.9 of its GPU memory: lower --max-batch or pass --kv-capacity-tokens"
+        )
+    return kv
 
 
 def _pow2_range(bounds: tuple[int, int], name: str) -> tuple[int, int]:
@@ -216,9 +223,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     requests = traces.load(args.trace)
     oracle = Oracle.load(args.oracle)
-    est = offline_estimate(
-        requests, oracle, args.max_batch, args.kv_capacity_tokens, out_tokens=(PAPER_OUT_TOKENS[0], args.out_max)
-    )
+    try:
+        est = offline_estimate(
+            requests, oracle, args.max_batch, args.kv_capacity_tokens, out_tokens=(PAPER_OUT_TOKENS[0], args.out_max)
+        )
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     bound = ideal_lower_bound(requests, *specs_for(oracle))
     print(_report(args.trace, oracle.name, est, bound))
 

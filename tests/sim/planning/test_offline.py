@@ -76,6 +76,11 @@ def test_kv_capacity_from_oracle_memory_or_error() -> None:
     assert est.kv_capacity_tokens == 144 and est.buckets["batch"].tolist() == [2]
     with pytest.raises(ValueError, match="no memory spec: pass kv_capacity_tokens"):
         offline_estimate(frame([(64, 8)]), toy_oracle(), max_batch=8)
+    # the sampler's memory for a full batch (4 bytes per sequence here) comes out of the KV cache
+    sampled = MemorySpec(weight_bytes=0.0, kv_bytes_per_token=1.0, gpu_memory_bytes=160.0, sampler_bytes_per_seq=4.0)
+    assert offline_estimate(frame([(64, 8)] * 4), toy_oracle(sampled), max_batch=8).kv_capacity_tokens == 144 - 32
+    with pytest.raises(ValueError, match="sampler's memory for a batch of 36 leave no KV cache"):
+        offline_estimate(frame([(64, 8)]), toy_oracle(sampled), max_batch=36)
 
 
 def test_pow2_bucket_edges_and_clamping() -> None:
@@ -164,3 +169,9 @@ def test_cli_prints_estimate_bound_and_j_per_token(
     out = capsys.readouterr().out
     assert "offline estimate" in out and "ideal bound" in out and "J/output token" in out
     assert "300 requests" in out
+
+
+def test_cli_says_what_was_wrong_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("traces.load", lambda name: frame([(1024, 128)] * 3))
+    with pytest.raises(SystemExit, match="error: oracle 'llama-3.1-8b_h100'.*lower --max-batch"):
+        offline.main(["--trace", "fake", "--oracle", "llama-3.1-8b_h100", "--max-batch", "60000"])
