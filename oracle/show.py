@@ -45,9 +45,18 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
     )
     if oracle.fitted_batch is not None:
         lines.append(f"caveat: {batch_note(oracle.fitted_batch)}")
+    if oracle.memory is not None:
+        m = oracle.memory
+        lines.append(
+            f"memory: weights {m.weight_bytes / 1e9:.1f} GB of {m.gpu_memory_bytes / 1e9:.1f} GB; KV cache in 0.9 "
+            f"of it, {m.kv_bytes_per_token / 1e3:.4g} kB per token, less the sampler's "
+            f"{m.sampler_bytes_per_seq / 1e6:.3g} MB per sequence of a full batch"
+        )
     for b in batches:
         theta = oracle.theta(b)
         lines.append(f"\nbatch {b}: " + ", ".join(f"θ{i + 1}={t:.4g}" for i, t in enumerate(theta)) + " (J)")
+        if oracle.memory is not None:
+            lines.append(f"  KV cache {oracle.memory.kv_capacity_tokens(max_seqs=b):,} tokens with a full batch of {b}")
         stars = oracle.optimal_output(np.array(GRID), b)
         lines.append("  n_in   " + " ".join(f"{n:>7d}" for n in GRID))
         lines.append("  n_out* " + " ".join(f"{s:>7.0f}" for s in stars))

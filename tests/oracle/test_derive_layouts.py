@@ -216,6 +216,20 @@ def test_a_hybrid_sequence_holds_its_state_beside_its_kv():
     assert kv.max_tokens(kv.state_units) == 0 and kv.max_tokens(kv.state_units + 2) == 32
 
 
+def test_show_gives_the_kv_cache_a_full_batch_leaves():
+    """`python -m oracle.show` states the replica's memory and, per batch reported, the KV tokens
+    left after the sampler's memory for that batch: the engine's own arithmetic."""
+    from oracle.show import describe
+
+    o = Oracle.load("llama-3.1-70b_h100_tp4")
+    assert o.memory is not None
+    text = describe(o, (8, 1024))
+    assert f"weights {o.memory.weight_bytes / 1e9:.1f} GB of {o.memory.gpu_memory_bytes / 1e9:.1f} GB" in text
+    for b in (8, 1024):
+        assert f"KV cache {o.memory.kv_capacity_tokens(max_seqs=b):,} tokens with a full batch of {b}" in text
+    assert o.memory.kv_capacity_tokens(max_seqs=1024) < o.memory.kv_capacity_tokens(max_seqs=8)
+
+
 def test_mla_and_replicated_kv_heads():
     """DeepSeek's latent (576 elements per token and layer) is stored on every GPU; KV heads
     beyond one per GPU are replicated."""
@@ -328,3 +342,14 @@ def test_the_listing_groups_layouts_by_model_and_gpu():
     assert text.endswith(
         f"{len(shipped_oracles())} oracles: MODEL_GPU (one GPU), MODEL_GPU_tpN / _epN (N GPUs per replica)"
     )
+
+
+def test_the_readme_counts_the_oracles_and_architectures_that_ship():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"lists the (\d+) shipped oracles: (\d+)\s+architectures", readme)
+    assert said is not None
+    assert int(said.group(1)) == len(shipped_oracles())
+    assert int(said.group(2)) == len(arch.model_names())
