@@ -56,6 +56,11 @@ class CalibratedRange:
                 )
 
 
+KV_UTILIZATION = 0.9
+"""Share of GPU memory for weights, the sampler and KV cache when none is given (vLLM's default
+`gpu-memory-utilization`)."""
+
+
 @dataclass(frozen=True)
 class MemorySpec:
     """What the simulator needs for KV-cache capacity (bytes).
@@ -97,12 +102,12 @@ class MemorySpec:
         if self.window_layers > self.kv_layers:
             raise ValueError(f"memory.window_layers ({self.window_layers}) exceeds memory.kv_layers ({self.kv_layers})")
 
-    def kv_free_bytes(self, utilization: float = 0.9, max_seqs: int = 0) -> float:
+    def kv_free_bytes(self, utilization: float = KV_UTILIZATION, max_seqs: int = 0) -> float:
         """Bytes left for the KV cache in `utilization` of GPU memory after the weights and the
         sampler's working memory for a batch of `max_seqs` sequences (can be negative)."""
         return self.gpu_memory_bytes * utilization - self.weight_bytes - max_seqs * self.sampler_bytes_per_seq
 
-    def kv_capacity_tokens(self, utilization: float = 0.9, max_seqs: int = 0) -> int:
+    def kv_capacity_tokens(self, utilization: float = KV_UTILIZATION, max_seqs: int = 0) -> int:
         """Tokens of KV cache that fit in `kv_free_bytes(utilization, max_seqs)`."""
         return max(int(self.kv_free_bytes(utilization, max_seqs) // self.kv_bytes_per_token), 0)
 

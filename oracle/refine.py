@@ -70,8 +70,8 @@ ROBUST_SCALE = 2.0
 RATIO_COLUMNS = ["model", "config_id", "task", "time_ratio", "energy_ratio"]
 """`Refinement.held_out_rows`' columns (`model`: the configuration)."""
 MIN_RUNS = 4
-"""Fewest runs of a configuration for constants of its own (up to four time multipliers, five for a hybrid, each run
-giving two times, and four bounded energy terms); with fewer it keeps its family's. Every refined
+"""Fewest runs of a configuration for constants of its own (up to four time multipliers, five for a
+hybrid, each run giving two times, and four bounded energy terms); with fewer it keeps its family's. Every refined
 configuration is checked with one run left out: at 4 (gpt-oss-120b on one H100, the one H100
 configuration it adds to those of 5 or more) its runs left out come out at 4.1 % energy and 2.2 %
 time per output token, against 23.2 and 8.8 % with the family's constants (the calibration report;
@@ -109,7 +109,7 @@ def scaled(
     k: HardwareConstants, work: float, sequence: float, step: float, comm: float, mamba: float = 1.0
 ) -> HardwareConstants:
     """`k` with the time of its work, its per-sequence overhead, its per-step and per-layer
-    overheads and its all-reduces scaled (`GROUPS`)."""
+    overheads, its all-reduces and a hybrid's Mamba prefill scaled (`GROUPS`)."""
     return replace(
         k,
         inv_eff_compute=k.inv_eff_compute * work,

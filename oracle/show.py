@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from oracle.identify import batch_note
-from oracle.model import Oracle, shipped_oracles
+from oracle.model import KV_UTILIZATION, Oracle, shipped_oracles
 from oracle.plots import GRID, efficiency_map, plot_efficiency_heatmap, plot_energy_per_token
 
 
@@ -48,8 +48,8 @@ def describe(oracle: Oracle, batches: tuple[int, ...] = (1, 8, 64)) -> str:
     if oracle.memory is not None:
         m = oracle.memory
         lines.append(
-            f"memory: weights {m.weight_bytes / 1e9:.1f} GB of {m.gpu_memory_bytes / 1e9:.1f} GB; KV cache in 0.9 "
-            f"of it, {m.kv_bytes_per_token / 1e3:.4g} kB per token, less the sampler's "
+            f"memory: weights {m.weight_bytes / 1e9:.1f} GB of {m.gpu_memory_bytes / 1e9:.1f} GB; KV cache in "
+            f"{KV_UTILIZATION:g} of it, {m.kv_bytes_per_token / 1e3:.4g} kB per token, less the sampler's "
             f"{m.sampler_bytes_per_seq / 1e6:.3g} MB per sequence of a full batch"
         )
     for b in batches:

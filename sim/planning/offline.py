@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike
 
 from oracle import features as F
 from oracle.arch import GpuSpec, ModelSpec, find_gpu, find_model
-from oracle.model import Oracle
+from oracle.model import KV_UTILIZATION, Oracle
 from sim.console.notices import show_warnings_once
 
 PAPER_IN_TOKENS = (32, 8192)
@@ -203,7 +203,7 @@ def _kv_capacity(oracle: Oracle, kv_capacity_tokens: int | None, max_batch: int)
     if kv < 1:
         raise ValueError(
             f"oracle {oracle.name!r}: its weights and the sampler's memory for a batch of {max_batch} leave no "
-            "KV cache in 0.9 of its GPU memory: lower --max-batch or pass --kv-capacity-tokens"
+            f"KV cache in {KV_UTILIZATION:g} of its GPU memory: lower --max-batch or pass --kv-capacity-tokens"
         )
     return kv
 
