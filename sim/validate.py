@@ -52,6 +52,7 @@ from sim.schedulers import SCHEDULERS
 from sim.validation.compare import mean_abs_error, validate
 from sim.validation.plot import plot_validation
 from sim.validation.row_setup import task_prompts
+from sim.validation.scatter import scatter_against_error
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -260,6 +261,16 @@ def format_errors(df: pd.DataFrame) -> str:
             table.insert(0, "rows", df.groupby(by).size())
             table.index = [name(k) for k in table.index]
         parts.append(f"{title}:\n{table.to_string(**fmt)}")
+    own = scatter_against_error(df, ["gpu_model", "fitted"])
+    if own.empty:
+        return "\n".join(parts)
+    own.index = [f"{g} {f}" for g, f in own.index]
+    parts.append(
+        "the measurements' own scatter (`sim.validation.scatter`: each run against the line through the runs at "
+        "the caps beside it in its sweep, scaled to one run's noise; about the error a model smooth in the cap "
+        f"cannot go below) and the simulator's error on the same runs, per GPU × the calibration's screen:\n"
+        f"{own.to_string(**fmt)}"
+    )
     return "\n".join(parts)
 
 

@@ -328,10 +328,11 @@ def test_an_unknown_constants_choice_is_refused_with_the_choices(capsys):
 
 
 def test_format_errors_groups_and_counts_rows():
-    def line(gpu, n, kind, task, model, err, constants="refined", why=""):
+    def line(gpu, n, kind, task, model, err, constants="refined", why="", cap=8, measured=100.0):
         return (
-            {"gpu_model": gpu, "num_gpus": n, "kind": kind, "task": task, "model_id": model}
+            {"gpu_model": gpu, "num_gpus": n, "kind": kind, "task": task, "model_id": model, "max_num_seqs": cap}
             | {f"{m}_err_pct": err for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")}
+            | {f"{m}_measured": measured for m in ("batch", "throughput", "energy_per_token", "power", "itl_median")}
             | {"constants": constants, "screen": why}
         )
 
@@ -354,3 +355,13 @@ def test_format_errors_groups_and_counts_rows():
     }
     per_model = text.split("per model:")[1]
     assert "B  " in per_model and "36.7" in per_model  # (30 + 20 + 60) / 3, three rows
+    assert "own scatter" not in text  # no sweep has a run with a cap on each side
+
+    sweep = [line("B200", 8, "moe", "lm-arena-chat", "b/B", e, cap=c, measured=v) for c, v, e in _SWEEP]
+    own = format_errors(pd.DataFrame(sweep)).split("own scatter")[1].splitlines()[2].split()
+    assert own[:4] == ["B200", "fitted", "1", "8.1"]  # the run at cap 16, 10 % off its neighbours' line: its batch
+    assert own[4] == "4.0"  # the simulator's absolute error on that run alone
+
+
+_SWEEP = ((8, 100.0, 2.0), (16, 110.0, -4.0), (32, 100.0, 6.0))
+"""Cap, every measured metric, every error (%): a sweep of three runs, the middle one 10 % high."""

@@ -1,0 +1,76 @@
+"""The measurements' own scatter: how far each measured run lies from its sweep's neighbours.
+
+A sweep is one model, task and replica layout measured at increasing batch caps. Each run with a
+smaller and a larger cap beside it is predicted from those two by a straight line in log(metric)
+against log(cap); the residual r of a run whose neighbours lie at fractions 1 - w and w of the way
+has variance σ²·(1 + w² + (1 - w)²) if every run carries independent noise of σ, so
+r / sqrt(1 + w² + (1 - w)²) estimates that run's own deviation from a curve smooth in the cap. Its
+mean absolute value is about the error a model that knew the true curve would still show on those
+runs: the floor any simulator, a function of the cap, meets on the data. The straight line also
+misses the curve's bend between neighbours, so on smooth sweeps the figure is a few percent, not 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from sim.validation.table import METRICS
+
+SWEEP = ("model_id", "task", "gpu_model", "num_gpus", "expert_parallel", "data_parallel", "weight_precision")
+"""Columns of a validation table that name a sweep: runs that differ only in `max_num_seqs`."""
+
+
+def scatter_column(metric: str) -> str:
+    """The column of `neighbour_scatter`'s table for `metric` (one of `METRICS`)."""
+    return f"{metric}_scatter_pct"
+
+
+def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run of `df` (a validation table: `SWEEP`, `max_num_seqs` and `m_measured` per metric),
+    its deviation (%, signed: above or below the line) from the line through the runs at the caps
+    next below and above it in its sweep, scaled to one run's noise; NaN at a sweep's smallest and
+    largest cap. Runs repeated at one cap count as one neighbour (their geometric mean)."""
+    out = pd.DataFrame(np.nan, index=df.index, columns=[scatter_column(m) for m in METRICS])
+    if df.empty:
+        return out
+    keys = [df[c] for c in SWEEP if c in df.columns]
+    for _, sweep in df.groupby(keys, dropna=False, sort=False):
+        logs = np.log(sweep[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float))
+        caps = sweep["max_num_seqs"].to_numpy(dtype=float)
+        levels = np.unique(caps)
+        if len(levels) < 3:
+            continue
+        per_cap = np.stack([logs[caps == c].mean(axis=0) for c in levels])
+        for position, index in enumerate(sweep.index):
+            at = int(np.searchsorted(levels, caps[position]))
+            if at == 0 or at == len(levels) - 1:
+                continue
+            x0, x, x1 = (math.log(levels[at - 1]), math.log(levels[at]), math.log(levels[at + 1]))
+            w = (x - x0) / (x1 - x0)
+            line = (1.0 - w) * per_cap[at - 1] + w * per_cap[at + 1]
+            noise = (logs[position] - line) / math.sqrt(1.0 + w * w + (1.0 - w) ** 2)
+            out.loc[index] = np.expm1(noise) * 100.0
+    return out
+
+
+def scatter_against_error(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFrame:
+    """Mean absolute scatter (%) of the measured runs that have neighbours on both sides, beside the
+    simulator's mean absolute error on the same runs, per metric (columns 'm scatter', 'm error'),
+    over all of them or per value of column(s) `by`; 'runs' counts them."""
+    scatter = neighbour_scatter(df)
+    inner = scatter.notna().all(axis=1)
+    table = pd.DataFrame(index=df.index[inner])
+    for m in METRICS:
+        table[f"{m} scatter"] = scatter.loc[inner, scatter_column(m)].abs()
+        table[f"{m} error"] = df.loc[inner, f"{m}_err_pct"].abs()
+    if by is None:
+        means = table.mean().to_frame("all runs").T
+        means.insert(0, "runs", int(inner.sum()))
+        return means
+    keys = [df.loc[inner, c] for c in ([by] if isinstance(by, str) else by)]
+    means = table.groupby(keys).mean()
+    means.insert(0, "runs", table.groupby(keys).size())
+    return means
