@@ -22,8 +22,10 @@ a layout the model cannot be served with) are skipped with the reason; data-para
 replayed as one tensor-parallel replica (`sim.validation.replay`). Prints per row and as mean
 absolute error (all rows; per GPU; per GPU × GPUs per replica × dense/MoE/hybrid; per task; per
 model): average batch, output throughput, energy per output token,
-average power and median ITL, simulated against measured; writes DIR/validation.csv and
-DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
+average power and median ITL, simulated against measured, and, beside it, the measurements' own
+scatter (`sim.validation.scatter`: how far each run lies from its sweep's neighbouring caps, what a
+model smooth in the cap cannot go below); writes DIR/validation.csv (with each run's scatter,
+`m_scatter_pct`) and DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
 oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each oracle was calibrated
 with (python -m sim.validation.calibrate), GPQA's and Sourcegraph FIM's are fitted to the batch,
 throughput and ITL of their H100 rows (python -m sim.validation.prompts); neither is measured.
@@ -52,7 +54,7 @@ from sim.schedulers import SCHEDULERS
 from sim.validation.compare import mean_abs_error, validate
 from sim.validation.plot import plot_validation
 from sim.validation.row_setup import task_prompts
-from sim.validation.scatter import scatter_against_error
+from sim.validation.scatter import neighbour_scatter, scatter_against_error
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -158,6 +160,7 @@ def run(args: ValidateArgs) -> pd.DataFrame:
         prefix_caching=args.prefix_caching,
     )
     wall = time.perf_counter() - start
+    df = df.join(neighbour_scatter(df))
     print(format_rows(df))
     print(format_errors(df))
     print(f"replayed {len(df)} of {len(rows)} rows in {wall:.1f} s ({wall / max(len(df), 1):.2f} s per row)")
@@ -267,8 +270,9 @@ def format_errors(df: pd.DataFrame) -> str:
     own.index = [f"{g} {f}" for g, f in own.index]
     parts.append(
         "the measurements' own scatter (`sim.validation.scatter`: each run against the line through the runs at "
-        "the caps beside it in its sweep, scaled to one run's noise; about the error a model smooth in the cap "
-        f"cannot go below) and the simulator's error on the same runs, per GPU × the calibration's screen:\n"
+        "the caps beside it in its sweep, fitted and screened runs apart, scaled to one run's noise; about the "
+        "error a model smooth in the cap cannot go below) and the simulator's error on the same runs, per GPU × "
+        f"the calibration's screen:\n"
         f"{own.to_string(**fmt)}"
     )
     return "\n".join(parts)

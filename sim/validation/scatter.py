@@ -28,15 +28,23 @@ def scatter_column(metric: str) -> str:
     return f"{metric}_scatter_pct"
 
 
+SCATTER_COLUMNS = tuple(scatter_column(m) for m in METRICS)
+"""`neighbour_scatter`'s columns, in `METRICS`' order."""
+
+
 def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
     """Per run of `df` (a validation table: `SWEEP`, `max_num_seqs` and `m_measured` per metric),
     its deviation (%, signed: above or below the line) from the line through the runs at the caps
     next below and above it in its sweep, scaled to one run's noise; NaN at a sweep's smallest and
-    largest cap. Runs repeated at one cap count as one neighbour (their geometric mean)."""
-    out = pd.DataFrame(np.nan, index=df.index, columns=[scatter_column(m) for m in METRICS])
+    largest cap. Runs repeated at one cap count as one neighbour (their geometric mean). Where `df`
+    has a `screen` column, runs the calibration's screen leaves out (`oracle.screen`: not GPU-bound,
+    data-parallel) and runs it keeps are neighbours only among themselves."""
+    out = pd.DataFrame(np.nan, index=df.index, columns=list(SCATTER_COLUMNS))
     if df.empty:
         return out
     keys = [df[c] for c in SWEEP if c in df.columns]
+    if "screen" in df.columns:
+        keys.append(df["screen"].fillna("").eq(""))
     for _, sweep in df.groupby(keys, dropna=False, sort=False):
         logs = np.log(sweep[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float))
         caps = sweep["max_num_seqs"].to_numpy(dtype=float)

@@ -15,6 +15,7 @@ from sim.validate import main
 from sim.validation.compare import COLUMNS, validate
 from sim.validation.replay import replay_row
 from sim.validation.row_setup import row_oracle, unresolved_reason
+from sim.validation.scatter import SCATTER_COLUMNS
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -213,7 +214,8 @@ def test_command_writes_csv_and_plot_and_skips_unknown_models(tmp_path, capsys):
     assert "known models" not in printed  # the reason is one short line
     assert "mean absolute error" in printed and "skipped 1 rows" in printed
     df = pd.read_csv(out / "validation.csv")
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == [*COLUMNS, *SCATTER_COLUMNS]
+    assert df[list(SCATTER_COLUMNS)].isna().all().all()  # two caps: neither has a neighbour on each side
     assert df[["max_num_seqs"]].to_numpy().ravel().tolist() == [8, 16]
     assert df["batch_measured"].tolist() == pytest.approx(table["avg_batch_size"].tolist())
     expected = (df["power_simulated"] - df["power_measured"]) / df["power_measured"] * 100

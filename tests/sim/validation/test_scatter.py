@@ -111,3 +111,16 @@ def test_scatter_against_error_counts_the_inner_runs_per_group() -> None:
     assert per_gpu.loc["B200", "runs"] == 1
     assert per_gpu.loc["B200", "energy_per_token scatter"] == pytest.approx(0.0, abs=1e-9)
     assert per_gpu.loc["H100", "throughput scatter"] > 0.0
+
+
+def test_runs_the_screen_leaves_out_are_no_neighbours_of_those_it_keeps() -> None:
+    """A host-bound run at cap 32 would put the cap-16 run over 50 % above its neighbours' line; set apart
+    by its `screen` reason, it leaves the kept runs 8, 16, 64 on one power law."""
+    caps = [8, 16, 32, 64]
+    values = [100.0 * c**0.5 for c in caps]
+    values[2] /= 4.0
+    df = sweep(caps, values).assign(screen=["", "", "not GPU-bound", ""])
+    s = neighbour_scatter(df)[scatter_column("throughput")]
+    assert s.iloc[1] == pytest.approx(0.0, abs=1e-9)
+    assert s.iloc[[0, 2, 3]].isna().all()
+    assert neighbour_scatter(df.drop(columns="screen"))[scatter_column("throughput")].iloc[1] > 50.0
