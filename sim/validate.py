@@ -54,7 +54,7 @@ from sim.schedulers import SCHEDULERS
 from sim.validation.compare import mean_abs_error, validate
 from sim.validation.plot import plot_validation
 from sim.validation.row_setup import task_prompts
-from sim.validation.scatter import neighbour_scatter, scatter_against_error
+from sim.validation.scatter import neighbour_scatter, repeat_spread, scatter_against_error
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -275,6 +275,13 @@ def format_errors(df: pd.DataFrame) -> str:
         f"the calibration's screen:\n"
         f"{own.to_string(**fmt)}"
     )
+    twice = repeat_spread(df) if "config_id" in df.columns else pd.DataFrame()
+    if not twice.empty:
+        twice = twice.set_index("config_id").rename(index=lambda c: str(c).split("/")[-1])
+        parts.append(
+            "runs measured more than once with the same settings: the spread of their measurements (%, the largest "
+            f"over the smallest less one), which no model of the settings can fit:\n{twice.to_string(**fmt)}"
+        )
     return "\n".join(parts)
 
 

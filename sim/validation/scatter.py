@@ -82,3 +82,20 @@ def scatter_against_error(df: pd.DataFrame, by: str | list[str] | None = None) -
     means = table.groupby(keys).mean()
     means.insert(0, "runs", table.groupby(keys).size())
     return means
+
+
+def repeat_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs measured more than once at one cap of one sweep: per such cap, the sweep's first run's
+    `config_id`, the cap, how many runs, and per metric the spread (%) of their measurements, the
+    largest over the smallest less one. No model of the cap can fit both runs of a pair: this is
+    the run-to-run variation at fixed settings, seen directly."""
+    columns = ["config_id", "max_num_seqs", "runs", *(f"{m} spread" for m in METRICS)]
+    keys = [df[c] for c in (*SWEEP, "max_num_seqs") if c in df.columns]
+    rows = []
+    for _, runs in df.groupby(keys, dropna=False, sort=False):
+        if len(runs) < 2:
+            continue
+        values = runs[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float)
+        spread = (values.max(axis=0) / values.min(axis=0) - 1.0) * 100.0
+        rows.append([runs["config_id"].iloc[0], int(runs["max_num_seqs"].iloc[0]), len(runs), *spread])
+    return pd.DataFrame(rows, columns=columns)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.validation.scatter import neighbour_scatter, scatter_against_error, scatter_column
+from sim.validation.scatter import neighbour_scatter, repeat_spread, scatter_against_error, scatter_column
 from sim.validation.table import METRICS
 
 
@@ -124,3 +124,14 @@ def test_runs_the_screen_leaves_out_are_no_neighbours_of_those_it_keeps() -> Non
     assert s.iloc[1] == pytest.approx(0.0, abs=1e-9)
     assert s.iloc[[0, 2, 3]].isna().all()
     assert neighbour_scatter(df.drop(columns="screen"))[scatter_column("throughput")].iloc[1] > 50.0
+
+
+def test_repeat_spread_sets_runs_of_one_cap_side_by_side() -> None:
+    df = pd.concat([sweep([8, 16, 32], [100.0, 200.0, 300.0]), sweep([16], [230.0])], ignore_index=True)
+    df["config_id"] = ["a|seqs8", "a|seqs16", "a|seqs32", "a|seqs16#2"]
+    twice = repeat_spread(df)
+    assert len(twice) == 1
+    line = twice.iloc[0]
+    assert line["config_id"] == "a|seqs16" and line["max_num_seqs"] == 16 and line["runs"] == 2
+    assert line["throughput spread"] == pytest.approx(15.0)
+    assert repeat_spread(df.iloc[:3]).empty
