@@ -429,10 +429,18 @@ def _b200_outliers(wide: pd.DataFrame) -> str:
 def _scatter(wide: pd.DataFrame) -> str:
     """The measured runs' own scatter on each GPU, beside the simulator's error on the same runs
     (`sim.validation.scatter`), over the runs the calibration fits on."""
-    from sim.validation.scatter import repeat_spread, scatter_against_error
+    from sim.validation.scatter import repeat_spread, scatter_against_error, scatter_by_phase
 
-    own = scatter_against_error(wide[wide["screen"].fillna("") == ""], "gpu_model")
+    kept = wide[wide["screen"].fillna("") == ""]
+    own = scatter_against_error(kept, "gpu_model")
+    phases = scatter_by_phase(kept, "gpu_model")
     twice = repeat_spread(wide)
+
+    def phase(gpu: str, metric: str) -> str:
+        return (
+            f"{phases.loc[(gpu, 'across phases'), f'{metric} scatter']:.1f} % "
+            f"({phases.loc[(gpu, 'same phase'), f'{metric} scatter']:.1f} % within a phase)"
+        )
 
     def figures(gpu: str, what: str) -> str:
         return " / ".join(
@@ -449,7 +457,10 @@ def _scatter(wide: pd.DataFrame) -> str:
         "cannot do better than that on those runs, whatever it knows: B200's throughput scatter alone is "
         f"{'above' if own.loc['B200', 'throughput scatter'] > 5.0 else 'within'} issue #21's 5 % target. The "
         f"simulator's errors on the same runs: {figures('B200', 'error')} % on B200, {figures('H100', 'error')} % "
-        f"on H100.{_repeats(twice)}"
+        "on H100. Where one of a run's neighbours belongs to another phase of the benchmark's sweep (its prompts "
+        "resent another number of times, a separate sweep entry), the scatter grows: H100's power scatters by "
+        f"{phase('H100', 'power')}, B200's throughput by {phase('B200', 'throughput')}. "
+        f"Phases change at the larger caps, so part of that may come from the caps.{_repeats(twice)}"
     )
 
 

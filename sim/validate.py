@@ -24,7 +24,9 @@ absolute error (all rows; per GPU; per GPU × GPUs per replica × dense/MoE/hybr
 model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured, and, beside it, the measurements' own
 scatter (`sim.validation.scatter`: how far each run lies from its sweep's neighbouring caps, what a
-model smooth in the cap cannot go below); writes DIR/validation.csv (with each run's scatter,
+model smooth in the cap cannot go below; apart where a neighbour belongs to another phase of the
+benchmark's sweep, sent its prompts another number of times), and the spread of runs measured twice
+with the same settings; writes DIR/validation.csv (with each run's requests and scatter,
 `m_scatter_pct`) and DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
 oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each oracle was calibrated
 with (python -m sim.validation.calibrate), GPQA's and Sourcegraph FIM's are fitted to the batch,
@@ -54,7 +56,7 @@ from sim.schedulers import SCHEDULERS
 from sim.validation.compare import mean_abs_error, validate
 from sim.validation.plot import plot_validation
 from sim.validation.row_setup import task_prompts
-from sim.validation.scatter import neighbour_scatter, repeat_spread, scatter_against_error
+from sim.validation.scatter import neighbour_scatter, repeat_spread, scatter_against_error, scatter_by_phase
 from sim.validation.table import (
     METRICS,
     BenchmarkRow,
@@ -275,6 +277,14 @@ def format_errors(df: pd.DataFrame) -> str:
         f"the calibration's screen:\n"
         f"{own.to_string(**fmt)}"
     )
+    if "requests" in df.columns:
+        phases = scatter_by_phase(df, ["gpu_model", "fitted"])
+        phases.index = [" ".join(map(str, k)) for k in phases.index]
+        parts.append(
+            "the same scatter where a run's neighbours were sent the prompts as often as it was (one phase of the "
+            "benchmark's sweep) and where one was not (another phase, run apart: its level may differ):\n"
+            f"{phases.to_string(**fmt)}"
+        )
     twice = repeat_spread(df) if "config_id" in df.columns else pd.DataFrame()
     if not twice.empty:
         twice = twice.set_index("config_id").rename(index=lambda c: str(c).split("/")[-1])

@@ -16,7 +16,8 @@ from sim.validation.table import METRICS, BenchmarkRow, HistKey, Metrics, Output
 
 # Columns of `validate`'s table before the metrics: the run, its layout, its model's kind, the
 # constants its oracle was derived with ('refined' on the run's configuration, or its GPU 'family's),
-# why the calibration's screen leaves the run out ('' where it fits on it; `oracle.screen`).
+# why the calibration's screen leaves the run out ('' where it fits on it; `oracle.screen`), its cap,
+# the requests it was sent (its output-length histogram's count: the prompts × their resends).
 ID_COLUMNS = (
     "config_id",
     "model_id",
@@ -30,6 +31,7 @@ ID_COLUMNS = (
     "constants",
     "screen",
     "max_num_seqs",
+    "requests",
     "prompt_mean_tokens",
 )
 COLUMNS = (*ID_COLUMNS, *(f"{m}_{s}" for m in METRICS for s in ("measured", "simulated", "err_pct")))
@@ -72,6 +74,7 @@ def validate(
             prompt_mean_tokens=r.prompt_mean_tokens,
             constants=oracle_constants(oracle),
             screen_reason=reasons[id(row)],
+            requests=histograms[row.hist_key].total,
         )
         for row, oracle, _, r in replays(
             rows,
@@ -110,6 +113,7 @@ def comparison(
     prompt_mean_tokens: float = float("nan"),
     constants: str = "family",
     screen_reason: str = "",
+    requests: int | None = None,
 ) -> dict[str, object]:
     """One output line: the run's `ID_COLUMNS`, then measured, simulated and error (%) of every metric."""
     line: dict[str, object] = {
@@ -125,6 +129,7 @@ def comparison(
         "constants": constants,
         "screen": screen_reason,
         "max_num_seqs": row.max_num_seqs,
+        "requests": requests,
         "prompt_mean_tokens": prompt_mean_tokens,
     }
     for m in METRICS:

@@ -13,6 +13,7 @@ misses the curve's bend between neighbours, so on smooth sweeps the figure is a 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -32,35 +33,49 @@ SCATTER_COLUMNS = tuple(scatter_column(m) for m in METRICS)
 """`neighbour_scatter`'s columns, in `METRICS`' order."""
 
 
-def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
-    """Per run of `df` (a validation table: `SWEEP`, `max_num_seqs` and `m_measured` per metric),
-    its deviation (%, signed: above or below the line) from the line through the runs at the caps
-    next below and above it in its sweep, scaled to one run's noise; NaN at a sweep's smallest and
-    largest cap. Runs repeated at one cap count as one neighbour (their geometric mean). Where `df`
-    has a `screen` column, runs the calibration's screen leaves out (`oracle.screen`: not GPU-bound,
-    data-parallel) and runs it keeps are neighbours only among themselves."""
-    out = pd.DataFrame(np.nan, index=df.index, columns=list(SCATTER_COLUMNS))
-    if df.empty:
-        return out
+def inner_runs(df: pd.DataFrame) -> Iterator[tuple[Hashable, pd.Index, pd.Index, float]]:
+    """Per run of `df` with a smaller and a larger cap in its sweep (`SWEEP`): its index, the indices
+    of the runs at the cap next below and next above it, and w, how far its cap lies between those
+    two in log(cap). Where `df` has a `screen` column, runs the calibration's screen leaves out
+    (`oracle.screen`: not GPU-bound, data-parallel) and runs it keeps are neighbours only among
+    themselves."""
     keys = [df[c] for c in SWEEP if c in df.columns]
     if "screen" in df.columns:
         keys.append(df["screen"].fillna("").eq(""))
     for _, sweep in df.groupby(keys, dropna=False, sort=False):
-        logs = np.log(sweep[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float))
-        caps = sweep["max_num_seqs"].to_numpy(dtype=float)
+        caps = sweep["max_num_seqs"].astype(float)
         levels = np.unique(caps)
-        if len(levels) < 3:
-            continue
-        per_cap = np.stack([logs[caps == c].mean(axis=0) for c in levels])
-        for position, index in enumerate(sweep.index):
-            at = int(np.searchsorted(levels, caps[position]))
-            if at == 0 or at == len(levels) - 1:
-                continue
-            x0, x, x1 = (math.log(levels[at - 1]), math.log(levels[at]), math.log(levels[at + 1]))
-            w = (x - x0) / (x1 - x0)
-            line = (1.0 - w) * per_cap[at - 1] + w * per_cap[at + 1]
-            noise = (logs[position] - line) / math.sqrt(1.0 + w * w + (1.0 - w) ** 2)
-            out.loc[index] = np.expm1(noise) * 100.0
+        for index, cap in caps.items():
+            at = int(np.searchsorted(levels, cap))
+            if 0 < at < len(levels) - 1:
+                x0, x, x1 = (math.log(levels[at - 1]), math.log(cap), math.log(levels[at + 1]))
+                below, above = caps.index[caps == levels[at - 1]], caps.index[caps == levels[at + 1]]
+                yield index, below, above, (x - x0) / (x1 - x0)
+
+
+def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run of `df` (a validation table: `SWEEP`, `max_num_seqs` and `m_measured` per metric),
+    its deviation (%, signed: above or below the line) from the line through the runs at the caps
+    next below and above it in its sweep (`inner_runs`), scaled to one run's noise; NaN at a
+    sweep's smallest and largest cap. Runs repeated at one cap count as one neighbour (their
+    geometric mean)."""
+    out = pd.DataFrame(np.nan, index=df.index, columns=list(SCATTER_COLUMNS))
+    logs = np.log(df[[f"{m}_measured" for m in METRICS]].astype(float)).set_axis(list(SCATTER_COLUMNS), axis=1)
+    for index, below, above, w in inner_runs(df):
+        line = (1.0 - w) * logs.loc[below].mean() + w * logs.loc[above].mean()
+        noise = (logs.loc[index] - line) / math.sqrt(1.0 + w * w + (1.0 - w) ** 2)
+        out.loc[index] = np.expm1(noise) * 100.0
+    return out
+
+
+def across_phases(df: pd.DataFrame) -> pd.Series:
+    """Per run with neighbours on both sides (`inner_runs`; NaN elsewhere): 1.0 where a neighbour
+    was sent a different number of requests (column `requests`: another entry of the benchmark's
+    sweep, with its prompts resent another number of times, run apart from this one), else 0.0."""
+    out = pd.Series(np.nan, index=df.index)
+    requests = df["requests"]
+    for index, below, above, _ in inner_runs(df):
+        out.loc[index] = float(bool((requests.loc[below.union(above)] != requests.loc[index]).any()))
     return out
 
 
@@ -99,3 +114,17 @@ def repeat_spread(df: pd.DataFrame) -> pd.DataFrame:
         spread = (values.max(axis=0) / values.min(axis=0) - 1.0) * 100.0
         rows.append([runs["config_id"].iloc[0], int(runs["max_num_seqs"].iloc[0]), len(runs), *spread])
     return pd.DataFrame(rows, columns=columns)
+
+
+def scatter_by_phase(df: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """Mean absolute scatter (%) per metric of the runs with neighbours on both sides, per value of
+    column(s) `by` and whether a neighbour belongs to another phase of the sweep (`across_phases`:
+    'same phase' or 'across phases'); 'runs' counts them. Needs the column `requests`."""
+    scatter = neighbour_scatter(df).abs().set_axis([f"{m} scatter" for m in METRICS], axis=1)
+    phase = across_phases(df)
+    inner = phase.notna()
+    keys = [df.loc[inner, c] for c in ([by] if isinstance(by, str) else by)]
+    keys.append(phase[inner].map({0.0: "same phase", 1.0: "across phases"}).rename("phase"))
+    means = scatter[inner].groupby(keys).mean()
+    means.insert(0, "runs", scatter[inner].groupby(keys).size())
+    return means

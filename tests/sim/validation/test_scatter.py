@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.validation.scatter import neighbour_scatter, repeat_spread, scatter_against_error, scatter_column
+from sim.validation.scatter import (
+    across_phases,
+    neighbour_scatter,
+    repeat_spread,
+    scatter_against_error,
+    scatter_by_phase,
+    scatter_column,
+)
 from sim.validation.table import METRICS
 
 
@@ -135,3 +142,18 @@ def test_repeat_spread_sets_runs_of_one_cap_side_by_side() -> None:
     assert line["config_id"] == "a|seqs16" and line["max_num_seqs"] == 16 and line["runs"] == 2
     assert line["throughput spread"] == pytest.approx(15.0)
     assert repeat_spread(df.iloc[:3]).empty
+
+
+def test_a_run_beside_another_phase_is_told_apart() -> None:
+    """Caps 8-32 sent 1024 requests, 64-128 sent 2048: the run at 32 has a neighbour of the other
+    phase, and so has the run at 64; the level step between the phases shows only across them."""
+    caps = [8, 16, 32, 64, 128]
+    df = sweep(caps, [100.0, 100.0, 100.0, 120.0, 120.0]).assign(requests=[1024, 1024, 1024, 2048, 2048])
+    phase = across_phases(df)
+    assert phase.isna().tolist() == [True, False, False, False, True]
+    assert phase.iloc[1:4].tolist() == [0.0, 1.0, 1.0]
+    table = scatter_by_phase(df, "gpu_model")
+    assert table.loc[("H100", "same phase"), "runs"] == 1
+    assert table.loc[("H100", "same phase"), "power scatter"] == pytest.approx(0.0, abs=1e-9)
+    assert table.loc[("H100", "across phases"), "runs"] == 2
+    assert table.loc[("H100", "across phases"), "power scatter"] > 5.0
