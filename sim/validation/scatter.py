@@ -93,7 +93,11 @@ def scatter_against_error(df: pd.DataFrame, by: str | list[str] | None = None) -
         means = table.mean().to_frame("all runs").T
         means.insert(0, "runs", int(inner.sum()))
         return means
-    keys = [df.loc[inner, c] for c in ([by] if isinstance(by, str) else by)]
+    return _means(table, [df.loc[inner, c] for c in ([by] if isinstance(by, str) else by)])
+
+
+def _means(table: pd.DataFrame, keys: list[pd.Series]) -> pd.DataFrame:
+    """`table`'s column means per value of `keys`, after a first column 'runs' counting its rows."""
     means = table.groupby(keys).mean()
     means.insert(0, "runs", table.groupby(keys).size())
     return means
@@ -125,6 +129,4 @@ def scatter_by_phase(df: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     inner = phase.notna()
     keys = [df.loc[inner, c] for c in ([by] if isinstance(by, str) else by)]
     keys.append(phase[inner].map({0.0: "same phase", 1.0: "across phases"}).rename("phase"))
-    means = scatter[inner].groupby(keys).mean()
-    means.insert(0, "runs", scatter[inner].groupby(keys).size())
-    return means
+    return _means(scatter[inner], keys)
