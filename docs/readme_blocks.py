@@ -467,24 +467,27 @@ def _scatter(wide: pd.DataFrame) -> str:
 
 
 def _repeats(twice: pd.DataFrame) -> str:
-    """A sentence on the runs measured twice with the same settings (`repeat_spread`), if any."""
+    """A sentence on the caps of a sweep measured more than once (`repeat_spread`), if any."""
     if twice.empty:
         return ""
 
-    def where(config_id: str) -> str:
+    def where(config_id: str, sent: str) -> str:
         model, _, gpu, gpus = config_id.split("|")[:4]
-        return f"{model.split('/')[-1]} on {gpus.removesuffix('gpu')} {gpu}s at cap {config_id.rsplit('seqs', 1)[-1]}"
+        cap, sent = config_id.rsplit("seqs", 1)[-1], sent.replace("/", " and then ")
+        return f"{model.split('/')[-1]} on {gpus.removesuffix('gpu')} {gpu}s at cap {cap}, sent {sent} requests"
 
-    def spread(m: str) -> str:
-        return " and ".join(f"{v:.1f}" for v in twice[f"{m} spread"])
+    def spread(column: str) -> str:
+        return " and ".join(f"{v:.1f}" for v in twice[column])
 
-    most = float(twice["energy_per_token spread"].max())
+    most = float(twice["power measured"].max())
     return (
-        f" Some runs were measured twice with the same settings ({'; '.join(map(where, twice['config_id']))}): "
-        f"their energy per output token differs by {spread('energy_per_token')} %, their "
-        f"power by {spread('power')} %, at throughputs {spread('throughput')} % apart. No model of the settings "
-        f"can predict that variation; its largest, {most:.1f} %, is {'more' if most > 7.0 else 'less'} than the 7 % "
-        "issue #21 allows a model left out of the fit."
+        " Some caps were measured twice, the second time in another phase of the sweep "
+        f"({'; '.join(map(where, twice['config_id'], twice['requests']))}): their power differs by "
+        f"{spread('power measured')} %, at throughputs {spread('throughput measured')} % apart, where the "
+        f"simulator, replaying each run's own requests and the prefix cache's hits on the resent prompts, puts "
+        f"their power {spread('power simulated')} % apart. Between phases of one configuration, then, the power "
+        f"level moved by up to {most:.1f} %, {'more' if most > 7.0 else 'less'} than the 7 % issue #21 allows "
+        "the energy per output token of a model left out of the fit."
     )
 
 

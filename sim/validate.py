@@ -25,9 +25,10 @@ model): average batch, output throughput, energy per output token,
 average power and median ITL, simulated against measured, and, beside it, the measurements' own
 scatter (`sim.validation.scatter`: how far each run lies from its sweep's neighbouring caps, what a
 model smooth in the cap cannot go below; apart where a neighbour belongs to another phase of the
-benchmark's sweep, sent its prompts another number of times), and the spread of runs measured twice
-with the same settings; writes DIR/validation.csv (with each run's requests and scatter,
-`m_scatter_pct`) and DIR/validation.png. prompt_mean and prompt_sigma default to each task's prompts in
+benchmark's sweep, sent its prompts another number of times), and, where a cap of a sweep was
+measured more than once, the spread of its runs, measured and simulated; writes DIR/validation.csv
+(with each run's requests and scatter, `m_scatter_pct`) and DIR/validation.png. prompt_mean and
+prompt_sigma default to each task's prompts in
 oracle/data/task_prompts.csv: LM Arena chat's are the lognormal prompts each oracle was calibrated
 with (python -m sim.validation.calibrate), GPQA's and Sourcegraph FIM's are fitted to the batch,
 throughput and ITL of their H100 rows (python -m sim.validation.prompts); neither is measured.

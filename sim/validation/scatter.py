@@ -104,19 +104,27 @@ def _means(table: pd.DataFrame, keys: list[pd.Series]) -> pd.DataFrame:
 
 
 def repeat_spread(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs measured more than once at one cap of one sweep: per such cap, the sweep's first run's
-    `config_id`, the cap, how many runs, and per metric the spread (%) of their measurements, the
-    largest over the smallest less one. No model of the cap can fit both runs of a pair: this is
-    the run-to-run variation at fixed settings, seen directly."""
-    columns = ["config_id", "max_num_seqs", "runs", *(f"{m} spread" for m in METRICS)]
+    """Caps of a sweep measured more than once: per such cap, its first run's `config_id`, the cap,
+    the requests each run was sent (column `requests` where `df` has it: a run may have been
+    repeated in another phase of the benchmark's sweep, its prompts resent), and per metric the
+    spread (%, the largest over the smallest less one) of the runs' measurements ('m measured') and
+    of their simulations ('m simulated'): how far apart the simulator, which replays each run's own
+    requests, puts them. A measured spread far beyond the simulated one is variation between the
+    runs that no model of their settings accounts for."""
+    columns = ["config_id", "max_num_seqs", "requests"]
+    columns += [f"{m} {kind}" for m in METRICS for kind in ("measured", "simulated")]
     keys = [df[c] for c in (*SWEEP, "max_num_seqs") if c in df.columns]
     rows = []
     for _, runs in df.groupby(keys, dropna=False, sort=False):
         if len(runs) < 2:
             continue
-        values = runs[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float)
-        spread = (values.max(axis=0) / values.min(axis=0) - 1.0) * 100.0
-        rows.append([runs["config_id"].iloc[0], int(runs["max_num_seqs"].iloc[0]), len(runs), *spread])
+        sent = "/".join(str(r) for r in runs["requests"]) if "requests" in runs.columns else ""
+        line: list[object] = [runs["config_id"].iloc[0], int(runs["max_num_seqs"].iloc[0]), sent]
+        for m in METRICS:
+            for kind in ("measured", "simulated"):
+                values = runs[f"{m}_{kind}"].to_numpy(dtype=float)
+                line.append((values.max() / values.min() - 1.0) * 100.0)
+        rows.append(line)
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -1,6 +1,6 @@
 """What `python -m sim.validate` prints of a validation table: each row measured against simulated,
 then mean absolute errors by group, the measurements' own scatter beside them, and the spread of
-runs measured twice.
+caps measured more than once.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def format_errors(df: pd.DataFrame) -> str:
     if not twice.empty:
         twice = twice.set_index("config_id").rename(index=lambda c: str(c).split("/")[-1])
         parts.append(
-            "runs measured more than once with the same settings: the spread of their measurements (%, the largest "
-            f"over the smallest less one), which no model of the settings can fit:\n{twice.to_string(**fmt)}"
+            "caps of a sweep measured more than once: the spread of the runs' measurements and of their simulations "
+            f"(%, the largest over the smallest less one; requests: what each run was sent):\n{twice.to_string(**fmt)}"
         )
     return "\n".join(parts)
 

@@ -136,11 +136,15 @@ def test_runs_the_screen_leaves_out_are_no_neighbours_of_those_it_keeps() -> Non
 def test_repeat_spread_sets_runs_of_one_cap_side_by_side() -> None:
     df = pd.concat([sweep([8, 16, 32], [100.0, 200.0, 300.0]), sweep([16], [230.0])], ignore_index=True)
     df["config_id"] = ["a|seqs8", "a|seqs16", "a|seqs32", "a|seqs16#2"]
+    df["requests"] = [1024, 1024, 1024, 2048]
+    df.loc[3, "power_simulated"] = 200.0 * 1.1 * 1.02
     twice = repeat_spread(df)
     assert len(twice) == 1
     line = twice.iloc[0]
-    assert line["config_id"] == "a|seqs16" and line["max_num_seqs"] == 16 and line["runs"] == 2
-    assert line["throughput spread"] == pytest.approx(15.0)
+    assert line["config_id"] == "a|seqs16" and line["max_num_seqs"] == 16 and line["requests"] == "1024/2048"
+    assert line["throughput measured"] == pytest.approx(15.0)
+    assert line["throughput simulated"] == pytest.approx(15.0)  # `sweep` simulates 10 % over every measurement
+    assert line["power simulated"] == pytest.approx(2.0)
     assert repeat_spread(df.iloc[:3]).empty
 
 
