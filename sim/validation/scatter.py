@@ -13,7 +13,7 @@ misses the curve's bend between neighbours, so on smooth sweeps the figure is a 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -33,24 +33,28 @@ SCATTER_COLUMNS = tuple(scatter_column(m) for m in METRICS)
 """`neighbour_scatter`'s columns, in `METRICS`' order."""
 
 
-def inner_runs(df: pd.DataFrame) -> Iterator[tuple[Hashable, pd.Index, pd.Index, float]]:
-    """Per run of `df` with a smaller and a larger cap in its sweep (`SWEEP`): its index, the indices
-    of the runs at the cap next below and next above it, and w, how far its cap lies between those
-    two in log(cap). Where `df` has a `screen` column, runs the calibration's screen leaves out
-    (`oracle.screen`: not GPU-bound, data-parallel) and runs it keeps are neighbours only among
-    themselves."""
-    keys = [df[c] for c in SWEEP if c in df.columns]
+def _sweep_keys(df: pd.DataFrame) -> list[pd.Series]:
+    """The columns of `df` among `SWEEP`, to group its runs by sweep."""
+    return [df[c] for c in SWEEP if c in df.columns]
+
+
+def inner_runs(df: pd.DataFrame) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+    """Per run of `df` with a smaller and a larger cap in its sweep (`SWEEP`): its position in `df`,
+    the positions of the runs at the cap next below and next above it, and w, how far its cap lies
+    between those two in log(cap). Where `df` has a `screen` column, runs the calibration's screen
+    leaves out (`oracle.screen`: not GPU-bound, data-parallel) and runs it keeps are neighbours only
+    among themselves."""
+    keys = _sweep_keys(df)
     if "screen" in df.columns:
         keys.append(df["screen"].fillna("").eq(""))
-    for _, sweep in df.groupby(keys, dropna=False, sort=False):
-        caps = sweep["max_num_seqs"].astype(float)
-        levels = np.unique(caps)
-        for index, cap in caps.items():
-            at = int(np.searchsorted(levels, cap))
-            if 0 < at < len(levels) - 1:
-                x0, x, x1 = (math.log(levels[at - 1]), math.log(cap), math.log(levels[at + 1]))
-                below, above = caps.index[caps == levels[at - 1]], caps.index[caps == levels[at + 1]]
-                yield index, below, above, (x - x0) / (x1 - x0)
+    caps = df["max_num_seqs"].to_numpy(dtype=float)
+    for positions in df.groupby(keys, dropna=False, sort=False).indices.values():
+        levels = np.unique(caps[positions])
+        for at in range(1, len(levels) - 1):
+            x0, x, x1 = np.log(levels[at - 1 : at + 2])
+            below, above = positions[caps[positions] == levels[at - 1]], positions[caps[positions] == levels[at + 1]]
+            for position in positions[caps[positions] == levels[at]]:
+                yield int(position), below, above, float((x - x0) / (x1 - x0))
 
 
 def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
@@ -59,24 +63,24 @@ def neighbour_scatter(df: pd.DataFrame) -> pd.DataFrame:
     next below and above it in its sweep (`inner_runs`), scaled to one run's noise; NaN at a
     sweep's smallest and largest cap. Runs repeated at one cap count as one neighbour (their
     geometric mean)."""
-    out = pd.DataFrame(np.nan, index=df.index, columns=list(SCATTER_COLUMNS))
-    logs = np.log(df[[f"{m}_measured" for m in METRICS]].astype(float)).set_axis(list(SCATTER_COLUMNS), axis=1)
-    for index, below, above, w in inner_runs(df):
-        line = (1.0 - w) * logs.loc[below].mean() + w * logs.loc[above].mean()
-        noise = (logs.loc[index] - line) / math.sqrt(1.0 + w * w + (1.0 - w) ** 2)
-        out.loc[index] = np.expm1(noise) * 100.0
-    return out
+    out = np.full((len(df), len(METRICS)), np.nan)
+    logs = np.log(df[[f"{m}_measured" for m in METRICS]].to_numpy(dtype=float))
+    for position, below, above, w in inner_runs(df):
+        line = (1.0 - w) * logs[below].mean(axis=0) + w * logs[above].mean(axis=0)
+        out[position] = np.expm1((logs[position] - line) / math.sqrt(1.0 + w * w + (1.0 - w) ** 2)) * 100.0
+    return pd.DataFrame(out, index=df.index, columns=list(SCATTER_COLUMNS))
 
 
 def across_phases(df: pd.DataFrame) -> pd.Series:
     """Per run with neighbours on both sides (`inner_runs`; NaN elsewhere): 1.0 where a neighbour
     was sent a different number of requests (column `requests`: another entry of the benchmark's
     sweep, with its prompts resent another number of times, run apart from this one), else 0.0."""
-    out = pd.Series(np.nan, index=df.index)
-    requests = df["requests"]
-    for index, below, above, _ in inner_runs(df):
-        out.loc[index] = float(bool((requests.loc[below.union(above)] != requests.loc[index]).any()))
-    return out
+    out = np.full(len(df), np.nan)
+    requests = df["requests"].to_numpy()
+    for position, below, above, _ in inner_runs(df):
+        neighbours = requests[np.concatenate([below, above])]
+        out[position] = float(bool((neighbours != requests[position]).any()))
+    return pd.Series(out, index=df.index)
 
 
 def scatter_against_error(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFrame:
@@ -113,7 +117,7 @@ def repeat_spread(df: pd.DataFrame) -> pd.DataFrame:
     runs that no model of their settings accounts for."""
     columns = ["config_id", "max_num_seqs", "requests"]
     columns += [f"{m} {kind}" for m in METRICS for kind in ("measured", "simulated")]
-    keys = [df[c] for c in (*SWEEP, "max_num_seqs") if c in df.columns]
+    keys = [*_sweep_keys(df), df["max_num_seqs"]]
     rows = []
     for _, runs in df.groupby(keys, dropna=False, sort=False):
         if len(runs) < 2:
